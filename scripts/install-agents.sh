@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the pinned real agent binaries the tests drive (Codex before and after the
+# mcp-server removal, and Claude Code for read-back) into .agents/ inside the project.
+# Idempotent: a version already installed is left alone. Prints the folders to stdout.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dest="$root/.agents"
+pkgs=(
+  "codex-0.153.4 @openai/codex@0.153.4"
+  "codex-0.169.0 @openai/codex@0.169.0"
+  "claude-code-2.1.332 @anthropic-ai/claude-code@2.1.332"
+)
+command -v npm >/dev/null || { echo "install-agents: npm is required (install Node.js 20+)" >&2; exit 1; }
+mkdir -p "$dest"
+for entry in "${pkgs[@]}"; do
+  dir="${entry%% *}" spec="${entry#* }"
+  name="${spec%@*}"
+  if [ -f "$dest/$dir/.installed" ]; then
+    continue
+  fi
+  echo "install-agents: installing $spec into .agents/$dir" >&2
+  rm -rf "$dest/$dir"
+  mkdir -p "$dest/$dir"
+  npm install --prefix "$dest/$dir" --no-audit --no-fund --loglevel=error "$spec" >&2
+  touch "$dest/$dir/.installed"
+done

@@ -1,0 +1,1 @@
+//! Landlock confinement of agent process trees (filled in by the sandbox work).
