@@ -9,3 +9,9 @@ is synchronous.
 */
 
 pub mod sandbox;
+pub mod ids;
+pub mod jsonrpc;
+pub mod taskfile;
+pub mod agent;
+pub mod eventlog;
+pub mod process;

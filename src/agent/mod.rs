@@ -1,0 +1,174 @@
+/*!
+Agent sessions: one running agent per task, behind one interface whatever the protocol.
+
+A session is started once, then given one or more turns: the task's prompt first, then
+verification feedback on the same conversation (`codex-reply` for MCP, a new turn on the same
+thread for app-server, a re-run with the feedback for `exec`).
+*/
+
+pub mod exec;
+pub mod mcp;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::eventlog::EventLog;
+use crate::ids::TaskId;
+use crate::process::SpawnSpec;
+use crate::sandbox::SandboxReport;
+use crate::taskfile::{AgentProfile, Protocol};
+
+/// Everything an agent session needs to start.
+#[derive(Clone)]
+pub struct AgentContext {
+    pub task_id: TaskId,
+    pub worktree: PathBuf,
+    /// The task's private scratch folder (TMPDIR, caches, CODEX_HOME).
+    pub scratch: PathBuf,
+    /// The profile, with `env` already expanded.
+    pub profile: AgentProfile,
+    pub protocol: Protocol,
+    pub events: EventLog,
+    /// How to start the process (program/args/env filled from the profile by the caller).
+    pub spawn: SpawnSpec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot start the agent: {0}")]
+    Spawn(String),
+    #[error("the sandbox was not enforced: {0}")]
+    SandboxNotEnforced(String),
+    #[error("the agent did not finish starting within {0:.0} s")]
+    StartupTimeout(f64),
+    #[error("the agent did not finish within {0:.0} s; it was stopped")]
+    Timeout(f64),
+    #[error("the agent exited unexpectedly ({status}){}", stderr_hint(.stderr))]
+    Crashed { status: String, stderr: String },
+    #[error("the agent broke the protocol: {0}")]
+    Protocol(String),
+    #[error("the agent reported an error: {0}")]
+    Reported(String),
+}
+
+fn stderr_hint(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends with: {}", crate::jsonrpc::truncate(stderr, 600))
+    }
+}
+
+impl AgentError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, AgentError::Timeout(_) | AgentError::StartupTimeout(_))
+    }
+}
+
+/// What one turn produced.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TurnResult {
+    /// The agent's final message, when it gave one.
+    pub message: Option<String>,
+}
+
+/// Facts about the agent gathered during the session, for the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentInfo {
+    pub protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenUsage>,
+    pub commands_run: u32,
+    pub notifications: u64,
+    pub garbage_lines: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxReport>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// A running agent.
+pub enum Session {
+    Mcp(mcp::McpSession),
+    Exec(exec::ExecSession),
+}
+
+impl Session {
+    /// Starts the agent (for MCP: spawn + initialize + tools/list).
+    pub async fn start(ctx: AgentContext) -> Result<Session, AgentError> {
+        match ctx.protocol {
+            Protocol::Exec => Ok(Session::Exec(exec::ExecSession::new(ctx))),
+            Protocol::Mcp => Ok(Session::Mcp(mcp::McpSession::start(ctx).await?)),
+            Protocol::CodexAppServer | Protocol::Auto => Err(AgentError::Spawn(format!(
+                "protocol {:?} is not available in this build",
+                ctx.protocol
+            ))),
+        }
+    }
+
+    /// Runs one turn: the first prompt, or feedback on the same conversation.
+    pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
+        match self {
+            Session::Mcp(s) => s.turn(prompt, deadline).await,
+            Session::Exec(s) => s.turn(prompt, deadline).await,
+        }
+    }
+
+    pub fn info(&self) -> AgentInfo {
+        match self {
+            Session::Mcp(s) => s.info.clone(),
+            Session::Exec(s) => s.info.clone(),
+        }
+    }
+
+    /// Stops the agent and everything it started.
+    pub async fn shutdown(self) {
+        match self {
+            Session::Mcp(s) => s.shutdown().await,
+            Session::Exec(_) => {}
+        }
+    }
+}
+
+/// Grace period between SIGTERM and SIGKILL when stopping an agent.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Builds the environment fanout gives every agent on top of its own.
+pub fn base_env(ctx_task: &TaskId, worktree: &std::path::Path, scratch: &std::path::Path) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("FANOUT_TASK_ID".into(), ctx_task.to_string());
+    env.insert("FANOUT_WORKTREE".into(), worktree.display().to_string());
+    let tmp = scratch.join("tmp");
+    env.insert("TMPDIR".into(), tmp.display().to_string());
+    env
+}
+
+/// Reads the sandbox report the supervisor wrote, failing closed when it says "not enforced".
+pub fn check_sandbox(status_file: &std::path::Path, info: &mut AgentInfo) -> Result<(), AgentError> {
+    if let Ok(report) = crate::sandbox::read_report(status_file) {
+        let not_enforced = report.status == crate::sandbox::EnforcementStatus::NotEnforced;
+        let message = report.message.clone();
+        info.sandbox = Some(report);
+        if not_enforced {
+            return Err(AgentError::SandboxNotEnforced(
+                message.unwrap_or_else(|| "Landlock is not available on this kernel".into()),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+/*!
+The per-task event log: one JSON object per line (`events/<task>.jsonl` in the run folder),
+holding every notification the agent sent plus fanout's own task transitions. Writes are
+small and synchronous; the file is shared by the agent session and the task pipeline.
+*/
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+/// Cloneable handle to one task's JSONL log.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    file: Option<File>,
+    path: PathBuf,
+    lines: u64,
+}
+
+/// Past this many lines the log keeps counting but stops writing (a flooding agent must not fill the disk).
+pub const MAX_EVENT_LINES: u64 = 200_000;
+
+impl EventLog {
+    pub fn open(path: &Path) -> std::io::Result<EventLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventLog {
+            inner: Arc::new(Mutex::new(Inner {
+                file: Some(file),
+                path: path.to_path_buf(),
+                lines: 0,
+            })),
+        })
+    }
+
+    /// A log that writes nothing (unit tests).
+    pub fn disabled() -> EventLog {
+        EventLog {
+            inner: Arc::new(Mutex::new(Inner {
+                file: None,
+                path: PathBuf::new(),
+                lines: 0,
+            })),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.lock().path.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `{"t": <ms since epoch>, "kind": kind, ...data}`.
+    pub fn record(&self, kind: &str, data: Value) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut line = json!({"t": t, "kind": kind});
+        if let (Value::Object(dst), Value::Object(src)) = (&mut line, data) {
+            dst.extend(src);
+        }
+        let mut inner = self.lock();
+        inner.lines += 1;
+        if inner.lines > MAX_EVENT_LINES {
+            return;
+        }
+        let limit_hit = inner.lines == MAX_EVENT_LINES;
+        if let Some(f) = inner.file.as_mut() {
+            let mut text = line.to_string();
+            text.push('\n');
+            if limit_hit {
+                text.push_str(&format!(
+                    "{}\n",
+                    json!({"t": t, "kind": "log_truncated", "after_lines": MAX_EVENT_LINES})
+                ));
+            }
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+}

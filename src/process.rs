@@ -1,0 +1,190 @@
+/*!
+Starting and stopping agent processes.
+
+Every agent (and verify command) runs under fanout's sandbox supervisor (`fanout sandbox-exec`),
+in its own process group, with `PR_SET_PDEATHSIG` so that it is told to stop if fanout dies.
+Stopping is: SIGTERM to the supervisor (which terminates the whole tree, orphans included),
+a grace period, then SIGKILL to the process group.
+*/
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::sandbox::{self, Policy};
+
+/// Everything needed to start one confined process.
+#[derive(Clone, Debug)]
+pub struct SpawnSpec {
+    /// fanout's own executable, which holds the sandbox supervisor.
+    pub self_exe: PathBuf,
+    pub policy: Policy,
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// Variables set on top of fanout's environment.
+    pub env: BTreeMap<String, String>,
+    /// Variables removed from the inherited environment.
+    pub env_remove: Vec<String>,
+    /// Where the child's stderr goes (appended).
+    pub stderr_log: PathBuf,
+    /// Where the supervisor writes the sandbox enforcement report.
+    pub status_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot open log file {0}")]
+    Log(String, #[source] std::io::Error),
+    #[error("cannot start {program}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running, supervised child with piped stdin/stdout.
+pub struct AgentProcess {
+    pub child: Child,
+    pub pid: i32,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+    pub stderr_log: PathBuf,
+    pub status_file: PathBuf,
+}
+
+impl AgentProcess {
+    pub fn spawn(spec: &SpawnSpec) -> Result<AgentProcess, SpawnError> {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.stderr_log)
+            .map_err(|e| SpawnError::Log(spec.stderr_log.display().to_string(), e))?;
+        let _ = std::fs::remove_file(&spec.status_file);
+        let args: Vec<OsString> = spec.args.iter().map(OsString::from).collect();
+        let mut std_cmd = sandbox::supervised_command(
+            &spec.self_exe,
+            &spec.policy,
+            &spec.status_file,
+            spec.program.as_ref(),
+            &args,
+        );
+        std_cmd
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        for k in &spec.env_remove {
+            std_cmd.env_remove(k);
+        }
+        std_cmd.envs(&spec.env);
+        let mut cmd = tokio::process::Command::from(std_cmd);
+        cmd.process_group(0).kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
+            program: spec.program.clone(),
+            source,
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        Ok(AgentProcess {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child,
+            pid,
+            stderr_log: spec.stderr_log.clone(),
+            status_file: spec.status_file.clone(),
+        })
+    }
+
+    /// Stops the whole tree: SIGTERM to the supervisor, `grace`, then SIGKILL to the group.
+    pub async fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.kill_group();
+            return Some(status);
+        }
+        if self.pid > 0 {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        }
+        // The supervisor itself waits a grace period for its tree; give it that plus a margin.
+        match tokio::time::timeout(grace + Duration::from_secs(3), self.child.wait()).await {
+            Ok(Ok(status)) => {
+                self.kill_group();
+                Some(status)
+            }
+            _ => {
+                self.kill_group();
+                self.child.wait().await.ok()
+            }
+        }
+    }
+
+    fn kill_group(&self) {
+        if self.pid > 0 {
+            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Waits for exit until `deadline`; `None` on timeout.
+    pub async fn wait_until(&mut self, deadline: tokio::time::Instant) -> Option<ExitStatus> {
+        tokio::time::timeout_at(deadline, self.child.wait()).await.ok()?.ok()
+    }
+
+    /// The last lines of the child's stderr log, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        tail_of_file(&self.stderr_log, 2000)
+    }
+}
+
+/// The end of a text file, at most `max` bytes, cut at a line start when possible.
+pub fn tail_of_file(path: &Path, max: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(max);
+    let mut slice = &bytes[start..];
+    if start > 0 {
+        if let Some(nl) = slice.iter().position(|&b| b == b'\n') {
+            slice = &slice[nl + 1..];
+        }
+    }
+    String::from_utf8_lossy(slice).trim().to_string()
+}
+
+/// Describes an exit status in words.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        match code {
+            sandbox::EXIT_NOT_ENFORCED => "the sandbox could not be enforced (exit 125)".into(),
+            sandbox::EXIT_EXEC_FAILED => "the command could not be started (exit 127)".into(),
+            c if c > 128 && c < 160 => format!("killed by signal {} (exit {c})", signal_name(c - 128)),
+            c => format!("exit code {c}"),
+        }
+    } else if let Some(sig) = status.signal() {
+        format!("killed by signal {}", signal_name(sig))
+    } else {
+        "unknown exit".into()
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| sig.to_string())
+}
