@@ -59,7 +59,10 @@ fn stderr_hint(stderr: &str) -> String {
     if stderr.is_empty() {
         String::new()
     } else {
-        format!("; its stderr ends with: {}", crate::jsonrpc::truncate(stderr, 600))
+        format!(
+            "; its stderr ends with: {}",
+            crate::jsonrpc::truncate(stderr, 600)
+        )
     }
 }
 
@@ -104,16 +107,16 @@ pub struct TokenUsage {
 
 /// A running agent.
 pub enum Session {
-    Mcp(mcp::McpSession),
-    Exec(exec::ExecSession),
+    Mcp(Box<mcp::McpSession>),
+    Exec(Box<exec::ExecSession>),
 }
 
 impl Session {
     /// Starts the agent (for MCP: spawn + initialize + tools/list).
     pub async fn start(ctx: AgentContext) -> Result<Session, AgentError> {
         match ctx.protocol {
-            Protocol::Exec => Ok(Session::Exec(exec::ExecSession::new(ctx))),
-            Protocol::Mcp => Ok(Session::Mcp(mcp::McpSession::start(ctx).await?)),
+            Protocol::Exec => Ok(Session::Exec(Box::new(exec::ExecSession::new(ctx)))),
+            Protocol::Mcp => Ok(Session::Mcp(Box::new(mcp::McpSession::start(ctx).await?))),
             Protocol::CodexAppServer | Protocol::Auto => Err(AgentError::Spawn(format!(
                 "protocol {:?} is not available in this build",
                 ctx.protocol
@@ -122,7 +125,11 @@ impl Session {
     }
 
     /// Runs one turn: the first prompt, or feedback on the same conversation.
-    pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
+    pub async fn turn(
+        &mut self,
+        prompt: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
             Session::Exec(s) => s.turn(prompt, deadline).await,
@@ -149,7 +156,11 @@ impl Session {
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Builds the environment fanout gives every agent on top of its own.
-pub fn base_env(ctx_task: &TaskId, worktree: &std::path::Path, scratch: &std::path::Path) -> BTreeMap<String, String> {
+pub fn base_env(
+    ctx_task: &TaskId,
+    worktree: &std::path::Path,
+    scratch: &std::path::Path,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("FANOUT_TASK_ID".into(), ctx_task.to_string());
     env.insert("FANOUT_WORKTREE".into(), worktree.display().to_string());
@@ -159,15 +170,18 @@ pub fn base_env(ctx_task: &TaskId, worktree: &std::path::Path, scratch: &std::pa
 }
 
 /// Reads the sandbox report the supervisor wrote, failing closed when it says "not enforced".
-pub fn check_sandbox(status_file: &std::path::Path, info: &mut AgentInfo) -> Result<(), AgentError> {
+pub fn check_sandbox(
+    status_file: &std::path::Path,
+    info: &mut AgentInfo,
+) -> Result<(), AgentError> {
     if let Ok(report) = crate::sandbox::read_report(status_file) {
         let not_enforced = report.status == crate::sandbox::EnforcementStatus::NotEnforced;
         let message = report.message.clone();
         info.sandbox = Some(report);
         if not_enforced {
-            return Err(AgentError::SandboxNotEnforced(
-                message.unwrap_or_else(|| "Landlock is not available on this kernel".into()),
-            ));
+            return Err(AgentError::SandboxNotEnforced(message.unwrap_or_else(
+                || "Landlock is not available on this kernel".into(),
+            )));
         }
     }
     Ok(())
@@ -178,7 +192,8 @@ pub fn builtin_profile(name: &str) -> Option<AgentProfile> {
     match name {
         "codex" => {
             let mut p = AgentProfile::new(Protocol::Auto, "codex");
-            p.arguments.insert("approval-policy".into(), serde_json::json!("never"));
+            p.arguments
+                .insert("approval-policy".into(), serde_json::json!("never"));
             Some(p)
         }
         _ => None,
