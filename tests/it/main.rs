@@ -1,6 +1,7 @@
 //! fanout's integration tests: the built binaries on real repositories in temp folders.
 
 mod faults;
+mod interrupt;
 mod run;
 mod support;
 mod validate;
