@@ -304,7 +304,7 @@ impl Supervisor {
             let stop = self.wait_signals(PollTimeout::NONE);
             if let Some(sig) = stop {
                 self.terminate(cfg.grace);
-                return self.child_code.unwrap_or(128 + sig as i32);
+                return 128 + sig as i32;
             }
             if let Some(code) = self.child_code {
                 self.kill_all();
