@@ -38,7 +38,7 @@ pub(crate) fn kernel_abi() -> Option<u32> {
             LANDLOCK_CREATE_RULESET_VERSION,
         )
     };
-    (v > 0).then(|| v as u32)
+    (v > 0).then_some(v as u32)
 }
 
 /// The Linux release that introduced a Landlock ABI, for messages.

@@ -459,7 +459,19 @@ fn git_status_and_diff_in_a_worktree() {
     assert!(stdout.contains("?? untracked.txt"), "{}", show(&out));
     assert!(stdout.contains("+changed"), "{}", show(&out));
     // The worktree's metadata lives in the main repository's .git, which stays read-only.
-    let out = w.run(&[], &["git", "commit", "-qam", "agent commit"]);
+    let out = w.run(
+        &[],
+        &[
+            "git",
+            "-c",
+            "user.name=agent",
+            "-c",
+            "user.email=agent@example.com",
+            "commit",
+            "-qam",
+            "agent commit",
+        ],
+    );
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(git(&w.main, &["rev-list", "--count", "--all"]).trim(), "1");
     w.assert_outside_unchanged();
@@ -938,10 +950,23 @@ fn inherited_descriptors_are_closed() {
 // ---------------------------------------------------------------- no process outlives its task
 
 fn alive(pid: i32) -> bool {
-    // A reused pid would not run `sleep 300`.
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.starts_with(b"sleep\x00300"))
-        .unwrap_or(false)
+    alive_running(pid, b"sleep\x00300")
+}
+
+/// `pid` exists, is not a zombie, and its command line starts with `cmdline` (a reused pid
+/// would not).
+fn alive_running(pid: i32, cmdline: &[u8]) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        });
+    state == Some(false)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.starts_with(cmdline))
+            .unwrap_or(false)
 }
 
 fn wait_for_file(p: &Path) -> String {
@@ -977,7 +1002,7 @@ os.close(wr)
 os.wait()
 daemon = int(os.read(r, 32))
 plain = subprocess.Popen(["sleep", "300"]).pid
-open(E["TASK"] + "/pids.tmp", "w").write(f"{daemon} {plain}\n")
+open(E["TASK"] + "/pids.tmp", "w").write(f"{daemon} {plain} {os.getpid()}\n")
 os.rename(E["TASK"] + "/pids.tmp", E["TASK"] + "/pids")
 "#;
 
@@ -992,8 +1017,9 @@ fn detached_processes_die_with_the_command() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    assert_eq!(pids.len(), 2);
-    for pid in pids {
+    assert_eq!(pids.len(), 3);
+    for pid in &pids[..2] {
+        let pid = *pid;
         assert!(
             !alive(pid),
             "pid {pid} (sleep 300) outlived the sandboxed command"
@@ -1008,7 +1034,7 @@ fn stopping_the_supervisor_kills_the_tree() {
     let w = World::new();
     // The command keeps running, and one of its processes ignores SIGTERM.
     let body = format!(
-        "{DAEMONIZE}\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nimport time\ntime.sleep(300)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n{DAEMONIZE}\nimport time\ntime.sleep(300)\n"
     );
     let script = format!("{PRELUDE}\n{body}");
     let mut child = w
@@ -1021,7 +1047,8 @@ fn stopping_the_supervisor_kills_the_tree() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    assert!(pids.iter().all(|p| alive(*p)));
+    assert!(pids[..2].iter().all(|p| alive(*p)));
+    assert!(alive_running(pids[2], python().as_bytes()));
     let t = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -1039,6 +1066,14 @@ fn stopping_the_supervisor_kills_the_tree() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(128 + 15));
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "the grace period was not honoured"
+    );
+    assert!(
+        !alive_running(pids[2], python().as_bytes()),
+        "the command ignoring SIGTERM outlived the stopped supervisor"
+    );
     for pid in pids {
         assert!(
             !alive(pid),
