@@ -352,11 +352,7 @@ impl Supervisor {
     }
 
     fn descendants(&self) -> Vec<i32> {
-        procs::descendants(
-            &procs::all_processes(),
-            self.me.as_raw(),
-            Some(self.child.as_raw()),
-        )
+        procs::descendants(&procs::all_processes(), self.me.as_raw())
     }
 
     fn signal_all(&self, sig: Signal) -> usize {
