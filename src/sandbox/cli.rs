@@ -11,7 +11,7 @@ use std::time::Duration;
 pub enum NetArg {
     /// No network restrictions.
     Any,
-    /// All TCP bind and connect denied (plus `--allow-port` connects).
+    /// TCP bind denied, connect denied except to the `--allow-port` ports.
     None,
     /// TCP bind denied, connect only to port 443 (plus `--allow-port`).
     Default,

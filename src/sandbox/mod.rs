@@ -61,7 +61,7 @@ pub struct Policy {
     /// Landlock ruleset is applied and the status is [`EnforcementStatus::Off`].
     pub enforce: bool,
     /// Folders (or files) with full access beneath them: the task's worktree and scratch folder.
-    /// They must exist.
+    /// They must exist; use absolute paths (relative ones resolve against the helper's cwd).
     pub writable: Vec<PathBuf>,
     /// What may be read (and executed).
     pub read: ReadAccess,
