@@ -42,9 +42,13 @@ fn start_run(repo: &TestRepo, tasks: &std::path::Path) -> std::process::Child {
             .and_then(|mut d| d.next())
             .and_then(|e| e.ok())
             .map(|run| {
-                ["hang-1", "hang-2"]
-                    .iter()
-                    .all(|t| run.path().join("worktrees").join(t).join(format!("h{}.txt", &t[5..])).exists())
+                ["hang-1", "hang-2"].iter().all(|t| {
+                    run.path()
+                        .join("worktrees")
+                        .join(t)
+                        .join(format!("h{}.txt", &t[5..]))
+                        .exists()
+                })
             })
             .unwrap_or(false);
         if started {
@@ -67,18 +71,26 @@ fn ctrl_c_stops_agents_writes_the_report_and_cleans_up() {
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo.report_path()).expect("report written")).unwrap();
+        serde_json::from_slice(&std::fs::read(repo.report_path()).expect("report written"))
+            .unwrap();
     assert_eq!(report["interrupted"], true);
     let st = statuses(&report);
     assert_eq!(st["hang-1"], "failed");
-    assert!(task(&report, "hang-1")["error"].as_str().unwrap().contains("interrupted"));
+    assert!(task(&report, "hang-1")["error"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
     // The state file says so too.
     let run_dir = report["run_dir"].as_str().unwrap();
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{run_dir}/state.json")).unwrap()).unwrap();
     assert_eq!(state["status"], "interrupted");
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
-    assert!(repo.live_processes().is_empty(), "{:?}", repo.live_processes());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
     assert_eq!(repo.snapshot(), before);
 }
 
@@ -93,11 +105,19 @@ fn kill_9_leaves_a_consistent_state_that_clean_removes() {
     // The agents learn of fanout's death (PR_SET_PDEATHSIG) and stop.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !repo.live_processes().is_empty() {
-        assert!(Instant::now() < deadline, "left running: {:?}", repo.live_processes());
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            repo.live_processes()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = repo.fanout(&["status"]);
-    assert!(stdout(&status).contains("interrupted"), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("interrupted"),
+        "{}",
+        stdout(&status)
+    );
     let clean = repo.fanout(&["clean", "--branches"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());

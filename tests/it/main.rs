@@ -3,5 +3,6 @@
 mod faults;
 mod interrupt;
 mod run;
+mod sandbox;
 mod support;
 mod validate;
