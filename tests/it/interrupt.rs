@@ -22,7 +22,7 @@ fn hanging_tasks(repo: &TestRepo) -> std::path::PathBuf {
 
 /// Starts `fanout run` in the background and waits until every hanging agent has started.
 fn start_run(repo: &TestRepo, tasks: &std::path::Path) -> std::process::Child {
-    let child = Command::new(fanout_bin())
+    let mut child = Command::new(fanout_bin())
         .args(["run", "--no-readback", "--jobs", "3", "--tasks"])
         .arg(tasks)
         .arg("--report")
@@ -54,7 +54,11 @@ fn start_run(repo: &TestRepo, tasks: &std::path::Path) -> std::process::Child {
         if started {
             return child;
         }
-        assert!(Instant::now() < deadline, "the agents did not start");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agents did not start");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
