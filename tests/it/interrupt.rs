@@ -21,6 +21,8 @@ fn hanging_tasks(repo: &TestRepo) -> std::path::PathBuf {
 }
 
 /// Starts `fanout run` in the background and waits until every hanging agent has started.
+/// The caller owns the child and waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_run(repo: &TestRepo, tasks: &std::path::Path) -> std::process::Child {
     let mut child = Command::new(fanout_bin())
         .args(["run", "--no-readback", "--jobs", "3", "--tasks"])
