@@ -4,5 +4,6 @@ mod faults;
 mod interrupt;
 mod run;
 mod sandbox;
+mod sandbox_run;
 mod support;
 mod validate;
