@@ -43,8 +43,8 @@ pub enum AgentError {
     Spawn(String),
     #[error("the sandbox was not enforced: {0}")]
     SandboxNotEnforced(String),
-    #[error("the agent did not finish starting within {0:.0} s")]
-    StartupTimeout(f64),
+    #[error("the agent did not finish starting (answer initialize and tools/list) within {0:.0} s{1}")]
+    StartupTimeout(f64, String),
     #[error("the agent did not finish within {0:.0} s; it was stopped")]
     Timeout(f64),
     #[error("the agent exited unexpectedly ({status}){}", stderr_hint(.stderr))]
@@ -68,7 +68,19 @@ fn stderr_hint(stderr: &str) -> String {
 
 impl AgentError {
     pub fn is_timeout(&self) -> bool {
-        matches!(self, AgentError::Timeout(_) | AgentError::StartupTimeout(_))
+        matches!(self, AgentError::Timeout(_) | AgentError::StartupTimeout(..))
+    }
+}
+
+impl AgentInfo {
+    /// " (it printed N lines that are not JSON-RPC, the first: …)" when it did.
+    pub fn garbage_hint(&self) -> String {
+        match (&self.first_garbage, self.garbage_lines) {
+            (Some(first), n) if n > 0 => format!(
+                "; it printed {n} line(s) that are not JSON-RPC, the first: {first:?}"
+            ),
+            _ => String::new(),
+        }
     }
 }
 
@@ -94,6 +106,9 @@ pub struct AgentInfo {
     pub commands_run: u32,
     pub notifications: u64,
     pub garbage_lines: u64,
+    /// The first line that was not JSON-RPC, cut short (for error messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_garbage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxReport>,
 }
