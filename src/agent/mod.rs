@@ -6,6 +6,8 @@ verification feedback on the same conversation (`codex-reply` for MCP, a new tur
 thread for app-server, a re-run with the feedback for `exec`).
 */
 
+pub mod app_server;
+pub mod codex;
 pub mod exec;
 pub mod mcp;
 
@@ -105,19 +107,36 @@ pub struct TokenUsage {
 /// A running agent.
 pub enum Session {
     Mcp(mcp::McpSession),
+    AppServer(app_server::AppServerSession),
     Exec(exec::ExecSession),
 }
 
 impl Session {
-    /// Starts the agent (for MCP: spawn + initialize + tools/list).
+    /// Starts the agent (for MCP: spawn + initialize + tools/list; for app-server: spawn +
+    /// initialize + thread/start). Codex profiles are resolved first: binary, version,
+    /// protocol (`auto`), private CODEX_HOME (see [`codex::prepare`]).
     pub async fn start(ctx: AgentContext) -> Result<Session, AgentError> {
+        // `codex --version` and the CODEX_HOME copy are blocking file/process work.
+        let (ctx, codex) = tokio::task::spawn_blocking(move || codex::prepare(ctx))
+            .await
+            .map_err(|e| AgentError::Spawn(format!("preparing the agent failed: {e}")))?
+            .map_err(|e| AgentError::Spawn(e.to_string()))?;
+        let version = codex.map(|c| c.installed.version.to_string());
         match ctx.protocol {
             Protocol::Exec => Ok(Session::Exec(exec::ExecSession::new(ctx))),
-            Protocol::Mcp => Ok(Session::Mcp(mcp::McpSession::start(ctx).await?)),
-            Protocol::CodexAppServer | Protocol::Auto => Err(AgentError::Spawn(format!(
-                "protocol {:?} is not available in this build",
-                ctx.protocol
-            ))),
+            Protocol::Mcp => {
+                let mut s = mcp::McpSession::start(ctx).await?;
+                if s.info.version.is_none() {
+                    s.info.version = version;
+                }
+                Ok(Session::Mcp(s))
+            }
+            Protocol::CodexAppServer => Ok(Session::AppServer(
+                app_server::AppServerSession::start(ctx, version).await?,
+            )),
+            Protocol::Auto => Err(AgentError::Spawn(
+                "protocol \"auto\" only applies to the Codex CLI (command `codex`)".into(),
+            )),
         }
     }
 
@@ -125,6 +144,7 @@ impl Session {
     pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
+            Session::AppServer(s) => s.turn(prompt, deadline).await,
             Session::Exec(s) => s.turn(prompt, deadline).await,
         }
     }
@@ -132,6 +152,7 @@ impl Session {
     pub fn info(&self) -> AgentInfo {
         match self {
             Session::Mcp(s) => s.info.clone(),
+            Session::AppServer(s) => s.info.clone(),
             Session::Exec(s) => s.info.clone(),
         }
     }
@@ -140,9 +161,19 @@ impl Session {
     pub async fn shutdown(self) {
         match self {
             Session::Mcp(s) => s.shutdown().await,
+            Session::AppServer(s) => s.shutdown().await,
             Session::Exec(_) => {}
         }
     }
+}
+
+/// The profile an agent name resolves to: the task file's own entry, else a built-in
+/// (`codex`: the Codex CLI on PATH, protocol picked from its version).
+pub fn resolve_profile(file: &crate::taskfile::TaskFile, name: &str) -> Option<AgentProfile> {
+    if let Some(p) = file.agents.get(name) {
+        return Some(p.clone());
+    }
+    (name == "codex").then(codex::builtin_profile)
 }
 
 /// Grace period between SIGTERM and SIGKILL when stopping an agent.
