@@ -203,3 +203,15 @@ pub fn check_sandbox(status_file: &std::path::Path, info: &mut AgentInfo) -> Res
     }
     Ok(())
 }
+
+/// Built-in agent profiles, usable without an `agents` entry in the task file.
+pub fn builtin_profile(name: &str) -> Option<AgentProfile> {
+    match name {
+        "codex" => {
+            let mut p = AgentProfile::new(Protocol::Auto, "codex");
+            p.arguments.insert("approval-policy".into(), serde_json::json!("never"));
+            Some(p)
+        }
+        _ => None,
+    }
+}

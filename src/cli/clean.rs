@@ -1,0 +1,69 @@
+//! `fanout clean`: remove a run's leftover worktrees (e.g. after kill -9), optionally its branches.
+
+use super::{CleanArgs, EXIT_OK, EXIT_USAGE};
+use crate::git::repo::UserRepo;
+use crate::git::worktree;
+use crate::ids::RunId;
+use crate::state::StateFile;
+
+pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
+    let repo = match UserRepo::open(&a.repo.repo) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let runs_dir = repo.runs_dir();
+    let runs: Vec<String> = match &a.run {
+        Some(r) => match RunId::parse(r) {
+            Ok(id) => vec![id.to_string()],
+            Err(e) => {
+                eprintln!("fanout: {e}");
+                return Ok(EXIT_USAGE);
+            }
+        },
+        None => std::fs::read_dir(&runs_dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default(),
+    };
+    for run in runs {
+        let dir = runs_dir.join(&run);
+        if !dir.exists() {
+            eprintln!("fanout: no run {run}");
+            return Ok(EXIT_USAGE);
+        }
+        if let Some(state) = StateFile::read(&dir.join("state.json")) {
+            if state.status == "running" && !state.is_orphaned() {
+                eprintln!("fanout: run {run} is still running (pid {}); not cleaning it", state.pid);
+                continue;
+            }
+        }
+        let mut removed = 0;
+        let prefix = format!("fanout-{run}-");
+        if let Ok(names) = repo.repo.worktrees() {
+            for name in names.iter().flatten().filter(|n| n.starts_with(&prefix)) {
+                let task = &name[prefix.len()..];
+                let path = dir.join("worktrees").join(task);
+                worktree::remove(&repo.repo, name, &path)?;
+                removed += 1;
+            }
+        }
+        let _ = worktree::remove_tree(&dir.join("worktrees"));
+        let _ = worktree::remove_tree(&dir.join("scratch"));
+        let mut branches = 0;
+        if a.branches {
+            let prefix = format!("fanout/{run}/");
+            if let Ok(iter) = repo.repo.branches(Some(git2::BranchType::Local)) {
+                for (mut b, _) in iter.flatten() {
+                    if b.name().ok().flatten().is_some_and(|n| n.starts_with(&prefix)) && b.delete().is_ok() {
+                        branches += 1;
+                    }
+                }
+            }
+            worktree::remove_tree(&dir)?;
+        }
+        println!("run {run}: removed {removed} worktree(s){}", if a.branches { format!(", {branches} branch(es) and the run folder") } else { String::new() });
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,199 @@
+/*!
+The command line: clap structs holding exactly what the user typed, and one function per
+subcommand that turns them into library calls and prints the result. Exit codes: 0 success,
+1 some task did not end `merged`/`no_changes`, 2 usage or input error, 130 interrupted.
+*/
+
+mod clean;
+mod diff;
+mod run;
+mod status;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_TASKS_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fanout",
+    version,
+    about = "Run many coding agents in parallel, each confined to its own git worktree, then verify and merge what they did",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every task of a task file and merge the results into fanout/<run>/merged.
+    Run(RunArgs),
+    /// Check a task file and print every problem with its location.
+    Validate(ValidateArgs),
+    /// Show runs, or one run's tasks.
+    Status(StatusArgs),
+    /// Print one task's diff.
+    Diff(DiffArgs),
+    /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
+    Clean(CleanArgs),
+    /// Check git, the Landlock ABI, the agent binaries and the verifier.
+    Doctor(RepoArg),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArg {
+    /// The repository (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SandboxArg {
+    On,
+    Off,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetArg {
+    /// TCP connect to port 443 and the agent profile's connect_ports; no bind.
+    Default,
+    Any,
+    None,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadArg {
+    All,
+    Strict,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadbackArg {
+    Auto,
+    Require,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The task file (tasks.json, version 1).
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: PathBuf,
+    /// At most this many agents at once (default: number of CPUs).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Base revision (default: the task file's `base`, else HEAD).
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Use this agent profile for every task.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// Keep the task worktrees after the run.
+    #[arg(long)]
+    pub keep_worktrees: bool,
+    /// Also write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Landlock confinement of agents; `off` runs them unconfined (with a warning).
+    #[arg(long, value_enum, default_value = "on")]
+    pub sandbox: SandboxArg,
+    /// Network policy inside the sandbox.
+    #[arg(long, value_enum, default_value = "default")]
+    pub net: NetArg,
+    /// `strict` limits reads to system folders, the repository, the worktree and scratch.
+    #[arg(long, value_enum, default_value = "all")]
+    pub read: ReadArg,
+    /// Read-back of every changed file through the verifier: `require` makes a missing verifier an error.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub readback: ReadbackArg,
+    /// Turn read-back off.
+    #[arg(long, conflicts_with = "readback")]
+    pub no_readback: bool,
+    /// Print only warnings and the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Require at least this Landlock ABI (testing the fail-closed path).
+    #[arg(long, hide = true, default_value_t = 3)]
+    pub min_abi: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: PathBuf,
+    /// Also check the repository and the base revision.
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id (default: list runs).
+    pub run: Option<String>,
+    /// Print the run's report.json.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    pub run: String,
+    pub task: String,
+    /// Colour: auto, always, never.
+    #[arg(long, default_value = "auto")]
+    pub color: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id (default: every run that is not running).
+    pub run: Option<String>,
+    /// Also delete the run's branches and its folder.
+    #[arg(long)]
+    pub branches: bool,
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Clean(a) => clean::run(a),
+        Command::Doctor(a) => doctor(a),
+    }
+}
+
+fn doctor(a: RepoArg) -> anyhow::Result<i32> {
+    let mut ok = true;
+    match crate::git::repo::UserRepo::open(&a.repo) {
+        Ok(r) => println!("ok    git repository at {}", r.workdir.display()),
+        Err(e) => println!("note  {e}"),
+    }
+    match crate::sandbox::kernel_abi() {
+        Some(abi) if abi >= 3 => println!("ok    Landlock ABI {abi}: agents run confined"),
+        Some(abi) => {
+            ok = false;
+            println!("fail  Landlock ABI {abi} is below 3 (truncate): agents will not start unless --sandbox off")
+        }
+        None => {
+            ok = false;
+            println!("fail  this kernel offers no Landlock: agents will not start unless --sandbox off")
+        }
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_TASKS_FAILED })
+}

@@ -1,0 +1,89 @@
+//! `fanout run`: plan, execute, print the table, write the report.
+
+use anyhow::Context;
+
+use super::{NetArg, ReadArg, ReadbackArg, RunArgs, SandboxArg, EXIT_USAGE};
+use crate::plan::{NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions};
+use crate::runner::{self, Progress};
+
+pub fn run(a: RunArgs) -> anyhow::Result<i32> {
+    let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    if jobs == 0 {
+        eprintln!("fanout: --jobs must be at least 1");
+        return Ok(EXIT_USAGE);
+    }
+    let options = RunOptions {
+        repo: a.repo.repo.clone(),
+        tasks_file: a.tasks.clone(),
+        jobs,
+        base: a.base.clone(),
+        agent: a.agent.clone(),
+        keep_worktrees: a.keep_worktrees,
+        report: a.report.clone(),
+        sandbox: SandboxOptions {
+            enabled: a.sandbox == SandboxArg::On,
+            net: match a.net {
+                NetArg::Default => NetChoice::Default,
+                NetArg::Any => NetChoice::Any,
+                NetArg::None => NetChoice::None,
+            },
+            read_strict: a.read == ReadArg::Strict,
+            min_abi: a.min_abi,
+        },
+        readback: if a.no_readback {
+            ReadbackMode::Off
+        } else if a.readback == ReadbackArg::Require {
+            ReadbackMode::Require
+        } else {
+            ReadbackMode::Auto
+        },
+        self_exe,
+    };
+    let plan = match Plan::build(options) {
+        Ok(p) => p,
+        Err(PlanError::TaskFile(crate::taskfile::TaskFileError::Invalid { path, problems })) => {
+            eprintln!("fanout: {path}: {} problem(s); nothing was run", problems.len());
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("fanout: {}", error_chain(&e));
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let report_path = plan.options.report.clone();
+    let report = match runner::execute(plan, Progress::new(a.quiet)) {
+        Ok(r) => r,
+        Err(e @ runner::RunError::Verifier(_)) => {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
+    };
+    print!("{}", crate::report::table::render(&report));
+    if let Some(path) = report_path {
+        crate::report::write_json_atomic(&path, &report)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    Ok(report.exit_code())
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,75 @@
+//! `fanout status`: list runs, or show one run's tasks.
+
+use super::{StatusArgs, EXIT_OK, EXIT_USAGE};
+use crate::git::repo::UserRepo;
+use crate::ids::RunId;
+use crate::state::StateFile;
+
+pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
+    let repo = match UserRepo::open(&a.repo.repo) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let runs_dir = repo.runs_dir();
+    let Some(run) = a.run else {
+        let mut runs: Vec<String> = std::fs::read_dir(&runs_dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        runs.sort();
+        if runs.is_empty() {
+            println!("no runs in {}", runs_dir.display());
+        }
+        for r in runs {
+            let state = StateFile::read(&runs_dir.join(&r).join("state.json"));
+            let line = match state {
+                Some(s) => {
+                    let status = if s.is_orphaned() { "interrupted (its fanout process is gone)".to_string() } else { s.status.clone() };
+                    let mut counts = std::collections::BTreeMap::new();
+                    for t in s.tasks.values() {
+                        *counts.entry(t.status.clone()).or_insert(0usize) += 1;
+                    }
+                    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                    format!("{r}  {status}  {}", counts.join(", "))
+                }
+                None => format!("{r}  (no state)"),
+            };
+            println!("{line}");
+        }
+        return Ok(EXIT_OK);
+    };
+    let run = match RunId::parse(&run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let dir = runs_dir.join(run.as_str());
+    if a.json {
+        match std::fs::read_to_string(dir.join("report.json")) {
+            Ok(t) => print!("{t}"),
+            Err(_) => {
+                eprintln!("fanout: run {run} has no report.json (still running, or interrupted)");
+                return Ok(EXIT_USAGE);
+            }
+        }
+        return Ok(EXIT_OK);
+    }
+    let Some(state) = StateFile::read(&dir.join("state.json")) else {
+        eprintln!("fanout: no run {run} in {}", runs_dir.display());
+        return Ok(EXIT_USAGE);
+    };
+    let status = if state.is_orphaned() { "interrupted (its fanout process is gone; `fanout clean` removes its worktrees)" } else { &state.status };
+    println!("run {}: {status}", state.run_id);
+    println!("base {}  integration branch {}", state.base, state.integration_branch);
+    let order = if state.order.is_empty() { state.tasks.keys().cloned().collect() } else { state.order.clone() };
+    for id in order {
+        if let Some(t) = state.tasks.get(&id) {
+            println!("  {id:<24} {:<13} {}", t.status, t.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or(""));
+        }
+    }
+    Ok(EXIT_OK)
+}

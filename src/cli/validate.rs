@@ -1,0 +1,64 @@
+//! `fanout validate`: every problem of a task file, with its location.
+
+use super::{ValidateArgs, EXIT_OK, EXIT_USAGE};
+use crate::taskfile::{self, TaskFileError};
+
+pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
+    let file = match taskfile::load(&a.tasks) {
+        Ok(f) => f,
+        Err(TaskFileError::Invalid { path, problems }) => {
+            eprintln!("fanout: {path}: {} problem(s)", problems.len());
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("fanout: {e}: {}", e.source_text());
+            return Ok(EXIT_USAGE);
+        }
+    };
+    if let Some(repo) = &a.repo {
+        let plan_check = crate::git::repo::UserRepo::open(repo).and_then(|r| {
+            r.resolve_base(file.base.as_deref().unwrap_or("HEAD"))
+        });
+        if let Err(e) = plan_check {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    }
+    if let Err(e) = crate::plan::resolve_agents(&file, &|n| std::env::var(n).ok()) {
+        eprintln!("fanout: {e}");
+        return Ok(EXIT_USAGE);
+    }
+    let agents: std::collections::BTreeSet<String> = file
+        .tasks
+        .iter()
+        .map(|t| {
+            t.agent
+                .clone()
+                .or_else(|| file.defaults.agent.clone())
+                .unwrap_or_else(|| "codex".into())
+        })
+        .collect();
+    println!(
+        "{}: valid — {} task(s), agent(s): {}",
+        a.tasks.display(),
+        file.tasks.len(),
+        agents.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    Ok(EXIT_OK)
+}
+
+trait SourceText {
+    fn source_text(&self) -> String;
+}
+
+impl SourceText for TaskFileError {
+    fn source_text(&self) -> String {
+        match self {
+            TaskFileError::Read { source, .. } => source.to_string(),
+            TaskFileError::Invalid { .. } => String::new(),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+/*!
+Collecting a task's change: the worktree's full content against the base (modified, added but
+not ignored, deleted, renamed, mode changes, binaries) becomes one commit on the task branch,
+with fanout as the committer. The agent's own index and commits are not trusted: the tree is
+rebuilt from the base tree plus the files on disk.
+*/
+
+use std::path::Path;
+
+use git2::{Diff, DiffFindOptions, DiffFormat, DiffOptions, IndexAddOption, Oid, Repository};
+use serde::Serialize;
+
+use super::{fanout_signature, GitContext, GitError};
+
+/// What a task changed.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ChangeSummary {
+    /// Paths touched (for a rename: both the old and the new path).
+    pub files: Vec<String>,
+    pub insertions: usize,
+    pub deletions: usize,
+    /// Per-file detail.
+    pub changes: Vec<FileChange>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FileChange {
+    pub path: String,
+    /// added, modified, deleted, renamed, copied, typechange
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+    pub binary: bool,
+}
+
+/// The result of collecting one task.
+pub struct Collected {
+    /// `None` when the worktree equals the base.
+    pub commit: Option<Oid>,
+    pub tree: Oid,
+    pub summary: ChangeSummary,
+    /// `git apply`-able patch of the change.
+    pub patch: Vec<u8>,
+}
+
+/// Builds the tree of `task_repo`'s working directory as it is on disk.
+pub fn worktree_tree(task_repo: &Repository, base: Oid) -> Result<Oid, GitError> {
+    let base_tree = task_repo
+        .find_commit(base)
+        .and_then(|c| c.tree())
+        .ctx(|| format!("base commit {base} has no tree"))?;
+    let mut index = task_repo.index().ctx(|| "cannot open the task index".into())?;
+    // Start from the base, not from whatever index the agent left behind.
+    index.read_tree(&base_tree).ctx(|| "cannot load the base tree".into())?;
+    index
+        .add_all(["."], IndexAddOption::DEFAULT, None)
+        .ctx(|| "cannot add the worktree's files".into())?;
+    index
+        .update_all(["."], None)
+        .ctx(|| "cannot record deleted files".into())?;
+    index
+        .write_tree_to(task_repo)
+        .ctx(|| "cannot write the worktree's tree".into())
+}
+
+/// Commits the worktree's change on `branch` (parent: `parent`, which is the base or a
+/// dependency integration commit). Returns `commit: None` when nothing changed.
+pub fn collect_and_commit(
+    task_repo: &Repository,
+    parent: Oid,
+    branch: &str,
+    message: &str,
+) -> Result<Collected, GitError> {
+    let tree_id = worktree_tree(task_repo, parent)?;
+    let parent_commit = task_repo
+        .find_commit(parent)
+        .ctx(|| format!("parent commit {parent} not found"))?;
+    let (summary, patch) = summarize(task_repo, parent_commit.tree_id(), tree_id)?;
+    if tree_id == parent_commit.tree_id() {
+        return Ok(Collected {
+            commit: None,
+            tree: tree_id,
+            summary,
+            patch,
+        });
+    }
+    let tree = task_repo.find_tree(tree_id).ctx(|| "tree vanished".into())?;
+    let sig = fanout_signature()?;
+    let oid = task_repo
+        .commit(None, &sig, &sig, message, &tree, &[&parent_commit])
+        .ctx(|| "cannot create the task commit".into())?;
+    super::repo::set_branch(task_repo, branch, oid, "fanout: task result")?;
+    Ok(Collected {
+        commit: Some(oid),
+        tree: tree_id,
+        summary,
+        patch,
+    })
+}
+
+/// Diffs two trees: file list, line counts (renames detected) and a binary-safe patch.
+pub fn summarize(repo: &Repository, old: Oid, new: Oid) -> Result<(ChangeSummary, Vec<u8>), GitError> {
+    let old_tree = repo.find_tree(old).ctx(|| format!("tree {old} not found"))?;
+    let new_tree = repo.find_tree(new).ctx(|| format!("tree {new} not found"))?;
+    let mut opts = DiffOptions::new();
+    opts.show_binary(true).ignore_submodules(true);
+    let mut diff = repo
+        .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), Some(&mut opts))
+        .ctx(|| "cannot diff the task's change".into())?;
+    let mut find = DiffFindOptions::new();
+    find.renames(true).copies(false).exact_match_only(false);
+    diff.find_similar(Some(&mut find))
+        .ctx(|| "cannot detect renames".into())?;
+    let summary = summary_of(&diff)?;
+    let patch = patch_of(&diff)?;
+    Ok((summary, patch))
+}
+
+fn summary_of(diff: &Diff<'_>) -> Result<ChangeSummary, GitError> {
+    let stats = diff.stats().ctx(|| "cannot count changed lines".into())?;
+    let mut summary = ChangeSummary {
+        insertions: stats.insertions(),
+        deletions: stats.deletions(),
+        ..ChangeSummary::default()
+    };
+    let path_of = |f: git2::DiffFile<'_>| f.path().map(|p| p.to_string_lossy().into_owned());
+    for delta in diff.deltas() {
+        let new = path_of(delta.new_file());
+        let old = path_of(delta.old_file());
+        let kind = match delta.status() {
+            git2::Delta::Added | git2::Delta::Untracked => "added",
+            git2::Delta::Deleted => "deleted",
+            git2::Delta::Renamed => "renamed",
+            git2::Delta::Copied => "copied",
+            git2::Delta::Typechange => "typechange",
+            _ => "modified",
+        };
+        let binary = delta.flags().is_binary();
+        let path = if kind == "deleted" { old.clone() } else { new.clone() }.unwrap_or_default();
+        let old_path = (kind == "renamed" || kind == "copied").then(|| old.clone()).flatten();
+        if let Some(o) = &old_path {
+            summary.files.push(o.clone());
+        }
+        summary.files.push(path.clone());
+        summary.changes.push(FileChange {
+            path,
+            kind: kind.into(),
+            old_path,
+            binary,
+        });
+    }
+    summary.files.sort();
+    summary.files.dedup();
+    Ok(summary)
+}
+
+fn patch_of(diff: &Diff<'_>) -> Result<Vec<u8>, GitError> {
+    let mut out = Vec::new();
+    diff.print(DiffFormat::Patch, |_delta, _hunk, line| {
+        match line.origin() {
+            '+' | '-' | ' ' => out.push(line.origin() as u8),
+            _ => {}
+        }
+        out.extend_from_slice(line.content());
+        true
+    })
+    .ctx(|| "cannot render the patch".into())?;
+    Ok(out)
+}
+
+/// The content of `path` in `tree`, if it is a blob there.
+pub fn blob_at(repo: &Repository, tree: Oid, path: &Path) -> Option<Vec<u8>> {
+    let tree = repo.find_tree(tree).ok()?;
+    let entry = tree.get_path(path).ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    Some(blob.content().to_vec())
+}

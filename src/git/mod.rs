@@ -1,0 +1,69 @@
+/*!
+Everything fanout does to git, through git2 (libgit2) in-process: no hooks, no filters of the
+user's configuration, no fsmonitor, and never the user's checkout, index or current branch.
+*/
+
+pub mod collect;
+pub mod merge;
+pub mod repo;
+pub mod worktree;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{path} is not a git repository (or cannot be opened)")]
+    NotARepo {
+        path: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{0} is a bare repository; fanout needs a repository with a working tree")]
+    Bare(String),
+    #[error("the repository at {0} has no commits yet; commit something first")]
+    NoCommits(String),
+    #[error("cannot resolve base {rev:?} to a commit")]
+    BadBase {
+        rev: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{what}")]
+    Op {
+        what: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Adds context to git2 errors.
+pub(crate) trait GitContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, GitError>;
+}
+
+impl<T> GitContext<T> for Result<T, git2::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, GitError> {
+        self.map_err(|source| GitError::Op {
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> GitContext<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, GitError> {
+        self.map_err(|source| GitError::Io {
+            what: what(),
+            source,
+        })
+    }
+}
+
+/// The signature fanout commits with: fanout is the committer of every task commit.
+pub fn fanout_signature() -> Result<git2::Signature<'static>, GitError> {
+    git2::Signature::now("fanout", "fanout@localhost").ctx(|| "cannot build a signature".into())
+}

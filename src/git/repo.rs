@@ -1,0 +1,89 @@
+//! Opening the user's repository, resolving the base commit, and the run folder under `.git/fanout`.
+
+use std::path::{Path, PathBuf};
+
+use git2::Repository;
+
+use super::{GitContext, GitError};
+
+/// The user's repository, opened without touching anything in it.
+pub struct UserRepo {
+    pub repo: Repository,
+    /// The working tree root of the user's checkout.
+    pub workdir: PathBuf,
+    /// The common git dir (`.git`), shared by all worktrees.
+    pub common_dir: PathBuf,
+}
+
+impl UserRepo {
+    /// Opens the repository containing `path`; refuses bare repositories and empty ones.
+    pub fn open(path: &Path) -> Result<UserRepo, GitError> {
+        let repo = Repository::discover(path).map_err(|source| GitError::NotARepo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if repo.is_bare() {
+            return Err(GitError::Bare(path.display().to_string()));
+        }
+        let workdir = repo
+            .workdir()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| GitError::Bare(path.display().to_string()))?;
+        let empty = match repo.head() {
+            Ok(_) => false,
+            Err(e) if e.code() == git2::ErrorCode::UnbornBranch || e.code() == git2::ErrorCode::NotFound => true,
+            Err(e) => {
+                return Err(GitError::Op {
+                    what: "cannot read HEAD".into(),
+                    source: e,
+                })
+            }
+        };
+        if empty {
+            return Err(GitError::NoCommits(workdir.display().to_string()));
+        }
+        let common_dir = repo.commondir().to_path_buf();
+        Ok(UserRepo {
+            repo,
+            workdir,
+            common_dir,
+        })
+    }
+
+    /// Resolves `rev` (default `HEAD`) to a commit id.
+    pub fn resolve_base(&self, rev: &str) -> Result<git2::Oid, GitError> {
+        let obj = self
+            .repo
+            .revparse_single(rev)
+            .map_err(|source| GitError::BadBase {
+                rev: rev.to_string(),
+                source,
+            })?;
+        let commit = obj.peel_to_commit().map_err(|source| GitError::BadBase {
+            rev: rev.to_string(),
+            source,
+        })?;
+        Ok(commit.id())
+    }
+
+    /// `.git/fanout`, where all run state lives.
+    pub fn fanout_dir(&self) -> PathBuf {
+        self.common_dir.join("fanout")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.fanout_dir().join("runs")
+    }
+}
+
+/// Whether a branch exists.
+pub fn branch_exists(repo: &Repository, name: &str) -> bool {
+    repo.find_reference(&format!("refs/heads/{name}")).is_ok()
+}
+
+/// Points `refs/heads/<name>` at `oid`, creating it.
+pub fn set_branch(repo: &Repository, name: &str, oid: git2::Oid, msg: &str) -> Result<(), GitError> {
+    repo.reference(&format!("refs/heads/{name}"), oid, true, msg)
+        .ctx(|| format!("cannot update branch {name}"))?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+/*!
+The plan of a run: the validated task file resolved against the repository and the command
+line (base commit, agent profiles with their environment expanded, per-task settings). Every
+check that can fail because of the user's input happens here, before anything is created.
+*/
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::git::repo::UserRepo;
+use crate::git::GitError;
+use crate::ids::{RunId, TaskId};
+use crate::taskfile::{self, AgentProfile, Protocol, TaskFile, TaskFileError, TaskSpec, VerifyCommand};
+
+/// Settings from the command line that shape a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub repo: PathBuf,
+    pub tasks_file: PathBuf,
+    pub jobs: usize,
+    pub base: Option<String>,
+    /// Use this agent for every task, whatever the file says.
+    pub agent: Option<String>,
+    pub keep_worktrees: bool,
+    pub report: Option<PathBuf>,
+    pub sandbox: SandboxOptions,
+    pub readback: ReadbackMode,
+    /// fanout's own executable (it holds the sandbox supervisor).
+    pub self_exe: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// false only with an explicit `--sandbox off`.
+    pub enabled: bool,
+    pub net: NetChoice,
+    pub read_strict: bool,
+    pub min_abi: u32,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            enabled: true,
+            net: NetChoice::Default,
+            read_strict: false,
+            min_abi: 3,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetChoice {
+    /// TCP connect to 443 and the profile's `connect_ports` only.
+    Default,
+    Any,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadbackMode {
+    /// Read back when the verifier's binary is found; warn once when it is not.
+    Auto,
+    /// A missing verifier is an error before anything starts.
+    Require,
+    Off,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    TaskFile(#[from] TaskFileError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One task, resolved.
+#[derive(Clone, Debug)]
+pub struct PlannedTask {
+    pub spec: TaskSpec,
+    pub agent_name: String,
+    pub profile: AgentProfile,
+    pub timeout_secs: f64,
+    pub verify: Option<VerifyCommand>,
+    pub verify_timeout_secs: f64,
+    pub max_attempts: u32,
+}
+
+impl PlannedTask {
+    pub fn id(&self) -> &TaskId {
+        &self.spec.id
+    }
+}
+
+pub struct Plan {
+    pub run_id: RunId,
+    pub repo: UserRepo,
+    pub base: git2::Oid,
+    pub base_rev: String,
+    pub tasks: Vec<PlannedTask>,
+    pub verifier: Option<AgentProfile>,
+    pub options: RunOptions,
+    pub run_dir: PathBuf,
+}
+
+pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
+
+impl Plan {
+    pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
+        let file = taskfile::load(&options.tasks_file)?;
+        let repo = UserRepo::open(&options.repo)?;
+        Self::from_parts(file, repo, options)
+    }
+
+    pub fn from_parts(file: TaskFile, repo: UserRepo, options: RunOptions) -> Result<Plan, PlanError> {
+        let base_rev = options
+            .base
+            .clone()
+            .or_else(|| file.base.clone())
+            .unwrap_or_else(|| "HEAD".into());
+        let base = repo.resolve_base(&base_rev)?;
+        let agents = resolve_agents(&file, &|n| std::env::var(n).ok())?;
+        if let Some(a) = &options.agent {
+            if !agents.contains_key(a) {
+                return Err(PlanError::Invalid(format!(
+                    "--agent {a:?} names no agent (known: {})",
+                    agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let mut tasks = Vec::new();
+        for spec in &file.tasks {
+            let agent_name = options
+                .agent
+                .clone()
+                .or_else(|| spec.agent.clone())
+                .or_else(|| file.defaults.agent.clone())
+                .unwrap_or_else(|| "codex".into());
+            let profile = agents.get(&agent_name).cloned().ok_or_else(|| {
+                PlanError::Invalid(format!("task {}: unknown agent {agent_name:?}", spec.id))
+            })?;
+            if !profile.enabled {
+                return Err(PlanError::Invalid(format!(
+                    "task {}: agent {agent_name:?} is disabled (enabled: false)",
+                    spec.id
+                )));
+            }
+            tasks.push(PlannedTask {
+                agent_name,
+                timeout_secs: spec
+                    .timeout_secs
+                    .or(file.defaults.timeout_secs)
+                    .unwrap_or(taskfile::DEFAULT_TASK_TIMEOUT_SEC),
+                verify: spec.verify.clone().or_else(|| file.defaults.verify.clone()),
+                verify_timeout_secs: spec
+                    .verify_timeout_secs
+                    .or(file.defaults.verify_timeout_secs)
+                    .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+                max_attempts: spec
+                    .max_attempts
+                    .or(file.defaults.max_attempts)
+                    .unwrap_or(taskfile::DEFAULT_MAX_ATTEMPTS),
+                profile,
+                spec: spec.clone(),
+            });
+        }
+        let verifier = match &file.verifier {
+            Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
+            None => None,
+        };
+        let run_id = RunId::new();
+        let run_dir = repo.runs_dir().join(run_id.as_str());
+        Ok(Plan {
+            run_id,
+            repo,
+            base,
+            base_rev,
+            tasks,
+            verifier,
+            options,
+            run_dir,
+        })
+    }
+
+    /// Folder of the run's worktrees.
+    pub fn worktree_path(&self, task: &TaskId) -> PathBuf {
+        self.run_dir.join("worktrees").join(task.as_str())
+    }
+
+    pub fn scratch_path(&self, task: &TaskId) -> PathBuf {
+        self.run_dir.join("scratch").join(task.as_str())
+    }
+}
+
+/// Profiles by name: the file's own plus the built-in ones it does not override, env expanded.
+pub fn resolve_agents(
+    file: &TaskFile,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, AgentProfile>, PlanError> {
+    let mut out = BTreeMap::new();
+    for name in taskfile::BUILTIN_AGENTS {
+        if let Some(p) = crate::agent::builtin_profile(name) {
+            out.insert(name.to_string(), p);
+        }
+    }
+    for (name, profile) in &file.agents {
+        out.insert(
+            name.clone(),
+            expand_profile(profile, &format!("$.agents.{name}"), lookup)?,
+        );
+    }
+    Ok(out)
+}
+
+fn expand_profile(
+    profile: &AgentProfile,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<AgentProfile, PlanError> {
+    let mut p = profile.clone();
+    for (k, v) in p.env.iter_mut() {
+        *v = taskfile::expand_env(v, lookup)
+            .map_err(|e| PlanError::Invalid(format!("{path}.env.{k}: {e}")))?;
+    }
+    Ok(p)
+}
+
+/// Resolves `cwd` of a profile against the worktree.
+pub fn agent_cwd(profile: &AgentProfile, worktree: &Path) -> PathBuf {
+    match &profile.cwd {
+        Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
+        Some(c) => worktree.join(c),
+        None => worktree.to_path_buf(),
+    }
+}
+
+/// Whether the profile's protocol needs detection (the built-in `codex` profile).
+pub fn needs_detection(profile: &AgentProfile) -> bool {
+    profile.protocol == Protocol::Auto
+}

@@ -1,0 +1,145 @@
+//! Integration of verified task commits onto `fanout/<run>/merged`, and the end-of-run cleanup.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use git2::{Oid, Repository};
+
+use super::{Pending, RunError, Shared};
+use crate::git::merge::{Applied, Integrator};
+use crate::git::{repo as gitrepo, worktree};
+use crate::ids::{merged_branch, task_branch, TaskId};
+use crate::report::{TaskReport, TaskStatus};
+
+/// The commit a dependent task starts from: the base plus its dependencies' commits.
+pub(crate) fn dependency_base(repo: &Repository, base: Oid, deps: &[Oid]) -> Result<Oid, String> {
+    let mut integ = Integrator::new(repo, base);
+    for &c in deps {
+        match integ
+            .apply(c, &format!("fanout: dependency {c}"))
+            .map_err(|e| format!("{e:#}"))?
+        {
+            Applied::Merged(_) => {}
+            Applied::Conflict(paths) => {
+                return Err(format!(
+                    "its dependencies conflict with each other in {}",
+                    paths.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(integ.head())
+}
+
+/// Task indices in task-file order, but with every task after its dependencies.
+fn merge_order(shared: &Shared) -> Vec<usize> {
+    let index: BTreeMap<&str, usize> = shared
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id().as_str(), i))
+        .collect();
+    let mut placed = BTreeSet::new();
+    let mut order = Vec::new();
+    fn place(
+        i: usize,
+        shared: &Shared,
+        index: &BTreeMap<&str, usize>,
+        placed: &mut BTreeSet<usize>,
+        order: &mut Vec<usize>,
+    ) {
+        if !placed.insert(i) {
+            return;
+        }
+        for d in &shared.tasks[i].spec.depends_on {
+            if let Some(&j) = index.get(d.as_str()) {
+                place(j, shared, index, placed, order);
+            }
+        }
+        order.push(i);
+    }
+    for i in 0..shared.tasks.len() {
+        place(i, shared, &index, &mut placed, &mut order);
+    }
+    order
+}
+
+/// Applies every ready commit in order and points the integration branch at the result.
+pub(crate) fn integrate(
+    shared: &Shared,
+    reports: &mut [TaskReport],
+    pendings: &[Pending],
+    interrupted: bool,
+) -> Result<Oid, RunError> {
+    let repo = Repository::open(&shared.repo_path).map_err(|source| crate::git::GitError::Op {
+        what: "cannot open the repository for integration".into(),
+        source,
+    })?;
+    let mut integ = Integrator::new(&repo, shared.base);
+    let mut merged: BTreeSet<TaskId> = BTreeSet::new();
+    for i in merge_order(shared) {
+        let task = &shared.tasks[i];
+        let report = &mut reports[i];
+        let Pending::Ready(commit) = pendings[i] else {
+            if report.status == TaskStatus::NoChanges {
+                merged.insert(task.id().clone());
+            }
+            continue;
+        };
+        if let Some(dep) = task.spec.depends_on.iter().find(|d| !merged.contains(*d)) {
+            report.status = TaskStatus::Skipped;
+            report.error = Some(format!("dependency {dep} was not merged"));
+            continue;
+        }
+        if interrupted {
+            // Verified work is kept on its branch, but an interrupted run integrates nothing new.
+            report.status = TaskStatus::Failed;
+            report.error = Some("the run was interrupted before integration; the verified commit is on the task branch".into());
+            continue;
+        }
+        let message = format!("fanout: merge task {}\n\nFanout-Task: {}\n", task.id(), task.id());
+        match integ.apply(commit, &message)? {
+            Applied::Merged(_) => {
+                report.status = TaskStatus::Merged;
+                merged.insert(task.id().clone());
+            }
+            Applied::Conflict(paths) => {
+                report.status = TaskStatus::Conflict;
+                report.error = Some(format!(
+                    "conflicts with changes merged before it in: {}",
+                    paths.join(", ")
+                ));
+                report.conflict_paths = paths;
+            }
+        }
+        shared.progress.merged(task.id().as_str(), report.status);
+    }
+    let head = integ.head();
+    gitrepo::set_branch(&repo, &merged_branch(&shared.run_id), head, "fanout: integration")?;
+    Ok(head)
+}
+
+/// Removes worktrees and scratch folders (unless kept) and task branches that hold nothing.
+pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
+    let Ok(repo) = Repository::open(&shared.repo_path) else { return };
+    for (task, report) in shared.tasks.iter().zip(reports.iter_mut()) {
+        let name = worktree::worktree_name(shared.run_id.as_str(), task.id().as_str());
+        let wt = shared.run_dir.join("worktrees").join(task.id().as_str());
+        if !shared.options.keep_worktrees {
+            if let Err(e) = worktree::remove(&repo, &name, &wt) {
+                shared.progress.warn(&format!("{}: {e:#}", task.id()));
+            }
+            let _ = worktree::remove_tree(&shared.run_dir.join("scratch").join(task.id().as_str()));
+        }
+        if report.commit.is_none() && !shared.options.keep_worktrees {
+            let branch = task_branch(&shared.run_id, task.id());
+            if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
+                let _ = b.delete();
+            }
+            report.branch = None;
+        }
+    }
+    if !shared.options.keep_worktrees {
+        let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));
+        let _ = std::fs::remove_dir(shared.run_dir.join("scratch"));
+    }
+}

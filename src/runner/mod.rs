@@ -1,0 +1,301 @@
+/*!
+The runner: executes a [`Plan`] — one pipeline per task, at most `--jobs` agents at once,
+dependencies respected — then integrates the verified task commits in task-file order onto
+`fanout/<run>/merged`, writes the report, and cleans up.
+
+The runner owns the tokio runtime; git work runs in `spawn_blocking` with a repository opened
+inside each job (git2 repositories are not `Sync`). Failures of single tasks are data in the
+report; only a broken environment stops the run.
+*/
+
+mod integrate;
+mod progress;
+mod task;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::ids::{merged_branch, RunId};
+use crate::plan::{Plan, PlannedTask, RunOptions};
+use crate::report::{self, RunReport, SandboxSummary, TaskReport, TaskStatus};
+use crate::state::{RunState, StateFile};
+
+pub use progress::Progress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create the run folder {path}")]
+    RunDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error("{0}")]
+    Verifier(String),
+}
+
+/// What every task pipeline shares (plain data: no git handles).
+pub(crate) struct Shared {
+    pub run_id: RunId,
+    pub repo_path: PathBuf,
+    pub common_dir: PathBuf,
+    pub workdir: PathBuf,
+    pub base: git2::Oid,
+    pub run_dir: PathBuf,
+    pub options: RunOptions,
+    pub tasks: Vec<PlannedTask>,
+    pub progress: Progress,
+    pub cancel: watch::Receiver<bool>,
+    pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
+    pub readback_skip: Option<String>,
+}
+
+/// The outcome of a task before integration.
+#[derive(Clone, Debug)]
+pub(crate) enum Pending {
+    /// Verified and committed; waits for integration.
+    Ready(git2::Oid),
+    /// Finished without integration (no changes, failed, timed out, verify failed, skipped).
+    Done,
+}
+
+/// Runs the plan to the end. Returns the report even when tasks failed.
+pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let run_dir = plan.run_dir.clone();
+    for sub in ["worktrees", "scratch", "events", "logs", "patches", "status"] {
+        let p = run_dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
+            path: p.display().to_string(),
+            source,
+        })?;
+    }
+    let state = StateFile::new(run_dir.join("state.json"));
+    let mut run_state = RunState::start(&plan);
+    state.write(&run_state);
+
+    let kernel_abi = crate::sandbox::kernel_abi();
+    let mut warnings = Vec::new();
+    let sandbox_summary = if plan.options.sandbox.enabled {
+        SandboxSummary {
+            mode: "landlock".into(),
+            kernel_abi,
+            warning: None,
+        }
+    } else {
+        let w = "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string();
+        progress.warn(&w);
+        warnings.push(w.clone());
+        SandboxSummary {
+            mode: "off".into(),
+            kernel_abi,
+            warning: Some(w),
+        }
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let plan_tasks = plan.tasks.clone();
+    let (verifier, readback_skip) = runtime.block_on(crate::verify::readback::start_for_run(&plan, &progress))
+        .map_err(RunError::Verifier)?;
+    if let Some(why) = &readback_skip {
+        if plan.options.readback != crate::plan::ReadbackMode::Off {
+            warnings.push(format!("read-back skipped: {why}"));
+        }
+    }
+    let shared = Arc::new(Shared {
+        run_id: plan.run_id.clone(),
+        repo_path: plan.repo.workdir.clone(),
+        common_dir: plan.repo.common_dir.clone(),
+        workdir: plan.repo.workdir.clone(),
+        base: plan.base,
+        run_dir: run_dir.clone(),
+        options: plan.options.clone(),
+        tasks: plan_tasks,
+        progress: progress.clone(),
+        cancel: cancel_rx,
+        verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
+        readback_skip,
+    });
+    progress.run_started(&plan, &sandbox_summary);
+
+    let (reports, pendings, interrupted) =
+        runtime.block_on(run_all(shared.clone(), cancel_tx, &state, &mut run_state));
+
+    // Stop the verifier before integration; its process must not outlive the run.
+    if let Some(v) = &shared.verifier {
+        let v = v.clone();
+        runtime.block_on(async move { v.lock().await.shutdown().await });
+    }
+    drop(runtime);
+
+    let mut reports = reports;
+    let integration = integrate::integrate(&shared, &mut reports, &pendings, interrupted)?;
+    integrate::cleanup(&shared, &mut reports);
+
+    let mut counts = BTreeMap::new();
+    for t in &reports {
+        *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;
+    }
+    let report = RunReport {
+        schema_version: 1,
+        run_id: plan.run_id.to_string(),
+        repo: plan.repo.workdir.display().to_string(),
+        base: plan.base.to_string(),
+        base_rev: plan.base_rev.clone(),
+        integration_branch: merged_branch(&plan.run_id),
+        integration_commit: integration.to_string(),
+        run_dir: run_dir.display().to_string(),
+        interrupted,
+        sandbox: sandbox_summary,
+        duration_ms: started.elapsed().as_millis() as u64,
+        counts,
+        tasks: reports,
+        warnings,
+    };
+    let _ = report::write_json_atomic(&run_dir.join("report.json"), &report);
+    run_state.finish(&report);
+    state.write(&run_state);
+    Ok(report)
+}
+
+/// Runs every task pipeline; returns reports and pending results in task-file order.
+async fn run_all(
+    shared: Arc<Shared>,
+    cancel_tx: watch::Sender<bool>,
+    state: &StateFile,
+    run_state: &mut RunState,
+) -> (Vec<TaskReport>, Vec<Pending>, bool) {
+    let n = shared.tasks.len();
+    let jobs = Arc::new(Semaphore::new(shared.options.jobs.max(1)));
+    let mut senders = Vec::with_capacity(n);
+    let mut receivers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = watch::channel::<Option<task::DepResult>>(None);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let index: BTreeMap<String, usize> = shared
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id().to_string(), i))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, tx) in senders.into_iter().enumerate() {
+        let deps: Vec<(String, watch::Receiver<Option<task::DepResult>>)> = shared.tasks[i]
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| index.get(d.as_str()).map(|&j| (d.to_string(), receivers[j].clone())))
+            .collect();
+        let shared = shared.clone();
+        let jobs = jobs.clone();
+        set.spawn(async move {
+            let (report, pending, dep) = task::run(shared, i, deps, jobs).await;
+            let _ = tx.send(Some(dep));
+            (i, report, pending)
+        });
+    }
+    drop(receivers);
+
+    let mut reports: Vec<Option<TaskReport>> = (0..n).map(|_| None).collect();
+    let mut pendings: Vec<Pending> = (0..n).map(|_| Pending::Done).collect();
+    let mut interrupted = false;
+    let mut signals = Signals::new();
+    let mut done = 0usize;
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                match joined {
+                    Ok((i, report, pending)) => {
+                        done += 1;
+                        shared.progress.task_finished(done, n, &report);
+                        run_state.set_task(&report.id, report.status.as_str(), pending_commit(&pending));
+                        state.write(run_state);
+                        reports[i] = Some(report);
+                        pendings[i] = pending;
+                    }
+                    Err(e) => shared.progress.warn(&format!("a task pipeline panicked: {e}")),
+                }
+            }
+            sig = signals.next() => {
+                if interrupted {
+                    shared.progress.warn(&format!("{sig} again: stopping now"));
+                    // The supervisors get SIGTERM through PDEATHSIG and stop their trees.
+                    std::process::exit(130);
+                }
+                interrupted = true;
+                shared.progress.warn(&format!("{sig}: stopping agents and writing the report (again to quit at once)"));
+                let _ = cancel_tx.send(true);
+            }
+        }
+    }
+    let reports = reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| {
+                let t = &shared.tasks[i];
+                let mut r = TaskReport::new(t.id().as_str(), &t.agent_name);
+                r.status = TaskStatus::Failed;
+                r.error = Some("the task pipeline stopped unexpectedly".into());
+                r
+            })
+        })
+        .collect();
+    (reports, pendings, interrupted)
+}
+
+fn pending_commit(p: &Pending) -> Option<String> {
+    match p {
+        Pending::Ready(oid) => Some(oid.to_string()),
+        Pending::Done => None,
+    }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP as one stream.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => "interrupted (SIGINT)",
+            _ = recv(&mut self.term) => "terminated (SIGTERM)",
+            _ = recv(&mut self.hup) => "hang-up (SIGHUP)",
+        }
+    }
+}

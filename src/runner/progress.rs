@@ -1,0 +1,85 @@
+//! Progress lines on stderr while a run goes on (the final table goes to stdout).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use crate::plan::Plan;
+use crate::report::{table::short, SandboxSummary, TaskReport, TaskStatus};
+
+#[derive(Clone)]
+pub struct Progress {
+    quiet: bool,
+    out: Arc<Mutex<()>>,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            out: Arc::new(Mutex::new(())),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+
+    /// Warnings are printed even when quiet.
+    pub fn warn(&self, text: &str) {
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(std::io::stderr(), "fanout: warning: {text}");
+    }
+
+    pub fn run_started(&self, plan: &Plan, sandbox: &SandboxSummary) {
+        let sb = match (sandbox.mode.as_str(), sandbox.kernel_abi) {
+            ("off", _) => "OFF".to_string(),
+            (_, Some(abi)) => format!("landlock (kernel ABI {abi})"),
+            (_, None) => "landlock (not supported by this kernel: agents will not start)".to_string(),
+        };
+        self.line(&format!(
+            "fanout: run {} — {} task(s) from {} ({}), {} at a time, sandbox {sb}",
+            plan.run_id,
+            plan.tasks.len(),
+            plan.base_rev,
+            short(&plan.base.to_string()),
+            plan.options.jobs
+        ));
+    }
+
+    pub fn task_started(&self, id: &str) {
+        self.line(&format!("  start  {id}"));
+    }
+
+    pub fn task_finished(&self, done: usize, total: usize, r: &TaskReport) {
+        let status = match r.status {
+            TaskStatus::NoChanges => "no changes".to_string(),
+            TaskStatus::Failed | TaskStatus::TimedOut | TaskStatus::VerifyFailed | TaskStatus::Skipped => {
+                r.status.as_str().to_string()
+            }
+            _ => "ready".to_string(),
+        };
+        let width = total.to_string().len();
+        let mut line = format!(
+            "  [{done:>width$}/{total}] {} {status}: {} file(s) +{} -{} in {:.1} s",
+            r.id,
+            r.files.len(),
+            r.insertions,
+            r.deletions,
+            r.duration_ms as f64 / 1000.0
+        );
+        if let Some(e) = &r.error {
+            line.push_str(&format!(" — {}", e.lines().next().unwrap_or("")));
+        }
+        self.line(&line);
+    }
+
+    pub fn merged(&self, id: &str, status: TaskStatus) {
+        if status != TaskStatus::Merged {
+            self.line(&format!("  {id}: {}", status.as_str()));
+        }
+    }
+}

@@ -1,0 +1,504 @@
+/*!
+One task's pipeline: wait for dependencies → worktree → agent session (in the sandbox) →
+collect and commit → verify (scope, command, read-back) → feedback and retry, bounded →
+pending integration.
+*/
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+
+use super::{Pending, Shared};
+use crate::agent::{self, AgentContext, AgentError, Session};
+use crate::eventlog::EventLog;
+use crate::git::collect::{self, Collected};
+use crate::git::worktree;
+use crate::ids::task_branch;
+use crate::plan::{agent_cwd, NetChoice, PlannedTask};
+use crate::process::SpawnSpec;
+use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
+use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::verify;
+
+/// What dependents learn about a finished task.
+#[derive(Clone, Debug)]
+pub struct DepResult {
+    /// The verified commit, if the task produced one.
+    pub commit: Option<git2::Oid>,
+    /// Whether dependents may run (verified, or nothing to change).
+    pub ok: bool,
+    pub status: TaskStatus,
+}
+
+struct Paths {
+    worktree: PathBuf,
+    scratch: PathBuf,
+    events: PathBuf,
+    stderr_log: PathBuf,
+    status_file: PathBuf,
+    patch: PathBuf,
+    wt_name: String,
+    branch: String,
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
+    jobs: Arc<Semaphore>,
+) -> (TaskReport, Pending, DepResult) {
+    let task = &shared.tasks[index];
+    let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
+    let started = Instant::now();
+
+    let (pending, commit) = match pipeline(&shared, task, deps, jobs, &mut report).await {
+        Ok(r) => r,
+        Err(Stop { status, error }) => {
+            report.status = status;
+            report.error = Some(error);
+            (Pending::Done, None)
+        }
+    };
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    let ok = matches!(pending, Pending::Ready(_)) || report.status == TaskStatus::NoChanges;
+    let dep = DepResult {
+        commit,
+        ok,
+        status: report.status,
+    };
+    (report, pending, dep)
+}
+
+/// Ends a pipeline early with a status and a message.
+struct Stop {
+    status: TaskStatus,
+    error: String,
+}
+
+fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
+    Stop {
+        status,
+        error: error.into(),
+    }
+}
+
+async fn pipeline(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+    deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
+    jobs: Arc<Semaphore>,
+    report: &mut TaskReport,
+) -> Result<(Pending, Option<git2::Oid>), Stop> {
+    // 1. Dependencies: all must be verified; the task starts from base + their commits.
+    let mut dep_commits = Vec::new();
+    for (name, mut rx) in deps {
+        let result = loop {
+            if let Some(r) = rx.borrow().clone() {
+                break r;
+            }
+            if rx.changed().await.is_err() {
+                break DepResult {
+                    commit: None,
+                    ok: false,
+                    status: TaskStatus::Failed,
+                };
+            }
+        };
+        if !result.ok {
+            return Err(stop(
+                TaskStatus::Skipped,
+                format!("dependency {name} ended {}", result.status.as_str()),
+            ));
+        }
+        dep_commits.extend(result.commit);
+    }
+    if *shared.cancel.borrow() {
+        return Err(stop(TaskStatus::Failed, "interrupted before it started"));
+    }
+    let _permit = jobs
+        .acquire_owned()
+        .await
+        .map_err(|_| stop(TaskStatus::Failed, "the job limiter closed"))?;
+    if *shared.cancel.borrow() {
+        return Err(stop(TaskStatus::Failed, "interrupted before it started"));
+    }
+
+    let id = task.id().clone();
+    let paths = Paths {
+        worktree: shared.run_dir.join("worktrees").join(id.as_str()),
+        scratch: shared.run_dir.join("scratch").join(id.as_str()),
+        events: shared.run_dir.join("events").join(format!("{id}.jsonl")),
+        stderr_log: shared.run_dir.join("logs").join(format!("{id}.stderr.log")),
+        status_file: shared.run_dir.join("status").join(format!("{id}.json")),
+        patch: shared.run_dir.join("patches").join(format!("{id}.patch")),
+        wt_name: worktree::worktree_name(shared.run_id.as_str(), id.as_str()),
+        branch: task_branch(&shared.run_id, &id),
+    };
+    report.event_log = Some(paths.events.display().to_string());
+    report.stderr_log = Some(paths.stderr_log.display().to_string());
+    let events = EventLog::open(&paths.events).map_err(|e| {
+        stop(
+            TaskStatus::Failed,
+            format!("cannot open the event log {}: {e}", paths.events.display()),
+        )
+    })?;
+    events.record("task_started", json!({"task": id, "agent": task.agent_name}));
+    shared.progress.task_started(id.as_str());
+
+    // 2. Worktree (and the dependency integration commit it starts from).
+    let start = {
+        let (common, base, wt, name, branch, scratch) = (
+            shared.repo_path.clone(),
+            shared.base,
+            paths.worktree.clone(),
+            paths.wt_name.clone(),
+            paths.branch.clone(),
+            paths.scratch.clone(),
+        );
+        blocking(move || -> Result<git2::Oid, String> {
+            let repo = git2::Repository::open(&common).map_err(|e| format!("cannot open the repository: {e}"))?;
+            let start = super::integrate::dependency_base(&repo, base, &dep_commits)?;
+            worktree::create(&repo, &name, &branch, start, &wt).map_err(|e| format!("{e:#}"))?;
+            for sub in ["tmp", "home"] {
+                std::fs::create_dir_all(scratch.join(sub))
+                    .map_err(|e| format!("cannot create scratch folder: {e}"))?;
+            }
+            Ok(start)
+        })
+        .await
+        .map_err(|e| stop(TaskStatus::Failed, e))?
+    };
+    report.branch = Some(paths.branch.clone());
+    report.started_from = Some(start.to_string());
+
+    // 3. Agent session.
+    let spawn = spawn_spec(shared, task, &paths);
+    let ctx = AgentContext {
+        task_id: id.clone(),
+        worktree: paths.worktree.clone(),
+        scratch: paths.scratch.clone(),
+        profile: task.profile.clone(),
+        protocol: task.profile.protocol,
+        events: events.clone(),
+        spawn: spawn.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
+    let mut cancel = shared.cancel.clone();
+    let session = tokio::select! {
+        s = Session::start(ctx) => s,
+        _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted".into())),
+    };
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            record_sandbox(report, None, &paths.status_file);
+            return Err(agent_stop(e));
+        }
+    };
+
+    let mut prompt = task.spec.prompt.clone();
+    let mut attempt = 0u32;
+    let result = loop {
+        attempt += 1;
+        let turn_deadline = deadline.min(
+            tokio::time::Instant::now() + Duration::from_secs_f64(task.profile.tool_timeout_sec),
+        );
+        events.record("turn_started", json!({"attempt": attempt}));
+        let turn = tokio::select! {
+            t = session.turn(&prompt, turn_deadline) => t,
+            _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
+        };
+        if let Err(e) = turn {
+            break Err(agent_stop(e));
+        }
+        // 4. Collect.
+        let collected = collect_blocking(shared, &paths, start, task).await;
+        let collected = match collected {
+            Ok(c) => c,
+            Err(e) => break Err(stop(TaskStatus::Failed, e)),
+        };
+        let mut attempt_report = AttemptReport {
+            number: attempt,
+            commit: collected.commit.map(|c| c.to_string()),
+            gates: Vec::new(),
+            failure: None,
+        };
+        fill_change(report, &collected, &paths);
+        if collected.commit.is_none() {
+            report.attempts.push(attempt_report);
+            break Ok(None);
+        }
+        // 5. Verify.
+        let gates = verify_gates(shared, task, &paths, &spawn, &collected, report).await;
+        let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed).collect();
+        if failed.is_empty() {
+            attempt_report.gates = gates.clone();
+            report.verify = gates;
+            report.attempts.push(attempt_report);
+            break Ok(collected.commit);
+        }
+        let feedback = feedback_prompt(&failed, attempt, task.max_attempts);
+        attempt_report.failure = Some(
+            failed
+                .iter()
+                .map(|g| g.detail.clone().unwrap_or_else(|| g.gate.clone()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        attempt_report.gates = gates.clone();
+        report.verify = gates;
+        report.attempts.push(attempt_report);
+        events.record("verify_failed", json!({"attempt": attempt, "feedback": feedback}));
+        if attempt >= task.max_attempts || *shared.cancel.borrow() {
+            let why = report
+                .attempts
+                .last()
+                .and_then(|a| a.failure.clone())
+                .unwrap_or_default();
+            break Err(stop(
+                TaskStatus::VerifyFailed,
+                format!("verification failed after {attempt} attempt(s): {why}"),
+            ));
+        }
+        prompt = feedback;
+    };
+    report.agent = session.info();
+    record_sandbox(report, report.agent.sandbox.clone(), &paths.status_file);
+    session.shutdown().await;
+
+    match result {
+        Ok(Some(commit)) => {
+            report.commit = Some(commit.to_string());
+            events.record("verified", json!({"commit": commit.to_string()}));
+            Ok((Pending::Ready(commit), Some(commit)))
+        }
+        Ok(None) => {
+            report.status = TaskStatus::NoChanges;
+            events.record("no_changes", json!({}));
+            Ok((Pending::Done, None))
+        }
+        Err(s) => {
+            // Keep whatever the agent left, on its branch, for the user to look at.
+            if let Ok(c) = collect_blocking(shared, &paths, start, task).await {
+                fill_change(report, &c, &paths);
+                report.commit = c.commit.map(|c| c.to_string());
+            }
+            events.record("task_failed", json!({"status": s.status.as_str(), "error": s.error}));
+            Err(s)
+        }
+    }
+}
+
+fn agent_stop(e: AgentError) -> Stop {
+    let status = if e.is_timeout() {
+        TaskStatus::TimedOut
+    } else {
+        TaskStatus::Failed
+    };
+    stop(status, e.to_string())
+}
+
+fn record_sandbox(report: &mut TaskReport, from_session: Option<crate::sandbox::SandboxReport>, status_file: &Path) {
+    let sandbox = from_session.or_else(|| crate::sandbox::read_report(status_file).ok());
+    if let Some(s) = sandbox {
+        report.sandbox = serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        report.sandbox_abi = s.abi;
+        if report.agent.sandbox.is_none() {
+            report.agent.sandbox = Some(s);
+        }
+    }
+}
+
+fn fill_change(report: &mut TaskReport, c: &Collected, paths: &Paths) {
+    report.files = c.summary.files.clone();
+    report.changes = c.summary.changes.clone();
+    report.insertions = c.summary.insertions;
+    report.deletions = c.summary.deletions;
+    if c.commit.is_some() && std::fs::write(&paths.patch, &c.patch).is_ok() {
+        report.patch = Some(paths.patch.display().to_string());
+    }
+}
+
+async fn collect_blocking(
+    shared: &Arc<Shared>,
+    paths: &Paths,
+    start: git2::Oid,
+    task: &PlannedTask,
+) -> Result<Collected, String> {
+    let (repo_path, name, branch) = (shared.repo_path.clone(), paths.wt_name.clone(), paths.branch.clone());
+    let message = commit_message(task);
+    blocking(move || {
+        let repo = git2::Repository::open(&repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
+        let task_repo = worktree::open_task_repo(&repo, &name).map_err(|e| format!("{e:#}"))?;
+        collect::collect_and_commit(&task_repo, start, &branch, &message).map_err(|e| format!("cannot collect the change: {e:#}"))
+    })
+    .await
+}
+
+fn commit_message(task: &PlannedTask) -> String {
+    let first = task.spec.prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let first = crate::jsonrpc::truncate(first.trim(), 200);
+    format!("fanout: {}\n\n{first}\n\nFanout-Task: {}\n", task.id(), task.id())
+}
+
+/// Runs a blocking closure on the blocking pool, flattening a panic into an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("internal error: {e}")))
+}
+
+/// The sandboxed process settings every process of this task uses.
+fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
+    let sb = &shared.options.sandbox;
+    let mut ports = vec![443u16];
+    ports.extend(&task.profile.connect_ports);
+    let net = match sb.net {
+        NetChoice::Any => NetPolicy::Any,
+        NetChoice::None => NetPolicy::None,
+        NetChoice::Default => NetPolicy::ConnectPorts(ports),
+    };
+    let read = if sb.read_strict {
+        let mut readable = vec![shared.workdir.clone(), shared.common_dir.clone()];
+        readable.extend(program_dirs(&task.profile.command));
+        ReadAccess::Strict { readable }
+    } else {
+        ReadAccess::All
+    };
+    let policy = Policy {
+        enforce: sb.enabled,
+        writable: vec![paths.worktree.clone(), paths.scratch.clone()],
+        read,
+        net,
+        min_abi: sb.min_abi,
+    };
+    let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
+    env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+    env.extend(task.profile.env.clone());
+    SpawnSpec {
+        self_exe: shared.options.self_exe.clone(),
+        policy,
+        program: task.profile.command.clone(),
+        args: task.profile.args.clone(),
+        cwd: agent_cwd(&task.profile, &paths.worktree),
+        env,
+        env_remove: Vec::new(),
+        stderr_log: paths.stderr_log.clone(),
+        status_file: paths.status_file.clone(),
+    }
+}
+
+/// Folders the agent's program lives in, readable under `--read strict`.
+fn program_dirs(command: &str) -> Vec<PathBuf> {
+    let found = if command.contains('/') {
+        Some(PathBuf::from(command))
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(command))
+                .find(|p| p.is_file())
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(p) = found {
+        for candidate in [Some(p.clone()), p.canonicalize().ok()].into_iter().flatten() {
+            // Node launchers need their whole package tree.
+            let root = candidate
+                .ancestors()
+                .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+                .map(Path::to_path_buf)
+                .or_else(|| candidate.parent().map(Path::to_path_buf));
+            out.extend(root);
+        }
+    }
+    out
+}
+
+async fn verify_gates(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+    paths: &Paths,
+    spawn: &SpawnSpec,
+    collected: &Collected,
+    report: &mut TaskReport,
+) -> Vec<GateResult> {
+    let mut gates = Vec::new();
+    // Scope.
+    if !task.spec.paths.is_empty() {
+        let gate = match verify::scope::Scope::new(&task.spec.paths) {
+            Ok(scope) => {
+                let outside = scope.violations(&collected.summary.files);
+                GateResult {
+                    gate: "scope".into(),
+                    passed: outside.is_empty(),
+                    detail: (!outside.is_empty()).then(|| {
+                        format!("changed paths outside the task's scope: {}", outside.join(", "))
+                    }),
+                    paths: outside,
+                    output: None,
+                }
+            }
+            Err(e) => GateResult {
+                gate: "scope".into(),
+                passed: false,
+                detail: Some(format!("invalid scope: {e}")),
+                paths: Vec::new(),
+                output: None,
+            },
+        };
+        gates.push(gate);
+    }
+    // Verify command, in the same sandbox.
+    if let Some(cmd) = &task.verify {
+        let mut spec = spawn.clone();
+        spec.cwd = paths.worktree.clone();
+        spec.stderr_log = paths.stderr_log.with_extension("verify.log");
+        spec.status_file = paths.status_file.with_extension("verify.json");
+        let argv = cmd.argv();
+        let out = verify::command::run(&spec, &argv, Duration::from_secs_f64(task.verify_timeout_secs)).await;
+        gates.push(GateResult {
+            gate: "command".into(),
+            passed: out.passed,
+            detail: (!out.passed).then(|| out.summary.clone()),
+            paths: Vec::new(),
+            output: (!out.output.is_empty()).then_some(out.output),
+        });
+    }
+    // Read-back through the verifier.
+    let readback = verify::readback::check_task(shared, &paths.worktree, collected).await;
+    if let Some(gate) = readback.gate.clone() {
+        gates.push(gate);
+    }
+    report.readback = Some(readback.report);
+    gates
+}
+
+fn feedback_prompt(failed: &[&GateResult], attempt: u32, max: u32) -> String {
+    let mut text = format!(
+        "fanout checked your change and it did not pass verification (attempt {attempt} of {max}). Fix the problems below, keep the rest of the change, and finish.\n"
+    );
+    for g in failed {
+        text.push_str(&format!("\n## {} gate\n", g.gate));
+        if let Some(d) = &g.detail {
+            text.push_str(d);
+            text.push('\n');
+        }
+        if !g.paths.is_empty() {
+            text.push_str(&format!("paths: {}\n", g.paths.join(", ")));
+        }
+        if let Some(o) = &g.output {
+            text.push_str("output:\n");
+            text.push_str(&crate::jsonrpc::truncate(o, 4000));
+            text.push('\n');
+        }
+    }
+    text
+}

@@ -1,0 +1,9 @@
+/*!
+Verification gates a task's diff must pass before it is merged: the path scope, an optional
+verify command run inside the task's sandbox, and a read-back of the changed files through a
+verifier MCP server (Claude Code's `claude mcp serve` `Read` tool).
+*/
+
+pub mod command;
+pub mod readback;
+pub mod scope;
