@@ -439,6 +439,9 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
             args.insert("sandbox".into(), json!("danger-full-access"));
         }
     }
+    if protocol == Protocol::CodexAppServer {
+        translate_mcp_arguments(&mut ctx.profile.arguments);
+    }
     let user_home = user_codex_home(ctx.spawn.env.get("CODEX_HOME").map(String::as_str));
     let (home, config) = prepare_home(&ctx.scratch, user_home.as_deref(), confined)?;
     let tmp = ctx.scratch.join("tmp");
@@ -464,6 +467,22 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
                "protocol": protocol, "codex_home": home.display().to_string()}),
     );
     Ok((ctx, Some(Prepared { installed })))
+}
+
+/// Profile `arguments` written for `mcp-server` (kebab-case tool arguments) become
+/// thread/start parameters; the ones fanout sets itself (policy, sandbox, cwd) are dropped.
+fn translate_mcp_arguments(args: &mut serde_json::Map<String, Value>) {
+    let old = std::mem::take(args);
+    for (k, v) in old {
+        let key = match k.as_str() {
+            "approval-policy" | "sandbox" | "cwd" | "prompt" => continue,
+            "base-instructions" => "baseInstructions".to_string(),
+            "developer-instructions" => "developerInstructions".to_string(),
+            "compact-prompt" => continue,
+            _ => k,
+        };
+        args.insert(key, v);
+    }
 }
 
 fn is_codex_protocol(protocol: Protocol, profile: &AgentProfile) -> bool {

@@ -167,15 +167,6 @@ impl Session {
     }
 }
 
-/// The profile an agent name resolves to: the task file's own entry, else a built-in
-/// (`codex`: the Codex CLI on PATH, protocol picked from its version).
-pub fn resolve_profile(file: &crate::taskfile::TaskFile, name: &str) -> Option<AgentProfile> {
-    if let Some(p) = file.agents.get(name) {
-        return Some(p.clone());
-    }
-    (name == "codex").then(codex::builtin_profile)
-}
-
 /// Grace period between SIGTERM and SIGKILL when stopping an agent.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -207,11 +198,8 @@ pub fn check_sandbox(status_file: &std::path::Path, info: &mut AgentInfo) -> Res
 /// Built-in agent profiles, usable without an `agents` entry in the task file.
 pub fn builtin_profile(name: &str) -> Option<AgentProfile> {
     match name {
-        "codex" => {
-            let mut p = AgentProfile::new(Protocol::Auto, "codex");
-            p.arguments.insert("approval-policy".into(), serde_json::json!("never"));
-            Some(p)
-        }
+        // Protocol `auto`: resolved from `codex --version` when the session starts.
+        "codex" => Some(codex::builtin_profile()),
         _ => None,
     }
 }
