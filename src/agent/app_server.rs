@@ -17,7 +17,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE};
+use super::{
+    check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
+};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::{describe_exit, AgentProcess};
@@ -36,8 +38,12 @@ pub struct AppServerSession {
 
 impl AppServerSession {
     /// Spawns `codex app-server`, initializes and starts the task's thread.
-    pub async fn start(ctx: AgentContext, version: Option<String>) -> Result<AppServerSession, AgentError> {
-        let mut proc = AgentProcess::spawn(&ctx.spawn).map_err(|e| AgentError::Spawn(format!("{e:#}")))?;
+    pub async fn start(
+        ctx: AgentContext,
+        version: Option<String>,
+    ) -> Result<AppServerSession, AgentError> {
+        let mut proc =
+            AgentProcess::spawn(&ctx.spawn).map_err(|e| AgentError::Spawn(format!("{e:#}")))?;
         let (Some(stdout), Some(stdin)) = (proc.stdout.take(), proc.stdin.take()) else {
             return Err(AgentError::Spawn("agent stdio was not piped".into()));
         };
@@ -94,13 +100,20 @@ impl AppServerSession {
         params.insert("cwd".into(), json!(self.ctx.worktree.display().to_string()));
         params.insert("approvalPolicy".into(), json!("never"));
         // Codex's bubblewrap sandbox cannot start inside Landlock; fanout's domain confines it.
-        let sandbox = if confined { "danger-full-access" } else { "workspace-write" };
+        let sandbox = if confined {
+            "danger-full-access"
+        } else {
+            "workspace-write"
+        };
         params.insert("sandbox".into(), json!(sandbox));
         // Profile `arguments` are thread/start parameters for this protocol (model, baseInstructions, …).
         for (k, v) in &self.ctx.profile.arguments {
             params.insert(k.clone(), v.clone());
         }
-        let req = self.conn.start_request("thread/start", Value::Object(params)).await?;
+        let req = self
+            .conn
+            .start_request("thread/start", Value::Object(params))
+            .await?;
         let mut handler = Handler::new(events.clone(), &mut self.info, confined);
         let result = self.conn.wait(req, deadline, &mut handler).await?;
         let thread = result
@@ -131,16 +144,23 @@ impl AppServerSession {
     }
 
     /// One turn on the thread: the first prompt or a follow-up.
-    pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
+    pub async fn turn(
+        &mut self,
+        prompt: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
         self.turns += 1;
-        let secs = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+        let secs = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
         let Some(thread) = self.info.thread_id.clone() else {
             return Err(AgentError::Protocol("no thread was started".into()));
         };
         let confined = self.ctx.spawn.policy.enforce;
-        self.ctx
-            .events
-            .record("turn_start", json!({"turn": self.turns, "threadId": thread}));
+        self.ctx.events.record(
+            "turn_start",
+            json!({"turn": self.turns, "threadId": thread}),
+        );
         let params = json!({
             "threadId": thread,
             "input": [{"type": "text", "text": prompt, "text_elements": []}],
@@ -184,7 +204,8 @@ impl AppServerSession {
             }
             match self.conn.next_incoming(deadline).await {
                 Ok(msg) => {
-                    let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info, confined);
+                    let mut handler =
+                        Handler::new(self.ctx.events.clone(), &mut self.info, confined);
                     handler.state = Some(&mut state);
                     (&mut handler).handle(&self.conn, msg).await;
                 }
@@ -200,13 +221,17 @@ impl AppServerSession {
 
     /// Asks Codex to stop the turn and waits briefly for it to say so (then the caller kills it).
     async fn interrupt(&mut self, thread: &str, turn: &str, state: &mut TurnState) {
-        self.ctx
-            .events
-            .record("turn_interrupt", json!({"threadId": thread, "turnId": turn, "reason": "deadline"}));
+        self.ctx.events.record(
+            "turn_interrupt",
+            json!({"threadId": thread, "turnId": turn, "reason": "deadline"}),
+        );
         let grace = Instant::now() + INTERRUPT_GRACE;
         let Ok(req) = self
             .conn
-            .start_request("turn/interrupt", json!({"threadId": thread, "turnId": turn}))
+            .start_request(
+                "turn/interrupt",
+                json!({"threadId": thread, "turnId": turn}),
+            )
             .await
         else {
             return;
@@ -216,7 +241,9 @@ impl AppServerSession {
         handler.state = Some(state);
         let _ = self.conn.wait(req, grace, &mut handler).await;
         while state.completed_for(turn).is_none() {
-            let Ok(msg) = self.conn.next_incoming(grace).await else { break };
+            let Ok(msg) = self.conn.next_incoming(grace).await else {
+                break;
+            };
             let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info, confined);
             handler.state = Some(state);
             (&mut handler).handle(&self.conn, msg).await;
@@ -224,7 +251,10 @@ impl AppServerSession {
     }
 
     fn finish_turn(&mut self, turn: Value, state: &TurnState) -> Result<TurnResult, AgentError> {
-        let status = turn.get("status").and_then(Value::as_str).unwrap_or("unknown");
+        let status = turn
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
         if state.message.is_some() {
             self.info.last_message = state.message.clone();
         }
@@ -232,9 +262,14 @@ impl AppServerSession {
             "completed" => Ok(TurnResult {
                 message: state.message.clone(),
             }),
-            "interrupted" => Err(AgentError::Reported("Codex reports the turn was interrupted".into())),
+            "interrupted" => Err(AgentError::Reported(
+                "Codex reports the turn was interrupted".into(),
+            )),
             _ => {
-                let error = turn.get("error").filter(|e| !e.is_null()).or(state.error.as_ref());
+                let error = turn
+                    .get("error")
+                    .filter(|e| !e.is_null())
+                    .or(state.error.as_ref());
                 Err(AgentError::Reported(describe_turn_error(status, error)))
             }
         }
@@ -252,7 +287,10 @@ impl AppServerSession {
                 }
             }
             JsonRpcError::Closed(_) | JsonRpcError::Write(_) => {
-                let status = self.proc.wait_until(Instant::now() + Duration::from_secs(3)).await;
+                let status = self
+                    .proc
+                    .wait_until(Instant::now() + Duration::from_secs(3))
+                    .await;
                 if let Err(sandbox) = check_sandbox(&self.proc.status_file, &mut self.info) {
                     self.proc.terminate(STOP_GRACE).await;
                     return sandbox;
@@ -272,7 +310,10 @@ impl AppServerSession {
                 }
             }
             JsonRpcError::Remote {
-                method, message, code, ..
+                method,
+                message,
+                code,
+                ..
             } => {
                 if startup {
                     self.proc.terminate(STOP_GRACE).await;
@@ -316,7 +357,9 @@ fn describe_turn_error(status: &str, error: Option<&Value>) -> String {
         Some(Value::Object(m)) if m.contains_key("responseStreamConnectionFailed") => {
             " (the model provider's stream broke off)"
         }
-        Some(Value::String(s)) if s == "unauthorized" => " (the model provider refused the credentials)",
+        Some(Value::String(s)) if s == "unauthorized" => {
+            " (the model provider refused the credentials)"
+        }
         _ => "",
     };
     format!("Codex turn {status}: {message}{cause}")
@@ -335,7 +378,10 @@ struct TurnState {
 
 impl TurnState {
     fn completed_for(&self, turn: &str) -> Option<Value> {
-        self.completed.iter().find(|(id, _)| id == turn).map(|(_, t)| t.clone())
+        self.completed
+            .iter()
+            .find(|(id, _)| id == turn)
+            .map(|(_, t)| t.clone())
     }
 
     fn mine(&self, params: &Value) -> bool {
@@ -443,7 +489,10 @@ impl<'a> Handler<'a> {
 }
 
 fn item_type(params: &Value) -> Option<&str> {
-    params.get("item").and_then(|i| i.get("type")).and_then(Value::as_str)
+    params
+        .get("item")
+        .and_then(|i| i.get("type"))
+        .and_then(Value::as_str)
 }
 
 impl AsyncIncomingHandler for &mut Handler<'_> {

@@ -78,7 +78,9 @@ pub struct Version {
 impl Version {
     /// Parses `codex-cli 0.169.0`, `0.169.0`, `0.154.0-alpha.2`.
     pub fn parse(text: &str) -> Option<Version> {
-        let word = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+        let word = text
+            .split_whitespace()
+            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
         let core = word.split(['-', '+']).next()?;
         let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
         Some(Version {
@@ -133,7 +135,10 @@ pub fn find_program(command: &str) -> Result<PathBuf, CodexError> {
             return if p.is_file() {
                 Ok(p)
             } else {
-                Err(CodexError::NotFound(format!("{CODEX_BIN_ENV}={} does not exist", p.display())))
+                Err(CodexError::NotFound(format!(
+                    "{CODEX_BIN_ENV}={} does not exist",
+                    p.display()
+                )))
             };
         }
     }
@@ -157,7 +162,9 @@ pub fn find_program(command: &str) -> Result<PathBuf, CodexError> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// The npm package a program belongs to, from the nearest `package.json` above its real path.
@@ -189,26 +196,39 @@ fn version_cache() -> &'static Mutex<HashMap<PathBuf, Installed>> {
 
 /// Runs `program --version` (once per program per process) and checks it is the OpenAI Codex CLI.
 pub fn detect(program: &Path) -> Result<Installed, CodexError> {
-    if let Some(hit) = version_cache().lock().unwrap_or_else(|e| e.into_inner()).get(program) {
+    if let Some(hit) = version_cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(program)
+    {
         return Ok(hit.clone());
     }
     // The unrelated `codex` package must not even be run: say what it is instead.
     if npm_package_of(program).as_deref() == Some("codex") {
         return Err(CodexError::WrongPackage(program.display().to_string()));
     }
-    let out = run_with_timeout(program, &["--version"], VERSION_TIMEOUT).map_err(|detail| CodexError::Version {
-        program: program.display().to_string(),
-        detail,
+    let out = run_with_timeout(program, &["--version"], VERSION_TIMEOUT).map_err(|detail| {
+        CodexError::Version {
+            program: program.display().to_string(),
+            detail,
+        }
     })?;
-    let banner = out.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    let banner = out
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let looks_right = banner.starts_with("codex-cli") || banner.starts_with("codex ");
-    let version = Version::parse(&banner).filter(|_| looks_right).ok_or_else(|| CodexError::Version {
-        program: program.display().to_string(),
-        detail: format!(
-            "it printed {:?}, not `codex-cli <version>`: this is not the OpenAI Codex CLI",
-            crate::jsonrpc::truncate(&banner, 200)
-        ),
-    })?;
+    let version = Version::parse(&banner)
+        .filter(|_| looks_right)
+        .ok_or_else(|| CodexError::Version {
+            program: program.display().to_string(),
+            detail: format!(
+                "it printed {:?}, not `codex-cli <version>`: this is not the OpenAI Codex CLI",
+                crate::jsonrpc::truncate(&banner, 200)
+            ),
+        })?;
     let installed = Installed {
         program: program.to_path_buf(),
         version,
@@ -258,7 +278,10 @@ fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Result<
     };
     let out = reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(format!("it failed ({})", crate::process::describe_exit(&status)));
+        return Err(format!(
+            "it failed ({})",
+            crate::process::describe_exit(&status)
+        ));
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
@@ -277,10 +300,12 @@ pub fn user_codex_home(env_override: Option<&str>) -> Option<PathBuf> {
 /// Reads a `config.toml`; a missing file is an empty table.
 pub fn read_config(path: &Path) -> Result<toml::Table, CodexError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.parse::<toml::Table>().map_err(|e| CodexError::BadConfig {
-            path: path.display().to_string(),
-            message: e.message().to_string(),
-        }),
+        Ok(text) => text
+            .parse::<toml::Table>()
+            .map_err(|e| CodexError::BadConfig {
+                path: path.display().to_string(),
+                message: e.message().to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
         Err(e) => Err(CodexError::BadConfig {
             path: path.display().to_string(),
@@ -306,7 +331,10 @@ inherit = "core"
     );
     if confined {
         // Nobody answers approvals, and Codex's own sandbox cannot start inside Landlock.
-        text.insert_str(0, "approval_policy = \"never\"\nsandbox_mode = \"danger-full-access\"\n");
+        text.insert_str(
+            0,
+            "approval_policy = \"never\"\nsandbox_mode = \"danger-full-access\"\n",
+        );
     }
     text.parse::<toml::Table>().unwrap_or_default()
 }
@@ -368,7 +396,11 @@ fn url_port(url: &str) -> Option<u16> {
 
 /// Creates `<scratch>/codex-home` from the user's Codex home plus fanout's overrides.
 /// Returns the folder and the merged config (for the sandbox's port list).
-pub fn prepare_home(scratch: &Path, user_home: Option<&Path>, confined: bool) -> Result<(PathBuf, toml::Table), CodexError> {
+pub fn prepare_home(
+    scratch: &Path,
+    user_home: Option<&Path>,
+    confined: bool,
+) -> Result<(PathBuf, toml::Table), CodexError> {
     let home = scratch.join("codex-home");
     let io = |source| CodexError::Home {
         path: home.display().to_string(),
@@ -449,8 +481,12 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
         path: tmp.display().to_string(),
         source,
     })?;
-    ctx.spawn.env.insert("CODEX_HOME".into(), home.display().to_string());
-    ctx.spawn.env.insert("TMPDIR".into(), tmp.display().to_string());
+    ctx.spawn
+        .env
+        .insert("CODEX_HOME".into(), home.display().to_string());
+    ctx.spawn
+        .env
+        .insert("TMPDIR".into(), tmp.display().to_string());
     for port in provider_ports(&config) {
         if !ctx.profile.connect_ports.contains(&port) {
             ctx.profile.connect_ports.push(port);
@@ -486,7 +522,8 @@ fn translate_mcp_arguments(args: &mut serde_json::Map<String, Value>) {
 }
 
 fn is_codex_protocol(protocol: Protocol, profile: &AgentProfile) -> bool {
-    matches!(protocol, Protocol::Auto | Protocol::CodexAppServer) && profile.protocol != Protocol::Exec
+    matches!(protocol, Protocol::Auto | Protocol::CodexAppServer)
+        && profile.protocol != Protocol::Exec
 }
 
 /// `mcp-server` / `app-server` as the first argument, keeping any further arguments.
@@ -499,7 +536,9 @@ fn subcommand_args(args: &[String], protocol: Protocol) -> Vec<String> {
         Some("mcp-server") | Some("app-server") => &args[1..],
         _ => args,
     };
-    std::iter::once(sub.to_string()).chain(rest.iter().cloned()).collect()
+    std::iter::once(sub.to_string())
+        .chain(rest.iter().cloned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -511,8 +550,14 @@ mod tests {
         let v = Version::parse("codex-cli 0.153.4").expect("version");
         assert_eq!(v.to_string(), "0.153.4");
         assert_eq!(protocol_for(v), Protocol::Mcp);
-        assert_eq!(protocol_for(Version::parse("codex-cli 0.154.0-alpha.3").expect("v")), Protocol::CodexAppServer);
-        assert_eq!(protocol_for(Version::parse("0.169.0").expect("v")), Protocol::CodexAppServer);
+        assert_eq!(
+            protocol_for(Version::parse("codex-cli 0.154.0-alpha.3").expect("v")),
+            Protocol::CodexAppServer
+        );
+        assert_eq!(
+            protocol_for(Version::parse("0.169.0").expect("v")),
+            Protocol::CodexAppServer
+        );
         assert!(Version::parse("codex static site generator").is_none());
     }
 
@@ -535,7 +580,10 @@ base_url = "https://example.com/v1"
         assert_eq!(f["web_search"].as_bool(), Some(true));
         assert_eq!(f["plugins"].as_bool(), Some(false));
         assert_eq!(base["sandbox_mode"].as_str(), Some("danger-full-access"));
-        assert_eq!(base["shell_environment_policy"]["inherit"].as_str(), Some("core"));
+        assert_eq!(
+            base["shell_environment_policy"]["inherit"].as_str(),
+            Some("core")
+        );
         assert_eq!(provider_ports(&base), vec![4321, 443]);
     }
 
@@ -543,7 +591,10 @@ base_url = "https://example.com/v1"
     fn subcommands() {
         assert_eq!(subcommand_args(&[], Protocol::Mcp), vec!["mcp-server"]);
         assert_eq!(
-            subcommand_args(&["mcp-server".into(), "-c".into(), "x=1".into()], Protocol::CodexAppServer),
+            subcommand_args(
+                &["mcp-server".into(), "-c".into(), "x=1".into()],
+                Protocol::CodexAppServer
+            ),
             vec!["app-server", "-c", "x=1"]
         );
     }
@@ -557,9 +608,15 @@ base_url = "https://example.com/v1"
         let (home, cfg) = prepare_home(scratch.path(), Some(user.path()), true).expect("home");
         assert_eq!(cfg["model"].as_str(), Some("m"));
         let written = std::fs::read_to_string(home.join("config.toml")).expect("read");
-        assert!(written.contains("unbounded_connection_retries = false"), "{written}");
+        assert!(
+            written.contains("unbounded_connection_retries = false"),
+            "{written}"
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.join("auth.json")).expect("auth").permissions().mode();
+        let mode = std::fs::metadata(home.join("auth.json"))
+            .expect("auth")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(user.path().join("config.toml"), "model = [").expect("write");
         let err = prepare_home(scratch.path(), Some(user.path()), true).unwrap_err();

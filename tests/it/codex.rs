@@ -38,7 +38,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "t@example.com")
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -52,7 +56,11 @@ fn init_repo(dir: &Path) {
 /// A user Codex home whose config points at `port`.
 fn user_home(port: u16) -> tempfile::TempDir {
     let home = tempfile::tempdir().expect("tmp");
-    std::fs::write(home.path().join("config.toml"), model_server::codex_config_for_port(port)).expect("write");
+    std::fs::write(
+        home.path().join("config.toml"),
+        model_server::codex_config_for_port(port),
+    )
+    .expect("write");
     home
 }
 
@@ -68,16 +76,30 @@ impl RunOutcome {
         self.report["tasks"]
             .as_array()
             .and_then(|t| t.iter().find(|t| t["id"] == id))
-            .unwrap_or_else(|| panic!("no task {id} in the report:\n{}\n{}", self.stdout, self.stderr))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no task {id} in the report:\n{}\n{}",
+                    self.stdout, self.stderr
+                )
+            })
     }
 }
+
+/// One `fanout run` of these tests at a time: each starts up to four Codex processes, and the
+/// CI machines have two cores.
+static RUN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `fanout run` with the built-in `codex` profile resolved to `codex_bin(version)`.
 fn fanout_run(repo: &Path, tasks: &Value, version: &str, home: &Path) -> RunOutcome {
     let dir = tempfile::tempdir().expect("tmp");
     let tasks_file = dir.path().join("tasks.json");
     let report_file = dir.path().join("report.json");
-    std::fs::write(&tasks_file, serde_json::to_string_pretty(tasks).expect("json")).expect("write");
+    std::fs::write(
+        &tasks_file,
+        serde_json::to_string_pretty(tasks).expect("json"),
+    )
+    .expect("write");
+    let _one_at_a_time = RUN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_fanout"))
         .args(["run", "--repo"])
@@ -127,15 +149,26 @@ fn eight_tasks_merge(version: &str, protocol: &str) {
         let agent = &t["agent"];
         assert_eq!(agent["protocol"], protocol, "{agent:#}");
         assert_eq!(agent["version"], version, "{agent:#}");
-        assert!(agent["thread_id"].as_str().is_some_and(|s| !s.is_empty()), "{agent:#}");
-        assert!(agent["commands_run"].as_u64() >= Some(1), "{agent:#}");
-        assert!(agent["tokens"]["total_tokens"].as_u64() > Some(0), "{agent:#}");
         assert!(
-            agent["last_message"].as_str().is_some_and(|m| m.starts_with("done:")),
+            agent["thread_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{agent:#}"
+        );
+        assert!(agent["commands_run"].as_u64() >= Some(1), "{agent:#}");
+        assert!(
+            agent["tokens"]["total_tokens"].as_u64() > Some(0),
+            "{agent:#}"
+        );
+        assert!(
+            agent["last_message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("done:")),
             "{agent:#}"
         );
     }
-    let branch = run.report["integration_branch"].as_str().expect("integration branch").to_string();
+    let branch = run.report["integration_branch"]
+        .as_str()
+        .expect("integration branch")
+        .to_string();
     let files = git(repo.path(), &["ls-tree", "-r", "--name-only", &branch]);
     let mut expected: Vec<String> = (1..=8).map(|i| format!("file{i}.txt")).collect();
     expected.push("README.md".into());
@@ -149,7 +182,10 @@ fn eight_tasks_merge(version: &str, protocol: &str) {
     }
     // The user's checkout is untouched.
     assert_eq!(git(repo.path(), &["status", "--porcelain"]), "");
-    eprintln!("codex {version}: 8 tasks, --jobs 4, in {:.1} s", run.elapsed.as_secs_f64());
+    eprintln!(
+        "codex {version}: 8 tasks, --jobs 4, in {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
 }
 
 #[test]
@@ -180,7 +216,10 @@ fn feedback_follow_up(version: &str) {
             return Reply::Command(req.command().unwrap_or_default());
         }
         // Feedback turn: only the same thread still holds the first prompt's FOLLOWUP line.
-        match all_user.iter().find_map(|t| t.split("FOLLOWUP: ").nth(1).map(|s| s.trim().to_string())) {
+        match all_user
+            .iter()
+            .find_map(|t| t.split("FOLLOWUP: ").nth(1).map(|s| s.trim().to_string()))
+        {
             Some(cmd) => Reply::Command(cmd),
             None => Reply::Message("lost the thread".into()),
         }
@@ -197,9 +236,18 @@ fn feedback_follow_up(version: &str) {
     let t = run.task("fix");
     assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
     assert_eq!(t["attempts"].as_array().map(Vec::len), Some(2), "{t:#}");
-    let branch = run.report["integration_branch"].as_str().expect("branch").to_string();
-    assert_eq!(git(repo.path(), &["show", &format!("{branch}:first.txt")]), "one\n");
-    assert_eq!(git(repo.path(), &["show", &format!("{branch}:second.txt")]), "two\n");
+    let branch = run.report["integration_branch"]
+        .as_str()
+        .expect("branch")
+        .to_string();
+    assert_eq!(
+        git(repo.path(), &["show", &format!("{branch}:first.txt")]),
+        "one\n"
+    );
+    assert_eq!(
+        git(repo.path(), &["show", &format!("{branch}:second.txt")]),
+        "two\n"
+    );
     assert!(t["agent"]["commands_run"].as_u64() >= Some(2), "{t:#}");
 }
 
@@ -261,14 +309,23 @@ fn session_follow_up(version: &str, protocol: &str) {
         profile,
         events: EventLog::open(&events_path).expect("events"),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let deadline = || tokio::time::Instant::now() + Duration::from_secs(60);
         let mut s = Session::start(ctx).await.expect("session starts");
-        let first = s.turn("CMD: echo a > a.txt", deadline()).await.expect("turn 1");
+        let first = s
+            .turn("CMD: echo a > a.txt", deadline())
+            .await
+            .expect("turn 1");
         assert_eq!(first.message.as_deref(), Some("done: echo a > a.txt"));
         let thread = s.info().thread_id.expect("thread id");
-        let second = s.turn("CMD: echo b > b.txt", deadline()).await.expect("turn 2");
+        let second = s
+            .turn("CMD: echo b > b.txt", deadline())
+            .await
+            .expect("turn 2");
         assert_eq!(second.message.as_deref(), Some("done: echo b > b.txt"));
         let info = s.info();
         assert_eq!(info.protocol, protocol);
@@ -282,7 +339,10 @@ fn session_follow_up(version: &str, protocol: &str) {
     let reqs = server.requests();
     let last = reqs.last().expect("requests");
     let history = serde_json::to_string(&last.input()).expect("json");
-    assert!(history.contains("echo a > a.txt"), "the follow-up lost the thread");
+    assert!(
+        history.contains("echo a > a.txt"),
+        "the follow-up lost the thread"
+    );
     // Codex's files stayed in the task's scratch, and secrets never reached the event log.
     assert!(scratch.join("codex-home/config.toml").is_file());
     let log = std::fs::read_to_string(&events_path).expect("log");
@@ -309,8 +369,15 @@ fn model_down(version: &str) {
     assert_eq!(t["status"], "failed", "{t:#}");
     let error = t["error"].as_str().unwrap_or("");
     assert!(error.contains("Connection failed"), "{error}");
-    assert!(run.elapsed < Duration::from_secs(60), "took {:?}", run.elapsed);
-    eprintln!("codex {version}: dead model endpoint -> failed in {:.1} s: {error}", run.elapsed.as_secs_f64());
+    assert!(
+        run.elapsed < Duration::from_secs(60),
+        "took {:?}",
+        run.elapsed
+    );
+    eprintln!(
+        "codex {version}: dead model endpoint -> failed in {:.1} s: {error}",
+        run.elapsed.as_secs_f64()
+    );
 }
 
 #[test]
@@ -328,12 +395,20 @@ fn codex_0169_model_down_fails_fast() {
 fn task_processes(task: &str, exe: &str) -> Vec<i32> {
     let needle = format!("FANOUT_TASK_ID={task}");
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         if !environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
             continue;
         }
@@ -366,13 +441,18 @@ fn killed_mid_turn(version: &str) {
     let tasks = json!({"version": 1, "tasks": tasks});
     // Kill the native Codex binary of the victim task as soon as its model request is in.
     let killer = std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_secs(60);
+        // The run may first wait for another test's run: count from the model request.
+        let mut end = Instant::now() + Duration::from_secs(600);
         while Instant::now() < end {
             if hung.load(Ordering::SeqCst) {
+                end = end.min(Instant::now() + Duration::from_secs(30));
                 let pids = task_processes("victim", "codex");
                 if !pids.is_empty() {
                     for pid in &pids {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(*pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                     return pids.len();
                 }
@@ -382,13 +462,24 @@ fn killed_mid_turn(version: &str) {
         0
     });
     let run = fanout_run(repo.path(), &tasks, version, home.path());
-    assert!(killer.join().unwrap_or(0) > 0, "no Codex process of the victim task was found");
+    assert!(
+        killer.join().unwrap_or(0) > 0,
+        "no Codex process of the victim task was found"
+    );
     let victim = run.task("victim");
     assert_eq!(victim["status"], "failed", "{victim:#}");
     for i in 1..=3 {
-        assert_eq!(run.task(&format!("t{i}"))["status"], "merged", "{}", run.stderr);
+        assert_eq!(
+            run.task(&format!("t{i}"))["status"],
+            "merged",
+            "{}",
+            run.stderr
+        );
     }
-    assert!(task_processes("victim", "").is_empty(), "processes of the killed task remain");
+    assert!(
+        task_processes("victim", "").is_empty(),
+        "processes of the killed task remain"
+    );
 }
 
 #[test]
@@ -423,9 +514,19 @@ fn turn_timeout(version: &str) {
     let slow = run.task("slow");
     assert_eq!(slow["status"], "timed_out", "{slow:#}\n{}", run.stderr);
     assert_eq!(run.task("t1")["status"], "merged");
-    assert!(run.elapsed < Duration::from_secs(40), "took {:?}", run.elapsed);
-    assert!(task_processes("slow", "").is_empty(), "the timed-out agent's processes remain");
-    eprintln!("codex {version}: hung model, tool_timeout_sec 4 -> timed_out, run {:.1} s", run.elapsed.as_secs_f64());
+    assert!(
+        run.elapsed < Duration::from_secs(40),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(
+        task_processes("slow", "").is_empty(),
+        "the timed-out agent's processes remain"
+    );
+    eprintln!(
+        "codex {version}: hung model, tool_timeout_sec 4 -> timed_out, run {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
 }
 
 #[test]

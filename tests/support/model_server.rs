@@ -48,7 +48,11 @@ pub struct Request {
 impl Request {
     /// The `input` items of a Responses API request.
     pub fn input(&self) -> Vec<Value> {
-        self.body.get("input").and_then(Value::as_array).cloned().unwrap_or_default()
+        self.body
+            .get("input")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the last input item is the output of a tool call (the model's command ran).
@@ -107,7 +111,9 @@ fn message_text(item: &Value) -> String {
 /// Codex sends its environment context as a user message too; it is not the prompt.
 fn is_context(item: &Value) -> bool {
     let t = message_text(item);
-    t.starts_with("<environment_context>") || t.starts_with("<user_instructions>") || t.starts_with("# AGENTS.md")
+    t.starts_with("<environment_context>")
+        || t.starts_with("<user_instructions>")
+        || t.starts_with("# AGENTS.md")
 }
 
 /// The default script: run the prompt's `CMD: …`, then finish with a message naming it.
@@ -156,8 +162,12 @@ impl ModelServer {
                     if let Ok(clone) = stream.try_clone() {
                         lock(&conns).push(clone);
                     }
-                    let (stop, requests, script, counter) =
-                        (stop.clone(), requests.clone(), script.clone(), counter.clone());
+                    let (stop, requests, script, counter) = (
+                        stop.clone(),
+                        requests.clone(),
+                        script.clone(),
+                        counter.clone(),
+                    );
                     std::thread::spawn(move || serve(stream, &stop, &requests, &*script, &counter));
                 }
             })
@@ -231,9 +241,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
-fn serve(stream: TcpStream, stop: &AtomicBool, requests: &Mutex<Vec<Request>>, script: &Script, counter: &AtomicU64) {
+fn serve(
+    stream: TcpStream,
+    stop: &AtomicBool,
+    requests: &Mutex<Vec<Request>>,
+    script: &Script,
+    counter: &AtomicU64,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
-    let Ok(write_half) = stream.try_clone() else { return };
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
     let mut out = write_half;
     let mut reader = BufReader::new(stream);
     loop {
@@ -279,7 +297,12 @@ fn serve(stream: TcpStream, stop: &AtomicBool, requests: &Mutex<Vec<Request>>, s
             b
         };
         if method != "POST" || !path.ends_with("/responses") {
-            let _ = respond(&mut out, 404, "application/json", b"{\"error\":\"not found\"}");
+            let _ = respond(
+                &mut out,
+                404,
+                "application/json",
+                b"{\"error\":\"not found\"}",
+            );
             continue;
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -304,7 +327,9 @@ fn serve(stream: TcpStream, stop: &AtomicBool, requests: &Mutex<Vec<Request>>, s
             Reply::Command(cmd) => {
                 let item = json!({
                     "type": "function_call", "id": format!("fc_{n}"), "call_id": format!("call_{n}"),
-                    "name": "exec_command", "arguments": json!({"cmd": cmd}).to_string(),
+                    "name": "exec_command", // No login shell, and wait up to the tool's 30 s cap: on a loaded machine the
+                    // default 10 s yield hands back a still-running command as "done".
+                    "arguments": json!({"cmd": cmd, "login": false, "yield_time_ms": 30000}).to_string(),
                     "status": "completed",
                 });
                 if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
@@ -331,7 +356,8 @@ fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
         if reader.read_line(&mut size).unwrap_or(0) == 0 {
             return body;
         }
-        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let n =
+            usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
         if n == 0 {
             let mut end = String::new();
             let _ = reader.read_line(&mut end);
@@ -362,7 +388,12 @@ fn sse(n: u64, item: Value) -> Vec<u8> {
     out
 }
 
-fn respond(out: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+fn respond(
+    out: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
