@@ -15,6 +15,7 @@ pub mod taskfile;
 pub mod agent;
 pub mod eventlog;
 pub mod process;
+pub mod doctor;
 pub mod git;
 pub mod plan;
 pub mod report;

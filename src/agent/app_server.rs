@@ -413,26 +413,22 @@ impl<'a> Handler<'a> {
 
     fn absorb(&mut self, method: &str, params: &Value) {
         match method {
-            "item/started" => {
-                if item_type(params) == Some("commandExecution") {
-                    self.info.commands_run += 1;
-                }
+            "item/started" if item_type(params) == Some("commandExecution") => {
+                self.info.commands_run += 1;
             }
-            "item/completed" => {
-                if item_type(params) == Some("agentMessage") {
-                    let text = params
-                        .get("item")
-                        .and_then(|i| i.get("text"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    if let (Some(text), Some(state)) = (text.clone(), self.state.as_deref_mut()) {
-                        if state.mine(params) {
-                            state.message = Some(text);
-                        }
+            "item/completed" if item_type(params) == Some("agentMessage") => {
+                let text = params
+                    .get("item")
+                    .and_then(|i| i.get("text"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if let (Some(text), Some(state)) = (text.clone(), self.state.as_deref_mut()) {
+                    if state.mine(params) {
+                        state.message = Some(text);
                     }
-                    if text.is_some() {
-                        self.info.last_message = text;
-                    }
+                }
+                if text.is_some() {
+                    self.info.last_message = text;
                 }
             }
             "thread/tokenUsage/updated" => {

@@ -538,3 +538,30 @@ fn codex_0153_turn_timeout() {
 fn codex_0169_turn_timeout() {
     turn_timeout(NEW);
 }
+
+#[test]
+fn doctor_reports_both_codex_versions() {
+    use fanout::doctor::{self, Level};
+    for (version, protocol) in [(OLD, "mcp"), (NEW, "codex-app-server")] {
+        let bin = codex_bin(version).display().to_string();
+        let checks = doctor::codex_checks(&bin, None);
+        assert_eq!(checks[0].level, Level::Ok, "{}", checks[0]);
+        let line = checks[0].to_string();
+        assert!(line.contains(&format!("Codex {version}")) && line.contains(protocol), "{line}");
+    }
+    // `mcp-server` asked of 0.169 (Codex's own mcp_servers table) is an error; of 0.153 it is fine.
+    for (version, errors) in [(OLD, 0), (NEW, 1)] {
+        let home = tempfile::tempdir().expect("tmp");
+        let config = format!(
+            "[mcp_servers.codex]\ncommand = {:?}\nargs = [\"mcp-server\"]\n",
+            codex_bin(version).display().to_string()
+        );
+        std::fs::write(home.path().join("config.toml"), config).expect("write");
+        let checks = doctor::codex_config_checks(Some(home.path()));
+        let found = checks.iter().filter(|c| c.level == Level::Error).count();
+        assert_eq!(found, errors, "{checks:?}");
+        if errors > 0 {
+            assert!(checks.iter().any(|c| c.message.contains("removed in 0.154.0")), "{checks:?}");
+        }
+    }
+}
