@@ -41,9 +41,16 @@ pub enum JsonRpcError {
 /// A message the peer sent that is not a reply to one of our requests.
 #[derive(Debug, Clone)]
 pub enum Incoming {
-    Notification { method: String, params: Value },
+    Notification {
+        method: String,
+        params: Value,
+    },
     /// A request from the server (approvals, user input); must be answered with [`Connection::respond`].
-    Request { id: Value, method: String, params: Value },
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
     /// A line that is not a JSON-RPC message (logged by the caller, never answered).
     Garbage(String),
 }
@@ -111,7 +118,11 @@ impl Connection {
     }
 
     /// Sends a request and returns a handle to await its reply.
-    pub async fn start_request(&self, method: &str, params: Value) -> Result<PendingRequest, JsonRpcError> {
+    pub async fn start_request(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<PendingRequest, JsonRpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -135,15 +146,22 @@ impl Connection {
     }
 
     pub async fn notify(&self, method: &str, params: Value) -> Result<(), JsonRpcError> {
-        self.write_message(json!({"method": method, "params": params})).await
+        self.write_message(json!({"method": method, "params": params}))
+            .await
     }
 
     /// Answers a request the server sent us.
     pub async fn respond(&self, id: Value, result: Value) -> Result<(), JsonRpcError> {
-        self.write_message(json!({"id": id, "result": result})).await
+        self.write_message(json!({"id": id, "result": result}))
+            .await
     }
 
-    pub async fn respond_error(&self, id: Value, code: i64, message: &str) -> Result<(), JsonRpcError> {
+    pub async fn respond_error(
+        &self,
+        id: Value,
+        code: i64,
+        message: &str,
+    ) -> Result<(), JsonRpcError> {
         self.write_message(json!({"id": id, "error": {"code": code, "message": message}}))
             .await
     }
@@ -160,7 +178,9 @@ impl Connection {
         F: AsyncIncomingHandler,
     {
         let PendingRequest { id, method, mut rx } = req;
-        let secs_total = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+        let secs_total = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
         let mut incoming_open = true;
         loop {
             tokio::select! {
@@ -341,7 +361,10 @@ fn classify(bytes: &[u8], shared: &Shared) -> Option<Incoming> {
     let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
         return Some(Incoming::Garbage(truncate(text, 2000)));
     };
-    let method = obj.get("method").and_then(Value::as_str).map(str::to_string);
+    let method = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let id = obj.remove("id");
     match (method, id) {
         (Some(method), Some(id)) => Some(Incoming::Request {
@@ -358,12 +381,17 @@ fn classify(bytes: &[u8], shared: &Shared) -> Option<Incoming> {
             Some(Incoming::Notification { method, params })
         }
         (None, Some(id)) => {
-            let Some(n) = id.as_u64().or_else(|| id.as_str().and_then(|s| s.parse().ok())) else {
+            let Some(n) = id
+                .as_u64()
+                .or_else(|| id.as_str().and_then(|s| s.parse().ok()))
+            else {
                 return Some(Incoming::Garbage(truncate(text, 2000)));
             };
             let sender = lock(&shared.pending).remove(&n);
             let Some(sender) = sender else {
-                return Some(Incoming::Garbage(format!("reply to unknown request id {n}")));
+                return Some(Incoming::Garbage(format!(
+                    "reply to unknown request id {n}"
+                )));
             };
             let reply = if let Some(err) = obj.get("error") {
                 Err((
@@ -413,13 +441,17 @@ mod tests {
             let req: Value = serde_json::from_str(&line).unwrap();
             let id = req["id"].clone();
             sw.write_all(b"not json at all\n").await.unwrap();
-            sw.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"progress\",\"params\":{\"n\":1}}\n").await.unwrap();
+            sw.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"progress\",\"params\":{\"n\":1}}\n")
+                .await
+                .unwrap();
             let reply = json!({"jsonrpc":"2.0","id":id,"result":{"ok":true}});
             sw.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
         });
         let mut seen = Vec::new();
         let v = conn
-            .request("ping", json!({}), Duration::from_secs(5), |m: Incoming| seen.push(m))
+            .request("ping", json!({}), Duration::from_secs(5), |m: Incoming| {
+                seen.push(m)
+            })
             .await
             .unwrap();
         assert_eq!(v, json!({"ok": true}));
@@ -438,15 +470,24 @@ mod tests {
             .request("x", json!({}), Duration::from_secs(5), |_m: Incoming| {})
             .await
             .unwrap_err();
-        assert!(matches!(err, JsonRpcError::Closed(_) | JsonRpcError::Write(_)), "{err}");
+        assert!(
+            matches!(err, JsonRpcError::Closed(_) | JsonRpcError::Write(_)),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn over_long_lines_are_skipped() {
         let data = format!("{}\n{{\"method\":\"m\"}}\n", "x".repeat(100));
         let mut r = BufReader::new(data.as_bytes());
-        assert!(matches!(read_capped_line(&mut r, 10).await.unwrap(), Some(Line::TooLong(100))));
-        assert!(matches!(read_capped_line(&mut r, 100).await.unwrap(), Some(Line::Text(_))));
+        assert!(matches!(
+            read_capped_line(&mut r, 10).await.unwrap(),
+            Some(Line::TooLong(100))
+        ));
+        assert!(matches!(
+            read_capped_line(&mut r, 100).await.unwrap(),
+            Some(Line::Text(_))
+        ));
         assert!(read_capped_line(&mut r, 10).await.unwrap().is_none());
     }
 }

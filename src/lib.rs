@@ -8,18 +8,33 @@ runner, the agent sessions, the JSON-RPC connection and the process helpers; eve
 is synchronous.
 */
 
-pub mod sandbox;
+pub mod agent;
+pub mod cli;
+pub mod doctor;
+pub mod eventlog;
+pub mod git;
 pub mod ids;
 pub mod jsonrpc;
-pub mod taskfile;
-pub mod agent;
-pub mod eventlog;
-pub mod process;
-pub mod doctor;
-pub mod git;
 pub mod plan;
+pub mod process;
 pub mod report;
 pub mod runner;
+pub mod sandbox;
 pub mod state;
+pub mod taskfile;
 pub mod verify;
-pub mod cli;
+
+/// An error and its sources on one line (`outer: inner: root cause`), repeats dropped.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::git::repo::UserRepo;
 use crate::git::GitError;
 use crate::ids::{RunId, TaskId};
-use crate::taskfile::{self, AgentProfile, Protocol, TaskFile, TaskFileError, TaskSpec, VerifyCommand};
+use crate::taskfile::{
+    self, AgentProfile, Protocol, TaskFile, TaskFileError, TaskSpec, VerifyCommand,
+};
 
 /// Settings from the command line that shape a run.
 #[derive(Clone, Debug)]
@@ -114,7 +116,11 @@ impl Plan {
         Self::from_parts(file, repo, options)
     }
 
-    pub fn from_parts(file: TaskFile, repo: UserRepo, options: RunOptions) -> Result<Plan, PlanError> {
+    pub fn from_parts(
+        file: TaskFile,
+        repo: UserRepo,
+        options: RunOptions,
+    ) -> Result<Plan, PlanError> {
         let base_rev = options
             .base
             .clone()

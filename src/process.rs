@@ -91,7 +91,14 @@ impl AgentProcess {
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -142,7 +149,10 @@ impl AgentProcess {
 
     /// Waits for exit until `deadline`; `None` on timeout.
     pub async fn wait_until(&mut self, deadline: tokio::time::Instant) -> Option<ExitStatus> {
-        tokio::time::timeout_at(deadline, self.child.wait()).await.ok()?.ok()
+        tokio::time::timeout_at(deadline, self.child.wait())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The last lines of the child's stderr log, for error messages.
@@ -173,7 +183,9 @@ pub fn describe_exit(status: &ExitStatus) -> String {
         match code {
             sandbox::EXIT_NOT_ENFORCED => "the sandbox could not be enforced (exit 125)".into(),
             sandbox::EXIT_EXEC_FAILED => "the command could not be started (exit 127)".into(),
-            c if c > 128 && c < 160 => format!("killed by signal {} (exit {c})", signal_name(c - 128)),
+            c if c > 128 && c < 160 => {
+                format!("killed by signal {} (exit {c})", signal_name(c - 128))
+            }
             c => format!("exit code {c}"),
         }
     } else if let Some(sig) = status.signal() {

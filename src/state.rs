@@ -72,7 +72,12 @@ impl RunState {
     }
 
     pub fn finish(&mut self, report: &RunReport) {
-        self.status = if report.interrupted { "interrupted" } else { "finished" }.into();
+        self.status = if report.interrupted {
+            "interrupted"
+        } else {
+            "finished"
+        }
+        .into();
         for t in &report.tasks {
             self.set_task(&t.id, t.status.as_str(), t.commit.clone());
         }

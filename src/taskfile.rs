@@ -236,6 +236,8 @@ pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
+    /// Agent names a task may use: the file's profiles plus the built-in ones.
+    known_agents: BTreeSet<String>,
 }
 
 impl Validator {
@@ -252,7 +254,10 @@ impl Validator {
             if !allowed.contains(&key.as_str()) {
                 self.problem(
                     &format!("{path}.{key}"),
-                    format!("unknown field {key:?}; expected one of: {}", allowed.join(", ")),
+                    format!(
+                        "unknown field {key:?}; expected one of: {}",
+                        allowed.join(", ")
+                    ),
                 );
             }
         }
@@ -298,7 +303,10 @@ impl Validator {
                 Some(out)
             }
             other => {
-                self.problem(&loc, format!("expected an array of strings, found {}", kind(other)));
+                self.problem(
+                    &loc,
+                    format!("expected an array of strings, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -315,7 +323,10 @@ impl Validator {
                 }
             },
             other => {
-                self.problem(&loc, format!("expected a positive number, found {}", kind(other)));
+                self.problem(
+                    &loc,
+                    format!("expected a positive number, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -327,12 +338,18 @@ impl Validator {
             Value::Number(n) => match n.as_u64() {
                 Some(x) if (1..=100).contains(&x) => Some(x as u32),
                 _ => {
-                    self.problem(&loc, format!("must be a whole number from 1 to 100, found {n}"));
+                    self.problem(
+                        &loc,
+                        format!("must be a whole number from 1 to 100, found {n}"),
+                    );
                     None
                 }
             },
             other => {
-                self.problem(&loc, format!("expected a whole number, found {}", kind(other)));
+                self.problem(
+                    &loc,
+                    format!("expected a whole number, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -370,7 +387,10 @@ impl Validator {
             other => {
                 self.problem(
                     &loc,
-                    format!("expected an argv array or a shell string, found {}", kind(other)),
+                    format!(
+                        "expected an argv array or a shell string, found {}",
+                        kind(other)
+                    ),
                 );
                 None
             }
@@ -444,22 +464,45 @@ impl Validator {
                 return file;
             }
         };
+        self.known_agents = file.agents.keys().cloned().collect();
+        self.known_agents
+            .extend(BUILTIN_AGENTS.iter().map(|s| s.to_string()));
+        if let Some(a) = &file.defaults.agent {
+            if !self.known_agents.contains(a) {
+                let known = self.agent_list();
+                self.problem(
+                    "$.defaults.agent",
+                    format!("unknown agent {a:?}; known agents: {known}"),
+                );
+            }
+        }
         let tasks_path = if value.is_array() { "$" } else { "$.tasks" };
         let Value::Array(items) = tasks_value else {
-            self.problem(tasks_path, format!("expected an array of tasks, found {}", kind(tasks_value)));
+            self.problem(
+                tasks_path,
+                format!("expected an array of tasks, found {}", kind(tasks_value)),
+            );
             return file;
         };
         if items.is_empty() {
             self.problem(tasks_path, "no tasks: the list is empty");
         }
+        // Every id the file names, valid or not, so dependencies are checked on every task.
+        let all_ids: BTreeSet<String> = items
+            .iter()
+            .filter_map(|t| t.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             let loc = format!("{tasks_path}[{i}]");
-            if let Some(task) = self.task(item, &loc) {
+            if let Some(task) = self.task(item, &loc, &all_ids) {
                 if let Some(first) = seen.insert(task.id.to_string(), i) {
                     self.problem(
                         &format!("{loc}.id"),
-                        format!("duplicate task id {:?} (first used at {tasks_path}[{first}])", task.id.as_str()),
+                        format!(
+                            "duplicate task id {:?} (first used at {tasks_path}[{first}])",
+                            task.id.as_str()
+                        ),
                     );
                     continue;
                 }
@@ -478,7 +521,13 @@ impl Validator {
         self.known_fields(
             obj,
             path,
-            &["agent", "timeout_secs", "verify", "verify_timeout_secs", "max_attempts"],
+            &[
+                "agent",
+                "timeout_secs",
+                "verify",
+                "verify_timeout_secs",
+                "max_attempts",
+            ],
         );
         Defaults {
             agent: self.string(obj, "agent", path),
@@ -510,16 +559,18 @@ impl Validator {
         );
         let protocol = match self.string(obj, "protocol", path) {
             None => Protocol::Mcp,
-            Some(s) => match Protocol::parse(&s) {
-                Some(p) => p,
-                None => {
-                    self.problem(
+            Some(s) => {
+                match Protocol::parse(&s) {
+                    Some(p) => p,
+                    None => {
+                        self.problem(
                         &format!("{path}.protocol"),
                         format!("unknown protocol {s:?}; expected mcp, codex-app-server, exec or auto"),
                     );
-                    Protocol::Mcp
+                        Protocol::Mcp
+                    }
                 }
-            },
+            }
         };
         let command = match self.string(obj, "command", path) {
             Some(c) if !c.trim().is_empty() => c,
@@ -582,18 +633,24 @@ impl Validator {
                 Value::Array(items) => {
                     for (i, p) in items.iter().enumerate() {
                         match p.as_u64() {
-                            Some(n) if (1..=65535).contains(&n) => profile.connect_ports.push(n as u16),
-                            _ => self.problem(&format!("{loc}[{i}]"), "expected a TCP port (1-65535)"),
+                            Some(n) if (1..=65535).contains(&n) => {
+                                profile.connect_ports.push(n as u16)
+                            }
+                            _ => self
+                                .problem(&format!("{loc}[{i}]"), "expected a TCP port (1-65535)"),
                         }
                     }
                 }
-                other => self.problem(&loc, format!("expected an array of ports, found {}", kind(other))),
+                other => self.problem(
+                    &loc,
+                    format!("expected an array of ports, found {}", kind(other)),
+                ),
             }
         }
         Some(profile)
     }
 
-    fn task(&mut self, value: &Value, path: &str) -> Option<TaskSpec> {
+    fn task(&mut self, value: &Value, path: &str, all_ids: &BTreeSet<String>) -> Option<TaskSpec> {
         let obj = self.object(value, path)?;
         self.known_fields(
             obj,
@@ -623,7 +680,10 @@ impl Validator {
                 }
             },
             Some(other) => {
-                self.problem(&format!("{path}.id"), format!("expected a string, found {}", kind(other)));
+                self.problem(
+                    &format!("{path}.id"),
+                    format!("expected a string, found {}", kind(other)),
+                );
                 None
             }
         };
@@ -641,6 +701,15 @@ impl Validator {
             }
         };
         let agent = self.string(obj, "agent", path);
+        if let Some(a) = &agent {
+            if !self.known_agents.contains(a) {
+                let known = self.agent_list();
+                self.problem(
+                    &format!("{path}.agent"),
+                    format!("unknown agent {a:?}; known agents: {known}"),
+                );
+            }
+        }
         let paths = self.strings(obj, "paths", path).unwrap_or_default();
         for (i, p) in paths.iter().enumerate() {
             if let Err(e) = globset::Glob::new(p) {
@@ -652,8 +721,21 @@ impl Validator {
         let verify_timeout_secs = self.positive(obj, "verify_timeout_secs", path);
         let max_attempts = self.count(obj, "max_attempts", path);
         let mut depends_on = Vec::new();
-        for (i, d) in self.strings(obj, "depends_on", path).unwrap_or_default().iter().enumerate() {
+        for (i, d) in self
+            .strings(obj, "depends_on", path)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             match TaskId::parse(d) {
+                Ok(_) if obj.get("id").and_then(Value::as_str) == Some(d.as_str()) => self.problem(
+                    &format!("{path}.depends_on[{i}]"),
+                    "a task cannot depend on itself",
+                ),
+                Ok(_) if !all_ids.contains(d) => self.problem(
+                    &format!("{path}.depends_on[{i}]"),
+                    format!("unknown task id {d:?}"),
+                ),
                 Ok(id) => depends_on.push(id),
                 Err(e) => self.problem(&format!("{path}.depends_on[{i}]"), e),
             }
@@ -671,36 +753,16 @@ impl Validator {
         })
     }
 
-    /// Checks that need the whole file: agent names, dependency ids and cycles.
+    fn agent_list(&self) -> String {
+        self.known_agents
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Checks that need every task: dependency cycles.
     fn cross_checks(&mut self, file: &TaskFile, tasks_path: &str) {
-        let known_agent = |name: &str| file.agents.contains_key(name) || BUILTIN_AGENTS.contains(&name);
-        let agent_list = || {
-            let mut names: BTreeSet<&str> = file.agents.keys().map(|s| s.as_str()).collect();
-            names.extend(BUILTIN_AGENTS);
-            names.into_iter().collect::<Vec<_>>().join(", ")
-        };
-        if let Some(a) = &file.defaults.agent {
-            if !known_agent(a) {
-                self.problem("$.defaults.agent", format!("unknown agent {a:?}; known agents: {}", agent_list()));
-            }
-        }
-        let index: BTreeMap<&str, usize> =
-            file.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
-        for (i, t) in file.tasks.iter().enumerate() {
-            let loc = format!("{tasks_path}[{i}]");
-            if let Some(a) = &t.agent {
-                if !known_agent(a) {
-                    self.problem(&format!("{loc}.agent"), format!("unknown agent {a:?}; known agents: {}", agent_list()));
-                }
-            }
-            for (j, d) in t.depends_on.iter().enumerate() {
-                if !index.contains_key(d.as_str()) {
-                    self.problem(&format!("{loc}.depends_on[{j}]"), format!("unknown task id {:?}", d.as_str()));
-                } else if d == &t.id {
-                    self.problem(&format!("{loc}.depends_on[{j}]"), "a task cannot depend on itself");
-                }
-            }
-        }
         if let Some(cycle) = find_cycle(&file.tasks) {
             self.problem(
                 tasks_path,
@@ -712,8 +774,11 @@ impl Validator {
 
 /// Finds one dependency cycle (longer than a self-loop), returned as ids with the first repeated last.
 pub fn find_cycle(tasks: &[TaskSpec]) -> Option<Vec<String>> {
-    let index: BTreeMap<&str, usize> =
-        tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     // 0 = unvisited, 1 = on the stack, 2 = done
     let mut state = vec![0u8; tasks.len()];
     let mut stack: Vec<usize> = Vec::new();
@@ -727,14 +792,18 @@ pub fn find_cycle(tasks: &[TaskSpec]) -> Option<Vec<String>> {
         state[n] = 1;
         stack.push(n);
         for d in &tasks[n].depends_on {
-            let Some(&m) = index.get(d.as_str()) else { continue };
+            let Some(&m) = index.get(d.as_str()) else {
+                continue;
+            };
             if m == n {
                 continue;
             }
             if state[m] == 1 {
                 let start = stack.iter().position(|&x| x == m).unwrap_or(0);
-                let mut cycle: Vec<String> =
-                    stack[start..].iter().map(|&x| tasks[x].id.to_string()).collect();
+                let mut cycle: Vec<String> = stack[start..]
+                    .iter()
+                    .map(|&x| tasks[x].id.to_string())
+                    .collect();
                 cycle.push(tasks[m].id.to_string());
                 return Some(cycle);
             }
@@ -774,7 +843,12 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<String> {
-        parse(text).err().unwrap_or_default().iter().map(|p| p.to_string()).collect()
+        parse(text)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     #[test]
@@ -788,7 +862,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(f.agents["e"].protocol, Protocol::Exec);
-        assert_eq!(f.defaults.verify, Some(VerifyCommand::Argv(vec!["true".into()])));
+        assert_eq!(
+            f.defaults.verify,
+            Some(VerifyCommand::Argv(vec!["true".into()]))
+        );
     }
 
     #[test]
@@ -810,12 +887,30 @@ mod tests {
             ]}"#,
         );
         let joined = p.join("\n");
-        assert!(joined.contains("$.tasks[1].id: duplicate task id \"a\""), "{joined}");
-        assert!(joined.contains("$.tasks[2].id: task id \"../x\""), "{joined}");
-        assert!(joined.contains("$.tasks[3].prompt: prompt must not be empty"), "{joined}");
-        assert!(joined.contains("$.tasks[3].promt: unknown field"), "{joined}");
-        assert!(joined.contains("$.tasks[4].agent: unknown agent \"nope\""), "{joined}");
-        assert!(joined.contains("$.tasks[4].timeout_secs: must be a positive number"), "{joined}");
+        assert!(
+            joined.contains("$.tasks[1].id: duplicate task id \"a\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("$.tasks[2].id: task id \"../x\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("$.tasks[3].prompt: prompt must not be empty"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("$.tasks[3].promt: unknown field"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("$.tasks[4].agent: unknown agent \"nope\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("$.tasks[4].timeout_secs: must be a positive number"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -826,14 +921,23 @@ mod tests {
                 {"id":"c","prompt":"x","depends_on":["b","zz"]}]"#,
         );
         let joined = p.join("\n");
-        assert!(joined.contains("dependency cycle: a -> c -> b -> a"), "{joined}");
-        assert!(joined.contains("$[2].depends_on[1]: unknown task id \"zz\""), "{joined}");
+        assert!(
+            joined.contains("dependency cycle: a -> c -> b -> a"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("$[2].depends_on[1]: unknown task id \"zz\""),
+            "{joined}"
+        );
     }
 
     #[test]
     fn expands_env_and_names_missing_variables() {
         let lookup = |n: &str| (n == "KEY").then(|| "secret".to_string());
-        assert_eq!(expand_env("Bearer ${KEY}", &lookup).as_deref(), Ok("Bearer secret"));
+        assert_eq!(
+            expand_env("Bearer ${KEY}", &lookup).as_deref(),
+            Ok("Bearer secret")
+        );
         let err = expand_env("${MISSING_ONE}", &lookup).unwrap_err();
         assert!(err.contains("MISSING_ONE"));
     }

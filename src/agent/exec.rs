@@ -32,15 +32,24 @@ impl ExecSession {
         }
     }
 
-    pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
+    pub async fn turn(
+        &mut self,
+        prompt: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
         self.attempt += 1;
         let mut spec = self.ctx.spawn.clone();
         spec.env.insert("FANOUT_PROMPT".into(), prompt.to_string());
-        spec.env.insert("FANOUT_ATTEMPT".into(), self.attempt.to_string());
-        let mut proc = AgentProcess::spawn(&spec).map_err(|e| AgentError::Spawn(format!("{e:#}")))?;
+        spec.env
+            .insert("FANOUT_ATTEMPT".into(), self.attempt.to_string());
+        let mut proc =
+            AgentProcess::spawn(&spec).map_err(|e| AgentError::Spawn(crate::error_chain(&e)))?;
         self.info.commands_run += 1;
         let events = self.ctx.events.clone();
-        events.record("exec_start", json!({"attempt": self.attempt, "command": spec.program}));
+        events.record(
+            "exec_start",
+            json!({"attempt": self.attempt, "command": spec.program}),
+        );
 
         // Feed the prompt and close stdin; an agent that never reads it must not block us.
         if let Some(mut stdin) = proc.stdin.take() {

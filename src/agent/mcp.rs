@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE};
+use super::{
+    check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
+};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::{describe_exit, AgentProcess};
@@ -32,7 +34,8 @@ pub struct McpSession {
 
 impl McpSession {
     pub async fn start(ctx: AgentContext) -> Result<McpSession, AgentError> {
-        let mut proc = AgentProcess::spawn(&ctx.spawn).map_err(|e| AgentError::Spawn(format!("{e:#}")))?;
+        let mut proc = AgentProcess::spawn(&ctx.spawn)
+            .map_err(|e| AgentError::Spawn(crate::error_chain(&e)))?;
         let (Some(stdout), Some(stdin)) = (proc.stdout.take(), proc.stdin.take()) else {
             return Err(AgentError::Spawn("agent stdio was not piped".into()));
         };
@@ -75,10 +78,15 @@ impl McpSession {
         let mut handler = Handler::new(events.clone(), &mut self.info);
         let result = self.conn.wait(init, deadline, &mut handler).await?;
         if let Some(server) = result.get("serverInfo") {
-            self.info.version = server.get("version").and_then(Value::as_str).map(str::to_string);
+            self.info.version = server
+                .get("version")
+                .and_then(Value::as_str)
+                .map(str::to_string);
         }
         events.record("initialized", json!({"result": result}));
-        self.conn.notify("notifications/initialized", json!({})).await?;
+        self.conn
+            .notify("notifications/initialized", json!({}))
+            .await?;
         let list = self.conn.start_request("tools/list", json!({})).await?;
         let mut handler = Handler::new(events.clone(), &mut self.info);
         let tools = self.conn.wait(list, deadline, &mut handler).await?;
@@ -98,25 +106,32 @@ impl McpSession {
                 code: 0,
                 message: format!(
                     "the server has no tool {wanted:?} (it offers: {})",
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
                 data: None,
             });
         }
         let reply = format!("{wanted}-reply");
-        if names.iter().any(|n| *n == reply) {
+        if names.contains(&reply) {
             self.reply_tool = Some(reply);
         }
         Ok(())
     }
 
-    pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
+    pub async fn turn(
+        &mut self,
+        prompt: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
         self.turns += 1;
         let (tool, arguments) = match (&self.reply_tool, &self.info.thread_id, self.turns > 1) {
-            (Some(reply), Some(thread), true) => (
-                reply.clone(),
-                json!({"threadId": thread, "prompt": prompt}),
-            ),
+            (Some(reply), Some(thread), true) => {
+                (reply.clone(), json!({"threadId": thread, "prompt": prompt}))
+            }
             _ => {
                 let mut args: Map<String, Value> = self.ctx.profile.arguments.clone();
                 args.insert("prompt".into(), json!(prompt));
@@ -127,7 +142,9 @@ impl McpSession {
         self.ctx
             .events
             .record("tool_call", json!({"tool": tool, "turn": self.turns}));
-        let secs = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+        let secs = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
         let result = async {
             let req = self
                 .conn
@@ -166,9 +183,9 @@ impl McpSession {
             .map(str::to_string)
             .or_else(|| content_text(&result));
         if result.get("isError").and_then(Value::as_bool) == Some(true) {
-            return Err(AgentError::Reported(
-                text.unwrap_or_else(|| "the tool call failed without a message".into()),
-            ));
+            return Err(AgentError::Reported(text.unwrap_or_else(|| {
+                "the tool call failed without a message".into()
+            })));
         }
         if text.is_some() {
             self.info.last_message = text.clone();
@@ -188,7 +205,10 @@ impl McpSession {
                 }
             }
             JsonRpcError::Closed(_) | JsonRpcError::Write(_) => {
-                let status = self.proc.wait_until(Instant::now() + Duration::from_secs(3)).await;
+                let status = self
+                    .proc
+                    .wait_until(Instant::now() + Duration::from_secs(3))
+                    .await;
                 if let Err(sandbox) = check_sandbox(&self.proc.status_file, &mut self.info) {
                     self.proc.terminate(STOP_GRACE).await;
                     return sandbox;
@@ -205,7 +225,12 @@ impl McpSession {
                     stderr: self.proc.stderr_tail(),
                 }
             }
-            JsonRpcError::Remote { method, message, code, .. } => {
+            JsonRpcError::Remote {
+                method,
+                message,
+                code,
+                ..
+            } => {
                 if startup {
                     self.proc.terminate(STOP_GRACE).await;
                 }
@@ -281,7 +306,10 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
                         conn.respond(id, json!({"action": "decline", "decision": "denied"}))
                             .await
                     }
-                    _ => conn.respond_error(id, -32601, "method not supported by fanout").await,
+                    _ => {
+                        conn.respond_error(id, -32601, "method not supported by fanout")
+                            .await
+                    }
                 };
             }
             Incoming::Garbage(line) => {

@@ -61,7 +61,10 @@ fn stderr_hint(stderr: &str) -> String {
     if stderr.is_empty() {
         String::new()
     } else {
-        format!("; its stderr ends with: {}", crate::jsonrpc::truncate(stderr, 600))
+        format!(
+            "; its stderr ends with: {}",
+            crate::jsonrpc::truncate(stderr, 600)
+        )
     }
 }
 
@@ -106,9 +109,9 @@ pub struct TokenUsage {
 
 /// A running agent.
 pub enum Session {
-    Mcp(mcp::McpSession),
-    AppServer(app_server::AppServerSession),
-    Exec(exec::ExecSession),
+    Mcp(Box<mcp::McpSession>),
+    AppServer(Box<app_server::AppServerSession>),
+    Exec(Box<exec::ExecSession>),
 }
 
 impl Session {
@@ -123,17 +126,17 @@ impl Session {
             .map_err(|e| AgentError::Spawn(e.to_string()))?;
         let version = codex.map(|c| c.installed.version.to_string());
         match ctx.protocol {
-            Protocol::Exec => Ok(Session::Exec(exec::ExecSession::new(ctx))),
+            Protocol::Exec => Ok(Session::Exec(Box::new(exec::ExecSession::new(ctx)))),
             Protocol::Mcp => {
                 let mut s = mcp::McpSession::start(ctx).await?;
                 if s.info.version.is_none() {
                     s.info.version = version;
                 }
-                Ok(Session::Mcp(s))
+                Ok(Session::Mcp(Box::new(s)))
             }
-            Protocol::CodexAppServer => Ok(Session::AppServer(
+            Protocol::CodexAppServer => Ok(Session::AppServer(Box::new(
                 app_server::AppServerSession::start(ctx, version).await?,
-            )),
+            ))),
             Protocol::Auto => Err(AgentError::Spawn(
                 "protocol \"auto\" only applies to the Codex CLI (command `codex`)".into(),
             )),
@@ -141,7 +144,11 @@ impl Session {
     }
 
     /// Runs one turn: the first prompt, or feedback on the same conversation.
-    pub async fn turn(&mut self, prompt: &str, deadline: Instant) -> Result<TurnResult, AgentError> {
+    pub async fn turn(
+        &mut self,
+        prompt: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
             Session::AppServer(s) => s.turn(prompt, deadline).await,
@@ -171,7 +178,11 @@ impl Session {
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Builds the environment fanout gives every agent on top of its own.
-pub fn base_env(ctx_task: &TaskId, worktree: &std::path::Path, scratch: &std::path::Path) -> BTreeMap<String, String> {
+pub fn base_env(
+    ctx_task: &TaskId,
+    worktree: &std::path::Path,
+    scratch: &std::path::Path,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("FANOUT_TASK_ID".into(), ctx_task.to_string());
     env.insert("FANOUT_WORKTREE".into(), worktree.display().to_string());
@@ -181,15 +192,18 @@ pub fn base_env(ctx_task: &TaskId, worktree: &std::path::Path, scratch: &std::pa
 }
 
 /// Reads the sandbox report the supervisor wrote, failing closed when it says "not enforced".
-pub fn check_sandbox(status_file: &std::path::Path, info: &mut AgentInfo) -> Result<(), AgentError> {
+pub fn check_sandbox(
+    status_file: &std::path::Path,
+    info: &mut AgentInfo,
+) -> Result<(), AgentError> {
     if let Ok(report) = crate::sandbox::read_report(status_file) {
         let not_enforced = report.status == crate::sandbox::EnforcementStatus::NotEnforced;
         let message = report.message.clone();
         info.sandbox = Some(report);
         if not_enforced {
-            return Err(AgentError::SandboxNotEnforced(
-                message.unwrap_or_else(|| "Landlock is not available on this kernel".into()),
-            ));
+            return Err(AgentError::SandboxNotEnforced(message.unwrap_or_else(
+                || "Landlock is not available on this kernel".into(),
+            )));
         }
     }
     Ok(())

@@ -24,7 +24,11 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             }
         },
         None => std::fs::read_dir(&runs_dir)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     for run in runs {
@@ -35,7 +39,10 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         }
         if let Some(state) = StateFile::read(&dir.join("state.json")) {
             if state.status == "running" && !state.is_orphaned() {
-                eprintln!("fanout: run {run} is still running (pid {}); not cleaning it", state.pid);
+                eprintln!(
+                    "fanout: run {run} is still running (pid {}); not cleaning it",
+                    state.pid
+                );
                 continue;
             }
         }
@@ -56,14 +63,26 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             let prefix = format!("fanout/{run}/");
             if let Ok(iter) = repo.repo.branches(Some(git2::BranchType::Local)) {
                 for (mut b, _) in iter.flatten() {
-                    if b.name().ok().flatten().is_some_and(|n| n.starts_with(&prefix)) && b.delete().is_ok() {
+                    if b.name()
+                        .ok()
+                        .flatten()
+                        .is_some_and(|n| n.starts_with(&prefix))
+                        && b.delete().is_ok()
+                    {
                         branches += 1;
                     }
                 }
             }
             worktree::remove_tree(&dir)?;
         }
-        println!("run {run}: removed {removed} worktree(s){}", if a.branches { format!(", {branches} branch(es) and the run folder") } else { String::new() });
+        println!(
+            "run {run}: removed {removed} worktree(s){}",
+            if a.branches {
+                format!(", {branches} branch(es) and the run folder")
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(EXIT_OK)
 }

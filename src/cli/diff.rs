@@ -22,7 +22,11 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
         }
     };
     // The patch written at collection time is exactly what was verified.
-    let patch_file = repo.runs_dir().join(run.as_str()).join("patches").join(format!("{task}.patch"));
+    let patch_file = repo
+        .runs_dir()
+        .join(run.as_str())
+        .join("patches")
+        .join(format!("{task}.patch"));
     let patch = match std::fs::read(&patch_file) {
         Ok(p) => p,
         Err(_) => {
@@ -33,10 +37,15 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
                 .ok()
                 .and_then(|b| b.get().peel_to_commit().ok());
             let Some(commit) = commit else {
-                eprintln!("fanout: task {task} of run {run} has no change (no patch, no branch {branch})");
+                eprintln!(
+                    "fanout: task {task} of run {run} has no change (no patch, no branch {branch})"
+                );
                 return Ok(EXIT_USAGE);
             };
-            let parent = commit.parent(0).map(|p| p.tree_id()).unwrap_or(commit.tree_id());
+            let parent = commit
+                .parent(0)
+                .map(|p| p.tree_id())
+                .unwrap_or(commit.tree_id());
             crate::git::collect::summarize(&repo.repo, parent, commit.tree_id())?.1
         }
     };

@@ -192,7 +192,9 @@ fn doctor(a: RepoArg) -> anyhow::Result<i32> {
         }
         None => {
             ok = false;
-            println!("fail  this kernel offers no Landlock: agents will not start unless --sandbox off")
+            println!(
+                "fail  this kernel offers no Landlock: agents will not start unless --sandbox off"
+            )
         }
     }
     Ok(if ok { EXIT_OK } else { EXIT_TASKS_FAILED })

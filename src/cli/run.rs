@@ -8,9 +8,11 @@ use crate::runner::{self, Progress};
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     if jobs == 0 {
         eprintln!("fanout: --jobs must be at least 1");
         return Ok(EXIT_USAGE);
@@ -45,14 +47,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let plan = match Plan::build(options) {
         Ok(p) => p,
         Err(PlanError::TaskFile(crate::taskfile::TaskFileError::Invalid { path, problems })) => {
-            eprintln!("fanout: {path}: {} problem(s); nothing was run", problems.len());
+            eprintln!(
+                "fanout: {path}: {} problem(s); nothing was run",
+                problems.len()
+            );
             for p in &problems {
                 eprintln!("  {p}");
             }
             return Ok(EXIT_USAGE);
         }
         Err(e) => {
-            eprintln!("fanout: {}", error_chain(&e));
+            eprintln!("fanout: {}", crate::error_chain(&e));
             return Ok(EXIT_USAGE);
         }
     };
@@ -71,19 +76,4 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     Ok(report.exit_code())
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -16,7 +16,11 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     let runs_dir = repo.runs_dir();
     let Some(run) = a.run else {
         let mut runs: Vec<String> = std::fs::read_dir(&runs_dir)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         runs.sort();
         if runs.is_empty() {
@@ -26,12 +30,17 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             let state = StateFile::read(&runs_dir.join(&r).join("state.json"));
             let line = match state {
                 Some(s) => {
-                    let status = if s.is_orphaned() { "interrupted (its fanout process is gone)".to_string() } else { s.status.clone() };
+                    let status = if s.is_orphaned() {
+                        "interrupted (its fanout process is gone)".to_string()
+                    } else {
+                        s.status.clone()
+                    };
                     let mut counts = std::collections::BTreeMap::new();
                     for t in s.tasks.values() {
                         *counts.entry(t.status.clone()).or_insert(0usize) += 1;
                     }
-                    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                    let counts: Vec<String> =
+                        counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
                     format!("{r}  {status}  {}", counts.join(", "))
                 }
                 None => format!("{r}  (no state)"),
@@ -62,13 +71,31 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         eprintln!("fanout: no run {run} in {}", runs_dir.display());
         return Ok(EXIT_USAGE);
     };
-    let status = if state.is_orphaned() { "interrupted (its fanout process is gone; `fanout clean` removes its worktrees)" } else { &state.status };
+    let status = if state.is_orphaned() {
+        "interrupted (its fanout process is gone; `fanout clean` removes its worktrees)"
+    } else {
+        &state.status
+    };
     println!("run {}: {status}", state.run_id);
-    println!("base {}  integration branch {}", state.base, state.integration_branch);
-    let order = if state.order.is_empty() { state.tasks.keys().cloned().collect() } else { state.order.clone() };
+    println!(
+        "base {}  integration branch {}",
+        state.base, state.integration_branch
+    );
+    let order = if state.order.is_empty() {
+        state.tasks.keys().cloned().collect()
+    } else {
+        state.order.clone()
+    };
     for id in order {
         if let Some(t) = state.tasks.get(&id) {
-            println!("  {id:<24} {:<13} {}", t.status, t.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or(""));
+            println!(
+                "  {id:<24} {:<13} {}",
+                t.status,
+                t.commit
+                    .as_deref()
+                    .map(|c| &c[..c.len().min(12)])
+                    .unwrap_or("")
+            );
         }
     }
     Ok(EXIT_OK)

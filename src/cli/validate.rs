@@ -19,9 +19,8 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
         }
     };
     if let Some(repo) = &a.repo {
-        let plan_check = crate::git::repo::UserRepo::open(repo).and_then(|r| {
-            r.resolve_base(file.base.as_deref().unwrap_or("HEAD"))
-        });
+        let plan_check = crate::git::repo::UserRepo::open(repo)
+            .and_then(|r| r.resolve_base(file.base.as_deref().unwrap_or("HEAD")));
         if let Err(e) = plan_check {
             eprintln!("fanout: {e}");
             return Ok(EXIT_USAGE);

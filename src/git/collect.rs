@@ -49,9 +49,13 @@ pub fn worktree_tree(task_repo: &Repository, base: Oid) -> Result<Oid, GitError>
         .find_commit(base)
         .and_then(|c| c.tree())
         .ctx(|| format!("base commit {base} has no tree"))?;
-    let mut index = task_repo.index().ctx(|| "cannot open the task index".into())?;
+    let mut index = task_repo
+        .index()
+        .ctx(|| "cannot open the task index".into())?;
     // Start from the base, not from whatever index the agent left behind.
-    index.read_tree(&base_tree).ctx(|| "cannot load the base tree".into())?;
+    index
+        .read_tree(&base_tree)
+        .ctx(|| "cannot load the base tree".into())?;
     index
         .add_all(["."], IndexAddOption::DEFAULT, None)
         .ctx(|| "cannot add the worktree's files".into())?;
@@ -84,7 +88,9 @@ pub fn collect_and_commit(
             patch,
         });
     }
-    let tree = task_repo.find_tree(tree_id).ctx(|| "tree vanished".into())?;
+    let tree = task_repo
+        .find_tree(tree_id)
+        .ctx(|| "tree vanished".into())?;
     let sig = fanout_signature()?;
     let oid = task_repo
         .commit(None, &sig, &sig, message, &tree, &[&parent_commit])
@@ -99,9 +105,17 @@ pub fn collect_and_commit(
 }
 
 /// Diffs two trees: file list, line counts (renames detected) and a binary-safe patch.
-pub fn summarize(repo: &Repository, old: Oid, new: Oid) -> Result<(ChangeSummary, Vec<u8>), GitError> {
-    let old_tree = repo.find_tree(old).ctx(|| format!("tree {old} not found"))?;
-    let new_tree = repo.find_tree(new).ctx(|| format!("tree {new} not found"))?;
+pub fn summarize(
+    repo: &Repository,
+    old: Oid,
+    new: Oid,
+) -> Result<(ChangeSummary, Vec<u8>), GitError> {
+    let old_tree = repo
+        .find_tree(old)
+        .ctx(|| format!("tree {old} not found"))?;
+    let new_tree = repo
+        .find_tree(new)
+        .ctx(|| format!("tree {new} not found"))?;
     let mut opts = DiffOptions::new();
     opts.show_binary(true).ignore_submodules(true);
     let mut diff = repo
@@ -136,8 +150,15 @@ fn summary_of(diff: &Diff<'_>) -> Result<ChangeSummary, GitError> {
             _ => "modified",
         };
         let binary = delta.flags().is_binary();
-        let path = if kind == "deleted" { old.clone() } else { new.clone() }.unwrap_or_default();
-        let old_path = (kind == "renamed" || kind == "copied").then(|| old.clone()).flatten();
+        let path = if kind == "deleted" {
+            old.clone()
+        } else {
+            new.clone()
+        }
+        .unwrap_or_default();
+        let old_path = (kind == "renamed" || kind == "copied")
+            .then(|| old.clone())
+            .flatten();
         if let Some(o) = &old_path {
             summary.files.push(o.clone());
         }

@@ -35,7 +35,9 @@ impl<'r> Integrator<'r> {
     /// Cherry-picks `commit` (its change against its first parent) onto the head.
     pub fn apply(&mut self, commit: Oid, message: &str) -> Result<Applied, GitError> {
         let repo = self.repo;
-        let pick = repo.find_commit(commit).ctx(|| format!("commit {commit} not found"))?;
+        let pick = repo
+            .find_commit(commit)
+            .ctx(|| format!("commit {commit} not found"))?;
         let ours = repo
             .find_commit(self.head)
             .ctx(|| format!("integration head {} not found", self.head))?;
@@ -63,7 +65,9 @@ impl<'r> Integrator<'r> {
             // The change is already integrated (e.g. two tasks made the same edit).
             return Ok(Applied::Merged(self.head));
         }
-        let tree = repo.find_tree(tree_id).ctx(|| "merged tree vanished".into())?;
+        let tree = repo
+            .find_tree(tree_id)
+            .ctx(|| "merged tree vanished".into())?;
         let sig = fanout_signature()?;
         let author = pick.author();
         let new = repo
@@ -93,7 +97,10 @@ mod tests {
         }
         let tree = repo.find_tree(builder.write().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@t").unwrap();
-        let parents: Vec<_> = parent.map(|p| repo.find_commit(p).unwrap()).into_iter().collect();
+        let parents: Vec<_> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
         let refs: Vec<&git2::Commit> = parents.iter().collect();
         repo.commit(None, &sig, &sig, "m", &tree, &refs).unwrap()
     }
@@ -109,7 +116,10 @@ mod tests {
         let mut integ = Integrator::new(&repo, base);
         assert!(matches!(integ.apply(t1, "t1").unwrap(), Applied::Merged(_)));
         assert!(matches!(integ.apply(t2, "t2").unwrap(), Applied::Merged(_)));
-        assert_eq!(integ.apply(t3, "t3").unwrap(), Applied::Conflict(vec!["a.txt".into()]));
+        assert_eq!(
+            integ.apply(t3, "t3").unwrap(),
+            Applied::Conflict(vec!["a.txt".into()])
+        );
         let tree = repo.find_commit(integ.head()).unwrap().tree().unwrap();
         let read = |p: &str| {
             let e = tree.get_path(Path::new(p)).unwrap();

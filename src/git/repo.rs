@@ -31,7 +31,12 @@ impl UserRepo {
             .ok_or_else(|| GitError::Bare(path.display().to_string()))?;
         let empty = match repo.head() {
             Ok(_) => false,
-            Err(e) if e.code() == git2::ErrorCode::UnbornBranch || e.code() == git2::ErrorCode::NotFound => true,
+            Err(e)
+                if e.code() == git2::ErrorCode::UnbornBranch
+                    || e.code() == git2::ErrorCode::NotFound =>
+            {
+                true
+            }
             Err(e) => {
                 return Err(GitError::Op {
                     what: "cannot read HEAD".into(),
@@ -82,7 +87,12 @@ pub fn branch_exists(repo: &Repository, name: &str) -> bool {
 }
 
 /// Points `refs/heads/<name>` at `oid`, creating it.
-pub fn set_branch(repo: &Repository, name: &str, oid: git2::Oid, msg: &str) -> Result<(), GitError> {
+pub fn set_branch(
+    repo: &Repository,
+    name: &str,
+    oid: git2::Oid,
+    msg: &str,
+) -> Result<(), GitError> {
     repo.reference(&format!("refs/heads/{name}"), oid, true, msg)
         .ctx(|| format!("cannot update branch {name}"))?;
     Ok(())

@@ -26,7 +26,9 @@ pub fn create(
     base: git2::Oid,
     path: &Path,
 ) -> Result<(), GitError> {
-    let commit = repo.find_commit(base).ctx(|| format!("base commit {base} not found"))?;
+    let commit = repo
+        .find_commit(base)
+        .ctx(|| format!("base commit {base} not found"))?;
     let branch_ref = repo
         .branch(branch, &commit, false)
         .ctx(|| format!("cannot create branch {branch}"))?;
@@ -79,7 +81,9 @@ fn restore_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mut stack: Vec<PathBuf> = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&dir) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
         if !meta.is_dir() {
             continue;
         }

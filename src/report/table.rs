@@ -4,7 +4,13 @@ use super::RunReport;
 
 /// Renders the summary table and the closing lines.
 pub fn render(report: &RunReport) -> String {
-    let id_w = report.tasks.iter().map(|t| t.id.len()).max().unwrap_or(4).max(4);
+    let id_w = report
+        .tasks
+        .iter()
+        .map(|t| t.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = String::new();
     out.push_str(&format!(
         "{:<id_w$}  {:<13}  {:>5}  {:>7}  {:>7}  {:>8}\n",
@@ -37,7 +43,11 @@ pub fn render(report: &RunReport) -> String {
         out.push('\n');
         out.extend(problems);
     }
-    let counts: Vec<String> = report.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let counts: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
     out.push_str(&format!(
         "\nrun {}: {} — integration branch {} at {}\n",
         report.run_id,

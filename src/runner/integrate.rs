@@ -16,7 +16,7 @@ pub(crate) fn dependency_base(repo: &Repository, base: Oid, deps: &[Oid]) -> Res
     for &c in deps {
         match integ
             .apply(c, &format!("fanout: dependency {c}"))
-            .map_err(|e| format!("{e:#}"))?
+            .map_err(|e| crate::error_chain(&e))?
         {
             Applied::Merged(_) => {}
             Applied::Conflict(paths) => {
@@ -96,7 +96,11 @@ pub(crate) fn integrate(
             report.error = Some("the run was interrupted before integration; the verified commit is on the task branch".into());
             continue;
         }
-        let message = format!("fanout: merge task {}\n\nFanout-Task: {}\n", task.id(), task.id());
+        let message = format!(
+            "fanout: merge task {}\n\nFanout-Task: {}\n",
+            task.id(),
+            task.id()
+        );
         match integ.apply(commit, &message)? {
             Applied::Merged(_) => {
                 report.status = TaskStatus::Merged;
@@ -114,19 +118,28 @@ pub(crate) fn integrate(
         shared.progress.merged(task.id().as_str(), report.status);
     }
     let head = integ.head();
-    gitrepo::set_branch(&repo, &merged_branch(&shared.run_id), head, "fanout: integration")?;
+    gitrepo::set_branch(
+        &repo,
+        &merged_branch(&shared.run_id),
+        head,
+        "fanout: integration",
+    )?;
     Ok(head)
 }
 
 /// Removes worktrees and scratch folders (unless kept) and task branches that hold nothing.
 pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
-    let Ok(repo) = Repository::open(&shared.repo_path) else { return };
+    let Ok(repo) = Repository::open(&shared.repo_path) else {
+        return;
+    };
     for (task, report) in shared.tasks.iter().zip(reports.iter_mut()) {
         let name = worktree::worktree_name(shared.run_id.as_str(), task.id().as_str());
         let wt = shared.run_dir.join("worktrees").join(task.id().as_str());
         if !shared.options.keep_worktrees {
             if let Err(e) = worktree::remove(&repo, &name, &wt) {
-                shared.progress.warn(&format!("{}: {e:#}", task.id()));
+                shared
+                    .progress
+                    .warn(&format!("{}: {}", task.id(), crate::error_chain(&e)));
             }
             let _ = worktree::remove_tree(&shared.run_dir.join("scratch").join(task.id().as_str()));
         }

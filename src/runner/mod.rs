@@ -71,7 +71,14 @@ pub(crate) enum Pending {
 pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
-    for sub in ["worktrees", "scratch", "events", "logs", "patches", "status"] {
+    for sub in [
+        "worktrees",
+        "scratch",
+        "events",
+        "logs",
+        "patches",
+        "status",
+    ] {
         let p = run_dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
             path: p.display().to_string(),
@@ -91,7 +98,8 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
             warning: None,
         }
     } else {
-        let w = "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string();
+        let w = "agents run UNCONFINED (--sandbox off): they can write anywhere this user can"
+            .to_string();
         progress.warn(&w);
         warnings.push(w.clone());
         SandboxSummary {
@@ -107,7 +115,8 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         .map_err(RunError::Runtime)?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let plan_tasks = plan.tasks.clone();
-    let (verifier, readback_skip) = runtime.block_on(crate::verify::readback::start_for_run(&plan, &progress))
+    let (verifier, readback_skip) = runtime
+        .block_on(crate::verify::readback::start_for_run(&plan, &progress))
         .map_err(RunError::Verifier)?;
     if let Some(why) = &readback_skip {
         if plan.options.readback != crate::plan::ReadbackMode::Off {
@@ -198,7 +207,11 @@ async fn run_all(
             .spec
             .depends_on
             .iter()
-            .filter_map(|d| index.get(d.as_str()).map(|&j| (d.to_string(), receivers[j].clone())))
+            .filter_map(|d| {
+                index
+                    .get(d.as_str())
+                    .map(|&j| (d.to_string(), receivers[j].clone()))
+            })
             .collect();
         let shared = shared.clone();
         let jobs = jobs.clone();
@@ -222,7 +235,7 @@ async fn run_all(
                 match joined {
                     Ok((i, report, pending)) => {
                         done += 1;
-                        shared.progress.task_finished(done, n, &report);
+                        shared.progress.task_finished(done, n, &report, matches!(pending, Pending::Ready(_)));
                         run_state.set_task(&report.id, report.status.as_str(), pending_commit(&pending));
                         state.write(run_state);
                         reports[i] = Some(report);

@@ -38,7 +38,9 @@ impl Progress {
         let sb = match (sandbox.mode.as_str(), sandbox.kernel_abi) {
             ("off", _) => "OFF".to_string(),
             (_, Some(abi)) => format!("landlock (kernel ABI {abi})"),
-            (_, None) => "landlock (not supported by this kernel: agents will not start)".to_string(),
+            (_, None) => {
+                "landlock (not supported by this kernel: agents will not start)".to_string()
+            }
         };
         self.line(&format!(
             "fanout: run {} — {} task(s) from {} ({}), {} at a time, sandbox {sb}",
@@ -54,13 +56,15 @@ impl Progress {
         self.line(&format!("  start  {id}"));
     }
 
-    pub fn task_finished(&self, done: usize, total: usize, r: &TaskReport) {
+    pub fn task_finished(&self, done: usize, total: usize, r: &TaskReport, ready: bool) {
         let status = match r.status {
+            _ if ready => "verified".to_string(),
             TaskStatus::NoChanges => "no changes".to_string(),
-            TaskStatus::Failed | TaskStatus::TimedOut | TaskStatus::VerifyFailed | TaskStatus::Skipped => {
-                r.status.as_str().to_string()
-            }
-            _ => "ready".to_string(),
+            TaskStatus::Failed
+            | TaskStatus::TimedOut
+            | TaskStatus::VerifyFailed
+            | TaskStatus::Skipped => r.status.as_str().to_string(),
+            _ => r.status.as_str().to_string(),
         };
         let width = total.to_string().len();
         let mut line = format!(

@@ -23,6 +23,8 @@ use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 use crate::verify;
 
+static WORKTREE_ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What dependents learn about a finished task.
 #[derive(Clone, Debug)]
 pub struct DepResult {
@@ -145,7 +147,10 @@ async fn pipeline(
             format!("cannot open the event log {}: {e}", paths.events.display()),
         )
     })?;
-    events.record("task_started", json!({"task": id, "agent": task.agent_name}));
+    events.record(
+        "task_started",
+        json!({"task": id, "agent": task.agent_name}),
+    );
     shared.progress.task_started(id.as_str());
 
     // 2. Worktree (and the dependency integration commit it starts from).
@@ -159,9 +164,15 @@ async fn pipeline(
             paths.scratch.clone(),
         );
         blocking(move || -> Result<git2::Oid, String> {
-            let repo = git2::Repository::open(&common).map_err(|e| format!("cannot open the repository: {e}"))?;
+            let repo = git2::Repository::open(&common)
+                .map_err(|e| format!("cannot open the repository: {e}"))?;
             let start = super::integrate::dependency_base(&repo, base, &dep_commits)?;
-            worktree::create(&repo, &name, &branch, start, &wt).map_err(|e| format!("{e:#}"))?;
+            {
+                // libgit2 races on the shared `.git/worktrees` folder: one creation at a time.
+                let _one = WORKTREE_ADD.lock().unwrap_or_else(|e| e.into_inner());
+                worktree::create(&repo, &name, &branch, start, &wt)
+                    .map_err(|e| crate::error_chain(&e))?;
+            }
             for sub in ["tmp", "home"] {
                 std::fs::create_dir_all(scratch.join(sub))
                     .map_err(|e| format!("cannot create scratch folder: {e}"))?;
@@ -251,7 +262,10 @@ async fn pipeline(
         attempt_report.gates = gates.clone();
         report.verify = gates;
         report.attempts.push(attempt_report);
-        events.record("verify_failed", json!({"attempt": attempt, "feedback": feedback}));
+        events.record(
+            "verify_failed",
+            json!({"attempt": attempt, "feedback": feedback}),
+        );
         if attempt >= task.max_attempts || *shared.cancel.borrow() {
             let why = report
                 .attempts
@@ -286,7 +300,10 @@ async fn pipeline(
                 fill_change(report, &c, &paths);
                 report.commit = c.commit.map(|c| c.to_string());
             }
-            events.record("task_failed", json!({"status": s.status.as_str(), "error": s.error}));
+            events.record(
+                "task_failed",
+                json!({"status": s.status.as_str(), "error": s.error}),
+            );
             Err(s)
         }
     }
@@ -301,7 +318,11 @@ fn agent_stop(e: AgentError) -> Stop {
     stop(status, e.to_string())
 }
 
-fn record_sandbox(report: &mut TaskReport, from_session: Option<crate::sandbox::SandboxReport>, status_file: &Path) {
+fn record_sandbox(
+    report: &mut TaskReport,
+    from_session: Option<crate::sandbox::SandboxReport>,
+    status_file: &Path,
+) {
     let sandbox = from_session.or_else(|| crate::sandbox::read_report(status_file).ok());
     if let Some(s) = sandbox {
         report.sandbox = serde_json::to_value(s.status)
@@ -331,20 +352,36 @@ async fn collect_blocking(
     start: git2::Oid,
     task: &PlannedTask,
 ) -> Result<Collected, String> {
-    let (repo_path, name, branch) = (shared.repo_path.clone(), paths.wt_name.clone(), paths.branch.clone());
+    let (repo_path, name, branch) = (
+        shared.repo_path.clone(),
+        paths.wt_name.clone(),
+        paths.branch.clone(),
+    );
     let message = commit_message(task);
     blocking(move || {
-        let repo = git2::Repository::open(&repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
-        let task_repo = worktree::open_task_repo(&repo, &name).map_err(|e| format!("{e:#}"))?;
-        collect::collect_and_commit(&task_repo, start, &branch, &message).map_err(|e| format!("cannot collect the change: {e:#}"))
+        let repo = git2::Repository::open(&repo_path)
+            .map_err(|e| format!("cannot open the repository: {e}"))?;
+        let task_repo =
+            worktree::open_task_repo(&repo, &name).map_err(|e| crate::error_chain(&e))?;
+        collect::collect_and_commit(&task_repo, start, &branch, &message)
+            .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
     })
     .await
 }
 
 fn commit_message(task: &PlannedTask) -> String {
-    let first = task.spec.prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let first = task
+        .spec
+        .prompt
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     let first = crate::jsonrpc::truncate(first.trim(), 200);
-    format!("fanout: {}\n\n{first}\n\nFanout-Task: {}\n", task.id(), task.id())
+    format!(
+        "fanout: {}\n\n{first}\n\nFanout-Task: {}\n",
+        task.id(),
+        task.id()
+    )
 }
 
 /// Runs a blocking closure on the blocking pool, flattening a panic into an error.
@@ -409,7 +446,10 @@ fn program_dirs(command: &str) -> Vec<PathBuf> {
     };
     let mut out = Vec::new();
     if let Some(p) = found {
-        for candidate in [Some(p.clone()), p.canonicalize().ok()].into_iter().flatten() {
+        for candidate in [Some(p.clone()), p.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
             // Node launchers need their whole package tree.
             let root = candidate
                 .ancestors()
@@ -440,7 +480,10 @@ async fn verify_gates(
                     gate: "scope".into(),
                     passed: outside.is_empty(),
                     detail: (!outside.is_empty()).then(|| {
-                        format!("changed paths outside the task's scope: {}", outside.join(", "))
+                        format!(
+                            "changed paths outside the task's scope: {}",
+                            outside.join(", ")
+                        )
                     }),
                     paths: outside,
                     output: None,
@@ -463,7 +506,12 @@ async fn verify_gates(
         spec.stderr_log = paths.stderr_log.with_extension("verify.log");
         spec.status_file = paths.status_file.with_extension("verify.json");
         let argv = cmd.argv();
-        let out = verify::command::run(&spec, &argv, Duration::from_secs_f64(task.verify_timeout_secs)).await;
+        let out = verify::command::run(
+            &spec,
+            &argv,
+            Duration::from_secs_f64(task.verify_timeout_secs),
+        )
+        .await;
         gates.push(GateResult {
             gate: "command".into(),
             passed: out.passed,

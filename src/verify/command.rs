@@ -65,12 +65,18 @@ pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> Comman
     let status = proc.wait_until(Instant::now() + timeout).await;
     let (passed, summary) = match status {
         Some(s) if s.success() => (true, "verify command passed".to_string()),
-        Some(s) => (false, format!("verify command failed ({})", describe_exit(&s))),
+        Some(s) => (
+            false,
+            format!("verify command failed ({})", describe_exit(&s)),
+        ),
         None => {
             proc.terminate(crate::agent::STOP_GRACE).await;
             (
                 false,
-                format!("verify command did not finish within {:.0} s", timeout.as_secs_f64()),
+                format!(
+                    "verify command did not finish within {:.0} s",
+                    timeout.as_secs_f64()
+                ),
             )
         }
     };

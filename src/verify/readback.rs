@@ -24,7 +24,10 @@ pub struct ReadbackOutcome {
 }
 
 /// Starts the verifier for a run, or says why read-back is skipped.
-pub async fn start_for_run(_plan: &Plan, _progress: &Progress) -> Result<(Option<Verifier>, Option<String>), String> {
+pub async fn start_for_run(
+    _plan: &Plan,
+    _progress: &Progress,
+) -> Result<(Option<Verifier>, Option<String>), String> {
     Ok((None, Some("read-back is not implemented yet".into())))
 }
 
@@ -38,7 +41,10 @@ pub(crate) async fn check_task(
         report: ReadbackReport {
             result: format!(
                 "skipped ({})",
-                shared.readback_skip.clone().unwrap_or_else(|| "no verifier".into())
+                shared
+                    .readback_skip
+                    .clone()
+                    .unwrap_or_else(|| "no verifier".into())
             ),
             ..ReadbackReport::default()
         },

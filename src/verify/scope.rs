@@ -38,7 +38,11 @@ impl Scope {
 
     /// The paths outside the scope.
     pub fn violations<'a>(&self, paths: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-        paths.into_iter().filter(|p| !self.allows(p)).cloned().collect()
+        paths
+            .into_iter()
+            .filter(|p| !self.allows(p))
+            .cloned()
+            .collect()
     }
 }
 
@@ -73,7 +77,13 @@ mod tests {
 
     #[test]
     fn gitignore_like_matching() {
-        let s = scope(&["src/routes/users.ts", "src/api/**", "*.md", "docs/", "/Makefile"]);
+        let s = scope(&[
+            "src/routes/users.ts",
+            "src/api/**",
+            "*.md",
+            "docs/",
+            "/Makefile",
+        ]);
         assert!(s.allows("src/routes/users.ts"));
         assert!(!s.allows("src/routes/admin.ts"));
         assert!(s.allows("src/api/v1/x.ts"));

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the pinned real agents (Codex, Claude Code) into .agents/,
+# then runs every unit and integration test. Tests that need an agent binary fail with a
+# hint to run scripts/install-agents.sh when it is missing; none is skipped silently.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/install-agents.sh
+cargo test --all-targets -- --test-threads="${FANOUT_TEST_THREADS:-4}"

@@ -1,0 +1,163 @@
+//! Agents that crash, hang, print garbage or flood: each task ends with a readable error, the
+//! other tasks still merge, the run ends in bounded time and leaves no process behind.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[test]
+fn crashing_hanging_and_garbage_agents_do_not_stop_the_run() {
+    let repo = TestRepo::with_files(6);
+    let before = repo.snapshot();
+    let mut hang = fake_mcp_profile(&[]);
+    hang["tool_timeout_sec"] = json!(2);
+    let mut slow_start = fake_mcp_profile(&["--hang-at-start"]);
+    slow_start["startup_timeout_sec"] = json!(1);
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "fake": fake_mcp_profile(&[]),
+            "crash-start": fake_mcp_profile(&["--crash-at-start"]),
+            "hang": hang,
+            "no-init": slow_start,
+            "garbage-start": fake_mcp_profile(&["--garbage-at-start", "50"]),
+            "no-tool": fake_mcp_profile(&["--no-codex-tool"])
+        },
+        "defaults": {"agent": "fake"},
+        "tasks": [
+            {"id": "ok-1", "prompt": "replace src/file_00.txt \"file 0 line 1\" ok1"},
+            {"id": "crash-at-start", "prompt": "write a.txt <<<x", "agent": "crash-start"},
+            {"id": "crash-mid-call", "prompt": "write partial.txt <<<x\nstderr about to crash\ncrash 7"},
+            {"id": "hangs", "prompt": "write h.txt <<<x\nhang", "agent": "hang"},
+            {"id": "never-initializes", "prompt": "write b.txt <<<x", "agent": "no-init"},
+            {"id": "garbage", "prompt": "garbage 20\nreplace src/file_01.txt \"file 1 line 1\" ok-after-garbage", "agent": "garbage-start"},
+            {"id": "flood", "prompt": "flood 20000000\nflood-notify 2000\nreplace src/file_02.txt \"file 2 line 1\" ok-after-flood"},
+            {"id": "tool-error", "prompt": "replace src/file_03.txt \"no such text\" x"},
+            {"id": "rpc-error", "prompt": "error-reply"},
+            {"id": "closes-stdout", "prompt": "close-stdout"},
+            {"id": "missing-tool", "prompt": "write c.txt <<<x", "agent": "no-tool"},
+            {"id": "ok-2", "prompt": "replace src/file_05.txt \"file 5 line 1\" ok2"}
+        ]
+    }));
+    let started = Instant::now();
+    let (out, report) = repo.run(&file, &["--jobs", "4", "--no-readback"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(60), "the run took {took:?}");
+    let st = statuses(&report);
+    let expect = [
+        ("ok-1", "merged"),
+        ("crash-at-start", "failed"),
+        ("crash-mid-call", "failed"),
+        ("hangs", "timed_out"),
+        ("never-initializes", "timed_out"),
+        ("garbage", "merged"),
+        ("flood", "merged"),
+        ("tool-error", "failed"),
+        ("rpc-error", "failed"),
+        ("closes-stdout", "failed"),
+        ("missing-tool", "failed"),
+        ("ok-2", "merged"),
+    ];
+    for (id, status) in expect {
+        assert_eq!(st[id], status, "{id}: {}", task(&report, id));
+        if status != "merged" {
+            let err = task(&report, id)["error"].as_str().unwrap_or("");
+            assert!(!err.is_empty(), "{id} has no error text");
+        }
+    }
+    let err = |id: &str| {
+        task(&report, id)["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        err("crash-mid-call").contains("exit code 7"),
+        "{}",
+        err("crash-mid-call")
+    );
+    assert!(
+        err("crash-mid-call").contains("about to crash"),
+        "{}",
+        err("crash-mid-call")
+    );
+    assert!(err("hangs").contains("2 s"), "{}", err("hangs"));
+    assert!(
+        err("tool-error").contains("no such text"),
+        "{}",
+        err("tool-error")
+    );
+    assert!(
+        err("missing-tool").contains("no tool \"codex\""),
+        "{}",
+        err("missing-tool")
+    );
+    assert!(
+        task(&report, "garbage")["agent"]["garbage_lines"]
+            .as_u64()
+            .unwrap()
+            >= 20
+    );
+    // A failed task's partial work is kept on its branch, not merged.
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert!(!merged.contains_key("partial.txt") && !merged.contains_key("h.txt"));
+    let crash = task(&report, "crash-mid-call");
+    assert!(crash["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "partial.txt"));
+    assert_eq!(repo.snapshot(), before);
+    assert!(repo.worktrees().is_empty());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
+
+#[test]
+fn exec_agent_timeout_kills_the_whole_tree() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "agents": {"slow": {"protocol": "exec", "command": "sh", "args": ["-c", "sleep 300 & sleep 300; wait"], "tool_timeout_sec": 1}},
+        "tasks": [{"id": "slow", "prompt": "x", "agent": "slow"}]
+    }));
+    let started = Instant::now();
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(statuses(&report)["slow"], "timed_out");
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
+
+#[test]
+fn exec_agent_failure_is_reported_with_its_stderr() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "agents": {"bad": {"protocol": "exec", "command": "sh", "args": ["-c", "echo 'cannot do it' >&2; exit 4"]}},
+        "tasks": [{"id": "bad", "prompt": "x", "agent": "bad"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = task(&report, "bad")["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("exit code 4") && err.contains("cannot do it"),
+        "{err}"
+    );
+    // The agent's stderr went to its own log, not to fanout's terminal.
+    let log =
+        std::fs::read_to_string(task(&report, "bad")["stderr_log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("cannot do it"), "{log}");
+    assert!(
+        !stderr(&out).lines().any(|l| l == "cannot do it"),
+        "{}",
+        stderr(&out)
+    );
+}

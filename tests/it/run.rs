@@ -1,0 +1,270 @@
+//! `fanout run` end to end through the fake MCP agent and the exec protocol.
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[test]
+fn twenty_tasks_merge_and_leave_the_checkout_untouched() {
+    let repo = TestRepo::with_files(50);
+    // Uncommitted work of the user: a modified tracked file, a staged change, an untracked file.
+    std::fs::write(
+        repo.path.join("src/file_49.txt"),
+        "user edit, not committed\n",
+    )
+    .unwrap();
+    std::fs::write(repo.path.join("staged.txt"), "staged\n").unwrap();
+    git(&repo.path, &["add", "staged.txt"]);
+    std::fs::write(repo.path.join("untracked.txt"), "mine\n").unwrap();
+    let before = repo.snapshot();
+    let base = repo.head();
+
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            json!({
+                "id": format!("edit-{i:02}"),
+                "prompt": format!("replace src/file_{i:02}.txt \"file {i} line 5\" \"FILE {i} LINE FIVE\""),
+                "paths": [format!("src/file_{i:02}.txt")]
+            })
+        })
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "version": 1,
+        "defaults": {"agent": "fake"},
+        "agents": {"fake": fake_mcp_profile(&["mcp-server"])},
+        "tasks": tasks
+    }));
+    let (out, report) = repo.run(&file, &["--jobs", "4", "--no-readback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        stderr(&out),
+        stdout(&out)
+    );
+    let st = statuses(&report);
+    assert_eq!(st.len(), 20);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    assert_eq!(report["base"], base.as_str());
+
+    // The integration tree is the base plus exactly the 20 edits.
+    let branch = report["integration_branch"].as_str().unwrap().to_string();
+    assert!(branch.starts_with("fanout/") && branch.ends_with("/merged"));
+    let mut expected = repo.tree_files(&base);
+    for i in 0..20 {
+        let key = format!("src/file_{i:02}.txt");
+        let text = String::from_utf8(expected[&key].clone()).unwrap();
+        expected.insert(
+            key,
+            text.replace(
+                &format!("file {i} line 5\n"),
+                &format!("FILE {i} LINE FIVE\n"),
+            )
+            .into_bytes(),
+        );
+    }
+    assert_eq!(repo.tree_files(&branch), expected);
+    assert_eq!(
+        git_text(&repo.path, &["rev-parse", &branch]),
+        report["integration_commit"].as_str().unwrap()
+    );
+
+    // Each task: its branch, one file, +1 -1, a patch.
+    let t = task(&report, "edit-07");
+    assert_eq!(t["files"], json!(["src/file_07.txt"]));
+    assert_eq!(
+        (t["insertions"].as_u64(), t["deletions"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(t["error"].is_null());
+    assert!(t["duration_ms"].as_u64().is_some());
+    let patch = std::fs::read_to_string(t["patch"].as_str().unwrap()).unwrap();
+    assert!(patch.contains("+FILE 7 LINE FIVE"), "{patch}");
+    assert!(repo
+        .branches()
+        .contains(&t["branch"].as_str().unwrap().to_string()));
+
+    // The user's checkout is byte-identical; no worktree, no process left.
+    assert_eq!(repo.snapshot(), before);
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+    // The table names every task.
+    let table = stdout(&out);
+    assert!(
+        table.contains("edit-19") && table.contains("merged"),
+        "{table}"
+    );
+}
+
+#[test]
+fn same_lines_edited_twice_conflict_in_task_order() {
+    let repo = TestRepo::with_files(3);
+    let file = repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "defaults": {"agent": "fake"},
+        "tasks": [
+            {"id": "first", "prompt": "replace src/file_01.txt \"file 1 line 3\" \"first\""},
+            {"id": "second", "prompt": "sleep 300\nreplace src/file_01.txt \"file 1 line 3\" \"second\""},
+            {"id": "other", "prompt": "write notes/new.md <<<hello\\n"}
+        ]
+    }));
+    let before = repo.snapshot();
+    let (out, report) = repo.run(&file, &["--jobs", "3", "--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let st = statuses(&report);
+    assert_eq!(st["first"], "merged");
+    assert_eq!(st["second"], "conflict");
+    assert_eq!(st["other"], "merged");
+    let second = task(&report, "second");
+    assert_eq!(second["conflict_paths"], json!(["src/file_01.txt"]));
+    assert!(second["error"]
+        .as_str()
+        .unwrap()
+        .contains("src/file_01.txt"));
+    // The conflicting task's branch is kept for the user.
+    let branch = second["branch"].as_str().unwrap();
+    assert!(repo.branches().contains(&branch.to_string()));
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert!(String::from_utf8_lossy(&merged["src/file_01.txt"]).contains("first\n"));
+    assert_eq!(merged["notes/new.md"], b"hello\n");
+    assert_eq!(repo.snapshot(), before);
+}
+
+#[test]
+fn collects_every_kind_of_change() {
+    let repo = TestRepo::with_files(4);
+    std::fs::write(repo.path.join("tool.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    git(&repo.path, &["add", "tool.sh"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "tool"]);
+    let script = [
+        "replace src/file_00.txt \"file 0 line 1\" changed",
+        "delete src/file_01.txt",
+        "rename src/file_02.txt src/moved.txt",
+        "chmod tool.sh 755",
+        "run printf '\\000\\001\\002binary' > blob.bin",
+        "write build/out.txt <<<ignored",
+        "write debug.log <<<ignored",
+        "write new/dir/file.txt <<<added",
+    ]
+    .join("\n");
+    let file = repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "tasks": [{"id": "kinds", "prompt": script, "agent": "fake"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = task(&report, "kinds");
+    let files: Vec<String> = serde_json::from_value(t["files"].clone()).unwrap();
+    for f in [
+        "src/file_00.txt",
+        "src/file_01.txt",
+        "src/file_02.txt",
+        "src/moved.txt",
+        "tool.sh",
+        "blob.bin",
+        "new/dir/file.txt",
+    ] {
+        assert!(files.contains(&f.to_string()), "{f} missing from {files:?}");
+    }
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with(".log") || f.starts_with("build/")),
+        "{files:?}"
+    );
+    let kinds: Vec<(String, String)> = t["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().to_string(),
+                c["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("src/moved.txt".into(), "renamed".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("src/file_01.txt".into(), "deleted".into())),
+        "{kinds:?}"
+    );
+    let merged = report["integration_branch"].as_str().unwrap();
+    let tree = repo.tree_files(merged);
+    assert_eq!(tree["blob.bin"], b"\x00\x01\x02binary");
+    assert!(!tree.contains_key("src/file_01.txt"));
+    let mode = git_text(&repo.path, &["ls-tree", merged, "tool.sh"]);
+    assert!(mode.starts_with("100755"), "{mode}");
+}
+
+#[test]
+fn a_task_without_changes_ends_no_changes() {
+    let repo = TestRepo::with_files(2);
+    let file = repo.write_tasks(&json!([
+        {"id": "nothing", "prompt": "Please look around but change nothing.", "agent": "fake"}
+    ]));
+    // A bare array has no agents section: pass the fake agent through a file with one.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("nothing"));
+    let file = repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "tasks": [{"id": "nothing", "prompt": "Please look around but change nothing.", "agent": "fake"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(statuses(&report)["nothing"], "no_changes");
+    assert_eq!(report["integration_commit"], report["base"]);
+    // No empty task branch is left behind.
+    assert!(task(&report, "nothing")["branch"].is_null());
+    assert_eq!(repo.branches().len(), 2, "{:?}", repo.branches());
+}
+
+#[test]
+fn exec_agent_codemod_runs_in_the_worktree() {
+    let repo = TestRepo::with_files(3);
+    let file = repo.write_tasks(&json!({
+        "agents": {"sed": {"protocol": "exec", "command": "sh", "args": ["-c",
+            "test \"$FANOUT_TASK_ID\" = t1 && read line && sed -i \"s/line 2/$line/\" src/file_00.txt"]}},
+        "tasks": [{"id": "t1", "prompt": "from stdin\n", "agent": "sed"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tree = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert!(String::from_utf8_lossy(&tree["src/file_00.txt"]).contains("file 0 from stdin\n"));
+}
+
+#[test]
+fn refuses_bare_and_empty_repositories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("bare.git");
+    git(
+        tmp.path(),
+        &["init", "--quiet", "--bare", bare.to_str().unwrap()],
+    );
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    git(&empty, &["init", "--quiet"]);
+    let tasks = tmp.path().join("t.json");
+    std::fs::write(&tasks, r#"[{"id":"a","prompt":"x"}]"#).unwrap();
+    for (dir, needle) in [(&bare, "bare repository"), (&empty, "no commits")] {
+        let out = std::process::Command::new(fanout_bin())
+            .args([
+                "run",
+                "--tasks",
+                tasks.to_str().unwrap(),
+                "--repo",
+                dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert!(!dir.join("fanout").exists() && !dir.join(".git/fanout").exists());
+    }
+}

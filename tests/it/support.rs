@@ -1,0 +1,291 @@
+//! Shared helpers for the integration tests: temp repositories with git isolated from the
+//! machine's configuration, running the built `fanout` binary, reading reports and trees.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn fanout_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fanout")
+}
+
+pub fn fake_agent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fake-agent")
+}
+
+/// git with the machine's global and system configuration shut out.
+pub fn git(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_SYSTEM", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn git_text(dir: &Path, args: &[&str]) -> String {
+    String::from_utf8_lossy(&git(dir, args).stdout)
+        .trim()
+        .to_string()
+}
+
+/// A temporary repository with one commit.
+pub struct TestRepo {
+    pub tmp: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TestRepo {
+    /// `files` source files `src/file_NN.txt`, each with ten numbered lines.
+    pub fn with_files(files: usize) -> TestRepo {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("repo");
+        std::fs::create_dir_all(path.join("src")).expect("mkdir");
+        git(&path, &["init", "--quiet", "--initial-branch=main"]);
+        for i in 0..files {
+            let body: String = (1..=10).map(|l| format!("file {i} line {l}\n")).collect();
+            std::fs::write(path.join(format!("src/file_{i:02}.txt")), body).expect("write");
+        }
+        std::fs::write(path.join(".gitignore"), "*.log\nbuild/\n").expect("write");
+        git(&path, &["add", "-A"]);
+        git(&path, &["commit", "--quiet", "-m", "initial"]);
+        TestRepo { tmp, path }
+    }
+
+    pub fn head(&self) -> String {
+        git_text(&self.path, &["rev-parse", "HEAD"])
+    }
+
+    pub fn write_tasks(&self, json: &Value) -> PathBuf {
+        let p = self.tmp.path().join("tasks.json");
+        std::fs::write(&p, serde_json::to_vec_pretty(json).expect("json")).expect("write tasks");
+        p
+    }
+
+    pub fn write_tasks_text(&self, text: &str) -> PathBuf {
+        let p = self.tmp.path().join("tasks.json");
+        std::fs::write(&p, text).expect("write tasks");
+        p
+    }
+
+    pub fn report_path(&self) -> PathBuf {
+        self.tmp.path().join("report.json")
+    }
+
+    /// Runs `fanout <args> --repo <repo>`.
+    pub fn fanout(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(fanout_bin());
+        cmd.args(args)
+            .arg("--repo")
+            .arg(&self.path)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_SYSTEM", "/dev/null");
+        cmd.output().expect("fanout runs")
+    }
+
+    /// `fanout run --tasks F --report R` plus `extra`; returns the output and the parsed report.
+    pub fn run(&self, tasks: &Path, extra: &[&str]) -> (Output, Value) {
+        let report = self.report_path();
+        let _ = std::fs::remove_file(&report);
+        let mut args = vec![
+            "run",
+            "--tasks",
+            tasks.to_str().expect("utf-8 path"),
+            "--report",
+            report.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let out = self.fanout(&args);
+        let value = std::fs::read(&report)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        (out, value)
+    }
+
+    /// Everything about the user's checkout that fanout must leave alone.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut files = BTreeMap::new();
+        collect_files(&self.path, &self.path, &mut files);
+        Snapshot {
+            head: git_text(&self.path, &["rev-parse", "HEAD"]),
+            branch: git_text(&self.path, &["symbolic-ref", "-q", "HEAD"]),
+            index: std::fs::read(self.path.join(".git/index")).unwrap_or_default(),
+            stash: std::fs::read(self.path.join(".git/refs/stash")).unwrap_or_default(),
+            config: std::fs::read(self.path.join(".git/config")).unwrap_or_default(),
+            files,
+        }
+    }
+
+    /// Files of a revision's tree, path → content.
+    pub fn tree_files(&self, rev: &str) -> BTreeMap<String, Vec<u8>> {
+        let repo = git2::Repository::open(&self.path).expect("open");
+        let tree = repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_tree())
+            .expect("tree");
+        let mut out = BTreeMap::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                let blob = repo.find_blob(entry.id()).expect("blob");
+                out.insert(
+                    format!("{dir}{}", entry.name().unwrap_or("")),
+                    blob.content().to_vec(),
+                );
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .expect("walk");
+        out
+    }
+
+    pub fn branches(&self) -> Vec<String> {
+        git_text(
+            &self.path,
+            &["branch", "--list", "--format=%(refname:short)"],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// Linked worktrees still registered.
+    pub fn worktrees(&self) -> Vec<String> {
+        git_text(&self.path, &["worktree", "list", "--porcelain"])
+            .lines()
+            .filter_map(|l| l.strip_prefix("worktree "))
+            .map(str::to_string)
+            .filter(|p| Path::new(p) != self.path)
+            .collect()
+    }
+
+    /// Processes whose working directory is inside this test's temp folder.
+    pub fn live_processes(&self) -> Vec<String> {
+        processes_under(self.tmp.path())
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub head: String,
+    pub branch: String,
+    pub index: Vec<u8>,
+    pub stash: Vec<u8>,
+    pub config: Vec<u8>,
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        let rel = p
+            .strip_prefix(root)
+            .expect("under root")
+            .display()
+            .to_string();
+        if p.is_dir() {
+            collect_files(root, &p, out);
+        } else {
+            out.insert(rel, std::fs::read(&p).unwrap_or_default());
+        }
+    }
+}
+
+/// pids (with their command lines) of live processes whose cwd is beneath `dir`.
+pub fn processes_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            // Zombies already exited; only count processes that still run.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A task-file `agents` entry for the fake MCP agent.
+pub fn fake_mcp_profile(args: &[&str]) -> Value {
+    serde_json::json!({
+        "protocol": "mcp",
+        "command": fake_agent_bin(),
+        "args": args,
+        "startup_timeout_sec": 20,
+        "tool_timeout_sec": 60
+    })
+}
+
+/// Statuses of a report's tasks, id → status.
+pub fn statuses(report: &Value) -> BTreeMap<String, String> {
+    report["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .map(|t| {
+                    (
+                        t["id"].as_str().unwrap_or("").to_string(),
+                        t["status"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == id))
+        .unwrap_or(&Value::Null)
+}
