@@ -6,6 +6,8 @@ verification feedback on the same conversation (`codex-reply` for MCP, a new tur
 thread for app-server, a re-run with the feedback for `exec`).
 */
 
+pub mod app_server;
+pub mod codex;
 pub mod exec;
 pub mod mcp;
 
@@ -123,19 +125,36 @@ pub struct TokenUsage {
 /// A running agent.
 pub enum Session {
     Mcp(Box<mcp::McpSession>),
+    AppServer(Box<app_server::AppServerSession>),
     Exec(Box<exec::ExecSession>),
 }
 
 impl Session {
-    /// Starts the agent (for MCP: spawn + initialize + tools/list).
+    /// Starts the agent (for MCP: spawn + initialize + tools/list; for app-server: spawn +
+    /// initialize + thread/start). Codex profiles are resolved first: binary, version,
+    /// protocol (`auto`), private CODEX_HOME (see [`codex::prepare`]).
     pub async fn start(ctx: AgentContext) -> Result<Session, AgentError> {
+        // `codex --version` and the CODEX_HOME copy are blocking file/process work.
+        let (ctx, codex) = tokio::task::spawn_blocking(move || codex::prepare(ctx))
+            .await
+            .map_err(|e| AgentError::Spawn(format!("preparing the agent failed: {e}")))?
+            .map_err(|e| AgentError::Spawn(e.to_string()))?;
+        let version = codex.map(|c| c.installed.version.to_string());
         match ctx.protocol {
             Protocol::Exec => Ok(Session::Exec(Box::new(exec::ExecSession::new(ctx)))),
-            Protocol::Mcp => Ok(Session::Mcp(Box::new(mcp::McpSession::start(ctx).await?))),
-            Protocol::CodexAppServer | Protocol::Auto => Err(AgentError::Spawn(format!(
-                "protocol {:?} is not available in this build",
-                ctx.protocol
+            Protocol::Mcp => {
+                let mut s = mcp::McpSession::start(ctx).await?;
+                if s.info.version.is_none() {
+                    s.info.version = version;
+                }
+                Ok(Session::Mcp(Box::new(s)))
+            }
+            Protocol::CodexAppServer => Ok(Session::AppServer(Box::new(
+                app_server::AppServerSession::start(ctx, version).await?,
             ))),
+            Protocol::Auto => Err(AgentError::Spawn(
+                "protocol \"auto\" only applies to the Codex CLI (command `codex`)".into(),
+            )),
         }
     }
 
@@ -147,6 +166,7 @@ impl Session {
     ) -> Result<TurnResult, AgentError> {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
+            Session::AppServer(s) => s.turn(prompt, deadline).await,
             Session::Exec(s) => s.turn(prompt, deadline).await,
         }
     }
@@ -154,6 +174,7 @@ impl Session {
     pub fn info(&self) -> AgentInfo {
         match self {
             Session::Mcp(s) => s.info.clone(),
+            Session::AppServer(s) => s.info.clone(),
             Session::Exec(s) => s.info.clone(),
         }
     }
@@ -162,6 +183,7 @@ impl Session {
     pub async fn shutdown(self) {
         match self {
             Session::Mcp(s) => s.shutdown().await,
+            Session::AppServer(s) => s.shutdown().await,
             Session::Exec(_) => {}
         }
     }
@@ -205,12 +227,8 @@ pub fn check_sandbox(
 /// Built-in agent profiles, usable without an `agents` entry in the task file.
 pub fn builtin_profile(name: &str) -> Option<AgentProfile> {
     match name {
-        "codex" => {
-            let mut p = AgentProfile::new(Protocol::Auto, "codex");
-            p.arguments
-                .insert("approval-policy".into(), serde_json::json!("never"));
-            Some(p)
-        }
+        // Protocol `auto`: resolved from `codex --version` when the session starts.
+        "codex" => Some(codex::builtin_profile()),
         _ => None,
     }
 }
