@@ -13,12 +13,10 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{
-    check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
-};
+use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
-use crate::process::{describe_exit, AgentProcess};
+use crate::process::AgentProcess;
 
 /// The MCP protocol version fanout asks for; the server's answer is accepted as it is.
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
@@ -195,67 +193,12 @@ impl McpSession {
 
     /// Turns a connection error into an agent error, stopping the process where needed.
     async fn fail(&mut self, e: JsonRpcError, secs: f64, startup: bool) -> AgentError {
-        match e {
-            JsonRpcError::Timeout { .. } => {
-                self.proc.terminate(STOP_GRACE).await;
-                if startup {
-                    AgentError::StartupTimeout(secs, self.info.garbage_hint())
-                } else {
-                    AgentError::Timeout(secs)
-                }
-            }
-            JsonRpcError::Closed(_) | JsonRpcError::Write(_) => {
-                let status = self
-                    .proc
-                    .wait_until(Instant::now() + Duration::from_secs(3))
-                    .await;
-                if let Err(sandbox) = check_sandbox(&self.proc.status_file, &mut self.info) {
-                    self.proc.terminate(STOP_GRACE).await;
-                    return sandbox;
-                }
-                let status = match status {
-                    Some(s) => describe_exit(&s),
-                    None => {
-                        self.proc.terminate(STOP_GRACE).await;
-                        "it closed its output but kept running".into()
-                    }
-                };
-                AgentError::Crashed {
-                    status,
-                    stderr: self.proc.stderr_tail(),
-                }
-            }
-            JsonRpcError::Remote {
-                method,
-                message,
-                code,
-                ..
-            } => {
-                if startup {
-                    self.proc.terminate(STOP_GRACE).await;
-                }
-                if code == 0 {
-                    AgentError::Protocol(message)
-                } else {
-                    AgentError::Reported(format!("{method}: {message} (error {code})"))
-                }
-            }
-        }
+        super::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
     }
 
-    /// MCP stdio shutdown: close stdin, wait, then SIGTERM the tree, wait, SIGKILL.
+    /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.
     pub async fn shutdown(mut self) {
-        self.conn.close_input().await;
-        if self
-            .proc
-            .wait_until(Instant::now() + Duration::from_millis(1500))
-            .await
-            .is_none()
-        {
-            self.proc.terminate(STOP_GRACE).await;
-        } else {
-            self.proc.terminate(Duration::ZERO).await;
-        }
+        super::rpc_shutdown(&self.conn, &mut self.proc).await
     }
 }
 

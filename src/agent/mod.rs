@@ -246,3 +246,77 @@ pub fn builtin_profile(name: &str) -> Option<AgentProfile> {
         _ => None,
     }
 }
+
+/// The failure mapping shared by the JSON-RPC sessions (mcp, app-server): a timeout stops the
+/// tree; a closed pipe becomes a crash with the exit status and the end of stderr (or the
+/// sandbox's refusal); a JSON-RPC error becomes the agent's own report.
+pub(crate) async fn rpc_failure(
+    proc: &mut crate::process::AgentProcess,
+    info: &mut AgentInfo,
+    e: crate::jsonrpc::JsonRpcError,
+    secs: f64,
+    startup: bool,
+) -> AgentError {
+    use crate::jsonrpc::JsonRpcError;
+    match e {
+        JsonRpcError::Timeout { .. } => {
+            proc.terminate(STOP_GRACE).await;
+            if startup {
+                AgentError::StartupTimeout(secs, info.garbage_hint())
+            } else {
+                AgentError::Timeout(secs)
+            }
+        }
+        JsonRpcError::Closed(_) | JsonRpcError::Write(_) => {
+            let status = proc
+                .wait_until(Instant::now() + Duration::from_secs(3))
+                .await;
+            if let Err(sandbox) = check_sandbox(&proc.status_file, info) {
+                proc.terminate(STOP_GRACE).await;
+                return sandbox;
+            }
+            let status = match status {
+                Some(s) => crate::process::describe_exit(&s),
+                None => {
+                    proc.terminate(STOP_GRACE).await;
+                    "it closed its output but kept running".into()
+                }
+            };
+            // Whatever a launcher wrapper did, leave nothing of the tree behind.
+            proc.terminate(Duration::ZERO).await;
+            AgentError::Crashed {
+                status,
+                stderr: proc.stderr_tail(),
+            }
+        }
+        JsonRpcError::Remote {
+            method,
+            message,
+            code,
+            ..
+        } => {
+            if startup {
+                proc.terminate(STOP_GRACE).await;
+            }
+            if code == 0 {
+                AgentError::Protocol(message)
+            } else {
+                AgentError::Reported(format!("{method}: {message} (error {code})"))
+            }
+        }
+    }
+}
+
+/// Stdio shutdown: close stdin, give the agent a moment to exit, then stop the tree.
+pub(crate) async fn rpc_shutdown(
+    conn: &crate::jsonrpc::Connection,
+    proc: &mut crate::process::AgentProcess,
+) {
+    conn.close_input().await;
+    let exited = proc
+        .wait_until(Instant::now() + Duration::from_millis(1500))
+        .await
+        .is_some();
+    proc.terminate(if exited { Duration::ZERO } else { STOP_GRACE })
+        .await;
+}
