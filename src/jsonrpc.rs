@@ -308,13 +308,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
     lock(&shared.pending).clear();
 }
 
-enum Line {
+/// One line read by [`read_capped_line`].
+pub(crate) enum Line {
     Text(Vec<u8>),
+    /// The line was longer than the cap; only its length is kept.
     TooLong(usize),
 }
 
 /// Reads one line of at most `cap` bytes; an over-long line is consumed and only counted.
-async fn read_capped_line<R: AsyncRead + Unpin>(
+pub(crate) async fn read_capped_line<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     cap: usize,
 ) -> std::io::Result<Option<Line>> {

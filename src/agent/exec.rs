@@ -5,10 +5,11 @@ again with the feedback as the prompt (and `FANOUT_ATTEMPT` counting up).
 */
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TurnResult, STOP_GRACE};
+use crate::jsonrpc::{read_capped_line, Line};
 use crate::process::{describe_exit, AgentProcess};
 
 /// Longest stdout line kept in the event log; exec agents are not trusted to be brief.
@@ -65,24 +66,16 @@ impl ExecSession {
             let mut lines = 0u64;
             if let Some(out) = stdout {
                 let mut r = BufReader::new(out);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match r.read_until(b'\n', &mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            lines += 1;
-                            let text = String::from_utf8_lossy(&buf);
-                            let text = crate::jsonrpc::truncate(text.trim_end(), MAX_STDOUT_LINE);
-                            events.record("stdout", json!({"line": text}));
-                            if !text.trim().is_empty() {
-                                last = Some(text);
-                            }
-                        }
-                    }
-                    // read_until buffers a whole line; cap memory for endless lines.
-                    if buf.capacity() > 4 * MAX_STDOUT_LINE {
-                        buf = Vec::new();
+                // Capped lines: an agent printing one endless line must not grow our memory.
+                while let Ok(Some(line)) = read_capped_line(&mut r, MAX_STDOUT_LINE).await {
+                    lines += 1;
+                    let text = match line {
+                        Line::Text(bytes) => String::from_utf8_lossy(&bytes).trim_end().to_string(),
+                        Line::TooLong(n) => format!("(a line of {n} bytes, not kept)"),
+                    };
+                    events.record("stdout", json!({"line": text}));
+                    if !text.trim().is_empty() {
+                        last = Some(text);
                     }
                 }
             }

@@ -161,3 +161,19 @@ fn exec_agent_failure_is_reported_with_its_stderr() {
         stderr(&out)
     );
 }
+
+#[test]
+fn exec_agent_flooding_stdout_stays_bounded() {
+    let repo = TestRepo::with_files(1);
+    let script = "import sys\nsys.stdout.write('x' * 30_000_000)\nsys.stdout.write('\\n' + 'line\\n' * 300_000)\nopen('src/file_00.txt', 'a').write('flooded\\n')\n";
+    let file = repo.write_tasks(&json!({
+        "agents": {"flood": {"protocol": "exec", "command": "python3", "args": ["-c", script]}},
+        "tasks": [{"id": "flood", "prompt": "x", "agent": "flood"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(statuses(&report)["flood"], "merged");
+    // The event log keeps a bounded number of lines and no giant line.
+    let log = std::fs::metadata(task(&report, "flood")["event_log"].as_str().unwrap()).unwrap();
+    assert!(log.len() < 40_000_000, "event log is {} bytes", log.len());
+}
