@@ -52,7 +52,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifierError {
-    #[error("verifier program {0:?} not found (install it, e.g. `npm i -g @anthropic-ai/claude-code`, or set `verifier.command`)")]
+    #[error("verifier program {0:?} not found")]
     NotFound(String),
     #[error("cannot create {path}")]
     Io {
@@ -350,7 +350,9 @@ pub async fn start_for_run(
             Err(format!("--readback require: read-back is not possible: {why}"))
         }
         Err(why) => {
-            progress.warn(&format!("read-back skipped: {why}"));
+            progress.warn(&format!(
+                "read-back skipped: {why} (install it or set `verifier.command` in the task file; --no-readback silences this)"
+            ));
             Ok((None, Some(why)))
         }
     }
