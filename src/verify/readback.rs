@@ -16,9 +16,10 @@ Measured on `claude mcp serve` 2.1.332:
 - lines are the pieces between `\n` (`"a\n"` has 2 lines, the last one empty); `offset` is
   1-based (0 behaves like 1), a page is its lines joined with `\n`;
 - a read without `offset`/`limit` fails for files over 256 KiB ("exceeds maximum allowed
-  size"), otherwise returns the whole file (no 2000-line cut);
-- a read with `offset`/`limit` fails when the range exceeds 25 000 "tokens" (characters / 4),
-  so one line longer than ~100 000 characters can only be read within a whole read;
+  size"); below that it has no 2000-line cut but silently stops after about 85 000
+  characters, setting `file.truncatedByTokenCap: true` (even in the middle of a line);
+- a read with `offset`/`limit` is never cut: it fails when the range exceeds 25 000 "tokens"
+  (characters / 4, i.e. 100 000 characters), so a line longer than that cannot be read at all;
 - some extensions are refused as binary (`.dat`, …), image extensions must hold images;
 - errors (missing file, directory, too large) are results with `isError: true`.
 */
@@ -38,11 +39,13 @@ use crate::runner::Progress;
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 use crate::taskfile::{AgentProfile, Protocol};
 
-/// Files up to this size are read in one call without `offset`/`limit` (the verifier's limit).
-pub const WHOLE_READ_MAX_BYTES: usize = 256 * 1024;
-/// Pages stay under this many bytes (UTF-8 bytes ≥ the characters the verifier counts).
+/// Files up to this size are read in one call without `offset`/`limit` (whole reads are cut
+/// at about 85 000 characters).
+pub const WHOLE_READ_MAX_BYTES: usize = 64 * 1024;
+/// Pages stay under this many bytes (UTF-8 bytes ≥ the characters the verifier counts; a page
+/// may hold 100 000).
 pub const PAGE_MAX_BYTES: usize = 80_000;
-/// Pages and whole reads stay under this many lines (older verifiers cut reads at 2000).
+/// Pages stay under this many lines (older verifiers cut any read at 2000 lines).
 pub const PAGE_MAX_LINES: usize = 2000;
 /// Restarts of a dead or hung verifier per run; after that read-back fails closed.
 const MAX_RESTARTS: u32 = 3;
@@ -87,11 +90,13 @@ pub struct Verifier {
 /// What one `Read` call answered.
 #[derive(Debug, Clone, PartialEq)]
 enum Answer {
-    /// File text; `total_lines` only in the JSON shape.
+    /// File text; `total_lines` only in the JSON shape; `truncated` when the verifier says it
+    /// cut the answer.
     Text {
         content: String,
         total_lines: Option<usize>,
         numbered: bool,
+        truncated: bool,
     },
     /// A JSON answer of another type (image, notebook, pdf, …).
     Other(String),
@@ -342,13 +347,15 @@ pub async fn start_for_run(
     let started = if !profile.enabled {
         Err("the verifier profile is disabled (enabled: false)".to_string())
     } else {
-        start_process(plan, profile).await.map_err(|e| e.to_string())
+        start_process(plan, profile)
+            .await
+            .map_err(|e| e.to_string())
     };
     match started {
         Ok(v) => Ok((Some(v), None)),
-        Err(why) if mode == ReadbackMode::Require => {
-            Err(format!("--readback require: read-back is not possible: {why}"))
-        }
+        Err(why) if mode == ReadbackMode::Require => Err(format!(
+            "--readback require: read-back is not possible: {why}"
+        )),
         Err(why) => {
             progress.warn(&format!(
                 "read-back skipped: {why} (install it or set `verifier.command` in the task file; --no-readback silences this)"
@@ -649,6 +656,11 @@ pub fn normalize(text: &str) -> String {
         .replace("\r\n", "\n")
 }
 
+fn first_sentence(msg: &str) -> String {
+    let s = msg.split(". ").next().unwrap_or(msg);
+    crate::jsonrpc::truncate(s, 200)
+}
+
 fn too_large(msg: &str) -> bool {
     msg.contains("exceeds maximum allowed")
 }
@@ -665,7 +677,7 @@ async fn compare_file(
     let expected = normalize(committed);
     let lines: Vec<&str> = expected.split('\n').collect();
     let file_path = abs.display().to_string();
-    if committed.len() <= WHOLE_READ_MAX_BYTES && lines.len() <= PAGE_MAX_LINES {
+    if committed.len() <= WHOLE_READ_MAX_BYTES {
         let answer = verifier
             .lock()
             .await
@@ -673,14 +685,24 @@ async fn compare_file(
             .await?;
         match answer {
             Answer::Text {
-                content, numbered, ..
+                content,
+                numbered,
+                truncated,
+                ..
             } => {
-                return Ok(match diff_text(&content, &expected, numbered, 1) {
-                    None => Compared::Same {
-                        bytes: content.len() as u64,
-                    },
-                    Some(why) => Compared::Differs(why),
-                })
+                let partial = truncated
+                    || (content.len() < expected.len()
+                        && expected.starts_with(&content)
+                        && lines.len() > PAGE_MAX_LINES);
+                if !partial {
+                    return Ok(match diff_text(&content, &expected, numbered, 1) {
+                        None => Compared::Same {
+                            bytes: content.len() as u64,
+                        },
+                        Some(why) => Compared::Differs(why),
+                    });
+                }
+                // A verifier that cuts whole reads (older ones stop at 2000 lines): page it.
             }
             Answer::Error(m) if too_large(&m) => {} // page it below
             other => return Ok(judge_other(other)),
@@ -700,11 +722,22 @@ async fn compare_file(
                 .await?;
             match a {
                 Answer::Error(m) if too_large(&m) && n > 1 => n = n.div_ceil(2),
+                Answer::Text {
+                    truncated: true, ..
+                } if n > 1 => n = n.div_ceil(2),
                 Answer::Error(m) if too_large(&m) => {
                     return Ok(Compared::Skipped(format!(
                         "line {} is longer than the verifier can show ({})",
                         start + 1,
-                        crate::jsonrpc::truncate(&m, 200)
+                        first_sentence(&m)
+                    )))
+                }
+                Answer::Text {
+                    truncated: true, ..
+                } => {
+                    return Ok(Compared::Skipped(format!(
+                        "line {} is longer than the verifier can show",
+                        start + 1
                     )))
                 }
                 other => break other,
@@ -715,6 +748,7 @@ async fn compare_file(
                 content,
                 total_lines,
                 numbered,
+                ..
             } => {
                 if let Some(total) = total_lines {
                     saw_total = true;
@@ -759,7 +793,7 @@ fn judge_other(answer: Answer) -> Compared {
         Answer::Error(m) if refused_type(&m) => Compared::SkippedBinary,
         Answer::Error(m) => Compared::Differs(format!(
             "the verifier cannot read it: {}",
-            crate::jsonrpc::truncate(&m, 300)
+            first_sentence(&m)
         )),
         Answer::Other(kind) => {
             Compared::Skipped(format!("the verifier shows it as {kind}, not as text"))
@@ -858,6 +892,10 @@ fn parse_answer(result: &Value) -> Answer {
                     .and_then(Value::as_u64)
                     .and_then(|n| usize::try_from(n).ok()),
                 numbered: false,
+                truncated: file
+                    .and_then(|f| f.get("truncatedByTokenCap"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             },
             _ => Answer::Other(crate::jsonrpc::truncate(kind, 40)),
         };
@@ -883,6 +921,7 @@ fn parse_numbered(text: &str) -> Answer {
             content: String::new(),
             total_lines: None,
             numbered: true,
+            truncated: false,
         };
     }
     let mut out = Vec::new();
@@ -890,9 +929,7 @@ fn parse_numbered(text: &str) -> Answer {
         let l = line.trim_start_matches(' ');
         let digits = l.len() - l.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         let after = &l[digits..];
-        let content = after
-            .strip_prefix('\t')
-            .or_else(|| after.strip_prefix('→'));
+        let content = after.strip_prefix('\t').or_else(|| after.strip_prefix('→'));
         match content {
             Some(c) if digits > 0 => out.push(c),
             _ => return Answer::Unrecognized(crate::jsonrpc::truncate(line, 200)),
@@ -902,6 +939,7 @@ fn parse_numbered(text: &str) -> Answer {
         content: out.join("\n"),
         total_lines: None,
         numbered: true,
+        truncated: false,
     }
 }
 
@@ -921,9 +959,18 @@ mod tests {
             Answer::Text {
                 content: "a\nb\n".into(),
                 total_lines: Some(3),
-                numbered: false
+                numbered: false,
+                truncated: false
             }
         );
+        let cut = json!({"type":"text","file":{"content":"ab","numLines":1,"startLine":1,"totalLines":9,"truncatedByTokenCap":true}});
+        assert!(matches!(
+            parse_answer(&text_block(&cut.to_string())),
+            Answer::Text {
+                truncated: true,
+                ..
+            }
+        ));
         let nb = json!({"type":"notebook","file":{"cells":[]}});
         assert_eq!(
             parse_answer(&text_block(&nb.to_string())),
@@ -941,7 +988,8 @@ mod tests {
             Answer::Text {
                 content: "fn main() {}\n\n  x".into(),
                 total_lines: None,
-                numbered: true
+                numbered: true,
+                truncated: false
             }
         );
         assert!(diff_text("fn main() {}\n\n  x", "fn main() {}\n\n  x\n", true, 1).is_none());

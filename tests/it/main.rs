@@ -4,3 +4,4 @@ mod faults;
 mod run;
 mod support;
 mod validate;
+mod verify;

@@ -1709,10 +1709,14 @@ mod tests {
 
     #[test]
     fn on_reply_sections_queue_in_order() {
-        let (now, queued) =
-            split_replies("write a <<<1\n--- on reply ---\nwrite b <<<2\n  --- on reply ---  \nsay third\n");
+        let (now, queued) = split_replies(
+            "write a <<<1\n--- on reply ---\nwrite b <<<2\n  --- on reply ---  \nsay third\n",
+        );
         assert_eq!(now, "write a <<<1\n");
-        assert_eq!(queued, vec!["write b <<<2\n".to_string(), "say third\n".to_string()]);
+        assert_eq!(
+            queued,
+            vec!["write b <<<2\n".to_string(), "say third\n".to_string()]
+        );
         let (now, queued) = split_replies("say only");
         assert_eq!((now.as_str(), queued.len()), ("say only", 0));
     }
