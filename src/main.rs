@@ -1,14 +1,16 @@
 //! The `fanout` binary: a thin shell over the library (`fanout::cli`).
+//!
+//! The hidden sandbox supervisor (`sandbox-exec`) is dispatched before anything else starts,
+//! in particular before any async runtime or thread exists: the supervisor forks.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // The sandbox supervisor must start before any runtime or thread exists.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "sandbox-exec") {
-        return exit(fanout::sandbox::exec_main(args[2..].to_vec()));
+        return exit(fanout::sandbox::exec_main(args));
     }
     let cli = fanout::cli::Cli::parse();
     match fanout::cli::run(cli) {

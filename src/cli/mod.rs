@@ -44,6 +44,8 @@ pub enum Command {
     Clean(CleanArgs),
     /// Check git, the Landlock ABI, the agent binaries and the verifier.
     Doctor(RepoArg),
+    /// Run any command under the same Landlock confinement and supervisor as agents.
+    Sandbox(crate::sandbox::cli::SandboxArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -175,6 +177,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(a) => diff::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Doctor(a) => doctor(a),
+        // Still single-threaded here: the supervisor may fork.
+        Command::Sandbox(a) => Ok(crate::sandbox::cli::run_args(a)),
     }
 }
 

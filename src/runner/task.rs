@@ -282,6 +282,18 @@ async fn pipeline(
     };
     report.agent = session.info();
     record_sandbox(report, report.agent.sandbox.clone(), &paths.status_file);
+    if let Some(sb) = report
+        .agent
+        .sandbox
+        .as_ref()
+        .filter(|s| s.status == crate::sandbox::EnforcementStatus::PartiallyEnforced)
+    {
+        shared.progress.warn(&format!(
+            "{id}: the sandbox is only partially enforced (kernel ABI {}): missing {}",
+            sb.abi.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+            sb.missing.join(", ")
+        ));
+    }
     session.shutdown().await;
 
     match result {

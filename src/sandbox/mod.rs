@@ -1,88 +1,373 @@
-/*!
-Landlock confinement of agent process trees. PLACEHOLDER until the sandbox branch lands:
-the interface is final, the implementation here runs commands unconfined.
-*/
+//! Landlock confinement of agent process trees (`workspace-write`).
+//!
+//! Every agent and every verify command runs under a small **supervisor**, the hidden
+//! `fanout sandbox-exec` helper built from [`supervised_command`]:
+//!
+//! ```text
+//! fanout (multi-threaded, tokio)
+//!   └─ fanout sandbox-exec --policy <json> --status-file <f> -- program args…   (supervisor)
+//!        │  single-threaded, child subreaper, stays outside the Landlock domain
+//!        └─ agent (fork → setsid → PDEATHSIG=SIGKILL → Landlock restrict_self → execvp)
+//!             └─ … everything the agent starts, confined by the same domain
+//! ```
+//!
+//! The forked child builds and applies the Landlock ruleset to itself (it is single-threaded
+//! after the fork, so allocating is fine), reports the resulting [`SandboxReport`] to the
+//! supervisor over a close-on-exec pipe, closes every other inherited descriptor above 2 and
+//! execs the program. The supervisor writes the report to the status file, waits for the
+//! child, and when the child exits — or when the supervisor receives SIGTERM, SIGINT or
+//! SIGHUP — kills every remaining descendant, including processes that double-forked and
+//! called `setsid()` (they are reparented to the subreaper supervisor).
+//!
+//! Fail closed: when [`Policy::enforce`] is true and the kernel offers no Landlock, or an ABI
+//! below [`Policy::min_abi`], the program is not started and the helper exits with
+//! [`EXIT_NOT_ENFORCED`]. See `docs/sandbox.md` for the policy, the statuses and what
+//! Landlock does not cover.
+#![deny(unsafe_code)]
 
-use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+pub mod cli;
+mod procs;
+mod rules;
+mod supervisor;
 
 use serde::{Deserialize, Serialize};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadAccess {
-    All,
-    Strict { readable: Vec<PathBuf> },
-}
+/// Exit code of the helper when the sandbox could not be enforced (no Landlock, an ABI below
+/// the policy's minimum, or a ruleset that could not be built); the program was not started.
+pub const EXIT_NOT_ENFORCED: i32 = 125;
+/// Exit code of the helper when the program could not be executed (not found, not executable).
+pub const EXIT_EXEC_FAILED: i32 = 127;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum NetPolicy {
-    Any,
-    None,
-    ConnectPorts(Vec<u16>),
-}
+/// The lowest Landlock ABI fanout accepts: ABI 3 (Linux 6.2) is the first that can deny
+/// `truncate(2)` on files outside the writable folders.
+pub const MIN_SUPPORTED_ABI: u32 = 3;
+/// The Landlock ABI whose access rights fanout handles and was tested against (Linux 6.15).
+/// Newer kernels are used best-effort with exactly these rights; older kernels (down to
+/// [`MIN_SUPPORTED_ABI`]) give [`EnforcementStatus::PartiallyEnforced`].
+pub const PINNED_ABI: u32 = 7;
+/// Environment variable read by the helper: raises the minimum ABI (never lowers it below the
+/// policy's). Tests use it to simulate an old kernel.
+pub const MIN_ABI_ENV: &str = "FANOUT_SANDBOX_MIN_ABI";
+/// Default grace period between SIGTERM and SIGKILL when the supervisor is told to stop.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 
+/// What a sandboxed process tree may do.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Policy {
+    /// `false` = `--sandbox off`: the supervisor still runs (process-tree cleanup), but no
+    /// Landlock ruleset is applied and the status is [`EnforcementStatus::Off`].
     pub enforce: bool,
+    /// Folders (or files) with full access beneath them: the task's worktree and scratch folder.
+    /// They must exist; use absolute paths (relative ones resolve against the helper's cwd).
     pub writable: Vec<PathBuf>,
+    /// What may be read (and executed).
     pub read: ReadAccess,
+    /// TCP policy.
     pub net: NetPolicy,
+    /// Lowest acceptable Landlock ABI; values below [`MIN_SUPPORTED_ABI`] are raised to it.
     pub min_abi: u32,
 }
 
+impl Policy {
+    /// The default `workspace-write` policy: enforced, read everywhere, full access beneath
+    /// `writable`, TCP connect to port 443 only, minimum ABI 3.
+    pub fn workspace_write(writable: Vec<PathBuf>) -> Self {
+        Policy {
+            enforce: true,
+            writable,
+            read: ReadAccess::All,
+            net: NetPolicy::default(),
+            min_abi: MIN_SUPPORTED_ABI,
+        }
+    }
+}
+
+/// Read (and execute) access.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadAccess {
+    /// Read and execute everything.
+    All,
+    /// Read and execute only beneath the system folders ([`SYSTEM_READ_DIRS`]), `readable`,
+    /// and the writable folders.
+    Strict { readable: Vec<PathBuf> },
+}
+
+/// System folders readable under [`ReadAccess::Strict`] (those that exist).
+pub const SYSTEM_READ_DIRS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/var/lib",
+    "/nix/store",
+];
+
+/// TCP policy (Landlock ABI ≥ 4). UDP and other protocols are not restricted by Landlock ABI 7.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetPolicy {
+    /// No network rules.
+    Any,
+    /// TCP bind and connect denied.
+    None,
+    /// TCP bind denied; TCP connect allowed only to these ports.
+    ConnectPorts(Vec<u16>),
+}
+
+impl Default for NetPolicy {
+    fn default() -> Self {
+        NetPolicy::ConnectPorts(vec![443])
+    }
+}
+
+/// The sandbox's effective state for one process tree.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EnforcementStatus {
+    /// Every restriction of the policy is enforced.
     FullyEnforced,
+    /// Enforced, but the kernel lacks some restrictions (listed in [`SandboxReport::missing`]).
     PartiallyEnforced,
+    /// Not enforced: the program was not started (exit [`EXIT_NOT_ENFORCED`]).
     NotEnforced,
+    /// The policy asked for no confinement (`--sandbox off`).
     Off,
 }
 
+impl EnforcementStatus {
+    /// The snake_case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcementStatus::FullyEnforced => "fully_enforced",
+            EnforcementStatus::PartiallyEnforced => "partially_enforced",
+            EnforcementStatus::NotEnforced => "not_enforced",
+            EnforcementStatus::Off => "off",
+        }
+    }
+}
+
+/// What the helper wrote to its status file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SandboxReport {
     pub status: EnforcementStatus,
+    /// Landlock ABI offered by the kernel (`None`: no Landlock).
     pub abi: Option<u32>,
+    /// Restrictions of the policy the kernel could not enforce, e.g. `"scope.signal (ABI 6)"`.
     pub missing: Vec<String>,
+    /// Why the sandbox was not enforced, or why the program could not be executed.
     pub message: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("cannot read the sandbox status file {0}")]
-    Status(String, #[source] std::io::Error),
+impl SandboxReport {
+    /// One human-readable line, e.g. `fully_enforced (Landlock ABI 7)`.
+    pub fn status_line(&self) -> String {
+        let abi = match self.abi {
+            Some(a) => format!("Landlock ABI {a}"),
+            None => "no Landlock".to_string(),
+        };
+        let mut line = format!("{} ({abi}", self.status.as_str());
+        if !self.missing.is_empty() {
+            line.push_str("; missing: ");
+            line.push_str(&self.missing.join(", "));
+        }
+        if self.status == EnforcementStatus::Off {
+            line.push_str("; NOT CONFINED");
+        }
+        line.push(')');
+        if let Some(m) = &self.message {
+            line.push_str(": ");
+            line.push_str(m);
+        }
+        line
+    }
 }
 
-pub const EXIT_NOT_ENFORCED: i32 = 125;
-pub const EXIT_EXEC_FAILED: i32 = 127;
+/// Errors of the sandbox API.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot read the sandbox status file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid sandbox status file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
+/// A `std` command that runs `self_exe sandbox-exec --policy <json> --status-file <f> --
+/// program args…`, i.e. `program` under the supervisor with `policy` applied.
+///
+/// The caller sets cwd, environment and stdio (they pass straight through to `program`) and
+/// spawns it; fanout's process code also puts it in its own process group and sets
+/// `PR_SET_PDEATHSIG=SIGTERM` on it. After the child started (or exited), [`read_report`] on
+/// `status_file` tells the enforcement status. Exit code: the program's (128+signal if it was
+/// killed), [`EXIT_NOT_ENFORCED`] or [`EXIT_EXEC_FAILED`].
 pub fn supervised_command(
-    _self_exe: &Path,
-    _policy: &Policy,
-    _status_file: &Path,
+    self_exe: &Path,
+    policy: &Policy,
+    status_file: &Path,
     program: &OsStr,
     args: &[OsString],
 ) -> std::process::Command {
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
+    let json = serde_json::to_string(policy).expect("a Policy always serializes");
+    let mut cmd = std::process::Command::new(self_exe);
+    cmd.arg("sandbox-exec")
+        .arg("--policy")
+        .arg(json)
+        .arg("--status-file")
+        .arg(status_file)
+        .arg("--")
+        .arg(program)
+        .args(args);
     cmd
 }
 
-pub fn read_report(_status_file: &Path) -> Result<SandboxReport, SandboxError> {
-    Ok(SandboxReport {
-        status: EnforcementStatus::Off,
-        abi: None,
-        missing: Vec::new(),
-        message: None,
+/// Reads the report the helper wrote to `status_file`. The file appears once the sandboxed
+/// child has applied its ruleset (before the program runs); it is complete once it exists.
+pub fn read_report(status_file: &Path) -> Result<SandboxReport, SandboxError> {
+    let text = std::fs::read(status_file).map_err(|source| SandboxError::Io {
+        path: status_file.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| SandboxError::Parse {
+        path: status_file.to_path_buf(),
+        source,
     })
 }
 
+/// The Landlock ABI version the running kernel offers, `None` if Landlock is not built in or
+/// not enabled (for `fanout doctor`).
 pub fn kernel_abi() -> Option<u32> {
-    None
+    rules::kernel_abi()
 }
 
-pub fn exec_main(_args: Vec<OsString>) -> i32 {
-    2
+/// The hidden `fanout sandbox-exec` helper. `args` is the process's argv (as from
+/// `std::env::args_os()`; a leading program name and `sandbox-exec` are skipped):
+/// `sandbox-exec --policy <json> [--status-file <f>] [--grace-ms N] -- program args…`.
+///
+/// Must be called before any other thread exists (before the tokio runtime). Returns the exit
+/// code for `std::process::exit`.
+pub fn exec_main(args: Vec<OsString>) -> i32 {
+    match parse_exec_args(args) {
+        Ok(cfg) => supervisor::supervise(cfg),
+        Err(msg) => {
+            eprintln!("fanout sandbox-exec: {msg}");
+            eprintln!(
+                "usage: fanout sandbox-exec --policy <json> [--status-file <file>] [--grace-ms N] -- program [args…]"
+            );
+            EXIT_NOT_ENFORCED
+        }
+    }
+}
+
+fn parse_exec_args(args: Vec<OsString>) -> Result<supervisor::Config, String> {
+    let mut it = args.into_iter().peekable();
+    // Skip argv[0] and the subcommand name when present.
+    for _ in 0..2 {
+        if let Some(a) = it.peek() {
+            if a != "--" && !a.to_string_lossy().starts_with("--") {
+                it.next();
+            }
+        }
+    }
+    let mut policy = None;
+    let mut status_file = None;
+    let mut grace = DEFAULT_GRACE;
+    loop {
+        let Some(a) = it.next() else {
+            return Err("missing `-- program`".into());
+        };
+        let value = |it: &mut std::iter::Peekable<std::vec::IntoIter<OsString>>| {
+            it.next()
+                .ok_or_else(|| format!("{} needs a value", a.to_string_lossy()))
+        };
+        match a.to_str() {
+            Some("--") => break,
+            Some("--policy") => {
+                let v = value(&mut it)?;
+                let v = v.to_str().ok_or("--policy is not UTF-8")?;
+                policy = Some(
+                    serde_json::from_str::<Policy>(v)
+                        .map_err(|e| format!("invalid --policy: {e}"))?,
+                );
+            }
+            Some("--status-file") => status_file = Some(PathBuf::from(value(&mut it)?)),
+            Some("--grace-ms") => {
+                let v = value(&mut it)?;
+                let ms: u64 = v
+                    .to_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--grace-ms needs a number of milliseconds")?;
+                grace = Duration::from_millis(ms);
+            }
+            _ => return Err(format!("unexpected argument {:?}", a)),
+        }
+    }
+    let program = it.next().ok_or("missing program after `--`")?;
+    Ok(supervisor::Config {
+        policy: policy.ok_or("missing --policy")?,
+        status_file,
+        grace,
+        announce: false,
+        program,
+        args: it.collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_json_roundtrip() {
+        let mut p = Policy::workspace_write(vec!["/a".into()]);
+        p.read = ReadAccess::Strict {
+            readable: vec!["/r".into()],
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"connect_ports\":[443]"), "{json}");
+        assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), p);
+        assert_eq!(
+            serde_json::to_string(&EnforcementStatus::PartiallyEnforced).unwrap(),
+            "\"partially_enforced\""
+        );
+    }
+
+    #[test]
+    fn exec_args_parse() {
+        let p = Policy::workspace_write(vec![]);
+        let cmd = supervised_command(
+            Path::new("/bin/fanout"),
+            &p,
+            Path::new("/s.json"),
+            OsStr::new("sh"),
+            &["-c".into(), "--".into()],
+        );
+        let mut argv: Vec<OsString> = vec![cmd.get_program().to_owned()];
+        argv.extend(cmd.get_args().map(|a| a.to_owned()));
+        let cfg = parse_exec_args(argv).unwrap();
+        assert_eq!(cfg.policy, p);
+        assert_eq!(cfg.status_file.as_deref(), Some(Path::new("/s.json")));
+        assert_eq!(cfg.program, "sh");
+        assert_eq!(cfg.args, vec![OsString::from("-c"), OsString::from("--")]);
+        assert!(parse_exec_args(vec!["x".into(), "sandbox-exec".into(), "--".into()]).is_err());
+    }
 }

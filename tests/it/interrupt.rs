@@ -1,0 +1,132 @@
+//! Ctrl-C and kill -9 of fanout itself: a consistent run state, no process left, and the
+//! user's repository exactly as it was.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn hanging_tasks(repo: &TestRepo) -> std::path::PathBuf {
+    repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "defaults": {"agent": "fake"},
+        "tasks": [
+            {"id": "quick", "prompt": "replace src/file_00.txt \"file 0 line 1\" quick"},
+            {"id": "hang-1", "prompt": "write h1.txt <<<x\nhang"},
+            {"id": "hang-2", "prompt": "write h2.txt <<<x\nhang"}
+        ]
+    }))
+}
+
+/// Starts `fanout run` in the background and waits until every hanging agent has started.
+/// The caller owns the child and waits for it.
+#[allow(clippy::zombie_processes)]
+fn start_run(repo: &TestRepo, tasks: &std::path::Path) -> std::process::Child {
+    let mut child = Command::new(fanout_bin())
+        .args(["run", "--no-readback", "--jobs", "3", "--tasks"])
+        .arg(tasks)
+        .arg("--report")
+        .arg(repo.report_path())
+        .arg("--repo")
+        .arg(&repo.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fanout starts");
+    let runs = repo.path.join(".git/fanout/runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Both hanging agents have written their file: they are inside the hang.
+        let started = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|run| {
+                ["hang-1", "hang-2"].iter().all(|t| {
+                    run.path()
+                        .join("worktrees")
+                        .join(t)
+                        .join(format!("h{}.txt", &t[5..]))
+                        .exists()
+                })
+            })
+            .unwrap_or(false);
+        if started {
+            return child;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agents did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_agents_writes_the_report_and_cleans_up() {
+    let repo = TestRepo::with_files(2);
+    let before = repo.snapshot();
+    let tasks = hanging_tasks(&repo);
+    let child = start_run(&repo, &tasks);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let out = child.wait_with_output().expect("fanout exits");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.report_path()).expect("report written"))
+            .unwrap();
+    assert_eq!(report["interrupted"], true);
+    let st = statuses(&report);
+    assert_eq!(st["hang-1"], "failed");
+    assert!(task(&report, "hang-1")["error"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
+    // The state file says so too.
+    let run_dir = report["run_dir"].as_str().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{run_dir}/state.json")).unwrap()).unwrap();
+    assert_eq!(state["status"], "interrupted");
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+    assert_eq!(repo.snapshot(), before);
+}
+
+#[test]
+fn kill_9_leaves_a_consistent_state_that_clean_removes() {
+    let repo = TestRepo::with_files(2);
+    let before = repo.snapshot();
+    let tasks = hanging_tasks(&repo);
+    let mut child = start_run(&repo, &tasks);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    // The agents learn of fanout's death (PR_SET_PDEATHSIG) and stop.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !repo.live_processes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            repo.live_processes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = repo.fanout(&["status"]);
+    assert!(
+        stdout(&status).contains("interrupted"),
+        "{}",
+        stdout(&status)
+    );
+    let clean = repo.fanout(&["clean", "--branches"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    assert_eq!(repo.branches(), vec!["main".to_string()]);
+    assert_eq!(repo.snapshot(), before);
+}
