@@ -392,10 +392,9 @@ fn an_edit_outside_the_scope_fails_and_never_reaches_the_integration_branch() {
 #[test]
 fn verify_failure_feedback_lets_the_mcp_agent_fix_it_on_attempt_two() {
     let repo = TestRepo::with_files(1);
-    let log = repo.tmp.path().join("agent.log");
     let file = repo.write_tasks(&json!({
         "defaults": {"agent": "fake"},
-        "agents": {"fake": fake_mcp_profile(&["mcp-server", "--log", log.to_str().unwrap()])},
+        "agents": {"fake": fake_mcp_profile(&["mcp-server"])},
         "tasks": [{
             "id": "fixme",
             "verify": "grep -q FIXED src/file_00.txt || { echo 'expected FIXED in src/file_00.txt'; exit 1; }",
@@ -420,16 +419,27 @@ fn verify_failure_feedback_lets_the_mcp_agent_fix_it_on_attempt_two() {
         .contains("expected FIXED"));
     assert_eq!(attempts[1]["gates"][0]["passed"], true);
     assert_eq!(t["agent"]["last_message"], "fixed after feedback");
-    // The feedback went to the same thread through codex-reply and carried the gate's output.
-    let sent = std::fs::read_to_string(&log).unwrap();
-    let reply = sent
+    // The feedback (the gate and its output) went to the same thread through codex-reply.
+    let events: Vec<Value> = std::fs::read_to_string(t["event_log"].as_str().unwrap())
+        .unwrap()
         .lines()
-        .find(|l| l.contains("codex-reply"))
-        .expect("a codex-reply call");
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let feedback = events
+        .iter()
+        .find(|e| e["kind"] == "verify_failed")
+        .and_then(|e| e["feedback"].as_str())
+        .expect("a verify_failed event with the feedback");
     assert!(
-        reply.contains("command gate") && reply.contains("expected FIXED"),
-        "{reply}"
+        feedback.contains("command gate") && feedback.contains("expected FIXED"),
+        "{feedback}"
     );
+    let tools: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "tool_call")
+        .filter_map(|e| e["tool"].as_str())
+        .collect();
+    assert_eq!(tools, ["codex", "codex-reply"]);
     let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
     assert!(String::from_utf8_lossy(&merged["src/file_00.txt"]).contains("FIXED"));
 }
