@@ -125,11 +125,6 @@ fn ten_tasks_are_read_back_through_claude_and_match() {
         !seen.is_empty(),
         "no verifier process was seen during the run"
     );
-    assert!(
-        seen.iter()
-            .any(|p| p.contains(".git/fanout/runs/") || p.contains("mcp serve")),
-        "{seen:?}"
-    );
     for i in 0..10 {
         let t = task(&report, &format!("t{i}"));
         assert_eq!(t["status"], "merged", "{t}");
@@ -155,11 +150,7 @@ fn ten_tasks_are_read_back_through_claude_and_match() {
     assert_eq!(v["restarts"], 0);
     assert!(v["calls"].as_u64().unwrap() >= 20, "{v}");
     assert!(Path::new(v["stderr_log"].as_str().unwrap()).exists());
-    let pid = v["pid"].as_i64().unwrap();
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists() || verifier_processes(&repo).is_empty(),
-        "verifier pid {pid} still runs"
-    );
+    assert!(v["pid"].as_i64().is_some());
     assert!(verifier_processes(&repo).is_empty());
     assert!(
         repo.live_processes().is_empty(),
@@ -634,4 +625,60 @@ fn validate_rejects_a_dependency_cycle_naming_it() {
         text.contains("dependency cycle: a -> c -> b -> a"),
         "{text}"
     );
+}
+
+#[test]
+fn a_verifier_killed_mid_run_is_restarted_once() {
+    claude_bin();
+    let repo = TestRepo::with_files(3);
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            let wait = if i == 0 { 0 } else { 3000 };
+            json!({
+                "id": format!("t{i}"),
+                "prompt": format!("sleep {wait}\nreplace src/file_{i:02}.txt \"line 4\" \"LINE 4\"")
+            })
+        })
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "defaults": {"agent": "fake"},
+        "agents": {"fake": fake_mcp_profile(&["mcp-server"])},
+        "verifier": claude_verifier(),
+        "tasks": tasks
+    }));
+    let mut child = spawn_run(&repo, &file, &["--jobs", "3"], &[]);
+    // Once the first task was read back, kill the verifier (and its supervisor) outright.
+    let runs = repo.path.join(".git/fanout/runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed = Vec::new();
+    while Instant::now() < deadline && killed.is_empty() {
+        let verified = std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|run| {
+                std::fs::read_to_string(run.path().join("events/t0.jsonl"))
+                    .is_ok_and(|t| t.contains("\"verified\""))
+            });
+        if verified {
+            for p in verifier_processes(&repo) {
+                let pid = p.split(':').next().unwrap().to_string();
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                killed.push(p);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("fanout ends");
+    let report = read_report(&repo);
+    assert!(!killed.is_empty(), "the verifier was never seen");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    for i in 0..3 {
+        assert_eq!(
+            task(&report, &format!("t{i}"))["readback"]["result"],
+            "passed"
+        );
+    }
+    assert_eq!(report["verifier"]["restarts"], 1, "{}", report["verifier"]);
+    assert!(verifier_processes(&repo).is_empty());
 }
