@@ -652,6 +652,9 @@ fn a_verifier_killed_mid_run_is_restarted_once() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = Vec::new();
     while Instant::now() < deadline && killed.is_empty() {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
         let verified = std::fs::read_dir(&runs)
             .into_iter()
             .flatten()
