@@ -10,6 +10,7 @@ is synchronous.
 
 pub mod agent;
 pub mod cli;
+pub mod doctor;
 pub mod eventlog;
 pub mod git;
 pub mod ids;

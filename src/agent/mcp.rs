@@ -199,7 +199,7 @@ impl McpSession {
             JsonRpcError::Timeout { .. } => {
                 self.proc.terminate(STOP_GRACE).await;
                 if startup {
-                    AgentError::StartupTimeout(secs)
+                    AgentError::StartupTimeout(secs, self.info.garbage_hint())
                 } else {
                     AgentError::Timeout(secs)
                 }
@@ -314,6 +314,9 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
             }
             Incoming::Garbage(line) => {
                 self.info.garbage_lines += 1;
+                if self.info.first_garbage.is_none() {
+                    self.info.first_garbage = Some(crate::jsonrpc::truncate(&line, 200));
+                }
                 self.events.record("garbage", json!({"line": line}));
             }
         }

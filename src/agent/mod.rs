@@ -6,6 +6,8 @@ verification feedback on the same conversation (`codex-reply` for MCP, a new tur
 thread for app-server, a re-run with the feedback for `exec`).
 */
 
+pub mod app_server;
+pub mod codex;
 pub mod exec;
 pub mod mcp;
 
@@ -43,8 +45,8 @@ pub enum AgentError {
     Spawn(String),
     #[error("the sandbox was not enforced: {0}")]
     SandboxNotEnforced(String),
-    #[error("the agent did not finish starting within {0:.0} s")]
-    StartupTimeout(f64),
+    #[error("the agent did not finish starting (answer initialize and tools/list) within {0:.0} s{1}")]
+    StartupTimeout(f64, String),
     #[error("the agent did not finish within {0:.0} s; it was stopped")]
     Timeout(f64),
     #[error("the agent exited unexpectedly ({status}){}", stderr_hint(.stderr))]
@@ -68,7 +70,19 @@ fn stderr_hint(stderr: &str) -> String {
 
 impl AgentError {
     pub fn is_timeout(&self) -> bool {
-        matches!(self, AgentError::Timeout(_) | AgentError::StartupTimeout(_))
+        matches!(self, AgentError::Timeout(_) | AgentError::StartupTimeout(..))
+    }
+}
+
+impl AgentInfo {
+    /// " (it printed N lines that are not JSON-RPC, the first: …)" when it did.
+    pub fn garbage_hint(&self) -> String {
+        match (&self.first_garbage, self.garbage_lines) {
+            (Some(first), n) if n > 0 => format!(
+                "; it printed {n} line(s) that are not JSON-RPC, the first: {first:?}"
+            ),
+            _ => String::new(),
+        }
     }
 }
 
@@ -94,6 +108,9 @@ pub struct AgentInfo {
     pub commands_run: u32,
     pub notifications: u64,
     pub garbage_lines: u64,
+    /// The first line that was not JSON-RPC, cut short (for error messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_garbage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxReport>,
 }
@@ -108,19 +125,36 @@ pub struct TokenUsage {
 /// A running agent.
 pub enum Session {
     Mcp(Box<mcp::McpSession>),
+    AppServer(Box<app_server::AppServerSession>),
     Exec(Box<exec::ExecSession>),
 }
 
 impl Session {
-    /// Starts the agent (for MCP: spawn + initialize + tools/list).
+    /// Starts the agent (for MCP: spawn + initialize + tools/list; for app-server: spawn +
+    /// initialize + thread/start). Codex profiles are resolved first: binary, version,
+    /// protocol (`auto`), private CODEX_HOME (see [`codex::prepare`]).
     pub async fn start(ctx: AgentContext) -> Result<Session, AgentError> {
+        // `codex --version` and the CODEX_HOME copy are blocking file/process work.
+        let (ctx, codex) = tokio::task::spawn_blocking(move || codex::prepare(ctx))
+            .await
+            .map_err(|e| AgentError::Spawn(format!("preparing the agent failed: {e}")))?
+            .map_err(|e| AgentError::Spawn(e.to_string()))?;
+        let version = codex.map(|c| c.installed.version.to_string());
         match ctx.protocol {
             Protocol::Exec => Ok(Session::Exec(Box::new(exec::ExecSession::new(ctx)))),
-            Protocol::Mcp => Ok(Session::Mcp(Box::new(mcp::McpSession::start(ctx).await?))),
-            Protocol::CodexAppServer | Protocol::Auto => Err(AgentError::Spawn(format!(
-                "protocol {:?} is not available in this build",
-                ctx.protocol
+            Protocol::Mcp => {
+                let mut s = mcp::McpSession::start(ctx).await?;
+                if s.info.version.is_none() {
+                    s.info.version = version;
+                }
+                Ok(Session::Mcp(Box::new(s)))
+            }
+            Protocol::CodexAppServer => Ok(Session::AppServer(Box::new(
+                app_server::AppServerSession::start(ctx, version).await?,
             ))),
+            Protocol::Auto => Err(AgentError::Spawn(
+                "protocol \"auto\" only applies to the Codex CLI (command `codex`)".into(),
+            )),
         }
     }
 
@@ -132,6 +166,7 @@ impl Session {
     ) -> Result<TurnResult, AgentError> {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
+            Session::AppServer(s) => s.turn(prompt, deadline).await,
             Session::Exec(s) => s.turn(prompt, deadline).await,
         }
     }
@@ -139,6 +174,7 @@ impl Session {
     pub fn info(&self) -> AgentInfo {
         match self {
             Session::Mcp(s) => s.info.clone(),
+            Session::AppServer(s) => s.info.clone(),
             Session::Exec(s) => s.info.clone(),
         }
     }
@@ -147,6 +183,7 @@ impl Session {
     pub async fn shutdown(self) {
         match self {
             Session::Mcp(s) => s.shutdown().await,
+            Session::AppServer(s) => s.shutdown().await,
             Session::Exec(_) => {}
         }
     }
@@ -190,12 +227,8 @@ pub fn check_sandbox(
 /// Built-in agent profiles, usable without an `agents` entry in the task file.
 pub fn builtin_profile(name: &str) -> Option<AgentProfile> {
     match name {
-        "codex" => {
-            let mut p = AgentProfile::new(Protocol::Auto, "codex");
-            p.arguments
-                .insert("approval-policy".into(), serde_json::json!("never"));
-            Some(p)
-        }
+        // Protocol `auto`: resolved from `codex --version` when the session starts.
+        "codex" => Some(codex::builtin_profile()),
         _ => None,
     }
 }

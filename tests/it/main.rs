@@ -1,5 +1,9 @@
 //! fanout's integration tests: the built binaries on real repositories in temp folders.
 
+#[path = "../support/model_server.rs"]
+pub mod model_server;
+
+mod codex;
 mod faults;
 mod interrupt;
 mod run;
