@@ -281,7 +281,7 @@ impl AppServerSession {
             JsonRpcError::Timeout { .. } => {
                 self.proc.terminate(STOP_GRACE).await;
                 if startup {
-                    AgentError::StartupTimeout(secs)
+                    AgentError::StartupTimeout(secs, self.info.garbage_hint())
                 } else {
                     AgentError::Timeout(secs)
                 }
@@ -512,10 +512,7 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
                     Err(e) => conn.respond_error(id, -32601, e).await,
                 };
             }
-            Incoming::Garbage(line) => {
-                self.info.garbage_lines += 1;
-                self.events.record("garbage", json!({"line": line}));
-            }
+            Incoming::Garbage(line) => self.info.note_garbage(&self.events, line),
         }
     }
 }

@@ -312,13 +312,7 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
                     }
                 };
             }
-            Incoming::Garbage(line) => {
-                self.info.garbage_lines += 1;
-                if self.info.first_garbage.is_none() {
-                    self.info.first_garbage = Some(crate::jsonrpc::truncate(&line, 200));
-                }
-                self.events.record("garbage", json!({"line": line}));
-            }
+            Incoming::Garbage(line) => self.info.note_garbage(&self.events, line),
         }
     }
 }

@@ -45,7 +45,9 @@ pub enum AgentError {
     Spawn(String),
     #[error("the sandbox was not enforced: {0}")]
     SandboxNotEnforced(String),
-    #[error("the agent did not finish starting (answer initialize and tools/list) within {0:.0} s{1}")]
+    #[error(
+        "the agent did not finish starting (answer initialize and tools/list) within {0:.0} s{1}"
+    )]
     StartupTimeout(f64, String),
     #[error("the agent did not finish within {0:.0} s; it was stopped")]
     Timeout(f64),
@@ -70,17 +72,29 @@ fn stderr_hint(stderr: &str) -> String {
 
 impl AgentError {
     pub fn is_timeout(&self) -> bool {
-        matches!(self, AgentError::Timeout(_) | AgentError::StartupTimeout(..))
+        matches!(
+            self,
+            AgentError::Timeout(_) | AgentError::StartupTimeout(..)
+        )
     }
 }
 
 impl AgentInfo {
+    /// Counts and logs a line that was not JSON-RPC (logged, never fatal).
+    pub fn note_garbage(&mut self, events: &EventLog, line: String) {
+        self.garbage_lines += 1;
+        if self.first_garbage.is_none() {
+            self.first_garbage = Some(crate::jsonrpc::truncate(&line, 200));
+        }
+        events.record("garbage", serde_json::json!({"line": line}));
+    }
+
     /// " (it printed N lines that are not JSON-RPC, the first: …)" when it did.
     pub fn garbage_hint(&self) -> String {
         match (&self.first_garbage, self.garbage_lines) {
-            (Some(first), n) if n > 0 => format!(
-                "; it printed {n} line(s) that are not JSON-RPC, the first: {first:?}"
-            ),
+            (Some(first), n) if n > 0 => {
+                format!("; it printed {n} line(s) that are not JSON-RPC, the first: {first:?}")
+            }
             _ => String::new(),
         }
     }

@@ -43,7 +43,7 @@ pub enum Command {
     /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
     Clean(CleanArgs),
     /// Check git, the Landlock ABI, the agent binaries and the verifier.
-    Doctor(RepoArg),
+    Doctor(DoctorArgs),
     /// Run any command under the same Landlock confinement and supervisor as agents.
     Sandbox(crate::sandbox::cli::SandboxArgs),
 }
@@ -127,6 +127,15 @@ pub struct RunArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Also check the agent profiles and the verifier of this task file.
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ValidateArgs {
     #[arg(long, short = 't', value_name = "FILE")]
     pub tasks: PathBuf,
@@ -182,24 +191,34 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn doctor(a: RepoArg) -> anyhow::Result<i32> {
-    let mut ok = true;
-    match crate::git::repo::UserRepo::open(&a.repo) {
-        Ok(r) => println!("ok    git repository at {}", r.workdir.display()),
-        Err(e) => println!("note  {e}"),
+fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
+    let file = match &a.tasks {
+        Some(path) => match crate::taskfile::load(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("fanout: {e}");
+                return Ok(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+    match crate::git::repo::UserRepo::open(&a.repo.repo) {
+        Ok(r) => println!("ok    git: repository at {}", r.workdir.display()),
+        Err(e) => println!("warn  git: {e}"),
     }
-    match crate::sandbox::kernel_abi() {
-        Some(abi) if abi >= 3 => println!("ok    Landlock ABI {abi}: agents run confined"),
-        Some(abi) => {
-            ok = false;
-            println!("fail  Landlock ABI {abi} is below 3 (truncate): agents will not start unless --sandbox off")
-        }
-        None => {
-            ok = false;
-            println!(
-                "fail  this kernel offers no Landlock: agents will not start unless --sandbox off"
-            )
-        }
+    let checks = crate::doctor::run(file.as_ref());
+    for c in &checks {
+        println!("{c}");
     }
-    Ok(if ok { EXIT_OK } else { EXIT_TASKS_FAILED })
+    let verifier = file
+        .as_ref()
+        .and_then(|f| f.verifier.as_ref())
+        .map(|v| v.command.clone())
+        .unwrap_or_else(|| "claude".into());
+    println!("{}", crate::verify::readback::doctor_line(&verifier));
+    Ok(if crate::doctor::has_errors(&checks) {
+        EXIT_TASKS_FAILED
+    } else {
+        EXIT_OK
+    })
 }

@@ -1023,3 +1023,16 @@ mod tests {
         assert!(why.contains("3 line(s)"), "{why}");
     }
 }
+
+/// One line for `fanout doctor` about the verifier binary.
+pub fn doctor_line(command: &str) -> String {
+    match std::process::Command::new(command).arg("--version").output() {
+        Ok(out) if out.status.success() => format!(
+            "ok    verifier: {command} {} (read-back through `mcp serve` / Read)",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        _ => format!(
+            "warn  verifier: {command} not found; read-back will be skipped (install @anthropic-ai/claude-code)"
+        ),
+    }
+}

@@ -146,6 +146,8 @@ fn eight_tasks_merge(version: &str, protocol: &str) {
     for i in 1..=8 {
         let t = run.task(&format!("t{i}"));
         assert_eq!(t["status"], "merged", "task t{i}: {t:#}\n{}", run.stderr);
+        // fanout's own Landlock confinement held Codex.
+        assert_eq!(t["sandbox"], "fully_enforced", "{t:#}");
         let agent = &t["agent"];
         assert_eq!(agent["protocol"], protocol, "{agent:#}");
         assert_eq!(agent["version"], version, "{agent:#}");
@@ -169,6 +171,7 @@ fn eight_tasks_merge(version: &str, protocol: &str) {
         .as_str()
         .expect("integration branch")
         .to_string();
+    assert_eq!(run.report["sandbox"]["mode"], "landlock");
     let files = git(repo.path(), &["ls-tree", "-r", "--name-only", &branch]);
     let mut expected: Vec<String> = (1..=8).map(|i| format!("file{i}.txt")).collect();
     expected.push("README.md".into());
@@ -547,7 +550,10 @@ fn doctor_reports_both_codex_versions() {
         let checks = doctor::codex_checks(&bin, None);
         assert_eq!(checks[0].level, Level::Ok, "{}", checks[0]);
         let line = checks[0].to_string();
-        assert!(line.contains(&format!("Codex {version}")) && line.contains(protocol), "{line}");
+        assert!(
+            line.contains(&format!("Codex {version}")) && line.contains(protocol),
+            "{line}"
+        );
     }
     // `mcp-server` asked of 0.169 (Codex's own mcp_servers table) is an error; of 0.153 it is fine.
     for (version, errors) in [(OLD, 0), (NEW, 1)] {
@@ -561,7 +567,12 @@ fn doctor_reports_both_codex_versions() {
         let found = checks.iter().filter(|c| c.level == Level::Error).count();
         assert_eq!(found, errors, "{checks:?}");
         if errors > 0 {
-            assert!(checks.iter().any(|c| c.message.contains("removed in 0.154.0")), "{checks:?}");
+            assert!(
+                checks
+                    .iter()
+                    .any(|c| c.message.contains("removed in 0.154.0")),
+                "{checks:?}"
+            );
         }
     }
 }
