@@ -943,6 +943,19 @@ fn parse_numbered(text: &str) -> Answer {
     }
 }
 
+/// One line for `fanout doctor` about the verifier binary.
+pub fn doctor_line(command: &str) -> String {
+    match std::process::Command::new(command).arg("--version").output() {
+        Ok(out) if out.status.success() => format!(
+            "ok    verifier: {command} {} (read-back through `mcp serve` / Read)",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        _ => format!(
+            "warn  verifier: {command} not found; read-back will be skipped (install @anthropic-ai/claude-code)"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1021,18 +1034,5 @@ mod tests {
         assert!(why.contains("line 11"), "{why}");
         let why = diff_text("a\nb\nc", "a\nb", false, 1).unwrap();
         assert!(why.contains("3 line(s)"), "{why}");
-    }
-}
-
-/// One line for `fanout doctor` about the verifier binary.
-pub fn doctor_line(command: &str) -> String {
-    match std::process::Command::new(command).arg("--version").output() {
-        Ok(out) if out.status.success() => format!(
-            "ok    verifier: {command} {} (read-back through `mcp serve` / Read)",
-            String::from_utf8_lossy(&out.stdout).trim()
-        ),
-        _ => format!(
-            "warn  verifier: {command} not found; read-back will be skipped (install @anthropic-ai/claude-code)"
-        ),
     }
 }
