@@ -323,9 +323,9 @@ async fn pipeline(
 }
 
 /// TEST-ONLY hook: `FANOUT_TEST_TAMPER_AFTER_COMMIT=<relative path>` appends one byte to that
-/// file of the task's worktree after the commit and before verification, so tests can prove
-/// that read-back catches a worktree that no longer matches the commit. Only paths the task
-/// changed are touched.
+/// file of the task's worktree (re-creating it if the task deleted it) after the commit and
+/// before verification, so tests can prove that read-back catches a worktree that no longer
+/// matches the commit. Only paths the task changed are touched.
 fn tamper_for_tests(worktree: &Path, collected: &Collected) {
     let Some(rel) = std::env::var_os("FANOUT_TEST_TAMPER_AFTER_COMMIT") else {
         return;
@@ -335,6 +335,7 @@ fn tamper_for_tests(worktree: &Path, collected: &Collected) {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .append(true)
+            .create(true)
             .open(worktree.join(&*rel))
         {
             let _ = f.write_all(b"!");

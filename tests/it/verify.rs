@@ -200,6 +200,29 @@ fn a_file_changed_after_commit_fails_read_back_naming_it() {
     let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
     assert!(!String::from_utf8_lossy(&merged["src/file_00.txt"]).contains("LINE 2"));
     assert!(String::from_utf8_lossy(&merged["src/file_01.txt"]).contains("LINE 2"));
+
+    // A deleted file that is still readable after the commit is a mismatch too.
+    let file = repo.write_tasks(&json!({
+        "defaults": {"agent": "fake", "max_attempts": 1},
+        "agents": {"fake": fake_mcp_profile(&["mcp-server"])},
+        "verifier": claude_verifier(),
+        "tasks": [{"id": "remover", "prompt": "delete src/file_02.txt"}]
+    }));
+    let (out, report) = run_env(
+        &repo,
+        &file,
+        &[],
+        &[("FANOUT_TEST_TAMPER_AFTER_COMMIT", "src/file_02.txt")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let t = task(&report, "remover");
+    assert_eq!(t["status"], "verify_failed", "{t}");
+    assert_eq!(t["readback"]["mismatches"], json!(["src/file_02.txt"]));
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("src/file_02.txt: deleted in the commit but still readable"),
+        "{error}"
+    );
 }
 
 #[test]
