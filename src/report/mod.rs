@@ -79,6 +79,32 @@ pub struct ReadbackReport {
     pub skipped_binary: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mismatches: Vec<String>,
+    /// Text files not compared, each `path: why` (symbolic links, submodules, types the
+    /// verifier does not show as text, lines longer than it can show).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Deleted (or renamed-from) paths confirmed unreadable.
+    #[serde(default)]
+    pub deleted_checked: usize,
+}
+
+/// The run's verifier process, for the report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VerifierSummary {
+    /// The program that was started (resolved path).
+    pub command: String,
+    pub args: Vec<String>,
+    pub tool: String,
+    /// `serverInfo` of its `initialize` answer.
+    pub server: Option<String>,
+    pub version: Option<String>,
+    /// Process id of the last start (gone after the run).
+    pub pid: Option<i32>,
+    pub stderr_log: String,
+    /// Tool calls made.
+    pub calls: u64,
+    /// Restarts after it died or hung.
+    pub restarts: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -161,6 +187,9 @@ pub struct RunReport {
     pub run_dir: String,
     pub interrupted: bool,
     pub sandbox: SandboxSummary,
+    /// The read-back verifier, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<VerifierSummary>,
     pub duration_ms: u64,
     pub counts: std::collections::BTreeMap<String, usize>,
     pub tasks: Vec<TaskReport>,

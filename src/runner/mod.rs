@@ -71,6 +71,14 @@ pub(crate) enum Pending {
 pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    // Before the run folder exists: `--readback require` without a verifier creates nothing.
+    let (verifier, readback_skip) = runtime
+        .block_on(crate::verify::readback::start_for_run(&plan, &progress))
+        .map_err(RunError::Verifier)?;
     for sub in [
         "worktrees",
         "scratch",
@@ -109,15 +117,8 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let plan_tasks = plan.tasks.clone();
-    let (verifier, readback_skip) = runtime
-        .block_on(crate::verify::readback::start_for_run(&plan, &progress))
-        .map_err(RunError::Verifier)?;
     if let Some(why) = &readback_skip {
         if plan.options.readback != crate::plan::ReadbackMode::Off {
             warnings.push(format!("read-back skipped: {why}"));
@@ -143,10 +144,13 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         runtime.block_on(run_all(shared.clone(), cancel_tx, &state, &mut run_state));
 
     // Stop the verifier before integration; its process must not outlive the run.
-    if let Some(v) = &shared.verifier {
-        let v = v.clone();
-        runtime.block_on(async move { v.lock().await.shutdown().await });
-    }
+    let verifier_summary = shared.verifier.clone().map(|v| {
+        runtime.block_on(async move {
+            let mut v = v.lock().await;
+            v.shutdown().await;
+            v.summary()
+        })
+    });
     drop(runtime);
 
     let mut reports = reports;
@@ -168,6 +172,7 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         run_dir: run_dir.display().to_string(),
         interrupted,
         sandbox: sandbox_summary,
+        verifier: verifier_summary,
         duration_ms: started.elapsed().as_millis() as u64,
         counts,
         tasks: reports,

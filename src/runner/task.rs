@@ -242,6 +242,7 @@ async fn pipeline(
             report.attempts.push(attempt_report);
             break Ok(None);
         }
+        tamper_for_tests(&paths.worktree, &collected);
         // 5. Verify.
         let gates = verify_gates(shared, task, &paths, &spawn, &collected, report).await;
         let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed).collect();
@@ -317,6 +318,27 @@ async fn pipeline(
                 json!({"status": s.status.as_str(), "error": s.error}),
             );
             Err(s)
+        }
+    }
+}
+
+/// TEST-ONLY hook: `FANOUT_TEST_TAMPER_AFTER_COMMIT=<relative path>` appends one byte to that
+/// file of the task's worktree (re-creating it if the task deleted it) after the commit and
+/// before verification, so tests can prove that read-back catches a worktree that no longer
+/// matches the commit. Only paths the task changed are touched.
+fn tamper_for_tests(worktree: &Path, collected: &Collected) {
+    let Some(rel) = std::env::var_os("FANOUT_TEST_TAMPER_AFTER_COMMIT") else {
+        return;
+    };
+    let rel = rel.to_string_lossy();
+    if collected.summary.files.iter().any(|f| *f == rel) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(worktree.join(&*rel))
+        {
+            let _ = f.write_all(b"!");
         }
     }
 }

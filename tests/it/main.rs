@@ -11,3 +11,4 @@ mod sandbox;
 mod sandbox_run;
 mod support;
 mod validate;
+mod verify;

@@ -382,12 +382,36 @@ struct Out {
     capture: Option<Vec<String>>,
 }
 
+/// A conversation: its cwd and the scripts queued for its next replies.
+struct Thread {
+    cwd: PathBuf,
+    /// Sections after `--- on reply ---` lines, run by the following `codex-reply` calls in order.
+    replies: std::collections::VecDeque<String>,
+}
+
+/// A prompt line that starts the script of the next `codex-reply` on the same thread.
+const ON_REPLY: &str = "--- on reply ---";
+
+/// Splits a prompt at its `--- on reply ---` lines: the script to run now, then the queued ones.
+fn split_replies(prompt: &str) -> (String, std::collections::VecDeque<String>) {
+    let mut sections = vec![String::new()];
+    for line in prompt.split_inclusive('\n') {
+        if line.trim() == ON_REPLY {
+            sections.push(String::new());
+        } else if let Some(last) = sections.last_mut() {
+            last.push_str(line);
+        }
+    }
+    let first = sections.remove(0);
+    (first, sections.into())
+}
+
 #[derive(Default)]
 struct Server {
     out: Mutex<Out>,
     slow_ms: AtomicU64,
-    /// threadId → cwd of every thread this process created.
-    threads: Mutex<HashMap<String, PathBuf>>,
+    /// threadId → every thread this process created.
+    threads: Mutex<HashMap<String, Thread>>,
     /// Serialized request id → cancel flag of every running tools/call.
     running: Mutex<HashMap<String, Arc<AtomicBool>>>,
     /// Calls still working (hung calls excluded): stdin EOF waits for them.
@@ -691,8 +715,15 @@ fn handle_call(
                 return false;
             }
             let tid = srv.new_thread_id();
-            lock(&srv.threads).insert(tid.clone(), cwd.clone());
-            (tid, cwd, prompt)
+            let (now, replies) = split_replies(prompt);
+            lock(&srv.threads).insert(
+                tid.clone(),
+                Thread {
+                    cwd: cwd.clone(),
+                    replies,
+                },
+            );
+            (tid, cwd, now)
         }
         "codex-reply" => {
             let tid = args
@@ -706,11 +737,6 @@ fn handle_call(
                 );
                 return false;
             };
-            let Some(cwd) = lock(&srv.threads).get(tid).cloned() else {
-                let text = format!("Session not found for thread_id: {tid}");
-                srv.reply(id, tool_result(&text, true, None));
-                return false;
-            };
             let Some(prompt) = prompt else {
                 srv.reply(
                     id,
@@ -718,7 +744,18 @@ fn handle_call(
                 );
                 return false;
             };
-            (tid.to_string(), cwd, prompt)
+            // A queued `--- on reply ---` section runs instead of the reply's own text (which
+            // is feedback prose that may well contain lines starting with command words).
+            let found = lock(&srv.threads)
+                .get_mut(tid)
+                .map(|t| (t.cwd.clone(), t.replies.pop_front()));
+            let Some((cwd, queued)) = found else {
+                let text = format!("Session not found for thread_id: {tid}");
+                srv.reply(id, tool_result(&text, true, None));
+                return false;
+            };
+            let script = queued.unwrap_or_else(|| prompt.to_string());
+            (tid.to_string(), cwd, script)
         }
         other => {
             srv.reply(
@@ -739,7 +776,7 @@ fn handle_call(
         hung: false,
         calls: 0,
     };
-    let outcome = turn.run(prompt);
+    let outcome = turn.run(&prompt);
     let response = match outcome {
         Outcome::Cancelled => return turn.hung,
         Outcome::Done(msg) => tool_result(&msg, false, Some(&thread_id)),
@@ -1668,5 +1705,19 @@ mod tests {
         assert_ne!(a, b);
         let lens: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(lens, vec![8, 4, 4, 4, 12]);
+    }
+
+    #[test]
+    fn on_reply_sections_queue_in_order() {
+        let (now, queued) = split_replies(
+            "write a <<<1\n--- on reply ---\nwrite b <<<2\n  --- on reply ---  \nsay third\n",
+        );
+        assert_eq!(now, "write a <<<1\n");
+        assert_eq!(
+            queued,
+            vec!["write b <<<2\n".to_string(), "say third\n".to_string()]
+        );
+        let (now, queued) = split_replies("say only");
+        assert_eq!((now.as_str(), queued.len()), ("say only", 0));
     }
 }
