@@ -125,7 +125,10 @@ pub struct TaskReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conflict_paths: Vec<String>,
-    pub attempts: Vec<AttemptReport>,
+    /// How many times the agent was prompted (the first prompt plus feedback rounds).
+    pub attempts: usize,
+    /// Each attempt: its commit, its gate results and why it failed.
+    pub attempt_history: Vec<AttemptReport>,
     pub verify: Vec<GateResult>,
     pub readback: Option<ReadbackReport>,
     /// Landlock status of the agent: fully_enforced, partially_enforced, not_enforced or off.
@@ -153,7 +156,8 @@ impl TaskReport {
             duration_ms: 0,
             error: None,
             conflict_paths: Vec::new(),
-            attempts: Vec::new(),
+            attempts: 0,
+            attempt_history: Vec::new(),
             verify: Vec::new(),
             readback: None,
             sandbox: "not_started".into(),

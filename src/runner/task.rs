@@ -65,6 +65,7 @@ pub(crate) async fn run(
         }
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
+    report.attempts = report.attempt_history.len();
     let ok = matches!(pending, Pending::Ready(_)) || report.status == TaskStatus::NoChanges;
     let dep = DepResult {
         commit,
@@ -239,7 +240,7 @@ async fn pipeline(
         };
         fill_change(report, &collected, &paths);
         if collected.commit.is_none() {
-            report.attempts.push(attempt_report);
+            report.attempt_history.push(attempt_report);
             break Ok(None);
         }
         tamper_for_tests(&paths.worktree, &collected);
@@ -249,7 +250,7 @@ async fn pipeline(
         if failed.is_empty() {
             attempt_report.gates = gates.clone();
             report.verify = gates;
-            report.attempts.push(attempt_report);
+            report.attempt_history.push(attempt_report);
             break Ok(collected.commit);
         }
         let feedback = feedback_prompt(&failed, attempt, task.max_attempts);
@@ -262,14 +263,14 @@ async fn pipeline(
         );
         attempt_report.gates = gates.clone();
         report.verify = gates;
-        report.attempts.push(attempt_report);
+        report.attempt_history.push(attempt_report);
         events.record(
             "verify_failed",
             json!({"attempt": attempt, "feedback": feedback}),
         );
         if attempt >= task.max_attempts || *shared.cancel.borrow() {
             let why = report
-                .attempts
+                .attempt_history
                 .last()
                 .and_then(|a| a.failure.clone())
                 .unwrap_or_default();

@@ -238,7 +238,12 @@ fn feedback_follow_up(version: &str) {
     let run = fanout_run(repo.path(), &tasks, version, home.path());
     let t = run.task("fix");
     assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
-    assert_eq!(t["attempts"].as_array().map(Vec::len), Some(2), "{t:#}");
+    assert_eq!(t["attempts"], 2, "{t:#}");
+    assert_eq!(
+        t["attempt_history"].as_array().map(Vec::len),
+        Some(2),
+        "{t:#}"
+    );
     let branch = run.report["integration_branch"]
         .as_str()
         .expect("branch")

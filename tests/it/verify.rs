@@ -395,7 +395,8 @@ fn an_edit_outside_the_scope_fails_and_never_reaches_the_integration_branch() {
     let scope = &t["verify"][0];
     assert_eq!(scope["gate"], "scope");
     assert_eq!(scope["paths"], json!(["src/file_02.txt"]));
-    assert_eq!(t["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(t["attempts"], 2);
+    assert_eq!(t["attempt_history"].as_array().unwrap().len(), 2);
     let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
     assert!(!merged
         .values()
@@ -419,7 +420,8 @@ fn verify_failure_feedback_lets_the_mcp_agent_fix_it_on_attempt_two() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let t = task(&report, "fixme");
     assert_eq!(t["status"], "merged", "{t}");
-    let attempts = t["attempts"].as_array().unwrap();
+    assert_eq!(t["attempts"], 2, "{t}");
+    let attempts = t["attempt_history"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{t}");
     assert_eq!(attempts[0]["gates"][0]["gate"], "command");
     assert_eq!(attempts[0]["gates"][0]["passed"], false);
@@ -480,8 +482,9 @@ fi
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let t = task(&report, "fixme");
     assert_eq!(t["status"], "merged", "{t}");
-    assert_eq!(t["attempts"].as_array().unwrap().len(), 2, "{t}");
-    assert_eq!(t["attempts"][0]["gates"][0]["passed"], false);
+    assert_eq!(t["attempts"], 2, "{t}");
+    assert_eq!(t["attempt_history"].as_array().unwrap().len(), 2, "{t}");
+    assert_eq!(t["attempt_history"][0]["gates"][0]["passed"], false);
 }
 
 #[test]
