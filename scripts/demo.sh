@@ -24,17 +24,22 @@ export async function load$i(id) {
 }
 JS
 done
-echo 'export async function fetchUser(id) { return { id, managerId: id + 1 }; }' > src/api.js
+cat > src/api.js <<'JS'
+export async function loadUser(id) { return { id, managerId: id + 1 }; }
+/** @deprecated use loadUser */
+export const fetchUser = loadUser;
+JS
 git add -A && git commit --quiet -m "demo: initial"
 
-# 20 tasks: each renames fetchUser( to loadUser( in one module.
+# 20 tasks: each renames the deprecated fetchUser to loadUser in one module; the verify
+# command checks that no use is left, the path scope that nothing else was touched.
 {
   printf '{\n  "version": 1,\n  "defaults": { "agent": "rename", "timeout_secs": 60 },\n'
   printf '  "agents": { "rename": { "protocol": "exec", "command": "%s" } },\n' "$root/examples/codemod/rename-api.sh"
   printf '  "tasks": [\n'
   for i in $(seq -w 1 20); do
     sep=","; [ "$i" = 20 ] && sep=""
-    printf '    { "id": "module-%s", "prompt": "rename fetchUser to loadUser in src/module_%s.js", "paths": ["src/module_%s.js"] }%s\n' "$i" "$i" "$i" "$sep"
+    printf '    { "id": "module-%s", "prompt": "rename fetchUser to loadUser in src/module_%s.js", "paths": ["src/module_%s.js"],\n      "verify": "! grep -n fetchUser src/module_%s.js" }%s\n' "$i" "$i" "$i" "$i" "$sep"
   done
   printf '  ]\n}\n'
 } > "$demo/tasks.json"

@@ -2,7 +2,8 @@
 # A deterministic codemod agent for fanout's `exec` protocol.
 # The prompt (on stdin, and in $FANOUT_PROMPT) names one file and two identifiers:
 #   rename OLD to NEW in PATH
-# It rewrites every call of OLD( to NEW( in that file, inside the task's worktree.
+# It renames the identifier OLD to NEW everywhere in that file (calls and imports), inside
+# the task's worktree.
 set -eu
 prompt=${FANOUT_PROMPT:-$(cat)}
 set -- $prompt
@@ -12,5 +13,5 @@ set -- $prompt
 }
 old=$2 new=$4 file=$6
 [ -f "$file" ] || { echo "rename-api: no such file: $file" >&2; exit 1; }
-sed -i "s/\b$old(/$new(/g" "$file"
+sed -i "s/\b$old\b/$new/g" "$file"
 echo "renamed $old to $new in $file"

@@ -487,7 +487,15 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
     ctx.spawn
         .env
         .insert("TMPDIR".into(), tmp.display().to_string());
-    for port in provider_ports(&config) {
+    // Codex's built-in provider also honours OPENAI_BASE_URL from the environment.
+    let env_url = ctx
+        .spawn
+        .env
+        .get("OPENAI_BASE_URL")
+        .cloned()
+        .or_else(|| std::env::var("OPENAI_BASE_URL").ok());
+    let env_port = env_url.as_deref().and_then(url_port);
+    for port in provider_ports(&config).into_iter().chain(env_port) {
         if !ctx.profile.connect_ports.contains(&port) {
             ctx.profile.connect_ports.push(port);
         }
