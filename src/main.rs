@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     match fanout::cli::run(cli) {
         Ok(code) => exit(code),
         Err(e) => {
-            eprintln!("fanout: error: {e:#}");
+            match e.downcast_ref::<fanout::cli::UsageError>() {
+                Some(usage) => eprintln!("fanout: {usage}"),
+                None => eprintln!("fanout: error: {e:#}"),
+            }
             ExitCode::from(2)
         }
     }

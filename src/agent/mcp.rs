@@ -88,15 +88,7 @@ impl McpSession {
         let list = self.conn.start_request("tools/list", json!({})).await?;
         let mut handler = Handler::new(events.clone(), &mut self.info);
         let tools = self.conn.wait(list, deadline, &mut handler).await?;
-        let names: Vec<String> = tools
-            .get("tools")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = tool_names(&tools);
         let wanted = &self.ctx.profile.tool;
         if !names.iter().any(|n| n == wanted) {
             return Err(JsonRpcError::Remote {
@@ -200,6 +192,18 @@ impl McpSession {
     pub async fn shutdown(mut self) {
         super::rpc_shutdown(&self.conn, &mut self.proc).await
     }
+}
+
+/// The tool names of a `tools/list` result.
+pub fn tool_names(list: &Value) -> Vec<String> {
+    list.get("tools")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn content_text(result: &Value) -> Option<String> {

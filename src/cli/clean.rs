@@ -1,35 +1,19 @@
 //! `fanout clean`: remove a run's leftover worktrees (e.g. after kill -9), optionally its branches.
 
 use super::{CleanArgs, EXIT_OK, EXIT_USAGE};
-use crate::git::repo::UserRepo;
 use crate::git::worktree;
 use crate::ids::RunId;
 use crate::state::StateFile;
 
 pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
-    let repo = match UserRepo::open(&a.repo.repo) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fanout: {e}");
-            return Ok(EXIT_USAGE);
-        }
-    };
+    let repo = super::open_repo(&a.repo)?;
     let runs_dir = repo.runs_dir();
     let runs: Vec<String> = match &a.run {
         Some(r) => match RunId::parse(r) {
             Ok(id) => vec![id.to_string()],
-            Err(e) => {
-                eprintln!("fanout: {e}");
-                return Ok(EXIT_USAGE);
-            }
+            Err(e) => return Err(super::usage(e)),
         },
-        None => std::fs::read_dir(&runs_dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        None => super::list_runs(&repo),
     };
     for run in runs {
         let dir = runs_dir.join(&run);

@@ -3,7 +3,6 @@
 use std::io::{IsTerminal, Write};
 
 use super::{DiffArgs, EXIT_OK, EXIT_USAGE};
-use crate::git::repo::UserRepo;
 use crate::ids::{task_branch, RunId, TaskId};
 
 pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
@@ -14,13 +13,7 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    let repo = match UserRepo::open(&a.repo.repo) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fanout: {e}");
-            return Ok(EXIT_USAGE);
-        }
-    };
+    let repo = super::open_repo(&a.repo)?;
     // The patch written at collection time is exactly what was verified.
     let patch_file = repo
         .runs_dir()

@@ -14,6 +14,34 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Bad input (a missing repository, an unknown run): printed as `fanout: <message>`, exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Wraps any error as a [`UsageError`].
+pub fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+/// The user's repository, or a usage error.
+fn open_repo(a: &RepoArg) -> anyhow::Result<crate::git::repo::UserRepo> {
+    crate::git::repo::UserRepo::open(&a.repo).map_err(|e| usage(crate::error_chain(&e)))
+}
+
+/// Run ids found in the repository's run folder, oldest first.
+fn list_runs(repo: &crate::git::repo::UserRepo) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_dir(repo.runs_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    runs.sort();
+    runs
+}
+
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_TASKS_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
@@ -195,10 +223,7 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
     let file = match &a.tasks {
         Some(path) => match crate::taskfile::load(path) {
             Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!("fanout: {e}");
-                return Ok(EXIT_USAGE);
-            }
+            Err(e) => return Err(usage(e)),
         },
         None => None,
     };

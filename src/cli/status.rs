@@ -1,28 +1,14 @@
 //! `fanout status`: list runs, or show one run's tasks.
 
 use super::{StatusArgs, EXIT_OK, EXIT_USAGE};
-use crate::git::repo::UserRepo;
 use crate::ids::RunId;
 use crate::state::StateFile;
 
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    let repo = match UserRepo::open(&a.repo.repo) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fanout: {e}");
-            return Ok(EXIT_USAGE);
-        }
-    };
+    let repo = super::open_repo(&a.repo)?;
     let runs_dir = repo.runs_dir();
     let Some(run) = a.run else {
-        let mut runs: Vec<String> = std::fs::read_dir(&runs_dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        runs.sort();
+        let runs = super::list_runs(&repo);
         if runs.is_empty() {
             println!("no runs in {}", runs_dir.display());
         }
@@ -51,10 +37,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     };
     let run = match RunId::parse(&run) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("fanout: {e}");
-            return Ok(EXIT_USAGE);
-        }
+        Err(e) => return Err(super::usage(e)),
     };
     let dir = runs_dir.join(run.as_str());
     if a.json {

@@ -268,15 +268,7 @@ async fn handshake(
     conn.notify("notifications/initialized", json!({})).await?;
     let list = conn.start_request("tools/list", json!({})).await?;
     let tools = conn.wait(list, deadline, ServerRequests).await?;
-    let names: Vec<String> = tools
-        .get("tools")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = crate::agent::mcp::tool_names(&tools);
     if !names.iter().any(|n| n == tool) {
         return Err(VerifierError::NoTool {
             tool: tool.to_string(),
