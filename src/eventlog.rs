@@ -74,7 +74,7 @@ impl EventLog {
         }
         let limit_hit = inner.lines == MAX_EVENT_LINES;
         if let Some(f) = inner.file.as_mut() {
-            let mut text = line.to_string();
+            let mut text = crate::redact::redact(&line.to_string()).into_owned();
             text.push('\n');
             if limit_hit {
                 text.push_str(&format!(

@@ -111,6 +111,7 @@ pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
 
 impl Plan {
     pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
+        crate::redact::register_process_env();
         let file = taskfile::load(&options.tasks_file)?;
         let repo = UserRepo::open(&options.repo)?;
         Self::from_parts(file, repo, options)
@@ -227,8 +228,13 @@ fn expand_profile(
 ) -> Result<AgentProfile, PlanError> {
     let mut p = profile.clone();
     for (k, v) in p.env.iter_mut() {
+        let from_env = v.contains("${");
         *v = taskfile::expand_env(v, lookup)
             .map_err(|e| PlanError::Invalid(format!("{path}.env.{k}: {e}")))?;
+        // Values taken from the environment or named like credentials stay out of every log.
+        if from_env || crate::redact::is_secret_name(k) {
+            crate::redact::register(v);
+        }
     }
     Ok(p)
 }

@@ -53,6 +53,8 @@ pub enum SpawnError {
 /// A running, supervised child with piped stdin/stdout.
 pub struct AgentProcess {
     pub child: Child,
+    /// Copies the child's stderr into its log, secrets masked; done when the pipe closes.
+    stderr_copier: Option<tokio::task::JoinHandle<()>>,
     pub pid: i32,
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
@@ -62,7 +64,7 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn spawn(spec: &SpawnSpec) -> Result<AgentProcess, SpawnError> {
-        let stderr = std::fs::OpenOptions::new()
+        let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&spec.stderr_log)
@@ -80,7 +82,7 @@ impl AgentProcess {
             .current_dir(&spec.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
+            .stderr(Stdio::piped());
         for k in &spec.env_remove {
             std_cmd.env_remove(k);
         }
@@ -109,7 +111,12 @@ impl AgentProcess {
             source,
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let stderr_copier = child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(copy_stderr(err, tokio::fs::File::from_std(log))));
         Ok(AgentProcess {
+            stderr_copier,
             stdin: child.stdin.take(),
             stdout: child.stdout.take(),
             child,
@@ -155,10 +162,53 @@ impl AgentProcess {
             .ok()
     }
 
-    /// The last lines of the child's stderr log, for error messages.
-    pub fn stderr_tail(&self) -> String {
-        tail_of_file(&self.stderr_log, 2000)
+    /// The last lines of the child's stderr log, for error messages (after the log caught up).
+    pub async fn stderr_tail(&mut self) -> String {
+        self.stderr_tail_max(2000).await
     }
+
+    /// The last `max` bytes of the child's stderr log, once the log caught up.
+    pub async fn stderr_tail_max(&mut self, max: usize) -> String {
+        if let Some(copier) = self.stderr_copier.take() {
+            // The pipe closes when the tree is gone; don't wait for ever on a leaked writer.
+            let _ = tokio::time::timeout(Duration::from_secs(2), copier).await;
+        }
+        tail_of_file(&self.stderr_log, max)
+    }
+}
+
+/// Longest stderr log kept per process; the rest is counted, not written.
+const MAX_STDERR_LOG: u64 = 32 * 1024 * 1024;
+
+/// Copies an agent's stderr into its log line by line, masking secrets, up to a bound.
+async fn copy_stderr(err: tokio::process::ChildStderr, mut log: tokio::fs::File) {
+    use tokio::io::AsyncWriteExt;
+    let mut reader = tokio::io::BufReader::new(err);
+    let mut written = 0u64;
+    let mut dropped = 0u64;
+    while let Ok(Some(line)) = crate::jsonrpc::read_capped_line(&mut reader, 64 * 1024).await {
+        let bytes = match line {
+            crate::jsonrpc::Line::Text(b) => b,
+            crate::jsonrpc::Line::TooLong(n) => {
+                format!("(a line of {n} bytes, not kept)\n").into_bytes()
+            }
+        };
+        if written + bytes.len() as u64 > MAX_STDERR_LOG {
+            dropped += bytes.len() as u64;
+            continue;
+        }
+        let masked = crate::redact::redact_bytes(&bytes);
+        written += masked.len() as u64;
+        if log.write_all(&masked).await.is_err() {
+            break;
+        }
+    }
+    if dropped > 0 {
+        let _ = log
+            .write_all(format!("fanout: {dropped} more bytes of stderr were not kept\n").as_bytes())
+            .await;
+    }
+    let _ = log.flush().await;
 }
 
 /// The end of a text file, at most `max` bytes, cut at a line start when possible.

@@ -422,6 +422,15 @@ pub fn prepare_home(
             std::fs::copy(&auth, &dst).map_err(io)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            // Its tokens are masked wherever fanout writes text.
+            if let Ok(v) = std::fs::read(&auth)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+                })
+            {
+                crate::redact::register_json_strings(&v);
+            }
         }
     }
     Ok((home, config))

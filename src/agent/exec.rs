@@ -99,7 +99,7 @@ impl ExecSession {
         if !status.success() {
             return Err(AgentError::Crashed {
                 status: describe_exit(&status),
-                stderr: proc.stderr_tail(),
+                stderr: proc.stderr_tail().await,
             });
         }
         self.info.last_message = last.clone();

@@ -286,7 +286,7 @@ pub(crate) async fn rpc_failure(
             proc.terminate(Duration::ZERO).await;
             AgentError::Crashed {
                 status,
-                stderr: proc.stderr_tail(),
+                stderr: proc.stderr_tail().await,
             }
         }
         JsonRpcError::Remote {

@@ -70,7 +70,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
     };
-    print!("{}", crate::report::table::render(&report));
+    print!(
+        "{}",
+        crate::redact::redact(&crate::report::table::render(&report))
+    );
     if let Some(path) = report_path {
         crate::report::write_json_atomic(&path, &report)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;

@@ -214,13 +214,14 @@ impl RunReport {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` atomically (temp file + fsync + rename).
+/// Writes `value` as pretty JSON to `path` atomically (temp file + fsync + rename), secrets masked.
 pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
+    let text = serde_json::to_string_pretty(value)?;
+    tmp.write_all(crate::redact::redact(&text).as_bytes())?;
     tmp.write_all(b"\n")?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -25,13 +25,17 @@ impl Progress {
             return;
         }
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(std::io::stderr(), "{text}");
+        let _ = writeln!(std::io::stderr(), "{}", crate::redact::redact(text));
     }
 
     /// Warnings are printed even when quiet.
     pub fn warn(&self, text: &str) {
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(std::io::stderr(), "fanout: warning: {text}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "fanout: warning: {}",
+            crate::redact::redact(text)
+        );
     }
 
     pub fn run_started(&self, plan: &Plan, sandbox: &SandboxSummary) {

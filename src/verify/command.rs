@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use crate::process::{describe_exit, tail_of_file, AgentProcess, SpawnSpec};
+use crate::process::{describe_exit, AgentProcess, SpawnSpec};
 
 /// How much verify output is kept.
 pub const MAX_OUTPUT: usize = 8 * 1024;
@@ -82,7 +82,7 @@ pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> Comman
     };
     let stdout = reader.await.unwrap_or_default();
     let mut output = String::from_utf8_lossy(&stdout).into_owned();
-    let err = tail_of_file(&spec.stderr_log, MAX_OUTPUT);
+    let err = proc.stderr_tail_max(MAX_OUTPUT).await;
     if !err.is_empty() {
         if !output.is_empty() && !output.ends_with('\n') {
             output.push('\n');

@@ -151,7 +151,7 @@ impl Verifier {
             Err(e) => {
                 conn.close_input().await;
                 proc.terminate(STOP_GRACE).await;
-                let tail = proc.stderr_tail();
+                let tail = proc.stderr_tail().await;
                 Err(match e {
                     VerifierError::Rpc(JsonRpcError::Closed(why)) if !tail.is_empty() => {
                         VerifierError::Spawn(format!(

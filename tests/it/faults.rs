@@ -177,3 +177,59 @@ fn exec_agent_flooding_stdout_stays_bounded() {
     let log = std::fs::metadata(task(&report, "flood")["event_log"].as_str().unwrap()).unwrap();
     assert!(log.len() < 40_000_000, "event log is {} bytes", log.len());
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn secrets_stay_out_of_logs_reports_and_the_terminal() {
+    let repo = TestRepo::with_files(1);
+    let secret = "sk-fanout-test-5ecret-value-0123";
+    let leak = "echo \"token is $API_TOKEN\"; echo \"stderr token $API_TOKEN\" >&2; exit 3";
+    let file = repo.write_tasks(&json!({
+        "agents": {"leaky": {"protocol": "exec", "command": "sh", "args": ["-c", leak],
+                             "env": {"API_TOKEN": "${FANOUT_TEST_SECRET_VALUE}"}}},
+        "tasks": [{"id": "leaky", "prompt": "x", "agent": "leaky"}]
+    }));
+    let report_path = repo.report_path();
+    let out = std::process::Command::new(fanout_bin())
+        .args([
+            "run",
+            "--no-readback",
+            "--tasks",
+            file.to_str().unwrap(),
+            "--report",
+            report_path.to_str().unwrap(),
+            "--repo",
+        ])
+        .arg(&repo.path)
+        .env("FANOUT_TEST_SECRET_VALUE", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = std::fs::read_to_string(&report_path).unwrap();
+    // The agent did see the secret (its output was masked, not missing).
+    assert!(report.contains("stderr token [redacted]"), "{report}");
+    assert!(!report.contains(secret));
+    assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+    let hits = files_containing(&repo.path.join(".git/fanout"), secret.as_bytes());
+    assert!(hits.is_empty(), "the secret is in {hits:?}");
+}
