@@ -64,6 +64,16 @@ pub(crate) async fn run(
             (Pending::Done, None)
         }
     };
+    if report.patch.is_none() {
+        // One patch per task, empty when the task changed nothing (or never ran).
+        let patch = shared
+            .run_dir
+            .join("patches")
+            .join(format!("{}.patch", task.id()));
+        if std::fs::write(&patch, b"").is_ok() {
+            report.patch = Some(patch.display().to_string());
+        }
+    }
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.attempts = report.attempt_history.len();
     let ok = matches!(pending, Pending::Ready(_)) || report.status == TaskStatus::NoChanges;
@@ -246,6 +256,10 @@ async fn pipeline(
         tamper_for_tests(&paths.worktree, &collected);
         // 5. Verify.
         let gates = verify_gates(shared, task, &paths, &spawn, &collected, report).await;
+        events.record(
+            "verify",
+            json!({"attempt": attempt, "gates": gates, "readback": report.readback}),
+        );
         let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed).collect();
         if failed.is_empty() {
             attempt_report.gates = gates.clone();

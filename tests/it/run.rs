@@ -268,3 +268,33 @@ fn refuses_bare_and_empty_repositories() {
         assert!(!dir.join("fanout").exists() && !dir.join(".git/fanout").exists());
     }
 }
+
+#[test]
+fn keep_worktrees_leaves_them_for_inspection_and_clean_removes_them() {
+    let repo = TestRepo::with_files(2);
+    let file = repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "tasks": [{"id": "kept", "prompt": "write kept.txt <<<kept", "agent": "fake"},
+                  {"id": "same", "prompt": "nothing to do", "agent": "fake"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--keep-worktrees"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let wts = repo.worktrees();
+    assert_eq!(wts.len(), 2, "{wts:?}");
+    let kept = wts
+        .iter()
+        .find(|w| w.ends_with("/kept"))
+        .expect("kept worktree");
+    assert_eq!(
+        std::fs::read_to_string(format!("{kept}/kept.txt")).unwrap(),
+        "kept"
+    );
+    // Every task has a patch, empty when it changed nothing.
+    let patch = task(&report, "same")["patch"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read(&patch).unwrap(), b"");
+    let clean = repo.fanout(&["clean", report["run_id"].as_str().unwrap()]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    // Without --branches the results stay.
+    assert!(repo.branches().iter().any(|b| b.ends_with("/merged")));
+}
