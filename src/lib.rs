@@ -39,3 +39,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 pub mod redact;
+pub mod resume;

@@ -31,7 +31,7 @@ pub struct RunOptions {
     pub self_exe: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SandboxOptions {
     /// false only with an explicit `--sandbox off`.
     pub enabled: bool,
@@ -51,7 +51,8 @@ impl Default for SandboxOptions {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NetChoice {
     /// TCP connect to 443 and the profile's `connect_ports` only.
     Default,
@@ -59,7 +60,8 @@ pub enum NetChoice {
     None,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReadbackMode {
     /// Read back when the verifier's binary is found; warn once when it is not.
     Auto,
@@ -105,6 +107,10 @@ pub struct Plan {
     pub verifier: Option<AgentProfile>,
     pub options: RunOptions,
     pub run_dir: PathBuf,
+    /// The task file as the user wrote it (saved in the run folder for `fanout resume`).
+    pub task_file_text: String,
+    /// Results carried over from an interrupted run (`fanout resume`), by task id.
+    pub priors: BTreeMap<String, crate::resume::Prior>,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
@@ -113,8 +119,11 @@ impl Plan {
     pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
         crate::redact::register_process_env();
         let file = taskfile::load(&options.tasks_file)?;
+        let text = std::fs::read_to_string(&options.tasks_file).unwrap_or_default();
         let repo = UserRepo::open(&options.repo)?;
-        Self::from_parts(file, repo, options)
+        let mut plan = Self::from_parts(file, repo, options)?;
+        plan.task_file_text = text;
+        Ok(plan)
     }
 
     pub fn from_parts(
@@ -188,6 +197,8 @@ impl Plan {
             verifier,
             options,
             run_dir,
+            task_file_text: String::new(),
+            priors: BTreeMap::new(),
         })
     }
 

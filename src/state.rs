@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
 use crate::report::RunReport;
+use crate::resume::Prior;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
@@ -30,6 +31,8 @@ pub struct RunState {
 pub struct TaskState {
     pub status: String,
     pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl RunState {
@@ -48,11 +51,19 @@ impl RunState {
                 .tasks
                 .iter()
                 .map(|t| {
+                    let (status, commit) = match plan.priors.get(t.id().as_str()) {
+                        Some(Prior::Verified(oid)) => ("verified", Some(oid.to_string())),
+                        Some(Prior::Ended { status, commit, .. }) => {
+                            (status.as_str(), commit.clone())
+                        }
+                        None => ("pending", None),
+                    };
                     (
                         t.id().to_string(),
                         TaskState {
-                            status: "pending".into(),
-                            commit: None,
+                            status: status.into(),
+                            commit,
+                            error: None,
                         },
                     )
                 })
@@ -61,25 +72,36 @@ impl RunState {
         }
     }
 
-    pub fn set_task(&mut self, id: &str, status: &str, commit: Option<String>) {
+    pub fn set_task(
+        &mut self,
+        id: &str,
+        status: &str,
+        commit: Option<String>,
+        error: Option<String>,
+    ) {
         self.tasks.insert(
             id.to_string(),
             TaskState {
                 status: status.into(),
                 commit,
+                error,
             },
         );
     }
 
-    pub fn finish(&mut self, report: &RunReport) {
+    /// Records the end of the run. After an interruption, verified tasks stay `verified` and
+    /// cut-off ones `interrupted`, so that `fanout resume` knows what to keep and what to redo.
+    pub fn finish(&mut self, report: &RunReport, verified: &[bool]) {
         self.status = if report.interrupted {
             "interrupted"
         } else {
             "finished"
         }
         .into();
-        for t in &report.tasks {
-            self.set_task(&t.id, t.status.as_str(), t.commit.clone());
+        for (i, t) in report.tasks.iter().enumerate() {
+            let was_verified = report.interrupted && verified.get(i).copied().unwrap_or(false);
+            let status = crate::resume::state_status(t.status, was_verified, report.interrupted);
+            self.set_task(&t.id, status, t.commit.clone(), t.error.clone());
         }
     }
 

@@ -68,6 +68,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print one task's diff.
     Diff(DiffArgs),
+    /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
+    Resume(ResumeArgs),
     /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
     Clean(CleanArgs),
     /// Check git, the Landlock ABI, the agent binaries and the verifier.
@@ -195,6 +197,23 @@ pub struct DiffArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The run id (see `fanout status`).
+    pub run: String,
+    /// At most this many agents at once (default: as the run had).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Also write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Print only warnings and the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct CleanArgs {
     #[command(flatten)]
     pub repo: RepoArg,
@@ -213,6 +232,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(a) => status::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Clean(a) => clean::run(a),
+        Command::Resume(a) => resume(a),
         Command::Doctor(a) => doctor(a),
         // Still single-threaded here: the supervisor may fork.
         Command::Sandbox(a) => Ok(crate::sandbox::cli::run_args(a)),
@@ -246,4 +266,16 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let run = crate::ids::RunId::parse(&a.run).map_err(usage)?;
+    if a.jobs == Some(0) {
+        return Err(usage("--jobs must be at least 1"));
+    }
+    let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
+    let plan = crate::resume::plan_resume(&a.repo.repo, &run, a.jobs, a.report.clone(), self_exe)
+        .map_err(|e| usage(crate::error_chain(&e)))?;
+    run::execute_and_report(plan, a.quiet)
 }

@@ -61,8 +61,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
+    execute_and_report(plan, a.quiet)
+}
+
+/// Runs a plan, prints the table, writes `--report`; returns the exit code.
+pub(super) fn execute_and_report(plan: Plan, quiet: bool) -> anyhow::Result<i32> {
     let report_path = plan.options.report.clone();
-    let report = match runner::execute(plan, Progress::new(a.quiet)) {
+    let report = match runner::execute(plan, Progress::new(quiet)) {
         Ok(r) => r,
         Err(e @ runner::RunError::Verifier(_)) => {
             eprintln!("fanout: {e}");

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub progress: Progress,
     pub cancel: watch::Receiver<bool>,
     pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
+    /// Outcomes carried over by `fanout resume`.
+    pub priors: BTreeMap<String, crate::resume::Prior>,
     pub readback_skip: Option<String>,
 }
 
@@ -91,6 +93,14 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
             path: p.display().to_string(),
             source,
+        })?;
+    }
+    if plan.priors.is_empty() {
+        crate::resume::save_inputs(&plan, &plan.task_file_text).map_err(|source| {
+            RunError::RunDir {
+                path: run_dir.join("inputs").display().to_string(),
+                source,
+            }
         })?;
     }
     let state = StateFile::new(run_dir.join("state.json"));
@@ -137,6 +147,7 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         cancel: cancel_rx,
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
         readback_skip,
+        priors: plan.priors.clone(),
     });
     progress.run_started(&plan, &sandbox_summary);
 
@@ -179,7 +190,11 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         warnings,
     };
     let _ = report::write_json_atomic(&run_dir.join("report.json"), &report);
-    run_state.finish(&report);
+    let verified: Vec<bool> = pendings
+        .iter()
+        .map(|p| matches!(p, Pending::Ready(_)))
+        .collect();
+    run_state.finish(&report, &verified);
     state.write(&run_state);
     Ok(report)
 }
@@ -221,7 +236,10 @@ async fn run_all(
         let shared = shared.clone();
         let jobs = jobs.clone();
         set.spawn(async move {
-            let (report, pending, dep) = task::run(shared, i, deps, jobs).await;
+            let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str()) {
+                Some(prior) => task::carried_over(&shared, i, prior.clone()).await,
+                None => task::run(shared, i, deps, jobs).await,
+            };
             let _ = tx.send(Some(dep));
             (i, report, pending)
         });
@@ -241,7 +259,17 @@ async fn run_all(
                     Ok((i, report, pending)) => {
                         done += 1;
                         shared.progress.task_finished(done, n, &report, matches!(pending, Pending::Ready(_)));
-                        run_state.set_task(&report.id, report.status.as_str(), pending_commit(&pending));
+                        let status = crate::resume::state_status(
+                            report.status,
+                            matches!(pending, Pending::Ready(_)),
+                            *shared.cancel.borrow(),
+                        );
+                        run_state.set_task(
+                            &report.id,
+                            status,
+                            pending_commit(&pending).or(report.commit.clone()),
+                            report.error.clone(),
+                        );
                         state.write(run_state);
                         reports[i] = Some(report);
                         pendings[i] = pending;

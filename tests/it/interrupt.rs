@@ -130,3 +130,166 @@ fn kill_9_leaves_a_consistent_state_that_clean_removes() {
     assert_eq!(repo.branches(), vec!["main".to_string()]);
     assert_eq!(repo.snapshot(), before);
 }
+
+#[test]
+fn an_interrupted_run_resumes_without_redoing_finished_tasks() {
+    let repo = TestRepo::with_files(3);
+    let before = repo.snapshot();
+    // The slow tasks hang in the first phase and finish in the second (fanout passes its
+    // environment to agents, so the test steers them with a variable).
+    let slow = "if [ \"$FANOUT_TEST_PHASE\" = 1 ]; then exec sleep 300; fi; echo \"$FANOUT_TASK_ID\" >> src/file_0${FANOUT_TASK_ID#slow-}.txt";
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "quick": {"protocol": "exec", "command": "sh", "args": ["-c", "echo quick >> src/file_00.txt"]},
+            "slow": {"protocol": "exec", "command": "sh", "args": ["-c", slow]}
+        },
+        "tasks": [
+            {"id": "quick", "prompt": "x", "agent": "quick"},
+            {"id": "slow-1", "prompt": "x", "agent": "slow"},
+            {"id": "slow-2", "prompt": "x", "agent": "slow", "depends_on": ["slow-1"]}
+        ]
+    }));
+    let child = Command::new(fanout_bin())
+        .args(["run", "--no-readback", "--jobs", "3", "--tasks"])
+        .arg(&file)
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fanout starts");
+    // Wait until `quick` is verified and `slow-1` runs.
+    let runs = repo.path.join(".git/fanout/runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run_id = loop {
+        let found = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok());
+        if let Some(run) = found {
+            let state = std::fs::read_to_string(run.path().join("state.json")).unwrap_or_default();
+            let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+            if state["tasks"]["quick"]["status"] == "verified"
+                && run.path().join("worktrees/slow-1").exists()
+            {
+                break run.file_name().to_string_lossy().into_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "the run did not get going");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let out = child.wait_with_output().expect("fanout exits");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let state_path = runs.join(&run_id).join("state.json");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(state["status"], "interrupted");
+    let quick_commit = state["tasks"]["quick"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(state["tasks"]["slow-1"]["status"], "interrupted", "{state}");
+
+    let report_path = repo.report_path();
+    let out = Command::new(fanout_bin())
+        .args(["resume", &run_id, "--report"])
+        .arg(&report_path)
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["run_id"], run_id.as_str());
+    let st = statuses(&report);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    // The finished task was not redone: same commit, started once.
+    assert_eq!(task(&report, "quick")["commit"], quick_commit.as_str());
+    let log = std::fs::read_to_string(runs.join(&run_id).join("events/quick.jsonl")).unwrap();
+    assert_eq!(log.matches("\"task_started\"").count(), 1, "{log}");
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert!(String::from_utf8_lossy(&merged["src/file_00.txt"]).ends_with("quick\n"));
+    assert!(String::from_utf8_lossy(&merged["src/file_02.txt"]).ends_with("slow-2\n"));
+    // A finished run has nothing left to resume.
+    let again = repo.fanout(&["resume", &run_id]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("nothing to resume"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(repo.worktrees().is_empty());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+    assert_eq!(repo.snapshot(), before);
+}
+
+#[test]
+fn a_killed_run_can_be_resumed() {
+    let repo = TestRepo::with_files(2);
+    let before = repo.snapshot();
+    let slow = "echo started > started.txt; if [ \"$FANOUT_TEST_PHASE\" = 1 ]; then exec sleep 300; fi; echo done >> src/file_01.txt";
+    let file = repo.write_tasks(&json!({
+        "agents": {"slow": {"protocol": "exec", "command": "sh", "args": ["-c", slow]}},
+        "tasks": [{"id": "slow", "prompt": "x", "agent": "slow"}]
+    }));
+    let mut child = Command::new(fanout_bin())
+        .args(["run", "--no-readback", "--tasks"])
+        .arg(&file)
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fanout starts");
+    let runs = repo.path.join(".git/fanout/runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run_id = loop {
+        let found = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok());
+        if let Some(run) = found.filter(|r| r.path().join("worktrees/slow/started.txt").exists()) {
+            break run.file_name().to_string_lossy().into_owned();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let out = Command::new(fanout_bin())
+        .args(["resume", &run_id, "--repo"])
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("1 merged"), "{}", stdout(&out));
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    assert_eq!(repo.snapshot(), before);
+}
