@@ -182,6 +182,7 @@ impl Plan {
                 spec: spec.clone(),
             });
         }
+        check_programs(&tasks)?;
         let verifier = match &file.verifier {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,
@@ -248,6 +249,41 @@ fn expand_profile(
         }
     }
     Ok(p)
+}
+
+/// A missing agent program is a broken environment: say so before anything is created,
+/// instead of failing every task. Commands relative to the worktree (`./x.sh`) are checked
+/// when the task starts.
+fn check_programs(tasks: &[PlannedTask]) -> Result<(), PlanError> {
+    let mut checked = std::collections::BTreeSet::new();
+    for t in tasks {
+        let cmd = t.profile.command.as_str();
+        if !checked.insert((t.agent_name.clone(), cmd.to_string())) {
+            continue;
+        }
+        let relative_to_worktree = cmd.contains('/') && !Path::new(cmd).is_absolute();
+        if relative_to_worktree {
+            continue;
+        }
+        if crate::agent::codex::is_codex(&t.profile) || cmd == "codex" {
+            if let Err(e) = crate::agent::codex::find_program(cmd) {
+                return Err(PlanError::Invalid(format!("agent {:?}: {e}", t.agent_name)));
+            }
+            continue;
+        }
+        if crate::agent::codex::find_program(cmd).is_err() {
+            return Err(PlanError::Invalid(format!(
+                "agent {:?}: cannot find its command {cmd:?} ({}); nothing was run",
+                t.agent_name,
+                if cmd.contains('/') {
+                    "no such file"
+                } else {
+                    "not on PATH"
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves `cwd` of a profile against the worktree.

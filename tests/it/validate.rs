@@ -128,3 +128,22 @@ fn a_valid_file_gets_a_one_line_summary() {
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("2 task(s)"));
 }
+
+#[test]
+fn a_missing_agent_program_stops_the_run_before_anything_is_created() {
+    let repo = TestRepo::with_files(1);
+    let branches = repo.branches();
+    let file = repo.write_tasks(&json!({
+        "agents": {"ghost": {"protocol": "exec", "command": "fanout-no-such-program-anywhere"}},
+        "tasks": [{"id": "t", "prompt": "x", "agent": "ghost"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fanout-no-such-program-anywhere"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(report.is_null());
+    assert_nothing_created(&repo, &branches);
+}
