@@ -4,6 +4,7 @@
 pub mod model_server;
 
 mod codex;
+mod doctor;
 mod faults;
 mod interrupt;
 mod run;
