@@ -44,27 +44,41 @@ pub struct Collected {
 }
 
 /// Builds the tree of `task_repo`'s working directory as it is on disk.
-pub fn worktree_tree(task_repo: &Repository, base: Oid) -> Result<Oid, GitError> {
-    let base_tree = task_repo
-        .find_commit(base)
-        .and_then(|c| c.tree())
-        .ctx(|| format!("base commit {base} has no tree"))?;
+///
+/// With `trust_index` (the agent ran confined, so it could not write the worktree's index in
+/// the main `.git`), the index fanout's checkout wrote is used as a stat cache and only files
+/// whose stat changed are hashed again. Otherwise the index is rebuilt from `base`, and every
+/// file is hashed: whatever the agent did to the index is ignored.
+pub fn worktree_tree(
+    task_repo: &Repository,
+    base: Oid,
+    trust_index: bool,
+) -> Result<Oid, GitError> {
     let mut index = task_repo
         .index()
         .ctx(|| "cannot open the task index".into())?;
-    // Start from the base, not from whatever index the agent left behind.
-    index
-        .read_tree(&base_tree)
-        .ctx(|| "cannot load the base tree".into())?;
+    if !trust_index {
+        let base_tree = task_repo
+            .find_commit(base)
+            .and_then(|c| c.tree())
+            .ctx(|| format!("base commit {base} has no tree"))?;
+        index
+            .read_tree(&base_tree)
+            .ctx(|| "cannot load the base tree".into())?;
+    }
     index
         .add_all(["."], IndexAddOption::DEFAULT, None)
         .ctx(|| "cannot add the worktree's files".into())?;
     index
         .update_all(["."], None)
         .ctx(|| "cannot record deleted files".into())?;
-    index
+    let tree = index
         .write_tree_to(task_repo)
-        .ctx(|| "cannot write the worktree's tree".into())
+        .ctx(|| "cannot write the worktree's tree".into())?;
+    // The index now matches the files on disk (with their stat data): saving it keeps the next
+    // collection cheap and makes `git status` in a kept worktree agree with the task commit.
+    index.write().ctx(|| "cannot write the task index".into())?;
+    Ok(tree)
 }
 
 /// Commits the worktree's change on `branch` (parent: `parent`, which is the base or a
@@ -74,8 +88,9 @@ pub fn collect_and_commit(
     parent: Oid,
     branch: &str,
     message: &str,
+    trust_index: bool,
 ) -> Result<Collected, GitError> {
-    let tree_id = worktree_tree(task_repo, parent)?;
+    let tree_id = worktree_tree(task_repo, parent, trust_index)?;
     let parent_commit = task_repo
         .find_commit(parent)
         .ctx(|| format!("parent commit {parent} not found"))?;

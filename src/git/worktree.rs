@@ -9,7 +9,7 @@ worktree's admin folder in the main `.git` (which the sandbox keeps read-only), 
 
 use std::path::{Path, PathBuf};
 
-use git2::{Repository, WorktreeAddOptions};
+use git2::Repository;
 
 use super::{GitContext, GitError};
 
@@ -19,6 +19,11 @@ pub fn worktree_name(run: &str, task: &str) -> String {
 }
 
 /// Creates the task branch at `base` and checks it out into `path`.
+///
+/// The linked worktree's metadata is written directly, in git's own format (what
+/// `git worktree add --no-checkout` writes), instead of through libgit2's worktree add, which
+/// races with itself when several are created at once. The checkout then runs on the task's own
+/// repository handle, so many worktrees can be checked out in parallel.
 pub fn create(
     repo: &Repository,
     name: &str,
@@ -29,17 +34,36 @@ pub fn create(
     let commit = repo
         .find_commit(base)
         .ctx(|| format!("base commit {base} not found"))?;
-    let branch_ref = repo
-        .branch(branch, &commit, false)
+    repo.branch(branch, &commit, false)
         .ctx(|| format!("cannot create branch {branch}"))?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+    let admin = repo.commondir().join("worktrees").join(name);
+    if admin.exists() {
+        return Err(GitError::Io {
+            what: format!("worktree {name} is already registered"),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
     }
-    let mut opts = WorktreeAddOptions::new();
-    let reference = branch_ref.into_reference();
-    opts.reference(Some(&reference));
-    repo.worktree(name, path, Some(&opts))
-        .ctx(|| format!("cannot create worktree {}", path.display()))?;
+    let path = std::path::absolute(path).ctx(|| format!("cannot resolve {}", path.display()))?;
+    let admin =
+        std::path::absolute(&admin).ctx(|| format!("cannot resolve {}", admin.display()))?;
+    let write = |file: &Path, text: String| {
+        std::fs::write(file, text).ctx(|| format!("cannot write {}", file.display()))
+    };
+    std::fs::create_dir_all(&admin).ctx(|| format!("cannot create {}", admin.display()))?;
+    std::fs::create_dir_all(&path).ctx(|| format!("cannot create {}", path.display()))?;
+    write(&admin.join("commondir"), "../..\n".into())?;
+    write(
+        &admin.join("gitdir"),
+        format!("{}\n", path.join(".git").display()),
+    )?;
+    write(&admin.join("HEAD"), format!("ref: refs/heads/{branch}\n"))?;
+    write(&path.join(".git"), format!("gitdir: {}\n", admin.display()))?;
+    let task_repo = open_task_repo(repo, name)?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.force();
+    task_repo
+        .checkout_head(Some(&mut checkout))
+        .ctx(|| format!("cannot check out {branch} into {}", path.display()))?;
     Ok(())
 }
 

@@ -23,8 +23,6 @@ use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 use crate::verify;
 
-static WORKTREE_ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// What dependents learn about a finished task.
 #[derive(Clone, Debug)]
 pub struct DepResult {
@@ -178,12 +176,8 @@ async fn pipeline(
             let repo = git2::Repository::open(&common)
                 .map_err(|e| format!("cannot open the repository: {e}"))?;
             let start = super::integrate::dependency_base(&repo, base, &dep_commits)?;
-            {
-                // libgit2 races on the shared `.git/worktrees` folder: one creation at a time.
-                let _one = WORKTREE_ADD.lock().unwrap_or_else(|e| e.into_inner());
-                worktree::create(&repo, &name, &branch, start, &wt)
-                    .map_err(|e| crate::error_chain(&e))?;
-            }
+            worktree::create(&repo, &name, &branch, start, &wt)
+                .map_err(|e| crate::error_chain(&e))?;
             for sub in ["tmp", "home"] {
                 std::fs::create_dir_all(scratch.join(sub))
                     .map_err(|e| format!("cannot create scratch folder: {e}"))?;
@@ -407,12 +401,14 @@ async fn collect_blocking(
         paths.branch.clone(),
     );
     let message = commit_message(task);
+    // Confined agents cannot write the worktree's index (it lives in the main .git).
+    let trust_index = shared.options.sandbox.enabled;
     blocking(move || {
         let repo = git2::Repository::open(&repo_path)
             .map_err(|e| format!("cannot open the repository: {e}"))?;
         let task_repo =
             worktree::open_task_repo(&repo, &name).map_err(|e| crate::error_chain(&e))?;
-        collect::collect_and_commit(&task_repo, start, &branch, &message)
+        collect::collect_and_commit(&task_repo, start, &branch, &message, trust_index)
             .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
     })
     .await

@@ -289,6 +289,13 @@ fn keep_worktrees_leaves_them_for_inspection_and_clean_removes_them() {
         std::fs::read_to_string(format!("{kept}/kept.txt")).unwrap(),
         "kept"
     );
+    // A real git worktree on the task branch, its index at the task commit.
+    let wt = std::path::Path::new(kept.as_str());
+    assert_eq!(git_text(wt, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git_text(wt, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        task(&report, "kept")["branch"].as_str().unwrap()
+    );
     // Every task has a patch, empty when it changed nothing.
     let patch = task(&report, "same")["patch"].as_str().unwrap().to_string();
     assert_eq!(std::fs::read(&patch).unwrap(), b"");
