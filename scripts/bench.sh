@@ -4,7 +4,9 @@
 # A repository of FILES files; TASKS tasks, each renaming one identifier in one file through the
 # `exec` codemod agent. fanout: worktree per task, sandboxed agent, collect, in-memory merge.
 # Baseline: the same with git commands (worktree add, sed, commit, worktree remove, then
-# cherry-pick every branch onto an integration branch in a scratch worktree), JOBS at a time.
+# cherry-pick every branch onto an integration branch in a scratch worktree), JOBS at a time
+# (git's `worktree add`/`remove` registrations serialised with flock, as they race when run in
+# parallel; the checkouts themselves run in parallel).
 # Prints both times and the ratio. Usage: scripts/bench.sh [FILES] [TASKS] [JOBS]
 set -euo pipefail
 files=${1:-5000} tasks=${2:-20} jobs=${3:-4}
@@ -44,10 +46,13 @@ grep -q "$tasks merged" "$work/fanout.out" || { cat "$work/fanout.out"; echo "be
 make_repo "$work/b"
 one_task() {
   local i=$1 repo=$work/b wt=$work/b-wt/t$1
-  git -C "$repo" worktree add --quiet -b "base/t$i" "$wt" main
+  # git's own `worktree add` races with itself when run in parallel: register one at a time,
+  # then check out in parallel (the fastest safe way with plain git).
+  flock "$work/wt.lock" git -C "$repo" worktree add --quiet --no-checkout -b "base/t$i" "$wt" main
+  git -C "$wt" reset --quiet --hard
   (cd "$wt" && FANOUT_PROMPT="rename fetchUser to loadUser in src/f$i.js" "$root/examples/codemod/rename-api.sh" >/dev/null)
   git -C "$wt" commit --quiet -am "t$i"
-  git -C "$repo" worktree remove --force "$wt"
+  flock "$work/wt.lock" git -C "$repo" worktree remove --force "$wt"
 }
 export -f one_task; export work root
 t2=$(now)
