@@ -1,14 +1,15 @@
 //! Ctrl-C and kill -9 of fanout itself: a consistent run state, no process left, and the
 //! user's repository exactly as it was.
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::support::*;
 
-fn hanging_tasks(repo: &TestRepo) -> std::path::PathBuf {
+fn hanging_tasks(repo: &TestRepo) -> PathBuf {
     repo.write_tasks(&json!({
         "agents": {"fake": fake_mcp_profile(&[])},
         "defaults": {"agent": "fake"},
@@ -20,49 +21,56 @@ fn hanging_tasks(repo: &TestRepo) -> std::path::PathBuf {
     }))
 }
 
-/// Starts `fanout run` in the background and waits until every hanging agent has started.
-/// The caller owns the child and waits for it.
-#[allow(clippy::zombie_processes)]
-fn start_run(repo: &TestRepo, tasks: &std::path::Path) -> std::process::Child {
-    let mut child = Command::new(fanout_bin())
-        .args(["run", "--no-readback", "--jobs", "3", "--tasks"])
+/// Starts `fanout run --report` in the background; `FANOUT_TEST_PHASE` reaches the agents
+/// (fanout passes its environment on), so tests can make them hang in one run and not the next.
+fn spawn_run(repo: &TestRepo, tasks: &Path, jobs: &str, phase: &str) -> Child {
+    Command::new(fanout_bin())
+        .args(["run", "--no-readback", "--jobs", jobs, "--tasks"])
         .arg(tasks)
         .arg("--report")
         .arg(repo.report_path())
         .arg("--repo")
         .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", phase)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("fanout starts");
+        .expect("fanout starts")
+}
+
+/// Waits until `ready` holds for the run's folder and returns that folder. On timeout the run
+/// is killed and the test fails; otherwise the caller owns the child and waits for it.
+#[allow(clippy::zombie_processes)]
+fn wait_for_run(repo: &TestRepo, child: &mut Child, ready: impl Fn(&Path) -> bool) -> PathBuf {
     let runs = repo.path.join(".git/fanout/runs");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // Both hanging agents have written their file: they are inside the hang.
-        let started = std::fs::read_dir(&runs)
+        let run = std::fs::read_dir(&runs)
             .ok()
             .and_then(|mut d| d.next())
             .and_then(|e| e.ok())
-            .map(|run| {
-                ["hang-1", "hang-2"].iter().all(|t| {
-                    run.path()
-                        .join("worktrees")
-                        .join(t)
-                        .join(format!("h{}.txt", &t[5..]))
-                        .exists()
-                })
-            })
-            .unwrap_or(false);
-        if started {
-            return child;
+            .map(|e| e.path());
+        if let Some(run) = run.filter(|r| ready(r)) {
+            return run;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the agents did not start");
+            panic!("the run did not get going");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts the hanging tasks and waits until both hanging agents are inside their hang.
+fn start_run(repo: &TestRepo, tasks: &Path) -> Child {
+    let mut child = spawn_run(repo, tasks, "3", "1");
+    wait_for_run(repo, &mut child, |run| {
+        ["1", "2"]
+            .iter()
+            .all(|n| run.join(format!("worktrees/hang-{n}/h{n}.txt")).exists())
+    });
+    child
 }
 
 #[test]
@@ -149,36 +157,15 @@ fn an_interrupted_run_resumes_without_redoing_finished_tasks() {
             {"id": "slow-2", "prompt": "x", "agent": "slow", "depends_on": ["slow-1"]}
         ]
     }));
-    let child = Command::new(fanout_bin())
-        .args(["run", "--no-readback", "--jobs", "3", "--tasks"])
-        .arg(&file)
-        .arg("--repo")
-        .arg(&repo.path)
-        .env("FANOUT_TEST_PHASE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("fanout starts");
+    let mut child = spawn_run(&repo, &file, "3", "1");
     // Wait until `quick` is verified and `slow-1` runs.
+    let run_dir = wait_for_run(&repo, &mut child, |run| {
+        let state = std::fs::read_to_string(run.join("state.json")).unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+        state["tasks"]["quick"]["status"] == "verified" && run.join("worktrees/slow-1").exists()
+    });
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
     let runs = repo.path.join(".git/fanout/runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run_id = loop {
-        let found = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok());
-        if let Some(run) = found {
-            let state = std::fs::read_to_string(run.path().join("state.json")).unwrap_or_default();
-            let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
-            if state["tasks"]["quick"]["status"] == "verified"
-                && run.path().join("worktrees/slow-1").exists()
-            {
-                break run.file_name().to_string_lossy().into_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "the run did not get going");
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
     let out = child.wait_with_output().expect("fanout exits");
@@ -247,33 +234,11 @@ fn a_killed_run_can_be_resumed() {
         "agents": {"slow": {"protocol": "exec", "command": "sh", "args": ["-c", slow]}},
         "tasks": [{"id": "slow", "prompt": "x", "agent": "slow"}]
     }));
-    let mut child = Command::new(fanout_bin())
-        .args(["run", "--no-readback", "--tasks"])
-        .arg(&file)
-        .arg("--repo")
-        .arg(&repo.path)
-        .env("FANOUT_TEST_PHASE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("fanout starts");
-    let runs = repo.path.join(".git/fanout/runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run_id = loop {
-        let found = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok());
-        if let Some(run) = found.filter(|r| r.path().join("worktrees/slow/started.txt").exists()) {
-            break run.file_name().to_string_lossy().into_owned();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the agent did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut child = spawn_run(&repo, &file, "1", "1");
+    let run_dir = wait_for_run(&repo, &mut child, |run| {
+        run.join("worktrees/slow/started.txt").exists()
+    });
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let out = Command::new(fanout_bin())
