@@ -879,7 +879,18 @@ fn no_privilege_gain_through_setuid() {
         std::fs::copy(id, &suid).unwrap();
         std::os::unix::fs::chown(&suid, Some(65534), Some(65534)).unwrap();
         std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        let outside = Command::new(&suid).arg("-u").output().unwrap();
+        // Another test thread may fork while the copy is open for writing: its child holds the
+        // descriptor until it execs, and exec of the copy fails with ETXTBSY meanwhile.
+        let outside = (0..50)
+            .find_map(|_| match Command::new(&suid).arg("-u").output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    None
+                }
+                other => Some(other),
+            })
+            .expect("the copy stays busy")
+            .unwrap();
         if String::from_utf8_lossy(&outside.stdout).trim() == "65534" {
             let out = w.run(&[], &[suid.to_str().unwrap(), "-u"]);
             assert_ok(&out);
