@@ -109,13 +109,7 @@ fn crashing_hanging_and_garbage_agents_do_not_stop_the_run() {
         .unwrap()
         .iter()
         .any(|f| f == "partial.txt"));
-    assert_eq!(repo.snapshot(), before);
-    assert!(repo.worktrees().is_empty());
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
+    repo.assert_left_as(&before);
 }
 
 #[test]

@@ -99,13 +99,7 @@ fn ctrl_c_stops_agents_writes_the_report_and_cleans_up() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{run_dir}/state.json")).unwrap()).unwrap();
     assert_eq!(state["status"], "interrupted");
-    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
-    assert_eq!(repo.snapshot(), before);
+    repo.assert_left_as(&before);
 }
 
 #[test]
@@ -216,13 +210,7 @@ fn an_interrupted_run_resumes_without_redoing_finished_tasks() {
         "{}",
         stderr(&again)
     );
-    assert!(repo.worktrees().is_empty());
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
-    assert_eq!(repo.snapshot(), before);
+    repo.assert_left_as(&before);
 }
 
 #[test]

@@ -85,13 +85,7 @@ fn twenty_tasks_merge_and_leave_the_checkout_untouched() {
         .contains(&t["branch"].as_str().unwrap().to_string()));
 
     // The user's checkout is byte-identical; no worktree, no process left.
-    assert_eq!(repo.snapshot(), before);
-    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
+    repo.assert_left_as(&before);
     // The table names every task.
     let table = stdout(&out);
     assert!(

@@ -174,6 +174,17 @@ impl TestRepo {
             .collect()
     }
 
+    /// The run left the user's checkout exactly as `before`, no worktree and no process behind.
+    pub fn assert_left_as(&self, before: &Snapshot) {
+        assert_eq!(&self.snapshot(), before);
+        assert!(self.worktrees().is_empty(), "{:?}", self.worktrees());
+        assert!(
+            self.live_processes().is_empty(),
+            "{:?}",
+            self.live_processes()
+        );
+    }
+
     /// Processes whose working directory is inside this test's temp folder.
     pub fn live_processes(&self) -> Vec<String> {
         processes_under(self.tmp.path())
