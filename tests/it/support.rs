@@ -24,6 +24,10 @@ pub fn git(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_SYSTEM", "/dev/null")
+        // Repositories handed to the unprivileged user are still read by the tests as root.
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
         .env("GIT_AUTHOR_NAME", "test")
         .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
         .env("GIT_COMMITTER_NAME", "test")
@@ -44,10 +48,69 @@ pub fn git_text(dir: &Path, args: &[&str]) -> String {
         .to_string()
 }
 
+/// Who runs fanout in a test. Security and data-loss tests run both ways: CI runs as root,
+/// users run as themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// The user the tests run as (root in CI).
+    Invoker,
+    /// An unprivileged uid: when the tests run as root, fanout is started through `setpriv`
+    /// as [`UNPRIVILEGED_UID`] on a temp folder handed over to that uid; otherwise the invoker
+    /// already is an ordinary user.
+    Unprivileged,
+}
+
+/// The uid (and gid) of the second, unprivileged pass when the tests run as root.
+pub const UNPRIVILEGED_UID: u32 = 65534;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+impl Runner {
+    /// Whether fanout really changes uid for this runner.
+    pub fn drops_privileges(self) -> bool {
+        self == Runner::Unprivileged && is_root()
+    }
+}
+
+/// Gives `dir` and everything beneath it to `uid` (lchown: links are not followed).
+pub fn chown_tree(dir: &Path, uid: u32) {
+    let _ = std::os::unix::fs::lchown(dir, Some(uid), Some(uid));
+    if let Ok(meta) = std::fs::symlink_metadata(dir) {
+        if !meta.is_dir() {
+            return;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            chown_tree(&e.path(), uid);
+        }
+    }
+}
+
+/// Defines `mod $name { as_invoker, as_unprivileged }` running `$body(Runner)` both ways.
+#[macro_export]
+macro_rules! both_ways {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[test]
+            fn as_invoker() {
+                $body($crate::support::Runner::Invoker)
+            }
+            #[test]
+            fn as_unprivileged() {
+                $body($crate::support::Runner::Unprivileged)
+            }
+        }
+    };
+}
+
 /// A temporary repository with one commit.
 pub struct TestRepo {
     pub tmp: tempfile::TempDir,
     pub path: PathBuf,
+    pub runner: Runner,
 }
 
 impl TestRepo {
@@ -64,7 +127,43 @@ impl TestRepo {
         std::fs::write(path.join(".gitignore"), "*.log\nbuild/\n").expect("write");
         git(&path, &["add", "-A"]);
         git(&path, &["commit", "--quiet", "-m", "initial"]);
-        TestRepo { tmp, path }
+        TestRepo {
+            tmp,
+            path,
+            runner: Runner::Invoker,
+        }
+    }
+
+    /// The same repository, with fanout run by `runner` from now on.
+    pub fn run_by(mut self, runner: Runner) -> TestRepo {
+        self.runner = runner;
+        self
+    }
+
+    /// A `Command` for the built fanout binary as this repository's runner: for the
+    /// unprivileged pass as root, the temp folder is handed to [`UNPRIVILEGED_UID`] first (again
+    /// each time, so files the test wrote since belong to it too) and fanout drops to it.
+    pub fn fanout_command(&self) -> Command {
+        let mut cmd = if self.runner.drops_privileges() {
+            chown_tree(self.tmp.path(), UNPRIVILEGED_UID);
+            let home = self.tmp.path().join("home");
+            let _ = std::fs::create_dir_all(&home);
+            chown_tree(&home, UNPRIVILEGED_UID);
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={UNPRIVILEGED_UID}"))
+                .arg(format!("--regid={UNPRIVILEGED_UID}"))
+                .arg("--clear-groups")
+                .arg("--inh-caps=-all")
+                .arg("--bounding-set=-all")
+                .arg(fanout_bin())
+                .env("HOME", home);
+            c
+        } else {
+            Command::new(fanout_bin())
+        };
+        cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_SYSTEM", "/dev/null");
+        cmd
     }
 
     pub fn head(&self) -> String {
@@ -89,12 +188,8 @@ impl TestRepo {
 
     /// Runs `fanout <args> --repo <repo>`.
     pub fn fanout(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(fanout_bin());
-        cmd.args(args)
-            .arg("--repo")
-            .arg(&self.path)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_SYSTEM", "/dev/null");
+        let mut cmd = self.fanout_command();
+        cmd.args(args).arg("--repo").arg(&self.path);
         cmd.output().expect("fanout runs")
     }
 
@@ -118,23 +213,38 @@ impl TestRepo {
         (out, value)
     }
 
-    /// Everything about the user's checkout that fanout must leave alone.
+    /// Everything about the user's checkout that fanout must leave alone: HEAD, branch, index
+    /// bytes, config, stash, refs outside `fanout/*`, `git status` with ignored files, and the
+    /// mode, mtime and content of every file and folder outside `.git`.
     pub fn snapshot(&self) -> Snapshot {
         let mut files = BTreeMap::new();
         collect_files(&self.path, &self.path, &mut files);
+        let refs = git_text(
+            &self.path,
+            &["for-each-ref", "--format=%(refname) %(objectname)"],
+        )
+        .lines()
+        .filter(|l| !l.starts_with("refs/heads/fanout/"))
+        .map(str::to_string)
+        .collect();
         Snapshot {
             head: git_text(&self.path, &["rev-parse", "HEAD"]),
             branch: git_text(&self.path, &["symbolic-ref", "-q", "HEAD"]),
             index: std::fs::read(self.path.join(".git/index")).unwrap_or_default(),
             stash: std::fs::read(self.path.join(".git/refs/stash")).unwrap_or_default(),
             config: std::fs::read(self.path.join(".git/config")).unwrap_or_default(),
+            refs,
+            status: git_text(
+                &self.path,
+                &["status", "--porcelain=v1", "--ignored", "--untracked-files=all"],
+            ),
             files,
         }
     }
 
     /// Files of a revision's tree, path → content.
     pub fn tree_files(&self, rev: &str) -> BTreeMap<String, Vec<u8>> {
-        let repo = git2::Repository::open(&self.path).expect("open");
+        let repo = open_repo(&self.path);
         let tree = repo
             .revparse_single(rev)
             .and_then(|o| o.peel_to_tree())
@@ -191,6 +301,17 @@ impl TestRepo {
     }
 }
 
+/// Opens a repository with git2 from the tests, also one handed to the unprivileged uid.
+pub fn open_repo(path: &Path) -> git2::Repository {
+    // SAFETY: a process-wide libgit2 option, set before any repository is opened by this call;
+    // the tests read repositories they created themselves.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = git2::opts::set_verify_owner_validation(false);
+    }
+    git2::Repository::open(path).expect("open the test repository")
+}
+
 #[derive(Debug, PartialEq)]
 pub struct Snapshot {
     pub head: String,
@@ -198,16 +319,27 @@ pub struct Snapshot {
     pub index: Vec<u8>,
     pub stash: Vec<u8>,
     pub config: Vec<u8>,
-    pub files: BTreeMap<String, Vec<u8>>,
+    pub refs: Vec<String>,
+    pub status: String,
+    pub files: BTreeMap<String, FileState>,
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+/// One entry of the user's checkout: mode, mtime and content (a link's target).
+#[derive(Debug, PartialEq)]
+pub struct FileState {
+    pub mode: u32,
+    pub mtime_ns: i128,
+    pub content: Vec<u8>,
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, FileState>) {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.file_name().is_some_and(|n| n == ".git") {
+        if p.file_name().is_some_and(|n| n == ".git") && dir == root {
             continue;
         }
         let rel = p
@@ -215,10 +347,27 @@ fn collect_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
             .expect("under root")
             .display()
             .to_string();
-        if p.is_dir() {
-            collect_files(root, &p, out);
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let content = if meta.file_type().is_symlink() {
+            std::fs::read_link(&p)
+                .map(|t| t.as_os_str().as_encoded_bytes().to_vec())
+                .unwrap_or_default()
+        } else if meta.is_file() {
+            std::fs::read(&p).unwrap_or_default()
         } else {
-            out.insert(rel, std::fs::read(&p).unwrap_or_default());
+            Vec::new()
+        };
+        let state = FileState {
+            mode: meta.mode(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            content,
+        };
+        let is_dir = meta.is_dir();
+        out.insert(rel, state);
+        if is_dir {
+            collect_files(root, &p, out);
         }
     }
 }
