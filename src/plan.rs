@@ -29,6 +29,11 @@ pub struct RunOptions {
     pub readback: ReadbackMode,
     /// fanout's own executable (it holds the sandbox supervisor).
     pub self_exe: PathBuf,
+    /// `--max-file-bytes` / `--max-change-bytes`: override the task file's limits.
+    pub max_file_bytes: Option<u64>,
+    pub max_change_bytes: Option<u64>,
+    /// `--allow-unfiltered`: commit raw content for paths stored through a filter driver.
+    pub allow_unfiltered: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -90,6 +95,8 @@ pub struct PlannedTask {
     pub verify: Option<VerifyCommand>,
     pub verify_timeout_secs: f64,
     pub max_attempts: u32,
+    /// What the task's change may weigh.
+    pub limits: crate::git::collect::ChangeLimits,
 }
 
 impl PlannedTask {
@@ -178,6 +185,21 @@ impl Plan {
                     .max_attempts
                     .or(file.defaults.max_attempts)
                     .unwrap_or(taskfile::DEFAULT_MAX_ATTEMPTS),
+                limits: {
+                    let d = crate::git::collect::ChangeLimits::default();
+                    crate::git::collect::ChangeLimits {
+                        max_file_bytes: options
+                            .max_file_bytes
+                            .or(spec.max_file_bytes)
+                            .or(file.defaults.max_file_bytes)
+                            .unwrap_or(d.max_file_bytes),
+                        max_change_bytes: options
+                            .max_change_bytes
+                            .or(spec.max_change_bytes)
+                            .or(file.defaults.max_change_bytes)
+                            .unwrap_or(d.max_change_bytes),
+                    }
+                },
                 profile,
                 spec: spec.clone(),
             });

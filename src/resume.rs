@@ -44,6 +44,12 @@ pub struct SavedInputs {
     pub keep_worktrees: bool,
     pub sandbox: SandboxOptions,
     pub readback: ReadbackMode,
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_change_bytes: Option<u64>,
+    #[serde(default)]
+    pub allow_unfiltered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +81,9 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         keep_worktrees: plan.options.keep_worktrees,
         sandbox: plan.options.sandbox.clone(),
         readback: plan.options.readback,
+        max_file_bytes: plan.options.max_file_bytes,
+        max_change_bytes: plan.options.max_change_bytes,
+        allow_unfiltered: plan.options.allow_unfiltered,
     };
     crate::report::write_json_atomic(&dir.join("run.json"), &inputs)
 }
@@ -131,6 +140,9 @@ pub fn plan_resume(
         sandbox: saved.sandbox.clone(),
         readback: saved.readback,
         self_exe,
+        max_file_bytes: saved.max_file_bytes,
+        max_change_bytes: saved.max_change_bytes,
+        allow_unfiltered: saved.allow_unfiltered,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

@@ -146,6 +146,8 @@ pub struct Defaults {
     pub verify: Option<VerifyCommand>,
     pub verify_timeout_secs: Option<f64>,
     pub max_attempts: Option<u32>,
+    pub max_file_bytes: Option<u64>,
+    pub max_change_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +161,8 @@ pub struct TaskSpec {
     pub verify_timeout_secs: Option<f64>,
     pub depends_on: Vec<TaskId>,
     pub max_attempts: Option<u32>,
+    pub max_file_bytes: Option<u64>,
+    pub max_change_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -326,6 +330,30 @@ impl Validator {
                 self.problem(
                     &loc,
                     format!("expected a positive number, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: a whole number of at least 1.
+    fn bytes(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<u64> {
+        let loc = format!("{path}.{key}");
+        match obj.get(key)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(x) if x >= 1 => Some(x),
+                _ => {
+                    self.problem(
+                        &loc,
+                        format!("must be a whole number of bytes (at least 1), found {n}"),
+                    );
+                    None
+                }
+            },
+            other => {
+                self.problem(
+                    &loc,
+                    format!("expected a whole number of bytes, found {}", kind(other)),
                 );
                 None
             }
@@ -527,6 +555,8 @@ impl Validator {
                 "verify",
                 "verify_timeout_secs",
                 "max_attempts",
+                "max_file_bytes",
+                "max_change_bytes",
             ],
         );
         Defaults {
@@ -535,6 +565,8 @@ impl Validator {
             verify: self.verify(obj, "verify", path),
             verify_timeout_secs: self.positive(obj, "verify_timeout_secs", path),
             max_attempts: self.count(obj, "max_attempts", path),
+            max_file_bytes: self.bytes(obj, "max_file_bytes", path),
+            max_change_bytes: self.bytes(obj, "max_change_bytes", path),
         }
     }
 
@@ -665,6 +697,8 @@ impl Validator {
                 "verify_timeout_secs",
                 "depends_on",
                 "max_attempts",
+                "max_file_bytes",
+                "max_change_bytes",
             ],
         );
         let id = match obj.get("id") {
@@ -720,6 +754,8 @@ impl Validator {
         let verify = self.verify(obj, "verify", path);
         let verify_timeout_secs = self.positive(obj, "verify_timeout_secs", path);
         let max_attempts = self.count(obj, "max_attempts", path);
+        let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
+        let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -750,6 +786,8 @@ impl Validator {
             verify_timeout_secs,
             depends_on,
             max_attempts,
+            max_file_bytes,
+            max_change_bytes,
         })
     }
 

@@ -154,6 +154,16 @@ pub struct RunArgs {
     /// Require at least this Landlock ABI (testing the fail-closed path).
     #[arg(long, hide = true, default_value_t = 3)]
     pub min_abi: u32,
+    /// Largest new or changed file a task may commit (default 50 MiB; overrides the task file).
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_bytes: Option<u64>,
+    /// Largest total of a task's new and changed files (default 500 MiB; overrides the task file).
+    #[arg(long, value_name = "BYTES")]
+    pub max_change_bytes: Option<u64>,
+    /// Commit raw content for paths the repository stores through a filter driver fanout does
+    /// not run (Git LFS, custom `filter=`); without it such a change fails its task.
+    #[arg(long)]
+    pub allow_unfiltered: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -43,6 +43,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             ReadbackMode::Auto
         },
         self_exe,
+        max_file_bytes: a.max_file_bytes,
+        max_change_bytes: a.max_change_bytes,
+        allow_unfiltered: a.allow_unfiltered,
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,

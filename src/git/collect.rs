@@ -5,12 +5,13 @@ with fanout as the committer. The agent's own index and commits are not trusted:
 rebuilt from the base tree plus the files on disk.
 */
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use git2::{Diff, DiffFindOptions, DiffFormat, DiffOptions, IndexAddOption, Oid, Repository};
+use git2::{Diff, DiffFindOptions, DiffFormat, DiffOptions, Oid, Repository};
 use serde::Serialize;
 
-use super::{fanout_signature, GitContext, GitError};
+use super::{fanout_signature, workspace, GitContext, GitError};
 
 /// What a task changed.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -43,21 +44,59 @@ pub struct Collected {
     pub patch: Vec<u8>,
 }
 
-/// Builds the tree of `task_repo`'s working directory as it is on disk.
+/// Limits on what one task may change (task file `limits`, CLI flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChangeLimits {
+    /// Largest single file (new or changed) fanout commits.
+    pub max_file_bytes: u64,
+    /// Largest sum of the sizes of all new or changed files of one task.
+    pub max_change_bytes: u64,
+}
+
+impl Default for ChangeLimits {
+    fn default() -> Self {
+        ChangeLimits {
+            max_file_bytes: 50 * 1024 * 1024,
+            max_change_bytes: 500 * 1024 * 1024,
+        }
+    }
+}
+
+/// How a workspace is collected.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CollectOptions {
+    /// The agent ran confined, so it could not write the worktree's index in the main `.git`:
+    /// the index fanout wrote is a valid stat cache, and only files whose stat changed are
+    /// hashed again. Otherwise every file is hashed.
+    pub trust_index: bool,
+    pub limits: ChangeLimits,
+    /// Commit raw content for paths whose attributes name a filter driver (`filter=lfs`, …)
+    /// that fanout does not run.
+    pub allow_unfiltered: bool,
+}
+
+/// Builds the tree of the task's workspace as it is on disk, against `base`.
 ///
-/// With `trust_index` (the agent ran confined, so it could not write the worktree's index in
-/// the main `.git`), the index fanout's checkout wrote is used as a stat cache and only files
-/// whose stat changed are hashed again. Otherwise the index is rebuilt from `base`, and every
-/// file is hashed: whatever the agent did to the index is ignored.
+/// The workspace is walked by [`super::scan`]: no symlink is followed, the root's `.git` is
+/// never read, unreadable entries are made readable or reported, and every file is streamed
+/// into the object store (memory does not follow file sizes). Anything fanout cannot commit
+/// faithfully is an error naming the path — never a silent drop or a deletion.
 pub fn worktree_tree(
     task_repo: &Repository,
     base: Oid,
-    trust_index: bool,
+    opts: &CollectOptions,
 ) -> Result<Oid, GitError> {
+    let workdir = task_repo
+        .workdir()
+        .ok_or_else(|| GitError::Io {
+            what: "the task repository has no working folder".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?
+        .to_path_buf();
     let mut index = task_repo
         .index()
         .ctx(|| "cannot open the task index".into())?;
-    if !trust_index {
+    if !opts.trust_index {
         let base_tree = task_repo
             .find_commit(base)
             .and_then(|c| c.tree())
@@ -66,12 +105,27 @@ pub fn worktree_tree(
             .read_tree(&base_tree)
             .ctx(|| "cannot load the base tree".into())?;
     }
-    index
-        .add_all(["."], IndexAddOption::DEFAULT, None)
-        .ctx(|| "cannot add the worktree's files".into())?;
-    index
-        .update_all(["."], None)
-        .ctx(|| "cannot record deleted files".into())?;
+    let index_mtime = index
+        .path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok());
+    let known: BTreeMap<Vec<u8>, git2::IndexEntry> =
+        index.iter().map(|e| (e.path.clone(), e)).collect();
+    let ws = workspace::Workspace {
+        repo: task_repo,
+        root: &workdir,
+        known: &known,
+        racy_after: index_mtime,
+        trust_stat: opts.trust_index,
+        opts,
+    };
+    let entries = ws.entries()?;
+    index.clear().ctx(|| "cannot reset the task index".into())?;
+    for e in &entries {
+        index
+            .add(e)
+            .ctx(|| format!("cannot record {}", String::from_utf8_lossy(&e.path)))?;
+    }
     let tree = index
         .write_tree_to(task_repo)
         .ctx(|| "cannot write the worktree's tree".into())?;
@@ -88,9 +142,9 @@ pub fn collect_and_commit(
     parent: Oid,
     branch: &str,
     message: &str,
-    trust_index: bool,
+    opts: &CollectOptions,
 ) -> Result<Collected, GitError> {
-    let tree_id = worktree_tree(task_repo, parent, trust_index)?;
+    let tree_id = worktree_tree(task_repo, parent, opts)?;
     let parent_commit = task_repo
         .find_commit(parent)
         .ctx(|| format!("parent commit {parent} not found"))?;

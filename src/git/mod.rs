@@ -6,6 +6,8 @@ user's configuration, no fsmonitor, and never the user's checkout, index or curr
 pub mod collect;
 pub mod merge;
 pub mod repo;
+pub mod scan;
+mod workspace;
 pub mod worktree;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,11 @@ pub enum GitError {
         #[source]
         source: git2::Error,
     },
+    #[error(transparent)]
+    Scan(#[from] scan::ScanError),
+    /// The workspace holds what fanout will not commit: every problem, each naming its path.
+    #[error("cannot commit the workspace as it is: {}", .0.join("; "))]
+    Refused(Vec<String>),
     #[error("{what}")]
     Io {
         what: String,

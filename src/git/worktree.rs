@@ -67,12 +67,27 @@ pub fn create(
     Ok(())
 }
 
-/// Opens a task's repository through its admin folder in the main repository.
+/// Opens a task's repository through its admin folder in the main repository
+/// (`.git/worktrees/<name>`), which the sandbox keeps read-only.
+///
+/// Never through the worktree: libgit2's `open_from_worktree` re-discovers the repository from
+/// the worktree's own `.git` entry, which the agent controls (it could point it at the user's
+/// repository or another one). Opened from the admin folder, the working folder comes from the
+/// admin folder's `gitdir` file that fanout wrote, and the worktree's `.git` is never read.
 pub fn open_task_repo(repo: &Repository, name: &str) -> Result<Repository, GitError> {
-    let wt = repo
-        .find_worktree(name)
-        .ctx(|| format!("worktree {name} is not registered"))?;
-    Repository::open_from_worktree(&wt).ctx(|| format!("cannot open worktree {name}"))
+    let admin = repo.commondir().join("worktrees").join(name);
+    if !admin.join("commondir").is_file() {
+        return Err(GitError::Io {
+            what: format!("worktree {name} is not registered"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    Repository::open_ext(
+        &admin,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .ctx(|| format!("cannot open worktree {name}"))
 }
 
 /// Removes a task's worktree folder and its registration. Missing pieces are not errors.

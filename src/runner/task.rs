@@ -401,14 +401,18 @@ async fn collect_blocking(
         paths.branch.clone(),
     );
     let message = commit_message(task);
-    // Confined agents cannot write the worktree's index (it lives in the main .git).
-    let trust_index = shared.options.sandbox.enabled;
+    let opts = collect::CollectOptions {
+        // Confined agents cannot write the worktree's index (it lives in the main .git).
+        trust_index: shared.options.sandbox.enabled,
+        limits: task.limits,
+        allow_unfiltered: shared.options.allow_unfiltered,
+    };
     blocking(move || {
         let repo = git2::Repository::open(&repo_path)
             .map_err(|e| format!("cannot open the repository: {e}"))?;
         let task_repo =
             worktree::open_task_repo(&repo, &name).map_err(|e| crate::error_chain(&e))?;
-        collect::collect_and_commit(&task_repo, start, &branch, &message, trust_index)
+        collect::collect_and_commit(&task_repo, start, &branch, &message, &opts)
             .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
     })
     .await
