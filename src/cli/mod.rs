@@ -5,6 +5,7 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 */
 
 mod clean;
+mod collect;
 mod diff;
 mod run;
 mod status;
@@ -27,6 +28,15 @@ pub fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 /// The user's repository, or a usage error.
 fn open_repo(a: &RepoArg) -> anyhow::Result<crate::git::repo::UserRepo> {
     crate::git::repo::UserRepo::open(&a.repo).map_err(|e| usage(crate::error_chain(&e)))
+}
+
+/// Prints one line on stdout; a closed pipe or a full disk is an error, never a panic.
+fn say(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Run ids found in the repository's run folder, oldest first.
@@ -68,6 +78,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print one task's diff.
     Diff(DiffArgs),
+    /// Commit a workspace fanout kept because collecting it failed, onto the task's branch.
+    Collect(CollectArgs),
     /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
     Resume(ResumeArgs),
     /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
@@ -207,6 +219,23 @@ pub struct DiffArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    pub run: String,
+    pub task: String,
+    /// Largest new or changed file (default 50 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_bytes: Option<u64>,
+    /// Largest total of new and changed files (default 500 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_change_bytes: Option<u64>,
+    /// Commit raw content for paths stored through a filter driver fanout does not run.
+    #[arg(long)]
+    pub allow_unfiltered: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ResumeArgs {
     #[command(flatten)]
     pub repo: RepoArg,
@@ -241,6 +270,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate(a) => validate::run(a),
         Command::Status(a) => status::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Collect(a) => collect::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Resume(a) => resume(a),
         Command::Doctor(a) => doctor(a),

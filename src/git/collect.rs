@@ -22,6 +22,10 @@ pub struct ChangeSummary {
     pub deletions: usize,
     /// Per-file detail.
     pub changes: Vec<FileChange>,
+    /// Changes that deserve a human look (CI configuration, attributes, links out, new
+    /// executables): see [`crate::verify::risky`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub risky: Vec<crate::verify::risky::RiskyChange>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -194,7 +198,8 @@ pub fn summarize(
     find.renames(true).copies(false).exact_match_only(false);
     diff.find_similar(Some(&mut find))
         .ctx(|| "cannot detect renames".into())?;
-    let summary = summary_of(&diff)?;
+    let mut summary = summary_of(&diff)?;
+    summary.risky = risky_of(repo, &diff);
     let patch = patch_of(&diff)?;
     Ok((summary, patch))
 }
@@ -242,6 +247,55 @@ fn summary_of(diff: &Diff<'_>) -> Result<ChangeSummary, GitError> {
     summary.files.sort();
     summary.files.dedup();
     Ok(summary)
+}
+
+fn risky_of(repo: &Repository, diff: &Diff<'_>) -> Vec<crate::verify::risky::RiskyChange> {
+    use crate::verify::risky::{flag, NewEntry};
+    use git2::FileMode;
+    let mut out = Vec::new();
+    for delta in diff.deltas() {
+        let (old, new) = (delta.old_file(), delta.new_file());
+        let was_executable = old.mode() == FileMode::BlobExecutable;
+        let target;
+        let entry = if delta.status() == git2::Delta::Deleted {
+            NewEntry::Deleted
+        } else {
+            match new.mode() {
+                FileMode::Blob | FileMode::BlobGroupWritable => NewEntry::File {
+                    executable: false,
+                    was_executable,
+                },
+                FileMode::BlobExecutable => NewEntry::File {
+                    executable: true,
+                    was_executable,
+                },
+                FileMode::Link => {
+                    target = repo
+                        .find_blob(new.id())
+                        .map(|b| b.content().to_vec())
+                        .unwrap_or_default();
+                    NewEntry::Symlink { target: &target }
+                }
+                _ => NewEntry::Other,
+            }
+        };
+        let file = if delta.status() == git2::Delta::Deleted {
+            old
+        } else {
+            new
+        };
+        let path = file
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.extend(flag(&path, entry));
+        if delta.status() == git2::Delta::Renamed {
+            if let Some(p) = delta.old_file().path() {
+                out.extend(flag(&p.to_string_lossy(), NewEntry::Deleted));
+            }
+        }
+    }
+    out
 }
 
 fn patch_of(diff: &Diff<'_>) -> Result<Vec<u8>, GitError> {

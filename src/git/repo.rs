@@ -97,3 +97,52 @@ pub fn set_branch(
         .ctx(|| format!("cannot update branch {name}"))?;
     Ok(())
 }
+
+/// The filter drivers the base's `.gitattributes` files (and `info/attributes`) declare, as
+/// `driver (pattern, …)`: fanout does not run them, so a run says so at its start.
+pub fn filter_drivers(repo: &Repository, base: git2::Oid) -> Vec<String> {
+    let mut texts: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Ok(tree) = repo.find_commit(base).and_then(|c| c.tree()) {
+        let _ = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.name_bytes() == b".gitattributes" {
+                if let Ok(blob) = repo.find_blob(entry.id()) {
+                    texts.push((dir.to_string(), blob.content().to_vec()));
+                }
+            }
+            git2::TreeWalkResult::Ok
+        });
+    }
+    if let Ok(info) = std::fs::read(repo.commondir().join("info/attributes")) {
+        texts.push((String::new(), info));
+    }
+    let mut drivers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (dir, text) in texts {
+        for line in String::from_utf8_lossy(&text).lines() {
+            let mut words = line.split_whitespace();
+            let Some(pattern) = words.next().filter(|p| !p.starts_with('#')) else {
+                continue;
+            };
+            for w in words {
+                if let Some(driver) = w.strip_prefix("filter=") {
+                    drivers
+                        .entry(driver.to_string())
+                        .or_default()
+                        .push(format!("{dir}{pattern}"));
+                }
+            }
+        }
+    }
+    drivers
+        .into_iter()
+        .map(|(d, mut pats)| {
+            pats.dedup();
+            let more = pats.len().saturating_sub(5);
+            pats.truncate(5);
+            let mut list = pats.join(", ");
+            if more > 0 {
+                list.push_str(&format!(", and {more} more"));
+            }
+            format!("{d} ({list})")
+        })
+        .collect()
+}

@@ -138,6 +138,14 @@ pub struct TaskReport {
     pub patch: Option<String>,
     pub event_log: Option<String>,
     pub stderr_log: Option<String>,
+    /// A workspace kept because the agent's work in it could not be committed (collect failed):
+    /// nothing removes it; `fanout collect RUN TASK` commits it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Changes that deserve a human look (see docs/verify.md); unless the task's `paths` name
+    /// them explicitly they also fail the scope gate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub risky: Vec<crate::verify::risky::RiskyChange>,
 }
 
 impl TaskReport {
@@ -166,6 +174,8 @@ impl TaskReport {
             patch: None,
             event_log: None,
             stderr_log: None,
+            workspace: None,
+            risky: Vec::new(),
         }
     }
 }

@@ -135,7 +135,9 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     for (task, report) in shared.tasks.iter().zip(reports.iter_mut()) {
         let name = worktree::worktree_name(shared.run_id.as_str(), task.id().as_str());
         let wt = shared.run_dir.join("worktrees").join(task.id().as_str());
-        if !shared.options.keep_worktrees {
+        // A workspace whose work could not be committed is the only copy of it.
+        let keep = shared.options.keep_worktrees || report.workspace.is_some();
+        if !keep {
             if let Err(e) = worktree::remove(&repo, &name, &wt) {
                 shared
                     .progress
@@ -143,7 +145,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
             }
             let _ = worktree::remove_tree(&shared.run_dir.join("scratch").join(task.id().as_str()));
         }
-        if report.commit.is_none() && !shared.options.keep_worktrees {
+        if report.commit.is_none() && !keep {
             let branch = task_branch(&shared.run_id, task.id());
             if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
                 let _ = b.delete();
@@ -151,7 +153,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
             report.branch = None;
         }
     }
-    if !shared.options.keep_worktrees {
+    if !shared.options.keep_worktrees && reports.iter().all(|r| r.workspace.is_none()) {
         let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));
         let _ = std::fs::remove_dir(shared.run_dir.join("scratch"));
     }

@@ -127,6 +127,19 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         }
     };
 
+    if let Ok(repo) = git2::Repository::open(&plan.repo.workdir) {
+        let drivers = crate::git::repo::filter_drivers(&repo, plan.base);
+        if !drivers.is_empty() {
+            let w = format!(
+                "the repository's attributes name filter drivers fanout does not run: {}; a task that changes such a path fails unless --allow-unfiltered{}",
+                drivers.join("; "),
+                if plan.options.allow_unfiltered { " (given: raw content is committed)" } else { "" }
+            );
+            progress.warn(&w);
+            warnings.push(w);
+        }
+    }
+
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let plan_tasks = plan.tasks.clone();
     if let Some(why) = &readback_skip {

@@ -217,6 +217,7 @@ async fn pipeline(
 
     let mut prompt = task.spec.prompt.clone();
     let mut attempt = 0u32;
+    let mut collect_failed = false;
     let result = loop {
         attempt += 1;
         let turn_deadline = deadline.min(
@@ -234,7 +235,10 @@ async fn pipeline(
         let collected = collect_blocking(shared, &paths, start, task).await;
         let collected = match collected {
             Ok(c) => c,
-            Err(e) => break Err(stop(TaskStatus::Failed, e)),
+            Err(e) => {
+                collect_failed = true;
+                break Err(keep_workspace(shared, &paths, report, &e));
+            }
         };
         let mut attempt_report = AttemptReport {
             number: attempt,
@@ -243,6 +247,22 @@ async fn pipeline(
             failure: None,
         };
         fill_change(report, &collected, &paths);
+        if !collected.summary.risky.is_empty() {
+            events.record(
+                "risky_changes",
+                json!({"attempt": attempt, "changes": collected.summary.risky}),
+            );
+            shared.progress.warn(&format!(
+                "{id}: changes that deserve a look: {}",
+                collected
+                    .summary
+                    .risky
+                    .iter()
+                    .map(|r| format!("{} ({})", r.path, r.why))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if collected.commit.is_none() {
             report.attempt_history.push(attempt_report);
             break Ok(None);
@@ -316,11 +336,20 @@ async fn pipeline(
             events.record("no_changes", json!({}));
             Ok((Pending::Done, None))
         }
-        Err(s) => {
-            // Keep whatever the agent left, on its branch, for the user to look at.
-            if let Ok(c) = collect_blocking(shared, &paths, start, task).await {
-                fill_change(report, &c, &paths);
-                report.commit = c.commit.map(|c| c.to_string());
+        Err(mut s) => {
+            // Keep whatever the agent left, on its branch, for the user to look at; when it
+            // cannot be committed, the workspace itself is kept.
+            if !collect_failed {
+                match collect_blocking(shared, &paths, start, task).await {
+                    Ok(c) => {
+                        fill_change(report, &c, &paths);
+                        report.commit = c.commit.map(|c| c.to_string());
+                    }
+                    Err(e) => {
+                        let kept = keep_workspace(shared, &paths, report, &e);
+                        s.error = format!("{}; {}", s.error, kept.error);
+                    }
+                }
             }
             events.record(
                 "task_failed",
@@ -350,6 +379,21 @@ fn tamper_for_tests(worktree: &Path, collected: &Collected) {
             let _ = f.write_all(b"!");
         }
     }
+}
+
+/// The agent's work could not be committed: the task fails with the reason and its workspace
+/// stays (nothing removes a workspace whose report names it) for `fanout collect`.
+fn keep_workspace(shared: &Shared, paths: &Paths, report: &mut TaskReport, why: &str) -> Stop {
+    report.workspace = Some(paths.worktree.display().to_string());
+    stop(
+        TaskStatus::Failed,
+        format!(
+            "{why}; the agent's work is kept in {} (`fanout collect {} {}` commits it again)",
+            paths.worktree.display(),
+            shared.run_id,
+            report.id
+        ),
+    )
 }
 
 fn agent_stop(e: AgentError) -> Stop {
@@ -384,6 +428,7 @@ fn fill_change(report: &mut TaskReport, c: &Collected, paths: &Paths) {
     report.changes = c.summary.changes.clone();
     report.insertions = c.summary.insertions;
     report.deletions = c.summary.deletions;
+    report.risky = c.summary.risky.clone();
     if c.commit.is_some() && std::fs::write(&paths.patch, &c.patch).is_ok() {
         report.patch = Some(paths.patch.display().to_string());
     }
@@ -520,21 +565,43 @@ async fn verify_gates(
     report: &mut TaskReport,
 ) -> Vec<GateResult> {
     let mut gates = Vec::new();
-    // Scope.
-    if !task.spec.paths.is_empty() {
+    // Scope, and risky changes the task's paths do not name explicitly.
+    let unnamed: Vec<&verify::risky::RiskyChange> = collected
+        .summary
+        .risky
+        .iter()
+        .filter(|r| !verify::risky::named_explicitly(&task.spec.paths, &r.path))
+        .collect();
+    if !task.spec.paths.is_empty() || !unnamed.is_empty() {
         let gate = match verify::scope::Scope::new(&task.spec.paths) {
             Ok(scope) => {
                 let outside = scope.violations(&collected.summary.files);
+                let mut why = Vec::new();
+                if !outside.is_empty() {
+                    why.push(format!(
+                        "changed paths outside the task's scope: {}",
+                        outside.join(", ")
+                    ));
+                }
+                if !unnamed.is_empty() {
+                    why.push(format!(
+                        "changes that need the task's paths to name them explicitly: {}",
+                        unnamed
+                            .iter()
+                            .map(|r| format!("{} ({})", r.path, r.why))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                let mut paths = outside;
+                paths.extend(unnamed.iter().map(|r| r.path.clone()));
+                paths.sort();
+                paths.dedup();
                 GateResult {
                     gate: "scope".into(),
-                    passed: outside.is_empty(),
-                    detail: (!outside.is_empty()).then(|| {
-                        format!(
-                            "changed paths outside the task's scope: {}",
-                            outside.join(", ")
-                        )
-                    }),
-                    paths: outside,
+                    passed: why.is_empty(),
+                    detail: (!why.is_empty()).then(|| why.join("; ")),
+                    paths,
                     output: None,
                 }
             }

@@ -6,4 +6,5 @@ verifier MCP server (Claude Code's `claude mcp serve` `Read` tool).
 
 pub mod command;
 pub mod readback;
+pub mod risky;
 pub mod scope;

@@ -7,6 +7,7 @@ mod codex;
 mod doctor;
 mod faults;
 mod interrupt;
+mod loss;
 mod run;
 mod sandbox;
 mod sandbox_run;

@@ -28,6 +28,8 @@ pub fn git(dir: &Path, args: &[&str]) -> Output {
         .env("GIT_CONFIG_COUNT", "1")
         .env("GIT_CONFIG_KEY_0", "safe.directory")
         .env("GIT_CONFIG_VALUE_0", "*")
+        // Looking must not write: `git status` would otherwise refresh the user's index.
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .env("GIT_AUTHOR_NAME", "test")
         .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
         .env("GIT_COMMITTER_NAME", "test")
@@ -92,15 +94,15 @@ pub fn chown_tree(dir: &Path, uid: u32) {
 /// Defines `mod $name { as_invoker, as_unprivileged }` running `$body(Runner)` both ways.
 #[macro_export]
 macro_rules! both_ways {
-    ($name:ident, $body:path) => {
+    ($name:ident, $body:ident) => {
         mod $name {
             #[test]
             fn as_invoker() {
-                $body($crate::support::Runner::Invoker)
+                super::$body($crate::support::Runner::Invoker)
             }
             #[test]
             fn as_unprivileged() {
-                $body($crate::support::Runner::Unprivileged)
+                super::$body($crate::support::Runner::Unprivileged)
             }
         }
     };
@@ -293,6 +295,16 @@ impl TestRepo {
     pub fn assert_left_as(&self, before: &Snapshot) {
         assert_eq!(&self.snapshot(), before);
         assert!(self.worktrees().is_empty(), "{:?}", self.worktrees());
+        assert!(
+            self.live_processes().is_empty(),
+            "{:?}",
+            self.live_processes()
+        );
+    }
+
+    /// Like [`TestRepo::assert_left_as`], for runs that keep a failed task's workspace on purpose.
+    pub fn assert_left_as_except_worktrees(&self, before: &Snapshot) {
+        assert_eq!(&self.snapshot(), before);
         assert!(
             self.live_processes().is_empty(),
             "{:?}",

@@ -1,0 +1,204 @@
+//! Changes that deserve a human look: repository attributes and submodules, CI configuration, git
+//! hook managers, symlinks that point outside the repository, new executable files. They are
+//! flagged in the report, the event log and on the terminal, and fail the scope gate unless the
+//! task's `paths` name them explicitly (a pattern that matches them and starts with a literal
+//! folder or name — `**`, `*` or `**/*.sh` name nothing explicitly).
+
+use serde::{Deserialize, Serialize};
+
+/// One flagged change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskyChange {
+    pub path: String,
+    pub why: String,
+}
+
+/// Paths (relative, slash-separated) whose change is flagged, whatever the change.
+fn risky_path(path: &str) -> Option<&'static str> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let top = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    if name == ".gitattributes" {
+        return Some("changes how git stores files (.gitattributes)");
+    }
+    if path == ".gitmodules" {
+        return Some("changes the repository's submodules (.gitmodules)");
+    }
+    const CI_DIRS: &[&str] = &[
+        ".github/workflows",
+        ".github/actions",
+        ".circleci",
+        ".buildkite",
+        ".woodpecker",
+        ".gitlab",
+        ".azure-pipelines",
+        ".forgejo/workflows",
+        ".gitea/workflows",
+    ];
+    const CI_FILES: &[&str] = &[
+        ".gitlab-ci.yml",
+        ".travis.yml",
+        "Jenkinsfile",
+        "azure-pipelines.yml",
+        "bitbucket-pipelines.yml",
+        ".drone.yml",
+        ".woodpecker.yml",
+        "appveyor.yml",
+        ".appveyor.yml",
+        "cloudbuild.yaml",
+    ];
+    if CI_DIRS.iter().any(|d| top(d)) || CI_FILES.contains(&path) {
+        return Some("changes CI configuration");
+    }
+    const HOOK_DIRS: &[&str] = &[".husky", ".githooks", ".git-hooks", ".hooks"];
+    const HOOK_FILES: &[&str] = &[
+        ".pre-commit-config.yaml",
+        ".pre-commit-hooks.yaml",
+        "lefthook.yml",
+        ".lefthook.yml",
+        "lefthook.yaml",
+        ".envrc",
+    ];
+    if HOOK_DIRS.iter().any(|d| top(d)) || HOOK_FILES.contains(&path) {
+        return Some("changes git hooks or commands run on the developer's machine");
+    }
+    None
+}
+
+/// Whether a symlink at `path` with `target` points outside the repository.
+fn link_leaves_repo(path: &str, target: &[u8]) -> bool {
+    if target.first() == Some(&b'/') {
+        return true;
+    }
+    let mut depth: i64 = path.matches('/').count() as i64;
+    for part in target.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// What kind of entry a change leaves behind.
+pub enum NewEntry<'a> {
+    Deleted,
+    File {
+        executable: bool,
+        was_executable: bool,
+    },
+    Symlink {
+        target: &'a [u8],
+    },
+    Other,
+}
+
+/// The flags for one changed path.
+pub fn flag(path: &str, entry: NewEntry<'_>) -> Vec<RiskyChange> {
+    let mut out = Vec::new();
+    if let Some(why) = risky_path(path) {
+        out.push(RiskyChange {
+            path: path.into(),
+            why: why.into(),
+        });
+    }
+    match entry {
+        NewEntry::File {
+            executable: true,
+            was_executable: false,
+        } => out.push(RiskyChange {
+            path: path.into(),
+            why: "a new executable file".into(),
+        }),
+        NewEntry::Symlink { target } if link_leaves_repo(path, target) => out.push(RiskyChange {
+            path: path.into(),
+            why: format!(
+                "a symlink pointing outside the repository ({})",
+                String::from_utf8_lossy(target)
+            ),
+        }),
+        _ => {}
+    }
+    out
+}
+
+/// Whether the task's `paths` name `path` explicitly.
+pub fn named_explicitly(patterns: &[String], path: &str) -> bool {
+    patterns.iter().any(|p| {
+        let literal: String = p
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| !matches!(c, '*' | '?' | '[' | '{'))
+            .collect();
+        !literal.is_empty()
+            && super::scope::Scope::new(std::slice::from_ref(p))
+                .map(|s| s.allows(path))
+                .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_the_paths_that_deserve_a_look() {
+        for p in [
+            ".gitattributes",
+            "sub/.gitattributes",
+            ".gitmodules",
+            ".github/workflows/ci.yml",
+            ".gitlab-ci.yml",
+            ".husky/pre-commit",
+            ".pre-commit-config.yaml",
+        ] {
+            assert!(!flag(p, NewEntry::Other).is_empty(), "{p}");
+        }
+        assert!(flag("src/main.rs", NewEntry::Other).is_empty());
+        assert!(flag(".github/CODEOWNERS", NewEntry::Other).is_empty());
+    }
+
+    #[test]
+    fn links_out_of_the_repository_and_new_executables() {
+        let link = |p, t: &'static [u8]| flag(p, NewEntry::Symlink { target: t });
+        assert!(!link("a", b"/etc/passwd").is_empty());
+        assert!(!link("a", b"../x").is_empty());
+        assert!(!link("d/e/a", b"../../../x").is_empty());
+        assert!(link("d/e/a", b"../../x").is_empty());
+        assert!(link("d/a", b"b/../c").is_empty());
+        let exe = |executable, was_executable| {
+            flag(
+                "run.sh",
+                NewEntry::File {
+                    executable,
+                    was_executable,
+                },
+            )
+        };
+        assert!(!exe(true, false).is_empty());
+        assert!(exe(true, true).is_empty());
+        assert!(exe(false, false).is_empty());
+    }
+
+    #[test]
+    fn only_literal_patterns_name_a_path() {
+        let pats = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(named_explicitly(
+            &pats(&[".github/workflows/*.yml"]),
+            ".github/workflows/ci.yml"
+        ));
+        assert!(named_explicitly(&pats(&["scripts/"]), "scripts/run.sh"));
+        assert!(!named_explicitly(&pats(&["**"]), ".gitattributes"));
+        assert!(!named_explicitly(&pats(&["*"]), ".gitattributes"));
+        assert!(!named_explicitly(&pats(&["**/*.sh"]), "run.sh"));
+        assert!(named_explicitly(
+            &pats(&[".gitattributes"]),
+            ".gitattributes"
+        ));
+    }
+}
