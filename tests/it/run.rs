@@ -147,11 +147,13 @@ fn collects_every_kind_of_change() {
     .join("\n");
     let file = repo.write_tasks(&json!({
         "agents": {"fake": fake_mcp_profile(&[])},
-        "tasks": [{"id": "kinds", "prompt": script, "agent": "fake"}]
+        // tool.sh turning executable is a risky change: the task names it to keep it.
+        "tasks": [{"id": "kinds", "prompt": script, "agent": "fake", "paths": ["**", "tool.sh"]}]
     }));
     let (out, report) = repo.run(&file, &["--no-readback"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let t = task(&report, "kinds");
+    assert_eq!(t["risky"][0]["path"], "tool.sh", "{t}");
     let files: Vec<String> = serde_json::from_value(t["files"].clone()).unwrap();
     for f in [
         "src/file_00.txt",

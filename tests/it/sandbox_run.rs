@@ -66,8 +66,9 @@ fn an_exec_agent_cannot_escape_and_leaves_nothing_running() {
             "env": {"MAIN_REPO": repo.path.to_str().unwrap(), "OUTSIDE": outside.to_str().unwrap(),
                     "OTHER_WT": other_wt.to_str().unwrap(),
                     "CLOSED_PORT": closed_port.to_string()}}},
-        "tasks": [{"id": "escape", "prompt": "try", "agent": "escape"},
-                  {"id": "neighbour", "prompt": "sleep", "agent": "escape"}]
+        // The link to outside is a risky change: the tasks name it explicitly to keep it.
+        "tasks": [{"id": "escape", "prompt": "try", "agent": "escape", "paths": ["**", "link"]},
+                  {"id": "neighbour", "prompt": "sleep", "agent": "escape", "paths": ["**", "link"]}]
     }));
     let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -75,6 +76,7 @@ fn an_exec_agent_cannot_escape_and_leaves_nothing_running() {
     assert_eq!(t["sandbox"], "fully_enforced", "{t}");
     assert!(t["sandbox_abi"].as_u64().unwrap() >= 3);
     assert_eq!(report["sandbox"]["mode"], "landlock");
+    assert!(t["risky"][0]["why"].as_str().unwrap().contains("outside the repository"), "{t}");
     let tree = repo.tree_files(report["integration_branch"].as_str().unwrap());
     let results: serde_json::Value = serde_json::from_slice(&tree["escapes.json"]).unwrap();
     for (name, result) in results.as_object().unwrap() {
