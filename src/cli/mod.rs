@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Require at least this Landlock ABI (testing the fail-closed path).
     #[arg(long, hide = true, default_value_t = 3)]
     pub min_abi: u32,
+    /// When fanout runs as root: the user (name or uid) agents run as, with no capabilities
+    /// (default `nobody`).
+    #[arg(long, value_name = "USER|UID")]
+    pub agent_user: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
