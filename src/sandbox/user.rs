@@ -118,6 +118,7 @@ pub fn prepare_run_workspace(
         return Ok(());
     };
     std::fs::create_dir_all(run_dir).map_err(err(run_dir))?;
+    trust_handed_over_worktrees();
     let link = run_dir.join(WORKSPACE_DIRS[0]);
     let existing = std::fs::read_link(&link)
         .ok()
@@ -155,6 +156,19 @@ pub fn prepare_run_workspace(
         std::os::unix::fs::symlink(&target, &p).map_err(err(&p))?;
     }
     Ok(())
+}
+
+/// fanout (root) opens the task worktrees it created and handed to the agent uid; libgit2
+/// refuses repositories owned by another user. What that check protects git from — running
+/// hooks or an fsmonitor from someone else's configuration — libgit2 never does, and fanout
+/// only reads the worktree, commits to its own branch, and runs no configured program.
+#[allow(unsafe_code)]
+fn trust_handed_over_worktrees() {
+    // SAFETY: a process-wide libgit2 option, set before the task pipelines start (no git2 call
+    // runs concurrently at this point of a run).
+    unsafe {
+        let _ = git2::opts::set_verify_owner_validation(false);
+    }
 }
 
 /// A workspace root fanout made: a real folder (not a link) owned by root, not writable by
