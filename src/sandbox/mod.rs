@@ -231,13 +231,13 @@ impl SandboxReport {
         if self.status == EnforcementStatus::Off {
             line.push_str("; NOT CONFINED");
         }
+        line.push(')');
         if let Some(who) = self.run_as {
             line.push_str(&format!(
-                "; as uid {} gid {}, no capabilities",
+                ", as uid {} gid {} with no capabilities",
                 who.uid, who.gid
             ));
         }
-        line.push(')');
         if let Some(m) = &self.message {
             line.push_str(": ");
             line.push_str(m);
