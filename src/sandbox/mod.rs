@@ -137,7 +137,7 @@ pub fn readable_except(root: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if hidden.iter().any(|h| *h == dir) {
+        if hidden.contains(&dir) {
             continue;
         }
         if !hidden.iter().any(|h| h.starts_with(&dir)) {
