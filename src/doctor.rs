@@ -1,7 +1,8 @@
 /*!
 The library part of `fanout doctor`: checks of the environment agents run in, each one line.
 
-Covered here: the Landlock ABI of the kernel, the Codex CLI (binary, version, the protocol fanout
+Covered here: the Landlock ABI of the kernel, whether fanout runs as root (and who agents then
+run as), the Codex CLI (binary, version, the protocol fanout
 will speak, the unrelated npm package named `codex`), `mcp-server` asked of a Codex that no
 longer has it (in a task file's profiles or in Codex's own `mcp_servers`), and whether the
 user's Codex `config.toml` is valid TOML (Codex's CLI and IDE extension share it).
@@ -57,7 +58,7 @@ pub fn has_errors(checks: &[Check]) -> bool {
 
 /// Every check; `tasks` adds the task file's agent profiles.
 pub fn run(tasks: Option<&TaskFile>) -> Vec<Check> {
-    let mut out = vec![landlock()];
+    let mut out = vec![landlock(), privileges()];
     out.extend(codex_checks("codex", None));
     out.extend(codex_config_checks(codex::user_codex_home(None).as_deref()));
     if let Some(file) = tasks {
@@ -84,6 +85,40 @@ pub fn landlock() -> Check {
             "landlock",
             "the kernel offers no Landlock: fanout refuses to run agents unless told `--sandbox off`",
         ),
+    }
+}
+
+/// Whether fanout runs as root, and what agents then run as.
+pub fn privileges() -> Check {
+    let subject = "privileges";
+    if !crate::sandbox::user::is_root() {
+        return Check::new(
+            Level::Ok,
+            subject,
+            format!(
+                "fanout runs as uid {}; agents run as this user, confined by Landlock",
+                nix::unistd::geteuid()
+            ),
+        );
+    }
+    match crate::sandbox::user::resolve(None) {
+        Ok(Some(who)) => Check::new(
+            Level::Warn,
+            subject,
+            format!(
+                "fanout runs as root: agents run as {} (or --agent-user) with no capabilities, \
+                 their worktrees and scratch folders in a root-owned folder under {} handed to \
+                 that user; they can do at most what that user could",
+                crate::sandbox::user::describe(who),
+                std::env::temp_dir().display()
+            ),
+        ),
+        Ok(None) => Check::new(
+            Level::Error,
+            subject,
+            "fanout runs as root but found no agent user",
+        ),
+        Err(e) => Check::new(Level::Error, subject, e.to_string()),
     }
 }
 

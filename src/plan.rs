@@ -43,6 +43,10 @@ pub struct SandboxOptions {
     pub net: NetChoice,
     pub read_strict: bool,
     pub min_abi: u32,
+    /// The uid agents run as when fanout runs as root (`--agent-user`, default `nobody`);
+    /// `None` when fanout is not root.
+    #[serde(default)]
+    pub run_as: Option<crate::sandbox::RunAs>,
 }
 
 impl Default for SandboxOptions {
@@ -52,6 +56,7 @@ impl Default for SandboxOptions {
             net: NetChoice::Default,
             read_strict: false,
             min_abi: 3,
+            run_as: None,
         }
     }
 }

@@ -42,6 +42,13 @@ pub struct SpawnSpec {
 pub enum SpawnError {
     #[error("cannot open log file {0}")]
     Log(String, #[source] std::io::Error),
+    #[error("cannot give the workspace {path} to uid {uid}")]
+    HandOver {
+        path: String,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start {program}")]
     Start {
         program: String,
@@ -70,6 +77,7 @@ impl AgentProcess {
             .open(&spec.stderr_log)
             .map_err(|e| SpawnError::Log(spec.stderr_log.display().to_string(), e))?;
         let _ = std::fs::remove_file(&spec.status_file);
+        hand_over_workspace(spec)?;
         let args: Vec<OsString> = spec.args.iter().map(OsString::from).collect();
         let mut std_cmd = sandbox::supervised_command(
             &spec.self_exe,
@@ -175,6 +183,23 @@ impl AgentProcess {
         }
         tail_of_file(&self.stderr_log, max)
     }
+}
+
+/// When the program runs as another uid (fanout is root), its writable folders become that
+/// uid's before every start: fanout created them (and, e.g., CODEX_HOME with `auth.json` 0600)
+/// as root. The walk never follows links, so it is safe while the task's processes run.
+fn hand_over_workspace(spec: &SpawnSpec) -> Result<(), SpawnError> {
+    let Some(who) = spec.policy.run_as else {
+        return Ok(());
+    };
+    for dir in &spec.policy.writable {
+        sandbox::user::hand_over(dir, who).map_err(|source| SpawnError::HandOver {
+            path: dir.display().to_string(),
+            uid: who.uid,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Longest stderr log kept per process; the rest is counted, not written.

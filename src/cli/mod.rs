@@ -176,6 +176,10 @@ pub struct RunArgs {
     /// not run (Git LFS, custom `filter=`); without it such a change fails its task.
     #[arg(long)]
     pub allow_unfiltered: bool,
+    /// When fanout runs as root: the user (name or uid) agents run as, with no capabilities
+    /// (default `nobody`).
+    #[arg(long, value_name = "USER|UID")]
+    pub agent_user: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -17,6 +17,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         eprintln!("fanout: --jobs must be at least 1");
         return Ok(EXIT_USAGE);
     }
+    let run_as = match crate::sandbox::user::resolve(a.agent_user.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
     let options = RunOptions {
         repo: a.repo.repo.clone(),
         tasks_file: a.tasks.clone(),
@@ -34,6 +41,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             },
             read_strict: a.read == ReadArg::Strict,
             min_abi: a.min_abi,
+            run_as,
         },
         readback: if a.no_readback {
             ReadbackMode::Off

@@ -187,6 +187,13 @@ pub struct SandboxSummary {
     pub kernel_abi: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Whether fanout itself ran as root (effective uid 0).
+    #[serde(default)]
+    pub root: bool,
+    /// Who agents ran as when fanout was root, e.g. `uid 65534 (nobody), gid 65534`, with no
+    /// capabilities; absent when agents ran as the invoker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_user: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -156,5 +156,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     if !shared.options.keep_worktrees && reports.iter().all(|r| r.workspace.is_none()) {
         let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));
         let _ = std::fs::remove_dir(shared.run_dir.join("scratch"));
+        // As root, the workspaces live outside the run folder (see sandbox::user).
+        crate::sandbox::user::remove_outside(&shared.run_dir, false);
     }
 }

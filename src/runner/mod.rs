@@ -81,14 +81,22 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let (verifier, readback_skip) = runtime
         .block_on(crate::verify::readback::start_for_run(&plan, &progress))
         .map_err(RunError::Verifier)?;
-    for sub in [
-        "worktrees",
-        "scratch",
-        "events",
-        "logs",
-        "patches",
-        "status",
-    ] {
+    crate::sandbox::user::prepare_run_workspace(
+        &run_dir,
+        plan.run_id.as_str(),
+        plan.options.sandbox.run_as,
+    )
+    .map_err(|e| match e {
+        crate::sandbox::user::UserError::Workspace { path, source } => RunError::RunDir {
+            path: path.display().to_string(),
+            source,
+        },
+        other => RunError::RunDir {
+            path: run_dir.display().to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
+    for sub in ["events", "logs", "patches", "status"] {
         let p = run_dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
             path: p.display().to_string(),
@@ -114,6 +122,12 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
             mode: "landlock".into(),
             kernel_abi,
             warning: None,
+            root: crate::sandbox::user::is_root(),
+            agent_user: plan
+                .options
+                .sandbox
+                .run_as
+                .map(crate::sandbox::user::describe),
         }
     } else {
         let w = "agents run UNCONFINED (--sandbox off): they can write anywhere this user can"
@@ -124,6 +138,12 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
             mode: "off".into(),
             kernel_abi,
             warning: Some(w),
+            root: crate::sandbox::user::is_root(),
+            agent_user: plan
+                .options
+                .sandbox
+                .run_as
+                .map(crate::sandbox::user::describe),
         }
     };
 

@@ -46,8 +46,13 @@ impl Progress {
                 "landlock (not supported by this kernel: agents will not start)".to_string()
             }
         };
+        // Root is said on the first line: what agents may do depends on it.
+        let root = match &sandbox.agent_user {
+            Some(who) => format!("; fanout runs as root: agents run as {who}, no capabilities"),
+            None => String::new(),
+        };
         self.line(&format!(
-            "fanout: run {} — {} task(s) from {} ({}), {} at a time, sandbox {sb}",
+            "fanout: run {} — {} task(s) from {} ({}), {} at a time, sandbox {sb}{root}",
             plan.run_id,
             plan.tasks.len(),
             plan.base_rev,

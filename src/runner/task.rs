@@ -20,6 +20,7 @@ use crate::ids::task_branch;
 use crate::plan::{agent_cwd, NetChoice, PlannedTask};
 use crate::process::SpawnSpec;
 use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
+use crate::sandbox::user::workspace_dir;
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 use crate::verify;
 
@@ -139,8 +140,9 @@ async fn pipeline(
 
     let id = task.id().clone();
     let paths = Paths {
-        worktree: shared.run_dir.join("worktrees").join(id.as_str()),
-        scratch: shared.run_dir.join("scratch").join(id.as_str()),
+        // Real paths: as root they lie outside the run folder, which agents may not reach.
+        worktree: workspace_dir(&shared.run_dir, "worktrees").join(id.as_str()),
+        scratch: workspace_dir(&shared.run_dir, "scratch").join(id.as_str()),
         events: shared.run_dir.join("events").join(format!("{id}.jsonl")),
         stderr_log: shared.run_dir.join("logs").join(format!("{id}.stderr.log")),
         status_file: shared.run_dir.join("status").join(format!("{id}.json")),
@@ -498,9 +500,9 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
         NetChoice::Default => NetPolicy::ConnectPorts(ports),
     };
     let read = if sb.read_strict {
-        let mut readable = vec![shared.workdir.clone(), shared.common_dir.clone()];
-        readable.extend(program_dirs(&task.profile.command));
-        ReadAccess::Strict { readable }
+        ReadAccess::Strict {
+            readable: strict_readable(shared, task, paths),
+        }
     } else {
         ReadAccess::All
     };
@@ -510,9 +512,13 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
         read,
         net,
         min_abi: sb.min_abi,
+        run_as: sb.run_as,
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+    if sb.run_as.is_some() {
+        dropped_root_env(&mut env, &paths.scratch);
+    }
     env.extend(task.profile.env.clone());
     SpawnSpec {
         self_exe: shared.options.self_exe.clone(),
@@ -524,6 +530,35 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
         env_remove: Vec::new(),
         stderr_log: paths.stderr_log.clone(),
         status_file: paths.status_file.clone(),
+    }
+}
+
+/// What `--read strict` lets a task read besides system folders and its own worktree and
+/// scratch: the repository except fanout's folder (other tasks' and runs' workspaces, logs)
+/// and git's folders of other worktrees; its own worktree's git folder; its program.
+fn strict_readable(shared: &Shared, task: &PlannedTask, paths: &Paths) -> Vec<PathBuf> {
+    let common = &shared.common_dir;
+    let hidden = [common.join("fanout"), common.join("worktrees")];
+    let mut readable = crate::sandbox::readable_except(&shared.workdir, &hidden);
+    if !common.starts_with(&shared.workdir) {
+        readable.extend(crate::sandbox::readable_except(common, &hidden));
+    }
+    let own = common.join("worktrees").join(&paths.wt_name);
+    if own.is_dir() {
+        readable.push(own);
+    }
+    readable.extend(program_dirs(&task.profile.command));
+    readable
+}
+
+/// Agents that fanout (root) starts as another uid: `HOME` in scratch (root's is not theirs),
+/// and git may use the worktree although its git folder belongs to root.
+fn dropped_root_env(env: &mut std::collections::BTreeMap<String, String>, scratch: &Path) {
+    env.insert("HOME".into(), scratch.join("home").display().to_string());
+    if std::env::var_os("GIT_CONFIG_COUNT").is_none() {
+        env.insert("GIT_CONFIG_COUNT".into(), "1".into());
+        env.insert("GIT_CONFIG_KEY_0".into(), "safe.directory".into());
+        env.insert("GIT_CONFIG_VALUE_0".into(), "*".into());
     }
 }
 

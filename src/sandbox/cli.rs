@@ -50,6 +50,11 @@ pub struct SandboxArgs {
     /// Grace period between SIGTERM and SIGKILL when stopped.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub grace_ms: u64,
+    /// When run as root: the user (name or uid) the command runs as, with no capabilities
+    /// (default `nobody`). The writable folders must be writable by that user; fanout sandbox
+    /// changes no ownership. Not allowed when not root (the command runs as the invoker).
+    #[arg(long, value_name = "USER|UID")]
+    pub agent_user: Option<String>,
     /// Lowest acceptable Landlock ABI (testing: simulate an old kernel).
     #[arg(long, hide = true, default_value_t = MIN_SUPPORTED_ABI)]
     pub min_abi: u32,
@@ -102,12 +107,14 @@ impl SandboxArgs {
                 NetPolicy::ConnectPorts(ports)
             }
         };
+        let run_as = super::user::resolve(self.agent_user.as_deref()).map_err(|e| e.to_string())?;
         Ok(Policy {
             enforce: true,
             writable,
             read,
             net,
             min_abi: self.min_abi,
+            run_as,
         })
     }
 }

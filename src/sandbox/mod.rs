@@ -26,9 +26,11 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod privs;
 mod procs;
 mod rules;
 mod supervisor;
+pub mod user;
 
 use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
@@ -69,6 +71,17 @@ pub struct Policy {
     pub net: NetPolicy,
     /// Lowest acceptable Landlock ABI; values below [`MIN_SUPPORTED_ABI`] are raised to it.
     pub min_abi: u32,
+    /// Run the program as this uid/gid with no capabilities (fanout runs as root). The
+    /// supervisor stays root; the child switches before Landlock. `None`: no switch.
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
+}
+
+/// An unprivileged uid and gid a sandboxed program runs as.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Policy {
@@ -81,6 +94,7 @@ impl Policy {
             read: ReadAccess::All,
             net: NetPolicy::default(),
             min_abi: MIN_SUPPORTED_ABI,
+            run_as: None,
         }
     }
 }
@@ -114,6 +128,34 @@ pub const SYSTEM_READ_DIRS: &[&str] = &[
     "/var/lib",
     "/nix/store",
 ];
+
+/// Landlock can only allow: to make everything beneath `root` readable except the `hidden`
+/// subtrees, this lists the entries of `root` (and, for folders that contain a hidden path, of
+/// them, recursively) that contain no hidden path. Links are left out (they are not followed:
+/// one pointing at `/` would open everything).
+pub fn readable_except(root: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if hidden.contains(&dir) {
+            continue;
+        }
+        if !hidden.iter().any(|h| h.starts_with(&dir)) {
+            out.push(dir);
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| !t.is_symlink()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 /// TCP policy (Landlock ABI ≥ 4). UDP and other protocols are not restricted by Landlock ABI 7.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -169,6 +211,9 @@ pub struct SandboxReport {
     pub missing: Vec<String>,
     /// Why the sandbox was not enforced, or why the program could not be executed.
     pub message: Option<String>,
+    /// The uid/gid the program runs as when the supervisor dropped root for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
 }
 
 impl SandboxReport {
@@ -187,6 +232,12 @@ impl SandboxReport {
             line.push_str("; NOT CONFINED");
         }
         line.push(')');
+        if let Some(who) = self.run_as {
+            line.push_str(&format!(
+                ", as uid {} gid {} with no capabilities",
+                who.uid, who.gid
+            ));
+        }
         if let Some(m) = &self.message {
             line.push_str(": ");
             line.push_str(m);
@@ -349,6 +400,30 @@ mod tests {
             serde_json::to_string(&EnforcementStatus::PartiallyEnforced).unwrap(),
             "\"partially_enforced\""
         );
+    }
+
+    #[test]
+    fn readable_except_leaves_out_hidden_subtrees() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for p in [
+            ".git/objects",
+            ".git/fanout/runs/x",
+            ".git/worktrees/a",
+            ".git/worktrees/b",
+            "src",
+        ] {
+            std::fs::create_dir_all(r.join(p)).unwrap();
+        }
+        std::fs::write(r.join("README"), "x").unwrap();
+        std::os::unix::fs::symlink("/", r.join("root-link")).unwrap();
+        let hidden = [r.join(".git/fanout"), r.join(".git/worktrees")];
+        let got = readable_except(r, &hidden);
+        let want: Vec<PathBuf> = [".git/objects", "README", "src"]
+            .iter()
+            .map(|p| r.join(p))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -75,12 +75,13 @@ pub(crate) fn missing_features(abi: u32, policy: &Policy) -> Vec<String> {
     missing
 }
 
-fn not_enforced(abi: Option<u32>, message: String) -> SandboxReport {
+pub(crate) fn not_enforced(abi: Option<u32>, message: String) -> SandboxReport {
     SandboxReport {
         status: EnforcementStatus::NotEnforced,
         abi,
         missing: Vec::new(),
         message: Some(message),
+        run_as: None,
     }
 }
 
@@ -145,6 +146,7 @@ pub(crate) fn apply(policy: &Policy, min_abi: u32) -> SandboxReport {
                 abi,
                 missing,
                 message: None,
+                run_as: None,
             }
         }
         Err(e) => not_enforced(kabi, format!("cannot set up the sandbox: {e}")),
@@ -192,8 +194,10 @@ fn build_and_restrict(policy: &Policy) -> Result<(RulesetStatus, Option<u32>), a
             }
         }
     }
+    // No device nodes anywhere: a block device made in a worktree opens the disk beneath it.
+    let writable = all & !(AccessFs::MakeBlock | AccessFs::MakeChar);
     for p in &policy.writable {
-        rs = rs.add_rule(path_rule(p, all)?)?;
+        rs = rs.add_rule(path_rule(p, writable)?)?;
     }
     for dev in DEVICE_FILES {
         let p = Path::new(dev);

@@ -2,8 +2,8 @@
 //! sure no process of the tree outlives it.
 
 use super::{
-    procs, rules, EnforcementStatus, Policy, SandboxReport, EXIT_EXEC_FAILED, EXIT_NOT_ENFORCED,
-    MIN_ABI_ENV, MIN_SUPPORTED_ABI,
+    privs, procs, rules, EnforcementStatus, Policy, SandboxReport, EXIT_EXEC_FAILED,
+    EXIT_NOT_ENFORCED, MIN_ABI_ENV, MIN_SUPPORTED_ABI,
 };
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -235,18 +235,34 @@ fn child_main(
         reset_signal(s);
     }
     let _ = setsid();
+    // Root is dropped first: a change of credentials clears the parent-death signal.
+    let switched = match cfg.policy.run_as {
+        Some(who) => privs::become_user(who).map(|()| Some(who)),
+        None => Ok(None),
+    };
     if prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != supervisor {
         return EXIT_NOT_ENFORCED; // the supervisor is already gone
     }
 
-    let report = if cfg.policy.enforce {
-        rules::apply(&cfg.policy, min_abi)
-    } else {
-        SandboxReport {
-            status: EnforcementStatus::Off,
-            abi: rules::kernel_abi(),
-            missing: Vec::new(),
-            message: None,
+    let report = match switched {
+        Err(why) => rules::not_enforced(
+            rules::kernel_abi(),
+            format!("cannot drop root privileges for the program: {why}"),
+        ),
+        Ok(run_as) => {
+            let mut r = if cfg.policy.enforce {
+                rules::apply(&cfg.policy, min_abi)
+            } else {
+                SandboxReport {
+                    status: EnforcementStatus::Off,
+                    abi: rules::kernel_abi(),
+                    missing: Vec::new(),
+                    message: None,
+                    run_as: None,
+                }
+            };
+            r.run_as = run_as;
+            r
         }
     };
     let mut pipe = std::fs::File::from(status_wr);
@@ -306,6 +322,7 @@ impl Supervisor {
                 abi: rules::kernel_abi(),
                 missing: Vec::new(),
                 message: Some("the sandboxed process exited before reporting its status".into()),
+                run_as: None,
             });
         if let Some(e) = lines
             .next()

@@ -292,6 +292,7 @@ fn session_follow_up(version: &str, protocol: &str) {
                 read: ReadAccess::All,
                 net: NetPolicy::ConnectPorts(vec![443]),
                 min_abi: 3,
+                run_as: None,
             },
             program: profile.command.clone(),
             args: Vec::new(),

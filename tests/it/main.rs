@@ -5,6 +5,7 @@ pub mod model_server;
 
 mod codex;
 mod doctor;
+mod escape;
 mod faults;
 mod interrupt;
 mod loss;
