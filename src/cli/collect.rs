@@ -16,6 +16,10 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
         }
     };
     let repo = super::open_repo(&a.repo)?;
+    if crate::sandbox::user::is_root() {
+        // The workspace belongs to the agent uid fanout handed it to.
+        crate::sandbox::user::trust_handed_over_worktrees();
+    }
     let name = worktree::worktree_name(run.as_str(), task.as_str());
     let task_repo = match worktree::open_task_repo(&repo.repo, &name) {
         Ok(r) => r,

@@ -163,7 +163,7 @@ pub fn prepare_run_workspace(
 /// hooks or an fsmonitor from someone else's configuration — libgit2 never does, and fanout
 /// only reads the worktree, commits to its own branch, and runs no configured program.
 #[allow(unsafe_code)]
-fn trust_handed_over_worktrees() {
+pub fn trust_handed_over_worktrees() {
     // SAFETY: a process-wide libgit2 option, set before the task pipelines start (no git2 call
     // runs concurrently at this point of a run).
     unsafe {

@@ -94,7 +94,7 @@ fn device_nodes(runner: Runner) {
         "{listing}"
     );
 }
-both_ways!(device_nodes_cannot_be_made, super::device_nodes);
+both_ways!(device_nodes_cannot_be_made, device_nodes);
 
 // ---------------------------------------------------------------- root's powers
 
@@ -230,7 +230,7 @@ fn root_powers(runner: Runner) {
         );
     }
 }
-both_ways!(root_powers_are_gone, super::root_powers);
+both_ways!(root_powers_are_gone, root_powers);
 
 // ---------------------------------------------------------------- strict reads
 
@@ -296,4 +296,4 @@ fn strict_reads(runner: Runner) {
         );
     }
 }
-both_ways!(strict_reads_isolate_tasks_and_runs, super::strict_reads);
+both_ways!(strict_reads_isolate_tasks_and_runs, strict_reads);

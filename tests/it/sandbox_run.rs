@@ -76,7 +76,13 @@ fn an_exec_agent_cannot_escape_and_leaves_nothing_running() {
     assert_eq!(t["sandbox"], "fully_enforced", "{t}");
     assert!(t["sandbox_abi"].as_u64().unwrap() >= 3);
     assert_eq!(report["sandbox"]["mode"], "landlock");
-    assert!(t["risky"][0]["why"].as_str().unwrap().contains("outside the repository"), "{t}");
+    assert!(
+        t["risky"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("outside the repository"),
+        "{t}"
+    );
     let tree = repo.tree_files(report["integration_branch"].as_str().unwrap());
     let results: serde_json::Value = serde_json::from_slice(&tree["escapes.json"]).unwrap();
     for (name, result) in results.as_object().unwrap() {
