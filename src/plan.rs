@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub readback: ReadbackMode,
     /// fanout's own executable (it holds the sandbox supervisor).
     pub self_exe: PathBuf,
+    /// Free space the git directory's filesystem needs before a run starts (0: no check).
+    pub min_free_mb: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -86,6 +86,7 @@ pub fn plan_resume(
     jobs: Option<usize>,
     report: Option<std::path::PathBuf>,
     self_exe: std::path::PathBuf,
+    min_free_mb: u64,
 ) -> Result<Plan, ResumeError> {
     let repo = UserRepo::open(repo_path).map_err(PlanError::from)?;
     let run_dir = repo.runs_dir().join(run.as_str());
@@ -131,6 +132,7 @@ pub fn plan_resume(
         sandbox: saved.sandbox.clone(),
         readback: saved.readback,
         self_exe,
+        min_free_mb,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

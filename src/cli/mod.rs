@@ -151,6 +151,9 @@ pub struct RunArgs {
     /// Print only warnings and the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
     /// Require at least this Landlock ABI (testing the fail-closed path).
     #[arg(long, hide = true, default_value_t = 3)]
     pub min_abi: u32,
@@ -211,6 +214,9 @@ pub struct ResumeArgs {
     /// Print only warnings and the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -275,7 +281,14 @@ fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
         return Err(usage("--jobs must be at least 1"));
     }
     let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
-    let plan = crate::resume::plan_resume(&a.repo.repo, &run, a.jobs, a.report.clone(), self_exe)
-        .map_err(|e| usage(crate::error_chain(&e)))?;
+    let plan = crate::resume::plan_resume(
+        &a.repo.repo,
+        &run,
+        a.jobs,
+        a.report.clone(),
+        self_exe,
+        a.min_free_mb,
+    )
+    .map_err(|e| usage(crate::error_chain(&e)))?;
     run::execute_and_report(plan, a.quiet)
 }

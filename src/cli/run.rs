@@ -43,6 +43,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             ReadbackMode::Auto
         },
         self_exe,
+        min_free_mb: a.min_free_mb,
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,
@@ -69,7 +70,7 @@ pub(super) fn execute_and_report(plan: Plan, quiet: bool) -> anyhow::Result<i32>
     let report_path = plan.options.report.clone();
     let report = match runner::execute(plan, Progress::new(quiet)) {
         Ok(r) => r,
-        Err(e @ runner::RunError::Verifier(_)) => {
+        Err(e @ (runner::RunError::Verifier(_) | runner::RunError::Preflight(_))) => {
             eprintln!("fanout: {e}");
             return Ok(EXIT_USAGE);
         }
