@@ -246,3 +246,110 @@ fn a_killed_run_can_be_resumed() {
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
     assert_eq!(repo.snapshot(), before);
 }
+
+/// A shell snippet that, in phase 1, leaves every kind of process an agent can leave — a
+/// background child, a double-forked `setsid` daemon (twice: `setsid -f` and a subshell), and a
+/// `nohup` job — marks itself started and then waits; in phase 2 it appends to `file`.
+fn leaving_children(file: &str) -> String {
+    format!(
+        "if [ \"$FANOUT_TEST_PHASE\" = 1 ]; then \
+           sleep 300 >/dev/null 2>&1 & \
+           setsid -f sleep 301 >/dev/null 2>&1; \
+           (setsid sleep 302 >/dev/null 2>&1 &); \
+           nohup sleep 303 >/dev/null 2>&1 & \
+           touch started.txt; sleep 304; \
+         fi; echo \"$FANOUT_TASK_ID\" >> {file}"
+    )
+}
+
+/// Kills whatever a failed test left under its temp folder, then fails with `msg`.
+fn fail_killing_leftovers(repo: &TestRepo, msg: String) -> ! {
+    for p in repo.live_processes() {
+        if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    panic!("{msg}");
+}
+
+/// Runs an exec agent and the fake MCP agent that both leave children behind, stops fanout
+/// with `sig` once both are started, and checks: exit 130, no process left at that moment,
+/// `status` says interrupted, and `resume` completes the run.
+fn graceful_stop_leaves_no_process(sig: nix::sys::signal::Signal) {
+    let repo = TestRepo::with_files(2);
+    let before = repo.snapshot();
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "sh": {"protocol": "exec", "command": "sh", "args": ["-c", leaving_children("src/file_00.txt")]},
+            "fake": fake_mcp_profile(&[])
+        },
+        "tasks": [
+            {"id": "exec", "prompt": "x", "agent": "sh"},
+            {"id": "mcp", "prompt": format!("run {}", leaving_children("src/file_01.txt")), "agent": "fake"}
+        ]
+    }));
+    let mut child = spawn_run(&repo, &file, "2", "1");
+    let run_dir = wait_for_run(&repo, &mut child, |run| {
+        ["exec", "mcp"]
+            .iter()
+            .all(|t| run.join(format!("worktrees/{t}/started.txt")).exists())
+    });
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    // The daemons were started before the marker; give `setsid -f` a moment to detach.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        repo.live_processes().len() >= 8,
+        "{:?}",
+        repo.live_processes()
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+    let out = child.wait_with_output().expect("fanout exits");
+    // Checked the moment fanout is gone: it must have waited for every tree to be stopped.
+    let left = repo.live_processes();
+    if !left.is_empty() {
+        fail_killing_leftovers(
+            &repo,
+            format!("{sig:?} left processes running: {left:?}\n{}", stderr(&out)),
+        );
+    }
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let status = repo.fanout(&["status", &run_id]);
+    assert!(
+        stdout(&status).contains(&format!("run {run_id}: interrupted")),
+        "{}",
+        stdout(&status)
+    );
+    let out = Command::new(fanout_bin())
+        .args(["resume", &run_id, "--repo"])
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("2 merged"), "{}", stdout(&out));
+    repo.assert_left_as(&before);
+}
+
+#[test]
+fn sigterm_leaves_no_agent_process_and_the_run_resumes() {
+    graceful_stop_leaves_no_process(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_leaves_no_agent_process_and_the_run_resumes() {
+    graceful_stop_leaves_no_process(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sighup_leaves_no_agent_process_and_the_run_resumes() {
+    graceful_stop_leaves_no_process(nix::sys::signal::Signal::SIGHUP);
+}
