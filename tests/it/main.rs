@@ -6,6 +6,7 @@ pub mod model_server;
 mod codex;
 mod doctor;
 mod faults;
+mod hardening;
 mod interrupt;
 mod run;
 mod sandbox;
