@@ -6,6 +6,7 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 
 mod clean;
 mod diff;
+pub mod out;
 mod run;
 mod status;
 mod validate;
@@ -254,19 +255,19 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
         None => None,
     };
     match crate::git::repo::UserRepo::open(&a.repo.repo) {
-        Ok(r) => println!("ok    git: repository at {}", r.workdir.display()),
-        Err(e) => println!("warn  git: {e}"),
+        Ok(r) => out::outln!("ok    git: repository at {}", r.workdir.display())?,
+        Err(e) => out::outln!("warn  git: {e}")?,
     }
     let checks = crate::doctor::run(file.as_ref());
     for c in &checks {
-        println!("{c}");
+        out::outln!("{c}")?;
     }
     let verifier = file
         .as_ref()
         .and_then(|f| f.verifier.as_ref())
         .map(|v| v.command.clone())
         .unwrap_or_else(|| "claude".into());
-    println!("{}", crate::verify::readback::doctor_line(&verifier));
+    out::outln!("{}", crate::verify::readback::doctor_line(&verifier))?;
     Ok(if crate::doctor::has_errors(&checks) {
         EXIT_TASKS_FAILED
     } else {

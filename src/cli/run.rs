@@ -76,13 +76,12 @@ pub(super) fn execute_and_report(plan: Plan, quiet: bool) -> anyhow::Result<i32>
         }
         Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
     };
-    print!(
-        "{}",
-        crate::redact::redact(&crate::report::table::render(&report))
-    );
+    // The report file first: a closed or full stdout must not lose it.
     if let Some(path) = report_path {
         crate::report::write_json_atomic(&path, &report)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
+    let table = crate::report::table::render(&report);
+    super::out::print(crate::redact::redact(&table).as_bytes())?;
     Ok(report.exit_code())
 }
