@@ -6,4 +6,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/install-agents.sh
-cargo test --all-targets -- --test-threads="${FANOUT_TEST_THREADS:-4}"
+# `test-hooks` compiles in the test-only delays some interrupt tests need.
+cargo test --all-targets --features test-hooks -- --test-threads="${FANOUT_TEST_THREADS:-4}"

@@ -16,6 +16,7 @@ pub mod git;
 pub mod ids;
 pub mod jsonrpc;
 pub mod plan;
+pub mod preflight;
 pub mod process;
 pub mod report;
 pub mod runner;

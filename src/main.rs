@@ -16,6 +16,13 @@ fn main() -> ExitCode {
     match fanout::cli::run(cli) {
         Ok(code) => exit(code),
         Err(e) => {
+            if let Some(out) = e.downcast_ref::<fanout::cli::out::OutputError>() {
+                // `fanout diff … | head`: the reader had enough; end as quietly as a tool
+                // killed by SIGPIPE would (128 + 13), so `set -o pipefail` sees the same.
+                if out.is_broken_pipe() {
+                    return ExitCode::from(141);
+                }
+            }
             match e.downcast_ref::<fanout::cli::UsageError>() {
                 Some(usage) => eprintln!("fanout: {usage}"),
                 None => eprintln!("fanout: error: {e:#}"),

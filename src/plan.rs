@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub max_change_bytes: Option<u64>,
     /// `--allow-unfiltered`: commit raw content for paths stored through a filter driver.
     pub allow_unfiltered: bool,
+    /// Free space the git directory's filesystem needs before a run starts (0: no check).
+    pub min_free_mb: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

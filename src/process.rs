@@ -5,13 +5,20 @@ Every agent (and verify command) runs under fanout's sandbox supervisor (`fanout
 in its own process group, with `PR_SET_PDEATHSIG` so that it is told to stop if fanout dies.
 Stopping is: SIGTERM to the supervisor (which terminates the whole tree, orphans included),
 a grace period, then SIGKILL to the process group.
+
+A supervisor is never SIGKILLed while it still runs its tree: its SIGKILL would orphan the
+agent's children to init (it is their subreaper). A process dropped before it was waited for
+(a future cancelled by a stop request) gets SIGTERM instead, stays in a registry of live
+supervisors, and [`stop_all`] waits — bounded — until every one of them finished cleaning up.
 */
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -96,7 +103,8 @@ impl AgentProcess {
         }
         std_cmd.envs(&spec.env);
         let mut cmd = tokio::process::Command::from(std_cmd);
-        cmd.process_group(0).kill_on_drop(true);
+        // No kill_on_drop: SIGKILL would orphan the agent's tree; `Drop` sends SIGTERM instead.
+        cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         #[allow(unsafe_code)]
         unsafe {
@@ -119,6 +127,7 @@ impl AgentProcess {
             source,
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        register(pid);
         let stderr_copier = child
             .stderr
             .take()
@@ -138,22 +147,26 @@ impl AgentProcess {
     pub async fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.child.try_wait() {
             self.kill_group();
+            unregister(self.pid);
             return Some(status);
         }
         if self.pid > 0 {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
         }
         // The supervisor itself waits a grace period for its tree; give it that plus a margin.
-        match tokio::time::timeout(grace + Duration::from_secs(3), self.child.wait()).await {
-            Ok(Ok(status)) => {
-                self.kill_group();
-                Some(status)
-            }
-            _ => {
-                self.kill_group();
-                self.child.wait().await.ok()
-            }
-        }
+        let status =
+            match tokio::time::timeout(grace + Duration::from_secs(3), self.child.wait()).await {
+                Ok(Ok(status)) => {
+                    self.kill_group();
+                    Some(status)
+                }
+                _ => {
+                    self.kill_group();
+                    self.child.wait().await.ok()
+                }
+            };
+        unregister(self.pid);
+        status
     }
 
     fn kill_group(&self) {
@@ -164,10 +177,12 @@ impl AgentProcess {
 
     /// Waits for exit until `deadline`; `None` on timeout.
     pub async fn wait_until(&mut self, deadline: tokio::time::Instant) -> Option<ExitStatus> {
-        tokio::time::timeout_at(deadline, self.child.wait())
+        let status = tokio::time::timeout_at(deadline, self.child.wait())
             .await
             .ok()?
-            .ok()
+            .ok()?;
+        unregister(self.pid);
+        Some(status)
     }
 
     /// The last lines of the child's stderr log, for error messages (after the log caught up).
@@ -200,6 +215,111 @@ fn hand_over_workspace(spec: &SpawnSpec) -> Result<(), SpawnError> {
         })?;
     }
     Ok(())
+}
+
+impl Drop for AgentProcess {
+    /// A process given up before it ended (its future was cancelled): ask the supervisor to
+    /// stop its tree. It stays registered, so [`stop_all`] waits for it.
+    fn drop(&mut self) {
+        match self.child.try_wait() {
+            Ok(Some(_)) => unregister(self.pid),
+            _ => signal_registered(self.pid, Signal::SIGTERM),
+        }
+    }
+}
+
+/// Supervisors started and not yet seen to exit, by pid, each with a pidfd: signals go through
+/// the pidfd, so a recycled pid is never hit.
+static LIVE: Mutex<Option<HashMap<i32, OwnedFd>>> = Mutex::new(None);
+
+fn live() -> std::sync::MutexGuard<'static, Option<HashMap<i32, OwnedFd>>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn register(pid: i32) {
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return; // already gone, or a kernel without pidfds: terminate() still works by pid
+    }
+    // SAFETY: `fd` is a descriptor we just opened and own.
+    #[allow(unsafe_code)]
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    live().get_or_insert_with(HashMap::new).insert(pid, fd);
+}
+
+fn unregister(pid: i32) {
+    if let Some(map) = live().as_mut() {
+        map.remove(&pid);
+    }
+}
+
+fn pidfd_signal(fd: &OwnedFd, sig: Signal) {
+    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo, no flags.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+fn signal_registered(pid: i32, sig: Signal) {
+    if let Some(fd) = live().as_ref().and_then(|m| m.get(&pid)) {
+        pidfd_signal(fd, sig);
+    }
+}
+
+/// Whether the process behind a pidfd has exited (the pidfd polls readable then).
+fn pidfd_exited(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Supervisors still running.
+pub fn live_supervisors() -> usize {
+    let mut guard = live();
+    let Some(map) = guard.as_mut() else {
+        return 0;
+    };
+    map.retain(|_, fd| !pidfd_exited(fd));
+    map.len()
+}
+
+/// Stops every supervisor still running — SIGTERM, so each stops its whole tree — and waits
+/// until they are gone, at most `grace` plus a margin; then SIGKILLs what is left. Every way a
+/// run ends goes through here, so no agent process outlives fanout.
+pub fn stop_all(grace: Duration) {
+    if live_supervisors() == 0 {
+        return;
+    }
+    if let Some(map) = live().as_ref() {
+        for fd in map.values() {
+            pidfd_signal(fd, Signal::SIGTERM);
+        }
+    }
+    // The supervisor waits `DEFAULT_GRACE` for its tree, then kills it; allow for that.
+    let deadline = Instant::now() + grace.max(sandbox::DEFAULT_GRACE) + Duration::from_secs(3);
+    while live_supervisors() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(map) = live().take() {
+        for fd in map.values() {
+            pidfd_signal(fd, Signal::SIGKILL);
+        }
+    }
 }
 
 /// Longest stderr log kept per process; the rest is counted, not written.

@@ -95,6 +95,7 @@ pub fn plan_resume(
     jobs: Option<usize>,
     report: Option<std::path::PathBuf>,
     self_exe: std::path::PathBuf,
+    min_free_mb: u64,
 ) -> Result<Plan, ResumeError> {
     let repo = UserRepo::open(repo_path).map_err(PlanError::from)?;
     let run_dir = repo.runs_dir().join(run.as_str());
@@ -143,6 +144,7 @@ pub fn plan_resume(
         max_file_bytes: saved.max_file_bytes,
         max_change_bytes: saved.max_change_bytes,
         allow_unfiltered: saved.allow_unfiltered,
+        min_free_mb,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

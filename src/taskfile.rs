@@ -191,6 +191,8 @@ pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
 
 /// Parses task-file text, returning every problem found.
 pub fn parse(text: &str) -> Result<TaskFile, Vec<Problem>> {
+    // Editors on Windows save UTF-8 with a byte-order mark, which JSON parsers reject.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| {
         vec![Problem {
             location: format!("line {}, column {}", e.line(), e.column()),
@@ -904,6 +906,12 @@ mod tests {
             f.defaults.verify,
             Some(VerifyCommand::Argv(vec!["true".into()]))
         );
+    }
+
+    #[test]
+    fn accepts_a_byte_order_mark() {
+        let f = parse("\u{feff}[{\"id\":\"a\",\"prompt\":\"x\"}]").expect("valid");
+        assert_eq!(f.tasks.len(), 1);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 /*!
-The `exec` protocol: run a plain command in the worktree with the prompt on stdin and in
-`FANOUT_PROMPT`. Exit code 0 means the agent finished. A follow-up turn runs the command
-again with the feedback as the prompt (and `FANOUT_ATTEMPT` counting up).
+The `exec` protocol: run a plain command in the worktree with the prompt on stdin, in the file
+named by `FANOUT_PROMPT_FILE` (in the task's scratch folder) and — when it is at most
+[`MAX_ENV_PROMPT`] bytes — in `FANOUT_PROMPT`. Exit code 0 means the agent finished. A
+follow-up turn runs the command again with the feedback as the prompt (and `FANOUT_ATTEMPT`
+counting up).
+
+Why the cap: Linux limits one environment string to 128 KiB (`MAX_ARG_STRLEN`) and argv plus
+environment together to a few MiB, so a larger `FANOUT_PROMPT` would make every start fail
+with `Argument list too long`. Above the cap `FANOUT_PROMPT` is left unset (never cut: a
+silently truncated prompt is worse than none) and `FANOUT_PROMPT_BYTES` says how long it is.
 */
 
 use serde_json::json;
@@ -11,6 +18,9 @@ use tokio::time::Instant;
 use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TurnResult, STOP_GRACE};
 use crate::jsonrpc::{read_capped_line, Line};
 use crate::process::{describe_exit, AgentProcess};
+
+/// Longest prompt also passed in `FANOUT_PROMPT` (bytes).
+pub const MAX_ENV_PROMPT: usize = 64 * 1024;
 
 /// Longest stdout line kept in the event log; exec agents are not trusted to be brief.
 const MAX_STDOUT_LINE: usize = 8 * 1024;
@@ -40,7 +50,25 @@ impl ExecSession {
     ) -> Result<TurnResult, AgentError> {
         self.attempt += 1;
         let mut spec = self.ctx.spawn.clone();
-        spec.env.insert("FANOUT_PROMPT".into(), prompt.to_string());
+        let prompt_file = self.ctx.scratch.join("prompt.txt");
+        write_prompt_file(&prompt_file, prompt).map_err(|e| {
+            AgentError::Spawn(format!(
+                "cannot write the prompt file {}: {e}",
+                prompt_file.display()
+            ))
+        })?;
+        spec.env.insert(
+            "FANOUT_PROMPT_FILE".into(),
+            prompt_file.display().to_string(),
+        );
+        spec.env
+            .insert("FANOUT_PROMPT_BYTES".into(), prompt.len().to_string());
+        if prompt.len() <= MAX_ENV_PROMPT {
+            spec.env.insert("FANOUT_PROMPT".into(), prompt.to_string());
+        } else {
+            // An inherited FANOUT_PROMPT would be mistaken for this one.
+            spec.env_remove.push("FANOUT_PROMPT".into());
+        }
         spec.env
             .insert("FANOUT_ATTEMPT".into(), self.attempt.to_string());
         let mut proc =
@@ -105,6 +133,17 @@ impl ExecSession {
         self.info.last_message = last.clone();
         Ok(TurnResult { message: last })
     }
+}
+
+/// Writes the prompt through a temp file and a rename, so an agent never reads half of it.
+fn write_prompt_file(path: &std::path::Path, prompt: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(prompt.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn remaining_hint(_deadline: Instant) -> f64 {

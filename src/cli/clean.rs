@@ -60,14 +60,14 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             }
             worktree::remove_tree(&dir)?;
         }
-        println!(
+        super::out::outln!(
             "run {run}: removed {removed} worktree(s){}",
             if a.branches {
                 format!(", {branches} branch(es) and the run folder")
             } else {
                 String::new()
             }
-        );
+        )?;
     }
     Ok(EXIT_OK)
 }

@@ -47,6 +47,12 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
         "never" => false,
         _ => std::io::stdout().is_terminal(),
     };
+    write_patch(&patch, color).map_err(super::out::OutputError)?;
+    Ok(EXIT_OK)
+}
+
+/// Writes the patch to stdout, coloured or not.
+fn write_patch(patch: &[u8], color: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for line in patch.split_inclusive(|&b| b == b'\n') {
         let code = match line.first() {
@@ -67,5 +73,5 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
             None => out.write_all(line)?,
         }
     }
-    Ok(EXIT_OK)
+    out.flush()
 }

@@ -7,6 +7,7 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 mod clean;
 mod collect;
 mod diff;
+pub mod out;
 mod run;
 mod status;
 mod validate;
@@ -163,6 +164,9 @@ pub struct RunArgs {
     /// Print only warnings and the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
     /// Require at least this Landlock ABI (testing the fail-closed path).
     #[arg(long, hide = true, default_value_t = 3)]
     pub min_abi: u32,
@@ -254,6 +258,9 @@ pub struct ResumeArgs {
     /// Print only warnings and the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -292,19 +299,19 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
         None => None,
     };
     match crate::git::repo::UserRepo::open(&a.repo.repo) {
-        Ok(r) => println!("ok    git: repository at {}", r.workdir.display()),
-        Err(e) => println!("warn  git: {e}"),
+        Ok(r) => out::outln!("ok    git: repository at {}", r.workdir.display())?,
+        Err(e) => out::outln!("warn  git: {e}")?,
     }
     let checks = crate::doctor::run(file.as_ref());
     for c in &checks {
-        println!("{c}");
+        out::outln!("{c}")?;
     }
     let verifier = file
         .as_ref()
         .and_then(|f| f.verifier.as_ref())
         .map(|v| v.command.clone())
         .unwrap_or_else(|| "claude".into());
-    println!("{}", crate::verify::readback::doctor_line(&verifier));
+    out::outln!("{}", crate::verify::readback::doctor_line(&verifier))?;
     Ok(if crate::doctor::has_errors(&checks) {
         EXIT_TASKS_FAILED
     } else {
@@ -319,7 +326,14 @@ fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
         return Err(usage("--jobs must be at least 1"));
     }
     let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
-    let plan = crate::resume::plan_resume(&a.repo.repo, &run, a.jobs, a.report.clone(), self_exe)
-        .map_err(|e| usage(crate::error_chain(&e)))?;
+    let plan = crate::resume::plan_resume(
+        &a.repo.repo,
+        &run,
+        a.jobs,
+        a.report.clone(),
+        self_exe,
+        a.min_free_mb,
+    )
+    .map_err(|e| usage(crate::error_chain(&e)))?;
     run::execute_and_report(plan, a.quiet)
 }

@@ -54,6 +54,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         max_file_bytes: a.max_file_bytes,
         max_change_bytes: a.max_change_bytes,
         allow_unfiltered: a.allow_unfiltered,
+        min_free_mb: a.min_free_mb,
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,
@@ -80,19 +81,18 @@ pub(super) fn execute_and_report(plan: Plan, quiet: bool) -> anyhow::Result<i32>
     let report_path = plan.options.report.clone();
     let report = match runner::execute(plan, Progress::new(quiet)) {
         Ok(r) => r,
-        Err(e @ runner::RunError::Verifier(_)) => {
+        Err(e @ (runner::RunError::Verifier(_) | runner::RunError::Preflight(_))) => {
             eprintln!("fanout: {e}");
             return Ok(EXIT_USAGE);
         }
         Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
     };
-    print!(
-        "{}",
-        crate::redact::redact(&crate::report::table::render(&report))
-    );
+    // The report file first: a closed or full stdout must not lose it.
     if let Some(path) = report_path {
         crate::report::write_json_atomic(&path, &report)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
+    let table = crate::report::table::render(&report);
+    super::out::print(crate::redact::redact(&table).as_bytes())?;
     Ok(report.exit_code())
 }

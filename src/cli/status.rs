@@ -10,7 +10,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     let Some(run) = a.run else {
         let runs = super::list_runs(&repo);
         if runs.is_empty() {
-            println!("no runs in {}", runs_dir.display());
+            super::out::outln!("no runs in {}", runs_dir.display())?;
         }
         for r in runs {
             let state = StateFile::read(&runs_dir.join(&r).join("state.json"));
@@ -31,7 +31,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
                 }
                 None => format!("{r}  (no state)"),
             };
-            println!("{line}");
+            super::out::outln!("{line}")?;
         }
         return Ok(EXIT_OK);
     };
@@ -42,7 +42,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     let dir = runs_dir.join(run.as_str());
     if a.json {
         match std::fs::read_to_string(dir.join("report.json")) {
-            Ok(t) => print!("{t}"),
+            Ok(t) => super::out::print(t)?,
             Err(_) => {
                 eprintln!("fanout: run {run} has no report.json (still running, or interrupted)");
                 return Ok(EXIT_USAGE);
@@ -59,11 +59,12 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     } else {
         &state.status
     };
-    println!("run {}: {status}", state.run_id);
-    println!(
+    super::out::outln!("run {}: {status}", state.run_id)?;
+    super::out::outln!(
         "base {}  integration branch {}",
-        state.base, state.integration_branch
-    );
+        state.base,
+        state.integration_branch
+    )?;
     let order = if state.order.is_empty() {
         state.tasks.keys().cloned().collect()
     } else {
@@ -71,14 +72,14 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     };
     for id in order {
         if let Some(t) = state.tasks.get(&id) {
-            println!(
+            super::out::outln!(
                 "  {id:<24} {:<13} {}",
                 t.status,
                 t.commit
                     .as_deref()
-                    .map(|c| &c[..c.len().min(12)])
+                    .map(|c| c.get(..12).unwrap_or(c))
                     .unwrap_or("")
-            );
+            )?;
         }
     }
     Ok(EXIT_OK)

@@ -40,12 +40,12 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| "codex".into())
         })
         .collect();
-    println!(
+    super::out::outln!(
         "{}: valid — {} task(s), agent(s): {}",
         a.tasks.display(),
         file.tasks.len(),
         agents.into_iter().collect::<Vec<_>>().join(", ")
-    );
+    )?;
     Ok(EXIT_OK)
 }
 

@@ -121,7 +121,10 @@ pub struct TaskReport {
     pub changes: Vec<FileChange>,
     pub insertions: usize,
     pub deletions: usize,
+    /// Run time: from getting a job slot to the end (0 when it never got one).
     pub duration_ms: u64,
+    /// Time before that: waiting for dependencies and for a free slot (`--jobs`).
+    pub queued_ms: u64,
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conflict_paths: Vec<String>,
@@ -162,6 +165,7 @@ impl TaskReport {
             insertions: 0,
             deletions: 0,
             duration_ms: 0,
+            queued_ms: 0,
             error: None,
             conflict_paths: Vec::new(),
             attempts: 0,
@@ -207,6 +211,9 @@ pub struct RunReport {
     pub integration_commit: String,
     pub run_dir: String,
     pub interrupted: bool,
+    /// The signal that stopped the run, in words (`terminated (SIGTERM)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_by: Option<String>,
     pub sandbox: SandboxSummary,
     /// The read-back verifier, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]

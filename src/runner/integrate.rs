@@ -90,7 +90,8 @@ pub(crate) fn integrate(
             report.error = Some(format!("dependency {dep} was not merged"));
             continue;
         }
-        if interrupted {
+        // A stop request is honoured between two commits; the rest stay verified for resume.
+        if interrupted || *shared.cancel.borrow() {
             // Verified work is kept on its branch, but an interrupted run integrates nothing new.
             report.status = TaskStatus::Failed;
             report.error = Some("the run was interrupted before integration; the verified commit is on the task branch".into());
@@ -101,6 +102,7 @@ pub(crate) fn integrate(
             task.id(),
             task.id()
         );
+        test_hooks::before_merge();
         match integ.apply(commit, &message)? {
             Applied::Merged(_) => {
                 report.status = TaskStatus::Merged;
@@ -135,6 +137,9 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     for (task, report) in shared.tasks.iter().zip(reports.iter_mut()) {
         let name = worktree::worktree_name(shared.run_id.as_str(), task.id().as_str());
         let wt = shared.run_dir.join("worktrees").join(task.id().as_str());
+        if shared.stop.now() {
+            break; // stop now: `fanout resume` or `fanout clean` removes the rest
+        }
         // A workspace whose work could not be committed is the only copy of it.
         let keep = shared.options.keep_worktrees || report.workspace.is_some();
         if !keep {
@@ -159,4 +164,22 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
         // As root, the workspaces live outside the run folder (see sandbox::user).
         crate::sandbox::user::remove_outside(&shared.run_dir, false);
     }
+}
+
+/// Test-only hooks, compiled in with the `test-hooks` feature (never in a release build).
+mod test_hooks {
+    /// `FANOUT_TEST_MERGE_DELAY_MS`: sleep before each merged commit, so tests can signal a
+    /// run while it integrates.
+    #[cfg(feature = "test-hooks")]
+    pub(super) fn before_merge() {
+        if let Some(ms) = std::env::var("FANOUT_TEST_MERGE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    pub(super) fn before_merge() {}
 }

@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 mod integrate;
 mod progress;
+mod stop;
 mod task;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::ids::{merged_branch, RunId};
 use crate::plan::{Plan, PlannedTask, RunOptions};
@@ -40,6 +41,8 @@ pub enum RunError {
     Git(#[from] crate::git::GitError),
     #[error("{0}")]
     Verifier(String),
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
 }
 
 /// What every task pipeline shares (plain data: no git handles).
@@ -54,6 +57,7 @@ pub(crate) struct Shared {
     pub tasks: Vec<PlannedTask>,
     pub progress: Progress,
     pub cancel: watch::Receiver<bool>,
+    pub(crate) stop: stop::Stop,
     pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
     /// Outcomes carried over by `fanout resume`.
     pub priors: BTreeMap<String, crate::resume::Prior>,
@@ -73,10 +77,19 @@ pub(crate) enum Pending {
 pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
+    // Before anything is created: a read-only object store or a full disk would otherwise
+    // show only after every agent ran.
+    crate::preflight::check(&plan.repo.common_dir, plan.options.min_free_mb)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
+    // One listener for the whole run; the runtime lives until the final state is written.
+    let stop = stop::Stop::install(&runtime, progress.clone());
+    // However the run ends (even by an error), no supervisor — so no agent — outlives it.
+    let _reap = StopAllOnDrop;
+    let (started_tx, started_rx) = mpsc::unbounded_channel();
+    let progress = progress.with_started(started_tx);
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
     let (verifier, readback_skip) = runtime
         .block_on(crate::verify::readback::start_for_run(&plan, &progress))
@@ -160,7 +173,6 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         }
     }
 
-    let (cancel_tx, cancel_rx) = watch::channel(false);
     let plan_tasks = plan.tasks.clone();
     if let Some(why) = &readback_skip {
         if plan.options.readback != crate::plan::ReadbackMode::Off {
@@ -177,15 +189,16 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         options: plan.options.clone(),
         tasks: plan_tasks,
         progress: progress.clone(),
-        cancel: cancel_rx,
+        cancel: stop.cancel_rx(),
+        stop: stop.clone(),
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
         readback_skip,
         priors: plan.priors.clone(),
     });
     progress.run_started(&plan, &sandbox_summary);
 
-    let (reports, pendings, interrupted) =
-        runtime.block_on(run_all(shared.clone(), cancel_tx, &state, &mut run_state));
+    let (reports, pendings) =
+        runtime.block_on(run_all(shared.clone(), started_rx, &state, &mut run_state));
 
     // Stop the verifier before integration; its process must not outlive the run.
     let verifier_summary = shared.verifier.clone().map(|v| {
@@ -195,11 +208,22 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
             v.summary()
         })
     });
-    drop(runtime);
+    // Cancelled pipelines left their supervisors stopping their trees: wait for them, so no
+    // agent runs during integration and none outlives the run.
+    crate::process::stop_all(crate::agent::STOP_GRACE);
 
     let mut reports = reports;
-    let integration = integrate::integrate(&shared, &mut reports, &pendings, interrupted)?;
-    integrate::cleanup(&shared, &mut reports);
+    let ready = pendings
+        .iter()
+        .filter(|p| matches!(p, Pending::Ready(_)))
+        .count();
+    progress.integrating(ready);
+    let integration = integrate::integrate(&shared, &mut reports, &pendings, stop.requested())?;
+    if !stop.now() {
+        integrate::cleanup(&shared, &mut reports);
+    }
+    // A stop asked for at any point up to here leaves a resumable, interrupted run.
+    let interrupted = stop.requested();
 
     let mut counts = BTreeMap::new();
     for t in &reports {
@@ -215,6 +239,7 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         integration_commit: integration.to_string(),
         run_dir: run_dir.display().to_string(),
         interrupted,
+        interrupted_by: stop.reason().map(str::to_string),
         sandbox: sandbox_summary,
         verifier: verifier_summary,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -229,16 +254,27 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         .collect();
     run_state.finish(&report, &verified);
     state.write(&run_state);
+    // Blocking work abandoned by a second signal (a checkout) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(report)
+}
+
+/// Calls [`crate::process::stop_all`] when dropped.
+struct StopAllOnDrop;
+
+impl Drop for StopAllOnDrop {
+    fn drop(&mut self) {
+        crate::process::stop_all(crate::agent::STOP_GRACE);
+    }
 }
 
 /// Runs every task pipeline; returns reports and pending results in task-file order.
 async fn run_all(
     shared: Arc<Shared>,
-    cancel_tx: watch::Sender<bool>,
+    mut started: mpsc::UnboundedReceiver<String>,
     state: &StateFile,
     run_state: &mut RunState,
-) -> (Vec<TaskReport>, Vec<Pending>, bool) {
+) -> (Vec<TaskReport>, Vec<Pending>) {
     let n = shared.tasks.len();
     let jobs = Arc::new(Semaphore::new(shared.options.jobs.max(1)));
     let mut senders = Vec::with_capacity(n);
@@ -281,8 +317,8 @@ async fn run_all(
 
     let mut reports: Vec<Option<TaskReport>> = (0..n).map(|_| None).collect();
     let mut pendings: Vec<Pending> = (0..n).map(|_| Pending::Done).collect();
-    let mut interrupted = false;
-    let mut signals = Signals::new();
+    let mut now = shared.stop.now_rx();
+    let mut aborted = false;
     let mut done = 0usize;
     loop {
         tokio::select! {
@@ -307,18 +343,22 @@ async fn run_all(
                         reports[i] = Some(report);
                         pendings[i] = pending;
                     }
+                    Err(e) if e.is_cancelled() => {}
                     Err(e) => shared.progress.warn(&format!("a task pipeline panicked: {e}")),
                 }
             }
-            sig = signals.next() => {
-                if interrupted {
-                    shared.progress.warn(&format!("{sig} again: stopping now"));
-                    // The supervisors get SIGTERM through PDEATHSIG and stop their trees.
-                    std::process::exit(130);
+            Some(id) = started.recv() => {
+                // Only a task still pending: its end may have been recorded already.
+                if run_state.tasks.get(&id).is_some_and(|t| t.status == "pending") {
+                    run_state.set_task(&id, "running", None, None);
+                    state.write(run_state);
                 }
-                interrupted = true;
-                shared.progress.warn(&format!("{sig}: stopping agents and writing the report (again to quit at once)"));
-                let _ = cancel_tx.send(true);
+            }
+            _ = now.wait_for(|n| *n), if !aborted => {
+                // Dropping the pipelines drops their processes: each supervisor gets SIGTERM
+                // and stops its tree; `stop_all` waits for them.
+                aborted = true;
+                set.abort_all();
             }
         }
     }
@@ -330,51 +370,21 @@ async fn run_all(
                 let t = &shared.tasks[i];
                 let mut r = TaskReport::new(t.id().as_str(), &t.agent_name);
                 r.status = TaskStatus::Failed;
-                r.error = Some("the task pipeline stopped unexpectedly".into());
+                r.error = Some(if shared.stop.now() {
+                    "interrupted: stopped at once by a second signal".into()
+                } else {
+                    "the task pipeline stopped unexpectedly".into()
+                });
                 r
             })
         })
         .collect();
-    (reports, pendings, interrupted)
+    (reports, pendings)
 }
 
 fn pending_commit(p: &Pending) -> Option<String> {
     match p {
         Pending::Ready(oid) => Some(oid.to_string()),
         Pending::Done => None,
-    }
-}
-
-/// Ctrl-C, SIGTERM and SIGHUP as one stream.
-struct Signals {
-    int: Option<tokio::signal::unix::Signal>,
-    term: Option<tokio::signal::unix::Signal>,
-    hup: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        use tokio::signal::unix::{signal, SignalKind};
-        Signals {
-            int: signal(SignalKind::interrupt()).ok(),
-            term: signal(SignalKind::terminate()).ok(),
-            hup: signal(SignalKind::hangup()).ok(),
-        }
-    }
-
-    async fn next(&mut self) -> &'static str {
-        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        tokio::select! {
-            _ = recv(&mut self.int) => "interrupted (SIGINT)",
-            _ = recv(&mut self.term) => "terminated (SIGTERM)",
-            _ = recv(&mut self.hup) => "hang-up (SIGHUP)",
-        }
     }
 }

@@ -10,6 +10,8 @@ use crate::report::{table::short, SandboxSummary, TaskReport, TaskStatus};
 pub struct Progress {
     quiet: bool,
     out: Arc<Mutex<()>>,
+    /// Told the id of every task that got a slot, so state.json can say `running`.
+    started: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Progress {
@@ -17,7 +19,14 @@ impl Progress {
         Progress {
             quiet,
             out: Arc::new(Mutex::new(())),
+            started: None,
         }
+    }
+
+    /// The same display, also reporting task starts on `tx`.
+    pub(crate) fn with_started(mut self, tx: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        self.started = Some(tx);
+        self
     }
 
     fn line(&self, text: &str) {
@@ -62,6 +71,9 @@ impl Progress {
     }
 
     pub fn task_started(&self, id: &str) {
+        if let Some(tx) = &self.started {
+            let _ = tx.send(id.to_string());
+        }
         self.line(&format!("  start  {id}"));
     }
 
@@ -84,10 +96,19 @@ impl Progress {
             r.deletions,
             r.duration_ms as f64 / 1000.0
         );
+        if r.queued_ms >= 100 {
+            line.push_str(&format!(" (queued {:.1} s)", r.queued_ms as f64 / 1000.0));
+        }
         if let Some(e) = &r.error {
             line.push_str(&format!(" — {}", e.lines().next().unwrap_or("")));
         }
         self.line(&line);
+    }
+
+    pub fn integrating(&self, ready: usize) {
+        self.line(&format!(
+            "fanout: integrating {ready} verified commit(s) onto the merged branch"
+        ));
     }
 
     pub fn merged(&self, id: &str, status: TaskStatus) {

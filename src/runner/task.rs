@@ -55,7 +55,9 @@ pub(crate) async fn run(
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
     let started = Instant::now();
 
-    let (pending, commit) = match pipeline(&shared, task, deps, jobs, &mut report).await {
+    let mut slot = None;
+    let (pending, commit) = match pipeline(&shared, task, deps, jobs, &mut report, &mut slot).await
+    {
         Ok(r) => r,
         Err(Stop { status, error }) => {
             report.status = status;
@@ -73,7 +75,13 @@ pub(crate) async fn run(
             report.patch = Some(patch.display().to_string());
         }
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
+    // Queued until it got a job slot, running from then on.
+    let (queued, ran) = match slot {
+        Some(t) => (t.duration_since(started), t.elapsed()),
+        None => (started.elapsed(), Duration::ZERO),
+    };
+    report.queued_ms = queued.as_millis() as u64;
+    report.duration_ms = ran.as_millis() as u64;
     report.attempts = report.attempt_history.len();
     let ok = matches!(pending, Pending::Ready(_)) || report.status == TaskStatus::NoChanges;
     let dep = DepResult {
@@ -103,6 +111,7 @@ async fn pipeline(
     deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
     jobs: Arc<Semaphore>,
     report: &mut TaskReport,
+    slot: &mut Option<Instant>,
 ) -> Result<(Pending, Option<git2::Oid>), Stop> {
     // 1. Dependencies: all must be verified; the task starts from base + their commits.
     let mut dep_commits = Vec::new();
@@ -134,6 +143,7 @@ async fn pipeline(
         .acquire_owned()
         .await
         .map_err(|_| stop(TaskStatus::Failed, "the job limiter closed"))?;
+    *slot = Some(Instant::now());
     if *shared.cancel.borrow() {
         return Err(stop(TaskStatus::Failed, "interrupted before it started"));
     }
@@ -271,7 +281,11 @@ async fn pipeline(
         }
         tamper_for_tests(&paths.worktree, &collected);
         // 5. Verify.
-        let gates = verify_gates(shared, task, &paths, &spawn, &collected, report).await;
+        // A stop request must not wait for a long verify command.
+        let gates = tokio::select! {
+            g = verify_gates(shared, task, &paths, &spawn, &collected, report) => g,
+            _ = cancel.wait_for(|c| *c) => break Err(stop(TaskStatus::Failed, "interrupted by the user during verification")),
+        };
         events.record(
             "verify",
             json!({"attempt": attempt, "gates": gates, "readback": report.readback}),

@@ -246,3 +246,300 @@ fn a_killed_run_can_be_resumed() {
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
     assert_eq!(repo.snapshot(), before);
 }
+
+/// A shell snippet that, in phase 1, leaves every kind of process an agent can leave — a
+/// background child, a double-forked `setsid` daemon (twice: `setsid -f` and a subshell), and a
+/// `nohup` job — marks itself started and then waits; in phase 2 it appends to `file`.
+fn leaving_children(file: &str) -> String {
+    format!(
+        "if [ \"$FANOUT_TEST_PHASE\" = 1 ]; then \
+           sleep 300 >/dev/null 2>&1 & \
+           setsid -f sleep 301 >/dev/null 2>&1; \
+           (setsid sleep 302 >/dev/null 2>&1 &); \
+           nohup sleep 303 >/dev/null 2>&1 & \
+           touch started.txt; sleep 304; \
+         fi; echo \"$FANOUT_TASK_ID\" >> {file}"
+    )
+}
+
+/// Kills whatever a failed test left under its temp folder, then fails with `msg`.
+fn fail_killing_leftovers(repo: &TestRepo, msg: String) -> ! {
+    for p in repo.live_processes() {
+        if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    panic!("{msg}");
+}
+
+/// Runs an exec agent and the fake MCP agent that both leave children behind, stops fanout
+/// with `sig` once both are started, and checks: exit 130, no process left at that moment,
+/// `status` says interrupted, and `resume` completes the run.
+fn graceful_stop_leaves_no_process(sig: nix::sys::signal::Signal) {
+    let repo = TestRepo::with_files(2);
+    let before = repo.snapshot();
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "sh": {"protocol": "exec", "command": "sh", "args": ["-c", leaving_children("src/file_00.txt")]},
+            "fake": fake_mcp_profile(&[])
+        },
+        "tasks": [
+            {"id": "exec", "prompt": "x", "agent": "sh"},
+            {"id": "mcp", "prompt": format!("run {}", leaving_children("src/file_01.txt")), "agent": "fake"}
+        ]
+    }));
+    let mut child = spawn_run(&repo, &file, "2", "1");
+    let run_dir = wait_for_run(&repo, &mut child, |run| {
+        ["exec", "mcp"]
+            .iter()
+            .all(|t| run.join(format!("worktrees/{t}/started.txt")).exists())
+    });
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    // The daemons were started before the marker; give `setsid -f` a moment to detach.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        repo.live_processes().len() >= 8,
+        "{:?}",
+        repo.live_processes()
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+    let out = child.wait_with_output().expect("fanout exits");
+    // Checked the moment fanout is gone: it must have waited for every tree to be stopped.
+    let left = repo.live_processes();
+    if !left.is_empty() {
+        fail_killing_leftovers(
+            &repo,
+            format!("{sig:?} left processes running: {left:?}\n{}", stderr(&out)),
+        );
+    }
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let status = repo.fanout(&["status", &run_id]);
+    assert!(
+        stdout(&status).contains(&format!("run {run_id}: interrupted")),
+        "{}",
+        stdout(&status)
+    );
+    let out = Command::new(fanout_bin())
+        .args(["resume", &run_id, "--repo"])
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("2 merged"), "{}", stdout(&out));
+    repo.assert_left_as(&before);
+}
+
+#[test]
+fn sigterm_leaves_no_agent_process_and_the_run_resumes() {
+    graceful_stop_leaves_no_process(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_leaves_no_agent_process_and_the_run_resumes() {
+    graceful_stop_leaves_no_process(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sighup_leaves_no_agent_process_and_the_run_resumes() {
+    graceful_stop_leaves_no_process(nix::sys::signal::Signal::SIGHUP);
+}
+
+/// `n` exec tasks, each writing its own file `t/<id>.txt`.
+fn many_tasks(repo: &TestRepo, n: usize) -> PathBuf {
+    let tasks: Vec<serde_json::Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i:03}"), "prompt": "x", "agent": "w"}))
+        .collect();
+    repo.write_tasks(&json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh",
+                         "args": ["-c", "mkdir -p t && echo \"$FANOUT_TASK_ID\" > t/$FANOUT_TASK_ID.txt"]}},
+        "tasks": tasks
+    }))
+}
+
+/// Runs `tasks`, sends SIGTERM as soon as fanout says it integrates, and checks that the run
+/// stopped (exit 130, state interrupted) and that `resume` finishes it with every task's file.
+fn sigterm_while_integrating(
+    repo: &TestRepo,
+    tasks: &Path,
+    n: usize,
+    env: &[(&str, &str)],
+    stops_integration: bool,
+) {
+    use std::io::BufRead;
+    let before = repo.snapshot();
+    let mut child = Command::new(fanout_bin())
+        .args(["run", "--no-readback", "--jobs", "2", "--tasks"])
+        .arg(tasks)
+        .arg("--repo")
+        .arg(&repo.path)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fanout starts");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("integrating") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if rx.recv_timeout(Duration::from_secs(240)).is_err() {
+        let _ = child.kill();
+        panic!("the run never reached integration");
+    }
+    if stops_integration {
+        // Past the first few merged commits (150 ms each), well before the last.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let status = child.wait().expect("fanout exits");
+    let err = reader.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(130), "{err}");
+    let runs = repo.path.join(".git/fanout/runs");
+    let run_id = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.join(&run_id).join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["status"], "interrupted", "{err}");
+    assert!(
+        state["tasks"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|t| t["status"] == "verified"),
+        "{state}"
+    );
+    if stops_integration {
+        // Some commits were left for `resume` to integrate.
+        let left = state["tasks"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|t| {
+                t["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("interrupted before integration"))
+            })
+            .count();
+        assert!(
+            left > 0 && left < n,
+            "{left} of {n} not integrated\n{state}"
+        );
+    }
+    let out = repo.fanout(&["resume", &run_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("{n} merged")),
+        "{}",
+        stdout(&out)
+    );
+    let merged = repo.tree_files(&format!("fanout/{run_id}/merged"));
+    for i in 0..n {
+        let id = format!("t{i:03}");
+        assert_eq!(
+            merged.get(&format!("t/{id}.txt")).map(Vec::as_slice),
+            Some(format!("{id}\n").as_bytes()),
+            "{id}"
+        );
+    }
+    assert_eq!(merged.len(), 2 + 1 + n); // two source files, .gitignore, one per task
+    repo.assert_left_as(&before);
+}
+
+/// Many trivial tasks make integration and cleanup take measurable time; a SIGTERM that
+/// lands in either must stop the run resumably.
+#[test]
+fn sigterm_after_the_agents_stops_a_large_run_resumably() {
+    let repo = TestRepo::with_files(2);
+    let tasks = many_tasks(&repo, 150);
+    sigterm_while_integrating(&repo, &tasks, 150, &[], false);
+}
+
+/// With a delay before every merged commit (test hook), the SIGTERM surely lands between two
+/// merged commits.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn sigterm_between_merged_commits_stops_integration_resumably() {
+    let repo = TestRepo::with_files(2);
+    let tasks = many_tasks(&repo, 20);
+    sigterm_while_integrating(
+        &repo,
+        &tasks,
+        20,
+        &[("FANOUT_TEST_MERGE_DELAY_MS", "150")],
+        true,
+    );
+}
+
+/// A second signal stops at once — without `std::process::exit` and still without leaving any
+/// process behind; the run stays resumable.
+#[test]
+fn a_second_signal_stops_at_once_without_leaving_processes() {
+    let repo = TestRepo::with_files(2);
+    let before = repo.snapshot();
+    let file = repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh", "args": ["-c", leaving_children("$FANOUT_TASK_ID.txt")]}},
+        "tasks": [{"id": "a", "prompt": "x", "agent": "sh"}, {"id": "b", "prompt": "x", "agent": "sh"}]
+    }));
+    let mut child = spawn_run(&repo, &file, "2", "1");
+    let run_dir = wait_for_run(&repo, &mut child, |run| {
+        ["a", "b"]
+            .iter()
+            .all(|t| run.join(format!("worktrees/{t}/started.txt")).exists())
+    });
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    std::thread::sleep(Duration::from_millis(30));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let out = child.wait_with_output().expect("fanout exits");
+    let left = repo.live_processes();
+    if !left.is_empty() {
+        fail_killing_leftovers(&repo, format!("left running: {left:?}\n{}", stderr(&out)));
+    }
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("again"), "{}", stderr(&out));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["status"], "interrupted", "{state}");
+    let out = Command::new(fanout_bin())
+        .args(["resume", &run_id, "--repo"])
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 merged"), "{}", stdout(&out));
+    repo.assert_left_as(&before);
+}

@@ -7,6 +7,7 @@ mod codex;
 mod doctor;
 mod escape;
 mod faults;
+mod hardening;
 mod interrupt;
 mod loss;
 mod run;

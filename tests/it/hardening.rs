@@ -1,0 +1,337 @@
+//! Inputs and environments that used to fail late or loudly: long prompts, a read-only object
+//! store, closed or full stdout, task files with a BOM, and what `status` shows while a run goes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// sha256 of `bytes`, through the system's `sha256sum` (hash only).
+fn sha256(dir: &Path, bytes: &[u8]) -> String {
+    let p = dir.join("sha-input");
+    std::fs::write(&p, bytes).expect("write");
+    let out = Command::new("sha256sum")
+        .arg(&p)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn first_word(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Prompts of 200 KiB and 2 MiB (over the kernel's 128 KiB limit for one environment string)
+/// reach an exec agent intact on stdin and in `FANOUT_PROMPT_FILE`; `FANOUT_PROMPT` is set only
+/// for a short prompt.
+#[test]
+fn long_prompts_reach_an_exec_agent_intact() {
+    let repo = TestRepo::with_files(1);
+    let line = "a line of the prompt, with ünïcödé ✓ and \"quotes\" and $VARS\n";
+    let prompt = |bytes: usize| line.repeat(bytes / line.len() + 1);
+    let prompts = [
+        ("short", "fix it".to_string()),
+        ("p200k", prompt(200 * 1024)),
+        ("p2m", prompt(2 * 1024 * 1024)),
+    ];
+    let script = "o=out/$FANOUT_TASK_ID; mkdir -p $o; sha256sum > $o/stdin.sha; sha256sum < \"$FANOUT_PROMPT_FILE\" > $o/file.sha; \
+                  echo \"${FANOUT_PROMPT_BYTES:-none}\" > $o/bytes.txt; \
+                  if [ -n \"${FANOUT_PROMPT+set}\" ]; then printf %s \"$FANOUT_PROMPT\" | sha256sum > $o/env.sha; fi";
+    let tasks: Vec<_> = prompts
+        .iter()
+        .map(|(id, p)| json!({"id": id, "prompt": p, "agent": "sum"}))
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "agents": {"sum": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
+        "tasks": tasks
+    }));
+    let check = repo
+        .fanout_command()
+        .args(["validate", "--tasks"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    for (id, p) in &prompts {
+        let want = sha256(repo.tmp.path(), p.as_bytes());
+        let files = repo.tree_files(report["integration_branch"].as_str().expect("branch"));
+        let f = |name: &str| {
+            files
+                .get(&format!("out/{id}/{name}"))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(first_word(&f("stdin.sha")), want, "{id}: stdin");
+        assert_eq!(first_word(&f("file.sha")), want, "{id}: file");
+        assert_eq!(first_word(&f("bytes.txt")), p.len().to_string(), "{id}");
+        if p.len() <= 64 * 1024 {
+            assert_eq!(first_word(&f("env.sha")), want, "{id}: env");
+        } else {
+            assert!(
+                !files.contains_key(&format!("out/{id}/env.sha")),
+                "{id}: FANOUT_PROMPT set"
+            );
+        }
+    }
+}
+
+/// A repository with one finished run whose task changed many lines; returns the run id.
+fn run_with_a_big_diff(repo: &TestRepo) -> String {
+    let file = repo.write_tasks(&json!({
+        "agents": {"big": {"protocol": "exec", "command": "sh",
+                           "args": ["-c", "seq 1 50000 > big.txt"]}},
+        "tasks": [{"id": "big", "prompt": "x", "agent": "big"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    report["run_id"].as_str().expect("run id").to_string()
+}
+
+/// `fanout <args>` with its stdout a pipe whose reader is already gone.
+fn with_closed_stdout(repo: &TestRepo, args: &[&str]) -> std::process::Output {
+    let mut child = repo
+        .fanout_command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fanout starts");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("fanout exits")
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_commands_quietly() {
+    let repo = TestRepo::with_files(1);
+    let run = run_with_a_big_diff(&repo);
+    let repo_arg = repo.path.to_str().expect("utf-8").to_string();
+    let tasks = repo.tmp.path().join("tasks.json");
+    let tasks = tasks.to_str().expect("utf-8");
+    for args in [
+        vec!["diff", &run, "big", "--repo", &repo_arg],
+        vec!["status", &run, "--repo", &repo_arg],
+        vec!["status", "--repo", &repo_arg],
+        vec!["status", &run, "--json", "--repo", &repo_arg],
+        vec!["validate", "--tasks", tasks],
+    ] {
+        let out = with_closed_stdout(&repo, &args);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
+
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let repo = TestRepo::with_files(1);
+    let run = run_with_a_big_diff(&repo);
+    let repo_arg = repo.path.to_str().expect("utf-8").to_string();
+    let tasks = repo.tmp.path().join("tasks.json");
+    let tasks = tasks.to_str().expect("utf-8");
+    for args in [
+        vec!["diff", &run, "big", "--repo", &repo_arg],
+        vec!["status", &run, "--repo", &repo_arg],
+        vec!["status", "--repo", &repo_arg],
+        vec!["validate", "--tasks", tasks],
+        vec!["doctor", "--repo", &repo_arg],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = repo
+            .fanout_command()
+            .args(&args)
+            .stdout(full)
+            .output()
+            .expect("fanout runs");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to standard output"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_task_file_with_a_byte_order_mark_is_accepted() {
+    let repo = TestRepo::with_files(1);
+    let text = json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", "echo bom >> src/file_00.txt"]}},
+        "tasks": [{"id": "bom", "prompt": "x", "agent": "w"}]
+    });
+    let file = repo.write_tasks_text(&format!("\u{feff}{text}"));
+    let out = repo
+        .fanout_command()
+        .args(["validate", "--tasks"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(statuses(&report)["bom"], "merged");
+}
+
+/// While a task runs, `fanout status` says `running` (not `pending`); the report splits the
+/// time a task waited for a slot (`queued_ms`) from its run time (`duration_ms`).
+#[test]
+fn status_shows_running_tasks_and_the_report_splits_queue_and_run_time() {
+    let repo = TestRepo::with_files(1);
+    let script = "touch started.txt; while [ ! -e \"$FANOUT_WORKTREE/../../go\" ]; do sleep 0.05; done; echo \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"";
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
+        "tasks": [{"id": "first", "prompt": "x", "agent": "w"}, {"id": "second", "prompt": "x", "agent": "w"}]
+    }));
+    let report_path = repo.report_path();
+    let mut child = Command::new(fanout_bin())
+        .args([
+            "run",
+            "--no-readback",
+            "--sandbox",
+            "off",
+            "--jobs",
+            "1",
+            "--tasks",
+        ])
+        .arg(&file)
+        .arg("--report")
+        .arg(&report_path)
+        .arg("--repo")
+        .arg(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fanout starts");
+    let runs = repo.path.join(".git/fanout/runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (run_dir, running) = loop {
+        let run = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        let started = run.as_ref().and_then(|r| {
+            ["first", "second"]
+                .into_iter()
+                .find(|t| r.join(format!("worktrees/{t}/started.txt")).exists())
+        });
+        if let (Some(run), Some(t)) = (run, started) {
+            break (run, t);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no task started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let status = repo.fanout(&["status", &run_id]);
+    // Let the first task wait a little longer, so the second one queues measurably.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(run_dir.join("go"), b"").expect("go");
+    let out = child.wait_with_output().expect("fanout exits");
+    let text = stdout(&status);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(running))
+        .unwrap_or("");
+    assert!(line.contains("running"), "{text}");
+    assert!(text.contains("pending"), "{text}");
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let other = if running == "first" {
+        "second"
+    } else {
+        "first"
+    };
+    let queued = task(&report, other)["queued_ms"]
+        .as_u64()
+        .expect("queued_ms");
+    let ran = task(&report, running)["duration_ms"]
+        .as_u64()
+        .expect("duration_ms");
+    assert!(queued >= 300, "{queued}");
+    assert!(ran >= 300, "{ran}");
+    assert!(
+        task(&report, running)["queued_ms"]
+            .as_u64()
+            .expect("queued_ms")
+            < 300
+    );
+}
+
+/// A read-only object store is found before anything is created or any agent runs.
+pub(crate) fn read_only_object_store_fails_before_anything_runs(runner: Runner) {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", "touch ran.txt; echo x >> src/file_00.txt"]}},
+        "tasks": [{"id": "t", "prompt": "x", "agent": "w"}]
+    }));
+    let before = repo.snapshot();
+    let objects = repo.path.join(".git/objects");
+    std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let (out, _) = repo.run(&file, &["--no-readback"]);
+    std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if runner == Runner::Invoker && is_root() {
+        // root writes anyway; only the unprivileged pass sees a read-only store.
+        return;
+    }
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(".git/objects") && err.contains("not writable"),
+        "{err}"
+    );
+    assert!(
+        !repo.path.join(".git/fanout").exists(),
+        "something was created"
+    );
+    assert!(!repo.report_path().exists());
+    repo.assert_left_as(&before);
+}
+crate::both_ways!(
+    read_only_object_store,
+    crate::hardening::read_only_object_store_fails_before_anything_runs
+);
+
+#[test]
+fn too_little_free_space_fails_before_anything_runs() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", "echo x >> src/file_00.txt"]}},
+        "tasks": [{"id": "t", "prompt": "x", "agent": "w"}]
+    }));
+    let before = repo.snapshot();
+    let (out, _) = repo.run(&file, &["--no-readback", "--min-free-mb", "999999999"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--min-free-mb") && err.contains(".git"),
+        "{err}"
+    );
+    assert!(!repo.path.join(".git/fanout").exists());
+    repo.assert_left_as(&before);
+}
