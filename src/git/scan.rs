@@ -359,8 +359,9 @@ mod tests {
         std::fs::create_dir_all(root.join("src")).unwrap();
         std::fs::write(root.join("src/a.txt"), "x").unwrap();
         std::fs::write(root.join("locked"), "y").unwrap();
-        std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0)).unwrap();
-        std::fs::set_permissions(root.join("src"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        std::fs::set_permissions(root.join("src"), std::fs::Permissions::from_mode(0o000)).unwrap();
         let scan = scan(root, &mut |_| true).unwrap();
         assert_eq!(paths(&scan), vec!["locked", "src/a.txt"]);
         assert!(scan.unreadable.is_empty(), "{:?}", scan.unreadable);

@@ -314,7 +314,7 @@ pub(crate) fn read_only_object_store_fails_before_anything_runs(runner: Runner) 
 }
 crate::both_ways!(
     read_only_object_store,
-    crate::hardening::read_only_object_store_fails_before_anything_runs
+    read_only_object_store_fails_before_anything_runs
 );
 
 #[test]
