@@ -198,7 +198,12 @@ fn a_task_file_with_a_byte_order_mark_is_accepted() {
 #[test]
 fn status_shows_running_tasks_and_the_report_splits_queue_and_run_time() {
     let repo = TestRepo::with_files(1);
-    let script = "touch started.txt; while [ ! -e \"$FANOUT_WORKTREE/../../go\" ]; do sleep 0.05; done; echo \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"";
+    // The go signal lives in the test's folder: worktrees may live elsewhere (as root).
+    let go = repo.tmp.path().join("go");
+    let script = format!(
+        "touch started.txt; while [ ! -e '{}' ]; do sleep 0.05; done; echo \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"",
+        go.display()
+    );
     let file = repo.write_tasks(&json!({
         "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
         "tasks": [{"id": "first", "prompt": "x", "agent": "w"}, {"id": "second", "prompt": "x", "agent": "w"}]
@@ -249,7 +254,7 @@ fn status_shows_running_tasks_and_the_report_splits_queue_and_run_time() {
     let status = repo.fanout(&["status", &run_id]);
     // Let the first task wait a little longer, so the second one queues measurably.
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(run_dir.join("go"), b"").expect("go");
+    std::fs::write(&go, b"").expect("go");
     let out = child.wait_with_output().expect("fanout exits");
     let text = stdout(&status);
     let line = text

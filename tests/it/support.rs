@@ -313,8 +313,26 @@ impl TestRepo {
     }
 
     /// Processes whose working directory is inside this test's temp folder.
+    /// Also processes of this repository's runs wherever their cwd is (as root, workspaces
+    /// live outside the repository): agents carry `FANOUT_RUN_ID` in their environment.
     pub fn live_processes(&self) -> Vec<String> {
-        processes_under(self.tmp.path())
+        let runs: Vec<String> = std::fs::read_dir(self.path.join(".git/fanout/runs"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        processes_matching(|pid, cwd| {
+            cwd.starts_with(self.tmp.path())
+                || (!runs.is_empty() && {
+                    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                    env.split(|b| *b == 0).any(|kv| {
+                        kv.strip_prefix(b"FANOUT_RUN_ID=")
+                            .is_some_and(|v| runs.iter().any(|r| r.as_bytes() == v))
+                    })
+                })
+        })
     }
 }
 
@@ -391,6 +409,11 @@ fn collect_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, FileState>)
 
 /// pids (with their command lines) of live processes whose cwd is beneath `dir`.
 pub fn processes_under(dir: &Path) -> Vec<String> {
+    processes_matching(|_, cwd| cwd.starts_with(dir))
+}
+
+/// pids (with their command lines) of live processes `pick(pid, cwd)` selects.
+pub fn processes_matching(pick: impl Fn(u32, &Path) -> bool) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
@@ -403,7 +426,7 @@ pub fn processes_under(dir: &Path) -> Vec<String> {
         let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
             continue;
         };
-        if cwd.starts_with(dir) {
+        if pick(pid, &cwd) {
             // Zombies already exited; only count processes that still run.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             if stat
