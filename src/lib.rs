@@ -11,6 +11,7 @@ is synchronous.
 pub mod agent;
 pub mod cli;
 pub mod doctor;
+pub mod event;
 pub mod eventlog;
 pub mod git;
 pub mod ids;

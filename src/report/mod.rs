@@ -4,6 +4,8 @@ What a run produced, as data: the per-task outcome and the run summary, written 
 The wire types here carry no logic; the runner fills them.
 */
 
+pub mod html;
+pub mod junit;
 pub mod table;
 
 use serde::{Deserialize, Serialize};
@@ -107,7 +109,8 @@ pub struct VerifierSummary {
     pub restarts: u32,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct TaskReport {
     pub id: String,
     pub status: TaskStatus,
@@ -151,6 +154,12 @@ pub struct TaskReport {
     pub risky: Vec<crate::verify::risky::RiskyChange>,
 }
 
+impl Default for TaskReport {
+    fn default() -> Self {
+        TaskReport::new("", "")
+    }
+}
+
 impl TaskReport {
     pub fn new(id: &str, agent_name: &str) -> TaskReport {
         TaskReport {
@@ -184,7 +193,8 @@ impl TaskReport {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct SandboxSummary {
     /// `landlock` or `off`.
     pub mode: String,
@@ -200,7 +210,8 @@ pub struct SandboxSummary {
     pub agent_user: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct RunReport {
     pub schema_version: u32,
     pub run_id: String,
@@ -247,6 +258,21 @@ pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, value: &T) -> std
     let text = serde_json::to_string_pretty(value)?;
     tmp.write_all(crate::redact::redact(&text).as_bytes())?;
     tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically (temp file + fsync + rename), secrets masked.
+pub fn write_text_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(crate::redact::redact(text).as_bytes())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -1,0 +1,411 @@
+/*!
+The run's one event stream. The runner's dispatch loop is the only place that emits events;
+a [`Reporter`] hands each to every output (terminal, `--json` lines, JUnit, HTML, report.json
+and state.json). Events are owned, serialisable and versioned ([`EVENT_SCHEMA_VERSION`]); the
+JSON form is `{"v":1,"t_ms":…,"run":"…","event":"task_ended",…fields}` and its JSON Schema is
+printed by `fanout schema events`.
+*/
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{GateResult, RunReport, SandboxSummary, TaskReport, TaskStatus};
+
+/// Bumped when a field changes meaning or goes away (adding fields keeps the version).
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// Longest agent-event summary carried in the stream (the full event is in the task's log).
+pub const MAX_AGENT_SUMMARY: usize = 400;
+
+/// One event of a run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// [`EVENT_SCHEMA_VERSION`].
+    pub v: u32,
+    /// Milliseconds since the Unix epoch.
+    pub t_ms: u64,
+    /// The run id.
+    pub run: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run began (`mode`: `run` or `resume`).
+    RunStarted {
+        mode: String,
+        repo: String,
+        base: String,
+        base_rev: String,
+        jobs: usize,
+        tasks: Vec<String>,
+        agents: Vec<String>,
+        sandbox: SandboxSummary,
+    },
+    /// A task waits for its dependencies and a slot.
+    TaskQueued { task: String, agent: String },
+    /// The task got a slot (`slot`: 0-based job slot, for timelines).
+    TaskStarted { task: String, slot: usize },
+    /// Its workspace exists, on `branch`, starting from `started_from`.
+    WorkspaceReady {
+        task: String,
+        branch: String,
+        started_from: String,
+    },
+    /// The agent was prompted (`attempt` 1 is the first prompt, then feedback rounds).
+    AgentStarted { task: String, attempt: u32 },
+    /// Something the agent reported (bounded summary; the raw event is in the task's log).
+    AgentEvent {
+        task: String,
+        kind: String,
+        summary: String,
+    },
+    /// An attempt was collected.
+    AttemptEnded {
+        task: String,
+        attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        files: usize,
+        insertions: usize,
+        deletions: usize,
+    },
+    /// A gate passed.
+    GatePassed {
+        task: String,
+        attempt: u32,
+        gate: String,
+    },
+    /// A gate failed, and why.
+    GateFailed {
+        task: String,
+        attempt: u32,
+        gate: String,
+        detail: String,
+    },
+    /// The task's verified commit waits for integration.
+    Committed { task: String, commit: String },
+    /// Integration of the verified commits began.
+    IntegrationStarted { ready: usize },
+    /// A task's commit is on the integration branch.
+    Merged { task: String, commit: String },
+    /// A task's commit conflicts with what was merged before it.
+    Conflict { task: String, paths: Vec<String> },
+    /// The task's final outcome, with everything the report says about it.
+    TaskEnded {
+        task: String,
+        report: Box<TaskReport>,
+    },
+    /// A warning for the user (run-wide when `task` is absent).
+    Warning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        message: String,
+    },
+    /// The run is over; `report` is report.json.
+    RunEnded { report: Box<RunReport> },
+}
+
+impl Event {
+    pub fn new(run: &str, kind: EventKind) -> Event {
+        Event {
+            v: EVENT_SCHEMA_VERSION,
+            t_ms: now_ms(),
+            run: run.to_string(),
+            kind,
+        }
+    }
+
+    /// The task the event is about, if any.
+    pub fn task(&self) -> Option<&str> {
+        use EventKind::*;
+        match &self.kind {
+            TaskQueued { task, .. }
+            | TaskStarted { task, .. }
+            | WorkspaceReady { task, .. }
+            | AgentStarted { task, .. }
+            | AgentEvent { task, .. }
+            | AttemptEnded { task, .. }
+            | GatePassed { task, .. }
+            | GateFailed { task, .. }
+            | Committed { task, .. }
+            | Merged { task, .. }
+            | Conflict { task, .. }
+            | TaskEnded { task, .. } => Some(task),
+            Warning { task, .. } => task.as_deref(),
+            RunStarted { .. } | IntegrationStarted { .. } | RunEnded { .. } => None,
+        }
+    }
+
+    /// The event's name (`task_ended`).
+    pub fn name(&self) -> &'static str {
+        use EventKind::*;
+        match &self.kind {
+            RunStarted { .. } => "run_started",
+            TaskQueued { .. } => "task_queued",
+            TaskStarted { .. } => "task_started",
+            WorkspaceReady { .. } => "workspace_ready",
+            AgentStarted { .. } => "agent_started",
+            AgentEvent { .. } => "agent_event",
+            AttemptEnded { .. } => "attempt_ended",
+            GatePassed { .. } => "gate_passed",
+            GateFailed { .. } => "gate_failed",
+            Committed { .. } => "committed",
+            IntegrationStarted { .. } => "integration_started",
+            Merged { .. } => "merged",
+            Conflict { .. } => "conflict",
+            TaskEnded { .. } => "task_ended",
+            Warning { .. } => "warning",
+            RunEnded { .. } => "run_ended",
+        }
+    }
+}
+
+/// Gate events for one attempt's results, in gate order.
+pub fn gate_events(task: &str, attempt: u32, gates: &[GateResult]) -> Vec<EventKind> {
+    gates
+        .iter()
+        .map(|g| {
+            if g.passed {
+                EventKind::GatePassed {
+                    task: task.into(),
+                    attempt,
+                    gate: g.gate.clone(),
+                }
+            } else {
+                EventKind::GateFailed {
+                    task: task.into(),
+                    attempt,
+                    gate: g.gate.clone(),
+                    detail: g.detail.clone().unwrap_or_else(|| g.gate.clone()),
+                }
+            }
+        })
+        .collect()
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why an output stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{output}: {message}")]
+pub struct OutputError {
+    pub output: String,
+    pub message: String,
+}
+
+impl OutputError {
+    pub fn new(output: &str, e: impl std::fmt::Display) -> OutputError {
+        OutputError {
+            output: output.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One consumer of the event stream.
+pub trait Output: Send {
+    /// Its name in error messages (`--junit report.xml`).
+    fn name(&self) -> String;
+    fn event(&mut self, event: &Event) -> Result<(), OutputError>;
+}
+
+/// Hands every event to every output. An output that fails is dropped (and its error kept):
+/// the run is cancelled by the caller, the other outputs keep reporting.
+#[derive(Default)]
+pub struct Reporter {
+    outputs: Vec<Box<dyn Output>>,
+    failures: Vec<OutputError>,
+}
+
+impl Reporter {
+    pub fn new() -> Reporter {
+        Reporter::default()
+    }
+
+    pub fn add(&mut self, output: Box<dyn Output>) {
+        self.outputs.push(output);
+    }
+
+    /// Emits one event; returns the errors of outputs that failed on it.
+    pub fn emit(&mut self, event: &Event) -> Vec<OutputError> {
+        let mut failed = Vec::new();
+        let mut i = 0;
+        while i < self.outputs.len() {
+            match self.outputs[i].event(event) {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    self.outputs.remove(i);
+                    failed.push(OutputError {
+                        output: e.output.clone(),
+                        message: e.message.clone(),
+                    });
+                    self.failures.push(e);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Every output failure so far.
+    pub fn failures(&self) -> &[OutputError] {
+        &self.failures
+    }
+}
+
+/// What the events of one run add up to: the view JUnit, HTML and `fanout report` render.
+#[derive(Clone, Debug, Default)]
+pub struct RunView {
+    pub run: String,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub tasks: Vec<TaskView>,
+    pub report: Option<RunReport>,
+    pub warnings: Vec<String>,
+}
+
+/// One task in a [`RunView`].
+#[derive(Clone, Debug, Default)]
+pub struct TaskView {
+    pub id: String,
+    pub slot: Option<usize>,
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    pub status: Option<TaskStatus>,
+    pub report: Option<TaskReport>,
+}
+
+impl RunView {
+    /// Adds one event.
+    pub fn apply(&mut self, e: &Event) {
+        if self.run.is_empty() {
+            self.run = e.run.clone();
+            self.started_ms = e.t_ms;
+        }
+        match &e.kind {
+            EventKind::RunStarted { tasks, .. } => {
+                self.started_ms = e.t_ms;
+                for t in tasks {
+                    self.task_mut(t);
+                }
+            }
+            EventKind::TaskStarted { task, slot } => {
+                let t = self.task_mut(task);
+                t.slot = Some(*slot);
+                t.started_ms = Some(e.t_ms);
+            }
+            EventKind::TaskEnded { task, report } => {
+                let t = self.task_mut(task);
+                t.ended_ms = Some(e.t_ms);
+                t.status = Some(report.status);
+                t.report = Some((**report).clone());
+            }
+            EventKind::Merged { task, .. } => {
+                let t = self.task_mut(task);
+                t.status = Some(TaskStatus::Merged);
+                if let Some(r) = &mut t.report {
+                    r.status = TaskStatus::Merged;
+                }
+            }
+            EventKind::Conflict { task, .. } => {
+                let t = self.task_mut(task);
+                t.status = Some(TaskStatus::Conflict);
+                if let Some(r) = &mut t.report {
+                    r.status = TaskStatus::Conflict;
+                }
+            }
+            EventKind::Warning { task, message } => self.warnings.push(match task {
+                Some(t) => format!("{t}: {message}"),
+                None => message.clone(),
+            }),
+            EventKind::RunEnded { report } => {
+                self.ended_ms = Some(e.t_ms);
+                // The final report is the truth for every task's status.
+                for tr in &report.tasks {
+                    let t = self.task_mut(&tr.id);
+                    t.status = Some(tr.status);
+                    t.report = Some(tr.clone());
+                }
+                self.report = Some((**report).clone());
+            }
+            _ => {}
+        }
+    }
+
+    fn task_mut(&mut self, id: &str) -> &mut TaskView {
+        if let Some(i) = self.tasks.iter().position(|t| t.id == id) {
+            return &mut self.tasks[i];
+        }
+        self.tasks.push(TaskView {
+            id: id.to_string(),
+            ..TaskView::default()
+        });
+        let last = self.tasks.len() - 1;
+        &mut self.tasks[last]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_with_their_name_as_tag() {
+        let e = Event::new(
+            "r1",
+            EventKind::GateFailed {
+                task: "t".into(),
+                attempt: 1,
+                gate: "scope".into(),
+                detail: "outside".into(),
+            },
+        );
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"event\":\"gate_failed\""), "{text}");
+        assert!(text.contains("\"v\":1"), "{text}");
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.task(), Some("t"));
+        assert_eq!(back.name(), "gate_failed");
+    }
+
+    struct Failing;
+    impl Output for Failing {
+        fn name(&self) -> String {
+            "failing".into()
+        }
+        fn event(&mut self, _: &Event) -> Result<(), OutputError> {
+            Err(OutputError::new("failing", "disk full"))
+        }
+    }
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Output for Counting {
+        fn name(&self) -> String {
+            "counting".into()
+        }
+        fn event(&mut self, _: &Event) -> Result<(), OutputError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_output_is_dropped_and_the_others_keep_reporting() {
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut r = Reporter::new();
+        r.add(Box::new(Failing));
+        r.add(Box::new(Counting(n.clone())));
+        let e = Event::new("r", EventKind::IntegrationStarted { ready: 1 });
+        assert_eq!(r.emit(&e).len(), 1);
+        assert!(r.emit(&e).is_empty());
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(r.failures().len(), 1);
+    }
+}

@@ -1,0 +1,435 @@
+//! The self-contained HTML report (`--html PATH`, `fanout report RUN --html PATH`): one file,
+//! no network fetches, readable offline the next morning. A summary, a timeline of the tasks
+//! per job slot, and per task (collapsed) its status, gates, attempts, the agent's last message
+//! and token use, and its diff with intra-line highlights.
+
+use std::fmt::Write as _;
+
+use similar::{ChangeTag, TextDiff};
+
+use super::junit::esc;
+use crate::event::{Event, EventKind, Output, OutputError, RunView, TaskView};
+use crate::report::{TaskReport, TaskStatus};
+
+/// Largest diff shown per task; the rest is cut with a note (the patch file has it all).
+const MAX_DIFF_BYTES: usize = 200_000;
+/// Largest diff shown in the whole page.
+const MAX_TOTAL_DIFF_BYTES: usize = 30_000_000;
+
+const STYLE: &str = r#"
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:16px 24px}
+header h1{margin:0 0 4px;font-size:20px}
+header .meta{opacity:.85;font-size:13px}
+main{padding:16px 24px}
+.counts span{display:inline-block;margin:0 8px 8px 0;padding:2px 10px;border-radius:12px;background:#e4e7ec}
+.s-merged,.s-no_changes{background:#d6f5dd!important}
+.s-conflict,.s-verify_failed{background:#fde7c8!important}
+.s-failed,.s-timed_out{background:#f9d0d0!important}
+.s-skipped{background:#e4e7ec!important}
+.timeline{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px;margin:12px 0;overflow-x:auto}
+.bar-merged,.bar-no_changes{fill:#4caf50}.bar-conflict,.bar-verify_failed{fill:#f0a030}
+.bar-failed,.bar-timed_out{fill:#e05050}.bar-skipped,.bar-unknown{fill:#9aa3af}
+.tools{margin:8px 0}
+.tools input{padding:4px 8px;width:260px}
+details.task{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:6px 0}
+details.task>summary{cursor:pointer;padding:6px 10px;list-style:none;display:flex;gap:12px;align-items:center}
+details.task>summary .id{font-weight:600;min-width:220px}
+details.task>summary .st{padding:0 8px;border-radius:10px}
+.body{padding:4px 14px 12px}
+table.gates{border-collapse:collapse;margin:6px 0}
+table.gates td,table.gates th{border:1px solid #dde1e7;padding:3px 8px;text-align:left;vertical-align:top}
+pre{background:#f3f4f6;padding:8px;overflow-x:auto;white-space:pre-wrap}
+.diff{font:12px/1.4 ui-monospace,monospace;background:#fff;border:1px solid #dde1e7;overflow-x:auto}
+.diff div{white-space:pre}
+.diff .file{background:#e8ecf3;font-weight:600;padding:2px 6px}
+.diff .hunk{color:#6b7280;background:#f3f4f6}
+.diff .add{background:#e6ffec}.diff .del{background:#ffebe9}
+.diff .add mark{background:#abf2bc}.diff .del mark{background:#ffb3ad}
+.muted{color:#6b7280}
+"#;
+
+const SCRIPT: &str = r#"
+(function(){
+  var input=document.getElementById('filter');
+  var boxes=document.querySelectorAll('details.task');
+  function apply(){
+    var q=(input.value||'').toLowerCase();
+    for(var i=0;i<boxes.length;i++){
+      var b=boxes[i];
+      var text=(b.getAttribute('data-id')+' '+b.getAttribute('data-status')).toLowerCase();
+      b.style.display=(q===''||text.indexOf(q)>=0)?'':'none';
+    }
+  }
+  input.addEventListener('input',apply);
+  document.getElementById('expand').addEventListener('click',function(){for(var i=0;i<boxes.length;i++){if(boxes[i].style.display!=='none'){boxes[i].open=true;}}});
+  document.getElementById('collapse').addEventListener('click',function(){for(var i=0;i<boxes.length;i++){boxes[i].open=false;}});
+})();
+"#;
+
+/// Renders the page. `patch` gives a task's patch text (from its patch file).
+pub fn render(view: &RunView, patch: &dyn Fn(&TaskReport) -> Option<String>) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    let report = view.report.as_ref();
+    let run = &view.run;
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>fanout run {}</title><style>{STYLE}</style></head><body>",
+        esc(run)
+    );
+    let _ = write!(
+        out,
+        "<header><h1>fanout run {}</h1><div class=\"meta\">",
+        esc(run)
+    );
+    if let Some(r) = report {
+        let _ = write!(
+            out,
+            "base {} ({}) · integration branch <code>{}</code> at {} · {:.1} s · sandbox {}{}",
+            esc(&r.base_rev),
+            esc(short(&r.base)),
+            esc(&r.integration_branch),
+            esc(short(&r.integration_commit)),
+            r.duration_ms as f64 / 1000.0,
+            esc(&r.sandbox.mode),
+            if r.interrupted { " · INTERRUPTED" } else { "" }
+        );
+    } else {
+        out.push_str("the run has not ended");
+    }
+    out.push_str("</div></header><main>");
+    // Counts.
+    out.push_str("<div class=\"counts\">");
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for t in &view.tasks {
+        *counts.entry(status_name(t)).or_default() += 1;
+    }
+    let _ = write!(out, "<span>{} task(s)</span>", view.tasks.len());
+    for (s, n) in &counts {
+        let _ = write!(out, "<span class=\"s-{s}\">{n} {s}</span>");
+    }
+    out.push_str("</div>");
+    for w in view
+        .warnings
+        .iter()
+        .chain(report.iter().flat_map(|r| r.warnings.iter()))
+    {
+        let _ = write!(out, "<p class=\"muted\">warning: {}</p>", esc(w));
+    }
+    timeline(&mut out, view);
+    out.push_str(
+        "<div class=\"tools\"><input id=\"filter\" placeholder=\"filter by id or status\"> \
+         <button id=\"expand\">expand all</button> <button id=\"collapse\">collapse all</button></div>",
+    );
+    let mut budget = MAX_TOTAL_DIFF_BYTES;
+    for t in &view.tasks {
+        task_section(&mut out, t, patch, &mut budget);
+    }
+    let _ = write!(out, "</main><script>{SCRIPT}</script></body></html>\n");
+    out
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+fn status_name(t: &TaskView) -> &'static str {
+    t.status.map(TaskStatus::as_str).unwrap_or("unknown")
+}
+
+/// An SVG timeline: one row per job slot, one bar per task from its start to its end.
+fn timeline(out: &mut String, view: &RunView) {
+    let spans: Vec<(&TaskView, u64, u64)> = view
+        .tasks
+        .iter()
+        .filter_map(|t| Some((t, t.started_ms?, t.ended_ms.or(view.ended_ms)?)))
+        .collect();
+    if spans.is_empty() {
+        return;
+    }
+    let t0 = spans.iter().map(|s| s.1).min().unwrap_or(0);
+    let t1 = spans.iter().map(|s| s.2).max().unwrap_or(t0).max(t0 + 1);
+    let slots = spans
+        .iter()
+        .filter_map(|s| s.0.slot)
+        .max()
+        .map(|m| m + 1)
+        .unwrap_or(1);
+    let (width, row) = (1000.0_f64, 18.0_f64);
+    let height = slots as f64 * row + 20.0;
+    let _ = write!(
+        out,
+        "<div class=\"timeline\"><svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline\">"
+    );
+    for (t, a, b) in &spans {
+        let x = (a - t0) as f64 / (t1 - t0) as f64 * (width - 10.0);
+        let w = ((b - a) as f64 / (t1 - t0) as f64 * (width - 10.0)).max(1.0);
+        let y = t.slot.unwrap_or(0) as f64 * row + 2.0;
+        let _ = write!(
+            out,
+            "<rect class=\"bar-{}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\"><title>{} — {} — {:.1} s</title></rect>",
+            status_name(t),
+            row - 4.0,
+            esc(&t.id),
+            status_name(t),
+            (b - a) as f64 / 1000.0
+        );
+    }
+    let _ = write!(
+        out,
+        "<text x=\"0\" y=\"{:.0}\" font-size=\"11\" fill=\"#6b7280\">0 s</text><text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" fill=\"#6b7280\" text-anchor=\"end\">{:.1} s</text></svg></div>",
+        height - 4.0,
+        width - 4.0,
+        height - 4.0,
+        (t1 - t0) as f64 / 1000.0
+    );
+}
+
+fn task_section(
+    out: &mut String,
+    t: &TaskView,
+    patch: &dyn Fn(&TaskReport) -> Option<String>,
+    budget: &mut usize,
+) {
+    let status = status_name(t);
+    let _ = write!(
+        out,
+        "<details class=\"task\" data-id=\"{}\" data-status=\"{status}\"><summary><span class=\"id\">{}</span><span class=\"st s-{status}\">{status}</span>",
+        esc(&t.id),
+        esc(&t.id)
+    );
+    let Some(r) = &t.report else {
+        out.push_str("</summary><div class=\"body muted\">no outcome recorded</div></details>");
+        return;
+    };
+    let _ = write!(
+        out,
+        "<span>{} file(s) <span style=\"color:#1a7f37\">+{}</span> <span style=\"color:#cf222e\">−{}</span></span><span class=\"muted\">{:.1} s</span></summary><div class=\"body\">",
+        r.files.len(),
+        r.insertions,
+        r.deletions,
+        r.duration_ms as f64 / 1000.0
+    );
+    if let Some(e) = &r.error {
+        let _ = write!(out, "<p><b>error:</b> {}</p>", esc(e));
+    }
+    let _ = write!(
+        out,
+        "<p class=\"muted\">agent {} · attempts {} · sandbox {}{}{}</p>",
+        esc(&r.agent_name),
+        r.attempts,
+        esc(&r.sandbox),
+        r.branch
+            .as_ref()
+            .map(|b| format!(" · branch <code>{}</code>", esc(b)))
+            .unwrap_or_default(),
+        r.agent
+            .tokens
+            .as_ref()
+            .map(|t| format!(" · tokens {} in / {} out", t.input_tokens, t.output_tokens))
+            .unwrap_or_default()
+    );
+    if !r.attempt_history.is_empty() {
+        out.push_str("<table class=\"gates\"><tr><th>attempt</th><th>gate</th><th>result</th><th>detail</th></tr>");
+        for a in &r.attempt_history {
+            for g in &a.gates {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                    a.number,
+                    esc(&g.gate),
+                    if g.passed { "passed" } else { "<b>failed</b>" },
+                    esc(g.detail.as_deref().unwrap_or("")),
+                    g.output
+                        .as_ref()
+                        .map(|o| format!("<pre>{}</pre>", esc(o)))
+                        .unwrap_or_default()
+                );
+            }
+            if a.gates.is_empty() {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td colspan=\"3\" class=\"muted\">{}</td></tr>",
+                    a.number,
+                    esc(a.failure.as_deref().unwrap_or("no gates ran"))
+                );
+            }
+        }
+        out.push_str("</table>");
+    }
+    for risky in &r.risky {
+        let _ = write!(
+            out,
+            "<p>⚠ <code>{}</code>: {}</p>",
+            esc(&risky.path),
+            esc(&risky.why)
+        );
+    }
+    if let Some(m) = &r.agent.last_message {
+        let _ = write!(
+            out,
+            "<p><b>agent's last message</b></p><pre>{}</pre>",
+            esc(m)
+        );
+    }
+    match patch(r) {
+        Some(p) if !p.is_empty() => {
+            if *budget == 0 {
+                out.push_str("<p class=\"muted\">diff left out: the page holds enough diffs; see the patch file</p>");
+            } else {
+                let cut = p.len().min(MAX_DIFF_BYTES).min(*budget);
+                *budget -= cut;
+                let mut end = cut;
+                while !p.is_char_boundary(end) {
+                    end -= 1;
+                }
+                diff_html(out, &p[..end]);
+                if end < p.len() {
+                    let _ = write!(
+                        out,
+                        "<p class=\"muted\">diff cut after {end} of {} bytes; the whole patch is in {}</p>",
+                        p.len(),
+                        esc(r.patch.as_deref().unwrap_or("the run's patches folder"))
+                    );
+                }
+            }
+        }
+        _ => out.push_str("<p class=\"muted\">no diff</p>"),
+    }
+    out.push_str("</div></details>");
+}
+
+/// A unified diff as HTML, with the changed words of paired -/+ lines highlighted.
+pub fn diff_html(out: &mut String, patch: &str) {
+    out.push_str("<div class=\"diff\">");
+    let lines: Vec<&str> = patch.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i];
+        if l.starts_with("diff --git") {
+            let _ = write!(out, "<div class=\"file\">{}</div>", esc(l));
+            i += 1;
+        } else if l.starts_with("@@") {
+            let _ = write!(out, "<div class=\"hunk\">{}</div>", esc(l));
+            i += 1;
+        } else if l.starts_with('-') && !l.starts_with("---") {
+            // A run of deletions followed by a run of additions: pair them line by line.
+            let del_start = i;
+            while i < lines.len() && lines[i].starts_with('-') && !lines[i].starts_with("---") {
+                i += 1;
+            }
+            let add_start = i;
+            while i < lines.len() && lines[i].starts_with('+') && !lines[i].starts_with("+++") {
+                i += 1;
+            }
+            let dels = &lines[del_start..add_start];
+            let adds = &lines[add_start..i];
+            for k in 0..dels.len().max(adds.len()) {
+                match (dels.get(k), adds.get(k)) {
+                    (Some(d), Some(a)) => {
+                        let (dh, ah) = intra_line(&d[1..], &a[1..]);
+                        let _ = write!(out, "<div class=\"del\">-{dh}</div>");
+                        let _ = write!(out, "<div class=\"add\">+{ah}</div>");
+                    }
+                    (Some(d), None) => {
+                        let _ = write!(out, "<div class=\"del\">{}</div>", esc(d));
+                    }
+                    (None, Some(a)) => {
+                        let _ = write!(out, "<div class=\"add\">{}</div>", esc(a));
+                    }
+                    (None, None) => {}
+                }
+            }
+        } else if l.starts_with('+') && !l.starts_with("+++") {
+            let _ = write!(out, "<div class=\"add\">{}</div>", esc(l));
+            i += 1;
+        } else {
+            let _ = write!(out, "<div>{}</div>", esc(l));
+            i += 1;
+        }
+    }
+    out.push_str("</div>");
+}
+
+/// The old and new line with the words that differ wrapped in `<mark>`.
+fn intra_line(old: &str, new: &str) -> (String, String) {
+    let diff = TextDiff::from_words(old, new);
+    let (mut o, mut n) = (String::new(), String::new());
+    for change in diff.iter_all_changes() {
+        let text = esc(change.value());
+        match change.tag() {
+            ChangeTag::Equal => {
+                o.push_str(&text);
+                n.push_str(&text);
+            }
+            ChangeTag::Delete => {
+                let _ = write!(o, "<mark>{text}</mark>");
+            }
+            ChangeTag::Insert => {
+                let _ = write!(n, "<mark>{text}</mark>");
+            }
+        }
+    }
+    (o, n)
+}
+
+/// Reads a task's patch file (the one its report names).
+pub fn patch_file(r: &TaskReport) -> Option<String> {
+    r.patch
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Writes the HTML report when the run ends.
+pub struct HtmlOutput {
+    path: std::path::PathBuf,
+    view: RunView,
+}
+
+impl HtmlOutput {
+    pub fn new(path: std::path::PathBuf) -> HtmlOutput {
+        HtmlOutput {
+            path,
+            view: RunView::default(),
+        }
+    }
+}
+
+impl Output for HtmlOutput {
+    fn name(&self) -> String {
+        format!("--html {}", self.path.display())
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), OutputError> {
+        self.view.apply(event);
+        if let EventKind::RunEnded { .. } = &event.kind {
+            let page = render(&self.view, &patch_file);
+            super::write_text_atomic(&self.path, &page)
+                .map_err(|e| OutputError::new(&self.name(), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_words_are_marked_and_html_is_escaped() {
+        let mut out = String::new();
+        diff_html(
+            &mut out,
+            "diff --git a/x b/x\n@@ -1 +1 @@\n-let a = <old>;\n+let a = <new>;\n context\n",
+        );
+        assert!(
+            out.contains("<mark>&lt;old&gt;;</mark>") || out.contains("<mark>&lt;old"),
+            "{out}"
+        );
+        assert!(out.contains("class=\"add\""), "{out}");
+        assert!(!out.contains("<old>"), "{out}");
+    }
+}

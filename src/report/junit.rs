@@ -1,0 +1,205 @@
+//! JUnit XML (`--junit PATH`): one test case per task, in one test suite per run. A task that
+//! did not end `merged` or `no_changes` is a failure (`skipped` is a skipped test case) whose
+//! text is its error or its failed gates. The format is the common subset CI systems read
+//! (Jenkins, GitLab, GitHub test reporters).
+
+use crate::event::{Event, EventKind, Output, OutputError, RunView};
+use crate::report::{RunReport, TaskReport, TaskStatus};
+
+/// Renders the run's report as JUnit XML.
+pub fn render(report: &RunReport) -> String {
+    let failures = report
+        .tasks
+        .iter()
+        .filter(|t| !t.status.is_success() && t.status != TaskStatus::Skipped)
+        .count();
+    let skipped = report
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Skipped)
+        .count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites name=\"fanout\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        report.tasks.len(),
+        report.duration_ms as f64 / 1000.0
+    ));
+    out.push_str(&format!(
+        "  <testsuite name=\"fanout run {}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        esc(&report.run_id),
+        report.tasks.len(),
+        report.duration_ms as f64 / 1000.0
+    ));
+    out.push_str("    <properties>\n");
+    for (k, v) in [
+        ("base", report.base.as_str()),
+        ("integration_branch", report.integration_branch.as_str()),
+        ("integration_commit", report.integration_commit.as_str()),
+    ] {
+        out.push_str(&format!(
+            "      <property name=\"{k}\" value=\"{}\"/>\n",
+            esc(v)
+        ));
+    }
+    out.push_str("    </properties>\n");
+    for t in &report.tasks {
+        out.push_str(&testcase(&report.run_id, t));
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+fn testcase(run: &str, t: &TaskReport) -> String {
+    let mut out = format!(
+        "    <testcase classname=\"fanout.{}\" name=\"{}\" time=\"{:.3}\"",
+        esc(run),
+        esc(&t.id),
+        t.duration_ms as f64 / 1000.0
+    );
+    let detail = failure_text(t);
+    match t.status {
+        s if s.is_success() => {
+            out.push_str(&format!(
+                ">\n      <system-out>{}</system-out>\n    </testcase>\n",
+                esc(&format!(
+                    "{}: {} file(s) +{} -{}",
+                    s.as_str(),
+                    t.files.len(),
+                    t.insertions,
+                    t.deletions
+                ))
+            ));
+        }
+        TaskStatus::Skipped => {
+            out.push_str(&format!(
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                esc(first_line(&detail))
+            ));
+        }
+        s => {
+            out.push_str(&format!(
+                ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                s.as_str(),
+                esc(first_line(&detail)),
+                esc(&detail)
+            ));
+        }
+    }
+    out
+}
+
+/// The error, or the failed gates with their details and output.
+fn failure_text(t: &TaskReport) -> String {
+    let mut text = t.error.clone().unwrap_or_default();
+    for g in t.verify.iter().filter(|g| !g.passed) {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "{} gate failed: {}",
+            g.gate,
+            g.detail.as_deref().unwrap_or("")
+        ));
+        if let Some(o) = &g.output {
+            text.push('\n');
+            text.push_str(o);
+        }
+    }
+    if text.is_empty() {
+        text = t.status.as_str().to_string();
+    }
+    text
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// XML text and attribute escaping; characters XML 1.0 cannot hold become U+FFFD.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes the JUnit file when the run ends.
+pub struct JunitOutput {
+    path: std::path::PathBuf,
+    view: RunView,
+}
+
+impl JunitOutput {
+    pub fn new(path: std::path::PathBuf) -> JunitOutput {
+        JunitOutput {
+            path,
+            view: RunView::default(),
+        }
+    }
+}
+
+impl Output for JunitOutput {
+    fn name(&self) -> String {
+        format!("--junit {}", self.path.display())
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), OutputError> {
+        self.view.apply(event);
+        if let EventKind::RunEnded { report } = &event.kind {
+            super::write_text_atomic(&self.path, &render(report))
+                .map_err(|e| OutputError::new(&self.name(), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> RunReport {
+        let mut ok = TaskReport::new("ok", "a");
+        ok.status = TaskStatus::Merged;
+        let mut bad = TaskReport::new("bad<&>", "a");
+        bad.status = TaskStatus::VerifyFailed;
+        bad.verify.push(crate::report::GateResult {
+            gate: "command".into(),
+            passed: false,
+            detail: Some("exit 1".into()),
+            paths: vec![],
+            output: Some("assert failed\u{1}".into()),
+        });
+        let mut skipped = TaskReport::new("later", "a");
+        skipped.status = TaskStatus::Skipped;
+        skipped.error = Some("dependency bad ended verify_failed".into());
+        RunReport {
+            run_id: "r1".into(),
+            tasks: vec![ok, bad, skipped],
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn one_case_per_task_with_failures_and_skips() {
+        let xml = render(&report());
+        assert!(
+            xml.contains("tests=\"3\" failures=\"1\" skipped=\"1\""),
+            "{xml}"
+        );
+        assert!(xml.contains("name=\"bad&lt;&amp;&gt;\""), "{xml}");
+        assert!(xml.contains("<failure type=\"verify_failed\""), "{xml}");
+        assert!(xml.contains("command gate failed: exit 1"), "{xml}");
+        assert!(xml.contains("assert failed\u{FFFD}"), "{xml}");
+        assert!(xml.contains("<skipped message=\"dependency bad ended verify_failed\"/>"));
+    }
+}
