@@ -215,6 +215,10 @@ pub trait Output: Send {
     /// Its name in error messages (`--junit report.xml`).
     fn name(&self) -> String;
     fn event(&mut self, event: &Event) -> Result<(), OutputError>;
+    /// Called a few times a second while the run goes on (live displays redraw).
+    fn tick(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
 }
 
 /// Hands every event to every output. An output that fails is dropped (and its error kept):
@@ -240,6 +244,26 @@ impl Reporter {
         let mut i = 0;
         while i < self.outputs.len() {
             match self.outputs[i].event(event) {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    self.outputs.remove(i);
+                    failed.push(OutputError {
+                        output: e.output.clone(),
+                        message: e.message.clone(),
+                    });
+                    self.failures.push(e);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Lets live outputs redraw; returns the errors of outputs that failed.
+    pub fn tick(&mut self) -> Vec<OutputError> {
+        let mut failed = Vec::new();
+        let mut i = 0;
+        while i < self.outputs.len() {
+            match self.outputs[i].tick() {
                 Ok(()) => i += 1,
                 Err(e) => {
                     self.outputs.remove(i);

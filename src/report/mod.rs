@@ -5,8 +5,10 @@ The wire types here carry no logic; the runner fills them.
 */
 
 pub mod html;
+pub mod jsonl;
 pub mod junit;
 pub mod table;
+pub mod terminal;
 
 use serde::{Deserialize, Serialize};
 
