@@ -142,29 +142,7 @@ pub fn find_program(command: &str) -> Result<PathBuf, CodexError> {
             };
         }
     }
-    if command.contains('/') {
-        let p = PathBuf::from(command);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(CodexError::NotFound(format!("{command} does not exist")))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(command);
-        if is_executable(&candidate) {
-            return Ok(candidate);
-        }
-    }
-    Err(CodexError::NotFound(format!("no `{command}` on PATH")))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    crate::which::find_program(command).map_err(|e| CodexError::NotFound(e.to_string()))
 }
 
 /// The npm package a program belongs to, from the nearest `package.json` above its real path.

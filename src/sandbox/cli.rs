@@ -6,23 +6,25 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// TCP policy on the command line.
+/// TCP policy on the command line (`--net`, shared by `fanout run` and `fanout sandbox`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NetArg {
+    /// TCP bind denied, connect only to port 443 (plus the agent profile's `connect_ports`,
+    /// or the `--allow-port` ports of `fanout sandbox`).
+    Default,
     /// No network restrictions.
     Any,
-    /// TCP bind denied, connect denied except to the `--allow-port` ports.
+    /// TCP bind denied, connect denied (`fanout sandbox`: except to the `--allow-port` ports).
     None,
-    /// TCP bind denied, connect only to port 443 (plus `--allow-port`).
-    Default,
 }
 
-/// Read policy on the command line.
+/// Read policy on the command line (`--read`, shared by `fanout run` and `fanout sandbox`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadArg {
     /// Read and execute everything.
     All,
-    /// Read only system folders, `--readable` folders and the writable folders.
+    /// Read only system folders and the folders the task (or `--readable`) names, plus the
+    /// writable folders.
     Strict,
 }
 
