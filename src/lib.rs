@@ -20,6 +20,7 @@ pub mod eventlog;
 pub mod git;
 pub mod ids;
 pub mod jsonrpc;
+pub mod mcp;
 pub mod plan;
 pub mod preflight;
 pub mod process;
