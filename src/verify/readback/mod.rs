@@ -23,7 +23,7 @@ Measured on `claude mcp serve` 2.1.332:
 - some extensions are refused as binary (`.dat`, …), image extensions must hold images;
 - errors (missing file, directory, too large) are results with `isError: true`.
 
-Layout: [`verifier`] runs the process (start, restart, shutdown), `answer` parses what one
+Layout: `verifier` runs the process (start, restart, shutdown), `answer` parses what one
 `Read` call answered, `compare` compares one file (whole or paged), `jobs` reads the committed
 side from the task's tree; this file puts them together for one task. Nothing here knows the
 runner: it is given the verifier, the paths and the collected change.
