@@ -6,7 +6,12 @@ integration branch without touching the user's checkout.
 The crate is a library plus a thin binary (`src/main.rs`). Async code lives only in the
 runner, the agent sessions, the JSON-RPC connection and the process helpers; everything else
 is synchronous.
+
+Unsafe code is denied crate-wide; the few system calls that need it (fork, prctl, capset,
+pidfd, Landlock's ABI probe) allow it one by one, each with a `// SAFETY:` comment.
 */
+
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod cli;
@@ -16,6 +21,7 @@ pub mod eventlog;
 pub mod git;
 pub mod ids;
 pub mod jsonrpc;
+pub mod mcp;
 pub mod plan;
 pub mod preflight;
 pub mod process;
@@ -25,6 +31,7 @@ pub mod sandbox;
 pub mod state;
 pub mod taskfile;
 pub mod verify;
+pub mod which;
 
 /// An error and its sources on one line (`outer: inner: root cause`), repeats dropped.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

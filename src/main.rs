@@ -3,6 +3,8 @@
 //! The hidden sandbox supervisor (`sandbox-exec`) is dispatched before anything else starts,
 //! in particular before any async runtime or thread exists: the supervisor forks.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -300,7 +300,7 @@ fn check_programs(tasks: &[PlannedTask]) -> Result<(), PlanError> {
             }
             continue;
         }
-        if crate::agent::codex::find_program(cmd).is_err() {
+        if crate::which::find_program(cmd).is_err() {
             return Err(PlanError::Invalid(format!(
                 "agent {:?}: cannot find its command {cmd:?} ({}); nothing was run",
                 t.agent_name,

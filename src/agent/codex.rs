@@ -142,29 +142,7 @@ pub fn find_program(command: &str) -> Result<PathBuf, CodexError> {
             };
         }
     }
-    if command.contains('/') {
-        let p = PathBuf::from(command);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(CodexError::NotFound(format!("{command} does not exist")))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(command);
-        if is_executable(&candidate) {
-            return Ok(candidate);
-        }
-    }
-    Err(CodexError::NotFound(format!("no `{command}` on PATH")))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    crate::which::find_program(command).map_err(|e| CodexError::NotFound(e.to_string()))
 }
 
 /// The npm package a program belongs to, from the nearest `package.json` above its real path.
@@ -207,10 +185,10 @@ pub fn detect(program: &Path) -> Result<Installed, CodexError> {
     if npm_package_of(program).as_deref() == Some("codex") {
         return Err(CodexError::WrongPackage(program.display().to_string()));
     }
-    let out = run_with_timeout(program, &["--version"], VERSION_TIMEOUT).map_err(|detail| {
+    let out = run_with_timeout(program, &["--version"], VERSION_TIMEOUT).map_err(|e| {
         CodexError::Version {
             program: program.display().to_string(),
-            detail,
+            detail: e.to_string(),
         }
     })?;
     let banner = out
@@ -241,8 +219,23 @@ pub fn detect(program: &Path) -> Result<Installed, CodexError> {
     Ok(installed)
 }
 
+/// Why a short command gave no output to use.
+#[derive(Debug, thiserror::Error)]
+enum QuickRunError {
+    #[error("cannot start it: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("no answer within {0} s")]
+    Timeout(u64),
+    #[error("it failed ({0})")]
+    Failed(String),
+}
+
 /// Runs a short command, returning its stdout; the process group is killed on timeout.
-fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
+fn run_with_timeout(
+    program: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String, QuickRunError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(program)
@@ -252,7 +245,7 @@ fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Result<
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))?;
+        .map_err(QuickRunError::Start)?;
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -272,16 +265,15 @@ fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Result<
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 let _ = child.wait();
-                return Err(format!("no answer within {} s", timeout.as_secs()));
+                return Err(QuickRunError::Timeout(timeout.as_secs()));
             }
         }
     };
     let out = reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(format!(
-            "it failed ({})",
-            crate::process::describe_exit(&status)
-        ));
+        return Err(QuickRunError::Failed(crate::process::describe_exit(
+            &status,
+        )));
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }

@@ -2,7 +2,7 @@
 The `mcp` protocol: fanout as an MCP client of a Codex-like server over stdio
 (`codex mcp-server` up to Codex 0.153, or our fake agent).
 
-initialize → notifications/initialized → tools/list → tools/call(tool, arguments + prompt + cwd).
+initialize → notifications/initialized → tools/list (`crate::mcp::handshake`) → tools/call(tool, arguments + prompt + cwd).
 Follow-ups go to `codex-reply` with the thread id when the server offers it. Every notification
 during a call is appended to the task's event log; `codex/event` messages also feed the
 report (commands run, token usage, last agent message).
@@ -18,8 +18,7 @@ use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::AgentProcess;
 
-/// The MCP protocol version fanout asks for; the server's answer is accepted as it is.
-pub const PROTOCOL_VERSION: &str = "2025-06-18";
+pub use crate::mcp::{tool_names, PROTOCOL_VERSION};
 
 pub struct McpSession {
     ctx: AgentContext,
@@ -62,51 +61,39 @@ impl McpSession {
 
     async fn handshake(&mut self, deadline: Instant) -> Result<(), JsonRpcError> {
         let events = self.ctx.events.clone();
-        let init = self
-            .conn
-            .start_request(
-                "initialize",
-                json!({
-                    "protocolVersion": PROTOCOL_VERSION,
-                    "capabilities": {"elicitation": {}},
-                    "clientInfo": {"name": "fanout", "version": env!("CARGO_PKG_VERSION")},
-                }),
-            )
-            .await?;
         let mut handler = Handler::new(events.clone(), &mut self.info);
-        let result = self.conn.wait(init, deadline, &mut handler).await?;
-        if let Some(server) = result.get("serverInfo") {
+        let hello = crate::mcp::handshake(
+            &mut self.conn,
+            json!({"elicitation": {}}),
+            deadline,
+            &mut handler,
+            |result| events.record("initialized", json!({"result": result})),
+        )
+        .await?;
+        if let Some(server) = hello.init.get("serverInfo") {
             self.info.version = server
                 .get("version")
                 .and_then(Value::as_str)
                 .map(str::to_string);
         }
-        events.record("initialized", json!({"result": result}));
-        self.conn
-            .notify("notifications/initialized", json!({}))
-            .await?;
-        let list = self.conn.start_request("tools/list", json!({})).await?;
-        let mut handler = Handler::new(events.clone(), &mut self.info);
-        let tools = self.conn.wait(list, deadline, &mut handler).await?;
-        let names = tool_names(&tools);
         let wanted = &self.ctx.profile.tool;
-        if !names.iter().any(|n| n == wanted) {
+        if !hello.offers(wanted) {
             return Err(JsonRpcError::Remote {
                 method: "tools/list".into(),
                 code: 0,
                 message: format!(
                     "the server has no tool {wanted:?} (it offers: {})",
-                    if names.is_empty() {
+                    if hello.tools.is_empty() {
                         "none".to_string()
                     } else {
-                        names.join(", ")
+                        hello.tools.join(", ")
                     }
                 ),
                 data: None,
             });
         }
         let reply = format!("{wanted}-reply");
-        if names.contains(&reply) {
+        if hello.offers(&reply) {
             self.reply_tool = Some(reply);
         }
         Ok(())
@@ -192,18 +179,6 @@ impl McpSession {
     pub async fn shutdown(mut self) {
         super::rpc_shutdown(&self.conn, &mut self.proc).await
     }
-}
-
-/// The tool names of a `tools/list` result.
-pub fn tool_names(list: &Value) -> Vec<String> {
-    list.get("tools")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn content_text(result: &Value) -> Option<String> {

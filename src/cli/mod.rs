@@ -16,6 +16,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `--net` and `--read` are spelled and parsed the same for `run` and `sandbox`.
+pub use crate::sandbox::cli::{NetArg, ReadArg};
+
 /// Bad input (a missing repository, an unknown run): printed as `fanout: <message>`, exit 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -102,20 +105,6 @@ pub struct RepoArg {
 pub enum SandboxArg {
     On,
     Off,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum NetArg {
-    /// TCP connect to port 443 and the agent profile's connect_ports; no bind.
-    Default,
-    Any,
-    None,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ReadArg {
-    All,
-    Strict,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -92,8 +92,10 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let progress = progress.with_started(started_tx);
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
     let (verifier, readback_skip) = runtime
-        .block_on(crate::verify::readback::start_for_run(&plan, &progress))
-        .map_err(RunError::Verifier)?;
+        .block_on(crate::verify::readback::start_for_run(&plan, |w| {
+            progress.warn(w)
+        }))
+        .map_err(|e| RunError::Verifier(e.to_string()))?;
     crate::sandbox::user::prepare_run_workspace(
         &run_dir,
         plan.run_id.as_str(),

@@ -686,7 +686,14 @@ async fn verify_gates(
         });
     }
     // Read-back through the verifier.
-    let readback = verify::readback::check_task(shared, &paths.worktree, collected).await;
+    let readback = verify::readback::check_task(
+        shared.verifier.as_deref(),
+        shared.readback_skip.as_deref(),
+        &shared.repo_path,
+        &paths.worktree,
+        collected,
+    )
+    .await;
     if let Some(gate) = readback.gate.clone() {
         gates.push(gate);
     }

@@ -6,23 +6,25 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// TCP policy on the command line.
+/// TCP policy on the command line (`--net`, shared by `fanout run` and `fanout sandbox`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NetArg {
+    /// TCP bind denied, connect only to port 443 (plus the agent profile's `connect_ports`,
+    /// or the `--allow-port` ports of `fanout sandbox`).
+    Default,
     /// No network restrictions.
     Any,
-    /// TCP bind denied, connect denied except to the `--allow-port` ports.
+    /// TCP bind denied, connect denied (`fanout sandbox`: except to the `--allow-port` ports).
     None,
-    /// TCP bind denied, connect only to port 443 (plus `--allow-port`).
-    Default,
 }
 
-/// Read policy on the command line.
+/// Read policy on the command line (`--read`, shared by `fanout run` and `fanout sandbox`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadArg {
     /// Read and execute everything.
     All,
-    /// Read only system folders, `--readable` folders and the writable folders.
+    /// Read only system folders and the folders the task (or `--readable`) names, plus the
+    /// writable folders.
     Strict,
 }
 
@@ -73,11 +75,31 @@ struct SandboxCli {
     args: SandboxArgs,
 }
 
+/// Flags of `fanout sandbox` that describe no policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("{path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--readable needs --read strict")]
+    ReadableNeedsStrict,
+    #[error("--allow-port has no effect with --net any")]
+    AllowPortWithAnyNet,
+    #[error(transparent)]
+    User(#[from] super::user::UserError),
+}
+
 impl SandboxArgs {
     /// The policy these flags describe.
-    pub fn policy(&self) -> Result<Policy, String> {
-        let abs =
-            |p: &PathBuf| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
+    pub fn policy(&self) -> Result<Policy, ArgsError> {
+        let abs = |p: &PathBuf| {
+            std::fs::canonicalize(p).map_err(|source| ArgsError::Folder {
+                path: p.display().to_string(),
+                source,
+            })
+        };
         let writable = self
             .writable
             .iter()
@@ -85,7 +107,7 @@ impl SandboxArgs {
             .collect::<Result<Vec<_>, _>>()?;
         let read = match self.read {
             ReadArg::All if !self.readable.is_empty() => {
-                return Err("--readable needs --read strict".into())
+                return Err(ArgsError::ReadableNeedsStrict)
             }
             ReadArg::All => ReadAccess::All,
             ReadArg::Strict => ReadAccess::Strict {
@@ -94,7 +116,7 @@ impl SandboxArgs {
         };
         let net = match self.net {
             NetArg::Any if !self.allow_port.is_empty() => {
-                return Err("--allow-port has no effect with --net any".into())
+                return Err(ArgsError::AllowPortWithAnyNet)
             }
             NetArg::Any => NetPolicy::Any,
             NetArg::None if self.allow_port.is_empty() => NetPolicy::None,
@@ -107,7 +129,7 @@ impl SandboxArgs {
                 NetPolicy::ConnectPorts(ports)
             }
         };
-        let run_as = super::user::resolve(self.agent_user.as_deref()).map_err(|e| e.to_string())?;
+        let run_as = super::user::resolve(self.agent_user.as_deref())?;
         Ok(Policy {
             enforce: true,
             writable,
