@@ -127,7 +127,7 @@ pub fn render(view: &RunView, patch: &dyn Fn(&TaskReport) -> Option<String>) -> 
     for t in &view.tasks {
         task_section(&mut out, t, patch, &mut budget);
     }
-    let _ = write!(out, "</main><script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(out, "</main><script>{SCRIPT}</script></body></html>");
     out
 }
 
