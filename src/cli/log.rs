@@ -227,7 +227,16 @@ fn describe(event: &Value) -> Described {
                 .and_then(Value::as_array)
                 .map(|gates| gates.iter().map(gate).collect())
                 .unwrap_or_default();
-            format!("attempt {}: {}", field(event, "attempt"), gates.join(", "))
+            let mut text = format!("attempt {}: ", field(event, "attempt"));
+            text.push_str(&if gates.is_empty() {
+                "no gates".to_string()
+            } else {
+                gates.join(", ")
+            });
+            if let Some(r) = at(event, &["readback", "result"]) {
+                text.push_str(&format!("; read-back {r}"));
+            }
+            text
         }
         "verify_failed" => format!(
             "attempt {}: {}",
@@ -272,11 +281,11 @@ fn notification(event: &Value) -> Described {
                 .map(|c| c.keys().cloned().collect::<Vec<_>>().join(", "))
                 .unwrap_or_default(),
             "patch_apply_end" => format!("success {}", field(msg, "success")),
-            "token_count" => match at(msg, &["info", "total_token_usage", "total_tokens"]) {
+            "token_count" => match value_at(msg, &["info", "total_token_usage", "total_tokens"]) {
                 Some(n) => format!("{n} tokens in total"),
                 None => compact(&without(msg, &["type"])),
             },
-            "task_started" => String::new(),
+            "task_started" => "the agent's turn begins".to_string(),
             "task_complete" => field(msg, "last_agent_message"),
             "error" | "stream_error" => field(msg, "message"),
             "turn_aborted" => field(msg, "reason"),
@@ -326,11 +335,7 @@ fn notification(event: &Value) -> Described {
         }
         "thread/started" => format!("thread {}", at(params, &["thread", "id"]).unwrap_or("?")),
         "thread/tokenUsage/updated" => {
-            match params
-                .get("tokenUsage")
-                .and_then(|u| u.get("total"))
-                .and_then(|t| t.get("totalTokens"))
-            {
+            match value_at(params, &["tokenUsage", "total", "totalTokens"]) {
                 Some(n) => format!("{n} tokens in total"),
                 None => compact(params),
             }
@@ -391,8 +396,12 @@ fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
+fn value_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+    value_at(v, path)?.as_str()
 }
 
 /// A field as text: strings as they are, anything else as JSON, missing as empty.

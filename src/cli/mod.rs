@@ -65,11 +65,24 @@ pub fn resolve_run(repo: &RepoArg, raw: &str) -> anyhow::Result<crate::ids::RunI
     let user_repo = open_repo(repo)?;
     let runs_dir = user_repo.runs_dir();
     // Only folders named like run ids count: a stray file must not become "the last run".
-    list_runs(&user_repo)
-        .into_iter()
-        .rev()
+    let runs: Vec<crate::ids::RunId> = list_runs(&user_repo)
+        .iter()
         .filter(|r| runs_dir.join(r).is_dir())
-        .find_map(|r| crate::ids::RunId::parse(&r).ok())
+        .filter_map(|r| crate::ids::RunId::parse(r).ok())
+        .collect();
+    // Ids tell the second a run started; runs started within the same second are told apart
+    // by the start time in their state.
+    let second = |r: &crate::ids::RunId| r.as_str().get(..15).unwrap_or(r.as_str()).to_string();
+    let newest = runs.iter().map(second).max();
+    runs.into_iter()
+        .filter(|r| Some(second(r)) == newest)
+        .max_by_key(|r| {
+            let started =
+                crate::state::StateFile::read(&runs_dir.join(r.as_str()).join("state.json"))
+                    .map(|s| s.started_at_ms)
+                    .unwrap_or(0);
+            (started, r.clone())
+        })
         .ok_or_else(|| usage(format!("`last`: no runs in {}", runs_dir.display())))
 }
 
