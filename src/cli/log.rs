@@ -17,6 +17,7 @@ pub struct LogArgs {
     pub repo: RepoArg,
     /// A run id or `last`.
     pub run: String,
+    /// The task id.
     pub task: String,
     /// Print the raw JSON lines instead.
     #[arg(long)]

@@ -261,6 +261,7 @@ pub struct DiffArgs {
     pub repo: RepoArg,
     /// A run id or `last`.
     pub run: String,
+    /// The task id.
     pub task: String,
     /// Colour: `auto` (on a terminal, unless NO_COLOR is set), `always`, `never`.
     #[arg(long, value_enum, default_value = "auto")]
