@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::ids::TaskId;
 
+pub mod schema;
+
 /// One thing wrong with a task file, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -438,11 +440,7 @@ impl Validator {
         let tasks_value = match value {
             Value::Array(_) => value,
             Value::Object(obj) => {
-                self.known_fields(
-                    obj,
-                    "$",
-                    &["version", "base", "defaults", "agents", "verifier", "tasks"],
-                );
+                self.known_fields(obj, "$", &schema::names(schema::FILE_FIELDS));
                 match obj.get("version") {
                     None => {}
                     Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
@@ -548,19 +546,7 @@ impl Validator {
         let Some(obj) = self.object(value, path) else {
             return Defaults::default();
         };
-        self.known_fields(
-            obj,
-            path,
-            &[
-                "agent",
-                "timeout_secs",
-                "verify",
-                "verify_timeout_secs",
-                "max_attempts",
-                "max_file_bytes",
-                "max_change_bytes",
-            ],
-        );
+        self.known_fields(obj, path, &schema::names(schema::DEFAULTS_FIELDS));
         Defaults {
             agent: self.string(obj, "agent", path),
             timeout_secs: self.positive(obj, "timeout_secs", path),
@@ -574,23 +560,7 @@ impl Validator {
 
     fn profile(&mut self, value: &Value, path: &str, default_tool: &str) -> Option<AgentProfile> {
         let obj = self.object(value, path)?;
-        self.known_fields(
-            obj,
-            path,
-            &[
-                "protocol",
-                "command",
-                "args",
-                "cwd",
-                "env",
-                "tool",
-                "arguments",
-                "startup_timeout_sec",
-                "tool_timeout_sec",
-                "enabled",
-                "connect_ports",
-            ],
-        );
+        self.known_fields(obj, path, &schema::names(schema::PROFILE_FIELDS));
         let protocol = match self.string(obj, "protocol", path) {
             None => Protocol::Mcp,
             Some(s) => {
@@ -686,23 +656,7 @@ impl Validator {
 
     fn task(&mut self, value: &Value, path: &str, all_ids: &BTreeSet<String>) -> Option<TaskSpec> {
         let obj = self.object(value, path)?;
-        self.known_fields(
-            obj,
-            path,
-            &[
-                "id",
-                "prompt",
-                "agent",
-                "paths",
-                "timeout_secs",
-                "verify",
-                "verify_timeout_secs",
-                "depends_on",
-                "max_attempts",
-                "max_file_bytes",
-                "max_change_bytes",
-            ],
-        );
+        self.known_fields(obj, path, &schema::names(schema::TASK_FIELDS));
         let id = match obj.get("id") {
             None => {
                 self.problem(path, "missing field \"id\"");

@@ -2,17 +2,13 @@
 
 use super::{CleanArgs, EXIT_OK, EXIT_USAGE};
 use crate::git::worktree;
-use crate::ids::RunId;
 use crate::state::StateFile;
 
 pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     let repo = super::open_repo(&a.repo)?;
     let runs_dir = repo.runs_dir();
     let runs: Vec<String> = match &a.run {
-        Some(r) => match RunId::parse(r) {
-            Ok(id) => vec![id.to_string()],
-            Err(e) => return Err(super::usage(e)),
-        },
+        Some(r) => vec![super::resolve_run(&a.repo, r)?.to_string()],
         None => super::list_runs(&repo),
     };
     for run in runs {

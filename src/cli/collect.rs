@@ -5,12 +5,13 @@
 use super::{CollectArgs, EXIT_OK, EXIT_USAGE};
 use crate::git::collect::{self, ChangeLimits, CollectOptions};
 use crate::git::worktree;
-use crate::ids::{task_branch, RunId, TaskId};
+use crate::ids::{task_branch, TaskId};
 
 pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
-    let (run, task) = match (RunId::parse(&a.run), TaskId::parse(&a.task)) {
-        (Ok(r), Ok(t)) => (r, t),
-        (Err(e), _) | (_, Err(e)) => {
+    let run = super::resolve_run(&a.repo, &a.run)?;
+    let task = match TaskId::parse(&a.task) {
+        Ok(t) => t,
+        Err(e) => {
             eprintln!("fanout: {e}");
             return Ok(EXIT_USAGE);
         }

@@ -7,8 +7,11 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 mod clean;
 mod collect;
 mod diff;
+mod log;
+mod lookup;
 pub mod out;
 mod run;
+mod schema;
 mod status;
 mod validate;
 
@@ -56,6 +59,39 @@ fn list_runs(repo: &crate::git::repo::UserRepo) -> Vec<String> {
     runs
 }
 
+/// What a user may type where a run is expected: a run id, or `last` for the newest run of
+/// the repository (run ids start with their UTC start time, so the largest is the newest).
+pub fn resolve_run(repo: &RepoArg, raw: &str) -> anyhow::Result<crate::ids::RunId> {
+    if raw != LAST_RUN {
+        return crate::ids::RunId::parse(raw).map_err(usage);
+    }
+    let user_repo = open_repo(repo)?;
+    let runs_dir = user_repo.runs_dir();
+    // Only folders named like run ids count: a stray file must not become "the last run".
+    let runs: Vec<crate::ids::RunId> = list_runs(&user_repo)
+        .iter()
+        .filter(|r| runs_dir.join(r).is_dir())
+        .filter_map(|r| crate::ids::RunId::parse(r).ok())
+        .collect();
+    // Ids tell the second a run started; runs started within the same second are told apart
+    // by the start time in their state.
+    let second = |r: &crate::ids::RunId| r.as_str().get(..15).unwrap_or(r.as_str()).to_string();
+    let newest = runs.iter().map(second).max();
+    runs.into_iter()
+        .filter(|r| Some(second(r)) == newest)
+        .max_by_key(|r| {
+            let started =
+                crate::state::StateFile::read(&runs_dir.join(r.as_str()).join("state.json"))
+                    .map(|s| s.started_at_ms)
+                    .unwrap_or(0);
+            (started, r.clone())
+        })
+        .ok_or_else(|| usage(format!("`last`: no runs in {}", runs_dir.display())))
+}
+
+/// The run alias [`resolve_run`] understands.
+pub const LAST_RUN: &str = "last";
+
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_TASKS_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
@@ -80,8 +116,12 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show runs, or one run's tasks.
     Status(StatusArgs),
-    /// Print one task's diff.
+    /// Print one task's diff (`--stat`, `--word-diff`).
     Diff(DiffArgs),
+    /// Print one task's agent events, one readable line each (`--json`: the raw lines).
+    Log(log::LogArgs),
+    /// Print the JSON Schema of a fanout file format (`tasks`; `events` is not available yet).
+    Schema(schema::SchemaArgs),
     /// Commit a workspace fanout kept because collecting it failed, onto the task's branch.
     Collect(CollectArgs),
     /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
@@ -197,7 +237,7 @@ pub struct ValidateArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// A run id (default: list runs).
+    /// A run id or `last` (default: list runs).
     pub run: Option<String>,
     /// Print the run's report.json.
     #[arg(long)]
@@ -208,17 +248,54 @@ pub struct StatusArgs {
 pub struct DiffArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    /// A run id or `last`.
     pub run: String,
+    /// The task id.
     pub task: String,
-    /// Colour: auto, always, never.
-    #[arg(long, default_value = "auto")]
-    pub color: String,
+    /// Colour: `auto` (on a terminal, unless NO_COLOR is set), `always`, `never`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorArg,
+    /// Per-file insertions and deletions with a bar, instead of the patch.
+    #[arg(long, conflicts_with = "word_diff")]
+    pub stat: bool,
+    /// Show changed words inside lines: `[-old-]{+new+}`, or coloured spans with colour.
+    #[arg(long)]
+    pub word_diff: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorArg {
+    /// Whether to colour: `always`/`never` as said; `auto` on a terminal when `NO_COLOR` is
+    /// unset or empty (an explicit `--color always` wins over `NO_COLOR`, as no-color.org asks).
+    pub fn enabled(self, is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => is_terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    /// [`ColorArg::enabled`] for standard output and this process's environment.
+    pub fn for_stdout(self) -> bool {
+        use std::io::IsTerminal;
+        self.enabled(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        )
+    }
 }
 
 #[derive(clap::Args, Debug)]
 pub struct CollectArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    /// A run id or `last`.
     pub run: String,
     pub task: String,
     /// Largest new or changed file (default 50 MiB).
@@ -236,7 +313,7 @@ pub struct CollectArgs {
 pub struct ResumeArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// The run id (see `fanout status`).
+    /// The run id (see `fanout status`) or `last`.
     pub run: String,
     /// At most this many agents at once (default: as the run had).
     #[arg(long, short = 'j', value_name = "N")]
@@ -256,7 +333,7 @@ pub struct ResumeArgs {
 pub struct CleanArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// A run id (default: every run that is not running).
+    /// A run id or `last` (default: every run that is not running).
     pub run: Option<String>,
     /// Also delete the run's branches and its folder.
     #[arg(long)]
@@ -270,6 +347,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate(a) => validate::run(a),
         Command::Status(a) => status::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Log(a) => log::run(a),
+        Command::Schema(a) => schema::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Resume(a) => resume(a),
@@ -310,7 +389,7 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
 
 fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
     use anyhow::Context;
-    let run = crate::ids::RunId::parse(&a.run).map_err(usage)?;
+    let run = resolve_run(&a.repo, &a.run)?;
     if a.jobs == Some(0) {
         return Err(usage("--jobs must be at least 1"));
     }

@@ -1,7 +1,6 @@
 //! `fanout status`: list runs, or show one run's tasks.
 
 use super::{StatusArgs, EXIT_OK, EXIT_USAGE};
-use crate::ids::RunId;
 use crate::state::StateFile;
 
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
@@ -35,10 +34,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         }
         return Ok(EXIT_OK);
     };
-    let run = match RunId::parse(&run) {
-        Ok(r) => r,
-        Err(e) => return Err(super::usage(e)),
-    };
+    let run = super::resolve_run(&a.repo, &run)?;
     let dir = runs_dir.join(run.as_str());
     if a.json {
         match std::fs::read_to_string(dir.join("report.json")) {

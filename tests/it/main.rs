@@ -13,6 +13,8 @@ mod loss;
 mod run;
 mod sandbox;
 mod sandbox_run;
+mod schema;
 mod support;
 mod validate;
 mod verify;
+mod views;

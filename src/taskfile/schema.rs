@@ -1,0 +1,535 @@
+/*!
+The fields of the task file, in one table that both the validator (which fields are known) and
+`fanout schema tasks` (the JSON Schema, draft 2020-12) read, so the two cannot drift apart.
+Checks the schema cannot express (unique ids, known agent names, dependency cycles, globs that
+compile, `${VAR}` that expand) stay the validator's.
+*/
+
+use serde_json::{json, Map, Value};
+
+/// What values a field takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The file format version: `1`.
+    Version,
+    String,
+    /// A string with something besides whitespace.
+    NonEmptyString,
+    Strings,
+    /// A number above 0 (seconds).
+    Positive,
+    /// A whole number of bytes, at least 1.
+    Bytes,
+    /// A whole number from 1 to 100.
+    Count,
+    Bool,
+    /// An argv array or a `sh -c` string.
+    Verify,
+    TaskId,
+    TaskIds,
+    Protocol,
+    /// Environment variables: name → string.
+    Env,
+    /// Any JSON object.
+    Object,
+    /// TCP ports, 1–65535.
+    Ports,
+    Defaults,
+    /// Named agent profiles.
+    Agents,
+    Profile,
+    Tasks,
+}
+
+/// One field of an object of the task file.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+const fn field(name: &'static str, kind: Kind, description: &'static str) -> Field {
+    Field {
+        name,
+        kind,
+        required: false,
+        description,
+    }
+}
+
+const fn required(name: &'static str, kind: Kind, description: &'static str) -> Field {
+    Field {
+        name,
+        kind,
+        required: true,
+        description,
+    }
+}
+
+/// The top-level object.
+pub const FILE_FIELDS: &[Field] = &[
+    field("version", Kind::Version, "The format version: 1."),
+    field(
+        "base",
+        Kind::String,
+        "The revision every task starts from (default HEAD; --base overrides).",
+    ),
+    field(
+        "defaults",
+        Kind::Defaults,
+        "Values every task inherits unless it sets its own.",
+    ),
+    field(
+        "agents",
+        Kind::Agents,
+        "Named agent profiles; the built-in `codex` needs no entry.",
+    ),
+    field(
+        "verifier",
+        Kind::Profile,
+        "The read-back verifier profile (default `claude mcp serve`, tool `Read`).",
+    ),
+    required("tasks", Kind::Tasks, "The tasks, at least one."),
+];
+
+/// `defaults`.
+pub const DEFAULTS_FIELDS: &[Field] = &[
+    field("agent", Kind::String, "The agent profile of tasks that name none (default `codex`)."),
+    field("timeout_secs", Kind::Positive, "A task's whole time in seconds (default 900)."),
+    field(
+        "verify",
+        Kind::Verify,
+        "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
+    ),
+    field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
+    field(
+        "max_attempts",
+        Kind::Count,
+        "Agent attempts including feedback rounds (1-100, default 2).",
+    ),
+    field(
+        "max_file_bytes",
+        Kind::Bytes,
+        "Largest new or changed file a task may commit (default 50 MiB).",
+    ),
+    field(
+        "max_change_bytes",
+        Kind::Bytes,
+        "Largest total size of a task's new and changed files (default 500 MiB).",
+    ),
+];
+
+/// An entry of `agents`, and `verifier`.
+pub const PROFILE_FIELDS: &[Field] = &[
+    field(
+        "protocol",
+        Kind::Protocol,
+        "How fanout talks to the agent (default `mcp`; `auto` detects it from `codex --version`).",
+    ),
+    required("command", Kind::NonEmptyString, "The program to run."),
+    field("args", Kind::Strings, "The program's arguments."),
+    field(
+        "cwd",
+        Kind::String,
+        "The agent's working folder, relative to the worktree (default: the worktree).",
+    ),
+    field(
+        "env",
+        Kind::Env,
+        "Extra environment; `${VAR}` expands from fanout's environment, a missing variable is an error.",
+    ),
+    field(
+        "tool",
+        Kind::String,
+        "The MCP tool to call (default `codex`; `Read` for the verifier).",
+    ),
+    field(
+        "arguments",
+        Kind::Object,
+        "Extra tool arguments, merged under {\"prompt\", \"cwd\"}.",
+    ),
+    field(
+        "startup_timeout_sec",
+        Kind::Positive,
+        "Seconds from spawn until `initialize` is answered (default 30).",
+    ),
+    field(
+        "tool_timeout_sec",
+        Kind::Positive,
+        "Seconds for one tool call or turn (default 900).",
+    ),
+    field("enabled", Kind::Bool, "`false` refuses tasks that use this profile."),
+    field(
+        "connect_ports",
+        Kind::Ports,
+        "TCP ports the sandbox lets the agent connect to besides 443.",
+    ),
+];
+
+/// An entry of `tasks`.
+pub const TASK_FIELDS: &[Field] = &[
+    required(
+        "id",
+        Kind::TaskId,
+        "Unique slug naming the branch `fanout/<run>/task/<id>` and the worktree folder.",
+    ),
+    required("prompt", Kind::NonEmptyString, "What the agent is asked to do."),
+    field(
+        "agent",
+        Kind::String,
+        "An agent profile name (default: defaults.agent, else `codex`).",
+    ),
+    field(
+        "paths",
+        Kind::Strings,
+        "Globs bounding what the task may change (the scope gate).",
+    ),
+    field("timeout_secs", Kind::Positive, "The whole task's time in seconds (default 900)."),
+    field(
+        "verify",
+        Kind::Verify,
+        "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
+    ),
+    field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
+    field(
+        "depends_on",
+        Kind::TaskIds,
+        "Ids of tasks that must be verified first; the task starts from a commit that contains them.",
+    ),
+    field(
+        "max_attempts",
+        Kind::Count,
+        "Agent attempts including feedback rounds (1-100, default 2).",
+    ),
+    field(
+        "max_file_bytes",
+        Kind::Bytes,
+        "Largest new or changed file the task may commit (default 50 MiB).",
+    ),
+    field(
+        "max_change_bytes",
+        Kind::Bytes,
+        "Largest total size of the task's new and changed files (default 500 MiB).",
+    ),
+];
+
+/// The protocols a profile may name.
+pub const PROTOCOLS: &[&str] = &["mcp", "codex-app-server", "exec", "auto"];
+
+/// Task ids: 1-64 of `[A-Za-z0-9._-]`, no leading dot, no `..`, not ending in `.lock`
+/// (see [`crate::ids::TaskId::parse`]).
+pub const TASK_ID_PATTERN: &str = r"^(?!\.)(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9._-]{1,64}$";
+
+/// Agent profile names.
+pub const AGENT_NAME_PATTERN: &str = r"^[A-Za-z0-9._-]+$";
+
+/// The names of `fields`, for the validator's unknown-field check.
+pub fn names(fields: &[Field]) -> Vec<&'static str> {
+    fields.iter().map(|f| f.name).collect()
+}
+
+/// The JSON Schema (draft 2020-12) of tasks.json version 1.
+pub fn tasks_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "fanout task file (tasks.json, version 1)",
+        "description": "An object with `tasks`, or a bare array of tasks. Unknown fields are errors. \
+            `fanout validate` also checks what a schema cannot: unique ids, known agent names, \
+            dependencies that exist and form no cycle, globs, and `${VAR}` in env.",
+        "oneOf": [{"$ref": "#/$defs/file"}, {"$ref": "#/$defs/tasks"}],
+        "$defs": {
+            "file": object(FILE_FIELDS, "The task file as an object."),
+            "defaults": object(DEFAULTS_FIELDS, "Values every task inherits unless it sets its own."),
+            "profile": object(PROFILE_FIELDS, "An agent profile; field names follow Codex's `mcp_servers` table where they overlap."),
+            "task": object(TASK_FIELDS, "One task: one agent in its own worktree on its own branch."),
+            "tasks": {
+                "description": "The tasks, at least one, ids unique.",
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/task"}
+            },
+            "taskId": {
+                "description": "1-64 of [A-Za-z0-9._-], no leading dot, no `..`, not ending in `.lock`.",
+                "type": "string",
+                "pattern": TASK_ID_PATTERN
+            },
+            "verify": {
+                "description": "An argv list, or a string run with `sh -c`.",
+                "oneOf": [
+                    {"type": "string", "pattern": r"\S"},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "prefixItems": [{"type": "string", "minLength": 1}],
+                        "items": {"type": "string"}
+                    }
+                ]
+            }
+        }
+    })
+}
+
+fn object(fields: &[Field], description: &str) -> Value {
+    let mut properties = Map::new();
+    for f in fields {
+        let mut s = kind_schema(f.kind);
+        if let Value::Object(m) = &mut s {
+            m.insert("description".into(), json!(f.description));
+        }
+        properties.insert(f.name.into(), s);
+    }
+    let required: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name)
+        .collect();
+    let mut o = json!({
+        "description": description,
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false
+    });
+    if !required.is_empty() {
+        o["required"] = json!(required);
+    }
+    o
+}
+
+fn kind_schema(kind: Kind) -> Value {
+    match kind {
+        Kind::Version => json!({"const": 1}),
+        Kind::String => json!({"type": "string"}),
+        Kind::NonEmptyString => json!({"type": "string", "pattern": r"\S"}),
+        Kind::Strings => json!({"type": "array", "items": {"type": "string"}}),
+        Kind::Positive => json!({"type": "number", "exclusiveMinimum": 0}),
+        Kind::Bytes => json!({"type": "integer", "minimum": 1}),
+        Kind::Count => json!({"type": "integer", "minimum": 1, "maximum": 100}),
+        Kind::Bool => json!({"type": "boolean"}),
+        Kind::Verify => json!({"$ref": "#/$defs/verify"}),
+        Kind::TaskId => json!({"$ref": "#/$defs/taskId"}),
+        Kind::TaskIds => json!({"type": "array", "items": {"$ref": "#/$defs/taskId"}}),
+        Kind::Protocol => json!({"enum": PROTOCOLS}),
+        Kind::Env => json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        Kind::Object => json!({"type": "object"}),
+        Kind::Ports => {
+            json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}})
+        }
+        Kind::Defaults => json!({"$ref": "#/$defs/defaults"}),
+        Kind::Agents => json!({
+            "type": "object",
+            "propertyNames": {"pattern": AGENT_NAME_PATTERN},
+            "additionalProperties": {"$ref": "#/$defs/profile"}
+        }),
+        Kind::Profile => json!({"$ref": "#/$defs/profile"}),
+        Kind::Tasks => json!({"$ref": "#/$defs/tasks"}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value of `kind` the parser accepts.
+    fn good(kind: Kind) -> Value {
+        match kind {
+            Kind::Version => json!(1),
+            Kind::String => json!("x"),
+            Kind::NonEmptyString => json!("true"),
+            Kind::Strings => json!(["a"]),
+            Kind::Positive => json!(1.5),
+            Kind::Bytes => json!(10),
+            Kind::Count => json!(3),
+            Kind::Bool => json!(true),
+            Kind::Verify => json!(["true"]),
+            Kind::TaskId => json!("t1"),
+            Kind::TaskIds => json!(["t0"]),
+            Kind::Protocol => json!("exec"),
+            Kind::Env => json!({"A": "b"}),
+            Kind::Object => json!({"k": 1}),
+            Kind::Ports => json!([8080]),
+            Kind::Defaults => json!({"timeout_secs": 5}),
+            Kind::Agents => json!({"e": {"protocol": "exec", "command": "true"}}),
+            Kind::Profile => json!({"command": "claude"}),
+            Kind::Tasks => json!([{"id": "t0", "prompt": "x"}, {"id": "t1", "prompt": "y"}]),
+        }
+    }
+
+    /// A value of the wrong type for `kind`, which both the parser and the schema refuse.
+    fn bad(kind: Kind) -> Value {
+        match kind {
+            Kind::String | Kind::NonEmptyString | Kind::TaskId | Kind::Protocol => json!(7),
+            Kind::Object => json!("not an object"),
+            _ => json!({"surely": ["not", "this"]}),
+        }
+    }
+
+    /// A file using every field, with field `name` of object `which` set to `value`.
+    fn file_with(which: &str, name: &str, value: Value) -> Value {
+        let all = |fields: &[Field]| -> Map<String, Value> {
+            fields
+                .iter()
+                .map(|f| (f.name.to_string(), good(f.kind)))
+                .collect()
+        };
+        let mut defaults = all(DEFAULTS_FIELDS);
+        defaults.insert("agent".into(), json!("e"));
+        let profile = all(PROFILE_FIELDS);
+        let mut task = all(TASK_FIELDS);
+        task.insert("agent".into(), json!("e"));
+        let mut file = all(FILE_FIELDS);
+        file.insert("defaults".into(), Value::Object(defaults));
+        file.insert("agents".into(), json!({"e": profile}));
+        file.insert(
+            "tasks".into(),
+            json!([{"id": "t0", "prompt": "first"}, task]),
+        );
+        let mut v = Value::Object(file);
+        let target = match which {
+            "defaults" => &mut v["defaults"],
+            "profile" => &mut v["agents"]["e"],
+            "task" => &mut v["tasks"][1],
+            _ => &mut v,
+        };
+        if let Some(m) = target.as_object_mut() {
+            m.insert(name.into(), value);
+        }
+        v
+    }
+
+    fn schema_accepts(v: &Value) -> bool {
+        let validator = jsonschema::draft202012::new(&tasks_schema()).expect("the schema compiles");
+        validator.is_valid(v)
+    }
+
+    fn parser_problems(v: &Value) -> Vec<String> {
+        match crate::taskfile::parse(&v.to_string()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const TABLES: [(&str, &str, &[Field]); 4] = [
+        ("file", "$", FILE_FIELDS),
+        ("defaults", "$.defaults", DEFAULTS_FIELDS),
+        ("profile", "$.agents.e", PROFILE_FIELDS),
+        ("task", "$.tasks[1]", TASK_FIELDS),
+    ];
+
+    #[test]
+    fn a_file_with_every_field_passes_both() {
+        let v = file_with("file", "version", json!(1));
+        assert_eq!(parser_problems(&v), Vec::<String>::new(), "{v:#}");
+        assert!(schema_accepts(&v), "{v:#}");
+    }
+
+    /// Every field the schema lists is one the parser reads (a wrong type there is reported
+    /// at its path), and the schema refuses the same wrong type.
+    #[test]
+    fn every_field_is_checked_by_both() {
+        for (which, path, fields) in TABLES {
+            for f in fields {
+                let v = file_with(which, f.name, bad(f.kind));
+                let problems = parser_problems(&v);
+                let at = format!("{path}.{}", f.name);
+                assert!(
+                    problems.iter().any(|p| p.starts_with(&at)),
+                    "the parser does not check {at}: {problems:?}"
+                );
+                assert!(!schema_accepts(&v), "the schema accepts a bad {at}");
+            }
+        }
+    }
+
+    /// Fields the parser does not know are refused by both, everywhere.
+    #[test]
+    fn unknown_fields_are_refused_by_both() {
+        for (which, path, _) in TABLES {
+            let v = file_with(which, "no_such_field", json!(1));
+            let problems = parser_problems(&v);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{path}.no_such_field: unknown field"))),
+                "{which}: {problems:?}"
+            );
+            assert!(!schema_accepts(&v), "{which}");
+        }
+    }
+
+    /// The schema's properties are exactly the table's, and required ones are required by both.
+    #[test]
+    fn schema_properties_match_the_tables() {
+        let schema = tasks_schema();
+        for (def, fields) in [
+            ("file", FILE_FIELDS),
+            ("defaults", DEFAULTS_FIELDS),
+            ("profile", PROFILE_FIELDS),
+            ("task", TASK_FIELDS),
+        ] {
+            let props: Vec<&str> = schema["$defs"][def]["properties"]
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(props, names(fields), "{def}");
+            for f in fields {
+                assert!(
+                    schema["$defs"][def]["properties"][f.name]["description"].is_string(),
+                    "{def}.{} has no description",
+                    f.name
+                );
+            }
+        }
+        for (which, path, fields) in TABLES {
+            for f in fields.iter().filter(|f| f.required) {
+                let mut v = file_with(which, f.name, Value::Null);
+                let target = match which {
+                    "defaults" => &mut v["defaults"],
+                    "profile" => &mut v["agents"]["e"],
+                    "task" => &mut v["tasks"][1],
+                    _ => &mut v,
+                };
+                if let Some(m) = target.as_object_mut() {
+                    m.remove(f.name);
+                }
+                let problems = parser_problems(&v);
+                assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.contains(&format!("missing field \"{}\"", f.name))),
+                    "{path}: {problems:?}"
+                );
+                assert!(!schema_accepts(&v), "{path}.{} not required", f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn task_ids_agree_with_the_parser() {
+        let validator = jsonschema::draft202012::new(&tasks_schema()["$defs"]["taskId"].clone())
+            .expect("compiles");
+        for id in [
+            "a",
+            "users-route",
+            "v1.2_x",
+            "x.lock",
+            "a..b",
+            ".hidden",
+            "a/b",
+            "",
+            "é",
+            "a b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["x".repeat(64), "x".repeat(65)])
+        {
+            assert_eq!(
+                validator.is_valid(&json!(id)),
+                crate::ids::TaskId::parse(&id).is_ok(),
+                "{id:?}"
+            );
+        }
+    }
+}
