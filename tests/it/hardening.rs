@@ -108,14 +108,16 @@ fn run_with_a_big_diff(repo: &TestRepo) -> String {
 
 /// `fanout <args>` with its stdout a pipe whose reader is already gone.
 fn with_closed_stdout(repo: &TestRepo, args: &[&str]) -> std::process::Output {
-    let mut child = repo
+    // The read end is closed before fanout starts: its first write meets a closed pipe.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let child = repo
         .fanout_command()
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(write))
         .stderr(Stdio::piped())
         .spawn()
         .expect("fanout starts");
-    drop(child.stdout.take());
     child.wait_with_output().expect("fanout exits")
 }
 
