@@ -32,13 +32,20 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         }
         let mut removed = 0;
         let prefix = format!("fanout-{run}-");
-        if let Ok(names) = repo.repo.worktrees() {
-            for name in names.iter().flatten().filter(|n| n.starts_with(&prefix)) {
-                let task = &name[prefix.len()..];
-                let path = dir.join("worktrees").join(task);
-                worktree::remove(&repo.repo, name, &path)?;
-                removed += 1;
-            }
+        // The admin folders themselves, also half-written ones a kill -9 during creation left.
+        let names: Vec<String> = std::fs::read_dir(repo.common_dir.join("worktrees"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &names {
+            let task = &name[prefix.len()..];
+            let path = dir.join("worktrees").join(task);
+            worktree::remove(&repo.common_dir, name, &path)?;
+            removed += 1;
         }
         let _ = worktree::remove_tree(&dir.join("worktrees"));
         let _ = worktree::remove_tree(&dir.join("scratch"));

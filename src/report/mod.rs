@@ -138,6 +138,9 @@ pub struct TaskReport {
     pub patch: Option<String>,
     pub event_log: Option<String>,
     pub stderr_log: Option<String>,
+    /// The task's workspace, kept because its work could not be committed (never removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 impl TaskReport {
@@ -166,6 +169,7 @@ impl TaskReport {
             patch: None,
             event_log: None,
             stderr_log: None,
+            workspace: None,
         }
     }
 }

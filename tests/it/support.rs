@@ -236,7 +236,12 @@ impl TestRepo {
             refs,
             status: git_text(
                 &self.path,
-                &["status", "--porcelain=v1", "--ignored", "--untracked-files=all"],
+                &[
+                    "status",
+                    "--porcelain=v1",
+                    "--ignored",
+                    "--untracked-files=all",
+                ],
             ),
             files,
         }
