@@ -16,7 +16,8 @@ if [ -z "$fanout" ]; then
   fanout="$root/target/release/fanout"
 fi
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+outer=""
+trap '[ -z "$outer" ] || kill "$outer" 2>/dev/null || true; rm -rf "$work"' EXIT
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null
 repo="$work/repo"
 mkdir -p "$repo/src"
@@ -52,7 +53,7 @@ while kill -0 "$outer" 2>/dev/null; do
   fi
   n=0
   for d in "$repo"/.git/fanout/runs/*/worktrees; do
-    [ -d "$d" ] && n=$(find "$d" -mindepth 1 -maxdepth 1 | wc -l)
+    [ -d "$d" ] && n=$( (ls -A "$d" 2>/dev/null || true) | wc -l)
   done
   [ "$n" -gt "$peak_wt" ] && peak_wt=$n
   sleep 0.2
@@ -67,7 +68,9 @@ echo "total: ${ms} ms"
 awk -v n="$tasks" -v ms="$ms" 'BEGIN { printf "tasks/s: %.1f\n", n * 1000 / ms }'
 echo "peak RSS (VmHWM sampled): $((peak_hwm / 1024)) MB"
 if [ -f "$work/time.txt" ]; then
-  awk -F': ' '/Maximum resident set size/ { printf "peak RSS (/usr/bin/time): %d MB\n", $2 / 1024 }' "$work/time.txt"
+  awk -F': ' '/Maximum resident set size/ { printf "peak RSS (/usr/bin/time): %d MB\n", $2 / 1024 }
+    /User time/ { u = $2 } /System time/ { s = $2 }
+    END { printf "CPU time, fanout and its agents: %.1f s user + %.1f s system\n", u, s }' "$work/time.txt"
 fi
 grep -h "integrated .* task commit" "$work/err.txt" || true
 echo "peak worktrees on disk: $peak_wt"

@@ -70,7 +70,7 @@ pub(crate) enum Pending {
 }
 
 /// Runs the plan to the end. Returns the report even when tasks failed.
-pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
+pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -128,7 +128,10 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     };
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let plan_tasks = plan.tasks.clone();
+    progress.run_started(&plan, &sandbox_summary);
+    // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
+    let plan_tasks = std::mem::take(&mut plan.tasks);
+    plan.task_file_text = String::new();
     if let Some(why) = &readback_skip {
         if plan.options.readback != crate::plan::ReadbackMode::Off {
             warnings.push(format!("read-back skipped: {why}"));
@@ -147,9 +150,8 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         cancel: cancel_rx,
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
         readback_skip,
-        priors: plan.priors.clone(),
+        priors: std::mem::take(&mut plan.priors),
     });
-    progress.run_started(&plan, &sandbox_summary);
 
     let (reports, pendings, interrupted) = runtime.block_on(run_all(
         shared.clone(),
