@@ -27,11 +27,17 @@ pub enum Applied {
 pub struct Integrator<'r> {
     repo: &'r Repository,
     head: Oid,
+    /// The head's tree, parsed: reading it back costs what the whole tree costs, per commit.
+    head_tree: Option<Tree<'r>>,
 }
 
 impl<'r> Integrator<'r> {
     pub fn new(repo: &'r Repository, start: Oid) -> Self {
-        Integrator { repo, head: start }
+        Integrator {
+            repo,
+            head: start,
+            head_tree: None,
+        }
     }
 
     pub fn head(&self) -> Oid {
@@ -47,15 +53,25 @@ impl<'r> Integrator<'r> {
         let ours = repo
             .find_commit(self.head)
             .ctx(|| format!("integration head {} not found", self.head))?;
-        let tree_id = match fast_apply(repo, &pick, &ours)? {
+        let ours_tree = match self.head_tree.take() {
+            Some(t) if t.id() == ours.tree_id() => t,
+            _ => ours
+                .tree()
+                .ctx(|| "cannot read the integration tree".into())?,
+        };
+        let tree_id = match fast_apply(repo, &pick, &ours, &ours_tree)? {
             Some(tree) => tree,
             None => match merge_apply(repo, &pick, &ours, commit)? {
                 Ok(tree) => tree,
-                Err(conflict) => return Ok(conflict),
+                Err(conflict) => {
+                    self.head_tree = Some(ours_tree);
+                    return Ok(conflict);
+                }
             },
         };
         if tree_id == ours.tree_id() {
             // The change is already integrated (e.g. two tasks made the same edit).
+            self.head_tree = Some(ours_tree);
             return Ok(Applied::Merged(self.head));
         }
         let tree = repo
@@ -67,6 +83,7 @@ impl<'r> Integrator<'r> {
             .commit(None, &author, &sig, message, &tree, &[&ours])
             .ctx(|| "cannot create the integration commit".into())?;
         self.head = new;
+        self.head_tree = Some(tree);
         Ok(Applied::Merged(new))
     }
 }
@@ -108,6 +125,7 @@ fn fast_apply(
     repo: &Repository,
     pick: &Commit<'_>,
     ours: &Commit<'_>,
+    ours_tree: &Tree<'_>,
 ) -> Result<Option<Oid>, GitError> {
     if pick.parent_count() != 1 {
         return Ok(None);
@@ -122,9 +140,6 @@ fn fast_apply(
         .tree()
         .ctx(|| "cannot read the parent's tree".into())?;
     let pick_tree = pick.tree().ctx(|| "cannot read the task's tree".into())?;
-    let ours_tree = ours
-        .tree()
-        .ctx(|| "cannot read the integration tree".into())?;
     let diff = repo
         .diff_tree_to_tree(Some(&parent_tree), Some(&pick_tree), None)
         .ctx(|| "cannot diff the task's change".into())?;
@@ -142,8 +157,7 @@ fn fast_apply(
         let Ok(path_str) = std::str::from_utf8(path) else {
             return Ok(None);
         };
-        if !same_entry(&ours_tree, &parent_tree, path_str) || !dirs_are_trees(&ours_tree, path_str)
-        {
+        if !same_entry(ours_tree, &parent_tree, path_str) || !dirs_are_trees(ours_tree, path_str) {
             return Ok(None);
         }
         match delta.status() {
@@ -175,7 +189,7 @@ fn fast_apply(
         return Ok(None);
     }
     let tree = update
-        .create_updated(repo, &ours_tree)
+        .create_updated(repo, ours_tree)
         .ctx(|| "cannot write the integrated tree".into())?;
     Ok(Some(tree))
 }
@@ -350,7 +364,7 @@ mod tests {
             (4, false),
             (5, true),
         ] {
-            let got = fast_apply(&repo, &c(picks[i]), &first).unwrap();
+            let got = fast_apply(&repo, &c(picks[i]), &first, &first.tree().unwrap()).unwrap();
             assert_eq!(got.is_some(), simple, "pick {i}");
         }
         let mut integ = Integrator::new(&repo, base);
