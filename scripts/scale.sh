@@ -26,8 +26,12 @@ git -C "$repo" config user.name scale; git -C "$repo" config user.email scale@ex
 for i in $(seq 1 "$files"); do printf 'file %s\n' "$i" > "$repo/src/f$i.txt"; done
 git -C "$repo" add -A && git -C "$repo" commit --quiet -m base
 
+# All new files land in the root folder, whose tree then grows with every merged task (each
+# integration commit writes it whole); SCALE_NESTED=1 spreads them over 100 folders instead.
+write='echo x > f_$FANOUT_TASK_ID.txt'
+[ -z "${SCALE_NESTED:-}" ] || write='d=d$((${FANOUT_TASK_ID#t} % 100)); mkdir -p $d; echo x > $d/f_$FANOUT_TASK_ID.txt'
 {
-  printf '{"agents":{"w":{"protocol":"exec","command":"sh","args":["-c","echo x > f_$FANOUT_TASK_ID.txt"]}},'
+  printf '{"agents":{"w":{"protocol":"exec","command":"sh","args":["-c","%s"]}},' "$write"
   printf '"defaults":{"agent":"w"},"tasks":['
   for i in $(seq 1 "$tasks"); do
     [ "$i" = 1 ] || printf ','
