@@ -194,14 +194,12 @@ fn clean_unfinished(plan: &Plan) -> Result<(), ResumeError> {
             continue;
         }
         let name = worktree::worktree_name(plan.run_id.as_str(), id);
-        worktree::remove(repo, &name, &plan.worktree_path(task.id())).map_err(PlanError::from)?;
+        worktree::remove(&plan.repo.common_dir, &name, &plan.worktree_path(task.id()))
+            .map_err(PlanError::from)?;
         let _ = worktree::remove_tree(&plan.scratch_path(task.id()));
-        if let Ok(mut b) = repo.find_branch(
-            &task_branch(&plan.run_id, task.id()),
-            git2::BranchType::Local,
-        ) {
-            let _ = b.delete();
-        }
+        // The run is not running (checked above), so a leftover ref lock is stale.
+        crate::git::repo::delete_branch_of_dead_run(repo, &task_branch(&plan.run_id, task.id()))
+            .map_err(PlanError::from)?;
     }
     Ok(())
 }

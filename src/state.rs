@@ -1,7 +1,15 @@
 /*!
-The run's `state.json`: which run, which process, and how far each task got. Written by temp
-file + fsync + rename at every task transition, so a run killed at any moment (even with
-kill -9) leaves a consistent file that `fanout status` and `fanout clean` can read.
+The run's state: which run, which process, and how far each task got.
+
+It is kept as a snapshot, `state.json` (written by temp file + fsync + rename), plus a journal,
+`state.jsonl`, of the task transitions since that snapshot (one JSON line each, appended).
+Rewriting the whole snapshot at every transition would cost O(n) per task and O(n²) for a run;
+appending a line is O(1), and the snapshot is rewritten only now and then (at most about once a
+second, and less often when it is big) and at the end. Readers fold the journal into the
+snapshot, so a run killed at any moment (even with kill -9) leaves a state that `fanout status`,
+`fanout clean` and `fanout resume` read as it was at the last transition. Each snapshot names a
+journal generation and each journal line carries its generation: lines of an older generation
+(a crash between writing a snapshot and emptying the journal) are ignored.
 */
 
 use std::collections::BTreeMap;
@@ -111,22 +119,254 @@ impl RunState {
     }
 }
 
+/// Writes a run's state: the snapshot and its journal.
 pub struct StateFile {
     path: PathBuf,
+    journal: Option<std::fs::File>,
+    generation: u64,
+    /// Transitions journaled since the last snapshot.
+    dirty: bool,
+    last_snapshot: std::time::Instant,
+    /// How long the last snapshot took; snapshots are spaced to cost a small share of the run.
+    snapshot_cost: std::time::Duration,
+}
+
+/// One journal line: a task's new state, tagged with the snapshot generation it follows.
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    #[serde(rename = "gen")]
+    generation: u64,
+    id: String,
+    #[serde(flatten)]
+    task: TaskState,
+}
+
+/// The generation a snapshot names (absent in snapshots written before the journal existed).
+#[derive(Deserialize)]
+struct SnapshotGeneration {
+    #[serde(default)]
+    journal_gen: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    #[serde(flatten)]
+    state: &'a RunState,
+    journal_gen: u64,
+}
+
+/// Snapshots are at least this far apart while transitions keep coming.
+const MIN_SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...and at least this many times the time the last one took (≤ 5 % of the run's time).
+const SNAPSHOT_COST_FACTOR: u32 = 20;
+
+/// The journal beside a snapshot path (`state.json` → `state.jsonl`).
+pub fn journal_path(snapshot: &std::path::Path) -> PathBuf {
+    snapshot.with_extension("jsonl")
 }
 
 impl StateFile {
     pub fn new(path: PathBuf) -> StateFile {
-        StateFile { path }
+        StateFile {
+            path,
+            journal: None,
+            generation: 0,
+            dirty: false,
+            last_snapshot: std::time::Instant::now(),
+            snapshot_cost: std::time::Duration::ZERO,
+        }
     }
 
-    pub fn write(&self, state: &RunState) {
-        // Best effort: a full disk must not turn finished work into a crash.
-        let _ = crate::report::write_json_atomic(&self.path, state);
+    /// Writes a full snapshot and starts a new, empty journal generation.
+    pub fn write(&mut self, state: &RunState) {
+        let started = std::time::Instant::now();
+        // Unique across processes, so a resumed run never mistakes the old journal for its own.
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            .max(self.generation + 1);
+        let snapshot = Snapshot {
+            state,
+            journal_gen: generation,
+        };
+        // Best effort: a full disk must not turn finished work into a crash. If the snapshot
+        // could not be written, the journal keeps the old generation and goes on growing.
+        if crate::report::write_json_atomic(&self.path, &snapshot).is_err() {
+            return;
+        }
+        self.generation = generation;
+        self.journal = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(journal_path(&self.path))
+            .ok();
+        self.dirty = false;
+        self.last_snapshot = std::time::Instant::now();
+        self.snapshot_cost = started.elapsed();
     }
 
+    /// Records one task's transition: appends it to the journal, and rewrites the snapshot
+    /// when one is due. `state` must already hold the new task state.
+    pub fn record(&mut self, state: &RunState, id: &str) {
+        let Some(task) = state.tasks.get(id) else {
+            return;
+        };
+        let line = JournalLine {
+            generation: self.generation,
+            id: id.to_string(),
+            task: task.clone(),
+        };
+        let appended = match (&mut self.journal, serde_json::to_string(&line)) {
+            (Some(f), Ok(text)) => {
+                use std::io::Write;
+                let mut text = crate::redact::redact(&text).into_owned();
+                text.push('\n');
+                // One write per line: a kill -9 cannot leave half of it (a torn line from a
+                // full disk is skipped on read).
+                f.write_all(text.as_bytes()).is_ok()
+            }
+            _ => false,
+        };
+        self.dirty = true;
+        if !appended || self.snapshot_due() {
+            self.write(state);
+        }
+    }
+
+    fn snapshot_due(&self) -> bool {
+        let gap = MIN_SNAPSHOT_INTERVAL.max(self.snapshot_cost * SNAPSHOT_COST_FACTOR);
+        self.last_snapshot.elapsed() >= gap
+    }
+
+    /// Rewrites the snapshot if transitions were journaled since the last one and it is due
+    /// (call it now and then, so that `state.json` alone is never far behind).
+    pub fn flush_if_due(&mut self, state: &RunState) {
+        if self.dirty && self.snapshot_due() {
+            self.write(state);
+        }
+    }
+
+    /// Reads the snapshot at `path` with its journal folded in.
     pub fn read(path: &std::path::Path) -> Option<RunState> {
         let text = std::fs::read_to_string(path).ok()?;
-        serde_json::from_str(&text).ok()
+        let mut state: RunState = serde_json::from_str(&text).ok()?;
+        let generation = serde_json::from_str::<SnapshotGeneration>(&text)
+            .ok()
+            .and_then(|g| g.journal_gen);
+        let Some(generation) = generation else {
+            return Some(state);
+        };
+        let Ok(journal) = std::fs::read_to_string(journal_path(path)) else {
+            return Some(state);
+        };
+        for line in journal.lines() {
+            // Torn or foreign lines are skipped: the snapshot and the lines before stay valid.
+            let Ok(entry) = serde_json::from_str::<JournalLine>(line) else {
+                continue;
+            };
+            if entry.generation == generation {
+                state.tasks.insert(entry.id, entry.task);
+            }
+        }
+        Some(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(ids: &[&str]) -> RunState {
+        RunState {
+            run_id: "r".into(),
+            pid: std::process::id(),
+            status: "running".into(),
+            base: "b".into(),
+            integration_branch: "fanout/r/merged".into(),
+            started_at_ms: 0,
+            tasks: ids
+                .iter()
+                .map(|i| {
+                    (
+                        i.to_string(),
+                        TaskState {
+                            status: "pending".into(),
+                            commit: None,
+                            error: None,
+                        },
+                    )
+                })
+                .collect(),
+            order: ids.iter().map(|i| i.to_string()).collect(),
+        }
+    }
+
+    fn set(st: &mut RunState, id: &str, status: &str) {
+        st.set_task(id, status, Some(format!("c-{id}")), None);
+    }
+
+    #[test]
+    fn transitions_are_journaled_and_folded_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut file = StateFile::new(path.clone());
+        let mut st = state(&["a", "b", "c"]);
+        file.write(&st);
+        set(&mut st, "a", "verified");
+        file.record(&st, "a");
+        set(&mut st, "b", "failed");
+        file.record(&st, "b");
+        // The snapshot alone is behind (no snapshot is due yet); the fold is not.
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(raw["tasks"]["a"]["status"], "pending");
+        let read = StateFile::read(&path).unwrap();
+        assert_eq!(read.tasks["a"].status, "verified");
+        assert_eq!(read.tasks["a"].commit.as_deref(), Some("c-a"));
+        assert_eq!(read.tasks["b"].status, "failed");
+        assert_eq!(read.tasks["c"].status, "pending");
+        // A torn last line (the process died in the middle of it) is skipped.
+        use std::io::Write;
+        let mut j = std::fs::OpenOptions::new()
+            .append(true)
+            .open(journal_path(&path))
+            .unwrap();
+        j.write_all(b"{\"gen\":1,\"id\":\"c\",\"sta").unwrap();
+        assert_eq!(StateFile::read(&path).unwrap().tasks["c"].status, "pending");
+        // A snapshot folds everything in and empties the journal.
+        file.write(&st);
+        assert_eq!(std::fs::read(journal_path(&path)).unwrap(), b"");
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(raw["tasks"]["a"]["status"], "verified");
+    }
+
+    #[test]
+    fn lines_of_an_older_generation_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut file = StateFile::new(path.clone());
+        let mut st = state(&["a"]);
+        file.write(&st);
+        set(&mut st, "a", "verified");
+        file.record(&st, "a");
+        let old_journal = std::fs::read(journal_path(&path)).unwrap();
+        // The end of the run: a snapshot with the final status...
+        set(&mut st, "a", "merged");
+        file.write(&st);
+        // ...and a crash before the journal was emptied: the old line must not win.
+        std::fs::write(journal_path(&path), old_journal).unwrap();
+        assert_eq!(StateFile::read(&path).unwrap().tasks["a"].status, "merged");
+    }
+
+    #[test]
+    fn a_snapshot_without_journal_is_read_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let st = state(&["a"]);
+        crate::report::write_json_atomic(&path, &st).unwrap();
+        assert_eq!(StateFile::read(&path).unwrap().tasks["a"].status, "pending");
     }
 }

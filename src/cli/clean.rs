@@ -28,13 +28,20 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         }
         let mut removed = 0;
         let prefix = format!("fanout-{run}-");
-        if let Ok(names) = repo.repo.worktrees() {
-            for name in names.iter().flatten().filter(|n| n.starts_with(&prefix)) {
-                let task = &name[prefix.len()..];
-                let path = dir.join("worktrees").join(task);
-                worktree::remove(&repo.repo, name, &path)?;
-                removed += 1;
-            }
+        // The admin folders themselves, also half-written ones a kill -9 during creation left.
+        let names: Vec<String> = std::fs::read_dir(repo.common_dir.join("worktrees"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &names {
+            let task = &name[prefix.len()..];
+            let path = dir.join("worktrees").join(task);
+            worktree::remove(&repo.common_dir, name, &path)?;
+            removed += 1;
         }
         crate::sandbox::user::remove_outside(&dir, true);
         let _ = worktree::remove_tree(&dir.join("worktrees"));
@@ -42,16 +49,20 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         let mut branches = 0;
         if a.branches {
             let prefix = format!("fanout/{run}/");
-            if let Ok(iter) = repo.repo.branches(Some(git2::BranchType::Local)) {
-                for (mut b, _) in iter.flatten() {
-                    if b.name()
-                        .ok()
-                        .flatten()
-                        .is_some_and(|n| n.starts_with(&prefix))
-                        && b.delete().is_ok()
-                    {
-                        branches += 1;
-                    }
+            let names: Vec<String> = repo
+                .repo
+                .branches(Some(git2::BranchType::Local))
+                .map(|iter| {
+                    iter.flatten()
+                        .filter_map(|(b, _)| b.name().ok().flatten().map(str::to_string))
+                        .filter(|n| n.starts_with(&prefix))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for name in names {
+                // Not running (checked above): a ref lock a kill -9 left is stale.
+                if crate::git::repo::delete_branch_of_dead_run(&repo.repo, &name)? {
+                    branches += 1;
                 }
             }
             worktree::remove_tree(&dir)?;

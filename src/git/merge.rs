@@ -3,9 +3,15 @@ In-memory integration: task commits are cherry-picked one after another onto a h
 starts at the base, each as a tree merge in memory (no checkout, no index file, no working
 tree). A commit that conflicts with what is already integrated is skipped and its conflicting
 paths returned as data.
+
+The common case — the task's change touches only paths the head still has exactly as the
+task's parent had them — is applied as a tree edit of just those paths, which costs what the
+change costs, not what the whole tree costs (a three-way merge of trees walks all of them and
+builds an index of every entry, so integrating n tasks would cost O(n²)). The result is the
+tree a three-way merge gives; everything else goes through libgit2's merge.
 */
 
-use git2::{MergeOptions, Oid, Repository};
+use git2::{Commit, MergeOptions, Oid, Repository, Tree};
 
 use super::{fanout_signature, GitContext, GitError};
 
@@ -21,11 +27,17 @@ pub enum Applied {
 pub struct Integrator<'r> {
     repo: &'r Repository,
     head: Oid,
+    /// The head's tree, parsed: reading it back costs what the whole tree costs, per commit.
+    head_tree: Option<Tree<'r>>,
 }
 
 impl<'r> Integrator<'r> {
     pub fn new(repo: &'r Repository, start: Oid) -> Self {
-        Integrator { repo, head: start }
+        Integrator {
+            repo,
+            head: start,
+            head_tree: None,
+        }
     }
 
     pub fn head(&self) -> Oid {
@@ -41,28 +53,25 @@ impl<'r> Integrator<'r> {
         let ours = repo
             .find_commit(self.head)
             .ctx(|| format!("integration head {} not found", self.head))?;
-        let mut opts = MergeOptions::new();
-        opts.find_renames(true).fail_on_conflict(false);
-        let mut index = repo
-            .cherrypick_commit(&pick, &ours, 0, Some(&opts))
-            .ctx(|| format!("cannot merge commit {commit}"))?;
-        if index.has_conflicts() {
-            let mut paths = Vec::new();
-            for c in index.conflicts().ctx(|| "cannot list conflicts".into())? {
-                let c = c.ctx(|| "cannot read a conflict".into())?;
-                for entry in [c.our, c.their, c.ancestor].into_iter().flatten() {
-                    paths.push(String::from_utf8_lossy(&entry.path).into_owned());
+        let ours_tree = match self.head_tree.take() {
+            Some(t) if t.id() == ours.tree_id() => t,
+            _ => ours
+                .tree()
+                .ctx(|| "cannot read the integration tree".into())?,
+        };
+        let tree_id = match fast_apply(repo, &pick, &ours, &ours_tree)? {
+            Some(tree) => tree,
+            None => match merge_apply(repo, &pick, &ours, commit)? {
+                Ok(tree) => tree,
+                Err(conflict) => {
+                    self.head_tree = Some(ours_tree);
+                    return Ok(conflict);
                 }
-            }
-            paths.sort();
-            paths.dedup();
-            return Ok(Applied::Conflict(paths));
-        }
-        let tree_id = index
-            .write_tree_to(repo)
-            .ctx(|| "cannot write the merged tree".into())?;
+            },
+        };
         if tree_id == ours.tree_id() {
             // The change is already integrated (e.g. two tasks made the same edit).
+            self.head_tree = Some(ours_tree);
             return Ok(Applied::Merged(self.head));
         }
         let tree = repo
@@ -74,8 +83,141 @@ impl<'r> Integrator<'r> {
             .commit(None, &author, &sig, message, &tree, &[&ours])
             .ctx(|| "cannot create the integration commit".into())?;
         self.head = new;
+        self.head_tree = Some(tree);
         Ok(Applied::Merged(new))
     }
+}
+
+/// The three-way merge of `pick`'s change onto `ours`: the merged tree, or the conflict.
+fn merge_apply(
+    repo: &Repository,
+    pick: &Commit<'_>,
+    ours: &Commit<'_>,
+    commit: Oid,
+) -> Result<Result<Oid, Applied>, GitError> {
+    let mut opts = MergeOptions::new();
+    opts.find_renames(true).fail_on_conflict(false);
+    let mut index = repo
+        .cherrypick_commit(pick, ours, 0, Some(&opts))
+        .ctx(|| format!("cannot merge commit {commit}"))?;
+    if index.has_conflicts() {
+        let mut paths = Vec::new();
+        for c in index.conflicts().ctx(|| "cannot list conflicts".into())? {
+            let c = c.ctx(|| "cannot read a conflict".into())?;
+            for entry in [c.our, c.their, c.ancestor].into_iter().flatten() {
+                paths.push(String::from_utf8_lossy(&entry.path).into_owned());
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        return Ok(Err(Applied::Conflict(paths)));
+    }
+    let tree_id = index
+        .write_tree_to(repo)
+        .ctx(|| "cannot write the merged tree".into())?;
+    Ok(Ok(tree_id))
+}
+
+/// Applies `pick`'s change onto `ours` as an edit of the changed paths, when every one of them
+/// is in `ours` exactly as in `pick`'s parent (so a three-way merge would simply take the
+/// task's side). `None`: not that simple, use the three-way merge.
+fn fast_apply(
+    repo: &Repository,
+    pick: &Commit<'_>,
+    ours: &Commit<'_>,
+    ours_tree: &Tree<'_>,
+) -> Result<Option<Oid>, GitError> {
+    if pick.parent_count() != 1 {
+        return Ok(None);
+    }
+    let parent = pick
+        .parent(0)
+        .ctx(|| "cannot read the task's parent".into())?;
+    if parent.tree_id() == ours.tree_id() {
+        return Ok(Some(pick.tree_id()));
+    }
+    let parent_tree = parent
+        .tree()
+        .ctx(|| "cannot read the parent's tree".into())?;
+    let pick_tree = pick.tree().ctx(|| "cannot read the task's tree".into())?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&parent_tree), Some(&pick_tree), None)
+        .ctx(|| "cannot diff the task's change".into())?;
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    let mut removed: Vec<Vec<u8>> = Vec::new();
+    let mut added: Vec<Vec<u8>> = Vec::new();
+    for delta in diff.deltas() {
+        let (old, new) = (delta.old_file(), delta.new_file());
+        let Some(path) = new.path_bytes().or(old.path_bytes()) else {
+            return Ok(None);
+        };
+        if old.path_bytes() != new.path_bytes() {
+            return Ok(None);
+        }
+        let Ok(path_str) = std::str::from_utf8(path) else {
+            return Ok(None);
+        };
+        if !same_entry(ours_tree, &parent_tree, path_str) || !dirs_are_trees(ours_tree, path_str) {
+            return Ok(None);
+        }
+        match delta.status() {
+            git2::Delta::Deleted => {
+                update.remove(path);
+                removed.push(path.to_vec());
+            }
+            git2::Delta::Added | git2::Delta::Modified => {
+                let mode = match new.mode() {
+                    git2::FileMode::Blob => git2::FileMode::Blob,
+                    git2::FileMode::BlobExecutable => git2::FileMode::BlobExecutable,
+                    git2::FileMode::Link => git2::FileMode::Link,
+                    git2::FileMode::Commit => git2::FileMode::Commit,
+                    _ => return Ok(None),
+                };
+                update.upsert(path, new.id(), mode);
+                added.push(path.to_vec());
+            }
+            _ => return Ok(None),
+        }
+    }
+    // A file replaced by a folder (or the other way round) in one change: leave it to the merge.
+    let under =
+        |dir: &[u8], p: &[u8]| p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/';
+    if removed
+        .iter()
+        .any(|r| added.iter().any(|a| under(r, a) || under(a, r)))
+    {
+        return Ok(None);
+    }
+    let tree = update
+        .create_updated(repo, ours_tree)
+        .ctx(|| "cannot write the integrated tree".into())?;
+    Ok(Some(tree))
+}
+
+/// Whether `path` is the same entry (id and mode), or equally absent, in both trees.
+fn same_entry(a: &Tree<'_>, b: &Tree<'_>, path: &str) -> bool {
+    let entry = |t: &Tree<'_>| {
+        t.get_path(std::path::Path::new(path))
+            .ok()
+            .map(|e| (e.id(), e.filemode()))
+    };
+    entry(a) == entry(b)
+}
+
+/// Whether every folder on the way to `path` is, in `tree`, a folder or absent.
+fn dirs_are_trees(tree: &Tree<'_>, path: &str) -> bool {
+    let mut end = 0;
+    while let Some(slash) = path[end..].find('/') {
+        end += slash;
+        match tree.get_path(std::path::Path::new(&path[..end])) {
+            Ok(e) if e.kind() != Some(git2::ObjectType::Tree) => return false,
+            Ok(_) => {}
+            // Absent here: nothing below it can be either.
+            Err(_) => return true,
+        }
+        end += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -127,5 +269,134 @@ mod tests {
         };
         assert_eq!(read("a.txt"), "ONE\n");
         assert_eq!(read("b.txt"), "TWO\n");
+    }
+
+    /// A commit on `parent` with `changes` applied: (path, Some((content, mode))) or (path, None).
+    fn commit_paths(
+        repo: &Repository,
+        parent: Option<Oid>,
+        changes: &[(&str, Option<(&str, git2::FileMode)>)],
+    ) -> Oid {
+        let mut tree = match parent {
+            Some(p) => repo.find_commit(p).unwrap().tree().unwrap(),
+            None => repo
+                .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+                .unwrap(),
+        };
+        // Removals first: libgit2's tree update refuses a file and a folder of one name at once.
+        for removing in [true, false] {
+            let mut update = git2::build::TreeUpdateBuilder::new();
+            for (path, change) in changes {
+                match change {
+                    Some((content, mode)) if !removing => {
+                        let blob = repo.blob(content.as_bytes()).unwrap();
+                        update.upsert(*path, blob, *mode);
+                    }
+                    None if removing => {
+                        update.remove(*path);
+                    }
+                    _ => {}
+                }
+            }
+            tree = repo
+                .find_tree(update.create_updated(repo, &tree).unwrap())
+                .unwrap();
+        }
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let parents: Vec<_> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let refs: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, "m", &tree, &refs).unwrap()
+    }
+
+    #[test]
+    fn the_tree_edit_gives_what_the_three_way_merge_gives() {
+        use git2::FileMode::{Blob, BlobExecutable};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let base = commit_paths(
+            &repo,
+            None,
+            &[
+                ("a.txt", Some(("a\n", Blob))),
+                ("d/x.txt", Some(("x\n", Blob))),
+                ("d/y.txt", Some(("y\n", Blob))),
+                ("e/only.txt", Some(("only\n", Blob))),
+                ("f", Some(("f\n", Blob))),
+            ],
+        );
+        let picks = [
+            commit_paths(&repo, Some(base), &[("d/x.txt", Some(("X\n", Blob)))]),
+            commit_paths(&repo, Some(base), &[("e/only.txt", None)]),
+            commit_paths(
+                &repo,
+                Some(base),
+                &[("g/new/deep.txt", Some(("deep\n", Blob)))],
+            ),
+            commit_paths(
+                &repo,
+                Some(base),
+                &[("a.txt", Some(("a\n", BlobExecutable)))],
+            ),
+            commit_paths(
+                &repo,
+                Some(base),
+                &[("f", None), ("f/inner.txt", Some(("in\n", Blob)))],
+            ),
+            commit_paths(&repo, Some(base), &[("d/z.txt", Some(("z\n", Blob)))]),
+            // Same path as the first: a conflict either way.
+            commit_paths(&repo, Some(base), &[("d/x.txt", Some(("other\n", Blob)))]),
+            // The same edit as the first: nothing new.
+            commit_paths(&repo, Some(base), &[("d/x.txt", Some(("X\n", Blob)))]),
+        ];
+        // The simple changes take the tree edit, the file-to-folder one the merge.
+        let first = commit_paths(&repo, Some(base), &[("d/y.txt", Some(("Y\n", Blob)))]);
+        let (first, c) = (repo.find_commit(first).unwrap(), |o| {
+            repo.find_commit(o).unwrap()
+        });
+        for (i, simple) in [
+            (0, true),
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, false),
+            (5, true),
+        ] {
+            let got = fast_apply(&repo, &c(picks[i]), &first, &first.tree().unwrap()).unwrap();
+            assert_eq!(got.is_some(), simple, "pick {i}");
+        }
+        let mut integ = Integrator::new(&repo, base);
+        let mut results = Vec::new();
+        for p in picks {
+            results.push(integ.apply(p, "m").unwrap());
+        }
+        assert!(matches!(results[6], Applied::Conflict(_)), "{results:?}");
+        assert_eq!(results[7], results[5]);
+        // The same picks through the three-way merge only.
+        let mut head = base;
+        for p in picks {
+            let pick = repo.find_commit(p).unwrap();
+            let ours = repo.find_commit(head).unwrap();
+            if let Ok(tree) = merge_apply(&repo, &pick, &ours, p).unwrap() {
+                let tree = repo.find_tree(tree).unwrap();
+                let sig = git2::Signature::now("t", "t@t").unwrap();
+                head = repo.commit(None, &sig, &sig, "m", &tree, &[&ours]).unwrap();
+            }
+        }
+        let fast = repo.find_commit(integ.head()).unwrap().tree_id();
+        let merged = repo.find_commit(head).unwrap().tree_id();
+        assert_eq!(fast, merged);
+        let tree = repo.find_tree(fast).unwrap();
+        assert!(
+            tree.get_path(Path::new("e")).is_err(),
+            "an emptied folder disappears"
+        );
+        assert!(tree.get_path(Path::new("f/inner.txt")).is_ok());
+        assert_eq!(
+            tree.get_path(Path::new("a.txt")).unwrap().filemode(),
+            i32::from(BlobExecutable)
+        );
     }
 }

@@ -146,3 +146,25 @@ pub fn filter_drivers(repo: &Repository, base: git2::Oid) -> Vec<String> {
         })
         .collect()
 }
+
+/// Deletes branch `name` of a run that is no longer running. A kill -9 in the middle of a ref
+/// update leaves `<ref>.lock` behind, which makes every later update of that ref fail: such a
+/// lock is stale once its run is gone, so it is removed first.
+pub fn delete_branch_of_dead_run(repo: &Repository, name: &str) -> Result<bool, GitError> {
+    let lock = repo
+        .commondir()
+        .join("refs/heads")
+        .join(format!("{name}.lock"));
+    match std::fs::remove_file(&lock) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).ctx(|| format!("cannot remove the stale lock {}", lock.display())),
+    }
+    match repo.find_branch(name, git2::BranchType::Local) {
+        Ok(mut b) => b
+            .delete()
+            .map(|()| true)
+            .ctx(|| format!("cannot delete branch {name}")),
+        Err(_) => Ok(false),
+    }
+}

@@ -91,17 +91,22 @@ pub fn open_task_repo(repo: &Repository, name: &str) -> Result<Repository, GitEr
 }
 
 /// Removes a task's worktree folder and its registration. Missing pieces are not errors.
-pub fn remove(repo: &Repository, name: &str, path: &Path) -> Result<(), GitError> {
-    if path.exists() {
-        remove_tree(path).ctx(|| format!("cannot remove worktree folder {}", path.display()))?;
+///
+/// O(1) in the number of worktrees: the folder and its admin folder `<common>/worktrees/<name>`
+/// are deleted directly (what `git worktree prune` does for a worktree whose folder is gone),
+/// without listing or opening any other worktree as libgit2's lookup and prune do.
+pub fn remove(common_dir: &Path, name: &str, path: &Path) -> Result<(), GitError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(GitError::Io {
+            what: format!("refusing to remove a worktree named {name:?}"),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
     }
-    if let Ok(wt) = repo.find_worktree(name) {
-        let mut opts = git2::WorktreePruneOptions::new();
-        opts.valid(true).locked(true).working_tree(false);
-        wt.prune(Some(&mut opts))
-            .ctx(|| format!("cannot prune worktree {name}"))?;
-    }
-    Ok(())
+    // The folder first: if we stop in between, the admin folder points at nothing, which
+    // `fanout clean` (and git's own prune) still recognise and remove.
+    remove_tree(path).ctx(|| format!("cannot remove worktree folder {}", path.display()))?;
+    let admin = common_dir.join("worktrees").join(name);
+    remove_tree(&admin).ctx(|| format!("cannot remove worktree registration {}", admin.display()))
 }
 
 /// `remove_dir_all` that first gives back write/execute permission an agent may have taken away.

@@ -252,14 +252,20 @@ impl RunReport {
 }
 
 /// Writes `value` as pretty JSON to `path` atomically (temp file + fsync + rename), secrets masked.
+///
+/// The JSON is streamed to the file, never held whole in memory: a 10 000-task report is tens
+/// of megabytes of text.
 pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    let text = serde_json::to_string_pretty(value)?;
-    tmp.write_all(crate::redact::redact(&text).as_bytes())?;
-    tmp.write_all(b"\n")?;
+    {
+        let mut out = RedactLines::new(std::io::BufWriter::new(tmp.as_file_mut()));
+        serde_json::to_writer_pretty(&mut out, value)?;
+        out.write_all(b"\n")?;
+        out.finish()?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
@@ -278,4 +284,74 @@ pub fn write_text_atomic(path: &std::path::Path, text: &str) -> std::io::Result<
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// A writer that masks secrets line by line. Serialized JSON has raw newlines only between
+/// tokens (inside strings they are escaped), so no secret that can appear in it spans a line
+/// break, and masking each line is masking the whole text.
+struct RedactLines<W: std::io::Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> RedactLines<W> {
+    fn new(inner: W) -> Self {
+        RedactLines {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, upto: usize) -> std::io::Result<()> {
+        let text = crate::redact::redact_bytes(&self.pending[..upto]);
+        self.inner.write_all(&text)?;
+        drop(text);
+        self.pending.drain(..upto);
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.emit(self.pending.len())?;
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for RedactLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        // Whole lines in batches of at least 64 KiB.
+        if self.pending.len() >= 64 * 1024 {
+            if let Some(nl) = self.pending.iter().rposition(|&b| b == b'\n') {
+                self.emit(nl + 1)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Partial lines stay until they are complete (or `finish`).
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_json_is_whole_and_masked_across_batches() {
+        crate::redact::register("streamed-secret-42");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let value: Vec<String> = (0..20_000)
+            .map(|i| format!("line {i} streamed-secret-42 end"))
+            .collect();
+        write_json_atomic(&path, &value).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("streamed-secret-42"));
+        let back: Vec<String> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.len(), 20_000);
+        assert_eq!(back[12_345], "line 12345 [redacted] end");
+        assert!(text.ends_with("]\n"));
+    }
 }

@@ -129,28 +129,51 @@ pub(crate) fn integrate(
     Ok(head)
 }
 
-/// Removes worktrees and scratch folders (unless kept) and task branches that hold nothing.
+/// Whether a task's workspace (worktree and scratch folder) stays after its pipeline ended:
+/// with `--keep-worktrees`, or when the task's work could not be committed.
+pub(crate) fn keeps_workspace(keep_worktrees: bool, report: &TaskReport) -> bool {
+    keep_worktrees || report.workspace.is_some()
+}
+
+/// Removes one task's worktree, its registration and its scratch folder, unless they are kept.
+/// Called as soon as the task's pipeline ended, so at most about `--jobs` workspaces exist.
+pub(crate) fn remove_workspace(
+    shared: &Shared,
+    id: &TaskId,
+    report: &TaskReport,
+) -> Result<(), String> {
+    if keeps_workspace(shared.options.keep_worktrees, report) {
+        return Ok(());
+    }
+    remove_workspace_files(shared, id)
+}
+
+/// Removes a task's worktree, registration and scratch folder: O(1), whatever the number of
+/// other worktrees.
+pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(), String> {
+    let name = worktree::worktree_name(shared.run_id.as_str(), id.as_str());
+    let wt = shared.run_dir.join("worktrees").join(id.as_str());
+    let scratch = shared.run_dir.join("scratch").join(id.as_str());
+    worktree::remove(&shared.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
+    worktree::remove_tree(&scratch)
+        .map_err(|e| format!("cannot remove scratch folder {}: {e}", scratch.display()))
+}
+
+/// End of the run: removes what is left of workspaces (unless kept) and task branches that
+/// hold nothing.
 pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     let Ok(repo) = Repository::open(&shared.repo_path) else {
         return;
     };
     for (task, report) in shared.tasks.iter().zip(reports.iter_mut()) {
-        let name = worktree::worktree_name(shared.run_id.as_str(), task.id().as_str());
-        let wt = shared.run_dir.join("worktrees").join(task.id().as_str());
         if shared.stop.now() {
             break; // stop now: `fanout resume` or `fanout clean` removes the rest
         }
-        // A workspace whose work could not be committed is the only copy of it.
-        let keep = shared.options.keep_worktrees || report.workspace.is_some();
-        if !keep {
-            if let Err(e) = worktree::remove(&repo, &name, &wt) {
-                shared
-                    .progress
-                    .warn(&format!("{}: {}", task.id(), crate::error_chain(&e)));
-            }
-            let _ = worktree::remove_tree(&shared.run_dir.join("scratch").join(task.id().as_str()));
+        // Normally already gone (removed when the task ended): two failed stats.
+        if let Err(e) = remove_workspace(shared, task.id(), report) {
+            shared.progress.warn(&format!("{}: {e}", task.id()));
         }
-        if report.commit.is_none() && !keep {
+        if report.commit.is_none() && !keeps_workspace(shared.options.keep_worktrees, report) {
             let branch = task_branch(&shared.run_id, task.id());
             if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
                 let _ = b.delete();
@@ -158,7 +181,8 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
             report.branch = None;
         }
     }
-    if !shared.options.keep_worktrees && reports.iter().all(|r| r.workspace.is_none()) {
+    if !shared.options.keep_worktrees {
+        // Only when empty: kept workspaces stay.
         let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));
         let _ = std::fs::remove_dir(shared.run_dir.join("scratch"));
         // As root, the workspaces live outside the run folder (see sandbox::user).
@@ -182,4 +206,19 @@ mod test_hooks {
 
     #[cfg(not(feature = "test-hooks"))]
     pub(super) fn before_merge() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_is_kept_when_asked_or_when_its_work_is_not_committed() {
+        let mut report = TaskReport::new("t", "a");
+        assert!(!keeps_workspace(false, &report));
+        assert!(keeps_workspace(true, &report));
+        report.workspace = Some("/somewhere/worktrees/t".into());
+        assert!(keeps_workspace(false, &report));
+        assert!(keeps_workspace(true, &report));
+    }
 }

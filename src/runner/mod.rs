@@ -74,7 +74,7 @@ pub(crate) enum Pending {
 }
 
 /// Runs the plan to the end. Returns the report even when tasks failed.
-pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
+pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
     // Before anything is created: a read-only object store or a full disk would otherwise
@@ -126,7 +126,7 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
             }
         })?;
     }
-    let state = StateFile::new(run_dir.join("state.json"));
+    let mut state = StateFile::new(run_dir.join("state.json"));
     let mut run_state = RunState::start(&plan);
     state.write(&run_state);
 
@@ -175,7 +175,10 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         }
     }
 
-    let plan_tasks = plan.tasks.clone();
+    progress.run_started(&plan, &sandbox_summary);
+    // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
+    let plan_tasks = std::mem::take(&mut plan.tasks);
+    plan.task_file_text = String::new();
     if let Some(why) = &readback_skip {
         if plan.options.readback != crate::plan::ReadbackMode::Off {
             warnings.push(format!("read-back skipped: {why}"));
@@ -195,12 +198,15 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         stop: stop.clone(),
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
         readback_skip,
-        priors: plan.priors.clone(),
+        priors: std::mem::take(&mut plan.priors),
     });
-    progress.run_started(&plan, &sandbox_summary);
 
-    let (reports, pendings) =
-        runtime.block_on(run_all(shared.clone(), started_rx, &state, &mut run_state));
+    let (reports, pendings) = runtime.block_on(run_all(
+        shared.clone(),
+        started_rx,
+        &mut state,
+        &mut run_state,
+    ));
 
     // Stop the verifier before integration; its process must not outlive the run.
     let verifier_summary = shared.verifier.clone().map(|v| {
@@ -220,7 +226,9 @@ pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
         .filter(|p| matches!(p, Pending::Ready(_)))
         .count();
     progress.integrating(ready);
+    let integrating = Instant::now();
     let integration = integrate::integrate(&shared, &mut reports, &pendings, stop.requested())?;
+    progress.integrated(ready, integrating.elapsed());
     if !stop.now() {
         integrate::cleanup(&shared, &mut reports);
     }
@@ -271,63 +279,69 @@ impl Drop for StopAllOnDrop {
 }
 
 /// Runs every task pipeline; returns reports and pending results in task-file order.
+///
+/// Tasks are started in task-file order, each once its dependencies ended, at most `--jobs` at
+/// once: only running tasks exist as futures (a pipeline's future is large, and 10 000 of them
+/// up front cost hundreds of megabytes). A task's slot is freed only after its workspace was
+/// removed, so at most `--jobs` workspaces exist besides kept ones.
 async fn run_all(
     shared: Arc<Shared>,
     mut started: mpsc::UnboundedReceiver<String>,
-    state: &StateFile,
+    state: &mut StateFile,
     run_state: &mut RunState,
 ) -> (Vec<TaskReport>, Vec<Pending>) {
     let n = shared.tasks.len();
-    let jobs = Arc::new(Semaphore::new(shared.options.jobs.max(1)));
-    let mut senders = Vec::with_capacity(n);
-    let mut receivers = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (tx, rx) = watch::channel::<Option<task::DepResult>>(None);
-        senders.push(tx);
-        receivers.push(rx);
-    }
-    let index: BTreeMap<String, usize> = shared
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id().to_string(), i))
-        .collect();
+    let jobs = shared.options.jobs.max(1);
+    let mut sched = Schedule::new(&shared.tasks);
+    // The pipeline takes a permit; the scheduler already keeps it uncontended.
+    let limiter = Arc::new(Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
-    for (i, tx) in senders.into_iter().enumerate() {
-        let deps: Vec<(String, watch::Receiver<Option<task::DepResult>>)> = shared.tasks[i]
-            .spec
-            .depends_on
-            .iter()
-            .filter_map(|d| {
-                index
-                    .get(d.as_str())
-                    .map(|&j| (d.to_string(), receivers[j].clone()))
-            })
-            .collect();
-        let shared = shared.clone();
-        let jobs = jobs.clone();
-        set.spawn(async move {
-            let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str()) {
-                Some(prior) => task::carried_over(&shared, i, prior.clone()).await,
-                None => task::run(shared, i, deps, jobs).await,
-            };
-            let _ = tx.send(Some(dep));
-            (i, report, pending)
-        });
-    }
-    drop(receivers);
+    let mut running: BTreeMap<tokio::task::Id, usize> = BTreeMap::new();
 
     let mut reports: Vec<Option<TaskReport>> = (0..n).map(|_| None).collect();
     let mut pendings: Vec<Pending> = (0..n).map(|_| Pending::Done).collect();
     let mut now = shared.stop.now_rx();
     let mut aborted = false;
     let mut done = 0usize;
+    // Keeps `state.json` itself close behind while tasks run long.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // After a second signal nothing new starts; after a first, tasks still start and end
+        // at once as interrupted, so each gets its resumable state.
+        while running.len() < jobs && !aborted {
+            let Some(i) = sched.next_ready() else { break };
+            let deps = sched.dep_receivers(&shared.tasks[i]);
+            let shared = shared.clone();
+            let limiter = limiter.clone();
+            let handle = set.spawn(async move {
+                let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str())
+                {
+                    Some(prior) => task::carried_over(&shared, i, prior.clone()).await,
+                    None => task::run(shared.clone(), i, deps, limiter).await,
+                };
+                if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
+                    let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
+                    let removed =
+                        task::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
+                    if let Err(e) = removed {
+                        shared.progress.warn(&format!("{}: {e}", report.id));
+                    }
+                }
+                (i, report, pending, dep)
+            });
+            running.insert(handle.id(), i);
+        }
+        if running.is_empty() {
+            break;
+        }
         tokio::select! {
-            joined = set.join_next() => {
+            joined = set.join_next_with_id() => {
                 let Some(joined) = joined else { break };
                 match joined {
-                    Ok((i, report, pending)) => {
+                    Ok((tid, (i, report, pending, dep))) => {
+                        running.remove(&tid);
+                        sched.finished(i, dep);
                         done += 1;
                         shared.progress.task_finished(done, n, &report, matches!(pending, Pending::Ready(_)));
                         let status = crate::resume::state_status(
@@ -341,19 +355,25 @@ async fn run_all(
                             pending_commit(&pending).or(report.commit.clone()),
                             report.error.clone(),
                         );
-                        state.write(run_state);
+                        state.record(run_state, &report.id);
                         reports[i] = Some(report);
                         pendings[i] = pending;
                     }
-                    Err(e) if e.is_cancelled() => {}
-                    Err(e) => shared.progress.warn(&format!("a task pipeline panicked: {e}")),
+                    Err(e) => {
+                        if !e.is_cancelled() {
+                            shared.progress.warn(&format!("a task pipeline panicked: {e}"));
+                        }
+                        if let Some(i) = running.remove(&e.id()) {
+                            sched.finished(i, task::DepResult { commit: None, ok: false, status: TaskStatus::Failed });
+                        }
+                    }
                 }
             }
             Some(id) = started.recv() => {
                 // Only a task still pending: its end may have been recorded already.
                 if run_state.tasks.get(&id).is_some_and(|t| t.status == "pending") {
                     run_state.set_task(&id, "running", None, None);
-                    state.write(run_state);
+                    state.record(run_state, &id);
                 }
             }
             _ = now.wait_for(|n| *n), if !aborted => {
@@ -362,6 +382,7 @@ async fn run_all(
                 aborted = true;
                 set.abort_all();
             }
+            _ = tick.tick() => state.flush_if_due(run_state),
         }
     }
     let reports = reports
@@ -382,6 +403,80 @@ async fn run_all(
         })
         .collect();
     (reports, pendings)
+}
+
+/// Which task may start next: task-file order among the tasks whose dependencies all ended.
+struct Schedule {
+    /// Task indices ready to start, smallest (earliest in the task file) first.
+    ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
+    /// Dependencies of each task that have not ended yet.
+    waiting: Vec<usize>,
+    /// Tasks that depend on each task.
+    dependents: Vec<Vec<usize>>,
+    /// What each ended task tells its dependents.
+    results: Vec<Option<task::DepResult>>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Schedule {
+    fn new(tasks: &[PlannedTask]) -> Schedule {
+        let index: std::collections::HashMap<String, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id().to_string(), i))
+            .collect();
+        let mut waiting = vec![0; tasks.len()];
+        let mut dependents = vec![Vec::new(); tasks.len()];
+        for (i, t) in tasks.iter().enumerate() {
+            for d in &t.spec.depends_on {
+                if let Some(&j) = index.get(d.as_str()) {
+                    waiting[i] += 1;
+                    dependents[j].push(i);
+                }
+            }
+        }
+        let ready = (0..tasks.len())
+            .filter(|&i| waiting[i] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
+        Schedule {
+            ready,
+            waiting,
+            dependents,
+            results: vec![None; tasks.len()],
+            index,
+        }
+    }
+
+    fn next_ready(&mut self) -> Option<usize> {
+        self.ready.pop().map(|std::cmp::Reverse(i)| i)
+    }
+
+    /// The ended dependencies' results, in the form the pipeline waits on (already filled in).
+    fn dep_receivers(
+        &self,
+        task: &PlannedTask,
+    ) -> Vec<(String, watch::Receiver<Option<task::DepResult>>)> {
+        task.spec
+            .depends_on
+            .iter()
+            .filter_map(|d| {
+                let &j = self.index.get(d.as_str())?;
+                let (_tx, rx) = watch::channel(self.results[j].clone());
+                Some((d.to_string(), rx))
+            })
+            .collect()
+    }
+
+    fn finished(&mut self, i: usize, result: task::DepResult) {
+        self.results[i] = Some(result);
+        for k in std::mem::take(&mut self.dependents[i]) {
+            self.waiting[k] -= 1;
+            if self.waiting[k] == 0 {
+                self.ready.push(std::cmp::Reverse(k));
+            }
+        }
+    }
 }
 
 fn pending_commit(p: &Pending) -> Option<String> {

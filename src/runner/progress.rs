@@ -116,4 +116,11 @@ impl Progress {
             self.line(&format!("  {id}: {}", status.as_str()));
         }
     }
+
+    pub fn integrated(&self, commits: usize, elapsed: std::time::Duration) {
+        self.line(&format!(
+            "  integrated {commits} task commit(s) in {:.2} s",
+            elapsed.as_secs_f64()
+        ));
+    }
 }

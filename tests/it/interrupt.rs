@@ -543,3 +543,85 @@ fn a_second_signal_stops_at_once_without_leaving_processes() {
     assert!(stdout(&out).contains("2 merged"), "{}", stdout(&out));
     repo.assert_left_as(&before);
 }
+
+#[test]
+fn kill_9_in_a_200_task_run_then_resume_redoes_only_unfinished_tasks() {
+    let repo = TestRepo::with_files(3);
+    let before = repo.snapshot();
+    // t190–t199 hang in the first phase. With 4 jobs and tasks started in task-file order, once
+    // four of them run every earlier task has ended.
+    let script = "echo started > started.txt; n=${FANOUT_TASK_ID#t}; \
+        if [ \"$n\" -ge 190 ] && [ \"$FANOUT_TEST_PHASE\" = 1 ]; then exec sleep 300; fi; \
+        rm started.txt; echo x > f_$FANOUT_TASK_ID.txt";
+    let tasks: Vec<_> = (0..200)
+        .map(|i| json!({"id": format!("t{i:03}"), "prompt": "x"}))
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
+        "defaults": {"agent": "w"},
+        "tasks": tasks
+    }));
+    let mut child = spawn_run(&repo, &file, "4", "1");
+    let run_dir = {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let run = std::fs::read_dir(repo.path.join(".git/fanout/runs"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.path());
+            let hanging = run.as_ref().map_or(0, |r| {
+                (190..200)
+                    .filter(|i| r.join(format!("worktrees/t{i}/started.txt")).exists())
+                    .count()
+            });
+            if hanging == 4 {
+                break run.unwrap();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the hanging tasks did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    // The state left behind knows the 190 finished tasks.
+    let status = repo.fanout(&["status", &run_id]);
+    let verified = stdout(&status).matches(" verified ").count();
+    assert_eq!(verified, 190, "{}", stdout(&status));
+
+    let out = Command::new(fanout_bin())
+        .args(["resume", &run_id, "--jobs", "4", "--report"])
+        .arg(repo.report_path())
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 merged"), "{}", stdout(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.report_path()).unwrap()).unwrap();
+    assert_eq!(report["counts"], json!({"merged": 200}));
+    // Finished tasks were not started again; the cut-off ones ran twice.
+    for i in 0..200 {
+        let log = std::fs::read_to_string(run_dir.join(format!("events/t{i:03}.jsonl"))).unwrap();
+        let starts = log.matches("\"task_started\"").count();
+        let expected = if i < 190 {
+            1
+        } else if i < 194 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(starts, expected, "t{i:03}: {log}");
+    }
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert!((0..200).all(|i| merged.contains_key(&format!("f_t{i:03}.txt"))));
+    assert!(!merged.keys().any(|k| k.ends_with("started.txt")));
+    repo.assert_left_as(&before);
+}

@@ -301,3 +301,95 @@ fn keep_worktrees_leaves_them_for_inspection_and_clean_removes_them() {
     // Without --branches the results stay.
     assert!(repo.branches().iter().any(|b| b.ends_with("/merged")));
 }
+
+/// `n` tasks `t000`…, each writing its own new file `out/f_<id>.txt` through `sh -c script`.
+fn own_file_tasks(repo: &TestRepo, n: usize, script: &str) -> std::path::PathBuf {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| json!({"id": format!("t{i:03}"), "prompt": "x"}))
+        .collect();
+    repo.write_tasks(&json!({
+        "agents": {"w": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
+        "defaults": {"agent": "w"},
+        "tasks": tasks
+    }))
+}
+
+#[test]
+fn workspaces_are_removed_as_tasks_end_so_at_most_jobs_exist() {
+    let repo = TestRepo::with_files(5);
+    let before = repo.snapshot();
+    // Each agent writes down how many task worktrees exist while it runs (its own included).
+    let file = own_file_tasks(
+        &repo,
+        40,
+        "mkdir -p out && ls .. | wc -l | tr -d ' ' > out/f_$FANOUT_TASK_ID.txt",
+    );
+    // The test watches too: worktree folders and their registrations in .git/worktrees.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, git_dir) = (stop.clone(), repo.path.join(".git"));
+        std::thread::spawn(move || {
+            let count =
+                |dir: std::path::PathBuf| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let runs = std::fs::read_dir(git_dir.join("fanout/runs"))
+                    .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                for run in runs {
+                    peak = peak.max(count(run.join("worktrees")));
+                }
+                peak = peak.max(count(git_dir.join("worktrees")));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let (out, report) = repo.run(&file, &["--jobs", "2", "--no-readback"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = watcher.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let st = statuses(&report);
+    assert_eq!(st.len(), 40);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    // Two jobs: two worktrees at most (one more of slack for the sampling).
+    assert!(peak <= 3, "up to {peak} worktrees at once with --jobs 2");
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    for i in 0..40 {
+        let seen = String::from_utf8_lossy(&merged[&format!("out/f_t{i:03}.txt")]).into_owned();
+        let seen: usize = seen.trim().parse().unwrap_or(usize::MAX);
+        assert!((1..=3).contains(&seen), "t{i:03} saw {seen} worktrees");
+    }
+    // Nothing left: no worktree, no registration, no scratch folder.
+    let run_dir = std::path::PathBuf::from(report["run_dir"].as_str().unwrap());
+    assert!(!run_dir.join("worktrees").exists());
+    assert!(!run_dir.join("scratch").exists());
+    let admin = std::fs::read_dir(repo.path.join(".git/worktrees"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(admin, 0);
+    repo.assert_left_as(&before);
+}
+
+#[test]
+fn a_thousand_tasks_at_eight_jobs_all_merge() {
+    let repo = TestRepo::with_files(20);
+    let file = own_file_tasks(&repo, 1000, "echo x > f_$FANOUT_TASK_ID.txt");
+    let (out, report) = repo.run(&file, &["--jobs", "8", "--no-readback", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["counts"], json!({"merged": 1000}));
+    assert!(stdout(&out).contains("1000 merged"), "{}", stdout(&out));
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert_eq!(merged.len(), 20 + 1 + 1000);
+    // One integration commit per task on top of the base.
+    let count = git_text(
+        &repo.path,
+        &[
+            "rev-list",
+            "--count",
+            &format!("main..{}", report["integration_branch"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(count, "1000");
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+}
