@@ -47,6 +47,9 @@ pub enum RunError {
 
 /// What every task pipeline shares (plain data: no git handles).
 pub(crate) struct Shared {
+    /// When the run started: every task is queued from then on (the scheduler starts a task's
+    /// pipeline only once a slot is free).
+    pub run_started: Instant,
     pub run_id: RunId,
     pub repo_path: PathBuf,
     pub common_dir: PathBuf,
@@ -185,6 +188,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         }
     }
     let shared = Arc::new(Shared {
+        run_started: started,
         run_id: plan.run_id.clone(),
         repo_path: plan.repo.workdir.clone(),
         common_dir: plan.repo.common_dir.clone(),

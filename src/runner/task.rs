@@ -53,7 +53,7 @@ pub(crate) async fn run(
 ) -> (TaskReport, Pending, DepResult) {
     let task = &shared.tasks[index];
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
-    let started = Instant::now();
+    let started = shared.run_started;
 
     let mut slot = None;
     let (pending, commit) = match pipeline(&shared, task, deps, jobs, &mut report, &mut slot).await

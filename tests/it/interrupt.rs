@@ -603,7 +603,6 @@ fn kill_9_in_a_200_task_run_then_resume_redoes_only_unfinished_tasks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("2 merged"), "{}", stdout(&out));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo.report_path()).unwrap()).unwrap();
     assert_eq!(report["counts"], json!({"merged": 200}));

@@ -358,7 +358,10 @@ fn workspaces_are_removed_as_tasks_end_so_at_most_jobs_exist() {
     for i in 0..40 {
         let seen = String::from_utf8_lossy(&merged[&format!("out/f_t{i:03}.txt")]).into_owned();
         let seen: usize = seen.trim().parse().unwrap_or(usize::MAX);
-        assert!((1..=3).contains(&seen), "t{i:03} saw {seen} worktrees");
+        // As root the agent runs as another uid that cannot list fanout's workspace folder.
+        if !is_root() {
+            assert!((1..=3).contains(&seen), "t{i:03} saw {seen} worktrees");
+        }
     }
     // Nothing left: no worktree, no registration, no scratch folder.
     let run_dir = std::path::PathBuf::from(report["run_dir"].as_str().unwrap());
