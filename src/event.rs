@@ -93,10 +93,13 @@ pub enum EventKind {
     Merged { task: String, commit: String },
     /// A task's commit conflicts with what was merged before it.
     Conflict { task: String, paths: Vec<String> },
-    /// The task's final outcome, with everything the report says about it.
+    /// The task's final outcome, with everything the report says about it (before
+    /// integration: a verified task's status becomes `merged` or `conflict` later), and its
+    /// state for `fanout resume` (`verified`, `no_changes`, `failed`, `interrupted`, …).
     TaskEnded {
         task: String,
         report: Box<TaskReport>,
+        resume_state: String,
     },
     /// A warning for the user (run-wide when `task` is absent).
     Warning {
@@ -325,7 +328,7 @@ impl RunView {
                 t.slot = Some(*slot);
                 t.started_ms = Some(e.t_ms);
             }
-            EventKind::TaskEnded { task, report } => {
+            EventKind::TaskEnded { task, report, .. } => {
                 let t = self.task_mut(task);
                 t.ended_ms = Some(e.t_ms);
                 t.status = Some(report.status);

@@ -21,7 +21,17 @@ struct Inner {
     file: Option<File>,
     path: PathBuf,
     lines: u64,
+    forward: Option<Forward>,
 }
+
+/// Hands a bounded summary of agent events to the run's event stream, at most one per
+/// [`FORWARD_EVERY`] (an agent streaming deltas must not flood the outputs).
+struct Forward {
+    send: Box<dyn Fn(String, String) + Send>,
+    last: Option<std::time::Instant>,
+}
+
+const FORWARD_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Past this many lines the log keeps counting but stops writing (a flooding agent must not fill the disk).
 pub const MAX_EVENT_LINES: u64 = 200_000;
@@ -34,6 +44,7 @@ impl EventLog {
                 file: Some(file),
                 path: path.to_path_buf(),
                 lines: 0,
+                forward: None,
             })),
         })
     }
@@ -45,6 +56,7 @@ impl EventLog {
                 file: None,
                 path: PathBuf::new(),
                 lines: 0,
+                forward: None,
             })),
         }
     }
@@ -57,8 +69,27 @@ impl EventLog {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Also send `(kind, summary)` of agent events to `send` (the run's event stream).
+    pub fn forward_to(&self, send: impl Fn(String, String) + Send + 'static) {
+        self.lock().forward = Some(Forward {
+            send: Box::new(send),
+            last: None,
+        });
+    }
+
     /// Appends `{"t": <ms since epoch>, "kind": kind, ...data}`.
     pub fn record(&self, kind: &str, data: Value) {
+        {
+            let mut inner = self.lock();
+            if let Some(fw) = inner.forward.as_mut() {
+                if fw.last.is_none_or(|l| l.elapsed() >= FORWARD_EVERY) {
+                    if let Some((k, summary)) = summarize(kind, &data) {
+                        fw.last = Some(std::time::Instant::now());
+                        (fw.send)(k, summary);
+                    }
+                }
+            }
+        }
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -85,4 +116,43 @@ impl EventLog {
             let _ = f.write_all(text.as_bytes());
         }
     }
+}
+
+/// What an agent event says, in one bounded line: `(kind, summary)`; `None` for fanout's own
+/// bookkeeping and for streaming deltas.
+fn summarize(kind: &str, data: &Value) -> Option<(String, String)> {
+    let (k, v) = match kind {
+        "notification" => {
+            let params = &data["params"];
+            let msg = &params["msg"];
+            let k = msg["type"]
+                .as_str()
+                .or_else(|| data["method"].as_str())
+                .unwrap_or("notification");
+            if k.contains("delta") {
+                return None;
+            }
+            (k.to_string(), if msg.is_null() { params } else { msg })
+        }
+        "stdout" | "tool_call" | "exec_exit" | "thread_started" | "garbage" => (kind.to_string(), data),
+        _ => return None,
+    };
+    let text = ["message", "text", "command", "cmd", "line", "prompt", "name"]
+        .iter()
+        .find_map(|f| match &v[*f] {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(a) => Some(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let text = text.replace(['\n', '\r'], " ");
+    Some((
+        k,
+        crate::jsonrpc::truncate(&text, crate::event::MAX_AGENT_SUMMARY).to_string(),
+    ))
 }

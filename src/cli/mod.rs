@@ -193,6 +193,8 @@ pub struct RunArgs {
     /// Print only warnings and the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
     #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
     pub min_free_mb: u64,
@@ -263,6 +265,23 @@ pub struct DiffArgs {
     pub word_diff: bool,
 }
 
+/// The outputs of a run's event stream (run and resume).
+#[derive(clap::Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// One event per line on stdout (schema: `fanout schema events`); the table goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a JUnit XML file (one test case per task).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Also write a self-contained HTML report.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Colour on the terminal: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorArg,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ColorArg {
     Auto,
@@ -324,6 +343,8 @@ pub struct ResumeArgs {
     /// Print only warnings and the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
     #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
     pub min_free_mb: u64,
@@ -403,5 +424,5 @@ fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
         a.min_free_mb,
     )
     .map_err(|e| usage(crate::error_chain(&e)))?;
-    run::execute_and_report(plan, a.quiet)
+    run::execute_and_report(plan, a.quiet, &a.output, "resume")
 }

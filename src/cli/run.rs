@@ -2,9 +2,14 @@
 
 use anyhow::Context;
 
-use super::{NetArg, ReadArg, ReadbackArg, RunArgs, SandboxArg, EXIT_USAGE};
+use std::io::IsTerminal;
+
+use super::{NetArg, OutputArgs, ReadArg, ReadbackArg, RunArgs, SandboxArg, EXIT_USAGE};
+use crate::event::Output;
 use crate::plan::{NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions};
-use crate::runner::{self, Progress};
+use crate::report::{html::HtmlOutput, jsonl::JsonLinesOutput, junit::JunitOutput};
+use crate::report::terminal::TerminalOutput;
+use crate::runner::{self, RunIo};
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
@@ -73,13 +78,38 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    execute_and_report(plan, a.quiet)
+    execute_and_report(plan, a.quiet, &a.output, "run")
 }
 
-/// Runs a plan, prints the table, writes `--report`; returns the exit code.
-pub(super) fn execute_and_report(plan: Plan, quiet: bool) -> anyhow::Result<i32> {
-    let report_path = plan.options.report.clone();
-    let report = match runner::execute(plan, Progress::new(quiet)) {
+/// The outputs the command line asked for: the terminal (live on a TTY), `--json` lines on
+/// stdout, `--junit`, `--html`.
+fn outputs(quiet: bool, o: &OutputArgs) -> Vec<Box<dyn Output>> {
+    let tty = std::io::stderr().is_terminal();
+    let color = o
+        .color
+        .enabled(tty, std::env::var_os("NO_COLOR").as_deref());
+    let mut out: Vec<Box<dyn Output>> = vec![Box::new(TerminalOutput::new(tty, color, quiet))];
+    if o.json {
+        out.push(Box::new(JsonLinesOutput::new(std::io::stdout())));
+    }
+    if let Some(p) = &o.junit {
+        out.push(Box::new(JunitOutput::new(p.clone())));
+    }
+    if let Some(p) = &o.html {
+        out.push(Box::new(HtmlOutput::new(p.clone())));
+    }
+    out
+}
+
+/// Runs a plan and prints the table (the outputs, `--report` included, write themselves);
+/// returns the exit code.
+pub(super) fn execute_and_report(
+    plan: Plan,
+    quiet: bool,
+    o: &OutputArgs,
+    mode: &'static str,
+) -> anyhow::Result<i32> {
+    let report = match runner::execute(plan, RunIo::cli(outputs(quiet, o), mode)) {
         Ok(r) => r,
         Err(e @ (runner::RunError::Verifier(_) | runner::RunError::Preflight(_))) => {
             eprintln!("fanout: {e}");
@@ -87,12 +117,12 @@ pub(super) fn execute_and_report(plan: Plan, quiet: bool) -> anyhow::Result<i32>
         }
         Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
     };
-    // The report file first: a closed or full stdout must not lose it.
-    if let Some(path) = report_path {
-        crate::report::write_json_atomic(&path, &report)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
-    }
     let table = crate::report::table::render(&report);
-    super::out::print(crate::redact::redact(&table).as_bytes())?;
+    if o.json {
+        // stdout carries the event lines only.
+        eprint!("{}", crate::redact::redact(&table));
+    } else {
+        super::out::print(crate::redact::redact(&table).as_bytes())?;
+    }
     Ok(report.exit_code())
 }

@@ -266,6 +266,7 @@ pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, value: &T) -> std
         out.write_all(b"\n")?;
         out.finish()?;
     }
+    readable(tmp.as_file())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
@@ -281,6 +282,7 @@ pub fn write_text_atomic(path: &std::path::Path, text: &str) -> std::io::Result<
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(crate::redact::redact(text).as_bytes())?;
+    readable(tmp.as_file())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
@@ -334,6 +336,12 @@ impl<W: std::io::Write> std::io::Write for RedactLines<W> {
     }
 }
 
+/// Reports are for people and CI to read: `rw-r--r--`, not the temp file's `rw-------`.
+fn readable(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,3 +363,4 @@ mod tests {
         assert!(text.ends_with("]\n"));
     }
 }
+

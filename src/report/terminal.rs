@@ -185,8 +185,14 @@ impl TerminalOutput {
         )
     }
 
-    fn finished_line(&self, r: &TaskReport) -> String {
-        let status = r.status.as_str();
+    fn finished_line(&self, r: &TaskReport, verified: bool) -> String {
+        let status = if verified {
+            "verified"
+        } else if r.status == TaskStatus::NoChanges {
+            "no changes"
+        } else {
+            r.status.as_str()
+        };
         let width = self.total.to_string().len();
         let mut line = format!(
             "  [{:>width$}/{}] {} {}: {} file(s) +{} -{} in {:.1} s",
@@ -297,16 +303,20 @@ impl Output for TerminalOutput {
                     r.activity = format!("{gate} gate failed");
                 }
             }
-            EventKind::TaskEnded { task, report } => {
+            EventKind::TaskEnded {
+                task,
+                report,
+                resume_state,
+            } => {
                 self.running.remove(task);
                 self.done += 1;
                 self.durations_ms.push(report.duration_ms);
                 let key = match report.status {
-                    TaskStatus::Merged => "verified",
+                    _ if resume_state == "verified" => "verified",
                     s => s.as_str(),
                 };
                 *self.counts.entry(key).or_default() += 1;
-                let line = self.finished_line(report);
+                let line = self.finished_line(report, resume_state == "verified");
                 return self.print(&[line]);
             }
             EventKind::IntegrationStarted { ready } => {

@@ -1,5 +1,6 @@
 //! Integration of verified task commits onto `fanout/<run>/merged`, and the end-of-run cleanup.
 
+use crate::event::EventKind;
 use std::collections::{BTreeMap, BTreeSet};
 
 use git2::{Oid, Repository};
@@ -117,7 +118,16 @@ pub(crate) fn integrate(
                 report.conflict_paths = paths;
             }
         }
-        shared.progress.merged(task.id().as_str(), report.status);
+        match report.status {
+            TaskStatus::Merged => shared.events.emit(EventKind::Merged {
+                task: task.id().to_string(),
+                commit: integ.head().to_string(),
+            }),
+            _ => shared.events.emit(EventKind::Conflict {
+                task: task.id().to_string(),
+                paths: report.conflict_paths.clone(),
+            }),
+        }
     }
     let head = integ.head();
     gitrepo::set_branch(
@@ -171,7 +181,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
         }
         // Normally already gone (removed when the task ended): two failed stats.
         if let Err(e) = remove_workspace(shared, task.id(), report) {
-            shared.progress.warn(&format!("{}: {e}", task.id()));
+            shared.events.warn(Some(task.id().as_str()), &e.to_string());
         }
         if report.commit.is_none() && !keeps_workspace(shared.options.keep_worktrees, report) {
             let branch = task_branch(&shared.run_id, task.id());

@@ -8,9 +8,9 @@ inside each job (git2 repositories are not `Sync`). Failures of single tasks are
 report; only a broken environment stops the run.
 */
 
+pub mod events;
 mod integrate;
-mod progress;
-mod stop;
+pub mod stop;
 mod task;
 
 use std::collections::BTreeMap;
@@ -18,14 +18,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use crate::ids::{merged_branch, RunId};
 use crate::plan::{Plan, PlannedTask, RunOptions};
-use crate::report::{self, RunReport, SandboxSummary, TaskReport, TaskStatus};
+use crate::report::{RunReport, SandboxSummary, TaskReport, TaskStatus};
 use crate::state::{RunState, StateFile};
 
-pub use progress::Progress;
+pub use events::Events;
+pub use stop::Stop;
+
+use crate::event::{EventKind, Output, Reporter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -58,7 +61,7 @@ pub(crate) struct Shared {
     pub run_dir: PathBuf,
     pub options: RunOptions,
     pub tasks: Vec<PlannedTask>,
-    pub progress: Progress,
+    pub events: Events,
     pub cancel: watch::Receiver<bool>,
     pub(crate) stop: stop::Stop,
     pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
@@ -76,8 +79,32 @@ pub(crate) enum Pending {
     Done,
 }
 
+/// How a run reports and how it can be stopped.
+pub struct RunIo {
+    /// Outputs of the event stream besides the run's own files (terminal, `--json`, JUnit,
+    /// HTML, an MCP client's progress).
+    pub outputs: Vec<Box<dyn Output>>,
+    /// Stop handle: signals pull it, and so may the caller (`Stop::request`).
+    pub stop: Stop,
+    /// Listen for SIGINT, SIGTERM and SIGHUP (the CLI); a server embedding runs does not.
+    pub signals: bool,
+    /// `resume` or `run`, for the first event.
+    pub mode: &'static str,
+}
+
+impl RunIo {
+    pub fn cli(outputs: Vec<Box<dyn Output>>, mode: &'static str) -> RunIo {
+        RunIo {
+            outputs,
+            stop: Stop::new(),
+            signals: true,
+            mode,
+        }
+    }
+}
+
 /// Runs the plan to the end. Returns the report even when tasks failed.
-pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
+pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
     // Before anything is created: a read-only object store or a full disk would otherwise
@@ -87,16 +114,20 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
+    let (events, events_rx) = Events::channel();
+    let stop = io.stop.clone();
     // One listener for the whole run; the runtime lives until the final state is written.
-    let stop = stop::Stop::install(&runtime, progress.clone());
+    if io.signals {
+        stop.listen(&runtime, events.clone());
+    }
     // However the run ends (even by an error), no supervisor — so no agent — outlives it.
     let _reap = StopAllOnDrop;
-    let (started_tx, started_rx) = mpsc::unbounded_channel();
-    let progress = progress.with_started(started_tx);
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
+    // Its warning is said after the run's first event.
+    let mut early_warnings: Vec<String> = Vec::new();
     let (verifier, readback_skip) = runtime
         .block_on(crate::verify::readback::start_for_run(&plan, |w| {
-            progress.warn(w)
+            early_warnings.push(w.to_string())
         }))
         .map_err(|e| RunError::Verifier(e.to_string()))?;
     crate::sandbox::user::prepare_run_workspace(
@@ -130,8 +161,24 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         })?;
     }
     let mut state = StateFile::new(run_dir.join("state.json"));
-    let mut run_state = RunState::start(&plan);
+    let run_state = RunState::start(&plan);
     state.write(&run_state);
+    // The one dispatcher: every event of the run goes through it to every output.
+    let mut reporter = Reporter::new();
+    reporter.add(Box::new(events::StateOutput::new(state, run_state)));
+    reporter.add(Box::new(events::RunFilesOutput::new(
+        &run_dir,
+        plan.options.report.clone(),
+    )));
+    for o in io.outputs {
+        reporter.add(o);
+    }
+    let dispatcher = runtime.spawn(events::dispatch(
+        plan.run_id.to_string(),
+        events_rx,
+        reporter,
+        stop.clone(),
+    ));
 
     let kernel_abi = crate::sandbox::kernel_abi();
     let mut warnings = Vec::new();
@@ -150,7 +197,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
     } else {
         let w = "agents run UNCONFINED (--sandbox off): they can write anywhere this user can"
             .to_string();
-        progress.warn(&w);
+        early_warnings.push(w.clone());
         warnings.push(w.clone());
         SandboxSummary {
             mode: "off".into(),
@@ -173,12 +220,35 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
                 drivers.join("; "),
                 if plan.options.allow_unfiltered { " (given: raw content is committed)" } else { "" }
             );
-            progress.warn(&w);
+            early_warnings.push(w.clone());
             warnings.push(w);
         }
     }
 
-    progress.run_started(&plan, &sandbox_summary);
+    events.emit(EventKind::RunStarted {
+        mode: io.mode.into(),
+        repo: plan.repo.workdir.display().to_string(),
+        base: plan.base.to_string(),
+        base_rev: plan.base_rev.clone(),
+        jobs: plan.options.jobs,
+        tasks: plan.tasks.iter().map(|t| t.id().to_string()).collect(),
+        agents: {
+            let mut a: Vec<String> = plan.tasks.iter().map(|t| t.agent_name.clone()).collect();
+            a.sort();
+            a.dedup();
+            a
+        },
+        sandbox: sandbox_summary.clone(),
+    });
+    for w in &early_warnings {
+        events.warn(None, w);
+    }
+    for t in &plan.tasks {
+        events.emit(EventKind::TaskQueued {
+            task: t.id().to_string(),
+            agent: t.agent_name.clone(),
+        });
+    }
     // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
     let plan_tasks = std::mem::take(&mut plan.tasks);
     plan.task_file_text = String::new();
@@ -197,7 +267,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         run_dir: run_dir.clone(),
         options: plan.options.clone(),
         tasks: plan_tasks,
-        progress: progress.clone(),
+        events: events.clone(),
         cancel: stop.cancel_rx(),
         stop: stop.clone(),
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
@@ -205,12 +275,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         priors: std::mem::take(&mut plan.priors),
     });
 
-    let (reports, pendings) = runtime.block_on(run_all(
-        shared.clone(),
-        started_rx,
-        &mut state,
-        &mut run_state,
-    ));
+    let (reports, pendings) = runtime.block_on(run_all(shared.clone()));
 
     // Stop the verifier before integration; its process must not outlive the run.
     let verifier_summary = shared.verifier.clone().map(|v| {
@@ -229,10 +294,8 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         .iter()
         .filter(|p| matches!(p, Pending::Ready(_)))
         .count();
-    progress.integrating(ready);
-    let integrating = Instant::now();
+    events.emit(EventKind::IntegrationStarted { ready });
     let integration = integrate::integrate(&shared, &mut reports, &pendings, stop.requested())?;
-    progress.integrated(ready, integrating.elapsed());
     if !stop.now() {
         integrate::cleanup(&shared, &mut reports);
     }
@@ -253,7 +316,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         integration_commit: integration.to_string(),
         run_dir: run_dir.display().to_string(),
         interrupted,
-        interrupted_by: stop.reason().map(str::to_string),
+        interrupted_by: stop.reason(),
         sandbox: sandbox_summary,
         verifier: verifier_summary,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -261,13 +324,15 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         tasks: reports,
         warnings,
     };
-    let _ = report::write_json_atomic(&run_dir.join("report.json"), &report);
-    let verified: Vec<bool> = pendings
-        .iter()
-        .map(|p| matches!(p, Pending::Ready(_)))
-        .collect();
-    run_state.finish(&report, &verified);
-    state.write(&run_state);
+    // The last event: report.json, state.json and every output's final word come from it.
+    events.emit(EventKind::RunEnded {
+        report: Box::new(report.clone()),
+    });
+    drop(events);
+    drop(shared);
+    let failures = runtime.block_on(dispatcher).unwrap_or_default();
+    let mut report = report;
+    report.warnings.extend(failures.iter().map(|f| format!("output {f}")));
     // Blocking work abandoned by a second signal (a checkout) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(report)
@@ -288,37 +353,36 @@ impl Drop for StopAllOnDrop {
 /// once: only running tasks exist as futures (a pipeline's future is large, and 10 000 of them
 /// up front cost hundreds of megabytes). A task's slot is freed only after its workspace was
 /// removed, so at most `--jobs` workspaces exist besides kept ones.
-async fn run_all(
-    shared: Arc<Shared>,
-    mut started: mpsc::UnboundedReceiver<String>,
-    state: &mut StateFile,
-    run_state: &mut RunState,
-) -> (Vec<TaskReport>, Vec<Pending>) {
+async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
     let n = shared.tasks.len();
     let jobs = shared.options.jobs.max(1);
     let mut sched = Schedule::new(&shared.tasks);
     // The pipeline takes a permit; the scheduler already keeps it uncontended.
     let limiter = Arc::new(Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
-    let mut running: BTreeMap<tokio::task::Id, usize> = BTreeMap::new();
+    // Running tasks by tokio id: (task index, job slot).
+    let mut running: BTreeMap<tokio::task::Id, (usize, usize)> = BTreeMap::new();
+    let mut free_slots: std::collections::BTreeSet<usize> = (0..jobs).collect();
 
     let mut reports: Vec<Option<TaskReport>> = (0..n).map(|_| None).collect();
     let mut pendings: Vec<Pending> = (0..n).map(|_| Pending::Done).collect();
     let mut now = shared.stop.now_rx();
     let mut aborted = false;
-    let mut done = 0usize;
-    // Keeps `state.json` itself close behind while tasks run long.
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // After a second signal nothing new starts; after a first, tasks still start and end
         // at once as interrupted, so each gets its resumable state.
         while running.len() < jobs && !aborted {
             let Some(i) = sched.next_ready() else { break };
+            let Some(slot) = free_slots.pop_first() else { break };
             let deps = sched.dep_receivers(&shared.tasks[i]);
-            let shared = shared.clone();
+            let shared2 = shared.clone();
             let limiter = limiter.clone();
+            shared.events.emit(EventKind::TaskStarted {
+                task: shared.tasks[i].id().to_string(),
+                slot,
+            });
             let handle = set.spawn(async move {
+                let shared = shared2;
                 let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str())
                 {
                     Some(prior) => task::carried_over(&shared, i, prior.clone()).await,
@@ -329,12 +393,12 @@ async fn run_all(
                     let removed =
                         task::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
                     if let Err(e) = removed {
-                        shared.progress.warn(&format!("{}: {e}", report.id));
+                        shared.events.warn(Some(&report.id), &e);
                     }
                 }
                 (i, report, pending, dep)
             });
-            running.insert(handle.id(), i);
+            running.insert(handle.id(), (i, slot));
         }
         if running.is_empty() {
             break;
@@ -344,40 +408,37 @@ async fn run_all(
                 let Some(joined) = joined else { break };
                 match joined {
                     Ok((tid, (i, report, pending, dep))) => {
-                        running.remove(&tid);
+                        if let Some((_, slot)) = running.remove(&tid) {
+                            free_slots.insert(slot);
+                        }
                         sched.finished(i, dep);
-                        done += 1;
-                        shared.progress.task_finished(done, n, &report, matches!(pending, Pending::Ready(_)));
-                        let status = crate::resume::state_status(
+                        let ready = matches!(pending, Pending::Ready(_));
+                        let resume_state = crate::resume::state_status(
                             report.status,
-                            matches!(pending, Pending::Ready(_)),
+                            ready,
                             *shared.cancel.borrow(),
                         );
-                        run_state.set_task(
-                            &report.id,
-                            status,
-                            pending_commit(&pending).or(report.commit.clone()),
-                            report.error.clone(),
-                        );
-                        state.record(run_state, &report.id);
+                        let mut ended = report.clone();
+                        if ready {
+                            ended.commit = pending_commit(&pending).or(ended.commit);
+                        }
+                        shared.events.emit(EventKind::TaskEnded {
+                            task: report.id.clone(),
+                            report: Box::new(ended),
+                            resume_state: resume_state.to_string(),
+                        });
                         reports[i] = Some(report);
                         pendings[i] = pending;
                     }
                     Err(e) => {
                         if !e.is_cancelled() {
-                            shared.progress.warn(&format!("a task pipeline panicked: {e}"));
+                            shared.events.warn(None, &format!("a task pipeline panicked: {e}"));
                         }
-                        if let Some(i) = running.remove(&e.id()) {
+                        if let Some((i, slot)) = running.remove(&e.id()) {
+                            free_slots.insert(slot);
                             sched.finished(i, task::DepResult { commit: None, ok: false, status: TaskStatus::Failed });
                         }
                     }
-                }
-            }
-            Some(id) = started.recv() => {
-                // Only a task still pending: its end may have been recorded already.
-                if run_state.tasks.get(&id).is_some_and(|t| t.status == "pending") {
-                    run_state.set_task(&id, "running", None, None);
-                    state.record(run_state, &id);
                 }
             }
             _ = now.wait_for(|n| *n), if !aborted => {
@@ -386,7 +447,6 @@ async fn run_all(
                 aborted = true;
                 set.abort_all();
             }
-            _ = tick.tick() => state.flush_if_due(run_state),
         }
     }
     let reports = reports

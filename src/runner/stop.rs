@@ -14,70 +14,95 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::Progress;
+use super::events::Events;
 
 /// Shared view of the stop requests.
 #[derive(Clone)]
-pub(crate) struct Stop {
+pub struct Stop {
     /// 0 = none, 1 = stop at the next safe point, 2 = stop now.
     level: Arc<AtomicU8>,
-    reason: Arc<Mutex<Option<&'static str>>>,
+    reason: Arc<Mutex<Option<String>>>,
+    cancel_tx: Arc<watch::Sender<bool>>,
+    now_tx: Arc<watch::Sender<bool>>,
     cancel: watch::Receiver<bool>,
     now: watch::Receiver<bool>,
 }
 
+impl Default for Stop {
+    fn default() -> Self {
+        Stop::new()
+    }
+}
+
 impl Stop {
-    /// Starts listening on `runtime`; the listener lives as long as the runtime.
-    pub(crate) fn install(runtime: &tokio::runtime::Runtime, progress: Progress) -> Stop {
+    /// A stop handle nobody has pulled yet (a caller such as the MCP server keeps a clone to
+    /// cancel the run with [`Stop::request`]).
+    pub fn new() -> Stop {
         let (cancel_tx, cancel) = watch::channel(false);
         let (now_tx, now) = watch::channel(false);
-        let stop = Stop {
+        Stop {
             level: Arc::new(AtomicU8::new(0)),
             reason: Arc::new(Mutex::new(None)),
+            cancel_tx: Arc::new(cancel_tx),
+            now_tx: Arc::new(now_tx),
             cancel,
             now,
-        };
+        }
+    }
+
+    /// Asks the run to stop: the first request at the next safe point (resumable), a second
+    /// one at once. Returns the level now in force (1 or 2).
+    pub fn request(&self, why: &str) -> u8 {
+        let before = self.level.fetch_add(1, Ordering::SeqCst);
+        if before == 0 {
+            if let Ok(mut r) = self.reason.lock() {
+                *r = Some(why.to_string());
+            }
+            let _ = self.cancel_tx.send(true);
+            1
+        } else {
+            self.level.store(2, Ordering::SeqCst);
+            let _ = self.cancel_tx.send(true);
+            let _ = self.now_tx.send(true);
+            2
+        }
+    }
+
+    /// Starts listening for SIGINT, SIGTERM and SIGHUP on `runtime`; the listener lives as
+    /// long as the runtime.
+    pub(crate) fn listen(&self, runtime: &tokio::runtime::Runtime, events: Events) {
         // Registered here, synchronously, so no signal is missed before the task first runs.
         let mut signals = runtime.block_on(async { Signals::new() });
-        let s = stop.clone();
+        let s = self.clone();
         runtime.spawn(async move {
             loop {
                 let sig = signals.next().await;
-                let before = s.level.fetch_add(1, Ordering::SeqCst);
-                if before == 0 {
-                    if let Ok(mut r) = s.reason.lock() {
-                        *r = Some(sig);
-                    }
-                    progress.warn(&format!(
+                if s.request(sig) == 1 {
+                    events.warn(None, &format!(
                         "{sig}: stopping at the next safe point and writing the report (again to stop at once)"
                     ));
-                    let _ = cancel_tx.send(true);
                 } else {
-                    s.level.store(2, Ordering::SeqCst);
-                    progress.warn(&format!(
+                    events.warn(None, &format!(
                         "{sig} again: stopping now (agents are still stopped)"
                     ));
-                    let _ = cancel_tx.send(true);
-                    let _ = now_tx.send(true);
                 }
             }
         });
-        stop
     }
 
     /// Whether a stop was asked for.
-    pub(crate) fn requested(&self) -> bool {
+    pub fn requested(&self) -> bool {
         self.level.load(Ordering::SeqCst) > 0
     }
 
     /// Whether a second signal asked to stop at once.
-    pub(crate) fn now(&self) -> bool {
+    pub fn now(&self) -> bool {
         self.level.load(Ordering::SeqCst) > 1
     }
 
     /// The signal that stopped the run, in words.
-    pub(crate) fn reason(&self) -> Option<&'static str> {
-        self.reason.lock().ok().and_then(|r| *r)
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
     }
 
     /// Turns true at the first stop request.

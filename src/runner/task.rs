@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::{Pending, Shared};
 use crate::agent::{self, AgentContext, AgentError, Session};
+use crate::event::EventKind;
 use crate::eventlog::EventLog;
 use crate::git::collect::{self, Collected};
 use crate::git::worktree;
@@ -172,7 +173,6 @@ async fn pipeline(
         "task_started",
         json!({"task": id, "agent": task.agent_name}),
     );
-    shared.progress.task_started(id.as_str());
 
     // 2. Worktree (and the dependency integration commit it starts from).
     let start = {
@@ -201,6 +201,21 @@ async fn pipeline(
     };
     report.branch = Some(paths.branch.clone());
     report.started_from = Some(start.to_string());
+    shared.events.emit(EventKind::WorkspaceReady {
+        task: id.to_string(),
+        branch: paths.branch.clone(),
+        started_from: start.to_string(),
+    });
+    {
+        let (sink, task) = (shared.events.clone(), id.to_string());
+        events.forward_to(move |kind, summary| {
+            sink.emit(EventKind::AgentEvent {
+                task: task.clone(),
+                kind,
+                summary,
+            })
+        });
+    }
 
     // 3. Agent session.
     let spawn = spawn_spec(shared, task, &paths);
@@ -236,6 +251,10 @@ async fn pipeline(
             tokio::time::Instant::now() + Duration::from_secs_f64(task.profile.tool_timeout_sec),
         );
         events.record("turn_started", json!({"attempt": attempt}));
+        shared.events.emit(EventKind::AgentStarted {
+            task: id.to_string(),
+            attempt,
+        });
         let turn = tokio::select! {
             t = session.turn(&prompt, turn_deadline) => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
@@ -259,13 +278,21 @@ async fn pipeline(
             failure: None,
         };
         fill_change(report, &collected, &paths);
+        shared.events.emit(EventKind::AttemptEnded {
+            task: id.to_string(),
+            attempt,
+            commit: collected.commit.map(|c| c.to_string()),
+            files: collected.summary.files.len(),
+            insertions: collected.summary.insertions,
+            deletions: collected.summary.deletions,
+        });
         if !collected.summary.risky.is_empty() {
             events.record(
                 "risky_changes",
                 json!({"attempt": attempt, "changes": collected.summary.risky}),
             );
-            shared.progress.warn(&format!(
-                "{id}: changes that deserve a look: {}",
+            shared.events.warn(Some(id.as_str()), &format!(
+                "changes that deserve a look: {}",
                 collected
                     .summary
                     .risky
@@ -290,6 +317,9 @@ async fn pipeline(
             "verify",
             json!({"attempt": attempt, "gates": gates, "readback": report.readback}),
         );
+        for e in crate::event::gate_events(id.as_str(), attempt, &gates) {
+            shared.events.emit(e);
+        }
         let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed).collect();
         if failed.is_empty() {
             attempt_report.gates = gates.clone();
@@ -333,8 +363,8 @@ async fn pipeline(
         .as_ref()
         .filter(|s| s.status == crate::sandbox::EnforcementStatus::PartiallyEnforced)
     {
-        shared.progress.warn(&format!(
-            "{id}: the sandbox is only partially enforced (kernel ABI {}): missing {}",
+        shared.events.warn(Some(id.as_str()), &format!(
+            "the sandbox is only partially enforced (kernel ABI {}): missing {}",
             sb.abi.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
             sb.missing.join(", ")
         ));
@@ -345,6 +375,10 @@ async fn pipeline(
         Ok(Some(commit)) => {
             report.commit = Some(commit.to_string());
             events.record("verified", json!({"commit": commit.to_string()}));
+            shared.events.emit(EventKind::Committed {
+                task: id.to_string(),
+                commit: commit.to_string(),
+            });
             Ok((Pending::Ready(commit), Some(commit)))
         }
         Ok(None) => {

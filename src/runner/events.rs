@@ -1,0 +1,209 @@
+//! The runner's side of the event stream: [`Events`], the sink every part of a run sends its
+//! [`EventKind`]s to, and the dispatch task — the only place that turns them into [`Event`]s and
+//! hands them to the outputs. Also the two outputs every run has: `state.json` (with its
+//! journal) and `report.json` plus the run's own event file `run-events.jsonl`, from which
+//! `fanout report` renders HTML and JUnit again later.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::event::{Event, EventKind, Output, OutputError, Reporter};
+use crate::state::{RunState, StateFile};
+
+use super::stop::Stop;
+
+/// How often live outputs may redraw and the state snapshot may catch up.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Where a run's parts send their events (cheap to clone; sending never blocks).
+#[derive(Clone)]
+pub struct Events {
+    tx: mpsc::UnboundedSender<EventKind>,
+}
+
+impl Events {
+    /// A sink and the receiving end the dispatcher drains.
+    pub fn channel() -> (Events, mpsc::UnboundedReceiver<EventKind>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Events { tx }, rx)
+    }
+
+    pub fn emit(&self, kind: EventKind) {
+        let _ = self.tx.send(kind);
+    }
+
+    pub fn warn(&self, task: Option<&str>, message: &str) {
+        self.emit(EventKind::Warning {
+            task: task.map(str::to_string),
+            message: message.to_string(),
+        });
+    }
+}
+
+/// Drains `rx` until every sender is gone, handing each event to every output; an output that
+/// fails stops the run (at its next safe point) while the others keep reporting.
+pub(crate) async fn dispatch(
+    run: String,
+    mut rx: mpsc::UnboundedReceiver<EventKind>,
+    mut reporter: Reporter,
+    stop: Stop,
+) -> Vec<OutputError> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            kind = rx.recv() => {
+                let Some(kind) = kind else { break };
+                let last = matches!(kind, EventKind::RunEnded { .. });
+                let event = Event::new(&run, kind);
+                for failed in reporter.emit(&event) {
+                    stop.request(&format!("output {failed} failed"));
+                    let warning = Event::new(&run, EventKind::Warning {
+                        task: None,
+                        message: format!("output {failed}; stopping the run"),
+                    });
+                    reporter.emit(&warning);
+                }
+                if last {
+                    // The signal listener keeps a sender for ever: the last event ends the loop.
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                for failed in reporter.tick() {
+                    stop.request(&format!("output {failed} failed"));
+                }
+            }
+        }
+    }
+    reporter.failures().iter().map(|f| OutputError::new(&f.output, &f.message)).collect()
+}
+
+/// `state.json` and its journal, from the events: `running` when a task starts, its resumable
+/// state when it ends, the final statuses when the run ends.
+pub(crate) struct StateOutput {
+    file: StateFile,
+    state: RunState,
+}
+
+impl StateOutput {
+    pub(crate) fn new(file: StateFile, state: RunState) -> StateOutput {
+        StateOutput { file, state }
+    }
+}
+
+impl Output for StateOutput {
+    fn name(&self) -> String {
+        "state.json".into()
+    }
+
+    fn event(&mut self, e: &Event) -> Result<(), OutputError> {
+        match &e.kind {
+            // Only a task still pending: its end may have been recorded already.
+            EventKind::TaskStarted { task, .. }
+                if self
+                    .state
+                    .tasks
+                    .get(task)
+                    .is_some_and(|t| t.status == "pending") =>
+            {
+                self.state.set_task(task, "running", None, None);
+                self.file.record(&self.state, task);
+            }
+            EventKind::TaskEnded {
+                task,
+                report,
+                resume_state,
+            } => {
+                let commit = report.commit.clone();
+                self.state
+                    .set_task(task, resume_state, commit, report.error.clone());
+                self.file.record(&self.state, task);
+            }
+            EventKind::RunEnded { report } => {
+                let verified: Vec<bool> = report
+                    .tasks
+                    .iter()
+                    .map(|t| {
+                        self.state
+                            .tasks
+                            .get(&t.id)
+                            .is_some_and(|s| s.status == "verified")
+                    })
+                    .collect();
+                self.state.finish(report, &verified);
+                self.file.write(&self.state);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), OutputError> {
+        self.file.flush_if_due(&self.state);
+        Ok(())
+    }
+}
+
+/// `report.json` (and `--report PATH`) when the run ends, and every event in
+/// `run-events.jsonl` as it happens.
+pub(crate) struct RunFilesOutput {
+    report_paths: Vec<PathBuf>,
+    events: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl RunFilesOutput {
+    pub(crate) fn new(run_dir: &std::path::Path, extra_report: Option<PathBuf>) -> RunFilesOutput {
+        let events = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join(RUN_EVENTS))
+            .ok()
+            .map(std::io::BufWriter::new);
+        let mut report_paths = vec![run_dir.join("report.json")];
+        report_paths.extend(extra_report);
+        RunFilesOutput {
+            report_paths,
+            events,
+        }
+    }
+}
+
+/// The run's own event stream, beside its report.
+pub const RUN_EVENTS: &str = "run-events.jsonl";
+
+impl Output for RunFilesOutput {
+    fn name(&self) -> String {
+        "report.json".into()
+    }
+
+    fn event(&mut self, e: &Event) -> Result<(), OutputError> {
+        if let Some(f) = &mut self.events {
+            // Best effort: the run's report does not depend on this copy of the stream.
+            if let Ok(line) = serde_json::to_string(e) {
+                let _ = f.write_all(crate::redact::redact(&line).as_bytes());
+                let _ = f.write_all(b"\n");
+            }
+        }
+        if let EventKind::RunEnded { report } = &e.kind {
+            if let Some(f) = &mut self.events {
+                let _ = f.flush();
+            }
+            for path in &self.report_paths {
+                crate::report::write_json_atomic(path, report)
+                    .map_err(|err| OutputError::new(&path.display().to_string(), err))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), OutputError> {
+        if let Some(f) = &mut self.events {
+            let _ = f.flush();
+        }
+        Ok(())
+    }
+}
