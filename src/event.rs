@@ -17,7 +17,7 @@ pub const EVENT_SCHEMA_VERSION: u32 = 1;
 pub const MAX_AGENT_SUMMARY: usize = 400;
 
 /// One event of a run.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Event {
     /// [`EVENT_SCHEMA_VERSION`].
     pub v: u32,
@@ -30,7 +30,7 @@ pub struct Event {
 }
 
 /// What happened.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     /// The run began (`mode`: `run` or `resume`).
@@ -435,4 +435,16 @@ mod tests {
         assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!(r.failures().len(), 1);
     }
+}
+
+/// The JSON Schema (draft 2020-12) of one event line (`fanout schema events`).
+pub fn schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Event)).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "title".into(),
+            serde_json::Value::String(format!("fanout event, version {EVENT_SCHEMA_VERSION}")),
+        );
+    }
+    schema
 }

@@ -134,22 +134,26 @@ fn summarize(kind: &str, data: &Value) -> Option<(String, String)> {
             }
             (k.to_string(), if msg.is_null() { params } else { msg })
         }
-        "stdout" | "tool_call" | "exec_exit" | "thread_started" | "garbage" => (kind.to_string(), data),
+        "stdout" | "tool_call" | "exec_exit" | "thread_started" | "garbage" => {
+            (kind.to_string(), data)
+        }
         _ => return None,
     };
-    let text = ["message", "text", "command", "cmd", "line", "prompt", "name"]
-        .iter()
-        .find_map(|f| match &v[*f] {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(a) => Some(
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let text = [
+        "message", "text", "command", "cmd", "line", "prompt", "name",
+    ]
+    .iter()
+    .find_map(|f| match &v[*f] {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    })
+    .unwrap_or_default();
     let text = text.replace(['\n', '\r'], " ");
     Some((
         k,

@@ -108,7 +108,7 @@ pub struct TurnResult {
 }
 
 /// Facts about the agent gathered during the session, for the report.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(default)]
 pub struct AgentInfo {
     pub protocol: String,
@@ -130,7 +130,7 @@ pub struct AgentInfo {
     pub sandbox: Option<SandboxReport>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct TokenUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,

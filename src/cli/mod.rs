@@ -10,6 +10,7 @@ mod diff;
 mod log;
 mod lookup;
 pub mod out;
+mod report;
 mod run;
 mod schema;
 mod status;
@@ -122,6 +123,8 @@ pub enum Command {
     Log(log::LogArgs),
     /// Print the JSON Schema of a fanout file format (`tasks`; `events` is not available yet).
     Schema(schema::SchemaArgs),
+    /// Write a run's HTML report or JUnit file again from its event stream.
+    Report(report::ReportArgs),
     /// Commit a workspace fanout kept because collecting it failed, onto the task's branch.
     Collect(CollectArgs),
     /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
@@ -371,6 +374,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Log(a) => log::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Collect(a) => collect::run(a),
+        Command::Report(a) => report::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Resume(a) => resume(a),
         Command::Doctor(a) => doctor(a),

@@ -2,11 +2,12 @@
 
 use clap::ValueEnum;
 
-use super::{EXIT_OK, EXIT_USAGE};
+use super::EXIT_OK;
 
 #[derive(clap::Args, Debug)]
 pub struct SchemaArgs {
-    /// Which format: `tasks` (tasks.json version 1) or `events` (events/<task>.jsonl).
+    /// Which format: `tasks` (tasks.json version 1) or `events` (one line of `--json` and of
+    /// the run's `run-events.jsonl`).
     #[arg(value_enum)]
     pub which: SchemaKind,
 }
@@ -20,10 +21,7 @@ pub enum SchemaKind {
 pub fn run(a: SchemaArgs) -> anyhow::Result<i32> {
     let schema = match a.which {
         SchemaKind::Tasks => crate::taskfile::schema::tasks_schema(),
-        SchemaKind::Events => {
-            eprintln!("fanout: the schema of events is not available yet");
-            return Ok(EXIT_USAGE);
-        }
+        SchemaKind::Events => crate::event::schema(),
     };
     let mut text = serde_json::to_string_pretty(&schema)?;
     text.push('\n');

@@ -28,7 +28,7 @@ pub struct ChangeSummary {
     pub risky: Vec<crate::verify::risky::RiskyChange>,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct FileChange {
     pub path: String,
     /// added, modified, deleted, renamed, copied, typechange

@@ -16,7 +16,7 @@ use crate::agent::AgentInfo;
 use crate::git::collect::FileChange;
 
 /// Final state of a task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Merged,
@@ -48,7 +48,7 @@ impl TaskStatus {
 }
 
 /// One verification gate's result.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GateResult {
     /// `scope`, `command` or `readback`.
     pub gate: String,
@@ -62,7 +62,7 @@ pub struct GateResult {
 }
 
 /// One attempt of the agent at the task (the first prompt, then each feedback round).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AttemptReport {
     pub number: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,7 +73,7 @@ pub struct AttemptReport {
 }
 
 /// Result of reading a task's files back through the verifier.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ReadbackReport {
     /// `passed`, `failed`, or `skipped (<why>)`.
     pub result: String,
@@ -93,7 +93,7 @@ pub struct ReadbackReport {
 }
 
 /// The run's verifier process, for the report.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VerifierSummary {
     /// The program that was started (resolved path).
     pub command: String,
@@ -111,7 +111,7 @@ pub struct VerifierSummary {
     pub restarts: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct TaskReport {
     pub id: String,
@@ -195,7 +195,7 @@ impl TaskReport {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct SandboxSummary {
     /// `landlock` or `off`.
@@ -212,7 +212,7 @@ pub struct SandboxSummary {
     pub agent_user: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RunReport {
     pub schema_version: u32,
@@ -236,6 +236,9 @@ pub struct RunReport {
     pub tasks: Vec<TaskReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Outputs that failed (`--junit PATH: …`): the run was stopped and exits non-zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_failures: Vec<String>,
 }
 
 impl RunReport {
@@ -243,7 +246,9 @@ impl RunReport {
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             130
-        } else if self.tasks.iter().all(|t| t.status.is_success()) {
+        } else if self.output_failures.is_empty()
+            && self.tasks.iter().all(|t| t.status.is_success())
+        {
             0
         } else {
             1
@@ -363,4 +368,3 @@ mod tests {
         assert!(text.ends_with("]\n"));
     }
 }
-

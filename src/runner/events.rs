@@ -79,7 +79,11 @@ pub(crate) async fn dispatch(
             }
         }
     }
-    reporter.failures().iter().map(|f| OutputError::new(&f.output, &f.message)).collect()
+    reporter
+        .failures()
+        .iter()
+        .map(|f| OutputError::new(&f.output, &f.message))
+        .collect()
 }
 
 /// `state.json` and its journal, from the events: `running` when a task starts, its resumable

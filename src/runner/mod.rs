@@ -323,6 +323,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         counts,
         tasks: reports,
         warnings,
+        output_failures: Vec::new(),
     };
     // The last event: report.json, state.json and every output's final word come from it.
     events.emit(EventKind::RunEnded {
@@ -332,7 +333,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     drop(shared);
     let failures = runtime.block_on(dispatcher).unwrap_or_default();
     let mut report = report;
-    report.warnings.extend(failures.iter().map(|f| format!("output {f}")));
+    report.output_failures = failures.iter().map(|f| f.to_string()).collect();
     // Blocking work abandoned by a second signal (a checkout) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(report)
@@ -373,7 +374,9 @@ async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
         // at once as interrupted, so each gets its resumable state.
         while running.len() < jobs && !aborted {
             let Some(i) = sched.next_ready() else { break };
-            let Some(slot) = free_slots.pop_first() else { break };
+            let Some(slot) = free_slots.pop_first() else {
+                break;
+            };
             let deps = sched.dep_receivers(&shared.tasks[i]);
             let shared2 = shared.clone();
             let limiter = limiter.clone();

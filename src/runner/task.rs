@@ -291,16 +291,19 @@ async fn pipeline(
                 "risky_changes",
                 json!({"attempt": attempt, "changes": collected.summary.risky}),
             );
-            shared.events.warn(Some(id.as_str()), &format!(
-                "changes that deserve a look: {}",
-                collected
-                    .summary
-                    .risky
-                    .iter()
-                    .map(|r| format!("{} ({})", r.path, r.why))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            shared.events.warn(
+                Some(id.as_str()),
+                &format!(
+                    "changes that deserve a look: {}",
+                    collected
+                        .summary
+                        .risky
+                        .iter()
+                        .map(|r| format!("{} ({})", r.path, r.why))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
         }
         if collected.commit.is_none() {
             report.attempt_history.push(attempt_report);
@@ -363,11 +366,14 @@ async fn pipeline(
         .as_ref()
         .filter(|s| s.status == crate::sandbox::EnforcementStatus::PartiallyEnforced)
     {
-        shared.events.warn(Some(id.as_str()), &format!(
-            "the sandbox is only partially enforced (kernel ABI {}): missing {}",
-            sb.abi.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
-            sb.missing.join(", ")
-        ));
+        shared.events.warn(
+            Some(id.as_str()),
+            &format!(
+                "the sandbox is only partially enforced (kernel ABI {}): missing {}",
+                sb.abi.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+                sb.missing.join(", ")
+            ),
+        );
     }
     session.shutdown().await;
 

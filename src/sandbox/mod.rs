@@ -78,7 +78,7 @@ pub struct Policy {
 }
 
 /// An unprivileged uid and gid a sandboxed program runs as.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunAs {
     pub uid: u32,
     pub gid: u32,
@@ -176,7 +176,7 @@ impl Default for NetPolicy {
 }
 
 /// The sandbox's effective state for one process tree.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EnforcementStatus {
     /// Every restriction of the policy is enforced.
@@ -202,7 +202,7 @@ impl EnforcementStatus {
 }
 
 /// What the helper wrote to its status file.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SandboxReport {
     pub status: EnforcementStatus,
     /// Landlock ABI offered by the kernel (`None`: no Landlock).

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One flagged change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RiskyChange {
     pub path: String,
     pub why: String,
