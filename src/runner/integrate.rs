@@ -71,6 +71,10 @@ pub(crate) fn integrate(
     pendings: &[Pending],
     interrupted: bool,
 ) -> Result<Oid, RunError> {
+    // libgit2 caches every small object it reads (up to 256 MB): each task's commit and trees,
+    // read once here, would stay in memory. The task pipelines have ended (this process-wide
+    // switch affects no one else now).
+    git2::opts::enable_caching(false);
     let repo = Repository::open(&shared.repo_path).map_err(|source| crate::git::GitError::Op {
         what: "cannot open the repository for integration".into(),
         source,
