@@ -379,6 +379,18 @@ impl RunView {
     }
 }
 
+/// The JSON Schema (draft 2020-12) of one event line (`fanout schema events`).
+pub fn schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Event)).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "title".into(),
+            serde_json::Value::String(format!("fanout event, version {EVENT_SCHEMA_VERSION}")),
+        );
+    }
+    schema
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,14 +449,3 @@ mod tests {
     }
 }
 
-/// The JSON Schema (draft 2020-12) of one event line (`fanout schema events`).
-pub fn schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(Event)).unwrap_or_default();
-    if let Some(obj) = schema.as_object_mut() {
-        obj.insert(
-            "title".into(),
-            serde_json::Value::String(format!("fanout event, version {EVENT_SCHEMA_VERSION}")),
-        );
-    }
-    schema
-}
