@@ -448,4 +448,3 @@ mod tests {
         assert_eq!(r.failures().len(), 1);
     }
 }
-

@@ -124,7 +124,7 @@ pub struct Plan {
     /// The task file as the user wrote it (saved in the run folder for `fanout resume`).
     pub task_file_text: String,
     /// Results carried over from an interrupted run (`fanout resume`), by task id.
-    pub priors: BTreeMap<String, crate::resume::Prior>,
+    pub priors: BTreeMap<String, crate::state::Prior>,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;

@@ -12,6 +12,7 @@ Finished tasks are never redone or lost.
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::state::Prior;
 use serde::{Deserialize, Serialize};
 
 use crate::git::repo::UserRepo;
@@ -20,19 +21,6 @@ use crate::ids::{task_branch, RunId};
 use crate::plan::{Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions};
 use crate::report::TaskStatus;
 use crate::state::{RunState, StateFile};
-
-/// A task's result carried over from before the interruption.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Prior {
-    /// Verified; its commit waits for integration.
-    Verified(git2::Oid),
-    /// Ended without a commit to integrate.
-    Ended {
-        status: TaskStatus,
-        commit: Option<String>,
-        error: Option<String>,
-    },
-}
 
 /// The resolved inputs of a run, saved so it can be resumed exactly.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,15 +190,4 @@ fn clean_unfinished(plan: &Plan) -> Result<(), ResumeError> {
             .map_err(PlanError::from)?;
     }
     Ok(())
-}
-
-/// The state-file status of a finished task (`verified` while it waits for integration).
-pub fn state_status(status: TaskStatus, verified: bool, interrupted: bool) -> &'static str {
-    if verified {
-        "verified"
-    } else if interrupted && matches!(status, TaskStatus::Failed | TaskStatus::Skipped) {
-        "interrupted"
-    } else {
-        status.as_str()
-    }
 }

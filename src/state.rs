@@ -17,9 +17,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Plan;
 use crate::report::RunReport;
-use crate::resume::Prior;
+use crate::report::TaskStatus;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
@@ -44,22 +43,28 @@ pub struct TaskState {
 }
 
 impl RunState {
-    pub fn start(plan: &Plan) -> RunState {
+    /// The state of a run that starts now: `tasks` in task-file order, with the outcomes a
+    /// resume carries over.
+    pub fn start(
+        run_id: &crate::ids::RunId,
+        base: git2::Oid,
+        tasks: &[String],
+        priors: &BTreeMap<String, Prior>,
+    ) -> RunState {
         RunState {
-            run_id: plan.run_id.to_string(),
+            run_id: run_id.to_string(),
             pid: std::process::id(),
             status: "running".into(),
-            base: plan.base.to_string(),
-            integration_branch: crate::ids::merged_branch(&plan.run_id),
+            base: base.to_string(),
+            integration_branch: crate::ids::merged_branch(run_id),
             started_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            tasks: plan
-                .tasks
+            tasks: tasks
                 .iter()
-                .map(|t| {
-                    let (status, commit) = match plan.priors.get(t.id().as_str()) {
+                .map(|id| {
+                    let (status, commit) = match priors.get(id) {
                         Some(Prior::Verified(oid)) => ("verified", Some(oid.to_string())),
                         Some(Prior::Ended { status, commit, .. }) => {
                             (status.as_str(), commit.clone())
@@ -67,7 +72,7 @@ impl RunState {
                         None => ("pending", None),
                     };
                     (
-                        t.id().to_string(),
+                        id.clone(),
                         TaskState {
                             status: status.into(),
                             commit,
@@ -76,7 +81,7 @@ impl RunState {
                     )
                 })
                 .collect(),
-            order: plan.tasks.iter().map(|t| t.id().to_string()).collect(),
+            order: tasks.to_vec(),
         }
     }
 
@@ -108,7 +113,7 @@ impl RunState {
         .into();
         for (i, t) in report.tasks.iter().enumerate() {
             let was_verified = report.interrupted && verified.get(i).copied().unwrap_or(false);
-            let status = crate::resume::state_status(t.status, was_verified, report.interrupted);
+            let status = state_status(t.status, was_verified, report.interrupted);
             self.set_task(&t.id, status, t.commit.clone(), t.error.clone());
         }
     }
@@ -116,6 +121,30 @@ impl RunState {
     /// Whether the process that ran this is gone while the state still says running.
     pub fn is_orphaned(&self) -> bool {
         self.status == "running" && !PathBuf::from(format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// A task's result carried over from before the interruption.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prior {
+    /// Verified; its commit waits for integration.
+    Verified(git2::Oid),
+    /// Ended without a commit to integrate.
+    Ended {
+        status: TaskStatus,
+        commit: Option<String>,
+        error: Option<String>,
+    },
+}
+
+/// The state-file status of a finished task (`verified` while it waits for integration).
+pub fn state_status(status: TaskStatus, verified: bool, interrupted: bool) -> &'static str {
+    if verified {
+        "verified"
+    } else if interrupted && matches!(status, TaskStatus::Failed | TaskStatus::Skipped) {
+        "interrupted"
+    } else {
+        status.as_str()
     }
 }
 

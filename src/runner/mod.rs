@@ -66,7 +66,7 @@ pub(crate) struct Shared {
     pub(crate) stop: stop::Stop,
     pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
     /// Outcomes carried over by `fanout resume`.
-    pub priors: BTreeMap<String, crate::resume::Prior>,
+    pub priors: BTreeMap<String, crate::state::Prior>,
     pub readback_skip: Option<String>,
 }
 
@@ -161,7 +161,8 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         })?;
     }
     let mut state = StateFile::new(run_dir.join("state.json"));
-    let run_state = RunState::start(&plan);
+    let ids: Vec<String> = plan.tasks.iter().map(|t| t.id().to_string()).collect();
+    let run_state = RunState::start(&plan.run_id, plan.base, &ids, &plan.priors);
     state.write(&run_state);
     // The one dispatcher: every event of the run goes through it to every output.
     let mut reporter = Reporter::new();
@@ -416,7 +417,7 @@ async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
                         }
                         sched.finished(i, dep);
                         let ready = matches!(pending, Pending::Ready(_));
-                        let resume_state = crate::resume::state_status(
+                        let resume_state = crate::state::state_status(
                             report.status,
                             ready,
                             *shared.cancel.borrow(),

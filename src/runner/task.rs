@@ -767,7 +767,7 @@ fn feedback_prompt(failed: &[&GateResult], attempt: u32, max: u32) -> String {
 pub(crate) async fn carried_over(
     shared: &Arc<Shared>,
     index: usize,
-    prior: crate::resume::Prior,
+    prior: crate::state::Prior,
 ) -> (TaskReport, Pending, DepResult) {
     let task = &shared.tasks[index];
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
@@ -780,7 +780,7 @@ pub(crate) async fn carried_over(
         report.patch = Some(patch.display().to_string());
     }
     match prior {
-        crate::resume::Prior::Verified(commit) => {
+        crate::state::Prior::Verified(commit) => {
             let repo_path = shared.repo_path.clone();
             let summary = blocking(move || {
                 let repo = git2::Repository::open(&repo_path).map_err(|e| e.to_string())?;
@@ -820,7 +820,7 @@ pub(crate) async fn carried_over(
                 }
             }
         }
-        crate::resume::Prior::Ended {
+        crate::state::Prior::Ended {
             status,
             commit,
             error,
