@@ -26,6 +26,7 @@ use crate::report::{self, RunReport, SandboxSummary, TaskReport, TaskStatus};
 use crate::state::{RunState, StateFile};
 
 pub use progress::Progress;
+pub use stop::StopHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -77,7 +78,16 @@ pub(crate) enum Pending {
 }
 
 /// Runs the plan to the end. Returns the report even when tasks failed.
-pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
+pub fn execute(plan: Plan, progress: Progress) -> Result<RunReport, RunError> {
+    execute_with(plan, progress, None)
+}
+
+/// [`execute`], also stopping (as a first signal would) when `stop` is requested.
+pub fn execute_with(
+    mut plan: Plan,
+    progress: Progress,
+    stop: Option<StopHandle>,
+) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let run_dir = plan.run_dir.clone();
     // Before anything is created: a read-only object store or a full disk would otherwise
@@ -88,9 +98,9 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         .build()
         .map_err(RunError::Runtime)?;
     // One listener for the whole run; the runtime lives until the final state is written.
-    let stop = stop::Stop::install(&runtime, progress.clone());
+    let stop = stop::Stop::install(&runtime, progress.clone(), stop);
     // However the run ends (even by an error), no supervisor — so no agent — outlives it.
-    let _reap = StopAllOnDrop;
+    let _reap = StopAllOnDrop(run_dir.clone());
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let progress = progress.with_started(started_tx);
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
@@ -222,7 +232,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
     });
     // Cancelled pipelines left their supervisors stopping their trees: wait for them, so no
     // agent runs during integration and none outlives the run.
-    crate::process::stop_all(crate::agent::STOP_GRACE);
+    crate::process::stop_under(&run_dir, crate::agent::STOP_GRACE);
 
     let mut reports = reports;
     let ready = pendings
@@ -273,12 +283,13 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
     Ok(report)
 }
 
-/// Calls [`crate::process::stop_all`] when dropped.
-struct StopAllOnDrop;
+/// Stops the run's processes ([`crate::process::stop_under`] its folder) when dropped; other
+/// runs of the same process (`fanout mcp`) keep theirs.
+struct StopAllOnDrop(PathBuf);
 
 impl Drop for StopAllOnDrop {
     fn drop(&mut self) {
-        crate::process::stop_all(crate::agent::STOP_GRACE);
+        crate::process::stop_under(&self.0, crate::agent::STOP_GRACE);
     }
 }
 

@@ -16,6 +16,38 @@ use tokio::sync::watch;
 
 use super::Progress;
 
+/// A way to ask a run to stop without a signal (`fanout mcp`'s `fanout_cancel`, a client that
+/// went away): kept by the caller, given to [`super::execute_with`]. `request` acts like a
+/// first signal: stop at the next safe point, leave a resumable run.
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for StopHandle {
+    fn default() -> Self {
+        StopHandle::new()
+    }
+}
+
+impl StopHandle {
+    pub fn new() -> StopHandle {
+        StopHandle {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Asks the run to stop at its next safe point (before the run started: as soon as it does).
+    pub fn request(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether a stop was requested through this handle.
+    pub fn requested(&self) -> bool {
+        *self.tx.borrow()
+    }
+}
+
 /// Shared view of the stop requests.
 #[derive(Clone)]
 pub(crate) struct Stop {
@@ -28,7 +60,11 @@ pub(crate) struct Stop {
 
 impl Stop {
     /// Starts listening on `runtime`; the listener lives as long as the runtime.
-    pub(crate) fn install(runtime: &tokio::runtime::Runtime, progress: Progress) -> Stop {
+    pub(crate) fn install(
+        runtime: &tokio::runtime::Runtime,
+        progress: Progress,
+        handle: Option<StopHandle>,
+    ) -> Stop {
         let (cancel_tx, cancel) = watch::channel(false);
         let (now_tx, now) = watch::channel(false);
         let stop = Stop {
@@ -39,10 +75,14 @@ impl Stop {
         };
         // Registered here, synchronously, so no signal is missed before the task first runs.
         let mut signals = runtime.block_on(async { Signals::new() });
+        let mut asked = handle.map(|h| h.tx.subscribe());
         let s = stop.clone();
         runtime.spawn(async move {
             loop {
-                let sig = signals.next().await;
+                let sig = tokio::select! {
+                    sig = signals.next() => sig,
+                    Some(()) = requested(&mut asked) => "cancelled (stop requested)",
+                };
                 let before = s.level.fetch_add(1, Ordering::SeqCst);
                 if before == 0 {
                     if let Ok(mut r) = s.reason.lock() {
@@ -89,6 +129,14 @@ impl Stop {
     pub(crate) fn now_rx(&self) -> watch::Receiver<bool> {
         self.now.clone()
     }
+}
+
+/// Resolves once a [`StopHandle`] asked to stop (once only: after that, only signals count).
+async fn requested(rx: &mut Option<watch::Receiver<bool>>) -> Option<()> {
+    let r = rx.as_mut()?;
+    let asked = r.wait_for(|v| *v).await.is_ok();
+    *rx = None;
+    asked.then_some(())
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP as one stream.
