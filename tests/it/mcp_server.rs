@@ -592,3 +592,123 @@ fn mcp_config_snippets() {
         "{f:?}"
     );
 }
+
+/// The pinned binary of an agent package in `.agents/`.
+fn agent_bin(dir: &str, bin: &str) -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents")
+        .join(dir)
+        .join("node_modules/.bin")
+        .join(bin);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/install-agents.sh first",
+        p.display()
+    );
+    p
+}
+
+fn fanout_mcp_config(client: &str) -> String {
+    let out = Command::new(crate::support::fanout_bin())
+        .args(["mcp-config", client])
+        .output()
+        .expect("mcp-config runs");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first JSON object in a tool's output as a client passed it on (Codex prefixes it with
+/// "Wall time: …\nOutput:\n").
+fn json_in(text: &str) -> Option<Value> {
+    let start = text.find('{')?;
+    serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<Value>()
+        .next()?
+        .ok()
+}
+
+/// The text of the last function-call output Codex sent the model.
+fn last_tool_output(req: &crate::model_server::Request) -> String {
+    req.input()
+        .iter()
+        .rev()
+        .find(|i| i["type"] == "function_call_output")
+        .map(|i| match &i["output"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn codex_0_169_calls_fanout_start_and_wait() {
+    use crate::model_server::{ModelServer, Reply};
+    let repo = TestRepo::with_files(1);
+    let tasks = start_args(
+        exec_tasks(10, ""),
+        json!({"repo": repo.path.display().to_string()}),
+    );
+    let seen_tools = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let server = {
+        let seen = seen_tools.clone();
+        ModelServer::start(move |req| {
+            let names = req.tool_names();
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = names.clone();
+            // Codex 0.169 offers the server's tools inside one `namespace` tool `mcp__fanout`.
+            assert!(names.iter().any(|n| n == "mcp__fanout"), "{names:?}");
+            let call = |tool: &str, arguments: Value| Reply::Function {
+                namespace: Some("mcp__fanout".into()),
+                name: tool.into(),
+                arguments,
+            };
+            let out = last_tool_output(req);
+            if !req.after_tool_output() {
+                return call("fanout_start", tasks.clone());
+            }
+            if let Some(v) = json_in(&out) {
+                if v.get("ended").is_none() {
+                    if let Some(run) = v["run_id"].as_str() {
+                        return call("fanout_wait", json!({"run_id": run, "timeout_secs": 120}));
+                    }
+                }
+            }
+            Reply::Message(format!(
+                "fanout said: {}",
+                out.chars().take(2000).collect::<String>()
+            ))
+        })
+    };
+    let home = tempfile::tempdir().expect("tmp");
+    let config = format!("{}\n{}", server.codex_config(), fanout_mcp_config("codex"));
+    std::fs::write(home.path().join("config.toml"), config).expect("config");
+    let out = Command::new(agent_bin("codex-0.169.0", "codex"))
+        .args([
+            "exec",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "Run the tasks through fanout.",
+        ])
+        .current_dir(&repo.path)
+        .env("CODEX_HOME", home.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .expect("codex runs");
+    let stdout = crate::support::stdout(&out);
+    let stderr = crate::support::stderr(&out);
+    let tools = seen_tools.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let reqs = server.requests();
+    let last = reqs.last().map(last_tool_output).unwrap_or_default();
+    let v = json_in(&last).unwrap_or(Value::Null);
+    assert!(
+        v["ended"] == true && v["counts"]["merged"] == 10,
+        "tools offered: {tools:?}\nlast tool output: {last}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let runs = git_text(&repo.path, &["branch", "--list", "fanout/*/merged"]);
+    assert!(!runs.is_empty());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
