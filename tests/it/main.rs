@@ -3,6 +3,9 @@
 #[path = "../support/model_server.rs"]
 pub mod model_server;
 
+#[path = "../support/anthropic_server.rs"]
+pub mod anthropic_server;
+
 mod codex;
 mod doctor;
 mod escape;

@@ -712,3 +712,87 @@ fn codex_0_169_calls_fanout_start_and_wait() {
         repo.live_processes()
     );
 }
+
+#[test]
+fn claude_code_2_1_332_calls_fanout_start_wait_and_diff() {
+    use crate::anthropic_server::{AnthropicServer, Reply};
+    let repo = TestRepo::with_files(1);
+    let tasks = start_args(
+        exec_tasks(10, ""),
+        json!({"repo": repo.path.display().to_string()}),
+    );
+    let server = AnthropicServer::start(move |req| {
+        let call = |tool: &str, input: Value| Reply::ToolUse {
+            name: format!("mcp__fanout__{tool}"),
+            input,
+        };
+        let Some(out) = req.last_tool_result() else {
+            return call("fanout_start", tasks.clone());
+        };
+        let Some(v) = json_in(&out) else {
+            return Reply::Text(format!("no JSON from fanout: {out}"));
+        };
+        let run = v["run_id"].as_str().unwrap_or("").to_string();
+        if v.get("diff").is_some() {
+            Reply::Text("all done".into())
+        } else if v.get("ended").is_none() || v["ended"] == false {
+            call("fanout_wait", json!({"run_id": run, "timeout_secs": 120}))
+        } else {
+            call("fanout_diff", json!({"run_id": run, "task": "t4"}))
+        }
+    });
+    let cfg_dir = tempfile::tempdir().expect("tmp");
+    let mcp_json = cfg_dir.path().join("mcp.json");
+    std::fs::write(&mcp_json, fanout_mcp_config("claude")).expect("write");
+    let home = cfg_dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let out = Command::new(agent_bin("claude-code-2.1.332", "claude"))
+        .args(["-p", "Run the tasks through fanout.", "--mcp-config"])
+        .arg(&mcp_json)
+        .args([
+            "--strict-mcp-config",
+            "--permission-mode",
+            "bypassPermissions",
+            "--dangerously-skip-permissions",
+        ])
+        .current_dir(&repo.path)
+        .env("HOME", &home)
+        .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
+        .env("ANTHROPIC_BASE_URL", server.base_url())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("IS_SANDBOX", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("claude runs");
+    let stdout = crate::support::stdout(&out);
+    let stderr = crate::support::stderr(&out);
+    let reqs = server.requests();
+    let tools = reqs
+        .iter()
+        .map(|r| r.tool_names())
+        .find(|t| !t.is_empty())
+        .unwrap_or_default();
+    let results: Vec<String> = reqs
+        .last()
+        .map(|r| r.all_tool_results())
+        .unwrap_or_default();
+    let joined = results.join("\n");
+    assert!(
+        joined.contains("\\\"merged\\\": 10") || joined.contains("\"merged\":10") || joined.contains("\\\"merged\\\":10"),
+        "no merged run reached the model\ntools: {tools:?}\nresults: {joined}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        joined.contains("+edited by t4"),
+        "the diff did not reach the model: {joined}"
+    );
+    assert!(stdout.contains("all done"), "{stdout}\n{stderr}");
+    let merged = git_text(&repo.path, &["branch", "--list", "fanout/*/merged"]);
+    assert!(!merged.is_empty());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
