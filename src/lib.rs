@@ -22,6 +22,7 @@ pub mod git;
 pub mod ids;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod mcp_server;
 pub mod plan;
 pub mod preflight;
 pub mod process;

@@ -127,7 +127,7 @@ impl AgentProcess {
             source,
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        register(pid);
+        register(pid, &spec.stderr_log);
         let stderr_copier = child
             .stderr
             .take()
@@ -228,15 +228,22 @@ impl Drop for AgentProcess {
     }
 }
 
+/// A live supervisor: its pidfd, and the stderr log it was started with (which lies in its
+/// run's folder, so a run can stop only its own processes).
+struct Live {
+    fd: OwnedFd,
+    log: PathBuf,
+}
+
 /// Supervisors started and not yet seen to exit, by pid, each with a pidfd: signals go through
 /// the pidfd, so a recycled pid is never hit.
-static LIVE: Mutex<Option<HashMap<i32, OwnedFd>>> = Mutex::new(None);
+static LIVE: Mutex<Option<HashMap<i32, Live>>> = Mutex::new(None);
 
-fn live() -> std::sync::MutexGuard<'static, Option<HashMap<i32, OwnedFd>>> {
+fn live() -> std::sync::MutexGuard<'static, Option<HashMap<i32, Live>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn register(pid: i32) {
+fn register(pid: i32, log: &Path) {
     if pid <= 0 {
         return;
     }
@@ -249,7 +256,13 @@ fn register(pid: i32) {
     // SAFETY: `fd` is a descriptor we just opened and own.
     #[allow(unsafe_code)]
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    live().get_or_insert_with(HashMap::new).insert(pid, fd);
+    live().get_or_insert_with(HashMap::new).insert(
+        pid,
+        Live {
+            fd,
+            log: log.to_path_buf(),
+        },
+    );
 }
 
 fn unregister(pid: i32) {
@@ -273,8 +286,8 @@ fn pidfd_signal(fd: &OwnedFd, sig: Signal) {
 }
 
 fn signal_registered(pid: i32, sig: Signal) {
-    if let Some(fd) = live().as_ref().and_then(|m| m.get(&pid)) {
-        pidfd_signal(fd, sig);
+    if let Some(l) = live().as_ref().and_then(|m| m.get(&pid)) {
+        pidfd_signal(&l.fd, sig);
     }
 }
 
@@ -290,34 +303,59 @@ fn pidfd_exited(fd: &OwnedFd) -> bool {
 
 /// Supervisors still running.
 pub fn live_supervisors() -> usize {
+    live_under(None)
+}
+
+/// Supervisors still running whose log lies under `dir` (all of them for `None`).
+fn live_under(dir: Option<&Path>) -> usize {
     let mut guard = live();
     let Some(map) = guard.as_mut() else {
         return 0;
     };
-    map.retain(|_, fd| !pidfd_exited(fd));
-    map.len()
+    map.retain(|_, l| !pidfd_exited(&l.fd));
+    map.values()
+        .filter(|l| dir.is_none_or(|d| l.log.starts_with(d)))
+        .count()
 }
 
 /// Stops every supervisor still running — SIGTERM, so each stops its whole tree — and waits
 /// until they are gone, at most `grace` plus a margin; then SIGKILLs what is left. Every way a
 /// run ends goes through here, so no agent process outlives fanout.
 pub fn stop_all(grace: Duration) {
-    if live_supervisors() == 0 {
+    stop_matching(None, grace)
+}
+
+/// [`stop_all`] for the processes of one run only: those whose stderr log lies under the run's
+/// folder `dir`. Several runs in one process (`fanout mcp`) end without stopping each other.
+pub fn stop_under(dir: &Path, grace: Duration) {
+    stop_matching(Some(dir), grace)
+}
+
+fn stop_matching(dir: Option<&Path>, grace: Duration) {
+    let mine = |l: &Live| dir.is_none_or(|d| l.log.starts_with(d));
+    if live_under(dir) == 0 {
         return;
     }
     if let Some(map) = live().as_ref() {
-        for fd in map.values() {
-            pidfd_signal(fd, Signal::SIGTERM);
+        for l in map.values().filter(|l| mine(l)) {
+            pidfd_signal(&l.fd, Signal::SIGTERM);
         }
     }
     // The supervisor waits `DEFAULT_GRACE` for its tree, then kills it; allow for that.
     let deadline = Instant::now() + grace.max(sandbox::DEFAULT_GRACE) + Duration::from_secs(3);
-    while live_supervisors() > 0 && Instant::now() < deadline {
+    while live_under(dir) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if let Some(map) = live().take() {
-        for fd in map.values() {
-            pidfd_signal(fd, Signal::SIGKILL);
+    if let Some(map) = live().as_mut() {
+        let left: Vec<i32> = map
+            .iter()
+            .filter(|(_, l)| mine(l))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in left {
+            if let Some(l) = map.remove(&pid) {
+                pidfd_signal(&l.fd, Signal::SIGKILL);
+            }
         }
     }
 }

@@ -16,34 +16,7 @@ const RESET: &str = "\x1b[0m";
 pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
     let rt = super::lookup::run_task(&a.repo, &a.run, &a.task)?;
     let (run, task) = (&rt.run, &rt.task);
-    // The patch written at collection time is exactly what was verified.
-    let patch_file = rt.run_dir.join("patches").join(format!("{task}.patch"));
-    let patch = match std::fs::read(&patch_file) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let branch = task_branch(run, task);
-            let commit = rt
-                .repo
-                .repo
-                .find_branch(&branch, git2::BranchType::Local)
-                .ok()
-                .and_then(|b| b.get().peel_to_commit().ok());
-            // A task branch holds the start commit until fanout commits the task on top of it.
-            match commit.filter(|c| is_task_commit(c.message_bytes())) {
-                Some(commit) => {
-                    let parent = commit
-                        .parent(0)
-                        .map(|p| p.tree_id())
-                        .unwrap_or(commit.tree_id());
-                    crate::git::collect::summarize(&rt.repo.repo, parent, commit.tree_id())?.1
-                }
-                None => Vec::new(),
-            }
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {}", patch_file.display()));
-        }
-    };
+    let patch = task_patch(&rt)?;
     if patch.is_empty() {
         // Nothing to print is the right answer for a task that changed nothing; say why on stderr.
         match rt.status.as_deref() {
@@ -65,6 +38,60 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
     };
     super::out::print(text)?;
     Ok(EXIT_OK)
+}
+
+/// A task's patch: the one saved at collection (exactly what was verified), else the task
+/// commit on its branch; empty when there is neither.
+fn task_patch(rt: &super::lookup::RunTask) -> anyhow::Result<Vec<u8>> {
+    let (run, task) = (&rt.run, &rt.task);
+    let patch_file = rt.run_dir.join("patches").join(format!("{task}.patch"));
+    match std::fs::read(&patch_file) {
+        Ok(p) => Ok(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let branch = task_branch(run, task);
+            let commit = rt
+                .repo
+                .repo
+                .find_branch(&branch, git2::BranchType::Local)
+                .ok()
+                .and_then(|b| b.get().peel_to_commit().ok());
+            // A task branch holds the start commit until fanout commits the task on top of it.
+            Ok(match commit.filter(|c| is_task_commit(c.message_bytes())) {
+                Some(commit) => {
+                    let parent = commit
+                        .parent(0)
+                        .map(|p| p.tree_id())
+                        .unwrap_or(commit.tree_id());
+                    crate::git::collect::summarize(&rt.repo.repo, parent, commit.tree_id())?.1
+                }
+                None => Vec::new(),
+            })
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", patch_file.display())),
+    }
+}
+
+/// One task's change for `fanout mcp`: the patch (or its `--stat` form, uncoloured) and the
+/// task's status in `state.json`. Errors are the messages `fanout diff` prints.
+pub(crate) fn task_diff_text(
+    repo: &std::path::Path,
+    run: &str,
+    task: &str,
+    stat: bool,
+) -> anyhow::Result<(String, Option<String>)> {
+    let arg = super::RepoArg {
+        repo: repo.to_path_buf(),
+    };
+    let rt = super::lookup::run_task(&arg, run, task)?;
+    let patch = task_patch(&rt)?;
+    let text = if patch.is_empty() {
+        String::new()
+    } else if stat {
+        String::from_utf8_lossy(&render_stat(&patch, false)).into_owned()
+    } else {
+        String::from_utf8_lossy(&patch).into_owned()
+    };
+    Ok((text, rt.status))
 }
 
 fn is_task_commit(message: &[u8]) -> bool {

@@ -7,8 +7,10 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 mod clean;
 mod collect;
 mod diff;
+pub(crate) use diff::task_diff_text;
 mod log;
 mod lookup;
+pub mod mcp;
 pub mod out;
 mod report;
 mod run;
@@ -135,6 +137,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run any command under the same Landlock confinement and supervisor as agents.
     Sandbox(crate::sandbox::cli::SandboxArgs),
+    /// Serve fanout over MCP on stdin/stdout (tools fanout_start, fanout_wait, fanout_status,
+    /// fanout_diff, fanout_cancel, fanout_merge).
+    Mcp(mcp::McpArgs),
+    /// Print the configuration that makes Claude Code or Codex start `fanout mcp`.
+    McpConfig(mcp::McpConfigArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -378,6 +385,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Clean(a) => clean::run(a),
         Command::Resume(a) => resume(a),
         Command::Doctor(a) => doctor(a),
+        Command::Mcp(a) => mcp::serve(a),
+        Command::McpConfig(a) => mcp::config(a),
         // Still single-threaded here: the supervisor may fork.
         Command::Sandbox(a) => Ok(crate::sandbox::cli::run_args(a)),
     }

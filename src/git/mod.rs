@@ -5,6 +5,7 @@ user's configuration, no fsmonitor, and never the user's checkout, index or curr
 
 pub mod collect;
 pub mod merge;
+pub mod merge_into;
 pub mod repo;
 pub mod scan;
 mod workspace;

@@ -121,7 +121,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         stop.listen(&runtime, events.clone());
     }
     // However the run ends (even by an error), no supervisor — so no agent — outlives it.
-    let _reap = StopAllOnDrop;
+    let _reap = StopAllOnDrop(run_dir.clone());
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
     // Its warning is said after the run's first event.
     let mut early_warnings: Vec<String> = Vec::new();
@@ -288,7 +288,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     });
     // Cancelled pipelines left their supervisors stopping their trees: wait for them, so no
     // agent runs during integration and none outlives the run.
-    crate::process::stop_all(crate::agent::STOP_GRACE);
+    crate::process::stop_under(&run_dir, crate::agent::STOP_GRACE);
 
     let mut reports = reports;
     let ready = pendings
@@ -340,12 +340,13 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     Ok(report)
 }
 
-/// Calls [`crate::process::stop_all`] when dropped.
-struct StopAllOnDrop;
+/// Stops the run's processes ([`crate::process::stop_under`] its folder) when dropped; other
+/// runs of the same process (`fanout mcp`) keep theirs.
+struct StopAllOnDrop(PathBuf);
 
 impl Drop for StopAllOnDrop {
     fn drop(&mut self) {
-        crate::process::stop_all(crate::agent::STOP_GRACE);
+        crate::process::stop_under(&self.0, crate::agent::STOP_GRACE);
     }
 }
 

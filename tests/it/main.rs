@@ -3,6 +3,9 @@
 #[path = "../support/model_server.rs"]
 pub mod model_server;
 
+#[path = "../support/anthropic_server.rs"]
+pub mod anthropic_server;
+
 mod codex;
 mod doctor;
 mod escape;
@@ -10,6 +13,7 @@ mod faults;
 mod hardening;
 mod interrupt;
 mod loss;
+mod mcp_server;
 mod outputs;
 mod run;
 mod sandbox;

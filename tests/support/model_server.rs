@@ -30,6 +30,13 @@ pub enum Reply {
     Command(String),
     /// Finish the turn with this assistant message.
     Message(String),
+    /// Call any tool Codex offered with these JSON arguments; MCP tools of Codex 0.169 sit in
+    /// a `namespace` tool (`mcp__<server>`) and are called by their own name plus `namespace`.
+    Function {
+        namespace: Option<String>,
+        name: String,
+        arguments: Value,
+    },
     /// An HTTP error with this status and body.
     Error(u16, String),
     /// Accept the request and never answer (until the server is dropped).
@@ -332,6 +339,22 @@ fn serve(
                     "arguments": json!({"cmd": cmd, "login": false, "yield_time_ms": 30000}).to_string(),
                     "status": "completed",
                 });
+                if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
+                    return;
+                }
+            }
+            Reply::Function {
+                namespace,
+                name,
+                arguments,
+            } => {
+                let mut item = json!({
+                    "type": "function_call", "id": format!("fc_{n}"), "call_id": format!("call_{n}"),
+                    "name": name, "arguments": arguments.to_string(), "status": "completed",
+                });
+                if let Some(ns) = namespace {
+                    item["namespace"] = json!(ns);
+                }
                 if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
