@@ -18,6 +18,7 @@ pub mod cli;
 pub mod doctor;
 pub mod event;
 pub mod eventlog;
+pub mod exit;
 pub mod git;
 pub mod ids;
 pub mod jsonrpc;

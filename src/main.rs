@@ -22,14 +22,14 @@ fn main() -> ExitCode {
                 // `fanout diff … | head`: the reader had enough; end as quietly as a tool
                 // killed by SIGPIPE would (128 + 13), so `set -o pipefail` sees the same.
                 if out.is_broken_pipe() {
-                    return ExitCode::from(141);
+                    return exit(fanout::exit::BROKEN_PIPE);
                 }
             }
             match e.downcast_ref::<fanout::cli::UsageError>() {
                 Some(usage) => eprintln!("fanout: {usage}"),
                 None => eprintln!("fanout: error: {e:#}"),
             }
-            ExitCode::from(2)
+            exit(fanout::exit::USAGE)
         }
     }
 }

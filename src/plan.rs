@@ -110,6 +110,34 @@ impl PlannedTask {
     pub fn id(&self) -> &TaskId {
         &self.spec.id
     }
+
+    /// A task with an `exec` agent and these dependencies (unit tests of the scheduler).
+    #[cfg(test)]
+    pub fn for_tests(id: &str, depends_on: &[&str]) -> PlannedTask {
+        let parse = |s: &str| TaskId::parse(s).expect("a valid test id");
+        PlannedTask {
+            spec: TaskSpec {
+                id: parse(id),
+                prompt: "x".into(),
+                agent: None,
+                paths: Vec::new(),
+                timeout_secs: None,
+                verify: None,
+                verify_timeout_secs: None,
+                depends_on: depends_on.iter().map(|d| parse(d)).collect(),
+                max_attempts: None,
+                max_file_bytes: None,
+                max_change_bytes: None,
+            },
+            agent_name: "exec".into(),
+            profile: crate::taskfile::AgentProfile::new(crate::taskfile::Protocol::Exec, "true"),
+            timeout_secs: 60.0,
+            verify: None,
+            verify_timeout_secs: 60.0,
+            max_attempts: 1,
+            limits: crate::git::collect::ChangeLimits::default(),
+        }
+    }
 }
 
 pub struct Plan {

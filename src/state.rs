@@ -307,6 +307,68 @@ impl StateFile {
 mod tests {
     use super::*;
 
+    #[test]
+    fn resumable_states_of_every_outcome() {
+        // Verified work is kept whatever happened after it.
+        assert_eq!(state_status(TaskStatus::Failed, true, true), "verified");
+        assert_eq!(state_status(TaskStatus::Merged, true, false), "verified");
+        // Cut off by a stop: run again on resume.
+        assert_eq!(state_status(TaskStatus::Failed, false, true), "interrupted");
+        assert_eq!(
+            state_status(TaskStatus::Skipped, false, true),
+            "interrupted"
+        );
+        // Real outcomes stay what they are.
+        assert_eq!(
+            state_status(TaskStatus::VerifyFailed, false, true),
+            "verify_failed"
+        );
+        assert_eq!(state_status(TaskStatus::Failed, false, false), "failed");
+        assert_eq!(
+            state_status(TaskStatus::NoChanges, false, false),
+            "no_changes"
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_starts_from_its_priors_and_finishes_with_the_report() {
+        let run = crate::ids::RunId::parse("20261202-070000-abcd").unwrap();
+        let oid = git2::Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let mut priors = BTreeMap::new();
+        priors.insert("a".to_string(), Prior::Verified(oid));
+        priors.insert(
+            "b".to_string(),
+            Prior::Ended {
+                status: TaskStatus::VerifyFailed,
+                commit: None,
+                error: None,
+            },
+        );
+        let ids: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut st = RunState::start(&run, oid, &ids, &priors);
+        assert_eq!(st.tasks["a"].status, "verified");
+        assert_eq!(st.tasks["b"].status, "verify_failed");
+        assert_eq!(st.tasks["c"].status, "pending");
+        assert_eq!(st.order, ids);
+        let mut report = crate::report::RunReport {
+            interrupted: true,
+            ..Default::default()
+        };
+        for (id, status) in [
+            ("a", TaskStatus::Merged),
+            ("b", TaskStatus::VerifyFailed),
+            ("c", TaskStatus::Failed),
+        ] {
+            let mut t = crate::report::TaskReport::new(id, "x");
+            t.status = status;
+            report.tasks.push(t);
+        }
+        st.finish(&report, &[true, false, false]);
+        assert_eq!(st.status, "interrupted");
+        assert_eq!(st.tasks["a"].status, "verified");
+        assert_eq!(st.tasks["c"].status, "interrupted");
+    }
+
     fn state(ids: &[&str]) -> RunState {
         RunState {
             run_id: "r".into(),

@@ -95,9 +95,7 @@ pub fn resolve_run(repo: &RepoArg, raw: &str) -> anyhow::Result<crate::ids::RunI
 /// The run alias [`resolve_run`] understands.
 pub const LAST_RUN: &str = "last";
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_TASKS_FAILED: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
+pub use crate::exit::{OK as EXIT_OK, TASKS_FAILED as EXIT_TASKS_FAILED, USAGE as EXIT_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(

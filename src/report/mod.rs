@@ -245,13 +245,13 @@ impl RunReport {
     /// 0 when every task merged or had nothing to change, 1 otherwise, 130 when interrupted.
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
-            130
+            crate::exit::INTERRUPTED
         } else if self.output_failures.is_empty()
             && self.tasks.iter().all(|t| t.status.is_success())
         {
-            0
+            crate::exit::OK
         } else {
-            1
+            crate::exit::TASKS_FAILED
         }
     }
 }

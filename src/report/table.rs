@@ -70,3 +70,116 @@ fn first_lines(s: &str, n: usize) -> String {
 pub fn short(oid: &str) -> &str {
     &oid[..oid.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{TaskReport, TaskStatus};
+
+    /// A small run with every kind of outcome, for the snapshot tests of the outputs.
+    pub(crate) fn sample() -> RunReport {
+        let mut merged = TaskReport::new("users-route", "codex");
+        merged.status = TaskStatus::Merged;
+        merged.files = vec!["src/routes/users.ts".into()];
+        merged.insertions = 12;
+        merged.deletions = 3;
+        merged.duration_ms = 4_200;
+        let mut conflict = TaskReport::new("orders-route", "codex");
+        conflict.status = TaskStatus::Conflict;
+        conflict.conflict_paths = vec!["src/app.ts".into()];
+        conflict.duration_ms = 1_000;
+        let mut failed = TaskReport::new("auth", "exec");
+        failed.status = TaskStatus::VerifyFailed;
+        failed.error = Some("verification failed after 2 attempt(s): exit 1\nmore".into());
+        failed.duration_ms = 950;
+        let mut counts = std::collections::BTreeMap::new();
+        counts.insert("merged".to_string(), 1);
+        counts.insert("conflict".to_string(), 1);
+        counts.insert("verify_failed".to_string(), 1);
+        RunReport {
+            schema_version: 1,
+            run_id: "20261202-070000-abcd".into(),
+            base: "0123456789abcdef0123456789abcdef01234567".into(),
+            base_rev: "HEAD".into(),
+            integration_branch: "fanout/20261202-070000-abcd/merged".into(),
+            integration_commit: "fedcba9876543210fedcba9876543210fedcba98".into(),
+            duration_ms: 6_000,
+            counts,
+            tasks: vec![merged, conflict, failed],
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn table_snapshot() {
+        let expected = "\
+task          status         files        +        -   seconds
+users-route   merged             1      +12       -3       4.2
+orders-route  conflict           0       +0       -0       1.0
+auth          verify_failed      0       +0       -0       0.9
+
+  orders-route: conflicts in src/app.ts
+  auth: verification failed after 2 attempt(s): exit 1 / more
+
+run 20261202-070000-abcd: 1 conflict, 1 merged, 1 verify_failed — integration branch fanout/20261202-070000-abcd/merged at fedcba987654
+";
+        assert_eq!(render(&sample()), expected);
+    }
+
+    #[test]
+    fn junit_snapshot() {
+        let xml = crate::report::junit::render(&sample());
+        let expected = "\
+<?xml version=\"1.0\" encoding=\"UTF-8\"?>
+<testsuites name=\"fanout\" tests=\"3\" failures=\"2\" skipped=\"0\" time=\"6.000\">
+  <testsuite name=\"fanout run 20261202-070000-abcd\" tests=\"3\" failures=\"2\" errors=\"0\" skipped=\"0\" time=\"6.000\">
+    <properties>
+      <property name=\"base\" value=\"0123456789abcdef0123456789abcdef01234567\"/>
+      <property name=\"integration_branch\" value=\"fanout/20261202-070000-abcd/merged\"/>
+      <property name=\"integration_commit\" value=\"fedcba9876543210fedcba9876543210fedcba98\"/>
+    </properties>
+    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"users-route\" time=\"4.200\">
+      <system-out>merged: 1 file(s) +12 -3</system-out>
+    </testcase>
+    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"orders-route\" time=\"1.000\">
+      <failure type=\"conflict\" message=\"conflict\">conflict</failure>
+    </testcase>
+    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"auth\" time=\"0.950\">
+      <failure type=\"verify_failed\" message=\"verification failed after 2 attempt(s): exit 1\">verification failed after 2 attempt(s): exit 1
+more</failure>
+    </testcase>
+  </testsuite>
+</testsuites>
+";
+        assert_eq!(xml, expected);
+    }
+
+    #[test]
+    fn report_json_snapshot_keeps_its_fields() {
+        let v = serde_json::to_value(sample()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "schema_version",
+                "run_id",
+                "repo",
+                "base",
+                "base_rev",
+                "integration_branch",
+                "integration_commit",
+                "run_dir",
+                "interrupted",
+                "sandbox",
+                "duration_ms",
+                "counts",
+                "tasks"
+            ]
+        );
+        let task = &v["tasks"][1];
+        assert_eq!(task["status"], "conflict");
+        assert_eq!(task["conflict_paths"], serde_json::json!(["src/app.ts"]));
+        let back: RunReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sample());
+    }
+}

@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 pub mod events;
 mod integrate;
+mod schedule;
 pub mod stop;
 mod task;
 
@@ -29,6 +30,7 @@ pub use events::Events;
 pub use stop::Stop;
 
 use crate::event::{EventKind, Output, Reporter};
+use schedule::Schedule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -472,80 +474,6 @@ async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
         })
         .collect();
     (reports, pendings)
-}
-
-/// Which task may start next: task-file order among the tasks whose dependencies all ended.
-struct Schedule {
-    /// Task indices ready to start, smallest (earliest in the task file) first.
-    ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
-    /// Dependencies of each task that have not ended yet.
-    waiting: Vec<usize>,
-    /// Tasks that depend on each task.
-    dependents: Vec<Vec<usize>>,
-    /// What each ended task tells its dependents.
-    results: Vec<Option<task::DepResult>>,
-    index: std::collections::HashMap<String, usize>,
-}
-
-impl Schedule {
-    fn new(tasks: &[PlannedTask]) -> Schedule {
-        let index: std::collections::HashMap<String, usize> = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id().to_string(), i))
-            .collect();
-        let mut waiting = vec![0; tasks.len()];
-        let mut dependents = vec![Vec::new(); tasks.len()];
-        for (i, t) in tasks.iter().enumerate() {
-            for d in &t.spec.depends_on {
-                if let Some(&j) = index.get(d.as_str()) {
-                    waiting[i] += 1;
-                    dependents[j].push(i);
-                }
-            }
-        }
-        let ready = (0..tasks.len())
-            .filter(|&i| waiting[i] == 0)
-            .map(std::cmp::Reverse)
-            .collect();
-        Schedule {
-            ready,
-            waiting,
-            dependents,
-            results: vec![None; tasks.len()],
-            index,
-        }
-    }
-
-    fn next_ready(&mut self) -> Option<usize> {
-        self.ready.pop().map(|std::cmp::Reverse(i)| i)
-    }
-
-    /// The ended dependencies' results, in the form the pipeline waits on (already filled in).
-    fn dep_receivers(
-        &self,
-        task: &PlannedTask,
-    ) -> Vec<(String, watch::Receiver<Option<task::DepResult>>)> {
-        task.spec
-            .depends_on
-            .iter()
-            .filter_map(|d| {
-                let &j = self.index.get(d.as_str())?;
-                let (_tx, rx) = watch::channel(self.results[j].clone());
-                Some((d.to_string(), rx))
-            })
-            .collect()
-    }
-
-    fn finished(&mut self, i: usize, result: task::DepResult) {
-        self.results[i] = Some(result);
-        for k in std::mem::take(&mut self.dependents[i]) {
-            self.waiting[k] -= 1;
-            if self.waiting[k] == 0 {
-                self.ready.push(std::cmp::Reverse(k));
-            }
-        }
-    }
 }
 
 fn pending_commit(p: &Pending) -> Option<String> {
