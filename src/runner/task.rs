@@ -416,10 +416,15 @@ async fn pipeline(
     }
 }
 
-/// TEST-ONLY hook: `FANOUT_TEST_TAMPER_AFTER_COMMIT=<relative path>` appends one byte to that
+/// Without the `test-hooks` feature (every release build) there is no tamper hook.
+#[cfg(not(feature = "test-hooks"))]
+fn tamper_for_tests(_worktree: &Path, _collected: &Collected) {}
+
+/// TEST-ONLY hook (the `test-hooks` feature): `FANOUT_TEST_TAMPER_AFTER_COMMIT=<relative path>` appends one byte to that
 /// file of the task's worktree (re-creating it if the task deleted it) after the commit and
 /// before verification, so tests can prove that read-back catches a worktree that no longer
 /// matches the commit. Only paths the task changed are touched.
+#[cfg(feature = "test-hooks")]
 fn tamper_for_tests(worktree: &Path, collected: &Collected) {
     let Some(rel) = std::env::var_os("FANOUT_TEST_TAMPER_AFTER_COMMIT") else {
         return;
