@@ -182,7 +182,22 @@ impl Session {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
             Session::AppServer(s) => s.turn(prompt, deadline).await,
-            Session::Exec(s) => s.turn(prompt, deadline).await,
+            Session::Exec(s) => s.turn(prompt, None, deadline).await,
+        }
+    }
+
+    /// A feedback round: conversational agents get `feedback` as the next message; an `exec`
+    /// agent, which has no conversation, is run again with the task's `prompt` unchanged and
+    /// the feedback apart.
+    pub async fn feedback(
+        &mut self,
+        prompt: &str,
+        feedback: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
+        match self {
+            Session::Exec(s) => s.turn(prompt, Some(feedback), deadline).await,
+            other => other.turn(feedback, deadline).await,
         }
     }
 

@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 mod integrate;
 mod progress;
+mod retry;
 mod stop;
 mod task;
 

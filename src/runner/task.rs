@@ -93,12 +93,12 @@ pub(crate) async fn run(
 }
 
 /// Ends a pipeline early with a status and a message.
-struct Stop {
+pub(crate) struct Stop {
     status: TaskStatus,
     error: String,
 }
 
-fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
+pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
     Stop {
         status,
         error: error.into(),
@@ -227,7 +227,7 @@ async fn pipeline(
         }
     };
 
-    let mut prompt = task.spec.prompt.clone();
+    let mut feedback: Option<String> = None;
     let mut attempt = 0u32;
     let mut collect_failed = false;
     let result = loop {
@@ -237,11 +237,20 @@ async fn pipeline(
         );
         events.record("turn_started", json!({"attempt": attempt}));
         let turn = tokio::select! {
-            t = session.turn(&prompt, turn_deadline) => t,
+            t = async {
+                match &feedback {
+                    Some(f) => session.feedback(&task.spec.prompt, f, turn_deadline).await,
+                    None => session.turn(&task.spec.prompt, turn_deadline).await,
+                }
+            } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
         };
         if let Err(e) = turn {
-            break Err(agent_stop(e));
+            // A feedback round that fails leaves the gate failure as the task's outcome.
+            break Err(match feedback {
+                Some(_) if !*shared.cancel.borrow() => super::retry::feedback_round_failed(report, &e),
+                _ => agent_stop(e),
+            });
         }
         // 4. Collect.
         let collected = collect_blocking(shared, &paths, start, task).await;
@@ -297,7 +306,7 @@ async fn pipeline(
             report.attempt_history.push(attempt_report);
             break Ok(collected.commit);
         }
-        let feedback = feedback_prompt(&failed, attempt, task.max_attempts);
+        let text = feedback_prompt(&failed, attempt, task.max_attempts);
         attempt_report.failure = Some(
             failed
                 .iter()
@@ -310,20 +319,15 @@ async fn pipeline(
         report.attempt_history.push(attempt_report);
         events.record(
             "verify_failed",
-            json!({"attempt": attempt, "feedback": feedback}),
+            json!({"attempt": attempt, "feedback": text}),
         );
         if attempt >= task.max_attempts || *shared.cancel.borrow() {
-            let why = report
-                .attempt_history
-                .last()
-                .and_then(|a| a.failure.clone())
-                .unwrap_or_default();
             break Err(stop(
                 TaskStatus::VerifyFailed,
-                format!("verification failed after {attempt} attempt(s): {why}"),
+                super::retry::verify_failed_error(report, attempt),
             ));
         }
-        prompt = feedback;
+        feedback = Some(text);
     };
     report.agent = session.info();
     record_sandbox(report, report.agent.sandbox.clone(), &paths.status_file);

@@ -10,6 +10,7 @@ mod faults;
 mod hardening;
 mod interrupt;
 mod loss;
+mod nightly;
 mod run;
 mod sandbox;
 mod sandbox_run;
