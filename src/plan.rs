@@ -104,6 +104,8 @@ pub struct PlannedTask {
     pub max_attempts: u32,
     /// What the task's change may weigh.
     pub limits: crate::git::collect::ChangeLimits,
+    /// The task file's named shared caches.
+    pub caches: Vec<taskfile::Cache>,
 }
 
 impl PlannedTask {
@@ -208,6 +210,7 @@ impl Plan {
                     }
                 },
                 profile,
+                caches: file.caches.clone(),
                 spec: spec.clone(),
             });
         }

@@ -167,9 +167,19 @@ pub struct TaskSpec {
     pub max_change_bytes: Option<u64>,
 }
 
+/// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the
+/// variables in `env` point at (each to the folder itself, or to a subfolder of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cache {
+    pub name: String,
+    /// (variable, subfolder; "" = the folder itself)
+    pub env: Vec<(String, String)>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskFile {
     pub base: Option<String>,
+    pub caches: Vec<Cache>,
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
@@ -432,6 +442,7 @@ impl Validator {
     fn file(&mut self, value: &Value) -> TaskFile {
         let mut file = TaskFile {
             base: None,
+            caches: Vec::new(),
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
             verifier: None,
@@ -450,6 +461,9 @@ impl Validator {
                     ),
                 }
                 file.base = self.string(obj, "base", "$");
+                if let Some(c) = obj.get("caches") {
+                    file.caches = self.caches(c);
+                }
                 if let Some(d) = obj.get("defaults") {
                     file.defaults = self.defaults(d);
                 }
@@ -539,6 +553,97 @@ impl Validator {
         }
         self.cross_checks(&file, tasks_path);
         file
+    }
+
+    /// `caches`: preset names (`"pip"`) or `{"name": …, "env": ["VAR", …]}`.
+    fn caches(&mut self, value: &Value) -> Vec<Cache> {
+        let path = "$.caches";
+        let Value::Array(items) = value else {
+            self.problem(
+                path,
+                format!(
+                    "expected an array of cache names or objects, found {}",
+                    kind(value)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<Cache> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let loc = format!("{path}[{i}]");
+            let cache = match item {
+                Value::String(name) => match crate::taskenv::preset(name) {
+                    Some(vars) => Cache {
+                        name: name.clone(),
+                        env: vars
+                            .iter()
+                            .map(|(v, s)| (v.to_string(), s.to_string()))
+                            .collect(),
+                    },
+                    None => {
+                        self.problem(
+                            &loc,
+                            format!(
+                                "unknown cache preset {name:?}; presets: {} (or an object {{\"name\", \"env\"}})",
+                                crate::taskenv::PRESETS.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                },
+                Value::Object(obj) => {
+                    self.known_fields(obj, &loc, &["name", "env"]);
+                    let name = self.string(obj, "name", &loc);
+                    let env = self.strings(obj, "env", &loc).unwrap_or_default();
+                    let Some(name) = name else {
+                        if !obj.contains_key("name") {
+                            self.problem(&loc, "missing field \"name\"");
+                        }
+                        continue;
+                    };
+                    if env.is_empty() {
+                        self.problem(&loc, "`env` must name at least one variable");
+                    }
+                    for (j, v) in env.iter().enumerate() {
+                        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        {
+                            self.problem(
+                                &format!("{loc}.env[{j}]"),
+                                format!("{v:?} is not a variable name"),
+                            );
+                        }
+                    }
+                    Cache {
+                        name,
+                        env: env.into_iter().map(|v| (v, String::new())).collect(),
+                    }
+                }
+                other => {
+                    self.problem(
+                        &loc,
+                        format!("expected a preset name or an object, found {}", kind(other)),
+                    );
+                    continue;
+                }
+            };
+            // The name is a folder name under the caches folder.
+            if crate::ids::TaskId::parse(&cache.name).is_err() {
+                self.problem(
+                    &loc,
+                    format!(
+                        "cache name {:?}: 1-64 of [A-Za-z0-9._-], no leading dot",
+                        cache.name
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|c| c.name == cache.name) {
+                self.problem(&loc, format!("duplicate cache {:?}", cache.name));
+                continue;
+            }
+            out.push(cache);
+        }
+        out
     }
 
     fn defaults(&mut self, value: &Value) -> Defaults {

@@ -231,6 +231,7 @@ pub fn base_env(
     let mut env = BTreeMap::new();
     env.insert("FANOUT_TASK_ID".into(), ctx_task.to_string());
     env.insert("FANOUT_WORKTREE".into(), worktree.display().to_string());
+    env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
     let tmp = scratch.join("tmp");
     env.insert("TMPDIR".into(), tmp.display().to_string());
     env

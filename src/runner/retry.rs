@@ -20,7 +20,11 @@ pub(crate) fn verify_failed_error(report: &TaskReport, attempts: u32) -> String 
     let mut text = format!("verification failed after {attempts} attempt(s): {why}");
     for g in report.verify.iter().filter(|g| !g.passed) {
         if let Some(out) = g.output.as_deref().filter(|o| !o.trim().is_empty()) {
-            text.push_str(&format!("\n{} output:\n{}", g.gate, tail(out, ERROR_OUTPUT)));
+            text.push_str(&format!(
+                "\n{} output:\n{}",
+                g.gate,
+                tail(out, ERROR_OUTPUT)
+            ));
         }
     }
     text

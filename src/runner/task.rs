@@ -56,7 +56,7 @@ pub(crate) async fn run(
     let started = shared.run_started;
 
     let mut slot = None;
-    let (pending, commit) = match pipeline(&shared, task, deps, jobs, &mut report, &mut slot).await
+    let (pending, commit) = match pipeline(&shared, index, deps, jobs, &mut report, &mut slot).await
     {
         Ok(r) => r,
         Err(Stop { status, error }) => {
@@ -65,6 +65,9 @@ pub(crate) async fn run(
             (Pending::Done, None)
         }
     };
+    if !shared.options.keep_worktrees {
+        crate::taskenv::remove_task_tmp(&shared.run_dir, index);
+    }
     if report.patch.is_none() {
         // One patch per task, empty when the task changed nothing (or never ran).
         let patch = shared
@@ -107,12 +110,13 @@ pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
 
 async fn pipeline(
     shared: &Arc<Shared>,
-    task: &PlannedTask,
+    index: usize,
     deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
     jobs: Arc<Semaphore>,
     report: &mut TaskReport,
     slot: &mut Option<Instant>,
 ) -> Result<(Pending, Option<git2::Oid>), Stop> {
+    let task = &shared.tasks[index];
     // 1. Dependencies: all must be verified; the task starts from base + their commits.
     let mut dep_commits = Vec::new();
     for (name, mut rx) in deps {
@@ -201,9 +205,24 @@ async fn pipeline(
     };
     report.branch = Some(paths.branch.clone());
     report.started_from = Some(start.to_string());
+    let task_env = {
+        let (run_dir, common, scratch, caches, run_as) = (
+            shared.run_dir.clone(),
+            shared.common_dir.clone(),
+            paths.scratch.clone(),
+            task.caches.clone(),
+            shared.options.sandbox.run_as,
+        );
+        blocking(move || {
+            crate::taskenv::prepare_task(&run_dir, &common, index, &scratch, &caches, run_as)
+                .map_err(|e| crate::error_chain(&e))
+        })
+        .await
+        .map_err(|e| stop(TaskStatus::Failed, e))?
+    };
 
     // 3. Agent session.
-    let spawn = spawn_spec(shared, task, &paths);
+    let spawn = spawn_spec(shared, task, &paths, &task_env);
     let ctx = AgentContext {
         task_id: id.clone(),
         worktree: paths.worktree.clone(),
@@ -248,7 +267,9 @@ async fn pipeline(
         if let Err(e) = turn {
             // A feedback round that fails leaves the gate failure as the task's outcome.
             break Err(match feedback {
-                Some(_) if !*shared.cancel.borrow() => super::retry::feedback_round_failed(report, &e),
+                Some(_) if !*shared.cancel.borrow() => {
+                    super::retry::feedback_round_failed(report, &e)
+                }
                 _ => agent_stop(e),
             });
         }
@@ -508,7 +529,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// The sandboxed process settings every process of this task uses.
-fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
+fn spawn_spec(
+    shared: &Shared,
+    task: &PlannedTask,
+    paths: &Paths,
+    task_env: &crate::taskenv::TaskEnv,
+) -> SpawnSpec {
     let sb = &shared.options.sandbox;
     let mut ports = vec![443u16];
     ports.extend(&task.profile.connect_ports);
@@ -526,7 +552,10 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
     };
     let policy = Policy {
         enforce: sb.enabled,
-        writable: vec![paths.worktree.clone(), paths.scratch.clone()],
+        writable: [paths.worktree.clone(), paths.scratch.clone()]
+            .into_iter()
+            .chain(task_env.writable.iter().cloned())
+            .collect(),
         read,
         net,
         min_abi: sb.min_abi,
@@ -534,6 +563,7 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+    env.extend(task_env.env.clone());
     if sb.run_as.is_some() {
         dropped_root_env(&mut env, &paths.scratch);
     }
@@ -675,10 +705,15 @@ async fn verify_gates(
         spec.stderr_log = paths.stderr_log.with_extension("verify.log");
         spec.status_file = paths.status_file.with_extension("verify.json");
         let argv = cmd.argv();
-        let out = verify::command::run(
+        let log = shared
+            .run_dir
+            .join("logs")
+            .join(format!("{}.verify.log", task.id()));
+        let out = verify::command::run_logged(
             &spec,
             &argv,
             Duration::from_secs_f64(task.verify_timeout_secs),
+            Some(&log),
         )
         .await;
         gates.push(GateResult {

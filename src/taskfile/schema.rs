@@ -39,6 +39,8 @@ pub enum Kind {
     Agents,
     Profile,
     Tasks,
+    /// Named shared caches: preset names or `{name, env}` objects.
+    Caches,
 }
 
 /// One field of an object of the task file.
@@ -85,6 +87,11 @@ pub const FILE_FIELDS: &[Field] = &[
         "agents",
         Kind::Agents,
         "Named agent profiles; the built-in `codex` needs no entry.",
+    ),
+    field(
+        "caches",
+        Kind::Caches,
+        "Named caches shared by every task and run, writable in the sandbox: presets (`cargo`, `pip`, `uv`, `npm`, `yarn`, `go`) set the tool's cache variable to a folder under <git-dir>/fanout/caches/<name>; `{\"name\": …, \"env\": [\"VAR\"]}` points VAR there.",
     ),
     field(
         "verifier",
@@ -324,6 +331,21 @@ fn kind_schema(kind: Kind) -> Value {
         }),
         Kind::Profile => json!({"$ref": "#/$defs/profile"}),
         Kind::Tasks => json!({"$ref": "#/$defs/tasks"}),
+        Kind::Caches => json!({
+            "type": "array",
+            "items": {"oneOf": [
+                {"enum": crate::taskenv::PRESETS},
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "pattern": TASK_ID_PATTERN},
+                        "env": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[A-Za-z0-9_]+$"}}
+                    },
+                    "required": ["name", "env"],
+                    "additionalProperties": false
+                }
+            ]}
+        }),
     }
 }
 
@@ -353,6 +375,7 @@ mod tests {
             Kind::Agents => json!({"e": {"protocol": "exec", "command": "true"}}),
             Kind::Profile => json!({"command": "claude"}),
             Kind::Tasks => json!([{"id": "t0", "prompt": "x"}, {"id": "t1", "prompt": "y"}]),
+            Kind::Caches => json!(["pip", {"name": "tool", "env": ["TOOL_CACHE"]}]),
         }
     }
 

@@ -21,8 +21,14 @@ fn python_project(modules: usize, subdir: &str) -> TestRepo {
         &path.join("pyproject.toml"),
         "[project]\nname = \"inventory\"\nversion = \"0.3.1\"\nrequires-python = \">=3.9\"\n\n[tool.setuptools.packages.find]\nwhere = [\"src\"]\n",
     );
-    w(&path.join("README.md"), "# inventory\n\nStock keeping for small shops.\n");
-    w(&path.join(".gitignore"), "__pycache__/\n*.pyc\n.env\n.venv/\nbuild/\n");
+    w(
+        &path.join("README.md"),
+        "# inventory\n\nStock keeping for small shops.\n",
+    );
+    w(
+        &path.join(".gitignore"),
+        "__pycache__/\n*.pyc\n.env\n.venv/\nbuild/\n",
+    );
     w(
         &pkg.join("__init__.py"),
         "\"\"\"Stock keeping.\"\"\"\n\n__version__ = \"0.3.1\"\n",
@@ -110,17 +116,165 @@ fn exec_codemods_get_their_prompt_again_and_the_feedback_apart() {
     assert_eq!(t["attempts"], 2, "{t}");
     let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
     let text = String::from_utf8_lossy(&merged["src/inventory/line_00.py"]).into_owned();
-    assert!(text.contains("import round_money") && !text.contains("old_round"), "{text}");
+    assert!(
+        text.contains("import round_money") && !text.contains("old_round"),
+        "{text}"
+    );
     // Out of attempts because its gate kept failing: verify_failed with the gate's output.
     let t = task(&report, "line-01");
     assert_eq!(t["status"], "verify_failed", "{t}");
     let error = t["error"].as_str().unwrap();
     assert!(error.contains("expected round_money everywhere"), "{error}");
     assert!(!error.starts_with("the agent exited"), "{error}");
-    assert!(error.contains("exit code 2"), "the failed round is noted: {error}");
+    assert!(
+        error.contains("exit code 2"),
+        "the failed round is noted: {error}"
+    );
     let table = stdout(&out);
     assert!(
         table.contains("line-01: verification failed after 1 attempt(s)"),
         "{table}"
     );
+}
+
+/// `fanout run` with HOME set to `home` and the git configuration of that home in effect
+/// (no GIT_CONFIG_GLOBAL), as on a developer's machine or a CI runner.
+fn run_with_home(
+    repo: &TestRepo,
+    tasks: &Path,
+    home: &Path,
+    extra: &[&str],
+) -> (std::process::Output, Value) {
+    let report = repo.report_path();
+    let _ = std::fs::remove_file(&report);
+    let out = std::process::Command::new(fanout_bin())
+        .arg("run")
+        .arg("--tasks")
+        .arg(tasks)
+        .arg("--report")
+        .arg(&report)
+        .args(extra)
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("HOME", home)
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("GIT_CONFIG_SYSTEM", "/dev/null")
+        .output()
+        .expect("fanout runs");
+    let value = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (out, value)
+}
+
+/// A verify command that binds an AF_UNIX socket in `$TMPDIR` (like a test server) works
+/// whatever the repository's path and the task's id: TMPDIR is short.
+#[test]
+fn a_verify_command_binds_a_unix_socket_in_tmpdir_from_a_deep_repository() {
+    let deep = format!(
+        "{}/{}/{}",
+        "workspace-".repeat(8),
+        "clients-".repeat(10),
+        "inventory"
+    );
+    let repo = python_project(2, &deep);
+    let id = format!("migrate-{}", "pricing-line-".repeat(4))
+        .chars()
+        .take(60)
+        .collect::<String>();
+    assert_eq!(id.len(), 60);
+    assert!(repo.path.as_os_str().len() > 150, "{}", repo.path.display());
+    let bind = "import os, socket; p = os.path.join(os.environ['TMPDIR'], 'test-server.sock'); \
+                s = socket.socket(socket.AF_UNIX); s.bind(p); s.listen(1); \
+                open('socket-path.txt', 'w').write(p); print('bound', p, len(p))";
+    let file = repo.write_tasks(&json!({
+        "defaults": {"agent": "codemod"},
+        "agents": {"codemod": exec_agent(
+            "sed -i s/old_round/round_money/g src/inventory/line_00.py; echo \"$TMPDIR\" > tmpdir.txt")},
+        "tasks": [{
+            "id": id,
+            "prompt": "use round_money in line_00",
+            "verify": ["python3", "-c", bind]
+        }]
+    }));
+    let before = repo.snapshot();
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, &id);
+    assert_eq!(t["status"], "merged", "{t}");
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    let tmpdir = String::from_utf8_lossy(&merged["tmpdir.txt"])
+        .trim()
+        .to_string();
+    assert!(tmpdir.len() < 40, "TMPDIR is short: {tmpdir}");
+    // Removed with the task, and the run's temp folder with the run.
+    assert!(!Path::new(&tmpdir).exists(), "{tmpdir} is left");
+    assert!(
+        !Path::new(&tmpdir).parent().unwrap().exists(),
+        "the run's temp folder is left"
+    );
+    let run_dir = Path::new(report["run_dir"].as_str().unwrap());
+    assert!(std::fs::symlink_metadata(run_dir.join("tmp")).is_err());
+    // The verify command's output is in its log.
+    let log = std::fs::read_to_string(run_dir.join("logs").join(format!("{id}.verify.log")))
+        .unwrap_or_default();
+    assert!(log.contains("bound "), "verify log: {log:?}");
+    repo.assert_left_as(&before);
+}
+
+/// Agents and verify commands get a private, writable HOME with XDG folders and the user's
+/// git identity, and named caches that outlive tasks and runs.
+#[test]
+fn tasks_get_a_private_home_and_shared_caches() {
+    let repo = python_project(2, "repo");
+    let home = repo.tmp.path().join("user-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        "[user]\n\tname = Nightly Bot\n\temail = nightly@example.invalid\n",
+    )
+    .unwrap();
+    let script = r#"
+set -e
+touch "$HOME/.probe" "$XDG_CONFIG_HOME/probe" "$XDG_CACHE_HOME/probe" "$XDG_DATA_HOME/probe"
+git config --global user.name > identity-$FANOUT_TASK_ID.txt
+echo "$FANOUT_TASK_ID" > "$PIP_CACHE_DIR/seen-$FANOUT_TASK_ID"
+ls "$PIP_CACHE_DIR" > pip-$FANOUT_TASK_ID.txt
+echo x > "$TOOL_CACHE/tool-$FANOUT_TASK_ID"
+"#;
+    let file = repo.write_tasks(&json!({
+        "caches": ["pip", {"name": "tool", "env": ["TOOL_CACHE"]}],
+        "defaults": {"agent": "sh",
+                     "verify": "touch \"$HOME/verify-was-here\" \"$PIP_CACHE_DIR/verify-$FANOUT_TASK_ID\""},
+        "agents": {"sh": exec_agent(script)},
+        "tasks": [
+            {"id": "first", "prompt": "x"},
+            {"id": "second", "prompt": "x", "depends_on": ["first"]}
+        ]
+    }));
+    let (out, report) = run_with_home(&repo, &file, &home, &["--no-readback", "--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    let text = |p: &str| String::from_utf8_lossy(&merged[p]).into_owned();
+    assert_eq!(text("identity-first.txt"), "Nightly Bot\n");
+    // The second task saw what the first (and its verify command) left in the cache.
+    let seen = text("pip-second.txt");
+    assert!(
+        seen.contains("seen-first") && seen.contains("verify-first"),
+        "{seen}"
+    );
+    // The caches stay after the run, for the next one.
+    let caches = repo.path.join(".git/fanout/caches");
+    assert!(caches.join("pip/seen-second").exists());
+    assert!(caches.join("tool/tool-first").exists());
+    // The user's own home was not written.
+    let mut entries: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, [".gitconfig"]);
 }
