@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::ids::TaskId;
 
+pub mod generate;
 pub mod schema;
 
 /// One thing wrong with a task file, and where.
@@ -165,6 +166,8 @@ pub struct TaskSpec {
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
+    /// A template (`for_each`) not expanded yet: see [`generate`].
+    pub template: bool,
 }
 
 /// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the
@@ -188,6 +191,46 @@ pub struct TaskFile {
 
 /// Agent names that exist without an `agents` entry. `codex` is resolved by the Codex module.
 pub const BUILTIN_AGENTS: &[&str] = &["codex"];
+
+/// Lists the repository's tracked files at the file's `base` (or the run's).
+pub type TrackedFiles<'a> = dyn Fn(Option<&str>) -> Result<Vec<String>, String> + 'a;
+
+/// Reads a task file and expands its templates over `tracked` (the repository's tracked files
+/// at the base commit); returns the expanded text (a plain task file) and its parse.
+pub fn load_expanded(
+    path: &Path,
+    tracked: &TrackedFiles<'_>,
+) -> Result<(String, TaskFile), TaskFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TaskFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let invalid = |problems| TaskFileError::Invalid {
+        path: path.display().to_string(),
+        problems,
+    };
+    let file = parse(&text).map_err(invalid)?;
+    if !file.tasks.iter().any(|t| t.template) {
+        return Ok((text, file));
+    }
+    let value: Value = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
+        .map_err(|e| {
+            invalid(vec![Problem {
+                location: "$".into(),
+                message: e.to_string(),
+            }])
+        })?;
+    let files = tracked(file.base.as_deref()).map_err(|e| {
+        invalid(vec![Problem {
+            location: "$".into(),
+            message: format!("cannot list the repository's files: {e}"),
+        }])
+    })?;
+    let expanded = generate::expand(&value, &files).map_err(invalid)?;
+    let text = serde_json::to_string_pretty(&expanded).unwrap_or_default();
+    let file = parse(&text).map_err(invalid)?;
+    Ok((text, file))
+}
 
 /// Reads and validates a task file.
 pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
@@ -537,18 +580,34 @@ impl Validator {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             let loc = format!("{tasks_path}[{i}]");
-            if let Some(task) = self.task(item, &loc, &all_ids) {
-                if let Some(first) = seen.insert(task.id.to_string(), i) {
-                    self.problem(
-                        &format!("{loc}.id"),
-                        format!(
-                            "duplicate task id {:?} (first used at {tasks_path}[{first}])",
-                            task.id.as_str()
-                        ),
-                    );
-                    continue;
+            // Told even when either task has other problems: each is worth knowing at once.
+            let is_template = item.get("for_each").is_some();
+            let duplicate = match item
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|_| !is_template)
+            {
+                Some(id) => {
+                    match seen.get(id) {
+                        Some(&first) => {
+                            self.problem(
+                            &format!("{loc}.id"),
+                            format!("duplicate task id {id:?} (first used at {tasks_path}[{first}])"),
+                        );
+                            true
+                        }
+                        None => {
+                            seen.insert(id.to_string(), i);
+                            false
+                        }
+                    }
                 }
-                file.tasks.push(task);
+                None => false,
+            };
+            if let Some(task) = self.task(item, &loc, &all_ids) {
+                if !duplicate {
+                    file.tasks.push(task);
+                }
             }
         }
         self.cross_checks(&file, tasks_path);
@@ -762,11 +821,28 @@ impl Validator {
     fn task(&mut self, value: &Value, path: &str, all_ids: &BTreeSet<String>) -> Option<TaskSpec> {
         let obj = self.object(value, path)?;
         self.known_fields(obj, path, &schema::names(schema::TASK_FIELDS));
+        let template = match obj.get("for_each") {
+            Some(fe) => {
+                let mut problems = Vec::new();
+                generate::parse_for_each(fe, &format!("{path}.for_each"), &mut problems);
+                self.problems.extend(problems);
+                true
+            }
+            None => false,
+        };
         let id = match obj.get("id") {
             None => {
                 self.problem(path, "missing field \"id\"");
                 None
             }
+            // A template's id is checked with sample values in its placeholders.
+            Some(Value::String(s)) if template => match TaskId::parse(&generate::sample_id(s)) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.problem(&format!("{path}.id"), e);
+                    None
+                }
+            },
             Some(Value::String(s)) => match TaskId::parse(s) {
                 Ok(id) => Some(id),
                 Err(e) => {
@@ -849,6 +925,7 @@ impl Validator {
             max_attempts,
             max_file_bytes,
             max_change_bytes,
+            template,
         })
     }
 
@@ -1016,6 +1093,20 @@ mod tests {
             joined.contains("$.tasks[4].timeout_secs: must be a positive number"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn a_duplicate_id_is_reported_next_to_other_problems() {
+        let p = problems(
+            r#"[{"id":"a","prompt":"x","timeout_secs":-1},
+                {"id":"a","prompt":""}]"#,
+        );
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("$[1].id: duplicate task id \"a\" (first used at $[0])"),
+            "{joined}"
+        );
+        assert!(joined.contains("$[0].timeout_secs"), "{joined}");
     }
 
     #[test]

@@ -278,3 +278,66 @@ echo x > "$TOOL_CACHE/tool-$FANOUT_TASK_ID"
     entries.sort();
     assert_eq!(entries, [".gitconfig"]);
 }
+
+/// A codemod over every module of a 40-module package from one template: `validate --expand`
+/// shows the 40 tasks, the run merges them all, and a clash of generated ids is an error
+/// naming both sources.
+#[test]
+fn a_template_expands_over_forty_tracked_files() {
+    let repo = python_project(40, "repo");
+    // An untracked module is not a task.
+    std::fs::write(repo.path.join("src/inventory/line_99.py"), "x = 1\n").unwrap();
+    // The codemod takes its file from the prompt's last word.
+    let codemod =
+        "set -- $FANOUT_PROMPT; eval \"f=\\${$#}\"; sed -i s/old_round/round_money/g \"$f\"";
+    let file = repo.write_tasks(&json!({
+        "defaults": {"agent": "codemod", "max_attempts": 1},
+        "agents": {"codemod": exec_agent(codemod)},
+        "tasks": [{
+            "id": "round-{stem}",
+            "prompt": "Use round_money instead of old_round in {path}",
+            "paths": ["{path}"],
+            "verify": "python3 -m py_compile {path}",
+            "for_each": {"files": "src/inventory/line_*.py"}
+        }]
+    }));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let listing = stdout(&out);
+    let ids: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split('\t').next().filter(|_| l.contains('\t')))
+        .collect();
+    assert_eq!(ids.len(), 40, "{listing}");
+    assert_eq!(ids[0], "round-line_00");
+    assert!(listing.contains("[src/inventory/line_39.py]"), "{listing}");
+    assert!(listing.contains("valid — 40 task(s)"), "{listing}");
+
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st.len(), 40);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    for m in 0..40 {
+        let text =
+            String::from_utf8_lossy(&merged[&format!("src/inventory/line_{m:02}.py")]).into_owned();
+        assert!(!text.contains("old_round"), "line_{m:02}: {text}");
+    }
+
+    // Ids that do not tell the files apart: an error naming both sources.
+    let clash = repo.write_tasks(&json!({
+        "agents": {"codemod": exec_agent("true")},
+        "tasks": [{"id": "fix-{dir}", "prompt": "fix {path}", "agent": "codemod",
+                   "for_each": {"files": "src/inventory/line_0*.py"}}]
+    }));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", clash.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("generated id \"fix-src-inventory\"")
+            && err.contains("src/inventory/line_01.py")
+            && err.contains("src/inventory/line_00.py"),
+        "{err}"
+    );
+}
