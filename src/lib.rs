@@ -31,6 +31,7 @@ pub mod report;
 pub mod runner;
 pub mod sandbox;
 pub mod state;
+pub mod taskenv;
 pub mod taskfile;
 pub mod verify;
 pub mod which;

@@ -104,6 +104,8 @@ pub struct PlannedTask {
     pub max_attempts: u32,
     /// What the task's change may weigh.
     pub limits: crate::git::collect::ChangeLimits,
+    /// The task file's named shared caches.
+    pub caches: Vec<taskfile::Cache>,
 }
 
 impl PlannedTask {
@@ -128,6 +130,7 @@ impl PlannedTask {
                 max_attempts: None,
                 max_file_bytes: None,
                 max_change_bytes: None,
+                template: false,
             },
             agent_name: "exec".into(),
             profile: crate::taskfile::AgentProfile::new(crate::taskfile::Protocol::Exec, "true"),
@@ -136,6 +139,7 @@ impl PlannedTask {
             verify_timeout_secs: 60.0,
             max_attempts: 1,
             limits: crate::git::collect::ChangeLimits::default(),
+            caches: Vec::new(),
         }
     }
 }
@@ -160,9 +164,13 @@ pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
 impl Plan {
     pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
         crate::redact::register_process_env();
-        let file = taskfile::load(&options.tasks_file)?;
-        let text = std::fs::read_to_string(&options.tasks_file).unwrap_or_default();
         let repo = UserRepo::open(&options.repo)?;
+        // Templates expand over the tracked files at the base; the expanded file is what the
+        // run saves, so `fanout resume` runs the same tasks.
+        let (text, file) = taskfile::load_expanded(&options.tasks_file, &|file_base| {
+            let rev = options.base.as_deref().or(file_base).unwrap_or("HEAD");
+            tracked_files(&repo, rev)
+        })?;
         let mut plan = Self::from_parts(file, repo, options)?;
         plan.task_file_text = text;
         Ok(plan)
@@ -189,6 +197,12 @@ impl Plan {
             }
         }
         let mut tasks = Vec::new();
+        if let Some(t) = file.tasks.iter().find(|t| t.template) {
+            return Err(PlanError::Invalid(format!(
+                "task {}: a template (for_each) must be expanded against the repository first",
+                t.id
+            )));
+        }
         for spec in &file.tasks {
             let agent_name = options
                 .agent
@@ -236,6 +250,7 @@ impl Plan {
                     }
                 },
                 profile,
+                caches: file.caches.clone(),
                 spec: spec.clone(),
             });
         }
@@ -268,6 +283,28 @@ impl Plan {
     pub fn scratch_path(&self, task: &TaskId) -> PathBuf {
         self.run_dir.join("scratch").join(task.as_str())
     }
+}
+
+/// The paths of the files tracked at `rev` (blobs and links; not submodules), sorted.
+pub fn tracked_files(repo: &UserRepo, rev: &str) -> Result<Vec<String>, String> {
+    let base = repo.resolve_base(rev).map_err(|e| crate::error_chain(&e))?;
+    let tree = repo
+        .repo
+        .find_commit(base)
+        .and_then(|c| c.tree())
+        .map_err(|e| format!("cannot read the tree of {rev}: {e}"))?;
+    let mut out = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() == Some(git2::ObjectType::Blob) {
+            if let Some(name) = entry.name() {
+                out.push(format!("{dir}{name}"));
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(|e| format!("cannot walk the tree of {rev}: {e}"))?;
+    out.sort();
+    Ok(out)
 }
 
 /// Profiles by name: the file's own plus the built-in ones it does not override, env expanded.

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::ids::TaskId;
 
+pub mod generate;
 pub mod schema;
 
 /// One thing wrong with a task file, and where.
@@ -165,11 +166,23 @@ pub struct TaskSpec {
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
+    /// A template (`for_each`) not expanded yet: see [`generate`].
+    pub template: bool,
+}
+
+/// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the
+/// variables in `env` point at (each to the folder itself, or to a subfolder of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cache {
+    pub name: String,
+    /// (variable, subfolder; "" = the folder itself)
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskFile {
     pub base: Option<String>,
+    pub caches: Vec<Cache>,
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
@@ -178,6 +191,46 @@ pub struct TaskFile {
 
 /// Agent names that exist without an `agents` entry. `codex` is resolved by the Codex module.
 pub const BUILTIN_AGENTS: &[&str] = &["codex"];
+
+/// Lists the repository's tracked files at the file's `base` (or the run's).
+pub type TrackedFiles<'a> = dyn Fn(Option<&str>) -> Result<Vec<String>, String> + 'a;
+
+/// Reads a task file and expands its templates over `tracked` (the repository's tracked files
+/// at the base commit); returns the expanded text (a plain task file) and its parse.
+pub fn load_expanded(
+    path: &Path,
+    tracked: &TrackedFiles<'_>,
+) -> Result<(String, TaskFile), TaskFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TaskFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let invalid = |problems| TaskFileError::Invalid {
+        path: path.display().to_string(),
+        problems,
+    };
+    let file = parse(&text).map_err(invalid)?;
+    if !file.tasks.iter().any(|t| t.template) {
+        return Ok((text, file));
+    }
+    let value: Value = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
+        .map_err(|e| {
+            invalid(vec![Problem {
+                location: "$".into(),
+                message: e.to_string(),
+            }])
+        })?;
+    let files = tracked(file.base.as_deref()).map_err(|e| {
+        invalid(vec![Problem {
+            location: "$".into(),
+            message: format!("cannot list the repository's files: {e}"),
+        }])
+    })?;
+    let expanded = generate::expand(&value, &files).map_err(invalid)?;
+    let text = serde_json::to_string_pretty(&expanded).unwrap_or_default();
+    let file = parse(&text).map_err(invalid)?;
+    Ok((text, file))
+}
 
 /// Reads and validates a task file.
 pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
@@ -432,6 +485,7 @@ impl Validator {
     fn file(&mut self, value: &Value) -> TaskFile {
         let mut file = TaskFile {
             base: None,
+            caches: Vec::new(),
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
             verifier: None,
@@ -450,6 +504,9 @@ impl Validator {
                     ),
                 }
                 file.base = self.string(obj, "base", "$");
+                if let Some(c) = obj.get("caches") {
+                    file.caches = self.caches(c);
+                }
                 if let Some(d) = obj.get("defaults") {
                     file.defaults = self.defaults(d);
                 }
@@ -523,22 +580,129 @@ impl Validator {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             let loc = format!("{tasks_path}[{i}]");
-            if let Some(task) = self.task(item, &loc, &all_ids) {
-                if let Some(first) = seen.insert(task.id.to_string(), i) {
-                    self.problem(
-                        &format!("{loc}.id"),
-                        format!(
-                            "duplicate task id {:?} (first used at {tasks_path}[{first}])",
-                            task.id.as_str()
-                        ),
-                    );
-                    continue;
+            // Told even when either task has other problems: each is worth knowing at once.
+            let is_template = item.get("for_each").is_some();
+            let duplicate = match item
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|_| !is_template)
+            {
+                Some(id) => {
+                    match seen.get(id) {
+                        Some(&first) => {
+                            self.problem(
+                            &format!("{loc}.id"),
+                            format!("duplicate task id {id:?} (first used at {tasks_path}[{first}])"),
+                        );
+                            true
+                        }
+                        None => {
+                            seen.insert(id.to_string(), i);
+                            false
+                        }
+                    }
                 }
-                file.tasks.push(task);
+                None => false,
+            };
+            if let Some(task) = self.task(item, &loc, &all_ids) {
+                if !duplicate {
+                    file.tasks.push(task);
+                }
             }
         }
         self.cross_checks(&file, tasks_path);
         file
+    }
+
+    /// `caches`: preset names (`"pip"`) or `{"name": …, "env": ["VAR", …]}`.
+    fn caches(&mut self, value: &Value) -> Vec<Cache> {
+        let path = "$.caches";
+        let Value::Array(items) = value else {
+            self.problem(
+                path,
+                format!(
+                    "expected an array of cache names or objects, found {}",
+                    kind(value)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<Cache> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let loc = format!("{path}[{i}]");
+            let cache = match item {
+                Value::String(name) => match crate::taskenv::preset(name) {
+                    Some(vars) => Cache {
+                        name: name.clone(),
+                        env: vars
+                            .iter()
+                            .map(|(v, s)| (v.to_string(), s.to_string()))
+                            .collect(),
+                    },
+                    None => {
+                        self.problem(
+                            &loc,
+                            format!(
+                                "unknown cache preset {name:?}; presets: {} (or an object {{\"name\", \"env\"}})",
+                                crate::taskenv::PRESETS.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                },
+                Value::Object(obj) => {
+                    self.known_fields(obj, &loc, &["name", "env"]);
+                    let name = self.string(obj, "name", &loc);
+                    let env = self.strings(obj, "env", &loc).unwrap_or_default();
+                    let Some(name) = name else {
+                        if !obj.contains_key("name") {
+                            self.problem(&loc, "missing field \"name\"");
+                        }
+                        continue;
+                    };
+                    if env.is_empty() {
+                        self.problem(&loc, "`env` must name at least one variable");
+                    }
+                    for (j, v) in env.iter().enumerate() {
+                        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        {
+                            self.problem(
+                                &format!("{loc}.env[{j}]"),
+                                format!("{v:?} is not a variable name"),
+                            );
+                        }
+                    }
+                    Cache {
+                        name,
+                        env: env.into_iter().map(|v| (v, String::new())).collect(),
+                    }
+                }
+                other => {
+                    self.problem(
+                        &loc,
+                        format!("expected a preset name or an object, found {}", kind(other)),
+                    );
+                    continue;
+                }
+            };
+            // The name is a folder name under the caches folder.
+            if crate::ids::TaskId::parse(&cache.name).is_err() {
+                self.problem(
+                    &loc,
+                    format!(
+                        "cache name {:?}: 1-64 of [A-Za-z0-9._-], no leading dot",
+                        cache.name
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|c| c.name == cache.name) {
+                self.problem(&loc, format!("duplicate cache {:?}", cache.name));
+                continue;
+            }
+            out.push(cache);
+        }
+        out
     }
 
     fn defaults(&mut self, value: &Value) -> Defaults {
@@ -657,11 +821,28 @@ impl Validator {
     fn task(&mut self, value: &Value, path: &str, all_ids: &BTreeSet<String>) -> Option<TaskSpec> {
         let obj = self.object(value, path)?;
         self.known_fields(obj, path, &schema::names(schema::TASK_FIELDS));
+        let template = match obj.get("for_each") {
+            Some(fe) => {
+                let mut problems = Vec::new();
+                generate::parse_for_each(fe, &format!("{path}.for_each"), &mut problems);
+                self.problems.extend(problems);
+                true
+            }
+            None => false,
+        };
         let id = match obj.get("id") {
             None => {
                 self.problem(path, "missing field \"id\"");
                 None
             }
+            // A template's id is checked with sample values in its placeholders.
+            Some(Value::String(s)) if template => match TaskId::parse(&generate::sample_id(s)) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.problem(&format!("{path}.id"), e);
+                    None
+                }
+            },
             Some(Value::String(s)) => match TaskId::parse(s) {
                 Ok(id) => Some(id),
                 Err(e) => {
@@ -744,6 +925,7 @@ impl Validator {
             max_attempts,
             max_file_bytes,
             max_change_bytes,
+            template,
         })
     }
 
@@ -911,6 +1093,20 @@ mod tests {
             joined.contains("$.tasks[4].timeout_secs: must be a positive number"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn a_duplicate_id_is_reported_next_to_other_problems() {
+        let p = problems(
+            r#"[{"id":"a","prompt":"x","timeout_secs":-1},
+                {"id":"a","prompt":""}]"#,
+        );
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("$[1].id: duplicate task id \"a\" (first used at $[0])"),
+            "{joined}"
+        );
+        assert!(joined.contains("$[0].timeout_secs"), "{joined}");
     }
 
     #[test]

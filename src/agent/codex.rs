@@ -485,9 +485,11 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
     ctx.spawn
         .env
         .insert("CODEX_HOME".into(), home.display().to_string());
+    // The task's short TMPDIR when the runner gave one (socket paths must stay short).
     ctx.spawn
         .env
-        .insert("TMPDIR".into(), tmp.display().to_string());
+        .entry("TMPDIR".into())
+        .or_insert_with(|| tmp.display().to_string());
     // Codex's built-in provider also honours OPENAI_BASE_URL from the environment.
     let env_url = ctx
         .spawn

@@ -2,8 +2,9 @@
 The `exec` protocol: run a plain command in the worktree with the prompt on stdin, in the file
 named by `FANOUT_PROMPT_FILE` (in the task's scratch folder) and — when it is at most
 [`MAX_ENV_PROMPT`] bytes — in `FANOUT_PROMPT`. Exit code 0 means the agent finished. A
-follow-up turn runs the command again with the feedback as the prompt (and `FANOUT_ATTEMPT`
-counting up).
+follow-up turn runs the command again with the same prompt and the verification feedback
+apart (`FANOUT_FEEDBACK`, `FANOUT_FEEDBACK_FILE`, and on stdin after the prompt), with
+`FANOUT_ATTEMPT` counting up.
 
 Why the cap: Linux limits one environment string to 128 KiB (`MAX_ARG_STRLEN`) and argv plus
 environment together to a few MiB, so a larger `FANOUT_PROMPT` would make every start fail
@@ -43,13 +44,40 @@ impl ExecSession {
         }
     }
 
+    /// Runs the command once. `feedback` is what verification said about the previous attempt:
+    /// a codemod re-run must still see its original prompt (its instructions), so the feedback
+    /// comes apart, in `FANOUT_FEEDBACK` / `FANOUT_FEEDBACK_FILE` and on stdin after the prompt.
     pub async fn turn(
         &mut self,
         prompt: &str,
+        feedback: Option<&str>,
         deadline: Instant,
     ) -> Result<TurnResult, AgentError> {
         self.attempt += 1;
         let mut spec = self.ctx.spawn.clone();
+        match feedback {
+            Some(text) => {
+                let file = self.ctx.scratch.join("feedback.txt");
+                write_prompt_file(&file, text).map_err(|e| {
+                    AgentError::Spawn(format!(
+                        "cannot write the feedback file {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                spec.env
+                    .insert("FANOUT_FEEDBACK_FILE".into(), file.display().to_string());
+                if text.len() <= MAX_ENV_PROMPT {
+                    spec.env.insert("FANOUT_FEEDBACK".into(), text.to_string());
+                } else {
+                    spec.env_remove.push("FANOUT_FEEDBACK".into());
+                }
+            }
+            None => {
+                // An inherited value would be mistaken for feedback on a first attempt.
+                spec.env_remove.push("FANOUT_FEEDBACK".into());
+                spec.env_remove.push("FANOUT_FEEDBACK_FILE".into());
+            }
+        }
         let prompt_file = self.ctx.scratch.join("prompt.txt");
         write_prompt_file(&prompt_file, prompt).map_err(|e| {
             AgentError::Spawn(format!(
@@ -82,7 +110,15 @@ impl ExecSession {
 
         // Feed the prompt and close stdin; an agent that never reads it must not block us.
         if let Some(mut stdin) = proc.stdin.take() {
-            let text = prompt.to_string();
+            let mut text = prompt.to_string();
+            if let Some(f) = feedback {
+                // The prompt first, then the feedback, told apart by a blank line and a heading.
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str("\n## fanout feedback\n\n");
+                text.push_str(f);
+            }
             tokio::spawn(async move {
                 let _ = stdin.write_all(text.as_bytes()).await;
                 let _ = stdin.shutdown().await;

@@ -182,7 +182,22 @@ impl Session {
         match self {
             Session::Mcp(s) => s.turn(prompt, deadline).await,
             Session::AppServer(s) => s.turn(prompt, deadline).await,
-            Session::Exec(s) => s.turn(prompt, deadline).await,
+            Session::Exec(s) => s.turn(prompt, None, deadline).await,
+        }
+    }
+
+    /// A feedback round: conversational agents get `feedback` as the next message; an `exec`
+    /// agent, which has no conversation, is run again with the task's `prompt` unchanged and
+    /// the feedback apart.
+    pub async fn feedback(
+        &mut self,
+        prompt: &str,
+        feedback: &str,
+        deadline: Instant,
+    ) -> Result<TurnResult, AgentError> {
+        match self {
+            Session::Exec(s) => s.turn(prompt, Some(feedback), deadline).await,
+            other => other.turn(feedback, deadline).await,
         }
     }
 
@@ -216,6 +231,7 @@ pub fn base_env(
     let mut env = BTreeMap::new();
     env.insert("FANOUT_TASK_ID".into(), ctx_task.to_string());
     env.insert("FANOUT_WORKTREE".into(), worktree.display().to_string());
+    env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
     let tmp = scratch.join("tmp");
     env.insert("TMPDIR".into(), tmp.display().to_string());
     env

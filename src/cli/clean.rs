@@ -44,6 +44,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             removed += 1;
         }
         crate::sandbox::user::remove_outside(&dir, true);
+        crate::taskenv::remove_run_tmp(&dir, true);
         let _ = worktree::remove_tree(&dir.join("worktrees"));
         let _ = worktree::remove_tree(&dir.join("scratch"));
         let mut branches = 0;

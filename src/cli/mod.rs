@@ -241,6 +241,10 @@ pub struct ValidateArgs {
     /// Also check the repository and the base revision.
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
+    /// Expand templates (`for_each`) against the repository (`--repo`, default: the current
+    /// folder), print the generated tasks and check them like written ones.
+    #[arg(long)]
+    pub expand: bool,
 }
 
 #[derive(clap::Args, Debug)]

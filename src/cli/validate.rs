@@ -4,7 +4,29 @@ use super::{ValidateArgs, EXIT_OK, EXIT_USAGE};
 use crate::taskfile::{self, TaskFileError};
 
 pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
-    let file = match taskfile::load(&a.tasks) {
+    let loaded = if a.expand {
+        let dir = a
+            .repo
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        let repo = match crate::git::repo::UserRepo::open(&dir) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!(
+                    "fanout: --expand needs a repository: {}",
+                    crate::error_chain(&e)
+                );
+                return Ok(EXIT_USAGE);
+            }
+        };
+        taskfile::load_expanded(&a.tasks, &|base| {
+            crate::plan::tracked_files(&repo, base.unwrap_or("HEAD"))
+        })
+        .map(|(_, f)| f)
+    } else {
+        taskfile::load(&a.tasks)
+    };
+    let file = match loaded {
         Ok(f) => f,
         Err(TaskFileError::Invalid { path, problems }) => {
             eprintln!("fanout: {path}: {} problem(s)", problems.len());
@@ -40,6 +62,17 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| "codex".into())
         })
         .collect();
+    if a.expand {
+        for t in &file.tasks {
+            let first = t.prompt.lines().next().unwrap_or("");
+            let paths = if t.paths.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", t.paths.join(", "))
+            };
+            super::out::outln!("{}\t{}{paths}", t.id, crate::jsonrpc::truncate(first, 100))?;
+        }
+    }
     super::out::outln!(
         "{}: valid — {} task(s), agent(s): {}",
         a.tasks.display(),

@@ -201,6 +201,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
         let _ = std::fs::remove_dir(shared.run_dir.join("scratch"));
         // As root, the workspaces live outside the run folder (see sandbox::user).
         crate::sandbox::user::remove_outside(&shared.run_dir, false);
+        crate::taskenv::remove_run_tmp(&shared.run_dir, false);
     }
 }
 

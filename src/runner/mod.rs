@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 pub mod events;
 mod integrate;
+mod retry;
 mod schedule;
 pub mod stop;
 mod task;

@@ -57,7 +57,7 @@ pub(crate) async fn run(
     let started = shared.run_started;
 
     let mut slot = None;
-    let (pending, commit) = match pipeline(&shared, task, deps, jobs, &mut report, &mut slot).await
+    let (pending, commit) = match pipeline(&shared, index, deps, jobs, &mut report, &mut slot).await
     {
         Ok(r) => r,
         Err(Stop { status, error }) => {
@@ -66,6 +66,9 @@ pub(crate) async fn run(
             (Pending::Done, None)
         }
     };
+    if !shared.options.keep_worktrees {
+        crate::taskenv::remove_task_tmp(&shared.run_dir, index);
+    }
     if report.patch.is_none() {
         // One patch per task, empty when the task changed nothing (or never ran).
         let patch = shared
@@ -94,12 +97,12 @@ pub(crate) async fn run(
 }
 
 /// Ends a pipeline early with a status and a message.
-struct Stop {
+pub(crate) struct Stop {
     status: TaskStatus,
     error: String,
 }
 
-fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
+pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
     Stop {
         status,
         error: error.into(),
@@ -108,12 +111,13 @@ fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
 
 async fn pipeline(
     shared: &Arc<Shared>,
-    task: &PlannedTask,
+    index: usize,
     deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
     jobs: Arc<Semaphore>,
     report: &mut TaskReport,
     slot: &mut Option<Instant>,
 ) -> Result<(Pending, Option<git2::Oid>), Stop> {
+    let task = &shared.tasks[index];
     // 1. Dependencies: all must be verified; the task starts from base + their commits.
     let mut dep_commits = Vec::new();
     for (name, mut rx) in deps {
@@ -216,9 +220,24 @@ async fn pipeline(
             })
         });
     }
+    let task_env = {
+        let (run_dir, common, scratch, caches, run_as) = (
+            shared.run_dir.clone(),
+            shared.common_dir.clone(),
+            paths.scratch.clone(),
+            task.caches.clone(),
+            shared.options.sandbox.run_as,
+        );
+        blocking(move || {
+            crate::taskenv::prepare_task(&run_dir, &common, index, &scratch, &caches, run_as)
+                .map_err(|e| crate::error_chain(&e))
+        })
+        .await
+        .map_err(|e| stop(TaskStatus::Failed, e))?
+    };
 
     // 3. Agent session.
-    let spawn = spawn_spec(shared, task, &paths);
+    let spawn = spawn_spec(shared, task, &paths, &task_env);
     let ctx = AgentContext {
         task_id: id.clone(),
         worktree: paths.worktree.clone(),
@@ -242,7 +261,7 @@ async fn pipeline(
         }
     };
 
-    let mut prompt = task.spec.prompt.clone();
+    let mut feedback: Option<String> = None;
     let mut attempt = 0u32;
     let mut collect_failed = false;
     let result = loop {
@@ -256,11 +275,22 @@ async fn pipeline(
             attempt,
         });
         let turn = tokio::select! {
-            t = session.turn(&prompt, turn_deadline) => t,
+            t = async {
+                match &feedback {
+                    Some(f) => session.feedback(&task.spec.prompt, f, turn_deadline).await,
+                    None => session.turn(&task.spec.prompt, turn_deadline).await,
+                }
+            } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
         };
         if let Err(e) = turn {
-            break Err(agent_stop(e));
+            // A feedback round that fails leaves the gate failure as the task's outcome.
+            break Err(match feedback {
+                Some(_) if !*shared.cancel.borrow() => {
+                    super::retry::feedback_round_failed(report, &e)
+                }
+                _ => agent_stop(e),
+            });
         }
         // 4. Collect.
         let collected = collect_blocking(shared, &paths, start, task).await;
@@ -330,7 +360,7 @@ async fn pipeline(
             report.attempt_history.push(attempt_report);
             break Ok(collected.commit);
         }
-        let feedback = feedback_prompt(&failed, attempt, task.max_attempts);
+        let text = feedback_prompt(&failed, attempt, task.max_attempts);
         attempt_report.failure = Some(
             failed
                 .iter()
@@ -343,20 +373,15 @@ async fn pipeline(
         report.attempt_history.push(attempt_report);
         events.record(
             "verify_failed",
-            json!({"attempt": attempt, "feedback": feedback}),
+            json!({"attempt": attempt, "feedback": text}),
         );
         if attempt >= task.max_attempts || *shared.cancel.borrow() {
-            let why = report
-                .attempt_history
-                .last()
-                .and_then(|a| a.failure.clone())
-                .unwrap_or_default();
             break Err(stop(
                 TaskStatus::VerifyFailed,
-                format!("verification failed after {attempt} attempt(s): {why}"),
+                super::retry::verify_failed_error(report, attempt),
             ));
         }
-        prompt = feedback;
+        feedback = Some(text);
     };
     report.agent = session.info();
     record_sandbox(report, report.agent.sandbox.clone(), &paths.status_file);
@@ -549,7 +574,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// The sandboxed process settings every process of this task uses.
-fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
+fn spawn_spec(
+    shared: &Shared,
+    task: &PlannedTask,
+    paths: &Paths,
+    task_env: &crate::taskenv::TaskEnv,
+) -> SpawnSpec {
     let sb = &shared.options.sandbox;
     let mut ports = vec![443u16];
     ports.extend(&task.profile.connect_ports);
@@ -567,7 +597,10 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
     };
     let policy = Policy {
         enforce: sb.enabled,
-        writable: vec![paths.worktree.clone(), paths.scratch.clone()],
+        writable: [paths.worktree.clone(), paths.scratch.clone()]
+            .into_iter()
+            .chain(task_env.writable.iter().cloned())
+            .collect(),
         read,
         net,
         min_abi: sb.min_abi,
@@ -575,6 +608,7 @@ fn spawn_spec(shared: &Shared, task: &PlannedTask, paths: &Paths) -> SpawnSpec {
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+    env.extend(task_env.env.clone());
     if sb.run_as.is_some() {
         dropped_root_env(&mut env, &paths.scratch);
     }
@@ -716,10 +750,15 @@ async fn verify_gates(
         spec.stderr_log = paths.stderr_log.with_extension("verify.log");
         spec.status_file = paths.status_file.with_extension("verify.json");
         let argv = cmd.argv();
-        let out = verify::command::run(
+        let log = shared
+            .run_dir
+            .join("logs")
+            .join(format!("{}.verify.log", task.id()));
+        let out = verify::command::run_logged(
             &spec,
             &argv,
             Duration::from_secs_f64(task.verify_timeout_secs),
+            Some(&log),
         )
         .await;
         gates.push(GateResult {

@@ -39,6 +39,12 @@ pub enum Kind {
     Agents,
     Profile,
     Tasks,
+    /// Named shared caches: preset names or `{name, env}` objects.
+    Caches,
+    /// A template's `for_each`.
+    ForEach,
+    /// A task id, or a template's id with placeholders.
+    TaskIdTemplate,
 }
 
 /// One field of an object of the task file.
@@ -85,6 +91,11 @@ pub const FILE_FIELDS: &[Field] = &[
         "agents",
         Kind::Agents,
         "Named agent profiles; the built-in `codex` needs no entry.",
+    ),
+    field(
+        "caches",
+        Kind::Caches,
+        "Named caches shared by every task and run, writable in the sandbox: presets (`cargo`, `pip`, `uv`, `npm`, `yarn`, `go`) set the tool's cache variable to a folder under <git-dir>/fanout/caches/<name>; `{\"name\": …, \"env\": [\"VAR\"]}` points VAR there.",
     ),
     field(
         "verifier",
@@ -172,7 +183,7 @@ pub const PROFILE_FIELDS: &[Field] = &[
 pub const TASK_FIELDS: &[Field] = &[
     required(
         "id",
-        Kind::TaskId,
+        Kind::TaskIdTemplate,
         "Unique slug naming the branch `fanout/<run>/task/<id>` and the worktree folder.",
     ),
     required("prompt", Kind::NonEmptyString, "What the agent is asked to do."),
@@ -212,6 +223,11 @@ pub const TASK_FIELDS: &[Field] = &[
         "max_change_bytes",
         Kind::Bytes,
         "Largest total size of the task's new and changed files (default 500 MiB).",
+    ),
+    field(
+        "for_each",
+        Kind::ForEach,
+        "Makes the task a template, expanded over tracked files at the base commit (`{\"files\": GLOB, \"batch\": N}`), folders holding a marker file (`{\"dirs_with\": NAME}`) or a list (`{\"items\": [...]}`); placeholders {path} {dir} {stem} {name} {item} {paths} {n} in id, prompt, paths and verify.",
     ),
 ];
 
@@ -324,6 +340,40 @@ fn kind_schema(kind: Kind) -> Value {
         }),
         Kind::Profile => json!({"$ref": "#/$defs/profile"}),
         Kind::Tasks => json!({"$ref": "#/$defs/tasks"}),
+        Kind::TaskIdTemplate => json!({"anyOf": [
+            {"$ref": "#/$defs/taskId"},
+            {"type": "string", "pattern": r"\{(path|dir|stem|name|item|paths|n)\}"}
+        ]}),
+        Kind::ForEach => json!({
+            "type": "object",
+            "properties": {
+                "files": {"type": "string", "minLength": 1},
+                "dirs_with": {"type": "string", "pattern": "^[^/]+$"},
+                "items": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                "batch": {"type": "integer", "minimum": 1, "maximum": 10000}
+            },
+            "oneOf": [
+                {"required": ["files"]},
+                {"required": ["dirs_with"], "not": {"required": ["batch"]}},
+                {"required": ["items"], "not": {"required": ["batch"]}}
+            ],
+            "additionalProperties": false
+        }),
+        Kind::Caches => json!({
+            "type": "array",
+            "items": {"oneOf": [
+                {"enum": crate::taskenv::PRESETS},
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "pattern": TASK_ID_PATTERN},
+                        "env": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[A-Za-z0-9_]+$"}}
+                    },
+                    "required": ["name", "env"],
+                    "additionalProperties": false
+                }
+            ]}
+        }),
     }
 }
 
@@ -353,13 +403,20 @@ mod tests {
             Kind::Agents => json!({"e": {"protocol": "exec", "command": "true"}}),
             Kind::Profile => json!({"command": "claude"}),
             Kind::Tasks => json!([{"id": "t0", "prompt": "x"}, {"id": "t1", "prompt": "y"}]),
+            Kind::Caches => json!(["pip", {"name": "tool", "env": ["TOOL_CACHE"]}]),
+            Kind::ForEach => json!({"items": ["a", "b"]}),
+            Kind::TaskIdTemplate => json!("t1"),
         }
     }
 
     /// A value of the wrong type for `kind`, which both the parser and the schema refuse.
     fn bad(kind: Kind) -> Value {
         match kind {
-            Kind::String | Kind::NonEmptyString | Kind::TaskId | Kind::Protocol => json!(7),
+            Kind::String
+            | Kind::NonEmptyString
+            | Kind::TaskId
+            | Kind::TaskIdTemplate
+            | Kind::Protocol => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }

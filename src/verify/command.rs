@@ -20,14 +20,68 @@ pub struct CommandOutcome {
     pub output: String,
 }
 
+/// Largest verify log kept per task; the rest is counted, not written.
+const MAX_LOG: u64 = 16 * 1024 * 1024;
+
 /// Runs `argv` with `spec`'s sandbox, cwd and environment.
 pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> CommandOutcome {
+    run_logged(spec, argv, timeout, None).await
+}
+
+/// [`run`], also appending the command line, its whole stdout (secrets masked, bounded), its
+/// stderr and the outcome to `log` (`logs/<task>.verify.log`): the gate keeps only the tail.
+pub async fn run_logged(
+    spec: &SpawnSpec,
+    argv: &[String],
+    timeout: Duration,
+    log: Option<&std::path::Path>,
+) -> CommandOutcome {
+    let mut log_file = match log {
+        Some(p) => tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .await
+            .ok(),
+        None => None,
+    };
+    if let Some(f) = log_file.as_mut() {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("$ {}\n", argv.join(" "));
+        let _ = f.write_all(crate::redact::redact(&line).as_bytes()).await;
+    }
+    let (outcome, log_file) = run_inner(spec, argv, timeout, log_file).await;
+    if let Some(mut f) = log_file {
+        use tokio::io::AsyncWriteExt;
+        let stderr = crate::process::tail_of_file(&spec.stderr_log, 1024 * 1024);
+        let mut text = String::new();
+        if !stderr.is_empty() {
+            text.push_str("--- stderr ---\n");
+            text.push_str(&stderr);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text.push_str(&format!("--- {} ---\n\n", outcome.summary));
+        let _ = f.write_all(text.as_bytes()).await;
+        let _ = f.flush().await;
+    }
+    outcome
+}
+
+async fn run_inner(
+    spec: &SpawnSpec,
+    argv: &[String],
+    timeout: Duration,
+    mut log: Option<tokio::fs::File>,
+) -> (CommandOutcome, Option<tokio::fs::File>) {
     let Some((program, args)) = argv.split_first() else {
-        return CommandOutcome {
+        let outcome = CommandOutcome {
             passed: false,
             summary: "empty verify command".into(),
             output: String::new(),
         };
+        return (outcome, log);
     };
     let mut spec = spec.clone();
     spec.program = program.clone();
@@ -36,18 +90,22 @@ pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> Comman
     let mut proc = match AgentProcess::spawn(&spec) {
         Ok(p) => p,
         Err(e) => {
-            return CommandOutcome {
+            let outcome = CommandOutcome {
                 passed: false,
                 summary: format!("cannot start the verify command: {e}"),
                 output: String::new(),
-            }
+            };
+            return (outcome, log);
         }
     };
     drop(proc.stdin.take());
     let stdout = proc.stdout.take();
+    let mut log_file = log.take();
     let reader = tokio::spawn(async move {
-        // Keep only the tail: verify commands can be chatty.
+        use tokio::io::AsyncWriteExt;
+        // Keep only the tail: verify commands can be chatty. The log gets all of it, bounded.
         let mut kept: Vec<u8> = Vec::new();
+        let mut logged = 0u64;
         if let Some(mut out) = stdout {
             let mut buf = [0u8; 8192];
             while let Ok(n) = out.read(&mut buf).await {
@@ -55,12 +113,18 @@ pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> Comman
                     break;
                 }
                 kept.extend_from_slice(&buf[..n]);
+                if let Some(f) = log_file.as_mut() {
+                    if logged + n as u64 <= MAX_LOG {
+                        logged += n as u64;
+                        let _ = f.write_all(&crate::redact::redact_bytes(&buf[..n])).await;
+                    }
+                }
                 if kept.len() > 2 * MAX_OUTPUT {
                     kept.drain(..kept.len() - MAX_OUTPUT);
                 }
             }
         }
-        kept
+        (kept, log_file)
     });
     let status = proc.wait_until(Instant::now() + timeout).await;
     let (passed, summary) = match status {
@@ -80,7 +144,7 @@ pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> Comman
             )
         }
     };
-    let stdout = reader.await.unwrap_or_default();
+    let (stdout, log) = reader.await.unwrap_or_default();
     let mut output = String::from_utf8_lossy(&stdout).into_owned();
     let err = proc.stderr_tail_max(MAX_OUTPUT).await;
     if !err.is_empty() {
@@ -90,11 +154,12 @@ pub async fn run(spec: &SpawnSpec, argv: &[String], timeout: Duration) -> Comman
         output.push_str(&err);
     }
     let output = tail(&output, MAX_OUTPUT);
-    CommandOutcome {
+    let outcome = CommandOutcome {
         passed,
         summary,
         output,
-    }
+    };
+    (outcome, log)
 }
 
 fn tail(s: &str, max: usize) -> String {

@@ -239,9 +239,10 @@ both_ways!(root_powers_are_gone, root_powers);
 /// the run folders of the repository.
 const PEEK: &str = r#"
 me=$FANOUT_TASK_ID; other=$OTHER
-wt_root=$(dirname "$FANOUT_WORKTREE"); scratch_root=$(dirname "$(dirname "$TMPDIR")")
+wt_root=$(dirname "$FANOUT_WORKTREE"); scratch_root=$(dirname "$FANOUT_SCRATCH")
 echo "secret of $me" > secret-$me.txt
-echo "scratch secret of $me" > "$TMPDIR/secret"
+echo "scratch secret of $me" > "$FANOUT_SCRATCH/tmp/secret"
+echo "tmp secret of $me" > "$TMPDIR/secret"
 i=0
 while ! { test -e "$wt_root/$other/secret-$other.txt" && test -e "$scratch_root/$other/tmp/secret"; }; do
   i=$((i+1)); [ $i -gt 200 ] && { echo "timeout: never saw $other" > peek-$me.txt; exit 0; }
@@ -255,12 +256,13 @@ try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name: ALLOWED"; els
   try "other scratch file" cat "$scratch_root/$other/tmp/secret"
   try "other scratch list" ls "$scratch_root/$other/tmp"
   try "list worktrees" ls "$wt_root"
+  try "the run's temp folders" ls "$(dirname "$TMPDIR")"
   try "fanout folder" ls "$MAIN/.git/fanout/runs"
   try "earlier run report" cat "$MAIN/.git/fanout/runs/$EARLIER/report.json"
   try "earlier run log" cat "$MAIN/.git/fanout/runs/$EARLIER/state.json"
 } > peek-$me.txt
 # Its own work stays readable.
-cat secret-$me.txt "$TMPDIR/secret" > own-$me.txt
+cat secret-$me.txt "$FANOUT_SCRATCH/tmp/secret" "$TMPDIR/secret" > own-$me.txt
 "#;
 
 fn strict_reads(runner: Runner) {
@@ -288,11 +290,11 @@ fn strict_reads(runner: Runner) {
     for (me, other) in [("a", "b"), ("b", "a")] {
         let peek = merged_file(&repo, &report, &format!("peek-{me}.txt"));
         assert!(!peek.starts_with("timeout"), "{me}: {peek}");
-        assert_all_denied(&peek, 9);
+        assert_all_denied(&peek, 10);
         assert!(!peek.contains(&format!("secret of {other}")));
         assert_eq!(
             merged_file(&repo, &report, &format!("own-{me}.txt")),
-            format!("secret of {me}\nscratch secret of {me}\n")
+            format!("secret of {me}\nscratch secret of {me}\ntmp secret of {me}\n")
         );
     }
 }

@@ -14,6 +14,7 @@ mod hardening;
 mod interrupt;
 mod loss;
 mod mcp_server;
+mod nightly;
 mod outputs;
 mod run;
 mod sandbox;

@@ -467,9 +467,10 @@ fn verify_failure_feedback_reruns_an_exec_agent_with_the_feedback() {
 if [ "$FANOUT_ATTEMPT" = 1 ]; then
   echo broken > src/file_00.txt
 else
-  # The re-run gets the feedback as its prompt, on stdin and in FANOUT_PROMPT.
+  # The re-run gets the prompt unchanged, and the feedback on stdin after it and in FANOUT_FEEDBACK.
   cat | grep -q 'command gate' || exit 9
-  printf '%s' "$FANOUT_PROMPT" | grep -q 'did not pass verification' || exit 8
+  printf '%s' "$FANOUT_FEEDBACK" | grep -q 'did not pass verification' || exit 8
+  [ "$FANOUT_PROMPT" = "make it right" ] || exit 7
   echo FIXED > src/file_00.txt
 fi
 "#;

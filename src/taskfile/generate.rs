@@ -1,0 +1,481 @@
+/*!
+Generated tasks: a task with `for_each` is a template expanded over the repository's tracked
+files at the base commit (`{"files": "src/**/*.py"}`, optionally `"batch": N` files per task),
+over folders holding a marker file (`{"dirs_with": "pyproject.toml"}`), or over a list
+(`{"items": [...]}`). Placeholders in `id`, `prompt`, `paths` and `verify`: `{path}`, `{dir}`,
+`{stem}`, `{name}`, `{item}`, `{paths}` (a batch's paths joined by spaces) and `{n}` (1-based
+number of the generated task). Expanded ids are slugified and must be unique.
+
+Expansion works on the JSON value and yields a plain task file, which is then parsed like any
+other: generated tasks are checked exactly like written ones.
+*/
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::Problem;
+
+/// Placeholders a template may use.
+pub const PLACEHOLDERS: &[&str] = &["path", "dir", "stem", "name", "item", "paths", "n"];
+
+/// The most tasks one template may generate (a glob matching a whole monorepo is a mistake).
+pub const MAX_GENERATED: usize = 100_000;
+
+/// Whether the file (object or bare array) has a template.
+pub fn has_templates(value: &Value) -> bool {
+    tasks_of(value).is_some_and(|(items, _)| items.iter().any(|t| t.get("for_each").is_some()))
+}
+
+fn tasks_of(value: &Value) -> Option<(&Vec<Value>, &'static str)> {
+    match value {
+        Value::Array(a) => Some((a, "$")),
+        Value::Object(o) => o
+            .get("tasks")
+            .and_then(Value::as_array)
+            .map(|a| (a, "$.tasks")),
+        _ => None,
+    }
+}
+
+/// What a `for_each` iterates over.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Files { glob: String, batch: usize },
+    DirsWith(String),
+    Items(Vec<String>),
+}
+
+/// Checks a `for_each` value; every problem is reported at `loc`.
+pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> Option<Source> {
+    let mut problem = |at: String, message: String| {
+        problems.push(Problem {
+            location: at,
+            message,
+        })
+    };
+    let Value::Object(obj) = value else {
+        problem(
+            loc.into(),
+            "expected an object with one of \"files\", \"dirs_with\", \"items\"".into(),
+        );
+        return None;
+    };
+    for k in obj.keys() {
+        if !["files", "dirs_with", "items", "batch"].contains(&k.as_str()) {
+            problem(
+                format!("{loc}.{k}"),
+                format!("unknown field {k:?}; expected one of: files, dirs_with, items, batch"),
+            );
+        }
+    }
+    let given: Vec<&str> = ["files", "dirs_with", "items"]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
+    if given.len() != 1 {
+        problem(
+            loc.into(),
+            format!(
+                "needs exactly one of \"files\", \"dirs_with\", \"items\" (found {})",
+                if given.is_empty() {
+                    "none".into()
+                } else {
+                    given.join(", ")
+                }
+            ),
+        );
+        return None;
+    }
+    let batch = match obj.get("batch") {
+        None => 1,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=10_000).contains(&n) && given[0] == "files" => n as usize,
+            Some(_) if given[0] != "files" => {
+                problem(
+                    format!("{loc}.batch"),
+                    "batching applies to \"files\" only".into(),
+                );
+                return None;
+            }
+            _ => {
+                problem(
+                    format!("{loc}.batch"),
+                    format!("must be a whole number from 1 to 10000, found {v}"),
+                );
+                return None;
+            }
+        },
+    };
+    match given[0] {
+        "files" => match obj.get("files") {
+            Some(Value::String(g)) if !g.is_empty() => match globset::Glob::new(g) {
+                Ok(_) => Some(Source::Files {
+                    glob: g.clone(),
+                    batch,
+                }),
+                Err(e) => {
+                    problem(format!("{loc}.files"), format!("invalid glob: {e}"));
+                    None
+                }
+            },
+            _ => {
+                problem(format!("{loc}.files"), "expected a non-empty glob".into());
+                None
+            }
+        },
+        "dirs_with" => match obj.get("dirs_with") {
+            Some(Value::String(m)) if !m.is_empty() && !m.contains('/') => {
+                Some(Source::DirsWith(m.clone()))
+            }
+            _ => {
+                problem(
+                    format!("{loc}.dirs_with"),
+                    "expected a file name (no `/`), e.g. \"pyproject.toml\"".into(),
+                );
+                None
+            }
+        },
+        _ => match obj.get("items") {
+            Some(Value::Array(items)) if !items.is_empty() => {
+                let mut out = Vec::new();
+                for (i, it) in items.iter().enumerate() {
+                    match it {
+                        Value::String(s) => out.push(s.clone()),
+                        _ => problem(format!("{loc}.items[{i}]"), "expected a string".into()),
+                    }
+                }
+                Some(Source::Items(out))
+            }
+            _ => {
+                problem(
+                    format!("{loc}.items"),
+                    "expected a non-empty array of strings".into(),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `id` with every placeholder replaced by a sample value, to check the template's id shape.
+pub fn sample_id(id: &str) -> String {
+    let mut s = id.to_string();
+    for p in PLACEHOLDERS {
+        s = s.replace(&format!("{{{p}}}"), "x");
+    }
+    s
+}
+
+/// The placeholder values of each task a source generates, from the tracked files.
+fn bindings(
+    source: &Source,
+    tracked: &[String],
+) -> Result<Vec<BTreeMap<&'static str, String>>, String> {
+    let mut out = Vec::new();
+    match source {
+        Source::Files { glob, batch } => {
+            let m = globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("invalid glob: {e}"))?
+                .compile_matcher();
+            let files: Vec<&String> = tracked.iter().filter(|f| m.is_match(f.as_str())).collect();
+            if files.is_empty() {
+                return Err(format!(
+                    "{glob:?} matches no tracked file at the base commit"
+                ));
+            }
+            for chunk in files.chunks(*batch) {
+                let mut b = path_binding(chunk[0]);
+                b.insert(
+                    "paths",
+                    chunk
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+                out.push(b);
+            }
+        }
+        Source::DirsWith(marker) => {
+            let mut dirs: Vec<String> = tracked
+                .iter()
+                .filter_map(|f| {
+                    let (dir, name) = f.rsplit_once('/').unwrap_or(("", f.as_str()));
+                    (name == marker).then(|| {
+                        if dir.is_empty() {
+                            ".".to_string()
+                        } else {
+                            dir.to_string()
+                        }
+                    })
+                })
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            if dirs.is_empty() {
+                return Err(format!(
+                    "no tracked folder holds {marker:?} at the base commit"
+                ));
+            }
+            for d in dirs {
+                let name = if d == "." {
+                    "root".to_string()
+                } else {
+                    d.rsplit('/').next().unwrap_or(&d).to_string()
+                };
+                let mut b = BTreeMap::new();
+                b.insert("path", d.clone());
+                b.insert("paths", d.clone());
+                b.insert("dir", d);
+                b.insert("stem", name.clone());
+                b.insert("name", name);
+                out.push(b);
+            }
+        }
+        Source::Items(items) => {
+            for it in items {
+                let mut b = BTreeMap::new();
+                b.insert("item", it.clone());
+                b.insert("name", it.clone());
+                out.push(b);
+            }
+        }
+    }
+    if out.len() > MAX_GENERATED {
+        return Err(format!(
+            "generates {} tasks; at most {MAX_GENERATED}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+fn path_binding(path: &str) -> BTreeMap<&'static str, String> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
+    let stem = match name.rsplit_once('.') {
+        Some((s, _)) if !s.is_empty() => s,
+        _ => name,
+    };
+    let mut b = BTreeMap::new();
+    b.insert("path", path.to_string());
+    b.insert("dir", dir.to_string());
+    b.insert("name", name.to_string());
+    b.insert("stem", stem.to_string());
+    b
+}
+
+fn fill(text: &str, b: &BTreeMap<&'static str, String>) -> String {
+    let mut s = text.to_string();
+    for (k, v) in b {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+/// A task id made from generated text: characters outside `[A-Za-z0-9._-]` become `-`, runs
+/// of `-` and `.` shrink to one, no leading dot or dash, at most 64 characters.
+pub fn slugify(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+            c
+        } else {
+            '-'
+        };
+        if (c == '-' || c == '.') && out.ends_with(['-', '.']) {
+            continue;
+        }
+        out.push(c);
+    }
+    let trimmed = out.trim_start_matches(['.', '-']);
+    let mut s: String = trimmed.chars().take(64).collect();
+    while s.ends_with(".lock") {
+        s.truncate(s.len() - 5);
+    }
+    s.trim_end_matches(['.', '-']).to_string()
+}
+
+/// Expands every template of the file over `tracked` (the repository's tracked files at the
+/// base commit, sorted); written tasks stay as they are. Problems name the template.
+pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> {
+    let Some((items, tasks_path)) = tasks_of(value) else {
+        return Ok(value.clone());
+    };
+    let mut problems = Vec::new();
+    let mut tasks = Vec::new();
+    // id → where it came from, for clashes.
+    let mut sources: BTreeMap<String, String> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let loc = format!("{tasks_path}[{i}]");
+        let Some(obj) = item.as_object() else {
+            tasks.push(item.clone());
+            continue;
+        };
+        let Some(fe) = obj.get("for_each") else {
+            if let Some(id) = obj.get("id").and_then(Value::as_str) {
+                sources.insert(id.to_string(), loc.clone());
+            }
+            tasks.push(item.clone());
+            continue;
+        };
+        let Some(source) = parse_for_each(fe, &format!("{loc}.for_each"), &mut problems) else {
+            continue;
+        };
+        let binds = match bindings(&source, tracked) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(Problem {
+                    location: format!("{loc}.for_each"),
+                    message: e,
+                });
+                continue;
+            }
+        };
+        for (n, mut b) in binds.into_iter().enumerate() {
+            b.insert("n", (n + 1).to_string());
+            let what = b.get("path").or(b.get("item")).cloned().unwrap_or_default();
+            let mut task: Map<String, Value> = Map::new();
+            for (k, v) in obj {
+                if k == "for_each" {
+                    continue;
+                }
+                let v = match (k.as_str(), v) {
+                    ("id", Value::String(s)) => Value::String(slugify(&fill(s, &b))),
+                    ("prompt" | "verify", Value::String(s)) => Value::String(fill(s, &b)),
+                    ("paths" | "verify", Value::Array(a)) => {
+                        let mut filled = Vec::new();
+                        for x in a {
+                            match (x.as_str(), b.get("paths")) {
+                                // A batch's paths in `paths`: one entry each.
+                                (Some("{paths}"), Some(all)) if k == "paths" => filled
+                                    .extend(all.split(' ').map(|p| Value::String(p.to_string()))),
+                                (Some(s), _) => filled.push(Value::String(fill(s, &b))),
+                                (None, _) => filled.push(x.clone()),
+                            }
+                        }
+                        Value::Array(filled)
+                    }
+                    _ => v.clone(),
+                };
+                task.insert(k.clone(), v);
+            }
+            let here = format!("{loc} ({what})");
+            if let Some(id) = task.get("id").and_then(Value::as_str) {
+                if let Some(first) = sources.get(id) {
+                    problems.push(Problem {
+                        location: format!("{loc}.id"),
+                        message: format!(
+                            "generated id {id:?} for {what:?} clashes with the task from {first}; put a placeholder that tells them apart in the id"
+                        ),
+                    });
+                    continue;
+                }
+                sources.insert(id.to_string(), here);
+            }
+            tasks.push(Value::Object(task));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(match value {
+        Value::Array(_) => Value::Array(tasks),
+        other => {
+            let mut o = other.clone();
+            o["tasks"] = Value::Array(tasks);
+            o
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tracked() -> Vec<String> {
+        [
+            "pyproject.toml",
+            "src/app/a.py",
+            "src/app/b.py",
+            "src/app/sub/c.py",
+            "src/app/README.md",
+            "svc/api/pyproject.toml",
+            "svc/web/package.json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    #[test]
+    fn expands_files_dirs_and_items() {
+        let v = json!({"tasks": [
+            {"id": "fix-{path}", "prompt": "fix {path} ({stem}, {name}, in {dir})",
+             "paths": ["{path}"], "for_each": {"files": "src/**/*.py"}},
+            {"id": "py-{dir}", "prompt": "upgrade {dir}", "for_each": {"dirs_with": "pyproject.toml"}},
+            {"id": "lang-{item}", "prompt": "translate to {item}", "for_each": {"items": ["de", "fr"]}}
+        ]});
+        let out = expand(&v, &tracked()).expect("expands");
+        let ids: Vec<&str> = out["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "fix-src-app-a.py",
+                "fix-src-app-b.py",
+                "fix-src-app-sub-c.py",
+                "py",
+                "py-svc-api",
+                "lang-de",
+                "lang-fr"
+            ]
+        );
+        assert_eq!(
+            out["tasks"][0]["prompt"],
+            "fix src/app/a.py (a, a.py, in src/app)"
+        );
+        assert_eq!(out["tasks"][0]["paths"], json!(["src/app/a.py"]));
+        assert!(out["tasks"][0].get("for_each").is_none());
+    }
+
+    #[test]
+    fn batches_join_paths_and_clashes_name_both_sources() {
+        let v = json!([{"id": "batch-{n}", "prompt": "fix {paths}", "paths": ["{paths}"],
+                        "for_each": {"files": "src/**/*.py", "batch": 2}}]);
+        let out = expand(&v, &tracked()).expect("expands");
+        assert_eq!(out[0]["prompt"], "fix src/app/a.py src/app/b.py");
+        assert_eq!(out[0]["paths"], json!(["src/app/a.py", "src/app/b.py"]));
+        assert_eq!(out[1]["id"], "batch-2");
+        let v = json!([{"id": "one", "prompt": "x"},
+                       {"id": "one", "prompt": "{path}", "for_each": {"files": "src/app/*.py"}}]);
+        let p = expand(&v, &tracked()).unwrap_err();
+        assert!(
+            p[0].message.contains("clashes with the task from $[0]"),
+            "{p:?}"
+        );
+        let v = json!([{"id": "x", "prompt": "{path}", "for_each": {"files": "nothing/**"}}]);
+        assert!(expand(&v, &tracked()).unwrap_err()[0]
+            .message
+            .contains("matches no tracked file"));
+    }
+
+    #[test]
+    fn slugs_are_task_ids() {
+        for raw in ["src/a b/c.py", "..x", "a//b", "x.lock", "-é-"] {
+            let s = slugify(raw);
+            assert!(
+                s.is_empty() || crate::ids::TaskId::parse(&s).is_ok(),
+                "{raw} -> {s}"
+            );
+        }
+        assert_eq!(slugify("src/app/a.py"), "src-app-a.py");
+    }
+}
