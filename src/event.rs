@@ -243,37 +243,27 @@ impl Reporter {
 
     /// Emits one event; returns the errors of outputs that failed on it.
     pub fn emit(&mut self, event: &Event) -> Vec<OutputError> {
-        let mut failed = Vec::new();
-        let mut i = 0;
-        while i < self.outputs.len() {
-            match self.outputs[i].event(event) {
-                Ok(()) => i += 1,
-                Err(e) => {
-                    self.outputs.remove(i);
-                    failed.push(OutputError {
-                        output: e.output.clone(),
-                        message: e.message.clone(),
-                    });
-                    self.failures.push(e);
-                }
-            }
-        }
-        failed
+        self.each(|o| o.event(event))
     }
 
     /// Lets live outputs redraw; returns the errors of outputs that failed.
     pub fn tick(&mut self) -> Vec<OutputError> {
+        self.each(|o| o.tick())
+    }
+
+    /// Calls `f` on every output; one that fails is dropped and its error kept.
+    fn each(
+        &mut self,
+        mut f: impl FnMut(&mut dyn Output) -> Result<(), OutputError>,
+    ) -> Vec<OutputError> {
         let mut failed = Vec::new();
         let mut i = 0;
         while i < self.outputs.len() {
-            match self.outputs[i].tick() {
+            match f(self.outputs[i].as_mut()) {
                 Ok(()) => i += 1,
                 Err(e) => {
                     self.outputs.remove(i);
-                    failed.push(OutputError {
-                        output: e.output.clone(),
-                        message: e.message.clone(),
-                    });
+                    failed.push(OutputError::new(&e.output, &e.message));
                     self.failures.push(e);
                 }
             }

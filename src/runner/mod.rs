@@ -186,34 +186,28 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
 
     let kernel_abi = crate::sandbox::kernel_abi();
     let mut warnings = Vec::new();
-    let sandbox_summary = if plan.options.sandbox.enabled {
-        SandboxSummary {
-            mode: "landlock".into(),
-            kernel_abi,
-            warning: None,
-            root: crate::sandbox::user::is_root(),
-            agent_user: plan
-                .options
-                .sandbox
-                .run_as
-                .map(crate::sandbox::user::describe),
-        }
-    } else {
-        let w = "agents run UNCONFINED (--sandbox off): they can write anywhere this user can"
-            .to_string();
+    let unconfined = (!plan.options.sandbox.enabled).then(|| {
+        "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string()
+    });
+    if let Some(w) = &unconfined {
         early_warnings.push(w.clone());
         warnings.push(w.clone());
-        SandboxSummary {
-            mode: "off".into(),
-            kernel_abi,
-            warning: Some(w),
-            root: crate::sandbox::user::is_root(),
-            agent_user: plan
-                .options
-                .sandbox
-                .run_as
-                .map(crate::sandbox::user::describe),
+    }
+    let sandbox_summary = SandboxSummary {
+        mode: if unconfined.is_some() {
+            "off"
+        } else {
+            "landlock"
         }
+        .into(),
+        kernel_abi,
+        warning: unconfined,
+        root: crate::sandbox::user::is_root(),
+        agent_user: plan
+            .options
+            .sandbox
+            .run_as
+            .map(crate::sandbox::user::describe),
     };
 
     if let Ok(repo) = git2::Repository::open(&plan.repo.workdir) {
