@@ -13,9 +13,6 @@ use crate::report::{GateResult, RunReport, SandboxSummary, TaskReport, TaskStatu
 /// Bumped when a field changes meaning or goes away (adding fields keeps the version).
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
-/// Longest agent-event summary carried in the stream (the full event is in the task's log).
-pub const MAX_AGENT_SUMMARY: usize = 400;
-
 /// One event of a run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Event {

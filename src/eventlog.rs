@@ -31,6 +31,10 @@ struct Forward {
     last: Option<std::time::Instant>,
 }
 
+/// Longest agent-event summary forwarded to the run's event stream (the full event stays in
+/// the task's log).
+pub const MAX_AGENT_SUMMARY: usize = 400;
+
 const FORWARD_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Past this many lines the log keeps counting but stops writing (a flooding agent must not fill the disk).
@@ -157,6 +161,6 @@ fn summarize(kind: &str, data: &Value) -> Option<(String, String)> {
     let text = text.replace(['\n', '\r'], " ");
     Some((
         k,
-        crate::jsonrpc::truncate(&text, crate::event::MAX_AGENT_SUMMARY).to_string(),
+        crate::jsonrpc::truncate(&text, MAX_AGENT_SUMMARY).to_string(),
     ))
 }

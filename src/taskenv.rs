@@ -191,22 +191,8 @@ pub fn private_home(home: &Path) -> Result<BTreeMap<String, String>, TaskEnvErro
     Ok(env)
 }
 
-/// The variables a cache preset sets, each to a folder of the cache (relative; "" = itself).
-pub fn preset(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
-    Some(match name {
-        // Registry index, crate sources and git checkouts; the toolchain stays in RUSTUP_HOME.
-        "cargo" => &[("CARGO_HOME", "")],
-        "pip" => &[("PIP_CACHE_DIR", "")],
-        "uv" => &[("UV_CACHE_DIR", "")],
-        "npm" => &[("npm_config_cache", "")],
-        "yarn" => &[("YARN_CACHE_FOLDER", "")],
-        "go" => &[("GOMODCACHE", "mod"), ("GOCACHE", "build")],
-        _ => return None,
-    })
-}
-
-/// The names of the presets, for messages and the schema.
-pub const PRESETS: &[&str] = &["cargo", "pip", "uv", "npm", "yarn", "go"];
+// The presets belong to the task file's `caches` field (`taskfile::caches`).
+pub use crate::taskfile::caches::{preset, PRESETS};
 
 /// Where the repository's caches live: `<git-dir>/fanout/caches`, or — when agents run as
 /// another uid (fanout is root), which cannot pass through the git folder — a root-owned 0711

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::ids::TaskId;
 
+pub mod caches;
 pub mod generate;
 pub mod schema;
 
@@ -631,7 +632,7 @@ impl Validator {
         for (i, item) in items.iter().enumerate() {
             let loc = format!("{path}[{i}]");
             let cache = match item {
-                Value::String(name) => match crate::taskenv::preset(name) {
+                Value::String(name) => match caches::preset(name) {
                     Some(vars) => Cache {
                         name: name.clone(),
                         env: vars
@@ -644,7 +645,7 @@ impl Validator {
                             &loc,
                             format!(
                                 "unknown cache preset {name:?}; presets: {} (or an object {{\"name\", \"env\"}})",
-                                crate::taskenv::PRESETS.join(", ")
+                                caches::PRESETS.join(", ")
                             ),
                         );
                         continue;

@@ -7,6 +7,7 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 mod clean;
 mod collect;
 mod diff;
+pub mod mcp_server;
 pub(crate) use diff::task_diff_text;
 mod log;
 mod lookup;

@@ -7,7 +7,7 @@ worktree's admin folder in the main `.git` (which the sandbox keeps read-only), 
 `.git` file inside the worktree that the agent could have rewritten.
 */
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use git2::Repository;
 
@@ -109,31 +109,4 @@ pub fn remove(common_dir: &Path, name: &str, path: &Path) -> Result<(), GitError
     remove_tree(&admin).ctx(|| format!("cannot remove worktree registration {}", admin.display()))
 }
 
-/// `remove_dir_all` that first gives back write/execute permission an agent may have taken away.
-pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            restore_permissions(path);
-            std::fs::remove_dir_all(path)
-        }
-    }
-}
-
-fn restore_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut stack: Vec<PathBuf> = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-            continue;
-        };
-        if !meta.is_dir() {
-            continue;
-        }
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            stack.extend(entries.flatten().map(|e| e.path()));
-        }
-    }
-}
+pub use crate::fs_util::remove_tree;

@@ -201,7 +201,7 @@ pub fn remove_outside(run_dir: &Path, force: bool) {
             continue;
         };
         let removed = if force {
-            crate::git::worktree::remove_tree(&target).is_ok()
+            crate::fs_util::remove_tree(&target).is_ok()
         } else {
             std::fs::remove_dir(&target).is_ok() || !target.exists()
         };

@@ -362,7 +362,7 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Caches => json!({
             "type": "array",
             "items": {"oneOf": [
-                {"enum": crate::taskenv::PRESETS},
+                {"enum": super::caches::PRESETS},
                 {
                     "type": "object",
                     "properties": {
