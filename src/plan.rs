@@ -104,6 +104,10 @@ pub struct PlannedTask {
     pub max_attempts: u32,
     /// What the task's change may weigh.
     pub limits: crate::git::collect::ChangeLimits,
+    /// The review gate (task's own, else `defaults.review`).
+    pub review: Option<taskfile::ReviewSpec>,
+    /// `defaults.diagnose`: a Claude Code diagnosis goes with every feedback turn.
+    pub diagnose: bool,
 }
 
 impl PlannedTask {
@@ -207,6 +211,8 @@ impl Plan {
                             .unwrap_or(d.max_change_bytes),
                     }
                 },
+                review: spec.review.clone().or_else(|| file.defaults.review.clone()),
+                diagnose: file.defaults.diagnose.unwrap_or(false),
                 profile,
                 spec: spec.clone(),
             });
@@ -216,6 +222,15 @@ impl Plan {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,
         };
+        // The built-in `claude-code` MCP server runs the same `claude` as the verifier.
+        let claude = claude_command(verifier.as_ref());
+        for t in &mut tasks {
+            if let Some(s) = t.profile.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
+                if s.command.is_none() {
+                    s.command = Some(claude.clone());
+                }
+            }
+        }
         let run_id = RunId::new();
         let run_dir = repo.runs_dir().join(run_id.as_str());
         Ok(Plan {
@@ -277,6 +292,17 @@ fn expand_profile(
             crate::redact::register(v);
         }
     }
+    for (name, server) in p.mcp_servers.iter_mut() {
+        for (k, v) in server.env.iter_mut() {
+            let from_env = v.contains("${");
+            *v = taskfile::expand_env(v, lookup).map_err(|e| {
+                PlanError::Invalid(format!("{path}.mcp_servers.{name}.env.{k}: {e}"))
+            })?;
+            if from_env || crate::redact::is_secret_name(k) {
+                crate::redact::register(v);
+            }
+        }
+    }
     Ok(p)
 }
 
@@ -313,6 +339,21 @@ fn check_programs(tasks: &[PlannedTask]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// The `claude` program fanout runs for Claude Code (the built-in `claude-code` MCP server,
+/// the review gate, diagnoses): the verifier profile's command when it is a `claude`, else
+/// `claude` on PATH.
+pub fn claude_command(verifier: Option<&AgentProfile>) -> String {
+    verifier
+        .map(|v| v.command.as_str())
+        .filter(|c| {
+            c.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("claude"))
+        })
+        .unwrap_or("claude")
+        .to_string()
 }
 
 /// Resolves `cwd` of a profile against the worktree.

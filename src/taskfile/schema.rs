@@ -39,6 +39,10 @@ pub enum Kind {
     Agents,
     Profile,
     Tasks,
+    /// MCP servers for a Codex agent's `config.toml`: name → entry (or `true`/`false`).
+    McpServers,
+    /// The review gate.
+    Review,
 }
 
 /// One field of an object of the task file.
@@ -119,6 +123,61 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
         Kind::Bytes,
         "Largest total size of a task's new and changed files (default 500 MiB).",
     ),
+    field(
+        "review",
+        Kind::Review,
+        "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
+    ),
+    field(
+        "diagnose",
+        Kind::Bool,
+        "Before each feedback turn, ask Claude Code for a root-cause diagnosis of the failed gates and send it along.",
+    ),
+];
+
+/// An entry of a profile's `mcp_servers` (Codex's own field names).
+pub const MCP_SERVER_FIELDS: &[Field] = &[
+    field(
+        "command",
+        Kind::NonEmptyString,
+        "The server's program (required except for the built-in `claude-code`).",
+    ),
+    field("args", Kind::Strings, "The program's arguments."),
+    field(
+        "env",
+        Kind::Env,
+        "Environment of the server; `${VAR}` expands from fanout's environment.",
+    ),
+    field(
+        "startup_timeout_sec",
+        Kind::Positive,
+        "Seconds Codex waits for the server to start.",
+    ),
+    field(
+        "tool_timeout_sec",
+        Kind::Positive,
+        "Seconds Codex waits for one tool call.",
+    ),
+    field(
+        "enabled_tools",
+        Kind::Strings,
+        "Only these tools of the server are offered to the model.",
+    ),
+    field(
+        "enabled",
+        Kind::Bool,
+        "`false` keeps the entry but does not start the server.",
+    ),
+];
+
+/// `review` (in `defaults` or a task).
+pub const REVIEW_FIELDS: &[Field] = &[
+    required(
+        "prompt",
+        Kind::NonEmptyString,
+        "What the reviewer checks; fanout adds the diff and asks for `APPROVE` or `REJECT: <reason>` on the first line.",
+    ),
+    field("timeout_secs", Kind::Positive, "Seconds the reviewer may take (default 300)."),
 ];
 
 /// An entry of `agents`, and `verifier`.
@@ -165,6 +224,11 @@ pub const PROFILE_FIELDS: &[Field] = &[
         "connect_ports",
         Kind::Ports,
         "TCP ports the sandbox lets the agent connect to besides 443.",
+    ),
+    field(
+        "mcp_servers",
+        Kind::McpServers,
+        "Codex agents: MCP servers written into the task's private config.toml; `claude-code` (true or {}) runs `claude mcp serve`.",
     ),
 ];
 
@@ -213,6 +277,11 @@ pub const TASK_FIELDS: &[Field] = &[
         Kind::Bytes,
         "Largest total size of the task's new and changed files (default 500 MiB).",
     ),
+    field(
+        "review",
+        Kind::Review,
+        "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
+    ),
 ];
 
 /// The protocols a profile may name.
@@ -244,6 +313,8 @@ pub fn tasks_schema() -> Value {
             "defaults": object(DEFAULTS_FIELDS, "Values every task inherits unless it sets its own."),
             "profile": object(PROFILE_FIELDS, "An agent profile; field names follow Codex's `mcp_servers` table where they overlap."),
             "task": object(TASK_FIELDS, "One task: one agent in its own worktree on its own branch."),
+            "mcpServer": object(MCP_SERVER_FIELDS, "An MCP server for a Codex agent (Codex's `[mcp_servers.NAME]` table)."),
+            "review": object(REVIEW_FIELDS, "The review gate."),
             "tasks": {
                 "description": "The tasks, at least one, ids unique.",
                 "type": "array",
@@ -324,6 +395,12 @@ fn kind_schema(kind: Kind) -> Value {
         }),
         Kind::Profile => json!({"$ref": "#/$defs/profile"}),
         Kind::Tasks => json!({"$ref": "#/$defs/tasks"}),
+        Kind::McpServers => json!({
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+            "additionalProperties": {"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/mcpServer"}]}
+        }),
+        Kind::Review => json!({"$ref": "#/$defs/review"}),
     }
 }
 
@@ -353,6 +430,8 @@ mod tests {
             Kind::Agents => json!({"e": {"protocol": "exec", "command": "true"}}),
             Kind::Profile => json!({"command": "claude"}),
             Kind::Tasks => json!([{"id": "t0", "prompt": "x"}, {"id": "t1", "prompt": "y"}]),
+            Kind::McpServers => json!({"claude-code": true, "other": {"command": "srv"}}),
+            Kind::Review => json!({"prompt": "check it"}),
         }
     }
 
