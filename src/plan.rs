@@ -108,6 +108,8 @@ pub struct PlannedTask {
     pub review: Option<taskfile::ReviewSpec>,
     /// `defaults.diagnose`: a Claude Code diagnosis goes with every feedback turn.
     pub diagnose: bool,
+    /// The `claude` program for the review gate and diagnoses.
+    pub claude: String,
 }
 
 impl PlannedTask {
@@ -213,6 +215,7 @@ impl Plan {
                 },
                 review: spec.review.clone().or_else(|| file.defaults.review.clone()),
                 diagnose: file.defaults.diagnose.unwrap_or(false),
+                claude: "claude".into(),
                 profile,
                 spec: spec.clone(),
             });
@@ -225,6 +228,7 @@ impl Plan {
         // The built-in `claude-code` MCP server runs the same `claude` as the verifier.
         let claude = claude_command(verifier.as_ref());
         for t in &mut tasks {
+            t.claude = claude.clone();
             if let Some(s) = t.profile.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
                 if s.command.is_none() {
                     s.command = Some(claude.clone());
