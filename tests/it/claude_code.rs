@@ -54,6 +54,17 @@ impl Run {
 
 /// `fanout run` with the pinned Codex, a user Codex home pointing at `model_port`, and `env`.
 fn fanout_run(repo: &TestRepo, tasks: &Value, model_port: u16, env: &[(&str, String)]) -> Run {
+    fanout_run_with(repo, tasks, model_port, env, &["--quiet"])
+}
+
+/// The same with other output options (`--json` puts the event stream on stdout).
+fn fanout_run_with(
+    repo: &TestRepo,
+    tasks: &Value,
+    model_port: u16,
+    env: &[(&str, String)],
+    output: &[&str],
+) -> Run {
     let home = tempfile::tempdir().expect("tmp");
     std::fs::write(
         home.path().join("config.toml"),
@@ -69,8 +80,9 @@ fn fanout_run(repo: &TestRepo, tasks: &Value, model_port: u16, env: &[(&str, Str
         .arg(&repo.path)
         .arg("--tasks")
         .arg(&tasks_file)
-        .args(["--jobs", "2", "--no-readback", "--quiet", "--report"])
+        .args(["--jobs", "2", "--no-readback", "--report"])
         .arg(&report_file)
+        .args(output)
         .env("FANOUT_CODEX_BIN", codex_bin())
         .env("CODEX_HOME", home.path())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -259,4 +271,158 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+fn anthropic_env(server: &AnthropicServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANTHROPIC_BASE_URL", server.base_url()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test-secret-0123456789".into()),
+    ]
+}
+
+/// The text of every message of an Anthropic request.
+fn anthropic_text(req: &crate::anthropic_server::Request) -> String {
+    req.body["messages"].to_string()
+}
+
+#[test]
+fn review_gate_approves_one_task_and_rejects_the_other() {
+    use crate::anthropic_server::Reply as A;
+    let repo = TestRepo::with_files(1);
+    let reviewer = AnthropicServer::start(|req| {
+        let text = anthropic_text(req);
+        if text.contains("+FORBIDDEN") {
+            A::Text("REJECT: it writes the forbidden word\nPlease write something else.".into())
+        } else if text.contains("allowed.txt") {
+            A::Text("APPROVE\nThe change does what the task asks.".into())
+        } else {
+            A::Text("no diff in the prompt".into())
+        }
+    });
+    let tasks = json!({
+        "version": 1,
+        "verifier": {"command": claude_bin().display().to_string(), "args": ["mcp", "serve"]},
+        "agents": {
+            "good": {"protocol": "exec", "command": "sh", "args": ["-c", "echo fine > allowed.txt"]},
+            "bad": {"protocol": "exec", "command": "sh", "args": ["-c", "echo FORBIDDEN > bad.txt"]},
+        },
+        "defaults": {"agent": "good", "max_attempts": 1,
+                     "review": {"prompt": "Reject any change that adds the word FORBIDDEN.", "timeout_secs": 120}},
+        "tasks": [
+            {"id": "good", "prompt": "write allowed.txt"},
+            {"id": "bad", "prompt": "write bad.txt", "agent": "bad"},
+        ],
+    });
+    let run = fanout_run(
+        &repo,
+        &tasks,
+        model_server::dead_port(),
+        &anthropic_env(&reviewer),
+    );
+    let good = run.task("good");
+    assert_eq!(good["status"], "merged", "{good:#}\n{}", run.stderr);
+    let review = good["verify"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "review"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(review["passed"], true, "{good:#}");
+    let bad = run.task("bad");
+    assert_eq!(bad["status"], "verify_failed", "{bad:#}\n{}", run.stderr);
+    let error = bad["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("the reviewer rejected the change: it writes the forbidden word"),
+        "{error}"
+    );
+    let branch = run.report["integration_branch"].as_str().expect("branch");
+    let files = crate::support::git_text(&repo.path, &["ls-tree", "-r", "--name-only", branch]);
+    assert!(files.contains("allowed.txt"), "{files}");
+    assert!(!files.contains("bad.txt"), "{files}");
+    // The reviewer saw each diff.
+    let reqs = reviewer.requests();
+    assert!(reqs
+        .iter()
+        .any(|r| anthropic_text(r).contains("+FORBIDDEN")));
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
+
+#[test]
+fn diagnosis_reaches_the_codex_thread_and_the_task_is_fixed() {
+    use crate::anthropic_server::Reply as A;
+    let repo = TestRepo::with_files(1);
+    let diagnoser = AnthropicServer::start(|req| {
+        if anthropic_text(req).contains("## command gate") {
+            A::Text("ROOT CAUSE: second.txt was never created.\nFIX: echo two > second.txt".into())
+        } else {
+            A::Text("no verification report in the prompt".into())
+        }
+    });
+    let server = ModelServer::start(|req| {
+        if req.after_tool_output() {
+            return Reply::Message("done".into());
+        }
+        let latest = req.last_user_text();
+        if let Some(fix) = latest.split("FIX: ").nth(1) {
+            return Reply::Command(fix.lines().next().unwrap_or("").trim().to_string());
+        }
+        if latest.contains("did not pass verification") {
+            return Reply::Message("no diagnosis, no fix".into());
+        }
+        model_server::run_prompt_command(req)
+    });
+    let tasks = json!({
+        "version": 1,
+        "verifier": {"command": claude_bin().display().to_string(), "args": ["mcp", "serve"]},
+        "defaults": {"max_attempts": 2, "diagnose": true},
+        "tasks": [{"id": "fix", "prompt": "CMD: echo one > first.txt", "verify": "test -f second.txt"}],
+    });
+    let run = fanout_run_with(
+        &repo,
+        &tasks,
+        server.port(),
+        &anthropic_env(&diagnoser),
+        &["--json"],
+    );
+    let t = run.task("fix");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
+    assert_eq!(t["attempts"], 2, "{t:#}");
+    let diagnosis = t["attempt_history"][0]["diagnosis"].as_str().unwrap_or("");
+    assert!(diagnosis.contains("second.txt was never created"), "{t:#}");
+    // The feedback turn on the same thread carried the gate's output and the diagnosis.
+    let reqs = server.requests();
+    assert!(
+        reqs.iter().any(|r| {
+            let t = r.last_user_text();
+            t.contains("## command gate") && t.contains("ROOT CAUSE: second.txt was never created")
+        }),
+        "the diagnosis did not reach the model"
+    );
+    // And it is in the event stream.
+    let events: Vec<Value> = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "diagnosis"
+            && e["task"] == "fix"
+            && e["attempt"] == 1
+            && e["text"].as_str().is_some_and(|x| x.contains("ROOT CAUSE"))),
+        "{}",
+        run.stdout
+    );
+    let branch = run.report["integration_branch"].as_str().expect("branch");
+    assert_eq!(
+        crate::support::git_text(&repo.path, &["show", &format!("{branch}:second.txt")]),
+        "two"
+    );
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
 }
