@@ -219,10 +219,7 @@ fn codex_consults_claude_code_inside_the_sandbox() {
     // The call and its answer are in the task's event log; the key is not.
     let log_path = t["event_log"].as_str().expect("event log");
     let log = std::fs::read_to_string(log_path).expect("log");
-    assert!(
-        log.contains("mcpToolCall") || log.contains("mcp_tool_call"),
-        "{log}"
-    );
+    assert!(log.contains("\"mcpToolCall\""), "{log}");
     assert!(log.contains("pineapple"), "{log}");
     assert!(
         !log.contains("sk-ant-test-secret"),
