@@ -82,6 +82,12 @@ pub enum EventKind {
         gate: String,
         detail: String,
     },
+    /// Claude Code's diagnosis of a failed attempt, sent to the agent with the feedback.
+    Diagnosis {
+        task: String,
+        attempt: u32,
+        text: String,
+    },
     /// The task's verified commit waits for integration.
     Committed { task: String, commit: String },
     /// Integration of the verified commits began.
@@ -130,6 +136,7 @@ impl Event {
             | AttemptEnded { task, .. }
             | GatePassed { task, .. }
             | GateFailed { task, .. }
+            | Diagnosis { task, .. }
             | Committed { task, .. }
             | Merged { task, .. }
             | Conflict { task, .. }
@@ -152,6 +159,7 @@ impl Event {
             AttemptEnded { .. } => "attempt_ended",
             GatePassed { .. } => "gate_passed",
             GateFailed { .. } => "gate_failed",
+            Diagnosis { .. } => "diagnosis",
             Committed { .. } => "committed",
             IntegrationStarted { .. } => "integration_started",
             Merged { .. } => "merged",

@@ -106,6 +106,12 @@ pub struct PlannedTask {
     pub limits: crate::git::collect::ChangeLimits,
     /// The task file's named shared caches.
     pub caches: Vec<taskfile::Cache>,
+    /// The review gate (task's own, else `defaults.review`).
+    pub review: Option<taskfile::ReviewSpec>,
+    /// `defaults.diagnose`: a Claude Code diagnosis goes with every feedback turn.
+    pub diagnose: bool,
+    /// The `claude` program for the review gate and diagnoses.
+    pub claude: String,
 }
 
 impl PlannedTask {
@@ -131,6 +137,7 @@ impl PlannedTask {
                 max_file_bytes: None,
                 max_change_bytes: None,
                 template: false,
+                review: None,
             },
             agent_name: "exec".into(),
             profile: crate::taskfile::AgentProfile::new(crate::taskfile::Protocol::Exec, "true"),
@@ -140,6 +147,9 @@ impl PlannedTask {
             max_attempts: 1,
             limits: crate::git::collect::ChangeLimits::default(),
             caches: Vec::new(),
+            review: None,
+            diagnose: false,
+            claude: "claude".into(),
         }
     }
 }
@@ -249,6 +259,9 @@ impl Plan {
                             .unwrap_or(d.max_change_bytes),
                     }
                 },
+                review: spec.review.clone().or_else(|| file.defaults.review.clone()),
+                diagnose: file.defaults.diagnose.unwrap_or(false),
+                claude: "claude".into(),
                 profile,
                 caches: file.caches.clone(),
                 spec: spec.clone(),
@@ -259,6 +272,16 @@ impl Plan {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,
         };
+        // The built-in `claude-code` MCP server runs the same `claude` as the verifier.
+        let claude = claude_command(verifier.as_ref());
+        for t in &mut tasks {
+            t.claude = claude.clone();
+            if let Some(s) = t.profile.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
+                if s.command.is_none() {
+                    s.command = Some(claude.clone());
+                }
+            }
+        }
         let run_id = RunId::new();
         let run_dir = repo.runs_dir().join(run_id.as_str());
         Ok(Plan {
@@ -342,6 +365,17 @@ fn expand_profile(
             crate::redact::register(v);
         }
     }
+    for (name, server) in p.mcp_servers.iter_mut() {
+        for (k, v) in server.env.iter_mut() {
+            let from_env = v.contains("${");
+            *v = taskfile::expand_env(v, lookup).map_err(|e| {
+                PlanError::Invalid(format!("{path}.mcp_servers.{name}.env.{k}: {e}"))
+            })?;
+            if from_env || crate::redact::is_secret_name(k) {
+                crate::redact::register(v);
+            }
+        }
+    }
     Ok(p)
 }
 
@@ -378,6 +412,21 @@ fn check_programs(tasks: &[PlannedTask]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// The `claude` program fanout runs for Claude Code (the built-in `claude-code` MCP server,
+/// the review gate, diagnoses): the verifier profile's command when it is a `claude`, else
+/// `claude` on PATH.
+pub fn claude_command(verifier: Option<&AgentProfile>) -> String {
+    verifier
+        .map(|v| v.command.as_str())
+        .filter(|c| {
+            c.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("claude"))
+        })
+        .unwrap_or("claude")
+        .to_string()
 }
 
 /// Resolves `cwd` of a profile against the worktree.

@@ -117,6 +117,24 @@ pub struct AgentProfile {
     pub enabled: bool,
     /// TCP ports the sandbox lets the agent connect to, besides 443.
     pub connect_ports: Vec<u16>,
+    /// MCP servers written into a Codex agent's private `config.toml` (`[mcp_servers.NAME]`).
+    pub mcp_servers: BTreeMap<String, McpServerSpec>,
+}
+
+/// The built-in MCP server name that expands to Claude Code's `claude mcp serve`.
+pub const CLAUDE_CODE_SERVER: &str = "claude-code";
+
+/// One `mcp_servers` entry, with Codex's own field names. `None` fields are left to Codex (or,
+/// for the built-in `claude-code`, to fanout's defaults).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct McpServerSpec {
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub startup_timeout_sec: Option<f64>,
+    pub tool_timeout_sec: Option<f64>,
+    pub enabled_tools: Option<Vec<String>>,
+    pub enabled: Option<bool>,
 }
 
 impl AgentProfile {
@@ -133,6 +151,7 @@ impl AgentProfile {
             tool_timeout_sec: DEFAULT_TOOL_TIMEOUT_SEC,
             enabled: true,
             connect_ports: Vec::new(),
+            mcp_servers: BTreeMap::new(),
         }
     }
 }
@@ -152,6 +171,19 @@ pub struct Defaults {
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
+    /// The review gate every task gets unless it sets its own.
+    pub review: Option<ReviewSpec>,
+    /// Ask Claude Code for a root-cause diagnosis before each feedback turn.
+    pub diagnose: Option<bool>,
+}
+
+/// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewSpec {
+    /// What the reviewer checks (the diff and the answer format are added by fanout).
+    pub prompt: String,
+    /// Seconds the reviewer may take (default 300).
+    pub timeout_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -169,6 +201,7 @@ pub struct TaskSpec {
     pub max_change_bytes: Option<u64>,
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
+    pub review: Option<ReviewSpec>,
 }
 
 /// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the
@@ -720,7 +753,35 @@ impl Validator {
             max_attempts: self.count(obj, "max_attempts", path),
             max_file_bytes: self.bytes(obj, "max_file_bytes", path),
             max_change_bytes: self.bytes(obj, "max_change_bytes", path),
+            review: self.review(obj, path),
+            diagnose: self.boolean(obj, "diagnose", path),
         }
+    }
+
+    /// `review: {prompt, timeout_secs}`.
+    fn review(&mut self, obj: &Map<String, Value>, path: &str) -> Option<ReviewSpec> {
+        let value = obj.get("review")?;
+        let loc = format!("{path}.review");
+        let r = self.object(value, &loc)?;
+        self.known_fields(r, &loc, &schema::names(schema::REVIEW_FIELDS));
+        let timeout_secs = self.positive(r, "timeout_secs", &loc);
+        let prompt = match self.string(r, "prompt", &loc) {
+            Some(p) if !p.trim().is_empty() => p,
+            Some(_) => {
+                self.problem(&format!("{loc}.prompt"), "prompt must not be empty");
+                return None;
+            }
+            None => {
+                if !r.contains_key("prompt") {
+                    self.problem(&loc, "missing field \"prompt\"");
+                }
+                return None;
+            }
+        };
+        Some(ReviewSpec {
+            prompt,
+            timeout_secs,
+        })
     }
 
     fn profile(&mut self, value: &Value, path: &str, default_tool: &str) -> Option<AgentProfile> {
@@ -816,7 +877,92 @@ impl Validator {
                 ),
             }
         }
+        if let Some(servers) = obj.get("mcp_servers") {
+            profile.mcp_servers = self.mcp_servers(servers, &format!("{path}.mcp_servers"));
+        }
         Some(profile)
+    }
+
+    /// `mcp_servers`: name → `{command, args, env, …}`; the built-in `claude-code` may be
+    /// `true` or `{}` (everything defaulted), `false` leaves a server out.
+    fn mcp_servers(&mut self, value: &Value, path: &str) -> BTreeMap<String, McpServerSpec> {
+        let mut out = BTreeMap::new();
+        let Some(map) = self.object(value, path) else {
+            return out;
+        };
+        for (name, entry) in map {
+            let loc = format!("{path}.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+            {
+                self.problem(&loc, "MCP server names are [A-Za-z0-9_-]");
+            }
+            let builtin = name == CLAUDE_CODE_SERVER;
+            let spec = match entry {
+                Value::Bool(true) if builtin => McpServerSpec::default(),
+                Value::Bool(true) => {
+                    self.problem(&loc, format!("`true` only works for the built-in {CLAUDE_CODE_SERVER:?}; give a {{\"command\": …}} object"));
+                    continue;
+                }
+                Value::Bool(false) => continue,
+                Value::Object(obj) => {
+                    self.known_fields(obj, &loc, &schema::names(schema::MCP_SERVER_FIELDS));
+                    let command = self.string(obj, "command", &loc);
+                    match &command {
+                        Some(c) if c.trim().is_empty() => {
+                            self.problem(&format!("{loc}.command"), "command must not be empty")
+                        }
+                        None if !builtin && !obj.contains_key("command") => {
+                            self.problem(&loc, "missing field \"command\"")
+                        }
+                        _ => {}
+                    }
+                    let mut env = BTreeMap::new();
+                    if let Some(e) = obj.get("env") {
+                        let eloc = format!("{loc}.env");
+                        if let Some(m) = self.object(e, &eloc) {
+                            for (k, v) in m {
+                                match v {
+                                    Value::String(s) => {
+                                        if let Err(e) = expand_env(s, &|n| std::env::var(n).ok()) {
+                                            self.problem(&format!("{eloc}.{k}"), e);
+                                        }
+                                        env.insert(k.clone(), s.clone());
+                                    }
+                                    other => self.problem(
+                                        &format!("{eloc}.{k}"),
+                                        format!("expected a string, found {}", kind(other)),
+                                    ),
+                                }
+                            }
+                        }
+                    }
+                    McpServerSpec {
+                        command,
+                        args: self.strings(obj, "args", &loc),
+                        env,
+                        startup_timeout_sec: self.positive(obj, "startup_timeout_sec", &loc),
+                        tool_timeout_sec: self.positive(obj, "tool_timeout_sec", &loc),
+                        enabled_tools: self.strings(obj, "enabled_tools", &loc),
+                        enabled: self.boolean(obj, "enabled", &loc),
+                    }
+                }
+                other => {
+                    self.problem(
+                        &loc,
+                        format!(
+                            "expected an object (or true for {CLAUDE_CODE_SERVER:?}), found {}",
+                            kind(other)
+                        ),
+                    );
+                    continue;
+                }
+            };
+            out.insert(name.clone(), spec);
+        }
+        out
     }
 
     fn task(&mut self, value: &Value, path: &str, all_ids: &BTreeSet<String>) -> Option<TaskSpec> {
@@ -894,6 +1040,7 @@ impl Validator {
         let max_attempts = self.count(obj, "max_attempts", path);
         let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
         let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
+        let review = self.review(obj, path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -927,6 +1074,7 @@ impl Validator {
             max_file_bytes,
             max_change_bytes,
             template,
+            review,
         })
     }
 

@@ -59,6 +59,8 @@ pub enum CodexError {
     McpRemoved(Version),
     #[error("{path} is not valid TOML: {message}")]
     BadConfig { path: String, message: String },
+    #[error("{0}")]
+    McpServers(String),
     #[error("cannot prepare the private CODEX_HOME {path}")]
     Home {
         path: String,
@@ -367,7 +369,7 @@ pub fn provider_ports(config: &toml::Table) -> Vec<u16> {
     ports
 }
 
-fn url_port(url: &str) -> Option<u16> {
+pub(crate) fn url_port(url: &str) -> Option<u16> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split('/').next()?;
     let host_port = authority.rsplit('@').next()?;
@@ -392,6 +394,7 @@ pub fn prepare_home(
     scratch: &Path,
     user_home: Option<&Path>,
     confined: bool,
+    extra: toml::Table,
 ) -> Result<(PathBuf, toml::Table), CodexError> {
     let home = scratch.join("codex-home");
     let io = |source| CodexError::Home {
@@ -404,6 +407,7 @@ pub fn prepare_home(
         None => toml::Table::new(),
     };
     merge_toml(&mut config, fanout_overrides(confined));
+    merge_toml(&mut config, extra);
     let text = toml::to_string(&config).map_err(|e| io(std::io::Error::other(e.to_string())))?;
     std::fs::write(home.join("config.toml"), text).map_err(io)?;
     if let Some(h) = user_home {
@@ -476,7 +480,14 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
         translate_mcp_arguments(&mut ctx.profile.arguments);
     }
     let user_home = user_codex_home(ctx.spawn.env.get("CODEX_HOME").map(String::as_str));
-    let (home, config) = prepare_home(&ctx.scratch, user_home.as_deref(), confined)?;
+    // The profile's MCP servers (the built-in `claude-code` among them), run by Codex as its
+    // children, inside the same sandbox.
+    let mcp = super::mcp_servers::build(&ctx.profile.mcp_servers, &ctx.scratch, &|n| {
+        std::env::var(n).ok()
+    })
+    .map_err(|e| CodexError::McpServers(e.to_string()))?;
+    let (home, config) = prepare_home(&ctx.scratch, user_home.as_deref(), confined, mcp.config)?;
+    ctx.spawn.env.extend(mcp.env);
     let tmp = ctx.scratch.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(|source| CodexError::Home {
         path: tmp.display().to_string(),
@@ -498,7 +509,11 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
         .cloned()
         .or_else(|| std::env::var("OPENAI_BASE_URL").ok());
     let env_port = env_url.as_deref().and_then(url_port);
-    for port in provider_ports(&config).into_iter().chain(env_port) {
+    for port in provider_ports(&config)
+        .into_iter()
+        .chain(env_port)
+        .chain(mcp.ports)
+    {
         if !ctx.profile.connect_ports.contains(&port) {
             ctx.profile.connect_ports.push(port);
         }
@@ -511,7 +526,8 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
     ctx.events.record(
         "codex",
         json!({"program": ctx.spawn.program, "version": installed.version.to_string(),
-               "protocol": protocol, "codex_home": home.display().to_string()}),
+               "protocol": protocol, "codex_home": home.display().to_string(),
+               "mcp_servers": mcp.names}),
     );
     Ok((ctx, Some(Prepared { installed })))
 }
@@ -616,7 +632,8 @@ base_url = "https://example.com/v1"
         let scratch = tempfile::tempdir().expect("tmp");
         std::fs::write(user.path().join("config.toml"), "model = \"m\"\n").expect("write");
         std::fs::write(user.path().join("auth.json"), "{\"secret\":1}").expect("write");
-        let (home, cfg) = prepare_home(scratch.path(), Some(user.path()), true).expect("home");
+        let (home, cfg) = prepare_home(scratch.path(), Some(user.path()), true, toml::Table::new())
+            .expect("home");
         assert_eq!(cfg["model"].as_str(), Some("m"));
         let written = std::fs::read_to_string(home.join("config.toml")).expect("read");
         assert!(
@@ -630,7 +647,8 @@ base_url = "https://example.com/v1"
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(user.path().join("config.toml"), "model = [").expect("write");
-        let err = prepare_home(scratch.path(), Some(user.path()), true).unwrap_err();
+        let err =
+            prepare_home(scratch.path(), Some(user.path()), true, toml::Table::new()).unwrap_err();
         assert!(err.to_string().contains("not valid TOML"), "{err}");
     }
 }

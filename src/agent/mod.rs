@@ -10,6 +10,7 @@ pub mod app_server;
 pub mod codex;
 pub mod exec;
 pub mod mcp;
+pub mod mcp_servers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -70,6 +70,10 @@ pub struct AttemptReport {
     pub gates: Vec<GateResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Claude Code's root-cause diagnosis of the failure, sent with the feedback
+    /// (`defaults.diagnose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
 }
 
 /// Result of reading a task's files back through the verifier.

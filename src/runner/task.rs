@@ -306,6 +306,7 @@ async fn pipeline(
             commit: collected.commit.map(|c| c.to_string()),
             gates: Vec::new(),
             failure: None,
+            diagnosis: None,
         };
         fill_change(report, &collected, &paths);
         shared.events.emit(EventKind::AttemptEnded {
@@ -380,6 +381,33 @@ async fn pipeline(
                 TaskStatus::VerifyFailed,
                 super::retry::verify_failed_error(report, attempt),
             ));
+        }
+        let mut text = text;
+        if task.diagnose {
+            // A root-cause diagnosis by Claude Code goes with the gates' output.
+            let diagnosis = tokio::select! {
+                d = verify::diagnose::diagnose(&spawn, &task.claude, &paths.worktree, &paths.scratch,
+                    &task.spec.prompt, &text, &collected.summary.files) => d,
+                _ = cancel.wait_for(|c| *c) => break Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis")),
+            };
+            match diagnosis {
+                Ok(d) => {
+                    events.record("diagnosis", json!({"attempt": attempt, "text": d}));
+                    shared.events.emit(EventKind::Diagnosis {
+                        task: id.to_string(),
+                        attempt,
+                        text: d.clone(),
+                    });
+                    if let Some(a) = report.attempt_history.last_mut() {
+                        a.diagnosis = Some(d.clone());
+                    }
+                    text.push_str(&verify::diagnose::section(&d));
+                }
+                Err(e) => shared.events.warn(
+                    Some(id.as_str()),
+                    &format!("no diagnosis for attempt {attempt}: {e}"),
+                ),
+            }
         }
         feedback = Some(text);
     };
@@ -782,6 +810,19 @@ async fn verify_gates(
         gates.push(gate);
     }
     report.readback = Some(readback.report);
+    // Review by Claude Code, confined like the agent.
+    if let Some(review) = &task.review {
+        let diff = String::from_utf8_lossy(&collected.patch);
+        let input = verify::review::ReviewInput {
+            spec: spawn,
+            claude: &task.claude,
+            worktree: &paths.worktree,
+            scratch: &paths.scratch,
+            task_prompt: &task.spec.prompt,
+            diff: &diff,
+        };
+        gates.push(verify::review::gate(review, input).await);
+    }
     gates
 }
 

@@ -45,6 +45,10 @@ pub enum Kind {
     ForEach,
     /// A task id, or a template's id with placeholders.
     TaskIdTemplate,
+    /// MCP servers for a Codex agent's `config.toml`: name → entry (or `true`/`false`).
+    McpServers,
+    /// The review gate.
+    Review,
 }
 
 /// One field of an object of the task file.
@@ -130,6 +134,61 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
         Kind::Bytes,
         "Largest total size of a task's new and changed files (default 500 MiB).",
     ),
+    field(
+        "review",
+        Kind::Review,
+        "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
+    ),
+    field(
+        "diagnose",
+        Kind::Bool,
+        "Before each feedback turn, ask Claude Code for a root-cause diagnosis of the failed gates and send it along.",
+    ),
+];
+
+/// An entry of a profile's `mcp_servers` (Codex's own field names).
+pub const MCP_SERVER_FIELDS: &[Field] = &[
+    field(
+        "command",
+        Kind::NonEmptyString,
+        "The server's program (required except for the built-in `claude-code`).",
+    ),
+    field("args", Kind::Strings, "The program's arguments."),
+    field(
+        "env",
+        Kind::Env,
+        "Environment of the server; `${VAR}` expands from fanout's environment.",
+    ),
+    field(
+        "startup_timeout_sec",
+        Kind::Positive,
+        "Seconds Codex waits for the server to start.",
+    ),
+    field(
+        "tool_timeout_sec",
+        Kind::Positive,
+        "Seconds Codex waits for one tool call.",
+    ),
+    field(
+        "enabled_tools",
+        Kind::Strings,
+        "Only these tools of the server are offered to the model.",
+    ),
+    field(
+        "enabled",
+        Kind::Bool,
+        "`false` keeps the entry but does not start the server.",
+    ),
+];
+
+/// `review` (in `defaults` or a task).
+pub const REVIEW_FIELDS: &[Field] = &[
+    required(
+        "prompt",
+        Kind::NonEmptyString,
+        "What the reviewer checks; fanout adds the diff and asks for `APPROVE` or `REJECT: <reason>` on the first line.",
+    ),
+    field("timeout_secs", Kind::Positive, "Seconds the reviewer may take (default 300)."),
 ];
 
 /// An entry of `agents`, and `verifier`.
@@ -176,6 +235,11 @@ pub const PROFILE_FIELDS: &[Field] = &[
         "connect_ports",
         Kind::Ports,
         "TCP ports the sandbox lets the agent connect to besides 443.",
+    ),
+    field(
+        "mcp_servers",
+        Kind::McpServers,
+        "Codex agents: MCP servers written into the task's private config.toml; `claude-code` (true or {}) runs `claude mcp serve`.",
     ),
 ];
 
@@ -229,6 +293,11 @@ pub const TASK_FIELDS: &[Field] = &[
         Kind::ForEach,
         "Makes the task a template, expanded over tracked files at the base commit (`{\"files\": GLOB, \"batch\": N}`), folders holding a marker file (`{\"dirs_with\": NAME}`) or a list (`{\"items\": [...]}`); placeholders {path} {dir} {stem} {name} {item} {paths} {n} in id, prompt, paths and verify.",
     ),
+    field(
+        "review",
+        Kind::Review,
+        "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
+    ),
 ];
 
 /// The protocols a profile may name.
@@ -260,6 +329,8 @@ pub fn tasks_schema() -> Value {
             "defaults": object(DEFAULTS_FIELDS, "Values every task inherits unless it sets its own."),
             "profile": object(PROFILE_FIELDS, "An agent profile; field names follow Codex's `mcp_servers` table where they overlap."),
             "task": object(TASK_FIELDS, "One task: one agent in its own worktree on its own branch."),
+            "mcpServer": object(MCP_SERVER_FIELDS, "An MCP server for a Codex agent (Codex's `[mcp_servers.NAME]` table)."),
+            "review": object(REVIEW_FIELDS, "The review gate."),
             "tasks": {
                 "description": "The tasks, at least one, ids unique.",
                 "type": "array",
@@ -374,6 +445,12 @@ fn kind_schema(kind: Kind) -> Value {
                 }
             ]}
         }),
+        Kind::McpServers => json!({
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+            "additionalProperties": {"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/mcpServer"}]}
+        }),
+        Kind::Review => json!({"$ref": "#/$defs/review"}),
     }
 }
 
@@ -406,6 +483,8 @@ mod tests {
             Kind::Caches => json!(["pip", {"name": "tool", "env": ["TOOL_CACHE"]}]),
             Kind::ForEach => json!({"items": ["a", "b"]}),
             Kind::TaskIdTemplate => json!("t1"),
+            Kind::McpServers => json!({"claude-code": true, "other": {"command": "srv"}}),
+            Kind::Review => json!({"prompt": "check it"}),
         }
     }
 

@@ -4,7 +4,10 @@ verify command run inside the task's sandbox, and a read-back of the changed fil
 verifier MCP server (Claude Code's `claude mcp serve` `Read` tool).
 */
 
+pub mod claude;
 pub mod command;
+pub mod diagnose;
 pub mod readback;
+pub mod review;
 pub mod risky;
 pub mod scope;
