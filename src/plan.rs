@@ -36,6 +36,10 @@ pub struct RunOptions {
     pub allow_unfiltered: bool,
     /// Free space the git directory's filesystem needs before a run starts (0: no check).
     pub min_free_mb: u64,
+    /// `--on-conflict`: overrides the task file's `defaults.on_conflict`.
+    pub on_conflict: Option<taskfile::OnConflict>,
+    /// `--squash`: the integration is one commit listing the tasks.
+    pub squash: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -157,6 +161,17 @@ pub struct Plan {
     pub task_file_text: String,
     /// Results carried over from an interrupted run (`fanout resume`), by task id.
     pub priors: BTreeMap<String, crate::state::Prior>,
+    /// The task file's `integrate` gate.
+    pub integrate: Option<IntegrateGate>,
+    /// What a conflicting task does (command line over task file, default `fail`).
+    pub on_conflict: taskfile::OnConflict,
+}
+
+/// The integration gate: a verify command run on the integration result.
+#[derive(Clone, Debug)]
+pub struct IntegrateGate {
+    pub verify: VerifyCommand,
+    pub timeout_secs: f64,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
@@ -261,7 +276,17 @@ impl Plan {
         };
         let run_id = RunId::new();
         let run_dir = repo.runs_dir().join(run_id.as_str());
+        let integrate = file.integrate.as_ref().map(|g| IntegrateGate {
+            verify: g.verify.clone(),
+            timeout_secs: g.timeout_secs.unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+        });
+        let on_conflict = options
+            .on_conflict
+            .or(file.defaults.on_conflict)
+            .unwrap_or_default();
         Ok(Plan {
+            integrate,
+            on_conflict,
             run_id,
             repo,
             base,

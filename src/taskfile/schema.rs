@@ -45,6 +45,10 @@ pub enum Kind {
     ForEach,
     /// A task id, or a template's id with placeholders.
     TaskIdTemplate,
+    /// `integrate`.
+    Integrate,
+    /// `fail`, `retry` or `retry=N`.
+    OnConflict,
 }
 
 /// One field of an object of the task file.
@@ -102,7 +106,22 @@ pub const FILE_FIELDS: &[Field] = &[
         Kind::Profile,
         "The read-back verifier profile (default `claude mcp serve`, tool `Read`).",
     ),
+    field(
+        "integrate",
+        Kind::Integrate,
+        "A gate on the integration result: its verify command runs on the merged commit; tasks that break it are found by bisection and taken out.",
+    ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
+];
+
+/// `integrate`.
+pub const INTEGRATE_FIELDS: &[Field] = &[
+    required(
+        "verify",
+        Kind::Verify,
+        "Verify command run on the integration result, in a sandboxed checkout of it: an argv list, or a string run with `sh -c`.",
+    ),
+    field("timeout_secs", Kind::Positive, "The command's time in seconds (default 600)."),
 ];
 
 /// `defaults`.
@@ -129,6 +148,11 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
         "max_change_bytes",
         Kind::Bytes,
         "Largest total size of a task's new and changed files (default 500 MiB).",
+    ),
+    field(
+        "on_conflict",
+        Kind::OnConflict,
+        "A task that conflicts with what was merged before it: `fail` (default), or `retry` / `retry=N` to run it again from the integration head (N times, default 1); --on-conflict overrides.",
     ),
 ];
 
@@ -257,6 +281,7 @@ pub fn tasks_schema() -> Value {
         "oneOf": [{"$ref": "#/$defs/file"}, {"$ref": "#/$defs/tasks"}],
         "$defs": {
             "file": object(FILE_FIELDS, "The task file as an object."),
+            "integrate": object(INTEGRATE_FIELDS, "A gate on the integration result."),
             "defaults": object(DEFAULTS_FIELDS, "Values every task inherits unless it sets its own."),
             "profile": object(PROFILE_FIELDS, "An agent profile; field names follow Codex's `mcp_servers` table where they overlap."),
             "task": object(TASK_FIELDS, "One task: one agent in its own worktree on its own branch."),
@@ -333,6 +358,10 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}})
         }
         Kind::Defaults => json!({"$ref": "#/$defs/defaults"}),
+        Kind::Integrate => json!({"$ref": "#/$defs/integrate"}),
+        Kind::OnConflict => {
+            json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
+        }
         Kind::Agents => json!({
             "type": "object",
             "propertyNames": {"pattern": AGENT_NAME_PATTERN},
@@ -406,6 +435,8 @@ mod tests {
             Kind::Caches => json!(["pip", {"name": "tool", "env": ["TOOL_CACHE"]}]),
             Kind::ForEach => json!({"items": ["a", "b"]}),
             Kind::TaskIdTemplate => json!("t1"),
+            Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
+            Kind::OnConflict => json!("retry=2"),
         }
     }
 
@@ -416,7 +447,8 @@ mod tests {
             | Kind::NonEmptyString
             | Kind::TaskId
             | Kind::TaskIdTemplate
-            | Kind::Protocol => json!(7),
+            | Kind::Protocol
+            | Kind::OnConflict => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }
@@ -442,9 +474,11 @@ mod tests {
             "tasks".into(),
             json!([{"id": "t0", "prompt": "first"}, task]),
         );
+        file.insert("integrate".into(), Value::Object(all(INTEGRATE_FIELDS)));
         let mut v = Value::Object(file);
         let target = match which {
             "defaults" => &mut v["defaults"],
+            "integrate" => &mut v["integrate"],
             "profile" => &mut v["agents"]["e"],
             "task" => &mut v["tasks"][1],
             _ => &mut v,
@@ -467,8 +501,9 @@ mod tests {
         }
     }
 
-    const TABLES: [(&str, &str, &[Field]); 4] = [
+    const TABLES: [(&str, &str, &[Field]); 5] = [
         ("file", "$", FILE_FIELDS),
+        ("integrate", "$.integrate", INTEGRATE_FIELDS),
         ("defaults", "$.defaults", DEFAULTS_FIELDS),
         ("profile", "$.agents.e", PROFILE_FIELDS),
         ("task", "$.tasks[1]", TASK_FIELDS),
@@ -521,6 +556,7 @@ mod tests {
         let schema = tasks_schema();
         for (def, fields) in [
             ("file", FILE_FIELDS),
+            ("integrate", INTEGRATE_FIELDS),
             ("defaults", DEFAULTS_FIELDS),
             ("profile", PROFILE_FIELDS),
             ("task", TASK_FIELDS),
@@ -543,6 +579,7 @@ mod tests {
                 let mut v = file_with(which, f.name, Value::Null);
                 let target = match which {
                     "defaults" => &mut v["defaults"],
+                    "integrate" => &mut v["integrate"],
                     "profile" => &mut v["agents"]["e"],
                     "task" => &mut v["tasks"][1],
                     _ => &mut v,
