@@ -280,6 +280,9 @@ impl Plan {
             verify: g.verify.clone(),
             timeout_secs: g.timeout_secs.unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
         });
+        if let Some(g) = &integrate {
+            check_gate_program(&g.verify)?;
+        }
         let on_conflict = options
             .on_conflict
             .or(file.defaults.on_conflict)
@@ -403,6 +406,28 @@ fn check_programs(tasks: &[PlannedTask]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// A gate command that cannot start would fail on every integration and blame no task: say so
+/// before anything runs. Commands relative to the checkout (`./x.sh`) are checked when it runs.
+fn check_gate_program(verify: &VerifyCommand) -> Result<(), PlanError> {
+    let argv = verify.argv();
+    let Some(cmd) = argv.first() else {
+        return Err(PlanError::Invalid("integrate.verify: empty command".into()));
+    };
+    if cmd.contains('/') && !Path::new(cmd).is_absolute() {
+        return Ok(());
+    }
+    crate::which::find_program(cmd).map(|_| ()).map_err(|_| {
+        PlanError::Invalid(format!(
+            "integrate.verify: cannot find its command {cmd:?} ({}); nothing was run",
+            if cmd.contains('/') {
+                "no such file"
+            } else {
+                "not on PATH"
+            }
+        ))
+    })
 }
 
 /// Resolves `cwd` of a profile against the worktree.
