@@ -96,6 +96,17 @@ pub enum EventKind {
     Merged { task: String, commit: String },
     /// A task's commit conflicts with what was merged before it.
     Conflict { task: String, paths: Vec<String> },
+    /// A task that conflicted runs again from the integration head (`--on-conflict retry`).
+    ConflictRetry {
+        task: String,
+        round: u32,
+        paths: Vec<String>,
+    },
+    /// The integration gate took a merged task out again: it breaks the integration.
+    Ejected { task: String, reason: String },
+    /// The integration gate ended: whether the handed-over integration passes its verify
+    /// command, after how many runs of it.
+    IntegrationVerified { passed: bool, verify_runs: u32 },
     /// The task's final outcome, with everything the report says about it (before
     /// integration: a verified task's status becomes `merged` or `conflict` later), and its
     /// state for `fanout resume` (`verified`, `no_changes`, `failed`, `interrupted`, …).
@@ -140,9 +151,14 @@ impl Event {
             | Committed { task, .. }
             | Merged { task, .. }
             | Conflict { task, .. }
+            | ConflictRetry { task, .. }
+            | Ejected { task, .. }
             | TaskEnded { task, .. } => Some(task),
             Warning { task, .. } => task.as_deref(),
-            RunStarted { .. } | IntegrationStarted { .. } | RunEnded { .. } => None,
+            RunStarted { .. }
+            | IntegrationStarted { .. }
+            | IntegrationVerified { .. }
+            | RunEnded { .. } => None,
         }
     }
 
@@ -164,6 +180,9 @@ impl Event {
             IntegrationStarted { .. } => "integration_started",
             Merged { .. } => "merged",
             Conflict { .. } => "conflict",
+            ConflictRetry { .. } => "conflict_retry",
+            Ejected { .. } => "ejected",
+            IntegrationVerified { .. } => "integration_verified",
             TaskEnded { .. } => "task_ended",
             Warning { .. } => "warning",
             RunEnded { .. } => "run_ended",
@@ -341,6 +360,13 @@ impl RunView {
                 t.status = Some(TaskStatus::Conflict);
                 if let Some(r) = &mut t.report {
                     r.status = TaskStatus::Conflict;
+                }
+            }
+            EventKind::Ejected { task, .. } => {
+                let t = self.task_mut(task);
+                t.status = Some(TaskStatus::IntegrationFailed);
+                if let Some(r) = &mut t.report {
+                    r.status = TaskStatus::IntegrationFailed;
                 }
             }
             EventKind::Warning { task, message } => self.warnings.push(match task {

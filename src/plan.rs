@@ -36,6 +36,10 @@ pub struct RunOptions {
     pub allow_unfiltered: bool,
     /// Free space the git directory's filesystem needs before a run starts (0: no check).
     pub min_free_mb: u64,
+    /// `--on-conflict`: overrides the task file's `defaults.on_conflict`.
+    pub on_conflict: Option<taskfile::OnConflict>,
+    /// `--squash`: the integration is one commit listing the tasks.
+    pub squash: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -167,6 +171,17 @@ pub struct Plan {
     pub task_file_text: String,
     /// Results carried over from an interrupted run (`fanout resume`), by task id.
     pub priors: BTreeMap<String, crate::state::Prior>,
+    /// The task file's `integrate` gate.
+    pub integrate: Option<IntegrateGate>,
+    /// What a conflicting task does (command line over task file, default `fail`).
+    pub on_conflict: taskfile::OnConflict,
+}
+
+/// The integration gate: a verify command run on the integration result.
+#[derive(Clone, Debug)]
+pub struct IntegrateGate {
+    pub verify: VerifyCommand,
+    pub timeout_secs: f64,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
@@ -284,7 +299,20 @@ impl Plan {
         }
         let run_id = RunId::new();
         let run_dir = repo.runs_dir().join(run_id.as_str());
+        let integrate = file.integrate.as_ref().map(|g| IntegrateGate {
+            verify: g.verify.clone(),
+            timeout_secs: g.timeout_secs.unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+        });
+        if let Some(g) = &integrate {
+            check_gate_program(&g.verify)?;
+        }
+        let on_conflict = options
+            .on_conflict
+            .or(file.defaults.on_conflict)
+            .unwrap_or_default();
         Ok(Plan {
+            integrate,
+            on_conflict,
             run_id,
             repo,
             base,
@@ -427,6 +455,28 @@ pub fn claude_command(verifier: Option<&AgentProfile>) -> String {
         })
         .unwrap_or("claude")
         .to_string()
+}
+
+/// A gate command that cannot start would fail on every integration and blame no task: say so
+/// before anything runs. Commands relative to the checkout (`./x.sh`) are checked when it runs.
+fn check_gate_program(verify: &VerifyCommand) -> Result<(), PlanError> {
+    let argv = verify.argv();
+    let Some(cmd) = argv.first() else {
+        return Err(PlanError::Invalid("integrate.verify: empty command".into()));
+    };
+    if cmd.contains('/') && !Path::new(cmd).is_absolute() {
+        return Ok(());
+    }
+    crate::which::find_program(cmd).map(|_| ()).map_err(|_| {
+        PlanError::Invalid(format!(
+            "integrate.verify: cannot find its command {cmd:?} ({}); nothing was run",
+            if cmd.contains('/') {
+                "no such file"
+            } else {
+                "not on PATH"
+            }
+        ))
+    })
 }
 
 /// Resolves `cwd` of a profile against the worktree.

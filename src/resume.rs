@@ -38,6 +38,10 @@ pub struct SavedInputs {
     pub max_change_bytes: Option<u64>,
     #[serde(default)]
     pub allow_unfiltered: bool,
+    #[serde(default)]
+    pub on_conflict: Option<crate::taskfile::OnConflict>,
+    #[serde(default)]
+    pub squash: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,8 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         max_file_bytes: plan.options.max_file_bytes,
         max_change_bytes: plan.options.max_change_bytes,
         allow_unfiltered: plan.options.allow_unfiltered,
+        on_conflict: plan.options.on_conflict,
+        squash: plan.options.squash,
     };
     crate::report::write_json_atomic(&dir.join("run.json"), &inputs)
 }
@@ -133,6 +139,8 @@ pub fn plan_resume(
         max_change_bytes: saved.max_change_bytes,
         allow_unfiltered: saved.allow_unfiltered,
         min_free_mb,
+        on_conflict: saved.on_conflict,
+        squash: saved.squash,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

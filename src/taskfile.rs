@@ -98,6 +98,49 @@ impl VerifyCommand {
     }
 }
 
+/// What a task does when it conflicts with what was merged before it (`--on-conflict`,
+/// `defaults.on_conflict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// The task ends `conflict`.
+    #[default]
+    Fail,
+    /// The task runs again from the integration head, up to this many times.
+    Retry(u32),
+}
+
+impl OnConflict {
+    /// `fail`, `retry` (once) or `retry=N` (N from 1 to 100).
+    pub fn parse(s: &str) -> Result<OnConflict, String> {
+        match s {
+            "fail" => Ok(OnConflict::Fail),
+            "retry" => Ok(OnConflict::Retry(1)),
+            _ => match s.strip_prefix("retry=").map(str::parse::<u32>) {
+                Some(Ok(n)) if (1..=100).contains(&n) => Ok(OnConflict::Retry(n)),
+                _ => Err(format!(
+                    "expected fail, retry or retry=N (N from 1 to 100), found {s:?}"
+                )),
+            },
+        }
+    }
+
+    /// How many times a conflicting task runs again.
+    pub fn retries(self) -> u32 {
+        match self {
+            OnConflict::Fail => 0,
+            OnConflict::Retry(n) => n,
+        }
+    }
+}
+
+/// `integrate`: a verify command run on the integration result (see docs/taskfile.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntegrateSpec {
+    pub verify: VerifyCommand,
+    pub timeout_secs: Option<f64>,
+}
+
 /// An agent profile. Field names follow Codex's `mcp_servers` table where they overlap.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentProfile {
@@ -175,6 +218,7 @@ pub struct Defaults {
     pub review: Option<ReviewSpec>,
     /// Ask Claude Code for a root-cause diagnosis before each feedback turn.
     pub diagnose: Option<bool>,
+    pub on_conflict: Option<OnConflict>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -220,6 +264,7 @@ pub struct TaskFile {
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
+    pub integrate: Option<IntegrateSpec>,
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -523,6 +568,7 @@ impl Validator {
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
             verifier: None,
+            integrate: None,
             tasks: Vec::new(),
         };
         let tasks_value = match value {
@@ -563,6 +609,9 @@ impl Validator {
                 }
                 if let Some(v) = obj.get("verifier") {
                     file.verifier = self.profile(v, "$.verifier", "Read");
+                }
+                if let Some(v) = obj.get("integrate") {
+                    file.integrate = self.integrate(v);
                 }
                 match obj.get("tasks") {
                     Some(t) => t,
@@ -755,7 +804,39 @@ impl Validator {
             max_change_bytes: self.bytes(obj, "max_change_bytes", path),
             review: self.review(obj, path),
             diagnose: self.boolean(obj, "diagnose", path),
+            on_conflict: self.on_conflict(obj, "on_conflict", path),
         }
+    }
+
+    fn on_conflict(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<OnConflict> {
+        let s = self.string(obj, key, path)?;
+        match OnConflict::parse(&s) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                self.problem(&format!("{path}.{key}"), e);
+                None
+            }
+        }
+    }
+
+    fn integrate(&mut self, value: &Value) -> Option<IntegrateSpec> {
+        let path = "$.integrate";
+        let obj = self.object(value, path)?;
+        self.known_fields(obj, path, &schema::names(schema::INTEGRATE_FIELDS));
+        let timeout_secs = self.positive(obj, "timeout_secs", path);
+        if !obj.contains_key("verify") {
+            self.problem(path, "missing field \"verify\"");
+        }
+        let verify = self.verify(obj, "verify", path)?;
+        Some(IntegrateSpec {
+            verify,
+            timeout_secs,
+        })
     }
 
     /// `review: {prompt, timeout_secs}`.

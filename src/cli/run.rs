@@ -60,6 +60,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         max_change_bytes: a.max_change_bytes,
         allow_unfiltered: a.allow_unfiltered,
         min_free_mb: a.min_free_mb,
+        on_conflict: a.on_conflict,
+        squash: a.squash,
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,

@@ -26,6 +26,9 @@ pub enum TaskStatus {
     TimedOut,
     VerifyFailed,
     Skipped,
+    /// Merged, then taken out again: the integration gate found that it breaks the
+    /// integration result.
+    IntegrationFailed,
 }
 
 impl TaskStatus {
@@ -38,6 +41,7 @@ impl TaskStatus {
             TaskStatus::TimedOut => "timed_out",
             TaskStatus::VerifyFailed => "verify_failed",
             TaskStatus::Skipped => "skipped",
+            TaskStatus::IntegrationFailed => "integration_failed",
         }
     }
 
@@ -243,6 +247,24 @@ pub struct RunReport {
     /// Outputs that failed (`--junit PATH: …`): the run was stopped and exits non-zero.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_failures: Vec<String>,
+    /// The integration gate (`integrate` in the task file), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<IntegrationReport>,
+}
+
+/// What the integration gate did.
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct IntegrationReport {
+    /// How many times the verify command ran (the full integration, bisection steps, rechecks).
+    pub verify_runs: u32,
+    /// Tasks taken out because they broke the integration, in the order they were found.
+    pub ejected: Vec<String>,
+    /// Whether the integration branch handed over passed the verify command.
+    pub passed: bool,
+    /// The end of the last verify run's output (or why the gate could not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 impl RunReport {
@@ -251,6 +273,7 @@ impl RunReport {
         if self.interrupted {
             crate::exit::INTERRUPTED
         } else if self.output_failures.is_empty()
+            && self.integration.as_ref().is_none_or(|i| i.passed)
             && self.tasks.iter().all(|t| t.status.is_success())
         {
             crate::exit::OK

@@ -64,24 +64,92 @@ fn merge_order(shared: &Shared) -> Vec<usize> {
     order
 }
 
-/// Applies every ready commit in order and points the integration branch at the result.
+/// What integration produced so far: the head and the tasks on it, in merge order.
+pub(crate) struct Integration {
+    pub head: Oid,
+    /// (task index, the task's verified commit), in the order they were merged.
+    pub merged: Vec<(usize, Oid)>,
+}
+
+/// The message of a task's integration commit: what it brings, and trailers naming it.
+pub(crate) fn merge_message(shared: &Shared, i: usize) -> String {
+    let task = &shared.tasks[i];
+    let first = first_line(&task.spec.prompt);
+    let subject = if first.is_empty() {
+        format!("fanout: merge {}", task.id())
+    } else {
+        format!("fanout: merge {} \u{2014} {first}", task.id())
+    };
+    format!(
+        "{subject}\n\nFanout-Run: {}\nFanout-Task: {}\n",
+        shared.run_id,
+        task.id()
+    )
+}
+
+/// The first non-blank line of a prompt, bounded (commit subjects stay readable).
+fn first_line(prompt: &str) -> String {
+    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    crate::jsonrpc::truncate(first.trim(), 120)
+}
+
+fn open_repo(shared: &Shared) -> Result<Repository, RunError> {
+    Repository::open(&shared.repo_path).map_err(|source| {
+        crate::git::GitError::Op {
+            what: "cannot open the repository for integration".into(),
+            source,
+        }
+        .into()
+    })
+}
+
+/// Applies every ready commit in order onto the base.
 pub(crate) fn integrate(
     shared: &Shared,
     reports: &mut [TaskReport],
     pendings: &[Pending],
     interrupted: bool,
-) -> Result<Oid, RunError> {
+) -> Result<Integration, RunError> {
     // libgit2 caches every small object it reads (up to 256 MB): each task's commit and trees,
     // read once here, would stay in memory. The task pipelines have ended (this process-wide
     // switch affects no one else now).
     git2::opts::enable_caching(false);
-    let repo = Repository::open(&shared.repo_path).map_err(|source| crate::git::GitError::Op {
-        what: "cannot open the repository for integration".into(),
-        source,
-    })?;
-    let mut integ = Integrator::new(&repo, shared.base);
-    let mut merged: BTreeSet<TaskId> = BTreeSet::new();
-    for i in merge_order(shared) {
+    let mut integration = Integration {
+        head: shared.base,
+        merged: Vec::new(),
+    };
+    let order = merge_order(shared);
+    apply_ready(
+        shared,
+        reports,
+        pendings,
+        interrupted,
+        &order,
+        &mut integration,
+    )?;
+    Ok(integration)
+}
+
+/// Applies the ready commits of `order` onto the integration head (the first pass, and
+/// tasks run again after a conflict, at the end of the queue).
+pub(crate) fn apply_ready(
+    shared: &Shared,
+    reports: &mut [TaskReport],
+    pendings: &[Pending],
+    interrupted: bool,
+    order: &[usize],
+    integration: &mut Integration,
+) -> Result<(), RunError> {
+    let repo = open_repo(shared)?;
+    let mut integ = Integrator::new(&repo, integration.head);
+    let mut merged: BTreeSet<TaskId> = shared
+        .tasks
+        .iter()
+        .zip(reports.iter())
+        .filter(|(_, r)| matches!(r.status, TaskStatus::Merged | TaskStatus::NoChanges))
+        .map(|(t, _)| t.id().clone())
+        .collect();
+    for &i in order {
         let task = &shared.tasks[i];
         let report = &mut reports[i];
         let Pending::Ready(commit) = pendings[i] else {
@@ -102,16 +170,14 @@ pub(crate) fn integrate(
             report.error = Some("the run was interrupted before integration; the verified commit is on the task branch".into());
             continue;
         }
-        let message = format!(
-            "fanout: merge task {}\n\nFanout-Task: {}\n",
-            task.id(),
-            task.id()
-        );
         test_hooks::before_merge();
-        match integ.apply(commit, &message)? {
+        match integ.apply(commit, &merge_message(shared, i))? {
             Applied::Merged(_) => {
                 report.status = TaskStatus::Merged;
+                report.error = None;
+                report.conflict_paths.clear();
                 merged.insert(task.id().clone());
+                integration.merged.push((i, commit));
             }
             Applied::Conflict(paths) => {
                 report.status = TaskStatus::Conflict;
@@ -133,7 +199,38 @@ pub(crate) fn integrate(
             }),
         }
     }
-    let head = integ.head();
+    integration.head = integ.head();
+    Ok(())
+}
+
+/// Tasks left out of a rebuilt integration: (task index, conflicting paths).
+pub(crate) type Conflicts = Vec<(usize, Vec<String>)>;
+
+/// Builds an integration of `items` (task index, commit) on `base` with the same in-memory
+/// merge as the run's: its head and the items that conflicted (left out) with their paths.
+pub(crate) fn rebuild(
+    shared: &Shared,
+    repo: &Repository,
+    items: &[(usize, Oid)],
+) -> Result<(Oid, Conflicts), crate::git::GitError> {
+    let mut integ = Integrator::new(repo, shared.base);
+    let mut conflicts = Vec::new();
+    for &(i, commit) in items {
+        if let Applied::Conflict(paths) = integ.apply(commit, &merge_message(shared, i))? {
+            conflicts.push((i, paths));
+        }
+    }
+    Ok((integ.head(), conflicts))
+}
+
+/// Points the integration branch at the result; with `--squash` the result is first made one
+/// commit on the base whose message lists the merged tasks.
+pub(crate) fn hand_over(shared: &Shared, integration: &Integration) -> Result<Oid, RunError> {
+    let repo = open_repo(shared)?;
+    let mut head = integration.head;
+    if shared.options.squash && head != shared.base && !integration.merged.is_empty() {
+        head = squash(shared, &repo, integration)?;
+    }
     gitrepo::set_branch(
         &repo,
         &merged_branch(&shared.run_id),
@@ -141,6 +238,36 @@ pub(crate) fn integrate(
         "fanout: integration",
     )?;
     Ok(head)
+}
+
+fn squash(shared: &Shared, repo: &Repository, integration: &Integration) -> Result<Oid, RunError> {
+    use crate::git::GitContext;
+    let tree = repo
+        .find_commit(integration.head)
+        .and_then(|c| c.tree())
+        .ctx(|| "cannot read the integration tree".into())?;
+    let base = repo
+        .find_commit(shared.base)
+        .ctx(|| format!("base commit {} not found", shared.base))?;
+    let n = integration.merged.len();
+    let mut message = format!(
+        "fanout: merge {n} task{} of run {}\n\n",
+        if n == 1 { "" } else { "s" },
+        shared.run_id
+    );
+    for &(i, _) in &integration.merged {
+        let first = first_line(&shared.tasks[i].spec.prompt);
+        message.push_str(&format!("- {}: {first}\n", shared.tasks[i].id()));
+    }
+    message.push_str(&format!("\nFanout-Run: {}\n", shared.run_id));
+    for &(i, _) in &integration.merged {
+        message.push_str(&format!("Fanout-Task: {}\n", shared.tasks[i].id()));
+    }
+    let sig = crate::git::fanout_signature()?;
+    let commit = repo
+        .commit(None, &sig, &sig, &message, &tree, &[&base])
+        .ctx(|| "cannot create the squashed integration commit".into())?;
+    Ok(commit)
 }
 
 /// Whether a task's workspace (worktree and scratch folder) stays after its pipeline ended:

@@ -9,6 +9,7 @@ report; only a broken environment stops the run.
 */
 
 pub mod events;
+mod gate;
 mod integrate;
 mod retry;
 mod schedule;
@@ -71,6 +72,10 @@ pub(crate) struct Shared {
     /// Outcomes carried over by `fanout resume`.
     pub priors: BTreeMap<String, crate::state::Prior>,
     pub readback_skip: Option<String>,
+    /// The task file's integration gate.
+    pub integrate: Option<crate::plan::IntegrateGate>,
+    /// What a conflicting task does.
+    pub on_conflict: crate::taskfile::OnConflict,
 }
 
 /// The outcome of a task before integration.
@@ -271,6 +276,8 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
         readback_skip,
         priors: std::mem::take(&mut plan.priors),
+        integrate: plan.integrate.clone(),
+        on_conflict: plan.on_conflict,
     });
 
     let (reports, pendings) = runtime.block_on(run_all(shared.clone()));
@@ -293,7 +300,61 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         .filter(|p| matches!(p, Pending::Ready(_)))
         .count();
     events.emit(EventKind::IntegrationStarted { ready });
-    let integration = integrate::integrate(&shared, &mut reports, &pendings, stop.requested())?;
+    let mut pendings = pendings;
+    let mut integration = integrate::integrate(&shared, &mut reports, &pendings, stop.requested())?;
+    // `--on-conflict retry`: conflicting tasks run again from the integration head and are
+    // integrated at the end of the queue.
+    let retries = shared.on_conflict.retries();
+    for round in 1..=retries {
+        let conflicted: Vec<usize> = (0..reports.len())
+            .filter(|&i| reports[i].status == TaskStatus::Conflict)
+            .collect();
+        if conflicted.is_empty() || stop.requested() {
+            break;
+        }
+        let mut reruns = Vec::new();
+        for &i in &conflicted {
+            let paths = reports[i].conflict_paths.clone();
+            events.emit(EventKind::ConflictRetry {
+                task: reports[i].id.clone(),
+                round,
+                paths: paths.clone(),
+            });
+            let feedback = conflict_feedback(&paths, round, retries);
+            reruns.push((
+                i,
+                task::Rerun {
+                    start: integration.head,
+                    feedback,
+                },
+            ));
+        }
+        let results = runtime.block_on(rerun_all(shared.clone(), reruns));
+        crate::process::stop_under(&run_dir, crate::agent::STOP_GRACE);
+        for (i, report, pending) in results {
+            reports[i] = report;
+            pendings[i] = pending;
+        }
+        integrate::apply_ready(
+            &shared,
+            &mut reports,
+            &pendings,
+            stop.requested(),
+            &conflicted,
+            &mut integration,
+        )?;
+    }
+    let integration_report = match &shared.integrate {
+        Some(g) if !stop.requested() => Some(gate::run(
+            &shared,
+            g,
+            runtime.handle(),
+            &mut reports,
+            &mut integration,
+        )),
+        _ => None,
+    };
+    let integration = integrate::hand_over(&shared, &integration)?;
     if !stop.now() {
         integrate::cleanup(&shared, &mut reports);
     }
@@ -322,6 +383,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         tasks: reports,
         warnings,
         output_failures: Vec::new(),
+        integration: integration_report,
     };
     // The last event: report.json, state.json and every output's final word come from it.
     events.emit(EventKind::RunEnded {
@@ -388,7 +450,7 @@ async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
                 let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str())
                 {
                     Some(prior) => task::carried_over(&shared, i, prior.clone()).await,
-                    None => task::run(shared.clone(), i, deps, limiter).await,
+                    None => task::run(shared.clone(), i, deps, limiter, None).await,
                 };
                 if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
                     let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
@@ -469,6 +531,69 @@ async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
         })
         .collect();
     (reports, pendings)
+}
+
+/// What a task run again after a conflict is told.
+fn conflict_feedback(paths: &[String], round: u32, rounds: u32) -> String {
+    format!(
+        "fanout could not merge your change (retry {round} of {rounds}): it conflicts with changes other tasks made before it, in: {}.\n\
+         Your workspace now starts from the current integration, which holds those changes. Make the task's change again on top of it, keeping their changes, and finish.",
+        paths.join(", ")
+    )
+}
+
+/// Runs conflicting tasks again (at most `--jobs` at once), each from its [`task::Rerun`].
+async fn rerun_all(
+    shared: Arc<Shared>,
+    reruns: Vec<(usize, task::Rerun)>,
+) -> Vec<(usize, TaskReport, Pending)> {
+    let jobs = shared.options.jobs.max(1);
+    let limiter = Arc::new(Semaphore::new(jobs));
+    let mut set = tokio::task::JoinSet::new();
+    for (slot, (i, rerun)) in reruns.into_iter().enumerate() {
+        let (shared, limiter) = (shared.clone(), limiter.clone());
+        set.spawn(async move {
+            shared.events.emit(EventKind::TaskStarted {
+                task: shared.tasks[i].id().to_string(),
+                slot: slot % jobs,
+            });
+            let (report, pending, _) =
+                task::run(shared.clone(), i, Vec::new(), limiter, Some(rerun)).await;
+            if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
+                let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
+                let removed =
+                    task::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
+                if let Err(e) = removed {
+                    shared.events.warn(Some(&report.id), &e);
+                }
+            }
+            let mut ended = report.clone();
+            if let Some(c) = pending_commit(&pending) {
+                ended.commit = Some(c);
+            }
+            shared.events.emit(EventKind::TaskEnded {
+                task: report.id.clone(),
+                report: Box::new(ended),
+                resume_state: crate::state::state_status(
+                    report.status,
+                    matches!(pending, Pending::Ready(_)),
+                    *shared.cancel.borrow(),
+                )
+                .to_string(),
+            });
+            (i, report, pending)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(r) => out.push(r),
+            Err(e) => shared
+                .events
+                .warn(None, &format!("a task pipeline panicked: {e}")),
+        }
+    }
+    out
 }
 
 fn pending_commit(p: &Pending) -> Option<String> {

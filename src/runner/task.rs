@@ -46,26 +46,35 @@ struct Paths {
     branch: String,
 }
 
+/// A task run again after it conflicted (`--on-conflict retry`): from this commit (the
+/// integration head), told which paths conflicted.
+#[derive(Clone, Debug)]
+pub(crate) struct Rerun {
+    pub start: git2::Oid,
+    pub feedback: String,
+}
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
     index: usize,
     deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
     jobs: Arc<Semaphore>,
+    rerun: Option<Rerun>,
 ) -> (TaskReport, Pending, DepResult) {
     let task = &shared.tasks[index];
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
     let started = shared.run_started;
 
     let mut slot = None;
-    let (pending, commit) = match pipeline(&shared, index, deps, jobs, &mut report, &mut slot).await
-    {
-        Ok(r) => r,
-        Err(Stop { status, error }) => {
-            report.status = status;
-            report.error = Some(error);
-            (Pending::Done, None)
-        }
-    };
+    let (pending, commit) =
+        match pipeline(&shared, index, deps, jobs, rerun, &mut report, &mut slot).await {
+            Ok(r) => r,
+            Err(Stop { status, error }) => {
+                report.status = status;
+                report.error = Some(error);
+                (Pending::Done, None)
+            }
+        };
     if !shared.options.keep_worktrees {
         crate::taskenv::remove_task_tmp(&shared.run_dir, index);
     }
@@ -114,6 +123,7 @@ async fn pipeline(
     index: usize,
     deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
     jobs: Arc<Semaphore>,
+    rerun: Option<Rerun>,
     report: &mut TaskReport,
     slot: &mut Option<Instant>,
 ) -> Result<(Pending, Option<git2::Oid>), Stop> {
@@ -188,10 +198,27 @@ async fn pipeline(
             paths.branch.clone(),
             paths.scratch.clone(),
         );
+        let (rerun_start, common_dir) =
+            (rerun.as_ref().map(|r| r.start), shared.common_dir.clone());
         blocking(move || -> Result<git2::Oid, String> {
             let repo = git2::Repository::open(&common)
                 .map_err(|e| format!("cannot open the repository: {e}"))?;
-            let start = super::integrate::dependency_base(&repo, base, &dep_commits)?;
+            let start = match rerun_start {
+                Some(start) => {
+                    // The first run's workspace (kept with --keep-worktrees) and branch go:
+                    // the task starts afresh from the integration head.
+                    worktree::remove(&common_dir, &name, &wt)
+                        .map_err(|e| crate::error_chain(&e))?;
+                    worktree::remove_tree(&scratch)
+                        .map_err(|e| format!("cannot remove {}: {e}", scratch.display()))?;
+                    if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
+                        b.delete()
+                            .map_err(|e| format!("cannot replace branch {branch}: {e}"))?;
+                    }
+                    start
+                }
+                None => super::integrate::dependency_base(&repo, base, &dep_commits)?,
+            };
             worktree::create(&repo, &name, &branch, start, &wt)
                 .map_err(|e| crate::error_chain(&e))?;
             for sub in ["tmp", "home"] {
@@ -261,7 +288,17 @@ async fn pipeline(
         }
     };
 
-    let mut feedback: Option<String> = None;
+    // A task run again after a conflict starts a fresh session: an exec agent gets the
+    // conflict as feedback (`FANOUT_FEEDBACK`), a conversational one in its prompt.
+    let is_exec = task.profile.protocol == crate::taskfile::Protocol::Exec;
+    let first_prompt = match &rerun {
+        Some(r) if !is_exec => format!("{}\n\n{}", task.spec.prompt, r.feedback),
+        _ => task.spec.prompt.clone(),
+    };
+    let mut feedback: Option<String> = rerun
+        .as_ref()
+        .filter(|_| is_exec)
+        .map(|r| r.feedback.clone());
     let mut attempt = 0u32;
     let mut collect_failed = false;
     let result = loop {
@@ -278,7 +315,7 @@ async fn pipeline(
             t = async {
                 match &feedback {
                     Some(f) => session.feedback(&task.spec.prompt, f, turn_deadline).await,
-                    None => session.turn(&task.spec.prompt, turn_deadline).await,
+                    None => session.turn(&first_prompt, turn_deadline).await,
                 }
             } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
@@ -286,7 +323,7 @@ async fn pipeline(
         if let Err(e) = turn {
             // A feedback round that fails leaves the gate failure as the task's outcome.
             break Err(match feedback {
-                Some(_) if !*shared.cancel.borrow() => {
+                Some(_) if attempt > 1 && !*shared.cancel.borrow() => {
                     super::retry::feedback_round_failed(report, &e)
                 }
                 _ => agent_stop(e),
@@ -674,7 +711,10 @@ fn strict_readable(shared: &Shared, task: &PlannedTask, paths: &Paths) -> Vec<Pa
 
 /// Agents that fanout (root) starts as another uid: `HOME` in scratch (root's is not theirs),
 /// and git may use the worktree although its git folder belongs to root.
-fn dropped_root_env(env: &mut std::collections::BTreeMap<String, String>, scratch: &Path) {
+pub(crate) fn dropped_root_env(
+    env: &mut std::collections::BTreeMap<String, String>,
+    scratch: &Path,
+) {
     env.insert("HOME".into(), scratch.join("home").display().to_string());
     if std::env::var_os("GIT_CONFIG_COUNT").is_none() {
         env.insert("GIT_CONFIG_COUNT".into(), "1".into());
@@ -684,7 +724,7 @@ fn dropped_root_env(env: &mut std::collections::BTreeMap<String, String>, scratc
 }
 
 /// Folders the agent's program lives in, readable under `--read strict`.
-fn program_dirs(command: &str) -> Vec<PathBuf> {
+pub(crate) fn program_dirs(command: &str) -> Vec<PathBuf> {
     let found = if command.contains('/') {
         Some(PathBuf::from(command))
     } else {

@@ -49,6 +49,10 @@ pub enum Kind {
     McpServers,
     /// The review gate.
     Review,
+    /// `integrate`.
+    Integrate,
+    /// `fail`, `retry` or `retry=N`.
+    OnConflict,
 }
 
 /// One field of an object of the task file.
@@ -106,7 +110,22 @@ pub const FILE_FIELDS: &[Field] = &[
         Kind::Profile,
         "The read-back verifier profile (default `claude mcp serve`, tool `Read`).",
     ),
+    field(
+        "integrate",
+        Kind::Integrate,
+        "A gate on the integration result: its verify command runs on the merged commit; tasks that break it are found by bisection and taken out.",
+    ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
+];
+
+/// `integrate`.
+pub const INTEGRATE_FIELDS: &[Field] = &[
+    required(
+        "verify",
+        Kind::Verify,
+        "Verify command run on the integration result, in a sandboxed checkout of it: an argv list, or a string run with `sh -c`.",
+    ),
+    field("timeout_secs", Kind::Positive, "The command's time in seconds (default 600)."),
 ];
 
 /// `defaults`.
@@ -143,6 +162,11 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
         "diagnose",
         Kind::Bool,
         "Before each feedback turn, ask Claude Code for a root-cause diagnosis of the failed gates and send it along.",
+    ),
+    field(
+        "on_conflict",
+        Kind::OnConflict,
+        "A task that conflicts with what was merged before it: `fail` (default), or `retry` / `retry=N` to run it again from the integration head (N times, default 1); --on-conflict overrides.",
     ),
 ];
 
@@ -326,6 +350,7 @@ pub fn tasks_schema() -> Value {
         "oneOf": [{"$ref": "#/$defs/file"}, {"$ref": "#/$defs/tasks"}],
         "$defs": {
             "file": object(FILE_FIELDS, "The task file as an object."),
+            "integrate": object(INTEGRATE_FIELDS, "A gate on the integration result."),
             "defaults": object(DEFAULTS_FIELDS, "Values every task inherits unless it sets its own."),
             "profile": object(PROFILE_FIELDS, "An agent profile; field names follow Codex's `mcp_servers` table where they overlap."),
             "task": object(TASK_FIELDS, "One task: one agent in its own worktree on its own branch."),
@@ -404,6 +429,10 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}})
         }
         Kind::Defaults => json!({"$ref": "#/$defs/defaults"}),
+        Kind::Integrate => json!({"$ref": "#/$defs/integrate"}),
+        Kind::OnConflict => {
+            json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
+        }
         Kind::Agents => json!({
             "type": "object",
             "propertyNames": {"pattern": AGENT_NAME_PATTERN},
@@ -485,6 +514,8 @@ mod tests {
             Kind::TaskIdTemplate => json!("t1"),
             Kind::McpServers => json!({"claude-code": true, "other": {"command": "srv"}}),
             Kind::Review => json!({"prompt": "check it"}),
+            Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
+            Kind::OnConflict => json!("retry=2"),
         }
     }
 
@@ -495,7 +526,8 @@ mod tests {
             | Kind::NonEmptyString
             | Kind::TaskId
             | Kind::TaskIdTemplate
-            | Kind::Protocol => json!(7),
+            | Kind::Protocol
+            | Kind::OnConflict => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }
@@ -521,9 +553,11 @@ mod tests {
             "tasks".into(),
             json!([{"id": "t0", "prompt": "first"}, task]),
         );
+        file.insert("integrate".into(), Value::Object(all(INTEGRATE_FIELDS)));
         let mut v = Value::Object(file);
         let target = match which {
             "defaults" => &mut v["defaults"],
+            "integrate" => &mut v["integrate"],
             "profile" => &mut v["agents"]["e"],
             "task" => &mut v["tasks"][1],
             _ => &mut v,
@@ -546,8 +580,9 @@ mod tests {
         }
     }
 
-    const TABLES: [(&str, &str, &[Field]); 4] = [
+    const TABLES: [(&str, &str, &[Field]); 5] = [
         ("file", "$", FILE_FIELDS),
+        ("integrate", "$.integrate", INTEGRATE_FIELDS),
         ("defaults", "$.defaults", DEFAULTS_FIELDS),
         ("profile", "$.agents.e", PROFILE_FIELDS),
         ("task", "$.tasks[1]", TASK_FIELDS),
@@ -600,6 +635,7 @@ mod tests {
         let schema = tasks_schema();
         for (def, fields) in [
             ("file", FILE_FIELDS),
+            ("integrate", INTEGRATE_FIELDS),
             ("defaults", DEFAULTS_FIELDS),
             ("profile", PROFILE_FIELDS),
             ("task", TASK_FIELDS),
@@ -622,6 +658,7 @@ mod tests {
                 let mut v = file_with(which, f.name, Value::Null);
                 let target = match which {
                     "defaults" => &mut v["defaults"],
+                    "integrate" => &mut v["integrate"],
                     "profile" => &mut v["agents"]["e"],
                     "task" => &mut v["tasks"][1],
                     _ => &mut v,

@@ -12,6 +12,7 @@ mod doctor;
 mod escape;
 mod faults;
 mod hardening;
+mod integration_gate;
 mod interrupt;
 mod loss;
 mod mcp_server;

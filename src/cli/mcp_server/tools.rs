@@ -392,6 +392,8 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         max_change_bytes: None,
         allow_unfiltered: false,
         min_free_mb: crate::preflight::DEFAULT_MIN_FREE_MB,
+        on_conflict: None,
+        squash: false,
     };
     let mut plan = match crate::plan::Plan::build(options) {
         Ok(p) => p,

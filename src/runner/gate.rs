@@ -1,0 +1,499 @@
+/*!
+The integration gate (`integrate` in the task file), merge-queue style: after integration the
+verify command runs on the integration result, in a sandboxed checkout of it. When it fails,
+the tasks that break it are found by bisection over the merged tasks in merge order, taken out
+(`integration_failed`), and the integration is rebuilt from the rest and verified again, until
+the branch handed over passes (or nothing is left).
+
+Bisection finds the first failing prefix by binary search, takes that task out and goes on
+from the prefix before it (known to pass): with k culprits among n tasks that is O(k log n)
+verify runs.
+*/
+
+use std::path::Path;
+use std::time::Duration;
+
+use git2::{Oid, Repository};
+
+use super::integrate::{rebuild, Integration};
+use super::Shared;
+use crate::event::EventKind;
+use crate::git::worktree;
+use crate::ids::TaskId;
+use crate::plan::{IntegrateGate, NetChoice};
+use crate::process::SpawnSpec;
+use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
+use crate::sandbox::user::workspace_dir;
+use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::verify::command::CommandOutcome;
+
+/// How much of a failing run's output goes into an ejected task's error.
+const ERROR_OUTPUT: usize = 2000;
+
+/// Why the gate could not do its work (not a verdict on any task).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GateError {
+    #[error("cannot check out the integration for its verify command: {0}")]
+    Checkout(String),
+    #[error("cannot build an integration of the remaining tasks: {0}")]
+    Build(String),
+    #[error("the run was interrupted during the integration gate")]
+    Interrupted,
+}
+
+/// One verify run's verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Verdict {
+    Passed,
+    /// Failed, with the command's summary and output.
+    Failed(String),
+}
+
+/// What [`bisect`] found.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Bisection {
+    /// Items left, in order.
+    pub kept: Vec<usize>,
+    /// Items taken out, in the order found, with the failing run's text.
+    pub ejected: Vec<(usize, String)>,
+    /// Items taken out with an ejected one (they depend on it).
+    pub dropped_with: Vec<(usize, usize)>,
+    pub passed: bool,
+    /// The verify command fails on the base too: no task is to blame, nothing was taken out.
+    pub base_fails: Option<String>,
+    pub last_output: Option<String>,
+}
+
+/// Finds the items that break `check` (the integration of a list of items, in order, verified).
+/// `dependents(item, kept)`: the kept items that must go with it.
+pub(crate) fn bisect(
+    items: Vec<usize>,
+    check: &mut dyn FnMut(&[usize]) -> Result<Verdict, GateError>,
+    dependents: &dyn Fn(usize, &[usize]) -> Vec<usize>,
+) -> Result<Bisection, GateError> {
+    let mut out = Bisection {
+        kept: items,
+        ..Bisection::default()
+    };
+    // The longest prefix of `kept` known to pass (0: the base, assumed until checked).
+    let mut good = 0usize;
+    let mut base_checked = false;
+    loop {
+        if out.kept.is_empty() {
+            // Only reached after the base was checked and passed.
+            out.passed = true;
+            return Ok(out);
+        }
+        let mut failing = match check(&out.kept)? {
+            Verdict::Passed => {
+                out.passed = true;
+                return Ok(out);
+            }
+            Verdict::Failed(text) => text,
+        };
+        out.last_output = Some(failing.clone());
+        let (mut lo, mut hi) = (good.min(out.kept.len() - 1), out.kept.len());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match check(&out.kept[..mid])? {
+                Verdict::Passed => lo = mid,
+                Verdict::Failed(text) => {
+                    hi = mid;
+                    failing = text;
+                }
+            }
+        }
+        if hi == 1 && !base_checked {
+            base_checked = true;
+            if let Verdict::Failed(text) = check(&[])? {
+                out.base_fails = Some(text);
+                return Ok(out);
+            }
+        }
+        let culprit = out.kept[hi - 1];
+        let with = dependents(culprit, &out.kept);
+        out.kept.retain(|&k| k != culprit && !with.contains(&k));
+        out.dropped_with
+            .extend(with.into_iter().map(|d| (d, culprit)));
+        out.ejected.push((culprit, failing));
+        good = hi - 1;
+    }
+}
+
+/// Runs the gate on `integration`; updates it to what is handed over and the reports of tasks
+/// taken out.
+pub(crate) fn run(
+    shared: &Shared,
+    gate: &IntegrateGate,
+    handle: &tokio::runtime::Handle,
+    reports: &mut [TaskReport],
+    integration: &mut Integration,
+) -> IntegrationReport {
+    let mut report = IntegrationReport::default();
+    let result = run_inner(shared, gate, handle, reports, integration, &mut report);
+    if let Err(e) = result {
+        report.passed = false;
+        report.output = Some(e.to_string());
+        shared.events.warn(None, &format!("integration gate: {e}"));
+    }
+    shared.events.emit(EventKind::IntegrationVerified {
+        passed: report.passed,
+        verify_runs: report.verify_runs,
+    });
+    report
+}
+
+fn run_inner(
+    shared: &Shared,
+    gate: &IntegrateGate,
+    handle: &tokio::runtime::Handle,
+    reports: &mut [TaskReport],
+    integration: &mut Integration,
+    report: &mut IntegrationReport,
+) -> Result<(), GateError> {
+    let repo = Repository::open(&shared.repo_path)
+        .map_err(|e| GateError::Build(format!("cannot open the repository: {e}")))?;
+    let commits: std::collections::BTreeMap<usize, Oid> =
+        integration.merged.iter().copied().collect();
+    let items: Vec<usize> = integration.merged.iter().map(|&(i, _)| i).collect();
+    let mut checker = Checker {
+        shared,
+        gate,
+        handle,
+        repo: &repo,
+        runs: 0,
+    };
+    let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
+        let list: Vec<(usize, Oid)> = set.iter().map(|&i| (i, commits[&i])).collect();
+        let (head, _) =
+            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
+        // The full integration is already built: verify its head itself.
+        let head = if set.len() == integration.merged.len() {
+            integration.head
+        } else {
+            head
+        };
+        checker.verify(head)
+    };
+    let dependents = |culprit: usize, kept: &[usize]| -> Vec<usize> {
+        let mut gone: Vec<&TaskId> = vec![shared.tasks[culprit].id()];
+        let mut out = Vec::new();
+        for &k in kept {
+            if shared.tasks[k]
+                .spec
+                .depends_on
+                .iter()
+                .any(|d| gone.contains(&d))
+            {
+                gone.push(shared.tasks[k].id());
+                out.push(k);
+            }
+        }
+        out
+    };
+    let found = bisect(items, &mut check, &dependents);
+    report.verify_runs = checker.runs;
+    let found = found?;
+    report.output = found.last_output.clone();
+    if let Some(text) = &found.base_fails {
+        report.passed = false;
+        report.output = Some(text.clone());
+        shared.events.warn(
+            None,
+            "integration gate: the verify command fails on the base commit too, so no task is to blame; nothing was taken out",
+        );
+        return Ok(());
+    }
+    for (i, text) in &found.ejected {
+        let r = &mut reports[*i];
+        let detail =
+            "the integration verify command fails once this task is merged (found by bisection)"
+                .to_string();
+        r.status = TaskStatus::IntegrationFailed;
+        r.error = Some(format!("{detail}:\n{}", tail(text, ERROR_OUTPUT)));
+        r.verify.push(GateResult {
+            gate: "integration".into(),
+            passed: false,
+            detail: Some(detail.clone()),
+            paths: Vec::new(),
+            output: Some(text.clone()),
+        });
+        report.ejected.push(r.id.clone());
+        shared.events.emit(EventKind::Ejected {
+            task: r.id.clone(),
+            reason: detail,
+        });
+    }
+    for (i, culprit) in &found.dropped_with {
+        let r = &mut reports[*i];
+        r.status = TaskStatus::Skipped;
+        r.error = Some(format!(
+            "dependency {} was taken out by the integration gate",
+            shared.tasks[*culprit].id()
+        ));
+        shared.events.emit(EventKind::Ejected {
+            task: r.id.clone(),
+            reason: r.error.clone().unwrap_or_default(),
+        });
+    }
+    if !found.ejected.is_empty() {
+        // Hand over exactly what passed: the rebuilt integration of the rest.
+        let list: Vec<(usize, Oid)> = found.kept.iter().map(|&i| (i, commits[&i])).collect();
+        let (head, conflicts) =
+            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
+        for (i, paths) in &conflicts {
+            let r = &mut reports[*i];
+            r.status = TaskStatus::Conflict;
+            r.error = Some(format!(
+                "conflicts, once tasks were taken out by the integration gate, in: {}",
+                paths.join(", ")
+            ));
+            r.conflict_paths = paths.clone();
+        }
+        integration.head = head;
+        integration.merged = list
+            .into_iter()
+            .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
+            .collect();
+    }
+    report.passed = found.passed;
+    if found.passed {
+        for &(i, _) in &integration.merged {
+            reports[i].verify.push(GateResult {
+                gate: "integration".into(),
+                passed: true,
+                detail: None,
+                paths: Vec::new(),
+                output: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs the verify command on integration commits, each in a fresh sandboxed checkout.
+struct Checker<'a> {
+    shared: &'a Shared,
+    gate: &'a IntegrateGate,
+    handle: &'a tokio::runtime::Handle,
+    repo: &'a Repository,
+    runs: u32,
+}
+
+/// Where the gate's checkout and scratch folder live: names no task id can take (`+`).
+const GATE_DIR: &str = "+integration";
+
+impl Checker<'_> {
+    fn verify(&mut self, commit: Oid) -> Result<Verdict, GateError> {
+        if self.shared.stop.requested() {
+            return Err(GateError::Interrupted);
+        }
+        let shared = self.shared;
+        let name = format!("fanout-{}{GATE_DIR}", shared.run_id);
+        let checkout = workspace_dir(&shared.run_dir, "worktrees").join(GATE_DIR);
+        let scratch = workspace_dir(&shared.run_dir, "scratch").join(GATE_DIR);
+        let branch = format!("fanout/{}/integration-check", shared.run_id);
+        self.remove(&name, &checkout, &scratch, &branch);
+        let made = worktree::create(self.repo, &name, &branch, commit, &checkout)
+            .map_err(|e| crate::error_chain(&e))
+            .and_then(|()| {
+                for sub in ["tmp", "home"] {
+                    std::fs::create_dir_all(scratch.join(sub))
+                        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+                }
+                Ok(())
+            });
+        if let Err(e) = made {
+            self.remove(&name, &checkout, &scratch, &branch);
+            return Err(GateError::Checkout(e));
+        }
+        self.runs += 1;
+        let spec = self.spawn_spec(&name, &checkout, &scratch);
+        let log = shared.run_dir.join("logs").join("integration.verify.log");
+        let argv = self.gate.verify.argv();
+        let timeout = Duration::from_secs_f64(self.gate.timeout_secs);
+        let mut cancel = shared.cancel.clone();
+        let out = self.handle.block_on(async {
+            tokio::select! {
+                o = crate::verify::command::run_logged(&spec, &argv, timeout, Some(&log)) => Some(o),
+                _ = cancel.wait_for(|c| *c) => None,
+            }
+        });
+        self.remove(&name, &checkout, &scratch, &branch);
+        let out: CommandOutcome = out.ok_or(GateError::Interrupted)?;
+        Ok(if out.passed {
+            Verdict::Passed
+        } else if out.output.trim().is_empty() {
+            Verdict::Failed(out.summary)
+        } else {
+            Verdict::Failed(format!("{}\n{}", out.summary, out.output))
+        })
+    }
+
+    /// The sandbox of a verify command: writable only the checkout and its scratch folder
+    /// (TMPDIR, HOME), as the agent uid when fanout is root.
+    fn spawn_spec(&self, name: &str, checkout: &Path, scratch: &Path) -> SpawnSpec {
+        let shared = self.shared;
+        let sb = &shared.options.sandbox;
+        let net = match sb.net {
+            NetChoice::Any => NetPolicy::Any,
+            NetChoice::None => NetPolicy::None,
+            NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
+        };
+        let read = if sb.read_strict {
+            let common = &shared.common_dir;
+            let hidden = [common.join("fanout"), common.join("worktrees")];
+            let mut readable = crate::sandbox::readable_except(&shared.workdir, &hidden);
+            if !common.starts_with(&shared.workdir) {
+                readable.extend(crate::sandbox::readable_except(common, &hidden));
+            }
+            readable.push(common.join("worktrees").join(name));
+            if let Some(program) = self.gate.verify.argv().first() {
+                readable.extend(super::task::program_dirs(program));
+            }
+            ReadAccess::Strict { readable }
+        } else {
+            ReadAccess::All
+        };
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+        env.insert("FANOUT_WORKTREE".into(), checkout.display().to_string());
+        env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
+        env.insert("TMPDIR".into(), scratch.join("tmp").display().to_string());
+        env.insert("HOME".into(), scratch.join("home").display().to_string());
+        if sb.run_as.is_some() {
+            super::task::dropped_root_env(&mut env, scratch);
+        }
+        SpawnSpec {
+            self_exe: shared.options.self_exe.clone(),
+            policy: Policy {
+                enforce: sb.enabled,
+                writable: vec![checkout.to_path_buf(), scratch.to_path_buf()],
+                read,
+                net,
+                min_abi: sb.min_abi,
+                run_as: sb.run_as,
+            },
+            program: String::new(),
+            args: Vec::new(),
+            cwd: checkout.to_path_buf(),
+            env,
+            env_remove: Vec::new(),
+            stderr_log: shared.run_dir.join("logs").join("integration.stderr.log"),
+            status_file: shared.run_dir.join("status").join("integration.json"),
+        }
+    }
+
+    /// Removes the checkout, its registration, its branch and its scratch folder.
+    fn remove(&self, name: &str, checkout: &Path, scratch: &Path, branch: &str) {
+        if let Err(e) = worktree::remove(&self.shared.common_dir, name, checkout) {
+            self.shared.events.warn(
+                None,
+                &format!("integration gate: {}", crate::error_chain(&e)),
+            );
+        }
+        let _ = worktree::remove_tree(scratch);
+        if let Ok(mut b) = self.repo.find_branch(branch, git2::BranchType::Local) {
+            let _ = b.delete();
+        }
+    }
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    let s = s.trim_end();
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake verify: the integration of `set` fails when it holds every item of any culprit
+    /// group (a group of two: only the two together break it).
+    fn run_bisect(n: usize, groups: &[&[usize]]) -> (Bisection, u32) {
+        let mut runs = 0u32;
+        let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
+            runs += 1;
+            let broken = groups.iter().any(|g| g.iter().all(|x| set.contains(x)));
+            Ok(if broken {
+                Verdict::Failed("boom".into())
+            } else {
+                Verdict::Passed
+            })
+        };
+        let found = bisect((0..n).collect(), &mut check, &|_, _| Vec::new()).expect("bisect");
+        (found, runs)
+    }
+
+    #[test]
+    fn a_passing_integration_takes_one_run() {
+        let (found, runs) = run_bisect(6, &[]);
+        assert!(found.passed);
+        assert!(found.ejected.is_empty());
+        assert_eq!(runs, 1);
+    }
+
+    #[test]
+    fn two_tasks_that_break_it_together_lose_the_later_one() {
+        let (found, runs) = run_bisect(6, &[&[1, 4]]);
+        assert!(found.passed);
+        let ejected: Vec<usize> = found.ejected.iter().map(|e| e.0).collect();
+        assert_eq!(ejected, vec![4]);
+        assert_eq!(found.kept, vec![0, 1, 2, 3, 5]);
+        // 1 full + log2(6) ≈ 3 bisection steps + 1 recheck.
+        assert!(runs <= 5, "{runs}");
+    }
+
+    #[test]
+    fn k_culprits_among_n_take_about_k_log_n_runs() {
+        let n = 1000;
+        let culprits = [17usize, 400, 401, 999];
+        let groups: Vec<Vec<usize>> = culprits.iter().map(|&c| vec![c]).collect();
+        let refs: Vec<&[usize]> = groups.iter().map(|g| g.as_slice()).collect();
+        let (found, runs) = run_bisect(n, &refs);
+        assert!(found.passed);
+        let ejected: Vec<usize> = found.ejected.iter().map(|e| e.0).collect();
+        assert_eq!(ejected, culprits.to_vec());
+        // k (log2 n + 1) + 1 = 4 * 11 + 1
+        assert!(runs <= 45, "{runs}");
+    }
+
+    #[test]
+    fn a_base_that_fails_blames_no_task() {
+        let mut check =
+            |_: &[usize]| -> Result<Verdict, GateError> { Ok(Verdict::Failed("x".into())) };
+        let found = bisect(vec![0, 1, 2], &mut check, &|_, _| Vec::new()).expect("bisect");
+        assert!(!found.passed);
+        assert!(found.ejected.is_empty());
+        assert!(found.base_fails.is_some());
+    }
+
+    #[test]
+    fn dependents_go_with_their_dependency() {
+        let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
+            Ok(if set.contains(&1) {
+                Verdict::Failed("x".into())
+            } else {
+                Verdict::Passed
+            })
+        };
+        let deps = |c: usize, kept: &[usize]| -> Vec<usize> {
+            if c == 1 && kept.contains(&2) {
+                vec![2]
+            } else {
+                Vec::new()
+            }
+        };
+        let found = bisect(vec![0, 1, 2, 3], &mut check, &deps).expect("bisect");
+        assert!(found.passed);
+        assert_eq!(found.kept, vec![0, 3]);
+        assert_eq!(found.dropped_with, vec![(2, 1)]);
+    }
+}
