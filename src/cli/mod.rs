@@ -11,6 +11,7 @@ pub(crate) use diff::task_diff_text;
 mod log;
 mod lookup;
 pub mod mcp;
+mod merge;
 pub mod out;
 mod report;
 mod run;
@@ -129,6 +130,9 @@ pub enum Command {
     Collect(CollectArgs),
     /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
     Resume(ResumeArgs),
+    /// Bring a run's integration branch into a branch (default: the current one), only as a
+    /// fast-forward or a clean merge, never over uncommitted changes.
+    Merge(MergeArgs),
     /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
     Clean(CleanArgs),
     /// Check git, the Landlock ABI, the agent binaries and the verifier.
@@ -363,6 +367,17 @@ pub struct ResumeArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last`.
+    pub run: String,
+    /// The branch to merge into (default: the branch checked out in the repository).
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct CleanArgs {
     #[command(flatten)]
     pub repo: RepoArg,
@@ -385,6 +400,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Collect(a) => collect::run(a),
         Command::Report(a) => report::run(a),
         Command::Clean(a) => clean::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Resume(a) => resume(a),
         Command::Doctor(a) => doctor(a),
         Command::Mcp(a) => mcp::serve(a),

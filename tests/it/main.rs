@@ -11,6 +11,7 @@ mod doctor;
 mod escape;
 mod faults;
 mod hardening;
+mod housekeeping;
 mod interrupt;
 mod loss;
 mod mcp_server;

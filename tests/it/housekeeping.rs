@@ -1,0 +1,101 @@
+//! After a run: `fanout merge` into the user's branch, `fanout clean` that loses nothing,
+//! readable task commits, workspace setup and included ignored files.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn exec_agent(script: &str) -> Value {
+    json!({"protocol": "exec", "command": "sh", "args": ["-c", script]})
+}
+
+fn show(out: &std::process::Output) -> String {
+    format!("stderr: {}\nstdout: {}", stderr(out), stdout(out))
+}
+
+/// One task that rewrites the first line of `src/file_01.txt`, run to the end.
+fn run_one_edit(repo: &TestRepo) -> Value {
+    let file = repo.write_tasks(&json!({
+        "agents": {"ed": exec_agent("sed -i '1s/.*/edited by the agent/' src/file_01.txt")},
+        "tasks": [{"id": "edit", "prompt": "Edit the first line\nmore words", "agent": "ed"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    report
+}
+
+#[test]
+fn merge_fast_forwards_the_checked_out_branch_and_updates_the_checkout() {
+    let repo = TestRepo::with_files(2);
+    let report = run_one_edit(&repo);
+    let merged = git_text(
+        &repo.path,
+        &["rev-parse", report["integration_branch"].as_str().unwrap()],
+    );
+    let out = repo.fanout(&["merge", "last"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("fast-forwarded"), "{}", show(&out));
+    assert_eq!(repo.head(), merged);
+    // The working tree and the index follow the branch.
+    let text = std::fs::read_to_string(repo.path.join("src/file_01.txt")).unwrap();
+    assert!(text.starts_with("edited by the agent\n"), "{text}");
+    assert_eq!(git_text(&repo.path, &["status", "--porcelain"]), "");
+    // Again: nothing to do.
+    let out = repo.fanout(&["merge", "last"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("already contains"), "{}", show(&out));
+}
+
+#[test]
+fn merge_refuses_uncommitted_changes_and_touches_nothing() {
+    let repo = TestRepo::with_files(2);
+    run_one_edit(&repo);
+    std::fs::write(repo.path.join("src/file_00.txt"), "mine, not committed\n").unwrap();
+    let before = repo.snapshot();
+    let out = repo.fanout(&["merge", "last"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("uncommitted changes") && err.contains("src/file_00.txt"),
+        "{err}"
+    );
+    assert_eq!(repo.snapshot(), before);
+}
+
+#[test]
+fn merge_makes_a_clean_merge_and_refuses_a_conflicting_one() {
+    let repo = TestRepo::with_files(3);
+    let report = run_one_edit(&repo);
+    let run = report["run_id"].as_str().unwrap().to_string();
+    // A side branch that changed another file: a clean merge commit.
+    git(&repo.path, &["branch", "side"]);
+    git(&repo.path, &["checkout", "--quiet", "side"]);
+    std::fs::write(repo.path.join("src/file_02.txt"), "side change\n").unwrap();
+    git(&repo.path, &["commit", "--quiet", "-am", "side"]);
+    git(&repo.path, &["checkout", "--quiet", "main"]);
+    let out = repo.fanout(&["merge", &run, "--into", "side"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("merged"), "{}", show(&out));
+    let files = repo.tree_files("side");
+    assert_eq!(files["src/file_02.txt"], b"side change\n");
+    assert!(files["src/file_01.txt"].starts_with(b"edited by the agent\n"));
+    assert_eq!(
+        git_text(&repo.path, &["rev-list", "--parents", "-n1", "side"])
+            .split(' ')
+            .count(),
+        3,
+        "a merge commit"
+    );
+    // The checked-out main changed the same line: refused, nothing moves.
+    std::fs::write(repo.path.join("src/file_01.txt"), "user's own first line\n").unwrap();
+    git(&repo.path, &["commit", "--quiet", "-am", "mine"]);
+    let before = repo.snapshot();
+    let out = repo.fanout(&["merge", &run]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("conflicts in src/file_01.txt"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(repo.snapshot(), before);
+}
