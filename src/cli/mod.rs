@@ -383,9 +383,19 @@ pub struct CleanArgs {
     pub repo: RepoArg,
     /// A run id or `last` (default: every run that is not running).
     pub run: Option<String>,
-    /// Also delete the run's branches and its folder.
+    /// Also delete the run's branches and its folder (branches whose work is on no other
+    /// branch stay, with their run folder, unless --force).
     #[arg(long)]
     pub branches: bool,
+    /// Also delete branches whose commits are on no other branch.
+    #[arg(long)]
+    pub force: bool,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only runs that started longer ago than this (`7d`, `12h`, `30m`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
 }
 
 /// Runs the parsed command line; returns the exit code.

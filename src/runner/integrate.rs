@@ -134,12 +134,15 @@ pub(crate) fn integrate(
         }
     }
     let head = integ.head();
-    gitrepo::set_branch(
-        &repo,
-        &merged_branch(&shared.run_id),
-        head,
-        "fanout: integration",
-    )?;
+    // A run that changed nothing leaves no branch behind to clean up.
+    if head != shared.base {
+        gitrepo::set_branch(
+            &repo,
+            &merged_branch(&shared.run_id),
+            head,
+            "fanout: integration",
+        )?;
+    }
     Ok(head)
 }
 

@@ -99,3 +99,111 @@ fn merge_makes_a_clean_merge_and_refuses_a_conflicting_one() {
     );
     assert_eq!(repo.snapshot(), before);
 }
+
+/// A run with a merged task and a task that failed its gate (its branch holds the only copy).
+fn run_merged_and_failed(repo: &TestRepo) -> String {
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": exec_agent("echo \"$FANOUT_TASK_ID\" > \"out-$FANOUT_TASK_ID.txt\"")},
+        "defaults": {"agent": "w"},
+        "tasks": [{"id": "good", "prompt": "write"},
+                  {"id": "bad", "prompt": "write", "verify": "exit 1", "max_attempts": 1}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(task(&report, "bad")["status"], "verify_failed");
+    report["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn clean_keeps_unmerged_work_until_forced() {
+    let repo = TestRepo::with_files(1);
+    let run = run_merged_and_failed(&repo);
+    let run_dir = repo.path.join(".git/fanout/runs").join(&run);
+    let (merged, bad, good) = (
+        format!("fanout/{run}/merged"),
+        format!("fanout/{run}/task/bad"),
+        format!("fanout/{run}/task/good"),
+    );
+    // Dry run: lists, deletes nothing.
+    let out = repo.fanout(&["clean", "last", "--branches", "--force", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(&format!("would delete branch {bad}")),
+        "{}",
+        show(&out)
+    );
+    assert!(repo.branches().contains(&bad) && run_dir.is_dir());
+    // Not merged anywhere: the integration branch and the failed task's branch stay.
+    let out = repo.fanout(&["clean", "last", "--branches"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(&format!("keeping {bad}")),
+        "{}",
+        show(&out)
+    );
+    let branches = repo.branches();
+    assert!(
+        branches.contains(&merged) && branches.contains(&bad),
+        "{branches:?}"
+    );
+    assert!(
+        !branches.contains(&good),
+        "its change is in {merged}: {branches:?}"
+    );
+    assert!(
+        run_dir.is_dir(),
+        "the run folder stays with the kept branches"
+    );
+    // Once merged into main, the integration branch may go; the failed task stays.
+    let out = repo.fanout(&["merge", &run]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = repo.fanout(&["clean", &run, "--branches"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let branches = repo.branches();
+    assert!(
+        !branches.contains(&merged) && branches.contains(&bad),
+        "{branches:?}"
+    );
+    // --force drops it, and the run folder with it.
+    let out = repo.fanout(&["clean", &run, "--branches", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(repo.branches(), vec!["main".to_string()]);
+    assert!(!run_dir.exists());
+}
+
+#[test]
+fn clean_older_than_keeps_a_fresh_run_and_an_empty_run_has_no_integration_branch() {
+    let repo = TestRepo::with_files(1);
+    let run = run_merged_and_failed(&repo);
+    let run_dir = repo.path.join(".git/fanout/runs").join(&run);
+    let before = repo.branches();
+    let out = repo.fanout(&["clean", "--branches", "--force", "--older-than", "1h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(repo.branches(), before);
+    assert!(run_dir.is_dir());
+    let out = repo.fanout(&["clean", "--older-than", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    // A run that changed nothing leaves no branch.
+    let file = repo.write_tasks(&json!({
+        "agents": {"noop": exec_agent("true")},
+        "tasks": [{"id": "noop", "prompt": "nothing", "agent": "noop"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let empty = report["run_id"].as_str().unwrap();
+    assert!(
+        !repo
+            .branches()
+            .iter()
+            .any(|b| b.starts_with(&format!("fanout/{empty}/"))),
+        "{:?}",
+        repo.branches()
+    );
+    let out = repo.fanout(&["merge", empty]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("no integration branch"),
+        "{}",
+        show(&out)
+    );
+}
