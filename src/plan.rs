@@ -106,6 +106,8 @@ pub struct PlannedTask {
     pub limits: crate::git::collect::ChangeLimits,
     /// The task file's named shared caches.
     pub caches: Vec<taskfile::Cache>,
+    /// The author of the task's commits (name, email); `None`: fanout.
+    pub author: Option<(String, String)>,
 }
 
 impl PlannedTask {
@@ -140,6 +142,7 @@ impl PlannedTask {
             max_attempts: 1,
             limits: crate::git::collect::ChangeLimits::default(),
             caches: Vec::new(),
+            author: None,
         }
     }
 }
@@ -160,6 +163,56 @@ pub struct Plan {
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
+
+/// Who task commits are authored by: the identity git would use in this repository
+/// (`user.name`/`user.email`), else the task file's `commit.author`, else fanout (`None`).
+pub fn commit_author(repo: &git2::Repository, from_file: Option<&str>) -> Option<(String, String)> {
+    let configured = git_config(repo).and_then(|c| {
+        let name = c.get_string("user.name").ok()?;
+        let email = c.get_string("user.email").ok()?;
+        (!name.trim().is_empty() && !email.trim().is_empty()).then_some((name, email))
+    });
+    configured.or_else(|| from_file.and_then(taskfile::parse_author))
+}
+
+/// The repository's configuration as git reads it: libgit2 ignores `GIT_CONFIG_GLOBAL`,
+/// `GIT_CONFIG_SYSTEM` and `GIT_CONFIG_NOSYSTEM`, git (and CI setups) rely on them.
+fn git_config(repo: &git2::Repository) -> Option<git2::Config> {
+    use git2::{Config, ConfigLevel};
+    let mut cfg = Config::new().ok()?;
+    let mut add = |path: std::path::PathBuf, level| {
+        if path.is_file() {
+            let _ = cfg.add_file(&path, level, false);
+        }
+    };
+    match std::env::var_os("GIT_CONFIG_SYSTEM") {
+        _ if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_some() => {}
+        Some(p) => add(p.into(), ConfigLevel::System),
+        None => {
+            if let Ok(p) = Config::find_system() {
+                add(p, ConfigLevel::System)
+            }
+        }
+    }
+    match std::env::var_os("GIT_CONFIG_GLOBAL") {
+        Some(p) => add(p.into(), ConfigLevel::Global),
+        None => {
+            for p in [Config::find_xdg(), Config::find_global()]
+                .into_iter()
+                .flatten()
+            {
+                let level = if p.ends_with(".gitconfig") {
+                    ConfigLevel::Global
+                } else {
+                    ConfigLevel::XDG
+                };
+                add(p, level);
+            }
+        }
+    }
+    add(repo.commondir().join("config"), ConfigLevel::Local);
+    cfg.snapshot().ok()
+}
 
 impl Plan {
     pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
@@ -196,6 +249,7 @@ impl Plan {
                 )));
             }
         }
+        let author = commit_author(&repo.repo, file.commit_author.as_deref());
         let mut tasks = Vec::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
             return Err(PlanError::Invalid(format!(
@@ -251,6 +305,7 @@ impl Plan {
                 },
                 profile,
                 caches: file.caches.clone(),
+                author: author.clone(),
                 spec: spec.clone(),
             });
         }

@@ -182,11 +182,23 @@ pub struct Cache {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskFile {
     pub base: Option<String>,
+    /// `commit.author`, as written (`Name <email>`).
+    pub commit_author: Option<String>,
     pub caches: Vec<Cache>,
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
     pub tasks: Vec<TaskSpec>,
+}
+
+/// Splits `Name <email>` (the format of `commit.author`, as git writes identities).
+pub fn parse_author(raw: &str) -> Option<(String, String)> {
+    let re_ok =
+        raw.ends_with('>') && raw.matches('<').count() == 1 && raw.matches('>').count() == 1;
+    let (name, rest) = raw.split_once(" <")?;
+    let email = rest.strip_suffix('>')?;
+    (re_ok && !name.trim().is_empty() && !email.is_empty() && !email.contains(char::is_whitespace))
+        .then(|| (name.trim().to_string(), email.to_string()))
 }
 
 /// Agent names that exist without an `agents` entry. `codex` is resolved by the Codex module.
@@ -485,6 +497,7 @@ impl Validator {
     fn file(&mut self, value: &Value) -> TaskFile {
         let mut file = TaskFile {
             base: None,
+            commit_author: None,
             caches: Vec::new(),
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
@@ -504,6 +517,9 @@ impl Validator {
                     ),
                 }
                 file.base = self.string(obj, "base", "$");
+                if let Some(c) = obj.get("commit") {
+                    file.commit_author = self.commit(c);
+                }
                 if let Some(c) = obj.get("caches") {
                     file.caches = self.caches(c);
                 }
@@ -612,6 +628,21 @@ impl Validator {
         }
         self.cross_checks(&file, tasks_path);
         file
+    }
+
+    /// `commit`: `{"author": "Name <email>"}`.
+    fn commit(&mut self, value: &Value) -> Option<String> {
+        let obj = self.object(value, "$.commit")?;
+        self.known_fields(obj, "$.commit", &["author"]);
+        let author = self.string(obj, "author", "$.commit")?;
+        if parse_author(&author).is_none() {
+            self.problem(
+                "$.commit.author",
+                format!("{author:?} is not \"Name <email>\""),
+            );
+            return None;
+        }
+        Some(author)
     }
 
     /// `caches`: preset names (`"pip"`) or `{"name": …, "env": ["VAR", …]}`.

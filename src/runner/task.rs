@@ -531,7 +531,8 @@ async fn collect_blocking(
         paths.wt_name.clone(),
         paths.branch.clone(),
     );
-    let message = commit_message(task);
+    let message = commit_message(task, shared.run_id.as_str());
+    let author = task.author.clone();
     let opts = collect::CollectOptions {
         // Confined agents cannot write the worktree's index (it lives in the main .git).
         trust_index: shared.options.sandbox.enabled,
@@ -543,25 +544,16 @@ async fn collect_blocking(
             .map_err(|e| format!("cannot open the repository: {e}"))?;
         let task_repo =
             worktree::open_task_repo(&repo, &name).map_err(|e| crate::error_chain(&e))?;
-        collect::collect_and_commit(&task_repo, start, &branch, &message, &opts)
+        let author = author.as_ref().map(|(n, e)| (n.as_str(), e.as_str()));
+        collect::collect_and_commit_as(&task_repo, start, &branch, &message, &opts, author)
             .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
     })
     .await
 }
 
-fn commit_message(task: &PlannedTask) -> String {
-    let first = task
-        .spec
-        .prompt
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let first = crate::jsonrpc::truncate(first.trim(), 200);
-    format!(
-        "fanout: {}\n\n{first}\n\nFanout-Task: {}\n",
-        task.id(),
-        task.id()
-    )
+/// `<id>: <first prompt line>`, then the trailers `fanout collect` and people look for.
+fn commit_message(task: &PlannedTask, run: &str) -> String {
+    crate::git::collect::task_message(task.id().as_str(), &task.spec.prompt, run)
 }
 
 /// Runs a blocking closure on the blocking pool, flattening a panic into an error.

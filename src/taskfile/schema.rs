@@ -45,7 +45,12 @@ pub enum Kind {
     ForEach,
     /// A task id, or a template's id with placeholders.
     TaskIdTemplate,
+    /// `commit`: how task commits are written (`author`).
+    Commit,
 }
+
+/// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
+pub const AUTHOR_PATTERN: &str = r"^[^<>]*[^<>\s][^<>]* <[^<>\s]+>$";
 
 /// One field of an object of the task file.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +106,11 @@ pub const FILE_FIELDS: &[Field] = &[
         "verifier",
         Kind::Profile,
         "The read-back verifier profile (default `claude mcp serve`, tool `Read`).",
+    ),
+    field(
+        "commit",
+        Kind::Commit,
+        "How task commits are written: `author` (\"Name <email>\") is used when the repository's configuration has no user.name/user.email; the committer is always fanout.",
     ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
 ];
@@ -329,6 +339,12 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Protocol => json!({"enum": PROTOCOLS}),
         Kind::Env => json!({"type": "object", "additionalProperties": {"type": "string"}}),
         Kind::Object => json!({"type": "object"}),
+        Kind::Commit => json!({
+            "type": "object",
+            "properties": {"author": {"type": "string", "pattern": AUTHOR_PATTERN,
+                "description": "The author of task commits, \"Name <email>\"."}},
+            "additionalProperties": false
+        }),
         Kind::Ports => {
             json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}})
         }
@@ -398,6 +414,7 @@ mod tests {
             Kind::Protocol => json!("exec"),
             Kind::Env => json!({"A": "b"}),
             Kind::Object => json!({"k": 1}),
+            Kind::Commit => json!({"author": "Nightly Bot <bot@example.com>"}),
             Kind::Ports => json!([8080]),
             Kind::Defaults => json!({"timeout_secs": 5}),
             Kind::Agents => json!({"e": {"protocol": "exec", "command": "true"}}),

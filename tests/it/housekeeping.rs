@@ -207,3 +207,71 @@ fn clean_older_than_keeps_a_fresh_run_and_an_empty_run_has_no_integration_branch
         show(&out)
     );
 }
+
+#[test]
+fn task_commits_carry_the_author_the_first_prompt_line_and_trailers() {
+    let repo = TestRepo::with_files(1);
+    let tasks = |author: Option<&str>| {
+        let mut v = json!({
+            "agents": {"w": exec_agent("echo hi > hi.txt")},
+            "tasks": [{"id": "greet", "prompt": "\nSay hi in hi.txt\nsecond line", "agent": "w"}]
+        });
+        if let Some(a) = author {
+            v["commit"] = json!({"author": a});
+        }
+        repo.write_tasks(&v)
+    };
+    let show_commit = |report: &Value| {
+        let branch = task(report, "greet")["branch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        git_text(
+            &repo.path,
+            &["log", "-1", "--format=%an <%ae>|%cn|%B", &branch],
+        )
+    };
+    // No identity in the repository: the task file's author.
+    let (out, report) = repo.run(
+        &tasks(Some("Nightly Bot <bot@example.com>")),
+        &["--no-readback"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let run = report["run_id"].as_str().unwrap();
+    let text = show_commit(&report);
+    assert!(
+        text.starts_with("Nightly Bot <bot@example.com>|fanout|greet: Say hi in hi.txt\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Fanout-Run: {run}\nFanout-Task: greet")),
+        "{text}"
+    );
+    // Neither: fanout.
+    let (_, report) = repo.run(&tasks(None), &["--no-readback"]);
+    assert!(show_commit(&report).starts_with("fanout <fanout@localhost>|fanout|"));
+    // The repository's identity comes first.
+    git(&repo.path, &["config", "user.name", "Ada Dev"]);
+    git(&repo.path, &["config", "user.email", "ada@example.com"]);
+    let (_, report) = repo.run(
+        &tasks(Some("Nightly Bot <bot@example.com>")),
+        &["--no-readback"],
+    );
+    assert!(
+        show_commit(&report).starts_with("Ada Dev <ada@example.com>|fanout|"),
+        "{}",
+        show_commit(&report)
+    );
+    // A malformed author is a task-file error.
+    let out = repo.fanout(&[
+        "validate",
+        "--tasks",
+        tasks(Some("no email")).to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("$.commit.author") || stderr(&out).contains("$.commit.author"),
+        "{}",
+        show(&out)
+    );
+}
