@@ -30,6 +30,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
+pub mod setup;
 pub mod state;
 pub mod taskenv;
 pub mod taskfile;

@@ -108,6 +108,9 @@ pub struct PlannedTask {
     pub caches: Vec<taskfile::Cache>,
     /// The author of the task's commits (name, email); `None`: fanout.
     pub author: Option<(String, String)>,
+    /// Run in the workspace before the agent (`setup`), and its time.
+    pub setup: Option<VerifyCommand>,
+    pub setup_timeout_secs: f64,
 }
 
 impl PlannedTask {
@@ -132,6 +135,8 @@ impl PlannedTask {
                 max_attempts: None,
                 max_file_bytes: None,
                 max_change_bytes: None,
+                setup: None,
+                setup_timeout_secs: None,
                 template: false,
             },
             agent_name: "exec".into(),
@@ -143,6 +148,8 @@ impl PlannedTask {
             limits: crate::git::collect::ChangeLimits::default(),
             caches: Vec::new(),
             author: None,
+            setup: None,
+            setup_timeout_secs: 60.0,
         }
     }
 }
@@ -306,6 +313,11 @@ impl Plan {
                 profile,
                 caches: file.caches.clone(),
                 author: author.clone(),
+                setup: spec.setup.clone().or_else(|| file.defaults.setup.clone()),
+                setup_timeout_secs: spec
+                    .setup_timeout_secs
+                    .or(file.defaults.setup_timeout_secs)
+                    .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
                 spec: spec.clone(),
             });
         }

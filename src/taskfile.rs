@@ -151,6 +151,8 @@ pub struct Defaults {
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
+    pub setup: Option<VerifyCommand>,
+    pub setup_timeout_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -166,6 +168,9 @@ pub struct TaskSpec {
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
+    /// Run in the workspace, in the sandbox, before the agent.
+    pub setup: Option<VerifyCommand>,
+    pub setup_timeout_secs: Option<f64>,
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
 }
@@ -750,6 +755,8 @@ impl Validator {
             max_attempts: self.count(obj, "max_attempts", path),
             max_file_bytes: self.bytes(obj, "max_file_bytes", path),
             max_change_bytes: self.bytes(obj, "max_change_bytes", path),
+            setup: self.verify(obj, "setup", path),
+            setup_timeout_secs: self.positive(obj, "setup_timeout_secs", path),
         }
     }
 
@@ -924,6 +931,8 @@ impl Validator {
         let max_attempts = self.count(obj, "max_attempts", path);
         let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
         let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
+        let setup = self.verify(obj, "setup", path);
+        let setup_timeout_secs = self.positive(obj, "setup_timeout_secs", path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -956,6 +965,8 @@ impl Validator {
             max_attempts,
             max_file_bytes,
             max_change_bytes,
+            setup,
+            setup_timeout_secs,
             template,
         })
     }

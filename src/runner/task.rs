@@ -236,8 +236,14 @@ async fn pipeline(
         .map_err(|e| stop(TaskStatus::Failed, e))?
     };
 
-    // 3. Agent session.
+    // 3. Agent session, after the workspace setup (same sandbox and environment).
     let spawn = spawn_spec(shared, task, &paths, &task_env);
+    if let Some(cmd) = &task.setup {
+        let log = shared.run_dir.join("logs").join(format!("{id}.setup.log"));
+        crate::setup::run(&spawn, &paths.worktree, cmd, task.setup_timeout_secs, &log)
+            .await
+            .map_err(|e| stop(TaskStatus::Failed, e))?;
+    }
     let ctx = AgentContext {
         task_id: id.clone(),
         worktree: paths.worktree.clone(),

@@ -126,6 +126,12 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
     ),
     field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
     field(
+        "setup",
+        Kind::Verify,
+        "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
+    ),
+    field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
+    field(
         "max_attempts",
         Kind::Count,
         "Agent attempts including feedback rounds (1-100, default 2).",
@@ -214,6 +220,12 @@ pub const TASK_FIELDS: &[Field] = &[
         "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
     ),
     field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
+    field(
+        "setup",
+        Kind::Verify,
+        "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
+    ),
+    field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
     field(
         "depends_on",
         Kind::TaskIds,

@@ -275,3 +275,46 @@ fn task_commits_carry_the_author_the_first_prompt_line_and_trailers() {
         show(&out)
     );
 }
+
+#[test]
+fn setup_prepares_the_workspace_and_a_failing_setup_fails_its_task() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "defaults": {"setup": "mkdir -p build && echo \"prepared for $FANOUT_TASK_ID\" > build/config.txt"},
+        "agents": {"w": exec_agent("cp build/config.txt used.txt")},
+        "tasks": [
+            {"id": "uses-setup", "prompt": "use it", "agent": "w"},
+            {"id": "broken", "prompt": "never runs", "agent": "w",
+             "setup": ["sh", "-c", "echo 'npm ERR! missing lockfile' >&2; exit 3"],
+             "setup_timeout_secs": 30}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let t = task(&report, "uses-setup");
+    assert_eq!(t["status"], "merged", "{t}");
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert_eq!(merged["used.txt"], b"prepared for uses-setup\n");
+    assert!(
+        !merged.contains_key("build/config.txt"),
+        "ignored setup output is not committed"
+    );
+    let t = task(&report, "broken");
+    assert_eq!(t["status"], "failed", "{t}");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("setup")
+            && error.contains("exit")
+            && error.contains("3")
+            && error.contains("npm ERR! missing lockfile"),
+        "{error}"
+    );
+    let log = repo
+        .path
+        .join(".git/fanout/runs")
+        .join(report["run_id"].as_str().unwrap())
+        .join("logs/broken.setup.log");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("missing lockfile"));
+}
