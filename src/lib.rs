@@ -21,6 +21,7 @@ pub mod eventlog;
 pub mod exit;
 pub mod git;
 pub mod ids;
+pub mod include;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod mcp_server;

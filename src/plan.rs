@@ -111,6 +111,8 @@ pub struct PlannedTask {
     /// Run in the workspace before the agent (`setup`), and its time.
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: f64,
+    /// Ignored files of the checkout copied into the workspace (`include`), found once.
+    pub include: std::sync::Arc<Vec<crate::include::Entry>>,
 }
 
 impl PlannedTask {
@@ -150,6 +152,7 @@ impl PlannedTask {
             author: None,
             setup: None,
             setup_timeout_secs: 60.0,
+            include: Default::default(),
         }
     }
 }
@@ -167,9 +170,44 @@ pub struct Plan {
     pub task_file_text: String,
     /// Results carried over from an interrupted run (`fanout resume`), by task id.
     pub priors: BTreeMap<String, crate::state::Prior>,
+    /// Said right after the run's first line (uncommitted changes left out, skipped includes).
+    pub warnings: Vec<String>,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
+
+/// A warning when the checkout has uncommitted changes (tracked or untracked, not ignored)
+/// while the run starts from the commit checked out: the tasks will not see them.
+fn uncommitted_warning(repo: &UserRepo, base: git2::Oid) -> Vec<String> {
+    let head = repo.repo.head().ok().and_then(|h| h.target());
+    if head != Some(base) {
+        return Vec::new();
+    }
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true)
+        .include_ignored(false)
+        .recurse_untracked_dirs(false);
+    let Ok(statuses) = repo.repo.statuses(Some(&mut opts)) else {
+        return Vec::new();
+    };
+    let paths: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.status() != git2::Status::CURRENT)
+        .filter_map(|s| s.path().map(str::to_string))
+        .collect();
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let shown = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = if paths.len() > 5 {
+        format!(" and {} more", paths.len() - 5)
+    } else {
+        String::new()
+    };
+    vec![format!(
+        "the checkout has uncommitted changes the run does not include ({shown}{more}): tasks start from the last commit; commit them first to include them"
+    )]
+}
 
 /// Who task commits are authored by: the identity git would use in this repository
 /// (`user.name`/`user.email`), else the task file's `commit.author`, else fanout (`None`).
@@ -257,6 +295,13 @@ impl Plan {
             }
         }
         let author = commit_author(&repo.repo, file.commit_author.as_deref());
+        let mut warnings = uncommitted_warning(&repo, base);
+        let include_globs = crate::include::globs(&repo.workdir, &file.include);
+        let (include, include_warnings) =
+            crate::include::find(&repo.repo, &repo.workdir, &include_globs)
+                .map_err(|e| PlanError::Invalid(crate::error_chain(&e)))?;
+        warnings.extend(include_warnings);
+        let include = std::sync::Arc::new(include);
         let mut tasks = Vec::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
             return Err(PlanError::Invalid(format!(
@@ -313,6 +358,7 @@ impl Plan {
                 profile,
                 caches: file.caches.clone(),
                 author: author.clone(),
+                include: include.clone(),
                 setup: spec.setup.clone().or_else(|| file.defaults.setup.clone()),
                 setup_timeout_secs: spec
                     .setup_timeout_secs
@@ -339,6 +385,7 @@ impl Plan {
             run_dir,
             task_file_text: String::new(),
             priors: BTreeMap::new(),
+            warnings,
         })
     }
 

@@ -189,6 +189,8 @@ pub struct TaskFile {
     pub base: Option<String>,
     /// `commit.author`, as written (`Name <email>`).
     pub commit_author: Option<String>,
+    /// `include`: globs of ignored files copied into every workspace.
+    pub include: Vec<String>,
     pub caches: Vec<Cache>,
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
@@ -503,6 +505,7 @@ impl Validator {
         let mut file = TaskFile {
             base: None,
             commit_author: None,
+            include: Vec::new(),
             caches: Vec::new(),
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
@@ -522,6 +525,12 @@ impl Validator {
                     ),
                 }
                 file.base = self.string(obj, "base", "$");
+                file.include = self.strings(obj, "include", "$").unwrap_or_default();
+                for (i, g) in file.include.iter().enumerate() {
+                    if let Err(e) = globset::Glob::new(g) {
+                        self.problem(&format!("$.include[{i}]"), format!("invalid glob: {e}"));
+                    }
+                }
                 if let Some(c) = obj.get("commit") {
                     file.commit_author = self.commit(c);
                 }

@@ -188,12 +188,24 @@ async fn pipeline(
             paths.branch.clone(),
             paths.scratch.clone(),
         );
+        let (workdir, include, sink, task_id) = (
+            shared.workdir.clone(),
+            task.include.clone(),
+            shared.events.clone(),
+            id.to_string(),
+        );
         blocking(move || -> Result<git2::Oid, String> {
             let repo = git2::Repository::open(&common)
                 .map_err(|e| format!("cannot open the repository: {e}"))?;
             let start = super::integrate::dependency_base(&repo, base, &dep_commits)?;
             worktree::create(&repo, &name, &branch, start, &wt)
                 .map_err(|e| crate::error_chain(&e))?;
+            // `include`: ignored files of the checkout, before anything runs in the workspace.
+            for w in
+                crate::include::copy(&workdir, &wt, &include).map_err(|e| crate::error_chain(&e))?
+            {
+                sink.warn(Some(&task_id), &w);
+            }
             for sub in ["tmp", "home"] {
                 std::fs::create_dir_all(scratch.join(sub))
                     .map_err(|e| format!("cannot create scratch folder: {e}"))?;

@@ -108,6 +108,11 @@ pub const FILE_FIELDS: &[Field] = &[
         "The read-back verifier profile (default `claude mcp serve`, tool `Read`).",
     ),
     field(
+        "include",
+        Kind::Strings,
+        "Globs of ignored files of the checkout (`.env`, local configuration) copied into every workspace before setup and agent; `.worktreeinclude` at the repository root adds more. Symlinks are never followed, `.git` never copied.",
+    ),
+    field(
         "commit",
         Kind::Commit,
         "How task commits are written: `author` (\"Name <email>\") is used when the repository's configuration has no user.name/user.email; the committer is always fanout.",

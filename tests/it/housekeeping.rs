@@ -318,3 +318,53 @@ fn setup_prepares_the_workspace_and_a_failing_setup_fails_its_task() {
         .unwrap()
         .contains("missing lockfile"));
 }
+
+#[test]
+fn include_copies_ignored_files_never_through_symlinks_and_warns_of_uncommitted_changes() {
+    let repo = TestRepo::with_files(1);
+    std::fs::write(
+        repo.path.join(".gitignore"),
+        "*.log\nbuild/\n.env\n.env.outside\n.env.inside\nlocal/\n",
+    )
+    .unwrap();
+    std::fs::write(repo.path.join(".worktreeinclude"), "# more\nlocal/\n").unwrap();
+    git(&repo.path, &["add", "-A"]);
+    git(
+        &repo.path,
+        &["commit", "--quiet", "-m", "ignore local files"],
+    );
+    std::fs::write(repo.path.join(".env"), "API_URL=http://localhost\n").unwrap();
+    std::fs::create_dir_all(repo.path.join("local")).unwrap();
+    std::fs::write(repo.path.join("local/settings.toml"), "debug = true\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", repo.path.join(".env.outside")).unwrap();
+    std::os::unix::fs::symlink(".env", repo.path.join(".env.inside")).unwrap();
+    // Untracked and not ignored: matched, but never copied (it would be committed).
+    std::fs::write(repo.path.join("notes.env.txt"), "mine\n").unwrap();
+    let file = repo.write_tasks(&json!({
+        "include": [".env*", "notes.env.txt"],
+        "agents": {"w": exec_agent(
+            "{ cat .env local/settings.toml; readlink .env.inside; \
+               test -e .env.outside || test -L .env.outside || echo no-outside; \
+               test -e notes.env.txt || echo no-notes; true; } > seen.txt")},
+        "tasks": [{"id": "reads-env", "prompt": "read", "agent": "w"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&merged["seen.txt"]),
+        "API_URL=http://localhost\ndebug = true\n.env\nno-outside\nno-notes\n"
+    );
+    // Only what the agent wrote is committed; the copies are ignored.
+    assert!(!merged.contains_key(".env") && !merged.contains_key("local/settings.toml"));
+    let all = show(&out);
+    assert!(
+        all.contains(".env.outside is a symlink leading outside"),
+        "{all}"
+    );
+    assert!(all.contains("notes.env.txt is not ignored"), "{all}");
+    assert!(
+        all.contains("uncommitted changes the run does not include"),
+        "{all}"
+    );
+}
