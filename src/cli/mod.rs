@@ -428,11 +428,20 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
         },
         None => None,
     };
-    match crate::git::repo::UserRepo::open(&a.repo.repo) {
-        Ok(r) => out::outln!("ok    git: repository at {}", r.workdir.display())?,
-        Err(e) => out::outln!("warn  git: {e}")?,
+    let workdir = match crate::git::repo::UserRepo::open(&a.repo.repo) {
+        Ok(r) => {
+            out::outln!("ok    git: repository at {}", r.workdir.display())?;
+            Some(r.workdir)
+        }
+        Err(e) => {
+            out::outln!("warn  git: {e}")?;
+            None
+        }
+    };
+    let mut checks = crate::doctor::run(file.as_ref());
+    if let Some(f) = &file {
+        checks.extend(crate::doctor::exec_checks(f, workdir.as_deref()));
     }
-    let checks = crate::doctor::run(file.as_ref());
     for c in &checks {
         out::outln!("{c}")?;
     }

@@ -368,3 +368,37 @@ fn include_copies_ignored_files_never_through_symlinks_and_warns_of_uncommitted_
         "{all}"
     );
 }
+
+#[test]
+fn doctor_checks_the_exec_agents_of_a_task_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::with_files(1);
+    std::fs::create_dir_all(repo.path.join("tools")).unwrap();
+    std::fs::write(repo.path.join("tools/good.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        repo.path.join("tools/good.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(repo.path.join("tools/plain.sh"), "#!/bin/sh\n").unwrap();
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "good": {"protocol": "exec", "command": "./tools/good.sh"},
+            "plain": {"protocol": "exec", "command": "./tools/plain.sh"},
+            "missing": {"protocol": "exec", "command": "no-such-codemod-anywhere"}
+        },
+        "tasks": [{"id": "t", "prompt": "x", "agent": "good"}]
+    }));
+    let out = repo.fanout(&["doctor", "--tasks", file.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(text.contains("ok    agent good: exec agent"), "{text}");
+    assert!(
+        text.contains("error agent plain:") && text.contains("not executable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error agent missing: exec agent: no `no-such-codemod-anywhere` on PATH"),
+        "{text}"
+    );
+}
