@@ -9,6 +9,7 @@ pub mod anthropic_server;
 mod codex;
 mod doctor;
 mod escape;
+mod examples;
 mod faults;
 mod hardening;
 mod housekeeping;
