@@ -252,9 +252,16 @@ async fn pipeline(
     let spawn = spawn_spec(shared, task, &paths, &task_env);
     if let Some(cmd) = &task.setup {
         let log = shared.run_dir.join("logs").join(format!("{id}.setup.log"));
-        crate::setup::run(&spawn, &paths.worktree, cmd, task.setup_timeout_secs, &log)
-            .await
-            .map_err(|e| stop(TaskStatus::Failed, e))?;
+        let mut cancel = shared.cancel.clone();
+        // A stop request must not wait for a long setup (its process is stopped on drop).
+        tokio::select! {
+            r = crate::setup::run(&spawn, &paths.worktree, cmd, task.setup_timeout_secs, &log) => {
+                r.map_err(|e| stop(TaskStatus::Failed, e))?
+            }
+            _ = cancel.wait_for(|c| *c) => {
+                return Err(stop(TaskStatus::Failed, "interrupted by the user during setup"))
+            }
+        }
     }
     let ctx = AgentContext {
         task_id: id.clone(),
