@@ -241,6 +241,36 @@ pub fn profile_checks(file: &TaskFile) -> Vec<Check> {
     out
 }
 
+/// `exec` agents of the task file: the program is found and executable. A relative path is
+/// taken from the repository's root (`workdir`), where the agent starts.
+pub fn exec_checks(file: &TaskFile, workdir: Option<&Path>) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (name, profile) in &file.agents {
+        if profile.protocol != Protocol::Exec {
+            continue;
+        }
+        let subject = format!("agent {name}");
+        let command = match workdir {
+            Some(w) if profile.command.contains('/') && !profile.command.starts_with('/') => {
+                w.join(&profile.command).display().to_string()
+            }
+            _ => profile.command.clone(),
+        };
+        out.push(match crate::which::find_program(&command) {
+            Ok(p) if crate::which::is_executable(&p) => {
+                Check::new(Level::Ok, &subject, format!("exec agent {}", p.display()))
+            }
+            Ok(p) => Check::new(
+                Level::Error,
+                &subject,
+                format!("{} is not executable (chmod +x it)", p.display()),
+            ),
+            Err(e) => Check::new(Level::Error, &subject, format!("exec agent: {e}")),
+        });
+    }
+    out
+}
+
 fn mcp_server_removed(subject: &str, command: &str) -> Vec<Check> {
     let Ok(program) = codex::find_program(command) else {
         return Vec::new();

@@ -116,6 +116,13 @@ pub struct PlannedTask {
     pub diagnose: bool,
     /// The `claude` program for the review gate and diagnoses.
     pub claude: String,
+    /// The author of the task's commits (name, email); `None`: fanout.
+    pub author: Option<(String, String)>,
+    /// Run in the workspace before the agent (`setup`), and its time.
+    pub setup: Option<VerifyCommand>,
+    pub setup_timeout_secs: f64,
+    /// Ignored files of the checkout copied into the workspace (`include`), found once.
+    pub include: std::sync::Arc<Vec<crate::include::Entry>>,
 }
 
 impl PlannedTask {
@@ -140,6 +147,8 @@ impl PlannedTask {
                 max_attempts: None,
                 max_file_bytes: None,
                 max_change_bytes: None,
+                setup: None,
+                setup_timeout_secs: None,
                 template: false,
                 review: None,
             },
@@ -154,6 +163,10 @@ impl PlannedTask {
             review: None,
             diagnose: false,
             claude: "claude".into(),
+            author: None,
+            setup: None,
+            setup_timeout_secs: 60.0,
+            include: Default::default(),
         }
     }
 }
@@ -175,6 +188,8 @@ pub struct Plan {
     pub integrate: Option<IntegrateGate>,
     /// What a conflicting task does (command line over task file, default `fail`).
     pub on_conflict: taskfile::OnConflict,
+    /// Said right after the run's first line (uncommitted changes left out, skipped includes).
+    pub warnings: Vec<String>,
 }
 
 /// The integration gate: a verify command run on the integration result.
@@ -185,6 +200,89 @@ pub struct IntegrateGate {
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
+
+/// A warning when the checkout has uncommitted changes (tracked or untracked, not ignored)
+/// while the run starts from the commit checked out: the tasks will not see them.
+fn uncommitted_warning(repo: &UserRepo, base: git2::Oid) -> Vec<String> {
+    let head = repo.repo.head().ok().and_then(|h| h.target());
+    if head != Some(base) {
+        return Vec::new();
+    }
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true)
+        .include_ignored(false)
+        .recurse_untracked_dirs(false);
+    let Ok(statuses) = repo.repo.statuses(Some(&mut opts)) else {
+        return Vec::new();
+    };
+    let paths: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.status() != git2::Status::CURRENT)
+        .filter_map(|s| s.path().map(str::to_string))
+        .collect();
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let shown = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = if paths.len() > 5 {
+        format!(" and {} more", paths.len() - 5)
+    } else {
+        String::new()
+    };
+    vec![format!(
+        "the checkout has uncommitted changes the run does not include ({shown}{more}): tasks start from the last commit; commit them first to include them"
+    )]
+}
+
+/// Who task commits are authored by: the identity git would use in this repository
+/// (`user.name`/`user.email`), else the task file's `commit.author`, else fanout (`None`).
+pub fn commit_author(repo: &git2::Repository, from_file: Option<&str>) -> Option<(String, String)> {
+    let configured = git_config(repo).and_then(|c| {
+        let name = c.get_string("user.name").ok()?;
+        let email = c.get_string("user.email").ok()?;
+        (!name.trim().is_empty() && !email.trim().is_empty()).then_some((name, email))
+    });
+    configured.or_else(|| from_file.and_then(taskfile::parse_author))
+}
+
+/// The repository's configuration as git reads it: libgit2 ignores `GIT_CONFIG_GLOBAL`,
+/// `GIT_CONFIG_SYSTEM` and `GIT_CONFIG_NOSYSTEM`, git (and CI setups) rely on them.
+fn git_config(repo: &git2::Repository) -> Option<git2::Config> {
+    use git2::{Config, ConfigLevel};
+    let mut cfg = Config::new().ok()?;
+    let mut add = |path: std::path::PathBuf, level| {
+        if path.is_file() {
+            let _ = cfg.add_file(&path, level, false);
+        }
+    };
+    match std::env::var_os("GIT_CONFIG_SYSTEM") {
+        _ if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_some() => {}
+        Some(p) => add(p.into(), ConfigLevel::System),
+        None => {
+            if let Ok(p) = Config::find_system() {
+                add(p, ConfigLevel::System)
+            }
+        }
+    }
+    match std::env::var_os("GIT_CONFIG_GLOBAL") {
+        Some(p) => add(p.into(), ConfigLevel::Global),
+        None => {
+            for p in [Config::find_xdg(), Config::find_global()]
+                .into_iter()
+                .flatten()
+            {
+                let level = if p.ends_with(".gitconfig") {
+                    ConfigLevel::Global
+                } else {
+                    ConfigLevel::XDG
+                };
+                add(p, level);
+            }
+        }
+    }
+    add(repo.commondir().join("config"), ConfigLevel::Local);
+    cfg.snapshot().ok()
+}
 
 impl Plan {
     pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
@@ -221,6 +319,14 @@ impl Plan {
                 )));
             }
         }
+        let author = commit_author(&repo.repo, file.commit_author.as_deref());
+        let mut warnings = uncommitted_warning(&repo, base);
+        let include_globs = crate::include::globs(&repo.workdir, &file.include);
+        let (include, include_warnings) =
+            crate::include::find(&repo.repo, &repo.workdir, &include_globs)
+                .map_err(|e| PlanError::Invalid(crate::error_chain(&e)))?;
+        warnings.extend(include_warnings);
+        let include = std::sync::Arc::new(include);
         let mut tasks = Vec::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
             return Err(PlanError::Invalid(format!(
@@ -279,6 +385,13 @@ impl Plan {
                 claude: "claude".into(),
                 profile,
                 caches: file.caches.clone(),
+                author: author.clone(),
+                include: include.clone(),
+                setup: spec.setup.clone().or_else(|| file.defaults.setup.clone()),
+                setup_timeout_secs: spec
+                    .setup_timeout_secs
+                    .or(file.defaults.setup_timeout_secs)
+                    .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
                 spec: spec.clone(),
             });
         }
@@ -323,6 +436,7 @@ impl Plan {
             run_dir,
             task_file_text: String::new(),
             priors: BTreeMap::new(),
+            warnings,
         })
     }
 

@@ -219,6 +219,8 @@ pub struct Defaults {
     /// Ask Claude Code for a root-cause diagnosis before each feedback turn.
     pub diagnose: Option<bool>,
     pub on_conflict: Option<OnConflict>,
+    pub setup: Option<VerifyCommand>,
+    pub setup_timeout_secs: Option<f64>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -243,6 +245,9 @@ pub struct TaskSpec {
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
+    /// Run in the workspace, in the sandbox, before the agent.
+    pub setup: Option<VerifyCommand>,
+    pub setup_timeout_secs: Option<f64>,
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
     pub review: Option<ReviewSpec>,
@@ -260,12 +265,26 @@ pub struct Cache {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskFile {
     pub base: Option<String>,
+    /// `commit.author`, as written (`Name <email>`).
+    pub commit_author: Option<String>,
+    /// `include`: globs of ignored files copied into every workspace.
+    pub include: Vec<String>,
     pub caches: Vec<Cache>,
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
     pub integrate: Option<IntegrateSpec>,
     pub tasks: Vec<TaskSpec>,
+}
+
+/// Splits `Name <email>` (the format of `commit.author`, as git writes identities).
+pub fn parse_author(raw: &str) -> Option<(String, String)> {
+    let re_ok =
+        raw.ends_with('>') && raw.matches('<').count() == 1 && raw.matches('>').count() == 1;
+    let (name, rest) = raw.split_once(" <")?;
+    let email = rest.strip_suffix('>')?;
+    (re_ok && !name.trim().is_empty() && !email.is_empty() && !email.contains(char::is_whitespace))
+        .then(|| (name.trim().to_string(), email.to_string()))
 }
 
 /// Agent names that exist without an `agents` entry. `codex` is resolved by the Codex module.
@@ -564,6 +583,8 @@ impl Validator {
     fn file(&mut self, value: &Value) -> TaskFile {
         let mut file = TaskFile {
             base: None,
+            commit_author: None,
+            include: Vec::new(),
             caches: Vec::new(),
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
@@ -584,6 +605,15 @@ impl Validator {
                     ),
                 }
                 file.base = self.string(obj, "base", "$");
+                file.include = self.strings(obj, "include", "$").unwrap_or_default();
+                for (i, g) in file.include.iter().enumerate() {
+                    if let Err(e) = globset::Glob::new(g) {
+                        self.problem(&format!("$.include[{i}]"), format!("invalid glob: {e}"));
+                    }
+                }
+                if let Some(c) = obj.get("commit") {
+                    file.commit_author = self.commit(c);
+                }
                 if let Some(c) = obj.get("caches") {
                     file.caches = self.caches(c);
                 }
@@ -697,6 +727,21 @@ impl Validator {
         file
     }
 
+    /// `commit`: `{"author": "Name <email>"}`.
+    fn commit(&mut self, value: &Value) -> Option<String> {
+        let obj = self.object(value, "$.commit")?;
+        self.known_fields(obj, "$.commit", &["author"]);
+        let author = self.string(obj, "author", "$.commit")?;
+        if parse_author(&author).is_none() {
+            self.problem(
+                "$.commit.author",
+                format!("{author:?} is not \"Name <email>\""),
+            );
+            return None;
+        }
+        Some(author)
+    }
+
     /// `caches`: preset names (`"pip"`) or `{"name": …, "env": ["VAR", …]}`.
     fn caches(&mut self, value: &Value) -> Vec<Cache> {
         let path = "$.caches";
@@ -805,6 +850,8 @@ impl Validator {
             review: self.review(obj, path),
             diagnose: self.boolean(obj, "diagnose", path),
             on_conflict: self.on_conflict(obj, "on_conflict", path),
+            setup: self.verify(obj, "setup", path),
+            setup_timeout_secs: self.positive(obj, "setup_timeout_secs", path),
         }
     }
 
@@ -1122,6 +1169,8 @@ impl Validator {
         let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
         let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
         let review = self.review(obj, path);
+        let setup = self.verify(obj, "setup", path);
+        let setup_timeout_secs = self.positive(obj, "setup_timeout_secs", path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -1154,6 +1203,8 @@ impl Validator {
             max_attempts,
             max_file_bytes,
             max_change_bytes,
+            setup,
+            setup_timeout_secs,
             template,
             review,
         })

@@ -12,6 +12,7 @@ pub(crate) use diff::task_diff_text;
 mod log;
 mod lookup;
 pub mod mcp;
+mod merge;
 pub mod out;
 mod report;
 mod run;
@@ -130,6 +131,9 @@ pub enum Command {
     Collect(CollectArgs),
     /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
     Resume(ResumeArgs),
+    /// Bring a run's integration branch into a branch (default: the current one), only as a
+    /// fast-forward or a clean merge, never over uncommitted changes.
+    Merge(MergeArgs),
     /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
     Clean(CleanArgs),
     /// Check git, the Landlock ABI, the agent binaries and the verifier.
@@ -375,14 +379,35 @@ pub struct ResumeArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last`.
+    pub run: String,
+    /// The branch to merge into (default: the branch checked out in the repository).
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct CleanArgs {
     #[command(flatten)]
     pub repo: RepoArg,
     /// A run id or `last` (default: every run that is not running).
     pub run: Option<String>,
-    /// Also delete the run's branches and its folder.
+    /// Also delete the run's branches and its folder (branches whose work is on no other
+    /// branch stay, with their run folder, unless --force).
     #[arg(long)]
     pub branches: bool,
+    /// Also delete branches whose commits are on no other branch.
+    #[arg(long)]
+    pub force: bool,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only runs that started longer ago than this (`7d`, `12h`, `30m`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
 }
 
 /// Runs the parsed command line; returns the exit code.
@@ -397,6 +422,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Collect(a) => collect::run(a),
         Command::Report(a) => report::run(a),
         Command::Clean(a) => clean::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Resume(a) => resume(a),
         Command::Doctor(a) => doctor(a),
         Command::Mcp(a) => mcp::serve(a),
@@ -414,11 +440,20 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
         },
         None => None,
     };
-    match crate::git::repo::UserRepo::open(&a.repo.repo) {
-        Ok(r) => out::outln!("ok    git: repository at {}", r.workdir.display())?,
-        Err(e) => out::outln!("warn  git: {e}")?,
+    let workdir = match crate::git::repo::UserRepo::open(&a.repo.repo) {
+        Ok(r) => {
+            out::outln!("ok    git: repository at {}", r.workdir.display())?;
+            Some(r.workdir)
+        }
+        Err(e) => {
+            out::outln!("warn  git: {e}")?;
+            None
+        }
+    };
+    let mut checks = crate::doctor::run(file.as_ref());
+    if let Some(f) = &file {
+        checks.extend(crate::doctor::exec_checks(f, workdir.as_deref()));
     }
-    let checks = crate::doctor::run(file.as_ref());
     for c in &checks {
         out::outln!("{c}")?;
     }

@@ -148,6 +148,19 @@ pub fn collect_and_commit(
     message: &str,
     opts: &CollectOptions,
 ) -> Result<Collected, GitError> {
+    collect_and_commit_as(task_repo, parent, branch, message, opts, None)
+}
+
+/// [`collect_and_commit`] with `author` (name, email) as the commit's author; fanout stays
+/// the committer, so a task commit always says who wrote it into the repository.
+pub fn collect_and_commit_as(
+    task_repo: &Repository,
+    parent: Oid,
+    branch: &str,
+    message: &str,
+    opts: &CollectOptions,
+    author: Option<(&str, &str)>,
+) -> Result<Collected, GitError> {
     let tree_id = worktree_tree(task_repo, parent, opts)?;
     let parent_commit = task_repo
         .find_commit(parent)
@@ -165,8 +178,13 @@ pub fn collect_and_commit(
         .find_tree(tree_id)
         .ctx(|| "tree vanished".into())?;
     let sig = fanout_signature()?;
+    let author = match author {
+        Some((name, email)) => git2::Signature::now(name, email)
+            .ctx(|| format!("cannot build the author signature {name} <{email}>"))?,
+        None => sig.clone(),
+    };
     let oid = task_repo
-        .commit(None, &sig, &sig, message, &tree, &[&parent_commit])
+        .commit(None, &author, &sig, message, &tree, &[&parent_commit])
         .ctx(|| "cannot create the task commit".into())?;
     super::repo::set_branch(task_repo, branch, oid, "fanout: task result")?;
     Ok(Collected {
@@ -175,6 +193,19 @@ pub fn collect_and_commit(
         summary,
         patch,
     })
+}
+
+/// A task commit's message: `<id>: <first non-empty prompt line>` (cut at 200 characters),
+/// then the trailers `Fanout-Run:` and `Fanout-Task:`.
+pub fn task_message(task: &str, prompt: &str, run: &str) -> String {
+    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let first = crate::jsonrpc::truncate(first.trim(), 200);
+    let subject = if first.is_empty() {
+        task.to_string()
+    } else {
+        format!("{task}: {first}")
+    };
+    format!("{subject}\n\nFanout-Run: {run}\nFanout-Task: {task}\n")
 }
 
 /// Diffs two trees: file list, line counts (renames detected) and a binary-safe patch.

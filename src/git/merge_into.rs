@@ -51,6 +51,13 @@ pub enum MergeIntoError {
         branch: String,
         paths: String,
     },
+    #[error("cannot update the checkout of {branch} at {worktree} (an untracked file is in the way?); nothing was changed")]
+    CheckoutBlocked {
+        branch: String,
+        worktree: String,
+        #[source]
+        source: git2::Error,
+    },
     #[error("branch {0} moved while merging; nothing was changed, try again")]
     Moved(String),
     #[error("{what}")]
@@ -96,7 +103,8 @@ pub fn merge_into(
             rev: from_ref.to_string(),
             source,
         })?;
-    let msg = format!("fanout: merge {from_ref}");
+    let shown = from_ref.strip_prefix("refs/heads/").unwrap_or(from_ref);
+    let msg = format!("fanout: merge {shown}");
     let Ok(branch) = repo.find_branch(into_branch, BranchType::Local) else {
         ctx(repo.branch(into_branch, &from, false), || {
             format!("cannot create branch {into_branch}")
@@ -148,10 +156,14 @@ pub fn merge_into(
             let tree = ctx(repo.find_tree(tree_id), || {
                 "cannot read the merged tree".into()
             })?;
-            let sig = ctx(git2::Signature::now("fanout", "fanout@localhost"), || {
-                "cannot build a signature".into()
-            })?;
-            let message = format!("Merge {from_ref} into {into_branch}\n");
+            // The user asked for this merge: their identity when the repository has one.
+            let sig = match repo.signature() {
+                Ok(s) => s,
+                Err(_) => ctx(git2::Signature::now("fanout", "fanout@localhost"), || {
+                    "cannot build a signature".into()
+                })?,
+            };
+            let message = format!("Merge {shown} into {into_branch}\n");
             let commit = ctx(
                 repo.commit(None, &sig, &sig, &message, &tree, &[&target, &from]),
                 || "cannot write the merge commit".into(),
@@ -161,15 +173,34 @@ pub fn merge_into(
     if let Some(wt) = &checked_out {
         // The worktree follows the branch, as `git merge` would update it; SAFE never
         // overwrites a file that differs from what the index expects.
+        // libgit2 checks every path before it writes one, so a refusal changes nothing.
         let commit = ctx(wt.find_commit(new), || "cannot read the new commit".into())?;
         let mut co = git2::build::CheckoutBuilder::new();
         co.safe();
-        ctx(wt.checkout_tree(commit.as_object(), Some(&mut co)), || {
-            format!("cannot update the checkout of {into_branch}")
-        })?;
+        wt.checkout_tree(commit.as_object(), Some(&mut co))
+            .map_err(|source| MergeIntoError::CheckoutBlocked {
+                branch: into_branch.to_string(),
+                worktree: wt
+                    .workdir()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            })?;
     }
-    repo.reference_matching(&refname, new, true, old, &msg)
-        .map_err(|_| MergeIntoError::Moved(into_branch.to_string()))?;
+    if repo
+        .reference_matching(&refname, new, true, old, &msg)
+        .is_err()
+    {
+        if let Some(wt) = &checked_out {
+            // Put the files back as the branch has them; SAFE again: nothing is overwritten.
+            if let Ok(c) = wt.find_commit(old) {
+                let mut co = git2::build::CheckoutBuilder::new();
+                co.safe();
+                let _ = wt.checkout_tree(c.as_object(), Some(&mut co));
+            }
+        }
+        return Err(MergeIntoError::Moved(into_branch.to_string()));
+    }
     Ok(Merged {
         outcome,
         commit: new.to_string(),

@@ -48,12 +48,20 @@ pub fn render(report: &RunReport) -> String {
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
+    // A run that integrated nothing creates no integration branch: do not name one.
+    let integration = if report.integration_commit == report.base {
+        "nothing integrated, no integration branch".to_string()
+    } else {
+        format!(
+            "integration branch {} at {}",
+            report.integration_branch,
+            short(&report.integration_commit)
+        )
+    };
     out.push_str(&format!(
-        "\nrun {}: {} — integration branch {} at {}\n",
+        "\nrun {}: {} — {integration}\n",
         report.run_id,
         counts.join(", "),
-        report.integration_branch,
-        short(&report.integration_commit)
     ));
     out
 }

@@ -231,12 +231,15 @@ pub(crate) fn hand_over(shared: &Shared, integration: &Integration) -> Result<Oi
     if shared.options.squash && head != shared.base && !integration.merged.is_empty() {
         head = squash(shared, &repo, integration)?;
     }
-    gitrepo::set_branch(
-        &repo,
-        &merged_branch(&shared.run_id),
-        head,
-        "fanout: integration",
-    )?;
+    // A run that changed nothing leaves no branch behind to clean up.
+    if head != shared.base {
+        gitrepo::set_branch(
+            &repo,
+            &merged_branch(&shared.run_id),
+            head,
+            "fanout: integration",
+        )?;
+    }
     Ok(head)
 }
 

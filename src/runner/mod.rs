@@ -228,6 +228,11 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         }
     }
 
+    for w in &plan.warnings {
+        early_warnings.push(w.clone());
+        warnings.push(w.clone());
+    }
+
     events.emit(EventKind::RunStarted {
         mode: io.mode.into(),
         repo: plan.repo.workdir.display().to_string(),

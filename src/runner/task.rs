@@ -200,6 +200,12 @@ async fn pipeline(
         );
         let (rerun_start, common_dir) =
             (rerun.as_ref().map(|r| r.start), shared.common_dir.clone());
+        let (workdir, include, sink, task_id) = (
+            shared.workdir.clone(),
+            task.include.clone(),
+            shared.events.clone(),
+            id.to_string(),
+        );
         blocking(move || -> Result<git2::Oid, String> {
             let repo = git2::Repository::open(&common)
                 .map_err(|e| format!("cannot open the repository: {e}"))?;
@@ -221,6 +227,12 @@ async fn pipeline(
             };
             worktree::create(&repo, &name, &branch, start, &wt)
                 .map_err(|e| crate::error_chain(&e))?;
+            // `include`: ignored files of the checkout, before anything runs in the workspace.
+            for w in
+                crate::include::copy(&workdir, &wt, &include).map_err(|e| crate::error_chain(&e))?
+            {
+                sink.warn(Some(&task_id), &w);
+            }
             for sub in ["tmp", "home"] {
                 std::fs::create_dir_all(scratch.join(sub))
                     .map_err(|e| format!("cannot create scratch folder: {e}"))?;
@@ -263,8 +275,21 @@ async fn pipeline(
         .map_err(|e| stop(TaskStatus::Failed, e))?
     };
 
-    // 3. Agent session.
+    // 3. Agent session, after the workspace setup (same sandbox and environment).
     let spawn = spawn_spec(shared, task, &paths, &task_env);
+    if let Some(cmd) = &task.setup {
+        let log = shared.run_dir.join("logs").join(format!("{id}.setup.log"));
+        let mut cancel = shared.cancel.clone();
+        // A stop request must not wait for a long setup (its process is stopped on drop).
+        tokio::select! {
+            r = crate::setup::run(&spawn, &paths.worktree, cmd, task.setup_timeout_secs, &log) => {
+                r.map_err(|e| stop(TaskStatus::Failed, e))?
+            }
+            _ = cancel.wait_for(|c| *c) => {
+                return Err(stop(TaskStatus::Failed, "interrupted by the user during setup"))
+            }
+        }
+    }
     let ctx = AgentContext {
         task_id: id.clone(),
         worktree: paths.worktree.clone(),
@@ -596,7 +621,8 @@ async fn collect_blocking(
         paths.wt_name.clone(),
         paths.branch.clone(),
     );
-    let message = commit_message(task);
+    let message = commit_message(task, shared.run_id.as_str());
+    let author = task.author.clone();
     let opts = collect::CollectOptions {
         // Confined agents cannot write the worktree's index (it lives in the main .git).
         trust_index: shared.options.sandbox.enabled,
@@ -608,25 +634,16 @@ async fn collect_blocking(
             .map_err(|e| format!("cannot open the repository: {e}"))?;
         let task_repo =
             worktree::open_task_repo(&repo, &name).map_err(|e| crate::error_chain(&e))?;
-        collect::collect_and_commit(&task_repo, start, &branch, &message, &opts)
+        let author = author.as_ref().map(|(n, e)| (n.as_str(), e.as_str()));
+        collect::collect_and_commit_as(&task_repo, start, &branch, &message, &opts, author)
             .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
     })
     .await
 }
 
-fn commit_message(task: &PlannedTask) -> String {
-    let first = task
-        .spec
-        .prompt
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let first = crate::jsonrpc::truncate(first.trim(), 200);
-    format!(
-        "fanout: {}\n\n{first}\n\nFanout-Task: {}\n",
-        task.id(),
-        task.id()
-    )
+/// `<id>: <first prompt line>`, then the trailers `fanout collect` and people look for.
+fn commit_message(task: &PlannedTask, run: &str) -> String {
+    crate::git::collect::task_message(task.id().as_str(), &task.spec.prompt, run)
 }
 
 /// Runs a blocking closure on the blocking pool, flattening a panic into an error.

@@ -53,7 +53,12 @@ pub enum Kind {
     Integrate,
     /// `fail`, `retry` or `retry=N`.
     OnConflict,
+    /// `commit`: how task commits are written (`author`).
+    Commit,
 }
+
+/// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
+pub const AUTHOR_PATTERN: &str = r"^[^<>]*[^<>\s][^<>]* <[^<>\s]+>$";
 
 /// One field of an object of the task file.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +120,16 @@ pub const FILE_FIELDS: &[Field] = &[
         Kind::Integrate,
         "A gate on the integration result: its verify command runs on the merged commit; tasks that break it are found by bisection and taken out.",
     ),
+    field(
+        "include",
+        Kind::Strings,
+        "Globs of ignored files of the checkout (`.env`, local configuration) copied into every workspace before setup and agent; `.worktreeinclude` at the repository root adds more. Symlinks are never followed, `.git` never copied.",
+    ),
+    field(
+        "commit",
+        Kind::Commit,
+        "How task commits are written: `author` (\"Name <email>\") is used when the repository's configuration has no user.name/user.email; the committer is always fanout.",
+    ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
 ];
 
@@ -138,6 +153,12 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
         "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
     ),
     field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
+    field(
+        "setup",
+        Kind::Verify,
+        "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
+    ),
+    field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
     field(
         "max_attempts",
         Kind::Count,
@@ -293,6 +314,12 @@ pub const TASK_FIELDS: &[Field] = &[
     ),
     field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
     field(
+        "setup",
+        Kind::Verify,
+        "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
+    ),
+    field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
+    field(
         "depends_on",
         Kind::TaskIds,
         "Ids of tasks that must be verified first; the task starts from a commit that contains them.",
@@ -425,6 +452,12 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Protocol => json!({"enum": PROTOCOLS}),
         Kind::Env => json!({"type": "object", "additionalProperties": {"type": "string"}}),
         Kind::Object => json!({"type": "object"}),
+        Kind::Commit => json!({
+            "type": "object",
+            "properties": {"author": {"type": "string", "pattern": AUTHOR_PATTERN,
+                "description": "The author of task commits, \"Name <email>\"."}},
+            "additionalProperties": false
+        }),
         Kind::Ports => {
             json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}})
         }
@@ -504,6 +537,7 @@ mod tests {
             Kind::Protocol => json!("exec"),
             Kind::Env => json!({"A": "b"}),
             Kind::Object => json!({"k": 1}),
+            Kind::Commit => json!({"author": "Nightly Bot <bot@example.com>"}),
             Kind::Ports => json!([8080]),
             Kind::Defaults => json!({"timeout_secs": 5}),
             Kind::Agents => json!({"e": {"protocol": "exec", "command": "true"}}),
