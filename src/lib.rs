@@ -25,6 +25,7 @@ pub mod ids;
 pub mod include;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod output;
 pub mod plan;
 pub mod preflight;
 pub mod process;

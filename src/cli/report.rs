@@ -34,12 +34,12 @@ pub fn run(a: ReportArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_USAGE);
     };
     if let Some(p) = &a.html {
-        let page = crate::report::html::render(&view, &crate::report::html::patch_file);
+        let page = crate::output::html::render(&view, &crate::output::html::patch_file);
         crate::report::write_text_atomic(p, &page)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
     if let Some(p) = &a.junit {
-        crate::report::write_text_atomic(p, &crate::report::junit::render(&report))
+        crate::report::write_text_atomic(p, &crate::output::junit::render(&report))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
     Ok(EXIT_OK)

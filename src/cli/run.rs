@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 
 use super::{NetArg, OutputArgs, ReadArg, ReadbackArg, RunArgs, SandboxArg, EXIT_USAGE};
 use crate::event::Output;
+use crate::output::terminal::TerminalOutput;
+use crate::output::{html::HtmlOutput, jsonl::JsonLinesOutput, junit::JunitOutput};
 use crate::plan::{NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions};
-use crate::report::terminal::TerminalOutput;
-use crate::report::{html::HtmlOutput, jsonl::JsonLinesOutput, junit::JunitOutput};
 use crate::runner::{self, RunIo};
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {

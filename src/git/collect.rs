@@ -23,9 +23,9 @@ pub struct ChangeSummary {
     /// Per-file detail.
     pub changes: Vec<FileChange>,
     /// Changes that deserve a human look (CI configuration, attributes, links out, new
-    /// executables): see [`crate::verify::risky`].
+    /// executables): see [`crate::git::risky`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub risky: Vec<crate::verify::risky::RiskyChange>,
+    pub risky: Vec<crate::git::risky::RiskyChange>,
 }
 
 #[derive(schemars::JsonSchema, Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -280,8 +280,8 @@ fn summary_of(diff: &Diff<'_>) -> Result<ChangeSummary, GitError> {
     Ok(summary)
 }
 
-fn risky_of(repo: &Repository, diff: &Diff<'_>) -> Vec<crate::verify::risky::RiskyChange> {
-    use crate::verify::risky::{flag, NewEntry};
+fn risky_of(repo: &Repository, diff: &Diff<'_>) -> Vec<crate::git::risky::RiskyChange> {
+    use crate::git::risky::{flag, NewEntry};
     use git2::FileMode;
     let mut out = Vec::new();
     for delta in diff.deltas() {

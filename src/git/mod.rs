@@ -7,6 +7,7 @@ pub mod collect;
 pub mod merge;
 pub mod merge_into;
 pub mod repo;
+pub mod risky;
 pub mod scan;
 mod workspace;
 pub mod worktree;

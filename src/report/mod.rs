@@ -4,11 +4,7 @@ What a run produced, as data: the per-task outcome and the run summary, written 
 The wire types here carry no logic; the runner fills them.
 */
 
-pub mod html;
-pub mod jsonl;
-pub mod junit;
 pub mod table;
-pub mod terminal;
 
 use serde::{Deserialize, Serialize};
 
@@ -161,7 +157,7 @@ pub struct TaskReport {
     /// Changes that deserve a human look (see docs/verify.md); unless the task's `paths` name
     /// them explicitly they also fail the scope gate.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub risky: Vec<crate::verify::risky::RiskyChange>,
+    pub risky: Vec<crate::git::risky::RiskyChange>,
 }
 
 impl Default for TaskReport {

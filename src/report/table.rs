@@ -80,7 +80,7 @@ pub fn short(oid: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{TaskReport, TaskStatus};
 
@@ -132,34 +132,6 @@ auth          verify_failed      0       +0       -0       0.9
 run 20261202-070000-abcd: 1 conflict, 1 merged, 1 verify_failed — integration branch fanout/20261202-070000-abcd/merged at fedcba987654
 ";
         assert_eq!(render(&sample()), expected);
-    }
-
-    #[test]
-    fn junit_snapshot() {
-        let xml = crate::report::junit::render(&sample());
-        let expected = "\
-<?xml version=\"1.0\" encoding=\"UTF-8\"?>
-<testsuites name=\"fanout\" tests=\"3\" failures=\"2\" skipped=\"0\" time=\"6.000\">
-  <testsuite name=\"fanout run 20261202-070000-abcd\" tests=\"3\" failures=\"2\" errors=\"0\" skipped=\"0\" time=\"6.000\">
-    <properties>
-      <property name=\"base\" value=\"0123456789abcdef0123456789abcdef01234567\"/>
-      <property name=\"integration_branch\" value=\"fanout/20261202-070000-abcd/merged\"/>
-      <property name=\"integration_commit\" value=\"fedcba9876543210fedcba9876543210fedcba98\"/>
-    </properties>
-    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"users-route\" time=\"4.200\">
-      <system-out>merged: 1 file(s) +12 -3</system-out>
-    </testcase>
-    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"orders-route\" time=\"1.000\">
-      <failure type=\"conflict\" message=\"conflict\">conflict</failure>
-    </testcase>
-    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"auth\" time=\"0.950\">
-      <failure type=\"verify_failed\" message=\"verification failed after 2 attempt(s): exit 1\">verification failed after 2 attempt(s): exit 1
-more</failure>
-    </testcase>
-  </testsuite>
-</testsuites>
-";
-        assert_eq!(xml, expected);
     }
 
     #[test]

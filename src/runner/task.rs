@@ -779,11 +779,11 @@ async fn verify_gates(
 ) -> Vec<GateResult> {
     let mut gates = Vec::new();
     // Scope, and risky changes the task's paths do not name explicitly.
-    let unnamed: Vec<&verify::risky::RiskyChange> = collected
+    let unnamed: Vec<&crate::git::risky::RiskyChange> = collected
         .summary
         .risky
         .iter()
-        .filter(|r| !verify::risky::named_explicitly(&task.spec.paths, &r.path))
+        .filter(|r| !verify::scope::named_explicitly(&task.spec.paths, &r.path))
         .collect();
     if !task.spec.paths.is_empty() || !unnamed.is_empty() {
         let gate = match verify::scope::Scope::new(&task.spec.paths) {

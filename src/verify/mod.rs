@@ -9,5 +9,4 @@ pub mod command;
 pub mod diagnose;
 pub mod readback;
 pub mod review;
-pub mod risky;
 pub mod scope;

@@ -67,6 +67,21 @@ fn variants(raw: &str) -> Vec<String> {
     out
 }
 
+/// Whether the task's `paths` name `path` explicitly.
+pub fn named_explicitly(patterns: &[String], path: &str) -> bool {
+    patterns.iter().any(|p| {
+        let literal: String = p
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| !matches!(c, '*' | '?' | '[' | '{'))
+            .collect();
+        !literal.is_empty()
+            && Scope::new(std::slice::from_ref(p))
+                .map(|s| s.allows(path))
+                .unwrap_or(false)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +113,22 @@ mod tests {
     #[test]
     fn empty_scope_allows_everything() {
         assert!(scope(&[]).allows("anything/at/all"));
+    }
+
+    #[test]
+    fn only_literal_patterns_name_a_path() {
+        let pats = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(named_explicitly(
+            &pats(&[".github/workflows/*.yml"]),
+            ".github/workflows/ci.yml"
+        ));
+        assert!(named_explicitly(&pats(&["scripts/"]), "scripts/run.sh"));
+        assert!(!named_explicitly(&pats(&["**"]), ".gitattributes"));
+        assert!(!named_explicitly(&pats(&["*"]), ".gitattributes"));
+        assert!(!named_explicitly(&pats(&["**/*.sh"]), "run.sh"));
+        assert!(named_explicitly(
+            &pats(&[".gitattributes"]),
+            ".gitattributes"
+        ));
     }
 }

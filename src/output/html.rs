@@ -407,7 +407,7 @@ impl Output for HtmlOutput {
         self.view.apply(event);
         if let EventKind::RunEnded { .. } = &event.kind {
             let page = render(&self.view, &patch_file);
-            super::write_text_atomic(&self.path, &page)
+            crate::report::write_text_atomic(&self.path, &page)
                 .map_err(|e| OutputError::new(&self.name(), e))?;
         }
         Ok(())

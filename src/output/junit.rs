@@ -156,7 +156,7 @@ impl Output for JunitOutput {
     fn event(&mut self, event: &Event) -> Result<(), OutputError> {
         self.view.apply(event);
         if let EventKind::RunEnded { report } = &event.kind {
-            super::write_text_atomic(&self.path, &render(report))
+            crate::report::write_text_atomic(&self.path, &render(report))
                 .map_err(|e| OutputError::new(&self.name(), e))?;
         }
         Ok(())
@@ -201,5 +201,33 @@ mod tests {
         assert!(xml.contains("command gate failed: exit 1"), "{xml}");
         assert!(xml.contains("assert failed\u{FFFD}"), "{xml}");
         assert!(xml.contains("<skipped message=\"dependency bad ended verify_failed\"/>"));
+    }
+
+    #[test]
+    fn junit_snapshot() {
+        let xml = render(&crate::report::table::tests::sample());
+        let expected = "\
+<?xml version=\"1.0\" encoding=\"UTF-8\"?>
+<testsuites name=\"fanout\" tests=\"3\" failures=\"2\" skipped=\"0\" time=\"6.000\">
+  <testsuite name=\"fanout run 20261202-070000-abcd\" tests=\"3\" failures=\"2\" errors=\"0\" skipped=\"0\" time=\"6.000\">
+    <properties>
+      <property name=\"base\" value=\"0123456789abcdef0123456789abcdef01234567\"/>
+      <property name=\"integration_branch\" value=\"fanout/20261202-070000-abcd/merged\"/>
+      <property name=\"integration_commit\" value=\"fedcba9876543210fedcba9876543210fedcba98\"/>
+    </properties>
+    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"users-route\" time=\"4.200\">
+      <system-out>merged: 1 file(s) +12 -3</system-out>
+    </testcase>
+    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"orders-route\" time=\"1.000\">
+      <failure type=\"conflict\" message=\"conflict\">conflict</failure>
+    </testcase>
+    <testcase classname=\"fanout.20261202-070000-abcd\" name=\"auth\" time=\"0.950\">
+      <failure type=\"verify_failed\" message=\"verification failed after 2 attempt(s): exit 1\">verification failed after 2 attempt(s): exit 1
+more</failure>
+    </testcase>
+  </testsuite>
+</testsuites>
+";
+        assert_eq!(xml, expected);
     }
 }

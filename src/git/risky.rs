@@ -1,8 +1,7 @@
 //! Changes that deserve a human look: repository attributes and submodules, CI configuration, git
 //! hook managers, symlinks that point outside the repository, new executable files. They are
 //! flagged in the report, the event log and on the terminal, and fail the scope gate unless the
-//! task's `paths` name them explicitly (a pattern that matches them and starts with a literal
-//! folder or name — `**`, `*` or `**/*.sh` name nothing explicitly).
+//! task's `paths` name them explicitly (`verify::scope::named_explicitly`).
 
 use serde::{Deserialize, Serialize};
 
@@ -127,21 +126,6 @@ pub fn flag(path: &str, entry: NewEntry<'_>) -> Vec<RiskyChange> {
     out
 }
 
-/// Whether the task's `paths` name `path` explicitly.
-pub fn named_explicitly(patterns: &[String], path: &str) -> bool {
-    patterns.iter().any(|p| {
-        let literal: String = p
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| !matches!(c, '*' | '?' | '[' | '{'))
-            .collect();
-        !literal.is_empty()
-            && super::scope::Scope::new(std::slice::from_ref(p))
-                .map(|s| s.allows(path))
-                .unwrap_or(false)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,22 +167,5 @@ mod tests {
         assert!(!exe(true, false).is_empty());
         assert!(exe(true, true).is_empty());
         assert!(exe(false, false).is_empty());
-    }
-
-    #[test]
-    fn only_literal_patterns_name_a_path() {
-        let pats = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(named_explicitly(
-            &pats(&[".github/workflows/*.yml"]),
-            ".github/workflows/ci.yml"
-        ));
-        assert!(named_explicitly(&pats(&["scripts/"]), "scripts/run.sh"));
-        assert!(!named_explicitly(&pats(&["**"]), ".gitattributes"));
-        assert!(!named_explicitly(&pats(&["*"]), ".gitattributes"));
-        assert!(!named_explicitly(&pats(&["**/*.sh"]), "run.sh"));
-        assert!(named_explicitly(
-            &pats(&[".gitattributes"]),
-            ".gitattributes"
-        ));
     }
 }
