@@ -1,0 +1,337 @@
+//! The task file's sections: the file, `commit`, `caches`, `defaults`, `integrate`, `review`.
+
+use super::*;
+
+impl Validator {
+    pub(super) fn file(&mut self, value: &Value) -> TaskFile {
+        let mut file = TaskFile {
+            base: None,
+            commit_author: None,
+            include: Vec::new(),
+            caches: Vec::new(),
+            defaults: Defaults::default(),
+            agents: BTreeMap::new(),
+            verifier: None,
+            integrate: None,
+            tasks: Vec::new(),
+        };
+        let tasks_value = match value {
+            Value::Array(_) => value,
+            Value::Object(obj) => {
+                self.known_fields(obj, "$", &schema::names(schema::FILE_FIELDS));
+                match obj.get("version") {
+                    None => {}
+                    Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+                    Some(other) => self.problem(
+                        "$.version",
+                        format!("unsupported version {other}; this fanout reads version 1"),
+                    ),
+                }
+                file.base = self.string(obj, "base", "$");
+                file.include = self.strings(obj, "include", "$").unwrap_or_default();
+                for (i, g) in file.include.iter().enumerate() {
+                    if let Err(e) = globset::Glob::new(g) {
+                        self.problem(&format!("$.include[{i}]"), format!("invalid glob: {e}"));
+                    }
+                }
+                if let Some(c) = obj.get("commit") {
+                    file.commit_author = self.commit(c);
+                }
+                if let Some(c) = obj.get("caches") {
+                    file.caches = self.caches(c);
+                }
+                if let Some(d) = obj.get("defaults") {
+                    file.defaults = self.defaults(d);
+                }
+                if let Some(a) = obj.get("agents") {
+                    if let Some(agents) = self.object(a, "$.agents") {
+                        for (name, profile) in agents {
+                            let loc = format!("$.agents.{name}");
+                            if name.is_empty()
+                                || !name
+                                    .chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                            {
+                                self.problem(&loc, "agent names are slugs ([A-Za-z0-9._-])");
+                            }
+                            if let Some(p) = self.profile(profile, &loc, "codex") {
+                                file.agents.insert(name.clone(), p);
+                            }
+                        }
+                    }
+                }
+                if let Some(v) = obj.get("verifier") {
+                    file.verifier = self.profile(v, "$.verifier", "Read");
+                }
+                if let Some(v) = obj.get("integrate") {
+                    file.integrate = self.integrate(v);
+                }
+                match obj.get("tasks") {
+                    Some(t) => t,
+                    None => {
+                        self.problem("$", "missing field \"tasks\"");
+                        return file;
+                    }
+                }
+            }
+            other => {
+                self.problem(
+                    "$",
+                    format!(
+                        "expected an object with \"tasks\" or an array of tasks, found {}",
+                        kind(other)
+                    ),
+                );
+                return file;
+            }
+        };
+        self.known_agents = file.agents.keys().cloned().collect();
+        self.known_agents
+            .extend(BUILTIN_AGENTS.iter().map(|s| s.to_string()));
+        if let Some(a) = &file.defaults.agent {
+            if !self.known_agents.contains(a) {
+                let known = self.agent_list();
+                self.problem(
+                    "$.defaults.agent",
+                    format!("unknown agent {a:?}; known agents: {known}"),
+                );
+            }
+        }
+        let tasks_path = if value.is_array() { "$" } else { "$.tasks" };
+        let Value::Array(items) = tasks_value else {
+            self.problem(
+                tasks_path,
+                format!("expected an array of tasks, found {}", kind(tasks_value)),
+            );
+            return file;
+        };
+        if items.is_empty() {
+            self.problem(tasks_path, "no tasks: the list is empty");
+        }
+        // Every id the file names, valid or not, so dependencies are checked on every task.
+        let all_ids: BTreeSet<String> = items
+            .iter()
+            .filter_map(|t| t.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let loc = format!("{tasks_path}[{i}]");
+            // Told even when either task has other problems: each is worth knowing at once.
+            let is_template = item.get("for_each").is_some();
+            let duplicate = match item
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|_| !is_template)
+            {
+                Some(id) => {
+                    match seen.get(id) {
+                        Some(&first) => {
+                            self.problem(
+                            &format!("{loc}.id"),
+                            format!("duplicate task id {id:?} (first used at {tasks_path}[{first}])"),
+                        );
+                            true
+                        }
+                        None => {
+                            seen.insert(id.to_string(), i);
+                            false
+                        }
+                    }
+                }
+                None => false,
+            };
+            if let Some(task) = self.task(item, &loc, &all_ids) {
+                if !duplicate {
+                    file.tasks.push(task);
+                }
+            }
+        }
+        self.cross_checks(&file, tasks_path);
+        file
+    }
+
+    /// `commit`: `{"author": "Name <email>"}`.
+    pub(super) fn commit(&mut self, value: &Value) -> Option<String> {
+        let obj = self.object(value, "$.commit")?;
+        self.known_fields(obj, "$.commit", &["author"]);
+        let author = self.string(obj, "author", "$.commit")?;
+        if parse_author(&author).is_none() {
+            self.problem(
+                "$.commit.author",
+                format!("{author:?} is not \"Name <email>\""),
+            );
+            return None;
+        }
+        Some(author)
+    }
+
+    /// `caches`: preset names (`"pip"`) or `{"name": …, "env": ["VAR", …]}`.
+    pub(super) fn caches(&mut self, value: &Value) -> Vec<Cache> {
+        let path = "$.caches";
+        let Value::Array(items) = value else {
+            self.problem(
+                path,
+                format!(
+                    "expected an array of cache names or objects, found {}",
+                    kind(value)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<Cache> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let loc = format!("{path}[{i}]");
+            let cache = match item {
+                Value::String(name) => match caches::preset(name) {
+                    Some(vars) => Cache {
+                        name: name.clone(),
+                        env: vars
+                            .iter()
+                            .map(|(v, s)| (v.to_string(), s.to_string()))
+                            .collect(),
+                    },
+                    None => {
+                        self.problem(
+                            &loc,
+                            format!(
+                                "unknown cache preset {name:?}; presets: {} (or an object {{\"name\", \"env\"}})",
+                                caches::PRESETS.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                },
+                Value::Object(obj) => {
+                    self.known_fields(obj, &loc, &["name", "env"]);
+                    let name = self.string(obj, "name", &loc);
+                    let env = self.strings(obj, "env", &loc).unwrap_or_default();
+                    let Some(name) = name else {
+                        if !obj.contains_key("name") {
+                            self.problem(&loc, "missing field \"name\"");
+                        }
+                        continue;
+                    };
+                    if env.is_empty() {
+                        self.problem(&loc, "`env` must name at least one variable");
+                    }
+                    for (j, v) in env.iter().enumerate() {
+                        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        {
+                            self.problem(
+                                &format!("{loc}.env[{j}]"),
+                                format!("{v:?} is not a variable name"),
+                            );
+                        }
+                    }
+                    Cache {
+                        name,
+                        env: env.into_iter().map(|v| (v, String::new())).collect(),
+                    }
+                }
+                other => {
+                    self.problem(
+                        &loc,
+                        format!("expected a preset name or an object, found {}", kind(other)),
+                    );
+                    continue;
+                }
+            };
+            // The name is a folder name under the caches folder.
+            if crate::ids::TaskId::parse(&cache.name).is_err() {
+                self.problem(
+                    &loc,
+                    format!(
+                        "cache name {:?}: 1-64 of [A-Za-z0-9._-], no leading dot",
+                        cache.name
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|c| c.name == cache.name) {
+                self.problem(&loc, format!("duplicate cache {:?}", cache.name));
+                continue;
+            }
+            out.push(cache);
+        }
+        out
+    }
+
+    pub(super) fn defaults(&mut self, value: &Value) -> Defaults {
+        let path = "$.defaults";
+        let Some(obj) = self.object(value, path) else {
+            return Defaults::default();
+        };
+        self.known_fields(obj, path, &schema::names(schema::DEFAULTS_FIELDS));
+        Defaults {
+            agent: self.string(obj, "agent", path),
+            timeout_secs: self.positive(obj, "timeout_secs", path),
+            verify: self.verify(obj, "verify", path),
+            verify_timeout_secs: self.positive(obj, "verify_timeout_secs", path),
+            max_attempts: self.count(obj, "max_attempts", path),
+            max_file_bytes: self.bytes(obj, "max_file_bytes", path),
+            max_change_bytes: self.bytes(obj, "max_change_bytes", path),
+            review: self.review(obj, path),
+            diagnose: self.boolean(obj, "diagnose", path),
+            on_conflict: self.on_conflict(obj, "on_conflict", path),
+            setup: self.verify(obj, "setup", path),
+            setup_timeout_secs: self.positive(obj, "setup_timeout_secs", path),
+        }
+    }
+
+    pub(super) fn on_conflict(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<OnConflict> {
+        let s = self.string(obj, key, path)?;
+        match OnConflict::parse(&s) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                self.problem(&format!("{path}.{key}"), e);
+                None
+            }
+        }
+    }
+
+    pub(super) fn integrate(&mut self, value: &Value) -> Option<IntegrateSpec> {
+        let path = "$.integrate";
+        let obj = self.object(value, path)?;
+        self.known_fields(obj, path, &schema::names(schema::INTEGRATE_FIELDS));
+        let timeout_secs = self.positive(obj, "timeout_secs", path);
+        if !obj.contains_key("verify") {
+            self.problem(path, "missing field \"verify\"");
+        }
+        let verify = self.verify(obj, "verify", path)?;
+        Some(IntegrateSpec {
+            verify,
+            timeout_secs,
+        })
+    }
+
+    /// `review: {prompt, timeout_secs}`.
+    pub(super) fn review(&mut self, obj: &Map<String, Value>, path: &str) -> Option<ReviewSpec> {
+        let value = obj.get("review")?;
+        let loc = format!("{path}.review");
+        let r = self.object(value, &loc)?;
+        self.known_fields(r, &loc, &schema::names(schema::REVIEW_FIELDS));
+        let timeout_secs = self.positive(r, "timeout_secs", &loc);
+        let prompt = match self.string(r, "prompt", &loc) {
+            Some(p) if !p.trim().is_empty() => p,
+            Some(_) => {
+                self.problem(&format!("{loc}.prompt"), "prompt must not be empty");
+                return None;
+            }
+            None => {
+                if !r.contains_key("prompt") {
+                    self.problem(&loc, "missing field \"prompt\"");
+                }
+                return None;
+            }
+        };
+        Some(ReviewSpec {
+            prompt,
+            timeout_secs,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Unit tests of the task file parser.
+
+use super::*;
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text)
+        .err()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+#[test]
+fn accepts_bare_array_and_object() {
+    let f = parse(r#"[{"id":"a","prompt":"x"}]"#).expect("valid");
+    assert_eq!(f.tasks.len(), 1);
+    let f = parse(
+        r#"{"version":1,"base":"HEAD","defaults":{"agent":"e","timeout_secs":5,"verify":["true"]},
+            "agents":{"e":{"protocol":"exec","command":"sh","args":["-c","true"]}},
+            "tasks":[{"id":"a","prompt":"x","paths":["src/**"]}]}"#,
+    )
+    .expect("valid");
+    assert_eq!(f.agents["e"].protocol, Protocol::Exec);
+    assert_eq!(
+        f.defaults.verify,
+        Some(VerifyCommand::Argv(vec!["true".into()]))
+    );
+}
+
+#[test]
+fn accepts_a_byte_order_mark() {
+    let f = parse("\u{feff}[{\"id\":\"a\",\"prompt\":\"x\"}]").expect("valid");
+    assert_eq!(f.tasks.len(), 1);
+}
+
+#[test]
+fn syntax_errors_have_line_and_column() {
+    let p = problems("{\n  \"tasks\": [,]\n}");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("line 2, column"), "{p:?}");
+}
+
+#[test]
+fn reports_every_problem_with_its_path() {
+    let p = problems(
+        r#"{"tasks":[
+            {"id":"a","prompt":"x"},
+            {"id":"a","prompt":"y"},
+            {"id":"../x","prompt":"z"},
+            {"id":"b","prompt":"  ","promt":"typo"},
+            {"id":"c","prompt":"w","agent":"nope","timeout_secs":0}
+        ]}"#,
+    );
+    let joined = p.join("\n");
+    assert!(
+        joined.contains("$.tasks[1].id: duplicate task id \"a\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("$.tasks[2].id: task id \"../x\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("$.tasks[3].prompt: prompt must not be empty"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("$.tasks[3].promt: unknown field"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("$.tasks[4].agent: unknown agent \"nope\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("$.tasks[4].timeout_secs: must be a positive number"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn a_duplicate_id_is_reported_next_to_other_problems() {
+    let p = problems(
+        r#"[{"id":"a","prompt":"x","timeout_secs":-1},
+            {"id":"a","prompt":""}]"#,
+    );
+    let joined = p.join("\n");
+    assert!(
+        joined.contains("$[1].id: duplicate task id \"a\" (first used at $[0])"),
+        "{joined}"
+    );
+    assert!(joined.contains("$[0].timeout_secs"), "{joined}");
+}
+
+#[test]
+fn detects_cycles_and_unknown_dependencies() {
+    let p = problems(
+        r#"[{"id":"a","prompt":"x","depends_on":["c"]},
+            {"id":"b","prompt":"x","depends_on":["a"]},
+            {"id":"c","prompt":"x","depends_on":["b","zz"]}]"#,
+    );
+    let joined = p.join("\n");
+    assert!(
+        joined.contains("dependency cycle: a -> c -> b -> a"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("$[2].depends_on[1]: unknown task id \"zz\""),
+        "{joined}"
+    );
+}
+
+#[test]
+fn expands_env_and_names_missing_variables() {
+    let lookup = |n: &str| (n == "KEY").then(|| "secret".to_string());
+    assert_eq!(
+        expand_env("Bearer ${KEY}", &lookup).as_deref(),
+        Ok("Bearer secret")
+    );
+    let err = expand_env("${MISSING_ONE}", &lookup).unwrap_err();
+    assert!(err.contains("MISSING_ONE"));
+}
