@@ -50,6 +50,8 @@ pub struct SavedInputs {
     pub max_change_bytes: Option<u64>,
     #[serde(default)]
     pub allow_unfiltered: bool,
+    #[serde(default)]
+    pub workspace: crate::plan::WorkspaceChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         max_file_bytes: plan.options.max_file_bytes,
         max_change_bytes: plan.options.max_change_bytes,
         allow_unfiltered: plan.options.allow_unfiltered,
+        workspace: plan.options.workspace,
     };
     crate::report::write_json_atomic(&dir.join("run.json"), &inputs)
 }
@@ -145,6 +148,7 @@ pub fn plan_resume(
         max_change_bytes: saved.max_change_bytes,
         allow_unfiltered: saved.allow_unfiltered,
         min_free_mb,
+        workspace: saved.workspace,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

@@ -2,8 +2,10 @@
 
 use anyhow::Context;
 
-use super::{NetArg, ReadArg, ReadbackArg, RunArgs, SandboxArg, EXIT_USAGE};
-use crate::plan::{NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions};
+use super::{NetArg, ReadArg, ReadbackArg, RunArgs, SandboxArg, WorkspaceArg, EXIT_USAGE};
+use crate::plan::{
+    NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions, WorkspaceChoice,
+};
 use crate::runner::{self, Progress};
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
@@ -55,6 +57,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         max_change_bytes: a.max_change_bytes,
         allow_unfiltered: a.allow_unfiltered,
         min_free_mb: a.min_free_mb,
+        workspace: match a.workspace {
+            WorkspaceArg::Auto => WorkspaceChoice::Auto,
+            WorkspaceArg::Overlay => WorkspaceChoice::Overlay,
+            WorkspaceArg::Worktree => WorkspaceChoice::Worktree,
+        },
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,

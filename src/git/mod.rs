@@ -7,6 +7,7 @@ pub mod collect;
 pub mod merge;
 pub mod repo;
 pub mod scan;
+pub mod upper;
 mod workspace;
 pub mod worktree;
 

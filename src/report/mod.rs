@@ -212,6 +212,14 @@ pub struct SandboxSummary {
     pub agent_user: Option<String>,
 }
 
+/// The kind of task workspace a run used (`--workspace`), and why: docs/workspaces.md.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceSummary {
+    /// `overlay` or `worktree`.
+    pub mode: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RunReport {
@@ -228,6 +236,9 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted_by: Option<String>,
     pub sandbox: SandboxSummary,
+    /// The kind of task workspace the run used, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSummary>,
     /// The read-back verifier, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verifier: Option<VerifierSummary>,

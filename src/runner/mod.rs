@@ -12,6 +12,7 @@ mod integrate;
 mod progress;
 mod stop;
 mod task;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub enum RunError {
     Verifier(String),
     #[error(transparent)]
     Preflight(#[from] crate::preflight::PreflightError),
+    #[error("{0}")]
+    Workspace(String),
 }
 
 /// What every task pipeline shares (plain data: no git handles).
@@ -65,6 +68,8 @@ pub(crate) struct Shared {
     /// Outcomes carried over by `fanout resume`.
     pub priors: BTreeMap<String, crate::resume::Prior>,
     pub readback_skip: Option<String>,
+    /// The kind of task workspace, and the overlay's shared lower checkouts.
+    pub(crate) workspaces: workspace::Workspaces,
 }
 
 /// The outcome of a task before integration.
@@ -114,6 +119,8 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
             source: std::io::Error::other(other.to_string()),
         },
     })?;
+    let workspaces =
+        workspace::Workspaces::decide(&plan.options, &run_dir).map_err(RunError::Workspace)?;
     for sub in ["events", "logs", "patches", "status"] {
         let p = run_dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
@@ -179,6 +186,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
     }
 
     progress.run_started(&plan, &sandbox_summary);
+    progress.workspace(&workspaces.summary);
     // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
     let plan_tasks = std::mem::take(&mut plan.tasks);
     plan.task_file_text = String::new();
@@ -203,6 +211,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
         readback_skip,
         priors: std::mem::take(&mut plan.priors),
+        workspaces,
     });
 
     let (reports, pendings) = runtime.block_on(run_all(
@@ -255,6 +264,7 @@ pub fn execute(mut plan: Plan, progress: Progress) -> Result<RunReport, RunError
         interrupted,
         interrupted_by: stop.reason().map(str::to_string),
         sandbox: sandbox_summary,
+        workspace: Some(shared.workspaces.summary.clone()),
         verifier: verifier_summary,
         duration_ms: started.elapsed().as_millis() as u64,
         counts,

@@ -47,6 +47,11 @@ impl Progress {
         );
     }
 
+    /// The kind of workspace tasks get, on the run's first lines.
+    pub fn workspace(&self, ws: &crate::report::WorkspaceSummary) {
+        self.line(&format!("fanout: workspaces: {} — {}", ws.mode, ws.reason));
+    }
+
     pub fn run_started(&self, plan: &Plan, sandbox: &SandboxSummary) {
         let sb = match (sandbox.mode.as_str(), sandbox.kernel_abi) {
             ("off", _) => "OFF".to_string(),
