@@ -27,6 +27,7 @@ use crate::report::{self, RunReport, SandboxSummary, TaskReport, TaskStatus};
 use crate::state::{RunState, StateFile};
 
 pub use progress::Progress;
+pub use workspace::collect_kept;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

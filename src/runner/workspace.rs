@@ -231,3 +231,51 @@ pub(crate) fn collect_overlay(
     crate::git::collect::commit_tree(&task_repo, start, branch, message, tree)
         .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
 }
+
+/// `fanout collect` of an overlay task kept because its collection failed: `None` when the
+/// task has no overlay layers (a worktree task), else the collection from its upper folder
+/// over the lower checkout of `parent` (kept with it).
+pub fn collect_kept(
+    repo_path: &Path,
+    run_dir: &Path,
+    run_id: &str,
+    task: &str,
+    parent: Oid,
+    branch: &str,
+    message: &str,
+    opts: &crate::git::collect::CollectOptions,
+) -> Option<Result<crate::git::collect::Collected, String>> {
+    let dir = layers_dir(run_dir, task);
+    if !dir.join("upper").is_dir() {
+        return None;
+    }
+    let lower = worktrees_dir(run_dir).join(".lower").join(parent.to_string());
+    let common = match Repository::open(repo_path) {
+        Ok(r) => r.commondir().to_path_buf(),
+        Err(e) => return Some(Err(format!("cannot open the repository: {e}"))),
+    };
+    let lower_index = common
+        .join("worktrees")
+        .join(format!("fanout-{run_id}-lower-{parent}"))
+        .join("index");
+    if !lower.is_dir() || !lower_index.is_file() {
+        return Some(Err(format!(
+            "the lower checkout of {parent} that the task's upper folder {} needs is gone",
+            dir.join("upper").display()
+        )));
+    }
+    let layers = Layers {
+        spec: OverlaySpec {
+            lower,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: worktrees_dir(run_dir).join(task),
+        },
+        rules: dir.join("rules"),
+        lower_index,
+    };
+    let name = worktree::worktree_name(run_id, task);
+    Some(collect_overlay(
+        repo_path, &name, &layers, parent, branch, message, opts,
+    ))
+}
