@@ -81,8 +81,7 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
         }
         None => collect::collect_and_commit(&task_repo, parent, &branch, &message, &opts),
     };
-    let collected = match collected
-    {
+    let collected = match collected {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fanout: {task}: {}", crate::error_chain(&e));

@@ -150,17 +150,27 @@ pub fn upper_tree(
     let rules_changed = !opaque.is_empty()
         || scanned.entries.iter().any(|f| is_rule_file(&f.path))
         || scanned.dirs.iter().any(|d| is_rule_file(d));
+    // libgit2 caches rule files by their relative path: a fresh handle reads the new ones.
+    let rules_repo;
+    let mut repo = task_repo;
     if rules_changed {
         write_rule_view(task_repo, &index, layers, &scanned, &opaque)?;
-        task_repo
+        rules_repo = Repository::open_ext(
+            task_repo.path(),
+            git2::RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&std::ffi::OsStr>(),
+        )
+        .ctx(|| "cannot reopen the task repository".into())?;
+        rules_repo
             .set_workdir(layers.rules_dir, false)
             .ctx(|| "cannot point the task repository at the rule files".into())?;
-        scanned = scan_upper(task_repo, &index, layers, opts)?;
+        repo = &rules_repo;
+        scanned = scan_upper(repo, &index, layers, opts)?;
     }
 
     let empty = Default::default();
     let ws = Workspace {
-        repo: task_repo,
+        repo,
         root: layers.upper,
         known: &empty,
         racy_after: None,
@@ -212,7 +222,7 @@ pub fn upper_tree(
             removed.insert(d.clone());
         }
     }
-    let file_mode_cfg = task_repo
+    let file_mode_cfg = repo
         .config()
         .and_then(|c| c.get_bool("core.filemode"))
         .unwrap_or(true);
@@ -331,15 +341,15 @@ fn write_rule_view(
         opaque
             .iter()
             .any(|o| p.starts_with(o) && p.get(o.len()) == Some(&b'/'))
-            || scanned
-                .entries
-                .iter()
-                .any(|f| is_whiteout(&f.kind, &f.stat) && (f.path == p || ancestors(p).any(|a| a == f.path)))
+            || scanned.entries.iter().any(|f| {
+                is_whiteout(&f.kind, &f.stat) && (f.path == p || ancestors(p).any(|a| a == f.path))
+            })
     };
     let write = |rel: &[u8], content: &[u8]| -> Result<(), GitError> {
         let target = dir.join(bytes_path(rel));
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .ctx(|| format!("cannot create {}", parent.display()))?;
         }
         std::fs::write(&target, content).ctx(|| format!("cannot write {}", target.display()))
     };

@@ -167,87 +167,87 @@ impl Workspace<'_> {
         file_mode_cfg: bool,
         change_bytes: &mut u64,
     ) -> Decision {
-            if tracked.is_none() && self.ignored(&found.path, false) {
-                return Decision::Skip;
+        if tracked.is_none() && self.ignored(&found.path, false) {
+            return Decision::Skip;
+        }
+        let entry = match &found.kind {
+            Kind::Special(what) => {
+                let verb = if tracked.is_some() {
+                    "was replaced by"
+                } else {
+                    "is"
+                };
+                return Decision::Problem(format!(
+                    "{}: {verb} {what}, which git cannot store",
+                    show(&found.path)
+                ));
             }
-            let entry = match &found.kind {
-                Kind::Special(what) => {
-                    let verb = if tracked.is_some() {
-                        "was replaced by"
-                    } else {
-                        "is"
-                    };
-                    return Decision::Problem(format!(
-                        "{}: {verb} {what}, which git cannot store",
-                        show(&found.path)
-                    ));
-                }
-                Kind::Symlink { target } => {
-                    let oid = match tracked.filter(|t| self.unchanged(t, found, MODE_LINK)) {
-                        Some(t) => t.id,
-                        None => match self.repo.blob(target) {
-                            Ok(oid) => oid,
-                            Err(e) => {
-                                return Decision::Problem(format!(
-                                    "{}: cannot store the link: {e}",
-                                    show(&found.path)
-                                ))
-                            }
-                        },
-                    };
-                    entry_of(found, MODE_LINK, oid)
-                }
-                Kind::File { executable } => {
-                    let mode = if file_mode_cfg {
-                        if *executable {
-                            MODE_EXEC
-                        } else {
-                            MODE_FILE
+            Kind::Symlink { target } => {
+                let oid = match tracked.filter(|t| self.unchanged(t, found, MODE_LINK)) {
+                    Some(t) => t.id,
+                    None => match self.repo.blob(target) {
+                        Ok(oid) => oid,
+                        Err(e) => {
+                            return Decision::Problem(format!(
+                                "{}: cannot store the link: {e}",
+                                show(&found.path)
+                            ))
                         }
+                    },
+                };
+                entry_of(found, MODE_LINK, oid)
+            }
+            Kind::File { executable } => {
+                let mode = if file_mode_cfg {
+                    if *executable {
+                        MODE_EXEC
                     } else {
-                        tracked
-                            .map(|t| t.mode)
-                            .filter(|m| *m == MODE_EXEC || *m == MODE_FILE)
-                            .unwrap_or(MODE_FILE)
-                    };
-                    let oid = match tracked.filter(|t| self.unchanged(t, found, mode)) {
-                        Some(t) => t.id,
-                        None => {
-                            let size = found.stat.size;
-                            if size > self.opts.limits.max_file_bytes {
-                                return Decision::Problem(format!(
-                                    "{}: {size} bytes is over the task's max_file_bytes ({})",
-                                    show(&found.path),
-                                    self.opts.limits.max_file_bytes
-                                ));
-                            }
-                            *change_bytes = change_bytes.saturating_add(size);
-                            if *change_bytes > self.opts.limits.max_change_bytes {
-                                return Decision::Stop(format!(
+                        MODE_FILE
+                    }
+                } else {
+                    tracked
+                        .map(|t| t.mode)
+                        .filter(|m| *m == MODE_EXEC || *m == MODE_FILE)
+                        .unwrap_or(MODE_FILE)
+                };
+                let oid = match tracked.filter(|t| self.unchanged(t, found, mode)) {
+                    Some(t) => t.id,
+                    None => {
+                        let size = found.stat.size;
+                        if size > self.opts.limits.max_file_bytes {
+                            return Decision::Problem(format!(
+                                "{}: {size} bytes is over the task's max_file_bytes ({})",
+                                show(&found.path),
+                                self.opts.limits.max_file_bytes
+                            ));
+                        }
+                        *change_bytes = change_bytes.saturating_add(size);
+                        if *change_bytes > self.opts.limits.max_change_bytes {
+                            return Decision::Stop(format!(
                                     "{}: the task's new and changed files pass its max_change_bytes ({}) here",
                                     show(&found.path),
                                     self.opts.limits.max_change_bytes
                                 ));
-                            }
-                            if let Some(driver) = self.filter_driver(&found.path) {
-                                if !self.opts.allow_unfiltered {
-                                    return Decision::Problem(format!(
+                        }
+                        if let Some(driver) = self.filter_driver(&found.path) {
+                            if !self.opts.allow_unfiltered {
+                                return Decision::Problem(format!(
                                         "{}: the repository stores it through the `{driver}` filter, which fanout does not run (--allow-unfiltered commits the raw content)",
                                         show(&found.path)
                                     ));
-                                }
-                            }
-                            match self.hash_file(&root_fd, found) {
-                                Ok(oid) => oid,
-                                Err(e) => {
-                                    return Decision::Problem(format!("{}: {e}", show(&found.path)));
-                                }
                             }
                         }
-                    };
-                    entry_of(found, mode, oid)
-                }
-            };
+                        match self.hash_file(&root_fd, found) {
+                            Ok(oid) => oid,
+                            Err(e) => {
+                                return Decision::Problem(format!("{}: {e}", show(&found.path)));
+                            }
+                        }
+                    }
+                };
+                entry_of(found, mode, oid)
+            }
+        };
         Decision::Entry(entry)
     }
 

@@ -185,7 +185,9 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     let kept = reports
         .iter()
         .any(|r| keeps_workspace(shared.options.keep_worktrees, r));
-    shared.workspaces.remove_lowers(shared, kept || shared.stop.now());
+    shared
+        .workspaces
+        .remove_lowers(shared, kept || shared.stop.now());
     if !shared.options.keep_worktrees {
         // Only when empty: kept workspaces stay.
         let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));

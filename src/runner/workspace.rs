@@ -19,7 +19,6 @@ use crate::report::WorkspaceSummary;
 use crate::sandbox::user::workspace_dir;
 use crate::sandbox::OverlaySpec;
 
-
 /// The run's workspaces.
 pub(crate) struct Workspaces {
     pub summary: WorkspaceSummary,
@@ -69,6 +68,13 @@ impl Workspaces {
         if choice == WorkspaceChoice::Worktree {
             return Ok(make(false, "--workspace worktree".into()));
         }
+        if options.keep_worktrees && choice == WorkspaceChoice::Auto {
+            // Kept overlay workspaces are upper folders, not checkouts one can look into.
+            return Ok(make(
+                false,
+                "auto: --keep-worktrees keeps full git worktrees".into(),
+            ));
+        }
         if !options.sandbox.enabled {
             // Unconfined agents could write the lower checkout every task shares.
             let why = "the sandbox is off, and unconfined agents could write the lower checkout other tasks share";
@@ -96,10 +102,9 @@ impl Workspaces {
             "an unprivileged user and mount namespace"
         };
         match (probed, choice) {
-            (Ok(()), WorkspaceChoice::Overlay) => Ok(make(
-                true,
-                format!("--workspace overlay; mounted in {how}"),
-            )),
+            (Ok(()), WorkspaceChoice::Overlay) => {
+                Ok(make(true, format!("--workspace overlay; mounted in {how}")))
+            }
             (Ok(()), _) => Ok(make(true, format!("auto: an overlay mounts here in {how}"))),
             (Err(e), WorkspaceChoice::Overlay) => {
                 Err(format!("--workspace overlay does not work here: {e}"))
@@ -126,8 +131,12 @@ impl Workspaces {
         let path = worktrees_dir(&shared.run_dir)
             .join(".lower")
             .join(start.to_string());
-        let index = upper::create_lower(repo, &name, start, &path)
-            .map_err(|e| format!("cannot check out the lower layer: {}", crate::error_chain(&e)))?;
+        let index = upper::create_lower(repo, &name, start, &path).map_err(|e| {
+            format!(
+                "cannot check out the lower layer: {}",
+                crate::error_chain(&e)
+            )
+        })?;
         if let Some(who) = shared.options.sandbox.run_as {
             // The view's permissions are the lower files' own: the agent uid must own them to
             // change them through the overlay (Landlock keeps the lower itself read-only).
@@ -217,7 +226,8 @@ pub(crate) fn collect_overlay(
     message: &str,
     opts: &crate::git::collect::CollectOptions,
 ) -> Result<crate::git::collect::Collected, String> {
-    let repo = Repository::open(repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
+    let repo =
+        Repository::open(repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
     let task_repo = worktree::open_task_repo(&repo, wt_name).map_err(|e| crate::error_chain(&e))?;
     let view = upper::UpperLayers {
         lower: &layers.spec.lower,
@@ -249,7 +259,9 @@ pub fn collect_kept(
     if !dir.join("upper").is_dir() {
         return None;
     }
-    let lower = worktrees_dir(run_dir).join(".lower").join(parent.to_string());
+    let lower = worktrees_dir(run_dir)
+        .join(".lower")
+        .join(parent.to_string());
     let common = match Repository::open(repo_path) {
         Ok(r) => r.commondir().to_path_buf(),
         Err(e) => return Some(Err(format!("cannot open the repository: {e}"))),

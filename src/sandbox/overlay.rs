@@ -56,7 +56,8 @@ pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
 #[allow(unsafe_code)]
 pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the working folder: {e}"))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the working folder: {e}"))?;
     let opts = mount_options(spec, root)?;
     let flags = if root {
         libc::CLONE_NEWNS
@@ -213,7 +214,10 @@ mod tests {
             merged: "/m".into(),
         };
         let o = mount_options(&spec("/l"), false).expect("plain paths");
-        assert!(o.starts_with("lowerdir=/l,upperdir=/u,workdir=/w,userxattr"), "{o}");
+        assert!(
+            o.starts_with("lowerdir=/l,upperdir=/u,workdir=/w,userxattr"),
+            "{o}"
+        );
         assert!(mount_options(&spec("/a:b"), true).is_err());
         assert!(mount_options(&spec("/a,b"), true).is_err());
         assert!(mount_options(&spec("rel"), true).is_err());

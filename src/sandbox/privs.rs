@@ -118,7 +118,9 @@ pub(crate) fn drop_all_caps() -> Result<(), String> {
     clear_inheritable()?;
     match own_caps() {
         Some(c) if c.all_empty() => Ok(()),
-        Some(c) => Err(format!("capabilities left after mounting the workspace: {c:?}")),
+        Some(c) => Err(format!(
+            "capabilities left after mounting the workspace: {c:?}"
+        )),
         None => Err("cannot read the capability sets from /proc/self/status".into()),
     }
 }

@@ -18,3 +18,4 @@ mod support;
 mod validate;
 mod verify;
 mod views;
+mod workspaces;
