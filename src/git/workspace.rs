@@ -237,7 +237,7 @@ impl Workspace<'_> {
                                     ));
                             }
                         }
-                        match self.hash_file(&root_fd, found) {
+                        match self.hash_file(root_fd, found) {
                             Ok(oid) => oid,
                             Err(e) => {
                                 return Decision::Problem(format!("{}: {e}", show(&found.path)));

@@ -418,6 +418,12 @@ fn tamper_for_tests(worktree: &Path, collected: &Collected) {
     let rel = rel.to_string_lossy();
     if collected.summary.files.iter().any(|f| *f == rel) {
         use std::io::Write;
+        use std::os::unix::fs::FileTypeExt;
+        // An overlay's deletion is a whiteout in the upper folder: re-create the file there.
+        let path = worktree.join(&*rel);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_char_device()) {
+            let _ = std::fs::remove_file(&path);
+        }
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .append(true)
             .create(true)

@@ -154,7 +154,6 @@ impl Workspaces {
         &self,
         shared: &Shared,
         repo: &Repository,
-        wt_name: &str,
         branch: &str,
         start: Oid,
         merged: &Path,
@@ -167,7 +166,8 @@ impl Workspaces {
             std::fs::create_dir_all(p)
                 .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
         }
-        upper::create_overlay_task(repo, wt_name, branch, start, merged, &up, &lower.index)
+        let wt_name = worktree::worktree_name(shared.run_id.as_str(), id);
+        upper::create_overlay_task(repo, &wt_name, branch, start, merged, &up, &lower.index)
             .map_err(|e| crate::error_chain(&e))?;
         if let Some(who) = shared.options.sandbox.run_as {
             // The view's root is the upper folder's root.
@@ -245,6 +245,7 @@ pub(crate) fn collect_overlay(
 /// `fanout collect` of an overlay task kept because its collection failed: `None` when the
 /// task has no overlay layers (a worktree task), else the collection from its upper folder
 /// over the lower checkout of `parent` (kept with it).
+#[allow(clippy::too_many_arguments)]
 pub fn collect_kept(
     repo_path: &Path,
     run_dir: &Path,

@@ -364,6 +364,8 @@ impl TestRepo {
     /// The run left the user's checkout exactly as `before`, no worktree and no process behind.
     pub fn assert_left_as(&self, before: &Snapshot) {
         assert_eq!(&self.snapshot(), before);
+        let mounts = overlay_mounts_under(self.tmp.path());
+        assert!(mounts.is_empty(), "overlay mounts left: {mounts:?}");
         assert!(self.worktrees().is_empty(), "{:?}", self.worktrees());
         assert!(
             self.live_processes().is_empty(),
