@@ -206,15 +206,7 @@ async fn pipeline(
             let start = super::integrate::dependency_base(&repo, base, &dep_commits)?;
             let ws = &shared2.workspaces;
             let layers = if ws.overlay() {
-                Some(ws.create_overlay(
-                    &shared2,
-                    &repo,
-                    &name,
-                    &branch,
-                    start,
-                    &wt,
-                    id2.as_str(),
-                )?)
+                Some(ws.create_overlay(&shared2, &repo, &branch, start, &wt, id2.as_str())?)
             } else {
                 worktree::create(&repo, &name, &branch, start, &wt)
                     .map_err(|e| crate::error_chain(&e))?;
