@@ -131,6 +131,8 @@ impl Workspaces {
         let path = worktrees_dir(&shared.run_dir)
             .join(".lower")
             .join(start.to_string());
+        // Left by an earlier attempt of this run (`fanout resume`): checked out again.
+        worktree::remove(&shared.common_dir, &name, &path).map_err(|e| crate::error_chain(&e))?;
         let index = upper::create_lower(repo, &name, start, &path).map_err(|e| {
             format!(
                 "cannot check out the lower layer: {}",
@@ -161,6 +163,8 @@ impl Workspaces {
     ) -> Result<Layers, String> {
         let lower = self.lower(shared, repo, start)?;
         let dir = layers_dir(&shared.run_dir, id);
+        // Layers left by an interrupted attempt (`fanout resume`) must not leak into this one.
+        worktree::remove_tree(&dir).map_err(|e| format!("cannot empty {}: {e}", dir.display()))?;
         let (up, work, rules) = (dir.join("upper"), dir.join("work"), dir.join("rules"));
         for p in [&up, &work, merged] {
             std::fs::create_dir_all(p)
