@@ -19,7 +19,9 @@ cd "$root"
 cargo build --quiet --release --bins
 fanout="$root/target/release/fanout"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'touch "$work/done"; rm -rf "$work"' EXIT
+# As root, agents run as another uid and must reach their workspaces in $work/tmp.
+chmod 711 "$work"
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null
 make_repo() {
   local repo=$1
@@ -52,10 +54,12 @@ mkdir -p "$work/tmp"
     sleep 0.2
   done ) &
 t0=$(now)
+rc=0
 TMPDIR="$work/tmp" /usr/bin/time -f %M -o "$work/rss" \
   "$fanout" run --repo "$work/a" --tasks "$work/tasks.json" --jobs "$jobs" --no-readback \
-  --workspace "$mode" --report "$work/report.json" > "$work/fanout.out" 2> "$work/fanout.err"
+  --workspace "$mode" --report "$work/report.json" > "$work/fanout.out" 2> "$work/fanout.err" || rc=$?
 t1=$(now)
+[ "$rc" = 0 ] || { cat "$work/fanout.out" "$work/fanout.err" >&2; echo "bench: fanout exited $rc" >&2; exit 1; }
 touch "$work/done"; wait
 grep -q "$tasks merged" "$work/fanout.out" || { cat "$work/fanout.out" "$work/fanout.err"; echo "bench: fanout did not merge every task" >&2; exit 1; }
 ws=$(grep -m1 'workspaces:' "$work/fanout.err" | sed 's/^fanout: workspaces: //')
