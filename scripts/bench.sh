@@ -48,7 +48,7 @@ make_repo "$work/a"
 } > "$work/tasks.json"
 # fanout's temp folder (its workspaces as root) in $work, so the disk sampler sees all of it.
 mkdir -p "$work/tmp"
-( peak=0; while [ ! -e "$work/done" ]; do
+( set +eo pipefail; peak=0; while [ ! -e "$work/done" ]; do
     kb=$(du -skx "$work/a/.git/fanout" "$work/tmp" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
     [ "$kb" -gt "$peak" ] && peak=$kb && echo "$peak" > "$work/disk.peak"
     sleep 0.2
