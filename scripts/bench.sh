@@ -7,26 +7,34 @@
 # cherry-pick every branch onto an integration branch in a scratch worktree), JOBS at a time
 # (git's `worktree add`/`remove` registrations serialised with flock, as they race when run in
 # parallel; the checkouts themselves run in parallel).
-# Prints both times and the ratio. Usage: scripts/bench.sh [FILES] [TASKS] [JOBS]
+# MODE is fanout's --workspace (auto, overlay, worktree; default auto).
+# Prints fanout's and the baseline's ms per task, their ratio, fanout's peak RSS and the run
+# folder's peak disk use (sampled), then one line `ratio_vs_git=<x>`: baseline time / fanout
+# time (above 1: fanout is faster).
+# Usage: scripts/bench.sh [FILES] [TASKS] [JOBS] [MODE]
 set -euo pipefail
-files=${1:-5000} tasks=${2:-20} jobs=${3:-4}
+files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 cargo build --quiet --release --bins
 fanout="$root/target/release/fanout"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'touch "$work/done"; rm -rf "$work"' EXIT
+# As root, agents run as another uid and must reach their workspaces in $work/tmp.
+chmod 711 "$work"
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null
 make_repo() {
   local repo=$1
   mkdir -p "$repo/src"
   git -C "$repo" init --quiet --initial-branch=main
   git -C "$repo" config user.name bench; git -C "$repo" config user.email bench@example.invalid
-  for i in $(seq 1 "$files"); do
-    printf 'export const v%s = fetchUser(%s);\n' "$i" "$i" > "$repo/src/f$i.js"
-  done
+  # 1 000 files per folder, as a real tree would spread them.
+  awk -v n="$files" -v dir="$repo/src" 'BEGIN { for (i = 1; i <= n; i++) {
+      d = dir "/d" int(i / 1000); if (i % 1000 == 0 || i == 1) system("mkdir -p " d)
+      printf "export const v%d = fetchUser(%d);\n", i, i > (d "/f" i ".js"); close(d "/f" i ".js") } }'
   git -C "$repo" add -A && git -C "$repo" commit --quiet -m base
 }
+path_of() { echo "src/d$(( $1 / 1000 ))/f$1.js"; }
 now() { date +%s%N; }
 
 make_repo "$work/a"
@@ -34,14 +42,27 @@ make_repo "$work/a"
   printf '{"agents":{"r":{"protocol":"exec","command":"%s"}},"defaults":{"agent":"r"},"tasks":[' "$root/examples/codemod/rename-api.sh"
   for i in $(seq 1 "$tasks"); do
     [ "$i" = 1 ] || printf ','
-    printf '{"id":"t%s","prompt":"rename fetchUser to loadUser in src/f%s.js"}' "$i" "$i"
+    printf '{"id":"t%s","prompt":"rename fetchUser to loadUser in %s"}' "$i" "$(path_of "$i")"
   done
   printf ']}\n'
 } > "$work/tasks.json"
+# fanout's temp folder (its workspaces as root) in $work, so the disk sampler sees all of it.
+mkdir -p "$work/tmp"
+( set +eo pipefail; peak=0; while [ ! -e "$work/done" ]; do
+    kb=$(du -skx "$work/a/.git/fanout" "$work/tmp" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+    [ "$kb" -gt "$peak" ] && peak=$kb && echo "$peak" > "$work/disk.peak"
+    sleep 0.2
+  done ) &
 t0=$(now)
-"$fanout" run --quiet --repo "$work/a" --tasks "$work/tasks.json" --jobs "$jobs" --no-readback > "$work/fanout.out"
+rc=0
+TMPDIR="$work/tmp" /usr/bin/time -f %M -o "$work/rss" \
+  "$fanout" run --repo "$work/a" --tasks "$work/tasks.json" --jobs "$jobs" --no-readback \
+  --workspace "$mode" --report "$work/report.json" > "$work/fanout.out" 2> "$work/fanout.err" || rc=$?
 t1=$(now)
-grep -q "$tasks merged" "$work/fanout.out" || { cat "$work/fanout.out"; echo "bench: fanout did not merge every task" >&2; exit 1; }
+[ "$rc" = 0 ] || { cat "$work/fanout.out" "$work/fanout.err" >&2; echo "bench: fanout exited $rc" >&2; exit 1; }
+touch "$work/done"; wait
+grep -q "$tasks merged" "$work/fanout.out" || { cat "$work/fanout.out" "$work/fanout.err"; echo "bench: fanout did not merge every task" >&2; exit 1; }
+ws=$(grep -m1 'workspaces:' "$work/fanout.err" | sed 's/^fanout: workspaces: //')
 
 make_repo "$work/b"
 one_task() {
@@ -50,11 +71,11 @@ one_task() {
   # then check out in parallel (the fastest safe way with plain git).
   flock "$work/wt.lock" git -C "$repo" worktree add --quiet --no-checkout -b "base/t$i" "$wt" main
   git -C "$wt" reset --quiet --hard
-  (cd "$wt" && FANOUT_PROMPT="rename fetchUser to loadUser in src/f$i.js" "$root/examples/codemod/rename-api.sh" >/dev/null)
+  (cd "$wt" && FANOUT_PROMPT="rename fetchUser to loadUser in $(path_of "$i")" "$root/examples/codemod/rename-api.sh" >/dev/null)
   git -C "$wt" commit --quiet -am "t$i"
   flock "$work/wt.lock" git -C "$repo" worktree remove --force "$wt"
 }
-export -f one_task; export work root
+export -f one_task path_of; export work root
 t2=$(now)
 seq 1 "$tasks" | xargs -P "$jobs" -I{} bash -c 'one_task {}'
 git -C "$work/b" worktree add --quiet -b base/merged "$work/b-int" main
@@ -63,7 +84,8 @@ git -C "$work/b" worktree remove --force "$work/b-int"
 t3=$(now)
 
 f_ms=$(( (t1 - t0) / 1000000 )) b_ms=$(( (t3 - t2) / 1000000 ))
-echo "files=$files tasks=$tasks jobs=$jobs"
-echo "fanout (sandboxed, collect, verify, in-memory merge): ${f_ms} ms"
-echo "plain git baseline (worktree add, sed, commit, cherry-pick): ${b_ms} ms"
-awk -v f="$f_ms" -v b="$b_ms" 'BEGIN { printf "ratio fanout/baseline: %.2f\n", f / b }'
+echo "files=$files tasks=$tasks jobs=$jobs workspace=$mode ($ws)"
+awk -v f="$f_ms" -v t="$tasks" -v rss="$(cat "$work/rss")" -v disk="$(cat "$work/disk.peak" 2>/dev/null || echo 0)" \
+  'BEGIN { printf "fanout (sandboxed, collect, verify, in-memory merge): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB\n", f, f / t, rss / 1024, disk / 1024 }'
+awk -v b="$b_ms" -v t="$tasks" 'BEGIN { printf "plain git baseline (worktree add, sed, commit, cherry-pick): %d ms, %.1f ms/task\n", b, b / t }'
+awk -v f="$f_ms" -v b="$b_ms" 'BEGIN { printf "ratio fanout/baseline: %.3f\nratio_vs_git=%.2f\n", f / b, b / f }'

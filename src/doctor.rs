@@ -58,7 +58,7 @@ pub fn has_errors(checks: &[Check]) -> bool {
 
 /// Every check; `tasks` adds the task file's agent profiles.
 pub fn run(tasks: Option<&TaskFile>) -> Vec<Check> {
-    let mut out = vec![landlock(), privileges()];
+    let mut out = vec![landlock(), privileges(), workspaces()];
     out.extend(codex_checks("codex", None));
     out.extend(codex_config_checks(codex::user_codex_home(None).as_deref()));
     if let Some(file) = tasks {
@@ -84,6 +84,46 @@ pub fn landlock() -> Check {
             Level::Error,
             "landlock",
             "the kernel offers no Landlock: fanout refuses to run agents unless told `--sandbox off`",
+        ),
+    }
+}
+
+/// Which kind of workspace `fanout run --workspace auto` would pick here, tried with the same
+/// throwaway overlay a run starts with.
+pub fn workspaces() -> Check {
+    let subject = "workspaces";
+    let Ok(exe) = std::env::current_exe() else {
+        return Check::new(
+            Level::Warn,
+            subject,
+            "cannot find fanout's own executable to probe overlays",
+        );
+    };
+    let run_as = crate::sandbox::user::resolve(None).ok().flatten();
+    let probed = tempfile::Builder::new()
+        .prefix("fanout-doctor-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temp folder: {e}"))
+        .and_then(|d| {
+            crate::sandbox::overlay::probe(
+                &exe,
+                d.path(),
+                run_as,
+                crate::sandbox::MIN_SUPPORTED_ABI,
+            )
+        });
+    match probed {
+        Ok(()) => Check::new(
+            Level::Ok,
+            subject,
+            "overlay: a task's workspace costs what it changes (--workspace auto picks it)",
+        ),
+        Err(e) => Check::new(
+            Level::Warn,
+            subject,
+            format!(
+                "worktree: overlay workspaces do not work here ({e}); every task gets a full checkout"
+            ),
         ),
     }
 }

@@ -8,7 +8,9 @@ printed by `fanout schema events`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{GateResult, RunReport, SandboxSummary, TaskReport, TaskStatus};
+use crate::report::{
+    GateResult, RunReport, SandboxSummary, TaskReport, TaskStatus, WorkspaceSummary,
+};
 
 /// Bumped when a field changes meaning or goes away (adding fields keeps the version).
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
@@ -39,7 +41,10 @@ pub enum EventKind {
         jobs: usize,
         tasks: Vec<String>,
         agents: Vec<String>,
-        sandbox: SandboxSummary,
+        sandbox: Box<SandboxSummary>,
+        /// The kind of task workspace (`overlay` or `worktree`) and why.
+        #[serde(default)]
+        workspace: Box<WorkspaceSummary>,
     },
     /// A task waits for its dependencies and a slot.
     TaskQueued { task: String, agent: String },

@@ -40,6 +40,21 @@ pub struct RunOptions {
     pub on_conflict: Option<taskfile::OnConflict>,
     /// `--squash`: the integration is one commit listing the tasks.
     pub squash: bool,
+    /// `--workspace`: how task workspaces are made.
+    pub workspace: WorkspaceChoice,
+}
+
+/// How task workspaces are made (`--workspace`; see docs/workspaces.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceChoice {
+    /// Overlay when a probe at the run's start shows it works, else worktree.
+    #[default]
+    Auto,
+    /// A shared read-only checkout per start commit under a per-task upper folder.
+    Overlay,
+    /// A full git worktree per task.
+    Worktree,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -42,6 +42,8 @@ pub struct SavedInputs {
     pub on_conflict: Option<crate::taskfile::OnConflict>,
     #[serde(default)]
     pub squash: bool,
+    #[serde(default)]
+    pub workspace: crate::plan::WorkspaceChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,7 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         allow_unfiltered: plan.options.allow_unfiltered,
         on_conflict: plan.options.on_conflict,
         squash: plan.options.squash,
+        workspace: plan.options.workspace,
     };
     crate::report::write_json_atomic(&dir.join("run.json"), &inputs)
 }
@@ -141,6 +144,7 @@ pub fn plan_resume(
         min_free_mb,
         on_conflict: saved.on_conflict,
         squash: saved.squash,
+        workspace: saved.workspace,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

@@ -61,8 +61,27 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
     };
     let message =
         format!("fanout: {task}\n\nCollected again by `fanout collect`.\n\nFanout-Task: {task}\n");
-    let collected = match collect::collect_and_commit(&task_repo, parent, &branch, &message, &opts)
-    {
+    // An overlay task's work is its upper folder over the shared lower checkout.
+    let run_dir = repo.runs_dir().join(run.as_str());
+    let overlay = crate::runner::collect_kept(
+        &repo.workdir,
+        &run_dir,
+        run.as_str(),
+        task.as_str(),
+        parent,
+        &branch,
+        &message,
+        &opts,
+    );
+    let collected = match overlay {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(e)) => {
+            eprintln!("fanout: {task}: {e}");
+            return Ok(super::EXIT_TASKS_FAILED);
+        }
+        None => collect::collect_and_commit(&task_repo, parent, &branch, &message, &opts),
+    };
+    let collected = match collected {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fanout: {task}: {}", crate::error_chain(&e));

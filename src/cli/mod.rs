@@ -154,6 +154,17 @@ pub struct RepoArg {
     pub repo: PathBuf,
 }
 
+/// `--workspace` of `fanout run`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkspaceArg {
+    /// Overlay when this machine allows it (probed once per run), else worktree.
+    Auto,
+    /// A shared read-only checkout under a per-task upper folder: costs what a task changes.
+    Overlay,
+    /// A full git worktree (checkout) per task.
+    Worktree,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SandboxArg {
     On,
@@ -191,6 +202,9 @@ pub struct RunArgs {
     /// Landlock confinement of agents; `off` runs them unconfined (with a warning).
     #[arg(long, value_enum, default_value = "on")]
     pub sandbox: SandboxArg,
+    /// How task workspaces are made (docs/workspaces.md).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub workspace: WorkspaceArg,
     /// Network policy inside the sandbox.
     #[arg(long, value_enum, default_value = "default")]
     pub net: NetArg,

@@ -4,11 +4,15 @@ use anyhow::Context;
 
 use std::io::IsTerminal;
 
-use super::{NetArg, OutputArgs, ReadArg, ReadbackArg, RunArgs, SandboxArg, EXIT_USAGE};
+use super::{
+    NetArg, OutputArgs, ReadArg, ReadbackArg, RunArgs, SandboxArg, WorkspaceArg, EXIT_USAGE,
+};
 use crate::event::Output;
 use crate::output::terminal::TerminalOutput;
 use crate::output::{html::HtmlOutput, jsonl::JsonLinesOutput, junit::JunitOutput};
-use crate::plan::{NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions};
+use crate::plan::{
+    NetChoice, Plan, PlanError, ReadbackMode, RunOptions, SandboxOptions, WorkspaceChoice,
+};
 use crate::runner::{self, RunIo};
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
@@ -62,6 +66,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         min_free_mb: a.min_free_mb,
         on_conflict: a.on_conflict,
         squash: a.squash,
+        workspace: match a.workspace {
+            WorkspaceArg::Auto => WorkspaceChoice::Auto,
+            WorkspaceArg::Overlay => WorkspaceChoice::Overlay,
+            WorkspaceArg::Worktree => WorkspaceChoice::Worktree,
+        },
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,

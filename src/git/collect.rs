@@ -162,6 +162,19 @@ pub fn collect_and_commit_as(
     author: Option<(&str, &str)>,
 ) -> Result<Collected, GitError> {
     let tree_id = worktree_tree(task_repo, parent, opts)?;
+    commit_tree(task_repo, parent, branch, message, tree_id, author)
+}
+
+/// Commits `tree_id` (a task's collected tree) on `branch` with parent `parent`; `commit: None`
+/// when it equals the parent's tree.
+pub fn commit_tree(
+    task_repo: &Repository,
+    parent: Oid,
+    branch: &str,
+    message: &str,
+    tree_id: Oid,
+    author: Option<(&str, &str)>,
+) -> Result<Collected, GitError> {
     let parent_commit = task_repo
         .find_commit(parent)
         .ctx(|| format!("parent commit {parent} not found"))?;

@@ -9,6 +9,7 @@ pub mod merge_into;
 pub mod repo;
 pub mod risky;
 pub mod scan;
+pub mod upper;
 mod workspace;
 pub mod worktree;
 

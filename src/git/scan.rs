@@ -31,6 +31,8 @@ pub struct Stat {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Device number of a device node (an overlay whiteout is a character device 0:0).
+    pub rdev: u64,
 }
 
 impl From<&FileStat> for Stat {
@@ -44,6 +46,7 @@ impl From<&FileStat> for Stat {
             uid: s.st_uid,
             gid: s.st_gid,
             size: s.st_size.max(0) as u64,
+            rdev: s.st_rdev,
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Scan {
     pub made_readable: Vec<Vec<u8>>,
     /// Paths that could not be read, with the reason.
     pub unreadable: Vec<(Vec<u8>, String)>,
+    /// Folders walked (not the root), for callers that look at folder markers.
+    pub dirs: Vec<Vec<u8>>,
 }
 
 /// Errors that stop a scan altogether.
@@ -226,6 +231,7 @@ pub fn scan(root: &Path, descend: &mut dyn FnMut(&[u8]) -> bool) -> Result<Scan,
             match kind {
                 SFlag::S_IFDIR => {
                     if descend(&rel) {
+                        out.dirs.push(rel.clone());
                         stack.push(rel);
                     }
                 }

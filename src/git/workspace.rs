@@ -20,7 +20,7 @@ use git2::{AttrCheckFlags, AttrValue, IndexEntry, IndexTime, ObjectType, Oid, Re
 
 use super::collect::CollectOptions;
 use super::scan::{self, Found, Kind, Stat};
-use super::{GitContext, GitError};
+use super::GitError;
 
 const MODE_FILE: u32 = 0o100644;
 const MODE_EXEC: u32 = 0o100755;
@@ -39,7 +39,17 @@ pub(super) struct Workspace<'a> {
     pub opts: &'a CollectOptions,
 }
 
-fn show(path: &[u8]) -> String {
+/// What to do with one found entry.
+pub(super) enum Decision {
+    Entry(IndexEntry),
+    /// Ignored and untracked.
+    Skip,
+    Problem(String),
+    /// A problem after which nothing more is hashed (a size budget is spent).
+    Stop(String),
+}
+
+pub(super) fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
@@ -116,88 +126,15 @@ impl Workspace<'_> {
                 continue;
             }
             let tracked = self.known.get(&found.path);
-            if tracked.is_none() && self.ignored(&found.path, false) {
-                continue;
+            match self.entry_for(&root_fd, found, tracked, file_mode_cfg, &mut change_bytes) {
+                Decision::Entry(e) => out.push(e),
+                Decision::Skip => {}
+                Decision::Problem(p) => problems.push(p),
+                Decision::Stop(p) => {
+                    problems.push(p);
+                    break;
+                }
             }
-            let entry = match &found.kind {
-                Kind::Special(what) => {
-                    let verb = if tracked.is_some() {
-                        "was replaced by"
-                    } else {
-                        "is"
-                    };
-                    problems.push(format!(
-                        "{}: {verb} {what}, which git cannot store",
-                        show(&found.path)
-                    ));
-                    continue;
-                }
-                Kind::Symlink { target } => {
-                    let oid = match tracked.filter(|t| self.unchanged(t, found, MODE_LINK)) {
-                        Some(t) => t.id,
-                        None => self
-                            .repo
-                            .blob(target)
-                            .ctx(|| format!("cannot store the link {}", show(&found.path)))?,
-                    };
-                    entry_of(found, MODE_LINK, oid)
-                }
-                Kind::File { executable } => {
-                    let mode = if file_mode_cfg {
-                        if *executable {
-                            MODE_EXEC
-                        } else {
-                            MODE_FILE
-                        }
-                    } else {
-                        tracked
-                            .map(|t| t.mode)
-                            .filter(|m| *m == MODE_EXEC || *m == MODE_FILE)
-                            .unwrap_or(MODE_FILE)
-                    };
-                    let oid = match tracked.filter(|t| self.unchanged(t, found, mode)) {
-                        Some(t) => t.id,
-                        None => {
-                            let size = found.stat.size;
-                            if size > self.opts.limits.max_file_bytes {
-                                problems.push(format!(
-                                    "{}: {size} bytes is over the task's max_file_bytes ({})",
-                                    show(&found.path),
-                                    self.opts.limits.max_file_bytes
-                                ));
-                                continue;
-                            }
-                            change_bytes = change_bytes.saturating_add(size);
-                            if change_bytes > self.opts.limits.max_change_bytes {
-                                problems.push(format!(
-                                    "{}: the task's new and changed files pass its max_change_bytes ({}) here",
-                                    show(&found.path),
-                                    self.opts.limits.max_change_bytes
-                                ));
-                                break;
-                            }
-                            if let Some(driver) = self.filter_driver(&found.path) {
-                                if !self.opts.allow_unfiltered {
-                                    problems.push(format!(
-                                        "{}: the repository stores it through the `{driver}` filter, which fanout does not run (--allow-unfiltered commits the raw content)",
-                                        show(&found.path)
-                                    ));
-                                    continue;
-                                }
-                            }
-                            match self.hash_file(&root_fd, found) {
-                                Ok(oid) => oid,
-                                Err(e) => {
-                                    problems.push(format!("{}: {e}", show(&found.path)));
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    entry_of(found, mode, oid)
-                }
-            };
-            out.push(entry);
         }
         // Submodules: the gitlink stays as it is in the base while its folder is there, empty.
         for g in &gitlinks {
@@ -220,7 +157,101 @@ impl Workspace<'_> {
         Ok(out)
     }
 
-    fn ignored(&self, path: &[u8], is_dir: bool) -> bool {
+    /// The index entry for one found file or link (`tracked`: its entry in the start commit),
+    /// hashing it unless the stat cache says it is unchanged; `change_bytes` sums new content.
+    pub(super) fn entry_for(
+        &self,
+        root_fd: &OwnedFd,
+        found: &Found,
+        tracked: Option<&IndexEntry>,
+        file_mode_cfg: bool,
+        change_bytes: &mut u64,
+    ) -> Decision {
+        if tracked.is_none() && self.ignored(&found.path, false) {
+            return Decision::Skip;
+        }
+        let entry = match &found.kind {
+            Kind::Special(what) => {
+                let verb = if tracked.is_some() {
+                    "was replaced by"
+                } else {
+                    "is"
+                };
+                return Decision::Problem(format!(
+                    "{}: {verb} {what}, which git cannot store",
+                    show(&found.path)
+                ));
+            }
+            Kind::Symlink { target } => {
+                let oid = match tracked.filter(|t| self.unchanged(t, found, MODE_LINK)) {
+                    Some(t) => t.id,
+                    None => match self.repo.blob(target) {
+                        Ok(oid) => oid,
+                        Err(e) => {
+                            return Decision::Problem(format!(
+                                "{}: cannot store the link: {e}",
+                                show(&found.path)
+                            ))
+                        }
+                    },
+                };
+                entry_of(found, MODE_LINK, oid)
+            }
+            Kind::File { executable } => {
+                let mode = if file_mode_cfg {
+                    if *executable {
+                        MODE_EXEC
+                    } else {
+                        MODE_FILE
+                    }
+                } else {
+                    tracked
+                        .map(|t| t.mode)
+                        .filter(|m| *m == MODE_EXEC || *m == MODE_FILE)
+                        .unwrap_or(MODE_FILE)
+                };
+                let oid = match tracked.filter(|t| self.unchanged(t, found, mode)) {
+                    Some(t) => t.id,
+                    None => {
+                        let size = found.stat.size;
+                        if size > self.opts.limits.max_file_bytes {
+                            return Decision::Problem(format!(
+                                "{}: {size} bytes is over the task's max_file_bytes ({})",
+                                show(&found.path),
+                                self.opts.limits.max_file_bytes
+                            ));
+                        }
+                        *change_bytes = change_bytes.saturating_add(size);
+                        if *change_bytes > self.opts.limits.max_change_bytes {
+                            return Decision::Stop(format!(
+                                    "{}: the task's new and changed files pass its max_change_bytes ({}) here",
+                                    show(&found.path),
+                                    self.opts.limits.max_change_bytes
+                                ));
+                        }
+                        if let Some(driver) = self.filter_driver(&found.path) {
+                            if !self.opts.allow_unfiltered {
+                                return Decision::Problem(format!(
+                                        "{}: the repository stores it through the `{driver}` filter, which fanout does not run (--allow-unfiltered commits the raw content)",
+                                        show(&found.path)
+                                    ));
+                            }
+                        }
+                        match self.hash_file(root_fd, found) {
+                            Ok(oid) => oid,
+                            Err(e) => {
+                                return Decision::Problem(format!("{}: {e}", show(&found.path)));
+                            }
+                        }
+                    }
+                };
+                entry_of(found, mode, oid)
+            }
+        };
+        Decision::Entry(entry)
+    }
+
+    pub(super) fn ignored(&self, path: &[u8], is_dir: bool) -> bool {
         let mut p = path.to_vec();
         if is_dir {
             p.push(b'/');
@@ -351,7 +382,7 @@ fn crlf_to_lf(buf: &[u8]) -> Vec<u8> {
 }
 
 /// A component git refuses (`.git` in any case, `.` or `..`).
-fn bad_component(path: &[u8]) -> Option<String> {
+pub(super) fn bad_component(path: &[u8]) -> Option<String> {
     path.split(|b| *b == b'/')
         .find(|c| c.eq_ignore_ascii_case(b".git") || *c == b"." || *c == b".." || c.is_empty())
         .map(show)

@@ -248,6 +248,7 @@ impl Output for TerminalOutput {
                 jobs,
                 tasks,
                 sandbox,
+                workspace,
                 ..
             } => {
                 self.total = tasks.len();
@@ -267,12 +268,15 @@ impl Output for TerminalOutput {
                     None => String::new(),
                 };
                 let verb = if mode == "resume" { "resumed" } else { "run" };
-                return self.print(&[format!(
-                    "fanout: {verb} {} — {} task(s) from {base_rev} ({}), {jobs} at a time, sandbox {sb}{root}",
-                    e.run,
-                    tasks.len(),
-                    short(base)
-                )]);
+                return self.print(&[
+                    format!(
+                        "fanout: {verb} {} — {} task(s) from {base_rev} ({}), {jobs} at a time, sandbox {sb}{root}",
+                        e.run,
+                        tasks.len(),
+                        short(base)
+                    ),
+                    format!("fanout: workspaces: {} ({})", workspace.mode, workspace.reason),
+                ]);
             }
             EventKind::TaskStarted { task, .. } => {
                 self.running.insert(

@@ -216,6 +216,14 @@ pub struct SandboxSummary {
     pub agent_user: Option<String>,
 }
 
+/// The kind of task workspace a run used (`--workspace`), and why: docs/workspaces.md.
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceSummary {
+    /// `overlay` or `worktree`.
+    pub mode: String,
+    pub reason: String,
+}
+
 #[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RunReport {
@@ -232,6 +240,9 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted_by: Option<String>,
     pub sandbox: SandboxSummary,
+    /// The kind of task workspace the run used, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSummary>,
     /// The read-back verifier, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verifier: Option<VerifierSummary>,

@@ -373,6 +373,8 @@ impl Checker<'_> {
                 net,
                 min_abi: sb.min_abi,
                 run_as: sb.run_as,
+                // The gate's checkout is a plain worktree, whatever the tasks used.
+                overlay: None,
             },
             program: String::new(),
             args: Vec::new(),

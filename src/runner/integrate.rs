@@ -299,6 +299,7 @@ pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(),
     let wt = shared.run_dir.join("worktrees").join(id.as_str());
     let scratch = shared.run_dir.join("scratch").join(id.as_str());
     worktree::remove(&shared.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
+    super::workspace::remove_layers(&shared.run_dir, id.as_str())?;
     worktree::remove_tree(&scratch)
         .map_err(|e| format!("cannot remove scratch folder {}: {e}", scratch.display()))
 }
@@ -325,6 +326,12 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
             report.branch = None;
         }
     }
+    let kept = reports
+        .iter()
+        .any(|r| keeps_workspace(shared.options.keep_worktrees, r));
+    shared
+        .workspaces
+        .remove_lowers(shared, kept || shared.stop.now());
     if !shared.options.keep_worktrees {
         // Only when empty: kept workspaces stay.
         let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));

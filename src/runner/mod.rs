@@ -15,6 +15,7 @@ mod retry;
 mod schedule;
 pub mod stop;
 mod task;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ pub use stop::Stop;
 
 use crate::event::{EventKind, Output, Reporter};
 use schedule::Schedule;
+pub use workspace::collect_kept;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -50,6 +52,8 @@ pub enum RunError {
     Verifier(String),
     #[error(transparent)]
     Preflight(#[from] crate::preflight::PreflightError),
+    #[error("{0}")]
+    Workspace(String),
 }
 
 /// What every task pipeline shares (plain data: no git handles).
@@ -76,6 +80,8 @@ pub(crate) struct Shared {
     pub integrate: Option<crate::plan::IntegrateGate>,
     /// What a conflicting task does.
     pub on_conflict: crate::taskfile::OnConflict,
+    /// The kind of task workspace, and the overlay's shared lower checkouts.
+    pub(crate) workspaces: workspace::Workspaces,
 }
 
 /// The outcome of a task before integration.
@@ -153,6 +159,8 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
             source: std::io::Error::other(other.to_string()),
         },
     })?;
+    let workspaces =
+        workspace::Workspaces::decide(&plan.options, &run_dir).map_err(RunError::Workspace)?;
     for sub in ["events", "logs", "patches", "status"] {
         let p = run_dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
@@ -246,7 +254,8 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
             a.dedup();
             a
         },
-        sandbox: sandbox_summary.clone(),
+        sandbox: Box::new(sandbox_summary.clone()),
+        workspace: Box::new(workspaces.summary.clone()),
     });
     for w in &early_warnings {
         events.warn(None, w);
@@ -283,6 +292,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         priors: std::mem::take(&mut plan.priors),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
+        workspaces,
     });
 
     let (reports, pendings) = runtime.block_on(run_all(shared.clone()));
@@ -382,6 +392,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         interrupted,
         interrupted_by: stop.reason(),
         sandbox: sandbox_summary,
+        workspace: Some(shared.workspaces.summary.clone()),
         verifier: verifier_summary,
         duration_ms: started.elapsed().as_millis() as u64,
         counts,

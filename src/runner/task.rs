@@ -44,6 +44,20 @@ struct Paths {
     patch: PathBuf,
     wt_name: String,
     branch: String,
+    /// The overlay's layers when the run uses overlay workspaces (`worktree` is then where
+    /// the view is mounted, inside the task's processes only).
+    overlay: Option<super::workspace::Layers>,
+}
+
+impl Paths {
+    /// Where fanout itself reads the task's changed files: the upper folder of an overlay
+    /// workspace (it holds every changed file; deleted ones are whiteouts), else the worktree.
+    fn readable_root(&self) -> &Path {
+        match &self.overlay {
+            Some(l) => &l.spec.upper,
+            None => &self.worktree,
+        }
+    }
 }
 
 /// A task run again after it conflicted (`--on-conflict retry`): from this commit (the
@@ -164,7 +178,7 @@ async fn pipeline(
     }
 
     let id = task.id().clone();
-    let paths = Paths {
+    let mut paths = Paths {
         // Real paths: as root they lie outside the run folder, which agents may not reach.
         worktree: workspace_dir(&shared.run_dir, "worktrees").join(id.as_str()),
         scratch: workspace_dir(&shared.run_dir, "scratch").join(id.as_str()),
@@ -174,6 +188,7 @@ async fn pipeline(
         patch: shared.run_dir.join("patches").join(format!("{id}.patch")),
         wt_name: worktree::worktree_name(shared.run_id.as_str(), id.as_str()),
         branch: task_branch(&shared.run_id, &id),
+        overlay: None,
     };
     report.event_log = Some(paths.events.display().to_string());
     report.stderr_log = Some(paths.stderr_log.display().to_string());
@@ -189,7 +204,8 @@ async fn pipeline(
     );
 
     // 2. Worktree (and the dependency integration commit it starts from).
-    let start = {
+    let (start, layers) = {
+        let (shared2, id2) = (shared.clone(), id.clone());
         let (common, base, wt, name, branch, scratch) = (
             shared.repo_path.clone(),
             shared.base,
@@ -206,7 +222,7 @@ async fn pipeline(
             shared.events.clone(),
             id.to_string(),
         );
-        blocking(move || -> Result<git2::Oid, String> {
+        blocking(move || {
             let repo = git2::Repository::open(&common)
                 .map_err(|e| format!("cannot open the repository: {e}"))?;
             let start = match rerun_start {
@@ -225,11 +241,22 @@ async fn pipeline(
                 }
                 None => super::integrate::dependency_base(&repo, base, &dep_commits)?,
             };
-            worktree::create(&repo, &name, &branch, start, &wt)
-                .map_err(|e| crate::error_chain(&e))?;
-            // `include`: ignored files of the checkout, before anything runs in the workspace.
-            for w in
-                crate::include::copy(&workdir, &wt, &include).map_err(|e| crate::error_chain(&e))?
+            let ws = &shared2.workspaces;
+            let layers = if ws.overlay() {
+                Some(ws.create_overlay(&shared2, &repo, &branch, start, &wt, id2.as_str())?)
+            } else {
+                worktree::create(&repo, &name, &branch, start, &wt)
+                    .map_err(|e| crate::error_chain(&e))?;
+                None
+            };
+            // `include`: ignored files of the checkout, before anything runs in the workspace
+            // (an overlay's view is its upper folder until the sandbox mounts it).
+            let target = layers
+                .as_ref()
+                .map(|l| l.spec.upper.clone())
+                .unwrap_or_else(|| wt.clone());
+            for w in crate::include::copy(&workdir, &target, &include)
+                .map_err(|e| crate::error_chain(&e))?
             {
                 sink.warn(Some(&task_id), &w);
             }
@@ -237,11 +264,12 @@ async fn pipeline(
                 std::fs::create_dir_all(scratch.join(sub))
                     .map_err(|e| format!("cannot create scratch folder: {e}"))?;
             }
-            Ok(start)
+            Ok((start, layers))
         })
         .await
         .map_err(|e| stop(TaskStatus::Failed, e))?
     };
+    paths.overlay = layers;
     report.branch = Some(paths.branch.clone());
     report.started_from = Some(start.to_string());
     shared.events.emit(EventKind::WorkspaceReady {
@@ -402,7 +430,7 @@ async fn pipeline(
             report.attempt_history.push(attempt_report);
             break Ok(None);
         }
-        tamper_for_tests(&paths.worktree, &collected);
+        tamper_for_tests(paths.readable_root(), &collected);
         // 5. Verify.
         // A stop request must not wait for a long verify command.
         let gates = tokio::select! {
@@ -547,6 +575,12 @@ fn tamper_for_tests(worktree: &Path, collected: &Collected) {
     let rel = rel.to_string_lossy();
     if collected.summary.files.iter().any(|f| *f == rel) {
         use std::io::Write;
+        use std::os::unix::fs::FileTypeExt;
+        // An overlay's deletion is a whiteout in the upper folder: re-create the file there.
+        let path = worktree.join(&*rel);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_char_device()) {
+            let _ = std::fs::remove_file(&path);
+        }
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -560,12 +594,14 @@ fn tamper_for_tests(worktree: &Path, collected: &Collected) {
 /// The agent's work could not be committed: the task fails with the reason and its workspace
 /// stays (nothing removes a workspace whose report names it) for `fanout collect`.
 fn keep_workspace(shared: &Shared, paths: &Paths, report: &mut TaskReport, why: &str) -> Stop {
-    report.workspace = Some(paths.worktree.display().to_string());
+    // An overlay's work is its upper folder (the view exists only while the task runs).
+    let kept = paths.readable_root();
+    report.workspace = Some(kept.display().to_string());
     stop(
         TaskStatus::Failed,
         format!(
             "{why}; the agent's work is kept in {} (`fanout collect {} {}` commits it again)",
-            paths.worktree.display(),
+            kept.display(),
             shared.run_id,
             report.id
         ),
@@ -623,6 +659,7 @@ async fn collect_blocking(
     );
     let message = commit_message(task, shared.run_id.as_str());
     let author = task.author.clone();
+    let overlay = paths.overlay.clone();
     let opts = collect::CollectOptions {
         // Confined agents cannot write the worktree's index (it lives in the main .git).
         trust_index: shared.options.sandbox.enabled,
@@ -630,6 +667,18 @@ async fn collect_blocking(
         allow_unfiltered: shared.options.allow_unfiltered,
     };
     blocking(move || {
+        if let Some(layers) = &overlay {
+            let author = author.as_ref().map(|(n, e)| (n.as_str(), e.as_str()));
+            return super::workspace::collect_overlay(
+                &repo_path,
+                &name,
+                layers,
+                start,
+                &branch,
+                (&message, author),
+                &opts,
+            );
+        }
         let repo = git2::Repository::open(&repo_path)
             .map_err(|e| format!("cannot open the repository: {e}"))?;
         let task_repo =
@@ -687,6 +736,7 @@ fn spawn_spec(
         net,
         min_abi: sb.min_abi,
         run_as: sb.run_as,
+        overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
@@ -859,7 +909,7 @@ async fn verify_gates(
         shared.verifier.as_deref(),
         shared.readback_skip.as_deref(),
         &shared.repo_path,
-        &paths.worktree,
+        paths.readable_root(),
         collected,
     )
     .await;

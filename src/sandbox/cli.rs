@@ -137,6 +137,7 @@ impl SandboxArgs {
             net,
             min_abi: self.min_abi,
             run_as,
+            overlay: None,
         })
     }
 }

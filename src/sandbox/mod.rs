@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod overlay;
 pub mod privs;
 mod procs;
 mod rules;
@@ -75,6 +76,20 @@ pub struct Policy {
     /// supervisor stays root; the child switches before Landlock. `None`: no switch.
     #[serde(default)]
     pub run_as: Option<RunAs>,
+    /// Mount this overlay (in a private mount namespace of the program's tree) before the
+    /// ruleset is built; `merged` should then be the writable workspace. `None`: no mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlaySpec>,
+}
+
+/// An overlay workspace: `lower` (read-only, shared), `upper` and `work` (the task's own),
+/// mounted at `merged`. Absolute paths without `,`, `:` or `\\`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OverlaySpec {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
 }
 
 /// An unprivileged uid and gid a sandboxed program runs as.
@@ -95,6 +110,7 @@ impl Policy {
             net: NetPolicy::default(),
             min_abi: MIN_SUPPORTED_ABI,
             run_as: None,
+            overlay: None,
         }
     }
 }

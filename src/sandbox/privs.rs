@@ -91,6 +91,40 @@ pub(crate) fn become_user(who: RunAs) -> Result<(), String> {
     }
 }
 
+/// Drops every capability (bounding and ambient sets included) without changing uid: the
+/// overlay child holds a full set in its new user namespace after mounting.
+#[allow(unsafe_code)]
+pub(crate) fn drop_all_caps() -> Result<(), String> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    for cap in 0..=last_cap() {
+        // SAFETY: as above; EINVAL for capabilities this kernel does not know is ignored.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!(
+                "cannot drop capability {cap} from the bounding set: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    clear_inheritable()?;
+    match own_caps() {
+        Some(c) if c.all_empty() => Ok(()),
+        Some(c) => Err(format!(
+            "capabilities left after mounting the workspace: {c:?}"
+        )),
+        None => Err("cannot read the capability sets from /proc/self/status".into()),
+    }
+}
+
 /// The highest capability number this kernel knows.
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")

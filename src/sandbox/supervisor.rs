@@ -235,10 +235,17 @@ fn child_main(
         reset_signal(s);
     }
     let _ = setsid();
+    // The overlay is mounted while still privileged (as root, or with the capabilities of a
+    // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
+    let mounted = match &cfg.policy.overlay {
+        Some(spec) => super::overlay::enter(spec),
+        None => Ok(()),
+    };
     // Root is dropped first: a change of credentials clears the parent-death signal.
-    let switched = match cfg.policy.run_as {
-        Some(who) => privs::become_user(who).map(|()| Some(who)),
-        None => Ok(None),
+    let switched = match (mounted, cfg.policy.run_as) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(who)) => privs::become_user(who).map(|()| Some(who)),
+        (Ok(()), None) => Ok(None),
     };
     if prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != supervisor {
         return EXIT_NOT_ENFORCED; // the supervisor is already gone
@@ -247,7 +254,10 @@ fn child_main(
     let report = match switched {
         Err(why) => rules::not_enforced(
             rules::kernel_abi(),
-            format!("cannot drop root privileges for the program: {why}"),
+            match &cfg.policy.overlay {
+                Some(_) => format!("cannot set up the overlay workspace: {why}"),
+                None => format!("cannot drop root privileges for the program: {why}"),
+            },
         ),
         Ok(run_as) => {
             let mut r = if cfg.policy.enforce {

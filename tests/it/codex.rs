@@ -293,6 +293,7 @@ fn session_follow_up(version: &str, protocol: &str) {
                 net: NetPolicy::ConnectPorts(vec![443]),
                 min_abi: 3,
                 run_as: None,
+                overlay: None,
             },
             program: profile.command.clone(),
             args: Vec::new(),

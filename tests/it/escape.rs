@@ -266,6 +266,12 @@ cat secret-$me.txt "$FANOUT_SCRATCH/tmp/secret" "$TMPDIR/secret" > own-$me.txt
 "#;
 
 fn strict_reads(runner: Runner) {
+    // Worktrees: the agents meet at each other's worktree paths. (In an overlay another
+    // task's view exists only in that task's mount namespace: its path is an empty folder.)
+    in_workspace("worktree", || strict_reads_in_worktrees(runner));
+}
+
+fn strict_reads_in_worktrees(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
     // An earlier run whose folder must stay unreadable.
     let earlier = run_checked(

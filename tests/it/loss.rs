@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::both_ways;
 use crate::support::*;
+use crate::{both_ways, every_way};
 
 /// A task file whose tasks each run their prompt as a shell script in the worktree.
 fn script_tasks(tasks: &[(&str, String)]) -> Value {
@@ -144,7 +144,7 @@ fn agent_controlled_dot_git(runner: Runner) {
         "a hook the agent planted ran"
     );
 }
-both_ways!(
+every_way!(
     agent_controlled_dot_git_is_never_followed,
     agent_controlled_dot_git
 );
@@ -190,7 +190,7 @@ fn unreadable_entries(runner: Runner) {
     assert_eq!(locked["deletions"], 0, "{locked:#}");
     repo.assert_left_as(&before);
 }
-both_ways!(unreadable_entries_are_read_not_deleted, unreadable_entries);
+every_way!(unreadable_entries_are_read_not_deleted, unreadable_entries);
 
 /// Item 4: when the agent's work cannot be committed, the task fails naming the path and the
 /// workspace stays; `fanout collect` commits it once the cause is gone.
@@ -260,7 +260,7 @@ fn collect_failures(runner: Runner) {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     repo.assert_left_as(&before);
 }
-both_ways!(collect_failures_keep_the_work, collect_failures);
+every_way!(collect_failures_keep_the_work, collect_failures);
 
 /// Item 6: file sizes do not reach fanout's memory; limits fail the task naming the file.
 fn big_files(runner: Runner) {

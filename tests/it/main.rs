@@ -28,3 +28,4 @@ mod support;
 mod validate;
 mod verify;
 mod views;
+mod workspaces;

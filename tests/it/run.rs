@@ -5,6 +5,21 @@ use serde_json::json;
 use crate::support::*;
 
 #[test]
+fn twenty_tasks_merge_and_leave_the_checkout_untouched_in_an_overlay() {
+    in_workspace(
+        "overlay",
+        twenty_tasks_merge_and_leave_the_checkout_untouched,
+    );
+}
+
+#[test]
+fn twenty_tasks_merge_and_leave_the_checkout_untouched_in_worktrees() {
+    in_workspace(
+        "worktree",
+        twenty_tasks_merge_and_leave_the_checkout_untouched,
+    );
+}
+
 fn twenty_tasks_merge_and_leave_the_checkout_untouched() {
     let repo = TestRepo::with_files(50);
     // Uncommitted work of the user: a modified tracked file, a staged change, an untracked file.
@@ -129,6 +144,15 @@ fn same_lines_edited_twice_conflict_in_task_order() {
 }
 
 #[test]
+fn collects_every_kind_of_change_in_an_overlay() {
+    in_workspace("overlay", collects_every_kind_of_change);
+}
+
+#[test]
+fn collects_every_kind_of_change_in_worktrees() {
+    in_workspace("worktree", collects_every_kind_of_change);
+}
+
 fn collects_every_kind_of_change() {
     let repo = TestRepo::with_files(4);
     std::fs::write(repo.path.join("tool.sh"), "#!/bin/sh\necho hi\n").unwrap();
@@ -330,8 +354,20 @@ fn workspaces_are_removed_as_tasks_end_so_at_most_jobs_exist() {
     let watcher = {
         let (stop, git_dir) = (stop.clone(), repo.path.join(".git"));
         std::thread::spawn(move || {
-            let count =
-                |dir: std::path::PathBuf| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+            // Task workspaces only: an overlay run's shared lower checkout (`.lower`, its
+            // registration `…-lower-…`) and layer folder (`.layers`) are one per run.
+            let count = |dir: std::path::PathBuf| {
+                std::fs::read_dir(dir)
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| {
+                                let n = e.file_name().to_string_lossy().into_owned();
+                                !n.starts_with('.') && !n.contains("-lower-")
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0)
+            };
             let mut peak = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let runs = std::fs::read_dir(git_dir.join("fanout/runs"))

@@ -108,6 +108,73 @@ macro_rules! both_ways {
     };
 }
 
+/// Defines `mod $name` running `$body(Runner)` both ways in both kinds of workspace
+/// (`--workspace overlay` and `--workspace worktree` on every `fanout run` of the test).
+#[macro_export]
+macro_rules! every_way {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn overlay_as_invoker() {
+                $crate::support::in_workspace("overlay", || {
+                    super::$body($crate::support::Runner::Invoker)
+                })
+            }
+            #[test]
+            fn overlay_as_unprivileged() {
+                $crate::support::in_workspace("overlay", || {
+                    super::$body($crate::support::Runner::Unprivileged)
+                })
+            }
+            #[test]
+            fn worktree_as_invoker() {
+                $crate::support::in_workspace("worktree", || {
+                    super::$body($crate::support::Runner::Invoker)
+                })
+            }
+            #[test]
+            fn worktree_as_unprivileged() {
+                $crate::support::in_workspace("worktree", || {
+                    super::$body($crate::support::Runner::Unprivileged)
+                })
+            }
+        }
+    };
+}
+
+thread_local! {
+    /// The `--workspace` every `fanout run` of this test thread gets (see [`in_workspace`]).
+    static WORKSPACE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `--workspace mode` added to every `fanout run` it makes on this thread.
+pub fn in_workspace<T>(mode: &'static str, f: impl FnOnce() -> T) -> T {
+    WORKSPACE.with(|w| w.set(Some(mode)));
+    let out = f();
+    WORKSPACE.with(|w| w.set(None));
+    out
+}
+
+/// Mounts of overlay workspaces anywhere in this machine's mount table (there should be none
+/// once a run ended: they live only in the tasks' private mount namespaces).
+pub fn overlay_mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("mountinfo")) else {
+            continue;
+        };
+        out.extend(
+            text.lines()
+                .filter(|l| l.contains(" - overlay ") && l.contains(&dir))
+                .map(str::to_string),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A temporary repository with one commit.
 pub struct TestRepo {
     pub tmp: tempfile::TempDir,
@@ -192,6 +259,9 @@ impl TestRepo {
     pub fn fanout(&self, args: &[&str]) -> Output {
         let mut cmd = self.fanout_command();
         cmd.args(args).arg("--repo").arg(&self.path);
+        if let (Some(&"run"), Some(mode)) = (args.first(), WORKSPACE.with(|w| w.get())) {
+            cmd.arg("--workspace").arg(mode);
+        }
         cmd.output().expect("fanout runs")
     }
 
@@ -294,6 +364,8 @@ impl TestRepo {
     /// The run left the user's checkout exactly as `before`, no worktree and no process behind.
     pub fn assert_left_as(&self, before: &Snapshot) {
         assert_eq!(&self.snapshot(), before);
+        let mounts = overlay_mounts_under(self.tmp.path());
+        assert!(mounts.is_empty(), "overlay mounts left: {mounts:?}");
         assert!(self.worktrees().is_empty(), "{:?}", self.worktrees());
         assert!(
             self.live_processes().is_empty(),

@@ -394,6 +394,7 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         min_free_mb: crate::preflight::DEFAULT_MIN_FREE_MB,
         on_conflict: None,
         squash: false,
+        workspace: crate::plan::WorkspaceChoice::Auto,
     };
     let mut plan = match crate::plan::Plan::build(options) {
         Ok(p) => p,

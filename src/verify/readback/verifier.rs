@@ -317,6 +317,7 @@ async fn start_process(plan: &Plan, profile: AgentProfile) -> Result<Verifier, V
                 // Not an agent: no model drives it, fanout only calls its Read tool on the
                 // task's files; it keeps the invoker's uid (and its own login and config).
                 run_as: None,
+                overlay: None,
             },
             program: program.display().to_string(),
             args: profile.args.clone(),

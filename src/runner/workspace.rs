@@ -1,0 +1,305 @@
+/*!
+Task workspaces: which kind a run uses (`--workspace auto|overlay|worktree`), and the overlay
+kind's pieces — one read-only lower checkout per distinct start commit, shared by the run's
+tasks, and per task an upper and a work folder plus its git admin folder. The mount itself is
+made by the sandbox supervisor's child (see `sandbox::overlay`); fanout only prepares folders,
+collects from the upper folder, and removes everything. See docs/workspaces.md.
+*/
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use git2::{Oid, Repository};
+
+use super::Shared;
+use crate::git::{upper, worktree};
+use crate::plan::{RunOptions, WorkspaceChoice};
+use crate::report::WorkspaceSummary;
+use crate::sandbox::user::workspace_dir;
+use crate::sandbox::OverlaySpec;
+
+/// The run's workspaces.
+pub(crate) struct Workspaces {
+    pub summary: WorkspaceSummary,
+    overlay: bool,
+    /// Lower checkouts by start commit, each created once (the first task to need it makes it
+    /// while later ones wait on its slot).
+    lowers: Mutex<HashMap<Oid, Arc<Mutex<Option<Lower>>>>>,
+}
+
+#[derive(Clone)]
+struct Lower {
+    name: String,
+    path: PathBuf,
+    index: PathBuf,
+}
+
+/// Where a task's overlay layers are (besides the shared lower).
+#[derive(Clone, Debug)]
+pub(crate) struct Layers {
+    pub spec: OverlaySpec,
+    pub rules: PathBuf,
+    pub lower_index: PathBuf,
+}
+
+fn worktrees_dir(run_dir: &Path) -> PathBuf {
+    workspace_dir(run_dir, "worktrees")
+}
+
+/// Task ids never start with a dot, so these never collide with a task's folder.
+fn layers_dir(run_dir: &Path, id: &str) -> PathBuf {
+    worktrees_dir(run_dir).join(".layers").join(id)
+}
+
+impl Workspaces {
+    /// Picks the kind for this run. `auto` tries a throwaway overlay once (in the run's
+    /// workspace folder, which must exist). `Err`: overlay was asked for and cannot work.
+    pub fn decide(options: &RunOptions, run_dir: &Path) -> Result<Workspaces, String> {
+        let make = |overlay: bool, reason: String| Workspaces {
+            summary: WorkspaceSummary {
+                mode: if overlay { "overlay" } else { "worktree" }.into(),
+                reason,
+            },
+            overlay,
+            lowers: Mutex::new(HashMap::new()),
+        };
+        let choice = options.workspace;
+        if choice == WorkspaceChoice::Worktree {
+            return Ok(make(false, "--workspace worktree".into()));
+        }
+        if options.keep_worktrees && choice == WorkspaceChoice::Auto {
+            // Kept overlay workspaces are upper folders, not checkouts one can look into.
+            return Ok(make(
+                false,
+                "auto: --keep-worktrees keeps full git worktrees".into(),
+            ));
+        }
+        if !options.sandbox.enabled {
+            // Unconfined agents could write the lower checkout every task shares.
+            let why = "the sandbox is off, and unconfined agents could write the lower checkout other tasks share";
+            return match choice {
+                WorkspaceChoice::Overlay => Err(format!("--workspace overlay: {why}")),
+                _ => Ok(make(false, why.into())),
+            };
+        }
+        let dir = worktrees_dir(run_dir).join(".probe");
+        let _ = worktree::remove_tree(&dir);
+        let probed = std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+            .and_then(|()| {
+                crate::sandbox::overlay::probe(
+                    &options.self_exe,
+                    &dir,
+                    options.sandbox.run_as,
+                    options.sandbox.min_abi,
+                )
+            });
+        let _ = worktree::remove_tree(&dir);
+        let how = if crate::sandbox::user::is_root() {
+            "a mount namespace (fanout runs as root)"
+        } else {
+            "an unprivileged user and mount namespace"
+        };
+        match (probed, choice) {
+            (Ok(()), WorkspaceChoice::Overlay) => {
+                Ok(make(true, format!("--workspace overlay; mounted in {how}")))
+            }
+            (Ok(()), _) => Ok(make(true, format!("auto: an overlay mounts here in {how}"))),
+            (Err(e), WorkspaceChoice::Overlay) => {
+                Err(format!("--workspace overlay does not work here: {e}"))
+            }
+            (Err(e), _) => Ok(make(false, format!("auto: overlay unavailable ({e})"))),
+        }
+    }
+
+    pub fn overlay(&self) -> bool {
+        self.overlay
+    }
+
+    /// The lower checkout of `start`, created on first use.
+    fn lower(&self, shared: &Shared, repo: &Repository, start: Oid) -> Result<Lower, String> {
+        let slot = {
+            let mut map = self.lowers.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(start).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = slot.as_ref() {
+            return Ok(l.clone());
+        }
+        let name = format!("fanout-{}-lower-{start}", shared.run_id);
+        let path = worktrees_dir(&shared.run_dir)
+            .join(".lower")
+            .join(start.to_string());
+        // Left by an earlier attempt of this run (`fanout resume`): checked out again.
+        worktree::remove(&shared.common_dir, &name, &path).map_err(|e| crate::error_chain(&e))?;
+        let index = upper::create_lower(repo, &name, start, &path).map_err(|e| {
+            format!(
+                "cannot check out the lower layer: {}",
+                crate::error_chain(&e)
+            )
+        })?;
+        if let Some(who) = shared.options.sandbox.run_as {
+            // The view's permissions are the lower files' own: the agent uid must own them to
+            // change them through the overlay (Landlock keeps the lower itself read-only).
+            crate::sandbox::user::hand_over(&path, who)
+                .map_err(|e| format!("cannot give {} to the agent uid: {e}", path.display()))?;
+        }
+        let lower = Lower { name, path, index };
+        *slot = Some(lower.clone());
+        Ok(lower)
+    }
+
+    /// Creates a task's overlay workspace (`merged` is where the view will be mounted, the
+    /// path agents see); returns its layers.
+    pub fn create_overlay(
+        &self,
+        shared: &Shared,
+        repo: &Repository,
+        branch: &str,
+        start: Oid,
+        merged: &Path,
+        id: &str,
+    ) -> Result<Layers, String> {
+        let lower = self.lower(shared, repo, start)?;
+        let dir = layers_dir(&shared.run_dir, id);
+        // Layers left by an interrupted attempt (`fanout resume`) must not leak into this one.
+        worktree::remove_tree(&dir).map_err(|e| format!("cannot empty {}: {e}", dir.display()))?;
+        let (up, work, rules) = (dir.join("upper"), dir.join("work"), dir.join("rules"));
+        for p in [&up, &work, merged] {
+            std::fs::create_dir_all(p)
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+        }
+        let wt_name = worktree::worktree_name(shared.run_id.as_str(), id);
+        upper::create_overlay_task(repo, &wt_name, branch, start, merged, &up, &lower.index)
+            .map_err(|e| crate::error_chain(&e))?;
+        if let Some(who) = shared.options.sandbox.run_as {
+            // The view's root is the upper folder's root.
+            crate::sandbox::user::hand_over(&up, who)
+                .map_err(|e| format!("cannot give {} to the agent uid: {e}", up.display()))?;
+        }
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        Ok(Layers {
+            spec: OverlaySpec {
+                lower: abs(&lower.path),
+                upper: abs(&up),
+                work: abs(&work),
+                merged: abs(merged),
+            },
+            rules,
+            lower_index: lower.index,
+        })
+    }
+
+    /// Removes every lower checkout and its registration (end of run), unless a kept
+    /// workspace may still need it.
+    pub fn remove_lowers(&self, shared: &Shared, keep: bool) {
+        if keep {
+            return;
+        }
+        let lowers: Vec<Lower> = {
+            let map = self.lowers.lock().unwrap_or_else(|e| e.into_inner());
+            map.values()
+                .filter_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .collect()
+        };
+        for l in lowers {
+            if let Err(e) = worktree::remove(&shared.common_dir, &l.name, &l.path) {
+                shared.events.warn(None, &crate::error_chain(&e));
+            }
+        }
+        let wt = worktrees_dir(&shared.run_dir);
+        let _ = std::fs::remove_dir(wt.join(".lower"));
+        let _ = std::fs::remove_dir(wt.join(".layers"));
+    }
+}
+
+/// Removes a task's overlay layers (nothing when it had none).
+pub(crate) fn remove_layers(run_dir: &Path, id: &str) -> Result<(), String> {
+    let dir = layers_dir(run_dir, id);
+    worktree::remove_tree(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
+}
+
+/// Collects an overlay task from its upper folder and commits it on `branch`.
+pub(crate) fn collect_overlay(
+    repo_path: &Path,
+    wt_name: &str,
+    layers: &Layers,
+    start: Oid,
+    branch: &str,
+    // The commit's message and author (`None`: fanout).
+    (message, author): (&str, Option<(&str, &str)>),
+    opts: &crate::git::collect::CollectOptions,
+) -> Result<crate::git::collect::Collected, String> {
+    let repo =
+        Repository::open(repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
+    let task_repo = worktree::open_task_repo(&repo, wt_name).map_err(|e| crate::error_chain(&e))?;
+    let view = upper::UpperLayers {
+        lower: &layers.spec.lower,
+        upper: &layers.spec.upper,
+        xattr_prefix: crate::sandbox::overlay::xattr_prefix(crate::sandbox::user::is_root()),
+        rules_dir: &layers.rules,
+        lower_index: &layers.lower_index,
+    };
+    let tree = upper::upper_tree(&task_repo, &view, opts)
+        .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))?;
+    crate::git::collect::commit_tree(&task_repo, start, branch, message, tree, author)
+        .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
+}
+
+/// `fanout collect` of an overlay task kept because its collection failed: `None` when the
+/// task has no overlay layers (a worktree task), else the collection from its upper folder
+/// over the lower checkout of `parent` (kept with it).
+#[allow(clippy::too_many_arguments)]
+pub fn collect_kept(
+    repo_path: &Path,
+    run_dir: &Path,
+    run_id: &str,
+    task: &str,
+    parent: Oid,
+    branch: &str,
+    message: &str,
+    opts: &crate::git::collect::CollectOptions,
+) -> Option<Result<crate::git::collect::Collected, String>> {
+    let dir = layers_dir(run_dir, task);
+    if !dir.join("upper").is_dir() {
+        return None;
+    }
+    let lower = worktrees_dir(run_dir)
+        .join(".lower")
+        .join(parent.to_string());
+    let common = match Repository::open(repo_path) {
+        Ok(r) => r.commondir().to_path_buf(),
+        Err(e) => return Some(Err(format!("cannot open the repository: {e}"))),
+    };
+    let lower_index = common
+        .join("worktrees")
+        .join(format!("fanout-{run_id}-lower-{parent}"))
+        .join("index");
+    if !lower.is_dir() || !lower_index.is_file() {
+        return Some(Err(format!(
+            "the lower checkout of {parent} that the task's upper folder {} needs is gone",
+            dir.join("upper").display()
+        )));
+    }
+    let layers = Layers {
+        spec: OverlaySpec {
+            lower,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: worktrees_dir(run_dir).join(task),
+        },
+        rules: dir.join("rules"),
+        lower_index,
+    };
+    let name = worktree::worktree_name(run_id, task);
+    Some(collect_overlay(
+        repo_path,
+        &name,
+        &layers,
+        parent,
+        branch,
+        (message, None),
+        opts,
+    ))
+}

@@ -1,0 +1,225 @@
+//! Overlay workspaces: the sandboxed child mounts the task's view (a shared read-only lower
+//! checkout plus the task's own upper folder) in a private mount namespace before it confines
+//! itself, so the mount lives and dies with the task's processes.
+//!
+//! As root a plain mount namespace is enough (the overlay keeps its markers in
+//! `trusted.overlay.*`); otherwise the child first enters a new user namespace that maps only
+//! its own uid and gid to themselves (markers in `user.overlay.*`, `userxattr`). Either way the
+//! program keeps (or, as root, switches to) an ordinary uid and runs with no capabilities.
+
+use super::{privs, OverlaySpec};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Where the overlay keeps its markers (opaque folders) on the upper folder.
+pub fn xattr_prefix(root: bool) -> &'static str {
+    if root {
+        "trusted.overlay."
+    } else {
+        "user.overlay."
+    }
+}
+
+/// The mount options for `spec`; `None` for paths the option syntax cannot carry.
+pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
+    let mut out = String::new();
+    for (key, p) in [
+        ("lowerdir", &spec.lower),
+        ("upperdir", &spec.upper),
+        ("workdir", &spec.work),
+    ] {
+        let s = p
+            .to_str()
+            .filter(|s| !s.contains([',', ':', '\\', '\n']) && p.is_absolute())
+            .ok_or_else(|| {
+                format!(
+                    "{}: an overlay layer needs an absolute UTF-8 path without `,`, `:` or `\\`",
+                    p.display()
+                )
+            })?;
+        out.push_str(&format!("{key}={s},"));
+    }
+    // No redirects or metadata-only copies: the upper folder then holds whole files and
+    // whiteouts only, which is all collection understands.
+    if root {
+        out.push_str("redirect_dir=off,metacopy=off,index=off");
+    } else {
+        out.push_str("userxattr,metacopy=off,index=off");
+    }
+    Ok(out)
+}
+
+/// In the forked, single-threaded child, before privileges are dropped: new namespaces, the
+/// overlay mounted at `spec.merged`, the working folder re-entered through the mount. Without
+/// root, the capabilities the new user namespace gave are dropped again before returning.
+#[allow(unsafe_code)]
+pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
+    let root = nix::unistd::geteuid().is_root();
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the working folder: {e}"))?;
+    let opts = mount_options(spec, root)?;
+    let flags = if root {
+        libc::CLONE_NEWNS
+    } else {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+    };
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    // SAFETY: unshare takes only flags; the child is single-threaded, as CLONE_NEWUSER needs.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(format!(
+            "cannot create a {}mount namespace: {}",
+            if root { "" } else { "user and " },
+            std::io::Error::last_os_error()
+        ));
+    }
+    if !root {
+        // Only our own ids, mapped to themselves: files in the upper folder keep their owner.
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).map_err(|e| format!("cannot write {file}: {e}"))
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    // Nothing mounted here may reach the namespace fanout runs in.
+    let slash = c"/";
+    // SAFETY: valid NUL-terminated strings; null source/type/data are allowed for a
+    // propagation change.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            slash.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot make the mounts private: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let target = CString::new(spec.merged.as_os_str().as_bytes())
+        .map_err(|_| "the workspace path contains a NUL byte".to_string())?;
+    let data = CString::new(opts).map_err(|_| "bad mount options".to_string())?;
+    let fstype = c"overlay";
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot mount the overlay workspace at {}: {}",
+            spec.merged.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // The old working folder is the folder beneath the mount: go through the mount.
+    std::env::set_current_dir(&cwd)
+        .map_err(|e| format!("cannot enter {} in the overlay: {e}", cwd.display()))?;
+    if !root {
+        privs::drop_all_caps()?;
+    }
+    Ok(())
+}
+
+/// Whether overlay workspaces work here, tried once with a throwaway overlay in `dir` (which
+/// must exist and be empty): the full path agents take — namespaces, mount, uid switch when
+/// root, Landlock with the merged view as the only writable folder — running `sh` that
+/// changes, adds and deletes a file. `Err` says why not.
+pub fn probe(
+    self_exe: &Path,
+    dir: &Path,
+    run_as: Option<super::RunAs>,
+    min_abi: u32,
+) -> Result<(), String> {
+    let io = |what: &str, p: &Path| {
+        let p = p.display().to_string();
+        let what = what.to_string();
+        move |e: std::io::Error| format!("{what} {p}: {e}")
+    };
+    let spec = OverlaySpec {
+        lower: dir.join("lower"),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        merged: dir.join("merged"),
+    };
+    for p in [&spec.lower, &spec.upper, &spec.work, &spec.merged] {
+        std::fs::create_dir_all(p).map_err(io("cannot create", p))?;
+    }
+    let old = spec.lower.join("old");
+    std::fs::write(&old, "old\n").map_err(io("cannot write", &old))?;
+    if let Some(who) = run_as {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
+        for p in [&spec.lower, &spec.upper, &spec.merged] {
+            super::user::hand_over(p, who).map_err(io("cannot hand over", p))?;
+        }
+    }
+    let mut policy = super::Policy::workspace_write(vec![spec.merged.clone()]);
+    policy.net = super::NetPolicy::None;
+    policy.min_abi = min_abi;
+    policy.run_as = run_as;
+    policy.overlay = Some(spec.clone());
+    let status = dir.join("status.json");
+    let script = "echo new > new && echo more >> old && rm old && test ! -e old && test -f new";
+    let out = super::supervised_command(
+        self_exe,
+        &policy,
+        &status,
+        "sh".as_ref(),
+        &["-c".into(), script.into()],
+    )
+    .current_dir(&spec.merged)
+    .stdin(std::process::Stdio::null())
+    .output()
+    .map_err(|e| format!("cannot start the probe: {e}"))?;
+    if !out.status.success() {
+        let why = super::read_report(&status)
+            .ok()
+            .and_then(|r| r.message)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(why);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let whiteout = std::fs::symlink_metadata(spec.upper.join("old"))
+        .is_ok_and(|m| m.file_type().is_char_device());
+    if !spec.upper.join("new").is_file() || !whiteout {
+        return Err("the overlay's changes did not appear in its upper folder".into());
+    }
+    if std::fs::read_dir(&spec.merged).is_ok_and(|mut d| d.next().is_some()) {
+        return Err("the overlay mount leaked into fanout's mount namespace".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_refuse_separators() {
+        let spec = |lower: &str| OverlaySpec {
+            lower: lower.into(),
+            upper: "/u".into(),
+            work: "/w".into(),
+            merged: "/m".into(),
+        };
+        let o = mount_options(&spec("/l"), false).expect("plain paths");
+        assert!(
+            o.starts_with("lowerdir=/l,upperdir=/u,workdir=/w,userxattr"),
+            "{o}"
+        );
+        assert!(mount_options(&spec("/a:b"), true).is_err());
+        assert!(mount_options(&spec("/a,b"), true).is_err());
+        assert!(mount_options(&spec("rel"), true).is_err());
+    }
+}
