@@ -241,7 +241,7 @@ fn status_shows_running_tasks_and_the_report_splits_queue_and_run_time() {
         let started = run.as_ref().and_then(|r| {
             ["first", "second"]
                 .into_iter()
-                .find(|t| r.join(format!("worktrees/{t}/started.txt")).exists())
+                .find(|t| workspace_has(r, t, "started.txt"))
         });
         if let (Some(run), Some(t)) = (run, started) {
             break (run, t);

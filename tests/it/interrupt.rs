@@ -68,7 +68,7 @@ fn start_run(repo: &TestRepo, tasks: &Path) -> Child {
     wait_for_run(repo, &mut child, |run| {
         ["1", "2"]
             .iter()
-            .all(|n| run.join(format!("worktrees/hang-{n}/h{n}.txt")).exists())
+            .all(|n| workspace_has(run, &format!("hang-{n}"), &format!("h{n}.txt")))
     });
     child
 }
@@ -224,7 +224,7 @@ fn a_killed_run_can_be_resumed() {
     }));
     let mut child = spawn_run(&repo, &file, "1", "1");
     let run_dir = wait_for_run(&repo, &mut child, |run| {
-        run.join("worktrees/slow/started.txt").exists()
+        workspace_has(run, "slow", "started.txt")
     });
     let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
     child.kill().expect("SIGKILL");
@@ -295,7 +295,7 @@ fn graceful_stop_leaves_no_process(sig: nix::sys::signal::Signal) {
     let run_dir = wait_for_run(&repo, &mut child, |run| {
         ["exec", "mcp"]
             .iter()
-            .all(|t| run.join(format!("worktrees/{t}/started.txt")).exists())
+            .all(|t| workspace_has(run, t, "started.txt"))
     });
     let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
     // The daemons were started before the marker; give `setsid -f` a moment to detach.
@@ -516,7 +516,7 @@ fn a_second_signal_stops_at_once_without_leaving_processes() {
     let run_dir = wait_for_run(&repo, &mut child, |run| {
         ["a", "b"]
             .iter()
-            .all(|t| run.join(format!("worktrees/{t}/started.txt")).exists())
+            .all(|t| workspace_has(run, t, "started.txt"))
     });
     let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -572,7 +572,7 @@ fn kill_9_in_a_200_task_run_then_resume_redoes_only_unfinished_tasks() {
                 .map(|e| e.path());
             let hanging = run.as_ref().map_or(0, |r| {
                 (190..200)
-                    .filter(|i| r.join(format!("worktrees/t{i}/started.txt")).exists())
+                    .filter(|i| workspace_has(r, &format!("t{i}"), "started.txt"))
                     .count()
             });
             if hanging == 4 {

@@ -561,3 +561,16 @@ pub fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
         .and_then(|t| t.iter().find(|t| t["id"] == id))
         .unwrap_or(&Value::Null)
 }
+
+/// Whether a task's workspace holds `rel`, whatever kind it is: a worktree
+/// (`worktrees/<task>/<rel>`) or an overlay, whose changes live in its upper folder
+/// (`worktrees/.layers/<task>/upper/<rel>`; the merged view exists only inside the sandbox).
+pub fn workspace_has(run_dir: &Path, task: &str, rel: &str) -> bool {
+    run_dir.join("worktrees").join(task).join(rel).exists()
+        || run_dir
+            .join("worktrees/.layers")
+            .join(task)
+            .join("upper")
+            .join(rel)
+            .exists()
+}
