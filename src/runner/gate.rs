@@ -349,7 +349,7 @@ impl Checker<'_> {
             }
             readable.push(common.join("worktrees").join(name));
             if let Some(program) = self.gate.verify.argv().first() {
-                readable.extend(super::task::program_dirs(program));
+                readable.extend(super::launch::program_dirs(program));
             }
             ReadAccess::Strict { readable }
         } else {
@@ -362,7 +362,7 @@ impl Checker<'_> {
         env.insert("TMPDIR".into(), scratch.join("tmp").display().to_string());
         env.insert("HOME".into(), scratch.join("home").display().to_string());
         if sb.run_as.is_some() {
-            super::task::dropped_root_env(&mut env, scratch);
+            super::launch::dropped_root_env(&mut env, scratch);
         }
         SpawnSpec {
             self_exe: shared.options.self_exe.clone(),

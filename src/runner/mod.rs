@@ -8,13 +8,18 @@ inside each job (git2 repositories are not `Sync`). Failures of single tasks are
 report; only a broken environment stops the run.
 */
 
+mod carried;
 pub mod events;
 mod gate;
 mod integrate;
+mod launch;
+mod pipelines;
 mod retry;
 mod schedule;
+mod steps;
 pub mod stop;
 mod task;
+mod verify_gates;
 mod workspace;
 
 use std::collections::BTreeMap;
@@ -22,18 +27,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::ids::{merged_branch, RunId};
 use crate::plan::{Plan, PlannedTask, RunOptions};
-use crate::report::{RunReport, SandboxSummary, TaskReport, TaskStatus};
+use crate::report::{RunReport, SandboxSummary, TaskStatus};
 use crate::state::{RunState, StateFile};
 
 pub use events::Events;
 pub use stop::Stop;
 
 use crate::event::{EventKind, Output, Reporter};
-use schedule::Schedule;
+use pipelines::{conflict_feedback, rerun_all, run_all};
 pub use workspace::collect_kept;
 
 #[derive(Debug, thiserror::Error)]
@@ -422,199 +427,5 @@ struct StopAllOnDrop(PathBuf);
 impl Drop for StopAllOnDrop {
     fn drop(&mut self) {
         crate::process::stop_under(&self.0, crate::agent::STOP_GRACE);
-    }
-}
-
-/// Runs every task pipeline; returns reports and pending results in task-file order.
-///
-/// Tasks are started in task-file order, each once its dependencies ended, at most `--jobs` at
-/// once: only running tasks exist as futures (a pipeline's future is large, and 10 000 of them
-/// up front cost hundreds of megabytes). A task's slot is freed only after its workspace was
-/// removed, so at most `--jobs` workspaces exist besides kept ones.
-async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
-    let n = shared.tasks.len();
-    let jobs = shared.options.jobs.max(1);
-    let mut sched = Schedule::new(&shared.tasks);
-    // The pipeline takes a permit; the scheduler already keeps it uncontended.
-    let limiter = Arc::new(Semaphore::new(jobs));
-    let mut set = tokio::task::JoinSet::new();
-    // Running tasks by tokio id: (task index, job slot).
-    let mut running: BTreeMap<tokio::task::Id, (usize, usize)> = BTreeMap::new();
-    let mut free_slots: std::collections::BTreeSet<usize> = (0..jobs).collect();
-
-    let mut reports: Vec<Option<TaskReport>> = (0..n).map(|_| None).collect();
-    let mut pendings: Vec<Pending> = (0..n).map(|_| Pending::Done).collect();
-    let mut now = shared.stop.now_rx();
-    let mut aborted = false;
-    loop {
-        // After a second signal nothing new starts; after a first, tasks still start and end
-        // at once as interrupted, so each gets its resumable state.
-        while running.len() < jobs && !aborted {
-            let Some(i) = sched.next_ready() else { break };
-            let Some(slot) = free_slots.pop_first() else {
-                break;
-            };
-            let deps = sched.dep_receivers(&shared.tasks[i]);
-            let shared2 = shared.clone();
-            let limiter = limiter.clone();
-            shared.events.emit(EventKind::TaskStarted {
-                task: shared.tasks[i].id().to_string(),
-                slot,
-            });
-            let handle = set.spawn(async move {
-                let shared = shared2;
-                let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str())
-                {
-                    Some(prior) => task::carried_over(&shared, i, prior.clone()).await,
-                    None => task::run(shared.clone(), i, deps, limiter, None).await,
-                };
-                if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
-                    let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-                    let removed =
-                        task::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
-                    if let Err(e) = removed {
-                        shared.events.warn(Some(&report.id), &e);
-                    }
-                }
-                (i, report, pending, dep)
-            });
-            running.insert(handle.id(), (i, slot));
-        }
-        if running.is_empty() {
-            break;
-        }
-        tokio::select! {
-            joined = set.join_next_with_id() => {
-                let Some(joined) = joined else { break };
-                match joined {
-                    Ok((tid, (i, report, pending, dep))) => {
-                        if let Some((_, slot)) = running.remove(&tid) {
-                            free_slots.insert(slot);
-                        }
-                        sched.finished(i, dep);
-                        let ready = matches!(pending, Pending::Ready(_));
-                        let resume_state = crate::state::state_status(
-                            report.status,
-                            ready,
-                            *shared.cancel.borrow(),
-                        );
-                        let mut ended = report.clone();
-                        if ready {
-                            ended.commit = pending_commit(&pending).or(ended.commit);
-                        }
-                        shared.events.emit(EventKind::TaskEnded {
-                            task: report.id.clone(),
-                            report: Box::new(ended),
-                            resume_state: resume_state.to_string(),
-                        });
-                        reports[i] = Some(report);
-                        pendings[i] = pending;
-                    }
-                    Err(e) => {
-                        if !e.is_cancelled() {
-                            shared.events.warn(None, &format!("a task pipeline panicked: {e}"));
-                        }
-                        if let Some((i, slot)) = running.remove(&e.id()) {
-                            free_slots.insert(slot);
-                            sched.finished(i, task::DepResult { commit: None, ok: false, status: TaskStatus::Failed });
-                        }
-                    }
-                }
-            }
-            _ = now.wait_for(|n| *n), if !aborted => {
-                // Dropping the pipelines drops their processes: each supervisor gets SIGTERM
-                // and stops its tree; `stop_all` waits for them.
-                aborted = true;
-                set.abort_all();
-            }
-        }
-    }
-    let reports = reports
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.unwrap_or_else(|| {
-                let t = &shared.tasks[i];
-                let mut r = TaskReport::new(t.id().as_str(), &t.agent_name);
-                r.status = TaskStatus::Failed;
-                r.error = Some(if shared.stop.now() {
-                    "interrupted: stopped at once by a second signal".into()
-                } else {
-                    "the task pipeline stopped unexpectedly".into()
-                });
-                r
-            })
-        })
-        .collect();
-    (reports, pendings)
-}
-
-/// What a task run again after a conflict is told.
-fn conflict_feedback(paths: &[String], round: u32, rounds: u32) -> String {
-    format!(
-        "fanout could not merge your change (retry {round} of {rounds}): it conflicts with changes other tasks made before it, in: {}.\n\
-         Your workspace now starts from the current integration, which holds those changes. Make the task's change again on top of it, keeping their changes, and finish.",
-        paths.join(", ")
-    )
-}
-
-/// Runs conflicting tasks again (at most `--jobs` at once), each from its [`task::Rerun`].
-async fn rerun_all(
-    shared: Arc<Shared>,
-    reruns: Vec<(usize, task::Rerun)>,
-) -> Vec<(usize, TaskReport, Pending)> {
-    let jobs = shared.options.jobs.max(1);
-    let limiter = Arc::new(Semaphore::new(jobs));
-    let mut set = tokio::task::JoinSet::new();
-    for (slot, (i, rerun)) in reruns.into_iter().enumerate() {
-        let (shared, limiter) = (shared.clone(), limiter.clone());
-        set.spawn(async move {
-            shared.events.emit(EventKind::TaskStarted {
-                task: shared.tasks[i].id().to_string(),
-                slot: slot % jobs,
-            });
-            let (report, pending, _) =
-                task::run(shared.clone(), i, Vec::new(), limiter, Some(rerun)).await;
-            if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
-                let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-                let removed =
-                    task::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
-                if let Err(e) = removed {
-                    shared.events.warn(Some(&report.id), &e);
-                }
-            }
-            let mut ended = report.clone();
-            if let Some(c) = pending_commit(&pending) {
-                ended.commit = Some(c);
-            }
-            shared.events.emit(EventKind::TaskEnded {
-                task: report.id.clone(),
-                report: Box::new(ended),
-                resume_state: crate::state::state_status(
-                    report.status,
-                    matches!(pending, Pending::Ready(_)),
-                    *shared.cancel.borrow(),
-                )
-                .to_string(),
-            });
-            (i, report, pending)
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(r) => out.push(r),
-            Err(e) => shared
-                .events
-                .warn(None, &format!("a task pipeline panicked: {e}")),
-        }
-    }
-    out
-}
-
-fn pending_commit(p: &Pending) -> Option<String> {
-    match p {
-        Pending::Ready(oid) => Some(oid.to_string()),
-        Pending::Done => None,
     }
 }

@@ -1,0 +1,126 @@
+//! How a task's processes are launched: the sandbox policy (writable folders, network,
+//! strict reads), the environment, the program.
+
+use std::path::{Path, PathBuf};
+
+use super::task::Paths;
+use super::Shared;
+use crate::agent::{self};
+use crate::plan::{agent_cwd, NetChoice, PlannedTask};
+use crate::process::SpawnSpec;
+use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+
+/// The sandboxed process settings every process of this task uses.
+pub(super) fn spawn_spec(
+    shared: &Shared,
+    task: &PlannedTask,
+    paths: &Paths,
+    task_env: &crate::taskenv::TaskEnv,
+) -> SpawnSpec {
+    let sb = &shared.options.sandbox;
+    let mut ports = vec![443u16];
+    ports.extend(&task.profile.connect_ports);
+    let net = match sb.net {
+        NetChoice::Any => NetPolicy::Any,
+        NetChoice::None => NetPolicy::None,
+        NetChoice::Default => NetPolicy::ConnectPorts(ports),
+    };
+    let read = if sb.read_strict {
+        ReadAccess::Strict {
+            readable: strict_readable(shared, task, paths),
+        }
+    } else {
+        ReadAccess::All
+    };
+    let policy = Policy {
+        enforce: sb.enabled,
+        writable: [paths.worktree.clone(), paths.scratch.clone()]
+            .into_iter()
+            .chain(task_env.writable.iter().cloned())
+            .collect(),
+        read,
+        net,
+        min_abi: sb.min_abi,
+        run_as: sb.run_as,
+        overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
+    };
+    let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
+    env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+    env.extend(task_env.env.clone());
+    if sb.run_as.is_some() {
+        dropped_root_env(&mut env, &paths.scratch);
+    }
+    env.extend(task.profile.env.clone());
+    SpawnSpec {
+        self_exe: shared.options.self_exe.clone(),
+        policy,
+        program: task.profile.command.clone(),
+        args: task.profile.args.clone(),
+        cwd: agent_cwd(&task.profile, &paths.worktree),
+        env,
+        env_remove: Vec::new(),
+        stderr_log: paths.stderr_log.clone(),
+        status_file: paths.status_file.clone(),
+    }
+}
+
+/// What `--read strict` lets a task read besides system folders and its own worktree and
+/// scratch: the repository except fanout's folder (other tasks' and runs' workspaces, logs)
+/// and git's folders of other worktrees; its own worktree's git folder; its program.
+pub(super) fn strict_readable(shared: &Shared, task: &PlannedTask, paths: &Paths) -> Vec<PathBuf> {
+    let common = &shared.common_dir;
+    let hidden = [common.join("fanout"), common.join("worktrees")];
+    let mut readable = crate::sandbox::readable_except(&shared.workdir, &hidden);
+    if !common.starts_with(&shared.workdir) {
+        readable.extend(crate::sandbox::readable_except(common, &hidden));
+    }
+    let own = common.join("worktrees").join(&paths.wt_name);
+    if own.is_dir() {
+        readable.push(own);
+    }
+    readable.extend(program_dirs(&task.profile.command));
+    readable
+}
+
+/// Agents that fanout (root) starts as another uid: `HOME` in scratch (root's is not theirs),
+/// and git may use the worktree although its git folder belongs to root.
+pub(crate) fn dropped_root_env(
+    env: &mut std::collections::BTreeMap<String, String>,
+    scratch: &Path,
+) {
+    env.insert("HOME".into(), scratch.join("home").display().to_string());
+    if std::env::var_os("GIT_CONFIG_COUNT").is_none() {
+        env.insert("GIT_CONFIG_COUNT".into(), "1".into());
+        env.insert("GIT_CONFIG_KEY_0".into(), "safe.directory".into());
+        env.insert("GIT_CONFIG_VALUE_0".into(), "*".into());
+    }
+}
+
+/// Folders the agent's program lives in, readable under `--read strict`.
+pub(crate) fn program_dirs(command: &str) -> Vec<PathBuf> {
+    let found = if command.contains('/') {
+        Some(PathBuf::from(command))
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(command))
+                .find(|p| p.is_file())
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(p) = found {
+        for candidate in [Some(p.clone()), p.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            // Node launchers need their whole package tree.
+            let root = candidate
+                .ancestors()
+                .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+                .map(Path::to_path_buf)
+                .or_else(|| candidate.parent().map(Path::to_path_buf));
+            out.extend(root);
+        }
+    }
+    out
+}
