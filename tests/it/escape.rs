@@ -245,7 +245,7 @@ echo "scratch secret of $me" > "$FANOUT_SCRATCH/tmp/secret"
 echo "tmp secret of $me" > "$TMPDIR/secret"
 i=0
 while ! { test -e "$wt_root/$other/secret-$other.txt" && test -e "$scratch_root/$other/tmp/secret"; }; do
-  i=$((i+1)); [ $i -gt 200 ] && { echo "timeout: never saw $other" > peek-$me.txt; exit 0; }
+  i=$((i+1)); [ $i -gt 1200 ] && { echo "timeout: never saw $other" > peek-$me.txt; exit 0; }
   sleep 0.05
 done
 try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name: ALLOWED"; else echo "$name: denied"; fi; }
@@ -261,6 +261,10 @@ try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name: ALLOWED"; els
   try "earlier run report" cat "$MAIN/.git/fanout/runs/$EARLIER/report.json"
   try "earlier run log" cat "$MAIN/.git/fanout/runs/$EARLIER/state.json"
 } > peek-$me.txt
+# Neither ends (and has its workspace removed) before the other has peeked too.
+touch peeked-$me.txt
+j=0
+while ! test -e "$wt_root/$other/peeked-$other.txt" && [ $j -lt 1200 ]; do j=$((j+1)); sleep 0.05; done
 # Its own work stays readable.
 cat secret-$me.txt "$FANOUT_SCRATCH/tmp/secret" "$TMPDIR/secret" > own-$me.txt
 "#;

@@ -126,9 +126,17 @@ fn kill_9_leaves_a_consistent_state_that_clean_removes() {
         "{}",
         stdout(&status)
     );
+    // The verified task's commit is on no other branch: clean keeps it unless forced.
     let clean = repo.fanout(&["clean", "--branches"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    assert!(
+        repo.branches().iter().any(|b| b.ends_with("/task/quick")),
+        "{:?}",
+        repo.branches()
+    );
+    let clean = repo.fanout(&["clean", "--branches", "--force"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert_eq!(repo.branches(), vec!["main".to_string()]);
     assert_eq!(repo.snapshot(), before);
 }
