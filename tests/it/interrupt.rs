@@ -25,7 +25,17 @@ fn hanging_tasks(repo: &TestRepo) -> PathBuf {
 /// (fanout passes its environment on), so tests can make them hang in one run and not the next.
 fn spawn_run(repo: &TestRepo, tasks: &Path, jobs: &str, phase: &str) -> Child {
     Command::new(fanout_bin())
-        .args(["run", "--no-readback", "--jobs", jobs, "--tasks"])
+        // Worktrees: the tests watch the agents' files at their workspace paths from outside
+        // (an overlay view exists only inside the task's mount namespace).
+        .args([
+            "run",
+            "--workspace",
+            "worktree",
+            "--no-readback",
+            "--jobs",
+            jobs,
+            "--tasks",
+        ])
         .arg(tasks)
         .arg("--report")
         .arg(repo.report_path())
@@ -386,7 +396,15 @@ fn sigterm_while_integrating(
     use std::io::BufRead;
     let before = repo.snapshot();
     let mut child = Command::new(fanout_bin())
-        .args(["run", "--no-readback", "--jobs", "2", "--tasks"])
+        .args([
+            "run",
+            "--workspace",
+            "worktree",
+            "--no-readback",
+            "--jobs",
+            "2",
+            "--tasks",
+        ])
         .arg(tasks)
         .arg("--repo")
         .arg(&repo.path)
