@@ -4,6 +4,11 @@ line (base commit, agent profiles with their environment expanded, per-task sett
 check that can fail because of the user's input happens here, before anything is created.
 */
 
+mod checks;
+mod identity;
+pub use checks::*;
+pub use identity::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -216,89 +221,6 @@ pub struct IntegrateGate {
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
 
-/// A warning when the checkout has uncommitted changes (tracked or untracked, not ignored)
-/// while the run starts from the commit checked out: the tasks will not see them.
-fn uncommitted_warning(repo: &UserRepo, base: git2::Oid) -> Vec<String> {
-    let head = repo.repo.head().ok().and_then(|h| h.target());
-    if head != Some(base) {
-        return Vec::new();
-    }
-    let mut opts = git2::StatusOptions::new();
-    opts.include_untracked(true)
-        .include_ignored(false)
-        .recurse_untracked_dirs(false);
-    let Ok(statuses) = repo.repo.statuses(Some(&mut opts)) else {
-        return Vec::new();
-    };
-    let paths: Vec<String> = statuses
-        .iter()
-        .filter(|s| s.status() != git2::Status::CURRENT)
-        .filter_map(|s| s.path().map(str::to_string))
-        .collect();
-    if paths.is_empty() {
-        return Vec::new();
-    }
-    let shown = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-    let more = if paths.len() > 5 {
-        format!(" and {} more", paths.len() - 5)
-    } else {
-        String::new()
-    };
-    vec![format!(
-        "the checkout has uncommitted changes the run does not include ({shown}{more}): tasks start from the last commit; commit them first to include them"
-    )]
-}
-
-/// Who task commits are authored by: the identity git would use in this repository
-/// (`user.name`/`user.email`), else the task file's `commit.author`, else fanout (`None`).
-pub fn commit_author(repo: &git2::Repository, from_file: Option<&str>) -> Option<(String, String)> {
-    let configured = git_config(repo).and_then(|c| {
-        let name = c.get_string("user.name").ok()?;
-        let email = c.get_string("user.email").ok()?;
-        (!name.trim().is_empty() && !email.trim().is_empty()).then_some((name, email))
-    });
-    configured.or_else(|| from_file.and_then(taskfile::parse_author))
-}
-
-/// The repository's configuration as git reads it: libgit2 ignores `GIT_CONFIG_GLOBAL`,
-/// `GIT_CONFIG_SYSTEM` and `GIT_CONFIG_NOSYSTEM`, git (and CI setups) rely on them.
-fn git_config(repo: &git2::Repository) -> Option<git2::Config> {
-    use git2::{Config, ConfigLevel};
-    let mut cfg = Config::new().ok()?;
-    let mut add = |path: std::path::PathBuf, level| {
-        if path.is_file() {
-            let _ = cfg.add_file(&path, level, false);
-        }
-    };
-    match std::env::var_os("GIT_CONFIG_SYSTEM") {
-        _ if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_some() => {}
-        Some(p) => add(p.into(), ConfigLevel::System),
-        None => {
-            if let Ok(p) = Config::find_system() {
-                add(p, ConfigLevel::System)
-            }
-        }
-    }
-    match std::env::var_os("GIT_CONFIG_GLOBAL") {
-        Some(p) => add(p.into(), ConfigLevel::Global),
-        None => {
-            for p in [Config::find_xdg(), Config::find_global()]
-                .into_iter()
-                .flatten()
-            {
-                let level = if p.ends_with(".gitconfig") {
-                    ConfigLevel::Global
-                } else {
-                    ConfigLevel::XDG
-                };
-                add(p, level);
-            }
-        }
-    }
-    add(repo.commondir().join("config"), ConfigLevel::Local);
-    cfg.snapshot().ok()
-}
-
 impl Plan {
     pub fn build(options: RunOptions) -> Result<Plan, PlanError> {
         crate::redact::register_process_env();
@@ -463,149 +385,6 @@ impl Plan {
     pub fn scratch_path(&self, task: &TaskId) -> PathBuf {
         self.run_dir.join("scratch").join(task.as_str())
     }
-}
-
-/// The paths of the files tracked at `rev` (blobs and links; not submodules), sorted.
-pub fn tracked_files(repo: &UserRepo, rev: &str) -> Result<Vec<String>, String> {
-    let base = repo.resolve_base(rev).map_err(|e| crate::error_chain(&e))?;
-    let tree = repo
-        .repo
-        .find_commit(base)
-        .and_then(|c| c.tree())
-        .map_err(|e| format!("cannot read the tree of {rev}: {e}"))?;
-    let mut out = Vec::new();
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        if entry.kind() == Some(git2::ObjectType::Blob) {
-            if let Some(name) = entry.name() {
-                out.push(format!("{dir}{name}"));
-            }
-        }
-        git2::TreeWalkResult::Ok
-    })
-    .map_err(|e| format!("cannot walk the tree of {rev}: {e}"))?;
-    out.sort();
-    Ok(out)
-}
-
-/// Profiles by name: the file's own plus the built-in ones it does not override, env expanded.
-pub fn resolve_agents(
-    file: &TaskFile,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<String, AgentProfile>, PlanError> {
-    let mut out = BTreeMap::new();
-    for name in taskfile::BUILTIN_AGENTS {
-        if let Some(p) = crate::agent::builtin_profile(name) {
-            out.insert(name.to_string(), p);
-        }
-    }
-    for (name, profile) in &file.agents {
-        out.insert(
-            name.clone(),
-            expand_profile(profile, &format!("$.agents.{name}"), lookup)?,
-        );
-    }
-    Ok(out)
-}
-
-fn expand_profile(
-    profile: &AgentProfile,
-    path: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<AgentProfile, PlanError> {
-    let mut p = profile.clone();
-    for (k, v) in p.env.iter_mut() {
-        let from_env = v.contains("${");
-        *v = taskfile::expand_env(v, lookup)
-            .map_err(|e| PlanError::Invalid(format!("{path}.env.{k}: {e}")))?;
-        // Values taken from the environment or named like credentials stay out of every log.
-        if from_env || crate::redact::is_secret_name(k) {
-            crate::redact::register(v);
-        }
-    }
-    for (name, server) in p.mcp_servers.iter_mut() {
-        for (k, v) in server.env.iter_mut() {
-            let from_env = v.contains("${");
-            *v = taskfile::expand_env(v, lookup).map_err(|e| {
-                PlanError::Invalid(format!("{path}.mcp_servers.{name}.env.{k}: {e}"))
-            })?;
-            if from_env || crate::redact::is_secret_name(k) {
-                crate::redact::register(v);
-            }
-        }
-    }
-    Ok(p)
-}
-
-/// A missing agent program is a broken environment: say so before anything is created,
-/// instead of failing every task. Commands relative to the worktree (`./x.sh`) are checked
-/// when the task starts.
-fn check_programs(tasks: &[PlannedTask]) -> Result<(), PlanError> {
-    let mut checked = std::collections::BTreeSet::new();
-    for t in tasks {
-        let cmd = t.profile.command.as_str();
-        if !checked.insert((t.agent_name.clone(), cmd.to_string())) {
-            continue;
-        }
-        let relative_to_worktree = cmd.contains('/') && !Path::new(cmd).is_absolute();
-        if relative_to_worktree {
-            continue;
-        }
-        if crate::agent::codex::is_codex(&t.profile) || cmd == "codex" {
-            if let Err(e) = crate::agent::codex::find_program(cmd) {
-                return Err(PlanError::Invalid(format!("agent {:?}: {e}", t.agent_name)));
-            }
-            continue;
-        }
-        if crate::which::find_program(cmd).is_err() {
-            return Err(PlanError::Invalid(format!(
-                "agent {:?}: cannot find its command {cmd:?} ({}); nothing was run",
-                t.agent_name,
-                if cmd.contains('/') {
-                    "no such file"
-                } else {
-                    "not on PATH"
-                }
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The `claude` program fanout runs for Claude Code (the built-in `claude-code` MCP server,
-/// the review gate, diagnoses): the verifier profile's command when it is a `claude`, else
-/// `claude` on PATH.
-pub fn claude_command(verifier: Option<&AgentProfile>) -> String {
-    verifier
-        .map(|v| v.command.as_str())
-        .filter(|c| {
-            c.rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with("claude"))
-        })
-        .unwrap_or("claude")
-        .to_string()
-}
-
-/// A gate command that cannot start would fail on every integration and blame no task: say so
-/// before anything runs. Commands relative to the checkout (`./x.sh`) are checked when it runs.
-fn check_gate_program(verify: &VerifyCommand) -> Result<(), PlanError> {
-    let argv = verify.argv();
-    let Some(cmd) = argv.first() else {
-        return Err(PlanError::Invalid("integrate.verify: empty command".into()));
-    };
-    if cmd.contains('/') && !Path::new(cmd).is_absolute() {
-        return Ok(());
-    }
-    crate::which::find_program(cmd).map(|_| ()).map_err(|_| {
-        PlanError::Invalid(format!(
-            "integrate.verify: cannot find its command {cmd:?} ({}); nothing was run",
-            if cmd.contains('/') {
-                "no such file"
-            } else {
-                "not on PATH"
-            }
-        ))
-    })
 }
 
 /// Resolves `cwd` of a profile against the worktree.

@@ -15,6 +15,7 @@ every run is asked to stop at its next safe point, the server waits for them (th
 */
 
 mod runs;
+mod tool_list;
 mod tools;
 
 use std::io::{BufRead, Write};
@@ -257,7 +258,7 @@ fn handle_line(bytes: &[u8], out: &Out, registry: &Registry, initialized: &mut b
     match method {
         "initialize" => out.result(&id, initialize(&params)),
         "ping" => out.result(&id, json!({})),
-        "tools/list" => out.result(&id, json!({"tools": tools::list()})),
+        "tools/list" => out.result(&id, json!({"tools": tool_list::list()})),
         "tools/call" => {
             let (out, registry) = (out.clone(), registry.clone());
             let spawned = std::thread::Builder::new()
