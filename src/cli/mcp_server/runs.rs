@@ -23,6 +23,56 @@ pub(super) struct RunEntry {
     pub stop: Stop,
     outcome: Arc<Mutex<Option<Outcome>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Bumped at every task end and at the run's end (from the run's event stream), so
+    /// `fanout_wait` answers the moment something changed.
+    changes: Arc<Changes>,
+}
+
+/// A counter of the run's event-stream transitions and a condition variable to wait on it.
+#[derive(Default)]
+pub(super) struct Changes {
+    count: Mutex<u64>,
+    bumped: std::sync::Condvar,
+}
+
+impl Changes {
+    fn bump(&self) {
+        *lock(&self.count) += 1;
+        self.bumped.notify_all();
+    }
+
+    /// Waits until the count passes `seen` or `timeout` elapses; returns the count.
+    fn wait_past(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        let guard = lock(&self.count);
+        let (guard, _) = self
+            .bumped
+            .wait_timeout_while(guard, timeout, |c| *c <= seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// The server's output of a run's event stream: it wakes waiting `fanout_wait` calls.
+struct WakeWaiters(Arc<Changes>);
+
+impl crate::event::Output for WakeWaiters {
+    fn name(&self) -> String {
+        "fanout_wait".into()
+    }
+
+    fn event(&mut self, e: &crate::event::Event) -> Result<(), crate::event::OutputError> {
+        use crate::event::EventKind;
+        if matches!(
+            e.kind,
+            EventKind::TaskEnded { .. }
+                | EventKind::Merged { .. }
+                | EventKind::Conflict { .. }
+                | EventKind::RunEnded { .. }
+        ) {
+            self.0.bump();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -61,21 +111,24 @@ impl Registry {
         let repo = plan.repo.workdir.clone();
         let run_dir = plan.run_dir.clone();
         let total = plan.tasks.len();
+        let changes = Arc::new(Changes::default());
         let thread = {
             let (outcome, stop) = (entry_outcome.clone(), stop.clone());
+            let (wake, on_exit) = (changes.clone(), changes.clone());
             std::thread::Builder::new()
                 .name(format!("run-{run_id}"))
                 .spawn(move || {
                     // Quiet: stdout is the protocol; warnings go to stderr, which clients log.
                     // No terminal, no signal handling of its own: the server owns both.
                     let io = crate::runner::RunIo {
-                        outputs: Vec::new(),
+                        outputs: vec![Box::new(WakeWaiters(wake))],
                         stop,
                         signals: false,
                         mode: "run",
                     };
                     let r = crate::runner::execute(plan, io);
                     *lock(&outcome) = Some(r.map_err(|e| crate::error_chain(&e)));
+                    on_exit.bump();
                 })?
         };
         lock(&self.runs).insert(
@@ -87,9 +140,24 @@ impl Registry {
                 stop,
                 outcome: entry_outcome,
                 thread: Some(thread),
+                changes,
             },
         );
         Ok(())
+    }
+
+    /// Waits (at most `timeout`) for the next transition of one of this server's runs after
+    /// `seen`; for other runs it just sleeps a little (their state is read from disk). Returns
+    /// the transitions seen so far.
+    pub(super) fn wait_change(&self, run_id: &str, seen: u64, timeout: std::time::Duration) -> u64 {
+        let changes = lock(&self.runs).get(run_id).map(|e| e.changes.clone());
+        match changes {
+            Some(c) => c.wait_past(seen, timeout),
+            None => {
+                std::thread::sleep(timeout.min(std::time::Duration::from_millis(250)));
+                seen
+            }
+        }
     }
 
     /// Asks a run of this server to stop; `None` when it is not one of them, `Some(false)`

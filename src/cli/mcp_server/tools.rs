@@ -373,6 +373,7 @@ fn wait(
         .unwrap_or(60.0);
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     let mut last_progress = None;
+    let mut seen = 0;
     loop {
         let located = match registry.locate(
             repo.as_deref(),
@@ -392,10 +393,17 @@ fn wait(
                 last_progress = Some(done);
             }
         }
-        if ended || Instant::now() >= deadline {
+        let now = Instant::now();
+        if ended || now >= deadline {
             return Ok(result(view, false));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        // Woken by the run's event stream (a task ended, the run ended); the bound keeps a
+        // late state write from being missed.
+        seen = registry.wait_change(
+            &located.run_id,
+            seen,
+            (deadline - now).min(Duration::from_secs(2)),
+        );
     }
 }
 
