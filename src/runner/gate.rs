@@ -210,7 +210,10 @@ fn run_inner(
             "the integration verify command fails once this task is merged (found by bisection)"
                 .to_string();
         r.status = TaskStatus::IntegrationFailed;
-        r.error = Some(format!("{detail}:\n{}", tail(text, ERROR_OUTPUT)));
+        r.error = Some(format!(
+            "{detail}:\n{}",
+            super::retry::tail(text, ERROR_OUTPUT)
+        ));
         r.verify.push(GateResult {
             gate: "integration".into(),
             passed: false,
@@ -399,18 +402,6 @@ impl Checker<'_> {
             let _ = b.delete();
         }
     }
-}
-
-fn tail(s: &str, max: usize) -> &str {
-    let s = s.trim_end();
-    if s.len() <= max {
-        return s;
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 #[cfg(test)]

@@ -47,7 +47,8 @@ pub(crate) fn feedback_round_failed(report: &TaskReport, e: &AgentError) -> Stop
     )
 }
 
-fn tail(s: &str, max: usize) -> &str {
+/// The last `max` bytes of `s` (at a character boundary), trailing white space dropped.
+pub(super) fn tail(s: &str, max: usize) -> &str {
     let s = s.trim_end();
     if s.len() <= max {
         return s;
