@@ -226,25 +226,11 @@ mod tests {
     use std::path::Path;
 
     fn commit_file(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)]) -> Oid {
-        let mut builder = match parent {
-            Some(p) => {
-                let tree = repo.find_commit(p).unwrap().tree().unwrap();
-                repo.treebuilder(Some(&tree)).unwrap()
-            }
-            None => repo.treebuilder(None).unwrap(),
-        };
-        for (name, content) in files {
-            let blob = repo.blob(content.as_bytes()).unwrap();
-            builder.insert(Path::new(name), blob, 0o100644).unwrap();
-        }
-        let tree = repo.find_tree(builder.write().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@t").unwrap();
-        let parents: Vec<_> = parent
-            .map(|p| repo.find_commit(p).unwrap())
-            .into_iter()
+        let changes: Vec<(&str, Option<(&str, git2::FileMode)>)> = files
+            .iter()
+            .map(|(p, c)| (*p, Some((*c, git2::FileMode::Blob))))
             .collect();
-        let refs: Vec<&git2::Commit> = parents.iter().collect();
-        repo.commit(None, &sig, &sig, "m", &tree, &refs).unwrap()
+        commit_paths(repo, parent, &changes)
     }
 
     #[test]

@@ -54,14 +54,7 @@ pub(super) async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pendin
                     Some(prior) => carried::carried_over(&shared, i, prior.clone()).await,
                     None => task::run(shared.clone(), i, deps, limiter, None).await,
                 };
-                if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
-                    let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-                    let removed =
-                        steps::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
-                    if let Err(e) = removed {
-                        shared.events.warn(Some(&report.id), &e);
-                    }
-                }
+                release_workspace(&shared, i, &report).await;
                 (i, report, pending, dep)
             });
             running.insert(handle.id(), (i, slot));
@@ -161,14 +154,7 @@ pub(super) async fn rerun_all(
             });
             let (report, pending, _) =
                 task::run(shared.clone(), i, Vec::new(), limiter, Some(rerun)).await;
-            if !integrate::keeps_workspace(shared.options.keep_worktrees, &report) {
-                let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-                let removed =
-                    steps::blocking(move || integrate::remove_workspace_files(&s, &id)).await;
-                if let Err(e) = removed {
-                    shared.events.warn(Some(&report.id), &e);
-                }
-            }
+            release_workspace(&shared, i, &report).await;
             let mut ended = report.clone();
             if let Some(c) = pending_commit(&pending) {
                 ended.commit = Some(c);
@@ -202,5 +188,17 @@ pub(super) fn pending_commit(p: &Pending) -> Option<String> {
     match p {
         Pending::Ready(oid) => Some(oid.to_string()),
         Pending::Done => None,
+    }
+}
+
+/// Removes a task's workspace once its pipeline ended (it frees the task's slot), unless it
+/// is kept (`--keep-worktrees`, or work that could not be committed).
+async fn release_workspace(shared: &Arc<Shared>, i: usize, report: &TaskReport) {
+    if integrate::keeps_workspace(shared.options.keep_worktrees, report) {
+        return;
+    }
+    let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
+    if let Err(e) = steps::blocking(move || integrate::remove_workspace_files(&s, &id)).await {
+        shared.events.warn(Some(&report.id), &e);
     }
 }

@@ -69,16 +69,7 @@ pub(crate) fn become_user(who: RunAs) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    for cap in 0..=last_cap() {
-        // SAFETY: as above; EINVAL for capabilities this kernel does not know is ignored.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "cannot drop capability {cap} from the bounding set: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
+    drop_bounding_set()?;
     setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;
     let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
     setresgid(gid, gid, gid).map_err(|e| format!("setresgid({}): {e}", who.gid))?;
@@ -105,16 +96,7 @@ pub(crate) fn drop_all_caps() -> Result<(), String> {
             0,
         );
     }
-    for cap in 0..=last_cap() {
-        // SAFETY: as above; EINVAL for capabilities this kernel does not know is ignored.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "cannot drop capability {cap} from the bounding set: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
+    drop_bounding_set()?;
     clear_inheritable()?;
     match own_caps() {
         Some(c) if c.all_empty() => Ok(()),
@@ -167,6 +149,23 @@ fn clear_inheritable() -> Result<(), String> {
             "cannot clear the inheritable capabilities: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    Ok(())
+}
+
+/// Empties the capability bounding set, so nothing exec'd later can gain a capability back.
+#[allow(unsafe_code)]
+fn drop_bounding_set() -> Result<(), String> {
+    for cap in 0..=last_cap() {
+        // SAFETY: prctl with integer arguments only; EINVAL for capabilities this kernel does
+        // not know is ignored.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!(
+                "cannot drop capability {cap} from the bounding set: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }
