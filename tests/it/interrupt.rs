@@ -136,15 +136,11 @@ fn kill_9_leaves_a_consistent_state_that_clean_removes() {
         "{}",
         stdout(&status)
     );
-    // The verified task's commit is on no other branch: clean keeps it unless forced.
+    // A verified task's commit on no other branch is kept unless forced (tests/it/housekeeping.rs
+    // covers that rule); here: the forced clean leaves nothing of the killed run.
     let clean = repo.fanout(&["clean", "--branches"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
-    assert!(
-        repo.branches().iter().any(|b| b.ends_with("/task/quick")),
-        "{:?}",
-        repo.branches()
-    );
     let clean = repo.fanout(&["clean", "--branches", "--force"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert_eq!(repo.branches(), vec!["main".to_string()]);
