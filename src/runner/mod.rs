@@ -13,6 +13,7 @@ pub mod events;
 mod gate;
 mod integrate;
 mod launch;
+mod memory_lower;
 mod pipelines;
 mod retry;
 mod schedule;
@@ -39,7 +40,7 @@ pub use stop::Stop;
 
 use crate::event::{EventKind, Output, Reporter};
 use pipelines::{conflict_feedback, rerun_all, run_all};
-pub use workspace::collect_kept;
+pub use workspace::{collect_kept, remove_memory_lowers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -129,6 +130,10 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     // Before anything is created: a read-only object store or a full disk would otherwise
     // show only after every agent ran.
     crate::preflight::check(&plan.repo.common_dir, plan.options.min_free_mb)?;
+    // libgit2 checks that every entry of a tree it writes exists in the object store: one
+    // object read per file of the repository for every task's tree (seconds per task with
+    // loose objects). fanout writes trees only from entries it hashed or read from git itself.
+    git2::opts::strict_object_creation(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -427,5 +432,8 @@ struct StopAllOnDrop(PathBuf);
 impl Drop for StopAllOnDrop {
     fn drop(&mut self) {
         crate::process::stop_under(&self.0, crate::agent::STOP_GRACE);
+        // Lowers in memory that no kept workspace needs (an interrupted run ends here with
+        // its lowers still in place) must not hold the machine's memory until `fanout clean`.
+        workspace::remove_unneeded_memory_lowers(&self.0);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository};
 
-use super::Shared;
+use super::{memory_lower, Shared};
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
 use crate::report::WorkspaceSummary;
@@ -33,6 +33,8 @@ struct Lower {
     name: String,
     path: PathBuf,
     index: PathBuf,
+    /// The `.lower/<commit>` link when the checkout is in memory (see `memory_lower`).
+    link: Option<PathBuf>,
 }
 
 /// Where a task's overlay layers are (besides the shared lower).
@@ -128,24 +130,61 @@ impl Workspaces {
             return Ok(l.clone());
         }
         let name = format!("fanout-{}-lower-{start}", shared.run_id);
-        let path = worktrees_dir(&shared.run_dir)
+        let at = worktrees_dir(&shared.run_dir)
             .join(".lower")
             .join(start.to_string());
         // Left by an earlier attempt of this run (`fanout resume`): checked out again.
-        worktree::remove(&shared.common_dir, &name, &path).map_err(|e| crate::error_chain(&e))?;
-        let index = upper::create_lower(repo, &name, start, &path).map_err(|e| {
-            format!(
-                "cannot check out the lower layer: {}",
-                crate::error_chain(&e)
-            )
-        })?;
+        let old = std::fs::read_link(&at).ok();
+        worktree::remove(&shared.common_dir, &name, old.as_deref().unwrap_or(&at))
+            .map_err(|e| crate::error_chain(&e))?;
+        if let Some(old) = &old {
+            memory_lower::remove_memory_parent(old);
+            let _ = std::fs::remove_file(&at);
+        }
+        let checkout = |path: &Path| {
+            upper::create_lower(repo, &name, start, path).map_err(|e| {
+                format!(
+                    "cannot check out the lower layer: {}",
+                    crate::error_chain(&e)
+                )
+            })
+        };
+        let in_memory =
+            memory_lower::memory_folder(repo, shared.run_id.as_str(), start).and_then(|mem| {
+                let linked = at
+                    .parent()
+                    .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+                    && std::os::unix::fs::symlink(&mem, &at).is_ok();
+                match linked.then(|| checkout(&mem)) {
+                    Some(Ok(index)) => Some((mem, index)),
+                    // Out of room after all (or no link): the disk it is.
+                    _ => {
+                        let _ = worktree::remove(&shared.common_dir, &name, &mem);
+                        memory_lower::remove_memory_parent(&mem);
+                        let _ = std::fs::remove_file(&at);
+                        None
+                    }
+                }
+            });
+        let (path, index, link) = match in_memory {
+            Some((mem, index)) => (mem, index, Some(at)),
+            None => {
+                let index = checkout(&at)?;
+                (at, index, None)
+            }
+        };
         if let Some(who) = shared.options.sandbox.run_as {
             // The view's permissions are the lower files' own: the agent uid must own them to
             // change them through the overlay (Landlock keeps the lower itself read-only).
             crate::sandbox::user::hand_over(&path, who)
                 .map_err(|e| format!("cannot give {} to the agent uid: {e}", path.display()))?;
         }
-        let lower = Lower { name, path, index };
+        let lower = Lower {
+            name,
+            path,
+            index,
+            link,
+        };
         *slot = Some(lower.clone());
         Ok(lower)
     }
@@ -207,10 +246,28 @@ impl Workspaces {
             if let Err(e) = worktree::remove(&shared.common_dir, &l.name, &l.path) {
                 shared.events.warn(None, &crate::error_chain(&e));
             }
+            if let Some(link) = &l.link {
+                memory_lower::remove_memory_parent(&l.path);
+                let _ = std::fs::remove_file(link);
+            }
         }
         let wt = worktrees_dir(&shared.run_dir);
         let _ = std::fs::remove_dir(wt.join(".lower"));
         let _ = std::fs::remove_dir(wt.join(".layers"));
+    }
+}
+
+/// Removes the lowers a run left in memory (`fanout clean`; a run that was killed).
+pub fn remove_memory_lowers(run_dir: &Path) {
+    memory_lower::remove_linked(&worktrees_dir(run_dir).join(".lower"));
+}
+
+/// [`remove_memory_lowers`] when no task's layers are left (none kept for `fanout collect`).
+pub(crate) fn remove_unneeded_memory_lowers(run_dir: &Path) {
+    let layers = worktrees_dir(run_dir).join(".layers");
+    let empty = std::fs::read_dir(&layers).map_or(true, |mut d| d.next().is_none());
+    if empty {
+        remove_memory_lowers(run_dir);
     }
 }
 
@@ -268,6 +325,8 @@ pub fn collect_kept(
     let lower = worktrees_dir(run_dir)
         .join(".lower")
         .join(parent.to_string());
+    // A lower kept in memory is behind a link.
+    let lower = std::fs::read_link(&lower).unwrap_or(lower);
     let common = match Repository::open(repo_path) {
         Ok(r) => r.commondir().to_path_buf(),
         Err(e) => return Some(Err(format!("cannot open the repository: {e}"))),
