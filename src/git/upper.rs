@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use git2::{Index, IndexEntry, Oid, Repository};
+use git2::{IndexEntry, Oid, Repository};
 use nix::fcntl::OFlag;
 
 use super::collect::CollectOptions;
@@ -69,29 +69,85 @@ fn bytes_path(p: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(p))
 }
 
-/// Whether the index has an entry at or beneath `dir`.
-fn has_beneath(index: &Index, dir: &[u8]) -> bool {
-    let mut prefix = dir.to_vec();
-    prefix.push(b'/');
-    index.find_prefix(bytes_path(&prefix)).is_ok()
+/// The start commit's entries, looked up in its tree: O(depth) per lookup, never O(files).
+struct Start<'r> {
+    tree: git2::Tree<'r>,
+    repo: &'r Repository,
 }
 
-/// Index entries beneath `dir`.
-fn entries_beneath(index: &Index, dir: &[u8]) -> Vec<IndexEntry> {
-    let mut prefix = dir.to_vec();
-    prefix.push(b'/');
-    let Ok(mut i) = index.find_prefix(bytes_path(&prefix)) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    while let Some(e) = index.get(i) {
-        if !e.path.starts_with(&prefix) {
-            break;
-        }
-        out.push(e);
-        i += 1;
+impl<'r> Start<'r> {
+    fn entry(&self, p: &[u8]) -> Option<git2::TreeEntry<'static>> {
+        self.tree.get_path(bytes_path(p)).ok()
     }
-    out
+
+    /// The tracked file, link or gitlink at `p` as an index entry (no stat data).
+    fn get(&self, p: &[u8]) -> Option<IndexEntry> {
+        let e = self.entry(p)?;
+        let mode = e.filemode() as u32;
+        (e.kind() != Some(git2::ObjectType::Tree)).then(|| IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            file_size: 0,
+            id: e.id(),
+            flags: 0,
+            flags_extended: 0,
+            path: p.to_vec(),
+        })
+    }
+
+    /// Whether the start commit has a folder (so entries beneath) at `p`.
+    fn has_beneath(&self, p: &[u8]) -> bool {
+        self.entry(p)
+            .is_some_and(|e| e.kind() == Some(git2::ObjectType::Tree))
+    }
+
+    fn gitlink_at(&self, p: &[u8]) -> bool {
+        self.entry(p)
+            .is_some_and(|e| e.filemode() as u32 == MODE_GITLINK)
+    }
+
+    /// A gitlink at or beneath `p` (walks only that folder).
+    fn gitlink_within(&self, p: &[u8]) -> bool {
+        if self.gitlink_at(p) {
+            return true;
+        }
+        let Some(sub) = self
+            .entry(p)
+            .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+            .and_then(|e| self.repo.find_tree(e.id()).ok())
+        else {
+            return false;
+        };
+        let mut found = false;
+        let _ = sub.walk(git2::TreeWalkMode::PreOrder, |_, e| {
+            if e.filemode() as u32 == MODE_GITLINK {
+                found = true;
+                return git2::TreeWalkResult::Abort;
+            }
+            git2::TreeWalkResult::Ok
+        });
+        found
+    }
+
+    /// Every `.gitignore`/`.gitattributes` of the start commit (a walk of the whole tree: only
+    /// when the task changed rule files).
+    fn rule_files(&self) -> Vec<(Vec<u8>, Oid)> {
+        let mut out = Vec::new();
+        let _ = self.tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+            let mut path = dir.as_bytes().to_vec();
+            path.extend_from_slice(e.name_bytes());
+            if e.kind() == Some(git2::ObjectType::Blob) && is_rule_file(&path) {
+                out.push((path, e.id()));
+            }
+            git2::TreeWalkResult::Ok
+        });
+        out
+    }
 }
 
 /// Whether folder `rel` of the upper folder is marked opaque.
@@ -116,30 +172,126 @@ fn is_opaque(root: &std::os::fd::OwnedFd, rel: &[u8], prefix: &str) -> bool {
     n == 1 && buf[0] == b'y'
 }
 
-/// Builds the tree of the merged view (start commit + upper folder) and leaves the task's
-/// index at it. `task_repo` is the task's repository (opened from its admin folder); its index
-/// is first reset to the lower checkout's.
+/// What a collection decided: paths whose start-commit content is gone, and the entries to
+/// record.
+struct Changes {
+    removed: BTreeSet<Vec<u8>>,
+    added: Vec<IndexEntry>,
+}
+
+/// Builds the tree of the merged view (start commit `start` + upper folder): the start tree
+/// edited at the changed paths only. With `write_index`, the task's index (first reset to the
+/// lower checkout's) is also left at that tree, so `git status` inside the view is clean for
+/// the agent's next turn — O(files), done only before such a turn. `task_repo` is the task's
+/// repository (opened from its admin folder).
 pub fn upper_tree(
     task_repo: &Repository,
     layers: &UpperLayers<'_>,
+    start: Oid,
     opts: &CollectOptions,
+    write_index: bool,
 ) -> Result<Oid, GitError> {
-    // The task's index starts as the lower checkout's every time: the upper folder is always
-    // relative to the start commit, whatever an earlier attempt's collection recorded.
-    let task_index = task_repo.path().join("index");
-    std::fs::copy(layers.lower_index, &task_index)
-        .ctx(|| format!("cannot reset the task index {}", task_index.display()))?;
+    let start_tree = task_repo
+        .find_commit(start)
+        .and_then(|c| c.tree())
+        .ctx(|| format!("cannot read the tree of the start commit {start}"))?;
+    let view = Start {
+        tree: start_tree,
+        repo: task_repo,
+    };
     task_repo
         .set_workdir(layers.lower, false)
         .ctx(|| "cannot point the task repository at the lower checkout".into())?;
+    let changes = find_changes(task_repo, layers, &view, opts)?;
+    if !write_index {
+        if let Some(tree) = edit_tree(task_repo, &view.tree, &changes) {
+            return Ok(tree);
+        }
+    }
+    // Through the index: the start tree's entries (the lower's index, with its stat data)
+    // with the changes applied; also what a file↔folder change the tree edit declined needs.
+    let task_index = task_repo.path().join("index");
+    std::fs::copy(layers.lower_index, &task_index)
+        .ctx(|| format!("cannot reset the task index {}", task_index.display()))?;
     let mut index = task_repo
         .index()
         .ctx(|| "cannot open the task index".into())?;
     index
         .read(true)
         .ctx(|| "cannot read the task index".into())?;
+    for p in &changes.removed {
+        let path = bytes_path(p);
+        let _ = index.remove_path(path);
+        let _ = index.remove_dir(path, 0);
+    }
+    for e in &changes.added {
+        // A file where the start commit had a folder's parent as a file.
+        for a in ancestors(&e.path) {
+            if index.get_path(bytes_path(a), 0).is_some() {
+                let _ = index.remove_path(bytes_path(a));
+            }
+        }
+        index
+            .add(e)
+            .ctx(|| format!("cannot record {}", show(&e.path)))?;
+    }
+    let tree = index
+        .write_tree_to(task_repo)
+        .ctx(|| "cannot write the workspace's tree".into())?;
+    if write_index {
+        index.write().ctx(|| "cannot write the task index".into())?;
+    }
+    Ok(tree)
+}
 
-    let mut scanned = scan_upper(task_repo, &index, layers, opts)?;
+/// The start tree with `changes` applied as edits of just those paths; `None` when the edit
+/// cannot be expressed simply (a path both removed and re-made beneath, a file becoming a
+/// folder's parent): the caller goes through the index instead.
+fn edit_tree(repo: &Repository, start: &git2::Tree<'_>, changes: &Changes) -> Option<Oid> {
+    let under =
+        |dir: &[u8], p: &[u8]| p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/';
+    let added: BTreeSet<&[u8]> = changes.added.iter().map(|e| &e.path[..]).collect();
+    for r in &changes.removed {
+        if added.iter().any(|a| under(r, a) || under(a, r)) {
+            return None;
+        }
+    }
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for r in &changes.removed {
+        let covered = changes.removed.iter().any(|o| under(o, r));
+        if covered || added.contains(&r[..]) || start.get_path(bytes_path(r)).is_err() {
+            continue;
+        }
+        update.remove(bytes_path(r));
+    }
+    for e in &changes.added {
+        let file_parent = ancestors(&e.path).any(|a| {
+            start
+                .get_path(bytes_path(a))
+                .is_ok_and(|t| t.kind() != Some(git2::ObjectType::Tree))
+        });
+        if file_parent {
+            return None;
+        }
+        let mode = match e.mode {
+            0o100755 => git2::FileMode::BlobExecutable,
+            0o120000 => git2::FileMode::Link,
+            MODE_GITLINK => git2::FileMode::Commit,
+            _ => git2::FileMode::Blob,
+        };
+        update.upsert(bytes_path(&e.path), e.id, mode);
+    }
+    update.create_updated(repo, start).ok()
+}
+
+/// Reads the upper folder and decides, path by path, what changed against the start commit.
+fn find_changes(
+    task_repo: &Repository,
+    layers: &UpperLayers<'_>,
+    view: &Start<'_>,
+    opts: &CollectOptions,
+) -> Result<Changes, GitError> {
+    let mut scanned = scan_upper(task_repo, view, layers, opts)?;
     let root_fd = scan::open_root(layers.upper)?;
     let opaque: Vec<Vec<u8>> = scanned
         .dirs
@@ -154,7 +306,7 @@ pub fn upper_tree(
     let rules_repo;
     let mut repo = task_repo;
     if rules_changed {
-        write_rule_view(task_repo, &index, layers, &scanned, &opaque)?;
+        write_rule_view(task_repo, view, layers, &scanned, &opaque)?;
         rules_repo = Repository::open_ext(
             task_repo.path(),
             git2::RepositoryOpenFlags::NO_SEARCH,
@@ -165,7 +317,7 @@ pub fn upper_tree(
             .set_workdir(layers.rules_dir, false)
             .ctx(|| "cannot point the task repository at the rule files".into())?;
         repo = &rules_repo;
-        scanned = scan_upper(repo, &index, layers, opts)?;
+        scanned = scan_upper(repo, view, layers, opts)?;
     }
 
     let empty = Default::default();
@@ -181,17 +333,7 @@ pub fn upper_tree(
     for (path, why) in &scanned.unreadable {
         problems.push(format!("{}: cannot be read ({why})", show(path)));
     }
-    let gitlink_at = |p: &[u8]| {
-        index
-            .get_path(bytes_path(p), 0)
-            .is_some_and(|e| e.mode == MODE_GITLINK)
-    };
-    let gitlink_within = |p: &[u8]| {
-        gitlink_at(p)
-            || entries_beneath(&index, p)
-                .iter()
-                .any(|e| e.mode == MODE_GITLINK)
-    };
+    let gitlink_at = |p: &[u8]| view.gitlink_at(p);
     for nested in &scanned.nested_repos {
         if ancestors(nested).any(gitlink_at) || gitlink_at(nested) {
             problems.push(format!(
@@ -209,7 +351,7 @@ pub fn upper_tree(
     // another type covers (a file over a folder, a folder over a file).
     let mut removed: BTreeSet<Vec<u8>> = BTreeSet::new();
     for d in &opaque {
-        if gitlink_within(d) {
+        if view.gitlink_within(d) {
             problems.push(format!(
                 "{}: the task removed or replaced the submodule folder; fanout does not change submodules",
                 show(d)
@@ -218,7 +360,7 @@ pub fn upper_tree(
         removed.insert(d.clone());
     }
     for d in &scanned.dirs {
-        if index.get_path(bytes_path(d), 0).is_some() && !gitlink_at(d) {
+        if view.get(d).is_some() && !gitlink_at(d) {
             removed.insert(d.clone());
         }
     }
@@ -230,7 +372,7 @@ pub fn upper_tree(
     let mut change_bytes = 0u64;
     for found in &scanned.entries {
         if is_whiteout(&found.kind, &found.stat) {
-            if gitlink_within(&found.path) {
+            if view.gitlink_within(&found.path) {
                 problems.push(format!(
                     "{}: the task removed or replaced the submodule folder; fanout does not change submodules",
                     show(&found.path)
@@ -257,7 +399,7 @@ pub fn upper_tree(
             ));
             continue;
         }
-        let tracked = index.get_path(bytes_path(&found.path), 0);
+        let tracked = view.get(&found.path);
         match ws.entry_for(
             &root_fd,
             found,
@@ -266,7 +408,7 @@ pub fn upper_tree(
             &mut change_bytes,
         ) {
             Decision::Entry(e) => {
-                if has_beneath(&index, &found.path) {
+                if view.has_beneath(&found.path) {
                     removed.insert(found.path.clone());
                 }
                 added.push(e);
@@ -282,32 +424,12 @@ pub fn upper_tree(
     if !problems.is_empty() {
         return Err(GitError::Refused(problems));
     }
-    for p in &removed {
-        let path = bytes_path(p);
-        let _ = index.remove_path(path);
-        let _ = index.remove_dir(path, 0);
-    }
-    for e in &added {
-        // A file where the start commit had a folder's parent as a file.
-        for a in ancestors(&e.path) {
-            if index.get_path(bytes_path(a), 0).is_some() {
-                let _ = index.remove_path(bytes_path(a));
-            }
-        }
-        index
-            .add(e)
-            .ctx(|| format!("cannot record {}", show(&e.path)))?;
-    }
-    let tree = index
-        .write_tree_to(task_repo)
-        .ctx(|| "cannot write the workspace's tree".into())?;
-    index.write().ctx(|| "cannot write the task index".into())?;
-    Ok(tree)
+    Ok(Changes { removed, added })
 }
 
 fn scan_upper(
     task_repo: &Repository,
-    index: &Index,
+    view: &Start<'_>,
     layers: &UpperLayers<'_>,
     opts: &CollectOptions,
 ) -> Result<Scan, GitError> {
@@ -321,7 +443,7 @@ fn scan_upper(
         opts,
     };
     // Ignored folders that hold no tracked file are not walked (build output, caches).
-    let mut descend = |dir: &[u8]| has_beneath(index, dir) || !ws.ignored(dir, true);
+    let mut descend = |dir: &[u8]| view.has_beneath(dir) || !ws.ignored(dir, true);
     Ok(scan::scan(layers.upper, &mut descend)?)
 }
 
@@ -329,7 +451,7 @@ fn scan_upper(
 /// the start commit's, minus what the upper folder deleted or hid, plus the upper folder's.
 fn write_rule_view(
     task_repo: &Repository,
-    index: &Index,
+    view: &Start<'_>,
     layers: &UpperLayers<'_>,
     scanned: &Scan,
     opaque: &[Vec<u8>],
@@ -353,10 +475,10 @@ fn write_rule_view(
         }
         std::fs::write(&target, content).ctx(|| format!("cannot write {}", target.display()))
     };
-    for e in index.iter() {
-        if is_rule_file(&e.path) && e.mode != MODE_GITLINK && !hidden(&e.path) {
-            if let Ok(blob) = task_repo.find_blob(e.id) {
-                write(&e.path, blob.content())?;
+    for (path, id) in view.rule_files() {
+        if !hidden(&path) {
+            if let Ok(blob) = task_repo.find_blob(id) {
+                write(&path, blob.content())?;
             }
         }
     }

@@ -110,10 +110,6 @@ pub(crate) fn integrate(
     pendings: &[Pending],
     interrupted: bool,
 ) -> Result<Integration, RunError> {
-    // libgit2 caches every small object it reads (up to 256 MB): each task's commit and trees,
-    // read once here, would stay in memory. The task pipelines have ended (this process-wide
-    // switch affects no one else now).
-    git2::opts::enable_caching(false);
     let mut integration = Integration {
         head: shared.base,
         merged: Vec::new(),
@@ -141,7 +137,29 @@ pub(crate) fn apply_ready(
     integration: &mut Integration,
 ) -> Result<(), RunError> {
     let repo = open_repo(shared)?;
-    let mut integ = Integrator::new(&repo, integration.head);
+    crate::git::merge::in_one_pack(&repo, || {
+        apply_each(
+            shared,
+            reports,
+            pendings,
+            interrupted,
+            order,
+            integration,
+            &repo,
+        )
+    })
+}
+
+fn apply_each(
+    shared: &Shared,
+    reports: &mut [TaskReport],
+    pendings: &[Pending],
+    interrupted: bool,
+    order: &[usize],
+    integration: &mut Integration,
+    repo: &Repository,
+) -> Result<(), RunError> {
+    let mut integ = Integrator::new(repo, integration.head);
     let mut merged: BTreeSet<TaskId> = shared
         .tasks
         .iter()

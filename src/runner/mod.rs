@@ -134,6 +134,21 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     // object read per file of the repository for every task's tree (seconds per task with
     // loose objects). fanout writes trees only from entries it hashed or read from git itself.
     git2::opts::strict_object_creation(false);
+    // Every object read is otherwise hashed again (SHA-1 with collision detection): most of
+    // the integration's time. Git itself checks objects when they arrive, not on every read;
+    // agents cannot write the object store.
+    git2::opts::strict_hash_verification(false);
+    // libgit2 caches the objects it reads, by default up to 256 MB: a run of 10 000 tasks
+    // would keep every commit and tree it integrated. A small cache keeps the integration's
+    // trees without growing with the run.
+    #[allow(unsafe_code)]
+    // SAFETY: process-wide libgit2 settings, made before any git2 object of the run exists.
+    unsafe {
+        libgit2_sys::git_libgit2_opts(
+            libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as std::ffi::c_int,
+            (16isize << 20) as libc::ssize_t,
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -118,12 +118,7 @@ pub(super) async fn collect_blocking(
     let message = commit_message(task, shared.run_id.as_str());
     let author = task.author.clone();
     let overlay = paths.overlay.clone();
-    let opts = collect::CollectOptions {
-        // Confined agents cannot write the worktree's index (it lives in the main .git).
-        trust_index: shared.options.sandbox.enabled,
-        limits: task.limits,
-        allow_unfiltered: shared.options.allow_unfiltered,
-    };
+    let opts = collect_options(shared, task);
     blocking(move || {
         if let Some(layers) = &overlay {
             let author = author.as_ref().map(|(n, e)| (n.as_str(), e.as_str()));
@@ -146,6 +141,34 @@ pub(super) async fn collect_blocking(
             .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
     })
     .await
+}
+
+/// An overlay task's index brought to its view before another turn (see
+/// `workspace::refresh_overlay_index`); a failure only costs the agent a clean `git status`.
+pub(super) async fn refresh_index(
+    shared: &Arc<Shared>,
+    paths: &Paths,
+    start: git2::Oid,
+    task: &PlannedTask,
+) {
+    let Some(layers) = paths.overlay.clone() else {
+        return;
+    };
+    let (repo_path, name) = (shared.repo_path.clone(), paths.wt_name.clone());
+    let opts = collect_options(shared, task);
+    let _ = blocking(move || {
+        super::workspace::refresh_overlay_index(&repo_path, &name, &layers, start, &opts)
+    })
+    .await;
+}
+
+fn collect_options(shared: &Shared, task: &PlannedTask) -> collect::CollectOptions {
+    collect::CollectOptions {
+        // Confined agents cannot write the worktree's index (it lives in the main .git).
+        trust_index: shared.options.sandbox.enabled,
+        limits: task.limits,
+        allow_unfiltered: shared.options.allow_unfiltered,
+    }
 }
 
 /// `<id>: <first prompt line>`, then the trailers `fanout collect` and people look for.

@@ -355,6 +355,11 @@ async fn pipeline(
     let mut collect_failed = false;
     let result = loop {
         attempt += 1;
+        if attempt > 1 {
+            // Collections leave an overlay task's index alone; the agent's next turn should
+            // see `git status` clean but for what it changes next.
+            super::steps::refresh_index(shared, &paths, start, task).await;
+        }
         let turn_deadline = deadline.min(
             tokio::time::Instant::now() + Duration::from_secs_f64(task.profile.tool_timeout_sec),
         );

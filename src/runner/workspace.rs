@@ -291,6 +291,19 @@ pub(crate) fn collect_overlay(
     let repo =
         Repository::open(repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
     let task_repo = worktree::open_task_repo(&repo, wt_name).map_err(|e| crate::error_chain(&e))?;
+    let tree = overlay_tree(&task_repo, layers, start, opts, false)?;
+    crate::git::collect::commit_tree(&task_repo, start, branch, message, tree, author)
+        .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
+}
+
+/// The merged view's tree; with `write_index` the task's index is left at it too.
+fn overlay_tree(
+    task_repo: &Repository,
+    layers: &Layers,
+    start: Oid,
+    opts: &crate::git::collect::CollectOptions,
+    write_index: bool,
+) -> Result<Oid, String> {
     let view = upper::UpperLayers {
         lower: &layers.spec.lower,
         upper: &layers.spec.upper,
@@ -298,10 +311,24 @@ pub(crate) fn collect_overlay(
         rules_dir: &layers.rules,
         lower_index: &layers.lower_index,
     };
-    let tree = upper::upper_tree(&task_repo, &view, opts)
-        .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))?;
-    crate::git::collect::commit_tree(&task_repo, start, branch, message, tree, author)
+    upper::upper_tree(task_repo, &view, start, opts, write_index)
         .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
+}
+
+/// Before an overlay task's next turn: its index at the view's tree, so `git status` and
+/// `git diff` inside show only what changed since the last commit. (A collection leaves the
+/// index alone: O(files) work that a task with one turn never needs.)
+pub(crate) fn refresh_overlay_index(
+    repo_path: &Path,
+    wt_name: &str,
+    layers: &Layers,
+    start: Oid,
+    opts: &crate::git::collect::CollectOptions,
+) -> Result<(), String> {
+    let repo =
+        Repository::open(repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
+    let task_repo = worktree::open_task_repo(&repo, wt_name).map_err(|e| crate::error_chain(&e))?;
+    overlay_tree(&task_repo, layers, start, opts, true).map(|_| ())
 }
 
 /// `fanout collect` of an overlay task kept because its collection failed: `None` when the
