@@ -447,8 +447,8 @@ struct StopAllOnDrop(PathBuf);
 impl Drop for StopAllOnDrop {
     fn drop(&mut self) {
         crate::process::stop_under(&self.0, crate::agent::STOP_GRACE);
-        // Lowers in memory that no kept workspace needs (an interrupted run ends here with
-        // its lowers still in place) must not hold the machine's memory until `fanout clean`.
-        workspace::remove_unneeded_memory_lowers(&self.0);
+        // Lowers in memory (an interrupted run ends here with its lowers in place) must not
+        // hold the machine's memory until `fanout clean`; no kept workspace needs them.
+        workspace::remove_memory_lowers(&self.0);
     }
 }

@@ -233,13 +233,12 @@ impl Workspaces {
     /// Removes every lower checkout and its registration (end of run), unless a kept
     /// workspace may still need it.
     pub fn remove_lowers(&self, shared: &Shared, keep: bool) {
-        if keep {
-            return;
-        }
         let lowers: Vec<Lower> = {
             let map = self.lowers.lock().unwrap_or_else(|e| e.into_inner());
             map.values()
                 .filter_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                // A lower in memory never stays: `fanout collect` checks one out again.
+                .filter(|l| !keep || l.link.is_some())
                 .collect()
         };
         for l in lowers {
@@ -260,15 +259,6 @@ impl Workspaces {
 /// Removes the lowers a run left in memory (`fanout clean`; a run that was killed).
 pub fn remove_memory_lowers(run_dir: &Path) {
     memory_lower::remove_linked(&worktrees_dir(run_dir).join(".lower"));
-}
-
-/// [`remove_memory_lowers`] when no task's layers are left (none kept for `fanout collect`).
-pub(crate) fn remove_unneeded_memory_lowers(run_dir: &Path) {
-    let layers = worktrees_dir(run_dir).join(".layers");
-    let empty = std::fs::read_dir(&layers).map_or(true, |mut d| d.next().is_none());
-    if empty {
-        remove_memory_lowers(run_dir);
-    }
 }
 
 /// Removes a task's overlay layers (nothing when it had none).
@@ -349,28 +339,37 @@ pub fn collect_kept(
     if !dir.join("upper").is_dir() {
         return None;
     }
-    let lower = worktrees_dir(run_dir)
-        .join(".lower")
-        .join(parent.to_string());
-    // A lower kept in memory is behind a link.
-    let lower = std::fs::read_link(&lower).unwrap_or(lower);
-    let common = match Repository::open(repo_path) {
-        Ok(r) => r.commondir().to_path_buf(),
+    let repo = match Repository::open(repo_path) {
+        Ok(r) => r,
         Err(e) => return Some(Err(format!("cannot open the repository: {e}"))),
     };
-    let lower_index = common
-        .join("worktrees")
-        .join(format!("fanout-{run_id}-lower-{parent}"))
-        .join("index");
-    if !lower.is_dir() || !lower_index.is_file() {
-        return Some(Err(format!(
-            "the lower checkout of {parent} that the task's upper folder {} needs is gone",
-            dir.join("upper").display()
-        )));
+    let at = worktrees_dir(run_dir)
+        .join(".lower")
+        .join(parent.to_string());
+    let name = format!("fanout-{run_id}-lower-{parent}");
+    let lower_index = repo.commondir().join("worktrees").join(&name).join("index");
+    // Kept on disk by the run, or gone (a lower in memory is removed at the end of every run;
+    // a reboot clears memory): then checked out again, on disk, just for this collection.
+    let made = !(at.is_dir() && !at.is_symlink() && lower_index.is_file());
+    if made {
+        let _ = std::fs::remove_file(&at);
+        if let Err(e) = worktree::remove(repo.commondir(), &name, &at)
+            .map_err(|e| crate::error_chain(&e))
+            .and_then(|()| {
+                upper::create_lower(&repo, &name, parent, &at)
+                    .map(|_| ())
+                    .map_err(|e| crate::error_chain(&e))
+            })
+        {
+            return Some(Err(format!(
+                "cannot check out the lower layer {parent} again for the task's upper folder {}: {e}",
+                dir.join("upper").display()
+            )));
+        }
     }
     let layers = Layers {
         spec: OverlaySpec {
-            lower,
+            lower: at.clone(),
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: worktrees_dir(run_dir).join(task),
@@ -378,14 +377,18 @@ pub fn collect_kept(
         rules: dir.join("rules"),
         lower_index,
     };
-    let name = worktree::worktree_name(run_id, task);
-    Some(collect_overlay(
+    let name_task = worktree::worktree_name(run_id, task);
+    let collected = collect_overlay(
         repo_path,
-        &name,
+        &name_task,
         &layers,
         parent,
         branch,
         (message, None),
         opts,
-    ))
+    );
+    if made {
+        let _ = worktree::remove(repo.commondir(), &name, &at);
+    }
+    Some(collected)
 }

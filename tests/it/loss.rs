@@ -236,6 +236,8 @@ fn collect_failures(runner: Runner) {
     repo.assert_left_as_except_worktrees(&before);
     // The user removes the nested repository's .git, then has fanout commit the workspace.
     let run = run_id(&report);
+    // A lower checkout in memory never outlives the run; `fanout collect` makes it again.
+    assert_eq!(memory_lowers_of(&run), Vec::<String>::new());
     let ws = task(&report, "nested-repo")["workspace"]
         .as_str()
         .expect("kept")

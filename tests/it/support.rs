@@ -145,6 +145,27 @@ macro_rules! every_way {
 thread_local! {
     /// The `--workspace` every `fanout run` of this test thread gets (see [`in_workspace`]).
     static WORKSPACE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+    /// Overlay lowers kept on disk for every fanout of this test thread (see [`lowers_on_disk`]).
+    static LOWERS_ON_DISK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with overlay lowers on disk (`FANOUT_LOWER_IN_MEMORY=0`) instead of in memory.
+pub fn lowers_on_disk<T>(f: impl FnOnce() -> T) -> T {
+    LOWERS_ON_DISK.with(|w| w.set(true));
+    let out = f();
+    LOWERS_ON_DISK.with(|w| w.set(false));
+    out
+}
+
+/// Lowers of run `run_id` left in the memory filesystem (there should be none after a run).
+pub fn memory_lowers_of(run_id: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("fanout-lower-{run_id}-")))
+        .collect()
 }
 
 /// Runs `f` with `--workspace mode` added to every `fanout run` it makes on this thread.
@@ -232,6 +253,9 @@ impl TestRepo {
         };
         cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_SYSTEM", "/dev/null");
+        if LOWERS_ON_DISK.with(|w| w.get()) {
+            cmd.env("FANOUT_LOWER_IN_MEMORY", "0");
+        }
         cmd
     }
 

@@ -67,12 +67,15 @@ fn run_actions(runner: Runner, mode: &'static str) -> (TestRepo, Value) {
         !mounts.iter().any(|m| m.contains(run_id)),
         "mounts left: {mounts:?}"
     );
+    assert_eq!(memory_lowers_of(run_id), Vec::<String>::new());
     (repo, report)
 }
 
 fn same_tree_both_ways(runner: Runner) {
     let (a, ra) = run_actions(runner, "overlay");
     let (b, rb) = run_actions(runner, "worktree");
+    // The lower checkout in memory (where there is room, as here) or on disk: the same tree.
+    let (c, rc) = lowers_on_disk(|| run_actions(runner, "overlay"));
     let tree = |repo: &TestRepo, report: &Value| {
         let branch = task(report, "all")["branch"]
             .as_str()
@@ -94,6 +97,7 @@ fn same_tree_both_ways(runner: Runner) {
         ls(&a, &ra),
         ls(&b, &rb)
     );
+    assert_eq!(tree(&c, &rc), tree(&b, &rb), "overlay, lower on disk");
     let files = a.tree_files(task(&ra, "all")["branch"].as_str().expect("branch"));
     assert_eq!(files["keep.log"], b"kept\n");
     assert!(!files.contains_key("debug.log") && !files.contains_key("build/out.txt"));
