@@ -45,22 +45,14 @@ pub struct RunOptions {
     pub on_conflict: Option<taskfile::OnConflict>,
     /// `--squash`: the integration is one commit listing the tasks.
     pub squash: bool,
-    /// `--workspace`: how task workspaces are made.
+    /// How task workspaces are made: `--workspace`, else the task file's
+    /// `defaults.workspace`, else auto (resolved when the plan is built).
     pub workspace: WorkspaceChoice,
+    /// Whether `--workspace` was given (it overrides `defaults.workspace`).
+    pub workspace_given: bool,
 }
 
-/// How task workspaces are made (`--workspace`; see docs/workspaces.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkspaceChoice {
-    /// Overlay when a probe at the run's start shows it works, else worktree.
-    #[default]
-    Auto,
-    /// A shared read-only checkout per start commit under a per-task upper folder.
-    Overlay,
-    /// A full git worktree per task.
-    Worktree,
-}
+pub use crate::taskfile::WorkspaceChoice;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SandboxOptions {
@@ -239,7 +231,7 @@ impl Plan {
     pub fn from_parts(
         file: TaskFile,
         repo: UserRepo,
-        options: RunOptions,
+        mut options: RunOptions,
     ) -> Result<Plan, PlanError> {
         let base_rev = options
             .base
@@ -360,6 +352,11 @@ impl Plan {
             .on_conflict
             .or(file.defaults.on_conflict)
             .unwrap_or_default();
+        if !options.workspace_given {
+            if let Some(w) = file.defaults.workspace {
+                options.workspace = w;
+            }
+        }
         Ok(Plan {
             integrate,
             on_conflict,

@@ -145,6 +145,8 @@ pub fn plan_resume(
         on_conflict: saved.on_conflict,
         squash: saved.squash,
         workspace: saved.workspace,
+        // The run's own choice, whatever the task file says now.
+        workspace_given: true,
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

@@ -102,6 +102,32 @@ impl VerifyCommand {
     }
 }
 
+/// How task workspaces are made (`--workspace`, `defaults.workspace`; see docs/workspaces.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceChoice {
+    /// Overlay when a probe at the run's start shows it works, else worktree.
+    #[default]
+    Auto,
+    /// A shared read-only checkout per start commit under a per-task upper folder.
+    Overlay,
+    /// A full git worktree per task.
+    Worktree,
+}
+
+impl WorkspaceChoice {
+    pub const NAMES: [&'static str; 3] = ["auto", "overlay", "worktree"];
+
+    pub fn parse(s: &str) -> Option<WorkspaceChoice> {
+        match s {
+            "auto" => Some(WorkspaceChoice::Auto),
+            "overlay" => Some(WorkspaceChoice::Overlay),
+            "worktree" => Some(WorkspaceChoice::Worktree),
+            _ => None,
+        }
+    }
+}
+
 /// What a task does when it conflicts with what was merged before it (`--on-conflict`,
 /// `defaults.on_conflict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -223,6 +249,8 @@ pub struct Defaults {
     /// Ask Claude Code for a root-cause diagnosis before each feedback turn.
     pub diagnose: Option<bool>,
     pub on_conflict: Option<OnConflict>,
+    /// How task workspaces are made (`--workspace` overrides).
+    pub workspace: Option<WorkspaceChoice>,
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: Option<f64>,
 }

@@ -202,9 +202,10 @@ pub struct RunArgs {
     /// Landlock confinement of agents; `off` runs them unconfined (with a warning).
     #[arg(long, value_enum, default_value = "on")]
     pub sandbox: SandboxArg,
-    /// How task workspaces are made (docs/workspaces.md).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub workspace: WorkspaceArg,
+    /// How task workspaces are made (docs/workspaces.md); default: the task file's
+    /// `defaults.workspace`, else auto.
+    #[arg(long, value_enum)]
+    pub workspace: Option<WorkspaceArg>,
     /// Network policy inside the sandbox.
     #[arg(long, value_enum, default_value = "default")]
     pub net: NetArg,

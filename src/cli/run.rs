@@ -67,10 +67,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         on_conflict: a.on_conflict,
         squash: a.squash,
         workspace: match a.workspace {
-            WorkspaceArg::Auto => WorkspaceChoice::Auto,
-            WorkspaceArg::Overlay => WorkspaceChoice::Overlay,
-            WorkspaceArg::Worktree => WorkspaceChoice::Worktree,
+            None | Some(WorkspaceArg::Auto) => WorkspaceChoice::Auto,
+            Some(WorkspaceArg::Overlay) => WorkspaceChoice::Overlay,
+            Some(WorkspaceArg::Worktree) => WorkspaceChoice::Worktree,
         },
+        workspace_given: a.workspace.is_some(),
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,

@@ -233,6 +233,18 @@ pub fn summarize(
     let new_tree = repo
         .find_tree(new)
         .ctx(|| format!("tree {new} not found"))?;
+    // The diff of two trees holding only the changed paths: what the full diff says, in
+    // O(change) instead of O(files).
+    let changes = super::tree_diff::changed_paths(repo, &old_tree, &new_tree)
+        .ctx(|| "cannot diff the task's change".into())?;
+    let (old_small, new_small) = super::tree_diff::pruned_pair(repo, &changes)
+        .ctx(|| "cannot diff the task's change".into())?;
+    let old_tree = repo
+        .find_tree(old_small)
+        .ctx(|| "cannot read the changed paths' tree".into())?;
+    let new_tree = repo
+        .find_tree(new_small)
+        .ctx(|| "cannot read the changed paths' tree".into())?;
     let mut opts = DiffOptions::new();
     opts.show_binary(true).ignore_submodules(true);
     let mut diff = repo

@@ -179,43 +179,36 @@ fn fast_apply(
         .tree()
         .ctx(|| "cannot read the parent's tree".into())?;
     let pick_tree = pick.tree().ctx(|| "cannot read the task's tree".into())?;
-    let diff = repo
-        .diff_tree_to_tree(Some(&parent_tree), Some(&pick_tree), None)
+    // O(change): folders the task did not touch are never opened.
+    let changes = super::tree_diff::changed_paths(repo, &parent_tree, &pick_tree)
         .ctx(|| "cannot diff the task's change".into())?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     let mut removed: Vec<Vec<u8>> = Vec::new();
     let mut added: Vec<Vec<u8>> = Vec::new();
-    for delta in diff.deltas() {
-        let (old, new) = (delta.old_file(), delta.new_file());
-        let Some(path) = new.path_bytes().or(old.path_bytes()) else {
-            return Ok(None);
-        };
-        if old.path_bytes() != new.path_bytes() {
-            return Ok(None);
-        }
+    for c in &changes {
+        let path = &c.path[..];
         let Ok(path_str) = std::str::from_utf8(path) else {
             return Ok(None);
         };
         if !same_entry(ours_tree, &parent_tree, path_str) || !dirs_are_trees(ours_tree, path_str) {
             return Ok(None);
         }
-        match delta.status() {
-            git2::Delta::Deleted => {
-                update.remove(path);
+        match c.new {
+            None => {
+                update.remove(path_str);
                 removed.push(path.to_vec());
             }
-            git2::Delta::Added | git2::Delta::Modified => {
-                let mode = match new.mode() {
-                    git2::FileMode::Blob => git2::FileMode::Blob,
-                    git2::FileMode::BlobExecutable => git2::FileMode::BlobExecutable,
-                    git2::FileMode::Link => git2::FileMode::Link,
-                    git2::FileMode::Commit => git2::FileMode::Commit,
+            Some((id, mode)) => {
+                let mode = match mode {
+                    0o100644 => git2::FileMode::Blob,
+                    0o100755 => git2::FileMode::BlobExecutable,
+                    0o120000 => git2::FileMode::Link,
+                    0o160000 => git2::FileMode::Commit,
                     _ => return Ok(None),
                 };
-                update.upsert(path, new.id(), mode);
+                update.upsert(path_str, id, mode);
                 added.push(path.to_vec());
             }
-            _ => return Ok(None),
         }
     }
     // A file replaced by a folder (or the other way round) in one change: leave it to the merge.

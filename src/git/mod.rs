@@ -3,12 +3,14 @@ Everything fanout does to git, through git2 (libgit2) in-process: no hooks, no f
 user's configuration, no fsmonitor, and never the user's checkout, index or current branch.
 */
 
+pub mod checkout;
 pub mod collect;
 pub mod merge;
 pub mod merge_into;
 pub mod repo;
 pub mod risky;
 pub mod scan;
+pub mod tree_diff;
 pub mod upper;
 mod workspace;
 pub mod worktree;

@@ -202,6 +202,12 @@ pub fn upper_tree(
     task_repo
         .set_workdir(layers.lower, false)
         .ctx(|| "cannot point the task repository at the lower checkout".into())?;
+    // Attribute lookups (filters, per path) load the repository's index first: an empty one
+    // in memory instead of the task's copy of the lower's, which holds every file.
+    let mut no_index = git2::Index::new().ctx(|| "cannot make an index".into())?;
+    task_repo
+        .set_index(&mut no_index)
+        .ctx(|| "cannot set the task repository's index".into())?;
     let changes = find_changes(task_repo, layers, &view, opts)?;
     if !write_index {
         if let Some(tree) = edit_tree(task_repo, &view.tree, &changes) {
@@ -213,12 +219,7 @@ pub fn upper_tree(
     let task_index = task_repo.path().join("index");
     std::fs::copy(layers.lower_index, &task_index)
         .ctx(|| format!("cannot reset the task index {}", task_index.display()))?;
-    let mut index = task_repo
-        .index()
-        .ctx(|| "cannot open the task index".into())?;
-    index
-        .read(true)
-        .ctx(|| "cannot read the task index".into())?;
+    let mut index = git2::Index::open(&task_index).ctx(|| "cannot open the task index".into())?;
     for p in &changes.removed {
         let path = bytes_path(p);
         let _ = index.remove_path(path);
@@ -547,6 +548,9 @@ pub fn create_lower(
 ) -> Result<std::path::PathBuf, GitError> {
     let path = std::path::absolute(path).ctx(|| format!("cannot resolve {}", path.display()))?;
     let admin = write_admin(repo, name, &commit.to_string(), &path, &path)?;
+    if super::checkout::checkout_plain(repo, commit, &path, &admin.join("index"))? {
+        return Ok(admin.join("index"));
+    }
     let lower = super::worktree::open_task_repo(repo, name)?;
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.force();

@@ -65,7 +65,7 @@ fn has_room(path: &Path, need: u64) -> bool {
     let Ok(vfs) = nix::sys::statvfs::statvfs(path) else {
         return false;
     };
-    let free = vfs.blocks_available() as u64 * vfs.fragment_size() as u64;
+    let free = vfs.blocks_available() * vfs.fragment_size();
     free / 2 >= need && mem_available().is_some_and(|m| m / 4 >= need)
 }
 

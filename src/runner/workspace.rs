@@ -67,8 +67,16 @@ impl Workspaces {
             lowers: Mutex::new(HashMap::new()),
         };
         let choice = options.workspace;
+        // Where an explicit choice came from, for the reason shown.
+        let asked = |what: &str| {
+            if options.workspace_given {
+                format!("--workspace {what}")
+            } else {
+                format!("defaults.workspace {what}")
+            }
+        };
         if choice == WorkspaceChoice::Worktree {
-            return Ok(make(false, "--workspace worktree".into()));
+            return Ok(make(false, asked("worktree")));
         }
         if options.keep_worktrees && choice == WorkspaceChoice::Auto {
             // Kept overlay workspaces are upper folders, not checkouts one can look into.
@@ -81,7 +89,7 @@ impl Workspaces {
             // Unconfined agents could write the lower checkout every task shares.
             let why = "the sandbox is off, and unconfined agents could write the lower checkout other tasks share";
             return match choice {
-                WorkspaceChoice::Overlay => Err(format!("--workspace overlay: {why}")),
+                WorkspaceChoice::Overlay => Err(format!("{}: {why}", asked("overlay"))),
                 _ => Ok(make(false, why.into())),
             };
         }
@@ -104,12 +112,13 @@ impl Workspaces {
             "an unprivileged user and mount namespace"
         };
         match (probed, choice) {
-            (Ok(()), WorkspaceChoice::Overlay) => {
-                Ok(make(true, format!("--workspace overlay; mounted in {how}")))
-            }
+            (Ok(()), WorkspaceChoice::Overlay) => Ok(make(
+                true,
+                format!("{}; mounted in {how}", asked("overlay")),
+            )),
             (Ok(()), _) => Ok(make(true, format!("auto: an overlay mounts here in {how}"))),
             (Err(e), WorkspaceChoice::Overlay) => {
-                Err(format!("--workspace overlay does not work here: {e}"))
+                Err(format!("{} does not work here: {e}", asked("overlay")))
             }
             (Err(e), _) => Ok(make(false, format!("auto: overlay unavailable ({e})"))),
         }

@@ -53,6 +53,8 @@ pub enum Kind {
     Integrate,
     /// `fail`, `retry` or `retry=N`.
     OnConflict,
+    /// `auto`, `overlay` or `worktree`.
+    Workspace,
     /// `commit`: how task commits are written (`author`).
     Commit,
 }
@@ -183,6 +185,11 @@ pub const DEFAULTS_FIELDS: &[Field] = &[
         "diagnose",
         Kind::Bool,
         "Before each feedback turn, ask Claude Code for a root-cause diagnosis of the failed gates and send it along.",
+    ),
+    field(
+        "workspace",
+        Kind::Workspace,
+        "How task workspaces are made: `auto` (default: overlay where this machine allows it, else worktree), `overlay` or `worktree`; --workspace overrides. See docs/workspaces.md.",
     ),
     field(
         "on_conflict",
@@ -466,6 +473,7 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::OnConflict => {
             json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
         }
+        Kind::Workspace => json!({"enum": crate::taskfile::WorkspaceChoice::NAMES}),
         Kind::Agents => json!({
             "type": "object",
             "propertyNames": {"pattern": AGENT_NAME_PATTERN},
@@ -550,6 +558,7 @@ mod tests {
             Kind::Review => json!({"prompt": "check it"}),
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
+            Kind::Workspace => json!("worktree"),
         }
     }
 
@@ -561,7 +570,8 @@ mod tests {
             | Kind::TaskId
             | Kind::TaskIdTemplate
             | Kind::Protocol
-            | Kind::OnConflict => json!(7),
+            | Kind::OnConflict
+            | Kind::Workspace => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }

@@ -273,9 +273,22 @@ impl Validator {
             review: self.review(obj, path),
             diagnose: self.boolean(obj, "diagnose", path),
             on_conflict: self.on_conflict(obj, "on_conflict", path),
+            workspace: self.workspace(obj, path),
             setup: self.verify(obj, "setup", path),
             setup_timeout_secs: self.positive(obj, "setup_timeout_secs", path),
         }
+    }
+
+    fn workspace(&mut self, obj: &Map<String, Value>, path: &str) -> Option<WorkspaceChoice> {
+        let s = self.string(obj, "workspace", path)?;
+        let w = WorkspaceChoice::parse(&s);
+        if w.is_none() {
+            self.problem(
+                &format!("{path}.workspace"),
+                format!("must be one of auto, overlay, worktree (got {s:?})"),
+            );
+        }
+        w
     }
 
     pub(super) fn on_conflict(

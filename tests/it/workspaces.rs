@@ -153,3 +153,40 @@ fn overlay_needs_the_sandbox() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report["workspace"]["mode"], "worktree");
 }
+
+/// `defaults.workspace` in the task file picks the kind; `--workspace` overrides it; a bad
+/// value is a validation error naming the field.
+#[test]
+fn the_task_file_picks_the_workspace_and_the_flag_overrides_it() {
+    let repo = TestRepo::with_files(2);
+    let tasks = |workspace: &str| {
+        repo.write_tasks(&json!({
+            "defaults": {"workspace": workspace},
+            "agents": {"sh": {"protocol": "exec", "command": "sh", "args": ["-c", "echo x >> src/file_00.txt"]}},
+            "tasks": [{"id": "t", "prompt": "x", "agent": "sh"}]
+        }))
+    };
+    let file = tasks("worktree");
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["workspace"]["mode"], "worktree");
+    assert!(
+        report["workspace"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("defaults.workspace")),
+        "{}",
+        report["workspace"]
+    );
+    let (out, report) = repo.run(&file, &["--no-readback", "--workspace", "overlay"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["workspace"]["mode"], "overlay");
+    let file = tasks("overlay");
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["workspace"]["mode"], "overlay");
+    let file = tasks("sparse");
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("$.defaults.workspace"), "{said}");
+}

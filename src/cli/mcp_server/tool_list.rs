@@ -23,7 +23,7 @@ pub fn list() -> Value {
                     "verifier": {"type": "object", "description": "The read-back verifier profile, as in tasks.json."},
                     "tasks_file": {"type": "string", "description": "A task file to read instead of inline tasks (relative to the server's working directory)."},
                     "jobs": {"type": "integer", "minimum": 1, "maximum": 256, "description": "At most this many agents at once (default: CPUs)."},
-                    "workspace": {"type": "string", "enum": ["worktree"], "description": "How task workspaces are made (this build: git worktrees)."},
+                    "workspace": {"type": "string", "enum": ["auto", "overlay", "worktree"], "description": "How task workspaces are made: auto (overlay where this machine allows it, else worktree), overlay or worktree; default: the task file's defaults.workspace, else auto. See docs/workspaces.md."},
                     "readback": {"type": "string", "enum": ["auto", "require", "off"], "description": "Read-back of changed files through Claude Code (default auto)."}
                 },
                 "additionalProperties": false

@@ -206,14 +206,14 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
             )))
         }
     };
-    match args.str("workspace")? {
-        None | Some("worktree") => {}
-        Some(other) => {
-            return Err(BadParams(format!(
-                "fanout_start: `workspace` {other:?} is not available in this build (worktree)"
-            )))
-        }
-    }
+    let workspace = match args.str("workspace")? {
+        None => None,
+        Some(w) => Some(crate::plan::WorkspaceChoice::parse(w).ok_or_else(|| {
+            BadParams(format!(
+                "fanout_start: `workspace` must be auto, overlay or worktree, not {w:?}"
+            ))
+        })?),
+    };
     let inline = tasks.is_some() || agents.is_some() || defaults.is_some() || verifier.is_some();
     // The plan reads a file: inline fields become one, which the run saves as its own input
     // (`inputs/tasks.json`), so `fanout resume` continues it like any other run.
@@ -301,7 +301,8 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         min_free_mb: crate::preflight::DEFAULT_MIN_FREE_MB,
         on_conflict: None,
         squash: false,
-        workspace: crate::plan::WorkspaceChoice::Auto,
+        workspace: workspace.unwrap_or_default(),
+        workspace_given: workspace.is_some(),
     };
     let mut plan = match crate::plan::Plan::build(options) {
         Ok(p) => p,
