@@ -48,8 +48,9 @@ pub struct RunOptions {
     /// How task workspaces are made: `--workspace`, else the task file's
     /// `defaults.workspace`, else auto (resolved when the plan is built).
     pub workspace: WorkspaceChoice,
-    /// Whether `--workspace` was given (it overrides `defaults.workspace`).
-    pub workspace_given: bool,
+    /// Where an explicit workspace choice came from (`--workspace`, `FANOUT_WORKSPACE`, the
+    /// MCP tool's `workspace`, a resumed run): it overrides `defaults.workspace`.
+    pub workspace_source: Option<String>,
 }
 
 pub use crate::taskfile::WorkspaceChoice;
@@ -352,7 +353,7 @@ impl Plan {
             .on_conflict
             .or(file.defaults.on_conflict)
             .unwrap_or_default();
-        if !options.workspace_given {
+        if options.workspace_source.is_none() {
             if let Some(w) = file.defaults.workspace {
                 options.workspace = w;
             }

@@ -146,7 +146,7 @@ pub fn plan_resume(
         squash: saved.squash,
         workspace: saved.workspace,
         // The run's own choice, whatever the task file says now.
-        workspace_given: true,
+        workspace_source: Some("the resumed run".into()),
     };
     let mut plan = Plan::from_parts(file, repo, options)?;
     plan.base_rev = saved.base_rev;

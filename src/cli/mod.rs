@@ -204,7 +204,7 @@ pub struct RunArgs {
     pub sandbox: SandboxArg,
     /// How task workspaces are made (docs/workspaces.md); default: the task file's
     /// `defaults.workspace`, else auto.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "FANOUT_WORKSPACE")]
     pub workspace: Option<WorkspaceArg>,
     /// Network policy inside the sandbox.
     #[arg(long, value_enum, default_value = "default")]

@@ -71,7 +71,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             Some(WorkspaceArg::Overlay) => WorkspaceChoice::Overlay,
             Some(WorkspaceArg::Worktree) => WorkspaceChoice::Worktree,
         },
-        workspace_given: a.workspace.is_some(),
+        workspace_source: a.workspace.map(|_| {
+            let flag =
+                std::env::args().any(|x| x == "--workspace" || x.starts_with("--workspace="));
+            if flag {
+                "--workspace"
+            } else {
+                "FANOUT_WORKSPACE"
+            }
+            .to_string()
+        }),
     };
     let plan = match Plan::build(options) {
         Ok(p) => p,

@@ -88,27 +88,34 @@ impl<'r> Integrator<'r> {
     }
 }
 
-/// Runs `f` with every object `repo` writes kept in memory, then writes them all as one pack.
-/// Each integration commit writes a commit and a tree per changed folder level; as loose
-/// objects that is a new file each (a millisecond apiece on some disks), as one pack it is
-/// two files for the whole integration. Nothing refers to the objects before `f` returns (the
-/// branch is set afterwards), so a crash in between loses nothing but unreferenced work.
+/// Runs `f` with every object `repo` writes kept in memory, then writes the integration's
+/// new objects as one pack. Each integration commit writes a commit and a tree per changed
+/// folder level; as loose objects that is a new file each (a millisecond apiece on some
+/// disks), as one pack it is two files for the whole integration. `f` returns its result and
+/// the head it reached from `start` (a chain of one-parent commits); the pack holds those
+/// commits and the trees and blobs they changed, nothing else — not what the chain merely
+/// reaches. Nothing refers to the objects before `f` returns (the branch is set afterwards),
+/// so a crash in between loses nothing but unreferenced work.
 pub fn in_one_pack<T, E: From<GitError>>(
     repo: &Repository,
-    f: impl FnOnce() -> Result<T, E>,
+    start: Oid,
+    f: impl FnOnce() -> Result<(T, Oid), E>,
 ) -> Result<T, E> {
     let odb = repo.odb().ctx(|| "cannot open the object store".into())?;
     // Above the loose (1) and packed (2) backends: writes go here first.
     let mempack = odb
         .add_new_mempack_backend(1000)
         .ctx(|| "cannot keep objects in memory".into())?;
-    let result = f()?;
-    let mut buf = git2::Buf::new();
-    mempack
-        .dump(repo, &mut buf)
-        .ctx(|| "cannot pack the integration's objects".into())?;
-    // An empty pack still has its header and checksum (32 bytes): nothing was written.
-    if buf.len() > 32 {
+    let (result, head) = f()?;
+    if head != start {
+        let mut pack = repo
+            .packbuilder()
+            .ctx(|| "cannot pack the integration's objects".into())?;
+        add_chain(repo, start, head, &mut pack)
+            .ctx(|| "cannot list the integration's objects".into())?;
+        let mut buf = git2::Buf::new();
+        pack.write_buf(&mut buf)
+            .ctx(|| "cannot pack the integration's objects".into())?;
         use std::io::Write;
         let mut writer = odb
             .packwriter()
@@ -125,6 +132,62 @@ pub fn in_one_pack<T, E: From<GitError>>(
         .reset()
         .ctx(|| "cannot release the in-memory objects".into())?;
     Ok(result)
+}
+
+/// Adds the commits from `head` back to `start` (first parents), and per commit the trees and
+/// blobs it changed against its parent.
+fn add_chain(
+    repo: &Repository,
+    start: Oid,
+    head: Oid,
+    pack: &mut git2::PackBuilder<'_>,
+) -> Result<(), git2::Error> {
+    let mut commit = repo.find_commit(head)?;
+    while commit.id() != start {
+        pack.insert_object(commit.id(), None)?;
+        let parent = commit.parent(0)?;
+        add_changed(repo, Some(&parent.tree()?), &commit.tree()?, pack)?;
+        commit = parent;
+    }
+    Ok(())
+}
+
+/// Adds `new` and what beneath it differs from `old`.
+fn add_changed(
+    repo: &Repository,
+    old: Option<&Tree<'_>>,
+    new: &Tree<'_>,
+    pack: &mut git2::PackBuilder<'_>,
+) -> Result<(), git2::Error> {
+    if old.is_some_and(|o| o.id() == new.id()) {
+        return Ok(());
+    }
+    pack.insert_object(new.id(), None)?;
+    let before: std::collections::HashMap<Vec<u8>, (Oid, Option<git2::ObjectType>)> = old
+        .map(|o| {
+            o.iter()
+                .map(|e| (e.name_bytes().to_vec(), (e.id(), e.kind())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in new.iter() {
+        let prior = before.get(e.name_bytes());
+        if prior.is_some_and(|(id, _)| *id == e.id()) {
+            continue;
+        }
+        match e.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let old_sub = match prior {
+                    Some((id, Some(git2::ObjectType::Tree))) => Some(repo.find_tree(*id)?),
+                    _ => None,
+                };
+                add_changed(repo, old_sub.as_ref(), &repo.find_tree(e.id())?, pack)?;
+            }
+            Some(git2::ObjectType::Blob) => pack.insert_object(e.id(), None)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The three-way merge of `pick`'s change onto `ours`: the merged tree, or the conflict.

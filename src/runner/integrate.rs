@@ -137,7 +137,8 @@ pub(crate) fn apply_ready(
     integration: &mut Integration,
 ) -> Result<(), RunError> {
     let repo = open_repo(shared)?;
-    crate::git::merge::in_one_pack(&repo, || {
+    let start = integration.head;
+    crate::git::merge::in_one_pack(&repo, start, || {
         apply_each(
             shared,
             reports,
@@ -146,7 +147,8 @@ pub(crate) fn apply_ready(
             order,
             integration,
             &repo,
-        )
+        )?;
+        Ok(((), integration.head))
     })
 }
 

@@ -68,12 +68,9 @@ impl Workspaces {
         };
         let choice = options.workspace;
         // Where an explicit choice came from, for the reason shown.
-        let asked = |what: &str| {
-            if options.workspace_given {
-                format!("--workspace {what}")
-            } else {
-                format!("defaults.workspace {what}")
-            }
+        let asked = |what: &str| match &options.workspace_source {
+            Some(source) => format!("{source} {what}"),
+            None => format!("defaults.workspace {what}"),
         };
         if choice == WorkspaceChoice::Worktree {
             return Ok(make(false, asked("worktree")));

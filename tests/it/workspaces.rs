@@ -166,8 +166,28 @@ fn the_task_file_picks_the_workspace_and_the_flag_overrides_it() {
             "tasks": [{"id": "t", "prompt": "x", "agent": "sh"}]
         }))
     };
+    // Without the suite's own FANOUT_WORKSPACE (scripts/test.sh's worktree pass), which
+    // would override the task file as the flag does.
+    let run = |file: &std::path::Path, extra: &[&str]| {
+        let report_path = repo.report_path();
+        let _ = std::fs::remove_file(&report_path);
+        let out = repo
+            .fanout_command()
+            .env_remove("FANOUT_WORKSPACE")
+            .args(["run", "--tasks", file.to_str().expect("utf-8"), "--report"])
+            .arg(&report_path)
+            .args(extra)
+            .arg("--repo")
+            .arg(&repo.path)
+            .output()
+            .expect("fanout runs");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report_path).unwrap_or_default())
+                .unwrap_or_default();
+        (out, report)
+    };
     let file = tasks("worktree");
-    let (out, report) = repo.run(&file, &["--no-readback"]);
+    let (out, report) = run(&file, &["--no-readback"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report["workspace"]["mode"], "worktree");
     assert!(
@@ -177,11 +197,11 @@ fn the_task_file_picks_the_workspace_and_the_flag_overrides_it() {
         "{}",
         report["workspace"]
     );
-    let (out, report) = repo.run(&file, &["--no-readback", "--workspace", "overlay"]);
+    let (out, report) = run(&file, &["--no-readback", "--workspace", "overlay"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report["workspace"]["mode"], "overlay");
     let file = tasks("overlay");
-    let (out, report) = repo.run(&file, &["--no-readback"]);
+    let (out, report) = run(&file, &["--no-readback"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report["workspace"]["mode"], "overlay");
     let file = tasks("sparse");

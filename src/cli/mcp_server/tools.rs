@@ -302,7 +302,7 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         on_conflict: None,
         squash: false,
         workspace: workspace.unwrap_or_default(),
-        workspace_given: workspace.is_some(),
+        workspace_source: workspace.map(|_| "fanout_start's workspace".into()),
     };
     let mut plan = match crate::plan::Plan::build(options) {
         Ok(p) => p,
