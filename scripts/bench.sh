@@ -48,9 +48,12 @@ make_repo "$work/a"
 } > "$work/tasks.json"
 # fanout's temp folder (its workspaces as root) in $work, so the disk sampler sees all of it.
 mkdir -p "$work/tmp"
-( set +eo pipefail; peak=0; while [ ! -e "$work/done" ]; do
+# Lowers kept in memory (/dev/shm, see docs/workspaces.md) are sampled apart: RAM, not disk.
+( set +eo pipefail; peak=0; mpeak=0; while [ ! -e "$work/done" ]; do
     kb=$(du -skx "$work/a/.git/fanout" "$work/tmp" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
     [ "$kb" -gt "$peak" ] && peak=$kb && echo "$peak" > "$work/disk.peak"
+    mkb=$(du -skx /dev/shm/fanout-lower-* 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+    [ "$mkb" -gt "$mpeak" ] && mpeak=$mkb && echo "$mpeak" > "$work/mem.peak"
     sleep 0.2
   done ) &
 t0=$(now)
@@ -86,6 +89,7 @@ t3=$(now)
 f_ms=$(( (t1 - t0) / 1000000 )) b_ms=$(( (t3 - t2) / 1000000 ))
 echo "files=$files tasks=$tasks jobs=$jobs workspace=$mode ($ws)"
 awk -v f="$f_ms" -v t="$tasks" -v rss="$(cat "$work/rss")" -v disk="$(cat "$work/disk.peak" 2>/dev/null || echo 0)" \
-  'BEGIN { printf "fanout (sandboxed, collect, verify, in-memory merge): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB\n", f, f / t, rss / 1024, disk / 1024 }'
+  -v mem="$(cat "$work/mem.peak" 2>/dev/null || echo 0)" \
+  'BEGIN { printf "fanout (sandboxed, collect, verify, in-memory merge): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB, lowers in memory peak %.0f MB\n", f, f / t, rss / 1024, disk / 1024, mem / 1024 }'
 awk -v b="$b_ms" -v t="$tasks" 'BEGIN { printf "plain git baseline (worktree add, sed, commit, cherry-pick): %d ms, %.1f ms/task\n", b, b / t }'
 awk -v f="$f_ms" -v b="$b_ms" 'BEGIN { printf "ratio fanout/baseline: %.3f\nratio_vs_git=%.2f\n", f / b, b / f }'

@@ -116,7 +116,10 @@ pub fn workspaces() -> Check {
         Ok(()) => Check::new(
             Level::Ok,
             subject,
-            "overlay: a task's workspace costs what it changes (--workspace auto picks it)",
+            format!(
+                "overlay: a task's workspace costs what it changes (--workspace auto picks it); {}",
+                crate::runner::memory_lower::describe()
+            ),
         ),
         Err(e) => Check::new(
             Level::Warn,

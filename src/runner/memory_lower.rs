@@ -69,6 +69,26 @@ fn has_room(path: &Path, need: u64) -> bool {
     free / 2 >= need && mem_available().is_some_and(|m| m / 4 >= need)
 }
 
+/// Where lowers would go on this machine, for `fanout doctor`.
+pub(crate) fn describe() -> String {
+    if std::env::var("FANOUT_LOWER_IN_MEMORY").ok().as_deref() == Some("0") {
+        return "lowers on disk (FANOUT_LOWER_IN_MEMORY=0)".into();
+    }
+    let shm = Path::new(SHM);
+    if !has_room(shm, 0) {
+        return format!("lowers on disk ({SHM} is not a tmpfs fanout can use)");
+    }
+    let free = nix::sys::statvfs::statvfs(shm)
+        .map(|v| v.blocks_available() * v.fragment_size())
+        .unwrap_or(0);
+    let mem = mem_available().unwrap_or(0);
+    format!(
+        "lowers in memory when they fit ({SHM}: {} MB free, {} MB of memory available)",
+        free >> 20,
+        mem >> 20
+    )
+}
+
 /// A fresh private folder in the memory filesystem for the lower of `commit`, or `None` (use
 /// the disk). Its parent is named `fanout-lower-<run>-…` and is reachable by its owner only:
 /// the overlay reads the lower with the mounting process's rights, agents never reach it.

@@ -13,7 +13,7 @@ pub mod events;
 mod gate;
 mod integrate;
 mod launch;
-mod memory_lower;
+pub(crate) mod memory_lower;
 mod pipelines;
 mod retry;
 mod schedule;
