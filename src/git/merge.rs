@@ -99,39 +99,57 @@ impl<'r> Integrator<'r> {
 pub fn in_one_pack<T, E: From<GitError>>(
     repo: &Repository,
     start: Oid,
-    f: impl FnOnce() -> Result<(T, Oid), E>,
+    f: impl FnOnce(&mut dyn FnMut(Oid) -> Result<(), GitError>) -> Result<(T, Oid), E>,
 ) -> Result<T, E> {
     let odb = repo.odb().ctx(|| "cannot open the object store".into())?;
     // Above the loose (1) and packed (2) backends: writes go here first.
     let mempack = odb
         .add_new_mempack_backend(1000)
         .ctx(|| "cannot keep objects in memory".into())?;
-    let (result, head) = f()?;
-    if head != start {
-        let mut pack = repo
-            .packbuilder()
-            .ctx(|| "cannot pack the integration's objects".into())?;
-        add_chain(repo, start, head, &mut pack)
-            .ctx(|| "cannot list the integration's objects".into())?;
-        let mut buf = git2::Buf::new();
-        pack.write_buf(&mut buf)
-            .ctx(|| "cannot pack the integration's objects".into())?;
-        use std::io::Write;
-        let mut writer = odb
-            .packwriter()
-            .ctx(|| "cannot write the integration's objects".into())?;
-        writer.write_all(&buf).map_err(|source| GitError::Io {
-            what: "cannot write the integration's pack".into(),
-            source,
-        })?;
-        writer
-            .commit()
-            .ctx(|| "cannot store the integration's pack".into())?;
-    }
-    mempack
-        .reset()
-        .ctx(|| "cannot release the in-memory objects".into())?;
+    let mut flushed = start;
+    // Writes what the chain gained since the last flush as a pack and empties the memory:
+    // `f` calls it now and then so memory stays bounded however long the integration.
+    let mut flush = |head: Oid| -> Result<(), GitError> {
+        if head != flushed {
+            write_pack(repo, &odb, flushed, head)?;
+            flushed = head;
+        }
+        mempack
+            .reset()
+            .ctx(|| "cannot release the in-memory objects".into())
+    };
+    let (result, head) = f(&mut flush)?;
+    flush(head)?;
     Ok(result)
+}
+
+/// Writes the objects of the chain `start..head` (see [`add_chain`]) as one pack.
+fn write_pack(
+    repo: &Repository,
+    odb: &git2::Odb<'_>,
+    start: Oid,
+    head: Oid,
+) -> Result<(), GitError> {
+    let mut pack = repo
+        .packbuilder()
+        .ctx(|| "cannot pack the integration's objects".into())?;
+    add_chain(repo, start, head, &mut pack)
+        .ctx(|| "cannot list the integration's objects".into())?;
+    let mut buf = git2::Buf::new();
+    pack.write_buf(&mut buf)
+        .ctx(|| "cannot pack the integration's objects".into())?;
+    use std::io::Write;
+    let mut writer = odb
+        .packwriter()
+        .ctx(|| "cannot write the integration's objects".into())?;
+    writer.write_all(&buf).map_err(|source| GitError::Io {
+        what: "cannot write the integration's pack".into(),
+        source,
+    })?;
+    writer
+        .commit()
+        .ctx(|| "cannot store the integration's pack".into())?;
+    Ok(())
 }
 
 /// Adds the commits from `head` back to `start` (first parents), and per commit the trees and

@@ -126,6 +126,11 @@ pub(crate) fn integrate(
     Ok(integration)
 }
 
+/// The integration's new objects are kept in memory and written as a pack at most every this
+/// many merges or (estimated) bytes: few files on disk, bounded memory.
+const FLUSH_MERGES: usize = 256;
+const FLUSH_BYTES: usize = 4 << 20;
+
 /// Applies the ready commits of `order` onto the integration head (the first pass, and
 /// tasks run again after a conflict, at the end of the queue).
 pub(crate) fn apply_ready(
@@ -138,7 +143,7 @@ pub(crate) fn apply_ready(
 ) -> Result<(), RunError> {
     let repo = open_repo(shared)?;
     let start = integration.head;
-    crate::git::merge::in_one_pack(&repo, start, || {
+    crate::git::merge::in_one_pack(&repo, start, |flush| {
         apply_each(
             shared,
             reports,
@@ -147,6 +152,7 @@ pub(crate) fn apply_ready(
             order,
             integration,
             &repo,
+            flush,
         )?;
         Ok(((), integration.head))
     })
@@ -160,8 +166,16 @@ fn apply_each(
     order: &[usize],
     integration: &mut Integration,
     repo: &Repository,
+    flush: &mut dyn FnMut(Oid) -> Result<(), crate::git::GitError>,
 ) -> Result<(), RunError> {
     let mut integ = Integrator::new(repo, integration.head);
+    // Bytes of new trees held in memory since the last flush (estimated by the size of each
+    // new head's root tree) and merges since then: either bound triggers a flush.
+    let (mut held, mut merges) = (0usize, 0usize);
+    let odb = repo.odb().map_err(|source| crate::git::GitError::Op {
+        what: "cannot open the object store".into(),
+        source,
+    })?;
     let mut merged: BTreeSet<TaskId> = shared
         .tasks
         .iter()
@@ -198,6 +212,15 @@ fn apply_each(
                 report.conflict_paths.clear();
                 merged.insert(task.id().clone());
                 integration.merged.push((i, commit));
+                merges += 1;
+                held += repo
+                    .find_commit(integ.head())
+                    .and_then(|c| odb.read_header(c.tree_id()))
+                    .map_or(0, |(size, _)| size);
+                if held >= FLUSH_BYTES || merges >= FLUSH_MERGES {
+                    flush(integ.head())?;
+                    (held, merges) = (0, 0);
+                }
             }
             Applied::Conflict(paths) => {
                 report.status = TaskStatus::Conflict;

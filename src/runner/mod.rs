@@ -146,8 +146,13 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     unsafe {
         libgit2_sys::git_libgit2_opts(
             libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as std::ffi::c_int,
-            (16isize << 20) as libc::ssize_t,
+            (4isize << 20) as libc::ssize_t,
         );
+        // Pack files are mapped in windows kept up to 8 GB by default, and every pack stays
+        // open: the integration writes a pack now and then, so a long run would hold them
+        // all. Bounded: 32 MB of mappings, 64 open packs (least recently used are closed).
+        let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
+        let _ = git2::opts::set_mwindow_file_limit(64);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
