@@ -158,6 +158,7 @@ pub(crate) fn apply_ready(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_each(
     shared: &Shared,
     reports: &mut [TaskReport],
