@@ -144,27 +144,27 @@ pub(crate) fn apply_ready(
     let repo = open_repo(shared)?;
     let start = integration.head;
     crate::git::merge::in_one_pack(&repo, start, |flush| {
-        apply_each(
-            shared,
-            reports,
+        let queue = Queue {
             pendings,
             interrupted,
             order,
-            integration,
-            &repo,
-            flush,
-        )?;
+        };
+        apply_each(shared, reports, &queue, integration, &repo, flush)?;
         Ok(((), integration.head))
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What [`apply_each`] goes through: the tasks' outcomes, in this order, unless interrupted.
+struct Queue<'a> {
+    pendings: &'a [Pending],
+    interrupted: bool,
+    order: &'a [usize],
+}
+
 fn apply_each(
     shared: &Shared,
     reports: &mut [TaskReport],
-    pendings: &[Pending],
-    interrupted: bool,
-    order: &[usize],
+    queue: &Queue<'_>,
     integration: &mut Integration,
     repo: &Repository,
     flush: &mut dyn FnMut(Oid) -> Result<(), crate::git::GitError>,
@@ -184,10 +184,10 @@ fn apply_each(
         .filter(|(_, r)| matches!(r.status, TaskStatus::Merged | TaskStatus::NoChanges))
         .map(|(t, _)| t.id().clone())
         .collect();
-    for &i in order {
+    for &i in queue.order {
         let task = &shared.tasks[i];
         let report = &mut reports[i];
-        let Pending::Ready(commit) = pendings[i] else {
+        let Pending::Ready(commit) = queue.pendings[i] else {
             if report.status == TaskStatus::NoChanges {
                 merged.insert(task.id().clone());
             }
@@ -199,7 +199,7 @@ fn apply_each(
             continue;
         }
         // A stop request is honoured between two commits; the rest stay verified for resume.
-        if interrupted || *shared.cancel.borrow() {
+        if queue.interrupted || *shared.cancel.borrow() {
             // Verified work is kept on its branch, but an interrupted run integrates nothing new.
             report.status = TaskStatus::Failed;
             report.error = Some("the run was interrupted before integration; the verified commit is on the task branch".into());

@@ -109,6 +109,9 @@ fn ctrl_c_stops_agents_writes_the_report_and_cleans_up() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{run_dir}/state.json")).unwrap()).unwrap();
     assert_eq!(state["status"], "interrupted");
+    // An interrupted run leaves no lower checkout in memory.
+    let run_id = report["run_id"].as_str().expect("run id");
+    assert_eq!(memory_lowers_of(run_id), Vec::<String>::new());
     repo.assert_left_as(&before);
 }
 
@@ -141,10 +144,19 @@ fn kill_9_leaves_a_consistent_state_that_clean_removes() {
     let clean = repo.fanout(&["clean", "--branches"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    let runs: Vec<String> = std::fs::read_dir(repo.path.join(".git/fanout/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     let clean = repo.fanout(&["clean", "--branches", "--force"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert_eq!(repo.branches(), vec!["main".to_string()]);
     assert_eq!(repo.snapshot(), before);
+    // A lower checkout a killed run left in memory goes with `fanout clean`.
+    for run in &runs {
+        assert_eq!(memory_lowers_of(run), Vec::<String>::new());
+    }
 }
 
 #[test]
