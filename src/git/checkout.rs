@@ -11,6 +11,7 @@ repository whose configuration could change bytes on checkout (`core.autocrlf`, 
 line-ending rules.
 */
 
+use super::bytes_path;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -23,11 +24,6 @@ struct Item {
     path: Vec<u8>,
     id: Oid,
     mode: u32,
-}
-
-fn bytes_path(p: &[u8]) -> &Path {
-    use std::os::unix::ffi::OsStrExt;
-    Path::new(std::ffi::OsStr::from_bytes(p))
 }
 
 /// Whether checking out could change a blob's bytes or kind (then libgit2 does it).

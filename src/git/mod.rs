@@ -79,3 +79,19 @@ impl<T> GitContext<T> for Result<T, std::io::Error> {
 pub fn fanout_signature() -> Result<git2::Signature<'static>, GitError> {
     git2::Signature::now("fanout", "fanout@localhost").ctx(|| "cannot build a signature".into())
 }
+
+/// A git path (bytes) as a filesystem path.
+pub(crate) fn bytes_path(p: &[u8]) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(p))
+}
+
+/// The tree entry mode of a raw git mode (anything unknown is a plain file).
+pub(crate) fn file_mode(mode: u32) -> git2::FileMode {
+    match mode {
+        0o100755 => git2::FileMode::BlobExecutable,
+        0o120000 => git2::FileMode::Link,
+        0o160000 => git2::FileMode::Commit,
+        _ => git2::FileMode::Blob,
+    }
+}

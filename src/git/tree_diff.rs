@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use git2::{ObjectType, Oid, Repository, Tree, TreeEntry};
 
+use super::{bytes_path, file_mode};
+
 /// One path whose entry differs: its (id, mode) before and after (`None`: absent).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Changed {
@@ -93,20 +95,6 @@ fn walk(
     Ok(())
 }
 
-fn mode_of(mode: i32) -> git2::FileMode {
-    match mode {
-        0o100755 => git2::FileMode::BlobExecutable,
-        0o120000 => git2::FileMode::Link,
-        0o160000 => git2::FileMode::Commit,
-        _ => git2::FileMode::Blob,
-    }
-}
-
-fn bytes_path(p: &[u8]) -> &std::path::Path {
-    use std::os::unix::ffi::OsStrExt;
-    std::path::Path::new(std::ffi::OsStr::from_bytes(p))
-}
-
 /// Two trees holding only the `changes`' paths, as they were before and after: a diff of these
 /// is the diff of the full trees.
 pub fn pruned_pair(repo: &Repository, changes: &[Changed]) -> Result<(Oid, Oid), git2::Error> {
@@ -115,7 +103,7 @@ pub fn pruned_pair(repo: &Repository, changes: &[Changed]) -> Result<(Oid, Oid),
         let mut update = git2::build::TreeUpdateBuilder::new();
         for c in changes {
             if let Some((id, mode)) = pick(c) {
-                update.upsert(bytes_path(&c.path), id, mode_of(mode));
+                update.upsert(bytes_path(&c.path), id, file_mode(mode as u32));
             }
         }
         update.create_updated(repo, &empty)
@@ -134,7 +122,7 @@ mod tests {
         let mut u = git2::build::TreeUpdateBuilder::new();
         for (p, content, mode) in files {
             let id = repo.blob(content).unwrap();
-            u.upsert(*p, id, mode_of(*mode));
+            u.upsert(*p, id, file_mode(*mode as u32));
         }
         u.create_updated(repo, &empty).unwrap()
     }

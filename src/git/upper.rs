@@ -16,6 +16,7 @@ or — when the task changed a `.gitignore` or `.gitattributes`, or hid a folder
 holding only the merged view's rule files.
 */
 
+use super::bytes_path;
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -62,11 +63,6 @@ fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
         .enumerate()
         .filter(|(_, b)| **b == b'/')
         .map(move |(i, _)| &path[..i])
-}
-
-fn bytes_path(p: &[u8]) -> &Path {
-    use std::os::unix::ffi::OsStrExt;
-    Path::new(std::ffi::OsStr::from_bytes(p))
 }
 
 /// The start commit's entries, looked up in its tree: O(depth) per lookup, never O(files).
@@ -274,13 +270,7 @@ fn edit_tree(repo: &Repository, start: &git2::Tree<'_>, changes: &Changes) -> Op
         if file_parent {
             return None;
         }
-        let mode = match e.mode {
-            0o100755 => git2::FileMode::BlobExecutable,
-            0o120000 => git2::FileMode::Link,
-            MODE_GITLINK => git2::FileMode::Commit,
-            _ => git2::FileMode::Blob,
-        };
-        update.upsert(bytes_path(&e.path), e.id, mode);
+        update.upsert(bytes_path(&e.path), e.id, super::file_mode(e.mode));
     }
     update.create_updated(repo, start).ok()
 }
@@ -499,45 +489,6 @@ fn write_rule_view(
     Ok(())
 }
 
-/// Writes a linked worktree's admin folder `<common>/worktrees/<name>` in git's format (as
-/// [`super::worktree::create`] does) with `head` as its HEAD, and the `.git` file pointing at
-/// it into `git_file_dir`.
-fn write_admin(
-    repo: &Repository,
-    name: &str,
-    head: &str,
-    workdir: &Path,
-    git_file_dir: &Path,
-) -> Result<std::path::PathBuf, GitError> {
-    let admin = repo.commondir().join("worktrees").join(name);
-    if admin.exists() {
-        return Err(GitError::Io {
-            what: format!("worktree {name} is already registered"),
-            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        });
-    }
-    let admin =
-        std::path::absolute(&admin).ctx(|| format!("cannot resolve {}", admin.display()))?;
-    let write = |file: &Path, text: String| {
-        std::fs::write(file, text).ctx(|| format!("cannot write {}", file.display()))
-    };
-    std::fs::create_dir_all(&admin).ctx(|| format!("cannot create {}", admin.display()))?;
-    std::fs::create_dir_all(workdir).ctx(|| format!("cannot create {}", workdir.display()))?;
-    std::fs::create_dir_all(git_file_dir)
-        .ctx(|| format!("cannot create {}", git_file_dir.display()))?;
-    write(&admin.join("commondir"), "../..\n".into())?;
-    write(
-        &admin.join("gitdir"),
-        format!("{}\n", workdir.join(".git").display()),
-    )?;
-    write(&admin.join("HEAD"), format!("{head}\n"))?;
-    write(
-        &git_file_dir.join(".git"),
-        format!("gitdir: {}\n", admin.display()),
-    )?;
-    Ok(admin)
-}
-
 /// Checks `commit` out into `path` as a detached linked worktree `name` (the shared lower
 /// layer of every overlay workspace that starts from it). Returns the path of its index.
 pub fn create_lower(
@@ -547,7 +498,7 @@ pub fn create_lower(
     path: &Path,
 ) -> Result<std::path::PathBuf, GitError> {
     let path = std::path::absolute(path).ctx(|| format!("cannot resolve {}", path.display()))?;
-    let admin = write_admin(repo, name, &commit.to_string(), &path, &path)?;
+    let admin = super::worktree::register(repo, name, &commit.to_string(), &path, &path)?;
     if super::checkout::checkout_plain(repo, commit, &path, &admin.join("index"))? {
         return Ok(admin.join("index"));
     }
@@ -580,7 +531,7 @@ pub fn create_overlay_task(
         .ctx(|| format!("cannot create branch {branch}"))?;
     let merged =
         std::path::absolute(merged).ctx(|| format!("cannot resolve {}", merged.display()))?;
-    let admin = write_admin(
+    let admin = super::worktree::register(
         repo,
         name,
         &format!("ref: refs/heads/{branch}"),

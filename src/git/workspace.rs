@@ -10,6 +10,7 @@ nodes fail the task naming them; so do files over the task's size limits and pat
 a filter driver fanout does not run (unless allowed).
 */
 
+use super::bytes_path;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -386,11 +387,6 @@ pub(super) fn bad_component(path: &[u8]) -> Option<String> {
     path.split(|b| *b == b'/')
         .find(|c| c.eq_ignore_ascii_case(b".git") || *c == b"." || *c == b".." || c.is_empty())
         .map(show)
-}
-
-fn bytes_path(p: &[u8]) -> &Path {
-    use std::os::unix::ffi::OsStrExt;
-    Path::new(std::ffi::OsStr::from_bytes(p))
 }
 
 fn clone_entry(e: &IndexEntry) -> IndexEntry {

@@ -36,28 +36,7 @@ pub fn create(
         .ctx(|| format!("base commit {base} not found"))?;
     repo.branch(branch, &commit, false)
         .ctx(|| format!("cannot create branch {branch}"))?;
-    let admin = repo.commondir().join("worktrees").join(name);
-    if admin.exists() {
-        return Err(GitError::Io {
-            what: format!("worktree {name} is already registered"),
-            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        });
-    }
-    let path = std::path::absolute(path).ctx(|| format!("cannot resolve {}", path.display()))?;
-    let admin =
-        std::path::absolute(&admin).ctx(|| format!("cannot resolve {}", admin.display()))?;
-    let write = |file: &Path, text: String| {
-        std::fs::write(file, text).ctx(|| format!("cannot write {}", file.display()))
-    };
-    std::fs::create_dir_all(&admin).ctx(|| format!("cannot create {}", admin.display()))?;
-    std::fs::create_dir_all(&path).ctx(|| format!("cannot create {}", path.display()))?;
-    write(&admin.join("commondir"), "../..\n".into())?;
-    write(
-        &admin.join("gitdir"),
-        format!("{}\n", path.join(".git").display()),
-    )?;
-    write(&admin.join("HEAD"), format!("ref: refs/heads/{branch}\n"))?;
-    write(&path.join(".git"), format!("gitdir: {}\n", admin.display()))?;
+    register(repo, name, &format!("ref: refs/heads/{branch}"), path, path)?;
     let task_repo = open_task_repo(repo, name)?;
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.force();
@@ -88,6 +67,46 @@ pub fn open_task_repo(repo: &Repository, name: &str) -> Result<Repository, GitEr
         std::iter::empty::<&std::ffi::OsStr>(),
     )
     .ctx(|| format!("cannot open worktree {name}"))
+}
+
+/// Writes a linked worktree's admin folder `<common>/worktrees/<name>` in git's format with
+/// `head` as its HEAD and `workdir` as its working folder, and the `.git` file pointing at it
+/// into `git_file_dir` (the working folder itself, or an overlay's upper folder). Returns the
+/// admin folder.
+pub(super) fn register(
+    repo: &Repository,
+    name: &str,
+    head: &str,
+    workdir: &Path,
+    git_file_dir: &Path,
+) -> Result<std::path::PathBuf, GitError> {
+    let admin = repo.commondir().join("worktrees").join(name);
+    if admin.exists() {
+        return Err(GitError::Io {
+            what: format!("worktree {name} is already registered"),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
+    }
+    let admin =
+        std::path::absolute(&admin).ctx(|| format!("cannot resolve {}", admin.display()))?;
+    let write = |file: &Path, text: String| {
+        std::fs::write(file, text).ctx(|| format!("cannot write {}", file.display()))
+    };
+    std::fs::create_dir_all(&admin).ctx(|| format!("cannot create {}", admin.display()))?;
+    std::fs::create_dir_all(workdir).ctx(|| format!("cannot create {}", workdir.display()))?;
+    std::fs::create_dir_all(git_file_dir)
+        .ctx(|| format!("cannot create {}", git_file_dir.display()))?;
+    write(&admin.join("commondir"), "../..\n".into())?;
+    write(
+        &admin.join("gitdir"),
+        format!("{}\n", workdir.join(".git").display()),
+    )?;
+    write(&admin.join("HEAD"), format!("{head}\n"))?;
+    write(
+        &git_file_dir.join(".git"),
+        format!("gitdir: {}\n", admin.display()),
+    )?;
+    Ok(admin)
 }
 
 /// Removes a task's worktree folder and its registration. Missing pieces are not errors.

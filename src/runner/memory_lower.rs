@@ -53,6 +53,11 @@ fn mem_available() -> Option<u64> {
     Some(kb * 1024)
 }
 
+fn free_bytes(path: &Path) -> Option<u64> {
+    let vfs = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(vfs.blocks_available() * vfs.fragment_size())
+}
+
 /// Whether `path` is a tmpfs with `need` bytes free, and `need` is at most a quarter of the
 /// memory available (lowers must never push the agents out of memory).
 fn has_room(path: &Path, need: u64) -> bool {
@@ -62,10 +67,9 @@ fn has_room(path: &Path, need: u64) -> bool {
     if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
         return false;
     }
-    let Ok(vfs) = nix::sys::statvfs::statvfs(path) else {
+    let Some(free) = free_bytes(path) else {
         return false;
     };
-    let free = vfs.blocks_available() * vfs.fragment_size();
     free / 2 >= need && mem_available().is_some_and(|m| m / 4 >= need)
 }
 
@@ -78,9 +82,7 @@ pub(crate) fn describe() -> String {
     if !has_room(shm, 0) {
         return format!("lowers on disk ({SHM} is not a tmpfs fanout can use)");
     }
-    let free = nix::sys::statvfs::statvfs(shm)
-        .map(|v| v.blocks_available() * v.fragment_size())
-        .unwrap_or(0);
+    let free = free_bytes(shm).unwrap_or(0);
     let mem = mem_available().unwrap_or(0);
     format!(
         "lowers in memory when they fit ({SHM}: {} MB free, {} MB of memory available)",

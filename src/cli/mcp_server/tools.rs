@@ -376,10 +376,7 @@ fn wait(
     let mut last_progress = None;
     let mut seen = 0;
     loop {
-        let located = match registry.locate(
-            repo.as_deref(),
-            &resolve_last(repo.as_deref(), registry, run_id),
-        ) {
+        let located = match locate_run(registry, repo.as_deref(), run_id) {
             Ok(l) => l,
             Err(e) => return Ok(tool_error(e)),
         };
@@ -409,6 +406,15 @@ fn wait(
 }
 
 /// `last` → the newest run of the repository; anything else as given.
+/// The run `run` (or the newest, for `last`) of `repo`, or of this server.
+fn locate_run(
+    registry: &Registry,
+    repo: Option<&Path>,
+    run: &str,
+) -> Result<super::runs::Located, String> {
+    registry.locate(repo, &resolve_last(repo, registry, run))
+}
+
 fn resolve_last(repo: Option<&Path>, registry: &Registry, run: &str) -> String {
     if run != crate::cli::LAST_RUN {
         return run.to_string();
@@ -427,15 +433,10 @@ fn status(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
     let args = Args::new("fanout_status", v, &["repo", "run_id"], &[])?;
     let repo = repo_arg(&args, registry)?;
     if let Some(run_id) = args.str("run_id")? {
-        return Ok(
-            match registry.locate(
-                repo.as_deref(),
-                &resolve_last(repo.as_deref(), registry, run_id),
-            ) {
-                Ok(l) => result(view(&l), false),
-                Err(e) => tool_error(e),
-            },
-        );
+        return Ok(match locate_run(registry, repo.as_deref(), run_id) {
+            Ok(l) => result(view(&l), false),
+            Err(e) => tool_error(e),
+        });
     }
     let repo_path = repo.unwrap_or_else(|| registry.options.cwd.clone());
     let user_repo = match crate::git::repo::UserRepo::open(&repo_path) {
@@ -539,10 +540,7 @@ fn merge(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
     let repo = repo_arg(&args, registry)?;
     let run_id = args.str("run_id")?.unwrap_or_default();
     let into = args.str("into")?.unwrap_or_default();
-    let located = match registry.locate(
-        repo.as_deref(),
-        &resolve_last(repo.as_deref(), registry, run_id),
-    ) {
+    let located = match locate_run(registry, repo.as_deref(), run_id) {
         Ok(l) => l,
         Err(e) => return Ok(tool_error(e)),
     };
