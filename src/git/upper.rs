@@ -498,7 +498,7 @@ pub fn create_lower(
     path: &Path,
 ) -> Result<std::path::PathBuf, GitError> {
     let path = std::path::absolute(path).ctx(|| format!("cannot resolve {}", path.display()))?;
-    let admin = super::worktree::register(repo, name, &commit.to_string(), &path, &path)?;
+    let admin = super::worktree::register(repo, name, &commit.to_string(), &path, Some(&path))?;
     if super::checkout::checkout_plain(repo, commit, &path, &admin.join("index"))? {
         return Ok(admin.join("index"));
     }
@@ -536,7 +536,7 @@ pub fn create_overlay_task(
         name,
         &format!("ref: refs/heads/{branch}"),
         &merged,
-        upper,
+        Some(upper),
     )?;
     std::fs::copy(lower_index, admin.join("index"))
         .ctx(|| format!("cannot copy the index {}", lower_index.display()))?;

@@ -31,19 +31,59 @@ pub fn create(
     base: git2::Oid,
     path: &Path,
 ) -> Result<(), GitError> {
+    adopt(repo, name, branch, base, path)?;
+    check_out(repo, name, base, path)
+}
+
+/// Creates the task branch at `base` and registers `path` as its worktree without touching
+/// the folder: for a pooled worktree, which the sandboxed reset brings to `base` and gives
+/// its `.git` file (what a previous agent left there is never opened by fanout).
+pub fn adopt(
+    repo: &Repository,
+    name: &str,
+    branch: &str,
+    base: git2::Oid,
+    path: &Path,
+) -> Result<(), GitError> {
     let commit = repo
         .find_commit(base)
         .ctx(|| format!("base commit {base} not found"))?;
     repo.branch(branch, &commit, false)
         .ctx(|| format!("cannot create branch {branch}"))?;
-    register(repo, name, &format!("ref: refs/heads/{branch}"), path, path)?;
+    register(repo, name, &format!("ref: refs/heads/{branch}"), path, None)?;
+    Ok(())
+}
+
+/// Checks a registered worktree's HEAD (`head`) out into its new or emptied folder, with its
+/// `.git` file: files written in parallel when plain, else by libgit2.
+pub fn check_out(
+    repo: &Repository,
+    name: &str,
+    head: git2::Oid,
+    path: &Path,
+) -> Result<(), GitError> {
+    let admin = repo.commondir().join("worktrees").join(name);
+    let admin =
+        std::path::absolute(&admin).ctx(|| format!("cannot resolve {}", admin.display()))?;
+    std::fs::create_dir_all(path).ctx(|| format!("cannot create {}", path.display()))?;
+    write_git_file(path, &admin)?;
+    if super::checkout::checkout_plain(repo, head, path, &admin.join("index"))? {
+        return Ok(());
+    }
     let task_repo = open_task_repo(repo, name)?;
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.force();
     task_repo
         .checkout_head(Some(&mut checkout))
-        .ctx(|| format!("cannot check out {branch} into {}", path.display()))?;
+        .ctx(|| format!("cannot check out {name} into {}", path.display()))?;
     Ok(())
+}
+
+/// The `.git` file of a worktree (or an overlay's upper folder) pointing at its admin folder.
+fn write_git_file(dir: &Path, admin: &Path) -> Result<(), GitError> {
+    let file = dir.join(".git");
+    std::fs::write(&file, format!("gitdir: {}\n", admin.display()))
+        .ctx(|| format!("cannot write {}", file.display()))
 }
 
 /// Opens a task's repository through its admin folder in the main repository
@@ -70,15 +110,14 @@ pub fn open_task_repo(repo: &Repository, name: &str) -> Result<Repository, GitEr
 }
 
 /// Writes a linked worktree's admin folder `<common>/worktrees/<name>` in git's format with
-/// `head` as its HEAD and `workdir` as its working folder, and the `.git` file pointing at it
-/// into `git_file_dir` (the working folder itself, or an overlay's upper folder). Returns the
-/// admin folder.
+/// `head` as its HEAD and `workdir` as its working folder, and (unless `None`) the `.git` file
+/// pointing at it into `git_file_dir` (an overlay's upper folder). Returns the admin folder.
 pub(super) fn register(
     repo: &Repository,
     name: &str,
     head: &str,
     workdir: &Path,
-    git_file_dir: &Path,
+    git_file_dir: Option<&Path>,
 ) -> Result<std::path::PathBuf, GitError> {
     let admin = repo.commondir().join("worktrees").join(name);
     if admin.exists() {
@@ -93,19 +132,17 @@ pub(super) fn register(
         std::fs::write(file, text).ctx(|| format!("cannot write {}", file.display()))
     };
     std::fs::create_dir_all(&admin).ctx(|| format!("cannot create {}", admin.display()))?;
-    std::fs::create_dir_all(workdir).ctx(|| format!("cannot create {}", workdir.display()))?;
-    std::fs::create_dir_all(git_file_dir)
-        .ctx(|| format!("cannot create {}", git_file_dir.display()))?;
     write(&admin.join("commondir"), "../..\n".into())?;
     write(
         &admin.join("gitdir"),
         format!("{}\n", workdir.join(".git").display()),
     )?;
     write(&admin.join("HEAD"), format!("{head}\n"))?;
-    write(
-        &git_file_dir.join(".git"),
-        format!("gitdir: {}\n", admin.display()),
-    )?;
+    if let Some(dir) = git_file_dir {
+        std::fs::create_dir_all(workdir).ctx(|| format!("cannot create {}", workdir.display()))?;
+        std::fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        write_git_file(dir, &admin)?;
+    }
     Ok(admin)
 }
 

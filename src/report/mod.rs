@@ -222,6 +222,14 @@ pub struct WorkspaceSummary {
     /// `overlay` or `worktree`.
     pub mode: String,
     pub reason: String,
+    /// Worktree mode: how many tasks ran in a worktree reused from an earlier task (reset
+    /// in the sandbox) instead of a new checkout.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reused: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

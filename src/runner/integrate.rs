@@ -342,6 +342,16 @@ pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(),
     let name = worktree::worktree_name(shared.run_id.as_str(), id.as_str());
     let wt = shared.run_dir.join("worktrees").join(id.as_str());
     let scratch = shared.run_dir.join("scratch").join(id.as_str());
+    let ws = &shared.workspaces;
+    if !ws.overlay() {
+        // Parked for the next task (then only the registration goes), or removed.
+        let index = shared
+            .common_dir
+            .join("worktrees")
+            .join(&name)
+            .join("index");
+        ws.pool.park(&wt, &index);
+    }
     worktree::remove(&shared.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
     super::workspace::remove_layers(&shared.run_dir, id.as_str())?;
     worktree::remove_tree(&scratch)
@@ -376,6 +386,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     shared
         .workspaces
         .remove_lowers(shared, kept || shared.stop.now());
+    shared.workspaces.pool.clear();
     if !shared.options.keep_worktrees {
         // Only when empty: kept workspaces stay.
         let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));

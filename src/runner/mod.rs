@@ -15,6 +15,7 @@ mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
 mod pipelines;
+mod pool;
 mod retry;
 mod schedule;
 mod steps;
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::ids::{merged_branch, RunId};
 use crate::plan::{Plan, PlannedTask, RunOptions};
-use crate::report::{RunReport, SandboxSummary, TaskStatus};
+use crate::report::{RunReport, SandboxSummary, TaskStatus, WorkspaceSummary};
 use crate::state::{RunState, StateFile};
 
 pub use events::Events;
@@ -422,7 +423,10 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         interrupted,
         interrupted_by: stop.reason(),
         sandbox: sandbox_summary,
-        workspace: Some(shared.workspaces.summary.clone()),
+        workspace: Some(WorkspaceSummary {
+            reused: shared.workspaces.pool.reused(),
+            ..shared.workspaces.summary.clone()
+        }),
         verifier: verifier_summary,
         duration_ms: started.elapsed().as_millis() as u64,
         counts,

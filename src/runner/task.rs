@@ -203,7 +203,7 @@ async fn pipeline(
     );
 
     // 2. Worktree (and the dependency integration commit it starts from).
-    let (start, layers) = {
+    let (start, layers, taken) = {
         let (shared2, id2) = (shared.clone(), id.clone());
         let (common, base, wt, name, branch, scratch) = (
             shared.repo_path.clone(),
@@ -241,29 +241,34 @@ async fn pipeline(
                 None => super::integrate::dependency_base(&repo, base, &dep_commits)?,
             };
             let ws = &shared2.workspaces;
+            let mut taken = None;
             let layers = if ws.overlay() {
                 Some(ws.create_overlay(&shared2, &repo, &branch, start, &wt, id2.as_str())?)
             } else {
-                worktree::create(&repo, &name, &branch, start, &wt)
-                    .map_err(|e| crate::error_chain(&e))?;
+                // A parked worktree is only registered here; the sandboxed reset (below, once
+                // the task's sandbox is known) brings it to `start`.
+                taken = ws.pool.take(&wt);
+                match &taken {
+                    Some(_) => worktree::adopt(&repo, &name, &branch, start, &wt),
+                    None => worktree::create(&repo, &name, &branch, start, &wt),
+                }
+                .map_err(|e| crate::error_chain(&e))?;
                 None
             };
-            // `include`: ignored files of the checkout, before anything runs in the workspace
-            // (an overlay's view is its upper folder until the sandbox mounts it).
-            let target = layers
-                .as_ref()
-                .map(|l| l.spec.upper.clone())
-                .unwrap_or_else(|| wt.clone());
-            for w in crate::include::copy(&workdir, &target, &include)
-                .map_err(|e| crate::error_chain(&e))?
-            {
-                sink.warn(Some(&task_id), &w);
+            if taken.is_none() {
+                // `include`: ignored files of the checkout, before anything runs in the
+                // workspace (an overlay's view is its upper folder until the sandbox mounts it).
+                let target = layers
+                    .as_ref()
+                    .map(|l| l.spec.upper.clone())
+                    .unwrap_or_else(|| wt.clone());
+                copy_include(&workdir, &target, &include, &sink, &task_id)?;
             }
             for sub in ["tmp", "home"] {
                 std::fs::create_dir_all(scratch.join(sub))
                     .map_err(|e| format!("cannot create scratch folder: {e}"))?;
             }
-            Ok((start, layers))
+            Ok((start, layers, taken))
         })
         .await
         .map_err(|e| stop(TaskStatus::Failed, e))?
@@ -304,6 +309,11 @@ async fn pipeline(
 
     // 3. Agent session, after the workspace setup (same sandbox and environment).
     let spawn = spawn_spec(shared, task, &paths, &task_env);
+    if let Some(taken) = taken {
+        reset_reused_worktree(shared, task, &paths, &spawn, taken, start)
+            .await
+            .map_err(|e| stop(TaskStatus::Failed, e))?;
+    }
     if let Some(cmd) = &task.setup {
         let log = shared.run_dir.join("logs").join(format!("{id}.setup.log"));
         let mut cancel = shared.cancel.clone();
@@ -561,4 +571,71 @@ async fn pipeline(
             Err(s)
         }
     }
+}
+
+/// Copies the task's `include` files (ignored files of the user's checkout) into `target`.
+fn copy_include(
+    workdir: &Path,
+    target: &Path,
+    include: &[crate::include::Entry],
+    sink: &super::events::Events,
+    task_id: &str,
+) -> Result<(), String> {
+    for w in crate::include::copy(workdir, target, include).map_err(|e| crate::error_chain(&e))? {
+        sink.warn(Some(task_id), &w);
+    }
+    Ok(())
+}
+
+/// Brings a worktree taken from the pool to `start` inside the task's sandbox; when that does
+/// not work, the worktree is removed and checked out afresh. Then the `include` files.
+async fn reset_reused_worktree(
+    shared: &Arc<Shared>,
+    task: &super::PlannedTask,
+    paths: &Paths,
+    spawn: &crate::process::SpawnSpec,
+    taken: super::pool::Taken,
+    start: git2::Oid,
+) -> Result<(), String> {
+    let admin = shared.common_dir.join("worktrees").join(&paths.wt_name);
+    let admin = std::path::absolute(&admin).unwrap_or(admin);
+    let log = shared
+        .run_dir
+        .join("logs")
+        .join(format!("{}.reset.log", task.id()));
+    let reset = shared
+        .workspaces
+        .pool
+        .reset(
+            spawn,
+            &taken,
+            (&paths.worktree, &admin, &paths.scratch),
+            start,
+            &log,
+        )
+        .await;
+    let (s, wt, name) = (
+        shared.clone(),
+        paths.worktree.clone(),
+        paths.wt_name.clone(),
+    );
+    let (include, task_id) = (task.include.clone(), task.id().to_string());
+    blocking(move || {
+        if let Err(why) = reset {
+            // A repository with submodules turns the pool off: nothing to warn about.
+            if s.workspaces.pool.enabled() {
+                s.events.warn(
+                    Some(&task_id),
+                    &format!("a reused worktree was checked out afresh: {why}"),
+                );
+            }
+            worktree::remove_tree(&wt)
+                .map_err(|e| format!("cannot remove {}: {e}", wt.display()))?;
+            let repo = git2::Repository::open(&s.repo_path)
+                .map_err(|e| format!("cannot open the repository: {e}"))?;
+            worktree::check_out(&repo, &name, start, &wt).map_err(|e| crate::error_chain(&e))?;
+        }
+        copy_include(&s.workdir, &wt, &include, &s.events, &task_id)
+    })
+    .await
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository};
 
+use super::pool::Pool;
 use super::{memory_lower, Shared};
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
@@ -26,6 +27,8 @@ pub(crate) struct Workspaces {
     /// Lower checkouts by start commit, each created once (the first task to need it makes it
     /// while later ones wait on its slot).
     lowers: Mutex<HashMap<Oid, Arc<Mutex<Option<Lower>>>>>,
+    /// Worktree mode: finished tasks' worktrees, reused by the next ones.
+    pub pool: Pool,
 }
 
 #[derive(Clone)]
@@ -49,6 +52,20 @@ fn worktrees_dir(run_dir: &Path) -> PathBuf {
     workspace_dir(run_dir, "worktrees")
 }
 
+/// Where finished worktrees wait for the next task (see `pool`).
+fn pool_dir(run_dir: &Path) -> PathBuf {
+    worktrees_dir(run_dir).join(".pool")
+}
+
+/// Worktrees are reused only when the reset can run confined (the sandbox is on) with git,
+/// and none is kept for inspection. `FANOUT_WORKTREE_POOL=0` turns reuse off.
+fn pool_allowed(options: &RunOptions) -> bool {
+    options.sandbox.enabled
+        && !options.keep_worktrees
+        && std::env::var("FANOUT_WORKTREE_POOL").map_or(true, |v| v != "0")
+        && crate::which::find_program("git").is_ok()
+}
+
 /// Task ids never start with a dot, so these never collide with a task's folder.
 fn layers_dir(run_dir: &Path, id: &str) -> PathBuf {
     worktrees_dir(run_dir).join(".layers").join(id)
@@ -62,9 +79,15 @@ impl Workspaces {
             summary: WorkspaceSummary {
                 mode: if overlay { "overlay" } else { "worktree" }.into(),
                 reason,
+                reused: 0,
             },
             overlay,
             lowers: Mutex::new(HashMap::new()),
+            pool: Pool::new(
+                pool_dir(run_dir),
+                !overlay && pool_allowed(options),
+                options.jobs,
+            ),
         };
         let choice = options.workspace;
         // Where an explicit choice came from, for the reason shown.

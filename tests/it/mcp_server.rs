@@ -690,6 +690,9 @@ fn codex_0_169_calls_fanout_start_and_wait() {
         ])
         .current_dir(&repo.path)
         .env("CODEX_HOME", home.path())
+        // Codex snapshots the user's login shell; a machine's own rc files (a version manager's
+        // background rehash) would leave processes of theirs in the repository behind.
+        .env("HOME", home.path())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdin(Stdio::null())
         .output()

@@ -145,16 +145,22 @@ macro_rules! every_way {
 thread_local! {
     /// The `--workspace` every `fanout run` of this test thread gets (see [`in_workspace`]).
     static WORKSPACE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
-    /// Overlay lowers kept on disk for every fanout of this test thread (see [`lowers_on_disk`]).
-    static LOWERS_ON_DISK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Variables set for every fanout of this test thread (see [`with_env`]).
+    static EXTRA_ENV: std::cell::RefCell<Vec<(&'static str, &'static str)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `key=value` in the environment of every fanout it starts on this thread.
+pub fn with_env<T>(key: &'static str, value: &'static str, f: impl FnOnce() -> T) -> T {
+    EXTRA_ENV.with(|e| e.borrow_mut().push((key, value)));
+    let out = f();
+    EXTRA_ENV.with(|e| e.borrow_mut().retain(|(k, _)| *k != key));
+    out
 }
 
 /// Runs `f` with overlay lowers on disk (`FANOUT_LOWER_IN_MEMORY=0`) instead of in memory.
 pub fn lowers_on_disk<T>(f: impl FnOnce() -> T) -> T {
-    LOWERS_ON_DISK.with(|w| w.set(true));
-    let out = f();
-    LOWERS_ON_DISK.with(|w| w.set(false));
-    out
+    with_env("FANOUT_LOWER_IN_MEMORY", "0", f)
 }
 
 /// Lowers of run `run_id` left in the memory filesystem (there should be none after a run).
@@ -253,9 +259,11 @@ impl TestRepo {
         };
         cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_SYSTEM", "/dev/null");
-        if LOWERS_ON_DISK.with(|w| w.get()) {
-            cmd.env("FANOUT_LOWER_IN_MEMORY", "0");
-        }
+        EXTRA_ENV.with(|e| {
+            for (k, v) in e.borrow().iter() {
+                cmd.env(k, v);
+            }
+        });
         cmd
     }
 

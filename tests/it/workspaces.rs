@@ -210,3 +210,206 @@ fn the_task_file_picks_the_workspace_and_the_flag_overrides_it() {
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert!(said.contains("$.defaults.workspace"), "{said}");
 }
+
+/// What a hostile task leaves in its worktree before the pool hands it to the next task:
+/// every kind of entry git knows, and some it does not. The agent's part is what fanout can
+/// commit; the rest comes from its verify command, after the commit (a failed task whose
+/// work cannot be committed keeps its workspace: it is never pooled). `$1` is a folder
+/// outside the repository.
+const PLANT_AGENT: &str = r#"set -e
+echo modified >> src/file_00.txt
+echo added > added.txt
+mkdir -p newdir/deeper && echo x > newdir/deeper/f.txt
+echo ignored > debug.log
+mkdir -p build && echo x > build/out.txt
+rm src/file_01.txt
+chmod +x src/file_02.txt
+chmod -x run.sh
+rm lnk && echo not-a-link > lnk
+rm -r dir2f && echo now-a-file > dir2f
+"#;
+const PLANT_VERIFY: &str = r#"set -e
+out="$1"
+rm src/file_03.txt && ln -s "$out/secret.txt" src/file_03.txt
+ln -s "$out" outlink
+rm -r nested && ln -s "$out/dir" nested
+echo hidden > src/file_04.txt && chmod 000 src/file_04.txt
+mkdir locked && echo s > locked/s && chmod 000 locked
+chmod 000 tree2/sub tree2
+mkfifo pipe
+rm src/file_05.txt && mkfifo src/file_05.txt
+mkdir -p inner/.git && echo 'ref: refs/heads/x' > inner/.git/HEAD && echo x > inner/x
+mkdir -p gitfile && echo "gitdir: $out" > gitfile/.git && echo y > gitfile/y
+mkdir -p empty/deeper src/empty
+touch "$(printf 'new\nline')" ' lead' ./-dash
+rm -f .git && mkdir -p .git/hooks && printf '[core]\n\tworktree = /\n' > .git/config
+printf '#!/bin/sh\ntouch "%s/pwned"\n' "$out" > .git/hooks/post-checkout
+chmod +x .git/hooks/post-checkout
+"#;
+
+/// A task whose agent fails after changing things (fanout commits them for a look).
+const CRASH: &str = r#"echo crash >> src/file_03.txt
+rm -r tree2 && echo now-a-file > tree2
+ln -s /etc/passwd evil
+chmod +x src/file_01.txt
+mkdir -p build/deep && echo z > build/deep/z
+mkdir -p src/file_05.txt.d && echo w > src/file_05.txt.d/w
+exit 1
+"#;
+
+/// What a task sees of its worktree, written to `probe-$1.txt`: every entry with its kind and
+/// link target, the executable and unreadable ones, every file's content hash, and git's view.
+const PROBE: &str = r#"f="$TMPDIR/probe"
+{
+find . -path ./.git -prune -o -printf '%y %p %l\n' | LC_ALL=C sort
+echo '--- executable'
+find . -path ./.git -prune -o -type f -perm -u=x -print | LC_ALL=C sort
+echo '--- unreadable'
+find . -path ./.git -prune -o ! -readable -print | LC_ALL=C sort
+echo '--- content'
+find . -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum
+echo '--- git'
+[ -f .git ] && [ ! -L .git ] && echo '.git is a file'
+git status --porcelain --ignored --untracked-files=all
+git rev-parse "HEAD^{tree}"
+} > "$f" 2>&1
+mv "$f" "probe-$1.txt"
+"#;
+
+/// A worktree run with `--jobs 1`: a hostile task, a task from the same start, a task that
+/// fails, a task that edits, one from that edit. Returns the report and each probe's output.
+fn run_after_a_hostile_task(
+    repo: &TestRepo,
+    outside: &std::path::Path,
+) -> (Value, std::collections::BTreeMap<String, String>) {
+    let out = outside.display().to_string();
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "plant": {"protocol": "exec", "command": "sh", "args": ["-c", PLANT_AGENT]},
+            "first": {"protocol": "exec", "command": "sh", "args": ["-c", PROBE, "probe", "first"]},
+            "crash": {"protocol": "exec", "command": "sh", "args": ["-c", CRASH]},
+            "edit": {"protocol": "exec", "command": "sh",
+                     "args": ["-c", "echo edited >> src/file_03.txt; echo junk > junk.log; mkdir -p build; echo y > build/y"]},
+            "second": {"protocol": "exec", "command": "sh", "args": ["-c", PROBE, "probe", "second"]}
+        },
+        "tasks": [
+            {"id": "plant", "prompt": "x", "agent": "plant", "paths": ["**", "src/file_02.txt"],
+             "verify": ["sh", "-c", PLANT_VERIFY, "plant", out]},
+            {"id": "first", "prompt": "x", "agent": "first"},
+            {"id": "crash", "prompt": "x", "agent": "crash"},
+            {"id": "edit", "prompt": "x", "agent": "edit"},
+            {"id": "second", "prompt": "x", "agent": "second", "depends_on": ["edit"]}
+        ]
+    }));
+    let (o, report) = in_workspace("worktree", || {
+        repo.run(&file, &["--no-readback", "--jobs", "1"])
+    });
+    for (id, status) in [("plant", "merged"), ("crash", "failed")] {
+        let t = task(&report, id);
+        assert_eq!(t["status"], status, "{t}\n{}", stderr(&o));
+    }
+    let mut probes = std::collections::BTreeMap::new();
+    for id in ["first", "second"] {
+        let t = task(&report, id);
+        assert_eq!(t["status"], "merged", "{id}: {t}\n{}", stderr(&o));
+        let files = repo.tree_files(t["branch"].as_str().expect("branch"));
+        let probe = files
+            .get(&format!("probe-{id}.txt"))
+            .unwrap_or_else(|| panic!("{id} wrote no probe: {:?}", files.keys()));
+        probes.insert(id.to_string(), String::from_utf8_lossy(probe).into_owned());
+    }
+    (report, probes)
+}
+
+/// The worktree pool: what one task left behind (modified, added, untracked, ignored, deleted,
+/// mode-changed, symlinked, unreadable entries, FIFOs, a nested repository, a forged `.git`
+/// with a hook) never reaches the next task, nor is anything outside the worktree touched:
+/// each task sees exactly what a fresh checkout shows.
+fn nothing_leaks_through_a_reused_worktree(runner: Runner) {
+    let repo = repo_with_folders(runner);
+    std::fs::write(repo.path.join("run.sh"), "#!/bin/sh\necho run\n").expect("write");
+    std::fs::set_permissions(
+        repo.path.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("src/file_00.txt", repo.path.join("lnk")).expect("link");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "exec and link"]);
+    let outside = repo.tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("dir")).expect("mkdir");
+    std::fs::write(outside.join("secret.txt"), "secret\n").expect("write");
+    std::fs::write(outside.join("dir/c.txt"), "outside c\n").expect("write");
+    let outside_before = snapshot_dir(&outside);
+    let before = repo.snapshot();
+
+    let (pooled, seen) = run_after_a_hostile_task(&repo, &outside);
+    assert_eq!(
+        pooled["workspace"]["reused"], 4,
+        "every task after the first ran in a reused worktree: {}\nwarnings: {}",
+        pooled["workspace"], pooled["warnings"]
+    );
+    assert!(
+        !pooled["warnings"].to_string().contains("afresh"),
+        "{}",
+        pooled["warnings"]
+    );
+    let (fresh, expected) = with_env("FANOUT_WORKTREE_POOL", "0", || {
+        run_after_a_hostile_task(&repo, &outside)
+    });
+    assert!(
+        fresh["workspace"].get("reused").is_none(),
+        "{}",
+        fresh["workspace"]
+    );
+    for id in ["first", "second"] {
+        assert_eq!(
+            seen[id], expected[id],
+            "{id}: reused worktree vs a fresh one"
+        );
+    }
+    assert!(expected["second"].contains("./src/file_00.txt"));
+    assert!(!expected["first"].contains("added.txt") && !expected["first"].contains("pipe"));
+    assert_eq!(
+        snapshot_dir(&outside),
+        outside_before,
+        "outside the worktree"
+    );
+    repo.assert_left_as_except_worktrees(&before);
+    let runs = std::fs::read_dir(repo.path.join(".git/fanout/runs")).expect("runs");
+    for run in runs.flatten() {
+        let pool = run.path().join("worktrees/.pool");
+        assert!(!pool.exists(), "{} stays", pool.display());
+    }
+}
+both_ways!(
+    nothing_leaks_through_a_reused_worktree,
+    nothing_leaks_through_a_reused_worktree
+);
+
+/// Every entry beneath `dir` with its kind, mode and content (links not followed).
+fn snapshot_dir(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).expect("stat");
+            let content = if meta.is_file() {
+                std::fs::read(e.path()).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((
+                e.path().display().to_string(),
+                meta.permissions().mode(),
+                content,
+            ));
+        }
+    }
+    out.sort();
+    out
+}

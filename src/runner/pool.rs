@@ -1,0 +1,224 @@
+/*!
+The worktree pool of a `--workspace worktree` run: a finished task's worktree is parked
+(renamed into `worktrees/.pool/<n>`, its index beside it) instead of deleted, and the next task
+takes it over instead of checking the whole repository out again. At most `--jobs` are parked.
+
+A parked worktree is hostile: its last agent may have left links to outside, files where
+folders were, `chmod 000` entries, FIFOs, or a forged `.git`. fanout never opens anything in
+it. The reset back to the next task's start commit runs inside that task's sandbox (the
+agent's own Landlock rules and uid: it can write only the worktree and the task's scratch
+folder), with git's one-way merge that rewrites only entries whose stat data or content
+differ, then removes everything untracked or ignored, then checks that `git status` shows
+nothing; only then is the `.git` file written (from inside too). Any failure: the worktree is
+deleted and checked out afresh, as without a pool.
+*/
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::git::worktree;
+use crate::process::SpawnSpec;
+
+/// What the sandboxed reset runs (`sh -c`), with `$1` the admin folder, `$2` the start
+/// commit, `$3` the index it works on (in the task's scratch folder).
+const RESET_SCRIPT: &str = r#"set -eu
+export GIT_DIR="$1" GIT_WORK_TREE=. GIT_INDEX_FILE="$3"
+unset GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_NAMESPACE GIT_COMMON_DIR
+# Rights the last agent took away, given back (find never follows links; a folder is
+# opened only after its own rights were mended); FIFOs, sockets and devices removed: git
+# does not see them at all.
+find . \( -type d ! -perm -u=rwx -exec chmod u+rwx {} \; \) -o \
+       \( -type f ! -perm -u=rw -exec chmod u+rw {} \; \) -o \
+       \( ! -type d ! -type f ! -type l -exec rm -f {} + \)
+rm -rf .git
+# Submodule folders are not reset by git: such a repository is not pooled.
+if git ls-files --stage | grep -q '^160000'; then exit 17; fi
+git read-tree --reset -u "$2"
+git clean -ffdxq
+if git ls-files --stage | grep -q '^160000'; then exit 17; fi
+left=$(git status --porcelain --ignored --untracked-files=all
+       find . -path ./.git -prune -o ! -type d ! -type f ! -type l -print)
+if [ -n "$left" ]; then printf 'left after the reset:\n%s\n' "$left" >&2; exit 18; fi
+printf 'gitdir: %s\n' "$1" > .git
+"#;
+
+/// Exit code of the reset when the repository has submodules (the pool is turned off).
+const HAS_SUBMODULES: &str = "(exit code 17)";
+
+/// The run's parked worktrees.
+pub(crate) struct Pool {
+    dir: PathBuf,
+    enabled: AtomicBool,
+    capacity: usize,
+    parked: Mutex<Vec<PathBuf>>,
+    next: AtomicUsize,
+    reused: AtomicUsize,
+}
+
+/// A parked worktree taken over by a task: the index it had, to reset from.
+pub(crate) struct Taken {
+    pub index: PathBuf,
+}
+
+impl Pool {
+    /// `dir` is emptied first: worktrees parked by an interrupted attempt of this run are
+    /// removed, never reused.
+    pub fn new(dir: PathBuf, enabled: bool, capacity: usize) -> Pool {
+        let _ = worktree::remove_tree(&dir);
+        Pool {
+            dir,
+            enabled: AtomicBool::new(enabled && capacity > 0),
+            capacity,
+            parked: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            reused: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// How many tasks ran in a reused worktree.
+    pub fn reused(&self) -> usize {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Parks the worktree `wt` with its index `index` (moved out of its admin folder): `false`
+    /// when the pool is off or full, or a move failed (then the caller removes it).
+    pub fn park(&self, wt: &Path, index: &Path) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if parked.len() >= self.capacity || !index.is_file() {
+            return false;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = self.dir.join(n.to_string());
+        if std::fs::create_dir_all(&self.dir).is_err() || std::fs::rename(wt, &slot).is_err() {
+            return false;
+        }
+        if std::fs::rename(index, slot.with_extension("index")).is_err() {
+            let _ = std::fs::rename(&slot, wt);
+            return false;
+        }
+        parked.push(slot);
+        true
+    }
+
+    /// Moves a parked worktree to `wt` (which must not exist), or `None`.
+    pub fn take(&self, wt: &Path) -> Option<Taken> {
+        if !self.enabled() {
+            return None;
+        }
+        let slot = self
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()?;
+        let index = slot.with_extension("index");
+        if std::fs::rename(&slot, wt).is_err() {
+            let _ = worktree::remove_tree(&slot);
+            let _ = std::fs::remove_file(&index);
+            return None;
+        }
+        Some(Taken { index })
+    }
+
+    /// Counts a reset that worked.
+    pub fn note_reused(&self) {
+        self.reused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Turns the pool off for the rest of the run and removes what is parked.
+    pub fn disable(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
+        self.clear();
+    }
+
+    /// Removes every parked worktree (end of run).
+    pub fn clear(&self) {
+        let slots: Vec<PathBuf> =
+            std::mem::take(&mut *self.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        for slot in slots {
+            let _ = worktree::remove_tree(&slot);
+            let _ = std::fs::remove_file(slot.with_extension("index"));
+        }
+        let _ = worktree::remove_tree(&self.dir);
+    }
+
+    /// Brings the taken-over worktree `wt` (registered as `admin`) to `start` inside the task's
+    /// sandbox (`spec`), then installs the index the reset wrote. `Err` says why it did not
+    /// work; the caller then checks the worktree out afresh.
+    pub async fn reset(
+        &self,
+        spec: &SpawnSpec,
+        taken: &Taken,
+        (wt, admin, scratch): (&Path, &Path, &Path),
+        start: git2::Oid,
+        log: &Path,
+    ) -> Result<(), String> {
+        let work_index = scratch.join("reset-index");
+        let copied = std::fs::copy(&taken.index, &work_index);
+        let _ = std::fs::remove_file(&taken.index);
+        copied.map_err(|e| format!("cannot copy the parked index: {e}"))?;
+        let mut spec = spec.clone();
+        spec.cwd = wt.to_path_buf();
+        spec.stderr_log = spec.stderr_log.with_extension("reset-stderr.log");
+        spec.status_file = spec.status_file.with_extension("reset.json");
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            RESET_SCRIPT,
+            "fanout-reset",
+            &admin.display().to_string(),
+            &start.to_string(),
+            &work_index.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out =
+            crate::verify::command::run_logged(&spec, &argv, Duration::from_secs(600), Some(log))
+                .await;
+        let installed = out.passed.then(|| install_index(&work_index, admin));
+        let _ = std::fs::remove_file(&work_index);
+        match installed {
+            Some(Ok(())) => {
+                let _ = std::fs::remove_file(log);
+                let _ = std::fs::remove_file(&spec.stderr_log);
+                let _ = std::fs::remove_file(&spec.status_file);
+                self.note_reused();
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => {
+                if out.summary.contains(HAS_SUBMODULES) {
+                    self.disable();
+                    return Err("the repository has submodules: worktrees are not reused".into());
+                }
+                Err(format!(
+                    "the reset failed ({}); log {}",
+                    out.summary,
+                    log.display()
+                ))
+            }
+        }
+    }
+}
+
+/// The index the sandboxed git wrote becomes the worktree's (a regular file, copied: fanout
+/// never follows a link the sandbox could have left).
+fn install_index(work_index: &Path, admin: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(work_index)
+        .map_err(|e| format!("the reset wrote no index: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err("the reset's index is not a regular file".into());
+    }
+    std::fs::copy(work_index, admin.join("index"))
+        .map(|_| ())
+        .map_err(|e| format!("cannot install the reset's index: {e}"))
+}
