@@ -125,7 +125,12 @@ pub fn workspaces() -> Check {
             Level::Warn,
             subject,
             format!(
-                "worktree: overlay workspaces do not work here ({e}); every task gets a full checkout"
+                "worktree: overlay workspaces do not work here ({e}); {}",
+                if crate::which::find_program("git").is_ok() {
+                    "the first --jobs tasks get a full checkout, later ones a worktree reused and reset in their sandbox"
+                } else {
+                    "every task gets a full checkout (no `git` on PATH to reset reused worktrees)"
+                }
             ),
         ),
     }

@@ -222,3 +222,74 @@ fn install_index(work_index: &Path, admin: &Path) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("cannot install the reset's index: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worktree_with_index(root: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let wt = root.join(name);
+        std::fs::create_dir_all(wt.join("sub")).unwrap();
+        std::fs::write(wt.join("sub/f"), name).unwrap();
+        let index = root.join(format!("{name}.admin-index"));
+        std::fs::write(&index, "index").unwrap();
+        (wt, index)
+    }
+
+    #[test]
+    fn parks_up_to_capacity_and_hands_out_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(dir.path().join(".pool"), true, 2);
+        let (a, ai) = worktree_with_index(dir.path(), "a");
+        let (b, bi) = worktree_with_index(dir.path(), "b");
+        let (c, ci) = worktree_with_index(dir.path(), "c");
+        assert!(pool.park(&a, &ai) && pool.park(&b, &bi));
+        assert!(!pool.park(&c, &ci), "full");
+        assert!(
+            c.is_dir() && ci.is_file(),
+            "a worktree not parked stays where it was"
+        );
+        assert!(!a.exists() && !ai.exists());
+        let t1 = pool.take(&dir.path().join("t1")).expect("one");
+        let t2 = pool.take(&dir.path().join("t2")).expect("two");
+        assert!(pool.take(&dir.path().join("t3")).is_none());
+        assert!(t1.index.is_file() && t2.index.is_file());
+        let mut seen = [
+            std::fs::read_to_string(dir.path().join("t1/sub/f")).unwrap(),
+            std::fs::read_to_string(dir.path().join("t2/sub/f")).unwrap(),
+        ];
+        seen.sort();
+        assert_eq!(seen, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_worktree_without_index_or_a_disabled_pool_is_not_parked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(dir.path().join(".pool"), true, 4);
+        let (a, _) = worktree_with_index(dir.path(), "a");
+        assert!(!pool.park(&a, &dir.path().join("missing-index")));
+        let (b, bi) = worktree_with_index(dir.path(), "b");
+        assert!(pool.park(&b, &bi));
+        pool.disable();
+        assert!(
+            !dir.path().join(".pool").exists(),
+            "parked worktrees removed"
+        );
+        let (c, ci) = worktree_with_index(dir.path(), "c");
+        assert!(!pool.park(&c, &ci));
+        assert!(pool.take(&dir.path().join("t")).is_none());
+        let off = Pool::new(dir.path().join(".pool2"), false, 4);
+        assert!(!off.park(&c, &ci) && c.is_dir());
+    }
+
+    #[test]
+    fn leftovers_of_an_earlier_attempt_are_removed_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(".pool/0");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(dir.path().join(".pool/0.index"), "i").unwrap();
+        let pool = Pool::new(dir.path().join(".pool"), true, 2);
+        assert!(!old.exists());
+        assert!(pool.take(&dir.path().join("t")).is_none());
+    }
+}

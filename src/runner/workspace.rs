@@ -75,19 +75,29 @@ impl Workspaces {
     /// Picks the kind for this run. `auto` tries a throwaway overlay once (in the run's
     /// workspace folder, which must exist). `Err`: overlay was asked for and cannot work.
     pub fn decide(options: &RunOptions, run_dir: &Path) -> Result<Workspaces, String> {
-        let make = |overlay: bool, reason: String| Workspaces {
-            summary: WorkspaceSummary {
-                mode: if overlay { "overlay" } else { "worktree" }.into(),
-                reason,
-                reused: 0,
-            },
-            overlay,
-            lowers: Mutex::new(HashMap::new()),
-            pool: Pool::new(
+        let make = |overlay: bool, reason: String| {
+            let pool = Pool::new(
                 pool_dir(run_dir),
                 !overlay && pool_allowed(options),
                 options.jobs,
-            ),
+            );
+            let reason = if pool.enabled() {
+                format!(
+                    "{reason}; finished worktrees are reused, reset inside the next task's sandbox"
+                )
+            } else {
+                reason
+            };
+            Workspaces {
+                summary: WorkspaceSummary {
+                    mode: if overlay { "overlay" } else { "worktree" }.into(),
+                    reason,
+                    reused: 0,
+                },
+                overlay,
+                lowers: Mutex::new(HashMap::new()),
+                pool,
+            }
         };
         let choice = options.workspace;
         // Where an explicit choice came from, for the reason shown.
