@@ -614,6 +614,10 @@ async fn reset_reused_worktree(
             &log,
         )
         .await;
+    if reset.is_err() && *shared.cancel.borrow() {
+        // Stopped by the interrupt: no fresh checkout (cleanup removes the worktree).
+        return Err("interrupted by the user while the workspace was reset".into());
+    }
     let (s, wt, name) = (
         shared.clone(),
         paths.worktree.clone(),
