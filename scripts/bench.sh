@@ -66,6 +66,9 @@ t1=$(now)
 touch "$work/done"; wait
 grep -q "$tasks merged" "$work/fanout.out" || { cat "$work/fanout.out" "$work/fanout.err"; echo "bench: fanout did not merge every task" >&2; exit 1; }
 ws=$(grep -m1 'workspaces:' "$work/fanout.err" | sed 's/^fanout: workspaces: //')
+# Worktree mode: how many tasks ran in a reused worktree (the report's workspace.reused).
+reused=$(grep -o '"reused": *[0-9]*' "$work/report.json" | grep -o '[0-9]*$' || true)
+[ -z "$reused" ] || ws="$ws; reused worktrees: $reused"
 
 # BASELINE=0 measures fanout alone (the plain-git side of a 50 000-file run takes ~50 s a task
 # here); no ratio is printed then.
