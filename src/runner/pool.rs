@@ -21,10 +21,12 @@ use std::time::Duration;
 use crate::git::worktree;
 use crate::process::SpawnSpec;
 
-/// What the sandboxed reset runs (`sh -c`), with `$1` the admin folder, `$2` the start
-/// commit, `$3` the index it works on (in the task's scratch folder).
+/// What the sandboxed reset runs (`/bin/sh -c`), with `$1` the admin folder, `$2` the start
+/// commit, `$3` the index it works on (in the task's scratch folder), `$4` git's absolute path
+/// (found by fanout: a `PATH` entry an agent could write never supplies a program here).
 const RESET_SCRIPT: &str = r#"set -eu
-export GIT_DIR="$1" GIT_WORK_TREE=. GIT_INDEX_FILE="$3"
+PATH="${4%/*}:/usr/local/bin:/usr/bin:/bin"
+export PATH GIT_DIR="$1" GIT_WORK_TREE=. GIT_INDEX_FILE="$3"
 unset GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_NAMESPACE GIT_COMMON_DIR
 # Rights the last agent took away, given back (find never follows links; a folder is
 # opened only after its own rights were mended); FIFOs, sockets and devices removed: git
@@ -44,12 +46,21 @@ if [ -n "$left" ]; then printf 'left after the reset:\n%s\n' "$left" >&2; exit 1
 printf 'gitdir: %s\n' "$1" > .git
 "#;
 
-/// Exit code of the reset when the repository has submodules (the pool is turned off).
+/// How the outcome names the reset's exit when the repository has submodules.
 const HAS_SUBMODULES: &str = "(exit code 17)";
+
+/// Why a reset did not work.
+pub(crate) enum ResetError {
+    /// The repository has submodules: not pooled (nothing to warn about).
+    Submodules,
+    Failed(String),
+}
 
 /// The run's parked worktrees.
 pub(crate) struct Pool {
     dir: PathBuf,
+    /// git's absolute path (`None`: no git, no pool).
+    git: Option<PathBuf>,
     enabled: AtomicBool,
     capacity: usize,
     parked: Mutex<Vec<PathBuf>>,
@@ -64,12 +75,17 @@ pub(crate) struct Taken {
 
 impl Pool {
     /// `dir` is emptied first: worktrees parked by an interrupted attempt of this run are
-    /// removed, never reused.
+    /// removed, never reused. Without `git` on `PATH` the pool is off.
     pub fn new(dir: PathBuf, enabled: bool, capacity: usize) -> Pool {
         let _ = worktree::remove_tree(&dir);
+        let git = enabled
+            .then(|| crate::which::find_program("git").ok())
+            .flatten()
+            .and_then(|p| p.canonicalize().ok());
         Pool {
             dir,
-            enabled: AtomicBool::new(enabled && capacity > 0),
+            enabled: AtomicBool::new(git.is_some() && capacity > 0),
+            git,
             capacity,
             parked: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
@@ -151,8 +167,9 @@ impl Pool {
     }
 
     /// Brings the taken-over worktree `wt` (registered as `admin`) to `start` inside the task's
-    /// sandbox (`spec`), then installs the index the reset wrote. `Err` says why it did not
-    /// work; the caller then checks the worktree out afresh.
+    /// sandbox (`spec`), then installs the index the reset wrote. On `Err` the pool is off for
+    /// the rest of the run (what failed once would fail again, and a fresh checkout is always
+    /// right); the caller checks this worktree out afresh.
     pub async fn reset(
         &self,
         spec: &SpawnSpec,
@@ -160,23 +177,45 @@ impl Pool {
         (wt, admin, scratch): (&Path, &Path, &Path),
         start: git2::Oid,
         log: &Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), ResetError> {
+        let out = self
+            .run_reset(spec, taken, (wt, admin, scratch), start, log)
+            .await;
+        if out.is_err() {
+            self.disable();
+        }
+        out
+    }
+
+    async fn run_reset(
+        &self,
+        spec: &SpawnSpec,
+        taken: &Taken,
+        (wt, admin, scratch): (&Path, &Path, &Path),
+        start: git2::Oid,
+        log: &Path,
+    ) -> Result<(), ResetError> {
+        let Some(git) = &self.git else {
+            return Err(ResetError::Failed("no git".into()));
+        };
         let work_index = scratch.join("reset-index");
         let copied = std::fs::copy(&taken.index, &work_index);
         let _ = std::fs::remove_file(&taken.index);
-        copied.map_err(|e| format!("cannot copy the parked index: {e}"))?;
+        copied.map_err(|e| ResetError::Failed(format!("cannot copy the parked index: {e}")))?;
         let mut spec = spec.clone();
         spec.cwd = wt.to_path_buf();
         spec.stderr_log = spec.stderr_log.with_extension("reset-stderr.log");
         spec.status_file = spec.status_file.with_extension("reset.json");
+        let script = reset_script();
         let argv: Vec<String> = [
-            "sh",
+            "/bin/sh",
             "-c",
-            RESET_SCRIPT,
+            &script,
             "fanout-reset",
             &admin.display().to_string(),
             &start.to_string(),
             &work_index.display().to_string(),
+            &git.display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -194,19 +233,30 @@ impl Pool {
                 self.note_reused();
                 Ok(())
             }
-            Some(Err(e)) => Err(e),
-            None => {
-                if out.summary.contains(HAS_SUBMODULES) {
-                    self.disable();
-                    return Err("the repository has submodules: worktrees are not reused".into());
-                }
-                Err(format!(
-                    "the reset failed ({}); log {}",
-                    out.summary,
-                    log.display()
-                ))
-            }
+            Some(Err(e)) => Err(ResetError::Failed(e)),
+            None if out.summary.contains(HAS_SUBMODULES) => Err(ResetError::Submodules),
+            None => Err(ResetError::Failed(format!(
+                "the reset failed ({}); log {}",
+                out.summary,
+                log.display()
+            ))),
         }
+    }
+}
+
+/// Without the `test-hooks` feature (every release build) the reset is always the real one.
+#[cfg(not(feature = "test-hooks"))]
+fn reset_script() -> String {
+    RESET_SCRIPT.to_string()
+}
+
+/// TEST-ONLY (the `test-hooks` feature): `FANOUT_TEST_FAIL_RESET=1` makes every reset fail after
+/// it ran, so tests see the fresh checkout that follows.
+#[cfg(feature = "test-hooks")]
+fn reset_script() -> String {
+    match std::env::var("FANOUT_TEST_FAIL_RESET") {
+        Ok(v) if v == "1" => format!("{RESET_SCRIPT}\necho 'failing on purpose' >&2; exit 1\n"),
+        _ => RESET_SCRIPT.to_string(),
     }
 }
 

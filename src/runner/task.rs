@@ -625,12 +625,14 @@ async fn reset_reused_worktree(
     );
     let (include, task_id) = (task.include.clone(), task.id().to_string());
     blocking(move || {
-        if let Err(why) = reset {
-            // A repository with submodules turns the pool off: nothing to warn about.
-            if s.workspaces.pool.enabled() {
+        if let Err(e) = reset {
+            // A repository with submodules is simply not pooled: nothing to warn about.
+            if let super::pool::ResetError::Failed(why) = e {
                 s.events.warn(
                     Some(&task_id),
-                    &format!("a reused worktree was checked out afresh: {why}"),
+                    &format!(
+                        "a reused worktree was checked out afresh, and worktrees are no longer reused in this run: {why}"
+                    ),
                 );
             }
             worktree::remove_tree(&wt)

@@ -57,13 +57,12 @@ fn pool_dir(run_dir: &Path) -> PathBuf {
     worktrees_dir(run_dir).join(".pool")
 }
 
-/// Worktrees are reused only when the reset can run confined (the sandbox is on) with git,
-/// and none is kept for inspection. `FANOUT_WORKTREE_POOL=0` turns reuse off.
+/// Worktrees are reused only when the reset can run confined (the sandbox is on) and none is
+/// kept for inspection (the pool also needs git on `PATH`). `FANOUT_WORKTREE_POOL=0` turns reuse off.
 fn pool_allowed(options: &RunOptions) -> bool {
     options.sandbox.enabled
         && !options.keep_worktrees
         && std::env::var("FANOUT_WORKTREE_POOL").map_or(true, |v| v != "0")
-        && crate::which::find_program("git").is_ok()
 }
 
 /// Task ids never start with a dot, so these never collide with a task's folder.

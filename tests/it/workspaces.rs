@@ -281,7 +281,7 @@ mv "$f" "probe-$1.txt"
 fn run_after_a_hostile_task(
     repo: &TestRepo,
     outside: &std::path::Path,
-) -> (Value, std::collections::BTreeMap<String, String>) {
+) -> (Value, std::collections::BTreeMap<String, String>, String) {
     let out = outside.display().to_string();
     let file = repo.write_tasks(&json!({
         "agents": {
@@ -318,7 +318,7 @@ fn run_after_a_hostile_task(
             .unwrap_or_else(|| panic!("{id} wrote no probe: {:?}", files.keys()));
         probes.insert(id.to_string(), String::from_utf8_lossy(probe).into_owned());
     }
-    (report, probes)
+    (report, probes, stderr(&o))
 }
 
 /// The worktree pool: what one task left behind (modified, added, untracked, ignored, deleted,
@@ -343,18 +343,14 @@ fn nothing_leaks_through_a_reused_worktree(runner: Runner) {
     let outside_before = snapshot_dir(&outside);
     let before = repo.snapshot();
 
-    let (pooled, seen) = run_after_a_hostile_task(&repo, &outside);
+    let (pooled, seen, said) = run_after_a_hostile_task(&repo, &outside);
     assert_eq!(
         pooled["workspace"]["reused"], 4,
         "every task after the first ran in a reused worktree: {}\nwarnings: {}",
         pooled["workspace"], pooled["warnings"]
     );
-    assert!(
-        !pooled["warnings"].to_string().contains("afresh"),
-        "{}",
-        pooled["warnings"]
-    );
-    let (fresh, expected) = with_env("FANOUT_WORKTREE_POOL", "0", || {
+    assert!(!said.contains("afresh"), "{said}");
+    let (fresh, expected, _) = with_env("FANOUT_WORKTREE_POOL", "0", || {
         run_after_a_hostile_task(&repo, &outside)
     });
     assert!(
@@ -412,4 +408,117 @@ fn snapshot_dir(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// Tasks that each add one file, run one at a time in worktrees: their reports.
+fn one_file_tasks(repo: &TestRepo, n: usize) -> (std::process::Output, Value) {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "prompt": "x", "agent": "sh"}))
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", "echo x > \"$FANOUT_TASK_ID.txt\"; git status --porcelain > \"$TMPDIR/st\"; mv \"$TMPDIR/st\" \"status-$FANOUT_TASK_ID.txt\""]}},
+        "tasks": tasks
+    }));
+    in_workspace("worktree", || {
+        repo.run(&file, &["--no-readback", "--jobs", "1"])
+    })
+}
+
+/// Each task's commit holds just its own two files, and git inside saw only its own new file.
+fn assert_each_task_alone(repo: &TestRepo, report: &Value, n: usize) {
+    for i in 0..n {
+        let t = task(report, &format!("t{i}"));
+        assert_eq!(t["status"], "merged", "{t}");
+        let files: Vec<&str> = t["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            files,
+            [format!("status-t{i}.txt"), format!("t{i}.txt")],
+            "{t}"
+        );
+        let tree = repo.tree_files(t["branch"].as_str().expect("branch"));
+        assert_eq!(
+            String::from_utf8_lossy(&tree[&format!("status-t{i}.txt")]),
+            format!("?? t{i}.txt\n")
+        );
+    }
+}
+
+/// A reset that fails: the task gets a fresh checkout (one warning), the pool is off for the
+/// rest of the run, and no task sees another's work.
+fn a_failed_reset_falls_back_to_a_fresh_checkout(runner: Runner) {
+    let repo = TestRepo::with_files(3).run_by(runner);
+    let before = repo.snapshot();
+    let (out, report) = with_env("FANOUT_TEST_FAIL_RESET", "1", || one_file_tasks(&repo, 4));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_task_alone(&repo, &report, 4);
+    // Warnings of a running task are events: on the terminal (and in `--json`).
+    let said = stderr(&out);
+    assert_eq!(said.matches("checked out afresh").count(), 1, "{said}");
+    assert!(said.contains("no longer reused"), "{said}");
+    assert!(
+        report["workspace"].get("reused").is_none(),
+        "{}",
+        report["workspace"]
+    );
+    repo.assert_left_as(&before);
+}
+both_ways!(
+    a_failed_reset_falls_back_to_a_fresh_checkout,
+    a_failed_reset_falls_back_to_a_fresh_checkout
+);
+
+/// A repository with a submodule is not pooled (git does not reset inside a submodule's
+/// folder): every task gets a fresh checkout, without a warning.
+#[test]
+fn a_repository_with_submodules_is_not_pooled() {
+    let repo = TestRepo::with_files(3);
+    let head = repo.head();
+    std::fs::write(
+        repo.path.join(".gitmodules"),
+        "[submodule \"sub\"]\n\tpath = sub\n\turl = https://example.invalid/sub.git\n",
+    )
+    .expect("write");
+    git(
+        &repo.path,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{head},sub"),
+        ],
+    );
+    git(&repo.path, &["add", ".gitmodules"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "submodule"]);
+    let (out, report) = one_file_tasks(&repo, 3);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_task_alone(&repo, &report, 3);
+    assert!(!stderr(&out).contains("afresh"), "{}", stderr(&out));
+    assert!(
+        report["workspace"].get("reused").is_none(),
+        "{}",
+        report["workspace"]
+    );
+}
+
+/// Worktrees are reused when the pool is on: a run of four tasks one at a time reuses three.
+#[test]
+fn four_tasks_one_at_a_time_reuse_three_worktrees() {
+    let repo = TestRepo::with_files(3);
+    let (out, report) = one_file_tasks(&repo, 4);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_task_alone(&repo, &report, 4);
+    assert_eq!(report["workspace"]["reused"], 3, "{}", report["workspace"]);
+    assert!(
+        report["workspace"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("reused")),
+        "{}",
+        report["workspace"]
+    );
 }
