@@ -35,10 +35,9 @@ find . \( -type d ! -perm -u=rwx -exec chmod u+rwx {} \; \) -o \
        \( -type f ! -perm -u=rw -exec chmod u+rw {} \; \) -o \
        \( ! -type d ! -type f ! -type l -exec rm -f {} + \)
 rm -rf .git
-# Submodule folders are not reset by git: such a repository is not pooled.
-if git ls-files --stage | grep -q '^160000'; then exit 17; fi
 git read-tree --reset -u "$2"
 git clean -ffdxq
+# Submodule folders are not reset by git: such a repository is not pooled.
 if git ls-files --stage | grep -q '^160000'; then exit 17; fi
 left=$(git status --porcelain --ignored --untracked-files=all
        find . -path ./.git -prune -o ! -type d ! -type f ! -type l -print)
