@@ -48,6 +48,19 @@ printf 'gitdir: %s\n' "$1" > .git
 /// How the outcome names the reset's exit when the repository has submodules.
 const HAS_SUBMODULES: &str = "(exit code 17)";
 
+/// One reset: the worktree `wt` taken over (`taken`), registered as `admin`, brought to
+/// `start` with the task's sandbox (`spec`) and scratch folder; its output goes to `log`.
+#[derive(Clone, Copy)]
+pub(crate) struct ResetJob<'a> {
+    pub spec: &'a SpawnSpec,
+    pub taken: &'a Taken,
+    pub wt: &'a Path,
+    pub admin: &'a Path,
+    pub scratch: &'a Path,
+    pub start: git2::Oid,
+    pub log: &'a Path,
+}
+
 /// Why a reset did not work.
 pub(crate) enum ResetError {
     /// The repository has submodules: not pooled (nothing to warn about).
@@ -165,35 +178,28 @@ impl Pool {
         let _ = worktree::remove_tree(&self.dir);
     }
 
-    /// Brings the taken-over worktree `wt` (registered as `admin`) to `start` inside the task's
-    /// sandbox (`spec`), then installs the index the reset wrote. On `Err` the pool is off for
-    /// the rest of the run (what failed once would fail again, and a fresh checkout is always
-    /// right); the caller checks this worktree out afresh.
-    pub async fn reset(
-        &self,
-        spec: &SpawnSpec,
-        taken: &Taken,
-        (wt, admin, scratch): (&Path, &Path, &Path),
-        start: git2::Oid,
-        log: &Path,
-    ) -> Result<(), ResetError> {
-        let out = self
-            .run_reset(spec, taken, (wt, admin, scratch), start, log)
-            .await;
+    /// Brings the taken-over worktree to its task's start commit inside the task's sandbox,
+    /// then installs the index the reset wrote. On `Err` the pool is off for the rest of the
+    /// run (what failed once would fail again, and a fresh checkout is always right); the
+    /// caller checks this worktree out afresh.
+    pub async fn reset(&self, job: ResetJob<'_>) -> Result<(), ResetError> {
+        let out = self.run_reset(&job).await;
         if out.is_err() {
             self.disable();
         }
         out
     }
 
-    async fn run_reset(
-        &self,
-        spec: &SpawnSpec,
-        taken: &Taken,
-        (wt, admin, scratch): (&Path, &Path, &Path),
-        start: git2::Oid,
-        log: &Path,
-    ) -> Result<(), ResetError> {
+    async fn run_reset(&self, job: &ResetJob<'_>) -> Result<(), ResetError> {
+        let ResetJob {
+            spec,
+            taken,
+            wt,
+            admin,
+            scratch,
+            start,
+            log,
+        } = *job;
         let Some(git) = &self.git else {
             return Err(ResetError::Failed("no git".into()));
         };

@@ -606,13 +606,15 @@ async fn reset_reused_worktree(
     let reset = shared
         .workspaces
         .pool
-        .reset(
-            spawn,
-            &taken,
-            (&paths.worktree, &admin, &paths.scratch),
+        .reset(super::pool::ResetJob {
+            spec: spawn,
+            taken: &taken,
+            wt: &paths.worktree,
+            admin: &admin,
+            scratch: &paths.scratch,
             start,
-            &log,
-        )
+            log: &log,
+        })
         .await;
     if reset.is_err() && *shared.cancel.borrow() {
         // Stopped by the interrupt: no fresh checkout (cleanup removes the worktree).

@@ -349,23 +349,7 @@ both_ways!(big_files_are_streamed_and_limited, big_files);
 /// Item 9: submodules stay as they are; a task that changes one fails naming it.
 fn submodules(runner: Runner) {
     let repo = TestRepo::with_files(3).run_by(runner);
-    let head = repo.head();
-    std::fs::write(
-        repo.path.join(".gitmodules"),
-        "[submodule \"sub\"]\n\tpath = sub\n\turl = https://example.invalid/sub.git\n",
-    )
-    .expect("write");
-    git(
-        &repo.path,
-        &[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("160000,{head},sub"),
-        ],
-    );
-    git(&repo.path, &["add", ".gitmodules"]);
-    git(&repo.path, &["commit", "--quiet", "-m", "submodule"]);
+    add_submodule(&repo);
     let tasks = vec![
         (
             "write-inside",

@@ -606,3 +606,26 @@ pub fn workspace_has(run_dir: &Path, task: &str, rel: &str) -> bool {
             .join(rel)
             .exists()
 }
+
+/// Commits a submodule `sub` (a gitlink at the current HEAD, with its `.gitmodules` entry)
+/// without cloning anything: its folder stays empty, as in a checkout that never ran
+/// `git submodule update`.
+pub fn add_submodule(repo: &TestRepo) {
+    let head = repo.head();
+    std::fs::write(
+        repo.path.join(".gitmodules"),
+        "[submodule \"sub\"]\n\tpath = sub\n\turl = https://example.invalid/sub.git\n",
+    )
+    .expect("write");
+    git(
+        &repo.path,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{head},sub"),
+        ],
+    );
+    git(&repo.path, &["add", ".gitmodules"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "submodule"]);
+}

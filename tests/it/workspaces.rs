@@ -478,23 +478,7 @@ both_ways!(
 #[test]
 fn a_repository_with_submodules_is_not_pooled() {
     let repo = TestRepo::with_files(3);
-    let head = repo.head();
-    std::fs::write(
-        repo.path.join(".gitmodules"),
-        "[submodule \"sub\"]\n\tpath = sub\n\turl = https://example.invalid/sub.git\n",
-    )
-    .expect("write");
-    git(
-        &repo.path,
-        &[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("160000,{head},sub"),
-        ],
-    );
-    git(&repo.path, &["add", ".gitmodules"]);
-    git(&repo.path, &["commit", "--quiet", "-m", "submodule"]);
+    add_submodule(&repo);
     let (out, report) = one_file_tasks(&repo, 3);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_each_task_alone(&repo, &report, 3);
