@@ -2,12 +2,14 @@
 # Benchmark: fanout vs a plain-git baseline doing the same work in the same run.
 #
 # A repository of FILES files; TASKS tasks, each renaming one identifier in one file through the
-# `exec` codemod agent. fanout: worktree per task, sandboxed agent, collect, in-memory merge.
+# `exec` codemod agent. fanout: a workspace per task (an overlay, or a worktree reused from an
+# earlier task once --jobs exist), sandboxed agent, collect, in-memory merge.
 # Baseline: the same with git commands (worktree add, sed, commit, worktree remove, then
 # cherry-pick every branch onto an integration branch in a scratch worktree), JOBS at a time
 # (git's `worktree add`/`remove` registrations serialised with flock, as they race when run in
 # parallel; the checkouts themselves run in parallel).
-# MODE is fanout's --workspace (auto, overlay, worktree; default auto).
+# MODE is fanout's --workspace (auto, overlay, worktree; default auto); in worktree mode the
+# first line also says how many tasks ran in a reused worktree.
 # Prints fanout's and the baseline's ms per task, their ratio, fanout's peak RSS and the run
 # folder's peak disk use (sampled), then one line `ratio_vs_git=<x>`: baseline time / fanout
 # time (above 1: fanout is faster).
