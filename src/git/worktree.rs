@@ -18,6 +18,11 @@ pub fn worktree_name(run: &str, task: &str) -> String {
     format!("fanout-{run}-{task}")
 }
 
+/// A worktree's admin folder in the main repository: `<common>/worktrees/<name>`.
+pub fn admin_dir(common_dir: &Path, name: &str) -> std::path::PathBuf {
+    common_dir.join("worktrees").join(name)
+}
+
 /// Creates the task branch at `base` and checks it out into `path`.
 ///
 /// The linked worktree's metadata is written directly, in git's own format (what
@@ -62,7 +67,7 @@ pub fn check_out(
     head: git2::Oid,
     path: &Path,
 ) -> Result<(), GitError> {
-    let admin = repo.commondir().join("worktrees").join(name);
+    let admin = admin_dir(repo.commondir(), name);
     let admin =
         std::path::absolute(&admin).ctx(|| format!("cannot resolve {}", admin.display()))?;
     std::fs::create_dir_all(path).ctx(|| format!("cannot create {}", path.display()))?;
@@ -94,7 +99,7 @@ fn write_git_file(dir: &Path, admin: &Path) -> Result<(), GitError> {
 /// repository or another one). Opened from the admin folder, the working folder comes from the
 /// admin folder's `gitdir` file that fanout wrote, and the worktree's `.git` is never read.
 pub fn open_task_repo(repo: &Repository, name: &str) -> Result<Repository, GitError> {
-    let admin = repo.commondir().join("worktrees").join(name);
+    let admin = admin_dir(repo.commondir(), name);
     if !admin.join("commondir").is_file() {
         return Err(GitError::Io {
             what: format!("worktree {name} is not registered"),
@@ -119,7 +124,7 @@ pub(super) fn register(
     workdir: &Path,
     git_file_dir: Option<&Path>,
 ) -> Result<std::path::PathBuf, GitError> {
-    let admin = repo.commondir().join("worktrees").join(name);
+    let admin = admin_dir(repo.commondir(), name);
     if admin.exists() {
         return Err(GitError::Io {
             what: format!("worktree {name} is already registered"),
@@ -161,7 +166,7 @@ pub fn remove(common_dir: &Path, name: &str, path: &Path) -> Result<(), GitError
     // The folder first: if we stop in between, the admin folder points at nothing, which
     // `fanout clean` (and git's own prune) still recognise and remove.
     remove_tree(path).ctx(|| format!("cannot remove worktree folder {}", path.display()))?;
-    let admin = common_dir.join("worktrees").join(name);
+    let admin = admin_dir(common_dir, name);
     remove_tree(&admin).ctx(|| format!("cannot remove worktree registration {}", admin.display()))
 }
 

@@ -350,7 +350,7 @@ impl Checker<'_> {
             if !common.starts_with(&shared.workdir) {
                 readable.extend(crate::sandbox::readable_except(common, &hidden));
             }
-            readable.push(common.join("worktrees").join(name));
+            readable.push(worktree::admin_dir(common, name));
             if let Some(program) = self.gate.verify.argv().first() {
                 readable.extend(super::launch::program_dirs(program));
             }

@@ -342,16 +342,10 @@ pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(),
     let name = worktree::worktree_name(shared.run_id.as_str(), id.as_str());
     let wt = shared.run_dir.join("worktrees").join(id.as_str());
     let scratch = shared.run_dir.join("scratch").join(id.as_str());
-    let ws = &shared.workspaces;
-    if !ws.overlay() {
-        // Parked for the next task (then only the registration goes), or removed.
-        let index = shared
-            .common_dir
-            .join("worktrees")
-            .join(&name)
-            .join("index");
-        ws.pool.park(&wt, &index);
-    }
+    // Parked for the next task when the pool is on (then only the registration goes below),
+    // else removed.
+    let index = worktree::admin_dir(&shared.common_dir, &name).join("index");
+    shared.workspaces.pool.park(&wt, &index);
     worktree::remove(&shared.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
     super::workspace::remove_layers(&shared.run_dir, id.as_str())?;
     worktree::remove_tree(&scratch)

@@ -74,7 +74,7 @@ pub(super) fn strict_readable(shared: &Shared, task: &PlannedTask, paths: &Paths
     if !common.starts_with(&shared.workdir) {
         readable.extend(crate::sandbox::readable_except(common, &hidden));
     }
-    let own = common.join("worktrees").join(&paths.wt_name);
+    let own = crate::git::worktree::admin_dir(common, &paths.wt_name);
     if own.is_dir() {
         readable.push(own);
     }

@@ -156,25 +156,16 @@ impl Pool {
         Some(Taken { index })
     }
 
-    /// Counts a reset that worked.
-    pub fn note_reused(&self) {
-        self.reused.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Turns the pool off for the rest of the run and removes what is parked.
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::Relaxed);
         self.clear();
     }
 
-    /// Removes every parked worktree (end of run).
+    /// Removes every parked worktree (end of run): all of them live in the pool's folder.
     pub fn clear(&self) {
-        let slots: Vec<PathBuf> =
-            std::mem::take(&mut *self.parked.lock().unwrap_or_else(|e| e.into_inner()));
-        for slot in slots {
-            let _ = worktree::remove_tree(&slot);
-            let _ = std::fs::remove_file(slot.with_extension("index"));
-        }
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        parked.clear();
         let _ = worktree::remove_tree(&self.dir);
     }
 
@@ -235,7 +226,7 @@ impl Pool {
                 let _ = std::fs::remove_file(log);
                 let _ = std::fs::remove_file(&spec.stderr_log);
                 let _ = std::fs::remove_file(&spec.status_file);
-                self.note_reused();
+                self.reused.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Some(Err(e)) => Err(ResetError::Failed(e)),

@@ -597,7 +597,7 @@ async fn reset_reused_worktree(
     taken: super::pool::Taken,
     start: git2::Oid,
 ) -> Result<(), String> {
-    let admin = shared.common_dir.join("worktrees").join(&paths.wt_name);
+    let admin = worktree::admin_dir(&shared.common_dir, &paths.wt_name);
     let admin = std::path::absolute(&admin).unwrap_or(admin);
     let log = shared
         .run_dir

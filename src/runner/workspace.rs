@@ -385,7 +385,7 @@ pub fn collect_kept(
         .join(".lower")
         .join(parent.to_string());
     let name = format!("fanout-{run_id}-lower-{parent}");
-    let lower_index = repo.commondir().join("worktrees").join(&name).join("index");
+    let lower_index = worktree::admin_dir(repo.commondir(), &name).join("index");
     // Kept on disk by the run, or gone (a lower in memory is removed at the end of every run;
     // a reboot clears memory): then checked out again, on disk, just for this collection.
     let made = !(at.is_dir() && !at.is_symlink() && lower_index.is_file());
