@@ -228,6 +228,10 @@ pub struct WorkspaceSummary {
     pub reused: usize,
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -277,6 +281,10 @@ pub struct IntegrationReport {
     pub ejected: Vec<String>,
     /// Whether the integration branch handed over passed the verify command.
     pub passed: bool,
+    /// Failures of the verify command that did not happen again when confirmed (a flaky
+    /// command); nobody was taken out for them.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub flaky: u32,
     /// The end of the last verify run's output (or why the gate could not run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,

@@ -7,7 +7,10 @@ the branch handed over passes (or nothing is left).
 
 Bisection finds the first failing prefix by binary search, takes that task out and goes on
 from the prefix before it (known to pass): with k culprits among n tasks that is O(k log n)
-verify runs.
+verify runs. A failure is confirmed before anyone is blamed: the failing prefix runs once more,
+and when it passes then, the failure was flaky — reported as such, nobody taken out for it.
+After [`MAX_FLAKY`] failures that did not reproduce the gate stops trusting its command: the
+integration is reported as failed and flaky, and every task stays in.
 */
 
 use std::path::Path;
@@ -29,6 +32,9 @@ use crate::verify::command::CommandOutcome;
 
 /// How much of a failing run's output goes into an ejected task's error.
 const ERROR_OUTPUT: usize = 2000;
+
+/// Failures that did not reproduce before the gate gives up on a flaky verify command.
+const MAX_FLAKY: usize = 2;
 
 /// Why the gate could not do its work (not a verdict on any task).
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +68,8 @@ pub(crate) struct Bisection {
     /// The verify command fails on the base too: no task is to blame, nothing was taken out.
     pub base_fails: Option<String>,
     pub last_output: Option<String>,
+    /// Failures that did not happen again when confirmed (the output of each).
+    pub flaky: Vec<String>,
 }
 
 /// Finds the items that break `check` (the integration of a list of items, in order, verified).
@@ -108,6 +116,19 @@ pub(crate) fn bisect(
             if let Verdict::Failed(text) = check(&[])? {
                 out.base_fails = Some(text);
                 return Ok(out);
+            }
+        }
+        // Confirm before blaming: the failing prefix must fail again.
+        match check(&out.kept[..hi])? {
+            Verdict::Failed(text) => failing = text,
+            Verdict::Passed => {
+                out.flaky.push(failing);
+                if out.flaky.len() >= MAX_FLAKY {
+                    return Ok(out);
+                }
+                // Known to pass now: go on from there (the whole set runs again).
+                good = hi;
+                continue;
             }
         }
         let culprit = out.kept[hi - 1];
@@ -258,6 +279,24 @@ fn run_inner(
             .into_iter()
             .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
             .collect();
+    }
+    report.flaky = found.flaky.len() as u32;
+    if !found.flaky.is_empty() {
+        let what = if found.passed {
+            "it passed when run again"
+        } else {
+            "failures kept not reproducing, so the gate gave up without taking any task out"
+        };
+        shared.events.warn(
+            None,
+            &format!(
+                "integration gate: the verify command is flaky: {} failure(s) did not reproduce ({what})",
+                found.flaky.len()
+            ),
+        );
+        if !found.passed {
+            report.output = found.flaky.last().cloned();
+        }
     }
     report.passed = found.passed;
     if found.passed {
@@ -440,8 +479,8 @@ mod tests {
         let ejected: Vec<usize> = found.ejected.iter().map(|e| e.0).collect();
         assert_eq!(ejected, vec![4]);
         assert_eq!(found.kept, vec![0, 1, 2, 3, 5]);
-        // 1 full + log2(6) ≈ 3 bisection steps + 1 recheck.
-        assert!(runs <= 5, "{runs}");
+        // 1 full + log2(6) ≈ 3 bisection steps + 1 confirmation + 1 recheck.
+        assert!(runs <= 6, "{runs}");
     }
 
     #[test]
@@ -454,8 +493,70 @@ mod tests {
         assert!(found.passed);
         let ejected: Vec<usize> = found.ejected.iter().map(|e| e.0).collect();
         assert_eq!(ejected, culprits.to_vec());
-        // k (log2 n + 1) + 1 = 4 * 11 + 1
-        assert!(runs <= 45, "{runs}");
+        // k (log2 n + 2) + 1 = 4 * 12 + 1
+        assert!(runs <= 49, "{runs}");
+    }
+
+    #[test]
+    fn a_failure_that_does_not_reproduce_blames_no_task() {
+        // Fails on the first run only: the confirmation passes, and so does the next full run.
+        let mut runs = 0;
+        let mut check = |_: &[usize]| -> Result<Verdict, GateError> {
+            runs += 1;
+            Ok(if runs == 1 {
+                Verdict::Failed("timing".into())
+            } else {
+                Verdict::Passed
+            })
+        };
+        let found = bisect(vec![0, 1, 2], &mut check, &|_, _| Vec::new()).expect("bisect");
+        assert!(found.passed);
+        assert!(found.ejected.is_empty());
+        assert_eq!(found.kept, vec![0, 1, 2]);
+        assert_eq!(found.flaky, vec!["timing".to_string()]);
+    }
+
+    #[test]
+    fn a_gate_that_keeps_flaking_gives_up_without_blame() {
+        // The whole set fails every other time it runs; its prefixes pass: no failure repeats.
+        let mut full_runs = 0;
+        let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
+            if set.len() == 4 {
+                full_runs += 1;
+                if full_runs % 2 == 1 {
+                    return Ok(Verdict::Failed("flaky".into()));
+                }
+            }
+            Ok(Verdict::Passed)
+        };
+        let found = bisect(vec![0, 1, 2, 3], &mut check, &|_, _| Vec::new()).expect("bisect");
+        assert!(!found.passed);
+        assert!(found.ejected.is_empty());
+        assert_eq!(found.kept, vec![0, 1, 2, 3]);
+        assert_eq!(found.flaky.len(), MAX_FLAKY);
+    }
+
+    #[test]
+    fn a_culprit_is_ejected_only_after_its_failure_repeats() {
+        let mut seen: Vec<Vec<usize>> = Vec::new();
+        let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
+            seen.push(set.to_vec());
+            Ok(if set.contains(&2) {
+                Verdict::Failed("broken".into())
+            } else {
+                Verdict::Passed
+            })
+        };
+        let found = bisect(vec![0, 1, 2, 3], &mut check, &|_, _| Vec::new()).expect("bisect");
+        assert!(found.passed);
+        assert_eq!(found.kept, vec![0, 1, 3]);
+        assert!(found.flaky.is_empty());
+        // The first failing prefix [0, 1, 2] ran twice before task 2 was taken out.
+        assert_eq!(
+            seen.iter().filter(|s| *s == &vec![0, 1, 2]).count(),
+            2,
+            "{seen:?}"
+        );
     }
 
     #[test]

@@ -77,6 +77,67 @@ fn have_python() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A verify command that fails on its first run only (a timing test that flaked): the
+/// failure is confirmed before anyone is blamed, does not happen again, and every task merges.
+#[test]
+fn a_flaky_gate_is_confirmed_and_blames_nobody() {
+    if !have_python() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let repo = shop_project();
+    // Counts its runs outside the checkout: only possible unconfined (and, as root, where the
+    // agent uid may write).
+    let counter_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        counter_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let counter = counter_dir.path().join("gate-runs");
+    let verify = format!(
+        "n=$(cat '{c}' 2>/dev/null || echo 0); echo $((n+1)) > '{c}'; \
+         if [ \"$n\" = 0 ]; then echo 'test_timing FAILED: took 2.1 s' >&2; exit 1; fi; \
+         python3 -m unittest -q",
+        c = counter.display()
+    );
+    let file = repo.write_tasks(&json!({
+        "defaults": {"agent": "script"},
+        "agents": {"script": script_agent()},
+        "integrate": {"verify": ["sh", "-c", verify], "timeout_secs": 120},
+        "tasks": [harmless("f1"), harmless("f2"), harmless("f3")]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--sandbox", "off", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    for id in ["f1", "f2", "f3"] {
+        assert_eq!(st[id], "merged", "{id}: {st:?}");
+    }
+    let gate = &report["integration"];
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["ejected"], json!([]), "{gate}");
+    assert_eq!(gate["flaky"], 1, "{gate}");
+    // The failing full run, two bisection steps, the confirmation that passed, the full run again.
+    assert_eq!(gate["verify_runs"], 5, "{gate}");
+    assert!(
+        stderr(&out).contains("flaky"),
+        "the terminal says the gate was flaky: {}",
+        show(&out)
+    );
+    assert_eq!(
+        unittest_on(
+            &repo,
+            &format!(
+                "fanout/{}/merged",
+                report["run_id"].as_str().expect("run id")
+            )
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+}
+
 #[test]
 fn the_gate_ejects_one_of_two_tasks_that_break_the_suite_together() {
     if !have_python() {
@@ -112,8 +173,9 @@ fn the_gate_ejects_one_of_two_tasks_that_break_the_suite_together() {
     let gate = &report["integration"];
     assert_eq!(gate["ejected"], json!(["add-call"]), "{gate}");
     assert_eq!(gate["passed"], true, "{gate}");
-    // The full integration, three bisection steps over six tasks, the recheck.
-    assert_eq!(gate["verify_runs"], 5, "{gate}");
+    // The full integration, three bisection steps over six tasks, the confirmation of the
+    // failing prefix, the recheck.
+    assert_eq!(gate["verify_runs"], 6, "{gate}");
     let t = task(&report, "add-call");
     assert!(
         t["error"].as_str().unwrap_or("").contains("factor")
