@@ -170,6 +170,10 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
     // Its warning is said after the run's first event.
     let mut early_warnings: Vec<String> = Vec::new();
+    // Objects the run writes are referenced only later: no `git gc` may prune them meanwhile.
+    let _gc_guard = crate::git::gc_guard::GcGuard::acquire(&plan.repo.common_dir, |w| {
+        early_warnings.push(w.to_string())
+    });
     let (verifier, readback_skip) = runtime
         .block_on(crate::verify::readback::start_for_run(&plan, |w| {
             early_warnings.push(w.to_string())

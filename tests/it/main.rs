@@ -12,6 +12,7 @@ mod doctor;
 mod escape;
 mod examples;
 mod faults;
+mod gc;
 mod hardening;
 mod housekeeping;
 mod integration_gate;
