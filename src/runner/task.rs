@@ -465,6 +465,22 @@ async fn pipeline(
             report.attempt_history.push(attempt_report);
             break Ok(collected.commit);
         }
+        if let Some(why) = failed
+            .iter()
+            .map(|g| verify::command::exhausted(g))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|w| w.first().map(|w| w.to_string()))
+        {
+            // Every failure was the machine's: nothing for the agent to fix, no blame.
+            attempt_report.failure = Some(why.clone());
+            attempt_report.gates = gates.clone();
+            report.verify = gates;
+            report.attempt_history.push(attempt_report);
+            break Err(stop(
+                TaskStatus::Failed,
+                format!("{why} (its commit stays on the task's branch)"),
+            ));
+        }
         let text = feedback_prompt(&failed, attempt, task.max_attempts);
         attempt_report.failure = Some(
             failed

@@ -2,6 +2,11 @@
 The verify command gate: runs the task's `verify` command in its worktree, inside the same
 sandbox as the agent, with its own timeout. Non-zero exit fails the gate; the output is kept
 (trimmed) for the report and for feedback to the agent.
+
+A command that failed because the machine ran out of something (processes, memory, disk, open
+files — another task's fork bomb, a full disk) says nothing about the change: it runs once more,
+and when it runs out again the gate's detail says so ([`exhausted`]) and the runner fails the
+task without blaming the change (no feedback turn, not `verify_failed`).
 */
 
 use std::time::Duration;
@@ -18,6 +23,46 @@ pub struct CommandOutcome {
     pub passed: bool,
     pub summary: String,
     pub output: String,
+}
+
+/// How a failed gate's detail starts when the machine, not the change, made it fail.
+const OUT_OF: &str = "the machine ran out of";
+
+/// What the machine ran out of, judged from a failed command's output: the messages the C
+/// library, shells and runtimes print for EAGAIN on fork, ENOMEM, ENOSPC, EDQUOT and ENFILE.
+fn ran_out_of(output: &str) -> Option<&'static str> {
+    const SIGNS: &[(&str, &str)] = &[
+        ("fork: Resource temporarily unavailable", "processes"),
+        ("fork: retry: Resource temporarily unavailable", "processes"),
+        ("Cannot fork", "processes"),
+        ("can't fork", "processes"),
+        (
+            "pthread_create failed: Resource temporarily unavailable",
+            "processes",
+        ),
+        (
+            "BlockingIOError: [Errno 11] Resource temporarily unavailable",
+            "processes",
+        ),
+        ("fork: Cannot allocate memory", "memory"),
+        ("Cannot allocate memory", "memory"),
+        ("MemoryError", "memory"),
+        ("JavaScript heap out of memory", "memory"),
+        ("No space left on device", "disk space"),
+        ("Disk quota exceeded", "disk space"),
+        ("Too many open files in system", "open files"),
+    ];
+    SIGNS
+        .iter()
+        .find(|(sign, _)| output.contains(sign))
+        .map(|(_, what)| *what)
+}
+
+/// The reason when a failed gate failed only because the machine ran out of something.
+pub fn exhausted(gate: &crate::report::GateResult) -> Option<&str> {
+    gate.detail
+        .as_deref()
+        .filter(|d| !gate.passed && d.starts_with(OUT_OF))
 }
 
 /// Largest verify log kept per task; the rest is counted, not written.
@@ -50,7 +95,31 @@ pub async fn run_logged(
         let line = format!("$ {}\n", argv.join(" "));
         let _ = f.write_all(crate::redact::redact(&line).as_bytes()).await;
     }
-    let (outcome, log_file) = run_inner(spec, argv, timeout, log_file).await;
+    let (mut outcome, mut log_file) = run_inner(spec, argv, timeout, log_file).await;
+    if let Some(what) = (!outcome.passed)
+        .then(|| ran_out_of(&outcome.output))
+        .flatten()
+    {
+        // Not the change's doing: once more, after a moment for the machine to recover.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(f) = log_file.as_mut() {
+            use tokio::io::AsyncWriteExt;
+            let line = format!("--- the machine ran out of {what}: running it once more ---\n");
+            let _ = f.write_all(line.as_bytes()).await;
+        }
+        let (again, log) = run_inner(spec, argv, timeout, log_file).await;
+        log_file = log;
+        outcome = match (!again.passed).then(|| ran_out_of(&again.output)).flatten() {
+            Some(what) => CommandOutcome {
+                summary: format!(
+                    "{OUT_OF} {what} while the verify command ran, twice ({}); the change was not judged",
+                    again.summary
+                ),
+                ..again
+            },
+            None => again,
+        };
+    }
     if let Some(mut f) = log_file {
         use tokio::io::AsyncWriteExt;
         let stderr = crate::process::tail_of_file(&spec.stderr_log, 1024 * 1024);
@@ -160,6 +229,40 @@ async fn run_inner(
         output,
     };
     (outcome, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_what_the_machine_ran_out_of() {
+        assert_eq!(ran_out_of("sh: 1: Cannot fork\n"), Some("processes"));
+        assert_eq!(
+            ran_out_of("bash: fork: retry: Resource temporarily unavailable"),
+            Some("processes")
+        );
+        assert_eq!(
+            ran_out_of("OSError: [Errno 28] No space left on device"),
+            Some("disk space")
+        );
+        assert_eq!(ran_out_of("AssertionError: 1 != 2"), None);
+    }
+
+    #[test]
+    fn only_an_exhausted_failure_is_excused() {
+        let gate = |passed: bool, detail: &str| crate::report::GateResult {
+            gate: "command".into(),
+            passed,
+            detail: Some(detail.into()),
+            paths: Vec::new(),
+            output: None,
+        };
+        let out = format!("{OUT_OF} processes while the verify command ran, twice (exit 2)");
+        assert!(exhausted(&gate(false, &out)).is_some());
+        assert!(exhausted(&gate(false, "verify command failed (exit 1)")).is_none());
+        assert!(exhausted(&gate(true, &out)).is_none());
+    }
 }
 
 fn tail(s: &str, max: usize) -> String {

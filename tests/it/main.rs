@@ -11,6 +11,7 @@ mod codex;
 mod doctor;
 mod escape;
 mod examples;
+mod exhaustion;
 mod faults;
 mod gc;
 mod hardening;
