@@ -231,6 +231,17 @@ async fn run_inner(
     (outcome, log)
 }
 
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.trim_end().to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", s[start..].trim_end())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,15 +274,4 @@ mod tests {
         assert!(exhausted(&gate(false, "verify command failed (exit 1)")).is_none());
         assert!(exhausted(&gate(true, &out)).is_none());
     }
-}
-
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.trim_end().to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", s[start..].trim_end())
 }
