@@ -1,0 +1,192 @@
+//! The shared cache folders: `<git-dir>/fanout/caches/<name>` (as root, in a root-owned 0711
+//! folder of the temp folder that `<git-dir>/fanout/caches` links to, so the agent uid can
+//! pass). A folder that is not what fanout made — a link (broken or not), a file, a folder of
+//! another user or one open to others — is replaced by a new, empty one, with a warning.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{io, CacheError};
+use crate::sandbox::RunAs;
+use crate::taskfile::Cache;
+
+/// Serialises the creation of the caches folder (runs of one `fanout mcp` may overlap).
+static CREATE: Mutex<()> = Mutex::new(());
+
+/// Where the repository's caches are named: `<git-dir>/fanout/caches`.
+pub fn caches_link(common_dir: &Path) -> PathBuf {
+    common_dir.join("fanout").join("caches")
+}
+
+/// Why `path` is not a folder fanout may use as a cache, `None` when it is one: a real folder
+/// (not a link) owned by fanout's uid (or the agent uid, which fills it when fanout is root),
+/// not writable by group or others.
+fn untrusted(path: &Path, run_as: Option<RunAs>) -> Option<&'static str> {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return None, // missing: made below
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if m.file_type().is_symlink() {
+        Some("a link")
+    } else if !m.is_dir() {
+        Some("not a folder")
+    } else if m.uid() != me && Some(m.uid()) != run_as.map(|w| w.uid) {
+        Some("owned by another user")
+    } else if m.mode() & 0o022 != 0 {
+        Some("writable by others")
+    } else {
+        None
+    }
+}
+
+/// Removes what is at `path` (a link or file is unlinked, a folder removed whole); when a
+/// folder cannot be removed (files of another user), it is moved aside under `graveyard`.
+fn remove_any(path: &Path, graveyard: &Path) -> Result<(), CacheError> {
+    let m = std::fs::symlink_metadata(path).map_err(io("the cache", path))?;
+    if !m.is_dir() {
+        return std::fs::remove_file(path).map_err(io("the cache", path));
+    }
+    if crate::fs_util::remove_tree(path).is_ok() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(graveyard).map_err(io("the folder for old caches", graveyard))?;
+    let aside = tempfile::Builder::new()
+        .prefix("old-")
+        .tempdir_in(graveyard)
+        .map_err(io("the folder for old caches", graveyard))?
+        .keep();
+    std::fs::rename(path, aside.join("cache")).map_err(io("the cache", path))
+}
+
+/// Makes `dir` (0700) unless it exists.
+fn make_dir(dir: &Path) -> Result<(), CacheError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("the cache", dir)(e)),
+    }
+}
+
+/// Checks `dir` and recreates it when it is not a folder fanout made; says so in `warnings`.
+fn ensure_dir(
+    dir: &Path,
+    graveyard: &Path,
+    run_as: Option<RunAs>,
+    warnings: &mut Vec<String>,
+) -> Result<(), CacheError> {
+    if let Some(why) = untrusted(dir, run_as) {
+        warnings.push(format!(
+            "cache folder {} was {why}; replaced by a new, empty one",
+            dir.display()
+        ));
+        remove_any(dir, graveyard)?;
+    }
+    make_dir(dir)
+}
+
+/// The real folder of the repository's caches, checked (and recreated) as described above.
+pub fn open_root(
+    common_dir: &Path,
+    run_as: Option<RunAs>,
+    warnings: &mut Vec<String>,
+) -> Result<PathBuf, CacheError> {
+    let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let at = caches_link(common_dir);
+    let fanout_dir = common_dir.join("fanout");
+    std::fs::create_dir_all(&fanout_dir).map_err(io("the fanout folder", &fanout_dir))?;
+    let graveyard = fanout_dir.join("old-caches");
+    if run_as.is_none() {
+        ensure_dir(&at, &graveyard, None, warnings)?;
+        return Ok(at);
+    }
+    // As root: a link to a root-owned folder that is not open to others.
+    let root_owned = |t: &Path| {
+        std::fs::symlink_metadata(t)
+            .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
+    };
+    if let Ok(t) = std::fs::read_link(&at) {
+        if t.is_absolute() && root_owned(&t) {
+            return Ok(t);
+        }
+        warnings.push(format!(
+            "cache folder {} linked to {}, which is not a folder fanout made; replaced by a new, empty one",
+            at.display(),
+            t.display()
+        ));
+    } else if std::fs::symlink_metadata(&at).is_ok() {
+        // A plain folder from runs without a uid switch: the agent uid cannot pass the git
+        // folder to reach it.
+        warnings.push(format!(
+            "cache folder {} is a plain folder; fanout running as root keeps its caches in the temp folder: replaced",
+            at.display()
+        ));
+    }
+    if std::fs::symlink_metadata(&at).is_ok() {
+        remove_any(&at, &graveyard)?;
+    }
+    let base = std::env::temp_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("fanout-caches-")
+        .tempdir_in(&base)
+        .map_err(io("the cache folder in", &base))?
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(io("the cache folder", &dir))?;
+    std::os::unix::fs::symlink(&dir, &at).map_err(io("the link to the caches", &at))?;
+    Ok(dir)
+}
+
+/// The shared folder of `cache` under `root` with its shared parts, checked (and recreated).
+pub fn ensure_cache(
+    root: &Path,
+    cache: &Cache,
+    run_as: Option<RunAs>,
+    warnings: &mut Vec<String>,
+) -> Result<PathBuf, CacheError> {
+    let graveyard = root.join(".old");
+    let dir = root.join(&cache.name);
+    ensure_dir(&dir, &graveyard, run_as, warnings)?;
+    for part in cache.shared.iter().filter(|p| !p.is_empty()) {
+        ensure_dir(&dir.join(part), &graveyard, run_as, warnings)?;
+    }
+    if let Some(who) = run_as {
+        // The agent uid reads the cache through its layer (and fills it).
+        crate::sandbox::user::hand_over(&dir, who).map_err(io("the cache", &dir))?;
+    }
+    Ok(dir)
+}
+
+/// Removes the repository's caches (`fanout clean --caches`): the folder, or the link and the
+/// folder in the temp folder it points to. Returns what was removed.
+pub fn remove_all(common_dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
+    let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let at = caches_link(common_dir);
+    let mut removed = Vec::new();
+    if let Ok(t) = std::fs::read_link(&at) {
+        // Only a folder fanout made in the temp folder (a link may point anywhere).
+        let ours = t.is_absolute()
+            && t.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("fanout-caches-"))
+            && std::fs::symlink_metadata(&t).is_ok_and(|m| {
+                m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw()
+            });
+        if ours {
+            crate::fs_util::remove_tree(&t).map_err(io("the caches", &t))?;
+            removed.push(t);
+        }
+    }
+    for p in [at, common_dir.join("fanout").join("old-caches")] {
+        if std::fs::symlink_metadata(&p).is_ok() {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {
+                    crate::fs_util::remove_tree(&p).map_err(io("the caches", &p))?
+                }
+                _ => std::fs::remove_file(&p).map_err(io("the caches", &p))?,
+            }
+            removed.push(p);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,145 @@
+//! A task's view of the caches (`<scratch>/caches/<name>`): the shared parts mounted there
+//! through copy-on-write layers (or private, empty folders), everything else private.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{io, CacheError, FillCaches, RunCaches, TaskCaches};
+use crate::sandbox::{CacheMounts, OverlaySpec};
+use crate::taskfile::Cache;
+
+/// The views' folder in a task's (or the fill step's) scratch folder.
+const VIEWS: &str = "caches";
+
+fn abs(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn fresh_dir(dir: &Path) -> Result<(), CacheError> {
+    crate::fs_util::remove_tree(dir).map_err(io("the cache view", dir))?;
+    std::fs::create_dir_all(dir).map_err(io("the cache view", dir))
+}
+
+/// The folder `sub` of `base` ("" = `base`).
+fn under(base: &Path, sub: &str) -> PathBuf {
+    if sub.is_empty() {
+        base.to_path_buf()
+    } else {
+        base.join(sub)
+    }
+}
+
+/// Whether the variable's folder `sub` lies in a shared part of `cache`.
+fn in_shared_part(cache: &Cache, sub: &str) -> bool {
+    cache.shared.iter().any(|p| {
+        p.is_empty() || sub == p || Path::new(sub).starts_with(Path::new(p))
+    })
+}
+
+/// The variables of `cache`, pointing into `view` (created).
+fn point_vars(
+    cache: &Cache,
+    view: &Path,
+    env: &mut BTreeMap<String, String>,
+) -> Result<(), CacheError> {
+    for (var, sub) in &cache.env {
+        let p = under(view, sub);
+        std::fs::create_dir_all(&p).map_err(io("the cache view", &p))?;
+        env.insert(var.clone(), p.display().to_string());
+    }
+    Ok(())
+}
+
+pub(super) fn task(
+    run: &RunCaches,
+    scratch: &Path,
+    layers: &Path,
+) -> Result<TaskCaches, CacheError> {
+    let views = scratch.join(VIEWS);
+    fresh_dir(&views)?;
+    fresh_dir(layers)?;
+    let mut out = TaskCaches::default();
+    let mut specs = Vec::new();
+    let root = nix::unistd::geteuid().is_root();
+    for c in &run.caches {
+        let view = views.join(&c.name);
+        std::fs::create_dir_all(&view).map_err(io("the cache view", &view))?;
+        for (i, part) in c.shared.iter().enumerate() {
+            let merged = under(&view, part);
+            std::fs::create_dir_all(&merged).map_err(io("the cache view", &merged))?;
+            let layer = layers.join(&c.name).join(i.to_string());
+            let (upper, work) = (layer.join("upper"), layer.join("work"));
+            for p in [&upper, &work] {
+                std::fs::create_dir_all(p).map_err(io("the cache layer", p))?;
+            }
+            if let Some(who) = run.run_as {
+                // The view's root is the upper folder's root.
+                crate::sandbox::user::hand_over(&upper, who)
+                    .map_err(io("the cache layer", &upper))?;
+            }
+            specs.push(OverlaySpec {
+                lower: abs(&under(&run.shared_dir(&c.name), part)),
+                upper: abs(&upper),
+                work: abs(&work),
+                merged: abs(&merged),
+            });
+        }
+        point_vars(c, &view, &mut out.env)?;
+    }
+    if let Err(why) = &run.layered {
+        let _ = why; // said once for the run
+        let _ = crate::fs_util::remove_tree(layers);
+        return Ok(out);
+    }
+    if let Some(bad) = specs
+        .iter()
+        .find_map(|s| crate::sandbox::overlay::mount_options(s, root).err())
+    {
+        let _ = crate::fs_util::remove_tree(layers);
+        out.warning = Some(format!(
+            "caches: {bad}; this task gets private, empty caches"
+        ));
+        return Ok(out);
+    }
+    out.mounts = Some(CacheMounts {
+        layers: specs,
+        read_only: vec![abs(&run.root)],
+    });
+    Ok(out)
+}
+
+pub(super) fn fill(run: &RunCaches, scratch: &Path) -> Result<FillCaches, CacheError> {
+    let views = scratch.join(VIEWS);
+    fresh_dir(&views)?;
+    let mut out = FillCaches::default();
+    for c in &run.caches {
+        let shared = run.shared_dir(&c.name);
+        out.writable.push(shared.clone());
+        if c.shared.iter().any(String::is_empty) {
+            // The whole folder is the cache: the variables point into it.
+            point_vars(c, &shared, &mut out.env)?;
+            continue;
+        }
+        // A private view whose shared parts are links to the store.
+        let view = views.join(&c.name);
+        std::fs::create_dir_all(&view).map_err(io("the cache view", &view))?;
+        for part in &c.shared {
+            let link = view.join(part);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).map_err(io("the cache view", parent))?;
+            }
+            std::os::unix::fs::symlink(shared.join(part), &link)
+                .map_err(io("the cache view", &link))?;
+        }
+        for (var, sub) in &c.env {
+            let p = if in_shared_part(c, sub) {
+                under(&shared, sub)
+            } else {
+                under(&view, sub)
+            };
+            std::fs::create_dir_all(&p).map_err(io("the cache view", &p))?;
+            out.env.insert(var.clone(), p.display().to_string());
+        }
+    }
+    Ok(out)
+}
