@@ -169,9 +169,8 @@ pub fn remove_all(common_dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
         let ours = t.is_absolute()
             && t.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("fanout-caches-"))
-            && std::fs::symlink_metadata(&t).is_ok_and(|m| {
-                m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw()
-            });
+            && std::fs::symlink_metadata(&t)
+                .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
         if ours {
             crate::fs_util::remove_tree(&t).map_err(io("the caches", &t))?;
             removed.push(t);

@@ -31,9 +31,10 @@ fn under(base: &Path, sub: &str) -> PathBuf {
 
 /// Whether the variable's folder `sub` lies in a shared part of `cache`.
 fn in_shared_part(cache: &Cache, sub: &str) -> bool {
-    cache.shared.iter().any(|p| {
-        p.is_empty() || sub == p || Path::new(sub).starts_with(Path::new(p))
-    })
+    cache
+        .shared
+        .iter()
+        .any(|p| p.is_empty() || sub == p || Path::new(sub).starts_with(Path::new(p)))
 }
 
 /// The variables of `cache`, pointing into `view` (created).

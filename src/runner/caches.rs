@@ -127,8 +127,8 @@ fn set_up(
         .map_err(|e| crate::error_chain(&e))?;
     let tmp = scratch.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let mut env = crate::taskenv::private_home(&scratch.join("home"))
-        .map_err(|e| crate::error_chain(&e))?;
+    let mut env =
+        crate::taskenv::private_home(&scratch.join("home")).map_err(|e| crate::error_chain(&e))?;
     let view = caches
         .fill_view(scratch)
         .map_err(|e| crate::error_chain(&e))?;

@@ -114,16 +114,28 @@ pub(crate) fn enter(
         ));
     }
     if let Some((spec, opts)) = &workspace {
-        mount_overlay(&spec.merged, opts)
-            .map_err(|e| format!("cannot mount the overlay workspace at {}: {e}", spec.merged.display()))?;
+        mount_overlay(&spec.merged, opts).map_err(|e| {
+            format!(
+                "cannot mount the overlay workspace at {}: {e}",
+                spec.merged.display()
+            )
+        })?;
     }
     for (spec, opts) in &layers {
-        mount_overlay(&spec.merged, opts)
-            .map_err(|e| format!("cannot mount the cache layer at {}: {e}", spec.merged.display()))?;
+        mount_overlay(&spec.merged, opts).map_err(|e| {
+            format!(
+                "cannot mount the cache layer at {}: {e}",
+                spec.merged.display()
+            )
+        })?;
     }
     for p in caches.map(|c| c.read_only.as_slice()).unwrap_or_default() {
-        bind_read_only(p)
-            .map_err(|e| format!("cannot make the shared cache {} read-only: {e}", p.display()))?;
+        bind_read_only(p).map_err(|e| {
+            format!(
+                "cannot make the shared cache {} read-only: {e}",
+                p.display()
+            )
+        })?;
     }
     // The old working folder is the folder beneath the mount: go through the mount.
     std::env::set_current_dir(&cwd)
@@ -182,7 +194,8 @@ fn bind_read_only(path: &Path) -> Result<(), std::io::Error> {
     let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
     let have = st.flags();
     use nix::sys::statvfs::FsFlags;
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    let mut flags =
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
     for (fs, ms) in [
         (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
         (FsFlags::ST_NOATIME, libc::MS_NOATIME),
@@ -194,7 +207,15 @@ fn bind_read_only(path: &Path) -> Result<(), std::io::Error> {
         }
     }
     // SAFETY: as above; a remount takes no source or type.
-    let r = unsafe { libc::mount(std::ptr::null(), p.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            p.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -52,6 +52,7 @@ echo evil > "$GOCACHE/evil"
 if [ -n "$STORE" ]; then
   s="store-$FANOUT_TASK_ID.txt"
   { ln "$STORE/pip/wheels/fill.whl" "hl-store-$FANOUT_TASK_ID" && echo linked; } 2>/dev/null >> "$s"
+  { ln "seen-$FANOUT_TASK_ID.txt" "$STORE/pip/hl-in" && echo linked-in; } 2>/dev/null >> "$s"
   { chmod 0777 "$STORE/pip" && echo chmodded; } 2>/dev/null >> "$s"
   { echo x >> "$STORE/pip/wheels/fill.whl" && echo appended; } 2>/dev/null >> "$s"
   { touch "$STORE/cargo/registry/new" && echo created; } 2>/dev/null >> "$s"
@@ -113,7 +114,11 @@ fn contents(dir: &Path) -> Vec<(String, String)> {
 fn warnings(report: &Value) -> Vec<String> {
     report["warnings"]
         .as_array()
-        .map(|w| w.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -166,12 +171,18 @@ fn task_writes_reach_no_other_task_or_run(runner: Runner) {
     assert_eq!(merged_text(&repo, &report, "store-first.txt"), "done\n");
     assert_eq!(contents(&store), before);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(store.join("pip")).expect("pip").permissions().mode();
+    let mode = std::fs::metadata(store.join("pip"))
+        .expect("pip")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
     // The layers went with the tasks; no mount outlived them.
     assert!(overlay_mounts_under(&repo.path).is_empty());
 }
-crate::every_way!(task_writes_reach_no_other_task_or_run, task_writes_reach_no_other_task_or_run);
+crate::every_way!(
+    task_writes_reach_no_other_task_or_run,
+    task_writes_reach_no_other_task_or_run
+);
 
 /// Without a copy-on-write layer (simulated), tasks get private, empty caches, never the
 /// shared one, and the report says so.
@@ -195,8 +206,16 @@ fn without_layers_tasks_get_private_empty_caches(runner: Runner) {
     assert_eq!(merged_text(&repo, &report, "seen-second.txt"), first);
     // The fill still filled the store; no task wrote it.
     let store = contents(&store(&repo));
-    assert!(store.iter().any(|(p, _)| p.ends_with("fill.whl")), "{store:?}");
-    assert!(!store.iter().any(|(p, c)| p.contains("evil") || c.contains("backdoor")), "{store:?}");
+    assert!(
+        store.iter().any(|(p, _)| p.ends_with("fill.whl")),
+        "{store:?}"
+    );
+    assert!(
+        !store
+            .iter()
+            .any(|(p, c)| p.contains("evil") || c.contains("backdoor")),
+        "{store:?}"
+    );
 }
 crate::both_ways!(
     without_layers_tasks_get_private_empty_caches,
@@ -267,7 +286,10 @@ fn broken_cache_folders_are_recreated(runner: Runner) {
         "[PIP_CACHE_DIR] \n[npm_config_cache] _cacache \n[YARN_CACHE_FOLDER] \n[UV_CACHE_DIR] \n"
     );
     // The folder the link pointed to is untouched.
-    assert_eq!(std::fs::read_to_string(outside.join("evil")).unwrap(), "evil");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("evil")).unwrap(),
+        "evil"
+    );
     for name in ["pip", "npm", "yarn", "uv"] {
         let m = std::fs::symlink_metadata(store.join(name)).unwrap();
         assert!(m.is_dir() && m.permissions().mode() & 0o022 == 0, "{name}");
@@ -284,7 +306,11 @@ fn broken_cache_folders_are_recreated(runner: Runner) {
 
     let out = repo.fanout(&["clean", "--caches"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("removed the caches"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("removed the caches"),
+        "{}",
+        stdout(&out)
+    );
     assert!(std::fs::symlink_metadata(repo.path.join(".git/fanout/caches")).is_err());
     assert!(!store.exists(), "{}", store.display());
 }
@@ -292,3 +318,30 @@ crate::both_ways!(
     broken_cache_folders_are_recreated,
     broken_cache_folders_are_recreated
 );
+
+/// A failing `caches_fill` is a warning: the tasks run with the caches as they were.
+fn a_failing_fill_is_a_warning(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "caches": ["pip"],
+        "caches_fill": "echo half > \"$PIP_CACHE_DIR/half\"; echo broken >&2; exit 3",
+        "agents": {"ls": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", "ls -A \"$PIP_CACHE_DIR\" > seen.txt"]}},
+        "defaults": {"agent": "ls"},
+        "tasks": [{"id": "t", "prompt": "x"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let w = warnings(&report);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("caches_fill") && w.contains("failed") && w.contains("broken")),
+        "{w:?}"
+    );
+    // What it wrote before failing is in the store, as the task sees it.
+    assert_eq!(merged_text(&repo, &report, "seen.txt"), "half\n");
+    // Its checkout and branch are gone.
+    assert!(!repo.branches().iter().any(|b| b.contains("caches-fill")));
+    assert!(!repo.worktrees().iter().any(|w| w.contains("caches-fill")));
+}
+crate::both_ways!(a_failing_fill_is_a_warning, a_failing_fill_is_a_warning);
