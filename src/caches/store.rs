@@ -189,3 +189,61 @@ pub fn remove_all(common_dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(name: &str, shared: &[&str]) -> Cache {
+        Cache {
+            name: name.into(),
+            env: vec![("VAR".into(), String::new())],
+            shared: shared.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn what_fanout_did_not_make_is_replaced_with_a_warning() {
+        let d = tempfile::tempdir().expect("tmp");
+        let common = d.path().join("git");
+        let mut warnings = Vec::new();
+        let root = open_root(&common, None, &mut warnings).expect("root");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("keep"), "x").expect("write");
+        std::os::unix::fs::symlink(&outside, root.join("linked")).expect("link");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), root.join("dangling")).expect("link");
+        std::fs::write(root.join("file"), "x").expect("write");
+        std::fs::create_dir(root.join("open")).expect("mkdir");
+        std::fs::set_permissions(root.join("open"), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        for name in ["linked", "dangling", "file", "open"] {
+            let dir = ensure_cache(&root, &cache(name, &["part"]), None, &mut warnings)
+                .expect("recreated");
+            let m = std::fs::symlink_metadata(&dir).expect("meta");
+            assert!(m.is_dir() && m.mode() & 0o777 == 0o700, "{name}");
+            assert!(dir.join("part").is_dir(), "{name}");
+        }
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(outside.join("keep").exists());
+        // A part replaced by a link is recreated too; a sound cache is left alone, quietly.
+        std::fs::remove_dir(root.join("open/part")).expect("rmdir");
+        std::os::unix::fs::symlink(&outside, root.join("open/part")).expect("link");
+        std::fs::write(root.join("linked/part/kept"), "x").expect("write");
+        let mut again = Vec::new();
+        ensure_cache(&root, &cache("open", &["part"]), None, &mut again).expect("open");
+        ensure_cache(&root, &cache("linked", &["part"]), None, &mut again).expect("linked");
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert!(root.join("open/part").is_dir() && root.join("linked/part/kept").exists());
+        // The caches folder itself replaced by a link: a new one, with a warning.
+        std::fs::remove_dir_all(&root).expect("rm");
+        std::os::unix::fs::symlink(&outside, &root).expect("link");
+        let mut w = Vec::new();
+        let root = open_root(&common, None, &mut w).expect("root");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(std::fs::symlink_metadata(&root).expect("meta").is_dir());
+        assert_eq!(remove_all(&common).expect("removed"), vec![root.clone()]);
+        assert!(!root.exists() && outside.join("keep").exists());
+    }
+}

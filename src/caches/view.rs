@@ -87,8 +87,8 @@ pub(super) fn task(
         }
         point_vars(c, &view, &mut out.env)?;
     }
-    if let Err(why) = &run.layered {
-        let _ = why; // said once for the run
+    if !run.layered() {
+        // Private, empty caches (the run said why, once).
         let _ = crate::fs_util::remove_tree(layers);
         return Ok(out);
     }
@@ -143,4 +143,95 @@ pub(super) fn fill(run: &RunCaches, scratch: &Path) -> Result<FillCaches, CacheE
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(name: &str) -> Cache {
+        let vars = crate::taskfile::caches::preset(name).expect("preset");
+        Cache {
+            name: name.into(),
+            env: vars
+                .iter()
+                .map(|(v, s)| (v.to_string(), s.to_string()))
+                .collect(),
+            shared: crate::taskfile::caches::shared_parts(name)
+                .expect("parts")
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
+
+    fn run_caches(d: &Path, layered: bool) -> RunCaches {
+        let (run, _) = RunCaches::prepare(
+            &d.join("git"),
+            vec![preset("cargo"), preset("go"), preset("pip")],
+            None,
+            || if layered { Ok(()) } else { Err("no".into()) },
+        )
+        .expect("prepare");
+        run
+    }
+
+    #[test]
+    fn tasks_get_one_layer_per_shared_part_and_private_rest() {
+        let d = tempfile::tempdir().expect("tmp");
+        let run = run_caches(d.path(), true);
+        let scratch = d.path().join("scratch/t");
+        let layers = d.path().join("scratch/.cache-layers/t");
+        let view = run.task_view(&scratch, &layers).expect("view");
+        let mounts = view.mounts.expect("layered");
+        let merged: Vec<PathBuf> = mounts.layers.iter().map(|l| l.merged.clone()).collect();
+        let v = abs(&scratch.join("caches"));
+        assert_eq!(
+            merged,
+            [
+                v.join("cargo/registry"),
+                v.join("cargo/git"),
+                v.join("go/mod"),
+                v.join("pip")
+            ]
+        );
+        assert!(mounts
+            .layers
+            .iter()
+            .all(|l| l.upper.starts_with(abs(&layers))));
+        assert_eq!(mounts.read_only, [abs(&d.path().join("git/fanout/caches"))]);
+        let var = |k: &str| PathBuf::from(&view.env[k]);
+        assert_eq!(var("CARGO_HOME"), v.join("cargo"));
+        assert_eq!(var("GOCACHE"), v.join("go/build"));
+        // Without layers: the same view, private and empty, nothing mounted.
+        let run = run_caches(d.path(), false);
+        let view = run.task_view(&scratch, &layers).expect("view");
+        assert!(view.mounts.is_none() && !layers.exists());
+        assert!(scratch.join("caches/cargo/registry").is_dir());
+    }
+
+    #[test]
+    fn the_fill_writes_the_shared_parts_only() {
+        let d = tempfile::tempdir().expect("tmp");
+        let run = run_caches(d.path(), true);
+        let scratch = d.path().join("fill");
+        let fill = run.fill_view(&scratch).expect("fill");
+        let store = d.path().join("git/fanout/caches");
+        let home = PathBuf::from(&fill.env["CARGO_HOME"]);
+        assert_eq!(home, scratch.join("caches/cargo"));
+        assert_eq!(
+            std::fs::read_link(home.join("registry")).expect("link"),
+            store.join("cargo/registry")
+        );
+        assert_eq!(PathBuf::from(&fill.env["GOMODCACHE"]), store.join("go/mod"));
+        assert_eq!(
+            PathBuf::from(&fill.env["GOCACHE"]),
+            scratch.join("caches/go/build")
+        );
+        assert_eq!(PathBuf::from(&fill.env["PIP_CACHE_DIR"]), store.join("pip"));
+        assert_eq!(
+            fill.writable,
+            [store.join("cargo"), store.join("go"), store.join("pip")]
+        );
+    }
 }
