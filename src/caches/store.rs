@@ -99,6 +99,7 @@ pub fn open_root(
     let graveyard = fanout_dir.join("old-caches");
     if run_as.is_none() {
         ensure_dir(&at, &graveyard, None, warnings)?;
+        upgrade(&at, &graveyard, warnings)?;
         return Ok(at);
     }
     // As root: a link to a root-owned folder that is not open to others.
@@ -108,6 +109,7 @@ pub fn open_root(
     };
     if let Ok(t) = std::fs::read_link(&at) {
         if t.is_absolute() && root_owned(&t) {
+            upgrade(&t, &graveyard, warnings)?;
             return Ok(t);
         }
         warnings.push(format!(
@@ -135,7 +137,42 @@ pub fn open_root(
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
         .map_err(io("the cache folder", &dir))?;
     std::os::unix::fs::symlink(&dir, &at).map_err(io("the link to the caches", &at))?;
+    upgrade(&dir, &graveyard, warnings)?;
     Ok(dir)
+}
+
+/// Marks a store whose caches only fills wrote (cache names never start with a dot).
+const LAYOUT: &str = ".layout";
+const LAYOUT_VERSION: &str = "2\n";
+
+/// A store without the mark is from a fanout whose tasks wrote the caches directly: anything in
+/// it may have been planted by an agent, so it is emptied (with a warning) before the mark is
+/// set.
+fn upgrade(root: &Path, graveyard: &Path, warnings: &mut Vec<String>) -> Result<(), CacheError> {
+    let mark = root.join(LAYOUT);
+    if std::fs::symlink_metadata(&mark).is_ok_and(|m| m.is_file())
+        && std::fs::read_to_string(&mark).is_ok_and(|t| t == LAYOUT_VERSION)
+    {
+        return Ok(());
+    }
+    let entries: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(io("the caches", root))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    if entries
+        .iter()
+        .any(|p| p.file_name() != Some(LAYOUT.as_ref()))
+    {
+        warnings.push(format!(
+            "caches in {} were written by tasks of an earlier fanout; emptied",
+            root.display()
+        ));
+    }
+    for p in entries {
+        remove_any(&p, graveyard)?;
+    }
+    std::fs::write(&mark, LAYOUT_VERSION).map_err(io("the caches' mark", &mark))
 }
 
 /// The shared folder of `cache` under `root` with its shared parts, checked (and recreated).
@@ -243,6 +280,13 @@ mod tests {
         let root = open_root(&common, None, &mut w).expect("root");
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(std::fs::symlink_metadata(&root).expect("meta").is_dir());
+        // A store of an earlier fanout (no mark), which its tasks could write: emptied.
+        std::fs::create_dir_all(root.join("cargo/registry")).expect("mkdir");
+        std::fs::remove_file(root.join(LAYOUT)).expect("unmark");
+        let mut w = Vec::new();
+        assert_eq!(open_root(&common, None, &mut w).expect("root"), root);
+        assert!(w.len() == 1 && w[0].contains("earlier fanout"), "{w:?}");
+        assert!(!root.join("cargo").exists() && root.join(LAYOUT).is_file());
         assert_eq!(remove_all(&common).expect("removed"), vec![root.clone()]);
         assert!(!root.exists() && outside.join("keep").exists());
     }
