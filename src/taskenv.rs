@@ -234,6 +234,7 @@ pub fn prepare_task(
     if let Some(c) = caches {
         let view = c.task_view(scratch, &cache_layers_dir(scratch))?;
         env.extend(view.env);
+        out.writable.extend(view.writable);
         out.caches = view.mounts;
         out.warnings.extend(view.warning);
     }

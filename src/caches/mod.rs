@@ -5,8 +5,8 @@ Named caches (`caches` in the task file) that carry nothing executable between t
   shared parts: cargo's `registry/` and `git/`, go's module cache, npm's `_cacache`, the whole
   folder for pip, uv, yarn and named caches). A folder there that fanout did not make is
   replaced, with a warning ([`store`]).
-- **Tasks** see the shared parts through a copy-on-write layer of their own: an overlay per
-  part, mounted in the task's private mount namespace by the sandbox, its upper folder outside
+- **Tasks** see the store through a copy-on-write layer of their own: one overlay, mounted in
+  the task's private mount namespace by the sandbox, its folders (mount point included) out of
   the task's reach and removed with the task; the store itself is bind-mounted read-only there.
   What a task writes into a cache is seen by that task only. Everything else of the task's view
   (cargo's `config.toml`, `bin/`, credentials; go's build cache) is a private folder that starts
@@ -61,6 +61,8 @@ pub struct TaskCaches {
     pub env: BTreeMap<String, String>,
     /// The layers the sandbox mounts (`None`: private caches, nothing to mount).
     pub mounts: Option<CacheMounts>,
+    /// Where the view is mounted: writable in the sandbox.
+    pub writable: Vec<PathBuf>,
     /// Why this task got private caches although the run has layers.
     pub warning: Option<String>,
 }

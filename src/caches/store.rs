@@ -86,6 +86,28 @@ fn ensure_dir(
     make_dir(dir)
 }
 
+/// Removes from a cache's folder whatever is not one of its shared parts (a fill that wrote
+/// `config.toml` through `registry/..`): tasks see the whole folder through their layer.
+fn prune_private(dir: &Path, cache: &Cache, graveyard: &Path) -> Result<(), CacheError> {
+    if cache.shared.iter().any(String::is_empty) {
+        return Ok(());
+    }
+    let keep: Vec<&std::ffi::OsStr> = cache
+        .shared
+        .iter()
+        .filter_map(|p| Path::new(p).iter().next())
+        .collect();
+    for e in std::fs::read_dir(dir)
+        .map_err(io("the cache", dir))?
+        .flatten()
+    {
+        if !keep.contains(&e.file_name().as_os_str()) {
+            remove_any(&e.path(), graveyard)?;
+        }
+    }
+    Ok(())
+}
+
 /// The real folder of the repository's caches, checked (and recreated) as described above.
 pub fn open_root(
     common_dir: &Path,
@@ -188,6 +210,7 @@ pub fn ensure_cache(
     for part in cache.shared.iter().filter(|p| !p.is_empty()) {
         ensure_dir(&dir.join(part), &graveyard, run_as, warnings)?;
     }
+    prune_private(&dir, cache, &graveyard)?;
     if let Some(who) = run_as {
         // The agent uid reads the cache through its layer (and fills it).
         crate::sandbox::user::hand_over(&dir, who).map_err(io("the cache", &dir))?;
@@ -264,6 +287,8 @@ mod tests {
         }
         assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(outside.join("keep").exists());
+        // Only the shared parts stay in a cache's folder.
+        std::fs::write(root.join("linked/config.toml"), "x").expect("write");
         // A part replaced by a link is recreated too; a sound cache is left alone, quietly.
         std::fs::remove_dir(root.join("open/part")).expect("rmdir");
         std::os::unix::fs::symlink(&outside, root.join("open/part")).expect("link");
@@ -273,6 +298,7 @@ mod tests {
         ensure_cache(&root, &cache("linked", &["part"]), None, &mut again).expect("linked");
         assert_eq!(again.len(), 1, "{again:?}");
         assert!(root.join("open/part").is_dir() && root.join("linked/part/kept").exists());
+        assert!(!root.join("linked/config.toml").exists());
         // The caches folder itself replaced by a link: a new one, with a warning.
         std::fs::remove_dir_all(&root).expect("rm");
         std::os::unix::fs::symlink(&outside, &root).expect("link");

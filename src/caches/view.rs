@@ -1,5 +1,6 @@
-//! A task's view of the caches (`<scratch>/caches/<name>`): the shared parts mounted there
-//! through copy-on-write layers (or private, empty folders), everything else private.
+//! A task's view of the caches: the store through one copy-on-write layer, mounted beside the
+//! layer (`<layers>/view/<name>`), or private, empty folders in its scratch folder
+//! (`<scratch>/caches/<name>`) where no layer can be mounted; the fill step's view.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,57 +57,83 @@ pub(super) fn task(
     scratch: &Path,
     layers: &Path,
 ) -> Result<TaskCaches, CacheError> {
-    let views = scratch.join(VIEWS);
-    fresh_dir(&views)?;
+    // Left by an earlier attempt of the task: it starts afresh.
+    let private_views = scratch.join(VIEWS);
+    crate::fs_util::remove_tree(&private_views).map_err(io("the cache view", &private_views))?;
     fresh_dir(layers)?;
     let mut out = TaskCaches::default();
-    let mut specs = Vec::new();
-    let root = nix::unistd::geteuid().is_root();
-    for c in &run.caches {
-        let view = views.join(&c.name);
-        std::fs::create_dir_all(&view).map_err(io("the cache view", &view))?;
-        for (i, part) in c.shared.iter().enumerate() {
-            let merged = under(&view, part);
-            std::fs::create_dir_all(&merged).map_err(io("the cache view", &merged))?;
-            let layer = layers.join(&c.name).join(i.to_string());
-            let (upper, work) = (layer.join("upper"), layer.join("work"));
-            for p in [&upper, &work] {
-                std::fs::create_dir_all(p).map_err(io("the cache layer", p))?;
-            }
-            if let Some(who) = run.run_as {
-                // The view's root is the upper folder's root.
-                crate::sandbox::user::hand_over(&upper, who)
-                    .map_err(io("the cache layer", &upper))?;
-            }
-            specs.push(OverlaySpec {
-                lower: abs(&under(&run.shared_dir(&c.name), part)),
-                upper: abs(&upper),
-                work: abs(&work),
-                merged: abs(&merged),
-            });
-        }
-        point_vars(c, &view, &mut out.env)?;
-    }
     if !run.layered() {
         // Private, empty caches (the run said why, once).
+        private(run, &private_views, &mut out.env)?;
         let _ = crate::fs_util::remove_tree(layers);
         return Ok(out);
     }
-    if let Some(bad) = specs
-        .iter()
-        .find_map(|s| crate::sandbox::overlay::mount_options(s, root).err())
+    // One layer over the whole store: a mount costs a process start tens of milliseconds,
+    // one per cache would add up. The store holds only the caches' shared parts (see
+    // `store::ensure_cache`), so everything else of a view starts empty. The mount point lies
+    // beside the layer, out of the task's reach: one in its scratch folder could be swapped
+    // for a link, and the next process would mount the view over wherever it points.
+    let (upper, work, views) = (
+        layers.join("upper"),
+        layers.join("work"),
+        layers.join("view"),
+    );
+    for p in [&upper, &work, &views] {
+        std::fs::create_dir_all(p).map_err(io("the cache layer", p))?;
+    }
+    let spec = OverlaySpec {
+        lower: abs(&run.root),
+        upper: abs(&upper),
+        work: abs(&work),
+        merged: abs(&views),
+    };
+    if let Err(bad) =
+        crate::sandbox::overlay::mount_options(&spec, nix::unistd::geteuid().is_root())
     {
         let _ = crate::fs_util::remove_tree(layers);
         out.warning = Some(format!(
             "caches: {bad}; this task gets private, empty caches"
         ));
+        private(run, &private_views, &mut out.env)?;
         return Ok(out);
     }
+    out.writable.push(spec.merged.clone());
+    for c in &run.caches {
+        // A variable's folder the store lacks (go's private GOCACHE) starts in the upper folder.
+        point_vars(c, &upper.join(&c.name), &mut BTreeMap::new())?;
+        for (var, sub) in &c.env {
+            out.env.insert(
+                var.clone(),
+                under(&views.join(&c.name), sub).display().to_string(),
+            );
+        }
+    }
+    if let Some(who) = run.run_as {
+        // The view's root is the upper folder's root.
+        crate::sandbox::user::hand_over(&upper, who).map_err(io("the cache layer", &upper))?;
+    }
     out.mounts = Some(CacheMounts {
-        layers: specs,
+        layers: vec![spec],
         read_only: vec![abs(&run.root)],
     });
     Ok(out)
+}
+
+/// Private, empty caches in `views` (no layer can be mounted).
+fn private(
+    run: &RunCaches,
+    views: &Path,
+    env: &mut BTreeMap<String, String>,
+) -> Result<(), CacheError> {
+    for c in &run.caches {
+        let view = views.join(&c.name);
+        for part in &c.shared {
+            let p = under(&view, part);
+            std::fs::create_dir_all(&p).map_err(io("the cache view", &p))?;
+        }
+        point_vars(c, &view, env)?;
+    }
+    Ok(())
 }
 
 pub(super) fn fill(run: &RunCaches, scratch: &Path) -> Result<FillCaches, CacheError> {
@@ -177,32 +204,28 @@ mod tests {
     }
 
     #[test]
-    fn tasks_get_one_layer_per_shared_part_and_private_rest() {
+    fn tasks_get_one_layer_over_the_store_out_of_their_reach() {
         let d = tempfile::tempdir().expect("tmp");
         let run = run_caches(d.path(), true);
         let scratch = d.path().join("scratch/t");
         let layers = d.path().join("scratch/.cache-layers/t");
         let view = run.task_view(&scratch, &layers).expect("view");
         let mounts = view.mounts.expect("layered");
-        let merged: Vec<PathBuf> = mounts.layers.iter().map(|l| l.merged.clone()).collect();
-        let v = abs(&scratch.join("caches"));
+        let v = abs(&layers.join("view"));
+        assert_eq!(view.writable, [v.clone()]);
+        assert_eq!(mounts.layers.len(), 1);
+        assert_eq!(mounts.layers[0].merged, v);
         assert_eq!(
-            merged,
-            [
-                v.join("cargo/registry"),
-                v.join("cargo/git"),
-                v.join("go/mod"),
-                v.join("pip")
-            ]
+            mounts.layers[0].lower,
+            abs(&d.path().join("git/fanout/caches"))
         );
-        assert!(mounts
-            .layers
-            .iter()
-            .all(|l| l.upper.starts_with(abs(&layers))));
+        assert!(mounts.layers[0].upper.starts_with(abs(&layers)));
         assert_eq!(mounts.read_only, [abs(&d.path().join("git/fanout/caches"))]);
         let var = |k: &str| PathBuf::from(&view.env[k]);
         assert_eq!(var("CARGO_HOME"), v.join("cargo"));
         assert_eq!(var("GOCACHE"), v.join("go/build"));
+        // The private GOCACHE starts in the task's upper folder.
+        assert!(layers.join("upper/go/build").is_dir());
         // Without layers: the same view, private and empty, nothing mounted.
         let run = run_caches(d.path(), false);
         let view = run.task_view(&scratch, &layers).expect("view");
