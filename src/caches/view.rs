@@ -212,7 +212,7 @@ mod tests {
         let view = run.task_view(&scratch, &layers).expect("view");
         let mounts = view.mounts.expect("layered");
         let v = abs(&layers.join("view"));
-        assert_eq!(view.writable, [v.clone()]);
+        assert_eq!(view.writable, std::slice::from_ref(&v));
         assert_eq!(mounts.layers.len(), 1);
         assert_eq!(mounts.layers[0].merged, v);
         assert_eq!(
