@@ -57,6 +57,11 @@ if [ -n "$STORE" ]; then
   { echo x >> "$STORE/pip/wheels/fill.whl" && echo appended; } 2>/dev/null >> "$s"
   { touch "$STORE/cargo/registry/new" && echo created; } 2>/dev/null >> "$s"
   { mv "$STORE/go/mod" "$STORE/go/mod2" && echo renamed; } 2>/dev/null >> "$s"
+  # The view's mount point and the layer beneath it are out of reach.
+  view="$(dirname "$CARGO_HOME")"
+  { mv "$view" "$view.x" && echo moved-view; } 2>/dev/null >> "$s"
+  { touch "$view/../upper/planted" && echo wrote-upper; } 2>/dev/null >> "$s"
+  { ln -s / "$view/../swapped" && echo linked-beside; } 2>/dev/null >> "$s"
   echo done >> "$s"
 fi
 exit 0
