@@ -350,3 +350,38 @@ fn a_failing_fill_is_a_warning(runner: Runner) {
     assert!(!repo.worktrees().iter().any(|w| w.contains("caches-fill")));
 }
 crate::both_ways!(a_failing_fill_is_a_warning, a_failing_fill_is_a_warning);
+
+/// `caches_fill` takes a command like `setup` and needs caches to fill.
+#[test]
+fn caches_fill_is_validated() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "caches_fill": "cargo fetch",
+        "tasks": [{"id": "t", "prompt": "x", "agent": "codex"}]
+    }));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("$.caches_fill") && text.contains("needs `caches`"),
+        "{text}"
+    );
+    let file = repo.write_tasks(&json!({
+        "caches": ["cargo"], "caches_fill": 7,
+        "tasks": [{"id": "t", "prompt": "x", "agent": "codex"}]
+    }));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let file = repo.write_tasks(&json!({
+        "caches": ["cargo"], "caches_fill": ["cargo", "fetch"],
+        "tasks": [{"id": "t", "prompt": "x", "agent": "codex"}]
+    }));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
