@@ -14,6 +14,7 @@ pidfd, Landlock's ABI probe) allow it one by one, each with a `// SAFETY:` comme
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod caches;
 pub mod cli;
 pub mod doctor;
 pub mod event;

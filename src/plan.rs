@@ -203,6 +203,15 @@ pub struct Plan {
     pub on_conflict: taskfile::OnConflict,
     /// Said right after the run's first line (uncommitted changes left out, skipped includes).
     pub warnings: Vec<String>,
+    /// The task file's `caches_fill`: fills the shared caches once, before any agent.
+    pub caches_fill: Option<CachesFill>,
+}
+
+/// The command that fills the shared caches (`caches_fill`), and its time.
+#[derive(Clone, Debug)]
+pub struct CachesFill {
+    pub command: VerifyCommand,
+    pub timeout_secs: f64,
 }
 
 /// The integration gate: a verify command run on the integration result.
@@ -358,7 +367,15 @@ impl Plan {
                 options.workspace = w;
             }
         }
+        let caches_fill = file.caches_fill.as_ref().map(|c| CachesFill {
+            command: c.clone(),
+            timeout_secs: file
+                .defaults
+                .setup_timeout_secs
+                .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+        });
         Ok(Plan {
+            caches_fill,
             integrate,
             on_conflict,
             run_id,

@@ -10,9 +10,9 @@ What a task's processes (agent, verify command) get besides their worktree:
 - a **private HOME** in the scratch folder with `XDG_CONFIG_HOME`, `XDG_CACHE_HOME`,
   `XDG_DATA_HOME`, `XDG_STATE_HOME` inside it, the user's git configuration copied in, and
   `RUSTUP_HOME`/`CARGO_HOME` pinned to the user's toolchains (they default to folders of HOME);
-- **named shared caches** (`caches` in the task file): fanout-owned folders under
-  `<git-dir>/fanout/caches/<name>` that stay across tasks and runs, writable in the sandbox,
-  named by the tool's own variable (`PIP_CACHE_DIR`, …). The tools lock their caches.
+- its view of the **named caches** (`caches` in the task file, see `crate::caches`): the
+  tool's own variable (`PIP_CACHE_DIR`, …) points at a folder of the scratch folder where the
+  shared caches appear through the task's own copy-on-write layer.
 */
 
 use std::collections::BTreeMap;
@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::sandbox::RunAs;
-use crate::taskfile::Cache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskEnvError {
@@ -32,8 +31,8 @@ pub enum TaskEnvError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a folder fanout made (a link, not owned by this user, or open to others); not using it")]
-    Untrusted { path: PathBuf },
+    #[error(transparent)]
+    Caches(#[from] crate::caches::CacheError),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TaskEnvError {
@@ -194,112 +193,53 @@ pub fn private_home(home: &Path) -> Result<BTreeMap<String, String>, TaskEnvErro
 // The presets belong to the task file's `caches` field (`taskfile::caches`).
 pub use crate::taskfile::caches::{preset, PRESETS};
 
-/// Where the repository's caches live: `<git-dir>/fanout/caches`, or — when agents run as
-/// another uid (fanout is root), which cannot pass through the git folder — a root-owned 0711
-/// folder in the temp folder that `<git-dir>/fanout/caches` links to.
-fn caches_root(common_dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf, TaskEnvError> {
-    let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
-    let at = common_dir.join("fanout").join("caches");
-    if run_as.is_none() {
-        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-            if let Ok(t) = std::fs::read_link(&at) {
-                if trusted(&t) {
-                    return Ok(t);
-                }
-            }
-            return Err(TaskEnvError::Untrusted { path: at });
-        }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&at)
-            .map_err(io("the cache folder", &at))?;
-        return Ok(at);
-    }
-    if let Ok(t) = std::fs::read_link(&at) {
-        if trusted(&t) {
-            return Ok(t);
-        }
-        let _ = std::fs::remove_file(&at);
-    }
-    if at.exists() {
-        // A plain folder from runs as the user itself: only an empty one is replaced.
-        std::fs::remove_dir(&at).map_err(io("the cache folder", &at))?;
-    }
-    if let Some(parent) = at.parent() {
-        std::fs::create_dir_all(parent).map_err(io("the cache folder", parent))?;
-    }
-    let base = temp_base();
-    let dir = tempfile::Builder::new()
-        .prefix("fanout-caches-")
-        .tempdir_in(&base)
-        .map_err(io("the cache folder in", &base))?
-        .keep();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(io("the cache folder", &dir))?;
-    std::os::unix::fs::symlink(&dir, &at).map_err(io("the link to the caches", &at))?;
-    Ok(dir)
-}
-
-/// Creates the named caches and returns their folders (writable in the sandbox) and the
-/// variables pointing at them.
-pub fn caches(
-    common_dir: &Path,
-    caches: &[Cache],
-    run_as: Option<RunAs>,
-) -> Result<(Vec<PathBuf>, BTreeMap<String, String>), TaskEnvError> {
-    let mut dirs = Vec::new();
-    let mut env = BTreeMap::new();
-    if caches.is_empty() {
-        return Ok((dirs, env));
-    }
-    let root = caches_root(common_dir, run_as)?;
-    for c in caches {
-        let dir = root.join(&c.name);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&dir)
-            .map_err(io("the cache", &dir))?;
-        for (var, sub) in &c.env {
-            let p = if sub.is_empty() {
-                dir.clone()
-            } else {
-                dir.join(sub)
-            };
-            std::fs::create_dir_all(&p).map_err(io("the cache", &p))?;
-            env.insert(var.clone(), p.display().to_string());
-        }
-        dirs.push(dir);
-    }
-    Ok((dirs, env))
-}
-
-/// What one task's processes get: folders writable in the sandbox and environment variables.
+/// What one task's processes get: folders writable in the sandbox, environment variables,
+/// and the cache layers the sandbox mounts.
 #[derive(Clone, Debug, Default)]
 pub struct TaskEnv {
     pub writable: Vec<PathBuf>,
     pub env: BTreeMap<String, String>,
+    pub caches: Option<crate::sandbox::CacheMounts>,
+    /// Said as the task's warnings (e.g. why it got private caches).
+    pub warnings: Vec<String>,
 }
 
-/// Prepares task `index`'s short TMPDIR, its private home `<scratch>/home` and the named
-/// caches.
+/// Where a task's cache layers are: next to its scratch folder (`<scratch>/../.cache-layers/<id>`),
+/// out of the task's reach (task ids never start with a dot).
+pub fn cache_layers_dir(scratch: &Path) -> PathBuf {
+    let id = scratch.file_name().unwrap_or_default();
+    scratch
+        .parent()
+        .unwrap_or(scratch)
+        .join(".cache-layers")
+        .join(id)
+}
+
+/// Prepares task `index`'s short TMPDIR, its private home `<scratch>/home` and its view of the
+/// run's caches.
 pub fn prepare_task(
     run_dir: &Path,
-    common_dir: &Path,
     index: usize,
     scratch: &Path,
-    caches_wanted: &[Cache],
+    caches: Option<&crate::caches::RunCaches>,
     run_as: Option<RunAs>,
 ) -> Result<TaskEnv, TaskEnvError> {
     let tmp = create_task_tmp(run_dir, index, run_as)?;
     let mut env = private_home(&scratch.join("home"))?;
     env.insert("TMPDIR".into(), tmp.display().to_string());
-    let (dirs, cache_env) = caches(common_dir, caches_wanted, run_as)?;
-    env.extend(cache_env);
-    let mut writable = vec![tmp];
-    writable.extend(dirs);
-    Ok(TaskEnv { writable, env })
+    let mut out = TaskEnv {
+        writable: vec![tmp],
+        ..TaskEnv::default()
+    };
+    if let Some(c) = caches {
+        let view = c.task_view(scratch, &cache_layers_dir(scratch))?;
+        env.extend(view.env);
+        out.writable.extend(view.writable);
+        out.caches = view.mounts;
+        out.warnings.extend(view.warning);
+    }
+    out.env = env;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -338,5 +278,16 @@ mod tests {
         assert!(preset("go").is_some_and(|p| p.len() == 2));
         assert!(PRESETS.iter().all(|p| preset(p).is_some()));
         assert!(preset("nope").is_none());
+    }
+
+    #[test]
+    fn presets_share_only_what_is_a_cache() {
+        use crate::taskfile::caches::shared_parts;
+        assert!(PRESETS.iter().all(|p| shared_parts(p).is_some()));
+        // CARGO_HOME's config.toml, bin/, credentials and env stay private.
+        assert_eq!(shared_parts("cargo"), Some(&["registry", "git"][..]));
+        // The module cache is shared, GOCACHE is not.
+        assert_eq!(shared_parts("go"), Some(&["mod"][..]));
+        assert_eq!(shared_parts("npm"), Some(&["_cacache"][..]));
     }
 }

@@ -292,6 +292,9 @@ pub struct Cache {
     pub name: String,
     /// (variable, subfolder; "" = the folder itself)
     pub env: Vec<(String, String)>,
+    /// The subfolders shared between tasks and runs ("" = the whole folder); the rest of a
+    /// task's view of the cache is its own.
+    pub shared: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -302,6 +305,8 @@ pub struct TaskFile {
     /// `include`: globs of ignored files copied into every workspace.
     pub include: Vec<String>,
     pub caches: Vec<Cache>,
+    /// `caches_fill`: the command that fills the shared caches, once per run, on the base.
+    pub caches_fill: Option<VerifyCommand>,
     pub defaults: Defaults,
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,

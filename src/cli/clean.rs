@@ -3,7 +3,7 @@
 its branches and folder — but never work that exists nowhere else: a branch whose commits are
 on no other branch (a `verify_failed` task, an integration branch not merged anywhere) stays,
 and so does its run folder, unless `--force`. `--dry-run` only lists; `--older-than` picks
-runs by age (nightly retention).
+runs by age (nightly retention). `--caches` also removes the repository's shared caches.
 */
 
 use std::collections::BTreeMap;
@@ -64,6 +64,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         }
     };
     let mut kept_any = false;
+    let mut running_any = false;
     for run in runs {
         let dir = runs_dir.join(&run);
         if !dir.exists() {
@@ -85,6 +86,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
                     "fanout: run {run} is still running (pid {}); not cleaning it",
                     state.pid
                 );
+                running_any = true;
                 continue;
             }
         }
@@ -174,12 +176,52 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             if a.dry_run { "would remove" } else { "removed" }
         )?;
     }
+    if a.caches {
+        clean_caches(&repo, a.dry_run, running_any || any_running(&repo))?;
+    }
     if kept_any {
         eprintln!(
             "fanout: some branches hold work found on no other branch; nothing of it was deleted"
         );
     }
     Ok(EXIT_OK)
+}
+
+/// Whether any run of the repository is still running.
+fn any_running(repo: &crate::git::repo::UserRepo) -> bool {
+    super::list_runs(repo).iter().any(|run| {
+        StateFile::read(&repo.runs_dir().join(run).join("state.json"))
+            .is_some_and(|s| s.status == "running" && !s.is_orphaned())
+    })
+}
+
+/// `--caches`: removes the repository's shared caches, unless a run is using them.
+fn clean_caches(
+    repo: &crate::git::repo::UserRepo,
+    dry_run: bool,
+    running: bool,
+) -> anyhow::Result<()> {
+    let at = crate::caches::caches_link(&repo.common_dir);
+    if running {
+        eprintln!(
+            "fanout: a run is still running; not removing the caches {}",
+            at.display()
+        );
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(&at).is_err() {
+        super::out::outln!("no caches to remove")?;
+        return Ok(());
+    }
+    if dry_run {
+        super::out::outln!("would remove the caches {}", at.display())?;
+        return Ok(());
+    }
+    let removed = crate::caches::remove_all(&repo.common_dir)?;
+    for p in removed {
+        super::out::outln!("removed the caches {}", p.display())?;
+    }
+    Ok(())
 }
 
 /// The run's branches, each with why it must stay (`Some`) or `None` when its work is

@@ -423,6 +423,10 @@ pub struct CleanArgs {
     /// Only runs that started longer ago than this (`7d`, `12h`, `30m`).
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<String>,
+    /// Also remove the repository's shared caches (`caches` in the task file); not while a
+    /// run is running.
+    #[arg(long)]
+    pub caches: bool,
 }
 
 /// Runs the parsed command line; returns the exit code.

@@ -417,6 +417,7 @@ impl Checker<'_> {
                 run_as: sb.run_as,
                 // The gate's checkout is a plain worktree, whatever the tasks used.
                 overlay: None,
+                caches: None,
             },
             program: String::new(),
             args: Vec::new(),

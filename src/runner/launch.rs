@@ -43,6 +43,7 @@ pub(super) fn spawn_spec(
         min_abi: sb.min_abi,
         run_as: sb.run_as,
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
+        caches: task_env.caches.clone(),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());

@@ -8,6 +8,7 @@ inside each job (git2 repositories are not `Sync`). Failures of single tasks are
 report; only a broken environment stops the run.
 */
 
+mod caches;
 mod carried;
 pub mod events;
 mod gate;
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     pub on_conflict: crate::taskfile::OnConflict,
     /// The kind of task workspace, and the overlay's shared lower checkouts.
     pub(crate) workspaces: workspace::Workspaces,
+    /// The run's shared caches (`None`: the tasks name none).
+    pub caches: Option<crate::caches::RunCaches>,
 }
 
 /// The outcome of a task before integration.
@@ -309,7 +312,27 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
             warnings.push(format!("read-back skipped: {why}"));
         }
     }
+    // Before any task: the store checked (broken folders replaced), the layering decided.
+    let run_caches = match caches::prepare(
+        &plan_tasks,
+        &plan.repo.common_dir,
+        &run_dir,
+        &plan.options,
+        workspaces.overlay(),
+    )
+    .map_err(RunError::Workspace)?
+    {
+        Some((c, said)) => {
+            for w in said {
+                events.warn(None, &w);
+                warnings.push(w);
+            }
+            Some(c)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        caches: run_caches,
         run_started: started,
         run_id: plan.run_id.clone(),
         repo_path: plan.repo.workdir.clone(),
@@ -330,6 +353,12 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         workspaces,
     });
 
+    if let Some(fill) = plan.caches_fill.as_ref().filter(|_| !stop.requested()) {
+        if let Some(w) = caches::fill(&shared, fill, runtime.handle()) {
+            events.warn(None, &w);
+            warnings.push(w);
+        }
+    }
     let (reports, pendings) = runtime.block_on(run_all(shared.clone()));
 
     // Stop the verifier before integration; its process must not outlive the run.

@@ -91,6 +91,10 @@ pub(crate) async fn run(
     if !shared.options.keep_worktrees {
         crate::taskenv::remove_task_tmp(&shared.run_dir, index);
     }
+    // What the task wrote into its caches goes with it.
+    crate::caches::remove_task_layers(&crate::taskenv::cache_layers_dir(
+        &workspace_dir(&shared.run_dir, "scratch").join(task.id().as_str()),
+    ));
     if report.patch.is_none() {
         // One patch per task, empty when the task changed nothing (or never ran).
         let patch = shared
@@ -292,20 +296,23 @@ async fn pipeline(
         });
     }
     let task_env = {
-        let (run_dir, common, scratch, caches, run_as) = (
-            shared.run_dir.clone(),
-            shared.common_dir.clone(),
-            paths.scratch.clone(),
-            task.caches.clone(),
-            shared.options.sandbox.run_as,
-        );
+        let (sh, scratch) = (shared.clone(), paths.scratch.clone());
         blocking(move || {
-            crate::taskenv::prepare_task(&run_dir, &common, index, &scratch, &caches, run_as)
-                .map_err(|e| crate::error_chain(&e))
+            crate::taskenv::prepare_task(
+                &sh.run_dir,
+                index,
+                &scratch,
+                sh.caches.as_ref(),
+                sh.options.sandbox.run_as,
+            )
+            .map_err(|e| crate::error_chain(&e))
         })
         .await
         .map_err(|e| stop(TaskStatus::Failed, e))?
     };
+    for w in &task_env.warnings {
+        shared.events.warn(Some(id.as_str()), w);
+    }
 
     // 3. Agent session, after the workspace setup (same sandbox and environment).
     let spawn = spawn_spec(shared, task, &paths, &task_env);

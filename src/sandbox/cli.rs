@@ -138,6 +138,7 @@ impl SandboxArgs {
             min_abi: self.min_abi,
             run_as,
             overlay: None,
+            caches: None,
         })
     }
 }

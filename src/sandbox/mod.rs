@@ -80,6 +80,20 @@ pub struct Policy {
     /// ruleset is built; `merged` should then be the writable workspace. `None`: no mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlaySpec>,
+    /// Shared caches seen through copy-on-write layers, mounted in the same private mount
+    /// namespace (made for them when there is no overlay workspace). `None`: no cache mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caches: Option<CacheMounts>,
+}
+
+/// The task's view of the shared caches: one overlay per shared part (its `merged` is where
+/// the task's tools find it; writes land in the task's own upper folder, discarded with the
+/// task), and the shared caches themselves bind-mounted read-only over themselves, so no
+/// process of the task can change them by any path (not even modes, which Landlock lets pass).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CacheMounts {
+    pub layers: Vec<OverlaySpec>,
+    pub read_only: Vec<PathBuf>,
 }
 
 /// An overlay workspace: `lower` (read-only, shared), `upper` and `work` (the task's own),
@@ -111,6 +125,7 @@ impl Policy {
             min_abi: MIN_SUPPORTED_ABI,
             run_as: None,
             overlay: None,
+            caches: None,
         }
     }
 }

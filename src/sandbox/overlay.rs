@@ -7,7 +7,7 @@
 //! its own uid and gid to themselves (markers in `user.overlay.*`, `userxattr`). Either way the
 //! program keeps (or, as root, switches to) an ordinary uid and runs with no capabilities.
 
-use super::{privs, OverlaySpec};
+use super::{privs, CacheMounts, OverlaySpec};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -51,14 +51,26 @@ pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
 }
 
 /// In the forked, single-threaded child, before privileges are dropped: new namespaces, the
-/// overlay mounted at `spec.merged`, the working folder re-entered through the mount. Without
-/// root, the capabilities the new user namespace gave are dropped again before returning.
+/// overlay workspace mounted at its `merged`, the cache layers at theirs, the shared caches
+/// made read-only, the working folder re-entered through the mount. Without root, the
+/// capabilities the new user namespace gave are dropped again before returning.
 #[allow(unsafe_code)]
-pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
+pub(crate) fn enter(
+    workspace: Option<&OverlaySpec>,
+    caches: Option<&CacheMounts>,
+) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the working folder: {e}"))?;
-    let opts = mount_options(spec, root)?;
+    let workspace = workspace
+        .map(|s| mount_options(s, root).map(|o| (s, o)))
+        .transpose()?;
+    let layers = caches
+        .map(|c| c.layers.iter())
+        .into_iter()
+        .flatten()
+        .map(|s| mount_options(s, root).map(|o| (s, o)))
+        .collect::<Result<Vec<_>, _>>()?;
     let flags = if root {
         libc::CLONE_NEWNS
     } else {
@@ -101,9 +113,49 @@ pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    let target = CString::new(spec.merged.as_os_str().as_bytes())
-        .map_err(|_| "the workspace path contains a NUL byte".to_string())?;
-    let data = CString::new(opts).map_err(|_| "bad mount options".to_string())?;
+    if let Some((spec, opts)) = &workspace {
+        mount_overlay(&spec.merged, opts).map_err(|e| {
+            format!(
+                "cannot mount the overlay workspace at {}: {e}",
+                spec.merged.display()
+            )
+        })?;
+    }
+    for (spec, opts) in &layers {
+        mount_overlay(&spec.merged, opts).map_err(|e| {
+            format!(
+                "cannot mount the cache layer at {}: {e}",
+                spec.merged.display()
+            )
+        })?;
+    }
+    for p in caches.map(|c| c.read_only.as_slice()).unwrap_or_default() {
+        bind_read_only(p).map_err(|e| {
+            format!(
+                "cannot make the shared cache {} read-only: {e}",
+                p.display()
+            )
+        })?;
+    }
+    // The old working folder is the folder beneath the mount: go through the mount.
+    std::env::set_current_dir(&cwd)
+        .map_err(|e| format!("cannot enter {} in the overlay: {e}", cwd.display()))?;
+    if !root {
+        privs::drop_all_caps()?;
+    }
+    Ok(())
+}
+
+fn cstring(p: &Path) -> Result<CString, std::io::Error> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path contains a NUL byte"))
+}
+
+/// Mounts an overlay with `opts` at `merged`.
+#[allow(unsafe_code)]
+fn mount_overlay(merged: &Path, opts: &str) -> Result<(), std::io::Error> {
+    let target = cstring(merged)?;
+    let data = CString::new(opts).map_err(|_| std::io::Error::other("bad mount options"))?;
     let fstype = c"overlay";
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let r = unsafe {
@@ -116,17 +168,56 @@ pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
         )
     };
     if r != 0 {
-        return Err(format!(
-            "cannot mount the overlay workspace at {}: {}",
-            spec.merged.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(std::io::Error::last_os_error());
     }
-    // The old working folder is the folder beneath the mount: go through the mount.
-    std::env::set_current_dir(&cwd)
-        .map_err(|e| format!("cannot enter {} in the overlay: {e}", cwd.display()))?;
-    if !root {
-        privs::drop_all_caps()?;
+    Ok(())
+}
+
+/// Bind-mounts `path` over itself, read-only. The flags the mount already has are kept: in a
+/// user namespace the ones inherited from outside are locked and may not be dropped.
+#[allow(unsafe_code)]
+fn bind_read_only(path: &Path) -> Result<(), std::io::Error> {
+    let p = cstring(path)?;
+    // SAFETY: valid NUL-terminated strings; a bind takes no type or data.
+    let r = unsafe {
+        libc::mount(
+            p.as_ptr(),
+            p.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let have = st.flags();
+    use nix::sys::statvfs::FsFlags;
+    let mut flags =
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    for (fs, ms) in [
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if have.contains(fs) {
+            flags |= ms;
+        }
+    }
+    // SAFETY: as above; a remount takes no source or type.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            p.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -237,9 +237,9 @@ fn child_main(
     let _ = setsid();
     // The overlay is mounted while still privileged (as root, or with the capabilities of a
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
-    let mounted = match &cfg.policy.overlay {
-        Some(spec) => super::overlay::enter(spec),
-        None => Ok(()),
+    let mounted = match (&cfg.policy.overlay, &cfg.policy.caches) {
+        (None, None) => Ok(()),
+        (workspace, caches) => super::overlay::enter(workspace.as_ref(), caches.as_ref()),
     };
     // Root is dropped first: a change of credentials clears the parent-death signal.
     let switched = match (mounted, cfg.policy.run_as) {
@@ -254,9 +254,10 @@ fn child_main(
     let report = match switched {
         Err(why) => rules::not_enforced(
             rules::kernel_abi(),
-            match &cfg.policy.overlay {
-                Some(_) => format!("cannot set up the overlay workspace: {why}"),
-                None => format!("cannot drop root privileges for the program: {why}"),
+            match (&cfg.policy.overlay, &cfg.policy.caches) {
+                (Some(_), _) => format!("cannot set up the overlay workspace: {why}"),
+                (None, Some(_)) => format!("cannot set up the cache layers: {why}"),
+                (None, None) => format!("cannot drop root privileges for the program: {why}"),
             },
         ),
         Ok(run_as) => {

@@ -110,7 +110,12 @@ pub const FILE_FIELDS: &[Field] = &[
     field(
         "caches",
         Kind::Caches,
-        "Named caches shared by every task and run, writable in the sandbox: presets (`cargo`, `pip`, `uv`, `npm`, `yarn`, `go`) set the tool's cache variable to a folder under <git-dir>/fanout/caches/<name>; `{\"name\": …, \"env\": [\"VAR\"]}` points VAR there.",
+        "Named caches kept across tasks and runs under <git-dir>/fanout/caches/<name>: presets (`cargo`, `pip`, `uv`, `npm`, `yarn`, `go`) set the tool's cache variable, `{\"name\": …, \"env\": [\"VAR\"]}` points VAR at the cache. Tasks see them through a private copy-on-write layer (their writes are discarded); only `caches_fill` writes them.",
+    ),
+    field(
+        "caches_fill",
+        Kind::Verify,
+        "Fills the shared caches once per run, before any agent: an argv list, or a string run with `sh -c`, in a sandboxed checkout of the base commit with the caches writable (log: logs/caches-fill.log; time: defaults.setup_timeout_secs).",
     ),
     field(
         "verifier",

@@ -9,6 +9,7 @@ impl Validator {
             commit_author: None,
             include: Vec::new(),
             caches: Vec::new(),
+            caches_fill: None,
             defaults: Defaults::default(),
             agents: BTreeMap::new(),
             verifier: None,
@@ -39,6 +40,10 @@ impl Validator {
                 }
                 if let Some(c) = obj.get("caches") {
                     file.caches = self.caches(c);
+                }
+                file.caches_fill = self.verify(obj, "caches_fill", "$");
+                if file.caches_fill.is_some() && file.caches.is_empty() {
+                    self.problem("$.caches_fill", "`caches_fill` needs `caches` to fill");
                 }
                 if let Some(d) = obj.get("defaults") {
                     file.defaults = self.defaults(d);
@@ -189,6 +194,11 @@ impl Validator {
                             .iter()
                             .map(|(v, s)| (v.to_string(), s.to_string()))
                             .collect(),
+                        shared: caches::shared_parts(name)
+                            .unwrap_or(&[""])
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect(),
                     },
                     None => {
                         self.problem(
@@ -226,6 +236,7 @@ impl Validator {
                     Cache {
                         name,
                         env: env.into_iter().map(|v| (v, String::new())).collect(),
+                        shared: vec![String::new()],
                     }
                 }
                 other => {

@@ -294,6 +294,7 @@ fn session_follow_up(version: &str, protocol: &str) {
                 min_abi: 3,
                 run_as: None,
                 overlay: None,
+                caches: None,
             },
             program: profile.command.clone(),
             args: Vec::new(),

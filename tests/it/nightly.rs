@@ -225,7 +225,7 @@ fn a_verify_command_binds_a_unix_socket_in_tmpdir_from_a_deep_repository() {
 }
 
 /// Agents and verify commands get a private, writable HOME with XDG folders and the user's
-/// git identity, and named caches that outlive tasks and runs.
+/// git identity, and named caches that outlive tasks and runs (written only by `caches_fill`).
 #[test]
 fn tasks_get_a_private_home_and_shared_caches() {
     let repo = python_project(2, "repo");
@@ -259,16 +259,14 @@ echo x > "$TOOL_CACHE/tool-$FANOUT_TASK_ID"
     let merged = repo.tree_files(report["integration_branch"].as_str().unwrap());
     let text = |p: &str| String::from_utf8_lossy(&merged[p]).into_owned();
     assert_eq!(text("identity-first.txt"), "Nightly Bot\n");
-    // The second task saw what the first (and its verify command) left in the cache.
+    // Each task sees the caches through its own layer: nothing the first task (or its
+    // verify command) wrote reaches the second, nor the caches themselves.
     let seen = text("pip-second.txt");
-    assert!(
-        seen.contains("seen-first") && seen.contains("verify-first"),
-        "{seen}"
-    );
-    // The caches stay after the run, for the next one.
+    assert_eq!(seen, "seen-second\n");
     let caches = repo.path.join(".git/fanout/caches");
-    assert!(caches.join("pip/seen-second").exists());
-    assert!(caches.join("tool/tool-first").exists());
+    assert!(caches.join("pip").is_dir() && caches.join("tool").is_dir());
+    assert!(!caches.join("pip/seen-second").exists());
+    assert!(!caches.join("tool/tool-first").exists());
     // The user's own home was not written.
     let mut entries: Vec<String> = std::fs::read_dir(&home)
         .unwrap()

@@ -318,6 +318,7 @@ async fn start_process(plan: &Plan, profile: AgentProfile) -> Result<Verifier, V
                 // task's files; it keeps the invoker's uid (and its own login and config).
                 run_as: None,
                 overlay: None,
+                caches: None,
             },
             program: program.display().to_string(),
             args: profile.args.clone(),
