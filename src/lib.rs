@@ -55,3 +55,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 pub mod redact;
 pub mod resume;
+pub mod run_dir;

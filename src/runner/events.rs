@@ -167,7 +167,7 @@ impl RunFilesOutput {
             .open(run_dir.join(RUN_EVENTS))
             .ok()
             .map(std::io::BufWriter::new);
-        let mut report_paths = vec![run_dir.join("report.json")];
+        let mut report_paths = vec![crate::run_dir::RunDir::new(run_dir).report()];
         report_paths.extend(extra_report);
         RunFilesOutput {
             report_paths,

@@ -26,7 +26,6 @@ use crate::ids::TaskId;
 use crate::plan::{IntegrateGate, NetChoice};
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
-use crate::sandbox::user::workspace_dir;
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 use crate::verify::command::CommandOutcome;
 
@@ -332,8 +331,8 @@ impl Checker<'_> {
         }
         let shared = self.shared;
         let name = format!("fanout-{}{GATE_DIR}", shared.run_id);
-        let checkout = workspace_dir(&shared.run_dir, "worktrees").join(GATE_DIR);
-        let scratch = workspace_dir(&shared.run_dir, "scratch").join(GATE_DIR);
+        let files = crate::run_dir::RunDir::new(&shared.run_dir).task(GATE_DIR);
+        let (checkout, scratch) = (files.worktree, files.scratch);
         let branch = format!("fanout/{}/integration-check", shared.run_id);
         self.remove(&name, &checkout, &scratch, &branch);
         let made = worktree::create(self.repo, &name, &branch, commit, &checkout)
@@ -351,7 +350,9 @@ impl Checker<'_> {
         }
         self.runs += 1;
         let spec = self.spawn_spec(&name, &checkout, &scratch);
-        let log = shared.run_dir.join("logs").join("integration.verify.log");
+        let log = crate::run_dir::RunDir::new(&shared.run_dir)
+            .logs()
+            .join("integration.verify.log");
         let argv = self.gate.verify.argv();
         let timeout = Duration::from_secs_f64(self.gate.timeout_secs);
         let mut cancel = shared.cancel.clone();
@@ -423,8 +424,12 @@ impl Checker<'_> {
             cwd: checkout.to_path_buf(),
             env,
             env_remove: Vec::new(),
-            stderr_log: shared.run_dir.join("logs").join("integration.stderr.log"),
-            status_file: shared.run_dir.join("status").join("integration.json"),
+            stderr_log: crate::run_dir::RunDir::new(&shared.run_dir)
+                .logs()
+                .join("integration.stderr.log"),
+            status_file: crate::run_dir::RunDir::new(&shared.run_dir)
+                .status()
+                .join("integration.json"),
         }
     }
 

@@ -163,7 +163,8 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     let stop = io.stop.clone();
     // One listener for the whole run; the runtime lives until the final state is written.
     if io.signals {
-        stop.listen(&runtime, events.clone());
+        let events = events.clone();
+        stop.listen(&runtime, move |w| events.warn(None, w));
     }
     // However the run ends (even by an error), no supervisor — so no agent — outlives it.
     let _reap = StopAllOnDrop(run_dir.clone());
@@ -196,8 +197,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     })?;
     let workspaces =
         workspace::Workspaces::decide(&plan.options, &run_dir).map_err(RunError::Workspace)?;
-    for sub in ["events", "logs", "patches", "status"] {
-        let p = run_dir.join(sub);
+    for p in crate::run_dir::RunDir::new(&run_dir).record_dirs() {
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
             path: p.display().to_string(),
             source,
@@ -206,12 +206,15 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     if plan.priors.is_empty() {
         crate::resume::save_inputs(&plan, &plan.task_file_text).map_err(|source| {
             RunError::RunDir {
-                path: run_dir.join("inputs").display().to_string(),
+                path: crate::run_dir::RunDir::new(&run_dir)
+                    .inputs()
+                    .display()
+                    .to_string(),
                 source,
             }
         })?;
     }
-    let mut state = StateFile::new(run_dir.join("state.json"));
+    let mut state = StateFile::new(crate::run_dir::RunDir::new(&run_dir).state());
     let ids: Vec<String> = plan.tasks.iter().map(|t| t.id().to_string()).collect();
     let run_state = RunState::start(&plan.run_id, plan.base, &ids, &plan.priors);
     state.write(&run_state);

@@ -21,7 +21,6 @@ use crate::eventlog::EventLog;
 use crate::git::worktree;
 use crate::ids::task_branch;
 use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
-use crate::sandbox::user::workspace_dir;
 use crate::verify;
 
 /// What dependents learn about a finished task.
@@ -93,10 +92,9 @@ pub(crate) async fn run(
     }
     if report.patch.is_none() {
         // One patch per task, empty when the task changed nothing (or never ran).
-        let patch = shared
-            .run_dir
-            .join("patches")
-            .join(format!("{}.patch", task.id()));
+        let patch = crate::run_dir::RunDir::new(&shared.run_dir)
+            .task(task.id().as_str())
+            .patch;
         if std::fs::write(&patch, b"").is_ok() {
             report.patch = Some(patch.display().to_string());
         }
@@ -177,14 +175,15 @@ async fn pipeline(
     }
 
     let id = task.id().clone();
+    // Real paths: as root workspaces lie outside the run folder, which agents may not reach.
+    let files = crate::run_dir::RunDir::new(&shared.run_dir).task(id.as_str());
     let mut paths = Paths {
-        // Real paths: as root they lie outside the run folder, which agents may not reach.
-        worktree: workspace_dir(&shared.run_dir, "worktrees").join(id.as_str()),
-        scratch: workspace_dir(&shared.run_dir, "scratch").join(id.as_str()),
-        events: shared.run_dir.join("events").join(format!("{id}.jsonl")),
-        stderr_log: shared.run_dir.join("logs").join(format!("{id}.stderr.log")),
-        status_file: shared.run_dir.join("status").join(format!("{id}.json")),
-        patch: shared.run_dir.join("patches").join(format!("{id}.patch")),
+        worktree: files.worktree,
+        scratch: files.scratch,
+        events: files.events,
+        stderr_log: files.stderr_log,
+        status_file: files.status_file,
+        patch: files.patch,
         wt_name: worktree::worktree_name(shared.run_id.as_str(), id.as_str()),
         branch: task_branch(&shared.run_id, &id),
         overlay: None,
@@ -315,7 +314,9 @@ async fn pipeline(
             .map_err(|e| stop(TaskStatus::Failed, e))?;
     }
     if let Some(cmd) = &task.setup {
-        let log = shared.run_dir.join("logs").join(format!("{id}.setup.log"));
+        let log = crate::run_dir::RunDir::new(&shared.run_dir)
+            .task(id.as_str())
+            .setup_log;
         let mut cancel = shared.cancel.clone();
         // A stop request must not wait for a long setup (its process is stopped on drop).
         tokio::select! {
@@ -615,10 +616,9 @@ async fn reset_reused_worktree(
 ) -> Result<(), String> {
     let admin = worktree::admin_dir(&shared.common_dir, &paths.wt_name);
     let admin = std::path::absolute(&admin).unwrap_or(admin);
-    let log = shared
-        .run_dir
-        .join("logs")
-        .join(format!("{}.reset.log", task.id()));
+    let log = crate::run_dir::RunDir::new(&shared.run_dir)
+        .task(task.id().as_str())
+        .reset_log;
     let reset = shared
         .workspaces
         .pool

@@ -78,10 +78,9 @@ pub(super) async fn verify_gates(
         spec.stderr_log = paths.stderr_log.with_extension("verify.log");
         spec.status_file = paths.status_file.with_extension("verify.json");
         let argv = cmd.argv();
-        let log = shared
-            .run_dir
-            .join("logs")
-            .join(format!("{}.verify.log", task.id()));
+        let log = crate::run_dir::RunDir::new(&shared.run_dir)
+            .task(task.id().as_str())
+            .verify_log;
         let out = verify::command::run_logged(
             &spec,
             &argv,
