@@ -26,6 +26,7 @@ pub mod include;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod output;
+pub mod phase;
 pub mod plan;
 pub mod preflight;
 pub mod process;

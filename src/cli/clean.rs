@@ -38,7 +38,7 @@ pub fn parse_age(raw: &str) -> Result<Duration, String> {
 
 /// When a run started: its state, else its folder's modification time.
 fn run_started(dir: &std::path::Path) -> Option<SystemTime> {
-    if let Some(s) = StateFile::read(&RunDir::new(&dir).state()).filter(|s| s.started_at_ms > 0) {
+    if let Some(s) = StateFile::read(&RunDir::new(dir).state()).filter(|s| s.started_at_ms > 0) {
         return Some(UNIX_EPOCH + Duration::from_millis(s.started_at_ms));
     }
     std::fs::metadata(dir).and_then(|m| m.modified()).ok()

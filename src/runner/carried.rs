@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use super::outcome::DepResult;
 use super::steps::blocking;
-use super::task::DepResult;
 use super::{Pending, Shared};
 use crate::git::collect::{self};
 use crate::ids::task_branch;

@@ -14,6 +14,8 @@ mod gate;
 mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
+mod outcome;
+mod paths;
 mod pipelines;
 mod pool;
 mod retry;
@@ -21,6 +23,7 @@ mod schedule;
 mod steps;
 pub mod stop;
 mod task;
+mod task_workspace;
 mod verify_gates;
 mod workspace;
 

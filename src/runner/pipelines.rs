@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::schedule::Schedule;
-use super::{carried, integrate, steps, task, Pending, Shared};
+use super::{carried, integrate, outcome, steps, task, Pending, Shared};
 use crate::event::EventKind;
 use crate::report::{TaskReport, TaskStatus};
 
@@ -95,7 +95,7 @@ pub(super) async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pendin
                         }
                         if let Some((i, slot)) = running.remove(&e.id()) {
                             free_slots.insert(slot);
-                            sched.finished(i, task::DepResult { commit: None, ok: false, status: TaskStatus::Failed });
+                            sched.finished(i, outcome::DepResult { commit: None, ok: false, status: TaskStatus::Failed });
                         }
                     }
                 }

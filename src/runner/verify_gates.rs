@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::task::Paths;
+use super::paths::Paths;
 use super::Shared;
 use crate::git::collect::Collected;
 use crate::plan::PlannedTask;
@@ -78,9 +78,7 @@ pub(super) async fn verify_gates(
         spec.stderr_log = paths.stderr_log.with_extension("verify.log");
         spec.status_file = paths.status_file.with_extension("verify.json");
         let argv = cmd.argv();
-        let log = crate::run_dir::RunDir::new(&shared.run_dir)
-            .task(task.id().as_str())
-            .verify_log;
+        let log = paths.verify_log.clone();
         let out = verify::command::run_logged(
             &spec,
             &argv,
