@@ -195,22 +195,7 @@ fn run_inner(
         };
         checker.verify(head)
     };
-    let dependents = |culprit: usize, kept: &[usize]| -> Vec<usize> {
-        let mut gone: Vec<&TaskId> = vec![shared.tasks[culprit].id()];
-        let mut out = Vec::new();
-        for &k in kept {
-            if shared.tasks[k]
-                .spec
-                .depends_on
-                .iter()
-                .any(|d| gone.contains(&d))
-            {
-                gone.push(shared.tasks[k].id());
-                out.push(k);
-            }
-        }
-        out
-    };
+    let dependents = |culprit: usize, kept: &[usize]| dependents_of(shared, culprit, kept);
     let found = bisect(items, &mut check, &dependents);
     report.verify_runs = checker.runs;
     let found = found?;
@@ -224,6 +209,68 @@ fn run_inner(
         );
         return Ok(());
     }
+    blame(shared, reports, &found, report);
+    if !found.ejected.is_empty() {
+        // Hand over exactly what passed: the rebuilt integration of the rest.
+        let list: Vec<(usize, Oid)> = found.kept.iter().map(|&i| (i, commits[&i])).collect();
+        let (head, conflicts) =
+            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
+        for (i, paths) in &conflicts {
+            let r = &mut reports[*i];
+            r.status = TaskStatus::Conflict;
+            r.error = Some(format!(
+                "conflicts, once tasks were taken out by the integration gate, in: {}",
+                paths.join(", ")
+            ));
+            r.conflict_paths = paths.clone();
+        }
+        integration.head = head;
+        integration.merged = list
+            .into_iter()
+            .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
+            .collect();
+    }
+    report_flaky(shared, &found, report);
+    report.passed = found.passed;
+    if found.passed {
+        for &(i, _) in &integration.merged {
+            reports[i].verify.push(GateResult {
+                gate: "integration".into(),
+                passed: true,
+                detail: None,
+                paths: Vec::new(),
+                output: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The kept tasks that go with `culprit`: those that depend on it, directly or not.
+fn dependents_of(shared: &Shared, culprit: usize, kept: &[usize]) -> Vec<usize> {
+    let mut gone: Vec<&TaskId> = vec![shared.tasks[culprit].id()];
+    let mut out = Vec::new();
+    for &k in kept {
+        if shared.tasks[k]
+            .spec
+            .depends_on
+            .iter()
+            .any(|d| gone.contains(&d))
+        {
+            gone.push(shared.tasks[k].id());
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// The tasks bisection took out, and those that went with them, in their reports and events.
+fn blame(
+    shared: &Shared,
+    reports: &mut [TaskReport],
+    found: &Bisection,
+    report: &mut IntegrationReport,
+) {
     for (i, text) in &found.ejected {
         let r = &mut reports[*i];
         let detail =
@@ -259,26 +306,10 @@ fn run_inner(
             reason: r.error.clone().unwrap_or_default(),
         });
     }
-    if !found.ejected.is_empty() {
-        // Hand over exactly what passed: the rebuilt integration of the rest.
-        let list: Vec<(usize, Oid)> = found.kept.iter().map(|&i| (i, commits[&i])).collect();
-        let (head, conflicts) =
-            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
-        for (i, paths) in &conflicts {
-            let r = &mut reports[*i];
-            r.status = TaskStatus::Conflict;
-            r.error = Some(format!(
-                "conflicts, once tasks were taken out by the integration gate, in: {}",
-                paths.join(", ")
-            ));
-            r.conflict_paths = paths.clone();
-        }
-        integration.head = head;
-        integration.merged = list
-            .into_iter()
-            .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
-            .collect();
-    }
+}
+
+/// Failures that did not reproduce: counted, and said.
+fn report_flaky(shared: &Shared, found: &Bisection, report: &mut IntegrationReport) {
     report.flaky = found.flaky.len() as u32;
     if !found.flaky.is_empty() {
         let what = if found.passed {
@@ -297,19 +328,6 @@ fn run_inner(
             report.output = found.flaky.last().cloned();
         }
     }
-    report.passed = found.passed;
-    if found.passed {
-        for &(i, _) in &integration.merged {
-            reports[i].verify.push(GateResult {
-                gate: "integration".into(),
-                passed: true,
-                detail: None,
-                paths: Vec::new(),
-                output: None,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Runs the verify command on integration commits, each in a fresh sandboxed checkout.
