@@ -58,6 +58,11 @@ pub enum EventKind {
     },
     /// The agent was prompted (`attempt` 1 is the first prompt, then feedback rounds).
     AgentStarted { task: String, attempt: u32 },
+    /// The task entered a phase of its life (`phase`: docs/architecture.md).
+    Phase {
+        task: String,
+        phase: crate::phase::TaskPhase,
+    },
     /// Something the agent reported (bounded summary; the raw event is in the task's log).
     AgentEvent {
         task: String,
@@ -148,6 +153,7 @@ impl Event {
             | TaskStarted { task, .. }
             | WorkspaceReady { task, .. }
             | AgentStarted { task, .. }
+            | Phase { task, .. }
             | AgentEvent { task, .. }
             | AttemptEnded { task, .. }
             | GatePassed { task, .. }
@@ -176,6 +182,7 @@ impl Event {
             TaskStarted { .. } => "task_started",
             WorkspaceReady { .. } => "workspace_ready",
             AgentStarted { .. } => "agent_started",
+            Phase { .. } => "phase",
             AgentEvent { .. } => "agent_event",
             AttemptEnded { .. } => "attempt_ended",
             GatePassed { .. } => "gate_passed",

@@ -27,6 +27,7 @@ pub mod include;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod output;
+pub mod phase;
 pub mod plan;
 pub mod preflight;
 pub mod process;
@@ -56,3 +57,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 pub mod redact;
 pub mod resume;
+pub mod run_dir;

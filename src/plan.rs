@@ -394,11 +394,15 @@ impl Plan {
 
     /// Folder of the run's worktrees.
     pub fn worktree_path(&self, task: &TaskId) -> PathBuf {
-        self.run_dir.join("worktrees").join(task.as_str())
+        crate::run_dir::RunDir::new(&self.run_dir)
+            .worktrees_link()
+            .join(task.as_str())
     }
 
     pub fn scratch_path(&self, task: &TaskId) -> PathBuf {
-        self.run_dir.join("scratch").join(task.as_str())
+        crate::run_dir::RunDir::new(&self.run_dir)
+            .scratch_link()
+            .join(task.as_str())
     }
 }
 

@@ -63,10 +63,13 @@ pub enum ResumeError {
 /// Saves what a later `fanout resume` needs (owner-only: the task file may hold settings).
 pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = plan.run_dir.join("inputs");
+    let dir = crate::run_dir::RunDir::new(&plan.run_dir).inputs();
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::write(dir.join("tasks.json"), task_file_text)?;
+    std::fs::write(
+        crate::run_dir::RunDir::new(&plan.run_dir).input_tasks(),
+        task_file_text,
+    )?;
     let inputs = SavedInputs {
         base: plan.base.to_string(),
         base_rev: plan.base_rev.clone(),
@@ -82,7 +85,10 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         squash: plan.options.squash,
         workspace: plan.options.workspace,
     };
-    crate::report::write_json_atomic(&dir.join("run.json"), &inputs)
+    crate::report::write_json_atomic(
+        &crate::run_dir::RunDir::new(&plan.run_dir).input_options(),
+        &inputs,
+    )
 }
 
 /// Builds the plan that continues `run`: same id, base and options (`jobs` may change).
@@ -96,7 +102,7 @@ pub fn plan_resume(
 ) -> Result<Plan, ResumeError> {
     let repo = UserRepo::open(repo_path).map_err(PlanError::from)?;
     let run_dir = repo.runs_dir().join(run.as_str());
-    let state = StateFile::read(&run_dir.join("state.json"))
+    let state = StateFile::read(&crate::run_dir::RunDir::new(&run_dir).state())
         .ok_or_else(|| ResumeError::NoRun(run.to_string()))?;
     if state.status == "finished" {
         return Err(ResumeError::Finished(run.to_string()));
@@ -111,9 +117,9 @@ pub fn plan_resume(
         run: run.to_string(),
         why,
     };
-    let text = std::fs::read_to_string(run_dir.join("inputs/tasks.json"))
+    let text = std::fs::read_to_string(crate::run_dir::RunDir::new(&run_dir).input_tasks())
         .map_err(|e| inputs_err(format!("its saved task file is missing ({e})")))?;
-    let saved: SavedInputs = std::fs::read(run_dir.join("inputs/run.json"))
+    let saved: SavedInputs = std::fs::read(crate::run_dir::RunDir::new(&run_dir).input_options())
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| inputs_err(format!("its saved options are unreadable ({e})")))?;
@@ -129,7 +135,7 @@ pub fn plan_resume(
     })?;
     let options = RunOptions {
         repo: repo_path.to_path_buf(),
-        tasks_file: run_dir.join("inputs/tasks.json"),
+        tasks_file: crate::run_dir::RunDir::new(&run_dir).input_tasks(),
         jobs: jobs.unwrap_or(saved.jobs),
         base: Some(saved.base.clone()),
         agent: saved.agent.clone(),

@@ -40,6 +40,9 @@ pub struct TaskState {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The phase it reached last (a task cut off by kill -9 says where).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::phase::TaskPhase>,
 }
 
 impl RunState {
@@ -77,6 +80,7 @@ impl RunState {
                             status: status.into(),
                             commit,
                             error: None,
+                            phase: None,
                         },
                     )
                 })
@@ -92,14 +96,23 @@ impl RunState {
         commit: Option<String>,
         error: Option<String>,
     ) {
+        let phase = self.tasks.get(id).and_then(|t| t.phase);
         self.tasks.insert(
             id.to_string(),
             TaskState {
                 status: status.into(),
                 commit,
                 error,
+                phase,
             },
         );
+    }
+
+    /// Records the phase a task entered.
+    pub fn set_phase(&mut self, id: &str, phase: crate::phase::TaskPhase) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.phase = Some(phase);
+        }
     }
 
     /// Records the end of the run. After an interruption, verified tasks stay `verified` and
@@ -264,6 +277,13 @@ impl StateFile {
         }
     }
 
+    /// A change that the next snapshot carries but that is not worth a journal line (a task's
+    /// phase: several per task; after kill -9 the snapshot, at most about a second old, says
+    /// where a task was).
+    pub fn note(&mut self) {
+        self.dirty = true;
+    }
+
     fn snapshot_due(&self) -> bool {
         let gap = MIN_SNAPSHOT_INTERVAL.max(self.snapshot_cost * SNAPSHOT_COST_FACTOR);
         self.last_snapshot.elapsed() >= gap
@@ -386,6 +406,7 @@ mod tests {
                             status: "pending".into(),
                             commit: None,
                             error: None,
+                            phase: None,
                         },
                     )
                 })

@@ -16,6 +16,7 @@ and giving every task a private `CODEX_HOME` that works inside fanout's sandbox.
 */
 
 mod config;
+use crate::agent::url::url_port;
 pub use config::*;
 use std::collections::HashMap;
 use std::fmt;

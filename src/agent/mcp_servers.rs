@@ -184,7 +184,7 @@ fn claude_code(
 
 /// The port of a URL when it is not 443 (443 is always open).
 fn non_https_port(url: &str) -> Option<u16> {
-    super::codex::url_port(url).filter(|p| *p != 443)
+    super::url::url_port(url).filter(|p| *p != 443)
 }
 
 fn strings(v: &[String]) -> toml::Value {

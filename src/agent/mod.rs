@@ -11,6 +11,7 @@ pub mod codex;
 pub mod exec;
 pub mod mcp;
 pub mod mcp_servers;
+pub mod url;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use git2::{BranchType, Oid, Repository};
 
 use super::{usage, CleanArgs, EXIT_OK, EXIT_USAGE};
 use crate::git::worktree;
+use crate::run_dir::RunDir;
 use crate::state::StateFile;
 
 /// Parses `7d`, `12h`, `30m`, `45s` (also `2w`).
@@ -37,7 +38,7 @@ pub fn parse_age(raw: &str) -> Result<Duration, String> {
 
 /// When a run started: its state, else its folder's modification time.
 fn run_started(dir: &std::path::Path) -> Option<SystemTime> {
-    if let Some(s) = StateFile::read(&dir.join("state.json")).filter(|s| s.started_at_ms > 0) {
+    if let Some(s) = StateFile::read(&RunDir::new(dir).state()).filter(|s| s.started_at_ms > 0) {
         return Some(UNIX_EPOCH + Duration::from_millis(s.started_at_ms));
     }
     std::fs::metadata(dir).and_then(|m| m.modified()).ok()
@@ -79,7 +80,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
                 continue;
             }
         }
-        let state = StateFile::read(&dir.join("state.json"));
+        let state = StateFile::read(&RunDir::new(&dir).state());
         if let Some(state) = &state {
             if state.status == "running" && !state.is_orphaned() {
                 eprintln!(
@@ -103,7 +104,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             .unwrap_or_default();
         for name in &names {
             let task = &name[prefix.len()..];
-            let path = dir.join("worktrees").join(task);
+            let path = RunDir::new(&dir).worktrees_link().join(task);
             if a.dry_run {
                 super::out::outln!("{}", verb(&format!("remove worktree {}", path.display())))?;
             } else {
@@ -115,8 +116,8 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             crate::runner::remove_memory_lowers(&dir);
             crate::sandbox::user::remove_outside(&dir, true);
             crate::taskenv::remove_run_tmp(&dir, true);
-            let _ = worktree::remove_tree(&dir.join("worktrees"));
-            let _ = worktree::remove_tree(&dir.join("scratch"));
+            let _ = worktree::remove_tree(&RunDir::new(&dir).worktrees_link());
+            let _ = worktree::remove_tree(&RunDir::new(&dir).scratch_link());
         }
         let mut branches = 0;
         let mut kept = Vec::new();

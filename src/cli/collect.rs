@@ -88,11 +88,9 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
             return Ok(super::EXIT_TASKS_FAILED);
         }
     };
-    let patch = repo
-        .runs_dir()
-        .join(run.as_str())
-        .join("patches")
-        .join(format!("{task}.patch"));
+    let patch = crate::run_dir::RunDir::new(repo.runs_dir().join(run.as_str()))
+        .task(task.as_str())
+        .patch;
     let _ = std::fs::write(&patch, &collected.patch);
     match collected.commit {
         Some(c) => super::say(&format!(

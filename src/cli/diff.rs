@@ -44,7 +44,9 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
 /// commit on its branch; empty when there is neither.
 fn task_patch(rt: &super::lookup::RunTask) -> anyhow::Result<Vec<u8>> {
     let (run, task) = (&rt.run, &rt.task);
-    let patch_file = rt.run_dir.join("patches").join(format!("{task}.patch"));
+    let patch_file = crate::run_dir::RunDir::new(&rt.run_dir)
+        .task(task.as_str())
+        .patch;
     match std::fs::read(&patch_file) {
         Ok(p) => Ok(p),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -39,7 +39,9 @@ const CHUNK: usize = 64 * 1024;
 pub fn run(a: LogArgs) -> anyhow::Result<i32> {
     let rt = super::lookup::run_task(&a.repo, &a.run, &a.task)?;
     let (run, task) = (&rt.run, &rt.task);
-    let path = rt.run_dir.join("events").join(format!("{task}.jsonl"));
+    let path = crate::run_dir::RunDir::new(&rt.run_dir)
+        .task(task.as_str())
+        .events;
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

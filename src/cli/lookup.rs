@@ -34,7 +34,7 @@ pub(super) fn run_task(repo: &RepoArg, run: &str, task: &str) -> anyhow::Result<
             runs_dir.display()
         )));
     }
-    let state = StateFile::read(&run_dir.join("state.json"));
+    let state = StateFile::read(&crate::run_dir::RunDir::new(&run_dir).state());
     let status = state
         .as_ref()
         .and_then(|s| s.tasks.get(task.as_str()))
@@ -71,7 +71,7 @@ fn task_ids(run_dir: &std::path::Path, state: Option<&crate::state::RunState>) -
             return s.tasks.keys().cloned().collect();
         }
     }
-    std::fs::read_to_string(run_dir.join("inputs/tasks.json"))
+    std::fs::read_to_string(crate::run_dir::RunDir::new(run_dir).input_tasks())
         .ok()
         .and_then(|text| crate::taskfile::parse(&text).ok())
         .map(|f| f.tasks.iter().map(|t| t.id.to_string()).collect())

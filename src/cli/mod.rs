@@ -85,10 +85,11 @@ pub fn resolve_run(repo: &RepoArg, raw: &str) -> anyhow::Result<crate::ids::RunI
     runs.into_iter()
         .filter(|r| Some(second(r)) == newest)
         .max_by_key(|r| {
-            let started =
-                crate::state::StateFile::read(&runs_dir.join(r.as_str()).join("state.json"))
-                    .map(|s| s.started_at_ms)
-                    .unwrap_or(0);
+            let started = crate::state::StateFile::read(
+                &crate::run_dir::RunDir::new(runs_dir.join(r.as_str())).state(),
+            )
+            .map(|s| s.started_at_ms)
+            .unwrap_or(0);
             (started, r.clone())
         })
         .ok_or_else(|| usage(format!("`last`: no runs in {}", runs_dir.display())))

@@ -57,7 +57,7 @@ fn load_view(run_dir: &std::path::Path) -> anyhow::Result<RunView> {
         }
     }
     if view.report.is_none() {
-        if let Ok(bytes) = std::fs::read(run_dir.join("report.json")) {
+        if let Ok(bytes) = std::fs::read(crate::run_dir::RunDir::new(run_dir).report()) {
             if let Ok(report) = serde_json::from_slice(&bytes) {
                 let e = Event::new(
                     run_dir

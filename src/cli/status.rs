@@ -12,7 +12,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             super::out::outln!("no runs in {}", runs_dir.display())?;
         }
         for r in runs {
-            let state = StateFile::read(&runs_dir.join(&r).join("state.json"));
+            let state = StateFile::read(&crate::run_dir::RunDir::new(runs_dir.join(&r)).state());
             let line = match state {
                 Some(s) => {
                     let status = if s.is_orphaned() {
@@ -37,7 +37,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     let run = super::resolve_run(&a.repo, &run)?;
     let dir = runs_dir.join(run.as_str());
     if a.json {
-        match std::fs::read_to_string(dir.join("report.json")) {
+        match std::fs::read_to_string(crate::run_dir::RunDir::new(dir).report()) {
             Ok(t) => super::out::print(t)?,
             Err(_) => {
                 eprintln!("fanout: run {run} has no report.json (still running, or interrupted)");
@@ -46,7 +46,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         }
         return Ok(EXIT_OK);
     }
-    let Some(state) = StateFile::read(&dir.join("state.json")) else {
+    let Some(state) = StateFile::read(&crate::run_dir::RunDir::new(dir).state()) else {
         eprintln!("fanout: no run {run} in {}", runs_dir.display());
         return Ok(EXIT_USAGE);
     };

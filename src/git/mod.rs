@@ -5,6 +5,7 @@ user's configuration, no fsmonitor, and never the user's checkout, index or curr
 
 pub mod checkout;
 pub mod collect;
+pub mod collect_options;
 pub mod gc_guard;
 pub mod merge;
 pub mod merge_into;

@@ -24,7 +24,7 @@ use std::path::Path;
 use git2::{IndexEntry, Oid, Repository};
 use nix::fcntl::OFlag;
 
-use super::collect::CollectOptions;
+use super::collect_options::CollectOptions;
 use super::scan::{self, Kind, Scan};
 use super::workspace::{self, show, Decision, Workspace};
 use super::{GitContext, GitError};

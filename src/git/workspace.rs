@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use git2::{AttrCheckFlags, AttrValue, IndexEntry, IndexTime, ObjectType, Oid, Repository};
 
-use super::collect::CollectOptions;
+use super::collect_options::CollectOptions;
 use super::scan::{self, Found, Kind, Stat};
 use super::GitError;
 

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use super::outcome::DepResult;
 use super::steps::blocking;
-use super::task::DepResult;
 use super::{Pending, Shared};
 use crate::git::collect::{self};
 use crate::ids::task_branch;
@@ -18,10 +18,9 @@ pub(crate) async fn carried_over(
     let task = &shared.tasks[index];
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
     report.error = Some("carried over from before the interruption".into());
-    let patch = shared
-        .run_dir
-        .join("patches")
-        .join(format!("{}.patch", task.id()));
+    let patch = crate::run_dir::RunDir::new(&shared.run_dir)
+        .task(task.id().as_str())
+        .patch;
     if patch.exists() {
         report.patch = Some(patch.display().to_string());
     }

@@ -14,6 +14,7 @@ use crate::event::{Event, EventKind, Output, OutputError, Reporter};
 use crate::state::{RunState, StateFile};
 
 use super::stop::Stop;
+use crate::phase::TaskPhase;
 
 /// How often live outputs may redraw and the state snapshot may catch up.
 const TICK: Duration = Duration::from_millis(200);
@@ -117,6 +118,22 @@ impl Output for StateOutput {
                 self.state.set_task(task, "running", None, None);
                 self.file.record(&self.state, task);
             }
+            EventKind::Phase { task, phase } => {
+                self.state.set_phase(task, *phase);
+                self.file.note();
+            }
+            EventKind::Merged { task, .. } => {
+                self.state.set_phase(task, TaskPhase::Integrated);
+                self.file.note();
+            }
+            EventKind::Conflict { task, .. } => {
+                self.state.set_phase(task, TaskPhase::Conflicted);
+                self.file.note();
+            }
+            EventKind::Ejected { task, .. } => {
+                self.state.set_phase(task, TaskPhase::Ejected);
+                self.file.note();
+            }
             EventKind::TaskEnded {
                 task,
                 report,
@@ -167,7 +184,7 @@ impl RunFilesOutput {
             .open(run_dir.join(RUN_EVENTS))
             .ok()
             .map(std::io::BufWriter::new);
-        let mut report_paths = vec![run_dir.join("report.json")];
+        let mut report_paths = vec![crate::run_dir::RunDir::new(run_dir).report()];
         report_paths.extend(extra_report);
         RunFilesOutput {
             report_paths,

@@ -26,7 +26,6 @@ use crate::ids::TaskId;
 use crate::plan::{IntegrateGate, NetChoice};
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
-use crate::sandbox::user::workspace_dir;
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 use crate::verify::command::CommandOutcome;
 
@@ -196,22 +195,7 @@ fn run_inner(
         };
         checker.verify(head)
     };
-    let dependents = |culprit: usize, kept: &[usize]| -> Vec<usize> {
-        let mut gone: Vec<&TaskId> = vec![shared.tasks[culprit].id()];
-        let mut out = Vec::new();
-        for &k in kept {
-            if shared.tasks[k]
-                .spec
-                .depends_on
-                .iter()
-                .any(|d| gone.contains(&d))
-            {
-                gone.push(shared.tasks[k].id());
-                out.push(k);
-            }
-        }
-        out
-    };
+    let dependents = |culprit: usize, kept: &[usize]| dependents_of(shared, culprit, kept);
     let found = bisect(items, &mut check, &dependents);
     report.verify_runs = checker.runs;
     let found = found?;
@@ -225,6 +209,68 @@ fn run_inner(
         );
         return Ok(());
     }
+    blame(shared, reports, &found, report);
+    if !found.ejected.is_empty() {
+        // Hand over exactly what passed: the rebuilt integration of the rest.
+        let list: Vec<(usize, Oid)> = found.kept.iter().map(|&i| (i, commits[&i])).collect();
+        let (head, conflicts) =
+            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
+        for (i, paths) in &conflicts {
+            let r = &mut reports[*i];
+            r.status = TaskStatus::Conflict;
+            r.error = Some(format!(
+                "conflicts, once tasks were taken out by the integration gate, in: {}",
+                paths.join(", ")
+            ));
+            r.conflict_paths = paths.clone();
+        }
+        integration.head = head;
+        integration.merged = list
+            .into_iter()
+            .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
+            .collect();
+    }
+    report_flaky(shared, &found, report);
+    report.passed = found.passed;
+    if found.passed {
+        for &(i, _) in &integration.merged {
+            reports[i].verify.push(GateResult {
+                gate: "integration".into(),
+                passed: true,
+                detail: None,
+                paths: Vec::new(),
+                output: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The kept tasks that go with `culprit`: those that depend on it, directly or not.
+fn dependents_of(shared: &Shared, culprit: usize, kept: &[usize]) -> Vec<usize> {
+    let mut gone: Vec<&TaskId> = vec![shared.tasks[culprit].id()];
+    let mut out = Vec::new();
+    for &k in kept {
+        if shared.tasks[k]
+            .spec
+            .depends_on
+            .iter()
+            .any(|d| gone.contains(&d))
+        {
+            gone.push(shared.tasks[k].id());
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// The tasks bisection took out, and those that went with them, in their reports and events.
+fn blame(
+    shared: &Shared,
+    reports: &mut [TaskReport],
+    found: &Bisection,
+    report: &mut IntegrationReport,
+) {
     for (i, text) in &found.ejected {
         let r = &mut reports[*i];
         let detail =
@@ -260,26 +306,10 @@ fn run_inner(
             reason: r.error.clone().unwrap_or_default(),
         });
     }
-    if !found.ejected.is_empty() {
-        // Hand over exactly what passed: the rebuilt integration of the rest.
-        let list: Vec<(usize, Oid)> = found.kept.iter().map(|&i| (i, commits[&i])).collect();
-        let (head, conflicts) =
-            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
-        for (i, paths) in &conflicts {
-            let r = &mut reports[*i];
-            r.status = TaskStatus::Conflict;
-            r.error = Some(format!(
-                "conflicts, once tasks were taken out by the integration gate, in: {}",
-                paths.join(", ")
-            ));
-            r.conflict_paths = paths.clone();
-        }
-        integration.head = head;
-        integration.merged = list
-            .into_iter()
-            .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
-            .collect();
-    }
+}
+
+/// Failures that did not reproduce: counted, and said.
+fn report_flaky(shared: &Shared, found: &Bisection, report: &mut IntegrationReport) {
     report.flaky = found.flaky.len() as u32;
     if !found.flaky.is_empty() {
         let what = if found.passed {
@@ -298,19 +328,6 @@ fn run_inner(
             report.output = found.flaky.last().cloned();
         }
     }
-    report.passed = found.passed;
-    if found.passed {
-        for &(i, _) in &integration.merged {
-            reports[i].verify.push(GateResult {
-                gate: "integration".into(),
-                passed: true,
-                detail: None,
-                paths: Vec::new(),
-                output: None,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Runs the verify command on integration commits, each in a fresh sandboxed checkout.
@@ -332,8 +349,8 @@ impl Checker<'_> {
         }
         let shared = self.shared;
         let name = format!("fanout-{}{GATE_DIR}", shared.run_id);
-        let checkout = workspace_dir(&shared.run_dir, "worktrees").join(GATE_DIR);
-        let scratch = workspace_dir(&shared.run_dir, "scratch").join(GATE_DIR);
+        let files = crate::run_dir::RunDir::new(&shared.run_dir).task(GATE_DIR);
+        let (checkout, scratch) = (files.worktree, files.scratch);
         let branch = format!("fanout/{}/integration-check", shared.run_id);
         self.remove(&name, &checkout, &scratch, &branch);
         let made = worktree::create(self.repo, &name, &branch, commit, &checkout)
@@ -351,7 +368,9 @@ impl Checker<'_> {
         }
         self.runs += 1;
         let spec = self.spawn_spec(&name, &checkout, &scratch);
-        let log = shared.run_dir.join("logs").join("integration.verify.log");
+        let log = crate::run_dir::RunDir::new(&shared.run_dir)
+            .logs()
+            .join("integration.verify.log");
         let argv = self.gate.verify.argv();
         let timeout = Duration::from_secs_f64(self.gate.timeout_secs);
         let mut cancel = shared.cancel.clone();
@@ -424,8 +443,12 @@ impl Checker<'_> {
             cwd: checkout.to_path_buf(),
             env,
             env_remove: Vec::new(),
-            stderr_log: shared.run_dir.join("logs").join("integration.stderr.log"),
-            status_file: shared.run_dir.join("status").join("integration.json"),
+            stderr_log: crate::run_dir::RunDir::new(&shared.run_dir)
+                .logs()
+                .join("integration.stderr.log"),
+            status_file: crate::run_dir::RunDir::new(&shared.run_dir)
+                .status()
+                .join("integration.json"),
         }
     }
 

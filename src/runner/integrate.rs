@@ -340,8 +340,9 @@ pub(crate) fn remove_workspace(
 /// other worktrees.
 pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(), String> {
     let name = worktree::worktree_name(shared.run_id.as_str(), id.as_str());
-    let wt = shared.run_dir.join("worktrees").join(id.as_str());
-    let scratch = shared.run_dir.join("scratch").join(id.as_str());
+    let layout = crate::run_dir::RunDir::new(&shared.run_dir);
+    let wt = layout.worktrees_link().join(id.as_str());
+    let scratch = layout.scratch_link().join(id.as_str());
     // Parked for the next task when the pool is on (then only the registration goes below),
     // else removed.
     let index = worktree::admin_dir(&shared.common_dir, &name).join("index");
@@ -383,8 +384,9 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
     shared.workspaces.pool.clear();
     if !shared.options.keep_worktrees {
         // Only when empty: kept workspaces stay.
-        let _ = std::fs::remove_dir(shared.run_dir.join("worktrees"));
-        let _ = std::fs::remove_dir(shared.run_dir.join("scratch"));
+        let layout = crate::run_dir::RunDir::new(&shared.run_dir);
+        let _ = std::fs::remove_dir(layout.worktrees_link());
+        let _ = std::fs::remove_dir(layout.scratch_link());
         // As root, the workspaces live outside the run folder (see sandbox::user).
         crate::sandbox::user::remove_outside(&shared.run_dir, false);
         crate::taskenv::remove_run_tmp(&shared.run_dir, false);

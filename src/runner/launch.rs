@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::task::Paths;
+use super::paths::Paths;
 use super::Shared;
 use crate::agent::{self};
 use crate::plan::{agent_cwd, NetChoice, PlannedTask};

@@ -15,6 +15,8 @@ mod gate;
 mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
+mod outcome;
+mod paths;
 mod pipelines;
 mod pool;
 mod retry;
@@ -22,6 +24,7 @@ mod schedule;
 mod steps;
 pub mod stop;
 mod task;
+mod task_workspace;
 mod verify_gates;
 mod workspace;
 
@@ -128,12 +131,30 @@ impl RunIo {
 }
 
 /// Runs the plan to the end. Returns the report even when tasks failed.
+///
+/// The run's phases: prepare (everything before the first task), schedule (the tasks'
+/// pipelines within `--jobs`), integrate (merge, conflict re-runs, the integration gate), finish
+/// (the report and the last event).
 pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let run_dir = plan.run_dir.clone();
     // Before anything is created: a read-only object store or a full disk would otherwise
     // show only after every agent ran.
     crate::preflight::check(&plan.repo.common_dir, plan.options.min_free_mb)?;
+    tune_libgit2();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let mut run = prepare(&mut plan, io, &runtime, started)?;
+    fill_caches(&runtime, &plan, &mut run);
+    let (reports, pendings) = runtime.block_on(run_all(run.shared.clone()));
+    let verifier = stop_verifier(&runtime, &run.shared);
+    let integrated = integrate_all(&runtime, &run, reports, pendings)?;
+    Ok(finish(runtime, &plan, run, integrated, verifier, started))
+}
+
+/// libgit2's process-wide settings for a run.
+fn tune_libgit2() {
     // libgit2 checks that every entry of a tree it writes exists in the object store: one
     // object read per file of the repository for every task's tree (seconds per task with
     // loose objects). fanout writes trees only from entries it hashed or read from git itself.
@@ -158,66 +179,51 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
         let _ = git2::opts::set_mwindow_file_limit(64);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+}
+
+/// What the run holds from its preparation to its end.
+struct Prepared {
+    shared: Arc<Shared>,
+    stop: Stop,
+    events: Events,
+    dispatcher: tokio::task::JoinHandle<Vec<crate::event::OutputError>>,
+    sandbox_summary: SandboxSummary,
+    warnings: Vec<String>,
+    // However the run ends (even by an error), no supervisor — so no agent — outlives it.
+    _reap: StopAllOnDrop,
+    // Objects the run writes are referenced only later: no `git gc` may prune them meanwhile.
+    _gc_guard: crate::git::gc_guard::GcGuard,
+}
+
+/// Prepare: the stop listener, the verifier, the run folder, the state, the dispatcher, the
+/// first events; everything the tasks share.
+fn prepare(
+    plan: &mut Plan,
+    io: RunIo,
+    runtime: &tokio::runtime::Runtime,
+    started: Instant,
+) -> Result<Prepared, RunError> {
+    let run_dir = plan.run_dir.clone();
     let (events, events_rx) = Events::channel();
     let stop = io.stop.clone();
     // One listener for the whole run; the runtime lives until the final state is written.
     if io.signals {
-        stop.listen(&runtime, events.clone());
+        let events = events.clone();
+        stop.listen(runtime, move |w| events.warn(None, w));
     }
-    // However the run ends (even by an error), no supervisor — so no agent — outlives it.
-    let _reap = StopAllOnDrop(run_dir.clone());
+    let reap = StopAllOnDrop(run_dir.clone());
     // Before the run folder exists: `--readback require` without a verifier creates nothing.
     // Its warning is said after the run's first event.
     let mut early_warnings: Vec<String> = Vec::new();
-    // Objects the run writes are referenced only later: no `git gc` may prune them meanwhile.
-    let _gc_guard = crate::git::gc_guard::GcGuard::acquire(&plan.repo.common_dir, |w| {
+    let gc_guard = crate::git::gc_guard::GcGuard::acquire(&plan.repo.common_dir, |w| {
         early_warnings.push(w.to_string())
     });
     let (verifier, readback_skip) = runtime
-        .block_on(crate::verify::readback::start_for_run(&plan, |w| {
+        .block_on(crate::verify::readback::start_for_run(plan, |w| {
             early_warnings.push(w.to_string())
         }))
         .map_err(|e| RunError::Verifier(e.to_string()))?;
-    crate::sandbox::user::prepare_run_workspace(
-        &run_dir,
-        plan.run_id.as_str(),
-        plan.options.sandbox.run_as,
-    )
-    .map_err(|e| match e {
-        crate::sandbox::user::UserError::Workspace { path, source } => RunError::RunDir {
-            path: path.display().to_string(),
-            source,
-        },
-        other => RunError::RunDir {
-            path: run_dir.display().to_string(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    })?;
-    let workspaces =
-        workspace::Workspaces::decide(&plan.options, &run_dir).map_err(RunError::Workspace)?;
-    for sub in ["events", "logs", "patches", "status"] {
-        let p = run_dir.join(sub);
-        std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
-            path: p.display().to_string(),
-            source,
-        })?;
-    }
-    if plan.priors.is_empty() {
-        crate::resume::save_inputs(&plan, &plan.task_file_text).map_err(|source| {
-            RunError::RunDir {
-                path: run_dir.join("inputs").display().to_string(),
-                source,
-            }
-        })?;
-    }
-    let mut state = StateFile::new(run_dir.join("state.json"));
-    let ids: Vec<String> = plan.tasks.iter().map(|t| t.id().to_string()).collect();
-    let run_state = RunState::start(&plan.run_id, plan.base, &ids, &plan.priors);
-    state.write(&run_state);
+    let (workspaces, state, run_state) = open_run_folder(plan)?;
     // The one dispatcher: every event of the run goes through it to every output.
     let mut reporter = Reporter::new();
     reporter.add(Box::new(events::StateOutput::new(state, run_state)));
@@ -234,89 +240,26 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         reporter,
         stop.clone(),
     ));
-
-    let kernel_abi = crate::sandbox::kernel_abi();
-    let mut warnings = Vec::new();
-    let unconfined = (!plan.options.sandbox.enabled).then(|| {
-        "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string()
-    });
-    if let Some(w) = &unconfined {
-        early_warnings.push(w.clone());
-        warnings.push(w.clone());
-    }
-    let sandbox_summary = SandboxSummary {
-        mode: if unconfined.is_some() {
-            "off"
-        } else {
-            "landlock"
-        }
-        .into(),
-        kernel_abi,
-        warning: unconfined,
-        root: crate::sandbox::user::is_root(),
-        agent_user: plan
-            .options
-            .sandbox
-            .run_as
-            .map(crate::sandbox::user::describe),
-    };
-
-    if let Ok(repo) = git2::Repository::open(&plan.repo.workdir) {
-        let drivers = crate::git::repo::filter_drivers(&repo, plan.base);
-        if !drivers.is_empty() {
-            let w = format!(
-                "the repository's attributes name filter drivers fanout does not run: {}; a task that changes such a path fails unless --allow-unfiltered{}",
-                drivers.join("; "),
-                if plan.options.allow_unfiltered { " (given: raw content is committed)" } else { "" }
-            );
-            early_warnings.push(w.clone());
-            warnings.push(w);
-        }
-    }
-
-    for w in &plan.warnings {
-        early_warnings.push(w.clone());
-        warnings.push(w.clone());
-    }
-
-    events.emit(EventKind::RunStarted {
-        mode: io.mode.into(),
-        repo: plan.repo.workdir.display().to_string(),
-        base: plan.base.to_string(),
-        base_rev: plan.base_rev.clone(),
-        jobs: plan.options.jobs,
-        tasks: plan.tasks.iter().map(|t| t.id().to_string()).collect(),
-        agents: {
-            let mut a: Vec<String> = plan.tasks.iter().map(|t| t.agent_name.clone()).collect();
-            a.sort();
-            a.dedup();
-            a
-        },
-        sandbox: Box::new(sandbox_summary.clone()),
-        workspace: Box::new(workspaces.summary.clone()),
-    });
-    for w in &early_warnings {
-        events.warn(None, w);
-    }
-    for t in &plan.tasks {
-        events.emit(EventKind::TaskQueued {
-            task: t.id().to_string(),
-            agent: t.agent_name.clone(),
-        });
-    }
-    // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
-    let plan_tasks = std::mem::take(&mut plan.tasks);
-    plan.task_file_text = String::new();
+    let (sandbox_summary, mut warnings) = run_warnings(plan);
+    early_warnings.extend(warnings.iter().cloned());
+    announce(
+        plan,
+        &events,
+        io.mode,
+        &sandbox_summary,
+        &workspaces,
+        &early_warnings,
+    );
     if let Some(why) = &readback_skip {
         if plan.options.readback != crate::plan::ReadbackMode::Off {
             warnings.push(format!("read-back skipped: {why}"));
         }
     }
     // Before any task: the store checked (broken folders replaced), the layering decided.
-    let run_caches = match caches::prepare(
-        &plan_tasks,
+    let caches = match caches::prepare(
+        &plan.tasks,
         &plan.repo.common_dir,
-        &run_dir,
+        &plan.run_dir,
         &plan.options,
         workspaces.overlay(),
     )
@@ -332,16 +275,17 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         None => None,
     };
     let shared = Arc::new(Shared {
-        caches: run_caches,
+        caches,
         run_started: started,
         run_id: plan.run_id.clone(),
         repo_path: plan.repo.workdir.clone(),
         common_dir: plan.repo.common_dir.clone(),
         workdir: plan.repo.workdir.clone(),
         base: plan.base,
-        run_dir: run_dir.clone(),
+        run_dir,
         options: plan.options.clone(),
-        tasks: plan_tasks,
+        // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
+        tasks: std::mem::take(&mut plan.tasks),
         events: events.clone(),
         cancel: stop.cancel_rx(),
         stop: stop.clone(),
@@ -352,80 +296,204 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         on_conflict: plan.on_conflict,
         workspaces,
     });
+    plan.task_file_text = String::new();
+    Ok(Prepared {
+        shared,
+        stop,
+        events,
+        dispatcher,
+        sandbox_summary,
+        warnings,
+        _reap: reap,
+        _gc_guard: gc_guard,
+    })
+}
 
-    if let Some(fill) = plan.caches_fill.as_ref().filter(|_| !stop.requested()) {
-        if let Some(w) = caches::fill(&shared, fill, runtime.handle()) {
-            events.warn(None, &w);
-            warnings.push(w);
+/// The run folder: workspace folders, the kind of workspace, the record folders, the inputs a
+/// resume reads, and the state.
+fn open_run_folder(plan: &Plan) -> Result<(workspace::Workspaces, StateFile, RunState), RunError> {
+    let run_dir = &plan.run_dir;
+    crate::sandbox::user::prepare_run_workspace(
+        run_dir,
+        plan.run_id.as_str(),
+        plan.options.sandbox.run_as,
+    )
+    .map_err(|e| match e {
+        crate::sandbox::user::UserError::Workspace { path, source } => RunError::RunDir {
+            path: path.display().to_string(),
+            source,
+        },
+        other => RunError::RunDir {
+            path: run_dir.display().to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
+    let workspaces =
+        workspace::Workspaces::decide(&plan.options, run_dir).map_err(RunError::Workspace)?;
+    let layout = crate::run_dir::RunDir::new(run_dir);
+    for p in layout.record_dirs() {
+        std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
+            path: p.display().to_string(),
+            source,
+        })?;
+    }
+    if plan.priors.is_empty() {
+        crate::resume::save_inputs(plan, &plan.task_file_text).map_err(|source| {
+            RunError::RunDir {
+                path: layout.inputs().display().to_string(),
+                source,
+            }
+        })?;
+    }
+    let mut state = StateFile::new(layout.state());
+    let ids: Vec<String> = plan.tasks.iter().map(|t| t.id().to_string()).collect();
+    let run_state = RunState::start(&plan.run_id, plan.base, &ids, &plan.priors);
+    state.write(&run_state);
+    Ok((workspaces, state, run_state))
+}
+
+/// The sandbox as the report describes it, and the run-wide warnings known before any task.
+fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
+    let mut warnings = Vec::new();
+    let unconfined = (!plan.options.sandbox.enabled).then(|| {
+        "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string()
+    });
+    warnings.extend(unconfined.clone());
+    let sandbox_summary = SandboxSummary {
+        mode: if unconfined.is_some() {
+            "off"
+        } else {
+            "landlock"
+        }
+        .into(),
+        kernel_abi: crate::sandbox::kernel_abi(),
+        warning: unconfined,
+        root: crate::sandbox::user::is_root(),
+        agent_user: plan
+            .options
+            .sandbox
+            .run_as
+            .map(crate::sandbox::user::describe),
+    };
+    if let Ok(repo) = git2::Repository::open(&plan.repo.workdir) {
+        let drivers = crate::git::repo::filter_drivers(&repo, plan.base);
+        if !drivers.is_empty() {
+            warnings.push(format!(
+                "the repository's attributes name filter drivers fanout does not run: {}; a task that changes such a path fails unless --allow-unfiltered{}",
+                drivers.join("; "),
+                if plan.options.allow_unfiltered { " (given: raw content is committed)" } else { "" }
+            ));
         }
     }
-    let (reports, pendings) = runtime.block_on(run_all(shared.clone()));
+    warnings.extend(plan.warnings.iter().cloned());
+    (sandbox_summary, warnings)
+}
 
-    // Stop the verifier before integration; its process must not outlive the run.
-    let verifier_summary = shared.verifier.clone().map(|v| {
+/// The run's first events: how it runs, the warnings so far, every task queued.
+fn announce(
+    plan: &Plan,
+    events: &Events,
+    mode: &str,
+    sandbox: &SandboxSummary,
+    workspaces: &workspace::Workspaces,
+    warnings: &[String],
+) {
+    events.emit(EventKind::RunStarted {
+        mode: mode.into(),
+        repo: plan.repo.workdir.display().to_string(),
+        base: plan.base.to_string(),
+        base_rev: plan.base_rev.clone(),
+        jobs: plan.options.jobs,
+        tasks: plan.tasks.iter().map(|t| t.id().to_string()).collect(),
+        agents: {
+            let mut a: Vec<String> = plan.tasks.iter().map(|t| t.agent_name.clone()).collect();
+            a.sort();
+            a.dedup();
+            a
+        },
+        sandbox: Box::new(sandbox.clone()),
+        workspace: Box::new(workspaces.summary.clone()),
+    });
+    for w in warnings {
+        events.warn(None, w);
+    }
+    for t in &plan.tasks {
+        events.emit(EventKind::TaskQueued {
+            task: t.id().to_string(),
+            agent: t.agent_name.clone(),
+        });
+    }
+}
+
+/// `caches_fill`: the shared caches filled once, before any agent, from the base commit.
+fn fill_caches(runtime: &tokio::runtime::Runtime, plan: &Plan, run: &mut Prepared) {
+    let Some(fill) = plan.caches_fill.as_ref().filter(|_| !run.stop.requested()) else {
+        return;
+    };
+    if let Some(w) = caches::fill(&run.shared, fill, runtime.handle()) {
+        run.events.warn(None, &w);
+        run.warnings.push(w);
+    }
+}
+
+/// Stops the verifier before integration (its process must not outlive the run), and waits
+/// for the supervisors cancelled pipelines left stopping their trees, so no agent runs during
+/// integration.
+fn stop_verifier(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Shared,
+) -> Option<crate::report::VerifierSummary> {
+    let summary = shared.verifier.clone().map(|v| {
         runtime.block_on(async move {
             let mut v = v.lock().await;
             v.shutdown().await;
             v.summary()
         })
     });
-    // Cancelled pipelines left their supervisors stopping their trees: wait for them, so no
-    // agent runs during integration and none outlives the run.
-    crate::process::stop_under(&run_dir, crate::agent::STOP_GRACE);
+    crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
+    summary
+}
 
-    let mut reports = reports;
+/// What integration handed over.
+struct Integrated {
+    reports: Vec<crate::report::TaskReport>,
+    head: git2::Oid,
+    gate: Option<crate::report::IntegrationReport>,
+}
+
+/// Integrate: the verified commits onto the integration branch, conflicting tasks run again
+/// (`--on-conflict retry`), the integration gate, the hand-over, the workspaces' cleanup.
+fn integrate_all(
+    runtime: &tokio::runtime::Runtime,
+    run: &Prepared,
+    mut reports: Vec<crate::report::TaskReport>,
+    mut pendings: Vec<Pending>,
+) -> Result<Integrated, RunError> {
+    let (shared, stop) = (&run.shared, &run.stop);
     let ready = pendings
         .iter()
         .filter(|p| matches!(p, Pending::Ready(_)))
         .count();
-    events.emit(EventKind::IntegrationStarted { ready });
-    let mut pendings = pendings;
-    let mut integration = integrate::integrate(&shared, &mut reports, &pendings, stop.requested())?;
-    // `--on-conflict retry`: conflicting tasks run again from the integration head and are
-    // integrated at the end of the queue.
+    run.events.emit(EventKind::IntegrationStarted { ready });
+    let mut integration = integrate::integrate(shared, &mut reports, &pendings, stop.requested())?;
     let retries = shared.on_conflict.retries();
     for round in 1..=retries {
-        let conflicted: Vec<usize> = (0..reports.len())
-            .filter(|&i| reports[i].status == TaskStatus::Conflict)
-            .collect();
-        if conflicted.is_empty() || stop.requested() {
+        if stop.requested()
+            || !rerun_conflicts(
+                runtime,
+                run,
+                round,
+                &mut reports,
+                &mut pendings,
+                &mut integration,
+            )?
+        {
             break;
         }
-        let mut reruns = Vec::new();
-        for &i in &conflicted {
-            let paths = reports[i].conflict_paths.clone();
-            events.emit(EventKind::ConflictRetry {
-                task: reports[i].id.clone(),
-                round,
-                paths: paths.clone(),
-            });
-            let feedback = conflict_feedback(&paths, round, retries);
-            reruns.push((
-                i,
-                task::Rerun {
-                    start: integration.head,
-                    feedback,
-                },
-            ));
-        }
-        let results = runtime.block_on(rerun_all(shared.clone(), reruns));
-        crate::process::stop_under(&run_dir, crate::agent::STOP_GRACE);
-        for (i, report, pending) in results {
-            reports[i] = report;
-            pendings[i] = pending;
-        }
-        integrate::apply_ready(
-            &shared,
-            &mut reports,
-            &pendings,
-            stop.requested(),
-            &conflicted,
-            &mut integration,
-        )?;
     }
-    let integration_report = match &shared.integrate {
+    let gate = match &shared.integrate {
         Some(g) if !stop.requested() => Some(gate::run(
-            &shared,
+            shared,
             g,
             runtime.handle(),
             &mut reports,
@@ -433,15 +501,83 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         )),
         _ => None,
     };
-    let integration = integrate::hand_over(&shared, &integration)?;
+    let head = integrate::hand_over(shared, &integration)?;
     if !stop.now() {
-        integrate::cleanup(&shared, &mut reports);
+        integrate::cleanup(shared, &mut reports);
     }
-    // A stop asked for at any point up to here leaves a resumable, interrupted run.
-    let interrupted = stop.requested();
+    Ok(Integrated {
+        reports,
+        head,
+        gate,
+    })
+}
 
+/// One round of `--on-conflict retry`: conflicting tasks run again from the integration head and
+/// are integrated at the end of the queue. `false` when nothing conflicted.
+fn rerun_conflicts(
+    runtime: &tokio::runtime::Runtime,
+    run: &Prepared,
+    round: u32,
+    reports: &mut [crate::report::TaskReport],
+    pendings: &mut [Pending],
+    integration: &mut integrate::Integration,
+) -> Result<bool, RunError> {
+    let shared = &run.shared;
+    let retries = shared.on_conflict.retries();
+    let conflicted: Vec<usize> = (0..reports.len())
+        .filter(|&i| reports[i].status == TaskStatus::Conflict)
+        .collect();
+    if conflicted.is_empty() {
+        return Ok(false);
+    }
+    let mut reruns = Vec::new();
+    for &i in &conflicted {
+        let paths = reports[i].conflict_paths.clone();
+        run.events.emit(EventKind::ConflictRetry {
+            task: reports[i].id.clone(),
+            round,
+            paths: paths.clone(),
+        });
+        let feedback = conflict_feedback(&paths, round, retries);
+        reruns.push((
+            i,
+            task::Rerun {
+                start: integration.head,
+                feedback,
+            },
+        ));
+    }
+    let results = runtime.block_on(rerun_all(shared.clone(), reruns));
+    crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
+    for (i, report, pending) in results {
+        reports[i] = report;
+        pendings[i] = pending;
+    }
+    integrate::apply_ready(
+        shared,
+        reports,
+        pendings,
+        run.stop.requested(),
+        &conflicted,
+        integration,
+    )?;
+    Ok(true)
+}
+
+/// Finish: the report, and the last event, from which report.json, state.json and every
+/// output's final word come.
+fn finish(
+    runtime: tokio::runtime::Runtime,
+    plan: &Plan,
+    run: Prepared,
+    integrated: Integrated,
+    verifier: Option<crate::report::VerifierSummary>,
+    started: Instant,
+) -> RunReport {
+    // A stop asked for at any point up to here leaves a resumable, interrupted run.
+    let interrupted = run.stop.requested();
     let mut counts = BTreeMap::new();
-    for t in &reports {
+    for t in &integrated.reports {
         *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;
     }
     let report = RunReport {
@@ -451,35 +587,35 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
         base: plan.base.to_string(),
         base_rev: plan.base_rev.clone(),
         integration_branch: merged_branch(&plan.run_id),
-        integration_commit: integration.to_string(),
-        run_dir: run_dir.display().to_string(),
+        integration_commit: integrated.head.to_string(),
+        run_dir: plan.run_dir.display().to_string(),
         interrupted,
-        interrupted_by: stop.reason(),
-        sandbox: sandbox_summary,
+        interrupted_by: run.stop.reason(),
+        sandbox: run.sandbox_summary,
         workspace: Some(WorkspaceSummary {
-            reused: shared.workspaces.pool.reused(),
-            ..shared.workspaces.summary.clone()
+            reused: run.shared.workspaces.pool.reused(),
+            ..run.shared.workspaces.summary.clone()
         }),
-        verifier: verifier_summary,
+        verifier,
         duration_ms: started.elapsed().as_millis() as u64,
         counts,
-        tasks: reports,
-        warnings,
+        tasks: integrated.reports,
+        warnings: run.warnings,
         output_failures: Vec::new(),
-        integration: integration_report,
+        integration: integrated.gate,
     };
-    // The last event: report.json, state.json and every output's final word come from it.
-    events.emit(EventKind::RunEnded {
+    run.events.emit(EventKind::RunEnded {
         report: Box::new(report.clone()),
     });
-    drop(events);
-    drop(shared);
-    let failures = runtime.block_on(dispatcher).unwrap_or_default();
+    drop(run.events);
+    drop(run.shared);
+    let failures = runtime.block_on(run.dispatcher).unwrap_or_default();
     let mut report = report;
     report.output_failures = failures.iter().map(|f| f.to_string()).collect();
     // Blocking work abandoned by a second signal (a checkout) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    Ok(report)
+    // Then the guards: no process of the run is left, the gc lock is given back.
+    report
 }
 
 /// Stops the run's processes ([`crate::process::stop_under`] its folder) when dropped; other

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::schedule::Schedule;
-use super::{carried, integrate, steps, task, Pending, Shared};
+use super::{carried, integrate, outcome, steps, task, Pending, Shared};
 use crate::event::EventKind;
 use crate::report::{TaskReport, TaskStatus};
 
@@ -18,37 +18,86 @@ use crate::report::{TaskReport, TaskStatus};
 /// up front cost hundreds of megabytes). A task's slot is freed only after its workspace was
 /// removed, so at most `--jobs` workspaces exist besides kept ones.
 pub(super) async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pending>) {
-    let n = shared.tasks.len();
-    let jobs = shared.options.jobs.max(1);
-    let mut sched = Schedule::new(&shared.tasks);
-    // The pipeline takes a permit; the scheduler already keeps it uncontended.
-    let limiter = Arc::new(Semaphore::new(jobs));
-    let mut set = tokio::task::JoinSet::new();
-    // Running tasks by tokio id: (task index, job slot).
-    let mut running: BTreeMap<tokio::task::Id, (usize, usize)> = BTreeMap::new();
-    let mut free_slots: std::collections::BTreeSet<usize> = (0..jobs).collect();
-
-    let mut reports: Vec<Option<TaskReport>> = (0..n).map(|_| None).collect();
-    let mut pendings: Vec<Pending> = (0..n).map(|_| Pending::Done).collect();
+    let mut run = Pipelines::new(shared.clone());
     let mut now = shared.stop.now_rx();
     let mut aborted = false;
     loop {
         // After a second signal nothing new starts; after a first, tasks still start and end
         // at once as interrupted, so each gets its resumable state.
-        while running.len() < jobs && !aborted {
-            let Some(i) = sched.next_ready() else { break };
-            let Some(slot) = free_slots.pop_first() else {
+        if !aborted {
+            run.start_ready();
+        }
+        if run.running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = run.set.join_next_with_id() => {
+                let Some(joined) = joined else { break };
+                run.joined(joined);
+            }
+            _ = now.wait_for(|n| *n), if !aborted => {
+                // Dropping the pipelines drops their processes: each supervisor gets SIGTERM
+                // and stops its tree; `stop_all` waits for them.
+                aborted = true;
+                run.set.abort_all();
+            }
+        }
+    }
+    run.into_results()
+}
+
+/// What one pipeline gives back: its task's index, report, pending integration and what its
+/// dependents learn.
+type Ended = (usize, TaskReport, Pending, outcome::DepResult);
+
+/// The pipelines of a run: which run in which job slot, and what the ended ones gave.
+struct Pipelines {
+    shared: Arc<Shared>,
+    jobs: usize,
+    sched: Schedule,
+    /// The pipeline takes a permit; the scheduler already keeps it uncontended.
+    limiter: Arc<Semaphore>,
+    set: tokio::task::JoinSet<Ended>,
+    /// Running tasks by tokio id: (task index, job slot).
+    running: BTreeMap<tokio::task::Id, (usize, usize)>,
+    free_slots: std::collections::BTreeSet<usize>,
+    reports: Vec<Option<TaskReport>>,
+    pendings: Vec<Pending>,
+}
+
+impl Pipelines {
+    fn new(shared: Arc<Shared>) -> Pipelines {
+        let n = shared.tasks.len();
+        let jobs = shared.options.jobs.max(1);
+        Pipelines {
+            sched: Schedule::new(&shared.tasks),
+            shared,
+            jobs,
+            limiter: Arc::new(Semaphore::new(jobs)),
+            set: tokio::task::JoinSet::new(),
+            running: BTreeMap::new(),
+            free_slots: (0..jobs).collect(),
+            reports: (0..n).map(|_| None).collect(),
+            pendings: (0..n).map(|_| Pending::Done).collect(),
+        }
+    }
+
+    /// Starts ready tasks (task-file order, dependencies first) in free job slots.
+    fn start_ready(&mut self) {
+        while self.running.len() < self.jobs {
+            let Some(i) = self.sched.next_ready() else {
                 break;
             };
-            let deps = sched.dep_receivers(&shared.tasks[i]);
-            let shared2 = shared.clone();
-            let limiter = limiter.clone();
-            shared.events.emit(EventKind::TaskStarted {
-                task: shared.tasks[i].id().to_string(),
+            let Some(slot) = self.free_slots.pop_first() else {
+                break;
+            };
+            let deps = self.sched.dep_receivers(&self.shared.tasks[i]);
+            let (shared, limiter) = (self.shared.clone(), self.limiter.clone());
+            self.shared.events.emit(EventKind::TaskStarted {
+                task: self.shared.tasks[i].id().to_string(),
                 slot,
             });
-            let handle = set.spawn(async move {
-                let shared = shared2;
+            let handle = self.set.spawn(async move {
                 let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str())
                 {
                     Some(prior) => carried::carried_over(&shared, i, prior.clone()).await,
@@ -57,75 +106,79 @@ pub(super) async fn run_all(shared: Arc<Shared>) -> (Vec<TaskReport>, Vec<Pendin
                 release_workspace(&shared, i, &report).await;
                 (i, report, pending, dep)
             });
-            running.insert(handle.id(), (i, slot));
+            self.running.insert(handle.id(), (i, slot));
         }
-        if running.is_empty() {
-            break;
-        }
-        tokio::select! {
-            joined = set.join_next_with_id() => {
-                let Some(joined) = joined else { break };
-                match joined {
-                    Ok((tid, (i, report, pending, dep))) => {
-                        if let Some((_, slot)) = running.remove(&tid) {
-                            free_slots.insert(slot);
-                        }
-                        sched.finished(i, dep);
-                        let ready = matches!(pending, Pending::Ready(_));
-                        let resume_state = crate::state::state_status(
-                            report.status,
-                            ready,
-                            *shared.cancel.borrow(),
-                        );
-                        let mut ended = report.clone();
-                        if ready {
-                            ended.commit = pending_commit(&pending).or(ended.commit);
-                        }
-                        shared.events.emit(EventKind::TaskEnded {
-                            task: report.id.clone(),
-                            report: Box::new(ended),
-                            resume_state: resume_state.to_string(),
-                        });
-                        reports[i] = Some(report);
-                        pendings[i] = pending;
-                    }
-                    Err(e) => {
-                        if !e.is_cancelled() {
-                            shared.events.warn(None, &format!("a task pipeline panicked: {e}"));
-                        }
-                        if let Some((i, slot)) = running.remove(&e.id()) {
-                            free_slots.insert(slot);
-                            sched.finished(i, task::DepResult { commit: None, ok: false, status: TaskStatus::Failed });
-                        }
-                    }
+    }
+
+    /// A pipeline ended (or panicked): its slot is free, its dependents learn, the task's end
+    /// is told.
+    fn joined(&mut self, joined: Result<(tokio::task::Id, Ended), tokio::task::JoinError>) {
+        match joined {
+            Ok((tid, (i, report, pending, dep))) => {
+                if let Some((_, slot)) = self.running.remove(&tid) {
+                    self.free_slots.insert(slot);
                 }
+                self.sched.finished(i, dep);
+                let ready = matches!(pending, Pending::Ready(_));
+                let resume_state =
+                    crate::state::state_status(report.status, ready, *self.shared.cancel.borrow());
+                let mut ended = report.clone();
+                if ready {
+                    ended.commit = pending_commit(&pending).or(ended.commit);
+                }
+                self.shared.events.emit(EventKind::TaskEnded {
+                    task: report.id.clone(),
+                    report: Box::new(ended),
+                    resume_state: resume_state.to_string(),
+                });
+                self.reports[i] = Some(report);
+                self.pendings[i] = pending;
             }
-            _ = now.wait_for(|n| *n), if !aborted => {
-                // Dropping the pipelines drops their processes: each supervisor gets SIGTERM
-                // and stops its tree; `stop_all` waits for them.
-                aborted = true;
-                set.abort_all();
+            Err(e) => {
+                if !e.is_cancelled() {
+                    self.shared
+                        .events
+                        .warn(None, &format!("a task pipeline panicked: {e}"));
+                }
+                if let Some((i, slot)) = self.running.remove(&e.id()) {
+                    self.free_slots.insert(slot);
+                    self.sched.finished(
+                        i,
+                        outcome::DepResult {
+                            commit: None,
+                            ok: false,
+                            status: TaskStatus::Failed,
+                        },
+                    );
+                }
             }
         }
     }
-    let reports = reports
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.unwrap_or_else(|| {
-                let t = &shared.tasks[i];
-                let mut r = TaskReport::new(t.id().as_str(), &t.agent_name);
-                r.status = TaskStatus::Failed;
-                r.error = Some(if shared.stop.now() {
-                    "interrupted: stopped at once by a second signal".into()
-                } else {
-                    "the task pipeline stopped unexpectedly".into()
-                });
-                r
+
+    /// Every task's report (a pipeline that never ended: failed, saying why) and pending
+    /// integration.
+    fn into_results(self) -> (Vec<TaskReport>, Vec<Pending>) {
+        let shared = self.shared;
+        let reports = self
+            .reports
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.unwrap_or_else(|| {
+                    let t = &shared.tasks[i];
+                    let mut r = TaskReport::new(t.id().as_str(), &t.agent_name);
+                    r.status = TaskStatus::Failed;
+                    r.error = Some(if shared.stop.now() {
+                        "interrupted: stopped at once by a second signal".into()
+                    } else {
+                        "the task pipeline stopped unexpectedly".into()
+                    });
+                    r
+                })
             })
-        })
-        .collect();
-    (reports, pendings)
+            .collect();
+        (reports, self.pendings)
+    }
 }
 
 /// What a task run again after a conflict is told.

@@ -2,7 +2,7 @@
 //! ends `verify_failed` with that gate's output, also when the agent's last round failed
 //! (a codemod that does not understand the feedback exits non-zero: that is not the news).
 
-use super::task::{stop, Stop};
+use super::outcome::{stop, Stop};
 use crate::agent::AgentError;
 use crate::report::{TaskReport, TaskStatus};
 

@@ -3,7 +3,7 @@
 
 use tokio::sync::watch;
 
-use super::task;
+use super::outcome;
 use crate::plan::PlannedTask;
 
 /// Which task may start next: task-file order among the tasks whose dependencies all ended.
@@ -15,7 +15,7 @@ pub(super) struct Schedule {
     /// Tasks that depend on each task.
     dependents: Vec<Vec<usize>>,
     /// What each ended task tells its dependents.
-    results: Vec<Option<task::DepResult>>,
+    results: Vec<Option<outcome::DepResult>>,
     index: std::collections::HashMap<String, usize>,
 }
 
@@ -57,7 +57,7 @@ impl Schedule {
     pub(super) fn dep_receivers(
         &self,
         task: &PlannedTask,
-    ) -> Vec<(String, watch::Receiver<Option<task::DepResult>>)> {
+    ) -> Vec<(String, watch::Receiver<Option<outcome::DepResult>>)> {
         task.spec
             .depends_on
             .iter()
@@ -69,7 +69,7 @@ impl Schedule {
             .collect()
     }
 
-    pub(super) fn finished(&mut self, i: usize, result: task::DepResult) {
+    pub(super) fn finished(&mut self, i: usize, result: outcome::DepResult) {
         self.results[i] = Some(result);
         for k in std::mem::take(&mut self.dependents[i]) {
             self.waiting[k] -= 1;
@@ -91,8 +91,8 @@ mod tests {
             .collect()
     }
 
-    fn done(ok: bool) -> task::DepResult {
-        task::DepResult {
+    fn done(ok: bool) -> outcome::DepResult {
+        outcome::DepResult {
             commit: None,
             ok,
             status: if ok {

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::task::{stop, Paths, Stop};
+use super::outcome::{stop, Stop};
+use super::paths::Paths;
 use super::Shared;
 use crate::agent::AgentError;
 use crate::git::collect::{self, Collected};

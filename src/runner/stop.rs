@@ -14,8 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::events::Events;
-
 /// Shared view of the stop requests.
 #[derive(Clone)]
 pub struct Stop {
@@ -69,8 +67,12 @@ impl Stop {
     }
 
     /// Starts listening for SIGINT, SIGTERM and SIGHUP on `runtime`; the listener lives as
-    /// long as the runtime.
-    pub(crate) fn listen(&self, runtime: &tokio::runtime::Runtime, events: Events) {
+    /// long as the runtime. `warn` tells the user what a signal did.
+    pub(crate) fn listen(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        warn: impl Fn(&str) + Send + 'static,
+    ) {
         // Registered here, synchronously, so no signal is missed before the task first runs.
         let mut signals = runtime.block_on(async { Signals::new() });
         let s = self.clone();
@@ -78,13 +80,11 @@ impl Stop {
             loop {
                 let sig = signals.next().await;
                 if s.request(sig) == 1 {
-                    events.warn(None, &format!(
+                    warn(&format!(
                         "{sig}: stopping at the next safe point and writing the report (again to stop at once)"
                     ));
                 } else {
-                    events.warn(None, &format!(
-                        "{sig} again: stopping now (agents are still stopped)"
-                    ));
+                    warn(&format!("{sig} again: stopping now (agents are still stopped)"));
                 }
             }
         });

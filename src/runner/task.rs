@@ -1,63 +1,33 @@
 /*!
-One task's pipeline: wait for dependencies → worktree → agent session (in the sandbox) →
-collect and commit → verify (scope, command, read-back) → feedback and retry, bounded →
-pending integration.
+One task's life, as the list of its phases ([`crate::phase::TaskPhase`], docs/architecture.md):
+
+waiting for dependencies → queued → workspace → setup → agent turn n → collect → gates →
+(feedback → agent turn n+1 …) → ready; integration (integrated / conflicted / ejected) happens
+in `integrate`. Each phase is one function here or in `task_workspace`; [`pipeline`] reads as
+their list. A phase that ends the task early returns a [`Stop`].
 */
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::launch::*;
+use super::outcome::{stop, DepResult, Stop};
+use super::paths::Paths;
 use super::steps::*;
 use super::verify_gates::*;
-use super::{Pending, Shared};
+use super::{task_workspace, Pending, Shared};
 use crate::agent::{AgentContext, AgentError, Session};
 use crate::event::EventKind;
 use crate::eventlog::EventLog;
-use crate::git::worktree;
-use crate::ids::task_branch;
+use crate::git::collect::Collected;
+use crate::ids::TaskId;
+use crate::phase::TaskPhase;
+use crate::plan::PlannedTask;
+use crate::process::SpawnSpec;
 use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
-use crate::sandbox::user::workspace_dir;
 use crate::verify;
-
-/// What dependents learn about a finished task.
-#[derive(Clone, Debug)]
-pub struct DepResult {
-    /// The verified commit, if the task produced one.
-    pub commit: Option<git2::Oid>,
-    /// Whether dependents may run (verified, or nothing to change).
-    pub ok: bool,
-    pub status: TaskStatus,
-}
-
-pub(super) struct Paths {
-    pub(super) worktree: PathBuf,
-    pub(super) scratch: PathBuf,
-    pub(super) events: PathBuf,
-    pub(super) stderr_log: PathBuf,
-    pub(super) status_file: PathBuf,
-    pub(super) patch: PathBuf,
-    pub(super) wt_name: String,
-    pub(super) branch: String,
-    /// The overlay's layers when the run uses overlay workspaces (`worktree` is then where
-    /// the view is mounted, inside the task's processes only).
-    pub(super) overlay: Option<super::workspace::Layers>,
-}
-
-impl Paths {
-    /// Where fanout itself reads the task's changed files: the upper folder of an overlay
-    /// workspace (it holds every changed file; deleted ones are whiteouts), else the worktree.
-    pub(super) fn readable_root(&self) -> &Path {
-        match &self.overlay {
-            Some(l) => &l.spec.upper,
-            None => &self.worktree,
-        }
-    }
-}
 
 /// A task run again after it conflicted (`--on-conflict retry`): from this commit (the
 /// integration head), told which paths conflicted.
@@ -88,19 +58,23 @@ pub(crate) async fn run(
                 (Pending::Done, None)
             }
         };
+    if !matches!(pending, Pending::Ready(_)) {
+        enter(&shared, task.id(), TaskPhase::Ended);
+    }
     if !shared.options.keep_worktrees {
         crate::taskenv::remove_task_tmp(&shared.run_dir, index);
     }
     // What the task wrote into its caches goes with it.
     crate::caches::remove_task_layers(&crate::taskenv::cache_layers_dir(
-        &workspace_dir(&shared.run_dir, "scratch").join(task.id().as_str()),
+        &crate::run_dir::RunDir::new(&shared.run_dir)
+            .task(task.id().as_str())
+            .scratch,
     ));
     if report.patch.is_none() {
         // One patch per task, empty when the task changed nothing (or never ran).
-        let patch = shared
-            .run_dir
-            .join("patches")
-            .join(format!("{}.patch", task.id()));
+        let patch = crate::run_dir::RunDir::new(&shared.run_dir)
+            .task(task.id().as_str())
+            .patch;
         if std::fs::write(&patch, b"").is_ok() {
             report.patch = Some(patch.display().to_string());
         }
@@ -122,19 +96,15 @@ pub(crate) async fn run(
     (report, pending, dep)
 }
 
-/// Ends a pipeline early with a status and a message.
-pub(crate) struct Stop {
-    status: TaskStatus,
-    error: String,
+/// Tells the event stream (and through it the state journal) that a task entered `phase`.
+fn enter(shared: &Shared, id: &TaskId, phase: TaskPhase) {
+    shared.events.emit(EventKind::Phase {
+        task: id.to_string(),
+        phase,
+    });
 }
 
-pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
-    Stop {
-        status,
-        error: error.into(),
-    }
-}
-
+/// The task's phases, in order.
 async fn pipeline(
     shared: &Arc<Shared>,
     index: usize,
@@ -145,7 +115,43 @@ async fn pipeline(
     slot: &mut Option<Instant>,
 ) -> Result<(Pending, Option<git2::Oid>), Stop> {
     let task = &shared.tasks[index];
-    // 1. Dependencies: all must be verified; the task starts from base + their commits.
+    let id = task.id();
+    enter(shared, id, TaskPhase::WaitingForDependencies);
+    let dep_commits = wait_for_dependencies(shared, deps).await?;
+    enter(shared, id, TaskPhase::Queued);
+    let _permit = take_slot(shared, jobs, slot).await?;
+    enter(shared, id, TaskPhase::Workspace);
+    let mut paths = Paths::new(shared, id);
+    let events = open_records(&paths, task, report)?;
+    let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun.as_ref()).await?;
+    workspace_ready(shared, task, &paths, &events, report, made.start);
+    enter(shared, id, TaskPhase::Setup);
+    let spawn = task_workspace::environment(shared, task, index, &paths).await?;
+    let start = made.start;
+    task_workspace::setup(shared, task, &paths, &spawn, made).await?;
+    let mut run = TaskRun {
+        shared,
+        task,
+        paths,
+        events,
+        spawn,
+        start,
+        report,
+        collect_failed: false,
+    };
+    // The task's time counts from the start of its agent's session.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
+    let mut session = run.start_session().await?;
+    let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
+    run.end_session(session).await;
+    run.finish(result).await
+}
+
+/// Waiting for dependencies: all must be verified; their commits are where the task starts.
+async fn wait_for_dependencies(
+    shared: &Shared,
+    deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
+) -> Result<Vec<git2::Oid>, Stop> {
     let mut dep_commits = Vec::new();
     for (name, mut rx) in deps {
         let result = loop {
@@ -171,7 +177,16 @@ async fn pipeline(
     if *shared.cancel.borrow() {
         return Err(stop(TaskStatus::Failed, "interrupted before it started"));
     }
-    let _permit = jobs
+    Ok(dep_commits)
+}
+
+/// Queued: a job slot (`--jobs`), held until the task's pipeline ends.
+async fn take_slot(
+    shared: &Shared,
+    jobs: Arc<Semaphore>,
+    slot: &mut Option<Instant>,
+) -> Result<OwnedSemaphorePermit, Stop> {
+    let permit = jobs
         .acquire_owned()
         .await
         .map_err(|_| stop(TaskStatus::Failed, "the job limiter closed"))?;
@@ -179,20 +194,15 @@ async fn pipeline(
     if *shared.cancel.borrow() {
         return Err(stop(TaskStatus::Failed, "interrupted before it started"));
     }
+    Ok(permit)
+}
 
-    let id = task.id().clone();
-    let mut paths = Paths {
-        // Real paths: as root they lie outside the run folder, which agents may not reach.
-        worktree: workspace_dir(&shared.run_dir, "worktrees").join(id.as_str()),
-        scratch: workspace_dir(&shared.run_dir, "scratch").join(id.as_str()),
-        events: shared.run_dir.join("events").join(format!("{id}.jsonl")),
-        stderr_log: shared.run_dir.join("logs").join(format!("{id}.stderr.log")),
-        status_file: shared.run_dir.join("status").join(format!("{id}.json")),
-        patch: shared.run_dir.join("patches").join(format!("{id}.patch")),
-        wt_name: worktree::worktree_name(shared.run_id.as_str(), id.as_str()),
-        branch: task_branch(&shared.run_id, &id),
-        overlay: None,
-    };
+/// The task's own records: its event log (opened) and where its logs are, in the report.
+fn open_records(
+    paths: &Paths,
+    task: &PlannedTask,
+    report: &mut TaskReport,
+) -> Result<EventLog, Stop> {
     report.event_log = Some(paths.events.display().to_string());
     report.stderr_log = Some(paths.stderr_log.display().to_string());
     let events = EventLog::open(&paths.events).map_err(|e| {
@@ -203,225 +213,197 @@ async fn pipeline(
     })?;
     events.record(
         "task_started",
-        json!({"task": id, "agent": task.agent_name}),
+        json!({"task": task.id(), "agent": task.agent_name}),
     );
+    Ok(events)
+}
 
-    // 2. Worktree (and the dependency integration commit it starts from).
-    let (start, layers, taken) = {
-        let (shared2, id2) = (shared.clone(), id.clone());
-        let (common, base, wt, name, branch, scratch) = (
-            shared.repo_path.clone(),
-            shared.base,
-            paths.worktree.clone(),
-            paths.wt_name.clone(),
-            paths.branch.clone(),
-            paths.scratch.clone(),
-        );
-        let (rerun_start, common_dir) =
-            (rerun.as_ref().map(|r| r.start), shared.common_dir.clone());
-        let (workdir, include, sink, task_id) = (
-            shared.workdir.clone(),
-            task.include.clone(),
-            shared.events.clone(),
-            id.to_string(),
-        );
-        blocking(move || {
-            let repo = git2::Repository::open(&common)
-                .map_err(|e| format!("cannot open the repository: {e}"))?;
-            let start = match rerun_start {
-                Some(start) => {
-                    // The first run's workspace (kept with --keep-worktrees) and branch go:
-                    // the task starts afresh from the integration head.
-                    worktree::remove(&common_dir, &name, &wt)
-                        .map_err(|e| crate::error_chain(&e))?;
-                    worktree::remove_tree(&scratch)
-                        .map_err(|e| format!("cannot remove {}: {e}", scratch.display()))?;
-                    if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
-                        b.delete()
-                            .map_err(|e| format!("cannot replace branch {branch}: {e}"))?;
-                    }
-                    start
-                }
-                None => super::integrate::dependency_base(&repo, base, &dep_commits)?,
-            };
-            let ws = &shared2.workspaces;
-            let mut taken = None;
-            let layers = if ws.overlay() {
-                Some(ws.create_overlay(&shared2, &repo, &branch, start, &wt, id2.as_str())?)
-            } else {
-                // A parked worktree is only registered here; the sandboxed reset (below, once
-                // the task's sandbox is known) brings it to `start`.
-                taken = ws.pool.take(&wt);
-                match &taken {
-                    Some(_) => worktree::adopt(&repo, &name, &branch, start, &wt),
-                    None => worktree::create(&repo, &name, &branch, start, &wt),
-                }
-                .map_err(|e| crate::error_chain(&e))?;
-                None
-            };
-            if taken.is_none() {
-                // `include`: ignored files of the checkout, before anything runs in the
-                // workspace (an overlay's view is its upper folder until the sandbox mounts it).
-                let target = layers
-                    .as_ref()
-                    .map(|l| l.spec.upper.clone())
-                    .unwrap_or_else(|| wt.clone());
-                copy_include(&workdir, &target, &include, &sink, &task_id)?;
-            }
-            for sub in ["tmp", "home"] {
-                std::fs::create_dir_all(scratch.join(sub))
-                    .map_err(|e| format!("cannot create scratch folder: {e}"))?;
-            }
-            Ok((start, layers, taken))
-        })
-        .await
-        .map_err(|e| stop(TaskStatus::Failed, e))?
-    };
-    paths.overlay = layers;
+/// The workspace exists: said in the report and the event stream, and the agent's events are
+/// forwarded from now on.
+fn workspace_ready(
+    shared: &Shared,
+    task: &PlannedTask,
+    paths: &Paths,
+    events: &EventLog,
+    report: &mut TaskReport,
+    start: git2::Oid,
+) {
     report.branch = Some(paths.branch.clone());
     report.started_from = Some(start.to_string());
     shared.events.emit(EventKind::WorkspaceReady {
-        task: id.to_string(),
+        task: task.id().to_string(),
         branch: paths.branch.clone(),
         started_from: start.to_string(),
     });
-    {
-        let (sink, task) = (shared.events.clone(), id.to_string());
-        events.forward_to(move |kind, summary| {
-            sink.emit(EventKind::AgentEvent {
-                task: task.clone(),
-                kind,
-                summary,
-            })
-        });
-    }
-    let task_env = {
-        let (sh, scratch) = (shared.clone(), paths.scratch.clone());
-        blocking(move || {
-            crate::taskenv::prepare_task(
-                &sh.run_dir,
-                index,
-                &scratch,
-                sh.caches.as_ref(),
-                sh.options.sandbox.run_as,
-            )
-            .map_err(|e| crate::error_chain(&e))
+    let (sink, id) = (shared.events.clone(), task.id().to_string());
+    events.forward_to(move |kind, summary| {
+        sink.emit(EventKind::AgentEvent {
+            task: id.clone(),
+            kind,
+            summary,
         })
-        .await
-        .map_err(|e| stop(TaskStatus::Failed, e))?
-    };
-    for w in &task_env.warnings {
-        shared.events.warn(Some(id.as_str()), w);
+    });
+}
+
+/// What a task has once its workspace and sandbox exist: the state of its agent turns.
+struct TaskRun<'a> {
+    shared: &'a Arc<Shared>,
+    task: &'a PlannedTask,
+    paths: Paths,
+    events: EventLog,
+    spawn: SpawnSpec,
+    start: git2::Oid,
+    report: &'a mut TaskReport,
+    /// Collection failed: the workspace is kept, and nothing collects it again.
+    collect_failed: bool,
+}
+
+/// How an attempt's gates judged it.
+enum Judged {
+    /// Verified: the commit waits for integration.
+    Passed(Option<git2::Oid>),
+    /// Failed, with the feedback for the agent's next turn.
+    Failed(String),
+}
+
+impl TaskRun<'_> {
+    fn id(&self) -> &TaskId {
+        self.task.id()
     }
 
-    // 3. Agent session, after the workspace setup (same sandbox and environment).
-    let spawn = spawn_spec(shared, task, &paths, &task_env);
-    if let Some(taken) = taken {
-        reset_reused_worktree(shared, task, &paths, &spawn, taken, start)
-            .await
-            .map_err(|e| stop(TaskStatus::Failed, e))?;
+    fn enter(&self, phase: TaskPhase) {
+        enter(self.shared, self.task.id(), phase);
     }
-    if let Some(cmd) = &task.setup {
-        let log = shared.run_dir.join("logs").join(format!("{id}.setup.log"));
-        let mut cancel = shared.cancel.clone();
-        // A stop request must not wait for a long setup (its process is stopped on drop).
-        tokio::select! {
-            r = crate::setup::run(&spawn, &paths.worktree, cmd, task.setup_timeout_secs, &log) => {
-                r.map_err(|e| stop(TaskStatus::Failed, e))?
+
+    /// The agent's session, started in the task's sandbox (a stop request ends the wait).
+    async fn start_session(&mut self) -> Result<Session, Stop> {
+        let ctx = AgentContext {
+            task_id: self.id().clone(),
+            worktree: self.paths.worktree.clone(),
+            scratch: self.paths.scratch.clone(),
+            profile: self.task.profile.clone(),
+            protocol: self.task.profile.protocol,
+            events: self.events.clone(),
+            spawn: self.spawn.clone(),
+        };
+        let mut cancel = self.shared.cancel.clone();
+        let session = tokio::select! {
+            s = Session::start(ctx) => s,
+            _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted".into())),
+        };
+        session.map_err(|e| {
+            record_sandbox(self.report, None, &self.paths.status_file);
+            agent_stop(e)
+        })
+    }
+
+    /// Agent turns until the gates pass, the attempts run out or something ends the task.
+    async fn turns(
+        &mut self,
+        session: &mut Session,
+        rerun: Option<&Rerun>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<git2::Oid>, Stop> {
+        // A task run again after a conflict starts a fresh session: an exec agent gets the
+        // conflict as feedback (`FANOUT_FEEDBACK`), a conversational one in its prompt.
+        let is_exec = self.task.profile.protocol == crate::taskfile::Protocol::Exec;
+        let first_prompt = match rerun {
+            Some(r) if !is_exec => format!("{}\n\n{}", self.task.spec.prompt, r.feedback),
+            _ => self.task.spec.prompt.clone(),
+        };
+        let mut feedback: Option<String> = rerun.filter(|_| is_exec).map(|r| r.feedback.clone());
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.enter(TaskPhase::AgentTurn { turn: attempt });
+            self.agent_turn(
+                session,
+                attempt,
+                &first_prompt,
+                feedback.as_deref(),
+                deadline,
+            )
+            .await?;
+            self.enter(TaskPhase::Collect { turn: attempt });
+            let collected = self.collect(attempt).await?;
+            let attempt_report = AttemptReport {
+                number: attempt,
+                commit: collected.commit.map(|c| c.to_string()),
+                gates: Vec::new(),
+                failure: None,
+                diagnosis: None,
+            };
+            if collected.commit.is_none() {
+                self.report.attempt_history.push(attempt_report);
+                return Ok(None);
             }
-            _ = cancel.wait_for(|c| *c) => {
-                return Err(stop(TaskStatus::Failed, "interrupted by the user during setup"))
+            self.enter(TaskPhase::Gates { turn: attempt });
+            match self.gates(attempt, &collected, attempt_report).await? {
+                Judged::Passed(commit) => return Ok(commit),
+                Judged::Failed(text) => {
+                    self.enter(TaskPhase::Feedback { turn: attempt });
+                    feedback = Some(self.feedback(attempt, text, &collected).await?);
+                }
             }
         }
     }
-    let ctx = AgentContext {
-        task_id: id.clone(),
-        worktree: paths.worktree.clone(),
-        scratch: paths.scratch.clone(),
-        profile: task.profile.clone(),
-        protocol: task.profile.protocol,
-        events: events.clone(),
-        spawn: spawn.clone(),
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
-    let mut cancel = shared.cancel.clone();
-    let session = tokio::select! {
-        s = Session::start(ctx) => s,
-        _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted".into())),
-    };
-    let mut session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            record_sandbox(report, None, &paths.status_file);
-            return Err(agent_stop(e));
-        }
-    };
 
-    // A task run again after a conflict starts a fresh session: an exec agent gets the
-    // conflict as feedback (`FANOUT_FEEDBACK`), a conversational one in its prompt.
-    let is_exec = task.profile.protocol == crate::taskfile::Protocol::Exec;
-    let first_prompt = match &rerun {
-        Some(r) if !is_exec => format!("{}\n\n{}", task.spec.prompt, r.feedback),
-        _ => task.spec.prompt.clone(),
-    };
-    let mut feedback: Option<String> = rerun
-        .as_ref()
-        .filter(|_| is_exec)
-        .map(|r| r.feedback.clone());
-    let mut attempt = 0u32;
-    let mut collect_failed = false;
-    let result = loop {
-        attempt += 1;
+    /// Agent turn n: the prompt (or the feedback), until the agent says it is done.
+    async fn agent_turn(
+        &mut self,
+        session: &mut Session,
+        attempt: u32,
+        first_prompt: &str,
+        feedback: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Stop> {
         if attempt > 1 {
             // Collections leave an overlay task's index alone; the agent's next turn should
             // see `git status` clean but for what it changes next.
-            super::steps::refresh_index(shared, &paths, start, task).await;
+            refresh_index(self.shared, &self.paths, self.start, self.task).await;
         }
         let turn_deadline = deadline.min(
-            tokio::time::Instant::now() + Duration::from_secs_f64(task.profile.tool_timeout_sec),
+            tokio::time::Instant::now()
+                + Duration::from_secs_f64(self.task.profile.tool_timeout_sec),
         );
-        events.record("turn_started", json!({"attempt": attempt}));
-        shared.events.emit(EventKind::AgentStarted {
-            task: id.to_string(),
+        self.events
+            .record("turn_started", json!({"attempt": attempt}));
+        self.shared.events.emit(EventKind::AgentStarted {
+            task: self.id().to_string(),
             attempt,
         });
+        let mut cancel = self.shared.cancel.clone();
         let turn = tokio::select! {
             t = async {
-                match &feedback {
-                    Some(f) => session.feedback(&task.spec.prompt, f, turn_deadline).await,
-                    None => session.turn(&first_prompt, turn_deadline).await,
+                match feedback {
+                    Some(f) => session.feedback(&self.task.spec.prompt, f, turn_deadline).await,
+                    None => session.turn(first_prompt, turn_deadline).await,
                 }
             } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
         };
-        if let Err(e) = turn {
+        turn.map(|_| ()).map_err(|e| match feedback {
             // A feedback round that fails leaves the gate failure as the task's outcome.
-            break Err(match feedback {
-                Some(_) if attempt > 1 && !*shared.cancel.borrow() => {
-                    super::retry::feedback_round_failed(report, &e)
-                }
-                _ => agent_stop(e),
-            });
-        }
-        // 4. Collect.
-        let collected = collect_blocking(shared, &paths, start, task).await;
-        let collected = match collected {
-            Ok(c) => c,
-            Err(e) => {
-                collect_failed = true;
-                break Err(keep_workspace(shared, &paths, report, &e));
+            Some(_) if attempt > 1 && !*self.shared.cancel.borrow() => {
+                super::retry::feedback_round_failed(self.report, &e)
             }
-        };
-        let mut attempt_report = AttemptReport {
-            number: attempt,
-            commit: collected.commit.map(|c| c.to_string()),
-            gates: Vec::new(),
-            failure: None,
-            diagnosis: None,
-        };
-        fill_change(report, &collected, &paths);
-        shared.events.emit(EventKind::AttemptEnded {
-            task: id.to_string(),
+            _ => agent_stop(e),
+        })
+    }
+
+    /// Collect: what the agent left, committed on the task's branch (or the workspace kept).
+    async fn collect(&mut self, attempt: u32) -> Result<Collected, Stop> {
+        let collected =
+            match collect_blocking(self.shared, &self.paths, self.start, self.task).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.collect_failed = true;
+                    return Err(keep_workspace(self.shared, &self.paths, self.report, &e));
+                }
+            };
+        fill_change(self.report, &collected, &self.paths);
+        self.shared.events.emit(EventKind::AttemptEnded {
+            task: self.id().to_string(),
             attempt,
             commit: collected.commit.map(|c| c.to_string()),
             files: collected.summary.files.len(),
@@ -429,12 +411,12 @@ async fn pipeline(
             deletions: collected.summary.deletions,
         });
         if !collected.summary.risky.is_empty() {
-            events.record(
+            self.events.record(
                 "risky_changes",
                 json!({"attempt": attempt, "changes": collected.summary.risky}),
             );
-            shared.events.warn(
-                Some(id.as_str()),
+            self.shared.events.warn(
+                Some(self.id().as_str()),
                 &format!(
                     "changes that deserve a look: {}",
                     collected
@@ -447,30 +429,39 @@ async fn pipeline(
                 ),
             );
         }
-        if collected.commit.is_none() {
-            report.attempt_history.push(attempt_report);
-            break Ok(None);
-        }
-        tamper_for_tests(paths.readable_root(), &collected);
-        // 5. Verify.
+        Ok(collected)
+    }
+
+    /// Gates: scope, verify command, read-back, review; passed, or the feedback for another
+    /// turn (the task ends when the attempts ran out or the machine made the gates fail).
+    async fn gates(
+        &mut self,
+        attempt: u32,
+        collected: &Collected,
+        mut attempt_report: AttemptReport,
+    ) -> Result<Judged, Stop> {
+        tamper_for_tests(self.paths.readable_root(), collected);
+        let mut cancel = self.shared.cancel.clone();
         // A stop request must not wait for a long verify command.
         let gates = tokio::select! {
-            g = verify_gates(shared, task, &paths, &spawn, &collected, report) => g,
-            _ = cancel.wait_for(|c| *c) => break Err(stop(TaskStatus::Failed, "interrupted by the user during verification")),
+            g = verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report) => g,
+            _ = cancel.wait_for(|c| *c) => {
+                return Err(stop(TaskStatus::Failed, "interrupted by the user during verification"))
+            }
         };
-        events.record(
+        self.events.record(
             "verify",
-            json!({"attempt": attempt, "gates": gates, "readback": report.readback}),
+            json!({"attempt": attempt, "gates": gates, "readback": self.report.readback}),
         );
-        for e in crate::event::gate_events(id.as_str(), attempt, &gates) {
-            shared.events.emit(e);
+        for e in crate::event::gate_events(self.id().as_str(), attempt, &gates) {
+            self.shared.events.emit(e);
         }
         let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed).collect();
         if failed.is_empty() {
             attempt_report.gates = gates.clone();
-            report.verify = gates;
-            report.attempt_history.push(attempt_report);
-            break Ok(collected.commit);
+            self.report.verify = gates;
+            self.report.attempt_history.push(attempt_report);
+            return Ok(Judged::Passed(collected.commit));
         }
         if let Some(why) = failed
             .iter()
@@ -481,14 +472,14 @@ async fn pipeline(
             // Every failure was the machine's: nothing for the agent to fix, no blame.
             attempt_report.failure = Some(why.clone());
             attempt_report.gates = gates.clone();
-            report.verify = gates;
-            report.attempt_history.push(attempt_report);
-            break Err(stop(
+            self.report.verify = gates;
+            self.report.attempt_history.push(attempt_report);
+            return Err(stop(
                 TaskStatus::Failed,
                 format!("{why} (its commit stays on the task's branch)"),
             ));
         }
-        let text = feedback_prompt(&failed, attempt, task.max_attempts);
+        let text = feedback_prompt(&failed, attempt, self.task.max_attempts);
         attempt_report.failure = Some(
             failed
                 .iter()
@@ -497,176 +488,134 @@ async fn pipeline(
                 .join("; "),
         );
         attempt_report.gates = gates.clone();
-        report.verify = gates;
-        report.attempt_history.push(attempt_report);
-        events.record(
+        self.report.verify = gates;
+        self.report.attempt_history.push(attempt_report);
+        self.events.record(
             "verify_failed",
             json!({"attempt": attempt, "feedback": text}),
         );
-        if attempt >= task.max_attempts || *shared.cancel.borrow() {
-            break Err(stop(
+        if attempt >= self.task.max_attempts || *self.shared.cancel.borrow() {
+            return Err(stop(
                 TaskStatus::VerifyFailed,
-                super::retry::verify_failed_error(report, attempt),
+                super::retry::verify_failed_error(self.report, attempt),
             ));
         }
-        let mut text = text;
-        if task.diagnose {
-            // A root-cause diagnosis by Claude Code goes with the gates' output.
-            let diagnosis = tokio::select! {
-                d = verify::diagnose::diagnose(&spawn, &task.claude, &paths.worktree, &paths.scratch,
-                    &task.spec.prompt, &text, &collected.summary.files) => d,
-                _ = cancel.wait_for(|c| *c) => break Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis")),
-            };
-            match diagnosis {
-                Ok(d) => {
-                    events.record("diagnosis", json!({"attempt": attempt, "text": d}));
-                    shared.events.emit(EventKind::Diagnosis {
-                        task: id.to_string(),
-                        attempt,
-                        text: d.clone(),
-                    });
-                    if let Some(a) = report.attempt_history.last_mut() {
-                        a.diagnosis = Some(d.clone());
-                    }
-                    text.push_str(&verify::diagnose::section(&d));
-                }
-                Err(e) => shared.events.warn(
-                    Some(id.as_str()),
-                    &format!("no diagnosis for attempt {attempt}: {e}"),
-                ),
-            }
+        Ok(Judged::Failed(text))
+    }
+
+    /// Feedback: the gates' report for the agent's next turn, with Claude Code's root-cause
+    /// diagnosis when the task asks for one.
+    async fn feedback(
+        &mut self,
+        attempt: u32,
+        mut text: String,
+        collected: &Collected,
+    ) -> Result<String, Stop> {
+        if !self.task.diagnose {
+            return Ok(text);
         }
-        feedback = Some(text);
-    };
-    report.agent = session.info();
-    record_sandbox(report, report.agent.sandbox.clone(), &paths.status_file);
-    if let Some(sb) = report
-        .agent
-        .sandbox
-        .as_ref()
-        .filter(|s| s.status == crate::sandbox::EnforcementStatus::PartiallyEnforced)
-    {
-        shared.events.warn(
-            Some(id.as_str()),
-            &format!(
-                "the sandbox is only partially enforced (kernel ABI {}): missing {}",
-                sb.abi.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
-                sb.missing.join(", ")
+        let mut cancel = self.shared.cancel.clone();
+        let diagnosis = tokio::select! {
+            d = verify::diagnose::diagnose(&self.spawn, &self.task.claude, &self.paths.worktree,
+                &self.paths.scratch, &self.task.spec.prompt, &text, &collected.summary.files) => d,
+            _ = cancel.wait_for(|c| *c) => {
+                return Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis"))
+            }
+        };
+        match diagnosis {
+            Ok(d) => {
+                self.events
+                    .record("diagnosis", json!({"attempt": attempt, "text": d}));
+                self.shared.events.emit(EventKind::Diagnosis {
+                    task: self.id().to_string(),
+                    attempt,
+                    text: d.clone(),
+                });
+                if let Some(a) = self.report.attempt_history.last_mut() {
+                    a.diagnosis = Some(d.clone());
+                }
+                text.push_str(&verify::diagnose::section(&d));
+            }
+            Err(e) => self.shared.events.warn(
+                Some(self.id().as_str()),
+                &format!("no diagnosis for attempt {attempt}: {e}"),
             ),
-        );
+        }
+        Ok(text)
     }
-    session.shutdown().await;
 
-    match result {
-        Ok(Some(commit)) => {
-            report.commit = Some(commit.to_string());
-            events.record("verified", json!({"commit": commit.to_string()}));
-            shared.events.emit(EventKind::Committed {
-                task: id.to_string(),
-                commit: commit.to_string(),
-            });
-            Ok((Pending::Ready(commit), Some(commit)))
+    /// The agent's session ends: what it reported about itself and its sandbox is kept.
+    async fn end_session(&mut self, session: Session) {
+        self.report.agent = session.info();
+        record_sandbox(
+            self.report,
+            self.report.agent.sandbox.clone(),
+            &self.paths.status_file,
+        );
+        if let Some(sb) = self
+            .report
+            .agent
+            .sandbox
+            .as_ref()
+            .filter(|s| s.status == crate::sandbox::EnforcementStatus::PartiallyEnforced)
+        {
+            self.shared.events.warn(
+                Some(self.id().as_str()),
+                &format!(
+                    "the sandbox is only partially enforced (kernel ABI {}): missing {}",
+                    sb.abi.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+                    sb.missing.join(", ")
+                ),
+            );
         }
-        Ok(None) => {
-            report.status = TaskStatus::NoChanges;
-            events.record("no_changes", json!({}));
-            Ok((Pending::Done, None))
-        }
-        Err(mut s) => {
-            // Keep whatever the agent left, on its branch, for the user to look at; when it
-            // cannot be committed, the workspace itself is kept.
-            if !collect_failed {
-                match collect_blocking(shared, &paths, start, task).await {
-                    Ok(c) => {
-                        fill_change(report, &c, &paths);
-                        report.commit = c.commit.map(|c| c.to_string());
-                    }
-                    Err(e) => {
-                        let kept = keep_workspace(shared, &paths, report, &e);
-                        s.error = format!("{}; {}", s.error, kept.error);
+        session.shutdown().await;
+    }
+
+    /// Ready (verified, waiting for integration), no changes, or ended early — with whatever
+    /// the agent left committed on its branch, or its workspace kept.
+    async fn finish(
+        self,
+        result: Result<Option<git2::Oid>, Stop>,
+    ) -> Result<(Pending, Option<git2::Oid>), Stop> {
+        let id = self.id().to_string();
+        match result {
+            Ok(Some(commit)) => {
+                self.report.commit = Some(commit.to_string());
+                self.events
+                    .record("verified", json!({"commit": commit.to_string()}));
+                self.shared.events.emit(EventKind::Committed {
+                    task: id,
+                    commit: commit.to_string(),
+                });
+                self.enter(TaskPhase::Ready);
+                Ok((Pending::Ready(commit), Some(commit)))
+            }
+            Ok(None) => {
+                self.report.status = TaskStatus::NoChanges;
+                self.events.record("no_changes", json!({}));
+                Ok((Pending::Done, None))
+            }
+            Err(mut s) => {
+                // Keep whatever the agent left, on its branch, for the user to look at; when it
+                // cannot be committed, the workspace itself is kept.
+                if !self.collect_failed {
+                    match collect_blocking(self.shared, &self.paths, self.start, self.task).await {
+                        Ok(c) => {
+                            fill_change(self.report, &c, &self.paths);
+                            self.report.commit = c.commit.map(|c| c.to_string());
+                        }
+                        Err(e) => {
+                            let kept = keep_workspace(self.shared, &self.paths, self.report, &e);
+                            s.error = format!("{}; {}", s.error, kept.error);
+                        }
                     }
                 }
-            }
-            events.record(
-                "task_failed",
-                json!({"status": s.status.as_str(), "error": s.error}),
-            );
-            Err(s)
-        }
-    }
-}
-
-/// Copies the task's `include` files (ignored files of the user's checkout) into `target`.
-fn copy_include(
-    workdir: &Path,
-    target: &Path,
-    include: &[crate::include::Entry],
-    sink: &super::events::Events,
-    task_id: &str,
-) -> Result<(), String> {
-    for w in crate::include::copy(workdir, target, include).map_err(|e| crate::error_chain(&e))? {
-        sink.warn(Some(task_id), &w);
-    }
-    Ok(())
-}
-
-/// Brings a worktree taken from the pool to `start` inside the task's sandbox; when that does
-/// not work, the worktree is removed and checked out afresh. Then the `include` files.
-async fn reset_reused_worktree(
-    shared: &Arc<Shared>,
-    task: &super::PlannedTask,
-    paths: &Paths,
-    spawn: &crate::process::SpawnSpec,
-    taken: super::pool::Taken,
-    start: git2::Oid,
-) -> Result<(), String> {
-    let admin = worktree::admin_dir(&shared.common_dir, &paths.wt_name);
-    let admin = std::path::absolute(&admin).unwrap_or(admin);
-    let log = shared
-        .run_dir
-        .join("logs")
-        .join(format!("{}.reset.log", task.id()));
-    let reset = shared
-        .workspaces
-        .pool
-        .reset(super::pool::ResetJob {
-            spec: spawn,
-            taken: &taken,
-            wt: &paths.worktree,
-            admin: &admin,
-            scratch: &paths.scratch,
-            start,
-            log: &log,
-        })
-        .await;
-    if reset.is_err() && *shared.cancel.borrow() {
-        // Stopped by the interrupt: no fresh checkout (cleanup removes the worktree).
-        return Err("interrupted by the user while the workspace was reset".into());
-    }
-    let (s, wt, name) = (
-        shared.clone(),
-        paths.worktree.clone(),
-        paths.wt_name.clone(),
-    );
-    let (include, task_id) = (task.include.clone(), task.id().to_string());
-    blocking(move || {
-        if let Err(e) = reset {
-            // A repository with submodules is simply not pooled: nothing to warn about.
-            if let super::pool::ResetError::Failed(why) = e {
-                s.events.warn(
-                    Some(&task_id),
-                    &format!(
-                        "a reused worktree was checked out afresh, and worktrees are no longer reused in this run: {why}"
-                    ),
+                self.events.record(
+                    "task_failed",
+                    json!({"status": s.status.as_str(), "error": s.error}),
                 );
+                Err(s)
             }
-            worktree::remove_tree(&wt)
-                .map_err(|e| format!("cannot remove {}: {e}", wt.display()))?;
-            let repo = git2::Repository::open(&s.repo_path)
-                .map_err(|e| format!("cannot open the repository: {e}"))?;
-            worktree::check_out(&repo, &name, start, &wt).map_err(|e| crate::error_chain(&e))?;
         }
-        copy_include(&s.workdir, &wt, &include, &s.events, &task_id)
-    })
-    .await
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::task::Paths;
+use super::paths::Paths;
 use super::Shared;
 use crate::git::collect::Collected;
 use crate::plan::PlannedTask;
@@ -78,10 +78,7 @@ pub(super) async fn verify_gates(
         spec.stderr_log = paths.stderr_log.with_extension("verify.log");
         spec.status_file = paths.status_file.with_extension("verify.json");
         let argv = cmd.argv();
-        let log = shared
-            .run_dir
-            .join("logs")
-            .join(format!("{}.verify.log", task.id()));
+        let log = paths.verify_log.clone();
         let out = verify::command::run_logged(
             &spec,
             &argv,

@@ -17,7 +17,6 @@ use super::{memory_lower, Shared};
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
 use crate::report::WorkspaceSummary;
-use crate::sandbox::user::workspace_dir;
 use crate::sandbox::OverlaySpec;
 
 /// The run's workspaces.
@@ -49,7 +48,7 @@ pub(crate) struct Layers {
 }
 
 fn worktrees_dir(run_dir: &Path) -> PathBuf {
-    workspace_dir(run_dir, "worktrees")
+    crate::run_dir::RunDir::new(run_dir).worktrees()
 }
 
 /// Where finished worktrees wait for the next task (see `pool`).

@@ -101,7 +101,7 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
     if let Some(port) = spec
         .env
         .get("ANTHROPIC_BASE_URL")
-        .and_then(|u| crate::agent::codex::url_port(u))
+        .and_then(|u| crate::agent::url::url_port(u))
     {
         if let NetPolicy::ConnectPorts(ports) = &mut spec.policy.net {
             if !ports.contains(&port) {

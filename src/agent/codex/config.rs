@@ -2,6 +2,7 @@
 //! model provider's ports.
 
 use super::*;
+use crate::agent::url::url_port;
 use std::path::{Path, PathBuf};
 
 /// The user's Codex home: `$CODEX_HOME`, else `~/.codex`.
@@ -91,23 +92,4 @@ pub fn provider_ports(config: &toml::Table) -> Vec<u16> {
         }
     }
     ports
-}
-
-pub(crate) fn url_port(url: &str) -> Option<u16> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let host_port = authority.rsplit('@').next()?;
-    // Skip an IPv6 literal's colons.
-    let after_host = match host_port.rfind(']') {
-        Some(i) => &host_port[i + 1..],
-        None => host_port,
-    };
-    match after_host.rsplit_once(':') {
-        Some((_, p)) => p.parse().ok(),
-        None => match scheme {
-            "http" => Some(80),
-            "https" => Some(443),
-            _ => None,
-        },
-    }
 }

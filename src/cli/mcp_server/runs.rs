@@ -188,7 +188,7 @@ impl Registry {
         let user_repo =
             crate::git::repo::UserRepo::open(repo_path).map_err(|e| crate::error_chain(&e))?;
         let run_dir = user_repo.runs_dir().join(run.as_str());
-        if !run_dir.join("state.json").is_file() {
+        if !crate::run_dir::RunDir::new(&run_dir).state().is_file() {
             return Err(format!(
                 "no run {run} in {} (fanout_status lists the runs)",
                 user_repo.runs_dir().display()
@@ -225,7 +225,9 @@ impl Registry {
         let located = self.locate(None, id).ok()?;
         let view = view(&located);
         if view["ended"] == true {
-            if let Ok(text) = std::fs::read_to_string(located.run_dir.join("report.json")) {
+            if let Ok(text) =
+                std::fs::read_to_string(crate::run_dir::RunDir::new(&located.run_dir).report())
+            {
                 return Some(text);
             }
         }
@@ -257,7 +259,7 @@ fn task_going(status: &str) -> bool {
 /// The run as it stands: `ended`, `status`, the integration branch and commit, and per task
 /// `id`, `status`, `files`, `insertions`, `deletions`, `error`; plus `tasks_total`/`tasks_ended`.
 pub(super) fn view(run: &Located) -> Value {
-    let state = StateFile::read(&run.run_dir.join("state.json"));
+    let state = StateFile::read(&crate::run_dir::RunDir::new(&run.run_dir).state());
     // This server's runs have ended when their thread returned; others when their state says
     // so, or their process is gone.
     let (ended, report, error) = match &run.outcome {
@@ -269,7 +271,7 @@ pub(super) fn view(run: &Located) -> Value {
                 .as_ref()
                 .is_some_and(|s| s.status != "running" || s.is_orphaned());
             let report = if ended {
-                std::fs::read(run.run_dir.join("report.json"))
+                std::fs::read(crate::run_dir::RunDir::new(&run.run_dir).report())
                     .ok()
                     .and_then(|b| serde_json::from_slice::<RunReport>(&b).ok())
             } else {

@@ -297,8 +297,8 @@ async fn start_process(plan: &Plan, profile: AgentProfile) -> Result<Verifier, V
         .last()
         .map(Path::to_path_buf);
     let result = async {
-        let logs = plan.run_dir.join("logs");
-        let status = plan.run_dir.join("status");
+        let layout = crate::run_dir::RunDir::new(&plan.run_dir);
+        let (logs, status) = (layout.logs(), layout.status());
         for d in [&logs, &status] {
             std::fs::create_dir_all(d).map_err(|source| VerifierError::Io {
                 path: d.display().to_string(),

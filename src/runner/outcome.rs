@@ -1,0 +1,26 @@
+//! How a task's pipeline ends early, and what its dependents learn when it ends.
+
+use crate::report::TaskStatus;
+
+/// What dependents learn about a finished task.
+#[derive(Clone, Debug)]
+pub struct DepResult {
+    /// The verified commit, if the task produced one.
+    pub commit: Option<git2::Oid>,
+    /// Whether dependents may run (verified, or nothing to change).
+    pub ok: bool,
+    pub status: TaskStatus,
+}
+
+/// Ends a pipeline early with a status and a message.
+pub(crate) struct Stop {
+    pub(crate) status: TaskStatus,
+    pub(crate) error: String,
+}
+
+pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
+    Stop {
+        status,
+        error: error.into(),
+    }
+}
