@@ -360,38 +360,96 @@ fn stop_matching(dir: Option<&Path>, grace: Duration) {
     }
 }
 
-/// Longest stderr log kept per process; the rest is counted, not written.
+/// Longest start of a stderr log kept per process; past it only the end is kept.
 const MAX_STDERR_LOG: u64 = 32 * 1024 * 1024;
+/// How much of the end of a long stderr is kept (error messages quote the end).
+const STDERR_TAIL: usize = 1024 * 1024;
+/// One read of the pipe: large, so a flood of short lines costs few syscalls.
+const STDERR_READ: usize = 256 * 1024;
 
-/// Copies an agent's stderr into its log line by line, masking secrets, up to a bound.
-async fn copy_stderr(err: tokio::process::ChildStderr, mut log: tokio::fs::File) {
-    use tokio::io::AsyncWriteExt;
-    let mut reader = tokio::io::BufReader::new(err);
+/// Copies an agent's stderr into its log in large chunks, masking secrets: the first
+/// [`MAX_STDERR_LOG`] bytes, then a note of what was left out, then the last [`STDERR_TAIL`].
+async fn copy_stderr(mut err: tokio::process::ChildStderr, log: tokio::fs::File) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut log = tokio::io::BufWriter::with_capacity(STDERR_READ, log);
+    let mut buf = vec![0u8; STDERR_READ];
+    let mut redactor = crate::redact::StreamRedactor::new();
+    let mut masked = Vec::with_capacity(STDERR_READ);
     let mut written = 0u64;
-    let mut dropped = 0u64;
-    while let Ok(Some(line)) = crate::jsonrpc::read_capped_line(&mut reader, 64 * 1024).await {
-        let bytes = match line {
-            crate::jsonrpc::Line::Text(b) => b,
-            crate::jsonrpc::Line::TooLong(n) => {
-                format!("(a line of {n} bytes, not kept)\n").into_bytes()
-            }
+    let mut tail = StderrTail::default();
+    loop {
+        let n = match err.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
         };
-        if written + bytes.len() as u64 > MAX_STDERR_LOG {
-            dropped += bytes.len() as u64;
+        if written >= MAX_STDERR_LOG {
+            tail.push(&buf[..n]);
             continue;
         }
-        let masked = crate::redact::redact_bytes(&bytes);
+        masked.clear();
+        redactor.push(&buf[..n], &mut masked);
         written += masked.len() as u64;
+        if written >= MAX_STDERR_LOG {
+            redactor.finish(&mut masked);
+        }
         if log.write_all(&masked).await.is_err() {
-            break;
+            return;
         }
     }
-    if dropped > 0 {
-        let _ = log
-            .write_all(format!("fanout: {dropped} more bytes of stderr were not kept\n").as_bytes())
-            .await;
-    }
+    masked.clear();
+    redactor.finish(&mut masked);
+    tail.finish(&mut masked);
+    let _ = log.write_all(&masked).await;
     let _ = log.flush().await;
+}
+
+/// The last [`STDERR_TAIL`] bytes of a stream, and how many came before them.
+#[derive(Default)]
+struct StderrTail {
+    kept: Vec<u8>,
+    dropped: u64,
+}
+
+impl StderrTail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.kept.extend_from_slice(bytes);
+        if self.kept.len() >= 2 * STDERR_TAIL {
+            let cut = self.kept.len() - STDERR_TAIL;
+            self.dropped += cut as u64;
+            self.kept.drain(..cut);
+        }
+    }
+
+    /// Appends the note and the kept end, from its first whole line (a secret cut by the
+    /// window's start would not be recognised), masked.
+    fn finish(self, out: &mut Vec<u8>) {
+        if self.dropped == 0 && self.kept.is_empty() {
+            return;
+        }
+        let mut kept = &self.kept[..];
+        let mut dropped = self.dropped;
+        if dropped == 0 && kept.len() <= STDERR_TAIL {
+            out.extend_from_slice(&crate::redact::redact_bytes(kept));
+            return;
+        }
+        {
+            let start = kept.len().saturating_sub(STDERR_TAIL);
+            let line = kept[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(kept.len(), |i| start + i + 1);
+            dropped += line as u64;
+            kept = &kept[line..];
+        }
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(
+            format!("fanout: {dropped} bytes of stderr were not kept; its end follows\n")
+                .as_bytes(),
+        );
+        out.extend_from_slice(&crate::redact::redact_bytes(kept));
+    }
 }
 
 /// The end of a text file, at most `max` bytes, cut at a line start when possible.

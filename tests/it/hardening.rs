@@ -435,3 +435,153 @@ fn developer_tool_files(runner: Runner) {
     repo.assert_left_as_except_worktrees(&before);
 }
 crate::every_way!(developer_tool_files_are_risky, developer_tool_files);
+
+/// Fake credentials of every kind fanout masks by their look (none of them real).
+fn fake_tokens() -> Vec<String> {
+    vec![
+        format!("ghp_{}", "a1B2".repeat(9)),
+        format!("gho_{}", "Z9y8".repeat(9)),
+        format!("ghu_{}", "u7U6".repeat(9)),
+        format!("ghs_{}", "Q0w9".repeat(9)),
+        format!("ghr_{}", "r5R4".repeat(9)),
+        format!("github_pat_11ABCDEFG0{}", "x_Y7".repeat(15)),
+        format!("sk-{}", "Abc123".repeat(8)),
+        format!("sk-ant-api03-{}", "Q-w_E1".repeat(16)),
+        format!("sk-proj-{}", "Zz09_".repeat(20)),
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx".to_string(),
+        "xoxp-998877665544-1122334455667-ZyXwVuTsRqPoNmLkJiHgFeDc".to_string(),
+        "AKIAIOSFODNN7EXAMPLE".to_string(),
+        "ASIA1234567890ABCDEF".to_string(),
+        format!("glpat-{}", "aB3-".repeat(5)),
+        format!("npm_{}", "n0PQ".repeat(9)),
+        format!("AIza{}", "SyA-1_b".repeat(5)),
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+            .to_string(),
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX".to_string(),
+        // fanout's own environment (set below), by name and as a URL's password.
+        "envsecret-value-0123456789".to_string(),
+        "dbpass-xyz-987654".to_string(),
+    ]
+}
+
+/// A shell script that prints `text` in two pieces split at `at`, with a pause between them so
+/// that fanout reads them separately, on stdout or stderr.
+fn print_in_pieces(text: &str, at: usize, stderr: bool) -> String {
+    let redirect = if stderr { " >&2" } else { "" };
+    format!(
+        "printf '%s' '{}'{redirect}; sleep 0.1; printf '%s\\n' '{}'{redirect}\n",
+        &text[..at],
+        &text[at..]
+    )
+}
+
+/// A verify command prints tokens of every kind (and fanout's own secrets) in pieces, with
+/// pauses so that reads split them; no output of fanout holds one whole: terminal, `--json`,
+/// JUnit, HTML, report.json, the run's and the task's event logs, the verify and stderr logs,
+/// and the feedback the agent got.
+fn secrets_split_across_reads(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let tokens = fake_tokens();
+    let mut script = String::from("echo start\n");
+    for (i, t) in tokens.iter().enumerate() {
+        script.push_str(&print_in_pieces(t, 1 + (i * 7) % (t.len() - 2), i % 2 == 1));
+        // The private key block goes whole through a here-document: it has several lines.
+    }
+    script.push_str(
+        "printf -- '-----BEGIN RSA PRIVATE KEY-----\\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQ'; sleep 0.1\n\
+         printf 'yuvBjM2qb8qLQ4xyz\\n-----END RSA PRIVATE KEY-----\\n'\n\
+         echo fin; exit 1\n",
+    );
+    let file = json!({
+        "version": 1,
+        "agents": {"sh": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", "cat > prompt.txt"]}},
+        "defaults": {"agent": "sh", "timeout_secs": 120, "max_attempts": 2},
+        "tasks": [{"id": "leaky", "prompt": "first", "verify": ["sh", "-c", script]}]
+    });
+    let file = repo.write_tasks(&file);
+    let junit = repo.path.parent().expect("temp").join("junit.xml");
+    let html = repo.path.parent().expect("temp").join("report.html");
+    let (out, report) = with_env("FANOUT_H5_API_KEY", "envsecret-value-0123456789", || {
+        with_env(
+            "H5_DATABASE_URL",
+            "postgres://app:dbpass-xyz-987654@db:5432/x",
+            || {
+                repo.run(
+                    &file,
+                    &[
+                        "--no-readback",
+                        "--json",
+                        "--junit",
+                        junit.to_str().expect("utf-8"),
+                        "--html",
+                        html.to_str().expect("utf-8"),
+                    ],
+                )
+            },
+        )
+    });
+    let t = task(&report, "leaky");
+    assert_eq!(t["status"], "verify_failed", "{t:#}\n{}", stderr(&out));
+    let output = t["verify"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "command"))
+        .and_then(|g| g["output"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        output.contains("start") && output.contains("fin"),
+        "{output}"
+    );
+    assert!(output.matches("[redacted]").count() >= 10, "{output}");
+    let run_dir = Path::new(report["run_dir"].as_str().expect("run_dir")).to_path_buf();
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("stdout".into(), out.stdout.clone()),
+        ("stderr".into(), out.stderr.clone()),
+        ("report".into(), serde_json::to_vec(&report).expect("json")),
+        ("junit".into(), std::fs::read(&junit).expect("junit")),
+        ("html".into(), std::fs::read(&html).expect("html")),
+    ];
+    for sub in ["", "events", "logs"] {
+        for e in std::fs::read_dir(run_dir.join(sub))
+            .expect("run folder")
+            .flatten()
+        {
+            if e.path().is_file() {
+                let name = e.path().display().to_string();
+                places.push((name, std::fs::read(e.path()).expect("read")));
+            }
+        }
+    }
+    let verify_log = run_dir.join("logs/leaky.verify.log");
+    assert!(verify_log.is_file(), "no verify log");
+    // The agent's second prompt is the feedback: it reached the workspace, then the task's commit.
+    let commit = t["commit"].as_str().expect("the task's last commit");
+    let prompt = repo
+        .tree_files(commit)
+        .get("prompt.txt")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&prompt).contains("[redacted]"),
+        "{}",
+        String::from_utf8_lossy(&prompt)
+    );
+    places.push(("feedback".into(), prompt));
+    for (name, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        for t in &tokens {
+            assert!(!text.contains(t.as_str()), "{t} whole in {name}");
+        }
+        assert!(
+            !text.contains("3Tz2mr7SZiAMfQyuvBjM2qb8qLQ4"),
+            "key in {name}"
+        );
+    }
+    let log = std::fs::read_to_string(&verify_log).expect("verify log");
+    assert!(log.contains("[redacted]") && log.contains("fin"), "{log}");
+}
+crate::both_ways!(
+    secrets_split_across_reads_are_masked_everywhere,
+    secrets_split_across_reads
+);
