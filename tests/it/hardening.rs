@@ -585,3 +585,71 @@ crate::both_ways!(
     secrets_split_across_reads_are_masked_everywhere,
     secrets_split_across_reads
 );
+
+/// An MCP agent whose notifications are huge (1 MB each) and many (72 MB of 40 KB ones): the
+/// task's event log stays bounded (events cut, then agent events counted, not written), fanout's
+/// own events still reach it after the cut, the terminal gets little, and the run reports right.
+fn flooding_notifications(runner: Runner) {
+    let repo = TestRepo::with_files(2).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "defaults": {"agent": "fake", "timeout_secs": 300},
+        "tasks": [
+            {"id": "flood", "prompt": "flood-big-notify 20 1000000\nflood-big-notify 1800 40000\nreplace src/file_00.txt \"file 0 line 1\" after-flood"},
+            {"id": "quiet", "prompt": "replace src/file_01.txt \"file 1 line 1\" quiet"}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--jobs", "2", "--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(task(&report, "flood")["status"], "merged");
+    assert_eq!(task(&report, "quiet")["status"], "merged");
+    assert!(out.stdout.len() + out.stderr.len() < 1024 * 1024);
+    let run_dir = Path::new(report["run_dir"].as_str().expect("run_dir"));
+    let log = run_dir.join("events/flood.jsonl");
+    let size = std::fs::metadata(&log).expect("event log").len();
+    // 64 MiB for the agent's events, one event more, then fanout's own.
+    assert!(size < 66 * 1024 * 1024, "event log of {size} bytes");
+    assert!(size > 32 * 1024 * 1024, "event log of {size} bytes");
+    let text = std::fs::read_to_string(&log).expect("read");
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            assert!(l.len() <= 64 * 1024, "an event of {} bytes", l.len());
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v["kind"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    assert!(text.contains("\"truncated\""), "no event says it was cut");
+    let cut = kinds
+        .iter()
+        .position(|k| k == "log_truncated")
+        .expect("a log_truncated marker");
+    let after: Vec<&str> = kinds[cut + 1..].iter().map(String::as_str).collect();
+    assert!(!after.contains(&"notification"), "{after:?}");
+    assert!(after.contains(&"agent_events_dropped"), "{after:?}");
+    assert!(after.contains(&"verify"), "{after:?}");
+    let dropped: u64 = text
+        .lines()
+        .filter(|l| l.contains("\"agent_events_dropped\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["count"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let written = kinds.iter().filter(|k| *k == "notification").count() as u64;
+    assert!(
+        dropped > 100 && written + dropped >= 1820,
+        "{written} + {dropped}"
+    );
+    // `fanout log` reads it.
+    let out = repo.fanout(&["log", report["run_id"].as_str().expect("run id"), "flood"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("agent events not written"),
+        "{}",
+        stdout(&out)
+    );
+}
+crate::both_ways!(
+    flooding_notifications_keep_the_event_log_bounded,
+    flooding_notifications
+);
