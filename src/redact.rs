@@ -32,32 +32,38 @@ const PATTERN_WINDOW: usize = 8 * 1024;
 /// block without its end line); past it the held bytes are masked and written.
 const MAX_HELD: usize = 1024 * 1024;
 
-/// Values that look like credentials. `(?-u)`: bytes, ASCII word boundaries.
+/// Values that look like credentials. `(?-u)`: bytes, ASCII word boundaries. `{B}` is where a
+/// token starts: a word boundary, or a JSON escape (`\n`, `\t`, `\r`) right before it, which
+/// [`Matcher::write_replacement`] keeps. No pattern matches a `"` or a `\` of its own, so
+/// masking serialized JSON keeps it valid.
 const PATTERNS: &[&str] = &[
     // GitHub: classic, OAuth, user-to-server, server-to-server, refresh, fine-grained.
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
+    r"{B}gh[pousr]_[A-Za-z0-9]{20,}",
+    r"{B}github_pat_[A-Za-z0-9_]{20,}",
     // OpenAI (`sk-`, `sk-proj-`) and Anthropic (`sk-ant-`).
-    r"\bsk-[A-Za-z0-9_-]{20,}",
+    r"{B}sk-[A-Za-z0-9_-]{20,}",
     // Slack tokens.
-    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+    r"{B}xox[abprs]-[A-Za-z0-9-]{10,}",
     // AWS access key ids.
-    r"\b(?:AKIA|ASIA)[A-Z0-9]{16}",
+    r"{B}(?:AKIA|ASIA)[A-Z0-9]{16}",
     // GitLab, npm, Google API keys.
-    r"\bglpat-[A-Za-z0-9_-]{20,}",
-    r"\bnpm_[A-Za-z0-9]{36,}",
-    r"\bAIza[A-Za-z0-9_-]{35}",
+    r"{B}glpat-[A-Za-z0-9_-]{20,}",
+    r"{B}npm_[A-Za-z0-9]{36,}",
+    r"{B}AIza[A-Za-z0-9_-]{35}",
     // JWTs: three base64url parts, the first a JSON object.
-    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    r"{B}eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
     // Private key blocks, the end line included when present (single dashes occur in old
-    // PEM headers; two mean the end line).
-    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[^-]|-[^-])*(?:-----END[A-Z0-9 ]*PRIVATE KEY-----)?",
+    // PEM headers; two mean the end line). JSON escapes of line ends are part of the block.
+    r#"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[^"\\-]|\\[nrt]|-[^"\\-])*(?:-----END[A-Z0-9 ]*PRIVATE KEY-----)?"#,
     // Webhook URLs, which are their own credential.
     r"(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
     r"(?:https?://)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]+",
     // `scheme://user:password@`: the credentials go, scheme and host stay.
     r#"://[^\s/?#@:'"<>\\]+:[^\s/?#@'"<>\\]+@"#,
 ];
+
+/// Where a token pattern may start (see [`PATTERNS`]).
+const TOKEN_START: &str = r"(?:\b|\\[nrt])";
 
 /// The registered values, longest first (a secret that contains another is masked whole).
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
@@ -77,12 +83,21 @@ impl Matcher {
         let alternatives: Vec<String> = secrets
             .iter()
             .map(|s| regex::escape(s))
-            .chain(PATTERNS.iter().map(|p| format!("(?:{p})")))
+            .chain(
+                PATTERNS
+                    .iter()
+                    .map(|p| format!("(?:{})", p.replace("{B}", TOKEN_START))),
+            )
             .collect();
         let re = regex::bytes::RegexBuilder::new(&format!("(?-u){}", alternatives.join("|")))
             .size_limit(64 * 1024 * 1024)
             .build()
-            .or_else(|_| Regex::new(&format!("(?-u){}", PATTERNS.join("|"))))
+            .or_else(|_| {
+                Regex::new(&format!(
+                    "(?-u){}",
+                    PATTERNS.join("|").replace("{B}", TOKEN_START)
+                ))
+            })
             .unwrap_or_else(|_| Regex::new("[^\\s\\S]").expect("an empty regex compiles"));
         let longest = secrets.iter().map(String::len).max().unwrap_or(0);
         Matcher {
@@ -91,13 +106,17 @@ impl Matcher {
         }
     }
 
-    /// What replaces one match.
-    fn replacement(found: &[u8]) -> &'static [u8] {
+    /// Appends what replaces one match: the mask, after the JSON escape the match started with,
+    /// and between a URL's scheme and host for credentials in a URL.
+    fn write_replacement(found: &[u8], out: &mut Vec<u8>) {
         if found.starts_with(b"://") {
-            b"://[redacted]@"
-        } else {
-            MASK.as_bytes()
+            out.extend_from_slice(b"://[redacted]@");
+            return;
         }
+        if found.len() > 2 && found[0] == b'\\' && b"nrt".contains(&found[1]) {
+            out.extend_from_slice(&found[..2]);
+        }
+        out.extend_from_slice(MASK.as_bytes());
     }
 }
 
@@ -191,7 +210,7 @@ fn mask_into(m: &Matcher, bytes: &[u8], upto: usize, out: &mut Vec<u8>) {
     let mut at = 0;
     for found in m.re.find_iter(&bytes[..upto]) {
         out.extend_from_slice(&bytes[at..found.start()]);
-        out.extend_from_slice(Matcher::replacement(found.as_bytes()));
+        Matcher::write_replacement(found.as_bytes(), out);
         at = found.end();
     }
     out.extend_from_slice(&bytes[at..upto]);
@@ -362,8 +381,17 @@ mod tests {
             let text = format!("before {t} after");
             let masked = redact(&text);
             assert_eq!(masked, "before [redacted] after", "{t}");
-            let json = serde_json::to_string(&text).unwrap();
-            assert!(!redact(&json).contains(&t[t.len() - 12..]), "{json}");
+            for text in [
+                text.clone(),
+                format!("line\n{t}\tnext"),
+                format!("a\"{t}\""),
+            ] {
+                let json = serde_json::to_string(&text).unwrap();
+                let masked = redact(&json);
+                assert!(!masked.contains(&t[t.len() - 12..]), "{masked}");
+                let back: String = serde_json::from_str(&masked).unwrap();
+                assert!(back.contains(MASK), "{back}");
+            }
         }
     }
 
