@@ -653,3 +653,42 @@ crate::both_ways!(
     flooding_notifications_keep_the_event_log_bounded,
     flooding_notifications
 );
+
+/// An agent that writes 512 MiB of short lines to stderr, then a token and a last line: the
+/// task ends well within its timeout, its stderr log keeps the first 32 MiB, a note and the
+/// end (the token masked there too), and nothing more.
+fn stderr_flood(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let token = format!("ghp_{}", "s7T8".repeat(9));
+    let script = format!(
+        "yes 'short line' | head -c 536870912 >&2; printf '%s' '{}' >&2; sleep 0.1; \
+         printf '%s\\nlast line\\n' '{}' >&2; echo done > out.txt",
+        &token[..17],
+        &token[17..]
+    );
+    let file = repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
+        "defaults": {"agent": "sh", "timeout_secs": 120, "max_attempts": 1},
+        "tasks": [{"id": "noisy", "prompt": "x"}]
+    }));
+    let started = Instant::now();
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(task(&report, "noisy")["status"], "merged");
+    assert!(took < Duration::from_secs(60), "the run took {took:?}");
+    let run_dir = Path::new(report["run_dir"].as_str().expect("run_dir"));
+    let log = std::fs::read(run_dir.join("logs/noisy.stderr.log")).expect("stderr log");
+    assert!(log.len() > 32 * 1024 * 1024, "{} bytes", log.len());
+    assert!(log.len() < 34 * 1024 * 1024, "{} bytes", log.len());
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.starts_with("short line\nshort line\n"));
+    assert!(text.contains("bytes of stderr were not kept"));
+    assert!(
+        text.ends_with("[redacted]\nlast line\n"),
+        "{}",
+        &text[text.len() - 200..]
+    );
+    assert!(!text.contains(&token));
+}
+crate::both_ways!(a_stderr_flood_is_copied_fast_and_bounded, stderr_flood);
