@@ -389,10 +389,18 @@ async fn copy_stderr(mut err: tokio::process::ChildStderr, log: tokio::fs::File)
         masked.clear();
         redactor.push(&buf[..n], &mut masked);
         written += masked.len() as u64;
+        let mut upto = masked.len();
         if written >= MAX_STDERR_LOG {
             redactor.finish(&mut masked);
+            // The start ends with a whole line; the line it cuts goes with the end, which is
+            // masked as a whole (a secret across the cut is seen whole there).
+            upto = masked
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(masked.len(), |i| i + 1);
+            tail.push(&masked[upto..]);
         }
-        if log.write_all(&masked).await.is_err() {
+        if log.write_all(&masked[..upto]).await.is_err() {
             return;
         }
     }
@@ -490,4 +498,55 @@ fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| sig.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kept_end_starts_at_a_line_and_is_masked_whole() {
+        let token = format!("ghp_{}", "k3K4".repeat(9));
+        let mut tail = StderrTail::default();
+        let line = b"0123456789abcdef\n";
+        for _ in 0..(3 * STDERR_TAIL / line.len()) {
+            tail.push(line);
+        }
+        // A token cut in two by reads, then the last line.
+        tail.push(&token.as_bytes()[..10]);
+        tail.push(&token.as_bytes()[10..]);
+        tail.push(b"\nthe end\n");
+        let mut out = b"start".to_vec();
+        tail.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("start\nfanout: "), "{}", &text[..80]);
+        let note_end = text.find('\n').unwrap() + text[6..].find('\n').unwrap() + 1;
+        let kept = &text[note_end + 1..];
+        assert!(kept.starts_with("0123456789abcdef\n"), "{}", &kept[..40]);
+        assert!(kept.ends_with("[redacted]\nthe end\n"));
+        assert!(kept.len() <= STDERR_TAIL);
+        let dropped: u64 = text[6..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let total = 3 * STDERR_TAIL / line.len() * line.len() + token.len() + 9;
+        assert_eq!(
+            dropped as usize + kept.len() - "[redacted]".len() + token.len(),
+            total
+        );
+    }
+
+    #[test]
+    fn a_short_end_is_kept_whole_without_a_note() {
+        let mut tail = StderrTail::default();
+        tail.push(b"a few\nlines\n");
+        let mut out = Vec::new();
+        tail.finish(&mut out);
+        assert_eq!(out, b"a few\nlines\n");
+        let mut out = Vec::new();
+        StderrTail::default().finish(&mut out);
+        assert!(out.is_empty());
+    }
 }
