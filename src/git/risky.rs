@@ -113,6 +113,7 @@ fn developer_tool_file(path: &str, name: &str) -> Option<&'static str> {
         ".idea/runConfigurations",
         ".idea/workspace.xml",
         ".idea/tools",
+        ".github/copilot-instructions.md",
     ];
     let components: Vec<&str> = path.split('/').collect();
     let in_dir = components[..components.len().saturating_sub(1)]
@@ -242,6 +243,7 @@ mod tests {
             ".pdbrc",
             ".cargo/config.toml",
             "crates/a/.cargo/config.toml",
+            ".github/copilot-instructions.md",
         ] {
             assert!(!flag(p, NewEntry::Other).is_empty(), "{p}");
         }
