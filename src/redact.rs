@@ -62,6 +62,9 @@ const PATTERNS: &[&str] = &[
     r#"://[^\s/?#@:'"<>\\]+:[^\s/?#@'"<>\\]+@"#,
 ];
 
+/// A regex that matches nothing: the last resort if the patterns did not compile.
+const NEVER: &str = r"a\Ab";
+
 /// Where a token pattern may start (see [`PATTERNS`]).
 const TOKEN_START: &str = r"(?:\b|\\[nrt])";
 
@@ -98,7 +101,7 @@ impl Matcher {
                     PATTERNS.join("|").replace("{B}", TOKEN_START)
                 ))
             })
-            .unwrap_or_else(|_| Regex::new("[^\\s\\S]").expect("an empty regex compiles"));
+            .unwrap_or_else(|_| Regex::new(NEVER).expect("a constant regex compiles"));
         let longest = secrets.iter().map(String::len).max().unwrap_or(0);
         Matcher {
             re,
@@ -325,6 +328,13 @@ mod tests {
         assert_eq!(&*redact_bytes(b"x sk-test-0123456789 y"), b"x [redacted] y");
         assert!(is_secret_name("OPENAI_API_KEY") && is_secret_name("github_token"));
         assert!(!is_secret_name("PATH"));
+    }
+
+    #[test]
+    fn non_ascii_secrets_and_the_fallback() {
+        register("pässwört-geheim-✓");
+        assert_eq!(redact("x pässwört-geheim-✓ y"), "x [redacted] y");
+        assert!(!NEVER.is_empty() && Regex::new(NEVER).is_ok_and(|r| !r.is_match(b"any\n")));
     }
 
     #[test]
