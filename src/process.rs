@@ -360,38 +360,104 @@ fn stop_matching(dir: Option<&Path>, grace: Duration) {
     }
 }
 
-/// Longest stderr log kept per process; the rest is counted, not written.
+/// Longest start of a stderr log kept per process; past it only the end is kept.
 const MAX_STDERR_LOG: u64 = 32 * 1024 * 1024;
+/// How much of the end of a long stderr is kept (error messages quote the end).
+const STDERR_TAIL: usize = 1024 * 1024;
+/// One read of the pipe: large, so a flood of short lines costs few syscalls.
+const STDERR_READ: usize = 256 * 1024;
 
-/// Copies an agent's stderr into its log line by line, masking secrets, up to a bound.
-async fn copy_stderr(err: tokio::process::ChildStderr, mut log: tokio::fs::File) {
-    use tokio::io::AsyncWriteExt;
-    let mut reader = tokio::io::BufReader::new(err);
+/// Copies an agent's stderr into its log in large chunks, masking secrets: the first
+/// [`MAX_STDERR_LOG`] bytes, then a note of what was left out, then the last [`STDERR_TAIL`].
+async fn copy_stderr(mut err: tokio::process::ChildStderr, log: tokio::fs::File) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut log = tokio::io::BufWriter::with_capacity(STDERR_READ, log);
+    let mut buf = vec![0u8; STDERR_READ];
+    let mut redactor = crate::redact::StreamRedactor::new();
+    let mut masked = Vec::with_capacity(STDERR_READ);
     let mut written = 0u64;
-    let mut dropped = 0u64;
-    while let Ok(Some(line)) = crate::jsonrpc::read_capped_line(&mut reader, 64 * 1024).await {
-        let bytes = match line {
-            crate::jsonrpc::Line::Text(b) => b,
-            crate::jsonrpc::Line::TooLong(n) => {
-                format!("(a line of {n} bytes, not kept)\n").into_bytes()
-            }
+    let mut tail = StderrTail::default();
+    loop {
+        let n = match err.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
         };
-        if written + bytes.len() as u64 > MAX_STDERR_LOG {
-            dropped += bytes.len() as u64;
+        if written >= MAX_STDERR_LOG {
+            tail.push(&buf[..n]);
             continue;
         }
-        let masked = crate::redact::redact_bytes(&bytes);
+        masked.clear();
+        redactor.push(&buf[..n], &mut masked);
         written += masked.len() as u64;
-        if log.write_all(&masked).await.is_err() {
-            break;
+        let mut upto = masked.len();
+        if written >= MAX_STDERR_LOG {
+            redactor.finish(&mut masked);
+            // The start ends with a whole line; the line it cuts goes with the end, which is
+            // masked as a whole (a secret across the cut is seen whole there).
+            upto = masked
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(masked.len(), |i| i + 1);
+            tail.push(&masked[upto..]);
+        }
+        if log.write_all(&masked[..upto]).await.is_err() {
+            return;
         }
     }
-    if dropped > 0 {
-        let _ = log
-            .write_all(format!("fanout: {dropped} more bytes of stderr were not kept\n").as_bytes())
-            .await;
-    }
+    masked.clear();
+    redactor.finish(&mut masked);
+    tail.finish(&mut masked);
+    let _ = log.write_all(&masked).await;
     let _ = log.flush().await;
+}
+
+/// The last [`STDERR_TAIL`] bytes of a stream, and how many came before them.
+#[derive(Default)]
+struct StderrTail {
+    kept: Vec<u8>,
+    dropped: u64,
+}
+
+impl StderrTail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.kept.extend_from_slice(bytes);
+        if self.kept.len() >= 2 * STDERR_TAIL {
+            let cut = self.kept.len() - STDERR_TAIL;
+            self.dropped += cut as u64;
+            self.kept.drain(..cut);
+        }
+    }
+
+    /// Appends the note and the kept end, from its first whole line (a secret cut by the
+    /// window's start would not be recognised), masked.
+    fn finish(self, out: &mut Vec<u8>) {
+        if self.dropped == 0 && self.kept.is_empty() {
+            return;
+        }
+        let mut kept = &self.kept[..];
+        let mut dropped = self.dropped;
+        if dropped == 0 && kept.len() <= STDERR_TAIL {
+            out.extend_from_slice(&crate::redact::redact_bytes(kept));
+            return;
+        }
+        {
+            let start = kept.len().saturating_sub(STDERR_TAIL);
+            let line = kept[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(kept.len(), |i| start + i + 1);
+            dropped += line as u64;
+            kept = &kept[line..];
+        }
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(
+            format!("fanout: {dropped} bytes of stderr were not kept; its end follows\n")
+                .as_bytes(),
+        );
+        out.extend_from_slice(&crate::redact::redact_bytes(kept));
+    }
 }
 
 /// The end of a text file, at most `max` bytes, cut at a line start when possible.
@@ -432,4 +498,55 @@ fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| sig.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kept_end_starts_at_a_line_and_is_masked_whole() {
+        let token = format!("ghp_{}", "k3K4".repeat(9));
+        let mut tail = StderrTail::default();
+        let line = b"0123456789abcdef\n";
+        for _ in 0..(3 * STDERR_TAIL / line.len()) {
+            tail.push(line);
+        }
+        // A token cut in two by reads, then the last line.
+        tail.push(&token.as_bytes()[..10]);
+        tail.push(&token.as_bytes()[10..]);
+        tail.push(b"\nthe end\n");
+        let mut out = b"start".to_vec();
+        tail.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("start\nfanout: "), "{}", &text[..80]);
+        let note_end = text.find('\n').unwrap() + text[6..].find('\n').unwrap() + 1;
+        let kept = &text[note_end + 1..];
+        assert!(kept.starts_with("0123456789abcdef\n"), "{}", &kept[..40]);
+        assert!(kept.ends_with("[redacted]\nthe end\n"));
+        assert!(kept.len() <= STDERR_TAIL);
+        let dropped: u64 = text[6..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let total = 3 * STDERR_TAIL / line.len() * line.len() + token.len() + 9;
+        assert_eq!(
+            dropped as usize + kept.len() - "[redacted]".len() + token.len(),
+            total
+        );
+    }
+
+    #[test]
+    fn a_short_end_is_kept_whole_without_a_note() {
+        let mut tail = StderrTail::default();
+        tail.push(b"a few\nlines\n");
+        let mut out = Vec::new();
+        tail.finish(&mut out);
+        assert_eq!(out, b"a few\nlines\n");
+        let mut out = Vec::new();
+        StderrTail::default().finish(&mut out);
+        assert!(out.is_empty());
+    }
 }

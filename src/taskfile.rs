@@ -49,6 +49,43 @@ pub enum TaskFileError {
         path: String,
         problems: Vec<Problem>,
     },
+    /// Valid JSON without a task file's shape: nothing of its content is quoted (it may be a
+    /// credentials file given by mistake).
+    #[error("{path} is not a fanout task file")]
+    NotATaskFile { path: String },
+}
+
+/// Whether a JSON document has a task file's shape: an object with `tasks` or `version`, or
+/// an array of objects of which at least one looks like a task (`prompt` or `for_each`).
+pub fn has_task_file_shape(value: &Value) -> bool {
+    match value {
+        Value::Object(m) => m.contains_key("tasks") || m.contains_key("version"),
+        Value::Array(items) => {
+            items.iter().all(Value::is_object)
+                && (items.is_empty()
+                    || items.iter().any(|i| {
+                        i.as_object()
+                            .is_some_and(|o| o.contains_key("prompt") || o.contains_key("for_each"))
+                    }))
+        }
+        _ => false,
+    }
+}
+
+/// [`parse`] for the file at `path`, refusing valid JSON without a task file's shape first.
+fn parse_file(path: &Path, text: &str) -> Result<TaskFile, TaskFileError> {
+    let json = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Ok(value) = serde_json::from_str::<Value>(json) {
+        if !has_task_file_shape(&value) {
+            return Err(TaskFileError::NotATaskFile {
+                path: path.display().to_string(),
+            });
+        }
+    }
+    parse(text).map_err(|problems| TaskFileError::Invalid {
+        path: path.display().to_string(),
+        problems,
+    })
 }
 
 fn render(problems: &[Problem]) -> String {
@@ -344,7 +381,7 @@ pub fn load_expanded(
         path: path.display().to_string(),
         problems,
     };
-    let file = parse(&text).map_err(invalid)?;
+    let file = parse_file(path, &text)?;
     if !file.tasks.iter().any(|t| t.template) {
         return Ok((text, file));
     }
@@ -373,10 +410,7 @@ pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text).map_err(|problems| TaskFileError::Invalid {
-        path: path.display().to_string(),
-        problems,
-    })
+    parse_file(path, &text)
 }
 
 /// Parses task-file text, returning every problem found.

@@ -221,9 +221,10 @@ fn describe(event: &Value) -> Described {
             format!("{} → {}", field(event, "asked"), field(event, "used"))
         }
         "log_truncated" => format!(
-            "the log stops here: more than {} lines",
-            field(event, "after_lines")
+            "the agent's events stop here: the log reached {} bytes",
+            field(event, "after_bytes")
         ),
+        "agent_events_dropped" => format!("{} agent events not written", field(event, "count")),
         "verify" => {
             let gates: Vec<String> = event
                 .get("gates")

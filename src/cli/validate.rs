@@ -36,7 +36,10 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
         Err(e) => {
-            eprintln!("fanout: {e}: {}", e.source_text());
+            match e.source_text() {
+                more if more.is_empty() => eprintln!("fanout: {e}"),
+                more => eprintln!("fanout: {e}: {more}"),
+            }
             return Ok(EXIT_USAGE);
         }
     };
@@ -90,7 +93,7 @@ impl SourceText for TaskFileError {
     fn source_text(&self) -> String {
         match self {
             TaskFileError::Read { source, .. } => source.to_string(),
-            TaskFileError::Invalid { .. } => String::new(),
+            TaskFileError::Invalid { .. } | TaskFileError::NotATaskFile { .. } => String::new(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Changes that deserve a human look: repository attributes and submodules, CI configuration, git
-//! hook managers, symlinks that point outside the repository, new executable files. They are
+//! hook managers, files that make developer tools run commands (agent, editor, shell, package
+//! manager and debugger configuration), symlinks that point outside the repository, new executable files. They are
 //! flagged in the report, the event log and on the terminal, and fail the scope gate unless the
 //! task's `paths` name them explicitly (`verify::scope::named_explicitly`).
 
@@ -55,10 +56,83 @@ fn risky_path(path: &str) -> Option<&'static str> {
         "lefthook.yml",
         ".lefthook.yml",
         "lefthook.yaml",
-        ".envrc",
     ];
     if HOOK_DIRS.iter().any(|d| top(d)) || HOOK_FILES.contains(&path) {
         return Some("changes git hooks or commands run on the developer's machine");
+    }
+    developer_tool_file(path, name)
+}
+
+/// Files that make developer tools (coding agents, editors, shells, package managers,
+/// debuggers) run commands or follow instructions when someone opens, builds or debugs the
+/// repository. Most tools read them from any folder they are started in, so they count in
+/// any folder. The list and why each is on it: docs/verify.md, "Risky changes".
+fn developer_tool_file(path: &str, name: &str) -> Option<&'static str> {
+    // Folders whose whole content configures a tool that runs commands.
+    const TOOL_DIRS: &[&str] = &[
+        ".claude",       // Claude Code: settings (hooks, env), commands, agents
+        ".codex",        // Codex: config.toml (MCP servers, notify), prompts
+        ".cursor",       // Cursor: rules, mcp.json
+        ".gemini",       // Gemini CLI: settings (MCP servers), commands
+        ".devcontainer", // postCreateCommand and friends
+        ".zed",          // Zed: tasks, language server commands
+    ];
+    // Files named so in any folder.
+    const TOOL_FILES: &[&str] = &[
+        "CLAUDE.md",
+        "CLAUDE.local.md",
+        "AGENTS.md",
+        "GEMINI.md",
+        ".mcp.json",
+        ".devcontainer.json",
+        ".envrc",
+        ".npmrc",
+        ".yarnrc",
+        ".yarnrc.yml",
+        ".pnpmfile.cjs",
+        ".tool-versions",
+        "mise.toml",
+        ".mise.toml",
+        "mise.local.toml",
+        ".mise.local.toml",
+        ".pdbrc",
+        ".gdbinit",
+        ".lldbinit",
+        ".gitpod.yml",
+    ];
+    // Files or folders at one place inside a tool folder (any depth for the folder).
+    const TOOL_PATHS: &[&str] = &[
+        ".vscode/tasks.json",
+        ".vscode/settings.json",
+        ".vscode/launch.json",
+        ".vscode/mcp.json",
+        ".cargo/config.toml",
+        ".cargo/config",
+        ".config/mise.toml",
+        ".config/mise",
+        ".idea/runConfigurations",
+        ".idea/workspace.xml",
+        ".idea/tools",
+        ".github/copilot-instructions.md",
+    ];
+    let components: Vec<&str> = path.split('/').collect();
+    let in_dir = components[..components.len().saturating_sub(1)]
+        .iter()
+        .any(|c| TOOL_DIRS.contains(c));
+    let at = |suffix: &str| {
+        let parts: Vec<&str> = suffix.split('/').collect();
+        components
+            .windows(parts.len())
+            .any(|w| w == parts.as_slice())
+    };
+    if in_dir
+        || TOOL_DIRS.contains(&name)
+        || TOOL_FILES.contains(&name)
+        || TOOL_PATHS.iter().any(|p| at(p))
+    {
+        return Some(
+            "changes a file that makes developer tools run commands or follow instructions",
+        );
     }
     None
 }
@@ -140,11 +214,52 @@ mod tests {
             ".gitlab-ci.yml",
             ".husky/pre-commit",
             ".pre-commit-config.yaml",
+            ".claude/settings.json",
+            ".claude/hooks/stop.sh",
+            ".claude/commands/x.md",
+            "CLAUDE.md",
+            "pkg/deep/CLAUDE.md",
+            "AGENTS.md",
+            ".mcp.json",
+            ".cursor/mcp.json",
+            ".codex/config.toml",
+            ".vscode/tasks.json",
+            ".vscode/settings.json",
+            ".vscode/launch.json",
+            "web/.vscode/tasks.json",
+            ".devcontainer/devcontainer.json",
+            ".devcontainer.json",
+            ".yarnrc.yml",
+            ".npmrc",
+            "pkg/.npmrc",
+            ".envrc",
+            "sub/.envrc",
+            ".gitpod.yml",
+            ".idea/runConfigurations/Run.xml",
+            "lefthook.yml",
+            ".tool-versions",
+            "mise.toml",
+            ".config/mise.toml",
+            ".pdbrc",
+            ".cargo/config.toml",
+            "crates/a/.cargo/config.toml",
+            ".github/copilot-instructions.md",
         ] {
             assert!(!flag(p, NewEntry::Other).is_empty(), "{p}");
         }
         assert!(flag("src/main.rs", NewEntry::Other).is_empty());
         assert!(flag(".github/CODEOWNERS", NewEntry::Other).is_empty());
+        for p in [
+            ".editorconfig",
+            ".vscode/extensions.json",
+            "docs/claude.md",
+            "src/CLAUDE.rs",
+            "claude/settings.json",
+            ".cargo/registry/x",
+            "README.md",
+        ] {
+            assert!(flag(p, NewEntry::Other).is_empty(), "{p}");
+        }
     }
 
     #[test]

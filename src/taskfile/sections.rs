@@ -23,9 +23,14 @@ impl Validator {
                 match obj.get("version") {
                     None => {}
                     Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+                    Some(Value::Number(n)) => self.problem(
+                        "$.version",
+                        format!("unsupported version {n}; this fanout reads version 1"),
+                    ),
+                    // Not quoted: a file given by mistake may hold anything there.
                     Some(other) => self.problem(
                         "$.version",
-                        format!("unsupported version {other}; this fanout reads version 1"),
+                        format!("expected the number 1, found {}", kind(other)),
                     ),
                 }
                 file.base = self.string(obj, "base", "$");

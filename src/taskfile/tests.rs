@@ -121,3 +121,32 @@ fn expands_env_and_names_missing_variables() {
     let err = expand_env("${MISSING_ONE}", &lookup).unwrap_err();
     assert!(err.contains("MISSING_ONE"));
 }
+
+#[test]
+fn only_task_shaped_json_is_a_task_file() {
+    use serde_json::json;
+    for v in [
+        json!({"tasks": []}),
+        json!({"version": 1}),
+        json!([]),
+        json!([{"id": "a", "prompt": "p"}]),
+        json!([{"id": "a", "for_each": {}}, {"oops": 1}]),
+    ] {
+        assert!(has_task_file_shape(&v), "{v}");
+    }
+    for v in [
+        json!({"api_key": "x"}),
+        json!([{"id": "x", "secret": "y"}]),
+        json!(["a", "b"]),
+        json!("s"),
+        json!(3),
+        json!(null),
+    ] {
+        assert!(!has_task_file_shape(&v), "{v}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creds.json");
+    std::fs::write(&path, r#"{"token": "sk-unit-secret-0000000000000000"}"#).unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert_eq!(err, format!("{} is not a fanout task file", path.display()));
+}

@@ -175,23 +175,36 @@ async fn run_inner(
         // Keep only the tail: verify commands can be chatty. The log gets all of it, bounded.
         let mut kept: Vec<u8> = Vec::new();
         let mut logged = 0u64;
+        // Masks across reads: a secret split between two reads is still masked whole.
+        let mut redactor = crate::redact::StreamRedactor::new();
+        let mut masked = Vec::new();
         if let Some(mut out) = stdout {
-            let mut buf = [0u8; 8192];
+            let mut buf = vec![0u8; 64 * 1024];
             while let Ok(n) = out.read(&mut buf).await {
                 if n == 0 {
                     break;
                 }
                 kept.extend_from_slice(&buf[..n]);
                 if let Some(f) = log_file.as_mut() {
-                    if logged + n as u64 <= MAX_LOG {
-                        logged += n as u64;
-                        let _ = f.write_all(&crate::redact::redact_bytes(&buf[..n])).await;
+                    if logged < MAX_LOG {
+                        masked.clear();
+                        redactor.push(&buf[..n], &mut masked);
+                        logged += masked.len() as u64;
+                        if logged >= MAX_LOG {
+                            redactor.finish(&mut masked);
+                        }
+                        let _ = f.write_all(&masked).await;
                     }
                 }
                 if kept.len() > 2 * MAX_OUTPUT {
                     kept.drain(..kept.len() - MAX_OUTPUT);
                 }
             }
+        }
+        if let Some(f) = log_file.as_mut() {
+            masked.clear();
+            redactor.finish(&mut masked);
+            let _ = f.write_all(&masked).await;
         }
         (kept, log_file)
     });
@@ -222,7 +235,9 @@ async fn run_inner(
         }
         output.push_str(&err);
     }
-    let output = tail(&output, MAX_OUTPUT);
+    // The output goes into the report and back to the agent as feedback: masked whole before
+    // it is cut, so no secret is cut into an unrecognisable piece.
+    let output = tail(&crate::redact::redact(&output), MAX_OUTPUT);
     let outcome = CommandOutcome {
         passed,
         summary,

@@ -799,3 +799,119 @@ fn claude_code_2_1_332_calls_fanout_start_wait_and_diff() {
         repo.live_processes()
     );
 }
+
+/// Fake secrets in the shapes of files a client may point `tasks_file` at by mistake.
+const FAKE_SECRETS: &[&str] = &[
+    "sk-mcp-fake-secret-0123456789abcdef",
+    "ghp_mcpFakeToken000000000000000000000000",
+    "hunter2-mcp-password",
+    "AKIAMCPFAKE000000000",
+];
+
+/// `fanout mcp` given a JSON file that is not a task file (credentials, an npm lock, a bare
+/// array of secrets) answers only "<path> is not a fanout task file", quoting none of its
+/// content; `fanout validate` and `fanout run` on the same files quote none of it either. A
+/// task file with unknown fields names them without their values.
+#[test]
+fn a_file_that_is_not_a_task_file_is_never_quoted() {
+    let repo = TestRepo::with_files(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [key, token, password, aws] = FAKE_SECRETS else {
+        unreachable!()
+    };
+    let files = [
+        (
+            "credentials.json",
+            json!({"api_key": key, "github": {"token": token}, "password": password,
+                   "aws_access_key_id": aws}),
+        ),
+        (
+            "secrets-array.json",
+            json!([{"id": key, "secret": token}, {"password": password, "aws": aws}]),
+        ),
+        ("strings.json", json!([key, token, password, aws])),
+        ("scalar.json", json!(key)),
+        (
+            "nested.json",
+            json!({"profiles": [{"name": "prod", "env": {"TOKEN": token, "KEY": key,
+                   "PASSWORD": password, "AWS": aws}}]}),
+        ),
+    ];
+    let mut c = Client::start(&repo);
+    c.initialize();
+    for (name, doc) in &files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(doc).expect("json")).expect("write");
+        let r = c.call(
+            "fanout_start",
+            json!({"tasks_file": path.display().to_string(), "readback": "off"}),
+        );
+        assert_eq!(r["isError"], true, "{r:#}");
+        let text = r.to_string();
+        for s in FAKE_SECRETS {
+            assert!(!text.contains(s), "{name}: {s} quoted: {r:#}");
+        }
+        assert_eq!(
+            r["structuredContent"]["error"],
+            format!("{} is not a fanout task file", path.display()),
+            "{r:#}"
+        );
+        for cli in [
+            vec!["validate", "--tasks", path.to_str().expect("utf-8")],
+            vec![
+                "run",
+                "--tasks",
+                path.to_str().expect("utf-8"),
+                "--no-readback",
+            ],
+        ] {
+            let out = repo.fanout(&cli);
+            assert_ne!(out.status.code(), Some(0), "{cli:?}");
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(all.contains("is not a fanout task file"), "{cli:?}: {all}");
+            for s in FAKE_SECRETS {
+                assert!(!all.contains(s), "{cli:?} {name}: {s} quoted: {all}");
+            }
+        }
+    }
+    // A task file (it has `tasks`) with unknown fields and a wrong `version`: the problems name
+    // the fields, never their values.
+    let path = dir.path().join("typo.json");
+    let doc = json!({"version": key, "token": token,
+                     "tasks": [{"id": "a", "prompt": "p", "password": password}],
+                     "defaults": {"aws": aws}});
+    std::fs::write(&path, doc.to_string()).expect("write");
+    let r = c.call(
+        "fanout_start",
+        json!({"tasks_file": path.display().to_string(), "readback": "off"}),
+    );
+    assert_eq!(r["isError"], true, "{r:#}");
+    let text = r.to_string();
+    assert!(
+        text.contains("token") && text.contains("password") && text.contains("aws"),
+        "{r:#}"
+    );
+    for s in FAKE_SECRETS {
+        assert!(!text.contains(s), "{s} quoted: {r:#}");
+    }
+    let out = repo.fanout(&["validate", "--tasks", path.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"token\""), "{err}");
+    for s in FAKE_SECRETS {
+        assert!(!err.contains(s), "{s} quoted: {err}");
+    }
+    // A real task file is still read (an empty bare array is a task list without tasks).
+    let path = dir.path().join("empty.json");
+    std::fs::write(&path, "[]").expect("write");
+    let out = repo.fanout(&["validate", "--tasks", path.to_str().expect("utf-8")]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not a fanout task file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.close(Duration::from_secs(30));
+}

@@ -53,6 +53,8 @@ enum Step {
     Garbage(u64),
     Flood(u64),
     FloodNotify(u64),
+    /// N `agent_message` events of BYTES bytes each.
+    FloodBigNotify(u64, u64),
     Slow(u64),
     Stderr(String),
     CloseStdout,
@@ -90,6 +92,7 @@ const COMMANDS: &[&str] = &[
     "garbage",
     "flood",
     "flood-notify",
+    "flood-big-notify",
     "slow",
     "stderr",
     "close-stdout",
@@ -247,6 +250,10 @@ fn parse_command(word: &str, rest: &str) -> Result<Step, String> {
         "flood-notify" => {
             want(1, "N")?;
             Step::FloodNotify(num(&args[0], "N")?)
+        }
+        "flood-big-notify" => {
+            want(2, "N BYTES")?;
+            Step::FloodBigNotify(num(&args[0], "N")?, num(&args[1], "BYTES")?)
         }
         "slow" => {
             want(1, "MS")?;
@@ -1079,6 +1086,13 @@ impl Turn<'_> {
             }
             Step::Flood(bytes) => {
                 self.flood(*bytes);
+                Ok(())
+            }
+            Step::FloodBigNotify(n, bytes) => {
+                let body = "m".repeat(*bytes as usize);
+                for i in 0..*n {
+                    self.emit(json!({"type": "agent_message", "message": format!("{i} {body}")}));
+                }
                 Ok(())
             }
             Step::FloodNotify(n) => {

@@ -67,7 +67,8 @@ impl Out {
 
     /// Sends one message; a client that went away is noticed on stdin, not here.
     pub fn send(&self, msg: &Value) {
-        let mut line = msg.to_string();
+        // Secrets masked like every other output (no pattern matches a quote: JSON stays valid).
+        let mut line = crate::redact::redact(&msg.to_string()).into_owned();
         line.push('\n');
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let _ = w.write_all(line.as_bytes());

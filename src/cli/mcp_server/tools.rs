@@ -327,6 +327,10 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
                 "isError": true,
             }));
         }
+        // Only the path: the file may be anything (a credentials file given by mistake).
+        Err(crate::plan::PlanError::TaskFile(crate::taskfile::TaskFileError::NotATaskFile {
+            ..
+        })) => return Ok(tool_error(format!("{label} is not a fanout task file"))),
         Err(e) => {
             return Ok(tool_error(format!(
                 "nothing was run: {}",
