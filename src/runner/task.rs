@@ -444,11 +444,11 @@ async fn pipeline(
             report.attempt_history.push(attempt_report);
             break Ok(None);
         }
-        tamper_for_tests(paths.readable_root(), &collected);
-        // 5. Verify.
+        // 5. Verify. The judges read a snapshot of the commit, removed with `view`.
+        let mut view = JudgeView::default();
         // A stop request must not wait for a long verify command.
         let gates = tokio::select! {
-            g = verify_gates(shared, task, &paths, &spawn, &collected, report) => g,
+            g = verify_gates(shared, task, &paths, &spawn, &collected, report, &mut view) => g,
             _ = cancel.wait_for(|c| *c) => break Err(stop(TaskStatus::Failed, "interrupted by the user during verification")),
         };
         events.record(
@@ -488,10 +488,27 @@ async fn pipeline(
         }
         let mut text = text;
         if task.diagnose {
-            // A root-cause diagnosis by Claude Code goes with the gates' output.
+            // A root-cause diagnosis by Claude Code goes with the gates' output; it reads the
+            // commit's snapshot, never the workspace.
+            let diagnose = async {
+                let snapshot = view.root(shared, task, &collected, true).await.map_err(|why| {
+                    verify::claude::AskError::Start {
+                        program: task.claude.clone(),
+                        detail: why,
+                    }
+                })?;
+                let place = verify::diagnose::Place {
+                    judges: &shared.judges,
+                    claude: &task.claude,
+                    snapshot,
+                    stderr_log: &paths.stderr_log,
+                    status_file: &paths.status_file,
+                };
+                verify::diagnose::diagnose(place, &task.spec.prompt, &text, &collected.summary.files)
+                    .await
+            };
             let diagnosis = tokio::select! {
-                d = verify::diagnose::diagnose(&spawn, &task.claude, &paths.worktree, &paths.scratch,
-                    &task.spec.prompt, &text, &collected.summary.files) => d,
+                d = diagnose => d,
                 _ = cancel.wait_for(|c| *c) => break Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis")),
             };
             match diagnosis {

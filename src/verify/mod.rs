@@ -7,6 +7,7 @@ verifier MCP server (Claude Code's `claude mcp serve` `Read` tool).
 pub mod claude;
 pub mod command;
 pub mod diagnose;
+pub mod judges;
 pub mod readback;
 pub mod review;
 pub mod scope;
