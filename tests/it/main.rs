@@ -15,6 +15,7 @@ mod faults;
 mod hardening;
 mod housekeeping;
 mod integration_gate;
+mod judges;
 mod interrupt;
 mod loss;
 mod mcp_server;
