@@ -52,10 +52,12 @@ pub fn materialise(
     dest: &Path,
 ) -> Result<usize, SnapshotError> {
     let repo = git2::Repository::open(repo_path).map_err(SnapshotError::Repo)?;
-    let tree = repo.find_tree(tree).map_err(|source| SnapshotError::Object {
-        path: "(tree)".into(),
-        source,
-    })?;
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|source| SnapshotError::Object {
+            path: "(tree)".into(),
+            source,
+        })?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SnapshotError::Io { path, source }
@@ -190,9 +192,8 @@ impl Writer<'_> {
             }
             0o120000 => {
                 let blob = self.repo.find_blob(id).map_err(object)?;
-                let target = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-                    blob.content(),
-                );
+                let target =
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(blob.content());
                 std::os::unix::fs::symlink(target, &full).map_err(io)?;
                 self.written += 1;
             }
@@ -288,9 +289,17 @@ mod tests {
         )
         .expect("materialise");
         assert_eq!(n, 1);
-        assert_eq!(std::fs::read(dest.join("a/b/c.txt")).expect("read"), b"one\r\n");
+        assert_eq!(
+            std::fs::read(dest.join("a/b/c.txt")).expect("read"),
+            b"one\r\n"
+        );
         assert!(!dest.join("top.txt").exists());
-        let mode = |p: &str| std::fs::symlink_metadata(dest.join(p)).expect("meta").mode() & 0o777;
+        let mode = |p: &str| {
+            std::fs::symlink_metadata(dest.join(p))
+                .expect("meta")
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode("a/b/c.txt"), 0o444);
         assert_eq!(mode("a/b"), 0o555);
         assert_eq!(mode(""), 0o555);
@@ -303,7 +312,10 @@ mod tests {
             4
         );
         assert_eq!(
-            std::fs::symlink_metadata(all.join("a/run.sh")).expect("m").mode() & 0o777,
+            std::fs::symlink_metadata(all.join("a/run.sh"))
+                .expect("m")
+                .mode()
+                & 0o777,
             0o555
         );
         assert_eq!(

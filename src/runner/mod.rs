@@ -179,9 +179,11 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     )
     .map_err(|e| RunError::Workspace(crate::error_chain(&e)))?;
     let (verifier, readback_skip) = runtime
-        .block_on(crate::verify::readback::start_for_run(&plan, &judges, |w| {
-            early_warnings.push(w.to_string())
-        }))
+        .block_on(crate::verify::readback::start_for_run(
+            &plan,
+            &judges,
+            |w| early_warnings.push(w.to_string()),
+        ))
         .map_err(|e| RunError::Verifier(e.to_string()))?;
     crate::sandbox::user::prepare_run_workspace(
         &run_dir,

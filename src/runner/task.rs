@@ -491,12 +491,13 @@ async fn pipeline(
             // A root-cause diagnosis by Claude Code goes with the gates' output; it reads the
             // commit's snapshot, never the workspace.
             let diagnose = async {
-                let snapshot = view.root(shared, task, &collected, true).await.map_err(|why| {
-                    verify::claude::AskError::Start {
+                let snapshot = view
+                    .root(shared, task, &collected, true)
+                    .await
+                    .map_err(|why| verify::claude::AskError::Start {
                         program: task.claude.clone(),
                         detail: why,
-                    }
-                })?;
+                    })?;
                 let place = verify::diagnose::Place {
                     judges: &shared.judges,
                     claude: &task.claude,
@@ -504,8 +505,13 @@ async fn pipeline(
                     stderr_log: &paths.stderr_log,
                     status_file: &paths.status_file,
                 };
-                verify::diagnose::diagnose(place, &task.spec.prompt, &text, &collected.summary.files)
-                    .await
+                verify::diagnose::diagnose(
+                    place,
+                    &task.spec.prompt,
+                    &text,
+                    &collected.summary.files,
+                )
+                .await
             };
             let diagnosis = tokio::select! {
                 d = diagnose => d,

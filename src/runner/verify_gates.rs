@@ -41,15 +41,16 @@ impl JudgeView {
             } else {
                 Which::Paths(verify::readback::paths_to_read(collected))
             };
-            let (s, tree, label) = (
-                shared.clone(),
-                collected.tree,
-                task.id().to_string(),
-            );
+            let (s, tree, label) = (shared.clone(), collected.tree, task.id().to_string());
             let made = tokio::task::spawn_blocking(move || {
                 s.judges
                     .snapshot(&s.repo_path, tree, &which, &label)
-                    .map_err(|e| format!("cannot write the snapshot of the commit: {}", crate::error_chain(&e)))
+                    .map_err(|e| {
+                        format!(
+                            "cannot write the snapshot of the commit: {}",
+                            crate::error_chain(&e)
+                        )
+                    })
             })
             .await
             .unwrap_or_else(|e| Err(format!("cannot write the snapshot of the commit: {e}")));

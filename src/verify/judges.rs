@@ -46,7 +46,13 @@ pub fn judge_user(sandbox: &SandboxOptions) -> Option<RunAs> {
 }
 
 /// Variables of fanout's environment a judge keeps (besides what its caller sets).
-const KEPT_ENV: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", crate::sandbox::MIN_ABI_ENV];
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    crate::sandbox::MIN_ABI_ENV,
+];
 
 /// A run's judges: their folder and how they are started.
 pub struct Judges {
@@ -117,7 +123,13 @@ impl Judges {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let label: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         format!("{n}-{label}")
@@ -274,7 +286,11 @@ mod tests {
             .expect("create");
         let root = judges.root.clone();
         let m = std::fs::metadata(&root).expect("meta");
-        let want = if judges.run_as().is_some() { 0o711 } else { 0o700 };
+        let want = if judges.run_as().is_some() {
+            0o711
+        } else {
+            0o700
+        };
         assert_eq!(m.mode() & 0o777, want);
         let home = judges.private_dir("verifier").expect("home");
         assert_eq!(

@@ -118,8 +118,12 @@ fn readback_of(report: &Value, id: &str) -> Value {
 fn swapped_links_never_reach_the_verifier(runner: Runner) {
     claude_bin();
     let repo = TestRepo::with_files(1).run_by(runner);
-    let marker = format!("TOPSECRET-{}-{:?}", std::process::id(), std::thread::current().id())
-        .replace(['(', ')'], "");
+    let marker = format!(
+        "TOPSECRET-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    )
+    .replace(['(', ')'], "");
     // A secret outside the repository, owner-only (root's, or the invoker's).
     let vault = repo.tmp.path().join("vault");
     std::fs::create_dir(&vault).expect("mkdir");
@@ -153,7 +157,10 @@ fn swapped_links_never_reach_the_verifier(runner: Runner) {
         ],
     });
     let file = repo.write_tasks(&tasks);
-    let (out, report) = repo.run(&file, &["--read", "strict", "--readback", "require", "--jobs", "2"]);
+    let (out, report) = repo.run(
+        &file,
+        &["--read", "strict", "--readback", "require", "--jobs", "2"],
+    );
     let show = format!("{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(1), "{show}");
     let st = statuses(&report);
@@ -264,7 +271,10 @@ fn assert_clean_request(req: &crate::anthropic_server::Request, marker: &str) {
     if shown != in_diff {
         let needle = format!("INSTRUCTIONS-{marker}");
         for (i, _) in body.match_indices(&needle) {
-            eprintln!("CONTEXT: {}", &body[i.saturating_sub(300)..(i + 80).min(body.len())]);
+            eprintln!(
+                "CONTEXT: {}",
+                &body[i.saturating_sub(300)..(i + 80).min(body.len())]
+            );
         }
     }
     assert_eq!(shown, in_diff, "instructions outside the diff");
@@ -278,7 +288,10 @@ fn review_ignores_agent_written_settings(runner: Runner) {
     // As root the attacker gets port 443 (which agents may reach); else any port.
     let attacker = AnthropicServer::start_preferring(443, |_| A::Text("APPROVE".into()));
     let reviewer = AnthropicServer::start(|req| {
-        if req.body["messages"].to_string().contains("+reviewed change") {
+        if req.body["messages"]
+            .to_string()
+            .contains("+reviewed change")
+        {
             A::Text("APPROVE\nfine".into())
         } else {
             A::Text("REJECT: no diff".into())
@@ -443,8 +456,14 @@ fn diagnosis_ignores_agent_written_settings(runner: Runner) {
     assert!(!reqs.is_empty(), "no diagnosis request");
     for r in &reqs {
         let body = r.body.to_string();
-        assert!(!body.contains("project instructions"), "instructions loaded");
-        assert!(!body.contains(&format!("INSTRUCTIONS-{marker}")), "CLAUDE.md reached it");
+        assert!(
+            !body.contains("project instructions"),
+            "instructions loaded"
+        );
+        assert!(
+            !body.contains(&format!("INSTRUCTIONS-{marker}")),
+            "CLAUDE.md reached it"
+        );
         assert!(!body.contains(&format!("HOOK-42-{marker}")), "a hook ran");
     }
     assert_judge_folder_removed(&report);

@@ -180,10 +180,9 @@ pub(crate) async fn compare_file<R: ReadTool>(
 fn judge_other(answer: Answer) -> Compared {
     match answer {
         Answer::Error(m) if refused_type(&m) => Compared::SkippedBinary,
-        Answer::Error(m) => Compared::Differs(format!(
-            "the verifier cannot read it ({})",
-            error_kind(&m)
-        )),
+        Answer::Error(m) => {
+            Compared::Differs(format!("the verifier cannot read it ({})", error_kind(&m)))
+        }
         Answer::Other(kind) => {
             Compared::Skipped(format!("the verifier shows it as {kind}, not as text"))
         }
