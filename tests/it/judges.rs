@@ -473,3 +473,84 @@ both_ways!(
     diagnosis_ignores_agent_written_settings_,
     diagnosis_ignores_agent_written_settings
 );
+
+/// The reviewer's working folder, from the environment Claude Code describes to the model.
+fn working_folder(req: &crate::anthropic_server::Request) -> Option<String> {
+    let text = req.body.to_string();
+    let start = text.find("Primary working directory: ")? + "Primary working directory: ".len();
+    let end = text[start..].find("\\n")? + start;
+    Some(text[start..end].to_string())
+}
+
+/// The reviewer is confined: asked (by the scripted model) to read a secret outside, directly
+/// or through a link the agent committed, it gets an error; a committed file reads as committed.
+fn reviewer_cannot_read_outside_the_snapshot(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let marker = format!("TOPSECRET-r{}", std::process::id());
+    let vault = repo.tmp.path().join("vault");
+    std::fs::create_dir(&vault).expect("mkdir");
+    let secret = vault.join("secret.txt");
+    std::fs::write(&secret, format!("{marker}\n")).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let secret_s = secret.display().to_string();
+    let reviewer = {
+        let secret_s = secret_s.clone();
+        AnthropicServer::start(move |req| {
+            let cwd = working_folder(req).unwrap_or_default();
+            let read = |path: String| A::ToolUse {
+                name: "Read".into(),
+                input: json!({"file_path": path}),
+            };
+            match req.all_tool_results().len() {
+                0 => read(secret_s.clone()),
+                1 => read(format!("{cwd}/peek")),
+                2 => read(format!("{cwd}/change.txt")),
+                _ => A::Text("APPROVE\nread what I could".into()),
+            }
+        })
+    };
+    let tasks = json!({
+        "version": 1,
+        "agents": {"shell": shell_agent()},
+        "verifier": claude_verifier(),
+        "defaults": {"agent": "shell", "max_attempts": 1,
+                     "review": {"prompt": "Read around.", "timeout_secs": 120}},
+        "tasks": [{"id": "peek", "paths": ["peek", "change.txt"],
+                   "prompt": format!("echo 'reviewed change' > change.txt && ln -s {secret_s} peek")}],
+    });
+    let file = repo.write_tasks(&tasks);
+    let (out, report) = with_env("ANTHROPIC_BASE_URL", leak(reviewer.base_url()), || {
+        with_env("ANTHROPIC_API_KEY", "sk-ant-test-judge-0123456789", || {
+            repo.run(&file, &["--no-readback"])
+        })
+    });
+    let show = format!("{}\n{}", stdout(&out), stderr(&out));
+    let t = task(&report, "peek");
+    assert_eq!(t["status"], "merged", "{t:#}\n{show}");
+    let reqs = reviewer.requests();
+    let results = reqs
+        .iter()
+        .map(|r| r.all_tool_results())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
+    assert_eq!(results.len(), 3, "{results:#?}");
+    for r in &results[..2] {
+        assert!(!r.contains(&marker), "the reviewer read the secret: {r}");
+        assert!(
+            ["EACCES", "ermission", "not exist", "Refusing to read"]
+                .iter()
+                .any(|e| r.contains(e)),
+            "{r}"
+        );
+    }
+    assert!(results[2].contains("reviewed change"), "{}", results[2]);
+    assert_nowhere(&repo, &out, &marker);
+    assert_judge_folder_removed(&report);
+}
+
+both_ways!(
+    reviewer_cannot_read_outside_the_snapshot_,
+    reviewer_cannot_read_outside_the_snapshot
+);
