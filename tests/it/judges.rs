@@ -482,6 +482,28 @@ fn working_folder(req: &crate::anthropic_server::Request) -> Option<String> {
     Some(text[start..end].to_string())
 }
 
+/// The environment of the live `claude` process working in `cwd` (the tests read it as root,
+/// or as the same user).
+fn environ_of_claude_in(cwd: &str) -> Option<String> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let p = e.path();
+        match std::fs::read_link(p.join("cwd")) {
+            Ok(c) if c.as_os_str() == cwd => {}
+            _ => continue,
+        }
+        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmd).starts_with("/")
+            || !cmd.windows(6).any(|w| w == b"claude")
+        {
+            continue;
+        }
+        if let Ok(env) = std::fs::read(p.join("environ")) {
+            return Some(String::from_utf8_lossy(&env).replace('\0', "\n"));
+        }
+    }
+    None
+}
+
 /// The reviewer is confined: asked (by the scripted model) to read a secret outside, directly
 /// or through a link the agent committed, it gets an error; a committed file reads as committed.
 fn reviewer_cannot_read_outside_the_snapshot(runner: Runner) {
@@ -495,10 +517,16 @@ fn reviewer_cannot_read_outside_the_snapshot(runner: Runner) {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let secret_s = secret.display().to_string();
+    let seen_env = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let reviewer = {
-        let secret_s = secret_s.clone();
+        let (secret_s, seen_env) = (secret_s.clone(), seen_env.clone());
         AnthropicServer::start(move |req| {
             let cwd = working_folder(req).unwrap_or_default();
+            if let Ok(mut e) = seen_env.lock() {
+                if e.is_none() {
+                    *e = environ_of_claude_in(&cwd);
+                }
+            }
             let read = |path: String| A::ToolUse {
                 name: "Read".into(),
                 input: json!({"file_path": path}),
@@ -523,7 +551,9 @@ fn reviewer_cannot_read_outside_the_snapshot(runner: Runner) {
     let file = repo.write_tasks(&tasks);
     let (out, report) = with_env("ANTHROPIC_BASE_URL", leak(reviewer.base_url()), || {
         with_env("ANTHROPIC_API_KEY", "sk-ant-test-judge-0123456789", || {
-            repo.run(&file, &["--no-readback"])
+            with_env("JUDGE_CANARY", "canary-of-fanouts-environment", || {
+                repo.run(&file, &["--no-readback"])
+            })
         })
     });
     let show = format!("{}\n{}", stdout(&out), stderr(&out));
@@ -546,6 +576,22 @@ fn reviewer_cannot_read_outside_the_snapshot(runner: Runner) {
         );
     }
     assert!(results[2].contains("reviewed change"), "{}", results[2]);
+    // Its environment: what it needs, nothing else of fanout's (nor of the task's).
+    let environ = seen_env
+        .lock()
+        .ok()
+        .and_then(|e| e.clone())
+        .expect("the reviewer's process was seen");
+    assert!(environ.contains("CLAUDE_CONFIG_DIR"), "{environ}");
+    assert!(environ.contains("ANTHROPIC_BASE_URL"), "{environ}");
+    for absent in [
+        "JUDGE_CANARY",
+        "FANOUT_TASK",
+        "GIT_CONFIG_GLOBAL",
+        "FANOUT_WORKSPACE",
+    ] {
+        assert!(!environ.contains(absent), "{absent} in {environ}");
+    }
     assert_nowhere(&repo, &out, &marker);
     assert_judge_folder_removed(&report);
 }
