@@ -184,6 +184,14 @@ fn judge_other(answer: Answer) -> Compared {
             Compared::Differs(format!("the verifier cannot read it ({})", error_kind(&m)))
         }
         Answer::Other(kind) => {
+            // Named only when it is a kind fanout knows: nothing of the answer is quoted.
+            let known = [
+                "notebook", "image", "pdf", "nothing", "unknown", "text", "resource",
+            ];
+            let kind = known
+                .into_iter()
+                .find(|k| *k == kind)
+                .unwrap_or("another kind of answer");
             Compared::Skipped(format!("the verifier shows it as {kind}, not as text"))
         }
         Answer::Unrecognized(_) => {
@@ -356,6 +364,12 @@ mod tests {
         assert_eq!(
             judge_other(Answer::Other("notebook".into())),
             Compared::Skipped("the verifier shows it as notebook, not as text".into())
+        );
+        assert_eq!(
+            judge_other(Answer::Other("secret bytes".into())),
+            Compared::Skipped(
+                "the verifier shows it as another kind of answer, not as text".into()
+            )
         );
         assert_eq!(
             judge_other(Answer::Unrecognized("secret bytes".into())),
