@@ -4,10 +4,11 @@ diagnosis (`claude -p`). They read what fanout committed — a read-only snapsho
 from the object store after the commit — never a live workspace, and they run confined.
 
 One folder per run holds everything they touch, `<temp>/fanout-judge-<run>-<random>`:
-owner-only (0700), or, when fanout is root, root's with mode 0711 (its random name is the
-only way in for the unprivileged uid the judges run as). Inside, `snap/` holds the snapshots
-(fanout's, read-only modes) and `home/` the judges' private, writable homes (one per process,
-fresh, handed to the judges' uid). No process of a task can write any of it: it lies outside
+owner-only (0700), or, when fanout is root, root's with mode 0711 (traversable, not listable,
+for the unprivileged uid the judges run as). Inside, `snap/` holds the snapshots (fanout's,
+read-only modes) and `home/` the judges' private, writable homes (one per process, fresh,
+handed to the judges' uid), each under a random name (the judges' uid may be shared with
+other runs' agents: they cannot list these folders, nor guess the names). No process of a task can write any of it: it lies outside
 every task's writable folders, and as root it belongs to root.
 
 Every judge runs under the sandbox supervisor: Landlock enforced (unless `--sandbox off`),
@@ -119,7 +120,10 @@ impl Judges {
         self.root.join("home")
     }
 
-    fn fresh_name(&self, label: &str) -> String {
+    /// A name nobody can guess: the judges' uid may be shared (the agents' `nobody`), and it
+    /// can traverse the folders these names are in, but not list them.
+    fn fresh_name(&self, label: &str) -> Result<String, JudgeError> {
+        use std::io::Read;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let label: String = label
             .chars()
@@ -132,7 +136,15 @@ impl Judges {
             })
             .take(40)
             .collect();
-        format!("{n}-{label}")
+        let mut random = [0u8; 12];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut random))
+            .map_err(|source| JudgeError::Io {
+                path: PathBuf::from("/dev/urandom"),
+                source,
+            })?;
+        let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("{n}-{label}-{random}"))
     }
 
     /// Writes `which` of `tree` (blocking: git2 and file writes) into a fresh snapshot.
@@ -143,7 +155,7 @@ impl Judges {
         which: &Which,
         label: &str,
     ) -> Result<Snapshot, JudgeError> {
-        let path = self.snapshots().join(self.fresh_name(label));
+        let path = self.snapshots().join(self.fresh_name(label)?);
         let snap = Snapshot { path };
         snapshot::materialise(repo_path, tree, which, &snap.path)?;
         Ok(snap)
@@ -152,7 +164,7 @@ impl Judges {
     /// A fresh private folder for one judge process (its home, config and temp folder);
     /// handed to the judges' uid when the process starts (it is the policy's writable folder).
     pub fn private_dir(&self, label: &str) -> Result<PrivateDir, JudgeError> {
-        let path = self.homes().join(self.fresh_name(label));
+        let path = self.homes().join(self.fresh_name(label)?);
         let io = |p: &Path| {
             let path = p.to_path_buf();
             move |source| JudgeError::Io { path, source }
