@@ -42,6 +42,36 @@ pub fn is_executable(p: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Folders a program lives in (its folder; a Node package's whole `node_modules`), readable
+/// under `--read strict`.
+pub fn program_dirs(command: &str) -> Vec<PathBuf> {
+    let found = if command.contains('/') {
+        Some(PathBuf::from(command))
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(command))
+                .find(|p| p.is_file())
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(p) = found {
+        for candidate in [Some(p.clone()), p.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            // Node launchers need their whole package tree.
+            let root = candidate
+                .ancestors()
+                .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+                .map(Path::to_path_buf)
+                .or_else(|| candidate.parent().map(Path::to_path_buf));
+            out.extend(root);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod merge_into;
 pub mod repo;
 pub mod risky;
 pub mod scan;
+pub mod snapshot;
 pub mod tree_diff;
 pub mod upper;
 mod workspace;

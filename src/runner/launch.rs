@@ -97,31 +97,4 @@ pub(crate) fn dropped_root_env(
     }
 }
 
-/// Folders the agent's program lives in, readable under `--read strict`.
-pub(crate) fn program_dirs(command: &str) -> Vec<PathBuf> {
-    let found = if command.contains('/') {
-        Some(PathBuf::from(command))
-    } else {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join(command))
-                .find(|p| p.is_file())
-        })
-    };
-    let mut out = Vec::new();
-    if let Some(p) = found {
-        for candidate in [Some(p.clone()), p.canonicalize().ok()]
-            .into_iter()
-            .flatten()
-        {
-            // Node launchers need their whole package tree.
-            let root = candidate
-                .ancestors()
-                .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
-                .map(Path::to_path_buf)
-                .or_else(|| candidate.parent().map(Path::to_path_buf));
-            out.extend(root);
-        }
-    }
-    out
-}
+pub(crate) use crate::which::program_dirs;

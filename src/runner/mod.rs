@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub cancel: watch::Receiver<bool>,
     pub(crate) stop: stop::Stop,
     pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
+    /// Where the judges of commits (read-back, review, diagnosis) run and read snapshots.
+    pub judges: Arc<crate::verify::judges::Judges>,
     /// Outcomes carried over by `fanout resume`.
     pub priors: BTreeMap<String, crate::state::Prior>,
     pub readback_skip: Option<String>,
@@ -218,8 +220,14 @@ fn prepare(
     let gc_guard = crate::git::gc_guard::GcGuard::acquire(&plan.repo.common_dir, |w| {
         early_warnings.push(w.to_string())
     });
+    let judges = crate::verify::judges::Judges::create(
+        &plan.options.sandbox,
+        &plan.options.self_exe,
+        plan.run_id.as_str(),
+    )
+    .map_err(|e| RunError::Workspace(crate::error_chain(&e)))?;
     let (verifier, readback_skip) = runtime
-        .block_on(crate::verify::readback::start_for_run(plan, |w| {
+        .block_on(crate::verify::readback::start_for_run(plan, &judges, |w| {
             early_warnings.push(w.to_string())
         }))
         .map_err(|e| RunError::Verifier(e.to_string()))?;
@@ -290,6 +298,7 @@ fn prepare(
         cancel: stop.cancel_rx(),
         stop: stop.clone(),
         verifier: verifier.map(|v| Arc::new(tokio::sync::Mutex::new(v))),
+        judges: Arc::new(judges),
         readback_skip,
         priors: std::mem::take(&mut plan.priors),
         integrate: plan.integrate.clone(),

@@ -13,38 +13,6 @@ use crate::git::worktree;
 use crate::plan::PlannedTask;
 use crate::report::{TaskReport, TaskStatus};
 
-/// Without the `test-hooks` feature (every release build) there is no tamper hook.
-#[cfg(not(feature = "test-hooks"))]
-pub(super) fn tamper_for_tests(_worktree: &Path, _collected: &Collected) {}
-
-/// TEST-ONLY hook (the `test-hooks` feature): `FANOUT_TEST_TAMPER_AFTER_COMMIT=<relative path>` appends one byte to that
-/// file of the task's worktree (re-creating it if the task deleted it) after the commit and
-/// before verification, so tests can prove that read-back catches a worktree that no longer
-/// matches the commit. Only paths the task changed are touched.
-#[cfg(feature = "test-hooks")]
-pub(super) fn tamper_for_tests(worktree: &Path, collected: &Collected) {
-    let Some(rel) = std::env::var_os("FANOUT_TEST_TAMPER_AFTER_COMMIT") else {
-        return;
-    };
-    let rel = rel.to_string_lossy();
-    if collected.summary.files.iter().any(|f| *f == rel) {
-        use std::io::Write;
-        use std::os::unix::fs::FileTypeExt;
-        // An overlay's deletion is a whiteout in the upper folder: re-create the file there.
-        let path = worktree.join(&*rel);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_char_device()) {
-            let _ = std::fs::remove_file(&path);
-        }
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(worktree.join(&*rel))
-        {
-            let _ = f.write_all(b"!");
-        }
-    }
-}
-
 /// The agent's work could not be committed: the task fails with the reason and its workspace
 /// stays (nothing removes a workspace whose report names it) for `fanout collect`.
 pub(super) fn keep_workspace(

@@ -138,6 +138,7 @@ async fn pipeline(
         start,
         report,
         collect_failed: false,
+        view: JudgeView::default(),
     };
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
@@ -256,6 +257,8 @@ struct TaskRun<'a> {
     report: &'a mut TaskReport,
     /// Collection failed: the workspace is kept, and nothing collects it again.
     collect_failed: bool,
+    /// The snapshot of the attempt's commit the judges read (removed with the next attempt's).
+    view: JudgeView,
 }
 
 /// How an attempt's gates judged it.
@@ -440,11 +443,12 @@ impl TaskRun<'_> {
         collected: &Collected,
         mut attempt_report: AttemptReport,
     ) -> Result<Judged, Stop> {
-        tamper_for_tests(self.paths.readable_root(), collected);
+        // The judges read a snapshot of the commit, made when one first needs it.
+        self.view = JudgeView::default();
         let mut cancel = self.shared.cancel.clone();
         // A stop request must not wait for a long verify command.
         let gates = tokio::select! {
-            g = verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report) => g,
+            g = verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report, &mut self.view) => g,
             _ = cancel.wait_for(|c| *c) => {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during verification"))
             }
@@ -514,10 +518,30 @@ impl TaskRun<'_> {
         if !self.task.diagnose {
             return Ok(text);
         }
+        // It reads the commit's snapshot, never the workspace.
+        let (shared, task, paths) = (self.shared, self.task, &self.paths);
+        let view = &mut self.view;
+        let diagnose = async {
+            let snapshot = view
+                .root(shared, task, collected, true)
+                .await
+                .map_err(|why| verify::claude::AskError::Start {
+                    program: task.claude.clone(),
+                    detail: why,
+                })?;
+            let place = verify::diagnose::Place {
+                judges: &shared.judges,
+                claude: &task.claude,
+                snapshot,
+                stderr_log: &paths.stderr_log,
+                status_file: &paths.status_file,
+            };
+            verify::diagnose::diagnose(place, &task.spec.prompt, &text, &collected.summary.files)
+                .await
+        };
         let mut cancel = self.shared.cancel.clone();
         let diagnosis = tokio::select! {
-            d = verify::diagnose::diagnose(&self.spawn, &self.task.claude, &self.paths.worktree,
-                &self.paths.scratch, &self.task.spec.prompt, &text, &collected.summary.files) => d,
+            d = diagnose => d,
             _ = cancel.wait_for(|c| *c) => {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis"))
             }

@@ -1,16 +1,107 @@
 //! The gates a task's commit must pass (scope and risky changes, verify command, read-back,
-//! review) and the feedback a failed gate sends back.
+//! review) and the feedback a failed gate sends back; the snapshot of the commit the judges
+//! (read-back, review, diagnosis) read.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::paths::Paths;
 use super::Shared;
 use crate::git::collect::Collected;
+use crate::git::snapshot::Which;
 use crate::plan::PlannedTask;
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, TaskReport};
 use crate::verify;
+use crate::verify::judges::Snapshot;
+
+/// The snapshot of one attempt's commit, written when a judge first needs it: the changed
+/// files for read-back alone, the whole tree when a review or diagnosis reads around the
+/// change (a whole-tree snapshot serves read-back too). Removed when dropped.
+#[derive(Default)]
+pub(super) struct JudgeView {
+    slot: Option<(bool, Result<Snapshot, String>)>,
+}
+
+impl JudgeView {
+    /// The snapshot's root, or why it could not be written.
+    pub(super) async fn root(
+        &mut self,
+        shared: &Arc<Shared>,
+        task: &PlannedTask,
+        collected: &Collected,
+        whole: bool,
+    ) -> Result<&Path, String> {
+        let fits = matches!(&self.slot, Some((w, Ok(_))) if *w || !whole);
+        if !fits {
+            self.slot = None;
+            let which = if whole {
+                Which::All
+            } else {
+                Which::Paths(verify::readback::paths_to_read(collected))
+            };
+            let (s, tree, label) = (shared.clone(), collected.tree, task.id().to_string());
+            let made = tokio::task::spawn_blocking(move || {
+                s.judges
+                    .snapshot(&s.repo_path, tree, &which, &label)
+                    .map_err(|e| {
+                        format!(
+                            "cannot write the snapshot of the commit: {}",
+                            crate::error_chain(&e)
+                        )
+                    })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("cannot write the snapshot of the commit: {e}")));
+            if let Ok(snap) = &made {
+                tamper_for_tests(snap.path(), collected);
+            }
+            self.slot = Some((whole, made));
+        }
+        match &self.slot {
+            Some((_, Ok(snap))) => Ok(snap.path()),
+            Some((_, Err(why))) => Err(why.clone()),
+            None => Err("no snapshot".into()),
+        }
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn tamper_for_tests(_snapshot: &Path, _collected: &Collected) {}
+
+/// TEST-ONLY hook (the `test-hooks` feature): `FANOUT_TEST_TAMPER_AFTER_COMMIT=<relative path>`
+/// appends one byte to that file of the judges' snapshot (re-creating it if the task deleted
+/// it) once it is written, so tests can prove that read-back catches a view of the commit that
+/// does not match it. Only paths the task changed are touched.
+#[cfg(feature = "test-hooks")]
+fn tamper_for_tests(snapshot: &Path, collected: &Collected) {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let Some(rel) = std::env::var_os("FANOUT_TEST_TAMPER_AFTER_COMMIT") else {
+        return;
+    };
+    let rel = rel.to_string_lossy();
+    if !collected.summary.files.iter().any(|f| *f == rel) {
+        return;
+    }
+    let path = snapshot.join(&*rel);
+    let writable = |p: &Path, mode| {
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    };
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+        writable(parent, 0o755);
+    }
+    writable(&path, 0o644);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+    {
+        let _ = f.write_all(b"!");
+    }
+}
 
 pub(super) async fn verify_gates(
     shared: &Arc<Shared>,
@@ -19,6 +110,7 @@ pub(super) async fn verify_gates(
     spawn: &SpawnSpec,
     collected: &Collected,
     report: &mut TaskReport,
+    view: &mut JudgeView,
 ) -> Vec<GateResult> {
     let mut gates = Vec::new();
     // Scope, and risky changes the task's paths do not name explicitly.
@@ -94,31 +186,61 @@ pub(super) async fn verify_gates(
             output: (!out.output.is_empty()).then_some(out.output),
         });
     }
-    // Read-back through the verifier.
-    let readback = verify::readback::check_task(
-        shared.verifier.as_deref(),
-        shared.readback_skip.as_deref(),
-        &shared.repo_path,
-        paths.readable_root(),
-        collected,
-    )
-    .await;
+    // Read-back through the verifier, of the commit's snapshot (a review reads the whole tree:
+    // one snapshot for both).
+    let whole = task.review.is_some();
+    let readback = match shared.verifier.as_deref() {
+        Some(verifier) => {
+            let root = view.root(shared, task, collected, whole).await;
+            verify::readback::check_task(
+                Some(verifier),
+                None,
+                &shared.repo_path,
+                root.as_deref().map_err(String::as_str),
+                collected,
+            )
+            .await
+        }
+        None => {
+            verify::readback::check_task(
+                None,
+                shared.readback_skip.as_deref(),
+                &shared.repo_path,
+                Err("no verifier"),
+                collected,
+            )
+            .await
+        }
+    };
     if let Some(gate) = readback.gate.clone() {
         gates.push(gate);
     }
     report.readback = Some(readback.report);
-    // Review by Claude Code, confined like the agent.
+    // Review by Claude Code, confined as a judge, in the commit's snapshot.
     if let Some(review) = &task.review {
-        let diff = String::from_utf8_lossy(&collected.patch);
-        let input = verify::review::ReviewInput {
-            spec: spawn,
-            claude: &task.claude,
-            worktree: &paths.worktree,
-            scratch: &paths.scratch,
-            task_prompt: &task.spec.prompt,
-            diff: &diff,
+        let gate = match view.root(shared, task, collected, true).await {
+            Ok(snapshot) => {
+                let diff = String::from_utf8_lossy(&collected.patch);
+                let input = verify::review::ReviewInput {
+                    judges: &shared.judges,
+                    claude: &task.claude,
+                    snapshot,
+                    stderr_log: &paths.stderr_log,
+                    status_file: &paths.status_file,
+                    task_prompt: &task.spec.prompt,
+                    diff: &diff,
+                };
+                verify::review::gate(review, input).await
+            }
+            Err(why) => GateResult {
+                gate: "review".into(),
+                passed: false,
+                detail: Some(format!("the review did not happen: {why}")),
+                paths: Vec::new(),
+                output: None,
+            },
         };
-        gates.push(verify::review::gate(review, input).await);
+        gates.push(gate);
     }
     gates
 }

@@ -1,22 +1,29 @@
 /*!
-One question to Claude Code: `claude -p --output-format json`, started through the task's
-sandbox spawn path (it may write only the worktree and the task's scratch folder), with
-read-only tools. The review gate and diagnoses use it.
+One question to Claude Code: `claude -p --output-format json`, run as a judge
+(`verify::judges`): in a read-only snapshot of the task's commit (its working folder), with
+read-only tools, confined (Landlock, reads limited to the system, its install folders, the
+snapshot and its private home; TCP to the model endpoint's port only), never as root. The
+review gate and diagnoses use it.
 
-The prompt goes on stdin (a diff can be longer than an argument may be). Claude Code gets a
-private `CLAUDE_CONFIG_DIR` in the task's scratch, the quiet settings of the `claude-code` MCP
-server, and `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from fanout's environment; a non-443
-endpoint port is opened in the sandbox.
+Nothing the agent wrote is loaded as settings, instructions, hooks or MCP servers: Claude Code
+gets `--setting-sources user` (the committed `.claude/settings*.json` and `CLAUDE.md` are
+ignored; measured with 2.1.332 — `--bare` does not stop them), `--strict-mcp-config` (no
+`.mcp.json`), and a fresh private `CLAUDE_CONFIG_DIR` (so "user" settings are fanout's: none).
+Its environment is built from nothing: `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from fanout's
+environment and the quiet settings of the `claude-code` MCP server. The prompt goes on stdin (a
+diff can be longer than an argument may be).
 */
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::judges::{Judge, Judges};
 use crate::agent::mcp_servers::{CLAUDE_ENV, CLAUDE_PASS_THROUGH};
-use crate::process::{describe_exit, AgentProcess, SpawnSpec};
+use crate::process::{describe_exit, AgentProcess};
 use crate::sandbox::NetPolicy;
 
 /// The most of Claude Code's answer that is kept.
@@ -46,17 +53,62 @@ fn tail_hint(stderr: &str) -> String {
 
 /// What to ask and how.
 pub struct Question<'a> {
-    /// The task's sandboxed spawn settings (policy, cwd = worktree, env, logs).
-    pub spec: &'a SpawnSpec,
+    pub judges: &'a Judges,
     /// The `claude` program (resolved on PATH when it has no `/`).
     pub claude: &'a str,
-    /// Where Claude Code runs (the task's worktree) and keeps its config (the scratch folder).
-    pub worktree: &'a Path,
-    pub scratch: &'a Path,
-    /// Names the config folder and logs apart (`review`, `diagnose`).
+    /// The snapshot of the task's commit: Claude Code's working folder, all it may read.
+    pub snapshot: &'a Path,
+    /// Where its stderr goes and the sandbox writes its status (`.<purpose>` is added).
+    pub stderr_log: &'a Path,
+    pub status_file: &'a Path,
+    /// Names the logs apart (`review`, `diagnose`).
     pub purpose: &'a str,
     pub prompt: String,
     pub timeout: Duration,
+}
+
+/// The arguments of every question: JSON out, read-only tools, and nothing loaded from the
+/// working folder (settings, instructions, hooks, MCP servers).
+const ARGS: &[&str] = &[
+    "-p",
+    "--output-format",
+    "json",
+    "--tools",
+    "Read,Grep,Glob",
+    "--setting-sources",
+    "user",
+    "--strict-mcp-config",
+    "--no-session-persistence",
+];
+
+/// Claude Code's environment: the endpoint and key from fanout's environment (never from the
+/// task), the quiet settings, its private config folder.
+fn claude_env(config_dir: &Path) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = CLAUDE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.insert("CLAUDE_CONFIG_DIR".into(), config_dir.display().to_string());
+    for var in CLAUDE_PASS_THROUGH {
+        if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            if var.ends_with("_KEY") {
+                crate::redact::register(&v);
+            }
+            env.insert(var.to_string(), v);
+        }
+    }
+    env
+}
+
+/// The one TCP port Claude Code may connect to: the endpoint's (443 without one).
+fn endpoint_port(env: &BTreeMap<String, String>) -> u16 {
+    env.get("ANTHROPIC_BASE_URL")
+        .and_then(|u| crate::agent::url::url_port(u))
+        .unwrap_or(443)
+}
+
+fn with_purpose(path: &Path, purpose: &str, ext: &str) -> PathBuf {
+    path.with_extension(format!("{purpose}.{ext}"))
 }
 
 /// Asks, and returns the text of Claude Code's result.
@@ -65,59 +117,29 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
         program: q.claude.to_string(),
         detail: e.to_string(),
     })?;
-    let mut spec = q.spec.clone();
-    spec.program = program.display().to_string();
-    spec.args = [
-        "-p",
-        "--output-format",
-        "json",
-        "--tools",
-        "Read,Grep,Glob",
-        "--strict-mcp-config",
-        "--no-session-persistence",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    spec.cwd = q.worktree.to_path_buf();
-    let config_dir = q.scratch.join(format!("claude-{}", q.purpose));
-    std::fs::create_dir_all(&config_dir).map_err(|e| AskError::Start {
-        program: spec.program.clone(),
-        detail: format!("cannot create {}: {e}", config_dir.display()),
-    })?;
-    for (k, v) in CLAUDE_ENV {
-        spec.env.insert(k.to_string(), v.to_string());
-    }
-    spec.env
-        .insert("CLAUDE_CONFIG_DIR".into(), config_dir.display().to_string());
-    for var in CLAUDE_PASS_THROUGH {
-        if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-            if var.ends_with("_KEY") {
-                crate::redact::register(&v);
-            }
-            spec.env.insert(var.to_string(), v);
-        }
-    }
-    if let Some(port) = spec
-        .env
-        .get("ANTHROPIC_BASE_URL")
-        .and_then(|u| crate::agent::url::url_port(u))
-    {
-        if let NetPolicy::ConnectPorts(ports) = &mut spec.policy.net {
-            if !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
-    }
-    spec.stderr_log = spec.stderr_log.with_extension(format!("{}.log", q.purpose));
-    spec.status_file = spec
-        .status_file
-        .with_extension(format!("{}.json", q.purpose));
+    let start_error = |detail: String| AskError::Start {
+        program: program.display().to_string(),
+        detail,
+    };
+    let home = q
+        .judges
+        .private_dir(q.purpose)
+        .map_err(|e| start_error(crate::error_chain(&e)))?;
+    let env = claude_env(home.path());
+    let port = endpoint_port(&env);
+    let spec = q.judges.spawn_spec(Judge {
+        program: program.display().to_string(),
+        args: ARGS.iter().map(|s| s.to_string()).collect(),
+        cwd: q.snapshot.to_path_buf(),
+        home: home.path(),
+        readable: vec![q.snapshot.to_path_buf()],
+        net: NetPolicy::ConnectPorts(vec![port]),
+        env,
+        stderr_log: with_purpose(q.stderr_log, q.purpose, "log"),
+        status_file: with_purpose(q.status_file, q.purpose, "json"),
+    });
     let _ = std::fs::write(&spec.stderr_log, b"");
-    let mut proc = AgentProcess::spawn(&spec).map_err(|e| AskError::Start {
-        program: spec.program.clone(),
-        detail: e.to_string(),
-    })?;
+    let mut proc = AgentProcess::spawn(&spec).map_err(|e| start_error(crate::error_chain(&e)))?;
     if let Some(mut stdin) = proc.stdin.take() {
         let prompt = q.prompt.into_bytes();
         // Written on its own task: a large prompt must not block reading the answer.

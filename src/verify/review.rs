@@ -1,6 +1,6 @@
 /*!
-The optional `review` gate: Claude Code reads the task's diff (and, read-only, the worktree)
-and answers with a first line `APPROVE` or `REJECT: <reason>`. A rejection fails the gate with
+The optional `review` gate: Claude Code reads the task's diff (and, read-only, a snapshot of
+the task's commit: never the live workspace) and answers with a first line `APPROVE` or `REJECT: <reason>`. A rejection fails the gate with
 the reviewer's reason, fed back to the agent like any other gate. Anything else — no answer,
 an error, another first line — fails the gate too: a review that did not happen is not an
 approval.
@@ -9,7 +9,7 @@ approval.
 use std::time::Duration;
 
 use super::claude::{ask, Question};
-use crate::process::SpawnSpec;
+use super::judges::Judges;
 use crate::report::GateResult;
 use crate::taskfile::ReviewSpec;
 
@@ -65,7 +65,8 @@ pub fn verdict(answer: &str) -> Verdict {
 fn prompt(review: &ReviewSpec, task_prompt: &str, diff: &str) -> String {
     format!(
         "You review a change an automated coding agent made to this repository (the current \
-         folder holds the changed files; read any file you need, change nothing).\n\n\
+         folder holds the repository as committed with the change; read any file you need, \
+         change nothing).\n\n\
          ## What to check\n{}\n\n## The agent's task\n{}\n\n## The change (git diff)\n```diff\n{}\n```\n\n\
          Answer with `APPROVE` or `REJECT: <one-line reason>` as the very first line, then \
          anything else you want to say.\n",
@@ -79,10 +80,11 @@ fn prompt(review: &ReviewSpec, task_prompt: &str, diff: &str) -> String {
 pub async fn gate(review: &ReviewSpec, q: ReviewInput<'_>) -> GateResult {
     let timeout = Duration::from_secs_f64(review.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS));
     let answer = ask(Question {
-        spec: q.spec,
+        judges: q.judges,
         claude: q.claude,
-        worktree: q.worktree,
-        scratch: q.scratch,
+        snapshot: q.snapshot,
+        stderr_log: q.stderr_log,
+        status_file: q.status_file,
         purpose: "review",
         prompt: prompt(review, q.task_prompt, q.diff),
         timeout,
@@ -119,10 +121,12 @@ pub async fn gate(review: &ReviewSpec, q: ReviewInput<'_>) -> GateResult {
 
 /// The task's side of a review.
 pub struct ReviewInput<'a> {
-    pub spec: &'a SpawnSpec,
+    pub judges: &'a Judges,
     pub claude: &'a str,
-    pub worktree: &'a std::path::Path,
-    pub scratch: &'a std::path::Path,
+    /// The snapshot of the attempt's commit (the whole tree).
+    pub snapshot: &'a std::path::Path,
+    pub stderr_log: &'a std::path::Path,
+    pub status_file: &'a std::path::Path,
     pub task_prompt: &'a str,
     pub diff: &'a str,
 }

@@ -19,6 +19,7 @@ mod hardening;
 mod housekeeping;
 mod integration_gate;
 mod interrupt;
+mod judges;
 mod loss;
 mod mcp_server;
 mod nightly;

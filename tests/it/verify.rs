@@ -159,6 +159,8 @@ fn ten_tasks_are_read_back_through_claude_and_match() {
     );
 }
 
+/// The test hook changes the judges' snapshot of the commit after it was written: read-back
+/// catches a view of the commit that does not match it, and names the path.
 #[test]
 fn a_file_changed_after_commit_fails_read_back_naming_it() {
     claude_bin();

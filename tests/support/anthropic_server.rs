@@ -102,6 +102,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl AnthropicServer {
     pub fn start(script: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> AnthropicServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::serve_on(listener, script)
+    }
+
+    /// The same on `port` when it can be bound (443 needs root), else on any free port.
+    pub fn start_preferring(
+        port: u16,
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> AnthropicServer {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        Self::serve_on(listener, script)
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> AnthropicServer {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(Vec::new()));

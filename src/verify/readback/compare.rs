@@ -44,10 +44,18 @@ pub fn normalize(text: &str) -> String {
         .replace("\r\n", "\n")
 }
 
-/// The verifier's first sentence of an error message, short.
-pub(crate) fn first_sentence(msg: &str) -> String {
-    let s = msg.split(". ").next().unwrap_or(msg);
-    truncate(s, 200)
+/// What kind of error the verifier reported, in fanout's words: its own message is never
+/// quoted (nothing a verifier read may reach the gate's detail, the report or the feedback).
+fn error_kind(msg: &str) -> &'static str {
+    if too_large(msg) {
+        "too large to show"
+    } else if msg.contains("does not exist") || msg.contains("ENOENT") {
+        "not found"
+    } else if msg.contains("EACCES") || msg.contains("ermission") {
+        "permission denied"
+    } else {
+        "an error"
+    }
 }
 
 fn too_large(msg: &str) -> bool {
@@ -110,9 +118,8 @@ pub(crate) async fn compare_file<R: ReadTool>(
                 } if n > 1 => n = n.div_ceil(2),
                 Answer::Error(m) if too_large(&m) => {
                     return Ok(Compared::Skipped(format!(
-                        "line {} is longer than the verifier can show ({})",
-                        start + 1,
-                        first_sentence(&m)
+                        "line {} is longer than the verifier can show",
+                        start + 1
                     )))
                 }
                 Answer::Text {
@@ -137,7 +144,7 @@ pub(crate) async fn compare_file<R: ReadTool>(
                     saw_total = true;
                     if total != lines.len() {
                         return Ok(Compared::Differs(format!(
-                            "the verifier sees {total} line(s), the commit has {}",
+                            "the verifier sees another number of lines than the commit's {}",
                             lines.len()
                         )));
                     }
@@ -173,17 +180,23 @@ pub(crate) async fn compare_file<R: ReadTool>(
 fn judge_other(answer: Answer) -> Compared {
     match answer {
         Answer::Error(m) if refused_type(&m) => Compared::SkippedBinary,
-        Answer::Error(m) => Compared::Differs(format!(
-            "the verifier cannot read it: {}",
-            first_sentence(&m)
-        )),
+        Answer::Error(m) => {
+            Compared::Differs(format!("the verifier cannot read it ({})", error_kind(&m)))
+        }
         Answer::Other(kind) => {
+            // Named only when it is a kind fanout knows: nothing of the answer is quoted.
+            let known = [
+                "notebook", "image", "pdf", "nothing", "unknown", "text", "resource",
+            ];
+            let kind = known
+                .into_iter()
+                .find(|k| *k == kind)
+                .unwrap_or("another kind of answer");
             Compared::Skipped(format!("the verifier shows it as {kind}, not as text"))
         }
-        Answer::Unrecognized(t) => Compared::Differs(format!(
-            "unrecognised answer from the verifier: {}",
-            truncate(&t, 200)
-        )),
+        Answer::Unrecognized(_) => {
+            Compared::Differs("unrecognised answer from the verifier".into())
+        }
         Answer::Text { .. } => Compared::Differs("unexpected answer".into()),
     }
 }
@@ -202,8 +215,9 @@ fn page_len(rest: &[&str]) -> usize {
     n.max(1)
 }
 
-/// `None` when `got` shows `want`; else where they first differ. `first_line` numbers the
-/// lines of `want` in the file. Numbered answers carry no trailing-newline information.
+/// `None` when `got` shows `want`; else where they first differ, quoting only the committed
+/// side (`want`). `first_line` numbers the lines of `want` in the file. Numbered answers carry
+/// no trailing-newline information.
 fn diff_text(got: &str, want: &str, numbered: bool, first_line: usize) -> Option<String> {
     if got == want {
         return None;
@@ -218,17 +232,14 @@ fn diff_text(got: &str, want: &str, numbered: bool, first_line: usize) -> Option
     for (i, (a, b)) in g.iter().zip(w.iter()).enumerate() {
         if a != b {
             return Some(format!(
-                "line {} differs (verifier: {:?}, commit: {:?})",
+                "line {} differs (the commit has {:?})",
                 first_line + i,
-                truncate(a, 80),
                 truncate(b, 80)
             ));
         }
     }
     Some(format!(
-        "the verifier sees {} line(s) ({} bytes) from line {first_line}, the commit has {} ({} bytes)",
-        g.len(),
-        got.len(),
+        "the verifier does not see the commit's {} line(s) ({} bytes) from line {first_line}",
         w.len(),
         want.len()
     ))
@@ -262,8 +273,12 @@ mod tests {
     fn differences_name_the_line() {
         let why = diff_text("a\nB\n", "a\nb\n", false, 10).expect("differs");
         assert!(why.contains("line 11"), "{why}");
-        let why = diff_text("a\nb\nc", "a\nb", false, 1).expect("differs");
-        assert!(why.contains("3 line(s)"), "{why}");
+        let why = diff_text("a\nb\nSECRET", "a\nb", false, 1).expect("differs");
+        assert!(why.contains("commit's 2 line(s)"), "{why}");
+        assert!(!why.contains("SECRET"), "{why}");
+        // Only the committed side is quoted.
+        let why = diff_text("root:$6$hash\n", "fn main() {}\n", false, 1).expect("differs");
+        assert_eq!(why, "line 1 differs (the commit has \"fn main() {}\")");
         // Numbered answers carry no trailing newline; JSON answers do.
         assert!(diff_text("fn main() {}\n\n  x", "fn main() {}\n\n  x\n", true, 1).is_none());
         assert!(diff_text("a", "a\n", false, 1).is_some());
@@ -298,7 +313,7 @@ mod tests {
         // A file that grew on disk after the commit: `totalLines` differs.
         let r = FakeReader::new(Some(&format!("{text}more\n")));
         match compare(&r, &text) {
-            Compared::Differs(why) => assert!(why.contains("line(s), the commit has"), "{why}"),
+            Compared::Differs(why) => assert!(why.contains("another number of lines"), "{why}"),
             other => panic!("{other:?}"),
         }
     }
@@ -336,7 +351,7 @@ mod tests {
         let r = FakeReader::new(None);
         match compare(&r, "a\n") {
             Compared::Differs(why) => {
-                assert_eq!(why, "the verifier cannot read it: File does not exist.")
+                assert_eq!(why, "the verifier cannot read it (not found)")
             }
             other => panic!("{other:?}"),
         }
@@ -350,9 +365,19 @@ mod tests {
             judge_other(Answer::Other("notebook".into())),
             Compared::Skipped("the verifier shows it as notebook, not as text".into())
         );
-        assert!(matches!(
-            judge_other(Answer::Unrecognized("??".into())),
-            Compared::Differs(_)
-        ));
+        assert_eq!(
+            judge_other(Answer::Other("secret bytes".into())),
+            Compared::Skipped(
+                "the verifier shows it as another kind of answer, not as text".into()
+            )
+        );
+        assert_eq!(
+            judge_other(Answer::Unrecognized("secret bytes".into())),
+            Compared::Differs("unrecognised answer from the verifier".into())
+        );
+        assert_eq!(
+            judge_other(Answer::Error("EACCES: secret bytes".into())),
+            Compared::Differs("the verifier cannot read it (permission denied)".into())
+        );
     }
 }

@@ -1,10 +1,13 @@
 /*!
 Read-back through a verifier MCP server (by default Claude Code's `claude mcp serve`, tool `Read`).
 
-One verifier process serves the whole run (one connection, calls serialized). For every added,
-modified, renamed-to or copied-to file of a task's diff fanout calls `Read` with the file's
-absolute path in the worktree and compares what the verifier sees with the committed blob;
-deleted (and renamed-from) paths must not be readable. See docs/verify.md for what exactly is
+One verifier process serves the whole run (one connection, calls serialized), confined as a
+judge (`verify::judges`). For every added, modified, renamed-to or copied-to file of a task's
+diff fanout calls `Read` with the file's absolute path in the task's snapshot — the commit's
+files, written by fanout from the object store after the commit — and compares what the
+verifier sees with the committed blob; deleted (and renamed-from) paths must not be readable.
+Nothing the verifier read is ever quoted back (gate details, report, events, feedback): a
+mismatch says where, and what the commit holds. See docs/verify.md for what exactly is
 compared.
 
 Measured on `claude mcp serve` 2.1.332:
@@ -48,6 +51,17 @@ use jobs::{jobs_for, Job};
 
 pub use compare::{normalize, PAGE_MAX_BYTES, PAGE_MAX_LINES, WHOLE_READ_MAX_BYTES};
 pub use jobs::CommittedError;
+/// The paths of `collected` read-back needs in a snapshot (what changed and is committed).
+pub fn paths_to_read(collected: &Collected) -> Vec<String> {
+    collected
+        .summary
+        .changes
+        .iter()
+        .filter(|c| c.kind != "deleted")
+        .map(|c| c.path.clone())
+        .collect()
+}
+
 pub use verifier::{
     default_profile, doctor_line, start_for_run, ReadbackRequired, Verifier, VerifierError,
 };
@@ -59,13 +73,14 @@ pub struct ReadbackOutcome {
 }
 
 /// Read-back of one task: every changed path of `collected` (committed in the repository at
-/// `repo_path`) as the verifier sees it at its place in `worktree`. Without a verifier the
-/// gate is not run and the report says `skipped (<skip_reason>)`.
+/// `repo_path`) as the verifier sees it at its place in `snapshot` (or why there is no
+/// snapshot: the gate fails closed). Without a verifier the gate is not run and the report
+/// says `skipped (<skip_reason>)`.
 pub async fn check_task(
     verifier: Option<&tokio::sync::Mutex<Verifier>>,
     skip_reason: Option<&str>,
     repo_path: &Path,
-    worktree: &Path,
+    snapshot: Result<&Path, &str>,
     collected: &Collected,
 ) -> ReadbackOutcome {
     let Some(verifier) = verifier else {
@@ -76,6 +91,10 @@ pub async fn check_task(
                 ..ReadbackReport::default()
             },
         };
+    };
+    let snapshot = match snapshot {
+        Ok(s) => s,
+        Err(why) => return failed_outcome(ReadbackReport::default(), why),
     };
     let repo_path = repo_path.to_path_buf();
     let collected_view = Collected {
@@ -89,14 +108,14 @@ pub async fn check_task(
         .await
         .unwrap_or_else(|e| Err(CommittedError::Join(e)));
     match jobs {
-        Ok(jobs) => check_jobs(verifier, worktree, jobs).await,
+        Ok(jobs) => check_jobs(verifier, snapshot, jobs).await,
         Err(e) => failed_outcome(ReadbackReport::default(), &crate::error_chain(&e)),
     }
 }
 
 /// Runs the jobs of one task through `reader`; the first verifier error ends read-back
 /// (failed closed), mismatches are collected.
-async fn check_jobs<R: ReadTool>(reader: &R, worktree: &Path, jobs: Vec<Job>) -> ReadbackOutcome {
+async fn check_jobs<R: ReadTool>(reader: &R, root: &Path, jobs: Vec<Job>) -> ReadbackOutcome {
     let mut report = ReadbackReport::default();
     let mut problems: Vec<String> = Vec::new();
     for job in jobs {
@@ -110,7 +129,7 @@ async fn check_jobs<R: ReadTool>(reader: &R, worktree: &Path, jobs: Vec<Job>) ->
                 continue;
             }
             Job::MustBeGone(path) => {
-                let abs = worktree.join(&path);
+                let abs = root.join(&path);
                 match reader
                     .read(json!({"file_path": abs.display().to_string()}))
                     .await
@@ -127,7 +146,7 @@ async fn check_jobs<R: ReadTool>(reader: &R, worktree: &Path, jobs: Vec<Job>) ->
                 }
             }
             Job::Compare { path, content } => {
-                let abs = worktree.join(&path);
+                let abs = root.join(&path);
                 match compare_file(reader, &abs, &content).await {
                     Ok(Compared::Same { bytes }) => {
                         report.files_read += 1;

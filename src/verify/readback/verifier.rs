@@ -13,8 +13,9 @@ use crate::jsonrpc::{truncate, AsyncIncomingHandler, Connection, Incoming, JsonR
 use crate::plan::{Plan, ReadbackMode};
 use crate::process::{AgentProcess, SpawnSpec};
 use crate::report::VerifierSummary;
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::NetPolicy;
 use crate::taskfile::{AgentProfile, Protocol};
+use crate::verify::judges::{Judge, Judges, PrivateDir};
 
 /// Restarts of a dead or hung verifier per run; after that read-back fails closed.
 const MAX_RESTARTS: u32 = 3;
@@ -56,14 +57,21 @@ struct Live {
 pub struct Verifier {
     profile: AgentProfile,
     spec: SpawnSpec,
+    /// Its private home (config, temp files): the only place it may write.
+    _home: PrivateDir,
     live: Option<Live>,
     broken: Option<String>,
     summary: VerifierSummary,
 }
 
 impl Verifier {
-    async fn start(profile: AgentProfile, spec: SpawnSpec) -> Result<Verifier, VerifierError> {
+    async fn start(
+        profile: AgentProfile,
+        spec: SpawnSpec,
+        home: PrivateDir,
+    ) -> Result<Verifier, VerifierError> {
         let mut v = Verifier {
+            _home: home,
             summary: VerifierSummary {
                 command: spec.program.clone(),
                 args: spec.args.clone(),
@@ -257,6 +265,7 @@ pub fn default_profile() -> AgentProfile {
 /// (and anything this created) is gone again.
 pub async fn start_for_run(
     plan: &Plan,
+    judges: &Judges,
     warn: impl FnOnce(&str),
 ) -> Result<(Option<Verifier>, Option<String>), ReadbackRequired> {
     let mode = plan.options.readback;
@@ -267,7 +276,7 @@ pub async fn start_for_run(
     let started = if !profile.enabled {
         Err("the verifier profile is disabled (enabled: false)".to_string())
     } else {
-        start_process(plan, profile)
+        start_process(plan, judges, profile)
             .await
             .map_err(|e| e.to_string())
     };
@@ -283,7 +292,11 @@ pub async fn start_for_run(
     }
 }
 
-async fn start_process(plan: &Plan, profile: AgentProfile) -> Result<Verifier, VerifierError> {
+async fn start_process(
+    plan: &Plan,
+    judges: &Judges,
+    profile: AgentProfile,
+) -> Result<Verifier, VerifierError> {
     // An explicit path must be executable too: otherwise it is "not found", not a failed start.
     let program = crate::which::find_program(&profile.command)
         .ok()
@@ -305,30 +318,31 @@ async fn start_process(plan: &Plan, profile: AgentProfile) -> Result<Verifier, V
                 source,
             })?;
         }
-        let spec = SpawnSpec {
-            self_exe: plan.options.self_exe.clone(),
-            // The verifier only reads; fanout does not confine it.
-            policy: Policy {
-                enforce: false,
-                writable: Vec::new(),
-                read: ReadAccess::All,
-                net: NetPolicy::Any,
-                min_abi: plan.options.sandbox.min_abi,
-                // Not an agent: no model drives it, fanout only calls its Read tool on the
-                // task's files; it keeps the invoker's uid (and its own login and config).
-                run_as: None,
-                overlay: None,
-                caches: None,
-            },
+        let home = judges
+            .private_dir("verifier")
+            .map_err(|e| VerifierError::Spawn(crate::error_chain(&e)))?;
+        // A judge: confined, reads only the snapshots (and its own folders), no network,
+        // never root, and nothing of the task in its environment or settings.
+        let mut env = profile.env.clone();
+        env.insert(
+            "CLAUDE_CONFIG_DIR".into(),
+            home.path().display().to_string(),
+        );
+        for (k, v) in crate::agent::mcp_servers::CLAUDE_ENV {
+            env.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+        let spec = judges.spawn_spec(Judge {
             program: program.display().to_string(),
             args: profile.args.clone(),
-            cwd: plan.run_dir.clone(),
-            env: profile.env.clone(),
-            env_remove: Vec::new(),
+            cwd: home.path().to_path_buf(),
+            home: home.path(),
+            readable: vec![judges.snapshots()],
+            net: NetPolicy::None,
+            env,
             stderr_log: logs.join("verifier.stderr.log"),
             status_file: status.join("verifier.json"),
-        };
-        Verifier::start(profile, spec).await
+        });
+        Verifier::start(profile, spec, home).await
     }
     .await;
     if result.is_err() {
