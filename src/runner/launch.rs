@@ -8,7 +8,21 @@ use super::Shared;
 use crate::agent::{self};
 use crate::plan::{agent_cwd, NetChoice, PlannedTask};
 use crate::process::SpawnSpec;
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::{NetPolicy, Policy, ReadAccess, RunAs};
+
+/// The uid task `id`'s processes run as when fanout is root: its own uid from the run's block
+/// of dedicated uids (the shared-caches uid when it writes shared caches), or the one
+/// `--agent-user`. `None` when fanout is not root.
+pub(crate) fn task_user(shared: &Shared, id: &str) -> Option<RunAs> {
+    let run_as = shared.options.sandbox.run_as?;
+    let index = shared.tasks.iter().position(|t| t.id().as_str() == id);
+    let caches = index.is_some_and(|i| !shared.tasks[i].caches.is_empty());
+    Some(crate::sandbox::user::task_user(
+        run_as,
+        index.unwrap_or(0),
+        caches,
+    ))
+}
 
 /// The sandboxed process settings every process of this task uses.
 pub(super) fn spawn_spec(
@@ -41,7 +55,7 @@ pub(super) fn spawn_spec(
         read,
         net,
         min_abi: sb.min_abi,
-        run_as: sb.run_as,
+        run_as: task_user(shared, task.id().as_str()),
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);

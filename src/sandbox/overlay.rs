@@ -6,6 +6,12 @@
 //! `trusted.overlay.*`); otherwise the child first enters a new user namespace that maps only
 //! its own uid and gid to themselves (markers in `user.overlay.*`, `userxattr`). Either way the
 //! program keeps (or, as root, switches to) an ordinary uid and runs with no capabilities.
+//!
+//! As root, the lower checkout belongs to root and is reachable by root only (every task of
+//! the run shares it, each task runs as its own uid). The child mounts, in its private
+//! namespace, an idmapped copy of the lower over the lower's path — root's files shown as the
+//! task's — before mounting the overlay: in the task's view the files are its own (it may
+//! write and chmod them), while on disk nothing changes and no other uid can reach the lower.
 
 use super::{privs, OverlaySpec};
 use std::ffi::CString;
@@ -54,7 +60,7 @@ pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
 /// overlay mounted at `spec.merged`, the working folder re-entered through the mount. Without
 /// root, the capabilities the new user namespace gave are dropped again before returning.
 #[allow(unsafe_code)]
-pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
+pub(crate) fn enter(spec: &OverlaySpec, run_as: Option<super::RunAs>) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the working folder: {e}"))?;
@@ -100,6 +106,9 @@ pub(crate) fn enter(spec: &OverlaySpec) -> Result<(), String> {
             "cannot make the mounts private: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    if let (true, Some(who)) = (root, run_as) {
+        super::idmap::mount_lower_as(&spec.lower, who)?;
     }
     let target = CString::new(spec.merged.as_os_str().as_bytes())
         .map_err(|_| "the workspace path contains a NUL byte".to_string())?;
@@ -158,9 +167,11 @@ pub fn probe(
     let old = spec.lower.join("old");
     std::fs::write(&old, "old\n").map_err(io("cannot write", &old))?;
     if let Some(who) = run_as {
+        // As in a run: the lower stays root's, the task sees it through an idmapped mount.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
-        for p in [&spec.lower, &spec.upper, &spec.merged] {
+        let _ = std::fs::set_permissions(&spec.lower, std::fs::Permissions::from_mode(0o700));
+        for p in [&spec.upper, &spec.merged] {
             super::user::hand_over(p, who).map_err(io("cannot hand over", p))?;
         }
     }
@@ -170,7 +181,7 @@ pub fn probe(
     policy.run_as = run_as;
     policy.overlay = Some(spec.clone());
     let status = dir.join("status.json");
-    let script = "echo new > new && echo more >> old && rm old && test ! -e old && test -f new";
+    let script = "echo new > new && echo more >> old && chmod 755 old && rm old && test ! -e old && test -f new";
     let out = super::supervised_command(
         self_exe,
         &policy,

@@ -238,13 +238,15 @@ fn child_main(
     // The overlay is mounted while still privileged (as root, or with the capabilities of a
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
     let mounted = match &cfg.policy.overlay {
-        Some(spec) => super::overlay::enter(spec),
+        Some(spec) => super::overlay::enter(spec, cfg.policy.run_as),
         None => Ok(()),
     };
     // Root is dropped first: a change of credentials clears the parent-death signal.
     let switched = match (mounted, cfg.policy.run_as) {
         (Err(e), _) => Err(e),
-        (Ok(()), Some(who)) => privs::become_user(who).map(|()| Some(who)),
+        (Ok(()), Some(who)) => privs::limit_processes(who)
+            .and_then(|()| privs::become_user(who))
+            .map(|()| Some(who)),
         (Ok(()), None) => Ok(None),
     };
     if prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != supervisor {
