@@ -300,6 +300,10 @@ pub fn prepare_run_workspace(
         let path = path.to_path_buf();
         move |source| UserError::Workspace { path, source }
     };
+    std::fs::create_dir_all(run_dir).map_err(err(run_dir))?;
+    // Logs, events and status files of the run: fanout's alone.
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(err(run_dir))?;
     let Some(_) = who else {
         for sub in WORKSPACE_DIRS {
             let p = run_dir.join(sub);
@@ -307,7 +311,6 @@ pub fn prepare_run_workspace(
         }
         return Ok(());
     };
-    std::fs::create_dir_all(run_dir).map_err(err(run_dir))?;
     trust_handed_over_worktrees();
     let link = run_dir.join(WORKSPACE_DIRS[0]);
     let existing = std::fs::read_link(&link)
@@ -424,9 +427,9 @@ pub fn take_back(path: &Path) -> std::io::Result<()> {
 }
 
 /// A workspace kept for the user (fanout is not root): setuid and setgid bits and write
-/// permissions for others removed, ownership unchanged.
+/// permissions for others removed, reachable by its owner only, ownership unchanged.
 pub fn strip_unsafe_modes(path: &Path) -> std::io::Result<()> {
-    walk_top(path, None, false)
+    walk_top(path, None, true)
 }
 
 /// Mode bits a workspace entry never keeps: setuid, setgid, writable by others.

@@ -16,6 +16,7 @@ mod hardening;
 mod housekeeping;
 mod integration_gate;
 mod interrupt;
+mod local_users;
 mod loss;
 mod mcp_server;
 mod nightly;
