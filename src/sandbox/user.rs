@@ -177,7 +177,11 @@ fn used_ids() -> Vec<u32> {
     let mut ids = Vec::new();
     for (file, field) in [("/etc/passwd", 2), ("/etc/group", 2), ("/etc/passwd", 3)] {
         for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
-            ids.extend(line.split(':').nth(field).and_then(|v| v.parse::<u32>().ok()));
+            ids.extend(
+                line.split(':')
+                    .nth(field)
+                    .and_then(|v| v.parse::<u32>().ok()),
+            );
         }
     }
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {

@@ -87,47 +87,70 @@ fn assert_all_denied(results: &str, targets: usize) {
     let lines: Vec<&str> = results.lines().filter(|l| l.contains(": ")).collect();
     assert!(lines.len() >= targets, "{results}");
     for l in &lines {
-        assert!(l.ends_with(": denied"), "another user reached it: {l}\n{results}");
+        assert!(
+            l.ends_with(": denied"),
+            "another user reached it: {l}\n{results}"
+        );
     }
 }
 
 /// A folder every uid can read, for files the test hands to agents (e.g. its go signal).
-fn open_dir() -> tempfile::TempDir {
+pub(crate) fn open_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     d
 }
 
 /// Starts `fanout run` in the background as the repository's runner.
-fn spawn_run(repo: &TestRepo, tasks: &Value, ws: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_run(
+    repo: &TestRepo,
+    tasks: &Value,
+    ws: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let file = repo.write_tasks(tasks);
     let mut cmd = repo.fanout_command();
-    cmd.args(["run", "--no-readback", "--jobs", "3", "--workspace", ws, "--tasks"])
-        .arg(&file)
-        .arg("--report")
-        .arg(repo.report_path())
-        .args(extra)
-        .arg("--repo")
-        .arg(&repo.path)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "run",
+        "--no-readback",
+        "--jobs",
+        "3",
+        "--workspace",
+        ws,
+        "--tasks",
+    ])
+    .arg(&file)
+    .arg("--report")
+    .arg(repo.report_path())
+    .args(extra)
+    .arg("--repo")
+    .arg(&repo.path)
+    .envs(env.iter().copied())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let _ = std::fs::remove_file(repo.report_path());
     cmd.spawn().expect("fanout starts")
 }
 
-/// Waits (bounded) until the run's folder exists and `ready` holds for it.
+/// Waits (bounded) until a run's folder exists for which `ready` holds.
 #[allow(clippy::zombie_processes)]
-fn wait_for(repo: &TestRepo, child: &mut Child, ready: impl Fn(&Path) -> bool) -> PathBuf {
+pub(crate) fn wait_for(
+    repo: &TestRepo,
+    child: &mut Child,
+    ready: impl Fn(&Path) -> bool,
+) -> PathBuf {
     let runs = repo.path.join(".git/fanout/runs");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // The run for which `ready` holds (an earlier run of the repository may be there).
         let run = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path());
-        if let Some(run) = run.filter(|r| ready(r)) {
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|r| ready(r));
+        if let Some(run) = run {
             return run;
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
@@ -149,7 +172,7 @@ fn wait_stderr(child: &mut Child) -> String {
     s
 }
 
-fn finish(child: &mut Child, repo: &TestRepo) -> Value {
+pub(crate) fn finish(child: &mut Child, repo: &TestRepo) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().ok().flatten().is_none() {
         assert!(Instant::now() < deadline, "the run did not end");
@@ -174,17 +197,29 @@ fn run_targets(run: &Path, id: &str, index: usize, ws: &str) -> Vec<(String, Pat
     let scratch = real(&run.join("scratch"));
     let tmp = real(&run.join("tmp"));
     let mut t = vec![
-        ("workspace root".to_string(), wt.parent().unwrap_or(&wt).to_path_buf()),
+        (
+            "workspace root".to_string(),
+            wt.parent().unwrap_or(&wt).to_path_buf(),
+        ),
         ("worktrees".into(), wt.clone()),
         ("scratch folders".into(), scratch.clone()),
         ("run temp folders".into(), tmp.clone()),
         ("scratch".into(), scratch.join(id)),
         ("scratch secret".into(), scratch.join(id).join("secret")),
-        ("scratch setuid copy".into(), scratch.join(id).join("suid-id")),
+        (
+            "scratch setuid copy".into(),
+            scratch.join(id).join("suid-id"),
+        ),
         ("home".into(), scratch.join(id).join("home")),
         ("TMPDIR".into(), tmp.join(index.to_string())),
-        ("TMPDIR secret".into(), tmp.join(index.to_string()).join("secret")),
-        ("TMPDIR setuid copy".into(), tmp.join(index.to_string()).join("suid-id")),
+        (
+            "TMPDIR secret".into(),
+            tmp.join(index.to_string()).join("secret"),
+        ),
+        (
+            "TMPDIR setuid copy".into(),
+            tmp.join(index.to_string()).join("suid-id"),
+        ),
         ("caches".into(), real(&run.join("../../caches"))),
         ("cache".into(), real(&run.join("../../caches/pip"))),
         ("run folder".into(), run.to_path_buf()),
@@ -193,7 +228,10 @@ fn run_targets(run: &Path, id: &str, index: usize, ws: &str) -> Vec<(String, Pat
         let layers = wt.join(".layers");
         t.push(("layers".into(), layers.clone()));
         t.push(("upper".into(), layers.join(id).join("upper")));
-        t.push(("upper secret".into(), layers.join(id).join(format!("upper/secret-{id}.txt"))));
+        t.push((
+            "upper secret".into(),
+            layers.join(id).join(format!("upper/secret-{id}.txt")),
+        ));
         let lowers = wt.join(".lower");
         t.push(("lowers".into(), lowers.clone()));
         for e in std::fs::read_dir(&lowers).into_iter().flatten().flatten() {
@@ -206,8 +244,14 @@ fn run_targets(run: &Path, id: &str, index: usize, ws: &str) -> Vec<(String, Pat
         }
     } else {
         t.push(("worktree".into(), wt.join(id)));
-        t.push(("worktree secret".into(), wt.join(id).join(format!("secret-{id}.txt"))));
-        t.push(("worktree source".into(), wt.join(id).join("src/file_00.txt")));
+        t.push((
+            "worktree secret".into(),
+            wt.join(id).join(format!("secret-{id}.txt")),
+        ));
+        t.push((
+            "worktree source".into(),
+            wt.join(id).join("src/file_00.txt"),
+        ));
     }
     t
 }
@@ -296,14 +340,21 @@ fn nothing_reachable_while_running(runner: Runner, ws: &str) {
         assert!(
             !lines.lines().any(|l| l.contains(&needle)),
             "{needle} in a command line:\n{}",
-            lines.lines().filter(|l| l.contains(&needle)).collect::<Vec<_>>().join("\n")
+            lines
+                .lines()
+                .filter(|l| l.contains(&needle))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     let env = supervisors_env.expect("as root");
     assert!(env.contains("environ of"), "no supervisor seen: {lines}");
     assert_all_denied(&env, 2);
 }
-all_ways!(nothing_of_a_live_run_is_reachable, nothing_reachable_while_running);
+all_ways!(
+    nothing_of_a_live_run_is_reachable,
+    nothing_reachable_while_running
+);
 
 fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
     let repo = TestRepo::with_files(1).run_by(runner);
@@ -319,7 +370,14 @@ fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
     tasks["agents"]["sh"]["args"][1] = json!(script);
     let (out, report) = repo.run(
         &repo.write_tasks(&tasks),
-        &["--no-readback", "--jobs", "2", "--workspace", ws, "--keep-worktrees"],
+        &[
+            "--no-readback",
+            "--jobs",
+            "2",
+            "--workspace",
+            ws,
+            "--keep-worktrees",
+        ],
     );
     assert_ne!(report, Value::Null, "{}", stderr(&out));
     let run = repo
@@ -330,7 +388,10 @@ fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
     for (index, id) in ["a", "b"].iter().enumerate() {
         targets.extend(run_targets(&run, id, index, ws));
         let kept = if ws == "overlay" {
-            real(&run.join("worktrees")).join(".layers").join(id).join("upper")
+            real(&run.join("worktrees"))
+                .join(".layers")
+                .join(id)
+                .join("upper")
         } else {
             real(&run.join("worktrees")).join(id)
         };
@@ -350,7 +411,10 @@ fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
     let out = repo.fanout(&["clean", report["run_id"].as_str().expect("id"), "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
-all_ways!(kept_workspaces_are_closed_to_others, kept_workspaces_are_closed);
+all_ways!(
+    kept_workspaces_are_closed_to_others,
+    kept_workspaces_are_closed
+);
 
 /// No setuid, setgid or write-for-others bit under `dir`, which only its owner reaches; as
 /// root, everything is root's again.
@@ -364,9 +428,21 @@ fn assert_modes_safe(dir: &Path, root_owned: bool) {
             if m.file_type().is_symlink() {
                 continue;
             }
-            assert_eq!(m.mode() & 0o6002, 0, "{}: {:o}", e.path().display(), m.mode());
+            assert_eq!(
+                m.mode() & 0o6002,
+                0,
+                "{}: {:o}",
+                e.path().display(),
+                m.mode()
+            );
             if root_owned {
-                assert_eq!(m.uid(), 0, "{} still belongs to uid {}", e.path().display(), m.uid());
+                assert_eq!(
+                    m.uid(),
+                    0,
+                    "{} still belongs to uid {}",
+                    e.path().display(),
+                    m.uid()
+                );
             }
             if m.is_dir() {
                 stack.push(e.path());
@@ -510,7 +586,9 @@ fn fork_bomb(ws: &str) {
                   {"id": "honest", "prompt": "work", "agent": "honest"}]
     });
     let mut child = spawn_run(&repo, &tasks, ws, &[], &[("FANOUT_MAX_PROCS", "64")]);
-    wait_for(&repo, &mut child, |run| workspace_has(run, "bomb", "bomb.txt"));
+    wait_for(&repo, &mut child, |run| {
+        workspace_has(run, "bomb", "bomb.txt")
+    });
     std::fs::write(&go, "").expect("go");
     let report = finish(&mut child, &repo);
     for (id, status) in statuses(&report) {
