@@ -226,6 +226,20 @@ pub fn is_root() -> bool {
 /// then gets its own uid, see [`task_user`]), or `nobody` when no block can be used (a user
 /// namespace that maps too few uids).
 pub fn resolve(spec: Option<&str>) -> Result<Option<RunAs>, UserError> {
+    resolve_with(spec, choose_block)
+}
+
+/// The uid `fanout sandbox` runs its command as: like [`resolve`], but by default `nobody`
+/// (the caller prepares the writable folders for a uid it knows; fanout changes no ownership
+/// there).
+pub fn resolve_one(spec: Option<&str>) -> Result<Option<RunAs>, UserError> {
+    resolve_with(spec, || None)
+}
+
+fn resolve_with(
+    spec: Option<&str>,
+    choose_block: impl FnOnce() -> Option<Block>,
+) -> Result<Option<RunAs>, UserError> {
     if !is_root() {
         return match spec {
             Some(_) => Err(UserError::NotRoot(nix::unistd::geteuid().as_raw())),
