@@ -602,4 +602,75 @@ mod tests {
         assert!(!root.exists());
         assert!(std::fs::symlink_metadata(run.join("worktrees")).is_err());
     }
+    #[test]
+    fn a_block_gives_each_task_its_own_uid() {
+        let b = Block {
+            base: DEDICATED_FIRST + 5 * BLOCK_SIZE,
+        };
+        let run = b.run_user();
+        assert_eq!(Block::of(run), Some(b));
+        assert_eq!(task_user(run, 0, false).uid, run.uid + 2);
+        assert_eq!(task_user(run, 0, false).gid, run.uid + 2);
+        assert_ne!(task_user(run, 0, false), task_user(run, 1, false));
+        assert_eq!(task_user(run, 3, true), b.shared_caches_user());
+        assert!(b.contains(task_user(run, 70_000, false).uid));
+        assert_eq!(verifier_user(Some(run)), Some(run));
+        assert_eq!(verifier_user(None), None);
+        assert_eq!(task_user(NOBODY, 7, false), NOBODY);
+        assert!(Block::of(NOBODY).is_none());
+        assert!(Block::of(task_user(run, 0, false)).is_none());
+        assert_eq!(max_procs(NOBODY), None);
+        assert!(max_procs(task_user(run, 0, false)).is_some());
+    }
+
+    #[test]
+    fn a_chosen_block_is_free() {
+        let Some(b) = choose_block() else {
+            return; // a user namespace that maps too few uids
+        };
+        assert!(b.base >= DEDICATED_FIRST && b.base % BLOCK_SIZE == 0);
+        assert!(b.base + BLOCK_SIZE <= DEDICATED_END);
+        assert!(!used_ids().iter().any(|id| b.contains(*id)));
+        assert!(nix::unistd::User::from_uid(Uid::from_raw(b.base))
+            .expect("lookup")
+            .is_none());
+    }
+
+    #[test]
+    fn hand_over_and_keep_strip_setuid_setgid_and_open_modes() {
+        let d = tempfile::tempdir().expect("tmp");
+        let top = d.path().join("ws");
+        std::fs::create_dir_all(top.join("open/sub")).expect("mkdir");
+        let set = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        for (name, mode) in [("suid", 0o4755), ("sgid", 0o2755), ("ww", 0o666)] {
+            std::fs::write(top.join(name), "x").expect("write");
+            set(&top.join(name), mode);
+        }
+        set(&top.join("open"), 0o1777);
+        set(&top.join("open/sub"), 0o2775);
+        set(&top, 0o755);
+        let mode = |p: &str| std::fs::metadata(top.join(p)).expect("meta").mode() & 0o7777;
+        let check = || {
+            assert_eq!(mode("suid"), 0o755);
+            assert_eq!(mode("sgid"), 0o755);
+            assert_eq!(mode("ww"), 0o664);
+            assert_eq!(mode("open"), 0o1775);
+            assert_eq!(mode("open/sub"), 0o775);
+            assert_eq!(mode(""), 0o700);
+        };
+        if is_root() {
+            hand_over(&top, NOBODY).expect("hand over");
+            check();
+            assert_eq!(std::fs::metadata(top.join("suid")).expect("m").uid(), 65534);
+            set(&top.join("suid"), 0o4755);
+            take_back(&top).expect("take back");
+            check();
+            assert_eq!(std::fs::metadata(top.join("suid")).expect("m").uid(), 0);
+        } else {
+            strip_unsafe_modes(&top).expect("strip");
+            check();
+        }
+    }
 }
