@@ -356,29 +356,27 @@ all_ways!(
     nothing_reachable_while_running
 );
 
-fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
+/// With `--keep-worktrees` every workspace stays; without it, a workspace stays when its work
+/// cannot be committed (here: a FIFO).
+fn kept_workspaces_are_closed(runner: Runner, ws: &str, keep_flag: bool) {
     let repo = TestRepo::with_files(1).run_by(runner);
     let go_dir = open_dir();
     let go = go_dir.path().join("go");
     std::fs::write(&go, "").expect("go");
-    // A setuid copy in the worktree too; the task fails (a new executable file outside its
-    // paths) and everything stays with --keep-worktrees.
+    // A setuid copy and a world-writable folder in the worktree too.
     let mut tasks = planting_tasks(&go, false);
-    let script = format!(
+    let mut script = format!(
         "{PLANT}\ncp \"$(command -v id)\" suid-wt; chmod 4755 suid-wt; mkdir -p pub; chmod 777 pub"
     );
+    if !keep_flag {
+        script.push_str("; mkfifo pipe");
+    }
     tasks["agents"]["sh"]["args"][1] = json!(script);
-    let (out, report) = repo.run(
-        &repo.write_tasks(&tasks),
-        &[
-            "--no-readback",
-            "--jobs",
-            "2",
-            "--workspace",
-            ws,
-            "--keep-worktrees",
-        ],
-    );
+    let mut args = vec!["--no-readback", "--jobs", "2", "--workspace", ws];
+    if keep_flag {
+        args.push("--keep-worktrees");
+    }
+    let (out, report) = repo.run(&repo.write_tasks(&tasks), &args);
     assert_ne!(report, Value::Null, "{}", stderr(&out));
     let run = repo
         .path
@@ -395,12 +393,23 @@ fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
         } else {
             real(&run.join("worktrees")).join(id)
         };
+        if !keep_flag {
+            let t = task(&report, id);
+            assert_eq!(t["status"], "failed", "{t:#}");
+            assert_eq!(
+                t["workspace"].as_str().map(|w| real(Path::new(w))),
+                Some(real(&kept)),
+                "{t:#}"
+            );
+        }
         assert!(kept.join("suid-wt").is_file(), "{}", kept.display());
         targets.push(("kept setuid copy".into(), kept.join("suid-wt")));
         let scratch = real(&run.join("scratch")).join(id);
         let tmp = real(&run.join("tmp")).join(index.to_string());
         for dir in [kept, scratch, tmp] {
-            assert_modes_safe(&dir, runner == Runner::Invoker && is_root());
+            if dir.exists() {
+                assert_modes_safe(&dir, runner == Runner::Invoker && is_root());
+            }
         }
     }
     // Lowers go with the run (or stay on disk); what is left must be closed.
@@ -411,9 +420,18 @@ fn kept_workspaces_are_closed(runner: Runner, ws: &str) {
     let out = repo.fanout(&["clean", report["run_id"].as_str().expect("id"), "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+fn kept_with_the_flag(runner: Runner, ws: &str) {
+    kept_workspaces_are_closed(runner, ws, true)
+}
+all_ways!(workspaces_kept_by_the_flag_are_closed, kept_with_the_flag);
+
+fn kept_after_a_failure(runner: Runner, ws: &str) {
+    kept_workspaces_are_closed(runner, ws, false)
+}
 all_ways!(
-    kept_workspaces_are_closed_to_others,
-    kept_workspaces_are_closed
+    workspaces_kept_after_a_failure_are_closed,
+    kept_after_a_failure
 );
 
 /// No setuid, setgid or write-for-others bit under `dir`, which only its owner reaches; as
