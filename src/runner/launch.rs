@@ -15,13 +15,12 @@ use crate::sandbox::{NetPolicy, Policy, ReadAccess, RunAs};
 /// `--agent-user`. `None` when fanout is not root.
 pub(crate) fn task_user(shared: &Shared, id: &str) -> Option<RunAs> {
     let run_as = shared.options.sandbox.run_as?;
-    let index = shared.tasks.iter().position(|t| t.id().as_str() == id);
-    let caches = index.is_some_and(|i| !shared.tasks[i].caches.is_empty());
-    Some(crate::sandbox::user::task_user(
-        run_as,
-        index.unwrap_or(0),
-        caches,
-    ))
+    // Not a task of the plan (never expected): the run's uid, never another task's.
+    let Some(index) = shared.tasks.iter().position(|t| t.id().as_str() == id) else {
+        return Some(run_as);
+    };
+    let caches = !shared.tasks[index].caches.is_empty();
+    Some(crate::sandbox::user::task_user(run_as, index, caches))
 }
 
 /// The sandboxed process settings every process of this task uses.

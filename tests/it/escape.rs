@@ -1,5 +1,5 @@
 //! "Nothing escapes": exec agents try device nodes, root's powers and reading other tasks'
-//! work, each run both by the invoker (root in CI: agents then run as `nobody`) and by an
+//! work, each run both by the invoker (root in CI: each task then runs as its own dedicated uid) and by an
 //! unprivileged uid. Agents write what they observed into their worktree; the tests read it
 //! from the integration branch and check the user's checkout is left as it was.
 
