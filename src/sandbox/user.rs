@@ -36,8 +36,8 @@ pub const DEFAULT_MAX_PROCS: u64 = 4096;
 pub const MAX_PROCS_ENV: &str = "FANOUT_MAX_PROCS";
 
 /// A run's block of dedicated uids (gid = uid for each): `base` is the run's own uid (the one
-/// verifiers and the integration gate run as), `base + 1` is shared by the tasks that use
-/// writable shared caches, and task `i` runs as `base + 2 + i`. No account, group or process
+/// verifiers run as), `base + 1` is shared by the tasks that use writable shared caches, task
+/// `i` runs as `base + 2 + i`, and the integration gate as the block's last uid. No account, group or process
 /// used any uid of the block when the run chose it, and it is chosen at random among 16 384
 /// blocks, so two concurrent runs never share one in practice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +71,12 @@ impl Block {
 
     /// Task `index`'s uid.
     pub fn task_user(self, index: usize) -> RunAs {
-        self.user(2 + (index % (BLOCK_SIZE as usize - 2)) as u32)
+        self.user(2 + (index % (BLOCK_SIZE as usize - 3)) as u32)
+    }
+
+    /// The integration gate's uid (it runs the merged code of every task).
+    pub fn gate_user(self) -> RunAs {
+        self.user(BLOCK_SIZE - 1)
     }
 
     /// Whether `uid` is in this block.
@@ -101,6 +106,12 @@ pub fn task_user(run_as: RunAs, index: usize, shares_caches: bool) -> RunAs {
 /// fanout is not root (verifiers run as the invoker).
 pub fn verifier_user(run_as: Option<RunAs>) -> Option<RunAs> {
     run_as.map(|who| Block::of(who).map_or(who, Block::run_user))
+}
+
+/// The uid the integration gate's command runs as: a uid of the block no task or verifier has,
+/// or the `--agent-user` uid; `None` when fanout is not root.
+pub fn gate_user(run_as: Option<RunAs>) -> Option<RunAs> {
+    run_as.map(|who| Block::of(who).map_or(who, Block::gate_user))
 }
 
 /// The most processes a sandboxed program running as `who` may have: a limit only for
@@ -616,6 +627,10 @@ mod tests {
         assert!(b.contains(task_user(run, 70_000, false).uid));
         assert_eq!(verifier_user(Some(run)), Some(run));
         assert_eq!(verifier_user(None), None);
+        let gate = gate_user(Some(run)).expect("gate");
+        assert!(b.contains(gate.uid));
+        assert!((0..70_000).all(|i| task_user(run, i, false) != gate));
+        assert_eq!(gate_user(Some(NOBODY)), Some(NOBODY));
         assert_eq!(task_user(NOBODY, 7, false), NOBODY);
         assert!(Block::of(NOBODY).is_none());
         assert!(Block::of(task_user(run, 0, false)).is_none());

@@ -506,11 +506,13 @@ fn tasks_apart(ws: &str) {
         json!({"protocol": "exec", "command": "sh", "args": ["-c", PEEK],
                "env": {"OTHER": other, "OTHER_INDEX": index, "GO": go.to_str().expect("utf-8")}})
     };
+    // The integration gate runs the merged code: a uid of its own too.
     let tasks = json!({"agents": {"a": agent("b", "1"), "b": agent("a", "0")},
+                       "integrate": {"verify": "true"},
                        "tasks": [{"id": "a", "prompt": "peek", "agent": "a"},
                                  {"id": "b", "prompt": "peek", "agent": "b"}]});
     let mut child = spawn_run(&repo, &tasks, ws, &[], &[]);
-    wait_for(&repo, &mut child, |run| {
+    let run = wait_for(&repo, &mut child, |run| {
         ["a", "b"].iter().all(|t| workspace_has(run, t, "ready"))
     });
     std::fs::write(&go, "").expect("go");
@@ -518,12 +520,18 @@ fn tasks_apart(ws: &str) {
     for (id, status) in statuses(&report) {
         assert_eq!(status, "merged", "{id}: {}", task(&report, &id));
     }
+    let gate: Value = serde_json::from_slice(
+        &std::fs::read(run.join("status/integration.json")).expect("the gate's status"),
+    )
+    .expect("json");
+    let gate_uid = gate["run_as"]["uid"].as_u64().expect("gate uid");
     let tree = repo.tree_files(report["integration_branch"].as_str().expect("branch"));
     let text = |p: &str| String::from_utf8_lossy(&tree[p]).into_owned();
     let (ua, ub) = (text("uid-a.txt"), text("uid-b.txt"));
     assert_ne!(ua, ub, "both tasks ran as one uid");
     for u in [&ua, &ub] {
         let uid: u32 = u.trim().parse().expect("uid");
+        assert_ne!(u64::from(uid), gate_uid, "a task ran as the gate's uid");
         assert!(uid >= 1 << 30, "not a dedicated uid: {uid}");
         assert!(nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .expect("lookup")
