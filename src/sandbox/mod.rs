@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! fanout (multi-threaded, tokio)
-//!   └─ fanout sandbox-exec --policy <json> --status-file <f> -- program args…   (supervisor)
+//!   └─ fanout sandbox-exec -- program args…   (supervisor; policy and status file in its env)
 //!        │  single-threaded, child subreaper, stays outside the Landlock domain
 //!        └─ agent (fork → setsid → PDEATHSIG=SIGKILL → Landlock restrict_self → execvp)
 //!             └─ … everything the agent starts, confined by the same domain
@@ -356,7 +356,7 @@ pub fn exec_main(args: Vec<OsString>) -> i32 {
         Err(msg) => {
             eprintln!("fanout sandbox-exec: {msg}");
             eprintln!(
-                "usage: fanout sandbox-exec --policy <json> [--status-file <file>] [--grace-ms N] -- program [args…]"
+                "usage: fanout sandbox-exec [--policy <json>] [--status-file <file>] [--grace-ms N] -- program [args…] (or the policy in FANOUT_SANDBOX_POLICY)"
             );
             EXIT_NOT_ENFORCED
         }
