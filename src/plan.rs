@@ -62,10 +62,20 @@ pub struct SandboxOptions {
     pub net: NetChoice,
     pub read_strict: bool,
     pub min_abi: u32,
-    /// The uid agents run as when fanout runs as root (`--agent-user`, default `nobody`);
-    /// `None` when fanout is not root.
+    /// When fanout runs as root: the run's uid — by default the first of a block of dedicated
+    /// uids chosen for this run, each task then runs as its own uid of the block
+    /// (`sandbox::user::task_user`); with `--agent-user` that one uid for everything. `None`
+    /// when fanout is not root.
     #[serde(default)]
     pub run_as: Option<crate::sandbox::RunAs>,
+}
+
+impl SandboxOptions {
+    /// The uid and gid a verifier (read-back, review, diagnosis) runs as: the run's own uid,
+    /// which no task has (or the `--agent-user` uid); `None` when fanout is not root.
+    pub fn verifier_user(&self) -> Option<crate::sandbox::RunAs> {
+        crate::sandbox::user::verifier_user(self.run_as)
+    }
 }
 
 impl Default for SandboxOptions {

@@ -101,6 +101,11 @@ impl AgentProcess {
         for k in &spec.env_remove {
             std_cmd.env_remove(k);
         }
+        if let Some(who) = spec.policy.run_as {
+            // Not the invoker's names: a dedicated uid has no passwd entry to look them up in.
+            let name = sandbox::user::login_name(who);
+            std_cmd.env("USER", &name).env("LOGNAME", &name);
+        }
         std_cmd.envs(&spec.env);
         let mut cmd = tokio::process::Command::from(std_cmd);
         // No kill_on_drop: SIGKILL would orphan the agent's tree; `Drop` sends SIGTERM instead.

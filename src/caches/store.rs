@@ -20,8 +20,9 @@ pub fn caches_link(common_dir: &Path) -> PathBuf {
 }
 
 /// Why `path` is not a folder fanout may use as a cache, `None` when it is one: a real folder
-/// (not a link) owned by fanout's uid (or the agent uid, which fills it when fanout is root),
-/// not writable by group or others.
+/// (not a link) owned by fanout's uid (or, when fanout is root, the caches uid of this run or
+/// of an earlier one: a uid of fanout's dedicated range, which only fanout hands out and
+/// only a `caches_fill` ever wrote the store as), not writable by group or others.
 fn untrusted(path: &Path, run_as: Option<RunAs>) -> Option<&'static str> {
     let m = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -32,7 +33,10 @@ fn untrusted(path: &Path, run_as: Option<RunAs>) -> Option<&'static str> {
         Some("a link")
     } else if !m.is_dir() {
         Some("not a folder")
-    } else if m.uid() != me && Some(m.uid()) != run_as.map(|w| w.uid) {
+    } else if m.uid() != me
+        && Some(m.uid()) != run_as.map(|w| w.uid)
+        && !(run_as.is_some() && crate::sandbox::user::is_dedicated(m.uid()))
+    {
         Some("owned by another user")
     } else if m.mode() & 0o022 != 0 {
         Some("writable by others")

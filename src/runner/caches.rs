@@ -13,7 +13,6 @@ use super::Shared;
 use crate::git::worktree;
 use crate::plan::{CachesFill, NetChoice, PlannedTask, RunOptions};
 use crate::process::SpawnSpec;
-use crate::sandbox::user::workspace_dir;
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 
 /// Where the fill step's checkout and scratch folder live: a name no task id can take (`+`).
@@ -44,7 +43,9 @@ pub(super) fn prepare(
         if overlay_works {
             return Ok(());
         }
-        let dir = workspace_dir(run_dir, "scratch").join(".cache-probe");
+        let dir = crate::run_dir::RunDir::new(run_dir)
+            .scratch()
+            .join(".cache-probe");
         let _ = worktree::remove_tree(&dir);
         let r = std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))
@@ -52,14 +53,16 @@ pub(super) fn prepare(
                 crate::sandbox::overlay::probe(
                     &options.self_exe,
                     &dir,
-                    options.sandbox.run_as,
+                    crate::sandbox::user::caches_user(options.sandbox.run_as),
                     options.sandbox.min_abi,
                 )
             });
         let _ = worktree::remove_tree(&dir);
         r
     };
-    crate::caches::RunCaches::prepare(common_dir, caches, options.sandbox.run_as, probe)
+    // As root the store, the fill and the tasks that use caches share one uid of the run.
+    let owner = crate::sandbox::user::caches_user(options.sandbox.run_as);
+    crate::caches::RunCaches::prepare(common_dir, caches, owner, probe)
         .map(Some)
         .map_err(|e| crate::error_chain(&e))
 }
@@ -72,11 +75,13 @@ pub(super) fn fill(
 ) -> Option<String> {
     let caches = shared.caches.as_ref()?;
     let name = format!("fanout-{}{FILL_DIR}", shared.run_id);
-    let checkout = workspace_dir(&shared.run_dir, "worktrees").join(FILL_DIR);
-    let scratch = workspace_dir(&shared.run_dir, "scratch").join(FILL_DIR);
+    let files = crate::run_dir::RunDir::new(&shared.run_dir).task(FILL_DIR);
+    let (checkout, scratch) = (files.worktree, files.scratch);
     let branch = format!("fanout/{}/caches-fill", shared.run_id);
     let argv = fill.command.argv();
-    let log = shared.run_dir.join("logs").join("caches-fill.log");
+    let log = crate::run_dir::RunDir::new(&shared.run_dir)
+        .logs()
+        .join("caches-fill.log");
     let failed = |why: String| {
         Some(format!(
             "caches_fill `{}` failed: {why}; tasks use the caches as they were",
@@ -168,7 +173,7 @@ fn set_up(
             read,
             net,
             min_abi: sb.min_abi,
-            run_as: sb.run_as,
+            run_as: crate::sandbox::user::caches_user(sb.run_as),
             overlay: None,
             caches: None,
         },
@@ -177,8 +182,12 @@ fn set_up(
         cwd: checkout.to_path_buf(),
         env,
         env_remove: Vec::new(),
-        stderr_log: shared.run_dir.join("logs").join("caches-fill.stderr.log"),
-        status_file: shared.run_dir.join("status").join("caches-fill.json"),
+        stderr_log: crate::run_dir::RunDir::new(&shared.run_dir)
+            .logs()
+            .join("caches-fill.stderr.log"),
+        status_file: crate::run_dir::RunDir::new(&shared.run_dir)
+            .status()
+            .join("caches-fill.json"),
     })
 }
 

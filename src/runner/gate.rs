@@ -433,7 +433,8 @@ impl Checker<'_> {
                 read,
                 net,
                 min_abi: sb.min_abi,
-                run_as: sb.run_as,
+                // A uid of its own: it runs every task's merged code.
+                run_as: crate::sandbox::user::gate_user(sb.run_as),
                 // The gate's checkout is a plain worktree, whatever the tasks used.
                 overlay: None,
                 caches: None,

@@ -331,6 +331,7 @@ pub(crate) fn remove_workspace(
     report: &TaskReport,
 ) -> Result<(), String> {
     if keeps_workspace(shared.options.keep_worktrees, report) {
+        super::workspace::secure_kept(shared, id.as_str());
         return Ok(());
     }
     remove_workspace_files(shared, id)

@@ -203,6 +203,7 @@ impl Workspaces {
                     }
                 }
             });
+        let lower_parent = at.parent().map(Path::to_path_buf);
         let (path, index, link) = match in_memory {
             Some((mem, index)) => (mem, index, Some(at)),
             None => {
@@ -210,11 +211,13 @@ impl Workspaces {
                 (at, index, None)
             }
         };
-        if let Some(who) = shared.options.sandbox.run_as {
-            // The view's permissions are the lower files' own: the agent uid must own them to
-            // change them through the overlay (Landlock keeps the lower itself read-only).
-            crate::sandbox::user::hand_over(&path, who)
-                .map_err(|e| format!("cannot give {} to the agent uid: {e}", path.display()))?;
+        // Every task of the run reads it, no other account may: its owner's alone (fanout's).
+        // As root, each task sees it as its own through an idmapped mount (sandbox::idmap).
+        for p in [Some(path.as_path()), lower_parent.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            owner_only(p)?;
         }
         let lower = Lower {
             name,
@@ -246,10 +249,14 @@ impl Workspaces {
             std::fs::create_dir_all(p)
                 .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
         }
+        // Only the kernel (with the mounting process's rights) and fanout use the layers.
+        for p in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+            owner_only(p)?;
+        }
         let wt_name = worktree::worktree_name(shared.run_id.as_str(), id);
         upper::create_overlay_task(repo, &wt_name, branch, start, merged, &up, &lower.index)
             .map_err(|e| crate::error_chain(&e))?;
-        if let Some(who) = shared.options.sandbox.run_as {
+        if let Some(who) = super::launch::task_user(shared, id) {
             // The view's root is the upper folder's root.
             crate::sandbox::user::hand_over(&up, who)
                 .map_err(|e| format!("cannot give {} to the agent uid: {e}", up.display()))?;
@@ -290,6 +297,43 @@ impl Workspaces {
         let wt = worktrees_dir(&shared.run_dir);
         let _ = std::fs::remove_dir(wt.join(".lower"));
         let _ = std::fs::remove_dir(wt.join(".layers"));
+    }
+}
+
+/// Makes `dir` reachable by its owner (fanout) only.
+fn owner_only(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot close {} to others: {e}", dir.display()))
+}
+
+/// A task's workspace kept for the user (`--keep-worktrees`, or work that could not be
+/// committed): no uid of the run keeps anything in it (as root it is given back to root), no
+/// setuid or setgid bit and nothing writable by others stays, and only its owner reaches it.
+/// Covers the worktree (or an overlay's upper folder), the scratch folder and the TMPDIR.
+pub(crate) fn secure_kept(shared: &Shared, id: &str) {
+    let run_dir = &shared.run_dir;
+    let index = shared.tasks.iter().position(|t| t.id().as_str() == id);
+    // The task's TMPDIR: `<run>/tmp` links to the run's short temp folder (see taskenv).
+    let tmp = std::fs::read_link(run_dir.join("tmp"))
+        .ok()
+        .zip(index)
+        .map(|(root, i)| root.join(i.to_string()));
+    let dirs = [
+        Some(worktrees_dir(run_dir).join(id)),
+        Some(layers_dir(run_dir, id).join("upper")),
+        Some(crate::run_dir::RunDir::new(run_dir).task(id).scratch),
+        tmp,
+    ];
+    for d in dirs.iter().flatten() {
+        if !d.is_dir() {
+            continue;
+        }
+        let _ = if crate::sandbox::user::is_root() {
+            crate::sandbox::user::take_back(d)
+        } else {
+            crate::sandbox::user::strip_unsafe_modes(d)
+        };
     }
 }
 

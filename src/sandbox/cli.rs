@@ -129,7 +129,7 @@ impl SandboxArgs {
                 NetPolicy::ConnectPorts(ports)
             }
         };
-        let run_as = super::user::resolve(self.agent_user.as_deref())?;
+        let run_as = super::user::resolve_one(self.agent_user.as_deref())?;
         Ok(Policy {
             enforce: true,
             writable,

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! fanout (multi-threaded, tokio)
-//!   └─ fanout sandbox-exec --policy <json> --status-file <f> -- program args…   (supervisor)
+//!   └─ fanout sandbox-exec -- program args…   (supervisor; policy and status file in its env)
 //!        │  single-threaded, child subreaper, stays outside the Landlock domain
 //!        └─ agent (fork → setsid → PDEATHSIG=SIGKILL → Landlock restrict_self → execvp)
 //!             └─ … everything the agent starts, confined by the same domain
@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+mod idmap;
 pub mod overlay;
 pub mod privs;
 mod procs;
@@ -294,8 +295,18 @@ pub enum SandboxError {
     },
 }
 
-/// A `std` command that runs `self_exe sandbox-exec --policy <json> --status-file <f> --
-/// program args…`, i.e. `program` under the supervisor with `policy` applied.
+/// The variable that carries the policy (JSON) to the supervisor, and the one that names its
+/// status file: not on its command line, which every local user can read in
+/// `/proc/<pid>/cmdline` (the policy names the task's folders). A process's environment is
+/// readable by its own uid (and root) only; the supervisor removes both before the program
+/// starts.
+pub const POLICY_ENV: &str = "FANOUT_SANDBOX_POLICY";
+pub const STATUS_FILE_ENV: &str = "FANOUT_SANDBOX_STATUS_FILE";
+
+/// A `std` command that runs `self_exe sandbox-exec -- program args…`, i.e. `program` under
+/// the supervisor with `policy` applied; the policy and the status file travel in the
+/// command's environment ([`POLICY_ENV`], [`STATUS_FILE_ENV`]), so the caller must not clear
+/// it.
 ///
 /// The caller sets cwd, environment and stdio (they pass straight through to `program`) and
 /// spawns it; fanout's process code also puts it in its own process group and sets
@@ -311,11 +322,9 @@ pub fn supervised_command(
 ) -> std::process::Command {
     let json = serde_json::to_string(policy).expect("a Policy always serializes");
     let mut cmd = std::process::Command::new(self_exe);
-    cmd.arg("sandbox-exec")
-        .arg("--policy")
-        .arg(json)
-        .arg("--status-file")
-        .arg(status_file)
+    cmd.env(POLICY_ENV, json)
+        .env(STATUS_FILE_ENV, status_file)
+        .arg("sandbox-exec")
         .arg("--")
         .arg(program)
         .args(args);
@@ -343,24 +352,38 @@ pub fn kernel_abi() -> Option<u32> {
 
 /// The hidden `fanout sandbox-exec` helper. `args` is the process's argv (as from
 /// `std::env::args_os()`; a leading program name and `sandbox-exec` are skipped):
-/// `sandbox-exec --policy <json> [--status-file <f>] [--grace-ms N] -- program args…`.
+/// `sandbox-exec [--policy <json>] [--status-file <f>] [--grace-ms N] -- program args…`;
+/// without `--policy` (`--status-file`) the policy (status file) comes from [`POLICY_ENV`]
+/// ([`STATUS_FILE_ENV`]). Both variables are removed from the environment the program gets.
 ///
 /// Must be called before any other thread exists (before the tokio runtime). Returns the exit
 /// code for `std::process::exit`.
 pub fn exec_main(args: Vec<OsString>) -> i32 {
-    match parse_exec_args(args) {
+    let from_env = (
+        std::env::var_os(POLICY_ENV),
+        std::env::var_os(STATUS_FILE_ENV),
+    );
+    // Single-threaded here (dispatched before any runtime): removing is safe.
+    std::env::remove_var(POLICY_ENV);
+    std::env::remove_var(STATUS_FILE_ENV);
+    match parse_exec_args(args, from_env) {
         Ok(cfg) => supervisor::supervise(cfg),
         Err(msg) => {
             eprintln!("fanout sandbox-exec: {msg}");
             eprintln!(
-                "usage: fanout sandbox-exec --policy <json> [--status-file <file>] [--grace-ms N] -- program [args…]"
+                "usage: fanout sandbox-exec [--policy <json>] [--status-file <file>] [--grace-ms N] -- program [args…] (or the policy in FANOUT_SANDBOX_POLICY)"
             );
             EXIT_NOT_ENFORCED
         }
     }
 }
 
-fn parse_exec_args(args: Vec<OsString>) -> Result<supervisor::Config, String> {
+/// Parses the helper's arguments; `from_env`: the values of [`POLICY_ENV`] and
+/// [`STATUS_FILE_ENV`], used when the flags are absent.
+fn parse_exec_args(
+    args: Vec<OsString>,
+    from_env: (Option<OsString>, Option<OsString>),
+) -> Result<supervisor::Config, String> {
     let mut it = args.into_iter().peekable();
     // Skip argv[0] and the subcommand name when present.
     for _ in 0..2 {
@@ -404,6 +427,17 @@ fn parse_exec_args(args: Vec<OsString>) -> Result<supervisor::Config, String> {
         }
     }
     let program = it.next().ok_or("missing program after `--`")?;
+    if policy.is_none() {
+        if let Some(v) = from_env.0 {
+            let v = v.to_str().ok_or("the policy is not UTF-8")?;
+            policy = Some(
+                serde_json::from_str::<Policy>(v).map_err(|e| format!("invalid policy: {e}"))?,
+            );
+        }
+    }
+    if status_file.is_none() {
+        status_file = from_env.1.map(PathBuf::from);
+    }
     Ok(supervisor::Config {
         policy: policy.ok_or("missing --policy")?,
         status_file,
@@ -469,11 +503,26 @@ mod tests {
         );
         let mut argv: Vec<OsString> = vec![cmd.get_program().to_owned()];
         argv.extend(cmd.get_args().map(|a| a.to_owned()));
-        let cfg = parse_exec_args(argv).unwrap();
+        // Nothing of the policy on the command line, which every local user can read.
+        assert!(
+            !argv.iter().any(|a| a.to_string_lossy().contains("s.json")
+                || a.to_string_lossy().contains("writable")),
+            "{argv:?}"
+        );
+        let env = |k: &str| {
+            cmd.get_envs()
+                .find(|(n, _)| *n == k)
+                .and_then(|(_, v)| v.map(|v| v.to_owned()))
+        };
+        let cfg = parse_exec_args(argv, (env(POLICY_ENV), env(STATUS_FILE_ENV))).unwrap();
         assert_eq!(cfg.policy, p);
         assert_eq!(cfg.status_file.as_deref(), Some(Path::new("/s.json")));
         assert_eq!(cfg.program, "sh");
         assert_eq!(cfg.args, vec![OsString::from("-c"), OsString::from("--")]);
-        assert!(parse_exec_args(vec!["x".into(), "sandbox-exec".into(), "--".into()]).is_err());
+        assert!(parse_exec_args(
+            vec!["x".into(), "sandbox-exec".into(), "--".into()],
+            (None, None)
+        )
+        .is_err());
     }
 }

@@ -6,6 +6,12 @@
 //! `trusted.overlay.*`); otherwise the child first enters a new user namespace that maps only
 //! its own uid and gid to themselves (markers in `user.overlay.*`, `userxattr`). Either way the
 //! program keeps (or, as root, switches to) an ordinary uid and runs with no capabilities.
+//!
+//! As root, the lower checkout belongs to root and is reachable by root only (every task of
+//! the run shares it, each task runs as its own uid). The child mounts, in its private
+//! namespace, an idmapped copy of the lower over the lower's path — root's files shown as the
+//! task's — before mounting the overlay: in the task's view the files are its own (it may
+//! write and chmod them), while on disk nothing changes and no other uid can reach the lower.
 
 use super::{privs, CacheMounts, OverlaySpec};
 use std::ffi::CString;
@@ -58,6 +64,7 @@ pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
 pub(crate) fn enter(
     workspace: Option<&OverlaySpec>,
     caches: Option<&CacheMounts>,
+    run_as: Option<super::RunAs>,
 ) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     let cwd =
@@ -114,6 +121,9 @@ pub(crate) fn enter(
         ));
     }
     if let Some((spec, opts)) = &workspace {
+        if let (true, Some(who)) = (root, run_as) {
+            super::idmap::mount_lower_as(&spec.lower, who)?;
+        }
         mount_overlay(&spec.merged, opts).map_err(|e| {
             format!(
                 "cannot mount the overlay workspace at {}: {e}",
@@ -249,9 +259,11 @@ pub fn probe(
     let old = spec.lower.join("old");
     std::fs::write(&old, "old\n").map_err(io("cannot write", &old))?;
     if let Some(who) = run_as {
+        // As in a run: the lower stays root's, the task sees it through an idmapped mount.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
-        for p in [&spec.lower, &spec.upper, &spec.merged] {
+        let _ = std::fs::set_permissions(&spec.lower, std::fs::Permissions::from_mode(0o700));
+        for p in [&spec.upper, &spec.merged] {
             super::user::hand_over(p, who).map_err(io("cannot hand over", p))?;
         }
     }
@@ -261,7 +273,7 @@ pub fn probe(
     policy.run_as = run_as;
     policy.overlay = Some(spec.clone());
     let status = dir.join("status.json");
-    let script = "echo new > new && echo more >> old && rm old && test ! -e old && test -f new";
+    let script = "echo new > new && echo more >> old && chmod 755 old && rm old && test ! -e old && test -f new";
     let out = super::supervised_command(
         self_exe,
         &policy,

@@ -82,6 +82,18 @@ pub(crate) fn become_user(who: RunAs) -> Result<(), String> {
     }
 }
 
+/// A dedicated uid is one task's alone, so a limit on its processes is a limit on the task's:
+/// set (soft and hard, while still privileged) before switching to it, so a fork bomb in one
+/// task cannot starve the others of processes. No limit for other uids (`--agent-user`,
+/// `nobody`), which other processes may share.
+pub(crate) fn limit_processes(who: RunAs) -> Result<(), String> {
+    let Some(max) = super::user::max_procs(who) else {
+        return Ok(());
+    };
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, max, max)
+        .map_err(|e| format!("cannot limit the task's processes to {max}: {e}"))
+}
+
 /// Drops every capability (bounding and ambient sets included) without changing uid: the
 /// overlay child holds a full set in its new user namespace after mounting.
 #[allow(unsafe_code)]

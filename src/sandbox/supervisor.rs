@@ -239,12 +239,16 @@ fn child_main(
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
     let mounted = match (&cfg.policy.overlay, &cfg.policy.caches) {
         (None, None) => Ok(()),
-        (workspace, caches) => super::overlay::enter(workspace.as_ref(), caches.as_ref()),
+        (workspace, caches) => {
+            super::overlay::enter(workspace.as_ref(), caches.as_ref(), cfg.policy.run_as)
+        }
     };
     // Root is dropped first: a change of credentials clears the parent-death signal.
     let switched = match (mounted, cfg.policy.run_as) {
         (Err(e), _) => Err(e),
-        (Ok(()), Some(who)) => privs::become_user(who).map(|()| Some(who)),
+        (Ok(()), Some(who)) => privs::limit_processes(who)
+            .and_then(|()| privs::become_user(who))
+            .map(|()| Some(who)),
         (Ok(()), None) => Ok(None),
     };
     if prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != supervisor {

@@ -1,5 +1,5 @@
 //! "Nothing escapes": exec agents try device nodes, root's powers and reading other tasks'
-//! work, each run both by the invoker (root in CI: agents then run as `nobody`) and by an
+//! work, each run both by the invoker (root in CI: each task then runs as its own dedicated uid) and by an
 //! unprivileged uid. Agents write what they observed into their worktree; the tests read it
 //! from the integration branch and check the user's checkout is left as it was.
 
@@ -216,12 +216,14 @@ fn root_powers(runner: Runner) {
     if runner == Runner::Invoker && is_root() {
         // The report and the first line say that fanout ran as root and whom agents ran as.
         assert_eq!(report["sandbox"]["root"], true, "{}", report["sandbox"]);
+        // Its own uid from the run's block of dedicated uids, which no account has.
         let who = report["sandbox"]["agent_user"].as_str().unwrap_or("");
-        assert!(who.contains("uid 65534"), "{who}");
-        assert_eq!(
-            task(&report, "powers")["agent"]["sandbox"]["run_as"]["uid"],
-            65534
-        );
+        assert!(who.contains("one dedicated uid per task"), "{who}");
+        let uid = task(&report, "powers")["agent"]["sandbox"]["run_as"]["uid"]
+            .as_u64()
+            .expect("run_as");
+        assert!(uid >= 1 << 30, "{uid}");
+        assert_eq!(seen["uid"], uid, "{seen}");
     } else {
         assert!(
             report["sandbox"]["agent_user"].is_null(),
@@ -234,17 +236,18 @@ both_ways!(root_powers_are_gone, root_powers);
 
 // ---------------------------------------------------------------- strict reads
 
-/// Each task leaves a secret in its worktree and scratch, waits (bounded) until the other
-/// task's secrets exist — `test -e` works without read access — then tries to read them, and
-/// the run folders of the repository.
+/// Each task leaves a secret in its worktree and scratch, says so, waits (bounded) for the
+/// test's go (given once both secrets exist: as root each task has its own uid and cannot even
+/// see the other's files), then tries to read them, and the run folders of the repository.
 const PEEK: &str = r#"
 me=$FANOUT_TASK_ID; other=$OTHER
 wt_root=$(dirname "$FANOUT_WORKTREE"); scratch_root=$(dirname "$FANOUT_SCRATCH")
 echo "secret of $me" > secret-$me.txt
 echo "scratch secret of $me" > "$FANOUT_SCRATCH/tmp/secret"
 echo "tmp secret of $me" > "$TMPDIR/secret"
+touch ready-$me.txt
 i=0
-while ! { test -e "$wt_root/$other/secret-$other.txt" && test -e "$scratch_root/$other/tmp/secret"; }; do
+while ! test -e "$GO"; do
   i=$((i+1)); [ $i -gt 1200 ] && { echo "timeout: never saw $other" > peek-$me.txt; exit 0; }
   sleep 0.05
 done
@@ -264,7 +267,7 @@ try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name: ALLOWED"; els
 # Neither ends (and has its workspace removed) before the other has peeked too.
 touch peeked-$me.txt
 j=0
-while ! test -e "$wt_root/$other/peeked-$other.txt" && [ $j -lt 1200 ]; do j=$((j+1)); sleep 0.05; done
+while ! test -e "$GO2" && [ $j -lt 1200 ]; do j=$((j+1)); sleep 0.05; done
 # Its own work stays readable.
 cat secret-$me.txt "$FANOUT_SCRATCH/tmp/secret" "$TMPDIR/secret" > own-$me.txt
 "#;
@@ -285,18 +288,36 @@ fn strict_reads_in_worktrees(runner: Runner) {
         &[],
     );
     let earlier_id = earlier["run_id"].as_str().expect("run id").to_string();
+    let signals = crate::local_users::open_dir();
+    let (go, go2) = (signals.path().join("go"), signals.path().join("go2"));
     let agent = |other: &str| {
         json!({"protocol": "exec", "command": "sh", "args": ["-c", PEEK],
                "env": {"OTHER": other, "MAIN": repo.path.to_str().expect("utf-8"),
-                       "EARLIER": earlier_id}})
+                       "EARLIER": earlier_id, "GO": go.to_str().expect("utf-8"),
+                       "GO2": go2.to_str().expect("utf-8")}})
     };
-    let report = run_checked(
-        &repo,
-        &json!({"agents": {"a": agent("b"), "b": agent("a")},
-                "tasks": [{"id": "a", "prompt": "peek", "agent": "a"},
-                          {"id": "b", "prompt": "peek", "agent": "b"}]}),
-        &["--read", "strict"],
-    );
+    let before = repo.snapshot();
+    let tasks = json!({"agents": {"a": agent("b"), "b": agent("a")},
+                       "tasks": [{"id": "a", "prompt": "peek", "agent": "a"},
+                                 {"id": "b", "prompt": "peek", "agent": "b"}]});
+    let mut child =
+        crate::local_users::spawn_run(&repo, &tasks, "worktree", &["--read", "strict"], &[]);
+    // The test, not the agents, sees both tasks' files: it says when both are there, and
+    // when both have peeked.
+    let both = |run: &Path, file: &str| {
+        ["a", "b"]
+            .iter()
+            .all(|t| workspace_has(run, t, &format!("{file}-{t}.txt")))
+    };
+    crate::local_users::wait_for(&repo, &mut child, |run| both(run, "ready"));
+    std::fs::write(&go, "").expect("go");
+    crate::local_users::wait_for(&repo, &mut child, |run| both(run, "peeked"));
+    std::fs::write(&go2, "").expect("go2");
+    let report = crate::local_users::finish(&mut child, &repo);
+    for (id, status) in statuses(&report) {
+        assert_eq!(status, "merged", "{id}: {}", task(&report, &id));
+    }
+    repo.assert_left_as(&before);
     for (me, other) in [("a", "b"), ("b", "a")] {
         let peek = merged_file(&repo, &report, &format!("peek-{me}.txt"));
         assert!(!peek.starts_with("timeout"), "{me}: {peek}");

@@ -20,6 +20,7 @@ mod housekeeping;
 mod integration_gate;
 mod interrupt;
 mod judges;
+mod local_users;
 mod loss;
 mod mcp_server;
 mod nightly;
