@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use git2::{BranchType, Oid, Repository};
 
-use super::{usage, CleanArgs, EXIT_OK, EXIT_USAGE};
+use super::args::CleanArgs;
+use super::common::{usage, EXIT_OK, EXIT_USAGE};
 use crate::git::worktree;
 use crate::run_dir::RunDir;
 use crate::state::StateFile;
@@ -51,11 +52,11 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         .map(parse_age)
         .transpose()
         .map_err(usage)?;
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::common::open_repo(&a.repo)?;
     let runs_dir = repo.runs_dir();
     let runs: Vec<String> = match &a.run {
-        Some(r) => vec![super::resolve_run(&a.repo, r)?.to_string()],
-        None => super::list_runs(&repo),
+        Some(r) => vec![super::common::resolve_run(&a.repo, r)?.to_string()],
+        None => super::common::list_runs(&repo),
     };
     let verb = |what: &str| {
         if a.dry_run {
@@ -190,7 +191,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
 
 /// Whether any run of the repository is still running.
 fn any_running(repo: &crate::git::repo::UserRepo) -> bool {
-    super::list_runs(repo).iter().any(|run| {
+    super::common::list_runs(repo).iter().any(|run| {
         StateFile::read(&repo.runs_dir().join(run).join("state.json"))
             .is_some_and(|s| s.status == "running" && !s.is_orphaned())
     })

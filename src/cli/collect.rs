@@ -2,13 +2,14 @@
 //! (after the cause was dealt with, e.g. a nested repository's `.git` removed), onto the task's
 //! branch. It never changes the integration branch.
 
-use super::{CollectArgs, EXIT_OK, EXIT_USAGE};
+use super::args::CollectArgs;
+use super::common::{EXIT_OK, EXIT_USAGE};
 use crate::git::collect::{self, ChangeLimits, CollectOptions};
 use crate::git::worktree;
 use crate::ids::{task_branch, TaskId};
 
 pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
-    let run = super::resolve_run(&a.repo, &a.run)?;
+    let run = super::common::resolve_run(&a.repo, &a.run)?;
     let task = match TaskId::parse(&a.task) {
         Ok(t) => t,
         Err(e) => {
@@ -16,7 +17,7 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::common::open_repo(&a.repo)?;
     if crate::sandbox::user::is_root() {
         // The workspace belongs to the agent uid fanout handed it to.
         crate::sandbox::user::trust_handed_over_worktrees();
@@ -77,7 +78,7 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
         Some(Ok(c)) => Ok(c),
         Some(Err(e)) => {
             eprintln!("fanout: {task}: {e}");
-            return Ok(super::EXIT_TASKS_FAILED);
+            return Ok(super::common::EXIT_TASKS_FAILED);
         }
         None => collect::collect_and_commit(&task_repo, parent, &branch, &message, &opts),
     };
@@ -85,7 +86,7 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fanout: {task}: {}", crate::error_chain(&e));
-            return Ok(super::EXIT_TASKS_FAILED);
+            return Ok(super::common::EXIT_TASKS_FAILED);
         }
     };
     let patch = crate::run_dir::RunDir::new(repo.runs_dir().join(run.as_str()))
@@ -93,13 +94,13 @@ pub fn run(a: CollectArgs) -> anyhow::Result<i32> {
         .patch;
     let _ = std::fs::write(&patch, &collected.patch);
     match collected.commit {
-        Some(c) => super::say(&format!(
+        Some(c) => super::common::say(&format!(
             "{task}: {} file(s) +{} -{} committed on {branch} ({c}); the workspace stays until `fanout clean {run}`",
             collected.summary.files.len(),
             collected.summary.insertions,
             collected.summary.deletions
         ))?,
-        None => super::say(&format!("{task}: the workspace holds no change"))?,
+        None => super::common::say(&format!("{task}: the workspace holds no change"))?,
     }
     Ok(EXIT_OK)
 }

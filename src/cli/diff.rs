@@ -4,7 +4,8 @@
 use anyhow::Context;
 use similar::{ChangeTag, TextDiff};
 
-use super::{DiffArgs, EXIT_OK};
+use super::args::DiffArgs;
+use super::common::EXIT_OK;
 use crate::ids::task_branch;
 
 const GREEN: &str = "\x1b[32m";
@@ -81,7 +82,7 @@ pub(crate) fn task_diff_text(
     task: &str,
     stat: bool,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let arg = super::RepoArg {
+    let arg = super::args::RepoArg {
         repo: repo.to_path_buf(),
     };
     let rt = super::lookup::run_task(&arg, run, task)?;
@@ -490,7 +491,7 @@ rename to new.txt
 
     #[test]
     fn no_color_is_respected_by_auto_only() {
-        use super::super::ColorArg;
+        use super::super::args::ColorArg;
         let set = Some(std::ffi::OsStr::new("1"));
         let empty = Some(std::ffi::OsStr::new(""));
         assert!(ColorArg::Auto.enabled(true, None));

@@ -3,35 +3,14 @@
 //! raw lines. Output stays bounded: `--tail N`, long texts cut with a note, streaming deltas
 //! folded away unless asked for.
 
+use super::args::LogArgs;
 use std::collections::VecDeque;
 use std::io::BufRead;
 
 use anyhow::Context;
 use serde_json::{Map, Value};
 
-use super::{RepoArg, EXIT_OK};
-
-#[derive(clap::Args, Debug)]
-pub struct LogArgs {
-    #[command(flatten)]
-    pub repo: RepoArg,
-    /// A run id or `last`.
-    pub run: String,
-    /// The task id.
-    pub task: String,
-    /// Print the raw JSON lines instead.
-    #[arg(long)]
-    pub json: bool,
-    /// Only the last N events.
-    #[arg(long, value_name = "N")]
-    pub tail: Option<usize>,
-    /// Cut each event's text after this many characters (0: never cut).
-    #[arg(long, value_name = "CHARS", default_value_t = 300)]
-    pub max_chars: usize,
-    /// Also show streaming deltas (one event per chunk of a message), folded away by default.
-    #[arg(long)]
-    pub deltas: bool,
-}
+use super::common::EXIT_OK;
 
 /// Output is handed to stdout in pieces of about this size.
 const CHUNK: usize = 64 * 1024;

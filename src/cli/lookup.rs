@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::RepoArg;
+use super::args::RepoArg;
 use crate::git::repo::UserRepo;
 use crate::ids::{RunId, TaskId};
 use crate::state::StateFile;
@@ -23,13 +23,13 @@ const LISTED_TASKS: usize = 20;
 
 /// Resolves `RUN TASK` as the user typed them; errors are usage errors (exit 2).
 pub(super) fn run_task(repo: &RepoArg, run: &str, task: &str) -> anyhow::Result<RunTask> {
-    let task = TaskId::parse(task).map_err(super::usage)?;
-    let run = super::resolve_run(repo, run)?;
-    let user_repo = super::open_repo(repo)?;
+    let task = TaskId::parse(task).map_err(super::common::usage)?;
+    let run = super::common::resolve_run(repo, run)?;
+    let user_repo = super::common::open_repo(repo)?;
     let runs_dir = user_repo.runs_dir();
     let run_dir = runs_dir.join(run.as_str());
     if !run_dir.is_dir() {
-        return Err(super::usage(format!(
+        return Err(super::common::usage(format!(
             "no run {run} in {} (`fanout status` lists the runs)",
             runs_dir.display()
         )));
@@ -47,7 +47,7 @@ pub(super) fn run_task(repo: &RepoArg, run: &str, task: &str) -> anyhow::Result<
             0 => String::new(),
             n => format!(" … ({n} more)"),
         };
-        return Err(super::usage(format!(
+        return Err(super::common::usage(format!(
             "run {run} has no task {task}; its tasks: {}{more}",
             shown.join(", ")
         )));

@@ -1,26 +1,9 @@
 //! `fanout mcp` (serve fanout over MCP on stdio) and `fanout mcp-config` (a client's snippet).
 
+use super::args::{McpArgs, McpClient, McpConfigArgs};
 use anyhow::Context;
 
-use super::EXIT_OK;
-
-#[derive(clap::Args, Debug)]
-pub struct McpArgs {}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum McpClient {
-    /// An `.mcp.json` entry for Claude Code (`claude --mcp-config FILE`, or the project's `.mcp.json`).
-    Claude,
-    /// A `[mcp_servers.fanout]` table for Codex's `config.toml`.
-    Codex,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct McpConfigArgs {
-    /// The client the snippet is for.
-    #[arg(value_enum)]
-    pub client: McpClient,
-}
+use super::common::EXIT_OK;
 
 /// How long Codex may wait for one fanout tool call: `fanout_wait` blocks up to 300 s.
 pub const CODEX_TOOL_TIMEOUT_SEC: u64 = 600;

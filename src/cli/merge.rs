@@ -1,12 +1,13 @@
 //! `fanout merge RUN [--into BRANCH]`: bring a run's integration branch into a branch of the
 //! user's, only as a fast-forward or a clean merge (see [`crate::git::merge_into`]).
 
-use super::{usage, MergeArgs, EXIT_OK, EXIT_USAGE};
+use super::args::MergeArgs;
+use super::common::{usage, EXIT_OK, EXIT_USAGE};
 use crate::git::merge_into::{merge_into, MergeIntoError, MergeOutcome};
 
 pub fn run(a: MergeArgs) -> anyhow::Result<i32> {
-    let repo = super::open_repo(&a.repo)?;
-    let run = super::resolve_run(&a.repo, &a.run)?;
+    let repo = super::common::open_repo(&a.repo)?;
+    let run = super::common::resolve_run(&a.repo, &a.run)?;
     let from = crate::ids::merged_branch(&run);
     if repo
         .repo
@@ -24,7 +25,7 @@ pub fn run(a: MergeArgs) -> anyhow::Result<i32> {
     match merge_into(&repo.workdir, &format!("refs/heads/{from}"), &into) {
         Ok(m) => {
             let short = m.commit.get(..12).unwrap_or(&m.commit);
-            super::say(&match m.outcome {
+            super::common::say(&match m.outcome {
                 MergeOutcome::UpToDate => format!("{into} already contains {from}"),
                 MergeOutcome::FastForward => format!("{into} fast-forwarded to {from} ({short})"),
                 MergeOutcome::Merged => format!("merged {from} into {into} ({short})"),

@@ -1,32 +1,18 @@
 //! `fanout report RUN [--html PATH] [--junit PATH]`: renders a finished (or interrupted) run's
 //! outputs again from its event stream (`run-events.jsonl`), e.g. the morning after a nightly job.
 
-use std::path::PathBuf;
+use super::args::ReportArgs;
 
-use super::{RepoArg, EXIT_OK, EXIT_USAGE};
+use super::common::{EXIT_OK, EXIT_USAGE};
 use crate::event::{Event, RunView};
-
-#[derive(clap::Args, Debug)]
-pub struct ReportArgs {
-    #[command(flatten)]
-    pub repo: RepoArg,
-    /// The run id or `last`.
-    pub run: String,
-    /// Write the self-contained HTML report here.
-    #[arg(long, value_name = "PATH")]
-    pub html: Option<PathBuf>,
-    /// Write the JUnit XML file here.
-    #[arg(long, value_name = "PATH")]
-    pub junit: Option<PathBuf>,
-}
 
 pub fn run(a: ReportArgs) -> anyhow::Result<i32> {
     if a.html.is_none() && a.junit.is_none() {
         eprintln!("fanout: say what to write: --html PATH and/or --junit PATH");
         return Ok(EXIT_USAGE);
     }
-    let run = super::resolve_run(&a.repo, &a.run)?;
-    let repo = super::open_repo(&a.repo)?;
+    let run = super::common::resolve_run(&a.repo, &a.run)?;
+    let repo = super::common::open_repo(&a.repo)?;
     let run_dir = repo.runs_dir().join(run.as_str());
     let view = load_view(&run_dir)?;
     let Some(report) = view.report.clone() else {

@@ -4,9 +4,8 @@ use anyhow::Context;
 
 use std::io::IsTerminal;
 
-use super::{
-    NetArg, OutputArgs, ReadArg, ReadbackArg, RunArgs, SandboxArg, WorkspaceArg, EXIT_USAGE,
-};
+use super::args::{NetArg, OutputArgs, ReadArg, ReadbackArg, RunArgs, SandboxArg, WorkspaceArg};
+use super::common::EXIT_USAGE;
 use crate::event::Output;
 use crate::output::terminal::TerminalOutput;
 use crate::output::{html::HtmlOutput, jsonl::JsonLinesOutput, junit::JunitOutput};

@@ -1,22 +1,8 @@
 //! `fanout schema <tasks|events>`: the JSON Schema of a file fanout reads or writes.
 
-use clap::ValueEnum;
+use super::args::{SchemaArgs, SchemaKind};
 
-use super::EXIT_OK;
-
-#[derive(clap::Args, Debug)]
-pub struct SchemaArgs {
-    /// Which format: `tasks` (tasks.json version 1) or `events` (one line of `--json` and of
-    /// the run's `run-events.jsonl`).
-    #[arg(value_enum)]
-    pub which: SchemaKind,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SchemaKind {
-    Tasks,
-    Events,
-}
+use super::common::EXIT_OK;
 
 pub fn run(a: SchemaArgs) -> anyhow::Result<i32> {
     let schema = match a.which {

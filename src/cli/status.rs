@@ -1,13 +1,14 @@
 //! `fanout status`: list runs, or show one run's tasks.
 
-use super::{StatusArgs, EXIT_OK, EXIT_USAGE};
+use super::args::StatusArgs;
+use super::common::{EXIT_OK, EXIT_USAGE};
 use crate::state::StateFile;
 
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    let repo = super::open_repo(&a.repo)?;
+    let repo = super::common::open_repo(&a.repo)?;
     let runs_dir = repo.runs_dir();
     let Some(run) = a.run else {
-        let runs = super::list_runs(&repo);
+        let runs = super::common::list_runs(&repo);
         if runs.is_empty() {
             super::out::outln!("no runs in {}", runs_dir.display())?;
         }
@@ -34,7 +35,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         }
         return Ok(EXIT_OK);
     };
-    let run = super::resolve_run(&a.repo, &run)?;
+    let run = super::common::resolve_run(&a.repo, &run)?;
     let dir = runs_dir.join(run.as_str());
     if a.json {
         match std::fs::read_to_string(crate::run_dir::RunDir::new(dir).report()) {

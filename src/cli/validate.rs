@@ -1,6 +1,7 @@
 //! `fanout validate`: every problem of a task file, with its location.
 
-use super::{ValidateArgs, EXIT_OK, EXIT_USAGE};
+use super::args::ValidateArgs;
+use super::common::{EXIT_OK, EXIT_USAGE};
 use crate::taskfile::{self, TaskFileError};
 
 pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {

@@ -9,7 +9,7 @@ caches as they were.
 use std::path::Path;
 use std::time::Duration;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::git::worktree;
 use crate::plan::{CachesFill, NetChoice, PlannedTask, RunOptions};
 use crate::process::SpawnSpec;

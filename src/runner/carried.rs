@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::outcome::DepResult;
+use super::shared::{Pending, Shared};
 use super::steps::blocking;
-use super::{Pending, Shared};
 use crate::git::collect::{self};
 use crate::ids::task_branch;
 use crate::report::{TaskReport, TaskStatus};

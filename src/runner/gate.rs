@@ -19,7 +19,7 @@ use std::time::Duration;
 use git2::{Oid, Repository};
 
 use super::integrate::{rebuild, Integration};
-use super::Shared;
+use super::shared::Shared;
 use crate::event::EventKind;
 use crate::git::worktree;
 use crate::ids::TaskId;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use git2::{Oid, Repository};
 
-use super::{Pending, RunError, Shared};
+use super::shared::{Pending, RunError, Shared};
 use crate::git::merge::{Applied, Integrator};
 use crate::git::{repo as gitrepo, worktree};
 use crate::ids::{merged_branch, task_branch, TaskId};

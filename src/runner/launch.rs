@@ -4,24 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::paths::Paths;
-use super::Shared;
+use super::shared::Shared;
 use crate::agent::{self};
 use crate::plan::{agent_cwd, NetChoice, PlannedTask};
 use crate::process::SpawnSpec;
-use crate::sandbox::{NetPolicy, Policy, ReadAccess, RunAs};
-
-/// The uid task `id`'s processes run as when fanout is root: its own uid from the run's block
-/// of dedicated uids (the shared-caches uid when it writes shared caches), or the one
-/// `--agent-user`. `None` when fanout is not root.
-pub(crate) fn task_user(shared: &Shared, id: &str) -> Option<RunAs> {
-    let run_as = shared.options.sandbox.run_as?;
-    // Not a task of the plan (never expected): the run's uid, never another task's.
-    let Some(index) = shared.tasks.iter().position(|t| t.id().as_str() == id) else {
-        return Some(run_as);
-    };
-    let caches = !shared.tasks[index].caches.is_empty();
-    Some(crate::sandbox::user::task_user(run_as, index, caches))
-}
+use crate::sandbox::{NetPolicy, Policy, ReadAccess};
 
 /// The sandboxed process settings every process of this task uses.
 pub(super) fn spawn_spec(
@@ -54,7 +41,7 @@ pub(super) fn spawn_spec(
         read,
         net,
         min_abi: sb.min_abi,
-        run_as: task_user(shared, task.id().as_str()),
+        run_as: super::identity::task_user(shared, task.id().as_str()),
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
         caches: task_env.caches.clone(),
     };

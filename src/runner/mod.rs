@@ -12,6 +12,7 @@ mod caches;
 mod carried;
 pub mod events;
 mod gate;
+mod identity;
 mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
@@ -21,6 +22,7 @@ mod pipelines;
 mod pool;
 mod retry;
 mod schedule;
+mod shared;
 mod steps;
 pub mod stop;
 mod task;
@@ -33,80 +35,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::watch;
-
-use crate::ids::{merged_branch, RunId};
-use crate::plan::{Plan, PlannedTask, RunOptions};
+use crate::ids::merged_branch;
+use crate::plan::Plan;
 use crate::report::{RunReport, SandboxSummary, TaskStatus, WorkspaceSummary};
 use crate::state::{RunState, StateFile};
 
 pub use events::Events;
+pub use shared::RunError;
+use shared::{Pending, Shared};
 pub use stop::Stop;
 
 use crate::event::{EventKind, Output, Reporter};
 use pipelines::{conflict_feedback, rerun_all, run_all};
 pub use workspace::{collect_kept, remove_memory_lowers};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("cannot create the run folder {path}")]
-    RunDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the async runtime")]
-    Runtime(#[source] std::io::Error),
-    #[error(transparent)]
-    Git(#[from] crate::git::GitError),
-    #[error("{0}")]
-    Verifier(String),
-    #[error(transparent)]
-    Preflight(#[from] crate::preflight::PreflightError),
-    #[error("{0}")]
-    Workspace(String),
-}
-
-/// What every task pipeline shares (plain data: no git handles).
-pub(crate) struct Shared {
-    /// When the run started: every task is queued from then on (the scheduler starts a task's
-    /// pipeline only once a slot is free).
-    pub run_started: Instant,
-    pub run_id: RunId,
-    pub repo_path: PathBuf,
-    pub common_dir: PathBuf,
-    pub workdir: PathBuf,
-    pub base: git2::Oid,
-    pub run_dir: PathBuf,
-    pub options: RunOptions,
-    pub tasks: Vec<PlannedTask>,
-    pub events: Events,
-    pub cancel: watch::Receiver<bool>,
-    pub(crate) stop: stop::Stop,
-    pub verifier: Option<Arc<tokio::sync::Mutex<crate::verify::readback::Verifier>>>,
-    /// Where the judges of commits (read-back, review, diagnosis) run and read snapshots.
-    pub judges: Arc<crate::verify::judges::Judges>,
-    /// Outcomes carried over by `fanout resume`.
-    pub priors: BTreeMap<String, crate::state::Prior>,
-    pub readback_skip: Option<String>,
-    /// The task file's integration gate.
-    pub integrate: Option<crate::plan::IntegrateGate>,
-    /// What a conflicting task does.
-    pub on_conflict: crate::taskfile::OnConflict,
-    /// The kind of task workspace, and the overlay's shared lower checkouts.
-    pub(crate) workspaces: workspace::Workspaces,
-    /// The run's shared caches (`None`: the tasks name none).
-    pub caches: Option<crate::caches::RunCaches>,
-}
-
-/// The outcome of a task before integration.
-#[derive(Clone, Debug)]
-pub(crate) enum Pending {
-    /// Verified and committed; waits for integration.
-    Ready(git2::Oid),
-    /// Finished without integration (no changes, failed, timed out, verify failed, skipped).
-    Done,
-}
 
 /// How a run reports and how it can be stopped.
 pub struct RunIo {

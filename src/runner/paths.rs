@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Shared;
+use super::shared::Shared;
 use crate::git::worktree;
 use crate::ids::{task_branch, TaskId};
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::schedule::Schedule;
-use super::{carried, integrate, outcome, steps, task, Pending, Shared};
+use super::shared::{Pending, Shared};
+use super::{carried, integrate, outcome, steps, task};
 use crate::event::EventKind;
 use crate::report::{TaskReport, TaskStatus};
 

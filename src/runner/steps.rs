@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::outcome::{stop, Stop};
 use super::paths::Paths;
-use super::Shared;
+use super::shared::Shared;
 use crate::agent::AgentError;
 use crate::git::collect::{self, Collected};
 use crate::git::worktree;

@@ -15,9 +15,10 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::outcome::{stop, DepResult, Stop};
 use super::paths::Paths;
+use super::shared::{Pending, Shared};
 use super::steps::*;
+use super::task_workspace;
 use super::verify_gates::*;
-use super::{task_workspace, Pending, Shared};
 use crate::agent::{AgentContext, AgentError, Session};
 use crate::event::EventKind;
 use crate::eventlog::EventLog;

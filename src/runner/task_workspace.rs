@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::outcome::{stop, Stop};
 use super::paths::Paths;
+use super::shared::Shared;
 use super::steps::blocking;
 use super::task::Rerun;
-use super::Shared;
 use crate::git::worktree;
 use crate::plan::PlannedTask;
 use crate::process::SpawnSpec;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::paths::Paths;
-use super::Shared;
+use super::shared::Shared;
 use crate::git::collect::Collected;
 use crate::git::snapshot::Which;
 use crate::plan::PlannedTask;

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository};
 
+use super::memory_lower;
 use super::pool::Pool;
-use super::{memory_lower, Shared};
+use super::shared::Shared;
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
 use crate::report::WorkspaceSummary;
@@ -256,7 +257,7 @@ impl Workspaces {
         let wt_name = worktree::worktree_name(shared.run_id.as_str(), id);
         upper::create_overlay_task(repo, &wt_name, branch, start, merged, &up, &lower.index)
             .map_err(|e| crate::error_chain(&e))?;
-        if let Some(who) = super::launch::task_user(shared, id) {
+        if let Some(who) = super::identity::task_user(shared, id) {
             // The view's root is the upper folder's root.
             crate::sandbox::user::hand_over(&up, who)
                 .map_err(|e| format!("cannot give {} to the agent uid: {e}", up.display()))?;

@@ -1,0 +1,406 @@
+//! The command line as clap parses it: exactly what the user typed.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `--net` and `--read` are spelled and parsed the same for `run` and `sandbox`.
+pub use crate::sandbox::cli::{NetArg, ReadArg};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fanout",
+    version,
+    about = "Run many coding agents in parallel, each confined to its own git worktree, then verify and merge what they did",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every task of a task file and merge the results into fanout/<run>/merged.
+    Run(RunArgs),
+    /// Check a task file and print every problem with its location.
+    Validate(ValidateArgs),
+    /// Show runs, or one run's tasks.
+    Status(StatusArgs),
+    /// Print one task's diff (`--stat`, `--word-diff`).
+    Diff(DiffArgs),
+    /// Print one task's agent events, one readable line each (`--json`: the raw lines).
+    Log(LogArgs),
+    /// Print the JSON Schema of a fanout file format (`tasks`; `events` is not available yet).
+    Schema(SchemaArgs),
+    /// Write a run's HTML report or JUnit file again from its event stream.
+    Report(ReportArgs),
+    /// Commit a workspace fanout kept because collecting it failed, onto the task's branch.
+    Collect(CollectArgs),
+    /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
+    Resume(ResumeArgs),
+    /// Bring a run's integration branch into a branch (default: the current one), only as a
+    /// fast-forward or a clean merge, never over uncommitted changes.
+    Merge(MergeArgs),
+    /// Remove a run's leftover worktrees (after a crash) and, with --branches, its branches.
+    Clean(CleanArgs),
+    /// Check git, the Landlock ABI, the agent binaries and the verifier.
+    Doctor(DoctorArgs),
+    /// Run any command under the same Landlock confinement and supervisor as agents.
+    Sandbox(crate::sandbox::cli::SandboxArgs),
+    /// Serve fanout over MCP on stdin/stdout (tools fanout_start, fanout_wait, fanout_status,
+    /// fanout_diff, fanout_cancel, fanout_merge).
+    Mcp(McpArgs),
+    /// Print the configuration that makes Claude Code or Codex start `fanout mcp`.
+    McpConfig(McpConfigArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArg {
+    /// The repository (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+}
+
+/// `--workspace` of `fanout run`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkspaceArg {
+    /// Overlay when this machine allows it (probed once per run), else worktree.
+    Auto,
+    /// A shared read-only checkout under a per-task upper folder: costs what a task changes.
+    Overlay,
+    /// A full git worktree (checkout) per task.
+    Worktree,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SandboxArg {
+    On,
+    Off,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadbackArg {
+    Auto,
+    Require,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The task file (tasks.json, version 1).
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: PathBuf,
+    /// At most this many agents at once (default: number of CPUs).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Base revision (default: the task file's `base`, else HEAD).
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Use this agent profile for every task.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// Keep the task worktrees after the run.
+    #[arg(long)]
+    pub keep_worktrees: bool,
+    /// Also write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Landlock confinement of agents; `off` runs them unconfined (with a warning).
+    #[arg(long, value_enum, default_value = "on")]
+    pub sandbox: SandboxArg,
+    /// How task workspaces are made (docs/workspaces.md); default: the task file's
+    /// `defaults.workspace`, else auto.
+    #[arg(long, value_enum, env = "FANOUT_WORKSPACE")]
+    pub workspace: Option<WorkspaceArg>,
+    /// Network policy inside the sandbox.
+    #[arg(long, value_enum, default_value = "default")]
+    pub net: NetArg,
+    /// `strict` limits reads to system folders, the repository, the worktree and scratch.
+    #[arg(long, value_enum, default_value = "all")]
+    pub read: ReadArg,
+    /// Read-back of every changed file through the verifier: `require` makes a missing verifier an error.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub readback: ReadbackArg,
+    /// Turn read-back off.
+    #[arg(long, conflicts_with = "readback")]
+    pub no_readback: bool,
+    /// Print only warnings and the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
+    /// Require at least this Landlock ABI (testing the fail-closed path).
+    #[arg(long, hide = true, default_value_t = 3)]
+    pub min_abi: u32,
+    /// Largest new or changed file a task may commit (default 50 MiB; overrides the task file).
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_bytes: Option<u64>,
+    /// Largest total of a task's new and changed files (default 500 MiB; overrides the task file).
+    #[arg(long, value_name = "BYTES")]
+    pub max_change_bytes: Option<u64>,
+    /// Commit raw content for paths the repository stores through a filter driver fanout does
+    /// not run (Git LFS, custom `filter=`); without it such a change fails its task.
+    #[arg(long)]
+    pub allow_unfiltered: bool,
+    /// When fanout runs as root: the user (name or uid) agents run as, with no capabilities
+    /// (default `nobody`).
+    #[arg(long, value_name = "USER|UID")]
+    pub agent_user: Option<String>,
+    /// A task that conflicts with what was merged before it: `fail`, or `retry[=N]` to run it
+    /// again from the integration head (N times, default 1). Overrides `defaults.on_conflict`.
+    #[arg(long, value_name = "fail|retry[=N]", value_parser = parse_on_conflict)]
+    pub on_conflict: Option<crate::taskfile::OnConflict>,
+    /// Make the integration one commit whose message lists the merged tasks.
+    #[arg(long)]
+    pub squash: bool,
+}
+
+fn parse_on_conflict(s: &str) -> Result<crate::taskfile::OnConflict, String> {
+    crate::taskfile::OnConflict::parse(s)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Also check the agent profiles and the verifier of this task file.
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: PathBuf,
+    /// Also check the repository and the base revision.
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Expand templates (`for_each`) against the repository (`--repo`, default: the current
+    /// folder), print the generated tasks and check them like written ones.
+    #[arg(long)]
+    pub expand: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last` (default: list runs).
+    pub run: Option<String>,
+    /// Print the run's report.json.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last`.
+    pub run: String,
+    /// The task id.
+    pub task: String,
+    /// Colour: `auto` (on a terminal, unless NO_COLOR is set), `always`, `never`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorArg,
+    /// Per-file insertions and deletions with a bar, instead of the patch.
+    #[arg(long, conflicts_with = "word_diff")]
+    pub stat: bool,
+    /// Show changed words inside lines: `[-old-]{+new+}`, or coloured spans with colour.
+    #[arg(long)]
+    pub word_diff: bool,
+}
+
+/// The outputs of a run's event stream (run and resume).
+#[derive(clap::Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// One event per line on stdout (schema: `fanout schema events`); the table goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a JUnit XML file (one test case per task).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Also write a self-contained HTML report.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Colour on the terminal: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorArg,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorArg {
+    /// Whether to colour: `always`/`never` as said; `auto` on a terminal when `NO_COLOR` is
+    /// unset or empty (an explicit `--color always` wins over `NO_COLOR`, as no-color.org asks).
+    pub fn enabled(self, is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => is_terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    /// [`ColorArg::enabled`] for standard output and this process's environment.
+    pub fn for_stdout(self) -> bool {
+        use std::io::IsTerminal;
+        self.enabled(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        )
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last`.
+    pub run: String,
+    pub task: String,
+    /// Largest new or changed file (default 50 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_bytes: Option<u64>,
+    /// Largest total of new and changed files (default 500 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_change_bytes: Option<u64>,
+    /// Commit raw content for paths stored through a filter driver fanout does not run.
+    #[arg(long)]
+    pub allow_unfiltered: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The run id (see `fanout status`) or `last`.
+    pub run: String,
+    /// At most this many agents at once (default: as the run had).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Also write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Print only warnings and the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last`.
+    pub run: String,
+    /// The branch to merge into (default: the branch checked out in the repository).
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last` (default: every run that is not running).
+    pub run: Option<String>,
+    /// Also delete the run's branches and its folder (branches whose work is on no other
+    /// branch stay, with their run folder, unless --force).
+    #[arg(long)]
+    pub branches: bool,
+    /// Also delete branches whose commits are on no other branch.
+    #[arg(long)]
+    pub force: bool,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only runs that started longer ago than this (`7d`, `12h`, `30m`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Also remove the repository's shared caches (`caches` in the task file); not while a
+    /// run is running.
+    #[arg(long)]
+    pub caches: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// A run id or `last`.
+    pub run: String,
+    /// The task id.
+    pub task: String,
+    /// Print the raw JSON lines instead.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the last N events.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Cut each event's text after this many characters (0: never cut).
+    #[arg(long, value_name = "CHARS", default_value_t = 300)]
+    pub max_chars: usize,
+    /// Also show streaming deltas (one event per chunk of a message), folded away by default.
+    #[arg(long)]
+    pub deltas: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// Which format: `tasks` (tasks.json version 1) or `events` (one line of `--json` and of
+    /// the run's `run-events.jsonl`).
+    #[arg(value_enum)]
+    pub which: SchemaKind,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Tasks,
+    Events,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The run id or `last`.
+    pub run: String,
+    /// Write the self-contained HTML report here.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Write the JUnit XML file here.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct McpArgs {}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum McpClient {
+    /// An `.mcp.json` entry for Claude Code (`claude --mcp-config FILE`, or the project's `.mcp.json`).
+    Claude,
+    /// A `[mcp_servers.fanout]` table for Codex's `config.toml`.
+    Codex,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct McpConfigArgs {
+    /// The client the snippet is for.
+    #[arg(value_enum)]
+    pub client: McpClient,
+}
