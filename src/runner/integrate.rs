@@ -331,7 +331,7 @@ pub(crate) fn remove_workspace(
     report: &TaskReport,
 ) -> Result<(), String> {
     if keeps_workspace(shared.options.keep_worktrees, report) {
-        super::workspace::secure_kept(shared, id.as_str());
+        secure_kept(shared, id.as_str());
         return Ok(());
     }
     remove_workspace_files(shared, id)
@@ -381,7 +381,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
         .any(|r| keeps_workspace(shared.options.keep_worktrees, r));
     shared
         .workspaces
-        .remove_lowers(shared, kept || shared.stop.now());
+        .remove_lowers(&shared.events, kept || shared.stop.now());
     shared.workspaces.pool.clear();
     if !shared.options.keep_worktrees {
         // Only when empty: kept workspaces stay.
@@ -424,5 +424,35 @@ mod tests {
         report.workspace = Some("/somewhere/worktrees/t".into());
         assert!(keeps_workspace(false, &report));
         assert!(keeps_workspace(true, &report));
+    }
+}
+
+/// A task's workspace kept for the user (`--keep-worktrees`, or work that could not be
+/// committed): no uid of the run keeps anything in it (as root it is given back to root), no
+/// setuid or setgid bit and nothing writable by others stays, and only its owner reaches it.
+/// Covers the worktree (or an overlay's upper folder), the scratch folder and the TMPDIR.
+fn secure_kept(shared: &Shared, id: &str) {
+    let run_dir = &shared.run_dir;
+    let index = shared.tasks.iter().position(|t| t.id().as_str() == id);
+    // The task's TMPDIR: `<run>/tmp` links to the run's short temp folder (see taskenv).
+    let tmp = std::fs::read_link(run_dir.join("tmp"))
+        .ok()
+        .zip(index)
+        .map(|(root, i)| root.join(i.to_string()));
+    let dirs = [
+        Some(super::workspace::worktrees_dir(run_dir).join(id)),
+        Some(super::workspace::layers_dir(run_dir, id).join("upper")),
+        Some(crate::run_dir::RunDir::new(run_dir).task(id).scratch),
+        tmp,
+    ];
+    for d in dirs.iter().flatten() {
+        if !d.is_dir() {
+            continue;
+        }
+        let _ = if crate::sandbox::user::is_root() {
+            crate::sandbox::user::take_back(d)
+        } else {
+            crate::sandbox::user::strip_unsafe_modes(d)
+        };
     }
 }

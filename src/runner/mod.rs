@@ -278,8 +278,15 @@ fn open_run_folder(plan: &Plan) -> Result<(workspace::Workspaces, StateFile, Run
             source: std::io::Error::other(other.to_string()),
         },
     })?;
-    let workspaces =
-        workspace::Workspaces::decide(&plan.options, run_dir).map_err(RunError::Workspace)?;
+    let workspaces = workspace::Workspaces::decide(
+        &plan.options,
+        workspace::RunPlace {
+            run_id: plan.run_id.to_string(),
+            run_dir: run_dir.clone(),
+            common_dir: plan.repo.common_dir.clone(),
+        },
+    )
+    .map_err(RunError::Workspace)?;
     let layout = crate::run_dir::RunDir::new(run_dir);
     for p in layout.record_dirs() {
         std::fs::create_dir_all(&p).map_err(|source| RunError::RunDir {
@@ -491,7 +498,7 @@ fn rerun_conflicts(
         let feedback = conflict_feedback(&paths, round, retries);
         reruns.push((
             i,
-            task::Rerun {
+            outcome::Rerun {
                 start: integration.head,
                 feedback,
             },

@@ -24,3 +24,11 @@ pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
         error: error.into(),
     }
 }
+
+/// A task run again after it conflicted (`--on-conflict retry`): from this commit (the
+/// integration head), told which paths conflicted.
+#[derive(Clone, Debug)]
+pub(crate) struct Rerun {
+    pub start: git2::Oid,
+    pub feedback: String,
+}

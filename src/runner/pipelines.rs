@@ -191,10 +191,10 @@ pub(super) fn conflict_feedback(paths: &[String], round: u32, rounds: u32) -> St
     )
 }
 
-/// Runs conflicting tasks again (at most `--jobs` at once), each from its [`task::Rerun`].
+/// Runs conflicting tasks again (at most `--jobs` at once), each from its [`outcome::Rerun`].
 pub(super) async fn rerun_all(
     shared: Arc<Shared>,
-    reruns: Vec<(usize, task::Rerun)>,
+    reruns: Vec<(usize, outcome::Rerun)>,
 ) -> Vec<(usize, TaskReport, Pending)> {
     let jobs = shared.options.jobs.max(1);
     let limiter = Arc::new(Semaphore::new(jobs));

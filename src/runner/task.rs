@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::outcome::{stop, DepResult, Stop};
+use super::outcome::{stop, DepResult, Rerun, Stop};
 use super::paths::Paths;
 use super::shared::{Pending, Shared};
 use super::steps::*;
@@ -29,14 +29,6 @@ use crate::plan::PlannedTask;
 use crate::process::SpawnSpec;
 use crate::report::{AttemptReport, GateResult, TaskReport, TaskStatus};
 use crate::verify;
-
-/// A task run again after it conflicted (`--on-conflict retry`): from this commit (the
-/// integration head), told which paths conflicted.
-#[derive(Clone, Debug)]
-pub(crate) struct Rerun {
-    pub start: git2::Oid,
-    pub feedback: String,
-}
 
 pub(crate) async fn run(
     shared: Arc<Shared>,

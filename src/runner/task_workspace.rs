@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::outcome::Rerun;
 use super::outcome::{stop, Stop};
 use super::paths::Paths;
 use super::shared::Shared;
 use super::steps::blocking;
-use super::task::Rerun;
 use crate::git::worktree;
 use crate::plan::PlannedTask;
 use crate::process::SpawnSpec;
@@ -63,7 +63,13 @@ pub(super) async fn make(
         let ws = &s.workspaces;
         let mut taken = None;
         let layers = if ws.overlay() {
-            Some(ws.create_overlay(s, &repo, &branch, start, &wt, &id)?)
+            Some(ws.create_overlay(
+                &repo,
+                (&branch, start),
+                &wt,
+                &id,
+                super::identity::task_user(s, &id),
+            )?)
         } else {
             // A parked worktree is only registered here; the sandboxed reset (setup phase,
             // once the task's sandbox is known) brings it to `start`.

@@ -14,7 +14,6 @@ use git2::{Oid, Repository};
 
 use super::memory_lower;
 use super::pool::Pool;
-use super::shared::Shared;
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
 use crate::report::WorkspaceSummary;
@@ -29,6 +28,16 @@ pub(crate) struct Workspaces {
     lowers: Mutex<HashMap<Oid, Arc<Mutex<Option<Lower>>>>>,
     /// Worktree mode: finished tasks' worktrees, reused by the next ones.
     pub pool: Pool,
+    /// The run the workspaces belong to.
+    run: RunPlace,
+}
+
+/// Where a run's workspaces are registered and kept.
+#[derive(Clone, Debug)]
+pub(crate) struct RunPlace {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub common_dir: PathBuf,
 }
 
 #[derive(Clone)]
@@ -48,7 +57,7 @@ pub(crate) struct Layers {
     pub lower_index: PathBuf,
 }
 
-fn worktrees_dir(run_dir: &Path) -> PathBuf {
+pub(super) fn worktrees_dir(run_dir: &Path) -> PathBuf {
     crate::run_dir::RunDir::new(run_dir).worktrees()
 }
 
@@ -66,14 +75,15 @@ fn pool_allowed(options: &RunOptions) -> bool {
 }
 
 /// Task ids never start with a dot, so these never collide with a task's folder.
-fn layers_dir(run_dir: &Path, id: &str) -> PathBuf {
+pub(super) fn layers_dir(run_dir: &Path, id: &str) -> PathBuf {
     worktrees_dir(run_dir).join(".layers").join(id)
 }
 
 impl Workspaces {
     /// Picks the kind for this run. `auto` tries a throwaway overlay once (in the run's
     /// workspace folder, which must exist). `Err`: overlay was asked for and cannot work.
-    pub fn decide(options: &RunOptions, run_dir: &Path) -> Result<Workspaces, String> {
+    pub fn decide(options: &RunOptions, run: RunPlace) -> Result<Workspaces, String> {
+        let run_dir = run.run_dir.as_path();
         let make = |overlay: bool, reason: String| {
             let pool = Pool::new(
                 pool_dir(run_dir),
@@ -96,6 +106,7 @@ impl Workspaces {
                 overlay,
                 lowers: Mutex::new(HashMap::new()),
                 pool,
+                run: run.clone(),
             }
         };
         let choice = options.workspace;
@@ -158,7 +169,8 @@ impl Workspaces {
     }
 
     /// The lower checkout of `start`, created on first use.
-    fn lower(&self, shared: &Shared, repo: &Repository, start: Oid) -> Result<Lower, String> {
+    fn lower(&self, repo: &Repository, start: Oid) -> Result<Lower, String> {
+        let shared = &self.run;
         let slot = {
             let mut map = self.lowers.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(start).or_default().clone()
@@ -234,14 +246,14 @@ impl Workspaces {
     /// path agents see); returns its layers.
     pub fn create_overlay(
         &self,
-        shared: &Shared,
         repo: &Repository,
-        branch: &str,
-        start: Oid,
+        (branch, start): (&str, Oid),
         merged: &Path,
         id: &str,
+        owner: Option<crate::sandbox::RunAs>,
     ) -> Result<Layers, String> {
-        let lower = self.lower(shared, repo, start)?;
+        let shared = &self.run;
+        let lower = self.lower(repo, start)?;
         let dir = layers_dir(&shared.run_dir, id);
         // Layers left by an interrupted attempt (`fanout resume`) must not leak into this one.
         worktree::remove_tree(&dir).map_err(|e| format!("cannot empty {}: {e}", dir.display()))?;
@@ -257,7 +269,7 @@ impl Workspaces {
         let wt_name = worktree::worktree_name(shared.run_id.as_str(), id);
         upper::create_overlay_task(repo, &wt_name, branch, start, merged, &up, &lower.index)
             .map_err(|e| crate::error_chain(&e))?;
-        if let Some(who) = super::identity::task_user(shared, id) {
+        if let Some(who) = owner {
             // The view's root is the upper folder's root.
             crate::sandbox::user::hand_over(&up, who)
                 .map_err(|e| format!("cannot give {} to the agent uid: {e}", up.display()))?;
@@ -277,7 +289,8 @@ impl Workspaces {
 
     /// Removes every lower checkout and its registration (end of run), unless a kept
     /// workspace may still need it.
-    pub fn remove_lowers(&self, shared: &Shared, keep: bool) {
+    pub fn remove_lowers(&self, events: &super::events::Events, keep: bool) {
+        let shared = &self.run;
         let lowers: Vec<Lower> = {
             let map = self.lowers.lock().unwrap_or_else(|e| e.into_inner());
             map.values()
@@ -288,7 +301,7 @@ impl Workspaces {
         };
         for l in lowers {
             if let Err(e) = worktree::remove(&shared.common_dir, &l.name, &l.path) {
-                shared.events.warn(None, &crate::error_chain(&e));
+                events.warn(None, &crate::error_chain(&e));
             }
             if let Some(link) = &l.link {
                 memory_lower::remove_memory_parent(&l.path);
@@ -306,36 +319,6 @@ fn owner_only(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("cannot close {} to others: {e}", dir.display()))
-}
-
-/// A task's workspace kept for the user (`--keep-worktrees`, or work that could not be
-/// committed): no uid of the run keeps anything in it (as root it is given back to root), no
-/// setuid or setgid bit and nothing writable by others stays, and only its owner reaches it.
-/// Covers the worktree (or an overlay's upper folder), the scratch folder and the TMPDIR.
-pub(crate) fn secure_kept(shared: &Shared, id: &str) {
-    let run_dir = &shared.run_dir;
-    let index = shared.tasks.iter().position(|t| t.id().as_str() == id);
-    // The task's TMPDIR: `<run>/tmp` links to the run's short temp folder (see taskenv).
-    let tmp = std::fs::read_link(run_dir.join("tmp"))
-        .ok()
-        .zip(index)
-        .map(|(root, i)| root.join(i.to_string()));
-    let dirs = [
-        Some(worktrees_dir(run_dir).join(id)),
-        Some(layers_dir(run_dir, id).join("upper")),
-        Some(crate::run_dir::RunDir::new(run_dir).task(id).scratch),
-        tmp,
-    ];
-    for d in dirs.iter().flatten() {
-        if !d.is_dir() {
-            continue;
-        }
-        let _ = if crate::sandbox::user::is_root() {
-            crate::sandbox::user::take_back(d)
-        } else {
-            crate::sandbox::user::strip_unsafe_modes(d)
-        };
-    }
 }
 
 /// Removes the lowers a run left in memory (`fanout clean`; a run that was killed).
