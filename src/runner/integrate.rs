@@ -412,21 +412,6 @@ mod test_hooks {
     pub(super) fn before_merge() {}
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_workspace_is_kept_when_asked_or_when_its_work_is_not_committed() {
-        let mut report = TaskReport::new("t", "a");
-        assert!(!keeps_workspace(false, &report));
-        assert!(keeps_workspace(true, &report));
-        report.workspace = Some("/somewhere/worktrees/t".into());
-        assert!(keeps_workspace(false, &report));
-        assert!(keeps_workspace(true, &report));
-    }
-}
-
 /// A task's workspace kept for the user (`--keep-worktrees`, or work that could not be
 /// committed): no uid of the run keeps anything in it (as root it is given back to root), no
 /// setuid or setgid bit and nothing writable by others stays, and only its owner reaches it.
@@ -454,5 +439,20 @@ fn secure_kept(shared: &Shared, id: &str) {
         } else {
             crate::sandbox::user::strip_unsafe_modes(d)
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_is_kept_when_asked_or_when_its_work_is_not_committed() {
+        let mut report = TaskReport::new("t", "a");
+        assert!(!keeps_workspace(false, &report));
+        assert!(keeps_workspace(true, &report));
+        report.workspace = Some("/somewhere/worktrees/t".into());
+        assert!(keeps_workspace(false, &report));
+        assert!(keeps_workspace(true, &report));
     }
 }
