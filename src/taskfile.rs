@@ -7,7 +7,6 @@ first one as serde's derive would. Unknown fields are errors: a typo must not be
 */
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -17,24 +16,13 @@ use crate::ids::TaskId;
 mod agents;
 pub mod caches;
 pub mod generate;
+mod problem;
 mod read;
 pub mod schema;
 mod sections;
 mod tasks;
 
-/// One thing wrong with a task file, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// `$.tasks[2].id`, or `line 3, column 7` for syntax errors.
-    pub location: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
-    }
-}
+pub use problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFileError {

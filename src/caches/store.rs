@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{io, CacheError};
+use super::types::{io, CacheError};
 use crate::sandbox::RunAs;
 use crate::taskfile::Cache;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{io, CacheError, FillCaches, RunCaches, TaskCaches};
+use super::types::{io, CacheError, FillCaches, RunCaches, TaskCaches};
 use crate::sandbox::{CacheMounts, OverlaySpec};
 use crate::taskfile::Cache;
 

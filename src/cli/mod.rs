@@ -4,16 +4,15 @@ subcommand that turns them into library calls and prints the result. Exit codes:
 1 some task did not end `merged`/`no_changes`, 2 usage or input error, 130 interrupted.
 */
 
-mod args;
+pub(crate) mod args;
 mod clean;
 mod collect;
-mod common;
-mod diff;
-pub mod mcp_server;
-pub(crate) use diff::task_diff_text;
+pub(crate) mod common;
+pub(crate) mod diff;
 mod log;
 mod lookup;
 pub mod mcp;
+pub mod mcp_server;
 mod merge;
 pub mod out;
 mod report;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::Problem;
+use super::problem::Problem;
 
 /// Placeholders a template may use.
 pub const PLACEHOLDERS: &[&str] = &["path", "dir", "stem", "name", "item", "paths", "n"];

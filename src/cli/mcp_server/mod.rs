@@ -14,13 +14,14 @@ every run is asked to stop at its next safe point, the server waits for them (th
 `interrupted`, resumable with `fanout resume`) and returns.
 */
 
+mod options;
 mod runs;
 mod tool_list;
 mod tools;
+mod wire;
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 
 use serde_json::{json, Value};
 
@@ -47,53 +48,9 @@ pub enum ServerError {
     Thread(#[source] std::io::Error),
 }
 
-/// Where the server starts from.
-#[derive(Clone, Debug)]
-pub struct ServerOptions {
-    /// Default repository and base of relative paths: the server's working directory.
-    pub cwd: PathBuf,
-    /// fanout's own executable (runs need it for the sandbox supervisor).
-    pub self_exe: PathBuf,
-}
+pub use options::ServerOptions;
 
-/// The client's side of the pipe: one JSON message per line, written whole.
-#[derive(Clone)]
-pub struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
-
-impl Out {
-    pub fn new(w: impl Write + Send + 'static) -> Out {
-        Out(Arc::new(Mutex::new(Box::new(w))))
-    }
-
-    /// Sends one message; a client that went away is noticed on stdin, not here.
-    pub fn send(&self, msg: &Value) {
-        // Secrets masked like every other output (no pattern matches a quote: JSON stays valid).
-        let mut line = crate::redact::redact(&msg.to_string()).into_owned();
-        line.push('\n');
-        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = w.write_all(line.as_bytes());
-        let _ = w.flush();
-    }
-
-    fn result(&self, id: &Value, result: Value) {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
-    }
-
-    fn error(&self, id: &Value, code: i64, message: &str) {
-        self.send(
-            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-        );
-    }
-
-    /// `notifications/progress` for a request that asked for it.
-    pub fn progress(&self, token: &Value, progress: u64, total: u64, message: &str) {
-        self.send(
-            &json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
-                "progressToken": token, "progress": progress, "total": total, "message": message,
-            }}),
-        );
-    }
-}
+pub use wire::{BadParams, Out};
 
 enum Incoming {
     Line(Vec<u8>),
@@ -306,10 +263,6 @@ fn out_error_internal(id: &Value, message: &str) {
     // Writing needs an Out; without a thread there is no way but stderr.
     eprintln!("fanout mcp: cannot answer request {id}: {message}");
 }
-
-/// A client's arguments that do not fit the tool (JSON-RPC -32602).
-#[derive(Debug)]
-pub struct BadParams(pub String);
 
 fn initialize(params: &Value) -> Value {
     let asked = params

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::ServerOptions;
+use super::options::ServerOptions;
 use crate::report::RunReport;
 use crate::runner::Stop;
 use crate::state::StateFile;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use super::runs::{view, Registry};
-use super::{BadParams, Out};
+use super::wire::{BadParams, Out};
 
 /// Longest `fanout_wait`: clients time tool calls out (Codex's `tool_timeout_sec`).
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -420,15 +420,15 @@ fn locate_run(
 }
 
 fn resolve_last(repo: Option<&Path>, registry: &Registry, run: &str) -> String {
-    if run != crate::cli::LAST_RUN {
+    if run != crate::cli::common::LAST_RUN {
         return run.to_string();
     }
-    let arg = crate::cli::RepoArg {
+    let arg = crate::cli::args::RepoArg {
         repo: repo
             .map(Path::to_path_buf)
             .unwrap_or_else(|| registry.options.cwd.clone()),
     };
-    crate::cli::resolve_run(&arg, run)
+    crate::cli::common::resolve_run(&arg, run)
         .map(|r| r.to_string())
         .unwrap_or_else(|_| run.to_string())
 }
@@ -488,7 +488,7 @@ fn diff(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         (Some(r), _) => r.clone(),
         (None, Err(_)) => registry.options.cwd.clone(),
     };
-    let (text, task_status) = match crate::cli::task_diff_text(&repo, run_id, task, stat) {
+    let (text, task_status) = match crate::cli::diff::task_diff_text(&repo, run_id, task, stat) {
         Ok(t) => t,
         Err(e) => return Ok(tool_error(format!("{e:#}"))),
     };

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::answer::Answer;
-use super::VerifierError;
+use super::error::VerifierError;
 use crate::jsonrpc::truncate;
 
 /// Files up to this size are read in one call without `offset`/`limit` (whole reads are cut

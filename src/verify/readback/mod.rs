@@ -34,6 +34,7 @@ runner: it is given the verifier, the paths and the collected change.
 
 mod answer;
 mod compare;
+mod error;
 #[cfg(test)]
 mod fake;
 mod jobs;

@@ -23,25 +23,7 @@ const MAX_RESTARTS: u32 = 3;
 const READ_TIMEOUT_CAP_SECS: f64 = 60.0;
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Debug, thiserror::Error)]
-pub enum VerifierError {
-    #[error("verifier program {0:?} not found")]
-    NotFound(String),
-    #[error("cannot create {path}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the verifier: {0}")]
-    Spawn(String),
-    #[error("the verifier offers no tool {tool:?} (it offers: {offered})")]
-    NoTool { tool: String, offered: String },
-    #[error("the verifier failed: {0}")]
-    Rpc(#[from] JsonRpcError),
-    #[error("the verifier is unavailable: {0}")]
-    Broken(String),
-}
+pub use super::error::VerifierError;
 
 /// `--readback require` and no verifier: the run must not start.
 #[derive(Debug, thiserror::Error)]

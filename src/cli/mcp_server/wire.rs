@@ -1,0 +1,49 @@
+//! The server's side of the wire: messages to the client, and arguments that do not fit.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+/// The client's side of the pipe: one JSON message per line, written whole.
+#[derive(Clone)]
+pub struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Out {
+    pub fn new(w: impl Write + Send + 'static) -> Out {
+        Out(Arc::new(Mutex::new(Box::new(w))))
+    }
+
+    /// Sends one message; a client that went away is noticed on stdin, not here.
+    pub fn send(&self, msg: &Value) {
+        // Secrets masked like every other output (no pattern matches a quote: JSON stays valid).
+        let mut line = crate::redact::redact(&msg.to_string()).into_owned();
+        line.push('\n');
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = w.write_all(line.as_bytes());
+        let _ = w.flush();
+    }
+
+    pub(super) fn result(&self, id: &Value, result: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
+    }
+
+    pub(super) fn error(&self, id: &Value, code: i64, message: &str) {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+        );
+    }
+
+    /// `notifications/progress` for a request that asked for it.
+    pub fn progress(&self, token: &Value, progress: u64, total: u64, message: &str) {
+        self.send(
+            &json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                "progressToken": token, "progress": progress, "total": total, "message": message,
+            }}),
+        );
+    }
+}
+
+/// A client's arguments that do not fit the tool (JSON-RPC -32602).
+#[derive(Debug)]
+pub struct BadParams(pub String);
