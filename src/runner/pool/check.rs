@@ -1,0 +1,373 @@
+/*!
+The check after a pooled worktree's reset: the worktree must be what a fresh checkout of the
+start commit gives, or it is not reused. git's reset trusts stat data (a file hard-linked to
+another or to a folder outside keeps its inode, and its stat data was refreshed by the last
+collection), does not look at permission bits beyond the executable one, and never lists
+extended attributes. So fanout itself, after the sandboxed reset, walks the worktree and
+compares every entry with the start tree:
+
+- every entry is in the tree, and every tree entry is there, with its kind (file, link,
+  folder); the content of every file and link is hashed (git's blob id, streamed), never
+  trusted from stat data;
+- files have one link; owner and group are those of a fresh checkout (the agent uid as root);
+- no extended attribute but the `security.*` ones the system sets (`security.capability`
+  excluded): no `user.*`, `trusted.*` or ACL;
+- permission bits are set to a fresh checkout's (`0644`/`0755` for files, `0777` for folders,
+  `0666` for `.git`, less the umask): nothing setuid, setgid, sticky or writable by others
+  survives. Only this is repaired; any other difference is an error naming the path.
+
+Everything is opened beneath the worktree without following links (`openat2` with
+`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, as collections do), so what the last agent planted
+cannot point fanout (root, or the invoking user) anywhere else. No process of any task runs in
+the worktree meanwhile: its last agent's processes are gone and the next one has not started.
+*/
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
+use rayon::prelude::*;
+
+use crate::git::checkout::Listing;
+use crate::git::scan;
+
+/// Whom a fresh checkout's entries belong to, and which permission bits they get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fresh {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+    /// Folders inherit the setgid bit of the worktrees folder (group inheritance).
+    pub setgid_dirs: bool,
+}
+
+impl Fresh {
+    /// What a fresh checkout into a new folder of `parent` gives: the agent's uid and gid when
+    /// fanout hands worktrees over (`run_as`), else this process's, with the group of a setgid
+    /// `parent`; this process's umask.
+    pub fn for_parent(parent: &Path, run_as: Option<(u32, u32)>) -> Fresh {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(parent).ok();
+        let setgid_dirs = meta.as_ref().is_some_and(|m| m.mode() & libc::S_ISGID != 0);
+        let (uid, gid) = run_as.unwrap_or_else(|| {
+            let gid = match &meta {
+                Some(m) if setgid_dirs => m.gid(),
+                _ => nix::unistd::getegid().as_raw(),
+            };
+            (nix::unistd::geteuid().as_raw(), gid)
+        });
+        Fresh {
+            uid,
+            gid,
+            umask: process_umask(),
+            setgid_dirs,
+        }
+    }
+
+    fn file_mode(&self, executable: bool) -> u32 {
+        (if executable { 0o755 } else { 0o644 }) & !self.umask
+    }
+
+    fn dir_mode(&self) -> u32 {
+        (0o777 & !self.umask) | if self.setgid_dirs { libc::S_ISGID } else { 0 }
+    }
+}
+
+/// This process's umask, read without changing it (`umask(2)` would, for every thread).
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// What the check repaired (counts, for tests and logs).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    pub files: usize,
+    pub modes_repaired: usize,
+}
+
+/// A file or link found where the tree has one: checked (content, links, attributes) in
+/// parallel once the walk is done.
+struct ToHash {
+    path: Vec<u8>,
+    id: Oid,
+    stat: scan::Stat,
+    executable: bool,
+}
+
+/// Checks the worktree at `wt` against `listing` (the start commit's plain checkout) and its
+/// `.git` file against `git_file` (its exact content); repairs permission bits. `Err` names
+/// the first difference found.
+pub fn check_worktree(
+    wt: &Path,
+    listing: &Listing,
+    git_file: &[u8],
+    fresh: Fresh,
+) -> Result<Checked, String> {
+    let root = scan::open_root(wt).map_err(|e| e.to_string())?;
+    let files: HashMap<&[u8], (Oid, u32)> = listing
+        .items
+        .iter()
+        .map(|i| (i.path.as_slice(), (i.id, i.mode)))
+        .collect();
+    let dirs: HashSet<&[u8]> = listing.dirs.iter().map(Vec::as_slice).collect();
+    let mut out = Checked::default();
+    let mut to_hash = Vec::with_capacity(files.len());
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut dirs_seen = 0usize;
+    while let Some(dir) = stack.pop() {
+        let fd = open(&root, &dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let st = stat_of(&fd, &dir)?;
+        owned_and_single(&st, &dir, fresh, true)?;
+        no_xattrs(&fd, &dir)?;
+        out.modes_repaired += usize::from(set_mode(&fd, &st, fresh.dir_mode(), &dir)?);
+        let names = list_dir(fd, &dir)?;
+        for name in names {
+            let rel = join(&dir, &name);
+            if dir.is_empty() && name == b".git" {
+                check_git_file(&root, git_file, fresh, &mut out)?;
+                continue;
+            }
+            let st = stat_of(&open(&root, &rel, OFlag::O_PATH)?, &rel)?;
+            let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+            match (kind, files.get(rel.as_slice())) {
+                (SFlag::S_IFDIR, _) if dirs.contains(rel.as_slice()) => {
+                    dirs_seen += 1;
+                    stack.push(rel);
+                }
+                (SFlag::S_IFREG, Some(&(id, mode))) if mode & 0o170000 == 0o100000 => {
+                    to_hash.push(ToHash {
+                        path: rel,
+                        id,
+                        stat: scan::Stat::from(&st),
+                        executable: mode == 0o100755,
+                    })
+                }
+                (SFlag::S_IFLNK, Some(&(id, 0o120000))) => {
+                    owned_and_single(&st, &rel, fresh, false)?;
+                    // No extended attribute to look for: Linux refuses `user.*` ones on links,
+                    // and the other namespaces need privileges no agent has.
+                    let target = nix::fcntl::readlinkat(&open(&root, &rel, OFlag::O_PATH)?, "")
+                        .map_err(|e| format!("{}: cannot read the link: {e}", show(&rel)))?;
+                    let got = Oid::hash_object(ObjectType::Blob, target.as_encoded_bytes())
+                        .map_err(|e| format!("{}: {e}", show(&rel)))?;
+                    if got != id {
+                        return Err(format!("{}: the link's target differs", show(&rel)));
+                    }
+                    out.files += 1;
+                }
+                _ => return Err(format!("{}: not in the tree as it is", show(&rel))),
+            }
+        }
+    }
+    let checked: Vec<Result<bool, String>> = to_hash
+        .par_iter()
+        .map(|f| check_file(&root, f, fresh))
+        .collect();
+    for c in checked {
+        out.modes_repaired += usize::from(c?);
+        out.files += 1;
+    }
+    if out.files != files.len() || dirs_seen != dirs.len() {
+        return Err(format!(
+            "{} of the tree's {} files and {} of its {} folders are there",
+            out.files,
+            files.len(),
+            dirs_seen,
+            dirs.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// One regular file: one link, the fresh owner, no extended attribute, the blob's content;
+/// `true` when its permission bits were repaired.
+fn check_file(root: &OwnedFd, f: &ToHash, fresh: Fresh) -> Result<bool, String> {
+    let file =
+        scan::open_file(root, &f.path, &f.stat).map_err(|e| format!("{}: {e}", show(&f.path)))?;
+    let st = stat_of(&file, &f.path)?;
+    owned_and_single(&st, &f.path, fresh, false)?;
+    no_xattrs(&file, &f.path)?;
+    // Streamed by libgit2 through the descriptor fanout opened (the magic link names exactly
+    // that file; no path inside the worktree is resolved again).
+    let got = Oid::hash_file(
+        ObjectType::Blob,
+        format!("/proc/self/fd/{}", file.as_raw_fd()),
+    )
+    .map_err(|e| format!("{}: cannot hash: {}", show(&f.path), e.message()))?;
+    if got != f.id {
+        return Err(format!(
+            "{}: the content differs from the tree",
+            show(&f.path)
+        ));
+    }
+    set_mode(&file, &st, fresh.file_mode(f.executable), &f.path)
+}
+
+/// The root's `.git` file: what the reset wrote, and nothing else.
+fn check_git_file(
+    root: &OwnedFd,
+    expected: &[u8],
+    fresh: Fresh,
+    out: &mut Checked,
+) -> Result<(), String> {
+    let rel = b".git";
+    let fd = open(root, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+    let st = stat_of(&fd, rel)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(".git is not a file".into());
+    }
+    owned_and_single(&st, rel, fresh, false)?;
+    no_xattrs(&fd, rel)?;
+    let mut content = Vec::new();
+    use std::io::Read;
+    std::fs::File::from(fd.try_clone().map_err(|e| format!(".git: {e}"))?)
+        .take(expected.len() as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| format!(".git: {e}"))?;
+    if content != expected {
+        return Err(".git is not the file fanout writes".into());
+    }
+    out.modes_repaired += usize::from(set_mode(&fd, &st, 0o666 & !fresh.umask, rel)?);
+    Ok(())
+}
+
+fn open(root: &OwnedFd, rel: &[u8], flags: OFlag) -> Result<OwnedFd, String> {
+    scan::open_beneath(root, rel, flags).map_err(|e| format!("{}: cannot open: {e}", show(rel)))
+}
+
+fn stat_of(fd: &impl AsFd, rel: &[u8]) -> Result<FileStat, String> {
+    fstat(fd).map_err(|e| format!("{}: cannot stat: {e}", show(rel)))
+}
+
+/// The owner and group of a fresh checkout; one link (files and links).
+fn owned_and_single(st: &FileStat, rel: &[u8], fresh: Fresh, dir: bool) -> Result<(), String> {
+    if st.st_uid != fresh.uid || st.st_gid != fresh.gid {
+        return Err(format!(
+            "{}: owned by {}:{}, not {}:{}",
+            show(rel),
+            st.st_uid,
+            st.st_gid,
+            fresh.uid,
+            fresh.gid
+        ));
+    }
+    if !dir && st.st_nlink != 1 {
+        return Err(format!("{}: {} hard links", show(rel), st.st_nlink));
+    }
+    Ok(())
+}
+
+/// Sets the permission bits to `want` when they differ: `true` when it did.
+fn set_mode(fd: &impl AsFd, st: &FileStat, want: u32, rel: &[u8]) -> Result<bool, String> {
+    if st.st_mode & 0o7777 == want {
+        return Ok(false);
+    }
+    fchmod(fd, Mode::from_bits_truncate(want))
+        .map_err(|e| format!("{}: cannot set its mode: {e}", show(rel)))?;
+    Ok(true)
+}
+
+/// No extended attribute but those the system itself sets (`security.*`, which agents cannot
+/// set, `security.capability` excepted).
+fn no_xattrs(fd: &impl AsFd, rel: &[u8]) -> Result<(), String> {
+    let names = xattr_names(fd).map_err(|e| format!("{}: cannot list xattrs: {e}", show(rel)))?;
+    match names
+        .iter()
+        .find(|n| !n.starts_with(b"security.") || n.as_slice() == b"security.capability")
+    {
+        Some(n) => Err(format!(
+            "{}: extended attribute {}",
+            show(rel),
+            String::from_utf8_lossy(n)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The names of a file's extended attributes (`flistxattr`).
+#[allow(unsafe_code)]
+fn xattr_names(fd: &impl AsFd) -> std::io::Result<Vec<Vec<u8>>> {
+    let raw = fd.as_fd().as_raw_fd();
+    loop {
+        // SAFETY: a null buffer of size 0 only asks for the list's length.
+        let len = unsafe { libc::flistxattr(raw, std::ptr::null_mut(), 0) };
+        if len < 0 {
+            return match Errno::last() {
+                Errno::ENOTSUP => Ok(Vec::new()),
+                e => Err(e.into()),
+            };
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; len as usize];
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let got = unsafe { libc::flistxattr(raw, buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            match Errno::last() {
+                Errno::ERANGE => continue, // the list grew meanwhile: ask again
+                e => return Err(e.into()),
+            }
+        }
+        buf.truncate(got as usize);
+        return Ok(buf
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect());
+    }
+}
+
+/// The names in a folder (`.` and `..` left out).
+fn list_dir(fd: OwnedFd, rel: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut dir =
+        nix::dir::Dir::from_fd(fd).map_err(|e| format!("{}: cannot list: {e}", show(rel)))?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| format!("{}: cannot list: {e}", show(rel)))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = dir.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+fn show(rel: &[u8]) -> String {
+    if rel.is_empty() {
+        return "the worktree's root".into();
+    }
+    String::from_utf8_lossy(rel).into_owned()
+}
+
+/// The `.git` file a worktree registered at `admin` gets (what the reset and a fresh checkout
+/// write).
+pub fn git_file_content(admin: &Path) -> Vec<u8> {
+    format!("gitdir: {}\n", admin.display()).into_bytes()
+}
+
+/// The repository's common folder, from a worktree's admin folder (`<common>/worktrees/<name>`).
+pub fn common_dir_of(admin: &Path) -> Option<PathBuf> {
+    admin.parent()?.parent().map(Path::to_path_buf)
+}
