@@ -490,6 +490,26 @@ fn a_repository_with_submodules_is_not_pooled() {
     );
 }
 
+/// A start commit whose checkout converts content (a `.gitattributes`, here one that changes
+/// nothing) is not pooled: the reset's check compares the worktree with the blobs, which such a
+/// checkout does not write. Every task gets a fresh checkout, without a warning.
+#[test]
+fn a_repository_with_attributes_is_not_pooled() {
+    let repo = TestRepo::with_files(3);
+    std::fs::write(repo.path.join(".gitattributes"), "*.png binary\n").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "attributes"]);
+    let (out, report) = one_file_tasks(&repo, 3);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_task_alone(&repo, &report, 3);
+    assert!(!stderr(&out).contains("afresh"), "{}", stderr(&out));
+    assert!(
+        report["workspace"].get("reused").is_none(),
+        "{}",
+        report["workspace"]
+    );
+}
+
 /// Worktrees are reused when the pool is on: a run of four tasks one at a time reuses three.
 #[test]
 fn four_tasks_one_at_a_time_reuse_three_worktrees() {

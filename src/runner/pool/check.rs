@@ -371,3 +371,174 @@ pub fn git_file_content(admin: &Path) -> Vec<u8> {
 pub fn common_dir_of(admin: &Path) -> Option<PathBuf> {
     admin.parent()?.parent().map(Path::to_path_buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A repository with a few files, a link and a folder, its listing, and a fresh checkout
+    /// of it (with its `.git` file) in `wt`.
+    fn checked_out() -> (tempfile::TempDir, PathBuf, Listing, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path().join("r")).unwrap();
+        let mut u = git2::build::TreeUpdateBuilder::new();
+        let empty = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        for (p, c, m) in [
+            ("a.txt", &b"a\n"[..], git2::FileMode::Blob),
+            ("b.txt", b"same\n", git2::FileMode::Blob),
+            ("c.txt", b"same\n", git2::FileMode::Blob),
+            ("d/e/x.sh", b"#!/bin/sh\n", git2::FileMode::BlobExecutable),
+            ("link", b"a.txt", git2::FileMode::Link),
+        ] {
+            u.upsert(p, repo.blob(c).unwrap(), m);
+        }
+        let tree = repo
+            .find_tree(u.create_updated(&repo, &empty).unwrap())
+            .unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let c = repo.commit(None, &sig, &sig, "m", &tree, &[]).unwrap();
+        let wt = dir.path().join("wt");
+        std::fs::create_dir(&wt).unwrap();
+        let index = dir.path().join("index");
+        assert!(crate::git::checkout::checkout_plain(&repo, c, &wt, &index).unwrap());
+        let git_file = git_file_content(&dir.path().join("admin"));
+        std::fs::write(wt.join(".git"), &git_file).unwrap();
+        let listing = crate::git::checkout::plain_listing(&repo, c)
+            .unwrap()
+            .unwrap();
+        (dir, wt, listing, git_file)
+    }
+
+    fn check(wt: &Path, listing: &Listing, git_file: &[u8]) -> Result<Checked, String> {
+        check_worktree(
+            wt,
+            listing,
+            git_file,
+            Fresh::for_parent(wt.parent().unwrap(), None),
+        )
+    }
+
+    #[test]
+    fn a_fresh_checkout_passes_unchanged() {
+        let (_d, wt, listing, git_file) = checked_out();
+        let got = check(&wt, &listing, &git_file).unwrap();
+        assert_eq!(
+            got,
+            Checked {
+                files: 5,
+                modes_repaired: 0
+            }
+        );
+    }
+
+    #[test]
+    fn shared_inodes_extra_entries_and_changed_content_are_found() {
+        let cases: [(&str, fn(&Path)); 7] = [
+            ("hard links", |wt| {
+                std::fs::remove_file(wt.join("c.txt")).unwrap();
+                std::fs::hard_link(wt.join("b.txt"), wt.join("c.txt")).unwrap();
+            }),
+            ("hard links", |wt| {
+                std::fs::hard_link(wt.join("a.txt"), wt.parent().unwrap().join("cache")).unwrap();
+            }),
+            ("not in the tree", |wt| {
+                std::fs::write(wt.join("new"), "x").unwrap()
+            }),
+            ("not in the tree", |wt| {
+                std::fs::create_dir(wt.join("d/empty")).unwrap()
+            }),
+            ("content differs", |wt| {
+                // Same size, same times: only the content tells.
+                let before = std::fs::metadata(wt.join("a.txt")).unwrap();
+                std::fs::write(wt.join("a.txt"), "b\n").unwrap();
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(wt.join("a.txt"))
+                    .unwrap();
+                f.set_modified(before.modified().unwrap()).unwrap();
+            }),
+            ("link's target", |wt| {
+                std::fs::remove_file(wt.join("link")).unwrap();
+                std::os::unix::fs::symlink("b.txt", wt.join("link")).unwrap();
+            }),
+            ("files and", |wt| {
+                std::fs::remove_file(wt.join("d/e/x.sh")).unwrap()
+            }),
+        ];
+        for (want, spoil) in cases {
+            let (_d, wt, listing, git_file) = checked_out();
+            spoil(&wt);
+            let err = check(&wt, &listing, &git_file).unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_forged_git_file_is_found() {
+        let (_d, wt, listing, git_file) = checked_out();
+        std::fs::write(wt.join(".git"), "gitdir: /elsewhere\n").unwrap();
+        let err = check(&wt, &listing, &git_file).unwrap_err();
+        assert!(err.contains(".git"), "{err}");
+        std::fs::remove_file(wt.join(".git")).unwrap();
+        std::fs::create_dir(wt.join(".git")).unwrap();
+        assert!(check(&wt, &listing, &git_file).is_err());
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn user_xattrs_on_a_file_or_a_folder_are_found() {
+        for target in ["a.txt", "d", ""] {
+            let (_d, wt, listing, git_file) = checked_out();
+            let path =
+                std::ffi::CString::new(wt.join(target).into_os_string().into_encoded_bytes())
+                    .unwrap();
+            // SAFETY: valid NUL-terminated strings and a 1-byte value.
+            let r = unsafe {
+                libc::setxattr(
+                    path.as_ptr(),
+                    c"user.fanout-test".as_ptr(),
+                    b"x".as_ptr().cast(),
+                    1,
+                    0,
+                )
+            };
+            if r != 0 {
+                eprintln!("no user xattrs here: {}", std::io::Error::last_os_error());
+                return;
+            }
+            let err = check(&wt, &listing, &git_file).unwrap_err();
+            assert!(err.contains("user.fanout-test"), "{target}: {err}");
+        }
+    }
+
+    #[test]
+    fn special_and_writable_modes_are_set_back_to_a_fresh_checkouts() {
+        let (_d, wt, listing, git_file) = checked_out();
+        let fresh = Fresh::for_parent(wt.parent().unwrap(), None);
+        let set = |p: &str, m: u32| {
+            std::fs::set_permissions(wt.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set("d", 0o1777);
+        set("a.txt", 0o2666);
+        set("d/e/x.sh", 0o4777);
+        set(".git", 0o600);
+        let got = check(&wt, &listing, &git_file).unwrap();
+        assert_eq!(got.modes_repaired, 4);
+        let mode = |p: &str| std::fs::metadata(wt.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("d"), fresh.dir_mode());
+        assert_eq!(mode("a.txt"), 0o644 & !fresh.umask);
+        assert_eq!(mode("d/e/x.sh"), 0o755 & !fresh.umask);
+        assert_eq!(mode(".git"), 0o666 & !fresh.umask);
+        assert_eq!(check(&wt, &listing, &git_file).unwrap().modes_repaired, 0);
+    }
+
+    #[test]
+    fn the_umask_is_read_without_changing_it() {
+        let m = process_umask();
+        assert_eq!(m & !0o777, 0);
+        assert_eq!(process_umask(), m);
+    }
+}
