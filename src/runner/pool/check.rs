@@ -434,9 +434,12 @@ mod tests {
         );
     }
 
+    /// Spoils a fresh checkout in one way.
+    type Spoil = fn(&Path);
+
     #[test]
     fn shared_inodes_extra_entries_and_changed_content_are_found() {
-        let cases: [(&str, fn(&Path)); 7] = [
+        let cases: [(&str, Spoil); 7] = [
             ("hard links", |wt| {
                 std::fs::remove_file(wt.join("c.txt")).unwrap();
                 std::fs::hard_link(wt.join("b.txt"), wt.join("c.txt")).unwrap();
