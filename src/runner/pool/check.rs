@@ -23,7 +23,9 @@ the worktree meanwhile: its last agent's processes are gone and the next one has
 */
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid};
@@ -131,6 +133,7 @@ pub fn check_worktree(
         owned_and_single(&st, &dir, fresh, true)?;
         no_xattrs(&fd, &dir)?;
         out.modes_repaired += usize::from(set_mode(&fd, &st, fresh.dir_mode(), &dir)?);
+        let dir_fd = fd.try_clone().map_err(|e| format!("{}: {e}", show(&dir)))?;
         let names = list_dir(fd, &dir)?;
         for name in names {
             let rel = join(&dir, &name);
@@ -138,7 +141,13 @@ pub fn check_worktree(
                 check_git_file(&root, git_file, fresh, &mut out)?;
                 continue;
             }
-            let st = stat_of(&open(&root, &rel, OFlag::O_PATH)?, &rel)?;
+            // Through the folder's descriptor, the name itself not followed.
+            let st = nix::sys::stat::fstatat(
+                &dir_fd,
+                std::ffi::OsStr::from_bytes(&name),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| format!("{}: cannot stat: {e}", show(&rel)))?;
             let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
             match (kind, files.get(rel.as_slice())) {
                 (SFlag::S_IFDIR, _) if dirs.contains(rel.as_slice()) => {
@@ -190,6 +199,9 @@ pub fn check_worktree(
     Ok(out)
 }
 
+/// Files up to this size are read into memory to be hashed; larger ones are streamed.
+const SMALL: u64 = 1 << 20;
+
 /// One regular file: one link, the fresh owner, no extended attribute, the blob's content;
 /// `true` when its permission bits were repaired.
 fn check_file(root: &OwnedFd, f: &ToHash, fresh: Fresh) -> Result<bool, String> {
@@ -198,12 +210,22 @@ fn check_file(root: &OwnedFd, f: &ToHash, fresh: Fresh) -> Result<bool, String> 
     let st = stat_of(&file, &f.path)?;
     owned_and_single(&st, &f.path, fresh, false)?;
     no_xattrs(&file, &f.path)?;
-    // Streamed by libgit2 through the descriptor fanout opened (the magic link names exactly
-    // that file; no path inside the worktree is resolved again).
-    let got = Oid::hash_file(
-        ObjectType::Blob,
-        format!("/proc/self/fd/{}", file.as_raw_fd()),
-    )
+    let got = if st.st_size as u64 <= SMALL {
+        // Read whole through the descriptor (most files of a repository are small).
+        let mut buf = Vec::with_capacity(st.st_size as usize + 1);
+        (&file)
+            .take(SMALL + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("{}: cannot read: {e}", show(&f.path)))?;
+        Oid::hash_object(ObjectType::Blob, &buf)
+    } else {
+        // Streamed by libgit2 through the descriptor fanout opened (the magic link names
+        // exactly that file; no path inside the worktree is resolved again).
+        Oid::hash_file(
+            ObjectType::Blob,
+            format!("/proc/self/fd/{}", file.as_raw_fd()),
+        )
+    }
     .map_err(|e| format!("{}: cannot hash: {}", show(&f.path), e.message()))?;
     if got != f.id {
         return Err(format!(
@@ -230,7 +252,6 @@ fn check_git_file(
     owned_and_single(&st, rel, fresh, false)?;
     no_xattrs(&fd, rel)?;
     let mut content = Vec::new();
-    use std::io::Read;
     std::fs::File::from(fd.try_clone().map_err(|e| format!(".git: {e}"))?)
         .take(expected.len() as u64 + 1)
         .read_to_end(&mut content)
