@@ -4,8 +4,8 @@ The worktree pool of a `--workspace worktree` run: a finished task's worktree is
 takes it over instead of checking the whole repository out again. At most `--jobs` are parked.
 
 A parked worktree is hostile: its last agent may have left links to outside, files where
-folders were, `chmod 000` entries, FIFOs, or a forged `.git`. fanout never opens anything in
-it. The reset back to the next task's start commit runs inside that task's sandbox (the
+folders were, `chmod 000` entries, FIFOs, or a forged `.git`. fanout opens nothing in it but
+through descriptors that cannot leave it (the check below). The reset back to the next task's start commit runs inside that task's sandbox (the
 agent's own Landlock rules and uid: it can write only the worktree and the task's scratch
 folder), with git's one-way merge that rewrites only entries whose stat data or content
 differ (attributes read from the start commit, never from the worktree), after removing
@@ -266,9 +266,11 @@ impl Pool {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ResetError> + Send + 'static,
 ) -> Result<T, ResetError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(ResetError::Failed(format!("the check stopped: {e}"))))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ResetError::Failed(format!(
+            "a step of the reset stopped: {e}"
+        )))
+    })
 }
 
 /// The start commit's plain checkout, which the reset must reproduce; `NotPooled` when git
