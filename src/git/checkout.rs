@@ -20,10 +20,17 @@ use rayon::prelude::*;
 
 use super::{GitContext, GitError};
 
-struct Item {
-    path: Vec<u8>,
-    id: Oid,
-    mode: u32,
+/// One entry of a commit's tree (a file, link or gitlink) with its slash-separated path.
+pub struct Item {
+    pub path: Vec<u8>,
+    pub id: Oid,
+    pub mode: u32,
+}
+
+/// What a plain checkout of a commit writes: its entries and its folders.
+pub struct Listing {
+    pub items: Vec<Item>,
+    pub dirs: Vec<Vec<u8>>,
 }
 
 /// Whether checking out could change a blob's bytes or kind (then libgit2 does it).
@@ -53,15 +60,9 @@ fn bad_component(path: &[u8]) -> bool {
         .any(|c| c.is_empty() || c == b"." || c == b".." || c.eq_ignore_ascii_case(b".git"))
 }
 
-/// Writes `commit`'s files into the empty folder `dest` and their index to `index_path`;
-/// `false` (nothing written) when the commit needs libgit2's filtering checkout (see the
-/// module comment) or has a path git refuses.
-pub fn checkout_plain(
-    repo: &Repository,
-    commit: Oid,
-    dest: &Path,
-    index_path: &Path,
-) -> Result<bool, GitError> {
+/// A commit's entries and folders, as [`checkout_plain`] writes them; `None` when the commit
+/// needs libgit2's filtering checkout (see the module comment) or has a path git refuses.
+pub fn plain_listing(repo: &Repository, commit: Oid) -> Result<Option<Listing>, GitError> {
     let tree = repo
         .find_commit(commit)
         .and_then(|c| c.tree())
@@ -86,8 +87,23 @@ pub fn checkout_plain(
         || items.iter().any(|i| bad_component(&i.path))
         || dirs.iter().any(|d| bad_component(d))
     {
-        return Ok(false);
+        return Ok(None);
     }
+    Ok(Some(Listing { items, dirs }))
+}
+
+/// Writes `commit`'s files into the empty folder `dest` and their index to `index_path`;
+/// `false` (nothing written) when the commit needs libgit2's filtering checkout (see the
+/// module comment) or has a path git refuses.
+pub fn checkout_plain(
+    repo: &Repository,
+    commit: Oid,
+    dest: &Path,
+    index_path: &Path,
+) -> Result<bool, GitError> {
+    let Some(Listing { items, dirs }) = plain_listing(repo, commit)? else {
+        return Ok(false);
+    };
     for d in &dirs {
         let p = dest.join(bytes_path(d));
         std::fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;

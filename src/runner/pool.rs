@@ -4,14 +4,19 @@ The worktree pool of a `--workspace worktree` run: a finished task's worktree is
 takes it over instead of checking the whole repository out again. At most `--jobs` are parked.
 
 A parked worktree is hostile: its last agent may have left links to outside, files where
-folders were, `chmod 000` entries, FIFOs, or a forged `.git`. fanout never opens anything in
-it. The reset back to the next task's start commit runs inside that task's sandbox (the
+folders were, `chmod 000` entries, FIFOs, or a forged `.git`. fanout opens nothing in it but
+through descriptors that cannot leave it (the check below). The reset back to the next task's start commit runs inside that task's sandbox (the
 agent's own Landlock rules and uid: it can write only the worktree and the task's scratch
 folder), with git's one-way merge that rewrites only entries whose stat data or content
-differ, then removes everything untracked or ignored, then checks that `git status` shows
-nothing; only then is the `.git` file written (from inside too). Any failure: the worktree is
+differ (attributes read from the start commit, never from the worktree), after removing
+everything untracked or ignored and every file with more than one link; then it checks that
+`git status` shows nothing, and writes the `.git` file (from inside too). Last, fanout checks
+every entry against the start tree ([`check`]: content hashed, kind, owner, one link, no
+extended attribute; permission bits set to a fresh checkout's). Any failure: the worktree is
 deleted and checked out afresh, as without a pool.
 */
+
+mod check;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,15 +31,20 @@ use crate::process::SpawnSpec;
 /// (found by fanout: a `PATH` entry an agent could write never supplies a program here).
 const RESET_SCRIPT: &str = r#"set -eu
 PATH="${4%/*}:/usr/local/bin:/usr/bin:/bin"
-export PATH GIT_DIR="$1" GIT_WORK_TREE=. GIT_INDEX_FILE="$3"
+# Attributes come from the start commit: a `.gitattributes` the last agent left in the
+# worktree (ignored or untracked) never converts what the reset writes.
+export PATH GIT_DIR="$1" GIT_WORK_TREE=. GIT_INDEX_FILE="$3" GIT_ATTR_SOURCE="$2"
 unset GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_NAMESPACE GIT_COMMON_DIR
 # Rights the last agent took away, given back (find never follows links; a folder is
 # opened only after its own rights were mended); FIFOs, sockets and devices removed: git
-# does not see them at all.
+# does not see them at all; files with another link (to a cache, to a twin) removed: their
+# inode is shared, whatever their stat data says, so git writes them anew.
 find . \( -type d ! -perm -u=rwx -exec chmod u+rwx {} \; \) -o \
        \( -type f ! -perm -u=rw -exec chmod u+rw {} \; \) -o \
        \( ! -type d ! -type f ! -type l -exec rm -f {} + \)
+find . ! -type d -links +1 -exec rm -f {} +
 rm -rf .git
+git clean -ffdxq
 git read-tree --reset -u "$2"
 git clean -ffdxq
 # Submodule folders are not reset by git: such a repository is not pooled.
@@ -63,8 +73,9 @@ pub(crate) struct ResetJob<'a> {
 
 /// Why a reset did not work.
 pub(crate) enum ResetError {
-    /// The repository has submodules: not pooled (nothing to warn about).
-    Submodules,
+    /// The start commit has submodules, or its checkout converts content (attributes,
+    /// line-ending settings): not pooled (nothing to warn about).
+    NotPooled,
     Failed(String),
 }
 
@@ -194,6 +205,10 @@ impl Pool {
         let Some(git) = &self.git else {
             return Err(ResetError::Failed("no git".into()));
         };
+        let listing = {
+            let admin = admin.to_path_buf();
+            blocking(move || start_listing(&admin, start)).await?
+        };
         let work_index = scratch.join("reset-index");
         let copied = std::fs::copy(&taken.index, &work_index);
         let _ = std::fs::remove_file(&taken.index);
@@ -219,7 +234,14 @@ impl Pool {
         let out =
             crate::verify::command::run_logged(&spec, &argv, Duration::from_secs(600), Some(log))
                 .await;
-        let installed = out.passed.then(|| install_index(&work_index, admin));
+        let installed = if out.passed {
+            Some(match self.check(job, listing).await {
+                Ok(()) => install_index(&work_index, admin),
+                Err(e) => Err(e),
+            })
+        } else {
+            None
+        };
         let _ = std::fs::remove_file(&work_index);
         match installed {
             Some(Ok(())) => {
@@ -230,13 +252,67 @@ impl Pool {
                 Ok(())
             }
             Some(Err(e)) => Err(ResetError::Failed(e)),
-            None if out.summary.contains(HAS_SUBMODULES) => Err(ResetError::Submodules),
+            None if out.summary.contains(HAS_SUBMODULES) => Err(ResetError::NotPooled),
             None => Err(ResetError::Failed(format!(
                 "the reset failed ({}); log {}",
                 out.summary,
                 log.display()
             ))),
         }
+    }
+}
+
+/// Runs `f` on tokio's blocking threads (file system walks, git object reads).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ResetError> + Send + 'static,
+) -> Result<T, ResetError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ResetError::Failed(format!(
+            "a step of the reset stopped: {e}"
+        )))
+    })
+}
+
+/// The start commit's plain checkout, which the reset must reproduce; `NotPooled` when git
+/// would not reset it faithfully (submodules) or a fresh checkout converts content (then the
+/// bytes a reused worktree must hold are not the blobs').
+fn start_listing(
+    admin: &Path,
+    start: git2::Oid,
+) -> Result<crate::git::checkout::Listing, ResetError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        ResetError::Failed(format!("cannot list the start commit: {e}"))
+    };
+    let common = check::common_dir_of(admin).ok_or_else(|| failed(&"no repository"))?;
+    let repo = git2::Repository::open_ext(
+        &common,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(|e| failed(&e))?;
+    match crate::git::checkout::plain_listing(&repo, start).map_err(|e| failed(&e))? {
+        Some(l) if !l.items.iter().any(|i| i.mode == 0o160000) => Ok(l),
+        _ => Err(ResetError::NotPooled),
+    }
+}
+
+impl Pool {
+    /// fanout's own check of the reset worktree against the start commit (see [`check`]).
+    async fn check(
+        &self,
+        job: &ResetJob<'_>,
+        listing: crate::git::checkout::Listing,
+    ) -> Result<(), String> {
+        let parent = job.wt.parent().unwrap_or(job.wt);
+        let run_as = job.spec.policy.run_as.map(|r| (r.uid, r.gid));
+        let fresh = check::Fresh::for_parent(parent, run_as);
+        let (wt, git_file) = (job.wt.to_path_buf(), check::git_file_content(job.admin));
+        tokio::task::spawn_blocking(move || check::check_worktree(&wt, &listing, &git_file, fresh))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(|e| format!("the reused worktree differs from a fresh checkout: {e}"))
     }
 }
 

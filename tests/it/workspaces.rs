@@ -490,6 +490,26 @@ fn a_repository_with_submodules_is_not_pooled() {
     );
 }
 
+/// A start commit whose checkout converts content (a `.gitattributes`, here one that changes
+/// nothing) is not pooled: the reset's check compares the worktree with the blobs, which such a
+/// checkout does not write. Every task gets a fresh checkout, without a warning.
+#[test]
+fn a_repository_with_attributes_is_not_pooled() {
+    let repo = TestRepo::with_files(3);
+    std::fs::write(repo.path.join(".gitattributes"), "*.png binary\n").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "attributes"]);
+    let (out, report) = one_file_tasks(&repo, 3);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_task_alone(&repo, &report, 3);
+    assert!(!stderr(&out).contains("afresh"), "{}", stderr(&out));
+    assert!(
+        report["workspace"].get("reused").is_none(),
+        "{}",
+        report["workspace"]
+    );
+}
+
 /// Worktrees are reused when the pool is on: a run of four tasks one at a time reuses three.
 #[test]
 fn four_tasks_one_at_a_time_reuse_three_worktrees() {
@@ -506,3 +526,271 @@ fn four_tasks_one_at_a_time_reuse_three_worktrees() {
         report["workspace"]
     );
 }
+
+/// What a task sees of its worktree beyond `PROBE`: every entry's kind, permission bits
+/// (setuid, setgid and sticky included), link count and link target, and its extended
+/// attributes (listed by python's `os.listxattr`: no `attr` package needed), then `PROBE`'s
+/// content hashes and git's view. Written to `probe-$1.txt`.
+const PROBE_DEEP: &str = r#"f="$TMPDIR/deep"
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+{
+find . -path ./.git -prune -o -printf '%y %#m %n %p %l\n' | LC_ALL=C sort
+echo '--- xattrs'
+"$PY" -c 'import os
+for d, ds, fs in os.walk("."):
+    if d == ".": ds[:] = [x for x in ds if x != ".git"]; fs = [x for x in fs if x != ".git"]
+    for n in [d] + [os.path.join(d, x) for x in ds + fs]:
+        a = sorted(x for x in os.listxattr(n, follow_symlinks=False) if not x.startswith("security."))
+        if a: print(n, a)'
+} > "$f" 2>&1
+mv "$f" "deep-$1.txt"
+"#;
+
+/// Sets the extended attribute `user.fanout-test` on each argument (python's `os.setxattr`).
+const SET_XATTR: &str = r#"PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+"$PY" -c 'import os, sys
+for p in sys.argv[1:]: os.setxattr(p, "user.fanout-test", b"planted", follow_symlinks=False)' "$@"
+"#;
+
+/// One hostile task (`plant` as its agent, `after` as its verify command, which runs after its
+/// commit), then a task that runs `edit` and probes its worktree, `--jobs 1` in worktrees:
+/// the probe's commit (tree) and what it saw.
+fn plant_then_probe(
+    repo: &TestRepo,
+    plant: &str,
+    after: &str,
+    edit: &str,
+) -> (Value, String, String, String) {
+    let probe = format!("{edit}\n{PROBE}\n{PROBE_DEEP}");
+    let file = repo.write_tasks(&json!({
+        "caches": [{"name": "shared", "env": ["SHARED_CACHE"]}],
+        "agents": {
+            "plant": {"protocol": "exec", "command": "sh", "args": ["-c", plant]},
+            "probe": {"protocol": "exec", "command": "sh", "args": ["-c", probe, "probe", "b"]}
+        },
+        "tasks": [
+            {"id": "a", "prompt": "x", "agent": "plant", "paths": ["**"],
+             "verify": ["sh", "-c", format!("set -e\n{after}\ntrue")]},
+            {"id": "b", "prompt": "x", "agent": "probe"}
+        ]
+    }));
+    let (o, report) = in_workspace("worktree", || {
+        repo.run(&file, &["--no-readback", "--jobs", "1"])
+    });
+    let a = task(&report, "a");
+    assert!(
+        a["status"] == "merged" || a["commit"].is_null(),
+        "the hostile task: {a}\n{}",
+        stderr(&o)
+    );
+    let b = task(&report, "b");
+    assert_eq!(b["status"], "merged", "{b}\n{}", stderr(&o));
+    let branch = b["branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    let seen = |name: &str| {
+        String::from_utf8_lossy(
+            files
+                .get(name)
+                .unwrap_or_else(|| panic!("no {name}: {:?}\n{}", files.keys(), stderr(&o))),
+        )
+        .into_owned()
+    };
+    let seen = format!("{}\n{}", seen("probe-b.txt"), seen("deep-b.txt"));
+    let tree = git_text(&repo.path, &["ls-tree", "-r", branch]);
+    (report, seen, tree, stderr(&o))
+}
+
+/// How the pool must handle what the hostile task left.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    /// The reset repairs it: the worktree is reused.
+    Reused,
+    /// The check finds it: a fresh checkout, with the warning of a failed reset.
+    Afresh,
+}
+
+/// The probe task's commit and view with the pool equal those of the same run without it.
+/// Returns the probe task's tree files.
+fn same_as_a_fresh_checkout(
+    runner: Runner,
+    setup: impl Fn(&TestRepo),
+    (plant, after, edit): (&str, &str, &str),
+    expect: Expect,
+) -> (TestRepo, std::collections::BTreeMap<String, Vec<u8>>) {
+    let repo = repo_with_folders(runner);
+    setup(&repo);
+    let before = repo.snapshot();
+    let (pooled, seen, tree, said) = plant_then_probe(&repo, plant, after, edit);
+    let reused = pooled["workspace"]["reused"].as_u64().unwrap_or(0);
+    let afresh = said.contains("checked out afresh");
+    assert_eq!(
+        (reused, afresh),
+        match expect {
+            Expect::Reused => (1, false),
+            Expect::Afresh => (0, true),
+        },
+        "{expect:?}: {said}"
+    );
+    let (fresh, expected, expected_tree, _) = with_env("FANOUT_WORKTREE_POOL", "0", || {
+        plant_then_probe(&repo, plant, after, edit)
+    });
+    assert!(fresh["workspace"].get("reused").is_none());
+    let diff: Vec<String> = similar::TextDiff::from_lines(&expected, &seen)
+        .iter_all_changes()
+        .filter(|c| c.tag() != similar::ChangeTag::Equal)
+        .map(|c| format!("{}{}", c.tag(), c))
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "what the probe saw, fresh (-) vs reused (+):\n{}",
+        diff.concat()
+    );
+    assert_eq!(tree, expected_tree, "the probe's commit, reused vs fresh");
+    repo.assert_left_as_except_worktrees(&before);
+    let files = repo.tree_files(task(&fresh, "b")["branch"].as_str().expect("branch"));
+    (repo, files)
+}
+
+/// Two identical tracked files, for hard links between them.
+fn add_twins(repo: &TestRepo) {
+    let body: String = (1..=20).map(|l| format!("twin line {l}\n")).collect();
+    for p in ["twin_a.txt", "twin_b.txt"] {
+        std::fs::write(repo.path.join(p), &body).expect("write");
+    }
+    std::fs::create_dir_all(repo.path.join("sub")).expect("mkdir");
+    let text: String = (1..=20).map(|l| format!("text line {l}\n")).collect();
+    std::fs::write(repo.path.join("sub/text.txt"), &text).expect("write");
+    std::fs::write(repo.path.join("top.txt"), &text).expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "twins and text"]);
+}
+
+/// (a) A tracked file hard-linked into a shared cache (a folder that outlives the task), then
+/// written through the cache by the next task: the next task's own file stays as committed.
+fn a_hard_link_into_a_cache_reaches_no_later_task(runner: Runner) {
+    for (plant, after) in [
+        // By the agent (its collection records the file's new stat data) …
+        ("ln -f src/file_00.txt \"$SHARED_CACHE/linked\"", ""),
+        // … or by its verify command, after the commit.
+        (
+            "echo x > new.txt",
+            "ln -f src/file_01.txt \"$SHARED_CACHE/linked\"",
+        ),
+    ] {
+        let edit = "echo 'written through the cache' >> \"$SHARED_CACHE/linked\"";
+        let (_, files) =
+            same_as_a_fresh_checkout(runner, add_twins, (plant, after, edit), Expect::Reused);
+        let body = String::from_utf8_lossy(&files["src/file_00.txt"]).into_owned();
+        assert!(!body.contains("through the cache"), "{body}");
+        let body = String::from_utf8_lossy(&files["src/file_01.txt"]).into_owned();
+        assert!(!body.contains("through the cache"), "{body}");
+    }
+}
+both_ways!(
+    a_hard_link_into_a_cache_reaches_no_later_task,
+    a_hard_link_into_a_cache_reaches_no_later_task
+);
+
+/// (c) Two tracked files hard-linked together: the next task's edit of one leaves the other.
+fn hard_linked_twins_are_two_files_again(runner: Runner) {
+    for (plant, after) in [
+        ("ln -f twin_a.txt twin_b.txt", ""),
+        ("echo x > new.txt", "ln -f twin_a.txt twin_b.txt"),
+    ] {
+        // Written in place (as many editors do), not replaced as `sed -i` would.
+        let edit = "sed 's/^twin line 3$/edited/' twin_a.txt > \"$TMPDIR/t\" && cat \"$TMPDIR/t\" > twin_a.txt";
+        let (_, files) =
+            same_as_a_fresh_checkout(runner, add_twins, (plant, after, edit), Expect::Reused);
+        assert!(String::from_utf8_lossy(&files["twin_a.txt"]).contains("edited"));
+        assert!(!String::from_utf8_lossy(&files["twin_b.txt"]).contains("edited"));
+    }
+}
+both_ways!(
+    hard_linked_twins_are_two_files_again,
+    hard_linked_twins_are_two_files_again
+);
+
+/// (b) A planted `.gitattributes` (ignored in a folder, or untracked at the root) that would
+/// make the reset rewrite files as CRLF or UTF-16: the next task's one-line edit changes one
+/// line, as after a fresh checkout.
+fn planted_attributes_do_not_convert_the_next_task(runner: Runner) {
+    let ignored_in_sub = |attr: &str| {
+        format!(
+            "echo 'sub/.gitattributes' >> .gitignore && printf '{attr}\\n' > sub/.gitattributes \
+             && echo more >> sub/text.txt && echo more >> top.txt"
+        )
+    };
+    let cases = [
+        (ignored_in_sub("* text eol=crlf"), String::new()),
+        (
+            ignored_in_sub("* text working-tree-encoding=UTF-16LE"),
+            String::new(),
+        ),
+        (
+            "echo x > new.txt".to_string(),
+            "printf '* text eol=crlf\\n' > .gitattributes && echo more >> top.txt \
+             && echo more >> sub/text.txt"
+                .to_string(),
+        ),
+        (
+            "printf '.gitattributes\\n' >> .gitignore".to_string(),
+            "printf '* text working-tree-encoding=UTF-16LE\\n' > .gitattributes \
+             && echo more >> top.txt && echo more >> sub/text.txt"
+                .to_string(),
+        ),
+    ];
+    for (plant, after) in &cases {
+        let edit = "sed -i 's/^text line 3$/edited/' sub/text.txt top.txt";
+        let (_, files) =
+            same_as_a_fresh_checkout(runner, add_twins, (plant, after, edit), Expect::Reused);
+        for p in ["sub/text.txt", "top.txt"] {
+            let body = &files[p];
+            assert!(
+                !body.contains(&b'\r') && !body.contains(&0),
+                "{p}: {body:?}"
+            );
+            assert!(String::from_utf8_lossy(body).contains("edited\ntext line 4\n"));
+        }
+    }
+}
+both_ways!(
+    planted_attributes_do_not_convert_the_next_task,
+    planted_attributes_do_not_convert_the_next_task
+);
+
+/// A sticky world-writable folder, setgid/setuid and world-writable files, by the agent and
+/// after the commit: the next task sees a fresh checkout's modes.
+fn planted_modes_do_not_reach_the_next_task(runner: Runner) {
+    for (plant, after) in [
+        (
+            "chmod 1777 src && chmod 2666 src/file_02.txt",
+            "chmod 4755 src/file_03.txt",
+        ),
+        (
+            "echo x > new.txt",
+            "chmod 1777 sub . && chmod 2666 top.txt && chmod 4755 twin_a.txt",
+        ),
+    ] {
+        same_as_a_fresh_checkout(runner, add_twins, (plant, after, "true"), Expect::Reused);
+    }
+}
+both_ways!(
+    planted_modes_do_not_reach_the_next_task,
+    planted_modes_do_not_reach_the_next_task
+);
+
+/// `user.*` extended attributes on tracked files and folders (the worktree's root included),
+/// set by the agent or after the commit, never reach the next task.
+fn planted_xattrs_do_not_reach_the_next_task(runner: Runner) {
+    let set = |paths: &str| format!("sh -c '{}' xattr {paths}", SET_XATTR.replace('\'', "'\\''"));
+    for (plant, after) in [
+        (set("src/file_00.txt src"), String::new()),
+        ("echo x > new.txt".to_string(), set("top.txt sub .")),
+    ] {
+        same_as_a_fresh_checkout(runner, add_twins, (&plant, &after, "true"), Expect::Afresh);
+    }
+}
+both_ways!(
+    planted_xattrs_do_not_reach_the_next_task,
+    planted_xattrs_do_not_reach_the_next_task
+);
