@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{
+use super::common::{
     check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
 };
 use crate::eventlog::EventLog;
@@ -277,12 +277,12 @@ impl AppServerSession {
 
     /// Turns a connection error into an agent error, stopping the process where needed.
     async fn fail(&mut self, e: JsonRpcError, secs: f64, startup: bool) -> AgentError {
-        super::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
+        super::common::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
     }
 
     /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.
     pub async fn shutdown(mut self) {
-        super::rpc_shutdown(&self.conn, &mut self.proc).await
+        super::common::rpc_shutdown(&self.conn, &mut self.proc).await
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::AgentContext;
+use super::common::AgentContext;
 use crate::sandbox::NetPolicy;
 use crate::taskfile::{AgentProfile, Protocol};
 

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TurnResult, STOP_GRACE};
+use super::common::{check_sandbox, AgentContext, AgentError, AgentInfo, TurnResult, STOP_GRACE};
 use crate::jsonrpc::{read_capped_line, Line};
 use crate::process::{describe_exit, AgentProcess};
 

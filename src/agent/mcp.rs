@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
+use super::common::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::AgentProcess;
@@ -172,12 +172,12 @@ impl McpSession {
 
     /// Turns a connection error into an agent error, stopping the process where needed.
     async fn fail(&mut self, e: JsonRpcError, secs: f64, startup: bool) -> AgentError {
-        super::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
+        super::common::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
     }
 
     /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.
     pub async fn shutdown(mut self) {
-        super::rpc_shutdown(&self.conn, &mut self.proc).await
+        super::common::rpc_shutdown(&self.conn, &mut self.proc).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! `fanout sandbox`: run any command under the same supervisor and Landlock policy as agents.
 
-use super::{supervisor, NetPolicy, Policy, ReadAccess, EXIT_NOT_ENFORCED, MIN_SUPPORTED_ABI};
+use super::policy::{NetPolicy, Policy, ReadAccess, EXIT_NOT_ENFORCED, MIN_SUPPORTED_ABI};
+use super::supervisor;
 use clap::{Args, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;

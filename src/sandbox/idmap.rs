@@ -6,7 +6,7 @@
 //! gives the task a view of files it owns, whatever uid the task has. The mapping comes from a
 //! throwaway user namespace whose only mapping is `0 → the task's uid` (and gid).
 
-use super::RunAs;
+use super::policy::RunAs;
 use nix::sys::wait::waitpid;
 use nix::unistd::{pipe2, ForkResult};
 use std::ffi::CString;

@@ -13,7 +13,8 @@
 //! task's — before mounting the overlay: in the task's view the files are its own (it may
 //! write and chmod them), while on disk nothing changes and no other uid can reach the lower.
 
-use super::{privs, CacheMounts, OverlaySpec};
+use super::policy::{CacheMounts, OverlaySpec};
+use super::privs;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -64,7 +65,7 @@ pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
 pub(crate) fn enter(
     workspace: Option<&OverlaySpec>,
     caches: Option<&CacheMounts>,
-    run_as: Option<super::RunAs>,
+    run_as: Option<super::policy::RunAs>,
 ) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     let cwd =
@@ -239,7 +240,7 @@ fn bind_read_only(path: &Path) -> Result<(), std::io::Error> {
 pub fn probe(
     self_exe: &Path,
     dir: &Path,
-    run_as: Option<super::RunAs>,
+    run_as: Option<super::policy::RunAs>,
     min_abi: u32,
 ) -> Result<(), String> {
     let io = |what: &str, p: &Path| {
@@ -267,14 +268,14 @@ pub fn probe(
             super::user::hand_over(p, who).map_err(io("cannot hand over", p))?;
         }
     }
-    let mut policy = super::Policy::workspace_write(vec![spec.merged.clone()]);
-    policy.net = super::NetPolicy::None;
+    let mut policy = super::policy::Policy::workspace_write(vec![spec.merged.clone()]);
+    policy.net = super::policy::NetPolicy::None;
     policy.min_abi = min_abi;
     policy.run_as = run_as;
     policy.overlay = Some(spec.clone());
     let status = dir.join("status.json");
     let script = "echo new > new && echo more >> old && chmod 755 old && rm old && test ! -e old && test -f new";
-    let out = super::supervised_command(
+    let out = super::policy::supervised_command(
         self_exe,
         &policy,
         &status,
@@ -286,7 +287,7 @@ pub fn probe(
     .output()
     .map_err(|e| format!("cannot start the probe: {e}"))?;
     if !out.status.success() {
-        let why = super::read_report(&status)
+        let why = super::policy::read_report(&status)
             .ok()
             .and_then(|r| r.message)
             .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());

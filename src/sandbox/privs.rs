@@ -2,7 +2,7 @@
 //! no capabilities (Landlock does not restrict what capabilities allow, e.g. chmod/chown of any
 //! file, mknod, mount in a new namespace, loading modules).
 
-use super::RunAs;
+use super::policy::RunAs;
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 
 /// Capability sets of a process as `/proc/<pid>/status` shows them.

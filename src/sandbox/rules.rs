@@ -1,6 +1,6 @@
 //! The Landlock ruleset for a [`Policy`], applied by the sandboxed child to itself.
 
-use super::{
+use super::policy::{
     EnforcementStatus, NetPolicy, Policy, ReadAccess, SandboxReport, PINNED_ABI, SYSTEM_READ_DIRS,
 };
 use landlock::{

@@ -1,10 +1,11 @@
 //! The single-threaded supervisor: forks the sandboxed child, reports its status, and makes
 //! sure no process of the tree outlives it.
 
-use super::{
-    privs, procs, rules, EnforcementStatus, Policy, SandboxReport, EXIT_EXEC_FAILED,
-    EXIT_NOT_ENFORCED, MIN_ABI_ENV, MIN_SUPPORTED_ABI,
+use super::policy::{
+    EnforcementStatus, Policy, SandboxReport, EXIT_EXEC_FAILED, EXIT_NOT_ENFORCED, MIN_ABI_ENV,
+    MIN_SUPPORTED_ABI,
 };
+use super::{privs, procs, rules};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

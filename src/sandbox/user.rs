@@ -10,7 +10,7 @@
 //! a root-owned, mode 0711 folder of the run under the system temp folder. fanout reaches
 //! everything through the run folder as before; agents are given the real paths.
 
-use super::RunAs;
+use super::policy::RunAs;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};

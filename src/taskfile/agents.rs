@@ -1,6 +1,13 @@
 //! Agent profiles and their `mcp_servers`.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::model::*;
+use super::read::kind;
+use super::schema;
+use super::validator::Validator;
 
 impl Validator {
     pub(super) fn profile(

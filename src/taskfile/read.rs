@@ -1,6 +1,10 @@
 //! The task file's validator: reading one field of an object, every problem kept.
 
-use super::*;
+use serde_json::{Map, Value};
+
+use super::model::*;
+use super::problem::Problem;
+use super::validator::Validator;
 
 impl Validator {
     pub(super) fn problem(&mut self, location: &str, message: impl Into<String>) {

@@ -1,6 +1,13 @@
 //! The task file's sections: the file, `commit`, `caches`, `defaults`, `integrate`, `review`.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use super::model::*;
+use super::read::kind;
+use super::validator::Validator;
+use super::{caches, schema};
 
 impl Validator {
     pub(super) fn file(&mut self, value: &Value) -> TaskFile {

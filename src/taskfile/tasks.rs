@@ -1,6 +1,14 @@
 //! Tasks, and the checks across them (unknown agents, dependency cycles).
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::model::*;
+use super::read::kind;
+use super::validator::Validator;
+use super::{generate, schema};
+use crate::ids::TaskId;
 
 impl Validator {
     pub(super) fn task(
