@@ -16,10 +16,10 @@ and giving every task a private `CODEX_HOME` that works inside fanout's sandbox.
 */
 
 mod config;
+mod error;
 use crate::agent::url::url_port;
 pub use config::*;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -44,63 +44,7 @@ pub const APP_SERVER_SINCE: Version = Version {
 /// How long `codex --version` may take (the npm launcher starts Node first).
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[derive(Debug, thiserror::Error)]
-pub enum CodexError {
-    #[error("cannot find the Codex CLI ({0}); install it with `npm install -g @openai/codex`")]
-    NotFound(String),
-    #[error(
-        "{0} is the unrelated npm package named \"codex\" (a static-site generator), not the OpenAI \
-         Codex CLI; install the right one with `npm install -g @openai/codex`"
-    )]
-    WrongPackage(String),
-    #[error("cannot read the Codex version from `{program} --version`: {detail}")]
-    Version { program: String, detail: String },
-    #[error(
-        "Codex {0} has no `mcp-server` any more (it was removed in 0.154.0); use protocol \
-         \"codex-app-server\" or \"auto\""
-    )]
-    McpRemoved(Version),
-    #[error("{path} is not valid TOML: {message}")]
-    BadConfig { path: String, message: String },
-    #[error("{0}")]
-    McpServers(String),
-    #[error("cannot prepare the private CODEX_HOME {path}")]
-    Home {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A `major.minor.patch` version (pre-release suffixes are ignored).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub major: u64,
-    pub minor: u64,
-    pub patch: u64,
-}
-
-impl Version {
-    /// Parses `codex-cli 0.169.0`, `0.169.0`, `0.154.0-alpha.2`.
-    pub fn parse(text: &str) -> Option<Version> {
-        let word = text
-            .split_whitespace()
-            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-        let core = word.split(['-', '+']).next()?;
-        let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-        Some(Version {
-            major: parts.next()??,
-            minor: parts.next()??,
-            patch: parts.next().flatten().unwrap_or(0),
-        })
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
+pub use error::{CodexError, Version};
 
 /// The protocol a Codex version speaks.
 pub fn protocol_for(version: Version) -> Protocol {

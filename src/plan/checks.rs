@@ -1,7 +1,8 @@
 //! What the plan checks and resolves before anything is created: tracked files for templates,
 //! agent profiles, programs, the integration gate's command.
 
-use super::*;
+use super::error::PlanError;
+use super::planned_task::PlannedTask;
 use crate::git::repo::UserRepo;
 use crate::taskfile::{self, AgentProfile, TaskFile, VerifyCommand};
 use std::collections::BTreeMap;

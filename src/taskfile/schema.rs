@@ -478,7 +478,7 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::OnConflict => {
             json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
         }
-        Kind::Workspace => json!({"enum": crate::taskfile::WorkspaceChoice::NAMES}),
+        Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
         Kind::Agents => json!({
             "type": "object",
             "propertyNames": {"pattern": AGENT_NAME_PATTERN},

@@ -1,7 +1,7 @@
 //! Codex's configuration: the user's CODEX_HOME and config.toml, fanout's overrides, the
 //! model provider's ports.
 
-use super::*;
+use super::error::CodexError;
 use crate::agent::url::url_port;
 use std::path::{Path, PathBuf};
 
