@@ -151,57 +151,70 @@ pub const INTEGRATE_FIELDS: &[Field] = &[
 ];
 
 /// `defaults`.
-pub const DEFAULTS_FIELDS: &[Field] = &[
-    field("agent", Kind::String, "The agent profile of tasks that name none (default `codex`)."),
-    field("timeout_secs", Kind::Positive, "A task's whole time in seconds (default 900)."),
-    field(
-        "verify",
-        Kind::Verify,
-        "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
-    ),
-    field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
-    field(
-        "setup",
-        Kind::Verify,
-        "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
-    ),
-    field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
-    field(
-        "max_attempts",
-        Kind::Count,
-        "Agent attempts including feedback rounds (1-100, default 2).",
-    ),
-    field(
-        "max_file_bytes",
-        Kind::Bytes,
-        "Largest new or changed file a task may commit (default 50 MiB).",
-    ),
-    field(
-        "max_change_bytes",
-        Kind::Bytes,
-        "Largest total size of a task's new and changed files (default 500 MiB).",
-    ),
-    field(
-        "review",
-        Kind::Review,
-        "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
-    ),
-    field(
-        "diagnose",
-        Kind::Bool,
-        "Before each feedback turn, ask Claude Code for a root-cause diagnosis of the failed gates and send it along.",
-    ),
-    field(
-        "workspace",
-        Kind::Workspace,
-        "How task workspaces are made: `auto` (default: overlay where this machine allows it, else worktree), `overlay` or `worktree`; --workspace overrides. See docs/workspaces.md.",
-    ),
-    field(
-        "on_conflict",
-        Kind::OnConflict,
-        "A task that conflicts with what was merged before it: `fail` (default), or `retry` / `retry=N` to run it again from the integration head (N times, default 1); --on-conflict overrides.",
-    ),
-];
+/// The table of a task's fields that `defaults` sets for every task too: one description each.
+/// `with_shared_fields!([before…], [after…])` is a field table with these between.
+macro_rules! with_shared_fields {
+    ([$($before:expr),* $(,)?], [$($after:expr),* $(,)?]) => {
+        &[
+            $($before,)*
+            field("timeout_secs", Kind::Positive, "A task's whole time in seconds (default 900)."),
+            field(
+                "verify",
+                Kind::Verify,
+                "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
+            ),
+            field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
+            field(
+                "setup",
+                Kind::Verify,
+                "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
+            ),
+            field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
+            field(
+                "max_attempts",
+                Kind::Count,
+                "Agent attempts including feedback rounds (1-100, default 2).",
+            ),
+            field(
+                "max_file_bytes",
+                Kind::Bytes,
+                "Largest new or changed file a task may commit (default 50 MiB).",
+            ),
+            field(
+                "max_change_bytes",
+                Kind::Bytes,
+                "Largest total size of a task's new and changed files (default 500 MiB).",
+            ),
+            field(
+                "review",
+                Kind::Review,
+                "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
+            ),
+            $($after,)*
+        ]
+    };
+}
+
+pub const DEFAULTS_FIELDS: &[Field] = with_shared_fields!(
+    [field("agent", Kind::String, "The agent profile of tasks that name none (default `codex`).")],
+    [
+        field(
+            "diagnose",
+            Kind::Bool,
+            "Before each feedback turn, ask Claude Code for a root-cause diagnosis of the failed gates and send it along.",
+        ),
+        field(
+            "workspace",
+            Kind::Workspace,
+            "How task workspaces are made: `auto` (default: overlay where this machine allows it, else worktree), `overlay` or `worktree`; --workspace overrides. See docs/workspaces.md.",
+        ),
+        field(
+            "on_conflict",
+            Kind::OnConflict,
+            "A task that conflicts with what was merged before it: `fail` (default), or `retry` / `retry=N` to run it again from the integration head (N times, default 1); --on-conflict overrides.",
+        ),
+    ]
+);
 
 /// An entry of a profile's `mcp_servers` (Codex's own field names).
 pub const MCP_SERVER_FIELDS: &[Field] = &[
@@ -301,67 +314,38 @@ pub const PROFILE_FIELDS: &[Field] = &[
 ];
 
 /// An entry of `tasks`.
-pub const TASK_FIELDS: &[Field] = &[
-    required(
-        "id",
-        Kind::TaskIdTemplate,
-        "Unique slug naming the branch `fanout/<run>/task/<id>` and the worktree folder.",
-    ),
-    required("prompt", Kind::NonEmptyString, "What the agent is asked to do."),
-    field(
-        "agent",
-        Kind::String,
-        "An agent profile name (default: defaults.agent, else `codex`).",
-    ),
-    field(
-        "paths",
-        Kind::Strings,
-        "Globs bounding what the task may change (the scope gate).",
-    ),
-    field("timeout_secs", Kind::Positive, "The whole task's time in seconds (default 900)."),
-    field(
-        "verify",
-        Kind::Verify,
-        "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
-    ),
-    field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
-    field(
-        "setup",
-        Kind::Verify,
-        "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
-    ),
-    field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
-    field(
-        "depends_on",
-        Kind::TaskIds,
-        "Ids of tasks that must be verified first; the task starts from a commit that contains them.",
-    ),
-    field(
-        "max_attempts",
-        Kind::Count,
-        "Agent attempts including feedback rounds (1-100, default 2).",
-    ),
-    field(
-        "max_file_bytes",
-        Kind::Bytes,
-        "Largest new or changed file the task may commit (default 50 MiB).",
-    ),
-    field(
-        "max_change_bytes",
-        Kind::Bytes,
-        "Largest total size of the task's new and changed files (default 500 MiB).",
-    ),
-    field(
-        "for_each",
-        Kind::ForEach,
-        "Makes the task a template, expanded over tracked files at the base commit (`{\"files\": GLOB, \"batch\": N}`), folders holding a marker file (`{\"dirs_with\": NAME}`) or a list (`{\"items\": [...]}`); placeholders {path} {dir} {stem} {name} {item} {paths} {n} in id, prompt, paths and verify.",
-    ),
-    field(
-        "review",
-        Kind::Review,
-        "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
-    ),
-];
+pub const TASK_FIELDS: &[Field] = with_shared_fields!(
+    [
+        required(
+            "id",
+            Kind::TaskIdTemplate,
+            "Unique slug naming the branch `fanout/<run>/task/<id>` and the worktree folder.",
+        ),
+        required("prompt", Kind::NonEmptyString, "What the agent is asked to do."),
+        field(
+            "agent",
+            Kind::String,
+            "An agent profile name (default: defaults.agent, else `codex`).",
+        ),
+        field(
+            "paths",
+            Kind::Strings,
+            "Globs bounding what the task may change (the scope gate).",
+        ),
+    ],
+    [
+        field(
+            "depends_on",
+            Kind::TaskIds,
+            "Ids of tasks that must be verified first; the task starts from a commit that contains them.",
+        ),
+        field(
+            "for_each",
+            Kind::ForEach,
+            "Makes the task a template, expanded over tracked files at the base commit (`{\"files\": GLOB, \"batch\": N}`), folders holding a marker file (`{\"dirs_with\": NAME}`) or a list (`{\"items\": [...]}`); placeholders {path} {dir} {stem} {name} {item} {paths} {n} in id, prompt, paths and verify.",
+        ),
+    ]
+);
 
 /// The protocols a profile may name.
 pub const PROTOCOLS: &[&str] = &["mcp", "codex-app-server", "exec", "auto"];
