@@ -667,14 +667,17 @@ fn add_twins(repo: &TestRepo) {
 
 /// (a) A tracked file hard-linked into a shared cache (a folder that outlives the task), then
 /// written through the cache by the next task: the next task's own file stays as committed.
+/// Each task sees the caches through its own copy-on-write layer (another mount), so the link
+/// itself fails with EXDEV today; the attempt is kept so that the reuse stays clean should a
+/// writable folder that outlives a task ever be shared again.
 fn a_hard_link_into_a_cache_reaches_no_later_task(runner: Runner) {
     for (plant, after) in [
         // By the agent (its collection records the file's new stat data) …
-        ("ln -f src/file_00.txt \"$SHARED_CACHE/linked\"", ""),
+        ("ln -f src/file_00.txt \"$SHARED_CACHE/linked\" || true", ""),
         // … or by its verify command, after the commit.
         (
             "echo x > new.txt",
-            "ln -f src/file_01.txt \"$SHARED_CACHE/linked\"",
+            "ln -f src/file_01.txt \"$SHARED_CACHE/linked\" || true",
         ),
     ] {
         let edit = "echo 'written through the cache' >> \"$SHARED_CACHE/linked\"";
