@@ -122,21 +122,33 @@ impl GcGuard {
         let path = git_dir.join("gc.pid");
         let host = hostname();
         let deadline = Instant::now() + WAIT_FOR_GC;
+        // Until the lock names fanout: a gc that holds it (or takes it first, as one run in a
+        // loop would) is waited for; a lock file being written by git is tried again.
         loop {
             match holder(&path, &host) {
-                Holder::Other(pid) if !is_fanout(pid) => {
+                Holder::Us => break,
+                Holder::Other(pid) if is_fanout(pid) => break,
+                Holder::Nobody if write(&path, &host) => continue,
+                Holder::Nobody => {
+                    if Instant::now() >= deadline {
+                        warn(&format!(
+                            "cannot take git's gc lock ({} exists); a concurrent `git gc` may prune objects of this run",
+                            path.with_extension("pid.lock").display()
+                        ));
+                        break;
+                    }
+                }
+                Holder::Other(pid) => {
                     if Instant::now() >= deadline {
                         warn(&format!(
                             "`git gc` (pid {pid}) is still running on this repository; objects of this run may be pruned by it"
                         ));
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(200));
                 }
-                _ => break,
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        claim(&path, &host);
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
             let (path, stop) = (path.clone(), stop.clone());
