@@ -152,14 +152,9 @@ fn set_up(
         NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
     };
     let read = if sb.read_strict {
-        let common = &shared.common_dir;
-        let hidden = [common.join("fanout"), common.join("worktrees")];
-        let mut readable = crate::sandbox::readable_except(&shared.workdir, &hidden);
-        if !common.starts_with(&shared.workdir) {
-            readable.extend(crate::sandbox::readable_except(common, &hidden));
+        ReadAccess::Strict {
+            readable: super::launch::repository_readable(shared, name),
         }
-        readable.push(worktree::admin_dir(common, name));
-        ReadAccess::Strict { readable }
     } else {
         ReadAccess::All
     };

@@ -402,13 +402,7 @@ impl Checker<'_> {
             NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
         };
         let read = if sb.read_strict {
-            let common = &shared.common_dir;
-            let hidden = [common.join("fanout"), common.join("worktrees")];
-            let mut readable = crate::sandbox::readable_except(&shared.workdir, &hidden);
-            if !common.starts_with(&shared.workdir) {
-                readable.extend(crate::sandbox::readable_except(common, &hidden));
-            }
-            readable.push(worktree::admin_dir(common, name));
+            let mut readable = super::launch::repository_readable(shared, name);
             if let Some(program) = self.gate.verify.argv().first() {
                 readable.extend(super::launch::program_dirs(program));
             }

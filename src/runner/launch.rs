@@ -69,17 +69,25 @@ pub(super) fn spawn_spec(
 /// scratch: the repository except fanout's folder (other tasks' and runs' workspaces, logs)
 /// and git's folders of other worktrees; its own worktree's git folder; its program.
 pub(super) fn strict_readable(shared: &Shared, task: &PlannedTask, paths: &Paths) -> Vec<PathBuf> {
+    let mut readable = repository_readable(shared, &paths.wt_name);
+    readable.extend(program_dirs(&task.profile.command));
+    readable
+}
+
+/// Under `--read strict`, what a sandboxed process in a checkout registered as `wt_name` may
+/// read of the repository: all of it but fanout's folder (other tasks' and runs' workspaces,
+/// logs) and git's folders of other worktrees; its own worktree's git folder.
+pub(super) fn repository_readable(shared: &Shared, wt_name: &str) -> Vec<PathBuf> {
     let common = &shared.common_dir;
     let hidden = [common.join("fanout"), common.join("worktrees")];
     let mut readable = crate::sandbox::readable_except(&shared.workdir, &hidden);
     if !common.starts_with(&shared.workdir) {
         readable.extend(crate::sandbox::readable_except(common, &hidden));
     }
-    let own = crate::git::worktree::admin_dir(common, &paths.wt_name);
+    let own = crate::git::worktree::admin_dir(common, wt_name);
     if own.is_dir() {
         readable.push(own);
     }
-    readable.extend(program_dirs(&task.profile.command));
     readable
 }
 
