@@ -117,6 +117,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             crate::runner::remove_memory_lowers(&dir);
             crate::sandbox::user::remove_outside(&dir, true);
             crate::taskenv::remove_run_tmp(&dir, true);
+            crate::verify::judges::remove_leftovers(&run);
             let _ = worktree::remove_tree(&RunDir::new(&dir).worktrees_link());
             let _ = worktree::remove_tree(&RunDir::new(&dir).scratch_link());
         }

@@ -18,6 +18,7 @@ deleted and checked out afresh, as without a pool.
 
 mod check;
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -137,7 +138,15 @@ impl Pool {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let slot = self.dir.join(n.to_string());
-        if std::fs::create_dir_all(&self.dir).is_err() || std::fs::rename(wt, &slot).is_err() {
+        // Owner-only: parked worktrees (their names, their files) are nobody else's business.
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            });
+        if made.is_err() || std::fs::rename(wt, &slot).is_err() {
             return false;
         }
         if std::fs::rename(index, slot.with_extension("index")).is_err() {
@@ -366,6 +375,12 @@ mod tests {
         let (b, bi) = worktree_with_index(dir.path(), "b");
         let (c, ci) = worktree_with_index(dir.path(), "c");
         assert!(pool.park(&a, &ai) && pool.park(&b, &bi));
+        // Owner-only: parked worktrees are nobody else's to list or enter.
+        let mode = std::fs::metadata(dir.path().join(".pool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
         assert!(!pool.park(&c, &ci), "full");
         assert!(
             c.is_dir() && ci.is_file(),

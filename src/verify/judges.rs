@@ -66,6 +66,24 @@ pub struct Judges {
     next: AtomicU64,
 }
 
+/// Removes the judge folders a run left behind (it was killed before it could: `fanout
+/// clean`). Only real folders of this process's uid with the run's prefix are touched.
+pub fn remove_leftovers(run_id: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("fanout-judge-{run_id}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let ours = e.file_name().to_string_lossy().starts_with(&prefix)
+            && std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours {
+            let _ = snapshot::remove(&e.path());
+        }
+    }
+}
+
 impl Judges {
     /// Creates the run's judge folder (removed again when this is dropped).
     pub fn create(

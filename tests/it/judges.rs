@@ -614,3 +614,45 @@ both_ways!(
     reviewer_cannot_read_outside_the_snapshot_,
     reviewer_cannot_read_outside_the_snapshot
 );
+
+/// A run killed while a judge worked leaves its judge folder (read-only snapshot files) in the
+/// temp folder: `fanout clean` removes it, and nothing of another run.
+#[test]
+fn clean_removes_a_killed_runs_judge_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "version": 1,
+        "agents": {"shell": shell_agent()},
+        "tasks": [{"id": "t", "prompt": "echo x > x.txt", "agent": "shell"}],
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = report["run_id"].as_str().expect("run id").to_string();
+    let leftover = |run: &str| {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("fanout-judge-{run}-"))
+            .tempdir_in(std::env::temp_dir())
+            .expect("tempdir")
+            .keep();
+        let snap = dir.join("snapshots/s1");
+        std::fs::create_dir_all(&snap).expect("mkdir");
+        std::fs::write(snap.join("a.txt"), "committed").expect("write");
+        for p in [snap.join("a.txt"), snap.clone()] {
+            let mode = if p.is_dir() { 0o555 } else { 0o444 };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        dir
+    };
+    let ours = leftover(&run);
+    let other = leftover("20200101-000000-beef");
+    let out = repo.fanout(&["clean", &run]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!ours.exists(), "the run's judge folder is gone");
+    assert!(other.exists(), "another run's is left alone");
+    let _ = std::fs::set_permissions(
+        other.join("snapshots/s1"),
+        std::fs::Permissions::from_mode(0o755),
+    );
+    let _ = std::fs::remove_dir_all(&other);
+}
