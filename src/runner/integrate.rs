@@ -193,16 +193,7 @@ fn apply_each(
             }
             continue;
         };
-        if let Some(dep) = task.spec.depends_on.iter().find(|d| !merged.contains(*d)) {
-            report.status = TaskStatus::Skipped;
-            report.error = Some(format!("dependency {dep} was not merged"));
-            continue;
-        }
-        // A stop request is honoured between two commits; the rest stay verified for resume.
-        if queue.interrupted || *shared.cancel.borrow() {
-            // Verified work is kept on its branch, but an interrupted run integrates nothing new.
-            report.status = TaskStatus::Failed;
-            report.error = Some("the run was interrupted before integration; the verified commit is on the task branch".into());
+        if held_back(shared, queue, task, report, &merged) {
             continue;
         }
         test_hooks::before_merge();
@@ -232,19 +223,51 @@ fn apply_each(
                 report.conflict_paths = paths;
             }
         }
-        match report.status {
-            TaskStatus::Merged => shared.events.emit(EventKind::Merged {
-                task: task.id().to_string(),
-                commit: integ.head().to_string(),
-            }),
-            _ => shared.events.emit(EventKind::Conflict {
-                task: task.id().to_string(),
-                paths: report.conflict_paths.clone(),
-            }),
-        }
+        announce(shared, task.id(), report, integ.head());
     }
     integration.head = integ.head();
     Ok(())
+}
+
+/// Whether a verified task stays out of the integration now, its report saying why: a
+/// dependency was not merged, or the run was interrupted.
+fn held_back(
+    shared: &Shared,
+    queue: &Queue<'_>,
+    task: &crate::plan::PlannedTask,
+    report: &mut TaskReport,
+    merged: &BTreeSet<TaskId>,
+) -> bool {
+    if let Some(dep) = task.spec.depends_on.iter().find(|d| !merged.contains(*d)) {
+        report.status = TaskStatus::Skipped;
+        report.error = Some(format!("dependency {dep} was not merged"));
+        return true;
+    }
+    // A stop request is honoured between two commits; the rest stay verified for resume.
+    if queue.interrupted || *shared.cancel.borrow() {
+        // Verified work is kept on its branch, but an interrupted run integrates nothing new.
+        report.status = TaskStatus::Failed;
+        report.error = Some(
+            "the run was interrupted before integration; the verified commit is on the task branch"
+                .into(),
+        );
+        return true;
+    }
+    false
+}
+
+/// Tells what became of a task's commit: merged (at `head`), or in conflict.
+fn announce(shared: &Shared, id: &TaskId, report: &TaskReport, head: Oid) {
+    match report.status {
+        TaskStatus::Merged => shared.events.emit(EventKind::Merged {
+            task: id.to_string(),
+            commit: head.to_string(),
+        }),
+        _ => shared.events.emit(EventKind::Conflict {
+            task: id.to_string(),
+            paths: report.conflict_paths.clone(),
+        }),
+    }
 }
 
 /// Tasks left out of a rebuilt integration: (task index, conflicting paths).

@@ -161,34 +161,16 @@ fn prepare(
     let gc_guard = crate::git::gc_guard::GcGuard::acquire(&plan.repo.common_dir, |w| {
         early_warnings.push(w.to_string())
     });
-    let judges = crate::verify::judges::Judges::create(
-        &plan.options.sandbox,
-        &plan.options.self_exe,
-        plan.run_id.as_str(),
-    )
-    .map_err(|e| RunError::Workspace(crate::error_chain(&e)))?;
-    let (verifier, readback_skip) = runtime
-        .block_on(crate::verify::readback::start_for_run(plan, &judges, |w| {
-            early_warnings.push(w.to_string())
-        }))
-        .map_err(|e| RunError::Verifier(e.to_string()))?;
+    let (judges, verifier, readback_skip) = start_judges(plan, runtime, &mut early_warnings)?;
     let (workspaces, state, run_state) = open_run_folder(plan)?;
-    // The one dispatcher: every event of the run goes through it to every output.
-    let mut reporter = Reporter::new();
-    reporter.add(Box::new(events::StateOutput::new(state, run_state)));
-    reporter.add(Box::new(events::RunFilesOutput::new(
-        &run_dir,
-        plan.options.report.clone(),
-    )));
-    for o in io.outputs {
-        reporter.add(o);
-    }
-    let dispatcher = runtime.spawn(events::dispatch(
-        plan.run_id.to_string(),
+    let dispatcher = start_dispatcher(
+        runtime,
+        plan,
+        (state, run_state),
+        io.outputs,
         events_rx,
-        reporter,
-        stop.clone(),
-    ));
+        &stop,
+    );
     let (sandbox_summary, mut warnings) = run_warnings(plan);
     early_warnings.extend(warnings.iter().cloned());
     announce(
@@ -204,25 +186,7 @@ fn prepare(
             warnings.push(format!("read-back skipped: {why}"));
         }
     }
-    // Before any task: the store checked (broken folders replaced), the layering decided.
-    let caches = match caches::prepare(
-        &plan.tasks,
-        &plan.repo.common_dir,
-        &plan.run_dir,
-        &plan.options,
-        workspaces.overlay(),
-    )
-    .map_err(RunError::Workspace)?
-    {
-        Some((c, said)) => {
-            for w in said {
-                events.warn(None, &w);
-                warnings.push(w);
-            }
-            Some(c)
-        }
-        None => None,
-    };
+    let caches = check_caches(plan, &workspaces, &events, &mut warnings)?;
     let shared = Arc::new(Shared {
         caches,
         run_started: started,
@@ -257,6 +221,85 @@ fn prepare(
         _reap: reap,
         _gc_guard: gc_guard,
     })
+}
+
+/// The judges' folder, and the read-back verifier (or why read-back is skipped).
+fn start_judges(
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    early_warnings: &mut Vec<String>,
+) -> Result<
+    (
+        crate::verify::judges::Judges,
+        Option<crate::verify::readback::Verifier>,
+        Option<String>,
+    ),
+    RunError,
+> {
+    let judges = crate::verify::judges::Judges::create(
+        &plan.options.sandbox,
+        &plan.options.self_exe,
+        plan.run_id.as_str(),
+    )
+    .map_err(|e| RunError::Workspace(crate::error_chain(&e)))?;
+    let (verifier, readback_skip) = runtime
+        .block_on(crate::verify::readback::start_for_run(plan, &judges, |w| {
+            early_warnings.push(w.to_string())
+        }))
+        .map_err(|e| RunError::Verifier(e.to_string()))?;
+    Ok((judges, verifier, readback_skip))
+}
+
+/// The one dispatcher: every event of the run goes through it to every output (the state,
+/// the run's files, and `outputs`).
+fn start_dispatcher(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    (state, run_state): (StateFile, RunState),
+    outputs: Vec<Box<dyn Output>>,
+    events_rx: tokio::sync::mpsc::UnboundedReceiver<EventKind>,
+    stop: &Stop,
+) -> tokio::task::JoinHandle<Vec<crate::event::OutputError>> {
+    let mut reporter = Reporter::new();
+    reporter.add(Box::new(events::StateOutput::new(state, run_state)));
+    reporter.add(Box::new(events::RunFilesOutput::new(
+        &plan.run_dir,
+        plan.options.report.clone(),
+    )));
+    for o in outputs {
+        reporter.add(o);
+    }
+    runtime.spawn(events::dispatch(
+        plan.run_id.to_string(),
+        events_rx,
+        reporter,
+        stop.clone(),
+    ))
+}
+
+/// Before any task: the caches' store checked (broken folders replaced, said), the layering
+/// decided. `None` when no task names a cache.
+fn check_caches(
+    plan: &Plan,
+    workspaces: &workspace::Workspaces,
+    events: &Events,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::caches::RunCaches>, RunError> {
+    let prepared = caches::prepare(
+        &plan.tasks,
+        &plan.repo.common_dir,
+        &plan.run_dir,
+        &plan.options,
+        workspaces.overlay(),
+    )
+    .map_err(RunError::Workspace)?;
+    Ok(prepared.map(|(c, said)| {
+        for w in said {
+            events.warn(None, &w);
+            warnings.push(w);
+        }
+        c
+    }))
 }
 
 /// The run folder: workspace folders, the kind of workspace, the record folders, the inputs a

@@ -113,136 +113,164 @@ pub(super) async fn verify_gates(
     view: &mut JudgeView,
 ) -> Vec<GateResult> {
     let mut gates = Vec::new();
-    // Scope, and risky changes the task's paths do not name explicitly.
+    gates.extend(scope_gate(task, collected));
+    if let Some(cmd) = &task.verify {
+        gates.push(command_gate(task, paths, spawn, cmd).await);
+    }
+    // Read-back of the commit's snapshot (a review reads the whole tree: one snapshot for both).
+    let readback = readback_gate(shared, task, collected, view).await;
+    gates.extend(readback.gate.clone());
+    report.readback = Some(readback.report);
+    if let Some(review) = &task.review {
+        gates.push(review_gate(shared, task, paths, collected, view, review).await);
+    }
+    gates
+}
+
+/// Scope, and risky changes the task's paths do not name explicitly; `None` when the task has
+/// no scope and changed nothing risky.
+fn scope_gate(task: &PlannedTask, collected: &Collected) -> Option<GateResult> {
     let unnamed: Vec<&crate::git::risky::RiskyChange> = collected
         .summary
         .risky
         .iter()
         .filter(|r| !verify::scope::named_explicitly(&task.spec.paths, &r.path))
         .collect();
-    if !task.spec.paths.is_empty() || !unnamed.is_empty() {
-        let gate = match verify::scope::Scope::new(&task.spec.paths) {
-            Ok(scope) => {
-                let outside = scope.violations(&collected.summary.files);
-                let mut why = Vec::new();
-                if !outside.is_empty() {
-                    why.push(format!(
-                        "changed paths outside the task's scope: {}",
-                        outside.join(", ")
-                    ));
-                }
-                if !unnamed.is_empty() {
-                    why.push(format!(
-                        "changes that need the task's paths to name them explicitly: {}",
-                        unnamed
-                            .iter()
-                            .map(|r| format!("{} ({})", r.path, r.why))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                let mut paths = outside;
-                paths.extend(unnamed.iter().map(|r| r.path.clone()));
-                paths.sort();
-                paths.dedup();
-                GateResult {
-                    gate: "scope".into(),
-                    passed: why.is_empty(),
-                    detail: (!why.is_empty()).then(|| why.join("; ")),
-                    paths,
-                    output: None,
-                }
-            }
-            Err(e) => GateResult {
+    if task.spec.paths.is_empty() && unnamed.is_empty() {
+        return None;
+    }
+    let scope = match verify::scope::Scope::new(&task.spec.paths) {
+        Ok(scope) => scope,
+        Err(e) => {
+            return Some(GateResult {
                 gate: "scope".into(),
                 passed: false,
                 detail: Some(format!("invalid scope: {e}")),
                 paths: Vec::new(),
                 output: None,
-            },
-        };
-        gates.push(gate);
-    }
-    // Verify command, in the same sandbox.
-    if let Some(cmd) = &task.verify {
-        let mut spec = spawn.clone();
-        spec.cwd = paths.worktree.clone();
-        spec.stderr_log = paths.stderr_log.with_extension("verify.log");
-        spec.status_file = paths.status_file.with_extension("verify.json");
-        let argv = cmd.argv();
-        let log = paths.verify_log.clone();
-        let out = verify::command::run_logged(
-            &spec,
-            &argv,
-            Duration::from_secs_f64(task.verify_timeout_secs),
-            Some(&log),
-        )
-        .await;
-        gates.push(GateResult {
-            gate: "command".into(),
-            passed: out.passed,
-            detail: (!out.passed).then(|| out.summary.clone()),
-            paths: Vec::new(),
-            output: (!out.output.is_empty()).then_some(out.output),
-        });
-    }
-    // Read-back through the verifier, of the commit's snapshot (a review reads the whole tree:
-    // one snapshot for both).
-    let whole = task.review.is_some();
-    let readback = match shared.verifier.as_deref() {
-        Some(verifier) => {
-            let root = view.root(shared, task, collected, whole).await;
-            verify::readback::check_task(
-                Some(verifier),
-                None,
-                &shared.repo_path,
-                root.as_deref().map_err(String::as_str),
-                collected,
-            )
-            .await
-        }
-        None => {
-            verify::readback::check_task(
-                None,
-                shared.readback_skip.as_deref(),
-                &shared.repo_path,
-                Err("no verifier"),
-                collected,
-            )
-            .await
+            })
         }
     };
-    if let Some(gate) = readback.gate.clone() {
-        gates.push(gate);
+    let outside = scope.violations(&collected.summary.files);
+    let mut why = Vec::new();
+    if !outside.is_empty() {
+        why.push(format!(
+            "changed paths outside the task's scope: {}",
+            outside.join(", ")
+        ));
     }
-    report.readback = Some(readback.report);
-    // Review by Claude Code, confined as a judge, in the commit's snapshot.
-    if let Some(review) = &task.review {
-        let gate = match view.root(shared, task, collected, true).await {
-            Ok(snapshot) => {
-                let diff = String::from_utf8_lossy(&collected.patch);
-                let input = verify::review::ReviewInput {
-                    judges: &shared.judges,
-                    claude: &task.claude,
-                    snapshot,
-                    stderr_log: &paths.stderr_log,
-                    status_file: &paths.status_file,
-                    task_prompt: &task.spec.prompt,
-                    diff: &diff,
-                };
-                verify::review::gate(review, input).await
-            }
-            Err(why) => GateResult {
+    if !unnamed.is_empty() {
+        why.push(format!(
+            "changes that need the task's paths to name them explicitly: {}",
+            unnamed
+                .iter()
+                .map(|r| format!("{} ({})", r.path, r.why))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut paths = outside;
+    paths.extend(unnamed.iter().map(|r| r.path.clone()));
+    paths.sort();
+    paths.dedup();
+    Some(GateResult {
+        gate: "scope".into(),
+        passed: why.is_empty(),
+        detail: (!why.is_empty()).then(|| why.join("; ")),
+        paths,
+        output: None,
+    })
+}
+
+/// The verify command, in the task's sandbox, in its worktree.
+async fn command_gate(
+    task: &PlannedTask,
+    paths: &Paths,
+    spawn: &SpawnSpec,
+    cmd: &crate::taskfile::VerifyCommand,
+) -> GateResult {
+    let mut spec = spawn.clone();
+    spec.cwd = paths.worktree.clone();
+    spec.stderr_log = paths.stderr_log.with_extension("verify.log");
+    spec.status_file = paths.status_file.with_extension("verify.json");
+    let out = verify::command::run_logged(
+        &spec,
+        &cmd.argv(),
+        Duration::from_secs_f64(task.verify_timeout_secs),
+        Some(&paths.verify_log),
+    )
+    .await;
+    GateResult {
+        gate: "command".into(),
+        passed: out.passed,
+        detail: (!out.passed).then(|| out.summary.clone()),
+        paths: Vec::new(),
+        output: (!out.output.is_empty()).then_some(out.output),
+    }
+}
+
+/// Read-back through the verifier, of the commit's snapshot (skipped, saying why, without one).
+async fn readback_gate(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+    collected: &Collected,
+    view: &mut JudgeView,
+) -> verify::readback::ReadbackOutcome {
+    let Some(verifier) = shared.verifier.as_deref() else {
+        return verify::readback::check_task(
+            None,
+            shared.readback_skip.as_deref(),
+            &shared.repo_path,
+            Err("no verifier"),
+            collected,
+        )
+        .await;
+    };
+    let root = view
+        .root(shared, task, collected, task.review.is_some())
+        .await;
+    verify::readback::check_task(
+        Some(verifier),
+        None,
+        &shared.repo_path,
+        root.as_deref().map_err(String::as_str),
+        collected,
+    )
+    .await
+}
+
+/// Review by Claude Code, confined as a judge, in the commit's snapshot.
+async fn review_gate(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+    paths: &Paths,
+    collected: &Collected,
+    view: &mut JudgeView,
+    review: &crate::taskfile::ReviewSpec,
+) -> GateResult {
+    let snapshot = match view.root(shared, task, collected, true).await {
+        Ok(snapshot) => snapshot,
+        Err(why) => {
+            return GateResult {
                 gate: "review".into(),
                 passed: false,
                 detail: Some(format!("the review did not happen: {why}")),
                 paths: Vec::new(),
                 output: None,
-            },
-        };
-        gates.push(gate);
-    }
-    gates
+            }
+        }
+    };
+    let diff = String::from_utf8_lossy(&collected.patch);
+    let input = verify::review::ReviewInput {
+        judges: &shared.judges,
+        claude: &task.claude,
+        snapshot,
+        stderr_log: &paths.stderr_log,
+        status_file: &paths.status_file,
+        task_prompt: &task.spec.prompt,
+        diff: &diff,
+    };
+    verify::review::gate(review, input).await
 }
 
 pub(super) fn feedback_prompt(failed: &[&GateResult], attempt: u32, max: u32) -> String {
