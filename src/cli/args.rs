@@ -404,3 +404,20 @@ pub struct McpConfigArgs {
     #[arg(value_enum)]
     pub client: McpClient,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_color_is_respected_by_auto_only() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(ColorArg::Auto.enabled(true, None));
+        assert!(ColorArg::Auto.enabled(true, empty));
+        assert!(!ColorArg::Auto.enabled(true, set));
+        assert!(!ColorArg::Auto.enabled(false, None));
+        assert!(ColorArg::Always.enabled(false, set));
+        assert!(!ColorArg::Never.enabled(true, None));
+    }
+}

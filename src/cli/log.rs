@@ -16,7 +16,7 @@ use super::common::EXIT_OK;
 const CHUNK: usize = 64 * 1024;
 
 pub fn run(a: LogArgs) -> anyhow::Result<i32> {
-    let rt = super::lookup::run_task(&a.repo, &a.run, &a.task)?;
+    let rt = super::common::run_task(&a.repo, &a.run, &a.task)?;
     let (run, task) = (&rt.run, &rt.task);
     let path = crate::run_dir::RunDir::new(&rt.run_dir)
         .task(task.as_str())

@@ -11,10 +11,10 @@ pub const CODEX_TOOL_TIMEOUT_SEC: u64 = 600;
 pub fn serve(_a: McpArgs) -> anyhow::Result<i32> {
     let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
-    crate::cli::mcp_server::serve(
+    crate::mcp_server::serve(
         std::io::BufReader::new(std::io::stdin()),
         std::io::stdout(),
-        crate::cli::mcp_server::ServerOptions { cwd, self_exe },
+        crate::mcp_server::ServerOptions { cwd, self_exe },
     )?;
     Ok(EXIT_OK)
 }

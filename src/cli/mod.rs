@@ -10,9 +10,8 @@ mod collect;
 pub(crate) mod common;
 pub(crate) mod diff;
 mod log;
-mod lookup;
+
 pub mod mcp;
-pub mod mcp_server;
 mod merge;
 pub mod out;
 mod report;

@@ -420,15 +420,11 @@ fn locate_run(
 }
 
 fn resolve_last(repo: Option<&Path>, registry: &Registry, run: &str) -> String {
-    if run != crate::cli::common::LAST_RUN {
+    if run != crate::lookup::LAST_RUN {
         return run.to_string();
     }
-    let arg = crate::cli::args::RepoArg {
-        repo: repo
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| registry.options.cwd.clone()),
-    };
-    crate::cli::common::resolve_run(&arg, run)
+    let repo = repo.unwrap_or(&registry.options.cwd);
+    crate::lookup::resolve_run(repo, run)
         .map(|r| r.to_string())
         .unwrap_or_else(|_| run.to_string())
 }
@@ -488,7 +484,7 @@ fn diff(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         (Some(r), _) => r.clone(),
         (None, Err(_)) => registry.options.cwd.clone(),
     };
-    let (text, task_status) = match crate::cli::diff::task_diff_text(&repo, run_id, task, stat) {
+    let (text, task_status) = match crate::patch_view::task_diff_text(&repo, run_id, task, stat) {
         Ok(t) => t,
         Err(e) => return Ok(tool_error(format!("{e:#}"))),
     };
