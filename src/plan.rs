@@ -262,6 +262,10 @@ impl Plan {
             });
         }
         check_programs(&tasks)?;
+        // The launch of every task decided now: nothing probes a protocol at run time.
+        for t in &mut tasks {
+            crate::agent::codex::resolve_launch(&mut t.profile);
+        }
         let verifier = match &file.verifier {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,

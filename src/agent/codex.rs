@@ -387,6 +387,27 @@ fn translate_mcp_arguments(args: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// Resolves a Codex profile's launch before anything starts (the plan calls it): the program
+/// found once (`FANOUT_CODEX_BIN`, a path, or `PATH`), `--version` asked once, `auto` turned
+/// into the protocol that version speaks. Sessions then start exactly this (the version is
+/// cached for them). A profile that cannot be resolved is left as it is: its session reports
+/// why, as without the plan's help.
+pub fn resolve_launch(profile: &mut AgentProfile) {
+    if !is_codex(profile) && !is_codex_protocol(profile.protocol, profile) {
+        return;
+    }
+    let Ok(program) = find_program(&profile.command) else {
+        return;
+    };
+    let Ok(installed) = detect(&program) else {
+        return;
+    };
+    profile.command = program.display().to_string();
+    if profile.protocol == Protocol::Auto {
+        profile.protocol = protocol_for(installed.version);
+    }
+}
+
 fn is_codex_protocol(protocol: Protocol, profile: &AgentProfile) -> bool {
     matches!(protocol, Protocol::Auto | Protocol::CodexAppServer)
         && profile.protocol != Protocol::Exec
