@@ -34,7 +34,10 @@ pub mod phase;
 pub mod plan;
 pub mod preflight;
 pub mod process;
+pub mod redact;
 pub mod report;
+pub mod resume;
+pub mod run_dir;
 pub mod runner;
 pub mod sandbox;
 pub mod setup;
@@ -58,6 +61,3 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-pub mod redact;
-pub mod resume;
-pub mod run_dir;
