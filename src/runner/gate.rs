@@ -211,24 +211,8 @@ fn run_inner(
     }
     blame(shared, reports, &found, report);
     if !found.ejected.is_empty() {
-        // Hand over exactly what passed: the rebuilt integration of the rest.
         let list: Vec<(usize, Oid)> = found.kept.iter().map(|&i| (i, commits[&i])).collect();
-        let (head, conflicts) =
-            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
-        for (i, paths) in &conflicts {
-            let r = &mut reports[*i];
-            r.status = TaskStatus::Conflict;
-            r.error = Some(format!(
-                "conflicts, once tasks were taken out by the integration gate, in: {}",
-                paths.join(", ")
-            ));
-            r.conflict_paths = paths.clone();
-        }
-        integration.head = head;
-        integration.merged = list
-            .into_iter()
-            .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
-            .collect();
+        hand_over_the_rest(shared, &repo, list, reports, integration)?;
     }
     report_flaky(shared, &found, report);
     report.passed = found.passed;
@@ -243,6 +227,34 @@ fn run_inner(
             });
         }
     }
+    Ok(())
+}
+
+/// Hands over exactly what passed: the integration rebuilt from the tasks kept (`list`); a task
+/// that conflicts without the ones taken out says so.
+fn hand_over_the_rest(
+    shared: &Shared,
+    repo: &Repository,
+    list: Vec<(usize, Oid)>,
+    reports: &mut [TaskReport],
+    integration: &mut Integration,
+) -> Result<(), GateError> {
+    let (head, conflicts) =
+        rebuild(shared, repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
+    for (i, paths) in &conflicts {
+        let r = &mut reports[*i];
+        r.status = TaskStatus::Conflict;
+        r.error = Some(format!(
+            "conflicts, once tasks were taken out by the integration gate, in: {}",
+            paths.join(", ")
+        ));
+        r.conflict_paths = paths.clone();
+    }
+    integration.head = head;
+    integration.merged = list
+        .into_iter()
+        .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
+        .collect();
     Ok(())
 }
 

@@ -177,17 +177,50 @@ fn prepare(
         plan,
         &events,
         io.mode,
-        &sandbox_summary,
-        &workspaces,
+        (&sandbox_summary, &workspaces),
         &early_warnings,
     );
-    if let Some(why) = &readback_skip {
-        if plan.options.readback != crate::plan::ReadbackMode::Off {
-            warnings.push(format!("read-back skipped: {why}"));
-        }
+    if let Some(why) = readback_skip
+        .as_ref()
+        .filter(|_| plan.options.readback != crate::plan::ReadbackMode::Off)
+    {
+        warnings.push(format!("read-back skipped: {why}"));
     }
     let caches = check_caches(plan, &workspaces, &events, &mut warnings)?;
-    let shared = Arc::new(Shared {
+    let judged = (verifier, judges, readback_skip);
+    let shared = shared_state(
+        plan,
+        started,
+        (&events, &stop),
+        judged,
+        (workspaces, caches),
+    );
+    plan.task_file_text = String::new();
+    Ok(Prepared {
+        shared,
+        stop,
+        events,
+        dispatcher,
+        sandbox_summary,
+        warnings,
+        _reap: reap,
+        _gc_guard: gc_guard,
+    })
+}
+
+/// What every task pipeline shares, the plan's tasks moved into it.
+fn shared_state(
+    plan: &mut Plan,
+    started: Instant,
+    (events, stop): (&Events, &Stop),
+    (verifier, judges, readback_skip): (
+        Option<crate::verify::readback::Verifier>,
+        crate::verify::judges::Judges,
+        Option<String>,
+    ),
+    (workspaces, caches): (workspace::Workspaces, Option<crate::caches::RunCaches>),
+) -> Arc<Shared> {
+    Arc::new(Shared {
         caches,
         run_started: started,
         run_id: plan.run_id.clone(),
@@ -195,7 +228,7 @@ fn prepare(
         common_dir: plan.repo.common_dir.clone(),
         workdir: plan.repo.workdir.clone(),
         base: plan.base,
-        run_dir,
+        run_dir: plan.run_dir.clone(),
         options: plan.options.clone(),
         // Moved, not copied: with 10 000 tasks every copy of the plan's tasks counts.
         tasks: std::mem::take(&mut plan.tasks),
@@ -209,17 +242,6 @@ fn prepare(
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
         workspaces,
-    });
-    plan.task_file_text = String::new();
-    Ok(Prepared {
-        shared,
-        stop,
-        events,
-        dispatcher,
-        sandbox_summary,
-        warnings,
-        _reap: reap,
-        _gc_guard: gc_guard,
     })
 }
 
@@ -394,8 +416,7 @@ fn announce(
     plan: &Plan,
     events: &Events,
     mode: &str,
-    sandbox: &SandboxSummary,
-    workspaces: &workspace::Workspaces,
+    (sandbox, workspaces): (&SandboxSummary, &workspace::Workspaces),
     warnings: &[String],
 ) {
     events.emit(EventKind::RunStarted {

@@ -57,6 +57,24 @@ pub(crate) struct Layers {
     pub lower_index: PathBuf,
 }
 
+/// Whether an overlay mounts here, tried in a throw-away folder of the run.
+fn probe_overlay(options: &RunOptions, run_dir: &Path) -> Result<(), String> {
+    let dir = worktrees_dir(run_dir).join(".probe");
+    let _ = worktree::remove_tree(&dir);
+    let probed = std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .and_then(|()| {
+            crate::sandbox::overlay::probe(
+                &options.self_exe,
+                &dir,
+                options.sandbox.run_as,
+                options.sandbox.min_abi,
+            )
+        });
+    let _ = worktree::remove_tree(&dir);
+    probed
+}
+
 pub(super) fn worktrees_dir(run_dir: &Path) -> PathBuf {
     crate::run_dir::RunDir::new(run_dir).worktrees()
 }
@@ -133,19 +151,7 @@ impl Workspaces {
                 _ => Ok(make(false, why.into())),
             };
         }
-        let dir = worktrees_dir(run_dir).join(".probe");
-        let _ = worktree::remove_tree(&dir);
-        let probed = std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-            .and_then(|()| {
-                crate::sandbox::overlay::probe(
-                    &options.self_exe,
-                    &dir,
-                    options.sandbox.run_as,
-                    options.sandbox.min_abi,
-                )
-            });
-        let _ = worktree::remove_tree(&dir);
+        let probed = probe_overlay(options, run_dir);
         let how = if crate::sandbox::user::is_root() {
             "a mount namespace (fanout runs as root)"
         } else {

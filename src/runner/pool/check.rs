@@ -110,6 +110,27 @@ struct ToHash {
 /// Checks the worktree at `wt` against `listing` (the start commit's plain checkout) and its
 /// `.git` file against `git_file` (its exact content); repairs permission bits. `Err` names
 /// the first difference found.
+/// A link of the tree: one link to it, owned as a fresh checkout's, the committed target.
+fn check_link(
+    root: &OwnedFd,
+    rel: &[u8],
+    st: &nix::sys::stat::FileStat,
+    id: Oid,
+    fresh: Fresh,
+) -> Result<(), String> {
+    owned_and_single(st, rel, fresh, false)?;
+    // No extended attribute to look for: Linux refuses `user.*` ones on links, and the other
+    // namespaces need privileges no agent has.
+    let target = nix::fcntl::readlinkat(&open(root, rel, OFlag::O_PATH)?, "")
+        .map_err(|e| format!("{}: cannot read the link: {e}", show(rel)))?;
+    let got = Oid::hash_object(ObjectType::Blob, target.as_encoded_bytes())
+        .map_err(|e| format!("{}: {e}", show(rel)))?;
+    if got != id {
+        return Err(format!("{}: the link's target differs", show(rel)));
+    }
+    Ok(())
+}
+
 pub fn check_worktree(
     wt: &Path,
     listing: &Listing,
@@ -163,16 +184,7 @@ pub fn check_worktree(
                     })
                 }
                 (SFlag::S_IFLNK, Some(&(id, 0o120000))) => {
-                    owned_and_single(&st, &rel, fresh, false)?;
-                    // No extended attribute to look for: Linux refuses `user.*` ones on links,
-                    // and the other namespaces need privileges no agent has.
-                    let target = nix::fcntl::readlinkat(&open(&root, &rel, OFlag::O_PATH)?, "")
-                        .map_err(|e| format!("{}: cannot read the link: {e}", show(&rel)))?;
-                    let got = Oid::hash_object(ObjectType::Blob, target.as_encoded_bytes())
-                        .map_err(|e| format!("{}: {e}", show(&rel)))?;
-                    if got != id {
-                        return Err(format!("{}: the link's target differs", show(&rel)));
-                    }
+                    check_link(&root, &rel, &st, id, fresh)?;
                     out.files += 1;
                 }
                 _ => return Err(format!("{}: not in the tree as it is", show(&rel))),
