@@ -69,8 +69,14 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     };
     for id in order {
         if let Some(t) = state.tasks.get(&id) {
+            // Where a task still at work (or cut off at kill -9) was: its last phase.
+            let phase = t
+                .phase
+                .filter(|p| t.status == "running" && p.is_running())
+                .map(|p| format!("  ({})", p.describe()))
+                .unwrap_or_default();
             super::out::outln!(
-                "  {id:<24} {:<13} {}",
+                "  {id:<24} {:<13} {}{phase}",
                 t.status,
                 t.commit
                     .as_deref()

@@ -253,8 +253,23 @@ fn a_killed_run_can_be_resumed() {
         workspace_has(run, "slow", "started.txt")
     });
     let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    // The state says where the task was: its agent's first turn (snapshots follow within
+    // about a second).
+    let state = run_dir.join("state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&state).is_ok_and(|t| t.contains("agent_turn"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
+    let status = repo.fanout(&["status", &run_id]);
+    assert!(
+        stdout(&status).contains("(agent turn 1)"),
+        "fanout status shows the phase a killed task was in: {}",
+        stdout(&status)
+    );
     let out = Command::new(fanout_bin())
         .args(["resume", &run_id, "--repo"])
         .arg(&repo.path)
