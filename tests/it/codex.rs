@@ -422,6 +422,8 @@ fn task_processes(task: &str, exe: &str) -> Vec<i32> {
 }
 
 fn killed_mid_turn(version: &str) {
+    // Ids of its own per version: tests run at once, and processes are found by task id.
+    let victim = format!("victim-{}", version.replace('.', "_"));
     let hung = Arc::new(AtomicBool::new(false));
     let flag = hung.clone();
     let server = ModelServer::start(move |req| {
@@ -435,16 +437,17 @@ fn killed_mid_turn(version: &str) {
     let repo = tempfile::tempdir().expect("tmp");
     init_repo(repo.path());
     let mut tasks: Vec<Value> = (1..=3).map(edit_task).collect();
-    tasks.push(json!({"id": "victim", "prompt": "VICTIM\nCMD: echo never > victim.txt"}));
+    tasks.push(json!({"id": victim, "prompt": "VICTIM\nCMD: echo never > victim.txt"}));
     let tasks = json!({"version": 1, "tasks": tasks});
     // Kill the native Codex binary of the victim task as soon as its model request is in.
+    let victim_id = victim.clone();
     let killer = std::thread::spawn(move || {
         // The run may first wait for another test's run: count from the model request.
         let mut end = Instant::now() + Duration::from_secs(600);
         while Instant::now() < end {
             if hung.load(Ordering::SeqCst) {
                 end = end.min(Instant::now() + Duration::from_secs(30));
-                let pids = task_processes("victim", "codex");
+                let pids = task_processes(&victim_id, "codex");
                 if !pids.is_empty() {
                     for pid in &pids {
                         let _ = nix::sys::signal::kill(
@@ -464,8 +467,8 @@ fn killed_mid_turn(version: &str) {
         killer.join().unwrap_or(0) > 0,
         "no Codex process of the victim task was found"
     );
-    let victim = run.task("victim");
-    assert_eq!(victim["status"], "failed", "{victim:#}");
+    let report = run.task(&victim);
+    assert_eq!(report["status"], "failed", "{report:#}");
     for i in 1..=3 {
         assert_eq!(
             run.task(&format!("t{i}"))["status"],
@@ -475,7 +478,7 @@ fn killed_mid_turn(version: &str) {
         );
     }
     assert!(
-        task_processes("victim", "").is_empty(),
+        task_processes(&victim, "").is_empty(),
         "processes of the killed task remain"
     );
 }
@@ -491,6 +494,8 @@ fn codex_0169_killed_mid_turn() {
 }
 
 fn turn_timeout(version: &str) {
+    // An id of its own per version: tests run at once, and processes are found by task id.
+    let slow_id = format!("slow-{}", version.replace('.', "_"));
     let server = ModelServer::start(|req| {
         if req.last_user_text().contains("SLOW") {
             return Reply::Hang;
@@ -504,12 +509,12 @@ fn turn_timeout(version: &str) {
         "version": 1,
         "agents": {"codex": {"protocol": "auto", "command": "codex", "tool_timeout_sec": 4}},
         "tasks": [
-            {"id": "slow", "prompt": "SLOW\nCMD: echo x > slow.txt"},
+            {"id": slow_id, "prompt": "SLOW\nCMD: echo x > slow.txt"},
             edit_task(1),
         ],
     });
     let run = fanout_run(repo.path(), &tasks, version, home.path());
-    let slow = run.task("slow");
+    let slow = run.task(&slow_id);
     assert_eq!(slow["status"], "timed_out", "{slow:#}\n{}", run.stderr);
     assert_eq!(run.task("t1")["status"], "merged");
     assert!(
@@ -518,7 +523,7 @@ fn turn_timeout(version: &str) {
         run.elapsed
     );
     assert!(
-        task_processes("slow", "").is_empty(),
+        task_processes(&slow_id, "").is_empty(),
         "the timed-out agent's processes remain"
     );
     eprintln!(
