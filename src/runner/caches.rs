@@ -160,30 +160,23 @@ fn set_up(
     };
     let mut writable = vec![checkout.to_path_buf(), scratch.to_path_buf()];
     writable.extend(view.writable);
-    Ok(SpawnSpec {
-        self_exe: shared.options.self_exe.clone(),
-        policy: Policy {
-            enforce: sb.enabled,
-            writable,
-            read,
-            net,
-            min_abi: sb.min_abi,
-            run_as: crate::sandbox::user::caches_user(sb.run_as),
-            overlay: None,
-            caches: None,
-        },
-        program: String::new(),
-        args: Vec::new(),
-        cwd: checkout.to_path_buf(),
+    let policy = Policy {
+        enforce: sb.enabled,
+        writable,
+        read,
+        net,
+        min_abi: sb.min_abi,
+        run_as: crate::sandbox::user::caches_user(sb.run_as),
+        overlay: None,
+        caches: None,
+    };
+    Ok(super::launch::checkout_spec(
+        shared,
+        checkout,
+        policy,
         env,
-        env_remove: Vec::new(),
-        stderr_log: crate::run_dir::RunDir::new(&shared.run_dir)
-            .logs()
-            .join("caches-fill.stderr.log"),
-        status_file: crate::run_dir::RunDir::new(&shared.run_dir)
-            .status()
-            .join("caches-fill.json"),
-    })
+        "caches-fill",
+    ))
 }
 
 /// Removes the fill step's checkout, its registration, branch and scratch folder.

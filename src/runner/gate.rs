@@ -431,32 +431,19 @@ impl Checker<'_> {
         if sb.run_as.is_some() {
             super::launch::dropped_root_env(&mut env, scratch);
         }
-        SpawnSpec {
-            self_exe: shared.options.self_exe.clone(),
-            policy: Policy {
-                enforce: sb.enabled,
-                writable: vec![checkout.to_path_buf(), scratch.to_path_buf()],
-                read,
-                net,
-                min_abi: sb.min_abi,
-                // A uid of its own: it runs every task's merged code.
-                run_as: crate::sandbox::user::gate_user(sb.run_as),
-                // The gate's checkout is a plain worktree, whatever the tasks used.
-                overlay: None,
-                caches: None,
-            },
-            program: String::new(),
-            args: Vec::new(),
-            cwd: checkout.to_path_buf(),
-            env,
-            env_remove: Vec::new(),
-            stderr_log: crate::run_dir::RunDir::new(&shared.run_dir)
-                .logs()
-                .join("integration.stderr.log"),
-            status_file: crate::run_dir::RunDir::new(&shared.run_dir)
-                .status()
-                .join("integration.json"),
-        }
+        let policy = Policy {
+            enforce: sb.enabled,
+            writable: vec![checkout.to_path_buf(), scratch.to_path_buf()],
+            read,
+            net,
+            min_abi: sb.min_abi,
+            // A uid of its own: it runs every task's merged code.
+            run_as: crate::sandbox::user::gate_user(sb.run_as),
+            // The gate's checkout is a plain worktree, whatever the tasks used.
+            overlay: None,
+            caches: None,
+        };
+        super::launch::checkout_spec(shared, checkout, policy, env, "integration")
     }
 
     /// Removes the checkout, its registration, its branch and its scratch folder.

@@ -106,3 +106,27 @@ pub(crate) fn dropped_root_env(
 }
 
 pub(crate) use crate::which::program_dirs;
+
+/// A sandboxed command of the run in a checkout of its own (the integration gate, the caches
+/// fill): `policy` and `env` as given, the program set by the caller, its stderr and status
+/// under `label` in the run folder.
+pub(super) fn checkout_spec(
+    shared: &Shared,
+    checkout: &Path,
+    policy: Policy,
+    env: std::collections::BTreeMap<String, String>,
+    label: &str,
+) -> SpawnSpec {
+    let layout = crate::run_dir::RunDir::new(&shared.run_dir);
+    SpawnSpec {
+        self_exe: shared.options.self_exe.clone(),
+        policy,
+        program: String::new(),
+        args: Vec::new(),
+        cwd: checkout.to_path_buf(),
+        env,
+        env_remove: Vec::new(),
+        stderr_log: layout.logs().join(format!("{label}.stderr.log")),
+        status_file: layout.status().join(format!("{label}.json")),
+    }
+}

@@ -12,26 +12,6 @@ use crate::anthropic_server::{AnthropicServer, Reply as A};
 use crate::support::*;
 use crate::{both_ways, every_way};
 
-fn claude_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".agents/claude-code-2.1.332/node_modules/.bin/claude");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-agents.sh",
-        p.display()
-    );
-    p
-}
-
-fn claude_verifier() -> Value {
-    json!({
-        "command": claude_bin().display().to_string(),
-        "args": ["mcp", "serve"],
-        "startup_timeout_sec": 60,
-        "tool_timeout_sec": 30
-    })
-}
-
 /// An exec agent that runs its prompt as a shell script in the workspace.
 fn shell_agent() -> Value {
     json!({"protocol": "exec", "command": "sh", "args": ["-c", "eval \"$FANOUT_PROMPT\""]})

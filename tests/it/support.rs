@@ -629,3 +629,25 @@ pub fn add_submodule(repo: &TestRepo) {
     git(&repo.path, &["add", ".gitmodules"]);
     git(&repo.path, &["commit", "--quiet", "-m", "submodule"]);
 }
+
+/// The pinned Claude Code binary that `scripts/install-agents.sh` installs.
+pub fn claude_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents/claude-code-2.1.332/node_modules/.bin/claude");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-agents.sh (it installs the pinned agents into .agents/)",
+        p.display()
+    );
+    p
+}
+
+/// The read-back verifier profile running the pinned `claude mcp serve`.
+pub fn claude_verifier() -> Value {
+    serde_json::json!({
+        "command": claude_bin().display().to_string(),
+        "args": ["mcp", "serve"],
+        "startup_timeout_sec": 60,
+        "tool_timeout_sec": 30
+    })
+}

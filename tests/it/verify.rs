@@ -1,34 +1,13 @@
 //! Verification gates end to end: read-back through the real `claude mcp serve`, the scope
 //! gate, the verify command with feedback to the agent, and task dependencies.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::*;
-
-/// The pinned Claude Code binary that `scripts/install-agents.sh` installs.
-fn claude_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".agents/claude-code-2.1.332/node_modules/.bin/claude");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-agents.sh (it installs the pinned agents into .agents/)",
-        p.display()
-    );
-    p
-}
-
-fn claude_verifier() -> Value {
-    json!({
-        "command": claude_bin().display().to_string(),
-        "args": ["mcp", "serve"],
-        "startup_timeout_sec": 60,
-        "tool_timeout_sec": 30
-    })
-}
 
 /// `fanout run` with extra environment, started in the background.
 fn spawn_run(
