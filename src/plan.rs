@@ -7,9 +7,13 @@ check that can fail because of the user's input happens here, before anything is
 mod checks;
 mod error;
 mod identity;
+mod launch;
 mod planned_task;
+mod sandbox_options;
 pub use checks::*;
 pub use identity::*;
+pub use launch::Launch;
+pub use sandbox_options::{NetChoice, SandboxOptions};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,50 +57,6 @@ pub struct RunOptions {
 }
 
 pub use crate::taskfile::WorkspaceChoice;
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct SandboxOptions {
-    /// false only with an explicit `--sandbox off`.
-    pub enabled: bool,
-    pub net: NetChoice,
-    pub read_strict: bool,
-    pub min_abi: u32,
-    /// When fanout runs as root: the run's uid — by default the first of a block of dedicated
-    /// uids chosen for this run, each task then runs as its own uid of the block
-    /// (`sandbox::user::task_user`); with `--agent-user` that one uid for everything. `None`
-    /// when fanout is not root.
-    #[serde(default)]
-    pub run_as: Option<crate::sandbox::RunAs>,
-}
-
-impl SandboxOptions {
-    /// The uid and gid a verifier (read-back, review, diagnosis) runs as: the run's own uid,
-    /// which no task has (or the `--agent-user` uid); `None` when fanout is not root.
-    pub fn verifier_user(&self) -> Option<crate::sandbox::RunAs> {
-        crate::sandbox::user::verifier_user(self.run_as)
-    }
-}
-
-impl Default for SandboxOptions {
-    fn default() -> Self {
-        SandboxOptions {
-            enabled: true,
-            net: NetChoice::Default,
-            read_strict: false,
-            min_abi: 3,
-            run_as: None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NetChoice {
-    /// TCP connect to 443 and the profile's `connect_ports` only.
-    Default,
-    Any,
-    None,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -207,7 +167,7 @@ impl Plan {
                 .or_else(|| spec.agent.clone())
                 .or_else(|| file.defaults.agent.clone())
                 .unwrap_or_else(|| "codex".into());
-            let profile = agents.get(&agent_name).cloned().ok_or_else(|| {
+            let mut profile = agents.get(&agent_name).cloned().ok_or_else(|| {
                 PlanError::Invalid(format!("task {}: unknown agent {agent_name:?}", spec.id))
             })?;
             if !profile.enabled {
@@ -216,7 +176,13 @@ impl Plan {
                     spec.id
                 )));
             }
+            // The launch of every task decided now: nothing probes a protocol at run time.
+            let codex = crate::agent::codex::resolve_launch(&mut profile);
+            let uses_caches = !file.caches.is_empty();
+            let launch =
+                Launch::resolve(&profile, codex, tasks.len(), uses_caches, &options.sandbox);
             tasks.push(PlannedTask {
+                launch,
                 agent_name,
                 timeout_secs: spec
                     .timeout_secs
@@ -262,10 +228,6 @@ impl Plan {
             });
         }
         check_programs(&tasks)?;
-        // The launch of every task decided now: nothing probes a protocol at run time.
-        for t in &mut tasks {
-            crate::agent::codex::resolve_launch(&mut t.profile);
-        }
         let verifier = match &file.verifier {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,

@@ -16,7 +16,7 @@ and giving every task a private `CODEX_HOME` that works inside fanout's sandbox.
 */
 
 mod config;
-mod error;
+pub(crate) mod error;
 use crate::agent::url::url_port;
 pub use config::*;
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ pub const APP_SERVER_SINCE: Version = Version {
 /// How long `codex --version` may take (the npm launcher starts Node first).
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub use error::{CodexError, Version};
+pub use error::{CodexError, Installed, Version};
 
 /// The protocol a Codex version speaks.
 pub fn protocol_for(version: Version) -> Protocol {
@@ -105,15 +105,6 @@ pub fn npm_package_of(program: &Path) -> Option<String> {
         }
     }
     None
-}
-
-/// What `codex --version` said.
-#[derive(Clone, Debug)]
-pub struct Installed {
-    pub program: PathBuf,
-    pub version: Version,
-    /// The first line of the output, e.g. `codex-cli 0.169.0`.
-    pub banner: String,
 }
 
 fn version_cache() -> &'static Mutex<HashMap<PathBuf, Installed>> {
@@ -284,8 +275,12 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
     if !is_codex(&ctx.profile) && !is_codex_protocol(ctx.protocol, &ctx.profile) {
         return Ok((ctx, None));
     }
-    let program = find_program(&ctx.profile.command)?;
-    let installed = detect(&program)?;
+    // Resolved by the plan; found here only for a context made without one.
+    let installed = match ctx.codex.clone() {
+        Some(installed) => installed,
+        None => detect(&find_program(&ctx.profile.command)?)?,
+    };
+    let program = installed.program.clone();
     let protocol = match ctx.protocol {
         Protocol::Auto => protocol_for(installed.version),
         Protocol::Mcp if installed.version >= APP_SERVER_SINCE => {
@@ -389,23 +384,20 @@ fn translate_mcp_arguments(args: &mut serde_json::Map<String, Value>) {
 
 /// Resolves a Codex profile's launch before anything starts (the plan calls it): the program
 /// found once (`FANOUT_CODEX_BIN`, a path, or `PATH`), `--version` asked once, `auto` turned
-/// into the protocol that version speaks. Sessions then start exactly this (the version is
-/// cached for them). A profile that cannot be resolved is left as it is: its session reports
-/// why, as without the plan's help.
-pub fn resolve_launch(profile: &mut AgentProfile) {
+/// into the protocol that version speaks. Sessions then start exactly this: what was found is
+/// returned for them ([`AgentContext::codex`]), so they probe nothing. A profile that cannot be
+/// resolved is left as it is (`None`): its session reports why, as without the plan's help.
+pub fn resolve_launch(profile: &mut AgentProfile) -> Option<Installed> {
     if !is_codex(profile) && !is_codex_protocol(profile.protocol, profile) {
-        return;
+        return None;
     }
-    let Ok(program) = find_program(&profile.command) else {
-        return;
-    };
-    let Ok(installed) = detect(&program) else {
-        return;
-    };
+    let program = find_program(&profile.command).ok()?;
+    let installed = detect(&program).ok()?;
     profile.command = program.display().to_string();
     if profile.protocol == Protocol::Auto {
         profile.protocol = protocol_for(installed.version);
     }
+    Some(installed)
 }
 
 fn is_codex_protocol(protocol: Protocol, profile: &AgentProfile) -> bool {

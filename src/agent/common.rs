@@ -24,6 +24,9 @@ pub struct AgentContext {
     /// The profile, with `env` already expanded.
     pub profile: AgentProfile,
     pub protocol: Protocol,
+    /// The Codex installation the plan found for this profile (`None`: not Codex, or found
+    /// when the session starts).
+    pub codex: Option<crate::agent::codex::error::Installed>,
     pub events: EventLog,
     /// How to start the process (program/args/env filled from the profile by the caller).
     pub spawn: SpawnSpec,

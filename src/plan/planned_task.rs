@@ -9,6 +9,8 @@ pub struct PlannedTask {
     pub spec: TaskSpec,
     pub agent_name: String,
     pub profile: AgentProfile,
+    /// Program, protocol, environment and sandbox policy of its processes.
+    pub launch: super::launch::Launch,
     pub timeout_secs: f64,
     pub verify: Option<VerifyCommand>,
     pub verify_timeout_secs: f64,
@@ -41,6 +43,7 @@ impl PlannedTask {
     #[cfg(test)]
     pub fn for_tests(id: &str, depends_on: &[&str]) -> PlannedTask {
         let parse = |s: &str| TaskId::parse(s).expect("a valid test id");
+        let profile = crate::taskfile::AgentProfile::new(crate::taskfile::Protocol::Exec, "true");
         PlannedTask {
             spec: TaskSpec {
                 id: parse(id),
@@ -60,7 +63,8 @@ impl PlannedTask {
                 review: None,
             },
             agent_name: "exec".into(),
-            profile: crate::taskfile::AgentProfile::new(crate::taskfile::Protocol::Exec, "true"),
+            profile: profile.clone(),
+            launch: super::launch::Launch::resolve(&profile, None, 0, false, &Default::default()),
             timeout_secs: 60.0,
             verify: None,
             verify_timeout_secs: 60.0,

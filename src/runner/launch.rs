@@ -6,72 +6,58 @@ use std::path::{Path, PathBuf};
 use super::paths::Paths;
 use super::shared::Shared;
 use crate::agent::{self};
-use crate::plan::{agent_cwd, NetChoice, PlannedTask};
+use crate::plan::{agent_cwd, PlannedTask};
 use crate::process::SpawnSpec;
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::{Policy, ReadAccess};
 
-/// The sandboxed process settings every process of this task uses.
+/// The sandboxed process settings every process of this task uses: the launch the plan
+/// decided, with the task's folders (worktree, scratch, overlay, cache mounts) and what they
+/// give to the environment.
 pub(super) fn spawn_spec(
     shared: &Shared,
     task: &PlannedTask,
     paths: &Paths,
     task_env: &crate::taskenv::TaskEnv,
 ) -> SpawnSpec {
-    let sb = &shared.options.sandbox;
-    let mut ports = vec![443u16];
-    ports.extend(&task.profile.connect_ports);
-    let net = match sb.net {
-        NetChoice::Any => NetPolicy::Any,
-        NetChoice::None => NetPolicy::None,
-        NetChoice::Default => NetPolicy::ConnectPorts(ports),
-    };
-    let read = if sb.read_strict {
-        ReadAccess::Strict {
-            readable: strict_readable(shared, task, paths),
-        }
+    let launch = &task.launch;
+    let read = if launch.read_strict {
+        let mut readable = repository_readable(shared, &paths.wt_name);
+        readable.extend(launch.program_dirs.iter().cloned());
+        ReadAccess::Strict { readable }
     } else {
         ReadAccess::All
     };
     let policy = Policy {
-        enforce: sb.enabled,
+        enforce: launch.enforce,
         writable: [paths.worktree.clone(), paths.scratch.clone()]
             .into_iter()
             .chain(task_env.writable.iter().cloned())
             .collect(),
         read,
-        net,
-        min_abi: sb.min_abi,
-        run_as: super::identity::task_user(shared, task.id().as_str()),
+        net: launch.net.clone(),
+        min_abi: launch.min_abi,
+        run_as: launch.run_as,
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
         caches: task_env.caches.clone(),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
     env.extend(task_env.env.clone());
-    if sb.run_as.is_some() {
+    if launch.run_as.is_some() {
         dropped_root_env(&mut env, &paths.scratch);
     }
-    env.extend(task.profile.env.clone());
+    env.extend(launch.env.clone());
     SpawnSpec {
         self_exe: shared.options.self_exe.clone(),
         policy,
-        program: task.profile.command.clone(),
-        args: task.profile.args.clone(),
+        program: launch.program.clone(),
+        args: launch.args.clone(),
         cwd: agent_cwd(&task.profile, &paths.worktree),
         env,
         env_remove: Vec::new(),
         stderr_log: paths.stderr_log.clone(),
         status_file: paths.status_file.clone(),
     }
-}
-
-/// What `--read strict` lets a task read besides system folders and its own worktree and
-/// scratch: the repository except fanout's folder (other tasks' and runs' workspaces, logs)
-/// and git's folders of other worktrees; its own worktree's git folder; its program.
-pub(super) fn strict_readable(shared: &Shared, task: &PlannedTask, paths: &Paths) -> Vec<PathBuf> {
-    let mut readable = repository_readable(shared, &paths.wt_name);
-    readable.extend(program_dirs(&task.profile.command));
-    readable
 }
 
 /// Under `--read strict`, what a sandboxed process in a checkout registered as `wt_name` may

@@ -278,7 +278,8 @@ impl TaskRun<'_> {
             worktree: self.paths.worktree.clone(),
             scratch: self.paths.scratch.clone(),
             profile: self.task.profile.clone(),
-            protocol: self.task.profile.protocol,
+            protocol: self.task.launch.protocol,
+            codex: self.task.launch.codex.clone(),
             events: self.events.clone(),
             spawn: self.spawn.clone(),
         };
@@ -302,7 +303,7 @@ impl TaskRun<'_> {
     ) -> Result<Option<git2::Oid>, Stop> {
         // A task run again after a conflict starts a fresh session: an exec agent gets the
         // conflict as feedback (`FANOUT_FEEDBACK`), a conversational one in its prompt.
-        let is_exec = self.task.profile.protocol == crate::taskfile::Protocol::Exec;
+        let is_exec = self.task.launch.protocol == crate::taskfile::Protocol::Exec;
         let first_prompt = match rerun {
             Some(r) if !is_exec => format!("{}\n\n{}", self.task.spec.prompt, r.feedback),
             _ => self.task.spec.prompt.clone(),

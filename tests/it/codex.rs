@@ -284,6 +284,7 @@ fn session_follow_up(version: &str, protocol: &str) {
         worktree: wt.clone(),
         scratch: scratch.clone(),
         protocol: profile.protocol,
+        codex: None,
         spawn: SpawnSpec {
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_fanout")),
             policy: Policy {

@@ -1,6 +1,7 @@
-//! How preparing Codex fails, and the versions it is told apart by.
+//! How preparing Codex fails, and the versions (and installations) it is told apart by.
 
 use std::fmt;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodexError {
@@ -58,4 +59,13 @@ impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
     }
+}
+
+/// What `codex --version` said.
+#[derive(Clone, Debug)]
+pub struct Installed {
+    pub program: PathBuf,
+    pub version: Version,
+    /// The first line of the output, e.g. `codex-cli 0.169.0`.
+    pub banner: String,
 }
