@@ -193,8 +193,8 @@ impl GateStepKind {
 /// One run of the integration gate's verify command (`gate_step_started`/`_ended`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct GateStep {
-    /// Which run of the verify command this is in the gate (1, 2, …).
-    pub run: u32,
+    /// Which run of the verify command this is in the gate (1, 2, …; `run` is the run's id).
+    pub verify_run: u32,
     pub kind: GateStepKind,
     /// Bisection steps: this is step `step` of (at most) `steps` of the current search.
     #[serde(default, skip_serializing_if = "Option::is_none")]

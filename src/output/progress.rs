@@ -137,7 +137,7 @@ mod tests {
 
     fn step(kind: GateStepKind, prefix: usize) -> GateStep {
         GateStep {
-            run: 2,
+            verify_run: 2,
             kind,
             step: Some(2),
             steps: Some(4),

@@ -91,7 +91,7 @@ pub(super) fn step<T, E>(
     passed: impl Fn(&T) -> bool,
 ) -> Result<T, E> {
     let step = GateStep {
-        run,
+        verify_run: run,
         kind: probe.kind,
         step: probe.step,
         steps: probe.steps,
