@@ -512,6 +512,106 @@ mod tests {
         assert!(!ColorChoice::Auto.enabled(false));
     }
 
+    fn ev(kind: EventKind) -> Event {
+        Event::new("r", kind)
+    }
+
+    fn ended(task: &str, status: TaskStatus, resume_state: &str) -> EventKind {
+        let mut report = TaskReport::new(task, "e");
+        report.status = status;
+        EventKind::TaskEnded {
+            task: task.into(),
+            report: Box::new(report),
+            resume_state: resume_state.into(),
+        }
+    }
+
+    fn started(task: &str, round: u32) -> EventKind {
+        EventKind::TaskStarted {
+            task: task.into(),
+            slot: 0,
+            round,
+        }
+    }
+
+    /// A plain terminal following two tasks (it prints its lines to stderr).
+    fn two_tasks() -> TerminalOutput {
+        let mut t = TerminalOutput::new(false, false, false);
+        t.total = 2;
+        t.run_open = true;
+        t
+    }
+
+    #[test]
+    fn a_task_run_again_after_a_conflict_is_counted_once() {
+        let mut t = two_tasks();
+        for kind in [
+            started("a", 1),
+            started("b", 1),
+            ended("a", TaskStatus::Merged, "verified"),
+            ended("b", TaskStatus::Merged, "verified"),
+            EventKind::ConflictRetry {
+                task: "b".into(),
+                round: 1,
+                paths: vec!["x".into()],
+            },
+            started("b", 2),
+            ended("b", TaskStatus::Failed, "failed"),
+        ] {
+            t.event(&ev(kind)).expect("event");
+        }
+        assert_eq!(t.done, 2);
+        assert_eq!(t.counts.get("verified"), Some(&1));
+        assert_eq!(t.counts.get("failed"), Some(&1));
+        assert!(t.bar().contains("2/2 done"), "{}", t.bar());
+    }
+
+    #[test]
+    fn the_bar_names_the_gate_step_and_shows_no_eta() {
+        let mut t = two_tasks();
+        for kind in [
+            started("a", 1),
+            started("b", 1),
+            ended("a", TaskStatus::Merged, "verified"),
+        ] {
+            t.event(&ev(kind)).expect("event");
+        }
+        t.durations_ms.push(1);
+        assert!(t.bar().contains("ETA"), "{}", t.bar());
+        for kind in [
+            ended("b", TaskStatus::Merged, "verified"),
+            EventKind::IntegrationStarted { ready: 2 },
+        ] {
+            t.event(&ev(kind)).expect("event");
+        }
+        assert!(
+            t.bar()
+                .contains("2/2 done · integrating 2 verified commit(s), 0m0"),
+            "{}",
+            t.bar()
+        );
+        t.event(&ev(EventKind::IntegrationGateStarted { tasks: 2 }))
+            .expect("event");
+        t.event(&ev(EventKind::GateStepStarted {
+            step: crate::event::GateStep {
+                verify_run: 2,
+                kind: crate::event::GateStepKind::Bisect,
+                step: Some(1),
+                steps: Some(1),
+                prefix: 1,
+                tasks: 2,
+            },
+        }))
+        .expect("event");
+        let bar = t.bar();
+        assert!(
+            bar.contains("bisect step 1/1: first 1 of 2 tasks, 0m0"),
+            "{bar}"
+        );
+        assert!(!bar.contains("ETA") && !bar.contains("running"), "{bar}");
+        assert!(t.still_running().starts_with("bisect step 1/1"));
+    }
+
     #[test]
     fn long_lines_are_cut_to_the_terminal() {
         assert_eq!(cut("abcdef", 4), "abc…");

@@ -83,10 +83,13 @@ pub(crate) fn bisect(
     bisect_told(items, &mut |set, _| check(set), dependents)
 }
 
-/// [`bisect`], telling `check` what each run is ([`Probe`]: for the progress events).
+/// A verify run of the integration of some items, told what it is (for the progress events).
+pub(crate) type ToldCheck<'a> = dyn FnMut(&[usize], Probe) -> Result<Verdict, GateError> + 'a;
+
+/// [`bisect`], telling `check` what each run is ([`Probe`]).
 pub(crate) fn bisect_told(
     items: Vec<usize>,
-    check: &mut dyn FnMut(&[usize], Probe) -> Result<Verdict, GateError>,
+    check: &mut ToldCheck<'_>,
     dependents: &dyn Fn(usize, &[usize]) -> Vec<usize>,
 ) -> Result<Bisection, GateError> {
     let mut out = Bisection {
