@@ -569,4 +569,106 @@ mod tests {
         assert!(out.contains("class=\"add\""), "{out}");
         assert!(!out.contains("<old>"), "{out}");
     }
+
+    #[test]
+    fn the_timeline_runs_from_the_start_to_the_end_with_rounds_and_the_gate() {
+        let at = |t_ms: u64, json: serde_json::Value| -> Event {
+            let mut line = json;
+            line["v"] = 1.into();
+            line["t_ms"] = t_ms.into();
+            line["run"] = "r".into();
+            serde_json::from_value(line).expect("an event")
+        };
+        let mut view = RunView::default();
+        let events = [
+            // An event log of an older fanout: `task_started` without `round`.
+            at(
+                1_000,
+                serde_json::json!({"event": "task_started", "task": "a", "slot": 0}),
+            ),
+            at(
+                2_000,
+                serde_json::json!({"event": "task_started", "task": "b", "slot": 1}),
+            ),
+            at(
+                3_000,
+                serde_json::json!({"event": "task_ended", "task": "a", "report": {"id": "a", "status": "merged"}, "resume_state": "verified"}),
+            ),
+            at(
+                4_000,
+                serde_json::json!({"event": "task_ended", "task": "b", "report": {"id": "b", "status": "conflict"}, "resume_state": "verified"}),
+            ),
+            at(
+                4_500,
+                serde_json::json!({"event": "task_started", "task": "b", "slot": 0, "round": 2}),
+            ),
+            at(
+                5_000,
+                serde_json::json!({"event": "task_ended", "task": "b", "report": {"id": "b", "status": "merged"}, "resume_state": "verified"}),
+            ),
+            at(
+                5_100,
+                serde_json::json!({"event": "integration_gate_started", "tasks": 2}),
+            ),
+            at(
+                5_200,
+                serde_json::json!({"event": "gate_step_started", "verify_run": 1, "kind": "full", "prefix": 2, "tasks": 2}),
+            ),
+            at(
+                9_000,
+                serde_json::json!({"event": "gate_step_ended", "verify_run": 1, "kind": "full", "prefix": 2, "tasks": 2, "passed": true, "elapsed_ms": 3800}),
+            ),
+            at(
+                9_100,
+                serde_json::json!({"event": "integration_verified", "passed": true, "verify_runs": 1}),
+            ),
+        ];
+        for e in &events {
+            view.apply(e);
+        }
+        view.ended_ms = Some(9_500);
+        let data = timeline_data(&view).expect("a timeline");
+        assert_eq!((data.start_ms, data.end_ms), (1_000, 9_500));
+        let bars: Vec<(&str, &str, u64, u64, &str)> = data
+            .bars
+            .iter()
+            .map(|b| {
+                (
+                    b.kind,
+                    b.label.as_str(),
+                    b.start_ms,
+                    b.end_ms,
+                    b.status.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            bars,
+            vec![
+                ("task", "a", 1_000, 3_000, "merged"),
+                ("task", "b (round 1)", 2_000, 4_000, "conflict"),
+                ("task", "b (round 2)", 4_500, 5_000, "merged"),
+                (
+                    "gate",
+                    "integration gate (2 task(s))",
+                    5_100,
+                    9_100,
+                    "passed"
+                ),
+                (
+                    "gate_step",
+                    "integration gate: all 2 task(s)",
+                    5_200,
+                    9_000,
+                    "passed"
+                ),
+            ]
+        );
+        let mut out = String::new();
+        timeline(&mut out, &view);
+        assert!(
+            out.contains("id=\"timeline-data\">{\"start_ms\":1000,\"end_ms\":9500"),
+            "{out}"
+        );
+    }
 }
