@@ -48,8 +48,14 @@ pub enum EventKind {
     },
     /// A task waits for its dependencies and a slot.
     TaskQueued { task: String, agent: String },
-    /// The task got a slot (`slot`: 0-based job slot, for timelines).
-    TaskStarted { task: String, slot: usize },
+    /// The task got a slot (`slot`: 0-based job slot, for timelines). `round` 1 is its first
+    /// run; a task run again after a conflict (`--on-conflict retry`) starts round 2, 3, …
+    TaskStarted {
+        task: String,
+        slot: usize,
+        #[serde(default = "first_round")]
+        round: u32,
+    },
     /// Its workspace exists, on `branch`, starting from `started_from`.
     WorkspaceReady {
         task: String,
@@ -114,9 +120,29 @@ pub enum EventKind {
     },
     /// The integration gate took a merged task out again: it breaks the integration.
     Ejected { task: String, reason: String },
+    /// The integration gate began: its verify command runs on the integration of `tasks`
+    /// merged tasks (then, when that fails, on prefixes of it: bisection).
+    IntegrationGateStarted { tasks: usize },
+    /// One run of the integration gate's verify command began.
+    GateStepStarted {
+        #[serde(flatten)]
+        step: GateStep,
+    },
+    /// One run of the integration gate's verify command ended: `passed`, after `elapsed_ms`.
+    GateStepEnded {
+        #[serde(flatten)]
+        step: GateStep,
+        passed: bool,
+        elapsed_ms: u64,
+    },
     /// The integration gate ended: whether the handed-over integration passes its verify
-    /// command, after how many runs of it.
-    IntegrationVerified { passed: bool, verify_runs: u32 },
+    /// command, after how many runs of it, in how long (`elapsed_ms`, the whole gate).
+    IntegrationVerified {
+        passed: bool,
+        verify_runs: u32,
+        #[serde(default)]
+        elapsed_ms: u64,
+    },
     /// The task's final outcome, with everything the report says about it (before
     /// integration: a verified task's status becomes `merged` or `conflict` later), and its
     /// state for `fanout resume` (`verified`, `no_changes`, `failed`, `interrupted`, …).
@@ -133,6 +159,72 @@ pub enum EventKind {
     },
     /// The run is over; `report` is report.json.
     RunEnded { report: Box<RunReport> },
+}
+
+fn first_round() -> u32 {
+    1
+}
+
+/// What one run of the integration gate's verify command checks.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStepKind {
+    /// The whole integration (of the tasks still in).
+    Full,
+    /// A bisection step: the first `prefix` tasks in merge order.
+    Bisect,
+    /// The failing prefix once more, before a task is blamed.
+    Confirm,
+    /// The base commit, with no task: whether the command fails without any.
+    Base,
+}
+
+impl GateStepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateStepKind::Full => "full",
+            GateStepKind::Bisect => "bisect",
+            GateStepKind::Confirm => "confirm",
+            GateStepKind::Base => "base",
+        }
+    }
+}
+
+/// One run of the integration gate's verify command (`gate_step_started`/`_ended`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct GateStep {
+    /// Which run of the verify command this is in the gate (1, 2, …; `run` is the run's id).
+    pub verify_run: u32,
+    pub kind: GateStepKind,
+    /// Bisection steps: this is step `step` of (at most) `steps` of the current search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// The tasks checked: the first `prefix` of the `tasks` still in, in merge order.
+    pub prefix: usize,
+    pub tasks: usize,
+}
+
+impl GateStep {
+    /// What it checks, for people: `bisect step 2/4: first 7 of 12 tasks`.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            GateStepKind::Full => format!("integration gate: all {} task(s)", self.tasks),
+            GateStepKind::Bisect => format!(
+                "bisect step {}/{}: first {} of {} task(s)",
+                self.step.unwrap_or(0),
+                self.steps.unwrap_or(0),
+                self.prefix,
+                self.tasks
+            ),
+            GateStepKind::Confirm => format!(
+                "integration gate: confirming the failure of the first {} of {} task(s)",
+                self.prefix, self.tasks
+            ),
+            GateStepKind::Base => "integration gate: the base commit alone".into(),
+        }
+    }
 }
 
 impl Event {
@@ -168,6 +260,9 @@ impl Event {
             Warning { task, .. } => task.as_deref(),
             RunStarted { .. }
             | IntegrationStarted { .. }
+            | IntegrationGateStarted { .. }
+            | GateStepStarted { .. }
+            | GateStepEnded { .. }
             | IntegrationVerified { .. }
             | RunEnded { .. } => None,
         }
@@ -194,6 +289,9 @@ impl Event {
             Conflict { .. } => "conflict",
             ConflictRetry { .. } => "conflict_retry",
             Ejected { .. } => "ejected",
+            IntegrationGateStarted { .. } => "integration_gate_started",
+            GateStepStarted { .. } => "gate_step_started",
+            GateStepEnded { .. } => "gate_step_ended",
             IntegrationVerified { .. } => "integration_verified",
             TaskEnded { .. } => "task_ended",
             Warning { .. } => "warning",
@@ -322,6 +420,30 @@ pub struct RunView {
     pub tasks: Vec<TaskView>,
     pub report: Option<RunReport>,
     pub warnings: Vec<String>,
+    /// The integration gate, from its start to its end (`integration_verified`).
+    pub gate: Option<Span>,
+    /// Each run of the gate's verify command (the full integration, bisection steps, …).
+    pub gate_steps: Vec<Span>,
+}
+
+/// Something of the run that took time, for timelines.
+#[derive(Clone, Debug, Default)]
+pub struct Span {
+    pub label: String,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub passed: Option<bool>,
+}
+
+/// One round of a task: its first run, or a run again after a conflict.
+#[derive(Clone, Debug, Default)]
+pub struct RoundView {
+    pub round: u32,
+    pub slot: usize,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    /// How the round's pipeline ended (`verified`, `failed`, …).
+    pub outcome: Option<String>,
 }
 
 /// One task in a [`RunView`].
@@ -333,6 +455,8 @@ pub struct TaskView {
     pub ended_ms: Option<u64>,
     pub status: Option<TaskStatus>,
     pub report: Option<TaskReport>,
+    /// Each time it ran (one, unless it ran again after a conflict).
+    pub rounds: Vec<RoundView>,
 }
 
 impl RunView {
@@ -349,16 +473,54 @@ impl RunView {
                     self.task_mut(t);
                 }
             }
-            EventKind::TaskStarted { task, slot } => {
+            EventKind::TaskStarted { task, slot, round } => {
                 let t = self.task_mut(task);
                 t.slot = Some(*slot);
-                t.started_ms = Some(e.t_ms);
+                t.started_ms.get_or_insert(e.t_ms);
+                t.rounds.push(RoundView {
+                    round: *round,
+                    slot: *slot,
+                    started_ms: e.t_ms,
+                    ..RoundView::default()
+                });
             }
-            EventKind::TaskEnded { task, report, .. } => {
+            EventKind::TaskEnded {
+                task,
+                report,
+                resume_state,
+            } => {
                 let t = self.task_mut(task);
                 t.ended_ms = Some(e.t_ms);
                 t.status = Some(report.status);
                 t.report = Some((**report).clone());
+                if let Some(r) = t.rounds.last_mut().filter(|r| r.ended_ms.is_none()) {
+                    r.ended_ms = Some(e.t_ms);
+                    r.outcome = Some(resume_state.clone());
+                }
+            }
+            EventKind::IntegrationGateStarted { tasks } => {
+                self.gate = Some(Span {
+                    label: format!("integration gate ({tasks} task(s))"),
+                    started_ms: e.t_ms,
+                    ..Span::default()
+                });
+            }
+            EventKind::GateStepStarted { step } => self.gate_steps.push(Span {
+                label: step.describe(),
+                started_ms: e.t_ms,
+                ..Span::default()
+            }),
+            EventKind::GateStepEnded { passed, .. } => {
+                if let Some(s) = self.gate_steps.last_mut() {
+                    s.ended_ms = Some(e.t_ms);
+                    s.passed = Some(*passed);
+                }
+            }
+            EventKind::IntegrationVerified { passed, .. } => {
+                if let Some(g) = &mut self.gate {
+                    g.ended_ms = Some(e.t_ms);
+                    g.passed = Some(*passed);
+                }
             }
             EventKind::Merged { task, .. } => {
                 let t = self.task_mut(task);

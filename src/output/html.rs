@@ -30,6 +30,7 @@ main{padding:16px 24px}
 .timeline{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px;margin:12px 0;overflow-x:auto}
 .bar-merged,.bar-no_changes{fill:#4caf50}.bar-conflict,.bar-verify_failed{fill:#f0a030}
 .bar-failed,.bar-timed_out{fill:#e05050}.bar-skipped,.bar-unknown{fill:#9aa3af}
+.bar-passed{fill:#2e7d32}.bar-integration_failed{fill:#b04080}
 .tools{margin:8px 0}
 .tools input{padding:4px 8px;width:260px}
 details.task{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:6px 0}
@@ -139,51 +140,163 @@ fn status_name(t: &TaskView) -> &'static str {
     t.status.map(TaskStatus::as_str).unwrap_or("unknown")
 }
 
-/// An SVG timeline: one row per job slot, one bar per task from its start to its end.
-fn timeline(out: &mut String, view: &RunView) {
-    let spans: Vec<(&TaskView, u64, u64)> = view
-        .tasks
-        .iter()
-        .filter_map(|t| Some((t, t.started_ms?, t.ended_ms.or(view.ended_ms)?)))
-        .collect();
-    if spans.is_empty() {
-        return;
+/// One bar of the timeline: a task's round, the integration gate, or one of its steps.
+#[derive(serde::Serialize)]
+struct Bar {
+    /// `task`, `gate` or `gate_step`.
+    kind: &'static str,
+    label: String,
+    /// The row: a job slot for tasks; the gate's rows are below them.
+    row: usize,
+    start_ms: u64,
+    end_ms: u64,
+    /// The CSS class's status (`merged`, `conflict`, `passed`, `failed`, …).
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    round: Option<u32>,
+}
+
+/// The timeline's data, embedded in the page as JSON (`#timeline-data`): from the run's start
+/// to its end, every bar with its times.
+#[derive(serde::Serialize)]
+struct TimelineData {
+    start_ms: u64,
+    end_ms: u64,
+    bars: Vec<Bar>,
+}
+
+/// Every bar: each round of each task on its job slot's row; the integration gate and its
+/// verify runs on two rows below.
+fn timeline_data(view: &RunView) -> Option<TimelineData> {
+    let fallback_end = view.ended_ms;
+    let mut bars = Vec::new();
+    for t in &view.tasks {
+        let last = t.rounds.len();
+        for (k, r) in t.rounds.iter().enumerate() {
+            let Some(end) = r.ended_ms.or(fallback_end) else {
+                continue;
+            };
+            // Every round but the last ended in a conflict: that is why it ran again.
+            let status = if k + 1 < last {
+                "conflict"
+            } else {
+                status_name(t)
+            };
+            bars.push(Bar {
+                kind: "task",
+                label: if last > 1 {
+                    format!("{} (round {})", t.id, r.round)
+                } else {
+                    t.id.clone()
+                },
+                row: r.slot,
+                start_ms: r.started_ms,
+                end_ms: end.max(r.started_ms),
+                status: status.to_string(),
+                task: Some(t.id.clone()),
+                round: Some(r.round),
+            });
+        }
     }
-    let t0 = spans.iter().map(|s| s.1).min().unwrap_or(0);
-    let t1 = spans.iter().map(|s| s.2).max().unwrap_or(t0).max(t0 + 1);
-    let slots = spans
-        .iter()
-        .filter_map(|s| s.0.slot)
-        .max()
-        .map(|m| m + 1)
-        .unwrap_or(1);
+    let slots = bars.iter().map(|b| b.row + 1).max().unwrap_or(0);
+    let verdict = |p: Option<bool>| match p {
+        Some(true) => "passed",
+        Some(false) => "failed",
+        None => "unknown",
+    };
+    if let Some(g) = &view.gate {
+        if let Some(end) = g.ended_ms.or(fallback_end) {
+            bars.push(gate_bar("gate", slots, g, end, verdict(g.passed)));
+        }
+    }
+    for g in &view.gate_steps {
+        if let Some(end) = g.ended_ms.or(fallback_end) {
+            bars.push(gate_bar("gate_step", slots + 1, g, end, verdict(g.passed)));
+        }
+    }
+    if bars.is_empty() {
+        return None;
+    }
+    let first = bars.iter().map(|b| b.start_ms).min().unwrap_or(0);
+    let start_ms = if view.started_ms > 0 {
+        view.started_ms.min(first)
+    } else {
+        first
+    };
+    let last = bars.iter().map(|b| b.end_ms).max().unwrap_or(start_ms);
+    let end_ms = view.ended_ms.unwrap_or(last).max(last).max(start_ms + 1);
+    Some(TimelineData {
+        start_ms,
+        end_ms,
+        bars,
+    })
+}
+
+fn gate_bar(
+    kind: &'static str,
+    row: usize,
+    span: &crate::event::Span,
+    end: u64,
+    status: &str,
+) -> Bar {
+    Bar {
+        kind,
+        label: span.label.clone(),
+        row,
+        start_ms: span.started_ms,
+        end_ms: end.max(span.started_ms),
+        status: status.to_string(),
+        task: None,
+        round: None,
+    }
+}
+
+/// An SVG timeline of the whole run, from its start to its end: one row per job slot, one bar
+/// per round of a task; the integration gate and each of its verify runs on rows below.
+fn timeline(out: &mut String, view: &RunView) {
+    let Some(data) = timeline_data(view) else {
+        return;
+    };
+    let (t0, t1) = (data.start_ms, data.end_ms);
+    let rows = data.bars.iter().map(|b| b.row + 1).max().unwrap_or(1);
     let (width, row) = (1000.0_f64, 18.0_f64);
-    let height = slots as f64 * row + 20.0;
+    let height = rows as f64 * row + 20.0;
     let _ = write!(
         out,
         "<div class=\"timeline\"><svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline\">"
     );
-    for (t, a, b) in &spans {
-        let x = (a - t0) as f64 / (t1 - t0) as f64 * (width - 10.0);
-        let w = ((b - a) as f64 / (t1 - t0) as f64 * (width - 10.0)).max(1.0);
-        let y = t.slot.unwrap_or(0) as f64 * row + 2.0;
+    let scale = |ms: u64| ms.saturating_sub(t0) as f64 / (t1 - t0) as f64 * (width - 10.0);
+    for b in &data.bars {
+        let x = scale(b.start_ms);
+        let w = (scale(b.end_ms) - x).max(1.0);
+        let y = b.row as f64 * row + 2.0;
         let _ = write!(
             out,
             "<rect class=\"bar-{}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\"><title>{} — {} — {:.1} s</title></rect>",
-            status_name(t),
+            esc(&b.status),
             row - 4.0,
-            esc(&t.id),
-            status_name(t),
-            (b - a) as f64 / 1000.0
+            esc(&b.label),
+            esc(&b.status),
+            (b.end_ms - b.start_ms) as f64 / 1000.0
         );
     }
     let _ = write!(
         out,
-        "<text x=\"0\" y=\"{:.0}\" font-size=\"11\" fill=\"#6b7280\">0 s</text><text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" fill=\"#6b7280\" text-anchor=\"end\">{:.1} s</text></svg></div>",
+        "<text x=\"0\" y=\"{:.0}\" font-size=\"11\" fill=\"#6b7280\">0 s</text><text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" fill=\"#6b7280\" text-anchor=\"end\">{:.1} s</text></svg>",
         height - 4.0,
         width - 4.0,
         height - 4.0,
         (t1 - t0) as f64 / 1000.0
+    );
+    // The data too, for tools (and tests) that read the page: `</` cannot end the script.
+    let json = serde_json::to_string(&data)
+        .unwrap_or_default()
+        .replace("</", "<\\/");
+    let _ = write!(
+        out,
+        "<script type=\"application/json\" id=\"timeline-data\">{json}</script></div>"
     );
 }
 
@@ -215,6 +328,7 @@ fn task_section(
     if let Some(e) = &r.error {
         let _ = write!(out, "<p><b>error:</b> {}</p>", esc(e));
     }
+    rounds_line(out, r);
     let _ = write!(
         out,
         "<p class=\"muted\">agent {} · attempts {} · sandbox {}{}{}</p>",
@@ -299,6 +413,29 @@ fn task_section(
         _ => out.push_str("<p class=\"muted\">no diff</p>"),
     }
     out.push_str("</div></details>");
+}
+
+/// A task that ran again after a conflict: each round and how it ended.
+fn rounds_line(out: &mut String, r: &TaskReport) {
+    if r.rounds.len() < 2 {
+        return;
+    }
+    let rounds: Vec<String> = r
+        .rounds
+        .iter()
+        .map(|k| {
+            let mut s = format!("round {}: {}", k.round, k.status.as_str());
+            if !k.conflict_paths.is_empty() {
+                s.push_str(&format!(" in {}", k.conflict_paths.join(", ")));
+            }
+            s
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "<p class=\"rounds muted\">{}</p>",
+        esc(&rounds.join(" · "))
+    );
 }
 
 /// A unified diff as HTML, with the changed words of paired -/+ lines highlighted.
@@ -431,5 +568,107 @@ mod tests {
         );
         assert!(out.contains("class=\"add\""), "{out}");
         assert!(!out.contains("<old>"), "{out}");
+    }
+
+    #[test]
+    fn the_timeline_runs_from_the_start_to_the_end_with_rounds_and_the_gate() {
+        let at = |t_ms: u64, json: serde_json::Value| -> Event {
+            let mut line = json;
+            line["v"] = 1.into();
+            line["t_ms"] = t_ms.into();
+            line["run"] = "r".into();
+            serde_json::from_value(line).expect("an event")
+        };
+        let mut view = RunView::default();
+        let events = [
+            // An event log of an older fanout: `task_started` without `round`.
+            at(
+                1_000,
+                serde_json::json!({"event": "task_started", "task": "a", "slot": 0}),
+            ),
+            at(
+                2_000,
+                serde_json::json!({"event": "task_started", "task": "b", "slot": 1}),
+            ),
+            at(
+                3_000,
+                serde_json::json!({"event": "task_ended", "task": "a", "report": {"id": "a", "status": "merged"}, "resume_state": "verified"}),
+            ),
+            at(
+                4_000,
+                serde_json::json!({"event": "task_ended", "task": "b", "report": {"id": "b", "status": "conflict"}, "resume_state": "verified"}),
+            ),
+            at(
+                4_500,
+                serde_json::json!({"event": "task_started", "task": "b", "slot": 0, "round": 2}),
+            ),
+            at(
+                5_000,
+                serde_json::json!({"event": "task_ended", "task": "b", "report": {"id": "b", "status": "merged"}, "resume_state": "verified"}),
+            ),
+            at(
+                5_100,
+                serde_json::json!({"event": "integration_gate_started", "tasks": 2}),
+            ),
+            at(
+                5_200,
+                serde_json::json!({"event": "gate_step_started", "verify_run": 1, "kind": "full", "prefix": 2, "tasks": 2}),
+            ),
+            at(
+                9_000,
+                serde_json::json!({"event": "gate_step_ended", "verify_run": 1, "kind": "full", "prefix": 2, "tasks": 2, "passed": true, "elapsed_ms": 3800}),
+            ),
+            at(
+                9_100,
+                serde_json::json!({"event": "integration_verified", "passed": true, "verify_runs": 1}),
+            ),
+        ];
+        for e in &events {
+            view.apply(e);
+        }
+        view.ended_ms = Some(9_500);
+        let data = timeline_data(&view).expect("a timeline");
+        assert_eq!((data.start_ms, data.end_ms), (1_000, 9_500));
+        let bars: Vec<(&str, &str, u64, u64, &str)> = data
+            .bars
+            .iter()
+            .map(|b| {
+                (
+                    b.kind,
+                    b.label.as_str(),
+                    b.start_ms,
+                    b.end_ms,
+                    b.status.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            bars,
+            vec![
+                ("task", "a", 1_000, 3_000, "merged"),
+                ("task", "b (round 1)", 2_000, 4_000, "conflict"),
+                ("task", "b (round 2)", 4_500, 5_000, "merged"),
+                (
+                    "gate",
+                    "integration gate (2 task(s))",
+                    5_100,
+                    9_100,
+                    "passed"
+                ),
+                (
+                    "gate_step",
+                    "integration gate: all 2 task(s)",
+                    5_200,
+                    9_000,
+                    "passed"
+                ),
+            ]
+        );
+        let mut out = String::new();
+        timeline(&mut out, &view);
+        assert!(
+            out.contains("id=\"timeline-data\">{\"start_ms\":1000,\"end_ms\":9500"),
+            "{out}"
+        );
     }
 }

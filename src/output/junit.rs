@@ -63,7 +63,7 @@ fn testcase(run: &str, t: &TaskReport) -> String {
                 ">\n      <system-out>{}</system-out>\n    </testcase>\n",
                 esc(&format!(
                     "{}: {} file(s) +{} -{}",
-                    s.as_str(),
+                    t.status_text(),
                     t.files.len(),
                     t.insertions,
                     t.deletions

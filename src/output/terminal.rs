@@ -1,12 +1,16 @@
 //! The terminal output (stderr): on a TTY a live display — one line per running task (id,
-//! phase, elapsed, last agent activity) under an overall bar with counts and ETA, redrawn at a
-//! bounded rate — and, elsewhere (CI), one plain line per task transition. Warnings are always
-//! printed. `NO_COLOR` and `--color` are respected; the final table goes to stdout (the CLI).
+//! phase, elapsed, last agent activity) under an overall bar with counts and ETA, or the run's
+//! long phase (the integration gate, a bisection step) while one runs, redrawn at a bounded
+//! rate — and, elsewhere (CI), one plain line per task transition and gate step, plus a
+//! heartbeat ("still running: …") when nothing was printed for a minute. A task run again
+//! after a conflict is counted once. Warnings are always printed. `NO_COLOR` and `--color` are
+//! respected; the final table goes to stdout (the CLI).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use super::progress::{clock, heartbeat_every, Progress};
 use crate::event::{Event, EventKind, Output, OutputError};
 use crate::report::table::short;
 use crate::report::{TaskReport, TaskStatus};
@@ -39,7 +43,11 @@ struct Running {
     started: Instant,
     phase: String,
     activity: String,
+    round: u32,
 }
+
+/// Tasks the heartbeat names before it says how many more run.
+const HEARTBEAT_TASKS: usize = 6;
 
 /// The terminal output on stderr.
 pub struct TerminalOutput {
@@ -55,6 +63,13 @@ pub struct TerminalOutput {
     started: Instant,
     durations_ms: Vec<u64>,
     jobs: usize,
+    /// Tasks that ended, with the count they are in (a task run again moves between them).
+    ended: BTreeMap<String, &'static str>,
+    progress: Progress,
+    /// When the last line was printed (plain output: the heartbeat's clock).
+    last_line: Instant,
+    heartbeat: Duration,
+    run_open: bool,
 }
 
 impl TerminalOutput {
@@ -73,6 +88,11 @@ impl TerminalOutput {
             started: Instant::now(),
             durations_ms: Vec::new(),
             jobs: 1,
+            ended: BTreeMap::new(),
+            progress: Progress::default(),
+            last_line: Instant::now(),
+            heartbeat: heartbeat_every(),
+            run_open: false,
         }
     }
 
@@ -108,6 +128,7 @@ impl TerminalOutput {
             .and_then(|_| err.flush())
             .map_err(|e| OutputError::new("terminal", e))?;
         drop(err);
+        self.last_line = Instant::now();
         if self.live {
             self.draw(true)?;
         }
@@ -136,8 +157,9 @@ impl TerminalOutput {
         let mut lines = Vec::new();
         for (id, r) in &self.running {
             let line = format!(
-                "  {} {:<10} {:>6.1}s  {}",
+                "  {}{} {:<14} {:>6.1}s  {}",
                 id,
+                round_note(r.round),
                 r.phase,
                 r.started.elapsed().as_secs_f64(),
                 r.activity
@@ -159,7 +181,23 @@ impl TerminalOutput {
     fn bar(&self) -> String {
         let width = 24usize;
         let filled = (self.done * width).checked_div(self.total).unwrap_or(0);
-        let eta = if self.done > 0 && self.done < self.total && !self.durations_ms.is_empty() {
+        let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled));
+        let now = Instant::now();
+        // A long phase of the run is named instead of counts that do not move.
+        if let Some(label) = self.progress.gate_label(now) {
+            return format!("{bar} {label}");
+        }
+        if self.running.is_empty() {
+            if let Some(label) = self.progress.stage_label(now) {
+                return format!("{bar} {}/{} done · {label}", self.done, self.total);
+            }
+        }
+        let eta = if self.done > 0
+            && self.done < self.total
+            && !self.running.is_empty()
+            && !self.progress.past_tasks()
+            && !self.durations_ms.is_empty()
+        {
             // Remaining tasks at the observed rate of completed ones.
             let elapsed = self.started.elapsed().as_secs_f64();
             let per_task = elapsed / self.done as f64;
@@ -173,9 +211,7 @@ impl TerminalOutput {
             .map(|(k, v)| self.paint(&format!("{v} {k}"), Self::status_color(k)))
             .collect();
         format!(
-            "[{}{}] {}/{} done · {} running{}{}{}",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
+            "{bar} {}/{} done · {} running{}{}{}",
             self.done,
             self.total,
             self.running.len(),
@@ -185,7 +221,7 @@ impl TerminalOutput {
         )
     }
 
-    fn finished_line(&self, r: &TaskReport, verified: bool) -> String {
+    fn finished_line(&self, r: &TaskReport, verified: bool, round: u32) -> String {
         let status = if verified {
             "verified"
         } else if r.status == TaskStatus::NoChanges {
@@ -195,11 +231,12 @@ impl TerminalOutput {
         };
         let width = self.total.to_string().len();
         let mut line = format!(
-            "  [{:>width$}/{}] {} {}: {} file(s) +{} -{} in {:.1} s",
+            "  [{:>width$}/{}] {} {}{}: {} file(s) +{} -{} in {:.1} s",
             self.done,
             self.total,
             r.id,
             self.paint(status, Self::status_color(status)),
+            round_note(round),
             r.files.len(),
             r.insertions,
             r.deletions,
@@ -227,6 +264,11 @@ impl Output for TerminalOutput {
     }
 
     fn event(&mut self, e: &Event) -> Result<(), OutputError> {
+        if let Some(line) = self.progress.event(&e.kind) {
+            if !self.quiet {
+                self.print(&[line])?;
+            }
+        }
         match &e.kind {
             EventKind::Warning { task, message } => {
                 let text = match task {
@@ -254,6 +296,7 @@ impl Output for TerminalOutput {
                 self.total = tasks.len();
                 self.jobs = *jobs;
                 self.started = Instant::now();
+                self.run_open = true;
                 let sb = match (sandbox.mode.as_str(), sandbox.kernel_abi) {
                     ("off", _) => self.paint("OFF", "31"),
                     (_, Some(abi)) => format!("landlock (kernel ABI {abi})"),
@@ -278,31 +321,29 @@ impl Output for TerminalOutput {
                     format!("fanout: workspaces: {} ({})", workspace.mode, workspace.reason),
                 ]);
             }
-            EventKind::TaskStarted { task, .. } => {
+            EventKind::TaskStarted { task, round, .. } => {
                 self.running.insert(
                     task.clone(),
                     Running {
                         started: Instant::now(),
                         phase: "workspace".into(),
                         activity: String::new(),
+                        round: *round,
                     },
                 );
                 if !self.live {
-                    return self.print(&[format!("  start  {task}")]);
+                    return self.print(&[format!("  start  {task}{}", round_note(*round))]);
                 }
             }
-            EventKind::WorkspaceReady { task, .. } => self.set_phase(task, "agent"),
-            EventKind::AgentStarted { task, attempt } if *attempt > 1 => {
-                self.set_phase(task, &format!("agent #{attempt}"))
+            EventKind::Phase { task, phase } if phase.is_running() => {
+                self.set_phase(task, &phase.describe())
             }
             EventKind::AgentEvent { task, summary, .. } => {
                 if let Some(r) = self.running.get_mut(task) {
                     r.activity = summary.lines().next().unwrap_or("").to_string();
                 }
             }
-            EventKind::AttemptEnded { task, .. } => self.set_phase(task, "verify"),
             EventKind::GateFailed { task, gate, .. } => {
-                self.set_phase(task, "feedback");
                 if let Some(r) = self.running.get_mut(task) {
                     r.activity = format!("{gate} gate failed");
                 }
@@ -312,15 +353,22 @@ impl Output for TerminalOutput {
                 report,
                 resume_state,
             } => {
-                self.running.remove(task);
-                self.done += 1;
-                self.durations_ms.push(report.duration_ms);
+                let round = self.running.remove(task).map_or(1, |r| r.round);
                 let key = match report.status {
                     _ if resume_state == "verified" => "verified",
                     s => s.as_str(),
                 };
-                *self.counts.entry(key).or_default() += 1;
-                let line = self.finished_line(report, resume_state == "verified");
+                self.count_end(task, key, report.duration_ms);
+                let line = self.finished_line(report, resume_state == "verified", round);
+                return self.print(&[line]);
+            }
+            EventKind::ConflictRetry { task, round, paths } => {
+                let line = format!(
+                    "  {task}: {} in {} — running it again (round {})",
+                    self.paint("conflict", "33"),
+                    paths.join(", "),
+                    round + 1
+                );
                 return self.print(&[line]);
             }
             EventKind::IntegrationStarted { ready } => {
@@ -340,6 +388,7 @@ impl Output for TerminalOutput {
                     let _ = err.flush();
                 }
                 self.live = false;
+                self.run_open = false;
                 return Ok(());
             }
             _ => {}
@@ -348,7 +397,75 @@ impl Output for TerminalOutput {
     }
 
     fn tick(&mut self) -> Result<(), OutputError> {
+        // CI's plain output: a line at least every heartbeat while the run goes on.
+        if !self.live && !self.quiet && self.run_open && self.last_line.elapsed() >= self.heartbeat
+        {
+            let line = format!("fanout: still running: {}", self.still_running());
+            return self.print(&[line]);
+        }
         self.draw(false)
+    }
+}
+
+impl TerminalOutput {
+    /// A task ended under `key`: counted once, however many rounds it runs.
+    fn count_end(&mut self, task: &str, key: &'static str, duration_ms: u64) {
+        match self.ended.insert(task.to_string(), key) {
+            Some(before) => {
+                if let Some(n) = self.counts.get_mut(before) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.counts.remove(before);
+                    }
+                }
+            }
+            None => {
+                self.done += 1;
+                self.durations_ms.push(duration_ms);
+            }
+        }
+        *self.counts.entry(key).or_default() += 1;
+    }
+
+    /// What the run is at, for the heartbeat: the gate's step, the running tasks with their
+    /// phase and time, or the stage after the tasks.
+    fn still_running(&self) -> String {
+        let now = Instant::now();
+        if let Some(gate) = self.progress.gate_label(now) {
+            return gate;
+        }
+        if !self.running.is_empty() {
+            let mut named: Vec<String> = self
+                .running
+                .iter()
+                .take(HEARTBEAT_TASKS)
+                .map(|(id, r)| {
+                    format!(
+                        "{id}{} ({}, {})",
+                        round_note(r.round),
+                        r.phase,
+                        clock(r.started.elapsed())
+                    )
+                })
+                .collect();
+            if self.running.len() > HEARTBEAT_TASKS {
+                named.push(format!("and {} more", self.running.len() - HEARTBEAT_TASKS));
+            }
+            return named.join(", ");
+        }
+        match self.progress.stage_label(now) {
+            Some(stage) => stage,
+            None => format!("the run, {}", clock(self.started.elapsed())),
+        }
+    }
+}
+
+/// ` (round 2)` for a task run again after a conflict; nothing for its first run.
+fn round_note(round: u32) -> String {
+    if round > 1 {
+        format!(" (round {round})")
+    } else {
+        String::new()
     }
 }
 
@@ -393,6 +510,106 @@ mod tests {
         assert!(ColorChoice::Always.enabled(false));
         assert!(!ColorChoice::Never.enabled(true));
         assert!(!ColorChoice::Auto.enabled(false));
+    }
+
+    fn ev(kind: EventKind) -> Event {
+        Event::new("r", kind)
+    }
+
+    fn ended(task: &str, status: TaskStatus, resume_state: &str) -> EventKind {
+        let mut report = TaskReport::new(task, "e");
+        report.status = status;
+        EventKind::TaskEnded {
+            task: task.into(),
+            report: Box::new(report),
+            resume_state: resume_state.into(),
+        }
+    }
+
+    fn started(task: &str, round: u32) -> EventKind {
+        EventKind::TaskStarted {
+            task: task.into(),
+            slot: 0,
+            round,
+        }
+    }
+
+    /// A plain terminal following two tasks (it prints its lines to stderr).
+    fn two_tasks() -> TerminalOutput {
+        let mut t = TerminalOutput::new(false, false, false);
+        t.total = 2;
+        t.run_open = true;
+        t
+    }
+
+    #[test]
+    fn a_task_run_again_after_a_conflict_is_counted_once() {
+        let mut t = two_tasks();
+        for kind in [
+            started("a", 1),
+            started("b", 1),
+            ended("a", TaskStatus::Merged, "verified"),
+            ended("b", TaskStatus::Merged, "verified"),
+            EventKind::ConflictRetry {
+                task: "b".into(),
+                round: 1,
+                paths: vec!["x".into()],
+            },
+            started("b", 2),
+            ended("b", TaskStatus::Failed, "failed"),
+        ] {
+            t.event(&ev(kind)).expect("event");
+        }
+        assert_eq!(t.done, 2);
+        assert_eq!(t.counts.get("verified"), Some(&1));
+        assert_eq!(t.counts.get("failed"), Some(&1));
+        assert!(t.bar().contains("2/2 done"), "{}", t.bar());
+    }
+
+    #[test]
+    fn the_bar_names_the_gate_step_and_shows_no_eta() {
+        let mut t = two_tasks();
+        for kind in [
+            started("a", 1),
+            started("b", 1),
+            ended("a", TaskStatus::Merged, "verified"),
+        ] {
+            t.event(&ev(kind)).expect("event");
+        }
+        t.durations_ms.push(1);
+        assert!(t.bar().contains("ETA"), "{}", t.bar());
+        for kind in [
+            ended("b", TaskStatus::Merged, "verified"),
+            EventKind::IntegrationStarted { ready: 2 },
+        ] {
+            t.event(&ev(kind)).expect("event");
+        }
+        assert!(
+            t.bar()
+                .contains("2/2 done · integrating 2 verified commit(s), 0m0"),
+            "{}",
+            t.bar()
+        );
+        t.event(&ev(EventKind::IntegrationGateStarted { tasks: 2 }))
+            .expect("event");
+        t.event(&ev(EventKind::GateStepStarted {
+            step: crate::event::GateStep {
+                verify_run: 2,
+                kind: crate::event::GateStepKind::Bisect,
+                step: Some(1),
+                steps: Some(1),
+                prefix: 1,
+                tasks: 2,
+            },
+        }))
+        .expect("event");
+        let bar = t.bar();
+        assert!(
+            bar.contains("bisect step 1/1: first 1 of 2 tasks, 0m0"),
+            "{bar}"
+        );
+        assert!(!bar.contains("ETA") && !bar.contains("running"), "{bar}");
+        assert!(t.still_running().starts_with("bisect step 1/1"));
     }
 
     #[test]

@@ -158,6 +158,36 @@ pub struct TaskReport {
     /// them explicitly they also fail the scope gate.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub risky: Vec<crate::git::risky::RiskyChange>,
+    /// When it got a job slot, in ms since the Unix epoch (its last round's, when it ran again;
+    /// 0 when it never got one).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub started_ms: u64,
+    /// A task that ran again after a conflict (`--on-conflict retry`): every round, the first
+    /// run included, in order; the last one is the run the rest of this report is about.
+    /// Empty when it ran once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<RoundReport>,
+}
+
+/// One round of a task: its first run, or a run again from the integration after a conflict.
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoundReport {
+    /// 1 for the first run, then 2, 3, …
+    pub round: u32,
+    /// When it got a job slot (ms since the Unix epoch).
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    /// How the round ended: `conflict` for each round that was run again; the last round's
+    /// is the task's status.
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// What it conflicted in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_paths: Vec<String>,
+    /// How many times the agent was prompted in this round.
+    #[serde(default)]
+    pub attempts: usize,
 }
 
 impl Default for TaskReport {
@@ -167,6 +197,17 @@ impl Default for TaskReport {
 }
 
 impl TaskReport {
+    /// Its status for people, with the round it ended in when it ran more than once
+    /// (`merged (round 2)`).
+    pub fn status_text(&self) -> String {
+        match self.rounds.last() {
+            Some(last) if self.rounds.len() > 1 => {
+                format!("{} (round {})", self.status.as_str(), last.round)
+            }
+            _ => self.status.as_str().to_string(),
+        }
+    }
+
     pub fn new(id: &str, agent_name: &str) -> TaskReport {
         TaskReport {
             id: id.into(),
@@ -195,6 +236,8 @@ impl TaskReport {
             stderr_log: None,
             workspace: None,
             risky: Vec::new(),
+            started_ms: 0,
+            rounds: Vec::new(),
         }
     }
 }
@@ -226,6 +269,10 @@ pub struct WorkspaceSummary {
     /// in the sandbox) instead of a new checkout.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reused: usize,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero_u32(n: &u32) -> bool {

@@ -11,16 +11,24 @@ pub fn render(report: &RunReport) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
+    // A task that ran again after a conflict says in which round it ended.
+    let st_w = report
+        .tasks
+        .iter()
+        .map(|t| t.status_text().len())
+        .max()
+        .unwrap_or(13)
+        .max(13);
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<id_w$}  {:<13}  {:>5}  {:>7}  {:>7}  {:>8}\n",
+        "{:<id_w$}  {:<st_w$}  {:>5}  {:>7}  {:>7}  {:>8}\n",
         "task", "status", "files", "+", "-", "seconds"
     ));
     for t in &report.tasks {
         out.push_str(&format!(
-            "{:<id_w$}  {:<13}  {:>5}  {:>7}  {:>7}  {:>8.1}\n",
+            "{:<id_w$}  {:<st_w$}  {:>5}  {:>7}  {:>7}  {:>8.1}\n",
             t.id,
-            t.status.as_str(),
+            t.status_text(),
             t.files.len(),
             format!("+{}", t.insertions),
             format!("-{}", t.deletions),

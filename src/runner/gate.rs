@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use git2::{Oid, Repository};
 
+use super::gate_progress::{self, Probe};
 use super::integrate::{rebuild, Integration};
 use super::shared::Shared;
 use crate::event::EventKind;
@@ -73,9 +74,22 @@ pub(crate) struct Bisection {
 
 /// Finds the items that break `check` (the integration of a list of items, in order, verified).
 /// `dependents(item, kept)`: the kept items that must go with it.
+#[cfg(test)]
 pub(crate) fn bisect(
     items: Vec<usize>,
     check: &mut dyn FnMut(&[usize]) -> Result<Verdict, GateError>,
+    dependents: &dyn Fn(usize, &[usize]) -> Vec<usize>,
+) -> Result<Bisection, GateError> {
+    bisect_told(items, &mut |set, _| check(set), dependents)
+}
+
+/// A verify run of the integration of some items, told what it is (for the progress events).
+pub(crate) type ToldCheck<'a> = dyn FnMut(&[usize], Probe) -> Result<Verdict, GateError> + 'a;
+
+/// [`bisect`], telling `check` what each run is ([`Probe`]).
+pub(crate) fn bisect_told(
+    items: Vec<usize>,
+    check: &mut ToldCheck<'_>,
     dependents: &dyn Fn(usize, &[usize]) -> Vec<usize>,
 ) -> Result<Bisection, GateError> {
     let mut out = Bisection {
@@ -91,7 +105,7 @@ pub(crate) fn bisect(
             out.passed = true;
             return Ok(out);
         }
-        let mut failing = match check(&out.kept)? {
+        let mut failing = match check(&out.kept, Probe::full(out.kept.len()))? {
             Verdict::Passed => {
                 out.passed = true;
                 return Ok(out);
@@ -100,9 +114,12 @@ pub(crate) fn bisect(
         };
         out.last_output = Some(failing.clone());
         let (mut lo, mut hi) = (good.min(out.kept.len() - 1), out.kept.len());
+        let mut step = 0;
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            match check(&out.kept[..mid])? {
+            step += 1;
+            let probe = Probe::bisect(step, hi - lo, out.kept.len());
+            match check(&out.kept[..mid], probe)? {
                 Verdict::Passed => lo = mid,
                 Verdict::Failed(text) => {
                     hi = mid;
@@ -112,13 +129,13 @@ pub(crate) fn bisect(
         }
         if hi == 1 && !base_checked {
             base_checked = true;
-            if let Verdict::Failed(text) = check(&[])? {
+            if let Verdict::Failed(text) = check(&[], Probe::base(out.kept.len()))? {
                 out.base_fails = Some(text);
                 return Ok(out);
             }
         }
         // Confirm before blaming: the failing prefix must fail again.
-        match check(&out.kept[..hi])? {
+        match check(&out.kept[..hi], Probe::confirm(out.kept.len()))? {
             Verdict::Failed(text) => failing = text,
             Verdict::Passed => {
                 out.flaky.push(failing);
@@ -150,16 +167,14 @@ pub(crate) fn run(
     integration: &mut Integration,
 ) -> IntegrationReport {
     let mut report = IntegrationReport::default();
+    let started = gate_progress::started(shared, integration.merged.len());
     let result = run_inner(shared, gate, handle, reports, integration, &mut report);
     if let Err(e) = result {
         report.passed = false;
         report.output = Some(e.to_string());
         shared.events.warn(None, &format!("integration gate: {e}"));
     }
-    shared.events.emit(EventKind::IntegrationVerified {
-        passed: report.passed,
-        verify_runs: report.verify_runs,
-    });
+    gate_progress::ended(shared, started, &report);
     report
 }
 
@@ -183,20 +198,25 @@ fn run_inner(
         repo: &repo,
         runs: 0,
     };
-    let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
-        let list: Vec<(usize, Oid)> = set.iter().map(|&i| (i, commits[&i])).collect();
-        let (head, _) =
-            rebuild(shared, &repo, &list).map_err(|e| GateError::Build(crate::error_chain(&e)))?;
-        // The full integration is already built: verify its head itself.
-        let head = if set.len() == integration.merged.len() {
-            integration.head
-        } else {
-            head
+    let mut check = |set: &[usize], probe: Probe| -> Result<Verdict, GateError> {
+        let run = checker.runs + 1;
+        let build_and_verify = || {
+            let list: Vec<(usize, Oid)> = set.iter().map(|&i| (i, commits[&i])).collect();
+            let (head, _) = rebuild(shared, &repo, &list)
+                .map_err(|e| GateError::Build(crate::error_chain(&e)))?;
+            // The full integration is already built: verify its head itself.
+            let head = if set.len() == integration.merged.len() {
+                integration.head
+            } else {
+                head
+            };
+            checker.verify(head)
         };
-        checker.verify(head)
+        let passed = |v: &Verdict| *v == Verdict::Passed;
+        gate_progress::step(shared, run, probe, set.len(), build_and_verify, passed)
     };
     let dependents = |culprit: usize, kept: &[usize]| dependents_of(shared, culprit, kept);
-    let found = bisect(items, &mut check, &dependents);
+    let found = bisect_told(items, &mut check, &dependents);
     report.verify_runs = checker.runs;
     let found = found?;
     report.output = found.last_output.clone();
@@ -607,5 +627,42 @@ mod tests {
         assert!(found.passed);
         assert_eq!(found.kept, vec![0, 3]);
         assert_eq!(found.dropped_with, vec![(2, 1)]);
+    }
+
+    #[test]
+    fn bisection_steps_say_k_of_n_and_never_exceed_n() {
+        use crate::event::GateStepKind;
+        for n in [2usize, 3, 5, 7, 12, 100] {
+            for culprit in 0..n {
+                let mut seen: Vec<Probe> = Vec::new();
+                let mut check = |set: &[usize], probe: Probe| -> Result<Verdict, GateError> {
+                    seen.push(probe);
+                    Ok(if set.contains(&culprit) {
+                        Verdict::Failed("x".into())
+                    } else {
+                        Verdict::Passed
+                    })
+                };
+                let found =
+                    bisect_told((0..n).collect(), &mut check, &|_, _| Vec::new()).expect("bisect");
+                assert!(found.passed);
+                assert_eq!(seen[0], Probe::full(n));
+                let steps: Vec<&Probe> = seen
+                    .iter()
+                    .filter(|p| p.kind == GateStepKind::Bisect)
+                    .collect();
+                let most = usize::BITS - (n - 1).leading_zeros();
+                for (k, p) in steps.iter().enumerate() {
+                    let (step, of) = (p.step.unwrap_or(0), p.steps.unwrap_or(0));
+                    assert_eq!(step as usize, k + 1, "n {n}, culprit {culprit}: {seen:?}");
+                    assert!(
+                        step <= of && of <= most,
+                        "n {n}, culprit {culprit}: {seen:?}"
+                    );
+                    assert_eq!(p.tasks, n);
+                }
+                assert!(seen.iter().any(|p| p.kind == GateStepKind::Confirm));
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ mod caches;
 mod carried;
 pub mod events;
 mod gate;
+mod gate_progress;
 mod identity;
 mod integrate;
 mod launch;
@@ -21,6 +22,7 @@ mod paths;
 mod pipelines;
 mod pool;
 mod retry;
+mod rounds;
 mod schedule;
 mod shared;
 mod steps;
@@ -522,6 +524,7 @@ fn integrate_all(
         )),
         _ => None,
     };
+    rounds::close(&mut reports);
     let head = integrate::hand_over(shared, &integration)?;
     if !stop.now() {
         integrate::cleanup(shared, &mut reports);
@@ -566,9 +569,10 @@ fn rerun_conflicts(
                 start: integration.head,
                 feedback,
             },
+            rounds::before_rerun(&reports[i]),
         ));
     }
-    let results = runtime.block_on(rerun_all(shared.clone(), reruns));
+    let results = runtime.block_on(rerun_all(shared.clone(), round + 1, reruns));
     crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
     for (i, report, pending) in results {
         reports[i] = report;

@@ -10,7 +10,7 @@ use super::schedule::Schedule;
 use super::shared::{Pending, Shared};
 use super::{carried, integrate, outcome, steps, task};
 use crate::event::EventKind;
-use crate::report::{TaskReport, TaskStatus};
+use crate::report::{RoundReport, TaskReport, TaskStatus};
 
 /// Runs every task pipeline; returns reports and pending results in task-file order.
 ///
@@ -64,6 +64,8 @@ struct Pipelines {
     free_slots: std::collections::BTreeSet<usize>,
     reports: Vec<Option<TaskReport>>,
     pendings: Vec<Pending>,
+    /// When each task got its slot (ms since the Unix epoch), for its report.
+    started_ms: Vec<u64>,
 }
 
 impl Pipelines {
@@ -80,6 +82,7 @@ impl Pipelines {
             free_slots: (0..jobs).collect(),
             reports: (0..n).map(|_| None).collect(),
             pendings: (0..n).map(|_| Pending::Done).collect(),
+            started_ms: vec![0; n],
         }
     }
 
@@ -97,7 +100,9 @@ impl Pipelines {
             self.shared.events.emit(EventKind::TaskStarted {
                 task: self.shared.tasks[i].id().to_string(),
                 slot,
+                round: 1,
             });
+            self.started_ms[i] = crate::event::now_ms();
             let handle = self.set.spawn(async move {
                 let (report, pending, dep) = match shared.priors.get(shared.tasks[i].id().as_str())
                 {
@@ -115,7 +120,8 @@ impl Pipelines {
     /// is told.
     fn joined(&mut self, joined: Result<(tokio::task::Id, Ended), tokio::task::JoinError>) {
         match joined {
-            Ok((tid, (i, report, pending, dep))) => {
+            Ok((tid, (i, mut report, pending, dep))) => {
+                report.started_ms = self.started_ms[i];
                 if let Some((_, slot)) = self.running.remove(&tid) {
                     self.free_slots.insert(slot);
                 }
@@ -191,23 +197,32 @@ pub(super) fn conflict_feedback(paths: &[String], round: u32, rounds: u32) -> St
     )
 }
 
-/// Runs conflicting tasks again (at most `--jobs` at once), each from its [`outcome::Rerun`].
+/// A conflicting task to run again: its index, where it starts from, its earlier rounds.
+pub(super) type RerunOf = (usize, outcome::Rerun, Vec<RoundReport>);
+
+/// Runs conflicting tasks again as round `round` of each (at most `--jobs` at once), each from
+/// its [`outcome::Rerun`]; each report carries the task's earlier rounds.
 pub(super) async fn rerun_all(
     shared: Arc<Shared>,
-    reruns: Vec<(usize, outcome::Rerun)>,
+    round: u32,
+    reruns: Vec<RerunOf>,
 ) -> Vec<(usize, TaskReport, Pending)> {
     let jobs = shared.options.jobs.max(1);
     let limiter = Arc::new(Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
-    for (slot, (i, rerun)) in reruns.into_iter().enumerate() {
+    for (slot, (i, rerun, earlier)) in reruns.into_iter().enumerate() {
         let (shared, limiter) = (shared.clone(), limiter.clone());
         set.spawn(async move {
             shared.events.emit(EventKind::TaskStarted {
                 task: shared.tasks[i].id().to_string(),
                 slot: slot % jobs,
+                round,
             });
-            let (report, pending, _) =
+            let started_ms = crate::event::now_ms();
+            let (mut report, pending, _) =
                 task::run(shared.clone(), i, Vec::new(), limiter, Some(rerun)).await;
+            report.started_ms = started_ms;
+            report.rounds = earlier;
             release_workspace(&shared, i, &report).await;
             let mut ended = report.clone();
             if let Some(c) = pending_commit(&pending) {
