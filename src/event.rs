@@ -79,11 +79,15 @@ pub enum EventKind {
         insertions: usize,
         deletions: usize,
     },
-    /// A gate passed.
+    /// A gate passed (`flaky`: only when run again after failing, `detail` says how).
     GatePassed {
         task: String,
         attempt: u32,
         gate: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flaky: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// A gate failed, and why.
     GateFailed {
@@ -116,7 +120,17 @@ pub enum EventKind {
     Ejected { task: String, reason: String },
     /// The integration gate ended: whether the handed-over integration passes its verify
     /// command, after how many runs of it.
-    IntegrationVerified { passed: bool, verify_runs: u32 },
+    IntegrationVerified {
+        passed: bool,
+        verify_runs: u32,
+        /// Runs that failed and then passed (`verify_retries`, or a failure that bisection
+        /// could not reproduce).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        flaky: u32,
+        /// Why the last failing run failed, from its output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The task's final outcome, with everything the report says about it (before
     /// integration: a verified task's status becomes `merged` or `conflict` later), and its
     /// state for `fanout resume` (`verified`, `no_changes`, `failed`, `interrupted`, …).
@@ -202,6 +216,10 @@ impl Event {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Gate events for one attempt's results, in gate order.
 pub fn gate_events(task: &str, attempt: u32, gates: &[GateResult]) -> Vec<EventKind> {
     gates
@@ -212,6 +230,8 @@ pub fn gate_events(task: &str, attempt: u32, gates: &[GateResult]) -> Vec<EventK
                     task: task.into(),
                     attempt,
                     gate: g.gate.clone(),
+                    flaky: g.flaky,
+                    detail: g.flaky.then(|| g.detail.clone()).flatten(),
                 }
             } else {
                 EventKind::GateFailed {

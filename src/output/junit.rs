@@ -178,6 +178,8 @@ mod tests {
             detail: Some("exit 1".into()),
             paths: vec![],
             output: Some("assert failed\u{1}".into()),
+            stderr: None,
+            flaky: false,
         });
         let mut skipped = TaskReport::new("later", "a");
         skipped.status = TaskStatus::Skipped;

@@ -27,7 +27,6 @@ use crate::plan::{IntegrateGate, NetChoice};
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
-use crate::verify::command::CommandOutcome;
 
 /// How much of a failing run's output goes into an ejected task's error.
 const ERROR_OUTPUT: usize = 2000;
@@ -156,9 +155,17 @@ pub(crate) fn run(
         report.output = Some(e.to_string());
         shared.events.warn(None, &format!("integration gate: {e}"));
     }
+    report.reason = report
+        .output
+        .as_deref()
+        .filter(|_| !report.passed || report.flaky > 0)
+        .and_then(|o| o.lines().next())
+        .map(str::to_string);
     shared.events.emit(EventKind::IntegrationVerified {
         passed: report.passed,
         verify_runs: report.verify_runs,
+        flaky: report.flaky,
+        reason: report.reason.clone(),
     });
     report
 }
@@ -182,6 +189,7 @@ fn run_inner(
         handle,
         repo: &repo,
         runs: 0,
+        flaky: Vec::new(),
     };
     let mut check = |set: &[usize]| -> Result<Verdict, GateError> {
         let list: Vec<(usize, Oid)> = set.iter().map(|&i| (i, commits[&i])).collect();
@@ -198,6 +206,7 @@ fn run_inner(
     let dependents = |culprit: usize, kept: &[usize]| dependents_of(shared, culprit, kept);
     let found = bisect(items, &mut check, &dependents);
     report.verify_runs = checker.runs;
+    let retried_flaky = std::mem::take(&mut checker.flaky);
     let found = found?;
     report.output = found.last_output.clone();
     if let Some(text) = &found.base_fails {
@@ -215,6 +224,7 @@ fn run_inner(
         hand_over_the_rest(shared, &repo, list, reports, integration)?;
     }
     report_flaky(shared, &found, report);
+    super::gate_verdict::report_retried(shared, &retried_flaky, report);
     report.passed = found.passed;
     if found.passed {
         for &(i, _) in &integration.merged {
@@ -224,6 +234,8 @@ fn run_inner(
                 detail: None,
                 paths: Vec::new(),
                 output: None,
+                stderr: None,
+                flaky: false,
             });
         }
     }
@@ -290,15 +302,18 @@ fn blame(
                 .to_string();
         r.status = TaskStatus::IntegrationFailed;
         r.error = Some(format!(
-            "{detail}:\n{}",
+            "{detail}: {}\n{}",
+            text.lines().next().unwrap_or(""),
             super::retry::tail(text, ERROR_OUTPUT)
         ));
         r.verify.push(GateResult {
             gate: "integration".into(),
             passed: false,
-            detail: Some(detail.clone()),
+            detail: Some(format!("{detail}: {}", text.lines().next().unwrap_or(""))),
             paths: Vec::new(),
             output: Some(text.clone()),
+            stderr: None,
+            flaky: false,
         });
         report.ejected.push(r.id.clone());
         shared.events.emit(EventKind::Ejected {
@@ -349,6 +364,8 @@ struct Checker<'a> {
     handle: &'a tokio::runtime::Handle,
     repo: &'a Repository,
     runs: u32,
+    /// Runs that passed only when run again (`verify_retries`): how each failed first.
+    flaky: Vec<String>,
 }
 
 /// Where the gate's checkout and scratch folder live: names no task id can take (`+`).
@@ -386,20 +403,19 @@ impl Checker<'_> {
         let argv = self.gate.verify.argv();
         let timeout = Duration::from_secs_f64(self.gate.timeout_secs);
         let mut cancel = shared.cancel.clone();
+        let retries = self.gate.verify_retries;
         let out = self.handle.block_on(async {
             tokio::select! {
-                o = crate::verify::command::run_logged(&spec, &argv, timeout, Some(&log)) => Some(o),
+                o = crate::verify::rerun::run(&spec, &argv, timeout, Some(&log), retries) => Some(o),
                 _ = cancel.wait_for(|c| *c) => None,
             }
         });
         self.remove(&name, &checkout, &scratch, &branch);
-        let out: CommandOutcome = out.ok_or(GateError::Interrupted)?;
-        Ok(if out.passed {
-            Verdict::Passed
-        } else if out.output.trim().is_empty() {
-            Verdict::Failed(out.summary)
-        } else {
-            Verdict::Failed(format!("{}\n{}", out.summary, out.output))
+        let runs = out.ok_or(GateError::Interrupted)?;
+        self.flaky.extend(runs.flaky_detail());
+        Ok(match super::gate_verdict::failure_text(&runs.outcome) {
+            None => Verdict::Passed,
+            Some(text) => Verdict::Failed(text),
         })
     }
 

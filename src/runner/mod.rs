@@ -12,6 +12,7 @@ mod caches;
 mod carried;
 pub mod events;
 mod gate;
+mod gate_verdict;
 mod identity;
 mod integrate;
 mod launch;
