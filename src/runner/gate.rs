@@ -155,10 +155,10 @@ pub(crate) fn run(
         report.output = Some(e.to_string());
         shared.events.warn(None, &format!("integration gate: {e}"));
     }
+    // The output is only kept from a failing run (or why the gate could not run).
     report.reason = report
         .output
         .as_deref()
-        .filter(|_| !report.passed || report.flaky > 0)
         .and_then(|o| o.lines().next())
         .map(str::to_string);
     shared.events.emit(EventKind::IntegrationVerified {

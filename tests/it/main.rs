@@ -12,6 +12,7 @@ mod codex;
 mod doctor;
 mod escape;
 mod examples;
+mod flaky;
 mod exhaustion;
 mod faults;
 mod gc;

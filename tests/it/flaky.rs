@@ -1,0 +1,232 @@
+//! Flaky verify commands (`verify_retries`) and verify failures that name their cause: a pass
+//! after a failure merges and says `flaky` in every output; a command that keeps failing fails
+//! after its retries; a test runner's summary is the reason, not package-manager noise on
+//! stderr; an exit status above 128 is not mistaken for a signal.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A task file: one `sh` exec agent that changes `src/file_00.txt`, one attempt per task.
+fn one_task(repo: &TestRepo, verify: &str, defaults: Value) -> std::path::PathBuf {
+    let mut d = json!({"agent": "sh", "max_attempts": 1, "timeout_secs": 120});
+    if let (Some(d), Some(extra)) = (d.as_object_mut(), defaults.as_object()) {
+        d.extend(extra.clone());
+    }
+    repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", "echo changed >> src/file_00.txt"]}},
+        "defaults": d,
+        "tasks": [{"id": "t", "prompt": "change it", "verify": ["sh", "-c", verify]}]
+    }))
+}
+
+/// `--json`, `--junit` and `--html` into the repository's temp folder.
+fn with_outputs(repo: &TestRepo, tasks: &Path) -> (std::process::Output, Value, String, String) {
+    let junit = repo.tmp.path().join("junit.xml");
+    let html = repo.tmp.path().join("report.html");
+    let (out, report) = repo.run(
+        tasks,
+        &[
+            "--no-readback",
+            "--json",
+            "--junit",
+            junit.to_str().expect("utf-8"),
+            "--html",
+            html.to_str().expect("utf-8"),
+        ],
+    );
+    let junit = std::fs::read_to_string(&junit).unwrap_or_default();
+    let html = std::fs::read_to_string(&html).unwrap_or_default();
+    (out, report, junit, html)
+}
+
+fn events(out: &std::process::Output) -> Vec<Value> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn command_gate(report: &Value) -> Value {
+    task(report, "t")["verify"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "command"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The verify log of task `t`: every run's command line and outcome.
+fn verify_log(report: &Value) -> String {
+    let dir = Path::new(report["run_dir"].as_str().expect("run_dir"));
+    std::fs::read_to_string(dir.join("logs/t.verify.log")).unwrap_or_default()
+}
+
+/// Fails its first run (a timing test, mocha style), passes the next: the counter lives in the
+/// verify command's scratch folder ($TMPDIR), which stays for the task's whole life.
+const FAILS_ONCE: &str = "n=$(cat \"$TMPDIR/verify-runs\" 2>/dev/null || echo 0); \
+    echo $((n+1)) > \"$TMPDIR/verify-runs\"; \
+    if [ \"$n\" = 0 ]; then printf '  40 passing (2s)\\n  1 failing\\n\\n  1) timing\\n       answers in time:\\n     AssertionError: took 2100 ms\\n'; exit 1; fi; \
+    echo '  41 passing (2s)'";
+
+fn a_flaky_verify_merges_and_says_so_everywhere(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = one_task(&repo, FAILS_ONCE, json!({"verify_retries": 2}));
+    let (out, report, junit, html) = with_outputs(&repo, &file);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = task(&report, "t");
+    assert_eq!(t["status"], "merged", "{t:#}");
+    let gate = command_gate(&report);
+    assert_eq!(gate["passed"], true, "{gate:#}");
+    assert_eq!(gate["flaky"], true, "{gate:#}");
+    let detail = gate["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("failed 1 time(s), then passed") && detail.contains("1 failing"),
+        "{detail}"
+    );
+    // Twice in the log: the failed run, then the one that passed.
+    let log = verify_log(&report);
+    assert_eq!(log.matches("$ sh -c").count(), 2, "{log}");
+    assert!(log.contains("retry 1 of 2"), "{log}");
+    // --json: the gate's event says flaky.
+    let evs = events(&out);
+    assert!(
+        evs.iter()
+            .any(|e| e["event"] == "gate_passed" && e["gate"] == "command" && e["flaky"] == true),
+        "{}",
+        stdout(&out)
+    );
+    // JUnit: a passing case with a flakyFailure.
+    assert!(junit.contains("failures=\"0\""), "{junit}");
+    assert!(
+        junit.contains("<flakyFailure type=\"command\" message=\"flaky: failed 1 time(s)"),
+        "{junit}"
+    );
+    // HTML: the flaky badge next to the status.
+    assert!(
+        html.contains("data-status=\"merged flaky\"") && html.contains("s-flaky\">flaky</span>"),
+        "HTML has no flaky badge"
+    );
+    // Terminal: the table and the task's line.
+    assert!(stderr(&out).contains("merged (flaky)"), "{}", stderr(&out));
+}
+crate::every_way!(flaky_verify_merges, a_flaky_verify_merges_and_says_so_everywhere);
+
+fn without_retries_the_same_flake_fails_the_task(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = one_task(&repo, FAILS_ONCE, json!({}));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(task(&report, "t")["status"], "verify_failed");
+    assert_eq!(verify_log(&report).matches("$ sh -c").count(), 1);
+}
+crate::both_ways!(no_retries_no_mercy, without_retries_the_same_flake_fails_the_task);
+
+fn a_verify_failing_every_time_fails_after_its_retries(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = one_task(
+        &repo,
+        "echo '  3 passing'; echo '  1 failing'; exit 1",
+        json!({"verify_retries": 2}),
+    );
+    let (out, report, junit, _) = with_outputs(&repo, &file);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let t = task(&report, "t");
+    assert_eq!(t["status"], "verify_failed", "{t:#}");
+    let gate = command_gate(&report);
+    assert_eq!(gate["passed"], false);
+    assert!(gate.get("flaky").is_none(), "{gate:#}");
+    // N + 1 = 3 runs, no fourth.
+    let log = verify_log(&report);
+    assert_eq!(log.matches("$ sh -c").count(), 3, "{log}");
+    assert!(log.contains("retry 2 of 2") && !log.contains("retry 3"), "{log}");
+    assert!(junit.contains("<failure type=\"verify_failed\""), "{junit}");
+    assert!(!junit.contains("flakyFailure"), "{junit}");
+}
+crate::both_ways!(failing_verify_retried, a_verify_failing_every_time_fails_after_its_retries);
+
+fn a_task_without_retries_overrides_the_defaults(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let tasks = json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", "echo changed >> src/file_00.txt"]}},
+        "defaults": {"agent": "sh", "max_attempts": 1, "verify_retries": 3},
+        "tasks": [{"id": "t", "prompt": "x", "verify_retries": 0, "verify": ["sh", "-c", "exit 1"]}]
+    });
+    let (out, report) = repo.run(&repo.write_tasks(&tasks), &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(verify_log(&report).matches("$ sh -c").count(), 1);
+}
+crate::both_ways!(task_retries_override, a_task_without_retries_overrides_the_defaults);
+
+/// mocha's output on stdout, 200 npm deprecation warnings on stderr after it, and mocha's exit
+/// status: the number of failures (141).
+const MOCHA_UNDER_NPM: &str = "echo '> app@1.0.0 test'; echo '> mocha'; \
+    printf '  parser\\n    1) handles empty input\\n\\n  97 passing (3s)\\n  141 failing\\n\\n  1) parser\\n       handles empty input:\\n     AssertionError: expected 0 to equal 1\\n      at Context.<anonymous> (test/parser.js:9:5)\\n'; \
+    i=0; while [ $i -lt 200 ]; do echo \"npm warn deprecated pkg$i@1.0.0: This package is no longer supported.\" >&2; i=$((i+1)); done; \
+    exit 141";
+
+fn the_reason_is_the_test_runners_summary_not_npm_noise(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = one_task(&repo, MOCHA_UNDER_NPM, json!({}));
+    let (out, report, junit, html) = with_outputs(&repo, &file);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let t = task(&report, "t");
+    assert_eq!(t["status"], "verify_failed", "{t:#}");
+    let gate = command_gate(&report);
+    let detail = gate["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("verify command failed (exited with status 141): 97 passing (3s), 141 failing; 1) parser handles empty input: AssertionError: expected 0 to equal 1"),
+        "{detail}"
+    );
+    assert!(!detail.contains("SIGPIPE") && !detail.contains("npm"), "{detail}");
+    // The streams are kept apart, and whole enough.
+    let output = gate["output"].as_str().unwrap_or_default();
+    assert!(output.contains("141 failing") && !output.contains("npm warn"), "{output}");
+    let stderr_kept = gate["stderr"].as_str().unwrap_or_default();
+    assert_eq!(stderr_kept.matches("npm warn deprecated").count(), 200);
+    // The task's error, the terminal, JUnit and HTML all name the failure first.
+    let error = t["error"].as_str().unwrap_or_default();
+    let first = error.lines().next().unwrap_or_default();
+    assert!(first.contains("141 failing") && !first.contains("npm"), "{error}");
+    assert!(
+        stderr(&out).contains("141 failing; 1) parser handles empty input"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        junit.contains("message=\"verification failed after 1 attempt(s): verify command failed (exited with status 141): 97 passing (3s), 141 failing"),
+        "{junit}"
+    );
+    assert!(html.contains("141 failing; 1) parser handles empty input"));
+    let failed = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "gate_failed")
+        .expect("a gate_failed event");
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("141 failing"),
+        "{failed}"
+    );
+}
+crate::every_way!(mocha_under_npm, the_reason_is_the_test_runners_summary_not_npm_noise);
+
+fn a_real_sigpipe_death_is_told_as_one(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = one_task(&repo, "echo dying; kill -PIPE $$", json!({}));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let detail = command_gate(&report)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.starts_with("verify command failed (killed by signal SIGPIPE)"),
+        "{detail}"
+    );
+}
+crate::both_ways!(sigpipe_death, a_real_sigpipe_death_is_told_as_one);
