@@ -230,3 +230,120 @@ fn a_real_sigpipe_death_is_told_as_one(runner: Runner) {
     );
 }
 crate::both_ways!(sigpipe_death, a_real_sigpipe_death_is_told_as_one);
+
+/// Tasks run by an exec agent that evaluates its prompt, and an integration gate.
+fn gate_tasks(repo: &TestRepo, integrate: Value, tasks: Value) -> std::path::PathBuf {
+    repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", "eval \"$FANOUT_PROMPT\""]}},
+        "defaults": {"agent": "sh", "max_attempts": 1, "timeout_secs": 120},
+        "integrate": integrate,
+        "tasks": tasks
+    }))
+}
+
+fn edit(id: &str, file: &str, text: &str) -> Value {
+    json!({"id": id, "prompt": format!("echo '{text}' >> src/{file}")})
+}
+
+fn the_integration_gate_retries_a_flaky_run(runner: Runner) {
+    let repo = TestRepo::with_files(3).run_by(runner);
+    let file = gate_tasks(
+        &repo,
+        json!({"verify": ["sh", "-c", FAILS_ONCE], "timeout_secs": 120, "verify_retries": 1}),
+        json!([edit("a", "file_00.txt", "a"), edit("b", "file_01.txt", "b")]),
+    );
+    let (out, report, junit, html) = with_outputs(&repo, &file);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "merged", "{st:?}");
+    let gate = &report["integration"];
+    assert_eq!(gate["passed"], true, "{gate:#}");
+    assert_eq!(gate["flaky"], 1, "{gate:#}");
+    // One checkout, its command run twice: no bisection, nobody blamed.
+    assert_eq!(gate["verify_runs"], 1, "{gate:#}");
+    assert_eq!(gate["ejected"], json!([]), "{gate:#}");
+    let verified = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "integration_verified")
+        .expect("an integration_verified event");
+    assert_eq!(verified["flaky"], 1, "{verified}");
+    assert!(junit.contains("name=\"integration gate\""), "{junit}");
+    assert!(junit.contains("<flakyFailure type=\"integration\""), "{junit}");
+    assert!(junit.contains("tests=\"3\" failures=\"0\""), "{junit}");
+    assert!(
+        html.contains("data-id=\"integration gate\" data-status=\"passed flaky\""),
+        "no integration gate row in the HTML"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("integration gate: passed after 1 verify run(s), 1 flaky"),
+        "{err}"
+    );
+    assert!(err.contains("passed only when run again"), "{err}");
+}
+crate::every_way!(gate_flaky_retried, the_integration_gate_retries_a_flaky_run);
+
+/// Fails while any file holds BROKEN, mocha style on stdout, npm noise on stderr.
+const BROKEN_FAILS: &str = "if grep -rq BROKEN src; then \
+    printf '  3 passing\\n  1 failing\\n\\n  1) sources\\n       hold no marker:\\n     AssertionError: BROKEN found in src\\n'; \
+    i=0; while [ $i -lt 200 ]; do echo \"npm warn deprecated pkg$i@1.0.0: gone\" >&2; i=$((i+1)); done; \
+    exit 1; fi; echo '  4 passing'";
+
+fn an_ejected_task_and_the_gate_row_name_the_failure(runner: Runner) {
+    let repo = TestRepo::with_files(3).run_by(runner);
+    let file = gate_tasks(
+        &repo,
+        json!({"verify": ["sh", "-c", BROKEN_FAILS], "timeout_secs": 120, "verify_retries": 1}),
+        json!([
+            edit("good1", "file_00.txt", "fine"),
+            edit("bad", "file_01.txt", "BROKEN"),
+            edit("good2", "file_02.txt", "fine"),
+        ]),
+    );
+    let (out, report, junit, html) = with_outputs(&repo, &file);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let st = statuses(&report);
+    assert_eq!(st["bad"], "integration_failed", "{st:?}");
+    assert_eq!(st["good1"], "merged", "{st:?}");
+    assert_eq!(st["good2"], "merged", "{st:?}");
+    let gate = &report["integration"];
+    assert_eq!(gate["passed"], true, "{gate:#}");
+    assert_eq!(gate["ejected"], json!(["bad"]), "{gate:#}");
+    assert!(gate.get("flaky").is_none(), "a real failure is not flaky: {gate:#}");
+    let reason = gate["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("verify command failed (exited with status 1): 3 passing, 1 failing; 1) sources hold no marker: AssertionError: BROKEN found in src"),
+        "{reason}"
+    );
+    let error = task(&report, "bad")["error"].as_str().unwrap_or_default();
+    let first = error.lines().next().unwrap_or_default();
+    assert!(first.contains("1 failing") && !first.contains("npm"), "{error}");
+    // Each failing run ran twice before it counted (verify_retries: 1).
+    let log = std::fs::read_to_string(
+        Path::new(report["run_dir"].as_str().expect("run_dir")).join("logs/integration.verify.log"),
+    )
+    .unwrap_or_default();
+    assert!(log.contains("retry 1 of 1"), "{log}");
+    let verified = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "integration_verified")
+        .expect("an integration_verified event");
+    assert!(
+        verified["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 failing"),
+        "{verified}"
+    );
+    assert!(junit.contains("name=\"integration gate\""), "{junit}");
+    assert!(
+        junit.contains("<failure type=\"integration_failed\" message=\"the integration verify command fails once this task is merged (found by bisection): verify command failed (exited with status 1): 3 passing, 1 failing"),
+        "{junit}"
+    );
+    assert!(html.contains("<span class=\"st s-integration_failed\">integration_failed</span>"));
+    assert!(html.contains("taken out: bad"));
+    assert!(stderr(&out).contains("integration gate: passed after"), "{}", stderr(&out));
+}
+crate::every_way!(gate_names_failure, an_ejected_task_and_the_gate_row_name_the_failure);
