@@ -525,12 +525,25 @@ mod tests {
             },
         });
         let page = render(&view, &|_| None);
-        assert!(page.contains("data-id=\"integration gate\" data-status=\"passed flaky\""), "{page}");
-        assert!(page.contains("<b>reason:</b> verify command failed (exited with status 1): 1 failing &lt;x&gt;"), "{page}");
+        assert!(
+            page.contains("data-id=\"integration gate\" data-status=\"passed flaky\""),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "<b>reason:</b> verify command failed (exited with status 1): 1 failing &lt;x&gt;"
+            ),
+            "{page}"
+        );
         assert!(page.contains("taken out: orders-route"), "{page}");
         assert!(page.contains("data-status=\"merged flaky\""), "{page}");
-        assert!(page.contains("<span class=\"st s-integration_failed\">integration_failed</span>"), "{page}");
-        assert!(STYLE.contains(".s-integration_failed{") || STYLE.contains(",.s-integration_failed{"));
+        assert!(
+            page.contains("<span class=\"st s-integration_failed\">integration_failed</span>"),
+            "{page}"
+        );
+        assert!(
+            STYLE.contains(".s-integration_failed{") || STYLE.contains(",.s-integration_failed{")
+        );
         assert!(STYLE.contains(".s-flaky{"));
     }
 }

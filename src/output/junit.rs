@@ -127,7 +127,10 @@ fn integration_case(run: &str, g: &crate::report::IntegrationReport) -> String {
             g.ejected.join(", ")
         }
     );
-    let reason = g.reason.as_deref().unwrap_or("the integration verify command failed");
+    let reason = g
+        .reason
+        .as_deref()
+        .unwrap_or("the integration verify command failed");
     if !g.passed {
         out.push_str(&format!(
             "      <failure type=\"integration_failed\" message=\"{}\">{}</failure>\n",
@@ -301,10 +304,7 @@ mod tests {
         });
         let xml = render(&r);
         assert!(xml.contains("tests=\"4\" failures=\"1\""), "{xml}");
-        assert!(
-            xml.contains("<flakyFailure type=\"integration\""),
-            "{xml}"
-        );
+        assert!(xml.contains("<flakyFailure type=\"integration\""), "{xml}");
     }
 
     #[test]

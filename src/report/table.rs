@@ -205,7 +205,10 @@ run 20261202-070000-abcd: 1 conflict, 1 merged, 1 verify_failed — integration 
             output: None,
         });
         let text = render(&report);
-        assert!(text.contains("users-route   merged (flaky)      1"), "{text}");
+        assert!(
+            text.contains("users-route   merged (flaky)      1"),
+            "{text}"
+        );
         assert!(
             text.contains("  users-route: command gate flaky: failed 1 time(s), then passed"),
             "{text}"

@@ -210,7 +210,11 @@ async fn command_gate(
     GateResult {
         gate: "command".into(),
         passed: out.passed,
-        detail: if out.passed { flaky.clone() } else { Some(out.detail()) },
+        detail: if out.passed {
+            flaky.clone()
+        } else {
+            Some(out.detail())
+        },
         paths: Vec::new(),
         output: (!out.output.is_empty()).then(|| out.output.clone()),
         stderr: (!out.stderr.is_empty()).then(|| out.stderr.clone()),

@@ -112,7 +112,10 @@ fn a_flaky_verify_merges_and_says_so_everywhere(runner: Runner) {
     // Terminal: the table and the task's line.
     assert!(stderr(&out).contains("merged (flaky)"), "{}", stderr(&out));
 }
-crate::every_way!(flaky_verify_merges, a_flaky_verify_merges_and_says_so_everywhere);
+crate::every_way!(
+    flaky_verify_merges,
+    a_flaky_verify_merges_and_says_so_everywhere
+);
 
 fn without_retries_the_same_flake_fails_the_task(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
@@ -122,7 +125,10 @@ fn without_retries_the_same_flake_fails_the_task(runner: Runner) {
     assert_eq!(task(&report, "t")["status"], "verify_failed");
     assert_eq!(verify_log(&report).matches("$ sh -c").count(), 1);
 }
-crate::both_ways!(no_retries_no_mercy, without_retries_the_same_flake_fails_the_task);
+crate::both_ways!(
+    no_retries_no_mercy,
+    without_retries_the_same_flake_fails_the_task
+);
 
 fn a_verify_failing_every_time_fails_after_its_retries(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
@@ -141,11 +147,17 @@ fn a_verify_failing_every_time_fails_after_its_retries(runner: Runner) {
     // N + 1 = 3 runs, no fourth.
     let log = verify_log(&report);
     assert_eq!(log.matches("$ sh -c").count(), 3, "{log}");
-    assert!(log.contains("retry 2 of 2") && !log.contains("retry 3"), "{log}");
+    assert!(
+        log.contains("retry 2 of 2") && !log.contains("retry 3"),
+        "{log}"
+    );
     assert!(junit.contains("<failure type=\"verify_failed\""), "{junit}");
     assert!(!junit.contains("flakyFailure"), "{junit}");
 }
-crate::both_ways!(failing_verify_retried, a_verify_failing_every_time_fails_after_its_retries);
+crate::both_ways!(
+    failing_verify_retried,
+    a_verify_failing_every_time_fails_after_its_retries
+);
 
 fn a_task_without_retries_overrides_the_defaults(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
@@ -159,7 +171,10 @@ fn a_task_without_retries_overrides_the_defaults(runner: Runner) {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(verify_log(&report).matches("$ sh -c").count(), 1);
 }
-crate::both_ways!(task_retries_override, a_task_without_retries_overrides_the_defaults);
+crate::both_ways!(
+    task_retries_override,
+    a_task_without_retries_overrides_the_defaults
+);
 
 /// mocha's output on stdout, 200 npm deprecation warnings on stderr after it, and mocha's exit
 /// status: the number of failures (141).
@@ -181,16 +196,25 @@ fn the_reason_is_the_test_runners_summary_not_npm_noise(runner: Runner) {
         detail.starts_with("verify command failed (exited with status 141): 97 passing (3s), 141 failing; 1) parser handles empty input: AssertionError: expected 0 to equal 1"),
         "{detail}"
     );
-    assert!(!detail.contains("SIGPIPE") && !detail.contains("npm"), "{detail}");
+    assert!(
+        !detail.contains("SIGPIPE") && !detail.contains("npm"),
+        "{detail}"
+    );
     // The streams are kept apart, and whole enough.
     let output = gate["output"].as_str().unwrap_or_default();
-    assert!(output.contains("141 failing") && !output.contains("npm warn"), "{output}");
+    assert!(
+        output.contains("141 failing") && !output.contains("npm warn"),
+        "{output}"
+    );
     let stderr_kept = gate["stderr"].as_str().unwrap_or_default();
     assert_eq!(stderr_kept.matches("npm warn deprecated").count(), 200);
     // The task's error, the terminal, JUnit and HTML all name the failure first.
     let error = t["error"].as_str().unwrap_or_default();
     let first = error.lines().next().unwrap_or_default();
-    assert!(first.contains("141 failing") && !first.contains("npm"), "{error}");
+    assert!(
+        first.contains("141 failing") && !first.contains("npm"),
+        "{error}"
+    );
     assert!(
         stderr(&out).contains("141 failing; 1) parser handles empty input"),
         "{}",
@@ -213,7 +237,10 @@ fn the_reason_is_the_test_runners_summary_not_npm_noise(runner: Runner) {
         "{failed}"
     );
 }
-crate::every_way!(mocha_under_npm, the_reason_is_the_test_runners_summary_not_npm_noise);
+crate::every_way!(
+    mocha_under_npm,
+    the_reason_is_the_test_runners_summary_not_npm_noise
+);
 
 fn a_real_sigpipe_death_is_told_as_one(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
@@ -270,7 +297,10 @@ fn the_integration_gate_retries_a_flaky_run(runner: Runner) {
         .expect("an integration_verified event");
     assert_eq!(verified["flaky"], 1, "{verified}");
     assert!(junit.contains("name=\"integration gate\""), "{junit}");
-    assert!(junit.contains("<flakyFailure type=\"integration\""), "{junit}");
+    assert!(
+        junit.contains("<flakyFailure type=\"integration\""),
+        "{junit}"
+    );
     assert!(junit.contains("tests=\"3\" failures=\"0\""), "{junit}");
     assert!(
         html.contains("data-id=\"integration gate\" data-status=\"passed flaky\""),
@@ -311,7 +341,10 @@ fn an_ejected_task_and_the_gate_row_name_the_failure(runner: Runner) {
     let gate = &report["integration"];
     assert_eq!(gate["passed"], true, "{gate:#}");
     assert_eq!(gate["ejected"], json!(["bad"]), "{gate:#}");
-    assert!(gate.get("flaky").is_none(), "a real failure is not flaky: {gate:#}");
+    assert!(
+        gate.get("flaky").is_none(),
+        "a real failure is not flaky: {gate:#}"
+    );
     let reason = gate["reason"].as_str().unwrap_or_default();
     assert!(
         reason.starts_with("verify command failed (exited with status 1): 3 passing, 1 failing; 1) sources hold no marker: AssertionError: BROKEN found in src"),
@@ -319,7 +352,10 @@ fn an_ejected_task_and_the_gate_row_name_the_failure(runner: Runner) {
     );
     let error = task(&report, "bad")["error"].as_str().unwrap_or_default();
     let first = error.lines().next().unwrap_or_default();
-    assert!(first.contains("1 failing") && !first.contains("npm"), "{error}");
+    assert!(
+        first.contains("1 failing") && !first.contains("npm"),
+        "{error}"
+    );
     // Each failing run ran twice before it counted (verify_retries: 1).
     let log = std::fs::read_to_string(
         Path::new(report["run_dir"].as_str().expect("run_dir")).join("logs/integration.verify.log"),
@@ -344,6 +380,13 @@ fn an_ejected_task_and_the_gate_row_name_the_failure(runner: Runner) {
     );
     assert!(html.contains("<span class=\"st s-integration_failed\">integration_failed</span>"));
     assert!(html.contains("taken out: bad"));
-    assert!(stderr(&out).contains("integration gate: passed after"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("integration gate: passed after"),
+        "{}",
+        stderr(&out)
+    );
 }
-crate::every_way!(gate_names_failure, an_ejected_task_and_the_gate_row_name_the_failure);
+crate::every_way!(
+    gate_names_failure,
+    an_ejected_task_and_the_gate_row_name_the_failure
+);
