@@ -298,10 +298,10 @@ mod tests {
             xml.contains("<failure type=\"integration_failed\" message=\"verify command failed (exited with status 1): 2 failing\">"),
             "{xml}"
         );
-        r.integration.as_mut().map(|g| {
+        if let Some(g) = r.integration.as_mut() {
             g.passed = true;
             g.flaky = 1;
-        });
+        }
         let xml = render(&r);
         assert!(xml.contains("tests=\"4\" failures=\"1\""), "{xml}");
         assert!(xml.contains("<flakyFailure type=\"integration\""), "{xml}");
