@@ -50,6 +50,21 @@ fn events(out: &std::process::Output) -> Vec<Value> {
         .collect()
 }
 
+/// Every `--json` line validates against the schema `fanout schema events` prints.
+fn assert_events_valid(repo: &TestRepo, out: &std::process::Output) {
+    let schema = repo
+        .fanout_command()
+        .args(["schema", "events"])
+        .output()
+        .expect("fanout runs");
+    let schema: Value = serde_json::from_slice(&schema.stdout).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    for e in events(out) {
+        let errors: Vec<String> = validator.iter_errors(&e).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{e}: {errors:?}");
+    }
+}
+
 fn command_gate(report: &Value) -> Value {
     task(report, "t")["verify"]
         .as_array()
@@ -91,6 +106,7 @@ fn a_flaky_verify_merges_and_says_so_everywhere(runner: Runner) {
     assert_eq!(log.matches("$ sh -c").count(), 2, "{log}");
     assert!(log.contains("retry 1 of 2"), "{log}");
     // --json: the gate's event says flaky.
+    assert_events_valid(&repo, &out);
     let evs = events(&out);
     assert!(
         evs.iter()
@@ -291,6 +307,7 @@ fn the_integration_gate_retries_a_flaky_run(runner: Runner) {
     // One checkout, its command run twice: no bisection, nobody blamed.
     assert_eq!(gate["verify_runs"], 1, "{gate:#}");
     assert_eq!(gate["ejected"], json!([]), "{gate:#}");
+    assert_events_valid(&repo, &out);
     let verified = events(&out)
         .into_iter()
         .find(|e| e["event"] == "integration_verified")
@@ -389,4 +406,46 @@ fn an_ejected_task_and_the_gate_row_name_the_failure(runner: Runner) {
 crate::every_way!(
     gate_names_failure,
     an_ejected_task_and_the_gate_row_name_the_failure
+);
+
+/// The agent's second attempt gets the reason first, then the ends of stdout and stderr.
+fn the_feedback_names_the_failure_before_the_noise(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    // Attempt 1 changes a file; attempt 2 keeps the feedback it got (and so passes the verify).
+    let agent = "if [ -n \"$FANOUT_FEEDBACK_FILE\" ] && [ -s \"$FANOUT_FEEDBACK_FILE\" ]; then \
+                 cp \"$FANOUT_FEEDBACK_FILE\" feedback.txt; else echo changed >> src/file_00.txt; fi";
+    let verify = format!(
+        "if [ -e feedback.txt ]; then exit 0; fi; {}",
+        MOCHA_UNDER_NPM
+    );
+    let tasks = json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh", "args": ["-c", agent]}},
+        "defaults": {"agent": "sh", "max_attempts": 2, "timeout_secs": 120},
+        "tasks": [{"id": "t", "prompt": "x", "verify": ["sh", "-c", verify]}]
+    });
+    let (out, report) = repo.run(&repo.write_tasks(&tasks), &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let branch = format!(
+        "fanout/{}/merged",
+        report["run_id"].as_str().expect("run id")
+    );
+    let feedback = git_text(&repo.path, &["show", &format!("{branch}:feedback.txt")]);
+    let reason = feedback
+        .find("141 failing; 1) parser handles empty input")
+        .expect("the reason is in the feedback");
+    let list = feedback
+        .find("output:\n")
+        .expect("the stdout tail is in the feedback");
+    let noise = feedback
+        .find("stderr:\n")
+        .expect("the stderr tail is in the feedback");
+    assert!(reason < list && list < noise, "{feedback}");
+    assert!(
+        feedback[list..noise].contains("AssertionError: expected 0 to equal 1"),
+        "{feedback}"
+    );
+}
+crate::both_ways!(
+    feedback_reason_first,
+    the_feedback_names_the_failure_before_the_noise
 );
