@@ -297,19 +297,20 @@ fn blame(
 ) {
     for (i, text) in &found.ejected {
         let r = &mut reports[*i];
-        let detail =
-            "the integration verify command fails once this task is merged (found by bisection)"
-                .to_string();
+        // The failing run's first line: its exit and the reason read from its output.
+        let detail = format!(
+            "the integration verify command fails once this task is merged (found by bisection): {}",
+            text.lines().next().unwrap_or("")
+        );
         r.status = TaskStatus::IntegrationFailed;
         r.error = Some(format!(
-            "{detail}: {}\n{}",
-            text.lines().next().unwrap_or(""),
+            "{detail}\n{}",
             super::retry::tail(text, ERROR_OUTPUT)
         ));
         r.verify.push(GateResult {
             gate: "integration".into(),
             passed: false,
-            detail: Some(format!("{detail}: {}", text.lines().next().unwrap_or(""))),
+            detail: Some(detail.clone()),
             paths: Vec::new(),
             output: Some(text.clone()),
             stderr: None,

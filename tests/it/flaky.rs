@@ -390,6 +390,17 @@ fn an_ejected_task_and_the_gate_row_name_the_failure(runner: Runner) {
             .contains("1 failing"),
         "{verified}"
     );
+    let ejected = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "ejected")
+        .expect("an ejected event");
+    assert!(
+        ejected["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 passing, 1 failing"),
+        "{ejected}"
+    );
     assert!(junit.contains("name=\"integration gate\""), "{junit}");
     assert!(
         junit.contains("<failure type=\"integration_failed\" message=\"the integration verify command fails once this task is merged (found by bisection): verify command failed (exited with status 1): 3 passing, 1 failing"),
