@@ -85,11 +85,15 @@ pub enum EventKind {
         insertions: usize,
         deletions: usize,
     },
-    /// A gate passed.
+    /// A gate passed (`flaky`: only when run again after failing, `detail` says how).
     GatePassed {
         task: String,
         attempt: u32,
         gate: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flaky: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// A gate failed, and why.
     GateFailed {
@@ -142,6 +146,13 @@ pub enum EventKind {
         verify_runs: u32,
         #[serde(default)]
         elapsed_ms: u64,
+        /// Runs that failed and then passed (`verify_retries`, or a failure that bisection
+        /// could not reproduce).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        flaky: u32,
+        /// Why the last failing run failed, from its output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// The task's final outcome, with everything the report says about it (before
     /// integration: a verified task's status becomes `merged` or `conflict` later), and its
@@ -300,6 +311,10 @@ impl Event {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Gate events for one attempt's results, in gate order.
 pub fn gate_events(task: &str, attempt: u32, gates: &[GateResult]) -> Vec<EventKind> {
     gates
@@ -310,6 +325,8 @@ pub fn gate_events(task: &str, attempt: u32, gates: &[GateResult]) -> Vec<EventK
                     task: task.into(),
                     attempt,
                     gate: g.gate.clone(),
+                    flaky: g.flaky,
+                    detail: g.flaky.then(|| g.detail.clone()).flatten(),
                 }
             } else {
                 EventKind::GateFailed {

@@ -106,6 +106,8 @@ pub struct CachesFill {
 pub struct IntegrateGate {
     pub verify: VerifyCommand,
     pub timeout_secs: f64,
+    /// How many times a failing run of the command runs again (0: none).
+    pub verify_retries: u32,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
@@ -193,6 +195,10 @@ impl Plan {
                     .verify_timeout_secs
                     .or(file.defaults.verify_timeout_secs)
                     .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+                verify_retries: spec
+                    .verify_retries
+                    .or(file.defaults.verify_retries)
+                    .unwrap_or(0),
                 max_attempts: spec
                     .max_attempts
                     .or(file.defaults.max_attempts)
@@ -247,6 +253,7 @@ impl Plan {
         let integrate = file.integrate.as_ref().map(|g| IntegrateGate {
             verify: g.verify.clone(),
             timeout_secs: g.timeout_secs.unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+            verify_retries: g.verify_retries.unwrap_or(0),
         });
         if let Some(g) = &integrate {
             check_gate_program(&g.verify)?;

@@ -9,7 +9,7 @@ use similar::{ChangeTag, TextDiff};
 
 use super::junit::esc;
 use crate::event::{Event, EventKind, Output, OutputError, RunView, TaskView};
-use crate::report::{TaskReport, TaskStatus};
+use crate::report::{IntegrationReport, TaskReport, TaskStatus};
 
 /// Largest diff shown per task; the rest is cut with a note (the patch file has it all).
 const MAX_DIFF_BYTES: usize = 200_000;
@@ -24,11 +24,12 @@ header .meta{opacity:.85;font-size:13px}
 main{padding:16px 24px}
 .counts span{display:inline-block;margin:0 8px 8px 0;padding:2px 10px;border-radius:12px;background:#e4e7ec}
 .s-merged,.s-no_changes{background:#d6f5dd!important}
-.s-conflict,.s-verify_failed{background:#fde7c8!important}
+.s-conflict,.s-verify_failed,.s-integration_failed{background:#fde7c8!important}
+.s-flaky{background:#fff3b0!important}
 .s-failed,.s-timed_out{background:#f9d0d0!important}
 .s-skipped{background:#e4e7ec!important}
 .timeline{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px;margin:12px 0;overflow-x:auto}
-.bar-merged,.bar-no_changes{fill:#4caf50}.bar-conflict,.bar-verify_failed{fill:#f0a030}
+.bar-merged,.bar-no_changes{fill:#4caf50}.bar-conflict,.bar-verify_failed,.bar-integration_failed{fill:#f0a030}
 .bar-failed,.bar-timed_out{fill:#e05050}.bar-skipped,.bar-unknown{fill:#9aa3af}
 .bar-passed{fill:#2e7d32}.bar-integration_failed{fill:#b04080}
 .tools{margin:8px 0}
@@ -124,6 +125,9 @@ pub fn render(view: &RunView, patch: &dyn Fn(&TaskReport) -> Option<String>) -> 
         "<div class=\"tools\"><input id=\"filter\" placeholder=\"filter by id or status\"> \
          <button id=\"expand\">expand all</button> <button id=\"collapse\">collapse all</button></div>",
     );
+    if let Some(g) = report.and_then(|r| r.integration.as_ref()) {
+        integration_section(&mut out, g);
+    }
     let mut budget = MAX_TOTAL_DIFF_BYTES;
     for t in &view.tasks {
         task_section(&mut out, t, patch, &mut budget);
@@ -300,6 +304,45 @@ fn timeline(out: &mut String, view: &RunView) {
     );
 }
 
+/// The integration gate, as a row like a task's: passed or failed (and flaky), its runs, the
+/// tasks it took out, why it failed and the end of the output.
+fn integration_section(out: &mut String, g: &IntegrationReport) {
+    let status = if g.passed {
+        "passed"
+    } else {
+        "integration_failed"
+    };
+    let class = if g.passed { "merged" } else { status };
+    let _ = write!(
+        out,
+        "<details class=\"task gate\" data-id=\"integration gate\" data-status=\"{status}{}\"><summary><span class=\"id\">integration gate</span><span class=\"st s-{class}\">{status}</span>{}<span class=\"muted\">{} verify run(s)</span></summary><div class=\"body\">",
+        if g.flaky > 0 { " flaky" } else { "" },
+        if g.flaky > 0 {
+            "<span class=\"st s-flaky\">flaky</span>"
+        } else {
+            ""
+        },
+        g.verify_runs
+    );
+    if let Some(reason) = &g.reason {
+        let _ = write!(out, "<p><b>reason:</b> {}</p>", esc(reason));
+    }
+    let _ = write!(
+        out,
+        "<p class=\"muted\">taken out: {} · flaky runs: {}</p>",
+        if g.ejected.is_empty() {
+            "none".to_string()
+        } else {
+            esc(&g.ejected.join(", "))
+        },
+        g.flaky
+    );
+    if let Some(o) = &g.output {
+        let _ = write!(out, "<pre>{}</pre>", esc(o));
+    }
+    out.push_str("</div></details>");
+}
+
 fn task_section(
     out: &mut String,
     t: &TaskView,
@@ -307,11 +350,21 @@ fn task_section(
     budget: &mut usize,
 ) {
     let status = status_name(t);
+    let flaky = t
+        .report
+        .as_ref()
+        .is_some_and(|r| r.verify.iter().any(|g| g.flaky));
     let _ = write!(
         out,
-        "<details class=\"task\" data-id=\"{}\" data-status=\"{status}\"><summary><span class=\"id\">{}</span><span class=\"st s-{status}\">{status}</span>",
+        "<details class=\"task\" data-id=\"{}\" data-status=\"{status}{}\"><summary><span class=\"id\">{}</span><span class=\"st s-{status}\">{status}</span>{}",
         esc(&t.id),
-        esc(&t.id)
+        if flaky { " flaky" } else { "" },
+        esc(&t.id),
+        if flaky {
+            "<span class=\"st s-flaky\">flaky</span>"
+        } else {
+            ""
+        }
     );
     let Some(r) = &t.report else {
         out.push_str("</summary><div class=\"body muted\">no outcome recorded</div></details>");
@@ -351,14 +404,22 @@ fn task_section(
             for g in &a.gates {
                 let _ = write!(
                     out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}{}</td></tr>",
                     a.number,
                     esc(&g.gate),
-                    if g.passed { "passed" } else { "<b>failed</b>" },
+                    match (g.passed, g.flaky) {
+                        (true, true) => "passed <span class=\"st s-flaky\">flaky</span>",
+                        (true, false) => "passed",
+                        (false, _) => "<b>failed</b>",
+                    },
                     esc(g.detail.as_deref().unwrap_or("")),
                     g.output
                         .as_ref()
                         .map(|o| format!("<pre>{}</pre>", esc(o)))
+                        .unwrap_or_default(),
+                    g.stderr
+                        .as_ref()
+                        .map(|e| format!("<p class=\"muted\">stderr</p><pre>{}</pre>", esc(e)))
                         .unwrap_or_default()
                 );
             }
@@ -670,5 +731,58 @@ mod tests {
             out.contains("id=\"timeline-data\">{\"start_ms\":1000,\"end_ms\":9500"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_integration_gate_has_a_row_and_flaky_and_failed_badges_are_styled() {
+        let mut report = crate::report::table::tests::sample();
+        report.tasks[0].verify.push(crate::report::GateResult {
+            gate: "command".into(),
+            passed: true,
+            detail: Some("flaky: failed 1 time(s), then passed".into()),
+            paths: vec![],
+            output: None,
+            stderr: None,
+            flaky: true,
+        });
+        report.tasks[1].status = TaskStatus::IntegrationFailed;
+        report.integration = Some(IntegrationReport {
+            verify_runs: 4,
+            ejected: vec!["orders-route".into()],
+            passed: true,
+            flaky: 1,
+            reason: Some("verify command failed (exited with status 1): 1 failing <x>".into()),
+            output: None,
+        });
+        let mut view = RunView::default();
+        view.apply(&Event {
+            v: crate::event::EVENT_SCHEMA_VERSION,
+            t_ms: 1,
+            run: "r".into(),
+            kind: EventKind::RunEnded {
+                report: Box::new(report),
+            },
+        });
+        let page = render(&view, &|_| None);
+        assert!(
+            page.contains("data-id=\"integration gate\" data-status=\"passed flaky\""),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "<b>reason:</b> verify command failed (exited with status 1): 1 failing &lt;x&gt;"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("taken out: orders-route"), "{page}");
+        assert!(page.contains("data-status=\"merged flaky\""), "{page}");
+        assert!(
+            page.contains("<span class=\"st s-integration_failed\">integration_failed</span>"),
+            "{page}"
+        );
+        assert!(
+            STYLE.contains(".s-integration_failed{") || STYLE.contains(",.s-integration_failed{")
+        );
+        assert!(STYLE.contains(".s-flaky{"));
     }
 }

@@ -1,6 +1,8 @@
-//! JUnit XML (`--junit PATH`): one test case per task, in one test suite per run. A task that
-//! did not end `merged` or `no_changes` is a failure (`skipped` is a skipped test case) whose
-//! text is its error or its failed gates. The format is the common subset CI systems read
+//! JUnit XML (`--junit PATH`): one test case per task, in one test suite per run, and one for
+//! the integration gate when there is one. A task that did not end `merged` or `no_changes` is
+//! a failure (`skipped` is a skipped test case) whose text is its error or its failed gates. A
+//! gate that passed only when run again (`verify_retries`) is a `<flakyFailure>` of a passing
+//! case, as Maven Surefire writes them. The format is the common subset CI systems read
 //! (Jenkins, GitLab, GitHub test reporters).
 
 use crate::event::{Event, EventKind, Output, OutputError, RunView};
@@ -8,11 +10,14 @@ use crate::report::{RunReport, TaskReport, TaskStatus};
 
 /// Renders the run's report as JUnit XML.
 pub fn render(report: &RunReport) -> String {
+    let gate = report.integration.as_ref();
+    let tests = report.tasks.len() + usize::from(gate.is_some());
     let failures = report
         .tasks
         .iter()
         .filter(|t| !t.status.is_success() && t.status != TaskStatus::Skipped)
-        .count();
+        .count()
+        + usize::from(gate.is_some_and(|g| !g.passed));
     let skipped = report
         .tasks
         .iter()
@@ -20,14 +25,12 @@ pub fn render(report: &RunReport) -> String {
         .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str(&format!(
-        "<testsuites name=\"fanout\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
-        report.tasks.len(),
+        "<testsuites name=\"fanout\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
         report.duration_ms as f64 / 1000.0
     ));
     out.push_str(&format!(
-        "  <testsuite name=\"fanout run {}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        "  <testsuite name=\"fanout run {}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
         esc(&report.run_id),
-        report.tasks.len(),
         report.duration_ms as f64 / 1000.0
     ));
     out.push_str("    <properties>\n");
@@ -45,6 +48,9 @@ pub fn render(report: &RunReport) -> String {
     for t in &report.tasks {
         out.push_str(&testcase(&report.run_id, t));
     }
+    if let Some(g) = gate {
+        out.push_str(&integration_case(&report.run_id, g));
+    }
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
 }
@@ -59,8 +65,15 @@ fn testcase(run: &str, t: &TaskReport) -> String {
     let detail = failure_text(t);
     match t.status {
         s if s.is_success() => {
+            out.push_str(">\n");
+            for g in t.verify.iter().filter(|g| g.flaky) {
+                out.push_str(&flaky_failure(
+                    g.detail.as_deref().unwrap_or("flaky"),
+                    &g.gate,
+                ));
+            }
             out.push_str(&format!(
-                ">\n      <system-out>{}</system-out>\n    </testcase>\n",
+                "      <system-out>{}</system-out>\n    </testcase>\n",
                 esc(&format!(
                     "{}: {} file(s) +{} -{}",
                     t.status_text(),
@@ -88,6 +101,55 @@ fn testcase(run: &str, t: &TaskReport) -> String {
     out
 }
 
+/// `<flakyFailure>`: the gate passed, but only when run again.
+fn flaky_failure(detail: &str, gate: &str) -> String {
+    format!(
+        "      <flakyFailure type=\"{}\" message=\"{}\">{}</flakyFailure>\n",
+        esc(gate),
+        esc(first_line(detail)),
+        esc(detail)
+    )
+}
+
+/// The integration gate as a test case of its own: failed, passed, or passed but flaky.
+fn integration_case(run: &str, g: &crate::report::IntegrationReport) -> String {
+    let mut out = format!(
+        "    <testcase classname=\"fanout.{}\" name=\"integration gate\" time=\"0.000\">\n",
+        esc(run)
+    );
+    let summary = format!(
+        "{} verify run(s); {} flaky; taken out: {}",
+        g.verify_runs,
+        g.flaky,
+        if g.ejected.is_empty() {
+            "none".to_string()
+        } else {
+            g.ejected.join(", ")
+        }
+    );
+    let reason = g
+        .reason
+        .as_deref()
+        .unwrap_or("the integration verify command failed");
+    if !g.passed {
+        out.push_str(&format!(
+            "      <failure type=\"integration_failed\" message=\"{}\">{}</failure>\n",
+            esc(first_line(reason)),
+            esc(&format!(
+                "{summary}\n{}",
+                g.output.as_deref().unwrap_or(reason)
+            ))
+        ));
+    } else if g.flaky > 0 {
+        out.push_str(&flaky_failure(reason, "integration"));
+    }
+    out.push_str(&format!(
+        "      <system-out>{}</system-out>\n    </testcase>\n",
+        esc(&summary)
+    ));
+    out
+}
+
 /// The error, or the failed gates with their details and output.
 fn failure_text(t: &TaskReport) -> String {
     let mut text = t.error.clone().unwrap_or_default();
@@ -100,9 +162,9 @@ fn failure_text(t: &TaskReport) -> String {
             g.gate,
             g.detail.as_deref().unwrap_or("")
         ));
-        if let Some(o) = &g.output {
+        if let Some(o) = g.both_outputs() {
             text.push('\n');
-            text.push_str(o);
+            text.push_str(&o);
         }
     }
     if text.is_empty() {
@@ -178,6 +240,8 @@ mod tests {
             detail: Some("exit 1".into()),
             paths: vec![],
             output: Some("assert failed\u{1}".into()),
+            stderr: None,
+            flaky: false,
         });
         let mut skipped = TaskReport::new("later", "a");
         skipped.status = TaskStatus::Skipped;
@@ -201,6 +265,46 @@ mod tests {
         assert!(xml.contains("command gate failed: exit 1"), "{xml}");
         assert!(xml.contains("assert failed\u{FFFD}"), "{xml}");
         assert!(xml.contains("<skipped message=\"dependency bad ended verify_failed\"/>"));
+    }
+
+    #[test]
+    fn a_flaky_gate_and_the_integration_gate_have_their_elements() {
+        let mut r = report();
+        r.tasks[0].verify.push(crate::report::GateResult {
+            gate: "command".into(),
+            passed: true,
+            detail: Some("flaky: failed 1 time(s), then passed; first failure: exit 1".into()),
+            paths: vec![],
+            output: None,
+            stderr: None,
+            flaky: true,
+        });
+        r.integration = Some(crate::report::IntegrationReport {
+            verify_runs: 3,
+            ejected: vec!["bad".into()],
+            passed: false,
+            flaky: 0,
+            reason: Some("verify command failed (exited with status 1): 2 failing".into()),
+            output: Some("verify command failed (exited with status 1): 2 failing\nmore".into()),
+        });
+        let xml = render(&r);
+        assert!(xml.contains("tests=\"4\" failures=\"2\""), "{xml}");
+        assert!(
+            xml.contains("<flakyFailure type=\"command\" message=\"flaky: failed 1 time(s)"),
+            "{xml}"
+        );
+        assert!(xml.contains("name=\"integration gate\""), "{xml}");
+        assert!(
+            xml.contains("<failure type=\"integration_failed\" message=\"verify command failed (exited with status 1): 2 failing\">"),
+            "{xml}"
+        );
+        if let Some(g) = r.integration.as_mut() {
+            g.passed = true;
+            g.flaky = 1;
+        }
+        let xml = render(&r);
+        assert!(xml.contains("tests=\"4\" failures=\"1\""), "{xml}");
+        assert!(xml.contains("<flakyFailure type=\"integration\""), "{xml}");
     }
 
     #[test]

@@ -72,12 +72,23 @@ impl Progress {
                 passed,
                 verify_runs,
                 elapsed_ms,
+                flaky,
+                reason,
             } => {
                 self.gate = None;
                 self.step = None;
                 let verdict = if *passed { "passed" } else { "failed" };
+                let flaky = match flaky {
+                    0 => String::new(),
+                    n => format!(" ({n} flaky run(s))"),
+                };
+                let reason = reason
+                    .as_deref()
+                    .filter(|_| !*passed)
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
                 return Some(format!(
-                    "fanout: integration gate {verdict} after {verify_runs} verify run(s) in {}",
+                    "fanout: integration gate {verdict} after {verify_runs} verify run(s) in {}{flaky}{reason}",
                     clock(Duration::from_millis(*elapsed_ms))
                 ));
             }
@@ -180,6 +191,8 @@ mod tests {
             passed: true,
             verify_runs: 6,
             elapsed_ms: 361_000,
+            flaky: 0,
+            reason: None,
         });
         assert!(p.gate_label(Instant::now()).is_none());
     }

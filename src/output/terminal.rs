@@ -107,7 +107,7 @@ impl TerminalOutput {
     fn status_color(status: &str) -> &'static str {
         match status {
             "merged" | "verified" | "no changes" | "no_changes" => "32",
-            "conflict" | "verify_failed" => "33",
+            "conflict" | "verify_failed" | "integration_failed" | "flaky" => "33",
             "failed" | "timed_out" => "31",
             _ => "2",
         }
@@ -247,6 +247,10 @@ impl TerminalOutput {
         }
         if let Some(e) = &r.error {
             line.push_str(&format!(" — {}", e.lines().next().unwrap_or("")));
+        }
+        if let Some(g) = r.verify.iter().find(|g| g.flaky) {
+            let flaky = format!("{} gate {}", g.gate, g.detail.as_deref().unwrap_or("flaky"));
+            line.push_str(&format!(" — {}", self.paint(&flaky, "33")));
         }
         line
     }

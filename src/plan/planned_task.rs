@@ -14,6 +14,8 @@ pub struct PlannedTask {
     pub timeout_secs: f64,
     pub verify: Option<VerifyCommand>,
     pub verify_timeout_secs: f64,
+    /// How many times a failing verify command runs again (0: none).
+    pub verify_retries: u32,
     pub max_attempts: u32,
     /// What the task's change may weigh.
     pub limits: crate::git::collect::ChangeLimits,
@@ -53,6 +55,7 @@ impl PlannedTask {
                 timeout_secs: None,
                 verify: None,
                 verify_timeout_secs: None,
+                verify_retries: None,
                 depends_on: depends_on.iter().map(|d| parse(d)).collect(),
                 max_attempts: None,
                 max_file_bytes: None,
@@ -68,6 +71,7 @@ impl PlannedTask {
             timeout_secs: 60.0,
             verify: None,
             verify_timeout_secs: 60.0,
+            verify_retries: 0,
             max_attempts: 1,
             limits: crate::git::collect::ChangeLimits::default(),
             caches: Vec::new(),

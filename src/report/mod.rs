@@ -57,8 +57,28 @@ pub struct GateResult {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// The end of the command's stdout (of its stderr too, for gates other than `command`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The end of the command's stderr, kept apart from its stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// Passed only when run again after failing (`verify_retries`): `detail` says how.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flaky: bool,
+}
+
+impl GateResult {
+    /// The gate's output for a human: stdout, then stderr under a marker.
+    pub fn both_outputs(&self) -> Option<String> {
+        match (&self.output, &self.stderr) {
+            (None, None) => None,
+            (o, e) => Some(crate::verify::command::both(
+                o.as_deref().unwrap_or(""),
+                e.as_deref().unwrap_or(""),
+            )),
+        }
+    }
 }
 
 /// One attempt of the agent at the task (the first prompt, then each feedback round).
@@ -197,14 +217,19 @@ impl Default for TaskReport {
 }
 
 impl TaskReport {
-    /// Its status for people, with the round it ended in when it ran more than once
-    /// (`merged (round 2)`).
+    /// Its status for people, with the round it ended in when it ran more than once and
+    /// whether a gate passed only when run again (`merged (round 2, flaky)`).
     pub fn status_text(&self) -> String {
-        match self.rounds.last() {
-            Some(last) if self.rounds.len() > 1 => {
-                format!("{} (round {})", self.status.as_str(), last.round)
-            }
-            _ => self.status.as_str().to_string(),
+        let mut notes = Vec::new();
+        if let Some(last) = self.rounds.last().filter(|_| self.rounds.len() > 1) {
+            notes.push(format!("round {}", last.round));
+        }
+        if self.verify.iter().any(|g| g.flaky) {
+            notes.push("flaky".to_string());
+        }
+        match notes.is_empty() {
+            true => self.status.as_str().to_string(),
+            false => format!("{} ({})", self.status.as_str(), notes.join(", ")),
         }
     }
 
@@ -328,10 +353,14 @@ pub struct IntegrationReport {
     pub ejected: Vec<String>,
     /// Whether the integration branch handed over passed the verify command.
     pub passed: bool,
-    /// Failures of the verify command that did not happen again when confirmed (a flaky
-    /// command); nobody was taken out for them.
+    /// Runs of the verify command that failed and then passed (a flaky command): run again
+    /// by `integrate.verify_retries`, or a failure bisection could not reproduce. Nobody was
+    /// taken out for them.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub flaky: u32,
+    /// Why the last failing run failed, in one line: its exit and the test runner's summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The end of the last verify run's output (or why the gate could not run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,

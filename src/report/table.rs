@@ -1,6 +1,27 @@
-//! The terminal summary table: task, status, files, +/−, seconds.
+//! The terminal summary table: task, status (`merged (flaky)` when a gate passed only when run
+//! again), files, +/−, seconds; the problems, flaky gates and the integration gate below it.
 
-use super::RunReport;
+use super::{IntegrationReport, RunReport};
+
+/// The status cell: the status, and `(flaky)` when a gate passed only when run again.
+/// One line on the integration gate: its verdict, runs, flaky runs, tasks taken out, reason.
+fn integration_line(g: &IntegrationReport) -> String {
+    let mut line = format!(
+        "integration gate: {} after {} verify run(s)",
+        if g.passed { "passed" } else { "FAILED" },
+        g.verify_runs
+    );
+    if g.flaky > 0 {
+        line.push_str(&format!(", {} flaky", g.flaky));
+    }
+    if !g.ejected.is_empty() {
+        line.push_str(&format!(", took out {}", g.ejected.join(", ")));
+    }
+    if let Some(r) = &g.reason {
+        line.push_str(&format!(" — {r}"));
+    }
+    line
+}
 
 /// Renders the summary table and the closing lines.
 pub fn render(report: &RunReport) -> String {
@@ -47,9 +68,23 @@ pub fn render(report: &RunReport) -> String {
             Some(format!("  {}: {}\n", t.id, first_lines(&detail, 3)))
         })
         .collect();
+    let flaky = report.tasks.iter().flat_map(|t| {
+        t.verify.iter().filter(|g| g.flaky).map(move |g| {
+            format!(
+                "  {}: {} gate {}\n",
+                t.id,
+                g.gate,
+                first_lines(g.detail.as_deref().unwrap_or("flaky"), 1)
+            )
+        })
+    });
+    let problems: Vec<String> = problems.into_iter().chain(flaky).collect();
     if !problems.is_empty() {
         out.push('\n');
         out.extend(problems);
+    }
+    if let Some(g) = &report.integration {
+        out.push_str(&format!("\n{}\n", integration_line(g)));
     }
     let counts: Vec<String> = report
         .counts
@@ -140,6 +175,41 @@ auth          verify_failed      0       +0       -0       0.9
 run 20261202-070000-abcd: 1 conflict, 1 merged, 1 verify_failed — integration branch fanout/20261202-070000-abcd/merged at fedcba987654
 ";
         assert_eq!(render(&sample()), expected);
+    }
+
+    #[test]
+    fn flaky_gates_and_the_integration_gate_are_told() {
+        let mut report = sample();
+        report.tasks[0].verify.push(crate::report::GateResult {
+            gate: "command".into(),
+            passed: true,
+            detail: Some("flaky: failed 1 time(s), then passed; first failure: x".into()),
+            paths: vec![],
+            output: None,
+            stderr: None,
+            flaky: true,
+        });
+        report.integration = Some(IntegrationReport {
+            verify_runs: 5,
+            ejected: vec!["orders-route".into()],
+            passed: false,
+            flaky: 2,
+            reason: Some("verify command failed (exited with status 141): 141 failing".into()),
+            output: None,
+        });
+        let text = render(&report);
+        assert!(
+            text.contains("users-route   merged (flaky)      1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  users-route: command gate flaky: failed 1 time(s), then passed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("integration gate: FAILED after 5 verify run(s), 2 flaky, took out orders-route — verify command failed (exited with status 141): 141 failing"),
+            "{text}"
+        );
     }
 
     #[test]

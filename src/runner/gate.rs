@@ -28,7 +28,6 @@ use crate::plan::{IntegrateGate, NetChoice};
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
 use crate::sandbox::{NetPolicy, Policy, ReadAccess};
-use crate::verify::command::CommandOutcome;
 
 /// How much of a failing run's output goes into an ejected task's error.
 const ERROR_OUTPUT: usize = 2000;
@@ -174,6 +173,12 @@ pub(crate) fn run(
         report.output = Some(e.to_string());
         shared.events.warn(None, &format!("integration gate: {e}"));
     }
+    // The output is only kept from a failing run (or why the gate could not run).
+    report.reason = report
+        .output
+        .as_deref()
+        .and_then(|o| o.lines().next())
+        .map(str::to_string);
     gate_progress::ended(shared, started, &report);
     report
 }
@@ -197,6 +202,7 @@ fn run_inner(
         handle,
         repo: &repo,
         runs: 0,
+        flaky: Vec::new(),
     };
     let mut check = |set: &[usize], probe: Probe| -> Result<Verdict, GateError> {
         let run = checker.runs + 1;
@@ -218,6 +224,7 @@ fn run_inner(
     let dependents = |culprit: usize, kept: &[usize]| dependents_of(shared, culprit, kept);
     let found = bisect_told(items, &mut check, &dependents);
     report.verify_runs = checker.runs;
+    let retried_flaky = std::mem::take(&mut checker.flaky);
     let found = found?;
     report.output = found.last_output.clone();
     if let Some(text) = &found.base_fails {
@@ -235,6 +242,7 @@ fn run_inner(
         hand_over_the_rest(shared, &repo, list, reports, integration)?;
     }
     report_flaky(shared, &found, report);
+    super::gate_verdict::report_retried(shared, &retried_flaky, report);
     report.passed = found.passed;
     if found.passed {
         for &(i, _) in &integration.merged {
@@ -244,6 +252,8 @@ fn run_inner(
                 detail: None,
                 paths: Vec::new(),
                 output: None,
+                stderr: None,
+                flaky: false,
             });
         }
     }
@@ -305,12 +315,14 @@ fn blame(
 ) {
     for (i, text) in &found.ejected {
         let r = &mut reports[*i];
-        let detail =
-            "the integration verify command fails once this task is merged (found by bisection)"
-                .to_string();
+        // The failing run's first line: its exit and the reason read from its output.
+        let detail = format!(
+            "the integration verify command fails once this task is merged (found by bisection): {}",
+            text.lines().next().unwrap_or("")
+        );
         r.status = TaskStatus::IntegrationFailed;
         r.error = Some(format!(
-            "{detail}:\n{}",
+            "{detail}\n{}",
             super::retry::tail(text, ERROR_OUTPUT)
         ));
         r.verify.push(GateResult {
@@ -319,6 +331,8 @@ fn blame(
             detail: Some(detail.clone()),
             paths: Vec::new(),
             output: Some(text.clone()),
+            stderr: None,
+            flaky: false,
         });
         report.ejected.push(r.id.clone());
         shared.events.emit(EventKind::Ejected {
@@ -369,6 +383,8 @@ struct Checker<'a> {
     handle: &'a tokio::runtime::Handle,
     repo: &'a Repository,
     runs: u32,
+    /// Runs that passed only when run again (`verify_retries`): how each failed first.
+    flaky: Vec<String>,
 }
 
 /// Where the gate's checkout and scratch folder live: names no task id can take (`+`).
@@ -406,20 +422,19 @@ impl Checker<'_> {
         let argv = self.gate.verify.argv();
         let timeout = Duration::from_secs_f64(self.gate.timeout_secs);
         let mut cancel = shared.cancel.clone();
+        let retries = self.gate.verify_retries;
         let out = self.handle.block_on(async {
             tokio::select! {
-                o = crate::verify::command::run_logged(&spec, &argv, timeout, Some(&log)) => Some(o),
+                o = crate::verify::rerun::run(&spec, &argv, timeout, Some(&log), retries) => Some(o),
                 _ = cancel.wait_for(|c| *c) => None,
             }
         });
         self.remove(&name, &checkout, &scratch, &branch);
-        let out: CommandOutcome = out.ok_or(GateError::Interrupted)?;
-        Ok(if out.passed {
-            Verdict::Passed
-        } else if out.output.trim().is_empty() {
-            Verdict::Failed(out.summary)
-        } else {
-            Verdict::Failed(format!("{}\n{}", out.summary, out.output))
+        let runs = out.ok_or(GateError::Interrupted)?;
+        self.flaky.extend(runs.flaky_detail());
+        Ok(match super::gate_verdict::failure_text(&runs.outcome) {
+            None => Verdict::Passed,
+            Some(text) => Verdict::Failed(text),
         })
     }
 

@@ -77,6 +77,8 @@ pub(super) fn ended(shared: &Shared, started: Instant, report: &IntegrationRepor
         passed: report.passed,
         verify_runs: report.verify_runs,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        flaky: report.flaky,
+        reason: report.reason.clone(),
     });
 }
 

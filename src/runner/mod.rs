@@ -13,6 +13,7 @@ mod carried;
 pub mod events;
 mod gate;
 mod gate_progress;
+mod gate_verdict;
 mod identity;
 mod integrate;
 mod launch;

@@ -26,6 +26,13 @@ pub(crate) fn verify_failed_error(report: &TaskReport, attempts: u32) -> String 
                 tail(out, ERROR_OUTPUT)
             ));
         }
+        if let Some(err) = g.stderr.as_deref().filter(|o| !o.trim().is_empty()) {
+            text.push_str(&format!(
+                "\n{} stderr:\n{}",
+                g.gate,
+                tail(err, ERROR_OUTPUT / 2)
+            ));
+        }
     }
     text
 }

@@ -148,6 +148,8 @@ fn scope_gate(task: &PlannedTask, collected: &Collected) -> Option<GateResult> {
                 detail: Some(format!("invalid scope: {e}")),
                 paths: Vec::new(),
                 output: None,
+                stderr: None,
+                flaky: false,
             })
         }
     };
@@ -179,6 +181,8 @@ fn scope_gate(task: &PlannedTask, collected: &Collected) -> Option<GateResult> {
         detail: (!why.is_empty()).then(|| why.join("; ")),
         paths,
         output: None,
+        stderr: None,
+        flaky: false,
     })
 }
 
@@ -193,19 +197,28 @@ async fn command_gate(
     spec.cwd = paths.worktree.clone();
     spec.stderr_log = paths.stderr_log.with_extension("verify.log");
     spec.status_file = paths.status_file.with_extension("verify.json");
-    let out = verify::command::run_logged(
+    let runs = verify::rerun::run(
         &spec,
         &cmd.argv(),
         Duration::from_secs_f64(task.verify_timeout_secs),
         Some(&paths.verify_log),
+        task.verify_retries,
     )
     .await;
+    let flaky = runs.flaky_detail();
+    let out = runs.outcome;
     GateResult {
         gate: "command".into(),
         passed: out.passed,
-        detail: (!out.passed).then(|| out.summary.clone()),
+        detail: if out.passed {
+            flaky.clone()
+        } else {
+            Some(out.detail())
+        },
         paths: Vec::new(),
-        output: (!out.output.is_empty()).then_some(out.output),
+        output: (!out.output.is_empty()).then(|| out.output.clone()),
+        stderr: (!out.stderr.is_empty()).then(|| out.stderr.clone()),
+        flaky: flaky.is_some(),
     }
 }
 
@@ -257,6 +270,8 @@ async fn review_gate(
                 detail: Some(format!("the review did not happen: {why}")),
                 paths: Vec::new(),
                 output: None,
+                stderr: None,
+                flaky: false,
             }
         }
     };
@@ -286,11 +301,27 @@ pub(super) fn feedback_prompt(failed: &[&GateResult], attempt: u32, max: u32) ->
         if !g.paths.is_empty() {
             text.push_str(&format!("paths: {}\n", g.paths.join(", ")));
         }
+        // The ends of the streams: a test runner's failure list is at the end of its output.
         if let Some(o) = &g.output {
             text.push_str("output:\n");
-            text.push_str(&crate::jsonrpc::truncate(o, 4000));
+            text.push_str(&end_of(o, 4000));
+            text.push('\n');
+        }
+        if let Some(e) = &g.stderr {
+            text.push_str("stderr:\n");
+            text.push_str(&end_of(e, 2000));
             text.push('\n');
         }
     }
     text
+}
+
+/// The last `max` bytes of `s`, marked as cut when they are not all of it.
+fn end_of(s: &str, max: usize) -> String {
+    let end = super::retry::tail(s, max);
+    if end.len() < s.trim_end().len() {
+        format!("… ({} bytes before)\n{end}", s.trim_end().len() - end.len())
+    } else {
+        end.to_string()
+    }
 }

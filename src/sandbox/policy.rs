@@ -213,6 +213,10 @@ pub struct SandboxReport {
     /// The uid/gid the program runs as when the supervisor dropped root for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// The signal that killed the program, written once it died of one: the supervisor's own
+    /// exit code (128 + n) cannot tell that from a program that exited with that status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_signal: Option<i32>,
 }
 
 impl SandboxReport {

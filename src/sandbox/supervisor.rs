@@ -122,6 +122,7 @@ pub(crate) fn supervise(cfg: Config) -> i32 {
                 child,
                 sfd,
                 child_code: None,
+                child_signal: None,
             };
             sup.run(&cfg, status_rd)
         }
@@ -275,6 +276,7 @@ fn child_main(
                     missing: Vec::new(),
                     message: None,
                     run_as: None,
+                    child_signal: None,
                 }
             };
             r.run_as = run_as;
@@ -322,6 +324,8 @@ struct Supervisor {
     child: Pid,
     sfd: SignalFd,
     child_code: Option<i32>,
+    /// The signal the program died of, when it did.
+    child_signal: Option<i32>,
 }
 
 impl Supervisor {
@@ -339,6 +343,7 @@ impl Supervisor {
                 missing: Vec::new(),
                 message: Some("the sandboxed process exited before reporting its status".into()),
                 run_as: None,
+                child_signal: None,
             });
         if let Some(e) = lines
             .next()
@@ -363,6 +368,10 @@ impl Supervisor {
             }
             if let Some(code) = self.child_code {
                 self.kill_all();
+                if let (Some(sig), Some(path)) = (self.child_signal, &cfg.status_file) {
+                    report.child_signal = Some(sig);
+                    let _ = write_report(path, &report);
+                }
                 return code;
             }
         }
@@ -398,6 +407,7 @@ impl Supervisor {
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     if pid == self.child {
                         self.child_code = Some(128 + sig as i32);
+                        self.child_signal = Some(sig as i32);
                     }
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,

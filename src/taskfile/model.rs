@@ -116,6 +116,7 @@ impl OnConflict {
 pub struct IntegrateSpec {
     pub verify: VerifyCommand,
     pub timeout_secs: Option<f64>,
+    pub verify_retries: Option<u32>,
 }
 
 /// An agent profile. Field names follow Codex's `mcp_servers` table where they overlap.
@@ -180,6 +181,8 @@ pub const DEFAULT_STARTUP_TIMEOUT_SEC: f64 = 30.0;
 pub const DEFAULT_TOOL_TIMEOUT_SEC: f64 = 900.0;
 pub const DEFAULT_TASK_TIMEOUT_SEC: f64 = 900.0;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+/// Most reruns of a failing verify command (`verify_retries`).
+pub const MAX_RETRIES: u32 = 10;
 
 /// Values every task inherits unless it sets its own.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -188,6 +191,8 @@ pub struct Defaults {
     pub timeout_secs: Option<f64>,
     pub verify: Option<VerifyCommand>,
     pub verify_timeout_secs: Option<f64>,
+    /// How many times a failing verify command runs again.
+    pub verify_retries: Option<u32>,
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,
     pub max_change_bytes: Option<u64>,
@@ -220,6 +225,7 @@ pub struct TaskSpec {
     pub timeout_secs: Option<f64>,
     pub verify: Option<VerifyCommand>,
     pub verify_timeout_secs: Option<f64>,
+    pub verify_retries: Option<u32>,
     pub depends_on: Vec<TaskId>,
     pub max_attempts: Option<u32>,
     pub max_file_bytes: Option<u64>,

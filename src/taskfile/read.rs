@@ -141,6 +141,38 @@ impl Validator {
         }
     }
 
+    /// How many times a failing command runs again: a whole number from 0 to [`MAX_RETRIES`].
+    pub(super) fn retries(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<u32> {
+        let loc = format!("{path}.{key}");
+        match obj.get(key)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(x) if x <= u64::from(super::model::MAX_RETRIES) => Some(x as u32),
+                _ => {
+                    self.problem(
+                        &loc,
+                        format!(
+                            "must be a whole number from 0 to {}, found {n}",
+                            super::model::MAX_RETRIES
+                        ),
+                    );
+                    None
+                }
+            },
+            other => {
+                self.problem(
+                    &loc,
+                    format!("expected a whole number, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn count(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<u32> {
         let loc = format!("{path}.{key}");
         match obj.get(key)? {

@@ -22,6 +22,8 @@ pub enum Kind {
     Bytes,
     /// A whole number from 1 to 100.
     Count,
+    /// A whole number from 0 to `MAX_RETRIES`.
+    Retries,
     Bool,
     /// An argv array or a `sh -c` string.
     Verify,
@@ -148,6 +150,11 @@ pub const INTEGRATE_FIELDS: &[Field] = &[
         "Verify command run on the integration result, in a sandboxed checkout of it: an argv list, or a string run with `sh -c`.",
     ),
     field("timeout_secs", Kind::Positive, "The command's time in seconds (default 600)."),
+    field(
+        "verify_retries",
+        Kind::Retries,
+        "How many times a failing run of the command runs again, on the integration and on each bisection step (0-10, default 0); a pass after a failure is reported `flaky`.",
+    ),
 ];
 
 /// `defaults`.
@@ -164,6 +171,11 @@ macro_rules! with_shared_fields {
                 "Verify command: an argv list, or a string run with `sh -c`, in the worktree inside the sandbox.",
             ),
             field("verify_timeout_secs", Kind::Positive, "The verify command's time in seconds (default 600)."),
+            field(
+                "verify_retries",
+                Kind::Retries,
+                "How many times a failing verify command runs again before the gate fails (0-10, default 0); a pass after a failure is reported `flaky`. Timeouts are not run again.",
+            ),
             field(
                 "setup",
                 Kind::Verify,
@@ -441,6 +453,9 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Positive => json!({"type": "number", "exclusiveMinimum": 0}),
         Kind::Bytes => json!({"type": "integer", "minimum": 1}),
         Kind::Count => json!({"type": "integer", "minimum": 1, "maximum": 100}),
+        Kind::Retries => {
+            json!({"type": "integer", "minimum": 0, "maximum": super::model::MAX_RETRIES})
+        }
         Kind::Bool => json!({"type": "boolean"}),
         Kind::Verify => json!({"$ref": "#/$defs/verify"}),
         Kind::TaskId => json!({"$ref": "#/$defs/taskId"}),
@@ -527,6 +542,7 @@ mod tests {
             Kind::Positive => json!(1.5),
             Kind::Bytes => json!(10),
             Kind::Count => json!(3),
+            Kind::Retries => json!(2),
             Kind::Bool => json!(true),
             Kind::Verify => json!(["true"]),
             Kind::TaskId => json!("t1"),

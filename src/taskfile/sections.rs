@@ -290,6 +290,7 @@ impl Validator {
             timeout_secs: self.positive(obj, "timeout_secs", path),
             verify: self.verify(obj, "verify", path),
             verify_timeout_secs: self.positive(obj, "verify_timeout_secs", path),
+            verify_retries: self.retries(obj, "verify_retries", path),
             max_attempts: self.count(obj, "max_attempts", path),
             max_file_bytes: self.bytes(obj, "max_file_bytes", path),
             max_change_bytes: self.bytes(obj, "max_change_bytes", path),
@@ -335,6 +336,7 @@ impl Validator {
         let obj = self.object(value, path)?;
         self.known_fields(obj, path, &schema::names(schema::INTEGRATE_FIELDS));
         let timeout_secs = self.positive(obj, "timeout_secs", path);
+        let verify_retries = self.retries(obj, "verify_retries", path);
         if !obj.contains_key("verify") {
             self.problem(path, "missing field \"verify\"");
         }
@@ -342,6 +344,7 @@ impl Validator {
         Some(IntegrateSpec {
             verify,
             timeout_secs,
+            verify_retries,
         })
     }
 

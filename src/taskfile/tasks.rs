@@ -88,6 +88,7 @@ impl Validator {
         let timeout_secs = self.positive(obj, "timeout_secs", path);
         let verify = self.verify(obj, "verify", path);
         let verify_timeout_secs = self.positive(obj, "verify_timeout_secs", path);
+        let verify_retries = self.retries(obj, "verify_retries", path);
         let max_attempts = self.count(obj, "max_attempts", path);
         let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
         let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
@@ -122,6 +123,7 @@ impl Validator {
             timeout_secs,
             verify,
             verify_timeout_secs,
+            verify_retries,
             depends_on,
             max_attempts,
             max_file_bytes,

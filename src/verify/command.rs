@@ -1,7 +1,8 @@
 /*!
 The verify command gate: runs the task's `verify` command in its worktree, inside the same
-sandbox as the agent, with its own timeout. Non-zero exit fails the gate; the output is kept
-(trimmed) for the report and for feedback to the agent.
+sandbox as the agent, with its own timeout. Non-zero exit fails the gate; the ends of its stdout
+and of its stderr are kept apart (a chatty stderr cannot push the test runner's failure list
+out), with the reason read from them ([`super::summary`]), for the report and for feedback.
 
 A command that failed because the machine ran out of something (processes, memory, disk, open
 files — another task's fork bomb, a full disk) says nothing about the change: it runs once more,
@@ -14,15 +15,58 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use crate::process::{describe_exit, AgentProcess, SpawnSpec};
+use crate::process::{AgentProcess, SpawnSpec};
 
-/// How much verify output is kept.
-pub const MAX_OUTPUT: usize = 8 * 1024;
+/// How much of each of stdout and stderr is kept.
+pub const MAX_OUTPUT: usize = 64 * 1024;
 
 pub struct CommandOutcome {
     pub passed: bool,
+    /// How it ended: `verify command failed (exited with status 1)`.
     pub summary: String,
+    /// The end of its stdout, secrets masked.
     pub output: String,
+    /// The end of its stderr, secrets masked.
+    pub stderr: String,
+    /// Why it failed, in one line, from its own output (a test runner's summary).
+    pub reason: Option<String>,
+    /// It did not finish in its time.
+    pub timed_out: bool,
+}
+
+impl CommandOutcome {
+    fn failed(summary: String) -> CommandOutcome {
+        CommandOutcome {
+            passed: false,
+            summary,
+            output: String::new(),
+            stderr: String::new(),
+            reason: None,
+            timed_out: false,
+        }
+    }
+
+    /// The summary, and the reason after it when there is one.
+    pub fn detail(&self) -> String {
+        match &self.reason {
+            Some(r) => format!("{}: {r}", self.summary),
+            None => self.summary.clone(),
+        }
+    }
+
+    /// Both streams for a human: stdout, then stderr under a marker.
+    pub fn both(&self) -> String {
+        both(&self.output, &self.stderr)
+    }
+}
+
+/// stdout, then stderr under a `--- stderr ---` line (each may be empty).
+pub fn both(stdout: &str, stderr: &str) -> String {
+    match (stdout.is_empty(), stderr.is_empty()) {
+        (_, true) => stdout.to_string(),
+        (true, false) => format!("--- stderr ---\n{stderr}"),
+        (false, false) => format!("{stdout}\n--- stderr ---\n{stderr}"),
+    }
 }
 
 /// How a failed gate's detail starts when the machine, not the change, made it fail.
@@ -65,6 +109,11 @@ pub fn exhausted(gate: &crate::report::GateResult) -> Option<&str> {
         .filter(|d| !gate.passed && d.starts_with(OUT_OF))
 }
 
+/// The command failed only because the machine ran out of something (it ran twice already).
+pub fn ran_out(outcome: &CommandOutcome) -> bool {
+    !outcome.passed && outcome.summary.starts_with(OUT_OF)
+}
+
 /// Largest verify log kept per task; the rest is counted, not written.
 const MAX_LOG: u64 = 16 * 1024 * 1024;
 
@@ -97,7 +146,7 @@ pub async fn run_logged(
     }
     let (mut outcome, mut log_file) = run_inner(spec, argv, timeout, log_file).await;
     if let Some(what) = (!outcome.passed)
-        .then(|| ran_out_of(&outcome.output))
+        .then(|| ran_out_of(&outcome.both()))
         .flatten()
     {
         // Not the change's doing: once more, after a moment for the machine to recover.
@@ -109,12 +158,13 @@ pub async fn run_logged(
         }
         let (again, log) = run_inner(spec, argv, timeout, log_file).await;
         log_file = log;
-        outcome = match (!again.passed).then(|| ran_out_of(&again.output)).flatten() {
+        outcome = match (!again.passed).then(|| ran_out_of(&again.both())).flatten() {
             Some(what) => CommandOutcome {
                 summary: format!(
                     "{OUT_OF} {what} while the verify command ran, twice ({}); the change was not judged",
                     again.summary
                 ),
+                reason: None,
                 ..again
             },
             None => again,
@@ -145,12 +195,7 @@ async fn run_inner(
     mut log: Option<tokio::fs::File>,
 ) -> (CommandOutcome, Option<tokio::fs::File>) {
     let Some((program, args)) = argv.split_first() else {
-        let outcome = CommandOutcome {
-            passed: false,
-            summary: "empty verify command".into(),
-            output: String::new(),
-        };
-        return (outcome, log);
+        return (CommandOutcome::failed("empty verify command".into()), log);
     };
     let mut spec = spec.clone();
     spec.program = program.clone();
@@ -159,11 +204,7 @@ async fn run_inner(
     let mut proc = match AgentProcess::spawn(&spec) {
         Ok(p) => p,
         Err(e) => {
-            let outcome = CommandOutcome {
-                passed: false,
-                summary: format!("cannot start the verify command: {e}"),
-                output: String::new(),
-            };
+            let outcome = CommandOutcome::failed(format!("cannot start the verify command: {e}"));
             return (outcome, log);
         }
     };
@@ -213,7 +254,10 @@ async fn run_inner(
         Some(s) if s.success() => (true, "verify command passed".to_string()),
         Some(s) => (
             false,
-            format!("verify command failed ({})", describe_exit(&s)),
+            format!(
+                "verify command failed ({})",
+                super::exit::describe(&s, &spec.status_file)
+            ),
         ),
         None => {
             proc.terminate(crate::agent::STOP_GRACE).await;
@@ -227,21 +271,22 @@ async fn run_inner(
         }
     };
     let (stdout, log) = reader.await.unwrap_or_default();
-    let mut output = String::from_utf8_lossy(&stdout).into_owned();
-    let err = proc.stderr_tail_max(MAX_OUTPUT).await;
-    if !err.is_empty() {
-        if !output.is_empty() && !output.ends_with('\n') {
-            output.push('\n');
-        }
-        output.push_str(&err);
-    }
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stderr = proc.stderr_tail_max(MAX_OUTPUT).await;
     // The output goes into the report and back to the agent as feedback: masked whole before
     // it is cut, so no secret is cut into an unrecognisable piece.
-    let output = tail(&crate::redact::redact(&output), MAX_OUTPUT);
+    let output = tail(&crate::redact::redact(&stdout), MAX_OUTPUT);
+    let stderr = tail(&crate::redact::redact(&stderr), MAX_OUTPUT);
+    let reason = (!passed)
+        .then(|| super::summary::reason(&output, &stderr))
+        .flatten();
     let outcome = CommandOutcome {
         passed,
         summary,
         output,
+        stderr,
+        reason,
+        timed_out: status.is_none(),
     };
     (outcome, log)
 }
@@ -283,6 +328,8 @@ mod tests {
             detail: Some(detail.into()),
             paths: Vec::new(),
             output: None,
+            stderr: None,
+            flaky: false,
         };
         let out = format!("{OUT_OF} processes while the verify command ran, twice (exit 2)");
         assert!(exhausted(&gate(false, &out)).is_some());

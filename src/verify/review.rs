@@ -116,6 +116,8 @@ pub async fn gate(review: &ReviewSpec, q: ReviewInput<'_>) -> GateResult {
         detail,
         paths: Vec::new(),
         output: (!output.is_empty()).then(|| crate::jsonrpc::truncate(&output, 8 * 1024)),
+        stderr: None,
+        flaky: false,
     }
 }
 

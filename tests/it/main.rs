@@ -14,6 +14,7 @@ mod escape;
 mod examples;
 mod exhaustion;
 mod faults;
+mod flaky;
 mod gc;
 mod hardening;
 mod housekeeping;

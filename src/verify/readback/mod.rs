@@ -185,6 +185,8 @@ async fn check_jobs<R: ReadTool>(reader: &R, root: &Path, jobs: Vec<Job>) -> Rea
                 detail: None,
                 paths: Vec::new(),
                 output: None,
+                stderr: None,
+                flaky: false,
             }),
             report,
         }
@@ -200,6 +202,8 @@ async fn check_jobs<R: ReadTool>(reader: &R, root: &Path, jobs: Vec<Job>) -> Rea
                 )),
                 paths: report.mismatches.clone(),
                 output: None,
+                stderr: None,
+                flaky: false,
             }),
             report,
         }
@@ -216,6 +220,8 @@ fn failed_outcome(mut report: ReadbackReport, why: &str) -> ReadbackOutcome {
             detail: Some(format!("read-back could not be completed: {why}")),
             paths: Vec::new(),
             output: None,
+            stderr: None,
+            flaky: false,
         }),
         report,
     }
