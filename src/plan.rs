@@ -8,8 +8,10 @@ mod checks;
 mod error;
 mod identity;
 mod planned_task;
+mod select;
 pub use checks::*;
 pub use identity::*;
+pub use select::{selection, split_ids, SelectError};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +134,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The task file's `caches_fill`: fills the shared caches once, before any agent.
     pub caches_fill: Option<CachesFill>,
+    /// The ids `--only` kept (all the task file's tasks when `None`).
+    pub only: Option<Vec<String>>,
 }
 
 /// The command that fills the shared caches (`caches_fill`), and its time.
@@ -320,6 +324,7 @@ impl Plan {
             task_file_text: String::new(),
             priors: BTreeMap::new(),
             warnings,
+            only: None,
         })
     }
 
