@@ -25,6 +25,7 @@ mod loss;
 mod mcp_server;
 mod nightly;
 mod outputs;
+mod retry;
 mod run;
 mod sandbox;
 mod sandbox_run;
