@@ -251,8 +251,10 @@ fn saved_options(c: &Continue, saved: &SavedInputs, tasks_file: std::path::PathB
     }
 }
 
-/// Removes what a task that runs again left (worktree, scratch, branch) so it starts afresh.
+/// Removes what a task that runs again left (worktree, scratch, branch) so it starts afresh,
+/// and the lower checkouts of overlay workspaces an attempt killed with -9 left.
 fn clean_unfinished(plan: &Plan) -> Result<(), ResumeError> {
+    remove_left_lowers(plan)?;
     let repo = &plan.repo.repo;
     for task in &plan.tasks {
         let id = task.id().as_str();
@@ -265,6 +267,30 @@ fn clean_unfinished(plan: &Plan) -> Result<(), ResumeError> {
         let _ = worktree::remove_tree(&plan.scratch_path(task.id()));
         // The run is not running (checked above), so a leftover ref lock is stale.
         crate::git::repo::delete_branch_of_dead_run(repo, &task_branch(&plan.run_id, task.id()))
+            .map_err(PlanError::from)?;
+    }
+    Ok(())
+}
+
+/// The lower checkouts (and their registrations) an earlier attempt of the run left: a
+/// continued run checks out its own when a task needs one.
+fn remove_left_lowers(plan: &Plan) -> Result<(), ResumeError> {
+    crate::runner::remove_memory_lowers(&plan.run_dir);
+    let lower_dir = crate::run_dir::RunDir::new(&plan.run_dir)
+        .worktrees_link()
+        .join(".lower");
+    let prefix = format!("fanout-{}-lower-", plan.run_id);
+    let names: Vec<String> = std::fs::read_dir(plan.repo.common_dir.join("worktrees"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in names {
+        let commit = &name[prefix.len()..];
+        worktree::remove(&plan.repo.common_dir, &name, &lower_dir.join(commit))
             .map_err(PlanError::from)?;
     }
     Ok(())
