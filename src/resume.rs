@@ -175,7 +175,22 @@ pub fn plan_retry(c: &Continue, choice: &RetryChoice) -> Result<Continued, Resum
         }
     }
     clean_unfinished(&plan)?;
+    keep_earlier_report(&plan.run_dir);
     Ok(Continued { plan, notes })
+}
+
+/// Keeps the run's report as it was before a retry (`report.<n>.json`, the first free n),
+/// so the earlier attempt's outcomes stay readable.
+fn keep_earlier_report(run_dir: &std::path::Path) {
+    let layout = crate::run_dir::RunDir::new(run_dir);
+    let Some(to) = (1..)
+        .map(|n| layout.earlier_report(n))
+        .find(|p| !p.exists())
+    else {
+        return;
+    };
+    // Best effort: a run killed before its first report has none to keep.
+    let _ = std::fs::copy(layout.report(), to);
 }
 
 /// The saved run as a plan (its id, folder, base, options and `--only` selection), and its

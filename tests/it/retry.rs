@@ -108,6 +108,19 @@ fn retry_default_set_merges_the_fixed_task(runner: Runner) {
     let state = read_json(&run_dir(&repo, &run_id).join("state.json"));
     assert_eq!(state["status"], "finished", "{state}");
     assert_eq!(state["tasks"]["c"]["status"], "merged", "{state}");
+    // The first attempt's report is kept beside the new one.
+    let earlier = read_json(&run_dir(&repo, &run_id).join("report.1.json"));
+    assert_eq!(statuses(&earlier)["c"], "failed", "{earlier}");
+    // The HTML report is rendered again from the run's events: both attempts, c merged.
+    let html = repo.tmp.path().join("r.html");
+    let out = repo.fanout(&["report", "last", "--html", html.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("data-id=\"c\" data-status=\"merged\""),
+        "c's row says merged"
+    );
+    assert_eq!(page.matches("data-id=\"c\"").count(), 1, "one row per task");
     // Nothing is left to retry.
     let again = repo.fanout(&["retry", "last"]);
     assert_eq!(again.status.code(), Some(2), "{}", show(&again));
