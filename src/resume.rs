@@ -16,7 +16,6 @@ mod retry;
 pub use keep::Decision;
 pub use retry::{RetryChoice, RetryError};
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::git::repo::UserRepo;

@@ -194,6 +194,12 @@ pub struct ValidateArgs {
     /// folder), print the generated tasks and check them like written ones.
     #[arg(long)]
     pub expand: bool,
+    /// Check the selection `fanout run --only` would make (generated ids with --expand).
+    #[arg(long, value_name = "ID,…")]
+    pub only: Vec<String>,
+    /// With --only: the selected tasks' dependencies too.
+    #[arg(long, requires = "only")]
+    pub with_deps: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -9,7 +9,13 @@ use crate::resume::{Continue, RetryChoice};
 
 pub fn run(a: RetryArgs) -> anyhow::Result<i32> {
     let run = resolve_run(&a.repo, &a.run)?;
-    let c = continue_of(&a.repo, run.clone(), a.jobs, a.report.clone(), a.min_free_mb)?;
+    let c = continue_of(
+        &a.repo,
+        run.clone(),
+        a.jobs,
+        a.report.clone(),
+        a.min_free_mb,
+    )?;
     let choice = RetryChoice {
         ids: a.ids.clone(),
         force: a.force,

@@ -144,6 +144,9 @@ mod tests {
     #[test]
     fn an_unknown_id_lists_the_tasks() {
         let e = selection(&tasks(), &["x".to_string()], false).unwrap_err();
-        assert_eq!(e.to_string(), "--only names no task x; the tasks are: a, b, c, d");
+        assert_eq!(
+            e.to_string(),
+            "--only names no task x; the tasks are: a, b, c, d"
+        );
     }
 }

@@ -147,7 +147,10 @@ mod tests {
             on_retry(&task("running", None, Some(TaskPhase::Setup))),
             Decision::Redo(_)
         ));
-        assert_eq!(ended_status("integration_failed"), Some(TaskStatus::IntegrationFailed));
+        assert_eq!(
+            ended_status("integration_failed"),
+            Some(TaskStatus::IntegrationFailed)
+        );
         assert_eq!(ended_status("pending"), None);
     }
 }

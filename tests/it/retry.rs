@@ -124,7 +124,11 @@ fn retry_default_set_merges_the_fixed_task(runner: Runner) {
     // Nothing is left to retry.
     let again = repo.fanout(&["retry", "last"]);
     assert_eq!(again.status.code(), Some(2), "{}", show(&again));
-    assert!(stderr(&again).contains("nothing to retry"), "{}", show(&again));
+    assert!(
+        stderr(&again).contains("nothing to retry"),
+        "{}",
+        show(&again)
+    );
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
     repo.assert_left_as(&before);
 }
@@ -227,7 +231,9 @@ fn retry_after_merge_advances_the_integration(runner: Runner) {
     let out = repo.fanout(&["merge", &run_id]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let merged_once = repo.snapshot();
-    let out = with_env("FANOUT_TEST_PHASE", "2", || repo.fanout(&["retry", &run_id]));
+    let out = with_env("FANOUT_TEST_PHASE", "2", || {
+        repo.fanout(&["retry", &run_id])
+    });
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
         stderr(&out).contains("integration is already in main"),
@@ -278,7 +284,9 @@ fn only_runs_the_selected_tasks(runner: Runner) {
         "gen-4"
     ));
     // A dependency left out is named, and nothing runs.
-    let runs_before = std::fs::read_dir(repo.path.join(".git/fanout/runs")).unwrap().count();
+    let runs_before = std::fs::read_dir(repo.path.join(".git/fanout/runs"))
+        .unwrap()
+        .count();
     let (out, _) = repo.run(&file, &["--no-readback", "--only", "b"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
@@ -293,8 +301,13 @@ fn only_runs_the_selected_tasks(runner: Runner) {
         "{}",
         show(&out)
     );
-    let runs_after = std::fs::read_dir(repo.path.join(".git/fanout/runs")).unwrap().count();
-    assert_eq!(runs_before, runs_after, "a refused selection creates no run");
+    let runs_after = std::fs::read_dir(repo.path.join(".git/fanout/runs"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        runs_before, runs_after,
+        "a refused selection creates no run"
+    );
     // --with-deps brings the dependency; a comma list selects several.
     let (out, report) = repo.run(&file, &["--no-readback", "--only", "b,c", "--with-deps"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -303,7 +316,9 @@ fn only_runs_the_selected_tasks(runner: Runner) {
     assert_eq!(st["c"], "failed");
     // A retry of that run runs within the same selection: the generated tasks stay out.
     let run_id = report["run_id"].as_str().unwrap().to_string();
-    let out = with_env("FANOUT_TEST_PHASE", "2", || repo.fanout(&["retry", &run_id]));
+    let out = with_env("FANOUT_TEST_PHASE", "2", || {
+        repo.fanout(&["retry", &run_id])
+    });
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let st = statuses(&run_report(&repo, &run_id));
     assert_eq!(st.keys().collect::<Vec<_>>(), ["a", "b", "c"], "{st:?}");
@@ -329,7 +344,12 @@ fn spawn(repo: &TestRepo, args: &[&str], kind: &str, phase: &str) -> Child {
 
 /// Waits until the run's state (snapshot with its journal, as `fanout status` reads it) holds
 /// `ready`; kills the child and fails on timeout.
-fn wait_for_state(repo: &TestRepo, run_id: &str, child: &mut Child, ready: impl Fn(&Value) -> bool) {
+fn wait_for_state(
+    repo: &TestRepo,
+    run_id: &str,
+    child: &mut Child,
+    ready: impl Fn(&Value) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let state = read_json(&run_dir(repo, run_id).join("state.json"));
@@ -413,7 +433,9 @@ fn stopped_retry_resumes(runner: Runner, kind: &str, signal: nix::sys::signal::S
         "{}",
         show(&status)
     );
-    let out = with_env("FANOUT_TEST_PHASE", "2", || repo.fanout(&["resume", &run_id]));
+    let out = with_env("FANOUT_TEST_PHASE", "2", || {
+        repo.fanout(&["resume", &run_id])
+    });
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
         stderr(&out).contains("resume: c: cut off in agent turn 1; it runs again"),
@@ -429,7 +451,11 @@ fn stopped_retry_resumes(runner: Runner, kind: &str, signal: nix::sys::signal::S
     let merged = report["integration_branch"].as_str().unwrap();
     assert!(has(&repo, merged, "c"));
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
-    assert!(repo.live_processes().is_empty(), "{:?}", repo.live_processes());
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
     repo.assert_left_as(&before);
 }
 
@@ -450,7 +476,13 @@ crate::both_ways!(interrupted_retry_resumes, interrupted_retry_resumes);
 
 /// kill -9 of a run while task `t` is in a phase; `fanout status` shows it, and `fanout
 /// resume` redoes or keeps the task as docs/cli.md says.
-fn kill_9_in_phase(runner: Runner, kind: &str, tasks: Value, phase: &str, env: &[(&str, &str)]) -> (TestRepo, String, Output) {
+fn kill_9_in_phase(
+    runner: Runner,
+    kind: &str,
+    tasks: Value,
+    phase: &str,
+    env: &[(&str, &str)],
+) -> (TestRepo, String, Output) {
     let repo = TestRepo::with_files(3).run_by(runner);
     let before = repo.snapshot();
     let file = repo.write_tasks(&tasks);
@@ -473,10 +505,15 @@ fn kill_9_in_phase(runner: Runner, kind: &str, tasks: Value, phase: &str, env: &
     });
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
-    let out = with_env("FANOUT_TEST_PHASE", "2", || repo.fanout(&["resume", &run_id]));
+    let out = with_env("FANOUT_TEST_PHASE", "2", || {
+        repo.fanout(&["resume", &run_id])
+    });
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let report = run_report(&repo, &run_id);
-    assert!(statuses(&report).values().all(|s| s == "merged"), "{report}");
+    assert!(
+        statuses(&report).values().all(|s| s == "merged"),
+        "{report}"
+    );
     assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
     repo.assert_left_as(&before);
     (repo, run_id, out)
@@ -528,6 +565,94 @@ fn kill_9_at_ready_keeps_the_commit(runner: Runner) {
     }
 }
 
-crate::both_ways!(kill_9_in_gates_redoes_the_task, kill_9_in_gates_redoes_the_task);
-crate::both_ways!(kill_9_in_setup_redoes_the_task, kill_9_in_setup_redoes_the_task);
-crate::both_ways!(kill_9_at_ready_keeps_the_commit, kill_9_at_ready_keeps_the_commit);
+crate::both_ways!(
+    kill_9_in_gates_redoes_the_task,
+    kill_9_in_gates_redoes_the_task
+);
+crate::both_ways!(
+    kill_9_in_setup_redoes_the_task,
+    kill_9_in_setup_redoes_the_task
+);
+crate::both_ways!(
+    kill_9_at_ready_keeps_the_commit,
+    kill_9_at_ready_keeps_the_commit
+);
+
+#[test]
+fn validate_checks_an_only_selection() {
+    let repo = TestRepo::with_files(1);
+    let file = dependent_tasks(&repo);
+    let tasks = file.to_str().unwrap();
+    let dir = repo.path.to_str().unwrap();
+    let ok = repo
+        .fanout_command()
+        .args([
+            "validate", "--tasks", tasks, "--expand", "--repo", dir, "--only", "gen-3,c",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", show(&ok));
+    assert!(stdout(&ok).contains("valid — 2 task(s)"), "{}", show(&ok));
+    assert!(stdout(&ok).contains("gen-3\t") && !stdout(&ok).contains("gen-4\t"));
+    let missing = repo
+        .fanout_command()
+        .args(["validate", "--tasks", tasks, "--only", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2), "{}", show(&missing));
+    assert!(
+        stderr(&missing).contains("depends on a"),
+        "{}",
+        show(&missing)
+    );
+    let with_deps = repo
+        .fanout_command()
+        .args(["validate", "--tasks", tasks, "--only", "b", "--with-deps"])
+        .output()
+        .unwrap();
+    assert_eq!(with_deps.status.code(), Some(0), "{}", show(&with_deps));
+    assert!(
+        stdout(&with_deps).contains("valid — 2 task(s)"),
+        "{}",
+        show(&with_deps)
+    );
+}
+
+/// The integration gate judges the retry's result again: the retried task's change breaks it
+/// (the gate refuses any `src/c.txt`), so the gate takes c out and a and b stay merged.
+fn the_integration_gate_judges_a_retry(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let before = repo.snapshot();
+    let file = repo.write_tasks(&json!({
+        "agents": agents(),
+        "integrate": {"verify": ["sh", "-c", "test ! -e src/c.txt"], "timeout_secs": 120},
+        "tasks": [
+            {"id": "a", "prompt": "x", "agent": "ok"},
+            {"id": "b", "prompt": "x", "agent": "ok"},
+            {"id": "c", "prompt": "x", "agent": "fixable"}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(report["integration"]["passed"], true, "{report}");
+    let run_id = report["run_id"].as_str().unwrap().to_string();
+    let out = with_env("FANOUT_TEST_PHASE", "2", || {
+        repo.fanout(&["retry", &run_id])
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let report = run_report(&repo, &run_id);
+    let st = statuses(&report);
+    assert_eq!(st["c"], "integration_failed", "{report}");
+    assert_eq!(st["a"], "merged");
+    assert_eq!(st["b"], "merged");
+    assert_eq!(report["integration"]["ejected"], json!(["c"]), "{report}");
+    let merged = report["integration_branch"].as_str().unwrap();
+    assert!(has(&repo, merged, "a") && has(&repo, merged, "b"));
+    assert!(!repo.tree_files(merged).contains_key("src/c.txt"));
+    repo.assert_left_as(&before);
+}
+
+crate::both_ways!(
+    the_integration_gate_judges_a_retry,
+    the_integration_gate_judges_a_retry
+);
