@@ -67,9 +67,19 @@ pub(super) fn continue_of(
     })
 }
 
-/// One line on stderr per task a continued run runs again, saying why.
+/// Lines said about the tasks a continued run runs again; the rest are counted.
+const NOTES_SHOWN: usize = 20;
+
+/// One line on stderr per task a continued run runs again, saying why (at most
+/// [`NOTES_SHOWN`]: a run of thousands of tasks says how many more).
 pub(super) fn say_notes(mode: &str, notes: &[String]) {
-    for n in notes {
+    for n in notes.iter().take(NOTES_SHOWN) {
         eprintln!("fanout: {mode}: {n}");
+    }
+    if notes.len() > NOTES_SHOWN {
+        eprintln!(
+            "fanout: {mode}: … and {} more tasks run again (`fanout status` shows each task's phase)",
+            notes.len() - NOTES_SHOWN
+        );
     }
 }

@@ -58,7 +58,7 @@ pub struct RunIo {
     pub stop: Stop,
     /// Listen for SIGINT, SIGTERM and SIGHUP (the CLI); a server embedding runs does not.
     pub signals: bool,
-    /// `resume` or `run`, for the first event.
+    /// `run`, `resume` or `retry`, for the first event.
     pub mode: &'static str,
 }
 
