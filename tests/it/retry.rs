@@ -403,12 +403,11 @@ fn phase_of(state: &Value, task: &str) -> String {
 
 /// kill -9 (or SIGINT) while a retry runs c: the retry leaves a state `fanout resume`
 /// finishes, without redoing a or b.
-fn stopped_retry_resumes(runner: Runner, kind: &str, signal: nix::sys::signal::Signal) {
-    let repo = TestRepo::with_files(3).run_by(runner);
-    let before = repo.snapshot();
-    let file = three_tasks(&repo);
-    let mut cmd = repo.fanout_command();
-    let out = cmd
+/// The first run of [`three_tasks`] in workspace `kind`: its id and report.
+fn first_run_in(repo: &TestRepo, kind: &str) -> (String, Value) {
+    let file = three_tasks(repo);
+    let out = repo
+        .fanout_command()
         .args(["run", "--no-readback", "--workspace", kind, "--tasks"])
         .arg(&file)
         .arg("--repo")
@@ -416,8 +415,15 @@ fn stopped_retry_resumes(runner: Runner, kind: &str, signal: nix::sys::signal::S
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let run_id = run_ids(&repo).pop().expect("the run's folder");
-    let first = run_report(&repo, &run_id);
+    let run_id = run_ids(repo).pop().expect("the run's folder");
+    let first = run_report(repo, &run_id);
+    (run_id, first)
+}
+
+fn stopped_retry_resumes(runner: Runner, kind: &str, signal: nix::sys::signal::Signal) {
+    let repo = TestRepo::with_files(3).run_by(runner);
+    let before = repo.snapshot();
+    let (run_id, first) = first_run_in(&repo, kind);
     let mut child = spawn(&repo, &["retry", &run_id], kind, "1");
     wait_for_state(&repo, &run_id, &mut child, |s| {
         s["status"] == "running" && phase_of(s, "c") == "agent_turn"
@@ -472,6 +478,55 @@ fn interrupted_retry_resumes(runner: Runner) {
 }
 
 crate::both_ways!(killed_retry_resumes, killed_retry_resumes);
+
+/// kill -9 while the retry integrates (c verified, waiting before its merge): resume keeps c's
+/// new commit and integrates it, nothing runs a third time.
+fn retry_killed_while_integrating_resumes(runner: Runner) {
+    for kind in ["overlay", "worktree"] {
+        let repo = TestRepo::with_files(3).run_by(runner);
+        let before = repo.snapshot();
+        let (run_id, first) = first_run_in(&repo, kind);
+        let mut cmd = repo.fanout_command();
+        cmd.args(["retry", &run_id, "--repo"])
+            .arg(&repo.path)
+            .env("FANOUT_TEST_PHASE", "2")
+            .env("FANOUT_TEST_MERGE_DELAY_MS", "60000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("fanout starts");
+        wait_for_state(&repo, &run_id, &mut child, |s| {
+            s["status"] == "running"
+                && phase_of(s, "c") == "ready"
+                && s["tasks"]["c"]["status"] == "verified"
+        });
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let out = repo.fanout(&["resume", &run_id]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(!stderr(&out).contains("runs again"), "{}", show(&out));
+        let report = run_report(&repo, &run_id);
+        assert!(
+            statuses(&report).values().all(|s| s == "merged"),
+            "{report}"
+        );
+        assert_eq!(started_count(&repo, &run_id, "c"), 2);
+        for id in ["a", "b"] {
+            assert_eq!(task(&report, id)["commit"], task(&first, id)["commit"]);
+        }
+        assert!(has(
+            &repo,
+            report["integration_branch"].as_str().unwrap(),
+            "c"
+        ));
+        assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+        repo.assert_left_as(&before);
+    }
+}
+
+crate::both_ways!(
+    retry_killed_while_integrating_resumes,
+    retry_killed_while_integrating_resumes
+);
 crate::both_ways!(interrupted_retry_resumes, interrupted_retry_resumes);
 
 /// kill -9 of a run while task `t` is in a phase; `fanout status` shows it, and `fanout
