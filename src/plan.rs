@@ -136,6 +136,9 @@ pub struct Plan {
     pub caches_fill: Option<CachesFill>,
     /// The ids `--only` kept (all the task file's tasks when `None`).
     pub only: Option<Vec<String>>,
+    /// The integration branch's head before this attempt (`fanout retry`): the new
+    /// integration is made its descendant.
+    pub earlier_integration: Option<git2::Oid>,
 }
 
 /// The command that fills the shared caches (`caches_fill`), and its time.
@@ -325,6 +328,7 @@ impl Plan {
             priors: BTreeMap::new(),
             warnings,
             only: None,
+            earlier_integration: None,
         })
     }
 

@@ -237,6 +237,14 @@ fn load_run(c: &Continue) -> Result<(Plan, RunState), ResumeError> {
     plan.run_dir = run_dir;
     // Saved again as it was when the run starts: a continued run of a continued run reads it.
     plan.task_file_text = text;
+    // The integration branch only moves forward: what an earlier attempt integrated (and
+    // `fanout merge` may have brought into a branch) is an ancestor of the new integration.
+    plan.earlier_integration = plan
+        .repo
+        .repo
+        .find_branch(&crate::ids::merged_branch(run), git2::BranchType::Local)
+        .ok()
+        .and_then(|b| b.get().target());
     Ok((plan, state))
 }
 

@@ -8,6 +8,7 @@ inside each job (git2 repositories are not `Sync`). Failures of single tasks are
 report; only a broken environment stops the run.
 */
 
+mod advance;
 mod caches;
 mod carried;
 pub mod events;
@@ -239,6 +240,7 @@ fn shared_state(
         judges: Arc::new(judges),
         readback_skip,
         priors: std::mem::take(&mut plan.priors),
+        earlier_integration: plan.earlier_integration,
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
         workspaces,

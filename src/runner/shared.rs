@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub judges: Arc<crate::verify::judges::Judges>,
     /// Outcomes carried over by `fanout resume`.
     pub priors: BTreeMap<String, crate::state::Prior>,
+    /// The integration branch's head before a `fanout retry`: the new integration descends from it.
+    pub earlier_integration: Option<git2::Oid>,
     pub readback_skip: Option<String>,
     /// The task file's integration gate.
     pub integrate: Option<crate::plan::IntegrateGate>,

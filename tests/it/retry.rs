@@ -100,8 +100,18 @@ fn retry_default_set_merges_the_fixed_task(runner: Runner) {
         assert_eq!(started_count(&repo, &run_id, id), 1, "{id}");
     }
     assert_eq!(started_count(&repo, &run_id, "c"), 2);
-    // The integration branch holds all three.
+    // The integration branch holds all three, and moved forward from the first integration.
     let merged = report["integration_branch"].as_str().unwrap();
+    let earlier = first["integration_commit"].as_str().unwrap();
+    // `git` fails the test unless the first integration is an ancestor.
+    git(
+        &repo.path,
+        &["merge-base", "--is-ancestor", earlier, merged],
+    );
+    assert_eq!(
+        git_text(&repo.path, &["rev-parse", merged]),
+        report["integration_commit"].as_str().unwrap()
+    );
     assert!(has(&repo, merged, "a"));
     assert!(has(&repo, merged, "b"));
     assert!(has(&repo, merged, "c"));
@@ -240,10 +250,12 @@ fn retry_after_merge_advances_the_integration(runner: Runner) {
         "{}",
         show(&out)
     );
-    // The retry never touches the user's checkout; a second merge brings c in.
+    // The retry never touches the user's checkout; a second merge brings c in, as a
+    // fast-forward: the new integration descends from the one already merged.
     repo.assert_left_as(&merged_once);
     let out = repo.fanout(&["merge", &run_id]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("fast-forwarded"), "{}", show(&out));
     for id in ["a", "b", "c"] {
         let text = std::fs::read_to_string(repo.path.join(format!("src/{id}.txt"))).unwrap();
         assert_eq!(text, format!("{id}\n"));
