@@ -25,8 +25,8 @@ pub fn run(a: RetryArgs) -> anyhow::Result<i32> {
     let merged = crate::resume::merged_into(&c.repo_path, &run);
     if !merged.is_empty() {
         eprintln!(
-            "fanout: retry: the run's integration is already in {}; fanout/{run}/merged is \
-             built again with the retried tasks, and `fanout merge` brings them in",
+            "fanout: retry: the run's integration is already in {}; fanout/{run}/merged moves \
+             forward from it with the retried tasks, and `fanout merge {run}` brings them in",
             merged.join(", ")
         );
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Plan, PlanError};
+use super::error::PlanError;
 
 /// Why a selection is refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -74,33 +74,6 @@ pub fn selection(
         }
     }
     Ok(chosen.into_iter().collect())
-}
-
-impl Plan {
-    /// Keeps only the tasks `ids` select (see [`selection`]); the run saves the selection so
-    /// that `fanout resume` and `fanout retry` run the same tasks.
-    pub fn select(&mut self, ids: &[String], with_deps: bool) -> Result<(), PlanError> {
-        let pairs: Vec<(String, Vec<String>)> = self
-            .tasks
-            .iter()
-            .map(|t| {
-                (
-                    t.id().to_string(),
-                    t.spec.depends_on.iter().map(|d| d.to_string()).collect(),
-                )
-            })
-            .collect();
-        let keep: BTreeSet<usize> = selection(&pairs, ids, with_deps)?.into_iter().collect();
-        let tasks = std::mem::take(&mut self.tasks);
-        self.tasks = tasks
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| keep.contains(i))
-            .map(|(_, t)| t)
-            .collect();
-        self.only = Some(self.tasks.iter().map(|t| t.id().to_string()).collect());
-        Ok(())
-    }
 }
 
 #[cfg(test)]
