@@ -139,6 +139,9 @@ pub struct Plan {
     /// The integration branch's head before this attempt (`fanout retry`): the new
     /// integration is made its descendant.
     pub earlier_integration: Option<git2::Oid>,
+    /// Each task's report from the run's last report (a continued run): a carried-over
+    /// outcome keeps its details (attempts, gates, durations).
+    pub earlier_reports: BTreeMap<String, crate::report::TaskReport>,
 }
 
 /// The command that fills the shared caches (`caches_fill`), and its time.
@@ -329,6 +332,7 @@ impl Plan {
             warnings,
             only: None,
             earlier_integration: None,
+            earlier_reports: BTreeMap::new(),
         })
     }
 

@@ -239,6 +239,7 @@ fn load_run(c: &Continue) -> Result<(Plan, RunState), ResumeError> {
     plan.task_file_text = text;
     // The integration branch only moves forward: what an earlier attempt integrated (and
     // `fanout merge` may have brought into a branch) is an ancestor of the new integration.
+    plan.earlier_reports = earlier_reports(&layout.report());
     plan.earlier_integration = plan
         .repo
         .repo
@@ -246,6 +247,17 @@ fn load_run(c: &Continue) -> Result<(Plan, RunState), ResumeError> {
         .ok()
         .and_then(|b| b.get().target());
     Ok((plan, state))
+}
+
+/// The tasks' reports in the run's last report.json (none when it was killed before writing one).
+fn earlier_reports(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, crate::report::TaskReport> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::report::RunReport>(&b).ok())
+        .map(|r| r.tasks.into_iter().map(|t| (t.id.clone(), t)).collect())
+        .unwrap_or_default()
 }
 
 /// The run's saved options, with what this invocation changes.

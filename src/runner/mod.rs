@@ -241,6 +241,7 @@ fn shared_state(
         readback_skip,
         priors: std::mem::take(&mut plan.priors),
         earlier_integration: plan.earlier_integration,
+        earlier_reports: std::mem::take(&mut plan.earlier_reports),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
         workspaces,

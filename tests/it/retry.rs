@@ -94,9 +94,16 @@ fn retry_default_set_merges_the_fixed_task(runner: Runner) {
     assert_eq!(report["run_id"], run_id.as_str());
     let st = statuses(&report);
     assert!(st.values().all(|s| s == "merged"), "{st:?}");
-    // The merged tasks were carried over, not redone: same commits, started once.
+    // The merged tasks were carried over, not redone: same commits, started once, and their
+    // reports keep the details of the attempt that made them.
     for id in ["a", "b"] {
         assert_eq!(task(&report, id)["commit"], task(&first, id)["commit"]);
+        assert_eq!(task(&report, id)["attempts"], 1, "{report}");
+        assert_eq!(task(&report, id)["verify"], task(&first, id)["verify"]);
+        assert_eq!(
+            task(&report, id)["duration_ms"],
+            task(&first, id)["duration_ms"]
+        );
         assert_eq!(started_count(&repo, &run_id, id), 1, "{id}");
     }
     assert_eq!(started_count(&repo, &run_id, "c"), 2);
