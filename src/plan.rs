@@ -11,7 +11,7 @@ mod planned_task;
 mod select;
 pub use checks::*;
 pub use identity::*;
-pub use select::{selection, split_ids, SelectError};
+pub use select::{keep_selected, selection, split_ids, SelectError};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -350,15 +350,8 @@ impl Plan {
                 )
             })
             .collect();
-        let keep: std::collections::BTreeSet<usize> =
-            selection(&pairs, ids, with_deps)?.into_iter().collect();
-        let tasks = std::mem::take(&mut self.tasks);
-        self.tasks = tasks
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| keep.contains(i))
-            .map(|(_, t)| t)
-            .collect();
+        let keep = selection(&pairs, ids, with_deps)?;
+        self.tasks = keep_selected(std::mem::take(&mut self.tasks), &keep);
         self.only = Some(self.tasks.iter().map(|t| t.id().to_string()).collect());
         Ok(())
     }

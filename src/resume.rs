@@ -55,7 +55,7 @@ pub struct SavedInputs {
 pub enum ResumeError {
     #[error("no run {0} in this repository")]
     NoRun(String),
-    #[error("run {0} finished; there is nothing to resume")]
+    #[error("run {0} finished; there is nothing to resume (`fanout retry {0}` runs the tasks that did not succeed again)")]
     Finished(String),
     #[error("run {run} is still running (pid {pid})")]
     Running { run: String, pid: u32 },

@@ -323,7 +323,8 @@ pub struct RetryArgs {
     pub repo: RepoArg,
     /// The run id (see `fanout status`) or `last`.
     pub run: String,
-    /// The tasks to run again (default: every task that did not merge or end with no changes).
+    /// The tasks to run again, separate or as comma lists (default: every task that did not
+    /// merge or end with no changes).
     pub ids: Vec<String>,
     /// Also run again a named task that merged.
     #[arg(long)]

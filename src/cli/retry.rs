@@ -17,7 +17,7 @@ pub fn run(a: RetryArgs) -> anyhow::Result<i32> {
         a.min_free_mb,
     )?;
     let choice = RetryChoice {
-        ids: a.ids.clone(),
+        ids: crate::plan::split_ids(&a.ids),
         force: a.force,
     };
     let continued =

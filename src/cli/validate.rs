@@ -109,13 +109,7 @@ fn select(
         })
         .collect();
     let keep = crate::plan::selection(&pairs, &ids, with_deps)?;
-    let tasks = std::mem::take(&mut file.tasks);
-    file.tasks = tasks
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| keep.contains(i))
-        .map(|(_, t)| t)
-        .collect();
+    file.tasks = crate::plan::keep_selected(std::mem::take(&mut file.tasks), &keep);
     Ok(())
 }
 

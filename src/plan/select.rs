@@ -76,6 +76,17 @@ pub fn selection(
     Ok(chosen.into_iter().collect())
 }
 
+/// `items` (in task-file order) without those [`selection`] did not keep.
+pub fn keep_selected<T>(items: Vec<T>, keep: &[usize]) -> Vec<T> {
+    let keep: BTreeSet<usize> = keep.iter().copied().collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, t)| t)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +123,7 @@ mod tests {
             })
         );
         assert_eq!(selection(&tasks(), &ids, true), Ok(vec![0, 1, 2]));
+        assert_eq!(keep_selected(vec!['a', 'b', 'c', 'd'], &[0, 2]), ['a', 'c']);
     }
 
     #[test]

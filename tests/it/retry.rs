@@ -188,7 +188,7 @@ fn retry_of_named_ids(runner: Runner) {
         show(&refused)
     );
     let forced = with_env("FANOUT_TEST_PHASE", "2", || {
-        repo.fanout(&["retry", &run_id, "--force", "c", "a"])
+        repo.fanout(&["retry", &run_id, "--force", "c,a"])
     });
     assert_eq!(forced.status.code(), Some(0), "{}", show(&forced));
     let report = run_report(&repo, &run_id);
