@@ -157,6 +157,11 @@ crate::every_way!(
 
 fn retry_of_named_ids(runner: Runner) {
     let repo = TestRepo::with_files(3).run_by(runner);
+    // A checkout with work of the user's own in it: uncommitted, staged and untracked.
+    std::fs::write(repo.path.join("src/file_00.txt"), "the user's edit\n").unwrap();
+    std::fs::write(repo.path.join("src/file_01.txt"), "staged by the user\n").unwrap();
+    git(&repo.path, &["add", "src/file_01.txt"]);
+    std::fs::write(repo.path.join("notes.txt"), "untracked\n").unwrap();
     let before = repo.snapshot();
     let file = repo.write_tasks(&json!({
         "agents": agents(),
