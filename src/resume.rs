@@ -163,7 +163,12 @@ pub fn plan_retry(c: &Continue, choice: &RetryChoice) -> Result<Continued, Resum
             continue;
         };
         if set.contains(id) {
-            notes.push(format!("{id}: {}; it runs again", t.status));
+            // A task the run never finished says where it was cut off.
+            let why = match keep::on_retry(t) {
+                Decision::Redo(why) => why,
+                Decision::Keep(_) => t.status.clone(),
+            };
+            notes.push(format!("{id}: {why}; it runs again"));
             continue;
         }
         match keep::on_retry(t) {

@@ -503,6 +503,64 @@ fn interrupted_retry_resumes(runner: Runner) {
 
 crate::both_ways!(killed_retry_resumes, killed_retry_resumes);
 
+/// An interrupted run can be retried instead of resumed: its unfinished task runs too, said
+/// with the phase it was cut off in, and the kept commits stay.
+fn an_interrupted_run_can_be_retried(runner: Runner) {
+    for kind in ["overlay", "worktree"] {
+        let repo = TestRepo::with_files(1).run_by(runner);
+        let before = repo.snapshot();
+        let file = three_tasks(&repo);
+        let mut child = spawn(
+            &repo,
+            &["run", "--no-readback", "--tasks", file.to_str().unwrap()],
+            kind,
+            "1",
+        );
+        let run_id = newest_run(&repo, &mut child);
+        wait_for_state(&repo, &run_id, &mut child, |s| {
+            s["tasks"]["a"]["status"] == "verified" && phase_of(s, "c") == "agent_turn"
+        });
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+        let out = child.wait_with_output().expect("fanout exits");
+        assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+        let a_commit =
+            read_json(&run_dir(&repo, &run_id).join("state.json"))["tasks"]["a"]["commit"].clone();
+        let out = with_env("FANOUT_TEST_PHASE", "2", || {
+            repo.fanout(&["retry", &run_id])
+        });
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(
+            stderr(&out).contains("retry: c: cut off in agent turn 1; it runs again"),
+            "{}",
+            show(&out)
+        );
+        let report = run_report(&repo, &run_id);
+        assert!(
+            statuses(&report).values().all(|s| s == "merged"),
+            "{report}"
+        );
+        assert_eq!(task(&report, "a")["commit"], a_commit);
+        assert_eq!(started_count(&repo, &run_id, "a"), 1);
+        assert!(has(
+            &repo,
+            report["integration_branch"].as_str().unwrap(),
+            "c"
+        ));
+        assert!(
+            repo.live_processes().is_empty(),
+            "{:?}",
+            repo.live_processes()
+        );
+        repo.assert_left_as(&before);
+    }
+}
+
+crate::both_ways!(
+    an_interrupted_run_can_be_retried,
+    an_interrupted_run_can_be_retried
+);
+
 /// kill -9 while the retry integrates (c verified, waiting before its merge): resume keeps c's
 /// new commit and integrates it, nothing runs a third time.
 fn retry_killed_while_integrating_resumes(runner: Runner) {
