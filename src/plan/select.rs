@@ -40,7 +40,12 @@ pub fn selection(
     ids: &[String],
     with_deps: bool,
 ) -> Result<Vec<usize>, SelectError> {
-    let index = |id: &str| tasks.iter().position(|(t, _)| t == id);
+    let positions: std::collections::HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| (t.as_str(), i))
+        .collect();
+    let index = |id: &str| positions.get(id).copied();
     let mut chosen = BTreeSet::new();
     let mut todo = Vec::new();
     for id in ids {

@@ -1,6 +1,6 @@
 //! Which tasks `fanout retry RUN [ID…]` runs again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::state::RunState;
 
@@ -85,26 +85,30 @@ pub fn retry_set(
     Ok(set)
 }
 
-/// Adds every skipped task one of whose dependencies is in `set`, until none is left.
+/// Adds every skipped task one of whose dependencies is in `set`, transitively (linear in
+/// the tasks and their dependencies).
 fn add_skipped_dependents(
     state: &RunState,
     deps: &[(String, Vec<String>)],
     set: &mut BTreeSet<String>,
 ) {
-    loop {
-        let more: Vec<String> = deps
-            .iter()
-            .filter(|(id, d)| {
-                !set.contains(id)
-                    && state.tasks.get(id).is_some_and(|t| t.status == "skipped")
-                    && d.iter().any(|x| set.contains(x))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        if more.is_empty() {
-            return;
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, d) in deps {
+        for x in d {
+            dependents.entry(x.as_str()).or_default().push(id.as_str());
         }
-        set.extend(more);
+    }
+    let mut todo: Vec<String> = set.iter().cloned().collect();
+    while let Some(id) = todo.pop() {
+        for &dependent in dependents.get(id.as_str()).into_iter().flatten() {
+            let skipped = state
+                .tasks
+                .get(dependent)
+                .is_some_and(|t| t.status == "skipped");
+            if skipped && set.insert(dependent.to_string()) {
+                todo.push(dependent.to_string());
+            }
+        }
     }
 }
 
@@ -177,6 +181,27 @@ mod tests {
             force: false,
         };
         assert_eq!(ids(&retry_set(&st, &deps(), &choice).unwrap()), ["a", "b"]);
+    }
+
+    #[test]
+    fn skipped_dependents_follow_a_long_chain() {
+        let n = 5000;
+        let mut tasks = vec![("t0".to_string(), "failed".to_string())];
+        let mut deps = vec![("t0".to_string(), vec![])];
+        for i in 1..n {
+            tasks.push((format!("t{i}"), "skipped".into()));
+            deps.push((format!("t{i}"), vec![format!("t{}", i - 1)]));
+        }
+        let refs: Vec<(&str, &str)> = tasks
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let st = state(&refs);
+        let choice = RetryChoice {
+            ids: vec!["t0".into()],
+            force: false,
+        };
+        assert_eq!(retry_set(&st, &deps, &choice).unwrap().len(), n);
     }
 
     #[test]
