@@ -32,7 +32,7 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
-    /// The run began (`mode`: `run` or `resume`).
+    /// The run began (`mode`: `run`, `resume` or `retry`).
     RunStarted {
         mode: String,
         repo: String,

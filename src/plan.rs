@@ -10,10 +10,12 @@ mod identity;
 mod launch;
 mod planned_task;
 mod sandbox_options;
+mod select;
 pub use checks::*;
 pub use identity::*;
 pub use launch::Launch;
 pub use sandbox_options::{NetChoice, SandboxOptions};
+pub use select::{keep_selected, selection, split_ids, SelectError};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +94,14 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The task file's `caches_fill`: fills the shared caches once, before any agent.
     pub caches_fill: Option<CachesFill>,
+    /// The ids `--only` kept (all the task file's tasks when `None`).
+    pub only: Option<Vec<String>>,
+    /// The integration branch's head before this attempt (`fanout retry`): the new
+    /// integration is made its descendant.
+    pub earlier_integration: Option<git2::Oid>,
+    /// Each task's report from the run's last report (a continued run): a carried-over
+    /// outcome keeps its details (attempts, gates, durations).
+    pub earlier_reports: BTreeMap<String, crate::report::TaskReport>,
 }
 
 /// The command that fills the shared caches (`caches_fill`), and its time.
@@ -289,10 +299,32 @@ impl Plan {
             task_file_text: String::new(),
             priors: BTreeMap::new(),
             warnings,
+            only: None,
+            earlier_integration: None,
+            earlier_reports: BTreeMap::new(),
         })
     }
 
     /// Folder of the run's worktrees.
+    /// Keeps only the tasks `ids` select (see [`selection`]); the run saves the selection so
+    /// that `fanout resume` and `fanout retry` run the same tasks.
+    pub fn select(&mut self, ids: &[String], with_deps: bool) -> Result<(), PlanError> {
+        let pairs: Vec<(String, Vec<String>)> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.id().to_string(),
+                    t.spec.depends_on.iter().map(|d| d.to_string()).collect(),
+                )
+            })
+            .collect();
+        let keep = selection(&pairs, ids, with_deps)?;
+        self.tasks = keep_selected(std::mem::take(&mut self.tasks), &keep);
+        self.only = Some(self.tasks.iter().map(|t| t.id().to_string()).collect());
+        Ok(())
+    }
+
     pub fn worktree_path(&self, task: &TaskId) -> PathBuf {
         crate::run_dir::RunDir::new(&self.run_dir)
             .worktrees_link()

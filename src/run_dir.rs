@@ -5,6 +5,7 @@ the names of its files and folders.
 ```text
 <run>/state.json, state.jsonl      the run's state and its journal (state.rs)
 <run>/report.json                  the final report
+<run>/report.<n>.json              the report of attempt n before a `fanout retry`
 <run>/inputs/                      the task file and options a resume reads again
 <run>/events/<task>.jsonl          what a task's agent did
 <run>/logs/<task>.stderr.log       a task's stderr; .verify.log, .setup.log beside it
@@ -41,6 +42,11 @@ impl RunDir {
 
     pub fn report(&self) -> PathBuf {
         self.root.join("report.json")
+    }
+
+    /// The report of an earlier attempt (1, 2, …), kept when `fanout retry` runs tasks again.
+    pub fn earlier_report(&self, attempt: usize) -> PathBuf {
+        self.root.join(format!("report.{attempt}.json"))
     }
 
     pub fn inputs(&self) -> PathBuf {

@@ -39,6 +39,9 @@ pub enum Command {
     Collect(CollectArgs),
     /// Continue an interrupted run: verified and ended tasks are kept, the rest run again.
     Resume(ResumeArgs),
+    /// Run tasks of a finished run again (default: every task that did not merge or end with
+    /// no changes) into the same run, and integrate them with the rest.
+    Retry(RetryArgs),
     /// Bring a run's integration branch into a branch (default: the current one), only as a
     /// fast-forward or a clean merge, never over uncommitted changes.
     Merge(MergeArgs),
@@ -158,6 +161,13 @@ pub struct RunArgs {
     /// Make the integration one commit whose message lists the merged tasks.
     #[arg(long)]
     pub squash: bool,
+    /// Run only these tasks of the task file (repeatable, or a comma list; generated ids of
+    /// `for_each` too).
+    #[arg(long, value_name = "ID,…")]
+    pub only: Vec<String>,
+    /// With --only: also run the tasks the selected ones depend on (transitively).
+    #[arg(long, requires = "only")]
+    pub with_deps: bool,
 }
 
 fn parse_on_conflict(s: &str) -> Result<crate::taskfile::OnConflict, String> {
@@ -184,6 +194,12 @@ pub struct ValidateArgs {
     /// folder), print the generated tasks and check them like written ones.
     #[arg(long)]
     pub expand: bool,
+    /// Check the selection `fanout run --only` would make (generated ids with --expand).
+    #[arg(long, value_name = "ID,…")]
+    pub only: Vec<String>,
+    /// With --only: the selected tasks' dependencies too.
+    #[arg(long, requires = "only")]
+    pub with_deps: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -285,6 +301,34 @@ pub struct ResumeArgs {
     pub repo: RepoArg,
     /// The run id (see `fanout status`) or `last`.
     pub run: String,
+    /// At most this many agents at once (default: as the run had).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Also write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Print only warnings and the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The run id (see `fanout status`) or `last`.
+    pub run: String,
+    /// The tasks to run again, separate or as comma lists (default: every task that did not
+    /// merge or end with no changes).
+    pub ids: Vec<String>,
+    /// Also run again a named task that merged.
+    #[arg(long)]
+    pub force: bool,
     /// At most this many agents at once (default: as the run had).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,

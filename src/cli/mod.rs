@@ -15,6 +15,7 @@ pub mod mcp;
 mod merge;
 pub mod out;
 mod report;
+mod retry;
 mod run;
 mod schema;
 mod status;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Clean(a) => clean::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Resume(a) => resume(a),
+        Command::Retry(a) => retry::run(a),
         Command::Doctor(a) => doctor(a),
         Command::Mcp(a) => mcp::serve(a),
         Command::McpConfig(a) => mcp::config(a),
@@ -86,20 +88,9 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
 }
 
 fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
-    use anyhow::Context;
     let run = resolve_run(&a.repo, &a.run)?;
-    if a.jobs == Some(0) {
-        return Err(usage("--jobs must be at least 1"));
-    }
-    let self_exe = std::env::current_exe().context("cannot find fanout's own executable")?;
-    let plan = crate::resume::plan_resume(
-        &a.repo.repo,
-        &run,
-        a.jobs,
-        a.report.clone(),
-        self_exe,
-        a.min_free_mb,
-    )
-    .map_err(|e| usage(crate::error_chain(&e)))?;
-    run::execute_and_report(plan, a.quiet, &a.output, "resume")
+    let c = retry::continue_of(&a.repo, run, a.jobs, a.report.clone(), a.min_free_mb)?;
+    let continued = crate::resume::plan_resume(&c).map_err(|e| usage(crate::error_chain(&e)))?;
+    retry::say_notes("resume", &continued.notes);
+    run::execute_and_report(continued.plan, a.quiet, &a.output, "resume")
 }

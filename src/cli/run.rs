@@ -81,7 +81,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             .to_string()
         }),
     };
-    let plan = match Plan::build(options) {
+    let selected = |mut p: Plan| {
+        let ids = crate::plan::split_ids(&a.only);
+        if !ids.is_empty() {
+            p.select(&ids, a.with_deps)?;
+        }
+        Ok::<Plan, PlanError>(p)
+    };
+    let plan = match Plan::build(options).and_then(selected) {
         Ok(p) => p,
         Err(PlanError::TaskFile(crate::taskfile::TaskFileError::Invalid { path, problems })) => {
             eprintln!(
@@ -129,6 +136,17 @@ pub(super) fn execute_and_report(
     o: &OutputArgs,
     mode: &'static str,
 ) -> anyhow::Result<i32> {
+    execute_and_report_then(plan, quiet, o, mode, |_| {})
+}
+
+/// [`execute_and_report`], with `after` called on the report before the table is printed.
+pub(super) fn execute_and_report_then(
+    plan: Plan,
+    quiet: bool,
+    o: &OutputArgs,
+    mode: &'static str,
+    after: impl FnOnce(&crate::report::RunReport),
+) -> anyhow::Result<i32> {
     let report = match runner::execute(plan, RunIo::cli(outputs(quiet, o), mode)) {
         Ok(r) => r,
         Err(e @ (runner::RunError::Verifier(_) | runner::RunError::Preflight(_))) => {
@@ -137,6 +155,7 @@ pub(super) fn execute_and_report(
         }
         Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
     };
+    after(&report);
     let table = crate::report::table::render(&report);
     if o.json {
         // stdout carries the event lines only.

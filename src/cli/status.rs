@@ -52,7 +52,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_USAGE);
     };
     let status = if state.is_orphaned() {
-        "interrupted (its fanout process is gone; `fanout clean` removes its worktrees)"
+        "interrupted (its fanout process is gone; `fanout resume` continues it, `fanout clean` removes its worktrees)"
     } else {
         &state.status
     };
@@ -69,10 +69,12 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     };
     for id in order {
         if let Some(t) = state.tasks.get(&id) {
-            // Where a task still at work (or cut off at kill -9) was: its last phase.
+            // Where a task still at work (or cut off by a stop or kill -9) was: its last
+            // phase, which `fanout resume` decides from.
+            let cut_off = matches!(t.status.as_str(), "running" | "interrupted");
             let phase = t
                 .phase
-                .filter(|p| t.status == "running" && p.is_running())
+                .filter(|p| cut_off && p.is_running())
                 .map(|p| format!("  ({})", p.describe()))
                 .unwrap_or_default();
             super::out::outln!(

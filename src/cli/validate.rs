@@ -27,7 +27,7 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
     } else {
         taskfile::load(&a.tasks)
     };
-    let file = match loaded {
+    let mut file = match loaded {
         Ok(f) => f,
         Err(TaskFileError::Invalid { path, problems }) => {
             eprintln!("fanout: {path}: {} problem(s)", problems.len());
@@ -44,6 +44,10 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
+    if let Err(e) = select(&mut file, &a.only, a.with_deps) {
+        eprintln!("fanout: {e}");
+        return Ok(EXIT_USAGE);
+    }
     if let Some(repo) = &a.repo {
         let plan_check = crate::git::repo::UserRepo::open(repo)
             .and_then(|r| r.resolve_base(file.base.as_deref().unwrap_or("HEAD")));
@@ -84,6 +88,29 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
         agents.into_iter().collect::<Vec<_>>().join(", ")
     )?;
     Ok(EXIT_OK)
+}
+
+/// `--only` as `fanout run` would apply it: only the selected tasks are listed and counted.
+fn select(
+    file: &mut taskfile::TaskFile,
+    only: &[String],
+    with_deps: bool,
+) -> Result<(), crate::plan::SelectError> {
+    let ids = crate::plan::split_ids(only);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(String, Vec<String>)> = file
+        .tasks
+        .iter()
+        .map(|t| {
+            let deps = t.depends_on.iter().map(|d| d.to_string()).collect();
+            (t.id.to_string(), deps)
+        })
+        .collect();
+    let keep = crate::plan::selection(&pairs, &ids, with_deps)?;
+    file.tasks = crate::plan::keep_selected(std::mem::take(&mut file.tasks), &keep);
+    Ok(())
 }
 
 trait SourceText {

@@ -1,4 +1,5 @@
-//! The outcome of a task `fanout resume` carried over from before an interruption.
+//! The outcome of a task a continued run (`fanout resume`, `fanout retry`) carried over from the
+//! run's earlier attempt.
 
 use std::sync::Arc;
 
@@ -9,6 +10,21 @@ use crate::git::collect::{self};
 use crate::ids::task_branch;
 use crate::report::{TaskReport, TaskStatus};
 
+/// The task's report from the run's earlier attempt when it tells of this outcome (same
+/// commit, same status): its attempts, gates and durations stay in the new report.
+fn earlier_report(shared: &Shared, id: &str, prior: &crate::state::Prior) -> Option<TaskReport> {
+    let old = shared.earlier_reports.get(id)?;
+    let same = match prior {
+        crate::state::Prior::Verified(commit) => {
+            old.commit.as_deref() == Some(commit.to_string().as_str())
+        }
+        crate::state::Prior::Ended { status, commit, .. } => {
+            old.status == *status && old.commit == *commit
+        }
+    };
+    same.then(|| old.clone())
+}
+
 /// The report and pending state of a task whose outcome `fanout resume` carried over.
 pub(crate) async fn carried_over(
     shared: &Arc<Shared>,
@@ -16,7 +32,8 @@ pub(crate) async fn carried_over(
     prior: crate::state::Prior,
 ) -> (TaskReport, Pending, DepResult) {
     let task = &shared.tasks[index];
-    let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
+    let mut report = earlier_report(shared, task.id().as_str(), &prior)
+        .unwrap_or_else(|| TaskReport::new(task.id().as_str(), &task.agent_name));
     report.error = Some("carried over from before the interruption".into());
     let patch = crate::run_dir::RunDir::new(&shared.run_dir)
         .task(task.id().as_str())

@@ -300,6 +300,7 @@ pub(crate) fn hand_over(shared: &Shared, integration: &Integration) -> Result<Oi
     }
     // A run that changed nothing leaves no branch behind to clean up.
     if head != shared.base {
+        head = super::advance::onto_earlier(shared, &repo, head)?;
         gitrepo::set_branch(
             &repo,
             &merged_branch(&shared.run_id),

@@ -8,6 +8,7 @@ inside each job (git2 repositories are not `Sync`). Failures of single tasks are
 report; only a broken environment stops the run.
 */
 
+mod advance;
 mod caches;
 mod carried;
 pub mod events;
@@ -61,7 +62,7 @@ pub struct RunIo {
     pub stop: Stop,
     /// Listen for SIGINT, SIGTERM and SIGHUP (the CLI); a server embedding runs does not.
     pub signals: bool,
-    /// `resume` or `run`, for the first event.
+    /// `run`, `resume` or `retry`, for the first event.
     pub mode: &'static str,
 }
 
@@ -242,6 +243,8 @@ fn shared_state(
         judges: Arc::new(judges),
         readback_skip,
         priors: std::mem::take(&mut plan.priors),
+        earlier_integration: plan.earlier_integration,
+        earlier_reports: std::mem::take(&mut plan.earlier_reports),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
         workspaces,

@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     pub judges: Arc<crate::verify::judges::Judges>,
     /// Outcomes carried over by `fanout resume`.
     pub priors: BTreeMap<String, crate::state::Prior>,
+    /// The integration branch's head before a `fanout retry`: the new integration descends from it.
+    pub earlier_integration: Option<git2::Oid>,
+    /// The tasks' reports of the run's earlier attempt (see `Plan::earlier_reports`).
+    pub earlier_reports: BTreeMap<String, crate::report::TaskReport>,
     pub readback_skip: Option<String>,
     /// The task file's integration gate.
     pub integrate: Option<crate::plan::IntegrateGate>,

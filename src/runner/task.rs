@@ -51,7 +51,9 @@ pub(crate) async fn run(
                 (Pending::Done, None)
             }
         };
-    if !matches!(pending, Pending::Ready(_)) {
+    // A task cut off by a stop keeps the phase it was in: `fanout status` and `fanout resume`
+    // say where.
+    if !matches!(pending, Pending::Ready(_)) && !*shared.cancel.borrow() {
         enter(&shared, task.id(), TaskPhase::Ended);
     }
     if !shared.options.keep_worktrees {

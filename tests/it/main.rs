@@ -27,6 +27,7 @@ mod mcp_server;
 mod nightly;
 mod outputs;
 mod progress;
+mod retry;
 mod run;
 mod sandbox;
 mod sandbox_run;
