@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the pinned real agent binaries the tests drive (Codex before and after the
-# mcp-server removal, and Claude Code for read-back) into .agents/ inside the project, plus
+# mcp-server removal, and the newest Codex; Claude Code for read-back) into .agents/ inside the project, plus
 # what the HTML report test drives: playwright-core (npm) and Debian's Chromium (apt, as root).
 # Idempotent: a version already installed is left alone. Prints the folders to stdout.
+# Supported Codex: app-server from 0.153.4 to 0.171.0 (`fanout doctor` says the same).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/.agents"
 pkgs=(
   "codex-0.153.4 @openai/codex@0.153.4"
   "codex-0.169.0 @openai/codex@0.169.0"
+  "codex-0.171.0 @openai/codex@0.171.0"
   "claude-code-2.1.332 @anthropic-ai/claude-code@2.1.332"
   "playwright-core-1.64.1 playwright-core@1.64.1"
 )

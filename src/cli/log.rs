@@ -304,6 +304,7 @@ fn notification(event: &Value) -> Described {
                             .join(", ")
                     })
                     .unwrap_or_default(),
+                "mcpToolCall" => mcp_tool_call(item),
                 _ => String::new(),
             };
             format!("{ty}: {what}")
@@ -337,6 +338,42 @@ fn notification(event: &Value) -> Described {
         label: method.to_string(),
         text,
         delta: is_delta_method(method),
+    }
+}
+
+/// A Codex agent's call of an MCP tool: server and tool, the arguments while it runs, then the
+/// outcome (`completed`/`failed`, the error or the first text of the answer).
+fn mcp_tool_call(item: &Value) -> String {
+    let name = format!(
+        "{}/{}",
+        str_of(item, "server").unwrap_or("?"),
+        str_of(item, "tool").unwrap_or("?")
+    );
+    let status = str_of(item, "status").unwrap_or("?");
+    if status == "inProgress" {
+        return match item.get("arguments").filter(|a| !a.is_null()) {
+            Some(args) => format!("{name} {}", compact(args)),
+            None => name,
+        };
+    }
+    let detail = at(item, &["error", "message"])
+        .map(str::to_string)
+        .or_else(|| {
+            item.get("result")?
+                .get("content")?
+                .as_array()?
+                .iter()
+                .find_map(|c| str_of(c, "text"))
+                .map(str::to_string)
+        });
+    let outcome = if value_at(item, &["result", "isError"]) == Some(&Value::Bool(true)) {
+        "failed (the tool reported an error)"
+    } else {
+        status
+    };
+    match detail {
+        Some(d) => format!("{name} → {outcome}: {d}"),
+        None => format!("{name} → {outcome}"),
     }
 }
 
@@ -480,6 +517,25 @@ mod tests {
             "params": {"delta": "he"}}),
         );
         assert!(d.delta);
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "item/started",
+            "params": {"item": {"type": "mcpToolCall", "server": "claude", "tool": "Read",
+                                "status": "inProgress", "arguments": {"file_path": "a.txt"}}}}),
+        );
+        assert_eq!(d.text, "mcpToolCall: claude/Read {\"file_path\":\"a.txt\"}");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "item/completed",
+            "params": {"item": {"type": "mcpToolCall", "server": "claude", "tool": "Read",
+                                "status": "completed", "result": {"content": [
+                                    {"type": "text", "text": "pineapple"}]}}}}),
+        );
+        assert_eq!(d.text, "mcpToolCall: claude/Read → completed: pineapple");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "item/completed",
+            "params": {"item": {"type": "mcpToolCall", "server": "claude", "tool": "Write",
+                                "status": "failed", "error": {"message": "EACCES"}}}}),
+        );
+        assert_eq!(d.text, "mcpToolCall: claude/Write → failed: EACCES");
         let d = describe(&json!({"t": 1, "kind": "something_new", "x": 1}));
         assert_eq!(d.text, "{\"x\":1}");
     }

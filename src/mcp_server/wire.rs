@@ -24,24 +24,33 @@ impl Out {
         let _ = w.flush();
     }
 
-    pub(super) fn result(&self, id: &Value, result: Value) {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
-    }
-
     pub(super) fn error(&self, id: &Value, code: i64, message: &str) {
-        self.send(
-            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-        );
+        self.send(&error_message(id, code, message));
     }
 
-    /// `notifications/progress` for a request that asked for it.
-    pub fn progress(&self, token: &Value, progress: u64, total: u64, message: &str) {
+    /// `notifications/progress` for a request that asked for it; `progress` must grow.
+    pub fn progress(&self, token: &Value, progress: Value, total: u64, message: &str) {
         self.send(
             &json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
                 "progressToken": token, "progress": progress, "total": total, "message": message,
             }}),
         );
     }
+
+    /// A notification without parameters (`notifications/resources/list_changed`).
+    pub fn notify(&self, method: &str) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method}));
+    }
+}
+
+/// A JSON-RPC result message.
+pub(super) fn result_message(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// A JSON-RPC error message.
+pub(super) fn error_message(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
 /// A client's arguments that do not fit the tool (JSON-RPC -32602).
