@@ -388,7 +388,18 @@ pub struct ReportArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct McpArgs {}
+pub struct McpArgs {
+    /// Serve the streamable HTTP transport on ADDR (endpoint `/mcp`) instead of stdio; a bearer
+    /// token is required (`--token-file` or FANOUT_MCP_TOKEN).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// With --http: read the bearer token from this file (else FANOUT_MCP_TOKEN).
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub token_file: Option<PathBuf>,
+    /// With --http: allow an address other than loopback (the token is then all that guards it).
+    #[arg(long, requires = "http")]
+    pub allow_remote: bool,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum McpClient {
@@ -403,6 +414,10 @@ pub struct McpConfigArgs {
     /// The client the snippet is for.
     #[arg(value_enum)]
     pub client: McpClient,
+    /// Connect to a `fanout mcp --http` at this URL (e.g. http://build:8931/mcp) instead of
+    /// starting fanout; the token comes from the client's FANOUT_MCP_TOKEN.
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
 }
 
 #[cfg(test)]

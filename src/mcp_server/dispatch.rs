@@ -7,13 +7,14 @@ use std::sync::mpsc::{channel, Sender};
 
 use serde_json::{json, Value};
 
+use super::protocol::{
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+    PROTOCOL_VERSIONS, RESOURCE_NOT_FOUND,
+};
 use super::runs::Registry;
 use super::session::Session;
 use super::wire::{error_message, result_message, BadParams, Out};
-use super::{
-    tool_list, tools, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
-    PROTOCOL_VERSIONS, RESOURCE_NOT_FOUND,
-};
+use super::{tool_list, tools};
 
 /// What a message is handled with.
 #[derive(Clone)]
@@ -170,7 +171,7 @@ fn tool_call(id: Value, params: Value, ctx: &Ctx, answers: &Sender<Value>) {
         ctx.session.end(&id);
         let _ = answers.send(error_message(
             &id,
-            super::INTERNAL_ERROR,
+            INTERNAL_ERROR,
             &format!("cannot start a thread for the call: {e}"),
         ));
     }
