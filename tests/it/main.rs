@@ -22,6 +22,7 @@ mod interrupt;
 mod judges;
 mod local_users;
 mod loss;
+mod mcp_http;
 mod mcp_protocol;
 mod mcp_server;
 mod nightly;
