@@ -268,7 +268,7 @@ impl Registry {
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .filter(|n| crate::ids::RunId::parse(n).is_ok())
                     .filter(|n| {
-                        crate::run_dir::RunDir::new(&repo.runs_dir().join(n))
+                        crate::run_dir::RunDir::new(repo.runs_dir().join(n))
                             .state()
                             .is_file()
                     })

@@ -473,7 +473,7 @@ fn claude_code_runs_two_waits_at_once_and_reads_and_lists_the_runs_as_resources(
                 .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
                 .unwrap_or(0);
             let last = req.last_tool_result().unwrap_or_default();
-            if step >= 1 && step <= 2 {
+            if (1..=2).contains(&step) {
                 if step == 1 {
                     seen.start_result = last.clone();
                 }

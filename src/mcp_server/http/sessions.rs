@@ -76,12 +76,15 @@ impl StreamLog {
     }
 }
 
+/// The POST streams of a session: the last number given, and the streams kept.
+type Streams = (u64, VecDeque<(u64, Arc<StreamLog>)>);
+
 /// One client session: the MCP session state, its standalone stream (GET; stream 0) and the
 /// streams of its POSTs (1, 2, …).
 pub struct HttpSession {
     pub mcp: Session,
     pub standalone: Arc<StreamLog>,
-    streams: Mutex<(u64, VecDeque<(u64, Arc<StreamLog>)>)>,
+    streams: Mutex<Streams>,
 }
 
 impl HttpSession {
