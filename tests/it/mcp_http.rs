@@ -563,3 +563,149 @@ fn claude_code_drives_fanout_over_http() {
     let merged = crate::support::git_text(&repo.path, &["branch", "--list", "fanout/*/merged"]);
     assert!(!merged.is_empty(), "{stdout}");
 }
+
+/// A profile's MCP server by URL is checked when the task file is read.
+#[test]
+fn mcp_servers_by_url_are_validated() {
+    let repo = TestRepo::with_files(1);
+    let tasks = json!({
+        "version": 1,
+        "agents": {"codex": {"protocol": "auto", "command": "codex", "mcp_servers": {
+            "both": {"command": "srv", "url": "http://127.0.0.1:1/mcp"},
+            "ftp": {"url": "ftp://host/mcp"},
+            "local_args": {"url": "https://host/mcp", "args": ["x"]},
+            "token_no_url": {"command": "srv", "bearer_token_env_var": "T"},
+            "headers": {"url": "https://host/mcp", "http_headers": {"X-A": 1}},
+            "ok": {"url": "https://host/mcp", "bearer_token_env_var": "T",
+                   "http_headers": {"X-Team": "build"}},
+        }}},
+        "tasks": [{"id": "a", "prompt": "x"}],
+    });
+    let file = repo.write_tasks(&tasks);
+    let out = repo.fanout(&["validate", "--tasks", &file.display().to_string()]);
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        crate::support::stdout(&out),
+        crate::support::stderr(&out)
+    );
+    for needle in [
+        "mcp_servers.both",
+        "not both",
+        "mcp_servers.ftp.url",
+        "mcp_servers.local_args.args",
+        "mcp_servers.token_no_url.bearer_token_env_var",
+        "mcp_servers.headers.http_headers.X-A",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    assert!(!text.contains("mcp_servers.ok"), "{text}");
+}
+
+/// A Codex 0.171.0 agent reaches `fanout mcp --http` by URL from inside its sandbox, with the
+/// token passed by name: the call works, the token is in no file of the run, and `fanout log`
+/// names the server, the tool and the outcome.
+#[test]
+fn a_codex_agent_calls_an_mcp_server_by_url_with_a_bearer_token() {
+    use crate::model_server::{self, ModelServer, Reply};
+    let repo = TestRepo::with_files(1);
+    let server = HttpServer::start(&repo);
+    let model = ModelServer::start(|req| {
+        let Some(ns) = req
+            .tool_names()
+            .into_iter()
+            .find(|n| n.starts_with("mcp__fanout"))
+        else {
+            return Reply::Message(format!("no fanout tools in {:?}", req.tool_names()));
+        };
+        let answered = req
+            .input()
+            .iter()
+            .any(|i| i["type"] == "function_call_output");
+        if answered {
+            return Reply::Message("done".into());
+        }
+        Reply::Function {
+            namespace: Some(ns),
+            name: "fanout_status".into(),
+            arguments: json!({}),
+        }
+    });
+    let home = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        home.path().join("config.toml"),
+        model_server::codex_config_for_port(model.port()),
+    )
+    .expect("write");
+    let tasks = json!({
+        "version": 1,
+        "agents": {"codex": {"protocol": "auto", "command": "codex", "mcp_servers": {
+            "fanout": {"url": server.url(), "bearer_token_env_var": "FANOUT_MCP_TOKEN",
+                       "http_headers": {"X-Fanout-Test": "1"}}}}},
+        "tasks": [{"id": "ask", "prompt": "List the fanout runs."}],
+    });
+    let tasks_file = repo.write_tasks(&tasks);
+    let report_file = repo.report_path();
+    let out = Command::new(crate::support::fanout_bin())
+        .args(["run", "--repo"])
+        .arg(&repo.path)
+        .arg("--tasks")
+        .arg(&tasks_file)
+        .args(["--no-readback", "--quiet", "--report"])
+        .arg(&report_file)
+        .env(
+            "FANOUT_CODEX_BIN",
+            crate::mcp_server::agent_bin("codex-0.171.0", "codex"),
+        )
+        .env("CODEX_HOME", home.path())
+        .env("FANOUT_MCP_TOKEN", TOKEN)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("fanout runs");
+    let stderr = crate::support::stderr(&out);
+    let report: Value = std::fs::read_to_string(&report_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no report:\n{stderr}"));
+    let t = &report["tasks"][0];
+    assert_eq!(t["status"], "no_changes", "{t:#}\n{stderr}");
+    // The model got fanout's answer: the repository's runs (the one going on among them).
+    let reqs = model.requests();
+    let output = reqs
+        .iter()
+        .flat_map(|r| r.input())
+        .find(|i| i["type"] == "function_call_output")
+        .map(|i| i["output"].to_string())
+        .unwrap_or_default();
+    assert!(output.contains("runs"), "{output}");
+    assert!(
+        output.contains(report["run_id"].as_str().unwrap_or("?")),
+        "{output}"
+    );
+    // The token is passed by name, never written down.
+    let run_dir = std::path::Path::new(report["run_dir"].as_str().expect("run dir"));
+    let mut leaked = Vec::new();
+    for entry in walk(run_dir) {
+        if std::fs::read_to_string(&entry).is_ok_and(|t| t.contains(TOKEN)) {
+            leaked.push(entry);
+        }
+    }
+    assert!(leaked.is_empty(), "the token is in {leaked:?}");
+    let log = repo.fanout(&["log", report["run_id"].as_str().unwrap_or("last"), "ask"]);
+    let log = crate::support::stdout(&log);
+    assert!(log.contains("mcpToolCall: fanout/fanout_status"), "{log}");
+    assert!(log.contains("fanout/fanout_status → completed"), "{log}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
