@@ -709,3 +709,24 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Codex 0.169.0 and 0.171.0 configured by `fanout mcp-config codex --http` drive a whole run
+/// over HTTP, the token read from their environment.
+#[test]
+fn codex_drives_fanout_over_http() {
+    for version in ["0.169.0", "0.171.0"] {
+        let repo = TestRepo::with_files(1);
+        let server = HttpServer::start(&repo);
+        let out = Command::new(crate::support::fanout_bin())
+            .args(["mcp-config", "codex", "--http", &server.url()])
+            .output()
+            .expect("runs");
+        let config = String::from_utf8_lossy(&out.stdout).into_owned();
+        crate::mcp_server::codex_calls_fanout_start_and_wait(
+            &repo,
+            version,
+            &config,
+            &[("FANOUT_MCP_TOKEN", TOKEN)],
+        );
+    }
+}

@@ -642,8 +642,25 @@ fn last_tool_output(req: &crate::model_server::Request) -> String {
 
 #[test]
 fn codex_0_169_calls_fanout_start_and_wait() {
-    use crate::model_server::{ModelServer, Reply};
     let repo = TestRepo::with_files(1);
+    codex_calls_fanout_start_and_wait(&repo, "0.169.0", &fanout_mcp_config("codex"), &[]);
+}
+
+#[test]
+fn codex_0_171_calls_fanout_start_and_wait() {
+    let repo = TestRepo::with_files(1);
+    codex_calls_fanout_start_and_wait(&repo, "0.171.0", &fanout_mcp_config("codex"), &[]);
+}
+
+/// Real Codex `version` (`codex exec`) with `fanout_config` as its `[mcp_servers.fanout]`
+/// starts a 10-task run in `repo` and waits until it merged; `env` goes to Codex.
+pub(crate) fn codex_calls_fanout_start_and_wait(
+    repo: &TestRepo,
+    version: &str,
+    fanout_config: &str,
+    env: &[(&str, &str)],
+) {
+    use crate::model_server::{ModelServer, Reply};
     let tasks = start_args(
         exec_tasks(10, ""),
         json!({"repo": repo.path.display().to_string()}),
@@ -679,9 +696,9 @@ fn codex_0_169_calls_fanout_start_and_wait() {
         })
     };
     let home = tempfile::tempdir().expect("tmp");
-    let config = format!("{}\n{}", server.codex_config(), fanout_mcp_config("codex"));
+    let config = format!("{}\n{}", server.codex_config(), fanout_config);
     std::fs::write(home.path().join("config.toml"), config).expect("config");
-    let out = Command::new(agent_bin("codex-0.169.0", "codex"))
+    let out = Command::new(agent_bin(&format!("codex-{version}"), "codex"))
         .args([
             "exec",
             "--skip-git-repo-check",
@@ -694,6 +711,7 @@ fn codex_0_169_calls_fanout_start_and_wait() {
         // background rehash) would leave processes of theirs in the repository behind.
         .env("HOME", home.path())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("codex runs");
@@ -709,11 +727,13 @@ fn codex_0_169_calls_fanout_start_and_wait() {
     );
     let runs = git_text(&repo.path, &["branch", "--list", "fanout/*/merged"]);
     assert!(!runs.is_empty());
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
+    // A `fanout mcp --http` serving this repository is not Codex's to stop.
+    let left: Vec<String> = repo
+        .live_processes()
+        .into_iter()
+        .filter(|p| !p.contains("--http"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
