@@ -24,6 +24,7 @@ mod local_users;
 mod loss;
 mod mcp_http;
 mod mcp_protocol;
+mod mcp_sdk;
 mod mcp_server;
 mod nightly;
 mod outputs;

@@ -12,16 +12,16 @@ use serde_json::{json, Value};
 use crate::mcp_server::{exec_tasks, marker_dir, sleepy_tasks, start_args};
 use crate::support::TestRepo;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A `fanout mcp --http 127.0.0.1:0` and the port it listens on.
-struct HttpServer {
+pub(crate) struct HttpServer {
     child: Child,
     port: u16,
 }
 
 impl HttpServer {
-    fn start(repo: &TestRepo) -> HttpServer {
+    pub(crate) fn start(repo: &TestRepo) -> HttpServer {
         let mut child = repo
             .fanout_command()
             .args(["mcp", "--http", "127.0.0.1:0"])
@@ -51,7 +51,7 @@ impl HttpServer {
         HttpServer { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 }
