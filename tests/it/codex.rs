@@ -592,7 +592,9 @@ fn doctor_reports_both_codex_versions() {
         assert_eq!(checks[0].level, Level::Ok, "{}", checks[0]);
         let line = checks[0].to_string();
         assert!(
-            line.contains(&format!("Codex {version}")) && line.contains(protocol),
+            line.contains(&format!("Codex {version}"))
+                && line.contains(protocol)
+                && line.contains("0.154.x to 0.171.x"),
             "{line}"
         );
     }

@@ -259,10 +259,7 @@ fn post(server: &Server, req: &Request, conn: &mut TcpStream) -> std::io::Result
         .as_ref()
         .is_some_and(|v| v.get("method").and_then(Value::as_str) == Some("initialize"));
     let (sid, session) = if is_init {
-        match server.sessions.create() {
-            Some(s) => s,
-            None => return message::text(conn, 503, "too many sessions"),
-        }
+        server.sessions.create()
     } else {
         match session_of(server, req) {
             Ok(s) => s,

@@ -11,7 +11,8 @@ use crate::mcp_server::session::Session;
 const KEPT_EVENTS: usize = 1000;
 /// Streams of answered POSTs kept per session.
 const KEPT_STREAMS: usize = 32;
-/// Sessions at once; a client that starts more gets 503.
+/// Sessions kept at once; a new one beyond ends the one used longest ago (clients that exit
+/// without DELETE leave theirs behind).
 pub const MAX_SESSIONS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,6 +84,7 @@ type Streams = (u64, VecDeque<(u64, Arc<StreamLog>)>);
 /// streams of its POSTs (1, 2, …).
 pub struct HttpSession {
     pub mcp: Session,
+    used: Mutex<std::time::Instant>,
     pub standalone: Arc<StreamLog>,
     streams: Mutex<Streams>,
 }
@@ -119,24 +121,34 @@ impl HttpSession {
 pub struct Sessions(Arc<Mutex<HashMap<String, Arc<HttpSession>>>>);
 
 impl Sessions {
-    /// A new session with a fresh unguessable id; None when there are too many.
-    pub fn create(&self) -> Option<(String, Arc<HttpSession>)> {
+    /// A new session with a fresh unguessable id.
+    pub fn create(&self) -> (String, Arc<HttpSession>) {
         let mut map = lock(&self.0);
-        if map.len() >= MAX_SESSIONS {
-            return None;
+        while map.len() >= MAX_SESSIONS {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, s)| *lock(&s.used))
+                .map(|(k, _)| k.clone());
+            match oldest.and_then(|k| map.remove(&k)) {
+                Some(s) => s.standalone.close(),
+                None => break,
+            }
         }
         let id = new_id();
         let s = Arc::new(HttpSession {
             mcp: Session::default(),
+            used: Mutex::new(std::time::Instant::now()),
             standalone: Arc::new(StreamLog::default()),
             streams: Mutex::new((0, VecDeque::new())),
         });
         map.insert(id.clone(), s.clone());
-        Some((id, s))
+        (id, s)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<HttpSession>> {
-        lock(&self.0).get(id).cloned()
+        let s = lock(&self.0).get(id).cloned()?;
+        *lock(&s.used) = std::time::Instant::now();
+        Some(s)
     }
 
     /// Ends a session; its standalone stream ends too.
@@ -190,7 +202,12 @@ mod tests {
         let (events, closed) = log.after(2, Duration::from_secs(5));
         assert!(events.is_empty() && closed);
         let sessions = Sessions::default();
-        let (id, s) = sessions.create().expect("session");
+        let (id, s) = sessions.create();
+        // Full: the session used longest ago makes room.
+        let others: Vec<String> = (1..MAX_SESSIONS).map(|_| sessions.create().0).collect();
+        assert!(sessions.get(&id).is_some());
+        let (_newest, _) = sessions.create();
+        assert!(sessions.get(&others[0]).is_none() && sessions.get(&id).is_some());
         assert_eq!(id.len(), 32);
         let (n, _) = s.new_stream();
         assert!(s.stream(n).is_some() && s.stream(0).is_some() && s.stream(99).is_none());
