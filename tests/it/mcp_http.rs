@@ -22,11 +22,19 @@ pub(crate) struct HttpServer {
 
 impl HttpServer {
     pub(crate) fn start(repo: &TestRepo) -> HttpServer {
-        let mut child = repo
-            .fanout_command()
-            .args(["mcp", "--http", "127.0.0.1:0"])
+        HttpServer::start_with(repo, &[], Some(TOKEN))
+    }
+
+    /// With more arguments, and the token in the environment or not.
+    fn start_with(repo: &TestRepo, args: &[&str], env_token: Option<&str>) -> HttpServer {
+        let mut cmd = repo.fanout_command();
+        cmd.args(["mcp", "--http", "127.0.0.1:0"]).args(args);
+        match env_token {
+            Some(t) => cmd.env("FANOUT_MCP_TOKEN", t),
+            None => cmd.env_remove("FANOUT_MCP_TOKEN"),
+        };
+        let mut child = cmd
             .current_dir(&repo.path)
-            .env("FANOUT_MCP_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -232,9 +240,13 @@ fn call_streamed(
     panic!("the stream ended without an answer: {before:#?}");
 }
 
-#[test]
-fn http_refuses_missing_and_wrong_tokens_foreign_origins_and_unknown_sessions() {
-    let repo = TestRepo::with_files(1);
+crate::both_ways!(
+    http_refuses_missing_and_wrong_tokens_foreign_origins_and_unknown_sessions,
+    http_guards
+);
+
+fn http_guards(runner: crate::support::Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
     let server = HttpServer::start(&repo);
     let port = server.port;
     let init = rpc(1, "initialize", json!({"protocolVersion": "2025-06-18"}));
@@ -300,9 +312,13 @@ fn http_refuses_missing_and_wrong_tokens_foreign_origins_and_unknown_sessions() 
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 }
 
-#[test]
-fn http_listens_on_loopback_only_unless_told_and_needs_a_token() {
-    let repo = TestRepo::with_files(1);
+crate::both_ways!(
+    http_listens_on_loopback_only_unless_told_and_needs_a_token,
+    loopback_and_token
+);
+
+fn loopback_and_token(runner: crate::support::Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
     let out = repo
         .fanout_command()
         .args(["mcp", "--http", "0.0.0.0:0"])
@@ -329,6 +345,46 @@ fn http_listens_on_loopback_only_unless_told_and_needs_a_token() {
         err.contains("--token-file") && err.contains("FANOUT_MCP_TOKEN"),
         "{err}"
     );
+    // A token file: too short a token is refused; a good one is the only one that passes.
+    let dir = crate::mcp_server::marker_dir();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").expect("write");
+    let out = repo
+        .fanout_command()
+        .args(["mcp", "--http", "127.0.0.1:0", "--token-file"])
+        .arg(&short)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(
+        crate::support::stderr(&out).contains("too short"),
+        "{out:?}"
+    );
+    let file = dir.path().join("token");
+    std::fs::write(&file, "file-token-0123456789abcdef\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let path = file.display().to_string();
+    let from_file = HttpServer::start_with(&repo, &["--token-file", &path], Some(TOKEN));
+    let init = rpc(1, "initialize", json!({"protocolVersion": "2025-06-18"}));
+    let with = |bearer: &str| {
+        send(
+            from_file.port,
+            "POST",
+            &[
+                ("Authorization", bearer),
+                ("Content-Type", "application/json"),
+                ("Accept", JSON_AND_SSE),
+            ],
+            &init,
+        )
+        .status
+    };
+    assert_eq!(with("Bearer file-token-0123456789abcdef"), 200);
+    assert_eq!(with(BEARER), 401, "the file's token, not the environment's");
+    drop(from_file);
     // Bound to loopback, the server is not reachable at this machine's other addresses.
     let server = HttpServer::start(&repo);
     let others = Command::new("hostname")
