@@ -48,10 +48,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run any command under the same Landlock confinement and supervisor as agents.
     Sandbox(crate::sandbox::cli::SandboxArgs),
-    /// Serve fanout over MCP on stdin/stdout (tools fanout_start, fanout_wait, fanout_status,
+    /// Serve fanout over MCP on stdin/stdout, or streamable HTTP with --http (tools fanout_start, fanout_wait, fanout_status,
     /// fanout_diff, fanout_cancel, fanout_merge).
     Mcp(McpArgs),
-    /// Print the configuration that makes Claude Code or Codex start `fanout mcp`.
+    /// Print the configuration that makes Claude Code or Codex start `fanout mcp` (or, with
+    /// --http URL, connect to one).
     McpConfig(McpConfigArgs),
 }
 
