@@ -288,10 +288,12 @@ impl Registry {
         let located = self.locate(None, id).ok()?;
         let view = view(&located);
         if view["ended"] == true {
-            if let Ok(text) =
-                std::fs::read_to_string(crate::run_dir::RunDir::new(&located.run_dir).report())
-            {
-                return Some(text);
+            let report = std::fs::read(crate::run_dir::RunDir::new(&located.run_dir).report())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            if let Some(mut report) = report {
+                in_view_words(&mut report, &view);
+                return serde_json::to_string_pretty(&report).ok();
             }
         }
         serde_json::to_string_pretty(&view).ok()
@@ -417,4 +419,24 @@ fn integration_branch(run: &Located) -> Option<String> {
     let repo = git2::Repository::open(&run.repo).ok()?;
     repo.find_branch(&name, git2::BranchType::Local).ok()?;
     Some(name)
+}
+
+/// report.json in the words of the view (and of `fanout status`): tasks a stop cut off are
+/// `interrupted`, and no integration branch is named that does not exist.
+fn in_view_words(report: &mut Value, view: &Value) {
+    if report["interrupted"] == true {
+        let mut counts = BTreeMap::<String, u64>::new();
+        for t in report["tasks"].as_array_mut().into_iter().flatten() {
+            if matches!(t["status"].as_str(), Some("failed" | "skipped")) {
+                t["status"] = json!("interrupted");
+            }
+            *counts
+                .entry(t["status"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+        report["counts"] = json!(counts);
+    }
+    if view["integration_branch"].is_null() {
+        report["integration_branch"] = Value::Null;
+    }
 }

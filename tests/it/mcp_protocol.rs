@@ -383,11 +383,26 @@ fn a_cancelled_run_is_interrupted_everywhere_and_merge_says_why_in_words() {
     let m = c.call("fanout_merge", json!({"run_id": run_id, "into": "main"}));
     assert_eq!(m["isError"], true, "{m:#}");
     let e = m["structuredContent"]["error"].as_str().unwrap_or("");
-    if !exists {
-        assert!(e.contains("nothing to merge"), "{e}");
-        assert!(e.contains("fanout resume"), "{e}");
-    }
+    // No task got through: the run changed nothing, so there is no branch.
+    assert!(!exists, "{view:#}");
+    assert!(e.contains("nothing to merge"), "{e}");
+    assert!(e.contains("fanout resume"), "{e}");
     assert!(!e.contains("class="), "raw git text: {e}");
+    // The run's resource (report.json) says the same.
+    let read = c.request(
+        "resources/read",
+        json!({"uri": format!("fanout://runs/{run_id}/report")}),
+    );
+    let text = read["result"]["contents"][0]["text"].as_str().unwrap_or("");
+    let report: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {read:#}"));
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(report["counts"]["interrupted"], 3, "{report:#}");
+    assert!(report["counts"].get("failed").is_none(), "{report:#}");
+    assert_eq!(
+        report["integration_branch"].is_string(),
+        exists,
+        "{report:#}"
+    );
     // The command line says the same.
     let out = repo.fanout(&["status", &run_id]);
     let text = crate::support::stdout(&out);
