@@ -264,6 +264,7 @@ fn notification(event: &Value) -> Described {
                 .map(|c| c.keys().cloned().collect::<Vec<_>>().join(", "))
                 .unwrap_or_default(),
             "patch_apply_end" => format!("success {}", field(msg, "success")),
+            "mcp_tool_call_begin" | "mcp_tool_call_end" => codex_event_mcp_call(msg),
             "token_count" => match value_at(msg, &["info", "total_token_usage", "total_tokens"]) {
                 Some(n) => format!("{n} tokens in total"),
                 None => compact(&without(msg, &["type"])),
@@ -373,6 +374,43 @@ fn mcp_tool_call(item: &Value) -> String {
     };
     match detail {
         Some(d) => format!("{name} → {outcome}: {d}"),
+        None => format!("{name} → {outcome}"),
+    }
+}
+
+/// The same from `codex mcp-server` (0.153): `invocation {server, tool, arguments}`, and at the
+/// end `result` as `{"Ok": CallToolResult}` or `{"Err": message}`.
+fn codex_event_mcp_call(msg: &Value) -> String {
+    let inv = msg.get("invocation").unwrap_or(&Value::Null);
+    let name = format!(
+        "{}/{}",
+        str_of(inv, "server").unwrap_or("?"),
+        str_of(inv, "tool").unwrap_or("?")
+    );
+    let Some(result) = msg.get("result") else {
+        return match inv.get("arguments").filter(|a| !a.is_null()) {
+            Some(args) => format!("{name} {}", compact(args)),
+            None => name,
+        };
+    };
+    if let Some(err) = result.get("Err") {
+        return format!(
+            "{name} → failed: {}",
+            err.as_str().unwrap_or(&err.to_string())
+        );
+    }
+    let ok = result.get("Ok").unwrap_or(&Value::Null);
+    let text = ok
+        .get("content")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find_map(|c| str_of(c, "text")));
+    let outcome = if ok.get("isError") == Some(&Value::Bool(true)) {
+        "failed (the tool reported an error)"
+    } else {
+        "completed"
+    };
+    match text {
+        Some(t) => format!("{name} → {outcome}: {t}"),
         None => format!("{name} → {outcome}"),
     }
 }
@@ -536,6 +574,19 @@ mod tests {
                                 "status": "failed", "error": {"message": "EACCES"}}}}),
         );
         assert_eq!(d.text, "mcpToolCall: claude/Write → failed: EACCES");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "codex/event",
+            "params": {"msg": {"type": "mcp_tool_call_end", "invocation":
+                {"server": "claude-code", "tool": "Read", "arguments": {}},
+                "result": {"Ok": {"content": [{"type": "text", "text": "hi"}]}}}}}),
+        );
+        assert_eq!(d.text, "claude-code/Read → completed: hi");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "codex/event",
+            "params": {"msg": {"type": "mcp_tool_call_end", "invocation":
+                {"server": "s", "tool": "t"}, "result": {"Err": "timed out"}}}}),
+        );
+        assert_eq!(d.text, "s/t → failed: timed out");
         let d = describe(&json!({"t": 1, "kind": "something_new", "x": 1}));
         assert_eq!(d.text, "{\"x\":1}");
     }
