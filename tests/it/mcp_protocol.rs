@@ -416,11 +416,12 @@ fn a_cancelled_run_is_interrupted_everywhere_and_merge_says_why_in_words() {
 fn claude_with_fanout(
     repo: &TestRepo,
     server: &crate::anthropic_server::AnthropicServer,
+    mcp_config: &str,
 ) -> (String, String) {
     use std::process::{Command, Stdio};
     let cfg_dir = tempfile::tempdir().expect("tmp");
     let mcp_json = cfg_dir.path().join("mcp.json");
-    std::fs::write(&mcp_json, crate::mcp_server::fanout_mcp_config("claude")).expect("write");
+    std::fs::write(&mcp_json, mcp_config).expect("write");
     let home = cfg_dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let out = Command::new(crate::mcp_server::agent_bin(
@@ -441,6 +442,7 @@ fn claude_with_fanout(
             .unwrap_or_default(),
     )
     .current_dir(&repo.path)
+    .env("FANOUT_MCP_TOKEN", crate::mcp_http::TOKEN)
     .env("HOME", &home)
     .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
     .env("ANTHROPIC_BASE_URL", server.base_url())
@@ -469,9 +471,24 @@ struct Seen {
 /// model gets `structuredContent` (compact JSON) for a successful call.
 #[test]
 fn claude_code_runs_two_waits_at_once_and_reads_and_lists_the_runs_as_resources() {
+    let repo = TestRepo::with_files(1);
+    two_waits_and_resources(&repo, &crate::mcp_server::fanout_mcp_config("claude"));
+}
+
+#[test]
+fn claude_code_over_http_runs_two_waits_at_once_and_reads_and_lists_the_runs_as_resources() {
+    let repo = TestRepo::with_files(1);
+    let server = crate::mcp_http::HttpServer::start(&repo);
+    let out = std::process::Command::new(crate::support::fanout_bin())
+        .args(["mcp-config", "claude", "--http", &server.url()])
+        .output()
+        .expect("runs");
+    two_waits_and_resources(&repo, &String::from_utf8_lossy(&out.stdout));
+}
+
+fn two_waits_and_resources(repo: &TestRepo, mcp_config: &str) {
     use crate::anthropic_server::{AnthropicServer, Reply};
     use std::sync::{Arc, Mutex};
-    let repo = TestRepo::with_files(1);
     let marker = marker_dir();
     let tasks = start_args(
         sleepy_tasks(1, marker.path()),
@@ -529,7 +546,7 @@ fn claude_code_runs_two_waits_at_once_and_reads_and_lists_the_runs_as_resources(
             }
         }
     });
-    let (stdout, stderr) = claude_with_fanout(&repo, &server);
+    let (stdout, stderr) = claude_with_fanout(repo, &server, mcp_config);
     std::fs::write(marker.path().join("fast"), "").expect("marker");
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(seen.runs.len(), 2, "{stdout}\n{stderr}");
@@ -567,7 +584,7 @@ fn claude_code_runs_two_waits_at_once_and_reads_and_lists_the_runs_as_resources(
             Reply::Text("listed".into())
         }
     });
-    let (stdout2, stderr2) = claude_with_fanout(&repo, &lister);
+    let (stdout2, stderr2) = claude_with_fanout(repo, &lister, mcp_config);
     let listed = lister
         .requests()
         .last()
@@ -580,9 +597,19 @@ fn claude_code_runs_two_waits_at_once_and_reads_and_lists_the_runs_as_resources(
         );
     }
     assert!(stdout.contains("all done"), "{stdout}\n{stderr}");
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
+    // Over stdio the server stopped the runs when Claude left; over HTTP they run on (the marker
+    // lets them end) beside the server itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let left: Vec<String> = repo
+            .live_processes()
+            .into_iter()
+            .filter(|p| !p.contains("--http"))
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(left.is_empty(), "{left:?}");
 }
