@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Installs the pinned real agent binaries the tests drive (Codex before and after the
-# mcp-server removal, and Claude Code for read-back) into .agents/ inside the project, plus
-# what the HTML report test drives: playwright-core (npm) and Debian's Chromium (apt, as root).
+# mcp-server removal, and the newest Codex; Claude Code for read-back) into .agents/ inside the project, plus
+# what the HTML report test drives: playwright-core (npm) and Debian's Chromium (apt, as root);
+# and the official MCP TypeScript SDK, whose client the `fanout mcp` tests drive.
 # Idempotent: a version already installed is left alone. Prints the folders to stdout.
+# Supported Codex: `mcp-server` up to 0.153.x, `app-server` 0.154.x to 0.171.x (`fanout doctor`
+# says the same; a newer Codex is refused until fanout knows its protocol).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/.agents"
 pkgs=(
   "codex-0.153.4 @openai/codex@0.153.4"
   "codex-0.169.0 @openai/codex@0.169.0"
+  "codex-0.171.0 @openai/codex@0.171.0"
   "claude-code-2.1.332 @anthropic-ai/claude-code@2.1.332"
   "playwright-core-1.64.1 playwright-core@1.64.1"
+  "mcp-sdk-1.32.2 @modelcontextprotocol/sdk@1.32.2"
 )
 command -v npm >/dev/null || { echo "install-agents: npm is required (install Node.js 20+)" >&2; exit 1; }
 mkdir -p "$dest"

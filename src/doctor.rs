@@ -11,6 +11,7 @@ user's Codex `config.toml` is valid TOML (Codex's CLI and IDE extension share it
 use std::fmt;
 use std::path::Path;
 
+use crate::agent::app_server;
 use crate::agent::codex::{self, CodexError, APP_SERVER_SINCE};
 use crate::taskfile::{Protocol, TaskFile};
 
@@ -184,12 +185,24 @@ pub fn codex_checks(command: &str, forced: Option<Protocol>) -> Vec<Check> {
                 Level::Ok,
                 subject,
                 format!(
-                    "{} is Codex {} → protocol {}",
+                    "{} is Codex {} → protocol {} (supported: Codex up to 0.153.x over mcp, {} over app-server)",
                     program.display(),
                     found.version,
-                    protocol_name(auto)
+                    protocol_name(auto),
+                    app_server::supported_range()
                 ),
             )];
+            if found.version >= APP_SERVER_SINCE && !app_server::knows(found.version) {
+                out.push(Check::new(
+                    Level::Error,
+                    subject,
+                    format!(
+                        "Codex {} is newer than the app-server protocol fanout knows (supported: Codex {}); tasks with it are refused",
+                        found.version,
+                        app_server::supported_range()
+                    ),
+                ));
+            }
             if forced == Some(Protocol::Mcp) && found.version >= APP_SERVER_SINCE {
                 out.push(Check::new(
                     Level::Error,

@@ -9,7 +9,9 @@ id that turn/start returned. Follow-ups are new turns on the same thread; turns 
 is answered at once so nothing ever waits for a human. On deadline: turn/interrupt, then the
 process group is killed.
 
-Method and field names come from `codex app-server generate-json-schema` of 0.169.0.
+Method and field names come from `codex app-server generate-json-schema` of 0.169.0 (0.171.0
+answers the same). The version in `initialize`'s `userAgent` must be one fanout knows
+([`knows`]); another one is refused with the supported range.
 */
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::codex::Version;
 use super::common::{
     check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
 };
@@ -27,6 +30,55 @@ use crate::sandbox::NetPolicy;
 
 /// How long to wait for `turn/completed` after `turn/interrupt` before killing the process.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
+/// The newest Codex whose app-server protocol fanout knows (any patch release of it); the
+/// oldest is [`APP_SERVER_SINCE`](super::codex::APP_SERVER_SINCE). Tested: 0.169.0, 0.171.0.
+pub const NEWEST_KNOWN: Version = Version {
+    major: 0,
+    minor: 171,
+    patch: 0,
+};
+
+/// The supported Codex versions in words, for messages and `fanout doctor`.
+pub fn supported_range() -> String {
+    format!(
+        "{}.{}.x to {}.{}.x",
+        super::codex::APP_SERVER_SINCE.major,
+        super::codex::APP_SERVER_SINCE.minor,
+        NEWEST_KNOWN.major,
+        NEWEST_KNOWN.minor
+    )
+}
+
+/// Whether fanout knows the app-server protocol of Codex `v`.
+pub fn knows(v: Version) -> bool {
+    let newest = Version {
+        patch: u64::MAX,
+        ..NEWEST_KNOWN
+    };
+    (super::codex::APP_SERVER_SINCE..=newest).contains(&v)
+}
+
+/// The version the app-server reports at `initialize`: its `userAgent` starts with
+/// `<client name>/<codex version> ` (0.169.0 and 0.171.0 alike; there is no serverInfo).
+fn reported_version(result: &Value) -> Option<Version> {
+    let ua = result.get("userAgent").and_then(Value::as_str)?;
+    let first = ua.split_whitespace().next()?;
+    Version::parse(first.split('/').nth(1)?)
+}
+
+/// Why the handshake did not get to a thread.
+enum HandshakeError {
+    Rpc(JsonRpcError),
+    /// The app-server speaks a protocol fanout does not know.
+    Unknown(String),
+}
+
+impl From<JsonRpcError> for HandshakeError {
+    fn from(e: JsonRpcError) -> Self {
+        HandshakeError::Rpc(e)
+    }
+}
 
 pub struct AppServerSession {
     ctx: AgentContext,
@@ -68,11 +120,15 @@ impl AppServerSession {
                 check_sandbox(&session.proc.status_file, &mut session.info)?;
                 Ok(session)
             }
-            Err(e) => Err(session.fail(e, startup, true).await),
+            Err(HandshakeError::Rpc(e)) => Err(session.fail(e, startup, true).await),
+            Err(HandshakeError::Unknown(message)) => {
+                super::common::rpc_shutdown(&session.conn, &mut session.proc).await;
+                Err(AgentError::Protocol(message))
+            }
         }
     }
 
-    async fn handshake(&mut self, deadline: Instant) -> Result<(), JsonRpcError> {
+    async fn handshake(&mut self, deadline: Instant) -> Result<(), HandshakeError> {
         let events = self.ctx.events.clone();
         let confined = self.ctx.spawn.policy.enforce;
         let init = self
@@ -84,16 +140,25 @@ impl AppServerSession {
             .await?;
         let mut handler = Handler::new(events.clone(), &mut self.info, confined);
         let result = self.conn.wait(init, deadline, &mut handler).await?;
-        if self.info.version.is_none() {
-            // userAgent looks like "fanout/0.169.0 (Debian 12; x86_64) …".
-            self.info.version = result
-                .get("userAgent")
-                .and_then(Value::as_str)
-                .and_then(|ua| ua.split_whitespace().next())
-                .and_then(|first| first.split('/').nth(1))
-                .map(str::to_string);
-        }
         events.record("initialized", json!({"result": result}));
+        // The version that answers is the one that counts (`--version` may be another binary's).
+        match reported_version(&result) {
+            Some(v) if knows(v) => self.info.version = Some(v.to_string()),
+            Some(v) => {
+                return Err(HandshakeError::Unknown(format!(
+                    "Codex {v} speaks an app-server protocol fanout does not know (supported: Codex {}); \
+                     install a supported one (`npm install -g @openai/codex@0.171.0`) or a fanout that knows {v}",
+                    supported_range()
+                )))
+            }
+            None => {
+                return Err(HandshakeError::Unknown(format!(
+                    "the app-server's answer to initialize names no Codex version (no `userAgent`): \
+                     not a Codex app-server fanout knows (supported: Codex {})",
+                    supported_range()
+                )))
+            }
+        }
         self.conn.notify("initialized", json!({})).await?;
 
         let mut params = Map::new();
@@ -457,5 +522,26 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
             }
             Incoming::Garbage(line) => self.info.note_garbage(&self.events, line),
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn the_version_comes_from_the_user_agent_and_must_be_known() {
+        let v = |ua: &str| reported_version(&json!({"userAgent": ua}));
+        let ua = "fanout/0.171.0 (Debian 12.0.0; x86_64) xterm (fanout; 0.1.0)";
+        assert_eq!(v(ua).map(|v| v.to_string()), Some("0.171.0".into()));
+        assert!(v(ua).is_some_and(knows));
+        assert!(v("fanout/0.169.0 (Debian)").is_some_and(knows));
+        assert!(v("fanout/0.171.4 (Debian)").is_some_and(knows));
+        assert!(v("fanout/0.154.0-alpha.2 (x)").is_some_and(knows));
+        assert!(!v("fanout/0.172.0 (x)").is_some_and(knows));
+        assert!(!v("fanout/1.0.0 (x)").is_some_and(knows));
+        assert!(!v("fanout/0.153.4 (x)").is_some_and(knows));
+        assert_eq!(reported_version(&json!({"serverInfo": {}})), None);
+        assert_eq!(supported_range(), "0.154.x to 0.171.x");
     }
 }

@@ -1,7 +1,8 @@
 /*!
 MCP servers a Codex agent may use, written into the task's private `config.toml` as
 `[mcp_servers.NAME]` tables (Codex's own field names: `command`, `args`, `env`, `env_vars`,
-`startup_timeout_sec`, `tool_timeout_sec`, `enabled_tools`, `enabled`).
+`startup_timeout_sec`, `tool_timeout_sec`, `enabled_tools`, `enabled`; for a server reached by
+URL `url`, `bearer_token_env_var`, `http_headers`).
 
 The built-in `claude-code` entry runs Claude Code's `claude mcp serve`, so a Codex agent can
 consult Claude Code (its `Read`, `Grep`, … tools). Codex starts the server as its own child,
@@ -37,6 +38,8 @@ const CLAUDE_TOOL_SEC: f64 = 300.0;
 pub enum McpServersError {
     #[error("mcp_servers.{name}: cannot find Claude Code ({why}); install it with `npm install -g @anthropic-ai/claude-code` or set the entry's `command`")]
     ClaudeNotFound { name: String, why: String },
+    #[error("mcp_servers.{name}: bearer_token_env_var names {var}, which is not set in fanout's environment")]
+    NoToken { name: String, var: String },
     #[error("mcp_servers.{name}: cannot create {path}")]
     Dir {
         name: String,
@@ -76,6 +79,9 @@ pub fn build(
         let table = if name == CLAUDE_CODE_SERVER {
             claude_code(name, spec, scratch, lookup, &mut setup)?
         } else {
+            if let Some(url) = &spec.url {
+                by_url(name, url, spec, lookup, &mut setup)?;
+            }
             plain(spec)
         };
         tables.insert(name.clone(), toml::Value::Table(table));
@@ -89,10 +95,44 @@ pub fn build(
     Ok(setup)
 }
 
+/// A server reached by URL: its port opened in the sandbox (443 always is), and its bearer
+/// token handed to Codex's process by name (Codex reads `bearer_token_env_var` from its own
+/// environment, which fanout keeps small).
+fn by_url(
+    name: &str,
+    url: &str,
+    spec: &McpServerSpec,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    setup: &mut McpSetup,
+) -> Result<(), McpServersError> {
+    setup.ports.extend(non_https_port(url));
+    if let Some(var) = &spec.bearer_token_env_var {
+        let token =
+            lookup(var)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| McpServersError::NoToken {
+                    name: name.to_string(),
+                    var: var.clone(),
+                })?;
+        crate::redact::register(&token);
+        setup.env.insert(var.clone(), token);
+    }
+    Ok(())
+}
+
 fn plain(spec: &McpServerSpec) -> toml::Table {
     let mut t = toml::Table::new();
     if let Some(c) = &spec.command {
         t.insert("command".into(), c.clone().into());
+    }
+    if let Some(u) = &spec.url {
+        t.insert("url".into(), u.clone().into());
+    }
+    if let Some(v) = &spec.bearer_token_env_var {
+        t.insert("bearer_token_env_var".into(), v.clone().into());
+    }
+    if !spec.http_headers.is_empty() {
+        t.insert("http_headers".into(), env_table(&spec.http_headers));
     }
     if let Some(a) = &spec.args {
         t.insert("args".into(), strings(a));
@@ -174,6 +214,7 @@ fn claude_code(
         tool_timeout_sec: spec.tool_timeout_sec.or(Some(CLAUDE_TOOL_SEC)),
         enabled_tools: spec.enabled_tools.clone(),
         enabled: spec.enabled,
+        ..McpServerSpec::default()
     };
     let mut t = plain(&full);
     if !pass.is_empty() {

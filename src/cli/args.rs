@@ -51,10 +51,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run any command under the same Landlock confinement and supervisor as agents.
     Sandbox(crate::sandbox::cli::SandboxArgs),
-    /// Serve fanout over MCP on stdin/stdout (tools fanout_start, fanout_wait, fanout_status,
+    /// Serve fanout over MCP on stdin/stdout, or streamable HTTP with --http (tools fanout_start, fanout_wait, fanout_status,
     /// fanout_diff, fanout_cancel, fanout_merge).
     Mcp(McpArgs),
-    /// Print the configuration that makes Claude Code or Codex start `fanout mcp`.
+    /// Print the configuration that makes Claude Code or Codex start `fanout mcp` (or, with
+    /// --http URL, connect to one).
     McpConfig(McpConfigArgs),
 }
 
@@ -432,7 +433,18 @@ pub struct ReportArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct McpArgs {}
+pub struct McpArgs {
+    /// Serve the streamable HTTP transport on ADDR (endpoint `/mcp`) instead of stdio; a bearer
+    /// token is required (`--token-file` or FANOUT_MCP_TOKEN).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// With --http: read the bearer token from this file (else FANOUT_MCP_TOKEN).
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub token_file: Option<PathBuf>,
+    /// With --http: allow an address other than loopback (the token is then all that guards it).
+    #[arg(long, requires = "http")]
+    pub allow_remote: bool,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum McpClient {
@@ -447,6 +459,10 @@ pub struct McpConfigArgs {
     /// The client the snippet is for.
     #[arg(value_enum)]
     pub client: McpClient,
+    /// Connect to a `fanout mcp --http` at this URL (e.g. http://build:8931/mcp) instead of
+    /// starting fanout; the token comes from the client's FANOUT_MCP_TOKEN.
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
 }
 
 #[cfg(test)]

@@ -264,6 +264,7 @@ fn notification(event: &Value) -> Described {
                 .map(|c| c.keys().cloned().collect::<Vec<_>>().join(", "))
                 .unwrap_or_default(),
             "patch_apply_end" => format!("success {}", field(msg, "success")),
+            "mcp_tool_call_begin" | "mcp_tool_call_end" => codex_event_mcp_call(msg),
             "token_count" => match value_at(msg, &["info", "total_token_usage", "total_tokens"]) {
                 Some(n) => format!("{n} tokens in total"),
                 None => compact(&without(msg, &["type"])),
@@ -304,6 +305,7 @@ fn notification(event: &Value) -> Described {
                             .join(", ")
                     })
                     .unwrap_or_default(),
+                "mcpToolCall" => mcp_tool_call(item),
                 _ => String::new(),
             };
             format!("{ty}: {what}")
@@ -337,6 +339,79 @@ fn notification(event: &Value) -> Described {
         label: method.to_string(),
         text,
         delta: is_delta_method(method),
+    }
+}
+
+/// A Codex agent's call of an MCP tool: server and tool, the arguments while it runs, then the
+/// outcome (`completed`/`failed`, the error or the first text of the answer).
+fn mcp_tool_call(item: &Value) -> String {
+    let name = format!(
+        "{}/{}",
+        str_of(item, "server").unwrap_or("?"),
+        str_of(item, "tool").unwrap_or("?")
+    );
+    let status = str_of(item, "status").unwrap_or("?");
+    if status == "inProgress" {
+        return match item.get("arguments").filter(|a| !a.is_null()) {
+            Some(args) => format!("{name} {}", compact(args)),
+            None => name,
+        };
+    }
+    let detail = at(item, &["error", "message"])
+        .map(str::to_string)
+        .or_else(|| {
+            item.get("result")?
+                .get("content")?
+                .as_array()?
+                .iter()
+                .find_map(|c| str_of(c, "text"))
+                .map(str::to_string)
+        });
+    let outcome = if value_at(item, &["result", "isError"]) == Some(&Value::Bool(true)) {
+        "failed (the tool reported an error)"
+    } else {
+        status
+    };
+    match detail {
+        Some(d) => format!("{name} → {outcome}: {d}"),
+        None => format!("{name} → {outcome}"),
+    }
+}
+
+/// The same from `codex mcp-server` (0.153): `invocation {server, tool, arguments}`, and at the
+/// end `result` as `{"Ok": CallToolResult}` or `{"Err": message}`.
+fn codex_event_mcp_call(msg: &Value) -> String {
+    let inv = msg.get("invocation").unwrap_or(&Value::Null);
+    let name = format!(
+        "{}/{}",
+        str_of(inv, "server").unwrap_or("?"),
+        str_of(inv, "tool").unwrap_or("?")
+    );
+    let Some(result) = msg.get("result") else {
+        return match inv.get("arguments").filter(|a| !a.is_null()) {
+            Some(args) => format!("{name} {}", compact(args)),
+            None => name,
+        };
+    };
+    if let Some(err) = result.get("Err") {
+        return format!(
+            "{name} → failed: {}",
+            err.as_str().unwrap_or(&err.to_string())
+        );
+    }
+    let ok = result.get("Ok").unwrap_or(&Value::Null);
+    let text = ok
+        .get("content")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find_map(|c| str_of(c, "text")));
+    let outcome = if ok.get("isError") == Some(&Value::Bool(true)) {
+        "failed (the tool reported an error)"
+    } else {
+        "completed"
+    };
+    match text {
+        Some(t) => format!("{name} → {outcome}: {t}"),
+        None => format!("{name} → {outcome}"),
     }
 }
 
@@ -480,6 +555,38 @@ mod tests {
             "params": {"delta": "he"}}),
         );
         assert!(d.delta);
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "item/started",
+            "params": {"item": {"type": "mcpToolCall", "server": "claude", "tool": "Read",
+                                "status": "inProgress", "arguments": {"file_path": "a.txt"}}}}),
+        );
+        assert_eq!(d.text, "mcpToolCall: claude/Read {\"file_path\":\"a.txt\"}");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "item/completed",
+            "params": {"item": {"type": "mcpToolCall", "server": "claude", "tool": "Read",
+                                "status": "completed", "result": {"content": [
+                                    {"type": "text", "text": "pineapple"}]}}}}),
+        );
+        assert_eq!(d.text, "mcpToolCall: claude/Read → completed: pineapple");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "item/completed",
+            "params": {"item": {"type": "mcpToolCall", "server": "claude", "tool": "Write",
+                                "status": "failed", "error": {"message": "EACCES"}}}}),
+        );
+        assert_eq!(d.text, "mcpToolCall: claude/Write → failed: EACCES");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "codex/event",
+            "params": {"msg": {"type": "mcp_tool_call_end", "invocation":
+                {"server": "claude-code", "tool": "Read", "arguments": {}},
+                "result": {"Ok": {"content": [{"type": "text", "text": "hi"}]}}}}}),
+        );
+        assert_eq!(d.text, "claude-code/Read → completed: hi");
+        let d = describe(
+            &json!({"t": 1, "kind": "notification", "method": "codex/event",
+            "params": {"msg": {"type": "mcp_tool_call_end", "invocation":
+                {"server": "s", "tool": "t"}, "result": {"Err": "timed out"}}}}),
+        );
+        assert_eq!(d.text, "s/t → failed: timed out");
         let d = describe(&json!({"t": 1, "kind": "something_new", "x": 1}));
         assert_eq!(d.text, "{\"x\":1}");
     }

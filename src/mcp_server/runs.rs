@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use super::options::ServerOptions;
+use super::wire::Out;
 use crate::report::RunReport;
 use crate::runner::Stop;
 use crate::state::StateFile;
@@ -28,14 +29,24 @@ pub(super) struct RunEntry {
     changes: Arc<Changes>,
 }
 
-/// A counter of the run's event-stream transitions and a condition variable to wait on it.
+/// A counter of the run's event-stream transitions and a condition variable to wait on it,
+/// and the latest event in words (for progress messages).
 #[derive(Default)]
 pub(super) struct Changes {
     count: Mutex<u64>,
     bumped: std::sync::Condvar,
+    latest: Mutex<Option<String>>,
 }
 
 impl Changes {
+    fn saw(&self, e: &crate::event::Event) {
+        let text = match e.task() {
+            Some(t) => format!("{} {t}", e.name()),
+            None => e.name().to_string(),
+        };
+        *lock(&self.latest) = Some(text);
+    }
+
     fn bump(&self) {
         *lock(&self.count) += 1;
         self.bumped.notify_all();
@@ -62,6 +73,10 @@ impl crate::event::Output for WakeWaiters {
 
     fn event(&mut self, e: &crate::event::Event) -> Result<(), crate::event::OutputError> {
         use crate::event::EventKind;
+        // An agent's own events are many and say little on their own.
+        if !matches!(e.kind, EventKind::AgentEvent { .. }) {
+            self.0.saw(e);
+        }
         if matches!(
             e.kind,
             EventKind::TaskEnded { .. }
@@ -79,7 +94,14 @@ impl crate::event::Output for WakeWaiters {
 pub struct Registry {
     pub(super) options: ServerOptions,
     runs: Arc<Mutex<BTreeMap<String, RunEntry>>>,
+    /// Told when the list of resources (one per run) changed.
+    out: Out,
 }
+
+const LIST_CHANGED: &str = "notifications/resources/list_changed";
+
+/// At most this many runs of the repository are listed as resources (newest first).
+const MAX_LISTED_RUNS: usize = 50;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -96,10 +118,11 @@ pub(super) struct Located {
 }
 
 impl Registry {
-    pub fn new(options: ServerOptions) -> Registry {
+    pub fn new(options: ServerOptions, out: Out) -> Registry {
         Registry {
             options,
             runs: Arc::new(Mutex::new(BTreeMap::new())),
+            out,
         }
     }
 
@@ -115,6 +138,7 @@ impl Registry {
         let thread = {
             let (outcome, stop) = (entry_outcome.clone(), stop.clone());
             let (wake, on_exit) = (changes.clone(), changes.clone());
+            let out = self.out.clone();
             std::thread::Builder::new()
                 .name(format!("run-{run_id}"))
                 .spawn(move || {
@@ -129,6 +153,8 @@ impl Registry {
                     let r = crate::runner::execute(plan, io);
                     *lock(&outcome) = Some(r.map_err(|e| crate::error_chain(&e)));
                     on_exit.bump();
+                    // The resource now reads report.json: clients that cache the list re-read it.
+                    out.notify(LIST_CHANGED);
                 })?
         };
         lock(&self.runs).insert(
@@ -143,7 +169,15 @@ impl Registry {
                 changes,
             },
         );
+        self.out.notify(LIST_CHANGED);
         Ok(())
+    }
+
+    /// The latest event of one of this server's runs, in words (`task_ended t3`).
+    pub(super) fn latest_event(&self, run_id: &str) -> Option<String> {
+        let changes = lock(&self.runs).get(run_id).map(|e| e.changes.clone())?;
+        let latest = lock(&changes.latest).clone();
+        latest
     }
 
     /// Waits (at most `timeout`) for the next transition of one of this server's runs after
@@ -203,10 +237,16 @@ impl Registry {
         })
     }
 
-    /// Resources: the report of every run this server started.
+    /// Resources: the report of every run this server started, then the newest runs of the
+    /// server's repository (a client that lists once, when it connects, sees earlier runs).
     pub(super) fn resources(&self) -> Vec<Value> {
-        lock(&self.runs)
-            .keys()
+        let mut ids: Vec<String> = lock(&self.runs).keys().rev().cloned().collect();
+        for id in self.runs_on_disk() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.into_iter()
             .map(|id| {
                 json!({
                     "uri": format!("fanout://runs/{id}/report"),
@@ -217,6 +257,29 @@ impl Registry {
             .collect()
     }
 
+    /// The newest runs in the run folder of the server's repository, newest first.
+    fn runs_on_disk(&self) -> Vec<String> {
+        let Ok(repo) = crate::git::repo::UserRepo::open(&self.options.cwd) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = std::fs::read_dir(repo.runs_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| crate::ids::RunId::parse(n).is_ok())
+                    .filter(|n| {
+                        crate::run_dir::RunDir::new(repo.runs_dir().join(n))
+                            .state()
+                            .is_file()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(MAX_LISTED_RUNS);
+        ids
+    }
+
     /// `fanout://runs/<run_id>/report`: report.json once the run ended, else its view now.
     pub(super) fn read_resource(&self, uri: &str) -> Option<String> {
         let id = uri
@@ -225,10 +288,12 @@ impl Registry {
         let located = self.locate(None, id).ok()?;
         let view = view(&located);
         if view["ended"] == true {
-            if let Ok(text) =
-                std::fs::read_to_string(crate::run_dir::RunDir::new(&located.run_dir).report())
-            {
-                return Some(text);
+            let report = std::fs::read(crate::run_dir::RunDir::new(&located.run_dir).report())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            if let Some(mut report) = report {
+                in_view_words(&mut report, &view);
+                return serde_json::to_string_pretty(&report).ok();
             }
         }
         serde_json::to_string_pretty(&view).ok()
@@ -293,8 +358,10 @@ pub(super) fn view(run: &Located) -> Value {
     if let Some(r) = &report {
         for t in &r.tasks {
             ended_count += 1;
+            // The words of the state file and `fanout status`: a task cut off is `interrupted`.
+            let status = crate::state::state_status(t.status, false, r.interrupted);
             tasks.push(json!({
-                "id": t.id, "status": t.status.as_str(), "files": t.files,
+                "id": t.id, "status": status, "files": t.files,
                 "insertions": t.insertions, "deletions": t.deletions, "error": t.error,
             }));
         }
@@ -332,9 +399,10 @@ pub(super) fn view(run: &Located) -> Value {
         "repo": run.repo.display().to_string(),
         "status": status,
         "ended": ended,
-        "integration_branch": crate::ids::merged_branch(
-            &crate::ids::RunId::parse(&run.run_id).unwrap_or_default()),
-        "integration_commit": report.as_ref().map(|r| r.integration_commit.clone()),
+        "integration_branch": integration_branch(run),
+        "integration_commit": report.as_ref()
+            .map(|r| r.integration_commit.clone())
+            .filter(|c| !c.is_empty()),
         "tasks_total": total,
         "tasks_ended": ended_count,
         "counts": counts,
@@ -342,4 +410,33 @@ pub(super) fn view(run: &Located) -> Value {
         "error": error,
         "resumable": ended && status == "interrupted",
     })
+}
+
+/// The run's integration branch when it exists: a run stopped before anything merged has none.
+fn integration_branch(run: &Located) -> Option<String> {
+    let id = crate::ids::RunId::parse(&run.run_id).ok()?;
+    let name = crate::ids::merged_branch(&id);
+    let repo = git2::Repository::open(&run.repo).ok()?;
+    repo.find_branch(&name, git2::BranchType::Local).ok()?;
+    Some(name)
+}
+
+/// report.json in the words of the view (and of `fanout status`): tasks a stop cut off are
+/// `interrupted`, and no integration branch is named that does not exist.
+fn in_view_words(report: &mut Value, view: &Value) {
+    if report["interrupted"] == true {
+        let mut counts = BTreeMap::<String, u64>::new();
+        for t in report["tasks"].as_array_mut().into_iter().flatten() {
+            if matches!(t["status"].as_str(), Some("failed" | "skipped")) {
+                t["status"] = json!("interrupted");
+            }
+            *counts
+                .entry(t["status"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+        report["counts"] = json!(counts);
+    }
+    if view["integration_branch"].is_null() {
+        report["integration_branch"] = Value::Null;
+    }
 }

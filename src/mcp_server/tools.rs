@@ -1,6 +1,7 @@
 //! The tools of `fanout mcp`: their schemas, argument checks and handlers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -10,6 +11,12 @@ use super::wire::{BadParams, Out};
 
 /// Longest `fanout_wait`: clients time tool calls out (Codex's `tool_timeout_sec`).
 pub const MAX_WAIT_SECS: u64 = 300;
+/// Default `fanout_wait`: well inside the 60 s request timeout of the TypeScript SDK and
+/// Claude Code, even on a loaded machine.
+pub const DEFAULT_WAIT_SECS: u64 = 45;
+/// Longest silence of a `fanout_wait` that asked for progress (clients that reset their
+/// timeout on progress need a sign of life; the issue asks for at most 10 s).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Default diff size handed back; the rest is cut with a note.
 const DEFAULT_DIFF_BYTES: u64 = 64 * 1024;
 pub(super) const MAX_DIFF_BYTES: u64 = 1024 * 1024;
@@ -132,7 +139,12 @@ fn tool_error(message: impl Into<String>) -> Value {
 }
 
 /// Handles `tools/call`.
-pub fn call(params: &Value, registry: &Registry, out: &Out) -> Result<Value, BadParams> {
+pub fn call(
+    params: &Value,
+    registry: &Registry,
+    out: &Out,
+    cancelled: &AtomicBool,
+) -> Result<Value, BadParams> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(BadParams("tools/call needs a string `name`".into()));
     };
@@ -144,7 +156,7 @@ pub fn call(params: &Value, registry: &Registry, out: &Out) -> Result<Value, Bad
         .cloned();
     match name {
         "fanout_start" => start(args, registry),
-        "fanout_wait" => wait(args, registry, out, progress_token),
+        "fanout_wait" => wait(args, registry, out, progress_token, cancelled),
         "fanout_status" => status(args, registry),
         "fanout_diff" => diff(args, registry),
         "fanout_cancel" => cancel(args, registry),
@@ -364,6 +376,7 @@ fn wait(
     registry: &Registry,
     out: &Out,
     token: Option<Value>,
+    cancelled: &AtomicBool,
 ) -> Result<Value, BadParams> {
     let args = Args::new(
         "fanout_wait",
@@ -375,37 +388,84 @@ fn wait(
     let repo = repo_arg(&args, registry)?;
     let timeout = args
         .f64("timeout_secs", MAX_WAIT_SECS as f64)?
-        .unwrap_or(60.0);
+        .unwrap_or(DEFAULT_WAIT_SECS as f64);
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
-    let mut last_progress = None;
+    let mut progress = token.map(|t| Progress::new(t, out.clone()));
     let mut seen = 0;
     loop {
         let located = match locate_run(registry, repo.as_deref(), run_id) {
             Ok(l) => l,
             Err(e) => return Ok(tool_error(e)),
         };
-        let view = view(&located);
+        let mut view = view(&located);
         let ended = view["ended"] == true;
-        if let Some(token) = &token {
-            let done = view["tasks_ended"].as_u64().unwrap_or(0);
-            let total = view["tasks_total"].as_u64().unwrap_or(0);
-            // Progress only ever grows, and is sent when it changed.
-            if last_progress.is_none_or(|p| done > p) {
-                out.progress(token, done, total, &format!("{done}/{total} task(s) ended"));
-                last_progress = Some(done);
-            }
+        if let Some(p) = &mut progress {
+            p.report(&view, registry.latest_event(&located.run_id));
         }
         let now = Instant::now();
-        if ended || now >= deadline {
+        // A cancelled call is not answered; returning ends its thread.
+        if ended || now >= deadline || cancelled.load(Ordering::SeqCst) {
+            if !ended {
+                view["next"] = json!(format!(
+                    "the run goes on: call fanout_wait again (timeout_secs up to {MAX_WAIT_SECS}; default {DEFAULT_WAIT_SECS})"
+                ));
+            }
             return Ok(result(view, false));
         }
         // Woken by the run's event stream (a task ended, the run ended); the bound keeps a
-        // late state write from being missed.
+        // late state write, a cancel and the next progress beat from being missed.
         seen = registry.wait_change(
             &located.run_id,
             seen,
-            (deadline - now).min(Duration::from_secs(2)),
+            (deadline - now).min(Duration::from_secs(1)),
         );
+    }
+}
+
+/// Progress of one `fanout_wait`: sent when a task ended, and every few seconds anyway.
+/// `progress` must grow with every notification: it is the tasks ended, plus a fraction that
+/// grows (and stays below the next task) while nothing ends.
+struct Progress {
+    token: Value,
+    out: Out,
+    done: Option<u64>,
+    beats: i32,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(token: Value, out: Out) -> Progress {
+        Progress {
+            token,
+            out,
+            done: None,
+            beats: 0,
+            last: Instant::now(),
+        }
+    }
+
+    fn report(&mut self, view: &Value, latest: Option<String>) {
+        let done = view["tasks_ended"].as_u64().unwrap_or(0);
+        let total = view["tasks_total"].as_u64().unwrap_or(0);
+        let value = if self.done.is_none_or(|d| done > d) {
+            self.beats = 0;
+            json!(done)
+        } else if self.last.elapsed() >= PROGRESS_EVERY {
+            self.beats += 1;
+            json!(done as f64 + 1.0 - 0.5f64.powi(self.beats))
+        } else {
+            return;
+        };
+        self.done = Some(self.done.unwrap_or(0).max(done));
+        self.last = Instant::now();
+        let mut message = format!("{done}/{total} task(s) ended");
+        for (status, n) in view["counts"].as_object().into_iter().flatten() {
+            message.push_str(&format!(", {n} {status}"));
+        }
+        if let Some(latest) = latest {
+            message.push_str(&format!("; latest: {latest}"));
+        }
+        self.out.progress(&self.token, value, total, &message);
     }
 }
 
@@ -518,8 +578,10 @@ fn diff(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
 }
 
 fn cancel(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
-    let args = Args::new("fanout_cancel", v, &["run_id"], &["run_id"])?;
+    let args = Args::new("fanout_cancel", v, &["repo", "run_id"], &["run_id"])?;
+    let repo = repo_arg(&args, registry)?;
     let run_id = args.str("run_id")?.unwrap_or_default();
+    let run_id = &resolve_last(repo.as_deref(), registry, run_id);
     Ok(match registry.cancel(run_id) {
         Some(true) => result(json!({"run_id": run_id, "cancel_requested": true, "ended": false,
             "next": "call fanout_wait: the run ends `interrupted` and `fanout resume` continues it"}), false),
@@ -552,13 +614,23 @@ fn merge(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         )));
     }
     let Some(from) = view["integration_branch"].as_str() else {
-        return Ok(tool_error("the run has no integration branch"));
+        return Ok(tool_error(format!(
+            "run {} ({}) has nothing to merge: no task reached its integration branch{}",
+            located.run_id,
+            view["status"].as_str().unwrap_or("ended"),
+            if view["resumable"] == true {
+                "; `fanout resume` continues it"
+            } else {
+                ""
+            }
+        )));
     };
     match crate::git::merge_into::merge_into(&located.repo, from, into) {
         Ok(m) => Ok(result(
             json!({"run_id": located.run_id, "from": from, "into": into, "outcome": m.outcome, "commit": m.commit}),
             false,
         )),
-        Err(e) => Ok(tool_error(crate::error_chain(&e))),
+        // The error's own words; git's text underneath says nothing more to a model.
+        Err(e) => Ok(tool_error(e.to_string())),
     }
 }

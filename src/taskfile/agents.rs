@@ -145,15 +145,20 @@ impl Validator {
                 Value::Object(obj) => {
                     self.known_fields(obj, &loc, &schema::names(schema::MCP_SERVER_FIELDS));
                     let command = self.string(obj, "command", &loc);
+                    let url = self.string(obj, "url", &loc);
                     match &command {
                         Some(c) if c.trim().is_empty() => {
                             self.problem(&format!("{loc}.command"), "command must not be empty")
                         }
-                        None if !builtin && !obj.contains_key("command") => {
-                            self.problem(&loc, "missing field \"command\"")
+                        None if !builtin
+                            && !obj.contains_key("command")
+                            && !obj.contains_key("url") =>
+                        {
+                            self.problem(&loc, "missing field \"command\" (or \"url\")")
                         }
                         _ => {}
                     }
+                    self.check_url_server(obj, &loc, url.as_deref(), builtin);
                     let mut env = BTreeMap::new();
                     if let Some(e) = obj.get("env") {
                         let eloc = format!("{loc}.env");
@@ -176,6 +181,9 @@ impl Validator {
                     }
                     McpServerSpec {
                         command,
+                        url,
+                        bearer_token_env_var: self.string(obj, "bearer_token_env_var", &loc),
+                        http_headers: self.string_map(obj, "http_headers", &loc),
                         args: self.strings(obj, "args", &loc),
                         env,
                         startup_timeout_sec: self.positive(obj, "startup_timeout_sec", &loc),
@@ -196,6 +204,71 @@ impl Validator {
                 }
             };
             out.insert(name.clone(), spec);
+        }
+        out
+    }
+
+    /// A server by URL: http(s), not with `command`; its HTTP fields only with a URL.
+    fn check_url_server(
+        &mut self,
+        obj: &serde_json::Map<String, Value>,
+        loc: &str,
+        url: Option<&str>,
+        builtin: bool,
+    ) {
+        match url {
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => self.problem(
+                &format!("{loc}.url"),
+                "url must start with http:// or https://",
+            ),
+            Some(_) if obj.contains_key("command") || builtin => self.problem(
+                loc,
+                "give either \"command\" (a server Codex starts) or \"url\" (a server it connects to), not both",
+            ),
+            Some(_) => {
+                for local in ["args", "env"] {
+                    if obj.contains_key(local) {
+                        self.problem(
+                            &format!("{loc}.{local}"),
+                            format!("{local} is for a server started by `command`, not one reached by `url`"),
+                        );
+                    }
+                }
+            }
+            None => {
+                for http in ["bearer_token_env_var", "http_headers"] {
+                    if obj.contains_key(http) {
+                        self.problem(&format!("{loc}.{http}"), format!("{http} needs \"url\""));
+                    }
+                }
+            }
+        }
+    }
+
+    /// An object of strings (`http_headers`).
+    fn string_map(
+        &mut self,
+        obj: &serde_json::Map<String, Value>,
+        key: &str,
+        loc: &str,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(v) = obj.get(key) else {
+            return out;
+        };
+        let kloc = format!("{loc}.{key}");
+        if let Some(m) = self.object(v, &kloc) {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    other => self.problem(
+                        &format!("{kloc}.{k}"),
+                        format!("expected a string, found {}", kind(other)),
+                    ),
+                }
+            }
         }
         out
     }

@@ -150,6 +150,11 @@ pub const CLAUDE_CODE_SERVER: &str = "claude-code";
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct McpServerSpec {
     pub command: Option<String>,
+    /// A streamable HTTP server instead of a command.
+    pub url: Option<String>,
+    /// With `url`: the variable holding the bearer token (passed by name).
+    pub bearer_token_env_var: Option<String>,
+    pub http_headers: BTreeMap<String, String>,
     pub args: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub startup_timeout_sec: Option<f64>,

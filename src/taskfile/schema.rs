@@ -233,7 +233,22 @@ pub const MCP_SERVER_FIELDS: &[Field] = &[
     field(
         "command",
         Kind::NonEmptyString,
-        "The server's program (required except for the built-in `claude-code`).",
+        "The server's program (a server started by Codex; give `command` or `url`, neither for the built-in `claude-code`).",
+    ),
+    field(
+        "url",
+        Kind::NonEmptyString,
+        "The server's streamable HTTP endpoint (http:// or https://), instead of `command`.",
+    ),
+    field(
+        "bearer_token_env_var",
+        Kind::NonEmptyString,
+        "With `url`: the environment variable of fanout holding the bearer token; Codex reads it from its environment, it is never written to the config.",
+    ),
+    field(
+        "http_headers",
+        Kind::Env,
+        "With `url`: extra HTTP headers sent to the server.",
     ),
     field("args", Kind::Strings, "The program's arguments."),
     field(

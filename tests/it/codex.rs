@@ -1,4 +1,4 @@
-//! The real Codex CLI (0.153.4 over `mcp-server`, 0.169.0 over `app-server`) driven by fanout
+//! The real Codex CLI (0.153.4 over `mcp-server`, 0.169.0 and 0.171.0 over `app-server`) driven by fanout
 //! against the scripted model server. The binaries come from `scripts/install-agents.sh`.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use crate::model_server::{self, ModelServer, Reply};
 
 const OLD: &str = "0.153.4";
 const NEW: &str = "0.169.0";
+/// The newest Codex on npm when it was pinned.
+const NEWEST: &str = "0.171.0";
 
 /// The pinned Codex launcher of `version`; a missing one fails the test with the fix.
 fn codex_bin(version: &str) -> PathBuf {
@@ -78,6 +80,11 @@ static RUN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `fanout run` with the built-in `codex` profile resolved to `codex_bin(version)`.
 fn fanout_run(repo: &Path, tasks: &Value, version: &str, home: &Path) -> RunOutcome {
+    fanout_run_with(repo, tasks, &codex_bin(version), home)
+}
+
+/// `fanout run` with the built-in `codex` profile resolved to `bin`.
+fn fanout_run_with(repo: &Path, tasks: &Value, bin: &Path, home: &Path) -> RunOutcome {
     let dir = tempfile::tempdir().expect("tmp");
     let tasks_file = dir.path().join("tasks.json");
     let report_file = dir.path().join("report.json");
@@ -95,7 +102,7 @@ fn fanout_run(repo: &Path, tasks: &Value, version: &str, home: &Path) -> RunOutc
         .arg(&tasks_file)
         .args(["--jobs", "4", "--no-readback", "--quiet", "--report"])
         .arg(&report_file)
-        .env("FANOUT_CODEX_BIN", codex_bin(version))
+        .env("FANOUT_CODEX_BIN", bin)
         .env("CODEX_HOME", home)
         .output()
         .expect("fanout runs");
@@ -188,6 +195,11 @@ fn codex_0169_app_server_eight_tasks_merge() {
     eight_tasks_merge(NEW, "codex-app-server");
 }
 
+#[test]
+fn codex_0171_app_server_eight_tasks_merge() {
+    eight_tasks_merge(NEWEST, "codex-app-server");
+}
+
 /// A follow-up through the runner's verify-feedback loop: the first attempt fails the verify
 /// command, the feedback goes to the same thread, and the model's second command fixes it.
 fn feedback_follow_up(version: &str) {
@@ -254,6 +266,11 @@ fn codex_0153_follow_up_on_same_thread() {
 #[test]
 fn codex_0169_follow_up_on_same_thread() {
     feedback_follow_up(NEW);
+}
+
+#[test]
+fn codex_0171_follow_up_on_same_thread() {
+    feedback_follow_up(NEWEST);
 }
 
 /// The same at the session level: two turns, one thread, two edits.
@@ -358,6 +375,11 @@ fn codex_0169_session_follow_up() {
     session_follow_up(NEW, "codex-app-server");
 }
 
+#[test]
+fn codex_0171_session_follow_up() {
+    session_follow_up(NEWEST, "codex-app-server");
+}
+
 fn model_down(version: &str) {
     let home = user_home(model_server::dead_port());
     let repo = tempfile::tempdir().expect("tmp");
@@ -387,6 +409,11 @@ fn codex_0153_model_down_fails_fast() {
 #[test]
 fn codex_0169_model_down_fails_fast() {
     model_down(NEW);
+}
+
+#[test]
+fn codex_0171_model_down_fails_fast() {
+    model_down(NEWEST);
 }
 
 /// Processes whose environment holds `FANOUT_TASK_ID=<task>` and whose executable is named `exe`
@@ -494,6 +521,11 @@ fn codex_0169_killed_mid_turn() {
     killed_mid_turn(NEW);
 }
 
+#[test]
+fn codex_0171_killed_mid_turn() {
+    killed_mid_turn(NEWEST);
+}
+
 fn turn_timeout(version: &str) {
     // An id of its own per version: tests run at once, and processes are found by task id.
     let slow_id = format!("slow-{}", version.replace('.', "_"));
@@ -544,15 +576,26 @@ fn codex_0169_turn_timeout() {
 }
 
 #[test]
+fn codex_0171_turn_timeout() {
+    turn_timeout(NEWEST);
+}
+
+#[test]
 fn doctor_reports_both_codex_versions() {
     use fanout::doctor::{self, Level};
-    for (version, protocol) in [(OLD, "mcp"), (NEW, "codex-app-server")] {
+    for (version, protocol) in [
+        (OLD, "mcp"),
+        (NEW, "codex-app-server"),
+        (NEWEST, "codex-app-server"),
+    ] {
         let bin = codex_bin(version).display().to_string();
         let checks = doctor::codex_checks(&bin, None);
         assert_eq!(checks[0].level, Level::Ok, "{}", checks[0]);
         let line = checks[0].to_string();
         assert!(
-            line.contains(&format!("Codex {version}")) && line.contains(protocol),
+            line.contains(&format!("Codex {version}"))
+                && line.contains(protocol)
+                && line.contains("0.154.x to 0.171.x"),
             "{line}"
         );
     }
@@ -575,5 +618,68 @@ fn doctor_reports_both_codex_versions() {
                 "{checks:?}"
             );
         }
+    }
+}
+
+/// A stand-in `codex` whose `--version` names `version` and whose app-server answers
+/// `initialize` with `result` (`%ID%` becomes the request's id), then stays.
+fn codex_answering(dir: &Path, version: &str, result: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let answer = format!(r#"{{"id":%ID%,"result":{result}}}"#);
+    let script = format!(
+        "#!/bin/sh\n\
+         if [ \"$1\" = --version ]; then echo 'codex-cli {version}'; exit 0; fi\n\
+         read -r line\n\
+         id=$(printf '%s' \"$line\" | sed -n 's/.*\"id\": *\\([0-9][0-9]*\\).*/\\1/p')\n\
+         echo '{answer}' | sed \"s/%ID%/$id/\"\n\
+         sleep 30\n"
+    );
+    let bin = dir.join("codex");
+    std::fs::write(&bin, script).expect("write");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+/// An app-server of a version fanout does not know is refused at `initialize`, in words that
+/// name the supported range; so is one that names no version.
+#[test]
+fn an_app_server_protocol_fanout_does_not_know_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().expect("tmp");
+    let bins = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(bins.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for (n, (version, result, needle)) in [
+        (
+            "0.180.0",
+            r#"{"userAgent":"fanout/0.180.0 (Debian 12; x86_64) (fanout; 0.1.0)"}"#,
+            "Codex 0.180.0 speaks an app-server protocol fanout does not know",
+        ),
+        (
+            "0.171.0",
+            r#"{"codexHome":"/tmp"}"#,
+            "names no Codex version",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = bins.path().join(n.to_string());
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = codex_answering(&dir, version, result);
+        let repo = tempfile::tempdir().expect("tmp");
+        init_repo(repo.path());
+        let tasks = json!({"version": 1, "tasks": [edit_task(1)]});
+        let run = fanout_run_with(repo.path(), &tasks, &bin, home.path());
+        let t = run.task("t1");
+        assert_eq!(t["status"], "failed", "{t:#}");
+        let error = t["error"].as_str().unwrap_or("");
+        assert!(error.contains(needle), "{error}");
+        assert!(error.contains("0.154.x to 0.171.x"), "{error}");
+        assert!(
+            run.elapsed < Duration::from_secs(25),
+            "took {:?}",
+            run.elapsed
+        );
     }
 }

@@ -13,17 +13,17 @@ use serde_json::{json, Value};
 use crate::support::{git_text, TestRepo};
 
 /// A `fanout mcp` process and the lines it wrote.
-struct Client {
-    child: Child,
+pub(crate) struct Client {
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<Value>,
+    pub(crate) lines: mpsc::Receiver<Value>,
     /// Notifications seen while waiting for responses.
-    notes: Vec<Value>,
+    pub(crate) notes: Vec<Value>,
     next_id: i64,
 }
 
 impl Client {
-    fn start(repo: &TestRepo) -> Client {
+    pub(crate) fn start(repo: &TestRepo) -> Client {
         let mut child = repo
             .fanout_command()
             .arg("mcp")
@@ -54,7 +54,7 @@ impl Client {
         }
     }
 
-    fn send_raw(&mut self, line: &str) {
+    pub(crate) fn send_raw(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(line.as_bytes()).expect("write");
         stdin.write_all(b"\n").expect("write");
@@ -62,7 +62,7 @@ impl Client {
     }
 
     /// The next message with `id`, keeping notifications.
-    fn response(&mut self, id: &Value, within: Duration) -> Value {
+    pub(crate) fn response(&mut self, id: &Value, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -77,7 +77,7 @@ impl Client {
         }
     }
 
-    fn request(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn request(&mut self, method: &str, params: Value) -> Value {
         let id = json!(self.next_id);
         self.next_id += 1;
         self.send_raw(
@@ -86,7 +86,7 @@ impl Client {
         self.response(&id, Duration::from_secs(120))
     }
 
-    fn initialize(&mut self) -> Value {
+    pub(crate) fn initialize(&mut self) -> Value {
         let r = self.request(
             "initialize",
             json!({"protocolVersion": "2025-06-18", "capabilities": {},
@@ -97,7 +97,7 @@ impl Client {
     }
 
     /// `tools/call` → the result (panics on a JSON-RPC error).
-    fn call(&mut self, tool: &str, args: Value) -> Value {
+    pub(crate) fn call(&mut self, tool: &str, args: Value) -> Value {
         let r = self.request("tools/call", json!({"name": tool, "arguments": args}));
         r.get("result")
             .cloned()
@@ -105,7 +105,7 @@ impl Client {
     }
 
     /// Closes stdin and waits for the server to exit.
-    fn close(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub(crate) fn close(&mut self, within: Duration) -> std::process::ExitStatus {
         self.stdin.take();
         let deadline = Instant::now() + within;
         loop {
@@ -133,7 +133,7 @@ impl Drop for Client {
 }
 
 /// An `exec` agent writing `out-<prompt>.txt`; `pre` runs first (e.g. a sleep).
-fn exec_tasks(n: usize, pre: &str) -> Value {
+pub(crate) fn exec_tasks(n: usize, pre: &str) -> Value {
     let script =
         format!("{pre}printf 'edited by %s\\n' \"$FANOUT_PROMPT\" > \"out-$FANOUT_PROMPT.txt\"");
     json!({
@@ -144,7 +144,7 @@ fn exec_tasks(n: usize, pre: &str) -> Value {
     })
 }
 
-fn start_args(tasks: Value, extra: Value) -> Value {
+pub(crate) fn start_args(tasks: Value, extra: Value) -> Value {
     let mut a = tasks;
     a["readback"] = json!("off");
     a["jobs"] = json!(4);
@@ -388,7 +388,7 @@ fn ten_tasks_wait_with_progress_diff_status_merge() {
 }
 
 /// A world-readable folder (agents run as another uid when the tests run as root).
-fn marker_dir() -> tempfile::TempDir {
+pub(crate) fn marker_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let d = tempfile::tempdir().expect("tmp");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -396,7 +396,7 @@ fn marker_dir() -> tempfile::TempDir {
 }
 
 /// Tasks that sleep until `fast` exists in `dir`, for at most 60 s.
-fn sleepy_tasks(n: usize, dir: &Path) -> Value {
+pub(crate) fn sleepy_tasks(n: usize, dir: &Path) -> Value {
     let fast = dir.join("fast");
     exec_tasks(
         n,
@@ -407,7 +407,7 @@ fn sleepy_tasks(n: usize, dir: &Path) -> Value {
     )
 }
 
-fn wait_until_running(c: &mut Client, run_id: &str) {
+pub(crate) fn wait_until_running(c: &mut Client, run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = c.call("fanout_status", json!({"run_id": run_id}));
@@ -594,7 +594,7 @@ fn mcp_config_snippets() {
 }
 
 /// The pinned binary of an agent package in `.agents/`.
-fn agent_bin(dir: &str, bin: &str) -> std::path::PathBuf {
+pub(crate) fn agent_bin(dir: &str, bin: &str) -> std::path::PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".agents")
         .join(dir)
@@ -608,7 +608,7 @@ fn agent_bin(dir: &str, bin: &str) -> std::path::PathBuf {
     p
 }
 
-fn fanout_mcp_config(client: &str) -> String {
+pub(crate) fn fanout_mcp_config(client: &str) -> String {
     let out = Command::new(crate::support::fanout_bin())
         .args(["mcp-config", client])
         .output()
@@ -619,7 +619,7 @@ fn fanout_mcp_config(client: &str) -> String {
 
 /// The first JSON object in a tool's output as a client passed it on (Codex prefixes it with
 /// "Wall time: …\nOutput:\n").
-fn json_in(text: &str) -> Option<Value> {
+pub(crate) fn json_in(text: &str) -> Option<Value> {
     let start = text.find('{')?;
     serde_json::Deserializer::from_str(&text[start..])
         .into_iter::<Value>()
@@ -642,8 +642,25 @@ fn last_tool_output(req: &crate::model_server::Request) -> String {
 
 #[test]
 fn codex_0_169_calls_fanout_start_and_wait() {
-    use crate::model_server::{ModelServer, Reply};
     let repo = TestRepo::with_files(1);
+    codex_calls_fanout_start_and_wait(&repo, "0.169.0", &fanout_mcp_config("codex"), &[]);
+}
+
+#[test]
+fn codex_0_171_calls_fanout_start_and_wait() {
+    let repo = TestRepo::with_files(1);
+    codex_calls_fanout_start_and_wait(&repo, "0.171.0", &fanout_mcp_config("codex"), &[]);
+}
+
+/// Real Codex `version` (`codex exec`) with `fanout_config` as its `[mcp_servers.fanout]`
+/// starts a 10-task run in `repo` and waits until it merged; `env` goes to Codex.
+pub(crate) fn codex_calls_fanout_start_and_wait(
+    repo: &TestRepo,
+    version: &str,
+    fanout_config: &str,
+    env: &[(&str, &str)],
+) {
+    use crate::model_server::{ModelServer, Reply};
     let tasks = start_args(
         exec_tasks(10, ""),
         json!({"repo": repo.path.display().to_string()}),
@@ -679,9 +696,9 @@ fn codex_0_169_calls_fanout_start_and_wait() {
         })
     };
     let home = tempfile::tempdir().expect("tmp");
-    let config = format!("{}\n{}", server.codex_config(), fanout_mcp_config("codex"));
+    let config = format!("{}\n{}", server.codex_config(), fanout_config);
     std::fs::write(home.path().join("config.toml"), config).expect("config");
-    let out = Command::new(agent_bin("codex-0.169.0", "codex"))
+    let out = Command::new(agent_bin(&format!("codex-{version}"), "codex"))
         .args([
             "exec",
             "--skip-git-repo-check",
@@ -694,6 +711,7 @@ fn codex_0_169_calls_fanout_start_and_wait() {
         // background rehash) would leave processes of theirs in the repository behind.
         .env("HOME", home.path())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("codex runs");
@@ -709,11 +727,13 @@ fn codex_0_169_calls_fanout_start_and_wait() {
     );
     let runs = git_text(&repo.path, &["branch", "--list", "fanout/*/merged"]);
     assert!(!runs.is_empty());
-    assert!(
-        repo.live_processes().is_empty(),
-        "{:?}",
-        repo.live_processes()
-    );
+    // A `fanout mcp --http` serving this repository is not Codex's to stop.
+    let left: Vec<String> = repo
+        .live_processes()
+        .into_iter()
+        .filter(|p| !p.contains("--http"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

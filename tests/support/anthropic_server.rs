@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 pub enum Reply {
     /// Call a tool (`mcp__fanout__fanout_start`, …) with this input.
     ToolUse { name: String, input: Value },
+    /// Call several tools in one message (name, input each).
+    ToolUses(Vec<(String, Value)>),
     /// End the turn with this text.
     Text(String),
 }
@@ -235,29 +237,45 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, script: &Script, cou
 }
 
 fn sse(n: u64, reply: &Reply) -> Vec<u8> {
-    let (block, delta, stop) = match reply {
-        Reply::ToolUse { name, input } => (
-            json!({"type": "tool_use", "id": format!("toolu_{n:04}"), "name": name, "input": {}}),
+    let tool = |i: usize, name: &str, input: &Value| {
+        (
+            json!({"type": "tool_use", "id": format!("toolu_{n:04}_{i}"), "name": name, "input": {}}),
             json!({"type": "input_json_delta", "partial_json": input.to_string()}),
+        )
+    };
+    let (blocks, stop) = match reply {
+        Reply::ToolUse { name, input } => (vec![tool(0, name, input)], "tool_use"),
+        Reply::ToolUses(calls) => (
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, input))| tool(i, name, input))
+                .collect(),
             "tool_use",
         ),
         Reply::Text(t) => (
-            json!({"type": "text", "text": ""}),
-            json!({"type": "text_delta", "text": t}),
+            vec![(
+                json!({"type": "text", "text": ""}),
+                json!({"type": "text_delta", "text": t}),
+            )],
             "end_turn",
         ),
     };
-    let events = [
+    let mut events = vec![
         json!({"type": "message_start", "message": {"id": format!("msg_{n}"), "type": "message",
             "role": "assistant", "model": "scripted", "content": [], "stop_reason": null,
             "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
-        json!({"type": "content_block_start", "index": 0, "content_block": block}),
-        json!({"type": "content_block_delta", "index": 0, "delta": delta}),
-        json!({"type": "content_block_stop", "index": 0}),
+    ];
+    for (index, (block, delta)) in blocks.into_iter().enumerate() {
+        events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
+        events.push(json!({"type": "content_block_delta", "index": index, "delta": delta}));
+        events.push(json!({"type": "content_block_stop", "index": index}));
+    }
+    events.push(
         json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
             "usage": {"output_tokens": 5}}),
-        json!({"type": "message_stop"}),
-    ];
+    );
+    events.push(json!({"type": "message_stop"}));
     let mut out = Vec::new();
     for e in events {
         let kind = e["type"].as_str().unwrap_or("").to_string();
