@@ -9,6 +9,7 @@ pub mod collect_options;
 pub mod gc_guard;
 pub mod merge;
 pub mod merge_into;
+pub mod message;
 pub mod repo;
 pub mod risky;
 pub mod scan;

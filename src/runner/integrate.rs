@@ -71,26 +71,27 @@ pub(crate) struct Integration {
     pub merged: Vec<(usize, Oid)>,
 }
 
-/// The message of a task's integration commit: what it brings, and trailers naming it.
+/// The message of a task's integration commit: what it brings (a short subject, the full
+/// prompt below when cut), and trailers naming it.
 pub(crate) fn merge_message(shared: &Shared, i: usize) -> String {
+    use crate::git::message;
     let task = &shared.tasks[i];
-    let first = first_line(&task.spec.prompt);
-    let subject = if first.is_empty() {
-        format!("fanout: merge {}", task.id())
-    } else {
-        format!("fanout: merge {} \u{2014} {first}", task.id())
-    };
-    format!(
-        "{subject}\n\nFanout-Run: {}\nFanout-Task: {}\n",
-        shared.run_id,
-        task.id()
+    let prefix = format!("fanout: merge {}", task.id());
+    let subject = message::subject(&prefix, " \u{2014} ", &task.spec.prompt);
+    message::message(
+        &subject,
+        &task.spec.prompt,
+        &[
+            ("Fanout-Run", shared.run_id.as_str()),
+            ("Fanout-Task", task.id().as_str()),
+        ],
     )
 }
 
-/// The first non-blank line of a prompt, bounded (commit subjects stay readable).
+/// The first non-blank line of a prompt, bounded (one line of a squashed commit's list).
 fn first_line(prompt: &str) -> String {
-    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    crate::jsonrpc::truncate(first.trim(), 120)
+    let room = crate::git::message::SUBJECT_MAX;
+    crate::git::message::shorten(crate::git::message::first_line(prompt), room)
 }
 
 fn open_repo(shared: &Shared) -> Result<Repository, RunError> {

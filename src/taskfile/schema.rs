@@ -135,7 +135,7 @@ pub const FILE_FIELDS: &[Field] = &[
     field(
         "commit",
         Kind::Commit,
-        "How task commits are written: `author` (\"Name <email>\") is used when the repository's configuration has no user.name/user.email; the committer is always fanout.",
+        "How task commits are written: `author` (\"Name <email>\") authors task commits unless the repository's own configuration (.git/config) sets user.name/user.email; it wins over a global or system identity; the committer is always fanout.",
     ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
 ];
