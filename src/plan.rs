@@ -128,6 +128,8 @@ pub struct Plan {
     pub integrate: Option<IntegrateGate>,
     /// What a conflicting task does (command line over task file, default `fail`).
     pub on_conflict: taskfile::OnConflict,
+    /// The task file's `merge` rules, compiled.
+    pub merge_rules: crate::git::merge_rules::MergeRules,
     /// Said right after the run's first line (uncommitted changes left out, skipped includes).
     pub warnings: Vec<String>,
     /// The task file's `caches_fill`: fills the shared caches once, before any agent.
@@ -305,10 +307,18 @@ impl Plan {
                 .setup_timeout_secs
                 .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
         });
+        let rules: Vec<_> = file
+            .merge
+            .iter()
+            .map(|r| (r.paths.clone(), r.strategy))
+            .collect();
+        let merge_rules =
+            crate::git::merge_rules::MergeRules::new(&rules).map_err(PlanError::Invalid)?;
         Ok(Plan {
             caches_fill,
             integrate,
             on_conflict,
+            merge_rules,
             run_id,
             repo,
             base,

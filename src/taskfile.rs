@@ -13,6 +13,7 @@ use serde_json::Value;
 mod agents;
 pub mod caches;
 pub mod generate;
+mod merge;
 mod model;
 mod problem;
 mod read;

@@ -12,8 +12,13 @@ use crate::ids::{merged_branch, task_branch, TaskId};
 use crate::report::{TaskReport, TaskStatus};
 
 /// The commit a dependent task starts from: the base plus its dependencies' commits.
-pub(crate) fn dependency_base(repo: &Repository, base: Oid, deps: &[Oid]) -> Result<Oid, String> {
-    let mut integ = Integrator::new(repo, base);
+pub(crate) fn dependency_base(
+    repo: &Repository,
+    base: Oid,
+    deps: &[Oid],
+    rules: &crate::git::merge_rules::MergeRules,
+) -> Result<Oid, String> {
+    let mut integ = Integrator::new(repo, base).with_rules(rules);
     for &c in deps {
         match integ
             .apply(c, &format!("fanout: dependency {c}"))
@@ -170,7 +175,7 @@ fn apply_each(
     repo: &Repository,
     flush: &mut dyn FnMut(Oid) -> Result<(), crate::git::GitError>,
 ) -> Result<(), RunError> {
-    let mut integ = Integrator::new(repo, integration.head);
+    let mut integ = Integrator::new(repo, integration.head).with_rules(&shared.merge_rules);
     // Bytes of new trees held in memory since the last flush (estimated by the size of each
     // new head's root tree) and merges since then: either bound triggers a flush.
     let (mut held, mut merges) = (0usize, 0usize);
@@ -281,7 +286,7 @@ pub(crate) fn rebuild(
     repo: &Repository,
     items: &[(usize, Oid)],
 ) -> Result<(Oid, Conflicts), crate::git::GitError> {
-    let mut integ = Integrator::new(repo, shared.base);
+    let mut integ = Integrator::new(repo, shared.base).with_rules(&shared.merge_rules);
     let mut conflicts = Vec::new();
     for &(i, commit) in items {
         if let Applied::Conflict(paths) = integ.apply(commit, &merge_message(shared, i))? {

@@ -241,6 +241,7 @@ fn shared_state(
         priors: std::mem::take(&mut plan.priors),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
+        merge_rules: plan.merge_rules.clone(),
         workspaces,
     })
 }

@@ -258,7 +258,18 @@ pub struct TaskFile {
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
     pub integrate: Option<IntegrateSpec>,
+    /// `merge`: how conflicts in the files the rules name are resolved, first match wins.
+    pub merge: Vec<MergeRule>,
     pub tasks: Vec<TaskSpec>,
+}
+
+pub use crate::git::merge_rules::MergeStrategy;
+
+/// One `merge` rule: files matching `paths` (globs) resolve a content conflict by `strategy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeRule {
+    pub paths: Vec<String>,
+    pub strategy: MergeStrategy,
 }
 
 /// Splits `Name <email>` (the format of `commit.author`, as git writes identities).

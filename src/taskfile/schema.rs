@@ -57,6 +57,8 @@ pub enum Kind {
     Workspace,
     /// `commit`: how task commits are written (`author`).
     Commit,
+    /// `merge`: rules resolving integration conflicts in the files they name.
+    Merge,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -137,7 +139,26 @@ pub const FILE_FIELDS: &[Field] = &[
         Kind::Commit,
         "How task commits are written: `author` (\"Name <email>\") authors task commits unless the repository's own configuration (.git/config) sets user.name/user.email; it wins over a global or system identity; the committer is always fanout.",
     ),
+    field(
+        "merge",
+        Kind::Merge,
+        "Rules for files many tasks edit (lists, allowlists, lint configurations): `[{\"paths\": [GLOB, …], \"strategy\": \"union\"}]`. On a conflict in a matching file, `union` keeps both sides' lines (ours then theirs, no markers; removals by either side apply, also of neighbouring lines), `ours` keeps what is integrated, `theirs` takes the task's file. First matching rule wins; a glob without `/` matches the name in any folder.",
+    ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
+];
+
+/// One rule of `merge`.
+pub const MERGE_RULE_FIELDS: &[Field] = &[
+    required(
+        "paths",
+        Kind::Strings,
+        "Globs of the files the rule covers (`*` stays within a folder; a glob without `/` matches the name anywhere).",
+    ),
+    required(
+        "strategy",
+        Kind::String,
+        "`union`, `ours` or `theirs`.",
+    ),
 ];
 
 /// `integrate`.
@@ -510,6 +531,21 @@ fn kind_schema(kind: Kind) -> Value {
             "additionalProperties": {"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/mcpServer"}]}
         }),
         Kind::Review => json!({"$ref": "#/$defs/review"}),
+        Kind::Merge => json!({
+            "type": "array",
+            "items": {
+                "description": "One rule.",
+                "type": "object",
+                "properties": {
+                    "paths": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+                        "description": MERGE_RULE_FIELDS[0].description},
+                    "strategy": {"enum": crate::git::merge_rules::MergeStrategy::NAMES,
+                        "description": MERGE_RULE_FIELDS[1].description}
+                },
+                "required": ["paths", "strategy"],
+                "additionalProperties": false
+            }
+        }),
     }
 }
 
@@ -548,6 +584,7 @@ mod tests {
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
             Kind::Workspace => json!("worktree"),
+            Kind::Merge => json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}]),
         }
     }
 

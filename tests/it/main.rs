@@ -23,6 +23,7 @@ mod judges;
 mod local_users;
 mod loss;
 mod mcp_server;
+mod merge_rules;
 mod nightly;
 mod outputs;
 mod run;

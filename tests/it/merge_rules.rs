@@ -1,0 +1,113 @@
+//! The task file's `merge` rules (union merge of list files), `group`, placeholders and
+//! `contains` of templates, commit authors and subjects, kept workspaces.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+use crate::{both_ways, every_way};
+
+fn exec_agent(script: &str) -> Value {
+    json!({"protocol": "exec", "command": "sh", "args": ["-c", script]})
+}
+
+fn show(out: &std::process::Output) -> String {
+    format!("stderr: {}\nstdout: {}", stderr(out), stdout(out))
+}
+
+/// A repository with `allowlist.txt` (host1 … host8) and `main.txt` committed.
+fn list_repo(runner: Runner) -> TestRepo {
+    let repo = TestRepo::with_files(1);
+    let list: String = (1..=8).map(|i| format!("host{i}\n")).collect();
+    std::fs::write(repo.path.join("allowlist.txt"), list).expect("write");
+    std::fs::write(repo.path.join("main.txt"), "one\n").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "lists"]);
+    repo.run_by(runner)
+}
+
+fn text_at(repo: &TestRepo, rev: &str, path: &str) -> String {
+    String::from_utf8_lossy(&repo.tree_files(rev)[path]).into_owned()
+}
+
+/// Six tasks each remove a neighbouring line of one allowlist: with a union rule they all
+/// merge in the first round, without retries.
+fn union_takes_neighbouring_removals(runner: Runner) {
+    let repo = list_repo(runner);
+    let tasks: Vec<Value> = (2..=7)
+        .map(|i| json!({"id": format!("host{i}"), "prompt": format!("remove host{i}")}))
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "merge": [{"paths": ["allowlist.txt"], "strategy": "union"}],
+        "agents": {"w": exec_agent("sed -i \"/^$FANOUT_TASK_ID\\$/d\" allowlist.txt")},
+        "defaults": {"agent": "w", "on_conflict": "fail"},
+        "tasks": tasks
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    assert_eq!(text_at(&repo, branch, "allowlist.txt"), "host1\nhost8\n");
+    // One round: no task ran twice.
+    for t in report["tasks"].as_array().expect("tasks") {
+        assert!(t["conflict_paths"].as_array().is_none_or(|p| p.is_empty()), "{t}");
+    }
+}
+every_way!(union_merges_neighbouring_removals_in_one_round, union_takes_neighbouring_removals);
+
+/// A real conflict in a file no rule names still conflicts, while the union file merges.
+fn other_files_still_conflict(runner: Runner) {
+    let repo = list_repo(runner);
+    let file = repo.write_tasks(&json!({
+        "merge": [{"paths": ["allow*.txt"], "strategy": "union"}, {"paths": ["main.txt"], "strategy": "theirs"}],
+        "agents": {"w": exec_agent(
+            "echo \"$FANOUT_TASK_ID\" >> allowlist.txt; echo \"$FANOUT_TASK_ID\" > src/file_00.txt")},
+        "defaults": {"agent": "w"},
+        "tasks": [{"id": "a", "prompt": "a"}, {"id": "b", "prompt": "b"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "conflict", "{st:?}");
+    assert_eq!(
+        task(&report, "b")["conflict_paths"],
+        json!(["src/file_00.txt"]),
+        "only the file no rule names"
+    );
+    let branch = report["integration_branch"].as_str().expect("branch");
+    assert!(text_at(&repo, branch, "allowlist.txt").ends_with("host8\na\n"));
+}
+every_way!(a_file_no_rule_names_still_conflicts, other_files_still_conflict);
+
+/// Both tasks append to the list: the union keeps both lines, ours then theirs.
+fn union_keeps_both_additions(runner: Runner) {
+    let repo = list_repo(runner);
+    let file = repo.write_tasks(&json!({
+        "merge": [{"paths": ["allowlist.txt"], "strategy": "union"}],
+        "agents": {"w": exec_agent("echo \"new-$FANOUT_TASK_ID\" >> allowlist.txt")},
+        "defaults": {"agent": "w"},
+        "tasks": [{"id": "a", "prompt": "a"}, {"id": "b", "prompt": "b"}, {"id": "c", "prompt": "c"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let list = text_at(&repo, branch, "allowlist.txt");
+    assert!(list.ends_with("host8\nnew-a\nnew-b\nnew-c\n"), "{list}");
+}
+every_way!(union_keeps_every_addition_in_task_order, union_keeps_both_additions);
+
+#[test]
+fn merge_rules_are_validated_with_their_path() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "merge": [{"paths": ["a["], "strategy": "union"}, {"paths": ["x"], "strategy": "both"}, {"strategy": "ours"}],
+        "tasks": [{"id": "t", "prompt": "p"}]
+    }));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let text = stderr(&out);
+    assert!(text.contains("$.merge[0].paths[0]"), "{text}");
+    assert!(text.contains("$.merge[1].strategy"), "{text}");
+    assert!(text.contains("$.merge[2]: missing field \"paths\""), "{text}");
+}
