@@ -158,10 +158,15 @@ impl Plan {
         let repo = UserRepo::open(&options.repo)?;
         // Templates expand over the tracked files at the base; the expanded file is what the
         // run saves, so `fanout resume` runs the same tasks.
-        let (text, file) = taskfile::load_expanded(&options.tasks_file, &|file_base| {
+        let rev = |file_base: Option<&str>| -> String {
             let rev = options.base.as_deref().or(file_base).unwrap_or("HEAD");
-            tracked_files(&repo, rev)
-        })?;
+            rev.to_string()
+        };
+        let (text, file) = taskfile::load_expanded(
+            &options.tasks_file,
+            &|file_base| tracked_files(&repo, &rev(file_base)),
+            &|file_base, path, limit| tracked_content(&repo, &rev(file_base), path, limit),
+        )?;
         let mut plan = Self::from_parts(file, repo, options)?;
         plan.task_file_text = text;
         Ok(plan)

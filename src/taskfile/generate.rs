@@ -41,7 +41,12 @@ fn tasks_of(value: &Value) -> Option<(&Vec<Value>, &'static str)> {
 /// What a `for_each` iterates over.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
-    Files { glob: String, batch: usize },
+    Files {
+        glob: String,
+        batch: usize,
+        /// `contains`: only files whose content matches this regex.
+        contains: Option<String>,
+    },
     DirsWith(String),
     Items(Vec<String>),
 }
@@ -62,10 +67,12 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
         return None;
     };
     for k in obj.keys() {
-        if !["files", "dirs_with", "items", "batch"].contains(&k.as_str()) {
+        if !["files", "dirs_with", "items", "batch", "contains"].contains(&k.as_str()) {
             problem(
                 format!("{loc}.{k}"),
-                format!("unknown field {k:?}; expected one of: files, dirs_with, items, batch"),
+                format!(
+                    "unknown field {k:?}; expected one of: files, dirs_with, items, batch, contains"
+                ),
             );
         }
     }
@@ -107,12 +114,44 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
             }
         },
     };
+    let contains = match (obj.get("contains"), given[0]) {
+        (None, _) => None,
+        (Some(Value::String(re)), "files") => match regex::bytes::Regex::new(re) {
+            Ok(_) if !re.is_empty() => Some(re.clone()),
+            Ok(_) => {
+                problem(
+                    format!("{loc}.contains"),
+                    "expected a non-empty regex".into(),
+                );
+                return None;
+            }
+            Err(e) => {
+                problem(format!("{loc}.contains"), format!("invalid regex: {e}"));
+                return None;
+            }
+        },
+        (Some(Value::String(_)), _) => {
+            problem(
+                format!("{loc}.contains"),
+                "`contains` applies to \"files\" only".into(),
+            );
+            return None;
+        }
+        (Some(v), _) => {
+            problem(
+                format!("{loc}.contains"),
+                format!("expected a regex string, found {v}"),
+            );
+            return None;
+        }
+    };
     match given[0] {
         "files" => match obj.get("files") {
             Some(Value::String(g)) if !g.is_empty() => match globset::Glob::new(g) {
                 Ok(_) => Some(Source::Files {
                     glob: g.clone(),
                     batch,
+                    contains,
                 }),
                 Err(e) => {
                     problem(format!("{loc}.files"), format!("invalid glob: {e}"));
@@ -167,24 +206,47 @@ pub fn sample_id(id: &str) -> String {
     s
 }
 
+/// Reads a tracked file's content at the base commit: `None` when it cannot be read or is
+/// larger than the given number of bytes.
+pub type ReadTracked<'a> = dyn Fn(&str, u64) -> Option<Vec<u8>> + 'a;
+
+/// The largest file `contains` searches; larger ones never match.
+pub const CONTAINS_MAX_BYTES: u64 = 4 << 20;
+
 /// The placeholder values of each task a source generates, from the tracked files.
 fn bindings(
     source: &Source,
     tracked: &[String],
+    read: &ReadTracked<'_>,
 ) -> Result<Vec<BTreeMap<&'static str, String>>, String> {
     let mut out = Vec::new();
     match source {
-        Source::Files { glob, batch } => {
+        Source::Files {
+            glob,
+            batch,
+            contains,
+        } => {
             let m = globset::GlobBuilder::new(glob)
                 .literal_separator(true)
                 .build()
                 .map_err(|e| format!("invalid glob: {e}"))?
                 .compile_matcher();
-            let files: Vec<&String> = tracked.iter().filter(|f| m.is_match(f.as_str())).collect();
+            let mut files: Vec<&String> =
+                tracked.iter().filter(|f| m.is_match(f.as_str())).collect();
             if files.is_empty() {
                 return Err(format!(
                     "{glob:?} matches no tracked file at the base commit"
                 ));
+            }
+            if let Some(re) = contains {
+                let re = regex::bytes::Regex::new(re).map_err(|e| format!("invalid regex: {e}"))?;
+                files.retain(|f| content_matches(read, f, &re));
+                if files.is_empty() {
+                    return Err(format!(
+                        "no tracked file matching {glob:?} contains {:?} at the base commit",
+                        re.as_str()
+                    ));
+                }
             }
             for chunk in files.chunks(*batch) {
                 let mut b = path_binding(chunk[0]);
@@ -253,6 +315,11 @@ fn bindings(
     Ok(out)
 }
 
+/// Whether the text file `path` (not binary: no NUL byte) has a match of `re`.
+fn content_matches(read: &ReadTracked<'_>, path: &str, re: &regex::bytes::Regex) -> bool {
+    read(path, CONTAINS_MAX_BYTES).is_some_and(|bytes| !bytes.contains(&0) && re.is_match(&bytes))
+}
+
 fn path_binding(path: &str) -> BTreeMap<&'static str, String> {
     let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
     let stem = match name.rsplit_once('.') {
@@ -300,7 +367,11 @@ pub fn slugify(raw: &str) -> String {
 
 /// Expands every template of the file over `tracked` (the repository's tracked files at the
 /// base commit, sorted); written tasks stay as they are. Problems name the template.
-pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> {
+pub fn expand(
+    value: &Value,
+    tracked: &[String],
+    read: &ReadTracked<'_>,
+) -> Result<Value, Vec<Problem>> {
     let Some((items, tasks_path)) = tasks_of(value) else {
         return Ok(value.clone());
     };
@@ -324,7 +395,7 @@ pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> 
         let Some(source) = parse_for_each(fe, &format!("{loc}.for_each"), &mut problems) else {
             continue;
         };
-        let binds = match bindings(&source, tracked) {
+        let binds = match bindings(&source, tracked, read) {
             Ok(b) => b,
             Err(e) => {
                 problems.push(Problem {
@@ -419,7 +490,7 @@ mod tests {
             {"id": "py-{dir}", "prompt": "upgrade {dir}", "for_each": {"dirs_with": "pyproject.toml"}},
             {"id": "lang-{item}", "prompt": "translate to {item}", "for_each": {"items": ["de", "fr"]}}
         ]});
-        let out = expand(&v, &tracked()).expect("expands");
+        let out = expand(&v, &tracked(), &|_, _| None).expect("expands");
         let ids: Vec<&str> = out["tasks"]
             .as_array()
             .unwrap()
@@ -450,19 +521,19 @@ mod tests {
     fn batches_join_paths_and_clashes_name_both_sources() {
         let v = json!([{"id": "batch-{n}", "prompt": "fix {paths}", "paths": ["{paths}"],
                         "for_each": {"files": "src/**/*.py", "batch": 2}}]);
-        let out = expand(&v, &tracked()).expect("expands");
+        let out = expand(&v, &tracked(), &|_, _| None).expect("expands");
         assert_eq!(out[0]["prompt"], "fix src/app/a.py src/app/b.py");
         assert_eq!(out[0]["paths"], json!(["src/app/a.py", "src/app/b.py"]));
         assert_eq!(out[1]["id"], "batch-2");
         let v = json!([{"id": "one", "prompt": "x"},
                        {"id": "one", "prompt": "{path}", "for_each": {"files": "src/app/*.py"}}]);
-        let p = expand(&v, &tracked()).unwrap_err();
+        let p = expand(&v, &tracked(), &|_, _| None).unwrap_err();
         assert!(
             p[0].message.contains("clashes with the task from $[0]"),
             "{p:?}"
         );
         let v = json!([{"id": "x", "prompt": "{path}", "for_each": {"files": "nothing/**"}}]);
-        assert!(expand(&v, &tracked()).unwrap_err()[0]
+        assert!(expand(&v, &tracked(), &|_, _| None).unwrap_err()[0]
             .message
             .contains("matches no tracked file"));
     }

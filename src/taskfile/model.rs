@@ -288,6 +288,10 @@ pub const BUILTIN_AGENTS: &[&str] = &["codex"];
 /// Lists the repository's tracked files at the file's `base` (or the run's).
 pub type TrackedFiles<'a> = dyn Fn(Option<&str>) -> Result<Vec<String>, String> + 'a;
 
+/// Reads a tracked file (path) at the file's `base` (or the run's), up to a size (bytes):
+/// `None` when it cannot be read or is larger. For `for_each.contains`.
+pub type ReadTrackedAt<'a> = dyn Fn(Option<&str>, &str, u64) -> Option<Vec<u8>> + 'a;
+
 /// Expands `${VAR}` from the environment; a missing variable is an error naming it.
 pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();

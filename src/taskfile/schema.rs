@@ -501,12 +501,13 @@ fn kind_schema(kind: Kind) -> Value {
                 "files": {"type": "string", "minLength": 1},
                 "dirs_with": {"type": "string", "pattern": "^[^/]+$"},
                 "items": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                "batch": {"type": "integer", "minimum": 1, "maximum": 10000}
+                "batch": {"type": "integer", "minimum": 1, "maximum": 10000},
+                "contains": {"type": "string", "minLength": 1}
             },
             "oneOf": [
                 {"required": ["files"]},
-                {"required": ["dirs_with"], "not": {"required": ["batch"]}},
-                {"required": ["items"], "not": {"required": ["batch"]}}
+                {"required": ["dirs_with"], "not": {"anyOf": [{"required": ["batch"]}, {"required": ["contains"]}]}},
+                {"required": ["items"], "not": {"anyOf": [{"required": ["batch"]}, {"required": ["contains"]}]}}
             ],
             "additionalProperties": false
         }),

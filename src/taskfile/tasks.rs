@@ -22,7 +22,11 @@ impl Validator {
         let template = match obj.get("for_each") {
             Some(fe) => {
                 let mut problems = Vec::new();
-                generate::parse_for_each(fe, &format!("{path}.for_each"), &mut problems);
+                let source =
+                    generate::parse_for_each(fe, &format!("{path}.for_each"), &mut problems);
+                if let Some(source) = source {
+                    super::placeholders::check(obj, &source, path, &mut problems);
+                }
                 self.problems.extend(problems);
                 true
             }

@@ -111,3 +111,38 @@ fn merge_rules_are_validated_with_their_path() {
     assert!(text.contains("$.merge[1].strategy"), "{text}");
     assert!(text.contains("$.merge[2]: missing field \"paths\""), "{text}");
 }
+
+/// `for_each.contains` gives a task only to the files whose content matches; a binary file
+/// never matches.
+fn contains_selects_by_content(runner: Runner) {
+    let repo = TestRepo::with_files(4);
+    std::fs::write(repo.path.join("src/file_01.txt"), "uses legacyApi here\n").expect("write");
+    std::fs::write(repo.path.join("src/file_03.txt"), "call legacyApi()\n").expect("write");
+    std::fs::write(repo.path.join("src/blob.txt"), b"legacyApi\0\x01binary").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "legacy"]);
+    let repo = repo.run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": exec_agent("sed -i 's/legacyApi/newApi/' \"${FANOUT_PROMPT#port }\"")},
+        "tasks": [{"id": "port-{stem}", "prompt": "port {path}", "agent": "w", "paths": ["{path}"],
+                   "for_each": {"files": "src/*.txt", "contains": "legacy[A-Z]pi"}}]
+    }));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    let st = statuses(&report);
+    let ids: Vec<&str> = st.keys().map(String::as_str).collect();
+    assert_eq!(ids, ["port-file_01", "port-file_03"], "{}", show(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    assert_eq!(text_at(&repo, branch, "src/file_03.txt"), "call newApi()\n");
+    // No file matches: an error naming the template, before anything runs.
+    let file = repo.write_tasks(&json!({
+        "tasks": [{"id": "x-{stem}", "prompt": "p", "for_each": {"files": "src/*.txt", "contains": "nowhere"}}]
+    }));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("$.tasks[0].for_each: no tracked file matching"), "{}", show(&out));
+}
+every_way!(for_each_contains_selects_files_by_content, contains_selects_by_content);
