@@ -146,3 +146,74 @@ fn contains_selects_by_content(runner: Runner) {
     assert!(stderr(&out).contains("$.tasks[0].for_each: no tracked file matching"), "{}", show(&out));
 }
 every_way!(for_each_contains_selects_files_by_content, contains_selects_by_content);
+
+/// The task file's `commit.author` wins over a global identity (root's `~/.gitconfig` as
+/// root); the repository's own identity still comes first; without the task file's author the
+/// global identity is used.
+fn author_over_global_identity(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let global = repo.tmp.path().join("global.gitconfig");
+    std::fs::write(
+        &global,
+        "[user]\n\tname = Root Global\n\temail = root@machine\n",
+    )
+    .expect("write");
+    let global: &'static str = Box::leak(global.display().to_string().into_boxed_str());
+    let tasks = |author: Option<&str>| {
+        let mut v = json!({
+            "agents": {"w": exec_agent("echo hi > hi.txt")},
+            "tasks": [{"id": "greet", "prompt": "Say hi", "agent": "w"}]
+        });
+        if let Some(a) = author {
+            v["commit"] = json!({"author": a});
+        }
+        repo.write_tasks(&v)
+    };
+    let author_of = |file: &std::path::Path| {
+        let (out, report) = with_env("GIT_CONFIG_GLOBAL", global, || {
+            repo.run(file, &["--no-readback"])
+        });
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let branch = task(&report, "greet")["branch"].as_str().unwrap().to_string();
+        git_text(&repo.path, &["log", "-1", "--format=%an <%ae>", &branch])
+    };
+    let bot = tasks(Some("Nightly Bot <bot@example.com>"));
+    assert_eq!(author_of(&bot), "Nightly Bot <bot@example.com>");
+    assert_eq!(author_of(&tasks(None)), "Root Global <root@machine>");
+    git(&repo.path, &["config", "user.name", "Ada Dev"]);
+    git(&repo.path, &["config", "user.email", "ada@example.com"]);
+    assert_eq!(author_of(&bot), "Ada Dev <ada@example.com>");
+}
+both_ways!(commit_author_wins_over_a_global_identity, author_over_global_identity);
+
+/// Commit subjects stay within 72 characters, cut on a word boundary, with the full prompt
+/// in the body; the integration commit too.
+#[test]
+fn commit_subjects_are_short_and_the_body_holds_the_prompt() {
+    let repo = TestRepo::with_files(1);
+    let prompt = "Rename every use of the deprecated rate keyword to throughput across the pricing module and its tests, keeping behaviour\nSecond line of detail.";
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": exec_agent("echo hi > hi.txt")},
+        "tasks": [{"id": "rename-rate", "prompt": prompt, "agent": "w"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let branch = task(&report, "rename-rate")["branch"].as_str().unwrap().to_string();
+    let merged = report["integration_branch"].as_str().unwrap().to_string();
+    for (rev, prefix) in [
+        (branch.as_str(), "rename-rate: Rename every use"),
+        (merged.as_str(), "fanout: merge rename-rate \u{2014} Rename every"),
+    ] {
+        let subject = git_text(&repo.path, &["log", "-1", "--format=%s", rev]);
+        assert!(subject.chars().count() <= 72, "{subject}");
+        assert!(subject.starts_with(prefix), "{subject}");
+        assert!(subject.ends_with('\u{2026}'), "{subject}");
+        let cut = subject.trim_end_matches('\u{2026}');
+        let words = cut.split_once(" \u{2014} ").map_or(cut, |(_, w)| w);
+        let words = words.strip_prefix("rename-rate: ").unwrap_or(words);
+        assert!(prompt.starts_with(&format!("{words} ")), "cut on a word: {subject}");
+        let body = git_text(&repo.path, &["log", "-1", "--format=%b", rev]);
+        assert!(body.contains(prompt), "{body}");
+        assert!(body.contains("Fanout-Task: rename-rate"), "{body}");
+    }
+}
