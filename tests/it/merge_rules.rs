@@ -217,3 +217,42 @@ fn commit_subjects_are_short_and_the_body_holds_the_prompt() {
         assert!(body.contains("Fanout-Task: rename-rate"), "{body}");
     }
 }
+
+/// As root, workspaces (kept ones too) live below `/var/tmp`, which survives a reboot where
+/// `/tmp` may be a tmpfs (`$TMPDIR` when set); without root, in the run folder.
+fn kept_workspace_location(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": exec_agent("echo kept > kept.txt")},
+        "tasks": [{"id": "keep", "prompt": "write kept.txt", "agent": "w"}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--keep-worktrees"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let run_id = report["run_id"].as_str().expect("run id");
+    let run = repo.path.join(".git/fanout/runs").join(run_id);
+    let worktrees = std::fs::canonicalize(run.join("worktrees")).expect("worktrees");
+    let expected = if runner == Runner::Invoker && is_root() {
+        std::env::var_os("TMPDIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/var/tmp".into())
+    } else {
+        repo.path.join(".git")
+    };
+    let expected = std::fs::canonicalize(&expected).expect("expected folder");
+    assert!(
+        worktrees.starts_with(&expected),
+        "{} not under {}",
+        worktrees.display(),
+        expected.display()
+    );
+    let kept = if worktrees.join(".layers").is_dir() {
+        worktrees.join(".layers/keep/upper/kept.txt")
+    } else {
+        worktrees.join("keep/kept.txt")
+    };
+    assert!(kept.is_file(), "{}", kept.display());
+    let out = repo.fanout(&["clean", run_id, "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!worktrees.exists(), "{} left", worktrees.display());
+}
+every_way!(kept_workspaces_survive_a_reboot, kept_workspace_location);
