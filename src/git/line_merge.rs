@@ -176,7 +176,9 @@ fn resolve<'a>(base: &[&'a [u8]], ours: &[&'a [u8]], theirs: &[&'a [u8]]) -> Vec
     let mut theirs_removed = vec![false; base.len()];
     let mut theirs_added: Vec<&[u8]> = Vec::new();
     for h in hunks(base, theirs) {
-        theirs_removed[h.b0..h.b1].iter_mut().for_each(|r| *r = true);
+        theirs_removed[h.b0..h.b1]
+            .iter_mut()
+            .for_each(|r| *r = true);
         theirs_added.extend_from_slice(&theirs[h.s0..h.s1]);
     }
     let mut out = Vec::new();
@@ -209,7 +211,10 @@ fn resolve<'a>(base: &[&'a [u8]], ours: &[&'a [u8]], theirs: &[&'a [u8]]) -> Vec
     }
     for line in theirs_added {
         // A line both sides added (the same item listed by both) is kept once.
-        match ours_added.iter().position(|l| trim_eol(l) == trim_eol(line)) {
+        match ours_added
+            .iter()
+            .position(|l| trim_eol(l) == trim_eol(line))
+        {
             Some(i) => {
                 ours_added.remove(i);
             }
@@ -240,8 +245,12 @@ mod tests {
     use super::union_merge;
 
     fn merge(base: &str, ours: &str, theirs: &str) -> String {
-        String::from_utf8(union_merge(base.as_bytes(), ours.as_bytes(), theirs.as_bytes()))
-            .unwrap()
+        String::from_utf8(union_merge(
+            base.as_bytes(),
+            ours.as_bytes(),
+            theirs.as_bytes(),
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -261,10 +270,7 @@ mod tests {
     fn additions_at_one_place_keep_ours_then_theirs() {
         assert_eq!(merge("a\nz\n", "a\nb\nz\n", "a\nc\nz\n"), "a\nb\nc\nz\n");
         // The same addition by both is kept once.
-        assert_eq!(
-            merge("a\nz\n", "a\nb\nz\n", "a\nb\nc\nz\n"),
-            "a\nb\nc\nz\n"
-        );
+        assert_eq!(merge("a\nz\n", "a\nb\nz\n", "a\nb\nc\nz\n"), "a\nb\nc\nz\n");
         // At the end of a file without a final newline.
         assert_eq!(merge("a", "a\nb", "a\nc"), "a\nb\nc");
     }

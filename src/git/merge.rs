@@ -54,6 +54,12 @@ impl<'r> Integrator<'r> {
         self.head
     }
 
+    /// Moves the head back to `head` (a group that does not land leaves nothing behind).
+    pub fn reset(&mut self, head: Oid) {
+        self.head = head;
+        self.head_tree = None;
+    }
+
     /// Cherry-picks `commit` (its change against its first parent) onto the head.
     pub fn apply(&mut self, commit: Oid, message: &str) -> Result<Applied, GitError> {
         let repo = self.repo;
@@ -547,11 +553,25 @@ mod tests {
         assert_eq!(read(integ.head(), "allow.txt"), "host1\nhost8\n");
         // Without the rule, the second removal already conflicts.
         let mut plain = Integrator::new(&repo, base);
-        assert!(matches!(plain.apply(picks[0], "m").unwrap(), Applied::Merged(_)));
-        assert!(matches!(plain.apply(picks[1], "m").unwrap(), Applied::Conflict(_)));
+        assert!(matches!(
+            plain.apply(picks[0], "m").unwrap(),
+            Applied::Merged(_)
+        ));
+        assert!(matches!(
+            plain.apply(picks[1], "m").unwrap(),
+            Applied::Conflict(_)
+        ));
         // A file no rule names still conflicts, even next to a union file.
-        let a = commit_file(&repo, Some(base), &[("main.rs", "b\n"), ("allow.txt", "x\n")]);
-        let b = commit_file(&repo, Some(base), &[("main.rs", "c\n"), ("allow.txt", "y\n")]);
+        let a = commit_file(
+            &repo,
+            Some(base),
+            &[("main.rs", "b\n"), ("allow.txt", "x\n")],
+        );
+        let b = commit_file(
+            &repo,
+            Some(base),
+            &[("main.rs", "c\n"), ("allow.txt", "y\n")],
+        );
         let mut integ = Integrator::new(&repo, base).with_rules(&rules);
         assert!(matches!(integ.apply(a, "m").unwrap(), Applied::Merged(_)));
         assert_eq!(

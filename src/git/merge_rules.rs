@@ -96,10 +96,7 @@ mod tests {
             rules.strategy("deep/dir/allowlist.txt"),
             Some(MergeStrategy::Union)
         );
-        assert_eq!(
-            rules.strategy("config/a.json"),
-            Some(MergeStrategy::Theirs)
-        );
+        assert_eq!(rules.strategy("config/a.json"), Some(MergeStrategy::Theirs));
         assert_eq!(rules.strategy("config/sub/a.json"), None);
         assert_eq!(rules.strategy("notes/x.txt"), Some(MergeStrategy::Ours));
         assert_eq!(rules.strategy("src/main.rs"), None);

@@ -81,7 +81,10 @@ mod tests {
         assert!(s.ends_with('\u{2026}'), "{s}");
         let before = s.trim_end_matches('\u{2026}');
         assert!(prompt.starts_with(&before[4..]), "{s}");
-        assert!(prompt[before.len() - 4..].starts_with(' '), "cut at a space: {s}");
+        assert!(
+            prompt[before.len() - 4..].starts_with(' '),
+            "cut at a space: {s}"
+        );
     }
 
     #[test]

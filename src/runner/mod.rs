@@ -8,14 +8,17 @@ inside each job (git2 repositories are not `Sync`). Failures of single tasks are
 report; only a broken environment stops the run.
 */
 
+mod apply;
 mod caches;
 mod carried;
 pub mod events;
 mod gate;
+mod groups;
 mod identity;
 mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
+mod merge_message;
 mod outcome;
 mod paths;
 mod pipelines;

@@ -415,6 +415,9 @@ pub fn expand(
                 }
                 let v = match (k.as_str(), v) {
                     ("id", Value::String(s)) => Value::String(slugify(&fill(s, &b))),
+                    ("group", Value::Bool(true)) => Value::String(super::group::template_group(
+                        obj.get("id").and_then(Value::as_str).unwrap_or_default(),
+                    )),
                     ("prompt" | "verify", Value::String(s)) => Value::String(fill(s, &b)),
                     ("paths" | "verify", Value::Array(a)) => {
                         let mut filled = Vec::new();

@@ -229,6 +229,8 @@ pub struct TaskSpec {
     pub setup_timeout_secs: Option<f64>,
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
+    /// `group`: tasks of one group land together or not at all.
+    pub group: Option<String>,
     pub review: Option<ReviewSpec>,
 }
 

@@ -9,7 +9,9 @@ use super::problem::Problem;
 /// The placeholders `source` fills in each generated task.
 pub fn available(source: &Source) -> &'static [&'static str] {
     match source {
-        Source::Files { .. } | Source::DirsWith(_) => &["path", "dir", "stem", "name", "paths", "n"],
+        Source::Files { .. } | Source::DirsWith(_) => {
+            &["path", "dir", "stem", "name", "paths", "n"]
+        }
         Source::Items(_) => &["item", "name", "n"],
     }
 }

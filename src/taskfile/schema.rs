@@ -59,6 +59,8 @@ pub enum Kind {
     Commit,
     /// `merge`: rules resolving integration conflicts in the files they name.
     Merge,
+    /// A task's `group`: a name, or `true` on a template.
+    Group,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -361,6 +363,11 @@ pub const TASK_FIELDS: &[Field] = with_shared_fields!(
             "Ids of tasks that must be verified first; the task starts from a commit that contains them.",
         ),
         field(
+            "group",
+            Kind::Group,
+            "Tasks of one group land together or not at all: integrated as a unit once all are verified; if one fails, conflicts or times out, none lands (the others end `skipped`, naming it), and the integration gate takes the group out as a unit. A name (a task id's shape), or `true` on a template: its generated tasks form one group.",
+        ),
+        field(
             "for_each",
             Kind::ForEach,
             "Makes the task a template, expanded over tracked files at the base commit (`{\"files\": GLOB, \"batch\": N}`), folders holding a marker file (`{\"dirs_with\": NAME}`) or a list (`{\"items\": [...]}`); placeholders {path} {dir} {stem} {name} {item} {paths} {n} in id, prompt, paths and verify.",
@@ -532,6 +539,7 @@ fn kind_schema(kind: Kind) -> Value {
             "additionalProperties": {"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/mcpServer"}]}
         }),
         Kind::Review => json!({"$ref": "#/$defs/review"}),
+        Kind::Group => json!({"anyOf": [{"$ref": "#/$defs/taskId"}, {"type": "boolean"}]}),
         Kind::Merge => json!({
             "type": "array",
             "items": {
@@ -585,7 +593,10 @@ mod tests {
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
             Kind::Workspace => json!("worktree"),
-            Kind::Merge => json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}]),
+            Kind::Group => json!("rename-foo"),
+            Kind::Merge => {
+                json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}])
+            }
         }
     }
 

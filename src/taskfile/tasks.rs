@@ -98,6 +98,7 @@ impl Validator {
         let review = self.review(obj, path);
         let setup = self.verify(obj, "setup", path);
         let setup_timeout_secs = self.positive(obj, "setup_timeout_secs", path);
+        let group = self.group(obj, path, template);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -133,6 +134,7 @@ impl Validator {
             setup,
             setup_timeout_secs,
             template,
+            group,
             review,
         })
     }

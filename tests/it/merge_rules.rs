@@ -50,10 +50,16 @@ fn union_takes_neighbouring_removals(runner: Runner) {
     assert_eq!(text_at(&repo, branch, "allowlist.txt"), "host1\nhost8\n");
     // One round: no task ran twice.
     for t in report["tasks"].as_array().expect("tasks") {
-        assert!(t["conflict_paths"].as_array().is_none_or(|p| p.is_empty()), "{t}");
+        assert!(
+            t["conflict_paths"].as_array().is_none_or(|p| p.is_empty()),
+            "{t}"
+        );
     }
 }
-every_way!(union_merges_neighbouring_removals_in_one_round, union_takes_neighbouring_removals);
+every_way!(
+    union_merges_neighbouring_removals_in_one_round,
+    union_takes_neighbouring_removals
+);
 
 /// A real conflict in a file no rule names still conflicts, while the union file merges.
 fn other_files_still_conflict(runner: Runner) {
@@ -78,7 +84,10 @@ fn other_files_still_conflict(runner: Runner) {
     let branch = report["integration_branch"].as_str().expect("branch");
     assert!(text_at(&repo, branch, "allowlist.txt").ends_with("host8\na\n"));
 }
-every_way!(a_file_no_rule_names_still_conflicts, other_files_still_conflict);
+every_way!(
+    a_file_no_rule_names_still_conflicts,
+    other_files_still_conflict
+);
 
 /// Both tasks append to the list: the union keeps both lines, ours then theirs.
 fn union_keeps_both_additions(runner: Runner) {
@@ -95,7 +104,10 @@ fn union_keeps_both_additions(runner: Runner) {
     let list = text_at(&repo, branch, "allowlist.txt");
     assert!(list.ends_with("host8\nnew-a\nnew-b\nnew-c\n"), "{list}");
 }
-every_way!(union_keeps_every_addition_in_task_order, union_keeps_both_additions);
+every_way!(
+    union_keeps_every_addition_in_task_order,
+    union_keeps_both_additions
+);
 
 #[test]
 fn merge_rules_are_validated_with_their_path() {
@@ -109,7 +121,10 @@ fn merge_rules_are_validated_with_their_path() {
     let text = stderr(&out);
     assert!(text.contains("$.merge[0].paths[0]"), "{text}");
     assert!(text.contains("$.merge[1].strategy"), "{text}");
-    assert!(text.contains("$.merge[2]: missing field \"paths\""), "{text}");
+    assert!(
+        text.contains("$.merge[2]: missing field \"paths\""),
+        "{text}"
+    );
 }
 
 /// `for_each.contains` gives a task only to the files whose content matches; a binary file
@@ -143,9 +158,16 @@ fn contains_selects_by_content(runner: Runner) {
     }));
     let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(stderr(&out).contains("$.tasks[0].for_each: no tracked file matching"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("$.tasks[0].for_each: no tracked file matching"),
+        "{}",
+        show(&out)
+    );
 }
-every_way!(for_each_contains_selects_files_by_content, contains_selects_by_content);
+every_way!(
+    for_each_contains_selects_files_by_content,
+    contains_selects_by_content
+);
 
 /// The task file's `commit.author` wins over a global identity (root's `~/.gitconfig` as
 /// root); the repository's own identity still comes first; without the task file's author the
@@ -174,7 +196,10 @@ fn author_over_global_identity(runner: Runner) {
             repo.run(file, &["--no-readback"])
         });
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-        let branch = task(&report, "greet")["branch"].as_str().unwrap().to_string();
+        let branch = task(&report, "greet")["branch"]
+            .as_str()
+            .unwrap()
+            .to_string();
         git_text(&repo.path, &["log", "-1", "--format=%an <%ae>", &branch])
     };
     let bot = tasks(Some("Nightly Bot <bot@example.com>"));
@@ -184,7 +209,10 @@ fn author_over_global_identity(runner: Runner) {
     git(&repo.path, &["config", "user.email", "ada@example.com"]);
     assert_eq!(author_of(&bot), "Ada Dev <ada@example.com>");
 }
-both_ways!(commit_author_wins_over_a_global_identity, author_over_global_identity);
+both_ways!(
+    commit_author_wins_over_a_global_identity,
+    author_over_global_identity
+);
 
 /// Commit subjects stay within 72 characters, cut on a word boundary, with the full prompt
 /// in the body; the integration commit too.
@@ -198,11 +226,17 @@ fn commit_subjects_are_short_and_the_body_holds_the_prompt() {
     }));
     let (out, report) = repo.run(&file, &["--no-readback"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let branch = task(&report, "rename-rate")["branch"].as_str().unwrap().to_string();
+    let branch = task(&report, "rename-rate")["branch"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let merged = report["integration_branch"].as_str().unwrap().to_string();
     for (rev, prefix) in [
         (branch.as_str(), "rename-rate: Rename every use"),
-        (merged.as_str(), "fanout: merge rename-rate \u{2014} Rename every"),
+        (
+            merged.as_str(),
+            "fanout: merge rename-rate \u{2014} Rename every",
+        ),
     ] {
         let subject = git_text(&repo.path, &["log", "-1", "--format=%s", rev]);
         assert!(subject.chars().count() <= 72, "{subject}");
@@ -211,7 +245,10 @@ fn commit_subjects_are_short_and_the_body_holds_the_prompt() {
         let cut = subject.trim_end_matches('\u{2026}');
         let words = cut.split_once(" \u{2014} ").map_or(cut, |(_, w)| w);
         let words = words.strip_prefix("rename-rate: ").unwrap_or(words);
-        assert!(prompt.starts_with(&format!("{words} ")), "cut on a word: {subject}");
+        assert!(
+            prompt.starts_with(&format!("{words} ")),
+            "cut on a word: {subject}"
+        );
         let body = git_text(&repo.path, &["log", "-1", "--format=%b", rev]);
         assert!(body.contains(prompt), "{body}");
         assert!(body.contains("Fanout-Task: rename-rate"), "{body}");
@@ -256,3 +293,178 @@ fn kept_workspace_location(runner: Runner) {
     assert!(!worktrees.exists(), "{} left", worktrees.display());
 }
 every_way!(kept_workspaces_survive_a_reboot, kept_workspace_location);
+
+/// A rename across three files, one task each, in one group, plus a task of its own.
+fn group_file(repo: &TestRepo, failing: Option<&str>, extra: Value) -> std::path::PathBuf {
+    let fail = failing.map_or(String::new(), |f| {
+        format!("; if [ \"$FANOUT_TASK_ID\" = {f} ]; then exit 3; fi")
+    });
+    let mut v = json!({
+        "agents": {"w": exec_agent(&format!("echo renamed > \"$FANOUT_TASK_ID.txt\"{fail}"))},
+        "defaults": {"agent": "w"},
+        "tasks": [
+            {"id": "r1", "prompt": "rename in file 1", "group": "rename-foo"},
+            {"id": "alone", "prompt": "unrelated"},
+            {"id": "r2", "prompt": "rename in file 2", "group": "rename-foo"},
+            {"id": "r3", "prompt": "rename in file 3", "group": "rename-foo"}
+        ]
+    });
+    if let Value::Object(extra) = extra {
+        for (k, x) in extra {
+            v[k] = x;
+        }
+    }
+    repo.write_tasks(&v)
+}
+
+/// One member fails: no member lands, the others say which one; a group that all passes
+/// lands whole.
+fn group_lands_whole_or_not_at_all(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let (out, report) = repo.run(
+        &group_file(&repo, Some("r2"), json!({})),
+        &["--no-readback", "--jobs", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["alone"], "merged", "{st:?}");
+    assert_eq!(st["r2"], "failed", "{st:?}");
+    for id in ["r1", "r3"] {
+        assert_eq!(st[id], "skipped", "{st:?}");
+        let error = task(&report, id)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains("group rename-foo") && error.contains("r2 ended failed"),
+            "{error}"
+        );
+    }
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert!(files.contains_key("alone.txt"));
+    for id in ["r1", "r2", "r3"] {
+        assert!(
+            !files.contains_key(&format!("{id}.txt")),
+            "{id} landed: {st:?}"
+        );
+    }
+    // All pass: all land, as a unit at the place of the group's last task, in task-file order.
+    let (out, report) = repo.run(
+        &group_file(&repo, None, json!({})),
+        &["--no-readback", "--jobs", "2"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let log = git_text(&repo.path, &["log", "--format=%s", branch]);
+    let order: Vec<&str> = log
+        .lines()
+        .rev()
+        .skip(1)
+        .map(|l| l.split(' ').nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["alone", "r1", "r2", "r3"], "{log}");
+}
+every_way!(
+    a_group_lands_whole_or_not_at_all,
+    group_lands_whole_or_not_at_all
+);
+
+/// A member that conflicts with what merged before it keeps the whole group out.
+fn group_member_conflicts(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "w": exec_agent("echo renamed > \"$FANOUT_TASK_ID.txt\"; echo \"$FANOUT_TASK_ID\" > src/file_00.txt"),
+            "g": exec_agent("echo renamed > \"$FANOUT_TASK_ID.txt\"")
+        },
+        "tasks": [
+            {"id": "first", "prompt": "edit file 0", "agent": "w"},
+            {"id": "g1", "prompt": "part 1", "agent": "g", "group": "pair"},
+            {"id": "g2", "prompt": "part 2, touching file 0", "agent": "w", "group": "pair"}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["first"], "merged", "{st:?}");
+    assert_eq!(st["g2"], "conflict", "{st:?}");
+    assert_eq!(st["g1"], "skipped", "{st:?}");
+    let error = task(&report, "g1")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("g2 conflicted"), "{error}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert!(
+        !files.contains_key("g1.txt") && !files.contains_key("g2.txt"),
+        "{st:?}"
+    );
+}
+every_way!(
+    a_conflicting_member_keeps_its_group_out,
+    group_member_conflicts
+);
+
+/// The integration gate's bisection takes a breaking group out whole, and keeps the rest.
+#[test]
+fn the_integration_gate_ejects_a_group_together() {
+    let repo = TestRepo::with_files(1);
+    let gate = json!({"integrate": {"verify": "test ! -e r3.txt"}});
+    let (out, report) = repo.run(
+        &group_file(&repo, None, gate),
+        &["--no-readback", "--jobs", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["alone"], "merged", "{st:?}");
+    for id in ["r1", "r2", "r3"] {
+        assert_eq!(st[id], "integration_failed", "{st:?}");
+    }
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert!(files.contains_key("alone.txt"));
+    assert!(!files.contains_key("r1.txt") && !files.contains_key("r3.txt"));
+}
+
+/// `"group": true` on a template groups what it generates; names are checked.
+#[test]
+fn a_template_forms_a_group_and_group_names_are_checked() {
+    let repo = TestRepo::with_files(3);
+    let script = "echo renamed >> \"${FANOUT_PROMPT#rename in }\"; case \"$FANOUT_PROMPT\" in *file_01*) exit 3;; esac";
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": exec_agent(script)},
+        "tasks": [{"id": "ren-{stem}", "prompt": "rename in {path}", "agent": "w", "group": true,
+                   "for_each": {"files": "src/*.txt"}}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["ren-file_01"], "failed", "{st:?}");
+    for id in ["ren-file_00", "ren-file_02"] {
+        assert_eq!(st[id], "skipped", "{st:?}");
+        let error = task(&report, id)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains("group ren-stem"), "{error}");
+    }
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "a", "prompt": "p", "group": true},
+        {"id": "b", "prompt": "p", "group": ""},
+        {"id": "c", "prompt": "p", "group": 3}
+    ]}));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let text = stderr(&out);
+    for at in [
+        "$.tasks[0].group",
+        "$.tasks[1].group: invalid group name",
+        "$.tasks[2].group",
+    ] {
+        assert!(text.contains(at), "{at}: {text}");
+    }
+}
