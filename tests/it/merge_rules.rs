@@ -468,3 +468,32 @@ fn a_template_forms_a_group_and_group_names_are_checked() {
         assert!(text.contains(at), "{at}: {text}");
     }
 }
+
+/// With `on_conflict: retry`, the conflicting member runs again and the whole group lands.
+fn group_lands_after_a_retry(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "w": exec_agent("echo renamed > \"$FANOUT_TASK_ID.txt\"; echo \"$FANOUT_TASK_ID\" > src/file_00.txt"),
+            "g": exec_agent("echo renamed > \"$FANOUT_TASK_ID.txt\"")
+        },
+        "defaults": {"on_conflict": "retry"},
+        "tasks": [
+            {"id": "first", "prompt": "edit file 0", "agent": "w"},
+            {"id": "g1", "prompt": "part 1", "agent": "g", "group": "pair"},
+            {"id": "g2", "prompt": "part 2, touching file 0", "agent": "w", "group": "pair"}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert!(files.contains_key("g1.txt") && files.contains_key("g2.txt"));
+    assert_eq!(String::from_utf8_lossy(&files["src/file_00.txt"]), "g2\n");
+}
+every_way!(
+    a_group_lands_whole_after_its_member_is_retried,
+    group_lands_after_a_retry
+);
