@@ -7,6 +7,7 @@ use git2::{Oid, Repository};
 
 use super::groups;
 use super::merge_message::merge_message;
+use super::merge_order::merge_order;
 use super::shared::{Pending, RunError, Shared};
 use crate::event::EventKind;
 use crate::git::merge::{Applied, Integrator};
@@ -31,39 +32,6 @@ pub(crate) struct Queue<'a> {
     pub pendings: &'a [Pending],
     pub interrupted: bool,
     pub order: &'a [usize],
-}
-
-/// Task indices in task-file order, but with every task after its dependencies.
-pub(crate) fn merge_order(shared: &Shared) -> Vec<usize> {
-    let index: BTreeMap<&str, usize> = shared
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id().as_str(), i))
-        .collect();
-    let mut placed = BTreeSet::new();
-    let mut order = Vec::new();
-    fn place(
-        i: usize,
-        shared: &Shared,
-        index: &BTreeMap<&str, usize>,
-        placed: &mut BTreeSet<usize>,
-        order: &mut Vec<usize>,
-    ) {
-        if !placed.insert(i) {
-            return;
-        }
-        for d in &shared.tasks[i].spec.depends_on {
-            if let Some(&j) = index.get(d.as_str()) {
-                place(j, shared, index, placed, order);
-            }
-        }
-        order.push(i);
-    }
-    for i in 0..shared.tasks.len() {
-        place(i, shared, &index, &mut placed, &mut order);
-    }
-    order
 }
 
 /// The moving state of one pass of integration.
@@ -119,11 +87,18 @@ pub(crate) fn apply_each(
     } else {
         Vec::new()
     };
+    // A group's tasks (all of them, in merge order), and its last task in this queue: where it
+    // is integrated.
+    let members = groups::by_group(shared, &all);
+    let last: BTreeMap<&str, usize> = groups::by_group(shared, queue.order)
+        .into_iter()
+        .filter_map(|(g, m)| Some((g, *m.last()?)))
+        .collect();
     for &i in queue.order {
         match groups::group_of(shared, i) {
-            Some(g) if groups::is_last_in(shared, i, queue.order) => {
-                let members = groups::members(shared, g, &all);
-                a.apply_group(reports, integration, g, &members)?;
+            Some(g) if last.get(g) == Some(&i) => {
+                let tasks = members.get(g).map_or(&[][..], Vec::as_slice);
+                a.apply_group(reports, integration, g, tasks)?;
             }
             Some(_) => {}
             None => a.apply_one(reports, integration, i)?,
@@ -148,7 +123,8 @@ impl Applier<'_, '_> {
             }
             return Ok(());
         };
-        if held_back(shared, self.queue, task, &mut reports[i], &self.merged) {
+        let merged = |d: &TaskId| self.merged.contains(d);
+        if held_back(shared, self.queue, task, &mut reports[i], &merged) {
             return Ok(());
         }
         test_hooks::before_merge();
@@ -260,13 +236,15 @@ impl Applier<'_, '_> {
         held: &mut Vec<usize>,
     ) -> Option<(usize, String)> {
         let mut found = None;
+        // A dependency on a task of the group is met: they land together, in order.
+        let merged = |d: &TaskId| {
+            self.merged.contains(d) || members.iter().any(|&m| self.shared.tasks[m].id() == d)
+        };
         for &m in members {
             let report = &mut reports[m];
             let task = &self.shared.tasks[m];
             let blocked = match self.queue.pendings[m] {
-                Pending::Ready(_)
-                    if held_back(self.shared, self.queue, task, report, &self.merged) =>
-                {
+                Pending::Ready(_) if held_back(self.shared, self.queue, task, report, &merged) => {
                     held.push(m);
                     true
                 }
@@ -324,9 +302,9 @@ fn held_back(
     queue: &Queue<'_>,
     task: &crate::plan::PlannedTask,
     report: &mut TaskReport,
-    merged: &BTreeSet<TaskId>,
+    merged: &dyn Fn(&TaskId) -> bool,
 ) -> bool {
-    if let Some(dep) = task.spec.depends_on.iter().find(|d| !merged.contains(*d)) {
+    if let Some(dep) = task.spec.depends_on.iter().find(|d| !merged(d)) {
         report.status = TaskStatus::Skipped;
         report.error = Some(format!("dependency {dep} was not merged"));
         return true;

@@ -3,8 +3,9 @@
 use git2::{Oid, Repository};
 
 pub(crate) use super::apply::Integration;
-use super::apply::{apply_each, merge_order, Queue};
+use super::apply::{apply_each, Queue};
 use super::merge_message::{first_line, merge_message};
+use super::merge_order::merge_order;
 use super::shared::{Pending, RunError, Shared};
 use crate::git::merge::{Applied, Integrator};
 use crate::git::{repo as gitrepo, worktree};

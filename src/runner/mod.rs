@@ -19,6 +19,7 @@ mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
 mod merge_message;
+mod merge_order;
 mod outcome;
 mod paths;
 mod pipelines;

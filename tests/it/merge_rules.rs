@@ -349,7 +349,7 @@ fn group_lands_whole_or_not_at_all(runner: Runner) {
             "{id} landed: {st:?}"
         );
     }
-    // All pass: all land, as a unit at the place of the group's last task, in task-file order.
+    // All pass: all land, as a unit at the place of the group's first task, in task-file order.
     let (out, report) = repo.run(
         &group_file(&repo, None, json!({})),
         &["--no-readback", "--jobs", "2"],
@@ -365,7 +365,7 @@ fn group_lands_whole_or_not_at_all(runner: Runner) {
         .skip(1)
         .map(|l| l.split(' ').nth(2).unwrap_or(""))
         .collect();
-    assert_eq!(order, ["alone", "r1", "r2", "r3"], "{log}");
+    assert_eq!(order, ["r1", "r2", "r3", "alone"], "{log}");
 }
 every_way!(
     a_group_lands_whole_or_not_at_all,
@@ -497,3 +497,32 @@ every_way!(
     a_group_lands_whole_after_its_member_is_retried,
     group_lands_after_a_retry
 );
+
+/// A task that depends on a group's task, written between the group's tasks, is integrated
+/// after the whole group.
+#[test]
+fn a_dependent_of_a_group_task_lands_after_the_group() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "agents": {"w": exec_agent("echo done > \"$FANOUT_TASK_ID.txt\"")},
+        "defaults": {"agent": "w"},
+        "tasks": [
+            {"id": "def", "prompt": "rename the definition", "group": "rename"},
+            {"id": "user", "prompt": "use the new name", "depends_on": ["def"]},
+            {"id": "call", "prompt": "rename a call", "group": "rename", "depends_on": ["def"]}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert!(st.values().all(|s| s == "merged"), "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let log = git_text(&repo.path, &["log", "--format=%s", branch]);
+    let order: Vec<&str> = log
+        .lines()
+        .rev()
+        .skip(1)
+        .map(|l| l.split(' ').nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["def", "call", "user"], "{log}");
+}
