@@ -14,6 +14,7 @@ mod agents;
 pub mod caches;
 pub mod generate;
 pub mod group;
+mod items;
 mod merge;
 mod model;
 mod placeholders;

@@ -48,7 +48,9 @@ pub enum Source {
         contains: Option<String>,
     },
     DirsWith(String),
-    Items(Vec<String>),
+    /// One task per item: a string (`{item}`, `{name}`), or an object of strings whose fields
+    /// are the placeholders (`{"path": "a.py", "lang": "de"}`: `{path}`, `{lang}`).
+    Items(Vec<BTreeMap<String, String>>),
 }
 
 /// Checks a `for_each` value; every problem is reported at `loc`.
@@ -177,19 +179,13 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
         },
         _ => match obj.get("items") {
             Some(Value::Array(items)) if !items.is_empty() => {
-                let mut out = Vec::new();
-                for (i, it) in items.iter().enumerate() {
-                    match it {
-                        Value::String(s) => out.push(s.clone()),
-                        _ => problem(format!("{loc}.items[{i}]"), "expected a string".into()),
-                    }
-                }
+                let out = super::items::parse_items(items, &format!("{loc}.items"), problems);
                 Some(Source::Items(out))
             }
             _ => {
                 problem(
                     format!("{loc}.items"),
-                    "expected a non-empty array of strings".into(),
+                    "expected a non-empty array of strings or of objects".into(),
                 );
                 None
             }
@@ -202,6 +198,10 @@ pub fn sample_id(id: &str) -> String {
     let mut s = id.to_string();
     for p in PLACEHOLDERS {
         s = s.replace(&format!("{{{p}}}"), "x");
+    }
+    // An object item's fields too (a placeholder the source lacks is reported on its own).
+    for w in super::placeholders::words_in_braces(id) {
+        s = s.replace(&format!("{{{w}}}"), "x");
     }
     s
 }
@@ -218,7 +218,7 @@ fn bindings(
     source: &Source,
     tracked: &[String],
     read: &ReadTracked<'_>,
-) -> Result<Vec<BTreeMap<&'static str, String>>, String> {
+) -> Result<Vec<BTreeMap<String, String>>, String> {
     let mut out = Vec::new();
     match source {
         Source::Files {
@@ -251,7 +251,7 @@ fn bindings(
             for chunk in files.chunks(*batch) {
                 let mut b = path_binding(chunk[0]);
                 b.insert(
-                    "paths",
+                    "paths".into(),
                     chunk
                         .iter()
                         .map(|s| s.as_str())
@@ -289,22 +289,15 @@ fn bindings(
                     d.rsplit('/').next().unwrap_or(&d).to_string()
                 };
                 let mut b = BTreeMap::new();
-                b.insert("path", d.clone());
-                b.insert("paths", d.clone());
-                b.insert("dir", d);
-                b.insert("stem", name.clone());
-                b.insert("name", name);
+                b.insert("path".into(), d.clone());
+                b.insert("paths".into(), d.clone());
+                b.insert("dir".into(), d);
+                b.insert("stem".into(), name.clone());
+                b.insert("name".into(), name);
                 out.push(b);
             }
         }
-        Source::Items(items) => {
-            for it in items {
-                let mut b = BTreeMap::new();
-                b.insert("item", it.clone());
-                b.insert("name", it.clone());
-                out.push(b);
-            }
-        }
+        Source::Items(items) => out.extend(items.iter().cloned()),
     }
     if out.len() > MAX_GENERATED {
         return Err(format!(
@@ -320,21 +313,21 @@ fn content_matches(read: &ReadTracked<'_>, path: &str, re: &regex::bytes::Regex)
     read(path, CONTAINS_MAX_BYTES).is_some_and(|bytes| !bytes.contains(&0) && re.is_match(&bytes))
 }
 
-fn path_binding(path: &str) -> BTreeMap<&'static str, String> {
+fn path_binding(path: &str) -> BTreeMap<String, String> {
     let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
     let stem = match name.rsplit_once('.') {
         Some((s, _)) if !s.is_empty() => s,
         _ => name,
     };
     let mut b = BTreeMap::new();
-    b.insert("path", path.to_string());
-    b.insert("dir", dir.to_string());
-    b.insert("name", name.to_string());
-    b.insert("stem", stem.to_string());
+    b.insert("path".into(), path.to_string());
+    b.insert("dir".into(), dir.to_string());
+    b.insert("name".into(), name.to_string());
+    b.insert("stem".into(), stem.to_string());
     b
 }
 
-fn fill(text: &str, b: &BTreeMap<&'static str, String>) -> String {
+fn fill(text: &str, b: &BTreeMap<String, String>) -> String {
     let mut s = text.to_string();
     for (k, v) in b {
         s = s.replace(&format!("{{{k}}}"), v);
@@ -406,7 +399,7 @@ pub fn expand(
             }
         };
         for (n, mut b) in binds.into_iter().enumerate() {
-            b.insert("n", (n + 1).to_string());
+            b.insert("n".into(), (n + 1).to_string());
             let what = b.get("path").or(b.get("item")).cloned().unwrap_or_default();
             let mut task: Map<String, Value> = Map::new();
             for (k, v) in obj {
@@ -539,6 +532,36 @@ mod tests {
         assert!(expand(&v, &tracked(), &|_, _| None).unwrap_err()[0]
             .message
             .contains("matches no tracked file"));
+    }
+
+    #[test]
+    fn object_items_fill_their_fields() {
+        let v = json!([{"id": "fix-{stem}-{lang}", "prompt": "translate {path} to {lang} ({n})",
+                        "paths": ["{path}"],
+                        "for_each": {"items": [{"path": "a.py", "lang": "de", "stem": "a"},
+                                               {"path": "b.py", "lang": "fr", "stem": "b"}]}}]);
+        let out = expand(&v, &tracked(), &|_, _| None).expect("expands");
+        assert_eq!(out[1]["id"], "fix-b-fr");
+        assert_eq!(out[1]["prompt"], "translate b.py to fr (2)");
+        assert_eq!(out[1]["paths"], json!(["b.py"]));
+        let mut problems = Vec::new();
+        let bad = json!({"items": [{"path": "a"}, {"other": "b"}, "c", {"path": 3}]});
+        parse_for_each(&bad, "$[0].for_each", &mut problems);
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("$[0].for_each.items[1]: every item has the same fields")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|p| p.starts_with("$[0].for_each.items[2]")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("$[0].for_each.items[3].path")),
+            "{text:?}"
+        );
     }
 
     #[test]

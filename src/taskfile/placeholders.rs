@@ -7,13 +7,22 @@ use super::generate::{Source, PLACEHOLDERS};
 use super::problem::Problem;
 
 /// The placeholders `source` fills in each generated task.
-pub fn available(source: &Source) -> &'static [&'static str] {
-    match source {
+pub fn available(source: &Source) -> Vec<String> {
+    let names: Vec<&str> = match source {
         Source::Files { .. } | Source::DirsWith(_) => {
-            &["path", "dir", "stem", "name", "paths", "n"]
+            vec!["path", "dir", "stem", "name", "paths", "n"]
         }
-        Source::Items(_) => &["item", "name", "n"],
+        // Strings: `item` and `name`; objects: their fields.
+        Source::Items(items) => items
+            .first()
+            .map(|b| b.keys().map(String::as_str).collect())
+            .unwrap_or_default(),
+    };
+    let mut out: Vec<String> = names.into_iter().map(str::to_string).collect();
+    if !out.iter().any(|n| n == "n") {
+        out.push("n".into());
     }
+    out
 }
 
 /// The fields placeholders are filled in.
@@ -37,7 +46,7 @@ pub fn check(obj: &Map<String, Value>, source: &Source, path: &str, problems: &m
         for (at, text) in texts {
             for name in words_in_braces(text) {
                 let known = PLACEHOLDERS.contains(&name);
-                if have.contains(&name) || (field == "prompt" && !known) {
+                if have.iter().any(|h| h == name) || (field == "prompt" && !known) {
                     continue;
                 }
                 let what = match source {
@@ -45,7 +54,8 @@ pub fn check(obj: &Map<String, Value>, source: &Source, path: &str, problems: &m
                     Source::DirsWith(_) => "dirs_with",
                     Source::Items(_) => "items",
                 };
-                let hint = if name == "path" && what == "items" {
+                let strings = have.iter().any(|h| h == "item");
+                let hint = if name == "path" && strings {
                     " (the item is {item})".to_string()
                 } else {
                     String::new()
@@ -66,7 +76,7 @@ pub fn check(obj: &Map<String, Value>, source: &Source, path: &str, problems: &m
 }
 
 /// Every `{word}` of `text` (`word`: lowercase letters, digits and `_`, starting with a letter).
-fn words_in_braces(text: &str) -> Vec<&str> {
+pub(super) fn words_in_braces(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
@@ -100,7 +110,12 @@ mod tests {
 
     #[test]
     fn a_placeholder_the_source_does_not_fill_is_named_with_its_field() {
-        let items = || Source::Items(vec!["a".into()]);
+        let items = || {
+            Source::Items(vec![[("item", "a"), ("name", "a")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()])
+        };
         let p = problems(
             json!({"id": "t-{item}", "prompt": "fix {path}", "paths": ["{item}", "{path}"]}),
             items(),

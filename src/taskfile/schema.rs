@@ -500,14 +500,17 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Tasks => json!({"$ref": "#/$defs/tasks"}),
         Kind::TaskIdTemplate => json!({"anyOf": [
             {"$ref": "#/$defs/taskId"},
-            {"type": "string", "pattern": r"\{(path|dir|stem|name|item|paths|n)\}"}
+            {"type": "string", "pattern": r"\{[a-z][a-z0-9_]*\}"}
         ]}),
         Kind::ForEach => json!({
             "type": "object",
             "properties": {
                 "files": {"type": "string", "minLength": 1},
                 "dirs_with": {"type": "string", "pattern": "^[^/]+$"},
-                "items": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                "items": {"type": "array", "minItems": 1, "items": {"anyOf": [
+                    {"type": "string"},
+                    {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}
+                ]}},
                 "batch": {"type": "integer", "minimum": 1, "maximum": 10000},
                 "contains": {"type": "string", "minLength": 1}
             },

@@ -189,3 +189,33 @@ fn placeholders_a_source_does_not_fill_are_refused() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("fix-file_01"), "{}", stdout(&out));
 }
+
+/// Items that are objects fill their fields: `{path}` is meaningful there.
+#[test]
+fn object_items_fill_their_fields_and_nothing_else() {
+    let repo = TestRepo::with_files(2);
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "port-{stem}", "prompt": "port {path} to {api}", "paths": ["{path}"],
+         "for_each": {"items": [
+             {"path": "src/file_00.txt", "stem": "zero", "api": "v2"},
+             {"path": "src/file_01.txt", "stem": "one", "api": "v3"}]}}
+    ]}));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("port-zero") && text.contains("port src/file_01.txt to v3"),
+        "{text}"
+    );
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "port-{stem}", "prompt": "port {path} in {dir}",
+         "for_each": {"items": [{"path": "a", "stem": "a"}]}}
+    ]}));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("$.tasks[0].prompt: {dir} is not a placeholder of a `items` template; it has: {path} {stem} {n}"),
+        "{}",
+        stderr(&out)
+    );
+}
