@@ -11,6 +11,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod agents;
+mod braces;
 pub mod caches;
 pub mod generate;
 pub mod group;

@@ -200,7 +200,7 @@ pub fn sample_id(id: &str) -> String {
         s = s.replace(&format!("{{{p}}}"), "x");
     }
     // An object item's fields too (a placeholder the source lacks is reported on its own).
-    for w in super::placeholders::words_in_braces(id) {
+    for w in super::braces::words_in_braces(id) {
         s = s.replace(&format!("{{{w}}}"), "x");
     }
     s
@@ -335,6 +335,17 @@ fn fill(text: &str, b: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// The group of the tasks a template with `"group": true` generates: named after the
+/// template's id (`rename-{stem}` → `rename-stem`), so the generated tasks share it.
+pub fn template_group(template_id: &str) -> String {
+    let name = slugify(template_id);
+    if name.is_empty() {
+        "group".into()
+    } else {
+        name
+    }
+}
+
 /// A task id made from generated text: characters outside `[A-Za-z0-9._-]` become `-`, runs
 /// of `-` and `.` shrink to one, no leading dot or dash, at most 64 characters.
 pub fn slugify(raw: &str) -> String {
@@ -408,7 +419,7 @@ pub fn expand(
                 }
                 let v = match (k.as_str(), v) {
                     ("id", Value::String(s)) => Value::String(slugify(&fill(s, &b))),
-                    ("group", Value::Bool(true)) => Value::String(super::group::template_group(
+                    ("group", Value::Bool(true)) => Value::String(template_group(
                         obj.get("id").and_then(Value::as_str).unwrap_or_default(),
                     )),
                     ("prompt" | "verify", Value::String(s)) => Value::String(fill(s, &b)),

@@ -9,7 +9,7 @@ use crate::ids::TaskId;
 
 impl Validator {
     /// `group`: a name with a task id's shape, or `true` on a template (its expansion names
-    /// it, see [`template_group`]).
+    /// it, see [`super::generate::template_group`]).
     pub(super) fn group(
         &mut self,
         obj: &Map<String, Value>,
@@ -42,16 +42,5 @@ impl Validator {
                 None
             }
         }
-    }
-}
-
-/// The group of the tasks a template with `"group": true` generates: named after the
-/// template's id (`rename-{stem}` → `rename-stem`), so the generated tasks share it.
-pub fn template_group(template_id: &str) -> String {
-    let name = super::generate::slugify(template_id);
-    if name.is_empty() {
-        "group".into()
-    } else {
-        name
     }
 }
