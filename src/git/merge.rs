@@ -579,4 +579,58 @@ mod tests {
             Applied::Conflict(vec!["main.rs".into()])
         );
     }
+
+    #[test]
+    fn ours_keeps_the_integration_and_theirs_takes_the_task() {
+        use crate::git::merge_rules::{MergeRules, MergeStrategy};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let files = [
+            ("CHANGELOG.md", "base\n"),
+            ("lock.json", "{}\n"),
+            ("data.bin", "a\0b\n"),
+        ];
+        let base = commit_file(&repo, None, &files);
+        let first = commit_file(
+            &repo,
+            Some(base),
+            &[("CHANGELOG.md", "first\n"), ("lock.json", "{\"a\": 1}\n")],
+        );
+        let second = commit_file(
+            &repo,
+            Some(base),
+            &[("CHANGELOG.md", "second\n"), ("lock.json", "{\"b\": 2}\n")],
+        );
+        let rules = MergeRules::new(&[
+            (vec!["CHANGELOG.md".into()], MergeStrategy::Ours),
+            (vec!["*.json".into(), "*.bin".into()], MergeStrategy::Theirs),
+        ])
+        .unwrap();
+        let mut integ = Integrator::new(&repo, base).with_rules(&rules);
+        assert!(matches!(
+            integ.apply(first, "m").unwrap(),
+            Applied::Merged(_)
+        ));
+        assert!(matches!(
+            integ.apply(second, "m").unwrap(),
+            Applied::Merged(_)
+        ));
+        let tree = repo.find_commit(integ.head()).unwrap().tree().unwrap();
+        let read = |p: &str| {
+            let e = tree.get_path(Path::new(p)).unwrap();
+            String::from_utf8(repo.find_blob(e.id()).unwrap().content().to_vec()).unwrap()
+        };
+        assert_eq!(read("CHANGELOG.md"), "first\n");
+        assert_eq!(read("lock.json"), "{\"b\": 2}\n");
+        // A binary file is never merged by union: it still conflicts.
+        let union = MergeRules::new(&[(vec!["*.bin".into()], MergeStrategy::Union)]).unwrap();
+        let a = commit_file(&repo, Some(base), &[("data.bin", "a\0c\n")]);
+        let b = commit_file(&repo, Some(base), &[("data.bin", "a\0d\n")]);
+        let mut integ = Integrator::new(&repo, base).with_rules(&union);
+        assert!(matches!(integ.apply(a, "m").unwrap(), Applied::Merged(_)));
+        assert_eq!(
+            integ.apply(b, "m").unwrap(),
+            Applied::Conflict(vec!["data.bin".into()])
+        );
+    }
 }
