@@ -90,6 +90,8 @@ pub struct Plan {
     pub integrate: Option<IntegrateGate>,
     /// What a conflicting task does (command line over task file, default `fail`).
     pub on_conflict: taskfile::OnConflict,
+    /// The task file's `merge` rules, compiled.
+    pub merge_rules: crate::git::merge_rules::MergeRules,
     /// Said right after the run's first line (uncommitted changes left out, skipped includes).
     pub warnings: Vec<String>,
     /// The task file's `caches_fill`: fills the shared caches once, before any agent.
@@ -128,10 +130,15 @@ impl Plan {
         let repo = UserRepo::open(&options.repo)?;
         // Templates expand over the tracked files at the base; the expanded file is what the
         // run saves, so `fanout resume` runs the same tasks.
-        let (text, file) = taskfile::load_expanded(&options.tasks_file, &|file_base| {
+        let rev = |file_base: Option<&str>| -> String {
             let rev = options.base.as_deref().or(file_base).unwrap_or("HEAD");
-            tracked_files(&repo, rev)
-        })?;
+            rev.to_string()
+        };
+        let (text, file) = taskfile::load_expanded(
+            &options.tasks_file,
+            &|file_base| tracked_files(&repo, &rev(file_base)),
+            &|file_base, path, limit| tracked_content(&repo, &rev(file_base), path, limit),
+        )?;
         let mut plan = Self::from_parts(file, repo, options)?;
         plan.task_file_text = text;
         Ok(plan)
@@ -284,10 +291,18 @@ impl Plan {
                 .setup_timeout_secs
                 .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
         });
+        let rules: Vec<_> = file
+            .merge
+            .iter()
+            .map(|r| (r.paths.clone(), r.strategy))
+            .collect();
+        let merge_rules =
+            crate::git::merge_rules::MergeRules::new(&rules).map_err(PlanError::Invalid)?;
         Ok(Plan {
             caches_fill,
             integrate,
             on_conflict,
+            merge_rules,
             run_id,
             repo,
             base,

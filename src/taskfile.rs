@@ -11,9 +11,14 @@ use std::path::Path;
 use serde_json::Value;
 
 mod agents;
+mod braces;
 pub mod caches;
 pub mod generate;
+pub mod group;
+mod items;
+mod merge;
 mod model;
+mod placeholders;
 mod problem;
 mod read;
 pub mod schema;
@@ -90,6 +95,7 @@ fn render(problems: &[Problem]) -> String {
 pub fn load_expanded(
     path: &Path,
     tracked: &TrackedFiles<'_>,
+    read: &ReadTrackedAt<'_>,
 ) -> Result<(String, TaskFile), TaskFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| TaskFileError::Read {
         path: path.display().to_string(),
@@ -116,7 +122,9 @@ pub fn load_expanded(
             message: format!("cannot list the repository's files: {e}"),
         }])
     })?;
-    let expanded = generate::expand(&value, &files).map_err(invalid)?;
+    let base = file.base.as_deref();
+    let expanded =
+        generate::expand(&value, &files, &|p, limit| read(base, p, limit)).map_err(invalid)?;
     let text = serde_json::to_string_pretty(&expanded).unwrap_or_default();
     let file = parse(&text).map_err(invalid)?;
     Ok((text, file))

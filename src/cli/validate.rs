@@ -20,9 +20,13 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
                 return Ok(EXIT_USAGE);
             }
         };
-        taskfile::load_expanded(&a.tasks, &|base| {
-            crate::plan::tracked_files(&repo, base.unwrap_or("HEAD"))
-        })
+        taskfile::load_expanded(
+            &a.tasks,
+            &|base| crate::plan::tracked_files(&repo, base.unwrap_or("HEAD")),
+            &|base, path, limit| {
+                crate::plan::tracked_content(&repo, base.unwrap_or("HEAD"), path, limit)
+            },
+        )
         .map(|(_, f)| f)
     } else {
         taskfile::load(&a.tasks)

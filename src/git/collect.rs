@@ -179,17 +179,16 @@ pub fn commit_tree(
     })
 }
 
-/// A task commit's message: `<id>: <first non-empty prompt line>` (cut at 200 characters),
+/// A task commit's message: `<id>: <first non-empty prompt line>` (a subject of at most
+/// [`message::SUBJECT_MAX`] characters), the full prompt when the subject does not hold it,
 /// then the trailers `Fanout-Run:` and `Fanout-Task:`.
 pub fn task_message(task: &str, prompt: &str, run: &str) -> String {
-    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let first = crate::jsonrpc::truncate(first.trim(), 200);
-    let subject = if first.is_empty() {
-        task.to_string()
-    } else {
-        format!("{task}: {first}")
-    };
-    format!("{subject}\n\nFanout-Run: {run}\nFanout-Task: {task}\n")
+    let subject = super::message::subject(task, ": ", prompt);
+    super::message::message(
+        &subject,
+        prompt,
+        &[("Fanout-Run", run), ("Fanout-Task", task)],
+    )
 }
 
 /// Diffs two trees: file list, line counts (renames detected) and a binary-safe patch.

@@ -13,6 +13,7 @@ tree a three-way merge gives; everything else goes through libgit2's merge.
 
 use git2::{Commit, MergeOptions, Oid, Repository, Tree};
 
+use super::merge_rules::MergeRules;
 use super::{fanout_signature, GitContext, GitError};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +30,8 @@ pub struct Integrator<'r> {
     head: Oid,
     /// The head's tree, parsed: reading it back costs what the whole tree costs, per commit.
     head_tree: Option<Tree<'r>>,
+    /// The task file's `merge` rules: conflicts they cover are resolved, not reported.
+    rules: Option<&'r MergeRules>,
 }
 
 impl<'r> Integrator<'r> {
@@ -37,11 +40,24 @@ impl<'r> Integrator<'r> {
             repo,
             head: start,
             head_tree: None,
+            rules: None,
         }
+    }
+
+    /// The same integrator, resolving the conflicts `rules` cover.
+    pub fn with_rules(mut self, rules: &'r MergeRules) -> Self {
+        self.rules = (!rules.is_empty()).then_some(rules);
+        self
     }
 
     pub fn head(&self) -> Oid {
         self.head
+    }
+
+    /// Moves the head back to `head` (a group that does not land leaves nothing behind).
+    pub fn reset(&mut self, head: Oid) {
+        self.head = head;
+        self.head_tree = None;
     }
 
     /// Cherry-picks `commit` (its change against its first parent) onto the head.
@@ -61,7 +77,7 @@ impl<'r> Integrator<'r> {
         };
         let tree_id = match fast_apply(repo, &pick, &ours, &ours_tree)? {
             Some(tree) => tree,
-            None => match merge_apply(repo, &pick, &ours, commit)? {
+            None => match merge_apply(repo, &pick, &ours, commit, self.rules)? {
                 Ok(tree) => tree,
                 Err(conflict) => {
                     self.head_tree = Some(ours_tree);
@@ -214,6 +230,7 @@ fn merge_apply(
     pick: &Commit<'_>,
     ours: &Commit<'_>,
     commit: Oid,
+    rules: Option<&MergeRules>,
 ) -> Result<Result<Oid, Applied>, GitError> {
     let mut opts = MergeOptions::new();
     opts.find_renames(true).fail_on_conflict(false);
@@ -221,21 +238,32 @@ fn merge_apply(
         .cherrypick_commit(pick, ours, 0, Some(&opts))
         .ctx(|| format!("cannot merge commit {commit}"))?;
     if index.has_conflicts() {
-        let mut paths = Vec::new();
-        for c in index.conflicts().ctx(|| "cannot list conflicts".into())? {
-            let c = c.ctx(|| "cannot read a conflict".into())?;
-            for entry in [c.our, c.their, c.ancestor].into_iter().flatten() {
-                paths.push(String::from_utf8_lossy(&entry.path).into_owned());
-            }
+        let paths = match rules {
+            Some(rules) => super::merge_resolve::resolve(repo, &mut index, rules)?,
+            None => conflict_paths(&mut index)?,
+        };
+        if !paths.is_empty() {
+            return Ok(Err(Applied::Conflict(paths)));
         }
-        paths.sort();
-        paths.dedup();
-        return Ok(Err(Applied::Conflict(paths)));
     }
     let tree_id = index
         .write_tree_to(repo)
         .ctx(|| "cannot write the merged tree".into())?;
     Ok(Ok(tree_id))
+}
+
+/// Every path of the index's conflicts, sorted.
+fn conflict_paths(index: &mut git2::Index) -> Result<Vec<String>, GitError> {
+    let mut paths = Vec::new();
+    for c in index.conflicts().ctx(|| "cannot list conflicts".into())? {
+        let c = c.ctx(|| "cannot read a conflict".into())?;
+        for entry in [c.our, c.their, c.ancestor].into_iter().flatten() {
+            paths.push(String::from_utf8_lossy(&entry.path).into_owned());
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
 }
 
 /// Applies `pick`'s change onto `ours` as an edit of the changed paths, when every one of them
@@ -478,7 +506,7 @@ mod tests {
         for p in picks {
             let pick = repo.find_commit(p).unwrap();
             let ours = repo.find_commit(head).unwrap();
-            if let Ok(tree) = merge_apply(&repo, &pick, &ours, p).unwrap() {
+            if let Ok(tree) = merge_apply(&repo, &pick, &ours, p, None).unwrap() {
                 let tree = repo.find_tree(tree).unwrap();
                 let sig = git2::Signature::now("t", "t@t").unwrap();
                 head = repo.commit(None, &sig, &sig, "m", &tree, &[&ours]).unwrap();
@@ -496,6 +524,113 @@ mod tests {
         assert_eq!(
             tree.get_path(Path::new("a.txt")).unwrap().filemode(),
             i32::from(BlobExecutable)
+        );
+    }
+
+    #[test]
+    fn union_files_take_every_task_and_other_files_still_conflict() {
+        use crate::git::merge_rules::{MergeRules, MergeStrategy};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let list: String = (1..=8).map(|i| format!("host{i}\n")).collect();
+        let base = commit_file(&repo, None, &[("allow.txt", &list), ("main.rs", "a\n")]);
+        let picks: Vec<Oid> = (2..=7)
+            .map(|i| {
+                let without = list.replace(&format!("host{i}\n"), "");
+                commit_file(&repo, Some(base), &[("allow.txt", &without)])
+            })
+            .collect();
+        let rules = MergeRules::new(&[(vec!["allow.txt".into()], MergeStrategy::Union)]).unwrap();
+        let mut integ = Integrator::new(&repo, base).with_rules(&rules);
+        for &p in &picks {
+            assert!(matches!(integ.apply(p, "m").unwrap(), Applied::Merged(_)));
+        }
+        let read = |head: Oid, p: &str| {
+            let tree = repo.find_commit(head).unwrap().tree().unwrap();
+            let e = tree.get_path(Path::new(p)).unwrap();
+            String::from_utf8(repo.find_blob(e.id()).unwrap().content().to_vec()).unwrap()
+        };
+        assert_eq!(read(integ.head(), "allow.txt"), "host1\nhost8\n");
+        // Without the rule, the second removal already conflicts.
+        let mut plain = Integrator::new(&repo, base);
+        assert!(matches!(
+            plain.apply(picks[0], "m").unwrap(),
+            Applied::Merged(_)
+        ));
+        assert!(matches!(
+            plain.apply(picks[1], "m").unwrap(),
+            Applied::Conflict(_)
+        ));
+        // A file no rule names still conflicts, even next to a union file.
+        let a = commit_file(
+            &repo,
+            Some(base),
+            &[("main.rs", "b\n"), ("allow.txt", "x\n")],
+        );
+        let b = commit_file(
+            &repo,
+            Some(base),
+            &[("main.rs", "c\n"), ("allow.txt", "y\n")],
+        );
+        let mut integ = Integrator::new(&repo, base).with_rules(&rules);
+        assert!(matches!(integ.apply(a, "m").unwrap(), Applied::Merged(_)));
+        assert_eq!(
+            integ.apply(b, "m").unwrap(),
+            Applied::Conflict(vec!["main.rs".into()])
+        );
+    }
+
+    #[test]
+    fn ours_keeps_the_integration_and_theirs_takes_the_task() {
+        use crate::git::merge_rules::{MergeRules, MergeStrategy};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let files = [
+            ("CHANGELOG.md", "base\n"),
+            ("lock.json", "{}\n"),
+            ("data.bin", "a\0b\n"),
+        ];
+        let base = commit_file(&repo, None, &files);
+        let first = commit_file(
+            &repo,
+            Some(base),
+            &[("CHANGELOG.md", "first\n"), ("lock.json", "{\"a\": 1}\n")],
+        );
+        let second = commit_file(
+            &repo,
+            Some(base),
+            &[("CHANGELOG.md", "second\n"), ("lock.json", "{\"b\": 2}\n")],
+        );
+        let rules = MergeRules::new(&[
+            (vec!["CHANGELOG.md".into()], MergeStrategy::Ours),
+            (vec!["*.json".into(), "*.bin".into()], MergeStrategy::Theirs),
+        ])
+        .unwrap();
+        let mut integ = Integrator::new(&repo, base).with_rules(&rules);
+        assert!(matches!(
+            integ.apply(first, "m").unwrap(),
+            Applied::Merged(_)
+        ));
+        assert!(matches!(
+            integ.apply(second, "m").unwrap(),
+            Applied::Merged(_)
+        ));
+        let tree = repo.find_commit(integ.head()).unwrap().tree().unwrap();
+        let read = |p: &str| {
+            let e = tree.get_path(Path::new(p)).unwrap();
+            String::from_utf8(repo.find_blob(e.id()).unwrap().content().to_vec()).unwrap()
+        };
+        assert_eq!(read("CHANGELOG.md"), "first\n");
+        assert_eq!(read("lock.json"), "{\"b\": 2}\n");
+        // A binary file is never merged by union: it still conflicts.
+        let union = MergeRules::new(&[(vec!["*.bin".into()], MergeStrategy::Union)]).unwrap();
+        let a = commit_file(&repo, Some(base), &[("data.bin", "a\0c\n")]);
+        let b = commit_file(&repo, Some(base), &[("data.bin", "a\0d\n")]);
+        let mut integ = Integrator::new(&repo, base).with_rules(&union);
+        assert!(matches!(integ.apply(a, "m").unwrap(), Applied::Merged(_)));
+        assert_eq!(
+            integ.apply(b, "m").unwrap(),
+            Applied::Conflict(vec!["data.bin".into()])
         );
     }
 }

@@ -30,6 +30,19 @@ pub fn tracked_files(repo: &UserRepo, rev: &str) -> Result<Vec<String>, String> 
     Ok(out)
 }
 
+/// A tracked file's content at `rev`, when it is a file of at most `limit` bytes.
+pub fn tracked_content(repo: &UserRepo, rev: &str, path: &str, limit: u64) -> Option<Vec<u8>> {
+    let base = repo.resolve_base(rev).ok()?;
+    let tree = repo.repo.find_commit(base).and_then(|c| c.tree()).ok()?;
+    let entry = tree.get_path(std::path::Path::new(path)).ok()?;
+    let odb = repo.repo.odb().ok()?;
+    let (size, kind) = odb.read_header(entry.id()).ok()?;
+    if kind != git2::ObjectType::Blob || size as u64 > limit {
+        return None;
+    }
+    Some(repo.repo.find_blob(entry.id()).ok()?.content().to_vec())
+}
+
 /// Profiles by name: the file's own plus the built-in ones it does not override, env expanded.
 pub fn resolve_agents(
     file: &TaskFile,

@@ -37,15 +37,34 @@ pub(super) fn uncommitted_warning(repo: &UserRepo, base: git2::Oid) -> Vec<Strin
     )]
 }
 
-/// Who task commits are authored by: the identity git would use in this repository
-/// (`user.name`/`user.email`), else the task file's `commit.author`, else fanout (`None`).
+/// Who task commits are authored by: the repository's own identity (`user.name`/`user.email`
+/// in its `.git/config`), else the task file's `commit.author`, else the identity of git's
+/// global, XDG or system configuration, else fanout (`None`). The task file's author is said
+/// for this run, so it wins over a machine-wide identity: as root, root's own global identity
+/// would otherwise sign every task of a nightly bot.
 pub fn commit_author(repo: &git2::Repository, from_file: Option<&str>) -> Option<(String, String)> {
-    let configured = git_config(repo).and_then(|c| {
-        let name = c.get_string("user.name").ok()?;
-        let email = c.get_string("user.email").ok()?;
-        (!name.trim().is_empty() && !email.trim().is_empty()).then_some((name, email))
-    });
-    configured.or_else(|| from_file.and_then(taskfile::parse_author))
+    local_config(repo)
+        .as_ref()
+        .and_then(identity)
+        .or_else(|| from_file.and_then(taskfile::parse_author))
+        .or_else(|| git_config(repo).as_ref().and_then(identity))
+}
+
+/// `user.name` and `user.email` of `config`, both set and not blank.
+fn identity(config: &git2::Config) -> Option<(String, String)> {
+    let name = config.get_string("user.name").ok()?;
+    let email = config.get_string("user.email").ok()?;
+    (!name.trim().is_empty() && !email.trim().is_empty()).then_some((name, email))
+}
+
+/// The repository's own configuration file alone (an empty one when it has none).
+fn local_config(repo: &git2::Repository) -> Option<git2::Config> {
+    let mut cfg = git2::Config::new().ok()?;
+    let path = repo.commondir().join("config");
+    if path.is_file() {
+        let _ = cfg.add_file(&path, git2::ConfigLevel::Local, false);
+    }
+    cfg.snapshot().ok()
 }
 
 /// The repository's configuration as git reads it: libgit2 ignores `GIT_CONFIG_GLOBAL`,

@@ -63,6 +63,7 @@ impl PlannedTask {
                 setup: None,
                 setup_timeout_secs: None,
                 template: false,
+                group: None,
                 review: None,
             },
             agent_name: "exec".into(),

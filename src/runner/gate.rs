@@ -19,6 +19,7 @@ use std::time::Duration;
 use git2::{Oid, Repository};
 
 use super::gate_progress::{self, Probe};
+use super::groups;
 use super::integrate::{rebuild, Integration};
 use super::shared::Shared;
 use crate::event::EventKind;
@@ -195,7 +196,9 @@ fn run_inner(
         .map_err(|e| GateError::Build(format!("cannot open the repository: {e}")))?;
     let commits: std::collections::BTreeMap<usize, Oid> =
         integration.merged.iter().copied().collect();
-    let items: Vec<usize> = integration.merged.iter().map(|&(i, _)| i).collect();
+    let all: Vec<usize> = integration.merged.iter().map(|&(i, _)| i).collect();
+    // A group is one item: bisection never splits it, and takes it out whole.
+    let items = groups::units(shared, &all);
     let mut checker = Checker {
         shared,
         gate,
@@ -206,6 +209,7 @@ fn run_inner(
     };
     let mut check = |set: &[usize], probe: Probe| -> Result<Verdict, GateError> {
         let run = checker.runs + 1;
+        let set = groups::expand(shared, set, &all);
         let build_and_verify = || {
             let list: Vec<(usize, Oid)> = set.iter().map(|&i| (i, commits[&i])).collect();
             let (head, _) = rebuild(shared, &repo, &list)
@@ -221,11 +225,11 @@ fn run_inner(
         let passed = |v: &Verdict| *v == Verdict::Passed;
         gate_progress::step(shared, run, probe, set.len(), build_and_verify, passed)
     };
-    let dependents = |culprit: usize, kept: &[usize]| dependents_of(shared, culprit, kept);
+    let dependents = |culprit: usize, kept: &[usize]| unit_dependents(shared, culprit, kept, &all);
     let found = bisect_told(items, &mut check, &dependents);
     report.verify_runs = checker.runs;
     let retried_flaky = std::mem::take(&mut checker.flaky);
-    let found = found?;
+    let found = whole_groups(shared, found?, &all);
     report.output = found.last_output.clone();
     if let Some(text) = &found.base_fails {
         report.passed = false;
@@ -286,6 +290,41 @@ fn hand_over_the_rest(
         .filter(|(i, _)| !conflicts.iter().any(|(c, _)| c == i))
         .collect();
     Ok(())
+}
+
+/// [`dependents_of`] for units (a task, or a group at its first member): the kept units with a
+/// task that depends on one of `culprit`'s tasks.
+fn unit_dependents(shared: &Shared, culprit: usize, kept: &[usize], all: &[usize]) -> Vec<usize> {
+    let kept_tasks = groups::expand(shared, kept, all);
+    let mut out = Vec::new();
+    for c in groups::expand(shared, &[culprit], all) {
+        for d in dependents_of(shared, c, &kept_tasks) {
+            let unit = groups::unit_of(shared, d, kept);
+            if unit != culprit && !out.contains(&unit) {
+                out.push(unit);
+            }
+        }
+    }
+    out
+}
+
+/// What bisection found over units, said per task: a group's every task.
+fn whole_groups(shared: &Shared, found: Bisection, all: &[usize]) -> Bisection {
+    let tasks = |u: usize| groups::expand(shared, &[u], all);
+    Bisection {
+        kept: groups::expand(shared, &found.kept, all),
+        ejected: found
+            .ejected
+            .into_iter()
+            .flat_map(|(u, text)| tasks(u).into_iter().map(move |t| (t, text.clone())))
+            .collect(),
+        dropped_with: found
+            .dropped_with
+            .into_iter()
+            .flat_map(|(d, c)| tasks(d).into_iter().map(move |t| (t, c)))
+            .collect(),
+        ..found
+    }
 }
 
 /// The kept tasks that go with `culprit`: those that depend on it, directly or not.

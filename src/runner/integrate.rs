@@ -1,19 +1,25 @@
 //! Integration of verified task commits onto `fanout/<run>/merged`, and the end-of-run cleanup.
 
-use crate::event::EventKind;
-use std::collections::{BTreeMap, BTreeSet};
-
 use git2::{Oid, Repository};
 
+pub(crate) use super::apply::Integration;
+use super::apply::{apply_each, Queue};
+use super::merge_message::{first_line, merge_message};
+use super::merge_order::merge_order;
 use super::shared::{Pending, RunError, Shared};
 use crate::git::merge::{Applied, Integrator};
 use crate::git::{repo as gitrepo, worktree};
 use crate::ids::{merged_branch, task_branch, TaskId};
-use crate::report::{TaskReport, TaskStatus};
+use crate::report::TaskReport;
 
 /// The commit a dependent task starts from: the base plus its dependencies' commits.
-pub(crate) fn dependency_base(repo: &Repository, base: Oid, deps: &[Oid]) -> Result<Oid, String> {
-    let mut integ = Integrator::new(repo, base);
+pub(crate) fn dependency_base(
+    repo: &Repository,
+    base: Oid,
+    deps: &[Oid],
+    rules: &crate::git::merge_rules::MergeRules,
+) -> Result<Oid, String> {
+    let mut integ = Integrator::new(repo, base).with_rules(rules);
     for &c in deps {
         match integ
             .apply(c, &format!("fanout: dependency {c}"))
@@ -29,68 +35,6 @@ pub(crate) fn dependency_base(repo: &Repository, base: Oid, deps: &[Oid]) -> Res
         }
     }
     Ok(integ.head())
-}
-
-/// Task indices in task-file order, but with every task after its dependencies.
-fn merge_order(shared: &Shared) -> Vec<usize> {
-    let index: BTreeMap<&str, usize> = shared
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id().as_str(), i))
-        .collect();
-    let mut placed = BTreeSet::new();
-    let mut order = Vec::new();
-    fn place(
-        i: usize,
-        shared: &Shared,
-        index: &BTreeMap<&str, usize>,
-        placed: &mut BTreeSet<usize>,
-        order: &mut Vec<usize>,
-    ) {
-        if !placed.insert(i) {
-            return;
-        }
-        for d in &shared.tasks[i].spec.depends_on {
-            if let Some(&j) = index.get(d.as_str()) {
-                place(j, shared, index, placed, order);
-            }
-        }
-        order.push(i);
-    }
-    for i in 0..shared.tasks.len() {
-        place(i, shared, &index, &mut placed, &mut order);
-    }
-    order
-}
-
-/// What integration produced so far: the head and the tasks on it, in merge order.
-pub(crate) struct Integration {
-    pub head: Oid,
-    /// (task index, the task's verified commit), in the order they were merged.
-    pub merged: Vec<(usize, Oid)>,
-}
-
-/// The message of a task's integration commit: what it brings, and trailers naming it.
-pub(crate) fn merge_message(shared: &Shared, i: usize) -> String {
-    let task = &shared.tasks[i];
-    let first = first_line(&task.spec.prompt);
-    let subject = if first.is_empty() {
-        format!("fanout: merge {}", task.id())
-    } else {
-        format!("fanout: merge {} \u{2014} {first}", task.id())
-    };
-    format!(
-        "{subject}\n\nFanout-Run: {}\nFanout-Task: {}\n",
-        shared.run_id,
-        task.id()
-    )
-}
-
-/// The first non-blank line of a prompt, bounded (commit subjects stay readable).
-fn first_line(prompt: &str) -> String {
-    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    crate::jsonrpc::truncate(first.trim(), 120)
 }
 
 fn open_repo(shared: &Shared) -> Result<Repository, RunError> {
@@ -126,11 +70,6 @@ pub(crate) fn integrate(
     Ok(integration)
 }
 
-/// The integration's new objects are kept in memory and written as a pack at most every this
-/// many merges or (estimated) bytes: few files on disk, bounded memory.
-const FLUSH_MERGES: usize = 256;
-const FLUSH_BYTES: usize = 4 << 20;
-
 /// Applies the ready commits of `order` onto the integration head (the first pass, and
 /// tasks run again after a conflict, at the end of the queue).
 pub(crate) fn apply_ready(
@@ -154,122 +93,6 @@ pub(crate) fn apply_ready(
     })
 }
 
-/// What [`apply_each`] goes through: the tasks' outcomes, in this order, unless interrupted.
-struct Queue<'a> {
-    pendings: &'a [Pending],
-    interrupted: bool,
-    order: &'a [usize],
-}
-
-fn apply_each(
-    shared: &Shared,
-    reports: &mut [TaskReport],
-    queue: &Queue<'_>,
-    integration: &mut Integration,
-    repo: &Repository,
-    flush: &mut dyn FnMut(Oid) -> Result<(), crate::git::GitError>,
-) -> Result<(), RunError> {
-    let mut integ = Integrator::new(repo, integration.head);
-    // Bytes of new trees held in memory since the last flush (estimated by the size of each
-    // new head's root tree) and merges since then: either bound triggers a flush.
-    let (mut held, mut merges) = (0usize, 0usize);
-    let odb = repo.odb().map_err(|source| crate::git::GitError::Op {
-        what: "cannot open the object store".into(),
-        source,
-    })?;
-    let mut merged: BTreeSet<TaskId> = shared
-        .tasks
-        .iter()
-        .zip(reports.iter())
-        .filter(|(_, r)| matches!(r.status, TaskStatus::Merged | TaskStatus::NoChanges))
-        .map(|(t, _)| t.id().clone())
-        .collect();
-    for &i in queue.order {
-        let task = &shared.tasks[i];
-        let report = &mut reports[i];
-        let Pending::Ready(commit) = queue.pendings[i] else {
-            if report.status == TaskStatus::NoChanges {
-                merged.insert(task.id().clone());
-            }
-            continue;
-        };
-        if held_back(shared, queue, task, report, &merged) {
-            continue;
-        }
-        test_hooks::before_merge();
-        match integ.apply(commit, &merge_message(shared, i))? {
-            Applied::Merged(_) => {
-                report.status = TaskStatus::Merged;
-                report.error = None;
-                report.conflict_paths.clear();
-                merged.insert(task.id().clone());
-                integration.merged.push((i, commit));
-                merges += 1;
-                held += repo
-                    .find_commit(integ.head())
-                    .and_then(|c| odb.read_header(c.tree_id()))
-                    .map_or(0, |(size, _)| size);
-                if held >= FLUSH_BYTES || merges >= FLUSH_MERGES {
-                    flush(integ.head())?;
-                    (held, merges) = (0, 0);
-                }
-            }
-            Applied::Conflict(paths) => {
-                report.status = TaskStatus::Conflict;
-                report.error = Some(format!(
-                    "conflicts with changes merged before it in: {}",
-                    paths.join(", ")
-                ));
-                report.conflict_paths = paths;
-            }
-        }
-        announce(shared, task.id(), report, integ.head());
-    }
-    integration.head = integ.head();
-    Ok(())
-}
-
-/// Whether a verified task stays out of the integration now, its report saying why: a
-/// dependency was not merged, or the run was interrupted.
-fn held_back(
-    shared: &Shared,
-    queue: &Queue<'_>,
-    task: &crate::plan::PlannedTask,
-    report: &mut TaskReport,
-    merged: &BTreeSet<TaskId>,
-) -> bool {
-    if let Some(dep) = task.spec.depends_on.iter().find(|d| !merged.contains(*d)) {
-        report.status = TaskStatus::Skipped;
-        report.error = Some(format!("dependency {dep} was not merged"));
-        return true;
-    }
-    // A stop request is honoured between two commits; the rest stay verified for resume.
-    if queue.interrupted || *shared.cancel.borrow() {
-        // Verified work is kept on its branch, but an interrupted run integrates nothing new.
-        report.status = TaskStatus::Failed;
-        report.error = Some(
-            "the run was interrupted before integration; the verified commit is on the task branch"
-                .into(),
-        );
-        return true;
-    }
-    false
-}
-
-/// Tells what became of a task's commit: merged (at `head`), or in conflict.
-fn announce(shared: &Shared, id: &TaskId, report: &TaskReport, head: Oid) {
-    match report.status {
-        TaskStatus::Merged => shared.events.emit(EventKind::Merged {
-            task: id.to_string(),
-            commit: head.to_string(),
-        }),
-        _ => shared.events.emit(EventKind::Conflict {
-            task: id.to_string(),
-            paths: report.conflict_paths.clone(),
-        }),
-    }
-}
-
 /// Tasks left out of a rebuilt integration: (task index, conflicting paths).
 pub(crate) type Conflicts = Vec<(usize, Vec<String>)>;
 
@@ -280,7 +103,7 @@ pub(crate) fn rebuild(
     repo: &Repository,
     items: &[(usize, Oid)],
 ) -> Result<(Oid, Conflicts), crate::git::GitError> {
-    let mut integ = Integrator::new(repo, shared.base);
+    let mut integ = Integrator::new(repo, shared.base).with_rules(&shared.merge_rules);
     let mut conflicts = Vec::new();
     for &(i, commit) in items {
         if let Applied::Conflict(paths) = integ.apply(commit, &merge_message(shared, i))? {
@@ -416,24 +239,6 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
         crate::sandbox::user::remove_outside(&shared.run_dir, false);
         crate::taskenv::remove_run_tmp(&shared.run_dir, false);
     }
-}
-
-/// Test-only hooks, compiled in with the `test-hooks` feature (never in a release build).
-mod test_hooks {
-    /// `FANOUT_TEST_MERGE_DELAY_MS`: sleep before each merged commit, so tests can signal a
-    /// run while it integrates.
-    #[cfg(feature = "test-hooks")]
-    pub(super) fn before_merge() {
-        if let Some(ms) = std::env::var("FANOUT_TEST_MERGE_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
-    }
-
-    #[cfg(not(feature = "test-hooks"))]
-    pub(super) fn before_merge() {}
 }
 
 /// A task's workspace kept for the user (`--keep-worktrees`, or work that could not be

@@ -9,16 +9,20 @@ report; only a broken environment stops the run.
 */
 
 mod advance;
+mod apply;
 mod caches;
 mod carried;
 pub mod events;
 mod gate;
 mod gate_progress;
 mod gate_verdict;
+mod groups;
 mod identity;
 mod integrate;
 mod launch;
 pub(crate) mod memory_lower;
+mod merge_message;
+mod merge_order;
 mod outcome;
 mod paths;
 mod pipelines;
@@ -247,6 +251,7 @@ fn shared_state(
         earlier_reports: std::mem::take(&mut plan.earlier_reports),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
+        merge_rules: plan.merge_rules.clone(),
         workspaces,
     })
 }

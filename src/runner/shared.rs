@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub integrate: Option<crate::plan::IntegrateGate>,
     /// What a conflicting task does.
     pub on_conflict: crate::taskfile::OnConflict,
+    /// The task file's `merge` rules: conflicts in the files they name are resolved.
+    pub merge_rules: crate::git::merge_rules::MergeRules,
     /// The kind of task workspace, and the overlay's shared lower checkouts.
     pub(crate) workspaces: workspace::Workspaces,
     /// The run's shared caches (`None`: the tasks name none).

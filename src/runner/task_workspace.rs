@@ -58,7 +58,7 @@ pub(super) async fn make(
                 }
                 start
             }
-            None => super::integrate::dependency_base(&repo, s.base, &dep_commits)?,
+            None => super::integrate::dependency_base(&repo, s.base, &dep_commits, &s.merge_rules)?,
         };
         let ws = &s.workspaces;
         let mut taken = None;

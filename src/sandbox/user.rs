@@ -359,8 +359,8 @@ pub fn prepare_run_workspace(
             // A fresh, unpredictable name: nobody can have prepared it in the shared temp folder.
             let dir = tempfile::Builder::new()
                 .prefix(&format!("fanout-{run_id}-"))
-                .tempdir_in(std::env::temp_dir())
-                .map_err(err(&std::env::temp_dir()))?
+                .tempdir_in(workspaces_parent())
+                .map_err(err(&workspaces_parent()))?
                 .keep();
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
                 .map_err(err(&dir))?;
@@ -385,6 +385,21 @@ pub fn prepare_run_workspace(
         std::os::unix::fs::symlink(&target, &p).map_err(err(&p))?;
     }
     Ok(())
+}
+
+/// Where root's workspace folders go: `$TMPDIR` when it is set, else `/var/tmp` (kept across
+/// reboots, unlike a `/tmp` that several distributions mount as a tmpfs: a kept workspace holds
+/// work that could not be committed), else the system temp folder. `/var/tmp` is used only
+/// when it is what a shared temp folder must be: a root-owned folder with the sticky bit.
+pub fn workspaces_parent() -> PathBuf {
+    let var_tmp = Path::new("/var/tmp");
+    let shared_temp = std::fs::symlink_metadata(var_tmp)
+        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o1000 != 0);
+    if std::env::var_os("TMPDIR").is_none() && shared_temp {
+        var_tmp.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 /// fanout (root) opens the task worktrees it created and handed to the agent uid; libgit2

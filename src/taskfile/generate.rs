@@ -41,9 +41,16 @@ fn tasks_of(value: &Value) -> Option<(&Vec<Value>, &'static str)> {
 /// What a `for_each` iterates over.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
-    Files { glob: String, batch: usize },
+    Files {
+        glob: String,
+        batch: usize,
+        /// `contains`: only files whose content matches this regex.
+        contains: Option<String>,
+    },
     DirsWith(String),
-    Items(Vec<String>),
+    /// One task per item: a string (`{item}`, `{name}`), or an object of strings whose fields
+    /// are the placeholders (`{"path": "a.py", "lang": "de"}`: `{path}`, `{lang}`).
+    Items(Vec<BTreeMap<String, String>>),
 }
 
 /// Checks a `for_each` value; every problem is reported at `loc`.
@@ -62,10 +69,12 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
         return None;
     };
     for k in obj.keys() {
-        if !["files", "dirs_with", "items", "batch"].contains(&k.as_str()) {
+        if !["files", "dirs_with", "items", "batch", "contains"].contains(&k.as_str()) {
             problem(
                 format!("{loc}.{k}"),
-                format!("unknown field {k:?}; expected one of: files, dirs_with, items, batch"),
+                format!(
+                    "unknown field {k:?}; expected one of: files, dirs_with, items, batch, contains"
+                ),
             );
         }
     }
@@ -107,12 +116,44 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
             }
         },
     };
+    let contains = match (obj.get("contains"), given[0]) {
+        (None, _) => None,
+        (Some(Value::String(re)), "files") => match regex::bytes::Regex::new(re) {
+            Ok(_) if !re.is_empty() => Some(re.clone()),
+            Ok(_) => {
+                problem(
+                    format!("{loc}.contains"),
+                    "expected a non-empty regex".into(),
+                );
+                return None;
+            }
+            Err(e) => {
+                problem(format!("{loc}.contains"), format!("invalid regex: {e}"));
+                return None;
+            }
+        },
+        (Some(Value::String(_)), _) => {
+            problem(
+                format!("{loc}.contains"),
+                "`contains` applies to \"files\" only".into(),
+            );
+            return None;
+        }
+        (Some(v), _) => {
+            problem(
+                format!("{loc}.contains"),
+                format!("expected a regex string, found {v}"),
+            );
+            return None;
+        }
+    };
     match given[0] {
         "files" => match obj.get("files") {
             Some(Value::String(g)) if !g.is_empty() => match globset::Glob::new(g) {
                 Ok(_) => Some(Source::Files {
                     glob: g.clone(),
                     batch,
+                    contains,
                 }),
                 Err(e) => {
                     problem(format!("{loc}.files"), format!("invalid glob: {e}"));
@@ -138,19 +179,13 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
         },
         _ => match obj.get("items") {
             Some(Value::Array(items)) if !items.is_empty() => {
-                let mut out = Vec::new();
-                for (i, it) in items.iter().enumerate() {
-                    match it {
-                        Value::String(s) => out.push(s.clone()),
-                        _ => problem(format!("{loc}.items[{i}]"), "expected a string".into()),
-                    }
-                }
+                let out = super::items::parse_items(items, &format!("{loc}.items"), problems);
                 Some(Source::Items(out))
             }
             _ => {
                 problem(
                     format!("{loc}.items"),
-                    "expected a non-empty array of strings".into(),
+                    "expected a non-empty array of strings or of objects".into(),
                 );
                 None
             }
@@ -164,32 +199,59 @@ pub fn sample_id(id: &str) -> String {
     for p in PLACEHOLDERS {
         s = s.replace(&format!("{{{p}}}"), "x");
     }
+    // An object item's fields too (a placeholder the source lacks is reported on its own).
+    for w in super::braces::words_in_braces(id) {
+        s = s.replace(&format!("{{{w}}}"), "x");
+    }
     s
 }
+
+/// Reads a tracked file's content at the base commit: `None` when it cannot be read or is
+/// larger than the given number of bytes.
+pub type ReadTracked<'a> = dyn Fn(&str, u64) -> Option<Vec<u8>> + 'a;
+
+/// The largest file `contains` searches; larger ones never match.
+pub const CONTAINS_MAX_BYTES: u64 = 4 << 20;
 
 /// The placeholder values of each task a source generates, from the tracked files.
 fn bindings(
     source: &Source,
     tracked: &[String],
-) -> Result<Vec<BTreeMap<&'static str, String>>, String> {
+    read: &ReadTracked<'_>,
+) -> Result<Vec<BTreeMap<String, String>>, String> {
     let mut out = Vec::new();
     match source {
-        Source::Files { glob, batch } => {
+        Source::Files {
+            glob,
+            batch,
+            contains,
+        } => {
             let m = globset::GlobBuilder::new(glob)
                 .literal_separator(true)
                 .build()
                 .map_err(|e| format!("invalid glob: {e}"))?
                 .compile_matcher();
-            let files: Vec<&String> = tracked.iter().filter(|f| m.is_match(f.as_str())).collect();
+            let mut files: Vec<&String> =
+                tracked.iter().filter(|f| m.is_match(f.as_str())).collect();
             if files.is_empty() {
                 return Err(format!(
                     "{glob:?} matches no tracked file at the base commit"
                 ));
             }
+            if let Some(re) = contains {
+                let re = regex::bytes::Regex::new(re).map_err(|e| format!("invalid regex: {e}"))?;
+                files.retain(|f| content_matches(read, f, &re));
+                if files.is_empty() {
+                    return Err(format!(
+                        "no tracked file matching {glob:?} contains {:?} at the base commit",
+                        re.as_str()
+                    ));
+                }
+            }
             for chunk in files.chunks(*batch) {
                 let mut b = path_binding(chunk[0]);
                 b.insert(
-                    "paths",
+                    "paths".into(),
                     chunk
                         .iter()
                         .map(|s| s.as_str())
@@ -227,22 +289,15 @@ fn bindings(
                     d.rsplit('/').next().unwrap_or(&d).to_string()
                 };
                 let mut b = BTreeMap::new();
-                b.insert("path", d.clone());
-                b.insert("paths", d.clone());
-                b.insert("dir", d);
-                b.insert("stem", name.clone());
-                b.insert("name", name);
+                b.insert("path".into(), d.clone());
+                b.insert("paths".into(), d.clone());
+                b.insert("dir".into(), d);
+                b.insert("stem".into(), name.clone());
+                b.insert("name".into(), name);
                 out.push(b);
             }
         }
-        Source::Items(items) => {
-            for it in items {
-                let mut b = BTreeMap::new();
-                b.insert("item", it.clone());
-                b.insert("name", it.clone());
-                out.push(b);
-            }
-        }
+        Source::Items(items) => out.extend(items.iter().cloned()),
     }
     if out.len() > MAX_GENERATED {
         return Err(format!(
@@ -253,26 +308,42 @@ fn bindings(
     Ok(out)
 }
 
-fn path_binding(path: &str) -> BTreeMap<&'static str, String> {
+/// Whether the text file `path` (not binary: no NUL byte) has a match of `re`.
+fn content_matches(read: &ReadTracked<'_>, path: &str, re: &regex::bytes::Regex) -> bool {
+    read(path, CONTAINS_MAX_BYTES).is_some_and(|bytes| !bytes.contains(&0) && re.is_match(&bytes))
+}
+
+fn path_binding(path: &str) -> BTreeMap<String, String> {
     let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
     let stem = match name.rsplit_once('.') {
         Some((s, _)) if !s.is_empty() => s,
         _ => name,
     };
     let mut b = BTreeMap::new();
-    b.insert("path", path.to_string());
-    b.insert("dir", dir.to_string());
-    b.insert("name", name.to_string());
-    b.insert("stem", stem.to_string());
+    b.insert("path".into(), path.to_string());
+    b.insert("dir".into(), dir.to_string());
+    b.insert("name".into(), name.to_string());
+    b.insert("stem".into(), stem.to_string());
     b
 }
 
-fn fill(text: &str, b: &BTreeMap<&'static str, String>) -> String {
+fn fill(text: &str, b: &BTreeMap<String, String>) -> String {
     let mut s = text.to_string();
     for (k, v) in b {
         s = s.replace(&format!("{{{k}}}"), v);
     }
     s
+}
+
+/// The group of the tasks a template with `"group": true` generates: named after the
+/// template's id (`rename-{stem}` → `rename-stem`), so the generated tasks share it.
+pub fn template_group(template_id: &str) -> String {
+    let name = slugify(template_id);
+    if name.is_empty() {
+        "group".into()
+    } else {
+        name
+    }
 }
 
 /// A task id made from generated text: characters outside `[A-Za-z0-9._-]` become `-`, runs
@@ -300,7 +371,11 @@ pub fn slugify(raw: &str) -> String {
 
 /// Expands every template of the file over `tracked` (the repository's tracked files at the
 /// base commit, sorted); written tasks stay as they are. Problems name the template.
-pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> {
+pub fn expand(
+    value: &Value,
+    tracked: &[String],
+    read: &ReadTracked<'_>,
+) -> Result<Value, Vec<Problem>> {
     let Some((items, tasks_path)) = tasks_of(value) else {
         return Ok(value.clone());
     };
@@ -324,7 +399,7 @@ pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> 
         let Some(source) = parse_for_each(fe, &format!("{loc}.for_each"), &mut problems) else {
             continue;
         };
-        let binds = match bindings(&source, tracked) {
+        let binds = match bindings(&source, tracked, read) {
             Ok(b) => b,
             Err(e) => {
                 problems.push(Problem {
@@ -335,7 +410,7 @@ pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> 
             }
         };
         for (n, mut b) in binds.into_iter().enumerate() {
-            b.insert("n", (n + 1).to_string());
+            b.insert("n".into(), (n + 1).to_string());
             let what = b.get("path").or(b.get("item")).cloned().unwrap_or_default();
             let mut task: Map<String, Value> = Map::new();
             for (k, v) in obj {
@@ -344,6 +419,9 @@ pub fn expand(value: &Value, tracked: &[String]) -> Result<Value, Vec<Problem>> 
                 }
                 let v = match (k.as_str(), v) {
                     ("id", Value::String(s)) => Value::String(slugify(&fill(s, &b))),
+                    ("group", Value::Bool(true)) => Value::String(template_group(
+                        obj.get("id").and_then(Value::as_str).unwrap_or_default(),
+                    )),
                     ("prompt" | "verify", Value::String(s)) => Value::String(fill(s, &b)),
                     ("paths" | "verify", Value::Array(a)) => {
                         let mut filled = Vec::new();
@@ -419,7 +497,7 @@ mod tests {
             {"id": "py-{dir}", "prompt": "upgrade {dir}", "for_each": {"dirs_with": "pyproject.toml"}},
             {"id": "lang-{item}", "prompt": "translate to {item}", "for_each": {"items": ["de", "fr"]}}
         ]});
-        let out = expand(&v, &tracked()).expect("expands");
+        let out = expand(&v, &tracked(), &|_, _| None).expect("expands");
         let ids: Vec<&str> = out["tasks"]
             .as_array()
             .unwrap()
@@ -450,21 +528,51 @@ mod tests {
     fn batches_join_paths_and_clashes_name_both_sources() {
         let v = json!([{"id": "batch-{n}", "prompt": "fix {paths}", "paths": ["{paths}"],
                         "for_each": {"files": "src/**/*.py", "batch": 2}}]);
-        let out = expand(&v, &tracked()).expect("expands");
+        let out = expand(&v, &tracked(), &|_, _| None).expect("expands");
         assert_eq!(out[0]["prompt"], "fix src/app/a.py src/app/b.py");
         assert_eq!(out[0]["paths"], json!(["src/app/a.py", "src/app/b.py"]));
         assert_eq!(out[1]["id"], "batch-2");
         let v = json!([{"id": "one", "prompt": "x"},
                        {"id": "one", "prompt": "{path}", "for_each": {"files": "src/app/*.py"}}]);
-        let p = expand(&v, &tracked()).unwrap_err();
+        let p = expand(&v, &tracked(), &|_, _| None).unwrap_err();
         assert!(
             p[0].message.contains("clashes with the task from $[0]"),
             "{p:?}"
         );
         let v = json!([{"id": "x", "prompt": "{path}", "for_each": {"files": "nothing/**"}}]);
-        assert!(expand(&v, &tracked()).unwrap_err()[0]
+        assert!(expand(&v, &tracked(), &|_, _| None).unwrap_err()[0]
             .message
             .contains("matches no tracked file"));
+    }
+
+    #[test]
+    fn object_items_fill_their_fields() {
+        let v = json!([{"id": "fix-{stem}-{lang}", "prompt": "translate {path} to {lang} ({n})",
+                        "paths": ["{path}"],
+                        "for_each": {"items": [{"path": "a.py", "lang": "de", "stem": "a"},
+                                               {"path": "b.py", "lang": "fr", "stem": "b"}]}}]);
+        let out = expand(&v, &tracked(), &|_, _| None).expect("expands");
+        assert_eq!(out[1]["id"], "fix-b-fr");
+        assert_eq!(out[1]["prompt"], "translate b.py to fr (2)");
+        assert_eq!(out[1]["paths"], json!(["b.py"]));
+        let mut problems = Vec::new();
+        let bad = json!({"items": [{"path": "a"}, {"other": "b"}, "c", {"path": 3}]});
+        parse_for_each(&bad, "$[0].for_each", &mut problems);
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("$[0].for_each.items[1]: every item has the same fields")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|p| p.starts_with("$[0].for_each.items[2]")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("$[0].for_each.items[3].path")),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -240,6 +240,8 @@ pub struct TaskSpec {
     pub setup_timeout_secs: Option<f64>,
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
+    /// `group`: tasks of one group land together or not at all.
+    pub group: Option<String>,
     pub review: Option<ReviewSpec>,
 }
 
@@ -269,7 +271,18 @@ pub struct TaskFile {
     pub agents: BTreeMap<String, AgentProfile>,
     pub verifier: Option<AgentProfile>,
     pub integrate: Option<IntegrateSpec>,
+    /// `merge`: how conflicts in the files the rules name are resolved, first match wins.
+    pub merge: Vec<MergeRule>,
     pub tasks: Vec<TaskSpec>,
+}
+
+pub use crate::git::merge_rules::MergeStrategy;
+
+/// One `merge` rule: files matching `paths` (globs) resolve a content conflict by `strategy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeRule {
+    pub paths: Vec<String>,
+    pub strategy: MergeStrategy,
 }
 
 /// Splits `Name <email>` (the format of `commit.author`, as git writes identities).
@@ -287,6 +300,10 @@ pub const BUILTIN_AGENTS: &[&str] = &["codex"];
 
 /// Lists the repository's tracked files at the file's `base` (or the run's).
 pub type TrackedFiles<'a> = dyn Fn(Option<&str>) -> Result<Vec<String>, String> + 'a;
+
+/// Reads a tracked file (path) at the file's `base` (or the run's), up to a size (bytes):
+/// `None` when it cannot be read or is larger. For `for_each.contains`.
+pub type ReadTrackedAt<'a> = dyn Fn(Option<&str>, &str, u64) -> Option<Vec<u8>> + 'a;
 
 /// Expands `${VAR}` from the environment; a missing variable is an error naming it.
 pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {

@@ -59,6 +59,10 @@ pub enum Kind {
     Workspace,
     /// `commit`: how task commits are written (`author`).
     Commit,
+    /// `merge`: rules resolving integration conflicts in the files they name.
+    Merge,
+    /// A task's `group`: a name, or `true` on a template.
+    Group,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -137,9 +141,28 @@ pub const FILE_FIELDS: &[Field] = &[
     field(
         "commit",
         Kind::Commit,
-        "How task commits are written: `author` (\"Name <email>\") is used when the repository's configuration has no user.name/user.email; the committer is always fanout.",
+        "How task commits are written: `author` (\"Name <email>\") authors task commits unless the repository's own configuration (.git/config) sets user.name/user.email; it wins over a global or system identity; the committer is always fanout.",
+    ),
+    field(
+        "merge",
+        Kind::Merge,
+        "Rules for files many tasks edit (lists, allowlists, lint configurations): `[{\"paths\": [GLOB, …], \"strategy\": \"union\"}]`. On a conflict in a matching file, `union` keeps both sides' lines (ours then theirs, no markers; removals by either side apply, also of neighbouring lines), `ours` keeps what is integrated, `theirs` takes the task's file. First matching rule wins; a glob without `/` matches the name in any folder.",
     ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
+];
+
+/// One rule of `merge`.
+pub const MERGE_RULE_FIELDS: &[Field] = &[
+    required(
+        "paths",
+        Kind::Strings,
+        "Globs of the files the rule covers (`*` stays within a folder; a glob without `/` matches the name anywhere).",
+    ),
+    required(
+        "strategy",
+        Kind::String,
+        "`union`, `ours` or `theirs`.",
+    ),
 ];
 
 /// `integrate`.
@@ -367,6 +390,11 @@ pub const TASK_FIELDS: &[Field] = with_shared_fields!(
             "Ids of tasks that must be verified first; the task starts from a commit that contains them.",
         ),
         field(
+            "group",
+            Kind::Group,
+            "Tasks of one group land together or not at all: integrated as a unit once all are verified; if one fails, conflicts or times out, none lands (the others end `skipped`, naming it), and the integration gate takes the group out as a unit. A name (a task id's shape), or `true` on a template: its generated tasks form one group.",
+        ),
+        field(
             "for_each",
             Kind::ForEach,
             "Makes the task a template, expanded over tracked files at the base commit (`{\"files\": GLOB, \"batch\": N}`), folders holding a marker file (`{\"dirs_with\": NAME}`) or a list (`{\"items\": [...]}`); placeholders {path} {dir} {stem} {name} {item} {paths} {n} in id, prompt, paths and verify.",
@@ -502,20 +530,24 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Tasks => json!({"$ref": "#/$defs/tasks"}),
         Kind::TaskIdTemplate => json!({"anyOf": [
             {"$ref": "#/$defs/taskId"},
-            {"type": "string", "pattern": r"\{(path|dir|stem|name|item|paths|n)\}"}
+            {"type": "string", "pattern": r"\{[a-z][a-z0-9_]*\}"}
         ]}),
         Kind::ForEach => json!({
             "type": "object",
             "properties": {
                 "files": {"type": "string", "minLength": 1},
                 "dirs_with": {"type": "string", "pattern": "^[^/]+$"},
-                "items": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                "batch": {"type": "integer", "minimum": 1, "maximum": 10000}
+                "items": {"type": "array", "minItems": 1, "items": {"anyOf": [
+                    {"type": "string"},
+                    {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}
+                ]}},
+                "batch": {"type": "integer", "minimum": 1, "maximum": 10000},
+                "contains": {"type": "string", "minLength": 1}
             },
             "oneOf": [
                 {"required": ["files"]},
-                {"required": ["dirs_with"], "not": {"required": ["batch"]}},
-                {"required": ["items"], "not": {"required": ["batch"]}}
+                {"required": ["dirs_with"], "not": {"anyOf": [{"required": ["batch"]}, {"required": ["contains"]}]}},
+                {"required": ["items"], "not": {"anyOf": [{"required": ["batch"]}, {"required": ["contains"]}]}}
             ],
             "additionalProperties": false
         }),
@@ -540,6 +572,22 @@ fn kind_schema(kind: Kind) -> Value {
             "additionalProperties": {"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/mcpServer"}]}
         }),
         Kind::Review => json!({"$ref": "#/$defs/review"}),
+        Kind::Group => json!({"anyOf": [{"$ref": "#/$defs/taskId"}, {"type": "boolean"}]}),
+        Kind::Merge => json!({
+            "type": "array",
+            "items": {
+                "description": "One rule.",
+                "type": "object",
+                "properties": {
+                    "paths": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+                        "description": MERGE_RULE_FIELDS[0].description},
+                    "strategy": {"enum": crate::git::merge_rules::MergeStrategy::NAMES,
+                        "description": MERGE_RULE_FIELDS[1].description}
+                },
+                "required": ["paths", "strategy"],
+                "additionalProperties": false
+            }
+        }),
     }
 }
 
@@ -579,6 +627,10 @@ mod tests {
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
             Kind::Workspace => json!("worktree"),
+            Kind::Group => json!("rename-foo"),
+            Kind::Merge => {
+                json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}])
+            }
         }
     }
 

@@ -21,6 +21,7 @@ impl Validator {
             agents: BTreeMap::new(),
             verifier: None,
             integrate: None,
+            merge: Vec::new(),
             tasks: Vec::new(),
         };
         let tasks_value = match value {
@@ -82,6 +83,9 @@ impl Validator {
                 }
                 if let Some(v) = obj.get("integrate") {
                     file.integrate = self.integrate(v);
+                }
+                if let Some(v) = obj.get("merge") {
+                    file.merge = self.merge_rules(v);
                 }
                 match obj.get("tasks") {
                     Some(t) => t,

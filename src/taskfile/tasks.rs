@@ -22,7 +22,11 @@ impl Validator {
         let template = match obj.get("for_each") {
             Some(fe) => {
                 let mut problems = Vec::new();
-                generate::parse_for_each(fe, &format!("{path}.for_each"), &mut problems);
+                let source =
+                    generate::parse_for_each(fe, &format!("{path}.for_each"), &mut problems);
+                if let Some(source) = source {
+                    super::placeholders::check(obj, &source, path, &mut problems);
+                }
                 self.problems.extend(problems);
                 true
             }
@@ -95,6 +99,7 @@ impl Validator {
         let review = self.review(obj, path);
         let setup = self.verify(obj, "setup", path);
         let setup_timeout_secs = self.positive(obj, "setup_timeout_secs", path);
+        let group = self.group(obj, path, template);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -131,6 +136,7 @@ impl Validator {
             setup,
             setup_timeout_secs,
             template,
+            group,
             review,
         })
     }

@@ -27,6 +27,7 @@ mod mcp_http;
 mod mcp_protocol;
 mod mcp_sdk;
 mod mcp_server;
+mod merge_rules;
 mod nightly;
 mod outputs;
 mod progress;

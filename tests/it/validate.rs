@@ -147,3 +147,75 @@ fn a_missing_agent_program_stops_the_run_before_anything_is_created() {
     assert!(report.is_null());
     assert_nothing_created(&repo, &branches);
 }
+
+/// A placeholder the template's source does not fill is refused with its field path, before
+/// anything runs: `{path}` in an `items` template would reach the agent literally.
+#[test]
+fn placeholders_a_source_does_not_fill_are_refused() {
+    let repo = TestRepo::with_files(2);
+    let branches = repo.branches();
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "lang-{item}", "prompt": "translate {path} to {item}", "for_each": {"items": ["de", "fr"]}},
+        {"id": "fix-{stme}", "prompt": "fix {path} (code: {value})", "paths": ["{path}"],
+         "for_each": {"files": "src/*.txt"}},
+        {"id": "c-{item}", "prompt": "x", "for_each": {"items": ["a"], "contains": "TODO"}}
+    ]}));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("$.tasks[0].prompt: {path} is not a placeholder of a `items` template (the item is {item})"),
+        "{text}"
+    );
+    assert!(
+        text.contains("$.tasks[1].id: {stme} is not a placeholder of a `files` template"),
+        "{text}"
+    );
+    assert!(!text.contains("{value}"), "prompts may hold braces: {text}");
+    assert!(
+        text.contains("$.tasks[2].for_each.contains: `contains` applies to \"files\" only"),
+        "{text}"
+    );
+    let (out, _) = repo.run(&file, &["--no-readback"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_nothing_created(&repo, &branches);
+    // Each source's own placeholders pass, and expand.
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "lang-{item}-{n}", "prompt": "translate {name} to {item}", "for_each": {"items": ["de"]}},
+        {"id": "fix-{stem}", "prompt": "fix {path} in {dir} ({name}, {paths})", "paths": ["{path}"],
+         "for_each": {"files": "src/*.txt"}}
+    ]}));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("fix-file_01"), "{}", stdout(&out));
+}
+
+/// Items that are objects fill their fields: `{path}` is meaningful there.
+#[test]
+fn object_items_fill_their_fields_and_nothing_else() {
+    let repo = TestRepo::with_files(2);
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "port-{stem}", "prompt": "port {path} to {api}", "paths": ["{path}"],
+         "for_each": {"items": [
+             {"path": "src/file_00.txt", "stem": "zero", "api": "v2"},
+             {"path": "src/file_01.txt", "stem": "one", "api": "v3"}]}}
+    ]}));
+    let out = repo.fanout(&["validate", "--expand", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("port-zero") && text.contains("port src/file_01.txt to v3"),
+        "{text}"
+    );
+    let file = repo.write_tasks(&json!({"tasks": [
+        {"id": "port-{stem}", "prompt": "port {path} in {dir}",
+         "for_each": {"items": [{"path": "a", "stem": "a"}]}}
+    ]}));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("$.tasks[0].prompt: {dir} is not a placeholder of a `items` template; it has: {path} {stem} {n}"),
+        "{}",
+        stderr(&out)
+    );
+}
