@@ -119,7 +119,7 @@ pub fn workspaces() -> Check {
             subject,
             format!(
                 "overlay: a task's workspace costs what it changes (--workspace auto picks it); {}",
-                crate::runner::memory_lower::describe()
+                crate::git::memory_lower::describe()
             ),
         ),
         Err(e) => Check::new(

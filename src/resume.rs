@@ -314,7 +314,7 @@ fn clean_unfinished(plan: &Plan) -> Result<(), ResumeError> {
 /// The lower checkouts (and their registrations) an earlier attempt of the run left: a
 /// continued run checks out its own when a task needs one.
 fn remove_left_lowers(plan: &Plan) -> Result<(), ResumeError> {
-    crate::runner::remove_memory_lowers(&plan.run_dir);
+    crate::git::memory_lower::remove_run_lowers(&plan.run_dir);
     let lower_dir = crate::run_dir::RunDir::new(&plan.run_dir)
         .worktrees_link()
         .join(".lower");

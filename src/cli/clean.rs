@@ -114,7 +114,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             removed += 1;
         }
         if !a.dry_run {
-            crate::runner::remove_memory_lowers(&dir);
+            crate::git::memory_lower::remove_run_lowers(&dir);
             crate::sandbox::user::remove_outside(&dir, true);
             crate::taskenv::remove_run_tmp(&dir, true);
             crate::verify::judges::remove_leftovers(&run);

@@ -8,6 +8,7 @@ pub mod collect;
 pub mod collect_options;
 pub mod gc_guard;
 pub mod line_merge;
+pub mod memory_lower;
 pub mod merge;
 pub mod merge_into;
 mod merge_resolve;

@@ -73,11 +73,20 @@ impl GateResult {
     pub fn both_outputs(&self) -> Option<String> {
         match (&self.output, &self.stderr) {
             (None, None) => None,
-            (o, e) => Some(crate::verify::command::both(
+            (o, e) => Some(both_streams(
                 o.as_deref().unwrap_or(""),
                 e.as_deref().unwrap_or(""),
             )),
         }
+    }
+}
+
+/// stdout, then stderr under a `--- stderr ---` line (each may be empty).
+pub fn both_streams(stdout: &str, stderr: &str) -> String {
+    match (stdout.is_empty(), stderr.is_empty()) {
+        (_, true) => stdout.to_string(),
+        (true, false) => format!("--- stderr ---\n{stderr}"),
+        (false, false) => format!("{stdout}\n--- stderr ---\n{stderr}"),
     }
 }
 

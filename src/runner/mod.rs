@@ -20,7 +20,6 @@ mod groups;
 mod identity;
 mod integrate;
 mod launch;
-pub(crate) mod memory_lower;
 mod merge_message;
 mod merge_order;
 mod outcome;
@@ -55,7 +54,7 @@ pub use stop::Stop;
 
 use crate::event::{EventKind, Output, Reporter};
 use pipelines::{conflict_feedback, rerun_all, run_all};
-pub use workspace::{collect_kept, remove_memory_lowers};
+pub use workspace::collect_kept;
 
 /// How a run reports and how it can be stopped.
 pub struct RunIo {
@@ -661,6 +660,6 @@ impl Drop for StopAllOnDrop {
         crate::process::stop_under(&self.0, crate::agent::STOP_GRACE);
         // Lowers in memory (an interrupted run ends here with its lowers in place) must not
         // hold the machine's memory until `fanout clean`; no kept workspace needs them.
-        workspace::remove_memory_lowers(&self.0);
+        crate::git::memory_lower::remove_run_lowers(&self.0);
     }
 }

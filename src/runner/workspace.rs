@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository};
 
-use super::memory_lower;
 use super::pool::Pool;
+use crate::git::memory_lower;
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
 use crate::report::WorkspaceSummary;
@@ -325,11 +325,6 @@ fn owner_only(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("cannot close {} to others: {e}", dir.display()))
-}
-
-/// Removes the lowers a run left in memory (`fanout clean`; a run that was killed).
-pub fn remove_memory_lowers(run_dir: &Path) {
-    memory_lower::remove_linked(&worktrees_dir(run_dir).join(".lower"));
 }
 
 /// Removes a task's overlay layers (nothing when it had none).

@@ -60,14 +60,7 @@ impl CommandOutcome {
     }
 }
 
-/// stdout, then stderr under a `--- stderr ---` line (each may be empty).
-pub fn both(stdout: &str, stderr: &str) -> String {
-    match (stdout.is_empty(), stderr.is_empty()) {
-        (_, true) => stdout.to_string(),
-        (true, false) => format!("--- stderr ---\n{stderr}"),
-        (false, false) => format!("{stdout}\n--- stderr ---\n{stderr}"),
-    }
-}
+pub use crate::report::both_streams as both;
 
 /// How a failed gate's detail starts when the machine, not the change, made it fail.
 const OUT_OF: &str = "the machine ran out of";

@@ -140,6 +140,16 @@ fn is_ours(dir: &Path) -> bool {
             .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
 }
 
+/// Removes the lowers a run left in memory (`fanout clean`; a run that was killed or is
+/// continued).
+pub fn remove_run_lowers(run_dir: &Path) {
+    remove_linked(
+        &crate::run_dir::RunDir::new(run_dir)
+            .worktrees()
+            .join(".lower"),
+    );
+}
+
 /// Removes the memory folders the run's `.lower` links point at (`fanout clean`, the end of a
 /// run), and the links.
 pub(crate) fn remove_linked(lower_dir: &Path) {
