@@ -154,7 +154,9 @@ pub enum Prior {
 pub fn state_status(status: TaskStatus, verified: bool, interrupted: bool) -> &'static str {
     if verified {
         "verified"
-    } else if interrupted && matches!(status, TaskStatus::Failed | TaskStatus::Skipped) {
+    } else if status == TaskStatus::Interrupted
+        || interrupted && matches!(status, TaskStatus::Failed | TaskStatus::Skipped)
+    {
         "interrupted"
     } else {
         status.as_str()

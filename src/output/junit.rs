@@ -1,6 +1,6 @@
 //! JUnit XML (`--junit PATH`): one test case per task, in one test suite per run, and one for
 //! the integration gate when there is one. A task that did not end `merged` or `no_changes` is
-//! a failure (`skipped` is a skipped test case) whose text is its error or its failed gates. A
+//! a failure (`skipped` and `interrupted` are skipped test cases) whose text is its error or its failed gates. A
 //! gate that passed only when run again (`verify_retries`) is a `<flakyFailure>` of a passing
 //! case, as Maven Surefire writes them. The format is the common subset CI systems read
 //! (Jenkins, GitLab, GitHub test reporters).
@@ -15,13 +15,16 @@ pub fn render(report: &RunReport) -> String {
     let failures = report
         .tasks
         .iter()
-        .filter(|t| !t.status.is_success() && t.status != TaskStatus::Skipped)
+        .filter(|t| {
+            !t.status.is_success()
+                && !matches!(t.status, TaskStatus::Skipped | TaskStatus::Interrupted)
+        })
         .count()
         + usize::from(gate.is_some_and(|g| !g.passed));
     let skipped = report
         .tasks
         .iter()
-        .filter(|t| t.status == TaskStatus::Skipped)
+        .filter(|t| matches!(t.status, TaskStatus::Skipped | TaskStatus::Interrupted))
         .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str(&format!(
@@ -83,7 +86,7 @@ fn testcase(run: &str, t: &TaskReport) -> String {
                 ))
             ));
         }
-        TaskStatus::Skipped => {
+        TaskStatus::Skipped | TaskStatus::Interrupted => {
             out.push_str(&format!(
                 ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
                 esc(first_line(&detail))

@@ -107,7 +107,7 @@ impl TerminalOutput {
     fn status_color(status: &str) -> &'static str {
         match status {
             "merged" | "verified" | "no changes" | "no_changes" => "32",
-            "conflict" | "verify_failed" | "integration_failed" | "flaky" => "33",
+            "conflict" | "verify_failed" | "integration_failed" | "flaky" | "interrupted" => "33",
             "failed" | "timed_out" => "31",
             _ => "2",
         }

@@ -25,6 +25,9 @@ pub enum TaskStatus {
     /// Merged, then taken out again: the integration gate found that it breaks the
     /// integration result.
     IntegrationFailed,
+    /// Cut off by a stop request (Ctrl-C, SIGTERM, `fanout_cancel`) before it ended or was
+    /// integrated: `fanout resume` continues it (a verified commit is kept for that).
+    Interrupted,
 }
 
 impl TaskStatus {
@@ -38,6 +41,7 @@ impl TaskStatus {
             TaskStatus::VerifyFailed => "verify_failed",
             TaskStatus::Skipped => "skipped",
             TaskStatus::IntegrationFailed => "integration_failed",
+            TaskStatus::Interrupted => "interrupted",
         }
     }
 

@@ -609,6 +609,15 @@ fn finish(
 ) -> RunReport {
     // A stop asked for at any point up to here leaves a resumable, interrupted run.
     let interrupted = run.stop.requested();
+    let mut integrated = integrated;
+    if interrupted {
+        // What the stop cut off says so, in the words `fanout status` and resume use.
+        for t in &mut integrated.reports {
+            if crate::state::state_status(t.status, false, true) == "interrupted" {
+                t.status = TaskStatus::Interrupted;
+            }
+        }
+    }
     let mut counts = BTreeMap::new();
     for t in &integrated.reports {
         *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;

@@ -99,7 +99,7 @@ fn ctrl_c_stops_agents_writes_the_report_and_cleans_up() {
             .unwrap();
     assert_eq!(report["interrupted"], true);
     let st = statuses(&report);
-    assert_eq!(st["hang-1"], "failed");
+    assert_eq!(st["hang-1"], "interrupted");
     assert!(task(&report, "hang-1")["error"]
         .as_str()
         .unwrap()
