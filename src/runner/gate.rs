@@ -374,12 +374,28 @@ impl Checker<'_> {
                 }
                 Ok(())
             });
-        if let Err(e) = made {
-            self.remove(&name, &checkout, &scratch, &branch);
-            return Err(GateError::Checkout(e));
-        }
+        let extras = made
+            .map_err(super::gate_checkout::Incomplete::Other)
+            .and_then(|()| {
+                let at = (checkout.as_path(), scratch.as_path());
+                super::gate_checkout::complete(shared, self.gate, self.handle, commit, at)
+            });
+        let extras = match extras {
+            Ok(extras) => extras,
+            Err(e) => {
+                self.remove(&name, &checkout, &scratch, &branch);
+                return match e {
+                    // The commit breaks the setup: it fails like a failing verify.
+                    super::gate_checkout::Incomplete::SetupFailed(why) => {
+                        self.runs += 1;
+                        Ok(Verdict::Failed(why))
+                    }
+                    super::gate_checkout::Incomplete::Other(why) => Err(GateError::Checkout(why)),
+                };
+            }
+        };
         self.runs += 1;
-        let spec = self.spawn_spec(&name, &checkout, &scratch);
+        let spec = self.spawn_spec(&name, &checkout, &scratch, extras);
         let log = crate::run_dir::RunDir::new(&shared.run_dir)
             .logs()
             .join("integration.verify.log");
@@ -405,7 +421,13 @@ impl Checker<'_> {
 
     /// The sandbox of a verify command: writable only the checkout and its scratch folder
     /// (TMPDIR, HOME), as the agent uid when fanout is root.
-    fn spawn_spec(&self, name: &str, checkout: &Path, scratch: &Path) -> SpawnSpec {
+    fn spawn_spec(
+        &self,
+        name: &str,
+        checkout: &Path,
+        scratch: &Path,
+        extras: super::gate_checkout::Extras,
+    ) -> SpawnSpec {
         let shared = self.shared;
         let sb = &shared.options.sandbox;
         let net = match sb.net {
@@ -428,12 +450,15 @@ impl Checker<'_> {
         env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
         env.insert("TMPDIR".into(), scratch.join("tmp").display().to_string());
         env.insert("HOME".into(), scratch.join("home").display().to_string());
+        env.extend(extras.env);
         if sb.run_as.is_some() {
             super::launch::dropped_root_env(&mut env, scratch);
         }
+        let mut writable = vec![checkout.to_path_buf(), scratch.to_path_buf()];
+        writable.extend(extras.writable);
         let policy = Policy {
             enforce: sb.enabled,
-            writable: vec![checkout.to_path_buf(), scratch.to_path_buf()],
+            writable,
             read,
             net,
             min_abi: sb.min_abi,
@@ -441,7 +466,7 @@ impl Checker<'_> {
             run_as: crate::sandbox::user::gate_user(sb.run_as),
             // The gate's checkout is a plain worktree, whatever the tasks used.
             overlay: None,
-            caches: None,
+            caches: extras.caches,
         };
         super::launch::checkout_spec(shared, checkout, policy, env, "integration")
     }
@@ -455,6 +480,7 @@ impl Checker<'_> {
             );
         }
         let _ = worktree::remove_tree(scratch);
+        crate::caches::remove_task_layers(&super::gate_checkout::caches_layers(scratch));
         if let Ok(mut b) = self.repo.find_branch(branch, git2::BranchType::Local) {
             let _ = b.delete();
         }

@@ -29,6 +29,7 @@ mod run;
 mod sandbox;
 mod sandbox_run;
 mod schema;
+mod setup_once;
 mod support;
 mod validate;
 mod verify;
