@@ -446,7 +446,6 @@ impl Checker<'_> {
         };
         let mut env = std::collections::BTreeMap::new();
         env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
-        env.insert("FANOUT_WORKTREE".into(), checkout.display().to_string());
         env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
         env.insert("TMPDIR".into(), scratch.join("tmp").display().to_string());
         env.insert("HOME".into(), scratch.join("home").display().to_string());
@@ -454,6 +453,10 @@ impl Checker<'_> {
         if sb.run_as.is_some() {
             super::launch::dropped_root_env(&mut env, scratch);
         }
+        // With the setup layer mounted, the command works in the overlay view of the checkout.
+        let view = extras.overlay.as_ref().map(|o| o.merged.clone());
+        let checkout = view.as_deref().unwrap_or(checkout);
+        env.insert("FANOUT_WORKTREE".into(), checkout.display().to_string());
         let mut writable = vec![checkout.to_path_buf(), scratch.to_path_buf()];
         writable.extend(extras.writable);
         let policy = Policy {
@@ -464,8 +467,8 @@ impl Checker<'_> {
             min_abi: sb.min_abi,
             // A uid of its own: it runs every task's merged code.
             run_as: crate::sandbox::user::gate_user(sb.run_as),
-            // The gate's checkout is a plain worktree, whatever the tasks used.
-            overlay: None,
+            // A plain worktree, under an overlay view only to add the setup layer.
+            overlay: extras.overlay,
             caches: extras.caches,
         };
         super::launch::checkout_spec(shared, checkout, policy, env, "integration")
@@ -481,6 +484,7 @@ impl Checker<'_> {
         }
         let _ = worktree::remove_tree(scratch);
         crate::caches::remove_task_layers(&super::gate_checkout::caches_layers(scratch));
+        super::gate_checkout::remove_view(self.shared, checkout);
         if let Ok(mut b) = self.repo.find_branch(branch, git2::BranchType::Local) {
             let _ = b.delete();
         }
