@@ -65,7 +65,8 @@ for (const f of fs.readdirSync(path.join(__dirname, "../lib"))) {
 console.log(`${n} passing`);
 JS
   printf 'node_modules/\n' > "$repo/.gitignore"
-  (cd "$repo" && npm install --offline --no-audit --no-fund --silent > /dev/null && rm -rf node_modules)
+  # npm's cache starts empty for both sides (fanout's setup has a private HOME): same work.
+  (cd "$repo" && npm_config_cache="$work/npm-make" npm install --offline --no-audit --no-fund --silent > /dev/null && rm -rf node_modules)
   git -C "$repo" init --quiet --initial-branch=main
   git -C "$repo" config user.name bench; git -C "$repo" config user.email bench@example.invalid
   git -C "$repo" add -A && git -C "$repo" commit --quiet -m base
@@ -98,7 +99,7 @@ JS
   (
     cd "$work/loop"
     git checkout --quiet -b loop
-    npm ci --offline --no-audit --no-fund --silent > /dev/null
+    npm_config_cache="$work/npm-loop" npm ci --offline --no-audit --no-fund --silent > /dev/null
     for t in $(seq 1 "$tasks"); do
       for i in $(seq $(( (t - 1) * per + 1 )) $(( t * per ))); do
         [ "$i" -le "$src" ] && sed -i 's/\bvar\b/let/g' "lib/f$i.js"
