@@ -119,6 +119,7 @@ import json, sys, glob, os
 run_dir, f_ms, l_ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # Task phases from the run's events: the time from one phase event of a task to its next.
 phases, last, gate_ms, merged_at = {}, {}, 0, None
+started_at = verified_at = ended_at = 0
 for line in open(os.path.join(run_dir, "run-events.jsonl")):
     e = json.loads(line)
     t, kind = e["t_ms"], e.get("event")
@@ -131,7 +132,11 @@ for line in open(os.path.join(run_dir, "run-events.jsonl")):
     elif kind == "merged":
         merged_at = t
     elif kind == "integration_verified":
-        gate_ms = t - (merged_at or t)
+        gate_ms, verified_at = t - (merged_at or t), t
+    elif kind == "run_started":
+        started_at = t
+    elif kind == "run_ended":
+        ended_at = t
 for drop in ("ready", "ended", "waiting_for_dependencies"):
     phases.pop(drop, None)
 made = [l for l in glob.glob(os.path.join(run_dir, "logs", "setup-*.log")) if os.path.basename(l).count(".") == 1]
@@ -149,7 +154,9 @@ print(f"fanout: {f_ms} ms; shell loop: {l_ms} ms")
 print(f"setup layers made: {len(made)} ({', '.join(f'{x} ms' for x in took)})"
       + (f"; layer copies: {len(copies)}, median {sorted(copies)[len(copies)//2]} ms" if copies else ""))
 print("task time by phase (summed over tasks, ms): " + ", ".join(f"{k} {v}" for k, v in sorted(phases.items(), key=lambda kv: -kv[1])))
-print(f"integration gate (after the last merge: checkout, include, layer copy, verify): {gate_ms} ms")
+print(f"integration gate (after the last merge: checkout, include, layer, verify): {gate_ms} ms")
+print(f"run: {ended_at - started_at} ms from its first event to its last, of which {ended_at - verified_at} ms after the gate"
+      f" (branches handed over, workspaces and the layer removed); {f_ms - (ended_at - started_at)} ms before and after (plan, probe, exit)")
 target = 1.5 * l_ms + gate_ms
 print(f"target 1.5 x loop + gate: {target:.0f} ms; fanout/loop = {f_ms / l_ms:.2f}; {'MET' if f_ms <= target else 'MISSED'}")
 PY
