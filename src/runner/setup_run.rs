@@ -110,6 +110,10 @@ async fn make(
     start: Oid,
     key: &str,
 ) -> Result<Layer, String> {
+    if *shared.cancel.borrow() {
+        // Stopping: no new checkout for a setup whose command would be stopped at once.
+        return Err("interrupted by the user during setup".into());
+    }
     let began = Instant::now();
     let m = Making::new(shared, key);
     let argv = plan.command.argv();
