@@ -283,3 +283,35 @@ fn worktree_workspaces_get_a_copy() {
         );
     });
 }
+
+/// Removing the layer's folder whole, or replacing a file of it by a link, is no change of the
+/// task's (the layer is ignored output), and the next task still gets the layer as made.
+fn removing_the_layer_is_no_change(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        // With inputs, `read` (which starts from both commits) reuses the same layer.
+        "defaults": {"setup": {"run": SETUP, "inputs": [".gitignore"]}},
+        "agents": {
+            "rm": exec("rm -rf build && mkdir build && echo x > build/new && echo done > marker-rm.txt"),
+            "ln": exec("rm build/deps/lib.txt && ln -s /etc/passwd build/deps/lib.txt && echo done > marker-ln.txt"),
+            "read": exec("cat build/deps/lib.txt > seen-read.txt")
+        },
+        "tasks": [
+            {"id": "rm", "prompt": "x", "agent": "rm"},
+            {"id": "ln", "prompt": "x", "agent": "ln"},
+            {"id": "read", "prompt": "x", "agent": "read", "depends_on": ["rm", "ln"]}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    for id in ["rm", "ln"] {
+        let t = task(&report, id);
+        assert_eq!(t["files"], json!([format!("marker-{id}.txt")]), "{t}");
+    }
+    assert_eq!(seen(&repo, &report, "read"), "ok\n");
+    assert_eq!(setup_logs(&repo, &report).len(), 1, "{report}");
+}
+crate::every_way!(
+    removing_the_layer_is_no_change,
+    removing_the_layer_is_no_change
+);
