@@ -14,12 +14,168 @@
 # folder's peak disk use (sampled), then one line `ratio_vs_git=<x>`: baseline time / fanout
 # time (above 1: fanout is faster).
 # Usage: [BASELINE=0] scripts/bench.sh [FILES] [TASKS] [JOBS] [MODE]
+#
+# SCENARIO=setup: the nightly `var`→`let` codemod of a JS library with `setup: npm ci`, offline
+# and deterministic: PACKAGES local tarball dependencies of 500 files each (`npm ci --offline`
+# from `file:` tarballs, ~PACKAGES×500 files in node_modules), SRC source files, TASKS tasks
+# (each rewrites SRC/TASKS files; verify: the test script, which loads node_modules), an
+# integration gate running the tests, `--jobs JOBS`. Against a shell loop doing the same work
+# in the same run (one checkout, one `npm ci`, the codemods, the tests after each, commits, the
+# tests at the end). Prints both times, the target (1.5 × the loop + one gate run), and
+# fanout's per-phase times from its events.jsonl (setup, agent, gates, integration gate).
+# ONCE=false runs the setup in every workspace instead (the behaviour before setup layers).
+# Usage: SCENARIO=setup [FANOUT=path] [ONCE=false] scripts/bench.sh [TASKS] [JOBS] [MODE] [PACKAGES] [SRC]
+now() { date +%s%N; }
+
+# The `setup` scenario (see above).
+bench_setup() {
+  local tasks=${1:-30} jobs=${2:-2} mode=${3:-auto} packages=${4:-40} src=${5:-150}
+  # Global: the EXIT trap runs after this function returned. KEEP=1 leaves it for a look.
+  work=$(mktemp -d)
+  [ "${KEEP:-0}" = 1 ] && echo "bench: keeping $work" >&2 || trap 'rm -rf "$work"' EXIT
+  chmod 711 "$work"
+  export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null npm_config_update_notifier=false
+  local repo=$work/lib
+  mkdir -p "$repo/deps" "$repo/lib" "$repo/test" "$work/pkgs"
+  for p in $(seq 1 "$packages"); do
+    local d=$work/pkgs/dep$p
+    mkdir -p "$d/lib"
+    printf '{"name":"dep%s","version":"1.0.0","main":"index.js"}\n' "$p" > "$d/package.json"
+    awk -v d="$d/lib" 'BEGIN { for (i = 1; i <= 499; i++) { f = d "/m" i ".js"; printf "module.exports = %d;\n", i > f; close(f) } }'
+    echo "module.exports = require('./lib/m1.js') + $p;" > "$d/index.js"
+    (cd "$d" && npm pack --silent --pack-destination "$repo/deps" > /dev/null)
+  done
+  {
+    printf '{"name":"lib","version":"1.0.0","private":true,"dependencies":{'
+    for p in $(seq 1 "$packages"); do [ "$p" = 1 ] || printf ','; printf '"dep%s":"file:deps/dep%s-1.0.0.tgz"' "$p" "$p"; done
+    printf '}}\n'
+  } > "$repo/package.json"
+  for i in $(seq 1 "$src"); do
+    printf 'var dep = require("dep%s");\nvar a%s = dep + 1;\nfunction f%s(x) { var y = x * 2; for (var i = 0; i < 3; i++) { y += i; } return y + a%s; }\nmodule.exports = f%s;\n' \
+      "$(( (i - 1) % packages + 1 ))" "$i" "$i" "$i" "$i" > "$repo/lib/f$i.js"
+  done
+  cat > "$repo/test/run.js" <<'JS'
+// Loads every module (through node_modules) and checks each result: the suite of the scenario.
+const fs = require("fs"), path = require("path");
+let n = 0;
+for (const f of fs.readdirSync(path.join(__dirname, "../lib"))) {
+  const fn = require(path.join(__dirname, "../lib", f));
+  if (typeof fn(1) !== "number") throw new Error(f);
+  n++;
+}
+console.log(`${n} passing`);
+JS
+  printf 'node_modules/\n' > "$repo/.gitignore"
+  # npm's cache starts empty for both sides (fanout's setup has a private HOME): same work.
+  (cd "$repo" && npm_config_cache="$work/npm-make" npm install --offline --no-audit --no-fund --silent > /dev/null && rm -rf node_modules)
+  git -C "$repo" init --quiet --initial-branch=main
+  git -C "$repo" config user.name bench; git -C "$repo" config user.email bench@example.invalid
+  git -C "$repo" add -A && git -C "$repo" commit --quiet -m base
+  cp -a "$repo" "$work/loop"
+  local per=$(( (src + tasks - 1) / tasks ))
+  printf '#!/bin/sh\n# The codemod: var -> let in the files the prompt names.\nfor f in $FANOUT_PROMPT; do sed -i "s/\\bvar\\b/let/g" "$f"; done\n' > "$work/codemod.sh"
+  chmod 755 "$work/codemod.sh"
+  {
+    printf '{"agents":{"c":{"protocol":"exec","command":"%s"}},' "$work/codemod.sh"
+    printf '"defaults":{"agent":"c","verify":["node","test/run.js"],'
+    printf '"setup":{"run":"npm ci --offline --no-audit --no-fund","inputs":["package.json","package-lock.json","deps/*"],"once":%s}},' "${ONCE:-true}"
+    printf '"integrate":{"verify":["node","test/run.js"]},"tasks":['
+    for t in $(seq 1 "$tasks"); do
+      [ "$t" = 1 ] || printf ','
+      local list=""
+      for i in $(seq $(( (t - 1) * per + 1 )) $(( t * per ))); do [ "$i" -le "$src" ] && list="$list lib/f$i.js"; done
+      printf '{"id":"t%s","prompt":"%s","paths":["lib/*.js"]}' "$t" "${list# }"
+    done
+    printf ']}\n'
+  } > "$work/tasks.json"
+  mkdir -p "$work/tmp"
+  local t0 t1 t2 t3 rc=0
+  t0=$(now)
+  TMPDIR="$work/tmp" "$fanout" run --repo "$repo" --tasks "$work/tasks.json" --jobs "$jobs" --no-readback \
+    --workspace "$mode" --report "$work/report.json" > "$work/fanout.out" 2> "$work/fanout.err" || rc=$?
+  t1=$(now)
+  # With ONCE=false the gate has no setup (a per-workspace setup gives it none): it fails.
+  [ "$rc" = 0 ] || [ "${ONCE:-true}" = false ] || { cat "$work/fanout.out" "$work/fanout.err" >&2; echo "bench: fanout exited $rc" >&2; return 1; }
+  # The shell loop: one checkout, one install, each codemod with its test and commit, the tests.
+  t2=$(now)
+  (
+    cd "$work/loop"
+    git checkout --quiet -b loop
+    npm_config_cache="$work/npm-loop" npm ci --offline --no-audit --no-fund --silent > /dev/null
+    for t in $(seq 1 "$tasks"); do
+      for i in $(seq $(( (t - 1) * per + 1 )) $(( t * per ))); do
+        [ "$i" -le "$src" ] && sed -i 's/\bvar\b/let/g' "lib/f$i.js"
+      done
+      node test/run.js > /dev/null
+      git commit --quiet -am "t$t"
+    done
+    node test/run.js > /dev/null
+  )
+  t3=$(now)
+  local f_ms=$(( (t1 - t0) / 1000000 )) l_ms=$(( (t3 - t2) / 1000000 ))
+  local run_dir; run_dir=$(grep -o '"run_dir": *"[^"]*"' "$work/report.json" | sed 's/.*: *"//; s/"$//')
+  local ws; ws=$(grep -m1 'workspaces:' "$work/fanout.err" | sed 's/^fanout: workspaces: //')
+  echo "setup scenario: tasks=$tasks jobs=$jobs packages=$packages ($(find "$work/loop/node_modules" | wc -l) files in node_modules) src=$src workspace=$mode ($ws)"
+  python3 - "$run_dir" "$f_ms" "$l_ms" <<'PY'
+import json, sys, glob, os
+run_dir, f_ms, l_ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# Task phases from the run's events: the time from one phase event of a task to its next.
+phases, last, gate_ms, merged_at = {}, {}, 0, None
+started_at = verified_at = ended_at = 0
+for line in open(os.path.join(run_dir, "run-events.jsonl")):
+    e = json.loads(line)
+    t, kind = e["t_ms"], e.get("event")
+    if kind == "phase":
+        task, p = e["task"], e["phase"]["phase"]
+        if task in last:
+            q, since = last[task]
+            phases[q] = phases.get(q, 0) + t - since
+        last[task] = (p, t)
+    elif kind == "merged":
+        merged_at = t
+    elif kind == "integration_verified":
+        gate_ms, verified_at = t - (merged_at or t), t
+    elif kind == "run_started":
+        started_at = t
+    elif kind == "run_ended":
+        ended_at = t
+for drop in ("ready", "ended", "waiting_for_dependencies"):
+    phases.pop(drop, None)
+made = [l for l in glob.glob(os.path.join(run_dir, "logs", "setup-*.log")) if os.path.basename(l).count(".") == 1]
+took = []
+for l in made:
+    for line in open(l, errors="replace"):
+        if line.startswith("fanout: setup layer") and " made in " in line:
+            took.append(int(line.rsplit(" made in ", 1)[1].split()[0]))
+copies = []
+for l in glob.glob(os.path.join(run_dir, "logs", "*.setup.log")):
+    for line in open(l, errors="replace"):
+        if " copied into " in line:
+            copies.append(int(line.rsplit(" in ", 1)[1].split()[0]))
+print(f"fanout: {f_ms} ms; shell loop: {l_ms} ms")
+print(f"setup layers made: {len(made)} ({', '.join(f'{x} ms' for x in took)})"
+      + (f"; layer copies: {len(copies)}, median {sorted(copies)[len(copies)//2]} ms" if copies else ""))
+print("task time by phase (summed over tasks, ms): " + ", ".join(f"{k} {v}" for k, v in sorted(phases.items(), key=lambda kv: -kv[1])))
+print(f"integration gate (after the last merge: checkout, include, layer, verify): {gate_ms} ms")
+print(f"run: {ended_at - started_at} ms from its first event to its last, of which {ended_at - verified_at} ms after the gate"
+      f" (branches handed over, workspaces and the layer removed); {f_ms - (ended_at - started_at)} ms before and after (plan, probe, exit)")
+target = 1.5 * l_ms + gate_ms
+print(f"target 1.5 x loop + gate: {target:.0f} ms; fanout/loop = {f_ms / l_ms:.2f}; {'MET' if f_ms <= target else 'MISSED'}")
+PY
+}
+
 set -euo pipefail
-files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build --quiet --release --bins
-fanout="$root/target/release/fanout"
+if [ -z "${FANOUT:-}" ]; then
+  cargo build --quiet --release --bins
+fi
+fanout="${FANOUT:-$root/target/release/fanout}"
+if [ "${SCENARIO:-}" = setup ]; then
+  bench_setup "$@"
+  exit $?
+fi
+files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}
 work=$(mktemp -d)
 trap 'touch "$work/done"; rm -rf "$work"' EXIT
 # As root, agents run as another uid and must reach their workspaces in $work/tmp.
@@ -37,7 +193,6 @@ make_repo() {
   git -C "$repo" add -A && git -C "$repo" commit --quiet -m base
 }
 path_of() { echo "src/d$(( $1 / 1000 ))/f$1.js"; }
-now() { date +%s%N; }
 
 make_repo "$work/a"
 {

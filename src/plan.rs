@@ -120,6 +120,17 @@ pub struct IntegrateGate {
     pub timeout_secs: f64,
     /// How many times a failing run of the command runs again (0: none).
     pub verify_retries: u32,
+    /// The shared setup layer the gate's checkout gets (`defaults.setup`).
+    pub setup: Option<SetupLayerPlan>,
+}
+
+/// A setup run once and shared as a layer: the command, its inputs, its time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetupLayerPlan {
+    pub command: VerifyCommand,
+    /// Globs of the files the layer depends on (`None`: the whole start tree).
+    pub inputs: Option<Vec<String>>,
+    pub timeout_secs: f64,
 }
 
 pub const DEFAULT_VERIFY_TIMEOUT_SEC: f64 = 600.0;
@@ -243,6 +254,18 @@ impl Plan {
                 author: author.clone(),
                 include: include.clone(),
                 setup: spec.setup.clone().or_else(|| file.defaults.setup.clone()),
+                // `inputs` and `once` go with the command they were given beside.
+                setup_inputs: if spec.setup.is_some() {
+                    spec.setup_inputs.clone()
+                } else {
+                    file.defaults.setup_inputs.clone()
+                },
+                setup_once: if spec.setup.is_some() {
+                    spec.setup_once
+                } else {
+                    file.defaults.setup_once
+                }
+                .unwrap_or(true),
                 setup_timeout_secs: spec
                     .setup_timeout_secs
                     .or(file.defaults.setup_timeout_secs)
@@ -271,6 +294,20 @@ impl Plan {
             verify: g.verify.clone(),
             timeout_secs: g.timeout_secs.unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
             verify_retries: g.verify_retries.unwrap_or(0),
+            // The gate's checkout gets the layer of `defaults.setup` (a shared one only).
+            setup: file
+                .defaults
+                .setup
+                .clone()
+                .filter(|_| file.defaults.setup_once != Some(false))
+                .map(|command| SetupLayerPlan {
+                    command,
+                    inputs: file.defaults.setup_inputs.clone(),
+                    timeout_secs: file
+                        .defaults
+                        .setup_timeout_secs
+                        .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+                }),
         });
         if let Some(g) = &integrate {
             check_gate_program(&g.verify)?;

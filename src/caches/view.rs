@@ -82,6 +82,7 @@ pub(super) fn task(
         std::fs::create_dir_all(p).map_err(io("the cache layer", p))?;
     }
     let spec = OverlaySpec {
+        setup: None,
         lower: abs(&run.root),
         upper: abs(&upper),
         work: abs(&work),

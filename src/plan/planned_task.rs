@@ -32,6 +32,10 @@ pub struct PlannedTask {
     /// Run in the workspace before the agent (`setup`), and its time.
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: f64,
+    /// What the shared setup layer depends on (`None`: the whole start tree).
+    pub setup_inputs: Option<Vec<String>>,
+    /// `false`: setup runs in every workspace (`"once": false`); else once per layer.
+    pub setup_once: bool,
     /// Ignored files of the checkout copied into the workspace (`include`), found once.
     pub include: std::sync::Arc<Vec<crate::include::Entry>>,
 }
@@ -39,6 +43,16 @@ pub struct PlannedTask {
 impl PlannedTask {
     pub fn id(&self) -> &TaskId {
         &self.spec.id
+    }
+
+    /// The shared setup layer this task's workspace gets (`None`: no setup, or `"once": false`).
+    pub fn setup_layer(&self) -> Option<crate::plan::SetupLayerPlan> {
+        let command = self.setup.clone().filter(|_| self.setup_once)?;
+        Some(crate::plan::SetupLayerPlan {
+            command,
+            inputs: self.setup_inputs.clone(),
+            timeout_secs: self.setup_timeout_secs,
+        })
     }
 
     /// A task with an `exec` agent and these dependencies (unit tests of the scheduler).
@@ -62,6 +76,8 @@ impl PlannedTask {
                 max_change_bytes: None,
                 setup: None,
                 setup_timeout_secs: None,
+                setup_inputs: None,
+                setup_once: None,
                 template: false,
                 group: None,
                 review: None,
@@ -82,6 +98,8 @@ impl PlannedTask {
             author: None,
             setup: None,
             setup_timeout_secs: 60.0,
+            setup_inputs: None,
+            setup_once: true,
             include: Default::default(),
         }
     }

@@ -449,12 +449,28 @@ impl Checker<'_> {
                 }
                 Ok(())
             });
-        if let Err(e) = made {
-            self.remove(&name, &checkout, &scratch, &branch);
-            return Err(GateError::Checkout(e));
-        }
+        let extras = made
+            .map_err(super::gate_checkout::Incomplete::Other)
+            .and_then(|()| {
+                let at = (checkout.as_path(), scratch.as_path());
+                super::gate_checkout::complete(shared, self.gate, self.handle, commit, at)
+            });
+        let extras = match extras {
+            Ok(extras) => extras,
+            Err(e) => {
+                self.remove(&name, &checkout, &scratch, &branch);
+                return match e {
+                    // The commit breaks the setup: it fails like a failing verify.
+                    super::gate_checkout::Incomplete::SetupFailed(why) => {
+                        self.runs += 1;
+                        Ok(Verdict::Failed(why))
+                    }
+                    super::gate_checkout::Incomplete::Other(why) => Err(GateError::Checkout(why)),
+                };
+            }
+        };
         self.runs += 1;
-        let spec = self.spawn_spec(&name, &checkout, &scratch);
+        let spec = self.spawn_spec(&name, &checkout, &scratch, extras);
         let log = crate::run_dir::RunDir::new(&shared.run_dir)
             .logs()
             .join("integration.verify.log");
@@ -479,7 +495,13 @@ impl Checker<'_> {
 
     /// The sandbox of a verify command: writable only the checkout and its scratch folder
     /// (TMPDIR, HOME), as the agent uid when fanout is root.
-    fn spawn_spec(&self, name: &str, checkout: &Path, scratch: &Path) -> SpawnSpec {
+    fn spawn_spec(
+        &self,
+        name: &str,
+        checkout: &Path,
+        scratch: &Path,
+        extras: super::gate_checkout::Extras,
+    ) -> SpawnSpec {
         let shared = self.shared;
         let sb = &shared.options.sandbox;
         let net = match sb.net {
@@ -498,24 +520,30 @@ impl Checker<'_> {
         };
         let mut env = std::collections::BTreeMap::new();
         env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
-        env.insert("FANOUT_WORKTREE".into(), checkout.display().to_string());
         env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
         env.insert("TMPDIR".into(), scratch.join("tmp").display().to_string());
         env.insert("HOME".into(), scratch.join("home").display().to_string());
+        env.extend(extras.env);
         if sb.run_as.is_some() {
             super::launch::dropped_root_env(&mut env, scratch);
         }
+        // With the setup layer mounted, the command works in the overlay view of the checkout.
+        let view = extras.overlay.as_ref().map(|o| o.merged.clone());
+        let checkout = view.as_deref().unwrap_or(checkout);
+        env.insert("FANOUT_WORKTREE".into(), checkout.display().to_string());
+        let mut writable = vec![checkout.to_path_buf(), scratch.to_path_buf()];
+        writable.extend(extras.writable);
         let policy = Policy {
             enforce: sb.enabled,
-            writable: vec![checkout.to_path_buf(), scratch.to_path_buf()],
+            writable,
             read,
             net,
             min_abi: sb.min_abi,
             // A uid of its own: it runs every task's merged code.
             run_as: crate::sandbox::user::gate_user(sb.run_as),
-            // The gate's checkout is a plain worktree, whatever the tasks used.
-            overlay: None,
-            caches: None,
+            // A plain worktree, under an overlay view only to add the setup layer.
+            overlay: extras.overlay,
+            caches: extras.caches,
         };
         super::launch::checkout_spec(shared, checkout, policy, env, "integration")
     }
@@ -529,6 +557,8 @@ impl Checker<'_> {
             );
         }
         let _ = worktree::remove_tree(scratch);
+        crate::caches::remove_task_layers(&super::gate_checkout::caches_layers(scratch));
+        super::gate_checkout::remove_view(self.shared, checkout);
         if let Ok(mut b) = self.repo.find_branch(branch, git2::BranchType::Local) {
             let _ = b.delete();
         }

@@ -121,9 +121,9 @@ async fn pipeline(
     let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun.as_ref()).await?;
     workspace_ready(shared, task, &paths, &events, report, made.start);
     enter(shared, id, TaskPhase::Setup);
-    let spawn = task_workspace::environment(shared, task, index, &paths).await?;
+    let mut spawn = task_workspace::environment(shared, task, index, &paths).await?;
     let start = made.start;
-    task_workspace::setup(shared, task, &paths, &spawn, made).await?;
+    task_workspace::setup(shared, task, &mut paths, &mut spawn, made).await?;
     let mut run = TaskRun {
         shared,
         task,

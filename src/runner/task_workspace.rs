@@ -132,18 +132,24 @@ pub(super) async fn environment(
 }
 
 /// The setup phase's commands, in the task's sandbox: the reset of a reused worktree, then the
-/// task's `setup` command.
+/// shared setup layer (made now if this run has none for the task's start yet), or the task's
+/// own `setup` command (`"once": false`).
 pub(super) async fn setup(
     shared: &Arc<Shared>,
     task: &PlannedTask,
-    paths: &Paths,
-    spawn: &SpawnSpec,
+    paths: &mut Paths,
+    spawn: &mut SpawnSpec,
     made: Made,
 ) -> Result<(), Stop> {
     if let Some(taken) = made.taken {
         reset_reused_worktree(shared, task, paths, spawn, taken, made.start)
             .await
             .map_err(|e| stop(TaskStatus::Failed, e))?;
+    }
+    if let Some(plan) = task.setup_layer() {
+        return super::setup_run::apply(shared, &plan, made.start, paths, spawn)
+            .await
+            .map_err(|e| stop(TaskStatus::Failed, e));
     }
     let Some(cmd) = &task.setup else {
         return Ok(());

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use git2::{Oid, Repository};
 
 use super::pool::Pool;
+use super::setup_layers::SetupLayers;
 use crate::git::memory_lower;
 use crate::git::{upper, worktree};
 use crate::plan::{RunOptions, WorkspaceChoice};
@@ -28,6 +29,8 @@ pub(crate) struct Workspaces {
     lowers: Mutex<HashMap<Oid, Arc<Mutex<Option<Lower>>>>>,
     /// Worktree mode: finished tasks' worktrees, reused by the next ones.
     pub pool: Pool,
+    /// The shared setup layers (`setup`), by key.
+    pub setup: SetupLayers,
     /// The run the workspaces belong to.
     run: RunPlace,
 }
@@ -124,6 +127,7 @@ impl Workspaces {
                 overlay,
                 lowers: Mutex::new(HashMap::new()),
                 pool,
+                setup: SetupLayers::new(worktrees_dir(run_dir).join(".setup")),
                 run: run.clone(),
             }
         };
@@ -283,6 +287,7 @@ impl Workspaces {
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         Ok(Layers {
             spec: OverlaySpec {
+                setup: None,
                 lower: abs(&lower.path),
                 upper: abs(&up),
                 work: abs(&work),
@@ -313,6 +318,9 @@ impl Workspaces {
                 memory_lower::remove_memory_parent(&l.path);
                 let _ = std::fs::remove_file(link);
             }
+        }
+        if !keep {
+            self.setup.remove_all();
         }
         let wt = worktrees_dir(&shared.run_dir);
         let _ = std::fs::remove_dir(wt.join(".lower"));
@@ -435,6 +443,7 @@ pub fn collect_kept(
     }
     let layers = Layers {
         spec: OverlaySpec {
+            setup: None,
             lower: at.clone(),
             upper: dir.join("upper"),
             work: dir.join("work"),

@@ -31,20 +31,25 @@ pub fn xattr_prefix(root: bool) -> &'static str {
 /// The mount options for `spec`; `None` for paths the option syntax cannot carry.
 pub fn mount_options(spec: &OverlaySpec, root: bool) -> Result<String, String> {
     let mut out = String::new();
-    for (key, p) in [
-        ("lowerdir", &spec.lower),
-        ("upperdir", &spec.upper),
-        ("workdir", &spec.work),
-    ] {
-        let s = p
-            .to_str()
+    let check = |p: &Path| {
+        p.to_str()
             .filter(|s| !s.contains([',', ':', '\\', '\n']) && p.is_absolute())
+            .map(str::to_string)
             .ok_or_else(|| {
                 format!(
                     "{}: an overlay layer needs an absolute UTF-8 path without `,`, `:` or `\\`",
                     p.display()
                 )
-            })?;
+            })
+    };
+    // The setup layer lies above the checkout: its files win where both have one.
+    let lower = match &spec.setup {
+        Some(setup) => format!("{}:{}", check(setup)?, check(&spec.lower)?),
+        None => check(&spec.lower)?,
+    };
+    out.push_str(&format!("lowerdir={lower},"));
+    for (key, p) in [("upperdir", &spec.upper), ("workdir", &spec.work)] {
+        let s = check(p)?;
         out.push_str(&format!("{key}={s},"));
     }
     // No redirects or metadata-only copies: the upper folder then holds whole files and
@@ -124,6 +129,9 @@ pub(crate) fn enter(
     if let Some((spec, opts)) = &workspace {
         if let (true, Some(who)) = (root, run_as) {
             super::idmap::mount_lower_as(&spec.lower, who)?;
+            if let Some(setup) = &spec.setup {
+                super::idmap::mount_lower_as(setup, who)?;
+            }
         }
         mount_overlay(&spec.merged, opts).map_err(|e| {
             format!(
@@ -249,6 +257,7 @@ pub fn probe(
         move |e: std::io::Error| format!("{what} {p}: {e}")
     };
     let spec = OverlaySpec {
+        setup: None,
         lower: dir.join("lower"),
         upper: dir.join("upper"),
         work: dir.join("work"),
@@ -312,6 +321,7 @@ mod tests {
     #[test]
     fn options_refuse_separators() {
         let spec = |lower: &str| OverlaySpec {
+            setup: None,
             lower: lower.into(),
             upper: "/u".into(),
             work: "/w".into(),
@@ -325,5 +335,11 @@ mod tests {
         assert!(mount_options(&spec("/a:b"), true).is_err());
         assert!(mount_options(&spec("/a,b"), true).is_err());
         assert!(mount_options(&spec("rel"), true).is_err());
+        let mut with_setup = spec("/l");
+        with_setup.setup = Some("/s".into());
+        let o = mount_options(&with_setup, true).expect("plain paths");
+        assert!(o.starts_with("lowerdir=/s:/l,upperdir=/u,"), "{o}");
+        with_setup.setup = Some("/s:x".into());
+        assert!(mount_options(&with_setup, true).is_err());
     }
 }

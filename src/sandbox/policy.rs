@@ -69,6 +69,9 @@ pub struct CacheMounts {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OverlaySpec {
     pub lower: PathBuf,
+    /// A shared setup layer (read-only, above `lower`): what the run's `setup` made.
+    #[serde(default)]
+    pub setup: Option<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,

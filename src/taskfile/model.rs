@@ -210,6 +210,10 @@ pub struct Defaults {
     pub workspace: Option<WorkspaceChoice>,
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: Option<f64>,
+    /// The long form's `inputs`: what the setup layer depends on (`None`: the whole tree).
+    pub setup_inputs: Option<Vec<String>>,
+    /// The long form's `once` (default true): one shared layer instead of a run per workspace.
+    pub setup_once: Option<bool>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -238,6 +242,8 @@ pub struct TaskSpec {
     /// Run in the workspace, in the sandbox, before the agent.
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: Option<f64>,
+    pub setup_inputs: Option<Vec<String>>,
+    pub setup_once: Option<bool>,
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
     /// `group`: tasks of one group land together or not at all.

@@ -27,6 +27,8 @@ pub enum Kind {
     Bool,
     /// An argv array or a `sh -c` string.
     Verify,
+    /// A setup command: a [`Kind::Verify`] or the long form object.
+    Setup,
     TaskId,
     TaskIds,
     Protocol,
@@ -201,8 +203,8 @@ macro_rules! with_shared_fields {
             ),
             field(
                 "setup",
-                Kind::Verify,
-                "Workspace setup: an argv list, or a string run with `sh -c`, run in the worktree inside the sandbox before the agent; failing fails the task (log: logs/<task>.setup.log).",
+                Kind::Setup,
+                "Workspace setup, run once per distinct start tree and inputs inside the sandbox; what it creates (ignored files: node_modules, .venv, target) becomes a read-only layer under every workspace and the integration gate's checkout. An argv list, a string run with `sh -c`, or {run, inputs, timeout_secs, once}; failing fails the tasks that need it (log: logs/setup-<key>.log, copied to logs/<task>.setup.log).",
             ),
             field("setup_timeout_secs", Kind::Positive, "The setup command's time in seconds (default 600)."),
             field(
@@ -298,6 +300,26 @@ pub const MCP_SERVER_FIELDS: &[Field] = &[
         "enabled",
         Kind::Bool,
         "`false` keeps the entry but does not start the server.",
+    ),
+];
+
+/// `setup`'s long form (in `defaults` or a task).
+pub const SETUP_FIELDS: &[Field] = &[
+    required(
+        "run",
+        Kind::Verify,
+        "The setup command: an argv list, or a string run with `sh -c`.",
+    ),
+    field(
+        "inputs",
+        Kind::Strings,
+        "Globs of tracked files the setup depends on (`package-lock.json`): the layer is made again only when their content changes; without them, for every distinct start tree.",
+    ),
+    field("timeout_secs", Kind::Positive, "The setup command's time in seconds (default: setup_timeout_secs, else 600)."),
+    field(
+        "once",
+        Kind::Bool,
+        "`true` (default): run once and share the result read-only; `false`: run in every workspace, as a task's own step.",
     ),
 ];
 
@@ -434,6 +456,7 @@ pub fn tasks_schema() -> Value {
             "task": object(TASK_FIELDS, "One task: one agent in its own worktree on its own branch."),
             "mcpServer": object(MCP_SERVER_FIELDS, "An MCP server for a Codex agent (Codex's `[mcp_servers.NAME]` table)."),
             "review": object(REVIEW_FIELDS, "The review gate."),
+            "setup": object(SETUP_FIELDS, "Setup, long form: the command and what its layer depends on."),
             "tasks": {
                 "description": "The tasks, at least one, ids unique.",
                 "type": "array",
@@ -501,6 +524,10 @@ fn kind_schema(kind: Kind) -> Value {
         }
         Kind::Bool => json!({"type": "boolean"}),
         Kind::Verify => json!({"$ref": "#/$defs/verify"}),
+        Kind::Setup => json!({"oneOf": [
+            {"$ref": "#/$defs/verify"},
+            {"$ref": "#/$defs/setup"}
+        ]}),
         Kind::TaskId => json!({"$ref": "#/$defs/taskId"}),
         Kind::TaskIds => json!({"type": "array", "items": {"$ref": "#/$defs/taskId"}}),
         Kind::Protocol => json!({"enum": PROTOCOLS}),
@@ -608,6 +635,7 @@ mod tests {
             Kind::Retries => json!(2),
             Kind::Bool => json!(true),
             Kind::Verify => json!(["true"]),
+            Kind::Setup => json!({"run": "true", "inputs": ["package-lock.json"], "once": true}),
             Kind::TaskId => json!("t1"),
             Kind::TaskIds => json!(["t0"]),
             Kind::Protocol => json!("exec"),

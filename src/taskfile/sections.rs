@@ -289,6 +289,7 @@ impl Validator {
             return Defaults::default();
         };
         self.known_fields(obj, path, &schema::names(schema::DEFAULTS_FIELDS));
+        let (setup, setup_timeout_secs, setup_inputs, setup_once) = self.setup(obj, path);
         Defaults {
             agent: self.string(obj, "agent", path),
             timeout_secs: self.positive(obj, "timeout_secs", path),
@@ -302,8 +303,10 @@ impl Validator {
             diagnose: self.boolean(obj, "diagnose", path),
             on_conflict: self.on_conflict(obj, "on_conflict", path),
             workspace: self.workspace(obj, path),
-            setup: self.verify(obj, "setup", path),
-            setup_timeout_secs: self.positive(obj, "setup_timeout_secs", path),
+            setup,
+            setup_timeout_secs,
+            setup_inputs,
+            setup_once,
         }
     }
 
@@ -353,6 +356,40 @@ impl Validator {
     }
 
     /// `review: {prompt, timeout_secs}`.
+    /// `setup`: the short forms (a command) or the long form `{run, inputs, timeout_secs,
+    /// once}`; with `setup_timeout_secs` beside it (the long form's `timeout_secs` wins).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn setup(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+    ) -> (
+        Option<VerifyCommand>,
+        Option<f64>,
+        Option<Vec<String>>,
+        Option<bool>,
+    ) {
+        let timeout = self.positive(obj, "setup_timeout_secs", path);
+        let Some(Value::Object(long)) = obj.get("setup") else {
+            return (self.verify(obj, "setup", path), timeout, None, None);
+        };
+        let loc = format!("{path}.setup");
+        self.known_fields(long, &loc, &schema::names(schema::SETUP_FIELDS));
+        if !long.contains_key("run") {
+            self.problem(&format!("{loc}.run"), "the setup command is missing");
+        }
+        let run = self.verify(long, "run", &loc);
+        let inputs = self.strings(long, "inputs", &loc);
+        for (i, g) in inputs.iter().flatten().enumerate() {
+            if let Err(e) = globset::Glob::new(g) {
+                self.problem(&format!("{loc}.inputs[{i}]"), format!("invalid glob: {e}"));
+            }
+        }
+        let own_timeout = self.positive(long, "timeout_secs", &loc);
+        let once = self.boolean(long, "once", &loc);
+        (run, own_timeout.or(timeout), inputs, once)
+    }
+
     pub(super) fn review(&mut self, obj: &Map<String, Value>, path: &str) -> Option<ReviewSpec> {
         let value = obj.get("review")?;
         let loc = format!("{path}.review");

@@ -97,8 +97,7 @@ impl Validator {
         let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
         let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
         let review = self.review(obj, path);
-        let setup = self.verify(obj, "setup", path);
-        let setup_timeout_secs = self.positive(obj, "setup_timeout_secs", path);
+        let (setup, setup_timeout_secs, setup_inputs, setup_once) = self.setup(obj, path);
         let group = self.group(obj, path, template);
         let mut depends_on = Vec::new();
         for (i, d) in self
@@ -135,6 +134,8 @@ impl Validator {
             max_change_bytes,
             setup,
             setup_timeout_secs,
+            setup_inputs,
+            setup_once,
             template,
             group,
             review,

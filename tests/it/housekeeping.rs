@@ -280,7 +280,8 @@ fn task_commits_carry_the_author_the_first_prompt_line_and_trailers() {
 fn setup_prepares_the_workspace_and_a_failing_setup_fails_its_task() {
     let repo = TestRepo::with_files(1);
     let file = repo.write_tasks(&json!({
-        "defaults": {"setup": "mkdir -p build && echo \"prepared for $FANOUT_TASK_ID\" > build/config.txt"},
+        // Per workspace (`once: false`): it writes the task's own id.
+        "defaults": {"setup": {"run": "mkdir -p build && echo \"prepared for $FANOUT_TASK_ID\" > build/config.txt", "once": false}},
         "agents": {"w": exec_agent("cp build/config.txt used.txt")},
         "tasks": [
             {"id": "uses-setup", "prompt": "use it", "agent": "w"},

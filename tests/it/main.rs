@@ -36,6 +36,7 @@ mod run;
 mod sandbox;
 mod sandbox_run;
 mod schema;
+mod setup_once;
 mod support;
 mod validate;
 mod verify;

@@ -1,9 +1,27 @@
 /*!
-Workspace setup (`setup` in the task file): a command run in the task's worktree before the
-agent starts, with the agent's own sandbox, environment and caches (the same [`SpawnSpec`] a
-verify command gets), logged to `logs/<task>.setup.log`. Installing dependencies or
-generating files the agent needs belongs here; a failing setup fails the task.
+Workspace setup (`setup` in the task file). By default it runs **once** per distinct start
+tree and inputs ([`key`]), in a sandboxed checkout of its own; what it creates ([`harvest`])
+becomes a read-only layer shared by every workspace — an overlay lower above the checkout, or
+a copy ([`copy`]) in a plain worktree (see `runner::setup_run`). With `"once": false` it runs
+in each task's worktree before the agent ([`run`]), with the agent's own sandbox,
+environment and caches (the same [`SpawnSpec`] a verify command gets), logged to
+`logs/<task>.setup.log`. A failing setup fails the tasks that need it.
 */
+
+pub mod copy;
+pub mod harvest;
+pub mod key;
+
+/// Why a shared setup layer could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Harvest(String),
+    #[error("cannot copy the setup layer: {0}")]
+    Copy(String),
+}
 
 use std::path::Path;
 use std::time::Duration;
