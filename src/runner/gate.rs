@@ -23,10 +23,10 @@ use super::shared::Shared;
 use crate::event::EventKind;
 use crate::git::worktree;
 use crate::ids::TaskId;
-use crate::plan::{IntegrateGate, NetChoice};
+use crate::plan::IntegrateGate;
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::{Policy, ReadAccess};
 use crate::verify::command::CommandOutcome;
 
 /// How much of a failing run's output goes into an ejected task's error.
@@ -408,11 +408,7 @@ impl Checker<'_> {
     fn spawn_spec(&self, name: &str, checkout: &Path, scratch: &Path) -> SpawnSpec {
         let shared = self.shared;
         let sb = &shared.options.sandbox;
-        let net = match sb.net {
-            NetChoice::Any => NetPolicy::Any,
-            NetChoice::None => NetPolicy::None,
-            NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
-        };
+        let net = sb.net.landlock(vec![443]);
         let read = if sb.read_strict {
             let mut readable = super::launch::repository_readable(shared, name);
             if let Some(program) = self.gate.verify.argv().first() {
@@ -442,6 +438,7 @@ impl Checker<'_> {
             // The gate's checkout is a plain worktree, whatever the tasks used.
             overlay: None,
             caches: None,
+            isolate_net: sb.net.isolates(sb.enabled),
         };
         super::launch::checkout_spec(shared, checkout, policy, env, "integration")
     }

@@ -39,6 +39,7 @@ pub(super) fn spawn_spec(
         run_as: launch.run_as,
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
         caches: task_env.caches.clone(),
+        isolate_net: launch.isolate_net,
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());

@@ -374,6 +374,18 @@ fn open_run_folder(plan: &Plan) -> Result<(workspace::Workspaces, StateFile, Run
     Ok((workspaces, state, run_state))
 }
 
+/// What the run asks to confine its tasks' network with.
+fn run_network(sb: &crate::plan::SandboxOptions) -> crate::sandbox::NetworkConfinement {
+    use crate::plan::NetChoice;
+    use crate::sandbox::NetworkConfinement;
+    match sb.net {
+        _ if !sb.enabled => NetworkConfinement::Any,
+        NetChoice::Isolated => NetworkConfinement::Namespace,
+        NetChoice::Any => NetworkConfinement::Any,
+        NetChoice::Default | NetChoice::None => NetworkConfinement::LandlockPorts,
+    }
+}
+
 /// The sandbox as the report describes it, and the run-wide warnings known before any task.
 fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
     let mut warnings = Vec::new();
@@ -396,6 +408,7 @@ fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
             .sandbox
             .run_as
             .map(crate::sandbox::user::describe),
+        network: Some(run_network(&plan.options.sandbox).as_str().to_string()),
     };
     if let Ok(repo) = git2::Repository::open(&plan.repo.workdir) {
         let drivers = crate::git::repo::filter_drivers(&repo, plan.base);

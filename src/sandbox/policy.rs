@@ -1,6 +1,7 @@
 //! What a sandboxed process tree may do (the policy), what it got (the report), and how the
 //! supervisor is started and read.
 
+pub use super::netns::NetworkConfinement;
 use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,10 @@ pub struct Policy {
     /// namespace (made for them when there is no overlay workspace). `None`: no cache mounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caches: Option<CacheMounts>,
+    /// Run the tree in a network namespace of its own (loopback only); when none can be made,
+    /// `net` (the Landlock port rule) is all that applies, with a warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolate_net: bool,
 }
 
 /// The task's view of the shared caches: one overlay per shared part (its `merged` is where
@@ -94,6 +99,7 @@ impl Policy {
             run_as: None,
             overlay: None,
             caches: None,
+            isolate_net: false,
         }
     }
 }
@@ -213,6 +219,9 @@ pub struct SandboxReport {
     /// The uid/gid the program runs as when the supervisor dropped root for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// What confines the tree's network: its own namespace, Landlock's port rule, or nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfinement>,
 }
 
 impl SandboxReport {
@@ -236,6 +245,9 @@ impl SandboxReport {
                 ", as uid {} gid {} with no capabilities",
                 who.uid, who.gid
             ));
+        }
+        if let Some(n) = self.network {
+            line.push_str(&format!(", network: {}", n.as_str()));
         }
         if let Some(m) = &self.message {
             line.push_str(": ");

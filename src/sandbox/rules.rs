@@ -82,6 +82,7 @@ pub(crate) fn not_enforced(abi: Option<u32>, message: String) -> SandboxReport {
         missing: Vec::new(),
         message: Some(message),
         run_as: None,
+        network: None,
     }
 }
 
@@ -147,6 +148,7 @@ pub(crate) fn apply(policy: &Policy, min_abi: u32) -> SandboxReport {
                 missing,
                 message: None,
                 run_as: None,
+                network: None,
             }
         }
         Err(e) => not_enforced(kabi, format!("cannot set up the sandbox: {e}")),

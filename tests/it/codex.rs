@@ -296,6 +296,7 @@ fn session_follow_up(version: &str, protocol: &str) {
                 run_as: None,
                 overlay: None,
                 caches: None,
+                isolate_net: false,
             },
             program: profile.command.clone(),
             args: Vec::new(),

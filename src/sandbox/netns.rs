@@ -1,0 +1,115 @@
+//! A network namespace of the task's own: the sandboxed child leaves fanout's network before
+//! anything else, so its whole tree sees a loopback interface and nothing beyond it — no
+//! host's loopback, no outside address, no DNS, no UDP, whatever the port.
+//!
+//! As root a plain `CLONE_NEWNET` is enough. Otherwise the child first enters a user namespace
+//! (mapping only its own ids, as the overlay does) that owns the new network namespace, brings
+//! the loopback up with the capabilities that namespace gave, and drops them all again: the
+//! overlay, when there is one, then makes its own (nested) user namespace for its mounts.
+
+use super::privs;
+
+/// Whether the child's network is its own, as the report tells.
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkConfinement {
+    /// A network namespace with only a loopback interface.
+    Namespace,
+    /// Fanout's network, TCP limited by Landlock's port rule (UDP not limited).
+    LandlockPorts,
+    /// Fanout's network, nothing limited.
+    Any,
+}
+
+impl NetworkConfinement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkConfinement::Namespace => "namespace",
+            NetworkConfinement::LandlockPorts => "landlock-ports",
+            NetworkConfinement::Any => "any",
+        }
+    }
+}
+
+/// In the forked, single-threaded child, before the overlay and the uid switch: a new network
+/// namespace (in a new user namespace when not root) with its loopback up. Without root, the
+/// capabilities the user namespace gave are dropped before returning. `Err` says why not; the
+/// caller then falls back to the Landlock port rule.
+#[allow(unsafe_code)]
+pub(crate) fn enter() -> Result<(), String> {
+    if let Some(why) = refused_for_tests() {
+        return Err(why);
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    let flags = if root {
+        libc::CLONE_NEWNET
+    } else {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+    };
+    // SAFETY: unshare takes only flags; the child is single-threaded, as CLONE_NEWUSER needs.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(format!(
+            "cannot create a {}network namespace: {}",
+            if root { "" } else { "user and " },
+            std::io::Error::last_os_error()
+        ));
+    }
+    if !root {
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).map_err(|e| format!("cannot write {file}: {e}"))
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    loopback_up().map_err(|e| format!("cannot bring the loopback interface up: {e}"))?;
+    if !root {
+        privs::drop_all_caps()?;
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` of the current network namespace (needs CAP_NET_ADMIN there).
+#[allow(unsafe_code)]
+fn loopback_up() -> Result<(), std::io::Error> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket takes integers; the result is checked before being owned.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass, which outlives the
+    // calls; the union member used is ifru_flags.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `FANOUT_TEST_NO_NETNS=1`: behave as if no network namespace could be made (a kernel
+/// without unprivileged user namespaces), so tests see the Landlock fallback.
+#[cfg(feature = "test-hooks")]
+fn refused_for_tests() -> Option<String> {
+    (std::env::var("FANOUT_TEST_NO_NETNS").as_deref() == Ok("1"))
+        .then(|| "FANOUT_TEST_NO_NETNS=1".to_string())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn refused_for_tests() -> Option<String> {
+    None
+}
