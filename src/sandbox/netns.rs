@@ -10,8 +10,9 @@
 use super::privs;
 
 /// Whether the child's network is its own, as the report tells.
-#[derive(schemars::JsonSchema, Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
-#[derive(PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkConfinement {
     /// A network namespace with only a loopback interface.

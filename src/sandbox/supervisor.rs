@@ -2,8 +2,8 @@
 //! sure no process of the tree outlives it.
 
 use super::policy::{
-    EnforcementStatus, NetPolicy, NetworkConfinement, Policy, SandboxReport, EXIT_EXEC_FAILED, EXIT_NOT_ENFORCED, MIN_ABI_ENV,
-    MIN_SUPPORTED_ABI,
+    EnforcementStatus, NetPolicy, NetworkConfinement, Policy, SandboxReport, EXIT_EXEC_FAILED,
+    EXIT_NOT_ENFORCED, MIN_ABI_ENV, MIN_SUPPORTED_ABI,
 };
 use super::{netns, privs, procs, rules};
 use nix::errno::Errno;

@@ -1,0 +1,194 @@
+//! `--net isolated`: every process of a task (agent, `setup`, verify commands) lives in a
+//! network namespace of its own with only a loopback interface. Hostile exec agents try the
+//! host's loopback (a listener the test holds, port 443 too when it can be bound), an outside
+//! address, UDP and DNS: nothing arrives, as root and as an ordinary user, in both kinds of
+//! workspace. Where no namespace can be made, Landlock's port rule applies and says so.
+
+use crate::support::{git_text, stderr, task, Runner, TestRepo};
+use serde_json::{json, Value};
+use std::net::{TcpListener, UdpSocket};
+
+/// What the test holds on the host's loopback for the agent to try.
+struct HostListeners {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
+}
+
+impl HostListeners {
+    /// A TCP listener on a free port and on 443, a UDP socket on a free port and on 53 (the
+    /// fixed ones only when they can be bound: root, and nothing else holds them).
+    fn open() -> HostListeners {
+        let mut tcp = vec![TcpListener::bind("127.0.0.1:0").expect("bind a TCP port")];
+        tcp.extend(TcpListener::bind("127.0.0.1:443").ok());
+        let mut udp = vec![UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port")];
+        udp.extend(UdpSocket::bind("127.0.0.1:53").ok());
+        for l in &tcp {
+            l.set_nonblocking(true).expect("nonblocking");
+        }
+        for s in &udp {
+            s.set_nonblocking(true).expect("nonblocking");
+        }
+        HostListeners { tcp, udp }
+    }
+
+    fn tcp_ports(&self) -> Vec<u16> {
+        self.tcp.iter().map(|l| port(l.local_addr())).collect()
+    }
+
+    fn udp_ports(&self) -> Vec<u16> {
+        self.udp.iter().map(|s| port(s.local_addr())).collect()
+    }
+
+    /// The ports (`tcp 443`, `udp 53`, …) where something arrived since the test opened them.
+    fn reached(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in &self.tcp {
+            if l.accept().is_ok() {
+                out.push(format!("tcp {}", port(l.local_addr())));
+            }
+        }
+        let mut buf = [0u8; 512];
+        for s in &self.udp {
+            if s.recv_from(&mut buf).is_ok() {
+                out.push(format!("udp {}", port(s.local_addr())));
+            }
+        }
+        out
+    }
+}
+
+fn port(addr: std::io::Result<std::net::SocketAddr>) -> u16 {
+    addr.expect("local address").port()
+}
+
+/// A bash script that tries every way out it is given and writes one line per try to `out`:
+/// `tcp 127.0.0.1 N reached|refused`, `udp … sent|refused`, `dns reached|refused`.
+fn escape_script(out: &str, tcp: &[u16], udp: &[u16]) -> String {
+    let tcp: Vec<String> = tcp.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let udp: Vec<String> = udp.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    format!(
+        r#"try_tcp() {{ if timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2 && echo hello >&3" 2>/dev/null; then echo "tcp $1 $2 reached"; else echo "tcp $1 $2 refused"; fi; }}
+try_udp() {{ if timeout 5 bash -c "echo hello >/dev/udp/$1/$2" 2>/dev/null; then echo "udp $1 $2 sent"; else echo "udp $1 $2 refused"; fi; }}
+{{
+for a in {tcp} 1.1.1.1:443 8.8.8.8:53; do try_tcp "${{a%:*}}" "${{a#*:}}"; done
+for a in {udp} 8.8.8.8:53; do try_udp "${{a%:*}}" "${{a#*:}}"; done
+ns=$(awk '/^nameserver/ {{print $2; exit}}' /etc/resolv.conf 2>/dev/null)
+[ -n "$ns" ] && try_udp "$ns" 53
+if timeout 5 getent hosts example.com >/dev/null 2>&1; then echo "dns reached"; else echo "dns refused"; fi
+}} > {out}"#,
+        tcp = tcp.join(" "),
+        udp = udp.join(" "),
+    )
+}
+
+/// One exec task running `script` with bash; `connect_ports` lets Landlock's port rule pass the
+/// test's ports, so only the namespace can stop them.
+fn escape_tasks(script: &str, verify: &str, ports: &[u16]) -> Value {
+    json!({
+        "version": 1,
+        "agents": {"bash": {"protocol": "exec", "command": "bash",
+                            "args": ["-c", "eval \"$FANOUT_PROMPT\""],
+                            "connect_ports": ports}},
+        "defaults": {"agent": "bash", "timeout_secs": 120, "max_attempts": 1},
+        "tasks": [{"id": "escape", "prompt": script,
+                   "setup": format!("bash -c '{}'", verify.replace('\'', "'\\''")),
+                   "verify": ["bash", "-c", verify]}]
+    })
+}
+
+/// The lines of `file` the merged task left on the run's integration branch.
+fn merged_lines(repo: &TestRepo, report: &Value, file: &str) -> Vec<String> {
+    let branch = report["integration_branch"]
+        .as_str()
+        .expect("integration branch");
+    git_text(&repo.path, &["show", &format!("{branch}:{file}")])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A verify (and setup) command that fails when it reaches any of the test's TCP ports.
+fn verify_cannot_reach(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("! timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{p}' 2>/dev/null"))
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+fn hostile_agent_is_alone(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let host = HostListeners::open();
+    let (tcp, udp) = (host.tcp_ports(), host.udp_ports());
+    let file = repo.write_tasks(&escape_tasks(
+        &escape_script("net.txt", &tcp, &udp),
+        &verify_cannot_reach(&tcp),
+        &tcp,
+    ));
+    let (out, report) = repo.run(&file, &["--net", "isolated", "--no-readback"]);
+    let t = task(&report, "escape");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "namespace", "{t:#}");
+    assert_eq!(report["sandbox"]["network"], "namespace", "{report:#}");
+    let lines = merged_lines(&repo, &report, "net.txt");
+    assert!(
+        lines.iter().any(|l| l.starts_with("tcp 127.0.0.1")),
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(
+            l.ends_with("refused") || l.starts_with("udp 127."),
+            "{l}: {lines:?}"
+        );
+    }
+    assert_eq!(host.reached(), Vec::<String>::new(), "{lines:?}");
+}
+crate::every_way!(
+    a_hostile_agent_reaches_nothing_beyond_its_loopback,
+    hostile_agent_is_alone
+);
+
+/// The same agent without a namespace (`FANOUT_TEST_NO_NETNS=1` plays a kernel without one):
+/// the report says `landlock-ports`, the supervisor warns, and the ports Landlock lets pass are
+/// reached — what the test above proves the namespace stops.
+fn fallback_is_the_port_rule(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let host = HostListeners::open();
+    let (tcp, udp) = (host.tcp_ports(), host.udp_ports());
+    let file = repo.write_tasks(&escape_tasks(
+        &escape_script("net.txt", &tcp, &udp),
+        "true",
+        &tcp,
+    ));
+    let (out, report) = crate::support::with_env("FANOUT_TEST_NO_NETNS", "1", || {
+        repo.run(&file, &["--net", "isolated", "--no-readback"])
+    });
+    let t = task(&report, "escape");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "landlock-ports", "{t:#}");
+    let log =
+        std::fs::read_to_string(t["stderr_log"].as_str().expect("stderr log")).unwrap_or_default();
+    assert!(log.contains("no network namespace"), "{log}");
+    let lines = merged_lines(&repo, &report, "net.txt");
+    let first = format!("tcp 127.0.0.1 {} reached", tcp[0]);
+    assert!(lines.contains(&first), "{lines:?}");
+    let reached = host.reached();
+    assert!(reached.contains(&format!("tcp {}", tcp[0])), "{reached:?}");
+    assert!(reached.contains(&format!("udp {}", udp[0])), "{reached:?}");
+}
+crate::both_ways!(
+    without_a_namespace_the_port_rule_applies,
+    fallback_is_the_port_rule
+);
+
+/// Without `--net isolated` nothing changes: the report says `landlock-ports`.
+#[test]
+fn the_default_network_is_the_port_rule() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&escape_tasks("echo x > x.txt", "true", &[]));
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    let t = task(&report, "escape");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "landlock-ports", "{t:#}");
+    assert_eq!(report["sandbox"]["network"], "landlock-ports", "{report:#}");
+}
