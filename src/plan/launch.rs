@@ -30,6 +30,9 @@ pub struct Launch {
     pub net: NetPolicy,
     /// `--net isolated`: a network namespace of the task's own (loopback only).
     pub isolate_net: bool,
+    /// What the task's processes get of fanout's environment besides the base allow-list
+    /// (`plan::passed_env`): the profile's `env_pass`, the protocol's credentials.
+    pub env_pass: Vec<String>,
     /// `--read strict`: reads limited to system folders, the repository, the task's own folders
     /// and these (the program's install folders).
     pub read_strict: bool,
@@ -55,6 +58,9 @@ impl Launch {
         let mut ports = vec![443u16];
         ports.extend(&profile.connect_ports);
         let net = sandbox.net.landlock(ports);
+        let run_as = sandbox
+            .run_as
+            .map(|who| crate::sandbox::user::task_user(who, index, uses_caches));
         Launch {
             program: profile.command.clone(),
             args: profile.args.clone(),
@@ -64,6 +70,11 @@ impl Launch {
             min_abi: sandbox.min_abi,
             net,
             isolate_net: sandbox.net.isolates(sandbox.enabled),
+            env_pass: super::passed_env::extra_names(
+                profile.protocol,
+                &profile.env_pass,
+                run_as.is_some(),
+            ),
             read_strict: sandbox.read_strict,
             program_dirs: if sandbox.read_strict {
                 crate::which::program_dirs(&profile.command)
@@ -71,9 +82,7 @@ impl Launch {
                 Vec::new()
             },
             codex,
-            run_as: sandbox
-                .run_as
-                .map(|who| crate::sandbox::user::task_user(who, index, uses_caches)),
+            run_as,
         }
     }
 }

@@ -48,6 +48,9 @@ pub(super) fn spawn_spec(
         dropped_root_env(&mut env, &paths.scratch);
     }
     env.extend(launch.env.clone());
+    // Nothing else of fanout's environment: its tokens are not the agent's.
+    let mut env_remove = crate::plan::passed_env::removed(&launch.env_pass);
+    env_remove.retain(|k| !env.contains_key(k));
     SpawnSpec {
         self_exe: shared.options.self_exe.clone(),
         policy,
@@ -55,7 +58,7 @@ pub(super) fn spawn_spec(
         args: launch.args.clone(),
         cwd: agent_cwd(&task.profile, &paths.worktree),
         env,
-        env_remove: Vec::new(),
+        env_remove,
         stderr_log: paths.stderr_log.clone(),
         status_file: paths.status_file.clone(),
     }

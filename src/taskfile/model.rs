@@ -137,6 +137,8 @@ pub struct AgentProfile {
     pub enabled: bool,
     /// TCP ports the sandbox lets the agent connect to, besides 443.
     pub connect_ports: Vec<u16>,
+    /// Variables of fanout's environment passed to the agent besides the base allow-list.
+    pub env_pass: Vec<String>,
     /// MCP servers written into a Codex agent's private `config.toml` (`[mcp_servers.NAME]`).
     pub mcp_servers: BTreeMap<String, McpServerSpec>,
 }
@@ -171,6 +173,7 @@ impl AgentProfile {
             tool_timeout_sec: DEFAULT_TOOL_TIMEOUT_SEC,
             enabled: true,
             connect_ports: Vec::new(),
+            env_pass: Vec::new(),
             mcp_servers: BTreeMap::new(),
         }
     }

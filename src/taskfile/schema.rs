@@ -307,6 +307,11 @@ pub const PROFILE_FIELDS: &[Field] = &[
         "TCP ports the sandbox lets the agent connect to besides 443.",
     ),
     field(
+        "env_pass",
+        Kind::Strings,
+        "Names of fanout's environment variables the agent gets besides PATH, HOME, TMPDIR, LANG, LC_*, TERM, TZ, USER, LOGNAME, SHELL and FANOUT_* (nothing else is inherited).",
+    ),
+    field(
         "mcp_servers",
         Kind::McpServers,
         "Codex agents: MCP servers written into the task's private config.toml; `claude-code` (true or {}) runs `claude mcp serve`.",

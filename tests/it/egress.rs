@@ -192,3 +192,54 @@ fn the_default_network_is_the_port_rule() {
     assert_eq!(t["network"], "landlock-ports", "{t:#}");
     assert_eq!(report["sandbox"]["network"], "landlock-ports", "{report:#}");
 }
+
+/// The agent's environment is an allow-list: a token in fanout's environment does not reach
+/// it (nor its verify command), a variable the profile names in `env_pass` does, and so do
+/// the base ones (PATH, HOME) and fanout's own.
+fn environment_is_an_allow_list(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let mut tasks = escape_tasks(
+        "env > env.txt",
+        "! env | grep -q fake-token-of-the-ci-job",
+        &[],
+    );
+    tasks["agents"]["bash"]["env_pass"] = json!(["FANOUT_EGRESS_UNUSED", "PASSED_SETTING"]);
+    let file = repo.write_tasks(&tasks);
+    let (out, report) =
+        crate::support::with_env("GITHUB_TOKEN", "fake-token-of-the-ci-job", || {
+            crate::support::with_env(
+                "AWS_SECRET_ACCESS_KEY",
+                "fake-token-of-the-ci-job-2",
+                || {
+                    crate::support::with_env("PASSED_SETTING", "visible-to-the-agent", || {
+                        repo.run(&file, &["--net", "isolated", "--no-readback"])
+                    })
+                },
+            )
+        });
+    let t = task(&report, "escape");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    let lines = merged_lines(&repo, &report, "env.txt");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "PASSED_SETTING=visible-to-the-agent"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("PATH=")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FANOUT_TASK_ID=")),
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(!l.contains("fake-token-of-the-ci-job"), "{l}");
+        assert!(
+            !l.starts_with("GITHUB_TOKEN=") && !l.starts_with("AWS_SECRET"),
+            "{l}"
+        );
+    }
+}
+crate::every_way!(
+    a_token_in_fanouts_environment_stays_there,
+    environment_is_an_allow_list
+);
