@@ -8,6 +8,15 @@ use crate::taskfile::Protocol;
 pub const BASE: &[&str] = &[
     "PATH", "HOME", "TMPDIR", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL",
 ];
+/// Where the user's tools live, which fanout otherwise pins itself (the task's environment,
+/// docs/taskfile.md): paths, not secrets.
+pub const TOOL_LOCATIONS: &[&str] = &[
+    "RUSTUP_HOME",
+    "CARGO_HOME",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG_NOSYSTEM",
+];
 /// Passed by prefix: locale settings, and fanout's own variables (the sandbox's policy, test
 /// hooks, the helpers' settings).
 pub const BASE_PREFIXES: &[&str] = &["LC_", "FANOUT_"];
@@ -44,6 +53,7 @@ pub fn extra_names(protocol: Protocol, env_pass: &[String], drops_root: bool) ->
 /// Whether `name` of fanout's environment is passed, `extra` being [`extra_names`].
 pub fn is_passed(name: &str, extra: &[String]) -> bool {
     BASE.contains(&name)
+        || TOOL_LOCATIONS.contains(&name)
         || BASE_PREFIXES.iter().any(|p| name.starts_with(p))
         || extra.iter().any(|e| e == name)
 }
