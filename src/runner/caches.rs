@@ -167,6 +167,7 @@ fn set_up(
         overlay: None,
         caches: None,
         isolate_net: false,
+        egress: None,
     };
     Ok(super::launch::checkout_spec(
         shared,

@@ -439,6 +439,7 @@ impl Checker<'_> {
             overlay: None,
             caches: None,
             isolate_net: sb.net.isolates(sb.enabled),
+            egress: None,
         };
         super::launch::checkout_spec(shared, checkout, policy, env, "integration")
     }

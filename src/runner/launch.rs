@@ -40,6 +40,7 @@ pub(super) fn spawn_spec(
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
         caches: task_env.caches.clone(),
         isolate_net: launch.isolate_net,
+        egress: None,
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());

@@ -144,6 +144,7 @@ impl SandboxArgs {
             overlay: None,
             caches: None,
             isolate_net: self.net == NetArg::Isolated,
+            egress: None,
         })
     }
 }

@@ -114,3 +114,92 @@ fn refused_for_tests() -> Option<String> {
 fn refused_for_tests() -> Option<String> {
     None
 }
+
+/// Starts the forwarder of the egress proxy in the current (new) network namespace: it listens
+/// on 127.0.0.1:`link.port` — bound here, before the program can run — and relays every
+/// connection to the proxy's Unix socket `link.socket`. A process of its own, forked from the
+/// single-threaded child: it holds none of the child's descriptors or stdio (so fanout's pipes
+/// end with the program), dies with its parent (`PDEATHSIG`), and the supervisor kills it with
+/// the tree. It stays outside the Landlock domain, which the program cannot signal or trace.
+#[allow(unsafe_code)]
+pub(crate) fn start_forwarder(link: &super::policy::EgressLink) -> Result<(), String> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", link.port))
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", link.port))?;
+    // SAFETY: the caller is the single-threaded sandboxed child; the forked process only
+    // calls async-signal-safe functions until it has its own state, then runs plain Rust.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("cannot start the egress forwarder: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(()),
+        Ok(nix::unistd::ForkResult::Child) => {
+            forwarder_main(listener, &link.socket);
+            // SAFETY: _exit takes no pointers and ends this forked process at once.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// The forwarder's process: quiet stdio, no other descriptors, one thread per connection.
+#[allow(unsafe_code)]
+fn forwarder_main(listener: std::net::TcpListener, socket: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // SAFETY: SIG_IGN involves no handler code; a peer that goes away must not kill us.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in [0, 1, 2] {
+            // SAFETY: dup2 onto the standard descriptors, which nothing here uses as Rust handles.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+    close_others(listener.as_raw_fd());
+    for conn in listener.incoming().flatten() {
+        let socket = socket.to_path_buf();
+        std::thread::spawn(move || relay(conn, &socket));
+    }
+}
+
+/// Copies both ways between `tcp` and a fresh connection to the proxy's socket.
+fn relay(tcp: std::net::TcpStream, socket: &std::path::Path) {
+    let Ok(unix) = std::os::unix::net::UnixStream::connect(socket) else {
+        return; // the client sees the connection close
+    };
+    let (Ok(tcp2), Ok(unix2)) = (tcp.try_clone(), unix.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let (mut from, mut to) = (tcp2, unix2);
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut from, mut to) = (unix, tcp);
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+}
+
+/// Closes every descriptor above 2 but `keep`.
+#[allow(unsafe_code)]
+fn close_others(keep: i32) {
+    for (first, last) in [
+        (3u32, (keep as u32).saturating_sub(1)),
+        (keep as u32 + 1, u32::MAX),
+    ] {
+        if first <= last {
+            // SAFETY: close_range only closes descriptors; `keep` is not among them.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, first, last, 0u32);
+            }
+        }
+    }
+}

@@ -57,6 +57,18 @@ pub struct Policy {
     /// `net` (the Landlock port rule) is all that applies, with a warning.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub isolate_net: bool,
+    /// With a network namespace: fanout's egress proxy reached from inside at
+    /// 127.0.0.1:`port` (a forwarder relays to its Unix socket); Landlock lets that port pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressLink>,
+}
+
+/// Where the egress proxy listens (outside) and the port its forwarder takes inside the
+/// task's network namespace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressLink {
+    pub socket: PathBuf,
+    pub port: u16,
 }
 
 /// The task's view of the shared caches: one overlay per shared part (its `merged` is where
@@ -100,6 +112,7 @@ impl Policy {
             overlay: None,
             caches: None,
             isolate_net: false,
+            egress: None,
         }
     }
 }

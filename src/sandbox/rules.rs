@@ -215,6 +215,10 @@ fn build_and_restrict(policy: &Policy) -> Result<(RulesetStatus, Option<u32>), a
             rs = rs.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
         }
     }
+    // The egress forwarder's port (only set when the tree has a network namespace).
+    if let (Some(link), false) = (&policy.egress, policy.net == NetPolicy::Any) {
+        rs = rs.add_rule(NetPort::new(link.port, AccessNet::ConnectTcp))?;
+    }
     let status = rs.restrict_self()?;
     if !status.no_new_privs {
         anyhow::bail!("no_new_privs could not be set");

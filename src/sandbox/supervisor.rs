@@ -238,6 +238,18 @@ fn child_main(
     let _ = setsid();
     // The network namespace first: without root its user namespace must own it.
     let network = confine_network(&cfg.policy);
+    // The egress forwarder only inside a namespace: outside, its port would be the host's.
+    let mut policy = cfg.policy.clone();
+    match (&policy.egress, network) {
+        (Some(link), NetworkConfinement::Namespace) => {
+            if let Err(why) = netns::start_forwarder(link) {
+                eprintln!("fanout sandbox: warning: no egress proxy inside the namespace: {why}");
+                policy.egress = None;
+            }
+        }
+        _ => policy.egress = None,
+    }
+    let policy = &policy;
     // The overlay is mounted while still privileged (as root, or with the capabilities of a
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
     let mounted = match (&cfg.policy.overlay, &cfg.policy.caches) {
@@ -269,7 +281,7 @@ fn child_main(
         ),
         Ok(run_as) => {
             let mut r = if cfg.policy.enforce {
-                rules::apply(&cfg.policy, min_abi)
+                rules::apply(policy, min_abi)
             } else {
                 SandboxReport {
                     status: EnforcementStatus::Off,

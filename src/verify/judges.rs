@@ -213,6 +213,7 @@ impl Judges {
             caches: None,
             // Judges talk to their model API directly: no namespace until the egress proxy.
             isolate_net: false,
+            egress: None,
         };
         let (env, env_remove) = self.environment(judge.home, judge.env);
         SpawnSpec {

@@ -297,6 +297,7 @@ fn session_follow_up(version: &str, protocol: &str) {
                 overlay: None,
                 caches: None,
                 isolate_net: false,
+                egress: None,
             },
             program: profile.command.clone(),
             args: Vec::new(),

@@ -243,3 +243,144 @@ crate::every_way!(
     a_token_in_fanouts_environment_stays_there,
     environment_is_an_allow_list
 );
+
+/// fanout's egress proxy reached from inside a namespace: the supervisor's forwarder relays
+/// 127.0.0.1:3128 to the proxy's Unix socket. `CONNECT` to a name the allow-list holds reaches
+/// the host's echo server; the same server by address, or another port, gets 403 and becomes a
+/// refusal; the server itself is not reachable directly. The forwarder dies with the tree.
+fn proxy_is_the_only_way_out(runner: Runner) {
+    use fanout::egress::{serve, AllowList, HostPort};
+    use fanout::sandbox::{EgressLink, Policy, RunAs, POLICY_ENV, STATUS_FILE_ENV};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("egress.sock");
+    let echo = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo_port = port(echo.local_addr());
+    std::thread::spawn(move || {
+        for mut s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                if let Ok(mut r) = s.try_clone() {
+                    let _ = std::io::copy(&mut r, &mut s);
+                }
+            });
+        }
+    });
+    let other = HostListeners::open();
+    let other_port = other.tcp_ports()[0];
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let allow = AllowList(vec![
+        HostPort::parse(&format!("localhost:{echo_port}")).expect("host:port")
+    ]);
+    let listener = {
+        let _in_rt = rt.enter();
+        tokio::net::UnixListener::bind(&socket).expect("bind the proxy's socket")
+    };
+    rt.spawn(serve(listener, std::sync::Arc::new(allow), tx));
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    let mut policy = Policy::workspace_write(vec![work.clone()]);
+    policy.isolate_net = true;
+    policy.egress = Some(EgressLink {
+        socket: socket.clone(),
+        port: 3128,
+    });
+    if runner == Runner::Invoker && crate::support::is_root() {
+        // As fanout does: root's agents run as an ordinary uid.
+        policy.run_as = Some(RunAs {
+            uid: 65534,
+            gid: 65534,
+        });
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let marker = format!("egress-marker-{}", std::process::id());
+    let script = format!(
+        r#": {marker}
+probe() {{
+  exec 3<>/dev/tcp/127.0.0.1/3128 || {{ echo "$1 no-forwarder"; return; }}
+  printf 'CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' "$1" "$1" >&3
+  IFS= read -r line <&3; echo "$1 ${{line%$'\r'}}"
+  if [[ $line == *" 200 "* ]]; then IFS= read -r _ <&3; echo ping >&3; IFS= read -r back <&3; echo "$1 echo:$back"; fi
+  exec 3>&-
+}}
+probe localhost:{echo_port}
+probe 127.0.0.1:{echo_port}
+probe localhost:{other_port}
+if timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{echo_port}' 2>/dev/null; then echo direct reached; else echo direct refused; fi
+"#
+    );
+    let status = dir.path().join("status.json");
+    let mut cmd = if runner.drops_privileges() {
+        crate::support::chown_tree(dir.path(), crate::support::UNPRIVILEGED_UID);
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(crate::support::fanout_bin());
+        c
+    } else {
+        std::process::Command::new(crate::support::fanout_bin())
+    };
+    let out = cmd
+        .args(["sandbox-exec", "--", "bash", "-c", &script])
+        .env(POLICY_ENV, serde_json::to_string(&policy).expect("policy"))
+        .env(STATUS_FILE_ENV, &status)
+        .current_dir(&work)
+        .output()
+        .expect("the supervisor runs");
+    let text = crate::support::stdout(&out);
+    let err = stderr(&out);
+    let status_text = std::fs::read_to_string(&status).unwrap_or_default();
+    assert!(
+        status_text.contains("\"network\": \"namespace\""),
+        "{status_text}\n{err}"
+    );
+    let allowed = format!("localhost:{echo_port}");
+    for want in [
+        format!("{allowed} HTTP/1.1 200 Connection established"),
+        format!("{allowed} echo:ping"),
+        format!("127.0.0.1:{echo_port} HTTP/1.1 403 Forbidden"),
+        format!("localhost:{other_port} HTTP/1.1 403 Forbidden"),
+        "direct refused".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "{want} missing:\n{text}\n{err}"
+        );
+    }
+    let refused: Vec<String> = rt.block_on(async {
+        let mut v = Vec::new();
+        while let Ok(Some(r)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await
+        {
+            v.push(r.destination);
+        }
+        v
+    });
+    assert_eq!(
+        refused,
+        vec![
+            format!("127.0.0.1:{echo_port}"),
+            format!("localhost:{other_port}")
+        ]
+    );
+    assert_eq!(other.reached(), Vec::<String>::new());
+    let lingering: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(lingering.is_empty(), "{lingering:?}");
+}
+crate::both_ways!(
+    the_egress_proxy_is_the_only_way_out,
+    proxy_is_the_only_way_out
+);
