@@ -214,6 +214,11 @@ impl Plan {
                     }
                 },
                 review: spec.review.clone().or_else(|| file.defaults.review.clone()),
+                network: spec
+                    .network
+                    .clone()
+                    .or_else(|| file.defaults.network.clone())
+                    .unwrap_or_default(),
                 diagnose: file.defaults.diagnose.unwrap_or(false),
                 claude: "claude".into(),
                 profile,

@@ -14,6 +14,7 @@ mod agents;
 pub mod caches;
 pub mod generate;
 mod model;
+pub mod network;
 mod problem;
 mod read;
 pub mod schema;

@@ -30,6 +30,9 @@ pub struct PlannedTask {
     /// Run in the workspace before the agent (`setup`), and its time.
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: f64,
+    /// What each phase reaches through the egress proxy under `--net isolated` (the task's
+    /// `network`, else `defaults.network`, else agent = model, setup and verify = none).
+    pub network: taskfile::network::NetworkSpec,
     /// Ignored files of the checkout copied into the workspace (`include`), found once.
     pub include: std::sync::Arc<Vec<crate::include::Entry>>,
 }
@@ -61,6 +64,7 @@ impl PlannedTask {
                 setup_timeout_secs: None,
                 template: false,
                 review: None,
+                network: None,
             },
             agent_name: "exec".into(),
             profile: profile.clone(),
@@ -77,6 +81,7 @@ impl PlannedTask {
             author: None,
             setup: None,
             setup_timeout_secs: 60.0,
+            network: Default::default(),
             include: Default::default(),
         }
     }

@@ -18,6 +18,7 @@ pub(super) fn spawn_spec(
     task: &PlannedTask,
     paths: &Paths,
     task_env: &crate::taskenv::TaskEnv,
+    egress: Option<crate::sandbox::EgressLink>,
 ) -> SpawnSpec {
     let launch = &task.launch;
     let read = if launch.read_strict {
@@ -40,13 +41,16 @@ pub(super) fn spawn_spec(
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
         caches: task_env.caches.clone(),
         isolate_net: launch.isolate_net,
-        egress: None,
+        egress: egress.clone(),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
     env.extend(task_env.env.clone());
     if launch.run_as.is_some() {
         dropped_root_env(&mut env, &paths.scratch);
+    }
+    if egress.is_some() {
+        super::egress::proxy_env(&mut env);
     }
     env.extend(launch.env.clone());
     // Nothing else of fanout's environment: its tokens are not the agent's.

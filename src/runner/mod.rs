@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 mod caches;
 mod carried;
+mod egress;
 pub mod events;
 mod gate;
 mod identity;

@@ -71,6 +71,24 @@ pub struct EgressLink {
     pub port: u16,
 }
 
+impl EgressLink {
+    /// The link of another phase of the same task: its socket is the sibling named
+    /// `<stem>.<phase>.sock` (the runner binds one per phase, each with its own allow-list).
+    pub fn for_phase(&self, phase: &str) -> EgressLink {
+        let name = self
+            .socket
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('.'))
+            .map(|(stem, _)| format!("{stem}.{phase}.sock"))
+            .unwrap_or_else(|| format!("{phase}.sock"));
+        EgressLink {
+            socket: self.socket.with_file_name(name),
+            port: self.port,
+        }
+    }
+}
+
 /// The task's view of the shared caches: one overlay per shared part (its `merged` is where
 /// the task's tools find it; writes land in the task's own upper folder, discarded with the
 /// task), and the shared caches themselves bind-mounted read-only over themselves, so no

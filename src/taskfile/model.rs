@@ -203,6 +203,8 @@ pub struct Defaults {
     pub workspace: Option<WorkspaceChoice>,
     pub setup: Option<VerifyCommand>,
     pub setup_timeout_secs: Option<f64>,
+    /// What each phase reaches through the egress proxy (`--net isolated`).
+    pub network: Option<super::network::NetworkSpec>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -233,6 +235,7 @@ pub struct TaskSpec {
     /// A template (`for_each`) not expanded yet: see [`generate`].
     pub template: bool,
     pub review: Option<ReviewSpec>,
+    pub network: Option<super::network::NetworkSpec>,
 }
 
 /// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the

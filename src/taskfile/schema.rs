@@ -57,6 +57,8 @@ pub enum Kind {
     Workspace,
     /// `commit`: how task commits are written (`author`).
     Commit,
+    /// `network`: each phase's destinations through the egress proxy.
+    Network,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -189,6 +191,11 @@ macro_rules! with_shared_fields {
                 "review",
                 Kind::Review,
                 "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
+            ),
+            field(
+                "network",
+                Kind::Network,
+                "Under --net isolated, what each phase reaches through fanout's egress proxy: {\"agent\": \"model\"|\"none\"|[\"host:port\"…], \"setup\": …, \"verify\": …}; defaults: agent = model API only, setup and verify = none.",
             ),
             $($after,)*
         ]
@@ -468,6 +475,19 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
         }
         Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
+        Kind::Network => {
+            let hosts =
+                json!({"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}});
+            json!({
+                "type": "object",
+                "properties": {
+                    "agent": {"oneOf": [{"enum": ["model", "none"]}, hosts]},
+                    "setup": {"oneOf": [{"enum": ["none"]}, hosts]},
+                    "verify": {"oneOf": [{"enum": ["none"]}, hosts]}
+                },
+                "additionalProperties": false
+            })
+        }
         Kind::Agents => json!({
             "type": "object",
             "propertyNames": {"pattern": AGENT_NAME_PATTERN},
@@ -553,6 +573,9 @@ mod tests {
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
             Kind::Workspace => json!("worktree"),
+            Kind::Network => {
+                json!({"agent": "model", "setup": ["localhost:8080"], "verify": "none"})
+            }
         }
     }
 

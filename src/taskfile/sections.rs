@@ -299,6 +299,30 @@ impl Validator {
             workspace: self.workspace(obj, path),
             setup: self.verify(obj, "setup", path),
             setup_timeout_secs: self.positive(obj, "setup_timeout_secs", path),
+            network: self.network(obj, path),
+        }
+    }
+
+    /// `network`: each phase's destinations (`taskfile::network`).
+    pub(super) fn network(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+    ) -> Option<super::network::NetworkSpec> {
+        let value = obj.get("network")?;
+        match super::network::NetworkSpec::parse(value) {
+            Ok(spec) => Some(spec),
+            Err(problems) => {
+                for (at, why) in problems {
+                    let loc = if at.is_empty() {
+                        format!("{path}.network")
+                    } else {
+                        format!("{path}.network.{at}")
+                    };
+                    self.problem(&loc, why);
+                }
+                None
+            }
         }
     }
 

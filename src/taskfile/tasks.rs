@@ -92,6 +92,7 @@ impl Validator {
         let max_file_bytes = self.bytes(obj, "max_file_bytes", path);
         let max_change_bytes = self.bytes(obj, "max_change_bytes", path);
         let review = self.review(obj, path);
+        let network = self.network(obj, path);
         let setup = self.verify(obj, "setup", path);
         let setup_timeout_secs = self.positive(obj, "setup_timeout_secs", path);
         let mut depends_on = Vec::new();
@@ -130,6 +131,7 @@ impl Validator {
             setup_timeout_secs,
             template,
             review,
+            network,
         })
     }
 

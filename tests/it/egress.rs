@@ -384,3 +384,82 @@ crate::both_ways!(
     the_egress_proxy_is_the_only_way_out,
     proxy_is_the_only_way_out
 );
+
+/// A bash function that asks the egress proxy (127.0.0.1:3128 in the namespace) for `CONNECT $1`
+/// and prints `$1 <status line> <first line of the answer>`.
+const CONNECT_FN: &str = r#"connect() {
+  exec 3<>/dev/tcp/127.0.0.1/3128 || { echo "$1 no-proxy"; return; }
+  printf 'CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' "$1" "$1" >&3
+  IFS= read -r line <&3; line=${line%$'\r'}
+  body=
+  if [[ $line == *" 200 "* ]]; then IFS= read -r _ <&3; IFS= read -r body <&3; fi
+  exec 3>&-
+  echo "$1 $line $body"
+}
+"#;
+
+/// The task file's `network` per phase: `setup` reaches the scripted registry it names through
+/// the proxy; the agent (default: model API only) and the verify command (default: none) are
+/// refused the same name with 403, and every refusal is a warning (on the terminal) naming
+/// the phase and host.
+fn phases_reach_what_network_names(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let registry = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let reg_port = port(registry.local_addr());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for mut s in registry.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::io::Write::write_all(&mut s, b"hello-from-registry\n");
+        }
+    });
+    let reg = format!("localhost:{reg_port}");
+    let setup = format!(
+        "{CONNECT_FN}out=$(connect {reg}); echo \"$out\" >&2; [[ $out == *' 200 '*hello-from-registry ]]"
+    );
+    let agent = format!("{CONNECT_FN}{{ connect {reg}; connect example.com:443; }} > agent.txt");
+    let verify = format!("{CONNECT_FN}out=$(connect {reg}); [[ $out == *' 403 '* ]]");
+    let tasks = json!({
+        "version": 1,
+        "agents": {"bash": {"protocol": "exec", "command": "bash",
+                            "args": ["-c", "eval \"$FANOUT_PROMPT\""]}},
+        "defaults": {"agent": "bash", "timeout_secs": 120, "max_attempts": 1,
+                     "network": {"setup": [reg.clone()]}},
+        "tasks": [{"id": "phases", "prompt": agent,
+                   "setup": ["bash", "-c", setup],
+                   "verify": ["bash", "-c", verify]}]
+    });
+    let file = repo.write_tasks(&tasks);
+    let (out, report) = repo.run(&file, &["--net", "isolated", "--no-readback"]);
+    let err = stderr(&out);
+    let t = task(&report, "phases");
+    assert_eq!(t["status"], "merged", "{t:#}\n{err}");
+    let lines: Vec<String> = merged_lines(&repo, &report, "agent.txt")
+        .iter()
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("{reg} HTTP/1.1 403 Forbidden"),
+            "example.com:443 HTTP/1.1 403 Forbidden".to_string()
+        ]
+    );
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only setup got through"
+    );
+    for want in [
+        format!("egress refused (agent): {reg}"),
+        "egress refused (agent): example.com:443".to_string(),
+        format!("egress refused (verify): {reg}"),
+    ] {
+        assert!(err.contains(&want), "{want} not on the terminal:\n{err}");
+    }
+}
+crate::every_way!(
+    each_phase_reaches_what_network_names,
+    phases_reach_what_network_names
+);
