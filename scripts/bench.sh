@@ -13,7 +13,7 @@
 # Prints fanout's and the baseline's ms per task, their ratio, fanout's peak RSS and the run
 # folder's peak disk use (sampled), then one line `ratio_vs_git=<x>`: baseline time / fanout
 # time (above 1: fanout is faster).
-# Usage: [BASELINE=0] scripts/bench.sh [FILES] [TASKS] [JOBS] [MODE]
+# Usage: [BASELINE=0] [NETNS=0] [PROXY=0] scripts/bench.sh [FILES] [TASKS] [JOBS] [MODE]
 set -euo pipefail
 files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -90,6 +90,13 @@ reused=$(grep -o '"reused": *[0-9]*' "$work/report.json" | grep -o '[0-9]*$' || 
 [ -z "$reused" ] || ws="$ws; reused worktrees: $reused"
 
 [ "${NETNS:-1}" = 0 ] || netns_cost
+# The egress proxy's added latency per new connection (CONNECT through the forwarder in the
+# namespace and the proxy, one line echoed) against a direct connection: median and p99.
+# PROXY=0 skips (it builds the integration tests in release mode).
+if [ "${PROXY:-1}" != 0 ]; then
+  cargo test --quiet --release --features test-hooks --test it egress::proxy_latency -- --ignored --nocapture 2>/dev/null |
+    grep '^egress proxy' || echo "egress proxy latency: not measured (the test failed)"
+fi
 
 # BASELINE=0 measures fanout alone (the plain-git side of a 50 000-file run takes ~50 s a task
 # here); no ratio is printed then.

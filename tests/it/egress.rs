@@ -463,3 +463,96 @@ crate::every_way!(
     each_phase_reaches_what_network_names,
     phases_reach_what_network_names
 );
+
+/// Not a check: the proxy's added latency per request (scripts/bench.sh runs it). A python
+/// client in the namespace makes SAMPLES new connections to the host's echo server through the
+/// forwarder and the proxy (CONNECT, one line echoed, close); the test makes as many directly.
+/// Prints the medians and p99s, and the difference of the medians.
+#[test]
+#[ignore]
+fn proxy_latency() {
+    use fanout::egress::{serve, AllowList, HostPort};
+    use fanout::sandbox::{EgressLink, Policy, POLICY_ENV, STATUS_FILE_ENV};
+    let samples: usize = std::env::var("SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("egress.sock");
+    let echo = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo_port = port(echo.local_addr());
+    std::thread::spawn(move || {
+        for mut s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                if let Ok(mut r) = s.try_clone() {
+                    let _ = std::io::copy(&mut r, &mut s);
+                }
+            });
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let allow = AllowList(vec![
+        HostPort::parse(&format!("localhost:{echo_port}")).expect("host:port")
+    ]);
+    let listener = {
+        let _in_rt = rt.enter();
+        tokio::net::UnixListener::bind(&socket).expect("bind the proxy's socket")
+    };
+    rt.spawn(serve(listener, std::sync::Arc::new(allow), tx));
+    let mut policy = Policy::workspace_write(vec![dir.path().to_path_buf()]);
+    policy.isolate_net = true;
+    policy.egress = Some(EgressLink { socket, port: 3128 });
+    let script = format!(
+        r#"
+import socket, time
+out = []
+for _ in range({samples}):
+    t = time.perf_counter_ns()
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(b"CONNECT localhost:{echo_port} HTTP/1.1\r\n\r\n")
+    buf = b""
+    while not buf.endswith(b"\r\n\r\n"):
+        buf += s.recv(1)
+    s.sendall(b"ping\n")
+    got = b""
+    while not got.endswith(b"\n"):
+        got += s.recv(64)
+    s.close()
+    out.append((time.perf_counter_ns() - t) // 1000)
+print(" ".join(map(str, out)))
+"#
+    );
+    let out = std::process::Command::new(crate::support::fanout_bin())
+        .args(["sandbox-exec", "--", "python3", "-c", &script])
+        .env(POLICY_ENV, serde_json::to_string(&policy).expect("policy"))
+        .env(STATUS_FILE_ENV, dir.path().join("status.json"))
+        .output()
+        .expect("the supervisor runs");
+    let mut proxied: Vec<u64> = crate::support::stdout(&out)
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(proxied.len(), samples, "{}", stderr(&out));
+    let mut direct: Vec<u64> = (0..samples)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", echo_port)).expect("connect");
+            std::io::Write::write_all(&mut s, b"ping\n").expect("write");
+            let mut b = [0u8; 5];
+            std::io::Read::read_exact(&mut s, &mut b).expect("read");
+            t.elapsed().as_micros() as u64
+        })
+        .collect();
+    proxied.sort_unstable();
+    direct.sort_unstable();
+    let at = |v: &[u64], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    println!(
+        "egress proxy, per new connection (us): direct median {} p99 {}; through forwarder and proxy median {} p99 {}; added median {:.2} ms",
+        at(&direct, 0.5),
+        at(&direct, 0.99),
+        at(&proxied, 0.5),
+        at(&proxied, 0.99),
+        (at(&proxied, 0.5) as f64 - at(&direct, 0.5) as f64) / 1000.0
+    );
+}
