@@ -1,6 +1,7 @@
 //! `CONNECT` handling: one request head per connection, then bytes both ways.
 
 use super::allow::{AllowList, HostPort};
+use super::model::ModelRoute;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
@@ -24,10 +25,20 @@ pub async fn serve(
     allow: Arc<AllowList>,
     refused: UnboundedSender<Refusal>,
 ) {
+    serve_with(listener, allow, None, refused).await
+}
+
+/// [`serve`], plus the model route when `model` is set.
+pub async fn serve_with(
+    listener: UnixListener,
+    allow: Arc<AllowList>,
+    model: Option<Arc<ModelRoute>>,
+    refused: UnboundedSender<Refusal>,
+) {
     while let Ok((conn, _)) = listener.accept().await {
-        let (allow, refused) = (allow.clone(), refused.clone());
+        let (allow, refused, model) = (allow.clone(), refused.clone(), model.clone());
         tokio::spawn(async move {
-            if let Some(r) = handle(conn, &allow).await {
+            if let Some(r) = handle(conn, &allow, model.as_deref()).await {
                 let _ = refused.send(r);
             }
         });
@@ -35,7 +46,11 @@ pub async fn serve(
 }
 
 /// One client connection; returns the refusal when it was refused.
-async fn handle(mut conn: UnixStream, allow: &AllowList) -> Option<Refusal> {
+async fn handle(
+    mut conn: UnixStream,
+    allow: &AllowList,
+    model: Option<&ModelRoute>,
+) -> Option<Refusal> {
     let (head, rest) = match read_head(&mut conn).await {
         Ok(h) => h,
         Err(why) => {
@@ -43,6 +58,9 @@ async fn handle(mut conn: UnixStream, allow: &AllowList) -> Option<Refusal> {
             return None;
         }
     };
+    if let Some((route, up)) = model.and_then(|m| m.rewrite(&head).map(|h| (m, h))) {
+        return forward_model(conn, route, &up, &rest).await;
+    }
     let first = head.lines().next().unwrap_or_default().to_string();
     let mut words = first.split_whitespace();
     let (method, target) = (
@@ -82,6 +100,54 @@ async fn handle(mut conn: UnixStream, allow: &AllowList) -> Option<Refusal> {
     None
 }
 
+/// Sends the rewritten head and what followed it upstream, then copies both ways.
+async fn forward_model(
+    mut conn: UnixStream,
+    route: &ModelRoute,
+    head: &str,
+    rest: &[u8],
+) -> Option<Refusal> {
+    let mut upstream = match TcpStream::connect((route.host.as_str(), route.port)).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("model upstream {}:{}: {e}", route.host, route.port);
+            let _ = respond(&mut conn, "502 Bad Gateway", &why).await;
+            return None;
+        }
+    };
+    if upstream.write_all(head.as_bytes()).await.is_err() || upstream.write_all(rest).await.is_err()
+    {
+        return None;
+    }
+    // The rest of the request (its body) streams up while the answer comes down.
+    let (mut client_rd, mut conn) = conn.into_split();
+    let (mut upstream, mut up_wr) = upstream.into_split();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_rd, &mut up_wr).await;
+        let _ = up_wr.shutdown().await;
+    });
+    // The answer's head says `Connection: close`: the client's next request comes on a new
+    // connection, whose head is rewritten again (never raw bytes with the placeholder).
+    let Ok((answer, body)) = read_head(&mut upstream).await else {
+        return None;
+    };
+    let mut out = String::new();
+    for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if !name.eq_ignore_ascii_case("connection") && !name.eq_ignore_ascii_case("keep-alive") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    if conn.write_all(out.as_bytes()).await.is_err() || conn.write_all(&body).await.is_err() {
+        return None;
+    }
+    let _ = tokio::io::copy(&mut upstream, &mut conn).await;
+    let _ = conn.shutdown().await;
+    None
+}
+
 async fn refuse(conn: &mut UnixStream, destination: &str, reason: &str) -> Option<Refusal> {
     let _ = respond(
         conn,
@@ -96,7 +162,9 @@ async fn refuse(conn: &mut UnixStream, destination: &str, reason: &str) -> Optio
 }
 
 /// Reads up to the blank line ending the head; returns it and what came after it.
-async fn read_head(conn: &mut UnixStream) -> Result<(String, Vec<u8>), String> {
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    conn: &mut R,
+) -> Result<(String, Vec<u8>), String> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {

@@ -3,10 +3,23 @@
 //! 127.0.0.1:<port> to it) and answers HTTP `CONNECT host:port` for the destinations the phase
 //! allows by name; everything else gets `403` and is reported as a [`Refusal`].
 //!
-//! Not yet: forwarding model traffic with fanout's credentials injected (docs/sandbox.md).
+//! The model route ([`ModelRoute`]) forwards the agent's model requests to the real upstream
+//! with fanout's credential injected; https upstreams (a TLS client) are not built yet.
 
 mod allow;
 mod connect;
+mod model;
 
 pub use allow::{AllowList, HostPort};
-pub use connect::{serve, Refusal};
+pub use connect::{serve, serve_with, Refusal};
+pub use model::ModelRoute;
+
+/// The port the forwarder takes inside each task's namespace (`HTTPS_PROXY` points there).
+pub const FORWARDER_PORT: u16 = 3128;
+/// The model route's path prefix: agents' model base URL is `http://127.0.0.1:3128/model`.
+pub const MODEL_PREFIX: &str = "/model";
+
+/// The model base URL a sandboxed agent is given.
+pub fn model_url() -> String {
+    format!("http://127.0.0.1:{FORWARDER_PORT}{MODEL_PREFIX}")
+}

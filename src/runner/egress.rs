@@ -6,12 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::shared::Shared;
-use crate::egress::{serve, AllowList};
+use crate::egress::{serve_with, AllowList, ModelRoute};
 use crate::plan::PlannedTask;
 use crate::sandbox::EgressLink;
 
-/// The port the forwarder takes inside each task's namespace (`HTTPS_PROXY` points there).
-pub(crate) const PROXY_PORT: u16 = 3128;
+use crate::egress::FORWARDER_PORT as PROXY_PORT;
 /// A Unix socket's path must fit in `sun_path` (108 bytes, with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -22,6 +21,18 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
     let id = task.id().to_string();
     let net = &task.network;
     let mut agent = None;
+    let model = match net.agent {
+        crate::taskfile::network::PhaseNet::Model => model_route(task)
+            .map_err(|why| {
+                shared
+                    .events
+                    .warn(Some(&id), &format!("no model route: {why}"))
+            })
+            .ok()
+            .flatten()
+            .map(Arc::new),
+        _ => None,
+    };
     for (phase, hosts) in [
         ("agent", net.agent.hosts()),
         ("setup", net.setup.hosts()),
@@ -31,7 +42,8 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
         match listen(&dir, &socket) {
             Ok(listener) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(serve(listener, Arc::new(AllowList(hosts)), tx));
+                let route = (phase == "agent").then(|| model.clone()).flatten();
+                tokio::spawn(serve_with(listener, Arc::new(AllowList(hosts)), route, tx));
                 let (events, id) = (shared.events.weak(), id.clone());
                 tokio::spawn(async move {
                     while let Some(r) = rx.recv().await {
@@ -60,6 +72,37 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
         }
     }
     agent
+}
+
+/// The model route of a Codex agent: to the model API its user configuration names, with the
+/// key fanout holds; `None` for other agents (Claude Code agents: not built yet).
+fn model_route(task: &PlannedTask) -> Result<Option<ModelRoute>, String> {
+    use crate::agent::codex::config;
+    use crate::taskfile::Protocol;
+    if !matches!(
+        task.launch.protocol,
+        Protocol::Mcp | Protocol::CodexAppServer
+    ) {
+        return Ok(None);
+    }
+    let env = &task.launch.env;
+    let lookup = |n: &str| env.get(n).cloned().or_else(|| std::env::var(n).ok());
+    let home = config::user_codex_home(env.get("CODEX_HOME").map(String::as_str));
+    let cfg = match home {
+        Some(h) => config::read_config(&h.join("config.toml")).map_err(|e| e.to_string())?,
+        None => toml::Table::new(),
+    };
+    let (url, key_var) = config::model_upstream(&cfg, &lookup);
+    let key = lookup(&key_var).filter(|k| !k.is_empty());
+    if let Some(k) = &key {
+        crate::redact::register(k);
+    }
+    ModelRoute::to(
+        crate::egress::MODEL_PREFIX,
+        &url,
+        key.map(|k| format!("Bearer {k}")),
+    )
+    .map(Some)
 }
 
 fn listen(dir: &Path, socket: &Path) -> Result<tokio::net::UnixListener, String> {

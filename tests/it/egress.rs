@@ -556,3 +556,94 @@ print(" ".join(map(str, out)))
         (at(&proxied, 0.5) as f64 - at(&direct, 0.5) as f64) / 1000.0
     );
 }
+
+/// Real Codex 0.169.0 (app-server) under `--net isolated` completes a task through the proxy's
+/// model route against the scripted Responses server: every request arrives with the real key
+/// (added by the proxy), while Codex's own environment held only the placeholder and its private
+/// `CODEX_HOME` no `auth.json`.
+#[test]
+fn codex_works_through_the_proxy_with_a_placeholder_key() {
+    use crate::model_server::{self, ModelServer};
+    let server = ModelServer::start_default();
+    let home = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        home.path().join("config.toml"),
+        model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    std::fs::write(
+        home.path().join("auth.json"),
+        r#"{"OPENAI_API_KEY": "sk-auth-json-secret-0123456789"}"#,
+    )
+    .expect("write");
+    let codex = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents/codex-0.169.0/node_modules/.bin/codex");
+    assert!(
+        codex.is_file(),
+        "Codex 0.169.0 is not installed at {}",
+        codex.display()
+    );
+    let repo = TestRepo::with_files(1);
+    let cmd = r#"h=$(tr '\0' '\n' < /proc/$PPID/environ | sed -n 's/^CODEX_HOME=//p'); tr '\0' '\n' < /proc/$PPID/environ | grep -E '^OPENAI_' > codex_env.txt; ls -a "$h" > codex_home.txt"#;
+    let tasks = json!({
+        "version": 1,
+        "defaults": {"timeout_secs": 60, "max_attempts": 1},
+        "tasks": [{"id": "through-proxy", "prompt": format!("Look around.\nCMD: {cmd}")}]
+    });
+    let file = repo.write_tasks(&tasks);
+    let report_path = repo.report_path();
+    let out = repo
+        .fanout_command()
+        .args(["run", "--repo"])
+        .arg(&repo.path)
+        .arg("--tasks")
+        .arg(&file)
+        .args(["--net", "isolated", "--no-readback", "--report"])
+        .arg(&report_path)
+        .env("FANOUT_CODEX_BIN", &codex)
+        .env("CODEX_HOME", home.path())
+        .env("OPENAI_API_KEY", "sk-real-key-of-the-run-0123456789")
+        .output()
+        .expect("fanout runs");
+    let err = stderr(&out);
+    let report: Value = std::fs::read(&report_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let t = task(&report, "through-proxy");
+    let run_dir = report["run_dir"].as_str().unwrap_or_default().to_string();
+    let logs = std::fs::read_dir(std::path::Path::new(&run_dir).join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}:\n{}",
+                e.path().display(),
+                std::fs::read_to_string(e.path()).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(t["status"], "merged", "{t:#}\n{err}\n{logs}");
+    assert_eq!(t["network"], "namespace", "{t:#}");
+    let requests = server.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some("Bearer sk-real-key-of-the-run-0123456789"),
+            "{}",
+            r.path
+        );
+    }
+    let env = merged_lines(&repo, &report, "codex_env.txt");
+    assert!(
+        env.iter().any(|l| l == "OPENAI_API_KEY=fanout-placeholder"),
+        "{env:?}"
+    );
+    assert!(!env.iter().any(|l| l.contains("sk-real")), "{env:?}");
+    let listing = merged_lines(&repo, &report, "codex_home.txt");
+    assert!(listing.iter().any(|l| l == "config.toml"), "{listing:?}");
+    assert!(!listing.iter().any(|l| l == "auth.json"), "{listing:?}");
+}
