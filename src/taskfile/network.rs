@@ -8,8 +8,8 @@ use crate::egress::HostPort;
 pub enum PhaseNet {
     /// Nothing.
     None,
-    /// The agent's model API only (carried by the proxy's model route: not built yet, so for
-    /// now nothing either).
+    /// The agent's model API only, through the proxy's model route (Codex agents; http
+    /// upstreams until the proxy has a TLS client).
     Model,
     /// These `host:port` names.
     Hosts(Vec<HostPort>),
