@@ -394,6 +394,12 @@ fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
         "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string()
     });
     warnings.extend(unconfined.clone());
+    if plan.options.sandbox.enabled && plan.options.sandbox.net == crate::plan::NetChoice::Any {
+        warnings.push(
+            "agents' network is not limited (--net any): every process of a task may connect anywhere"
+                .to_string(),
+        );
+    }
     let sandbox_summary = SandboxSummary {
         mode: if unconfined.is_some() {
             "off"

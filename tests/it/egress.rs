@@ -647,3 +647,19 @@ fn codex_works_through_the_proxy_with_a_placeholder_key() {
     assert!(listing.iter().any(|l| l == "config.toml"), "{listing:?}");
     assert!(!listing.iter().any(|l| l == "auth.json"), "{listing:?}");
 }
+
+/// `--net any` keeps the old behaviour, with a warning in the report.
+#[test]
+fn net_any_warns() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&escape_tasks("echo x > x.txt", "true", &[]));
+    let (out, report) = repo.run(&file, &["--net", "any", "--no-readback"]);
+    let t = task(&report, "escape");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "any", "{t:#}");
+    assert!(
+        report["warnings"].to_string().contains("--net any"),
+        "{}",
+        report["warnings"]
+    );
+}
