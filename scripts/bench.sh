@@ -13,7 +13,7 @@
 # Prints fanout's and the baseline's ms per task, their ratio, fanout's peak RSS and the run
 # folder's peak disk use (sampled), then one line `ratio_vs_git=<x>`: baseline time / fanout
 # time (above 1: fanout is faster).
-# Usage: [BASELINE=0] scripts/bench.sh [FILES] [TASKS] [JOBS] [MODE]
+# Usage: [BASELINE=0] [NETNS=0] [PROXY=0] scripts/bench.sh [FILES] [TASKS] [JOBS] [MODE]
 #
 # SCENARIO=setup: the nightly `var`→`let` codemod of a JS library with `setup: npm ci`, offline
 # and deterministic: PACKAGES local tarball dependencies of 500 files each (`npm ci --offline`
@@ -181,6 +181,23 @@ trap 'touch "$work/done"; rm -rf "$work"' EXIT
 # As root, agents run as another uid and must reach their workspaces in $work/tmp.
 chmod 711 "$work"
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null
+
+# The network namespace's cost per task (`--net isolated`, docs/sandbox.md): the median and p99
+# of SAMPLES sandboxed starts of `true` with and without it, and their difference. NETNS=0 skips.
+netns_cost() {
+  local n=${SAMPLES:-60} kind t0 t1
+  for kind in default isolated; do
+    for _ in $(seq 1 "$n"); do
+      t0=$(now); "$fanout" sandbox -w "$work" --net "$kind" -- true 2>/dev/null; t1=$(now)
+      echo $(( (t1 - t0) / 1000 ))
+    done | sort -n > "$work/netns.$kind"
+  done
+  awk -v n="$n" 'FNR == 1 { f++ } { v[f, FNR] = $1 }
+    END { m = int((n + 1) / 2); p = int(n * 0.99); if (p < 1) p = 1
+          printf "sandboxed start (us): --net default median %d p99 %d; --net isolated median %d p99 %d; namespace cost per task %.2f ms (median)\n",
+            v[1, m], v[1, p], v[2, m], v[2, p], (v[2, m] - v[1, m]) / 1000 }' \
+    "$work/netns.default" "$work/netns.isolated"
+}
 make_repo() {
   local repo=$1
   mkdir -p "$repo/src"
@@ -226,6 +243,15 @@ ws=$(grep -m1 'workspaces:' "$work/fanout.err" | sed 's/^fanout: workspaces: //'
 # Worktree mode: how many tasks ran in a reused worktree (the report's workspace.reused).
 reused=$(grep -o '"reused": *[0-9]*' "$work/report.json" | grep -o '[0-9]*$' || true)
 [ -z "$reused" ] || ws="$ws; reused worktrees: $reused"
+
+[ "${NETNS:-1}" = 0 ] || netns_cost
+# The egress proxy's added latency per new connection (CONNECT through the forwarder in the
+# namespace and the proxy, one line echoed) against a direct connection: median and p99.
+# PROXY=0 skips (it builds the integration tests in release mode).
+if [ "${PROXY:-1}" != 0 ]; then
+  cargo test --quiet --release --features test-hooks --test it egress::proxy_latency -- --ignored --nocapture 2>/dev/null |
+    grep '^egress proxy' || echo "egress proxy latency: not measured (the test failed)"
+fi
 
 # BASELINE=0 measures fanout alone (the plain-git side of a 50 000-file run takes ~50 s a task
 # here); no ratio is printed then.

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod caches;
 pub mod cli;
 pub mod doctor;
+pub mod egress;
 pub mod event;
 pub mod eventlog;
 pub mod exit;

@@ -8,6 +8,7 @@ mod checks;
 mod error;
 mod identity;
 mod launch;
+pub mod passed_env;
 mod planned_task;
 mod sandbox_options;
 mod select;
@@ -247,6 +248,11 @@ impl Plan {
                     }
                 },
                 review: spec.review.clone().or_else(|| file.defaults.review.clone()),
+                network: spec
+                    .network
+                    .clone()
+                    .or_else(|| file.defaults.network.clone())
+                    .unwrap_or_default(),
                 diagnose: file.defaults.diagnose.unwrap_or(false),
                 claude: "claude".into(),
                 profile,

@@ -71,6 +71,11 @@ impl RunDir {
         self.root.join("events")
     }
 
+    /// The egress proxy's Unix sockets (one per task and phase), owner-only.
+    pub fn egress(&self) -> PathBuf {
+        self.root.join("egress")
+    }
+
     pub fn status(&self) -> PathBuf {
         self.root.join("status")
     }

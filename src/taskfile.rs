@@ -18,6 +18,7 @@ pub mod group;
 mod items;
 mod merge;
 mod model;
+pub mod network;
 mod placeholders;
 mod problem;
 mod read;

@@ -15,7 +15,7 @@ and giving every task a private `CODEX_HOME` that works inside fanout's sandbox.
   there (app-server adds a trusted-project entry), so it must be private and writable.
 */
 
-mod config;
+pub mod config;
 pub(crate) mod error;
 use crate::agent::url::url_port;
 pub use config::*;
@@ -322,6 +322,10 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
     .map_err(|e| CodexError::McpServers(e.to_string()))?;
     let (home, config) = prepare_home(&ctx.scratch, user_home.as_deref(), confined, mcp.config)?;
     ctx.spawn.env.extend(mcp.env);
+    if ctx.spawn.policy.egress.is_some() {
+        // Model traffic through fanout's proxy, which holds the credential.
+        super::codex::config::behind_proxy(&home, &mut ctx.spawn.env)?;
+    }
     let tmp = ctx.scratch.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(|source| CodexError::Home {
         path: tmp.display().to_string(),

@@ -46,6 +46,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
                 NetArg::Default => NetChoice::Default,
                 NetArg::Any => NetChoice::Any,
                 NetArg::None => NetChoice::None,
+                NetArg::Isolated => NetChoice::Isolated,
             },
             read_strict: a.read == ReadArg::Strict,
             min_abi: a.min_abi,

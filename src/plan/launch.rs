@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::sandbox_options::{NetChoice, SandboxOptions};
+#[cfg(test)]
+use super::sandbox_options::NetChoice;
+use super::sandbox_options::SandboxOptions;
 use crate::sandbox::{NetPolicy, RunAs};
 use crate::taskfile::{AgentProfile, Protocol};
 
@@ -26,6 +28,11 @@ pub struct Launch {
     pub min_abi: u32,
     /// TCP the task may connect to.
     pub net: NetPolicy,
+    /// `--net isolated`: a network namespace of the task's own (loopback only).
+    pub isolate_net: bool,
+    /// What the task's processes get of fanout's environment besides the base allow-list
+    /// (`plan::passed_env`): the profile's `env_pass`, the protocol's credentials.
+    pub env_pass: Vec<String>,
     /// `--read strict`: reads limited to system folders, the repository, the task's own folders
     /// and these (the program's install folders).
     pub read_strict: bool,
@@ -50,11 +57,10 @@ impl Launch {
     ) -> Launch {
         let mut ports = vec![443u16];
         ports.extend(&profile.connect_ports);
-        let net = match sandbox.net {
-            NetChoice::Any => NetPolicy::Any,
-            NetChoice::None => NetPolicy::None,
-            NetChoice::Default => NetPolicy::ConnectPorts(ports),
-        };
+        let net = sandbox.net.landlock(ports);
+        let run_as = sandbox
+            .run_as
+            .map(|who| crate::sandbox::user::task_user(who, index, uses_caches));
         Launch {
             program: profile.command.clone(),
             args: profile.args.clone(),
@@ -63,6 +69,12 @@ impl Launch {
             enforce: sandbox.enabled,
             min_abi: sandbox.min_abi,
             net,
+            isolate_net: sandbox.net.isolates(sandbox.enabled),
+            env_pass: super::passed_env::extra_names(
+                profile.protocol,
+                &profile.env_pass,
+                run_as.is_some(),
+            ),
             read_strict: sandbox.read_strict,
             program_dirs: if sandbox.read_strict {
                 crate::which::program_dirs(&profile.command)
@@ -70,9 +82,7 @@ impl Launch {
                 Vec::new()
             },
             codex,
-            run_as: sandbox
-                .run_as
-                .map(|who| crate::sandbox::user::task_user(who, index, uses_caches)),
+            run_as,
         }
     }
 }

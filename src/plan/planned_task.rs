@@ -36,6 +36,9 @@ pub struct PlannedTask {
     pub setup_inputs: Option<Vec<String>>,
     /// `false`: setup runs in every workspace (`"once": false`); else once per layer.
     pub setup_once: bool,
+    /// What each phase reaches through the egress proxy under `--net isolated` (the task's
+    /// `network`, else `defaults.network`, else agent = model, setup and verify = none).
+    pub network: taskfile::network::NetworkSpec,
     /// Ignored files of the checkout copied into the workspace (`include`), found once.
     pub include: std::sync::Arc<Vec<crate::include::Entry>>,
 }
@@ -81,6 +84,7 @@ impl PlannedTask {
                 template: false,
                 group: None,
                 review: None,
+                network: None,
             },
             agent_name: "exec".into(),
             profile: profile.clone(),
@@ -100,6 +104,7 @@ impl PlannedTask {
             setup_timeout_secs: 60.0,
             setup_inputs: None,
             setup_once: true,
+            network: Default::default(),
             include: Default::default(),
         }
     }

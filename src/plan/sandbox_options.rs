@@ -42,4 +42,25 @@ pub enum NetChoice {
     Default,
     Any,
     None,
+    /// A network namespace of each task's own (loopback only), around the agent, its verify
+    /// commands and the integration gate; TCP 443 and `connect_ports` by Landlock where no
+    /// namespace can be made.
+    Isolated,
+}
+
+impl NetChoice {
+    /// Landlock's TCP rule: `ports` are the ones allowed by default (443 and the profile's).
+    pub fn landlock(self, ports: Vec<u16>) -> crate::sandbox::NetPolicy {
+        use crate::sandbox::NetPolicy;
+        match self {
+            NetChoice::Any => NetPolicy::Any,
+            NetChoice::None => NetPolicy::None,
+            NetChoice::Default | NetChoice::Isolated => NetPolicy::ConnectPorts(ports),
+        }
+    }
+
+    /// Whether processes get a network namespace of their own (`enforce`: the sandbox is on).
+    pub fn isolates(self, enforce: bool) -> bool {
+        enforce && self == NetChoice::Isolated
+    }
 }

@@ -179,6 +179,9 @@ pub struct TaskReport {
     /// Landlock status of the agent: fully_enforced, partially_enforced, not_enforced or off.
     pub sandbox: String,
     pub sandbox_abi: Option<u32>,
+    /// What confined the agent's network: `namespace`, `landlock-ports` or `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     pub agent: AgentInfo,
     pub patch: Option<String>,
     pub event_log: Option<String>,
@@ -268,6 +271,7 @@ impl TaskReport {
             readback: None,
             sandbox: "not_started".into(),
             sandbox_abi: None,
+            network: None,
             agent: AgentInfo::default(),
             patch: None,
             event_log: None,
@@ -295,6 +299,11 @@ pub struct SandboxSummary {
     /// capabilities; absent when agents ran as the invoker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_user: Option<String>,
+    /// What the run asked to confine the network with: `namespace` (`--net isolated`; a task
+    /// that could not get one says `landlock-ports` in its own `network`), `landlock-ports`
+    /// or `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// The kind of task workspace a run used (`--workspace`), and why: docs/workspaces.md.

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use super::shared::Shared;
 use crate::git::worktree;
-use crate::plan::{CachesFill, NetChoice, PlannedTask, RunOptions};
+use crate::plan::{CachesFill, PlannedTask, RunOptions};
 use crate::process::SpawnSpec;
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::{Policy, ReadAccess};
 
 /// Where the fill step's checkout and scratch folder live: a name no task id can take (`+`).
 const FILL_DIR: &str = "+caches-fill";
@@ -146,11 +146,8 @@ fn set_up(
     if sb.run_as.is_some() {
         super::launch::dropped_root_env(&mut env, scratch);
     }
-    let net = match sb.net {
-        NetChoice::Any => NetPolicy::Any,
-        NetChoice::None => NetPolicy::None,
-        NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
-    };
+    // The fill downloads what the caches hold: no namespace of its own (no proxy yet).
+    let net = sb.net.landlock(vec![443]);
     let read = if sb.read_strict {
         ReadAccess::Strict {
             readable: super::launch::repository_readable(shared, name),
@@ -169,6 +166,8 @@ fn set_up(
         run_as: crate::sandbox::user::caches_user(sb.run_as),
         overlay: None,
         caches: None,
+        isolate_net: false,
+        egress: None,
     };
     Ok(super::launch::checkout_spec(
         shared,

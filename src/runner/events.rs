@@ -36,11 +36,33 @@ impl Events {
         let _ = self.tx.send(kind);
     }
 
+    /// A sender that does not keep the dispatcher running (for long-lived helpers such as the
+    /// egress proxy, which outlive no run but would otherwise hold its end open).
+    pub fn weak(&self) -> WeakEvents {
+        WeakEvents {
+            tx: self.tx.downgrade(),
+        }
+    }
+
     pub fn warn(&self, task: Option<&str>, message: &str) {
         self.emit(EventKind::Warning {
             task: task.map(str::to_string),
             message: message.to_string(),
         });
+    }
+}
+
+/// See [`Events::weak`]: events sent once the run's dispatcher is gone are dropped.
+#[derive(Clone)]
+pub struct WeakEvents {
+    tx: mpsc::WeakUnboundedSender<EventKind>,
+}
+
+impl WeakEvents {
+    pub fn warn(&self, task: Option<&str>, message: &str) {
+        if let Some(tx) = self.tx.upgrade() {
+            Events { tx }.warn(task, message);
+        }
     }
 }
 

@@ -25,10 +25,10 @@ use super::shared::Shared;
 use crate::event::EventKind;
 use crate::git::worktree;
 use crate::ids::TaskId;
-use crate::plan::{IntegrateGate, NetChoice};
+use crate::plan::IntegrateGate;
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::{Policy, ReadAccess};
 
 /// How much of a failing run's output goes into an ejected task's error.
 const ERROR_OUTPUT: usize = 2000;
@@ -504,11 +504,7 @@ impl Checker<'_> {
     ) -> SpawnSpec {
         let shared = self.shared;
         let sb = &shared.options.sandbox;
-        let net = match sb.net {
-            NetChoice::Any => NetPolicy::Any,
-            NetChoice::None => NetPolicy::None,
-            NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
-        };
+        let net = sb.net.landlock(vec![443]);
         let read = if sb.read_strict {
             let mut readable = super::launch::repository_readable(shared, name);
             if let Some(program) = self.gate.verify.argv().first() {
@@ -544,6 +540,8 @@ impl Checker<'_> {
             // A plain worktree, under an overlay view only to add the setup layer.
             overlay: extras.overlay,
             caches: extras.caches,
+            isolate_net: sb.net.isolates(sb.enabled),
+            egress: None,
         };
         super::launch::checkout_spec(shared, checkout, policy, env, "integration")
     }

@@ -50,7 +50,7 @@ pub(super) fn complete(
     let mut extras = Extras::default();
     if let Some(plan) = &gate.setup {
         let layer = handle
-            .block_on(super::setup_run::layer(shared, plan, commit))
+            .block_on(super::setup_run::layer(shared, plan, commit, None))
             .map_err(|f| Incomplete::SetupFailed(f.message))?;
         if shared.workspaces.overlay() {
             extras.overlay = Some(view(shared, checkout, &layer.root).map_err(Incomplete::Other)?);

@@ -18,6 +18,7 @@ pub(super) fn spawn_spec(
     task: &PlannedTask,
     paths: &Paths,
     task_env: &crate::taskenv::TaskEnv,
+    egress: Option<crate::sandbox::EgressLink>,
 ) -> SpawnSpec {
     let launch = &task.launch;
     let read = if launch.read_strict {
@@ -39,6 +40,8 @@ pub(super) fn spawn_spec(
         run_as: launch.run_as,
         overlay: paths.overlay.as_ref().map(|l| l.spec.clone()),
         caches: task_env.caches.clone(),
+        isolate_net: launch.isolate_net,
+        egress: egress.clone(),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
@@ -46,7 +49,13 @@ pub(super) fn spawn_spec(
     if launch.run_as.is_some() {
         dropped_root_env(&mut env, &paths.scratch);
     }
+    if egress.is_some() {
+        super::egress::proxy_env(&mut env);
+    }
     env.extend(launch.env.clone());
+    // Nothing else of fanout's environment: its tokens are not the agent's.
+    let mut env_remove = crate::plan::passed_env::removed(&launch.env_pass);
+    env_remove.retain(|k| !env.contains_key(k));
     SpawnSpec {
         self_exe: shared.options.self_exe.clone(),
         policy,
@@ -54,7 +63,7 @@ pub(super) fn spawn_spec(
         args: launch.args.clone(),
         cwd: agent_cwd(&task.profile, &paths.worktree),
         env,
-        env_remove: Vec::new(),
+        env_remove,
         stderr_log: paths.stderr_log.clone(),
         status_file: paths.status_file.clone(),
     }

@@ -12,6 +12,7 @@ mod advance;
 mod apply;
 mod caches;
 mod carried;
+mod egress;
 pub mod events;
 mod gate;
 mod gate_checkout;
@@ -387,6 +388,18 @@ fn open_run_folder(plan: &Plan) -> Result<(workspace::Workspaces, StateFile, Run
     Ok((workspaces, state, run_state))
 }
 
+/// What the run asks to confine its tasks' network with.
+fn run_network(sb: &crate::plan::SandboxOptions) -> crate::sandbox::NetworkConfinement {
+    use crate::plan::NetChoice;
+    use crate::sandbox::NetworkConfinement;
+    match sb.net {
+        _ if !sb.enabled => NetworkConfinement::Any,
+        NetChoice::Isolated => NetworkConfinement::Namespace,
+        NetChoice::Any => NetworkConfinement::Any,
+        NetChoice::Default | NetChoice::None => NetworkConfinement::LandlockPorts,
+    }
+}
+
 /// The sandbox as the report describes it, and the run-wide warnings known before any task.
 fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
     let mut warnings = Vec::new();
@@ -394,6 +407,12 @@ fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
         "agents run UNCONFINED (--sandbox off): they can write anywhere this user can".to_string()
     });
     warnings.extend(unconfined.clone());
+    if plan.options.sandbox.enabled && plan.options.sandbox.net == crate::plan::NetChoice::Any {
+        warnings.push(
+            "agents' network is not limited (--net any): every process of a task may connect anywhere"
+                .to_string(),
+        );
+    }
     let sandbox_summary = SandboxSummary {
         mode: if unconfined.is_some() {
             "off"
@@ -409,6 +428,7 @@ fn run_warnings(plan: &Plan) -> (SandboxSummary, Vec<String>) {
             .sandbox
             .run_as
             .map(crate::sandbox::user::describe),
+        network: Some(run_network(&plan.options.sandbox).as_str().to_string()),
     };
     if let Ok(repo) = git2::Repository::open(&plan.repo.workdir) {
         let drivers = crate::git::repo::filter_drivers(&repo, plan.base);

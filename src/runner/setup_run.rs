@@ -16,9 +16,9 @@ use git2::Oid;
 use super::setup_layers::Layer;
 use super::shared::Shared;
 use crate::git::worktree;
-use crate::plan::{NetChoice, SetupLayerPlan};
+use crate::plan::SetupLayerPlan;
 use crate::process::SpawnSpec;
-use crate::sandbox::{NetPolicy, Policy, ReadAccess};
+use crate::sandbox::{Policy, ReadAccess};
 
 /// Blocking work (git, the file system) from async code, here or under the gate's `block_on`.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -73,10 +73,13 @@ pub(super) struct Failed {
 }
 
 /// The layer `plan` makes at `start`, made now when this run has none for its key yet.
+/// `egress`: the proxy link of the setup phase of the task that asked first (`--net
+/// isolated`; the setup reaches what its `network.setup` names).
 pub(super) async fn layer(
     shared: &Shared,
     plan: &SetupLayerPlan,
     start: Oid,
+    egress: Option<crate::sandbox::EgressLink>,
 ) -> Result<Arc<Layer>, Failed> {
     let key = blocking(|| {
         let repo = git2::Repository::open(&shared.repo_path)
@@ -94,7 +97,7 @@ pub(super) async fn layer(
     if let Some(done) = slot.as_ref() {
         return done.clone().map_err(failed);
     }
-    let made = make(shared, plan, start, &key).await.map(Arc::new);
+    let made = make(shared, plan, start, &key, egress).await.map(Arc::new);
     if made.is_err() && *shared.cancel.borrow() {
         // Interrupted: not the setup's fault, and not kept.
         return made.map_err(failed);
@@ -109,6 +112,7 @@ async fn make(
     plan: &SetupLayerPlan,
     start: Oid,
     key: &str,
+    egress: Option<crate::sandbox::EgressLink>,
 ) -> Result<Layer, String> {
     if *shared.cancel.borrow() {
         // Stopping: no new checkout for a setup whose command would be stopped at once.
@@ -118,13 +122,17 @@ async fn make(
     let m = Making::new(shared, key);
     let argv = plan.command.argv();
     let prepared = blocking(|| prepare(shared, &m, start, &argv[0]));
-    let (before, spec) = match prepared {
+    let (before, mut spec) = match prepared {
         Ok(p) => p,
         Err(e) => {
             m.clean(&shared.repo_path, &shared.common_dir);
             return Err(e);
         }
     };
+    if let Some(link) = egress {
+        spec.policy.egress = Some(link);
+        super::egress::proxy_env(&mut spec.env);
+    }
     let mut cancel = shared.cancel.clone();
     let timeout = Duration::from_secs_f64(plan.timeout_secs);
     let out = tokio::select! {
@@ -247,11 +255,7 @@ fn spawn_spec(shared: &Shared, m: &Making, program: &str) -> Result<SpawnSpec, S
     if sb.run_as.is_some() {
         super::launch::dropped_root_env(&mut env, &m.scratch);
     }
-    let net = match sb.net {
-        NetChoice::Any => NetPolicy::Any,
-        NetChoice::None => NetPolicy::None,
-        NetChoice::Default => NetPolicy::ConnectPorts(vec![443]),
-    };
+    let net = sb.net.landlock(vec![443]);
     let read = if sb.read_strict {
         let mut readable = super::launch::repository_readable(shared, &m.name);
         readable.extend(crate::which::program_dirs(program));
@@ -268,6 +272,8 @@ fn spawn_spec(shared: &Shared, m: &Making, program: &str) -> Result<SpawnSpec, S
         run_as: crate::sandbox::user::caches_user(sb.run_as),
         overlay: None,
         caches: mounts,
+        isolate_net: sb.net.isolates(sb.enabled),
+        egress: None,
     };
     let label = format!("setup-{}", m.key);
     Ok(super::launch::checkout_spec(
@@ -289,7 +295,8 @@ pub(super) async fn apply(
     paths: &mut super::paths::Paths,
     spawn: &mut SpawnSpec,
 ) -> Result<(), String> {
-    let layer = layer(shared, plan, start).await;
+    let egress = spawn.policy.egress.as_ref().map(|l| l.for_phase("setup"));
+    let layer = layer(shared, plan, start, egress).await;
     let log = match &layer {
         Ok(l) => Some(&l.log),
         Err(f) => f.log.as_ref(),

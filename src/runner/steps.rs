@@ -56,6 +56,7 @@ pub(super) fn record_sandbox(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| "unknown".into());
         report.sandbox_abi = s.abi;
+        report.network = s.network.map(|n| n.as_str().to_string());
         if report.agent.sandbox.is_none() {
             report.agent.sandbox = Some(s);
         }

@@ -128,7 +128,14 @@ pub(super) async fn environment(
     for w in &task_env.warnings {
         shared.events.warn(Some(task.id().as_str()), w);
     }
-    Ok(super::launch::spawn_spec(shared, task, paths, &task_env))
+    let egress = task
+        .launch
+        .isolate_net
+        .then(|| super::egress::start(shared, task, index))
+        .flatten();
+    Ok(super::launch::spawn_spec(
+        shared, task, paths, &task_env, egress,
+    ))
 }
 
 /// The setup phase's commands, in the task's sandbox: the reset of a reused worktree, then the

@@ -197,6 +197,8 @@ async fn command_gate(
     spec.cwd = paths.worktree.clone();
     spec.stderr_log = paths.stderr_log.with_extension("verify.log");
     spec.status_file = paths.status_file.with_extension("verify.json");
+    // The verify phase's own allow-list (the task file's `network.verify`).
+    spec.policy.egress = spawn.policy.egress.as_ref().map(|l| l.for_phase("verify"));
     let runs = verify::rerun::run(
         &spec,
         &cmd.argv(),

@@ -17,6 +17,9 @@ pub enum NetArg {
     Any,
     /// TCP bind denied, connect denied (`fanout sandbox`: except to the `--allow-port` ports).
     None,
+    /// A network namespace of its own, loopback only (no host, no DNS, no UDP beyond it);
+    /// where none can be made, the `default` port rule with a warning.
+    Isolated,
 }
 
 /// Read policy on the command line (`--read`, shared by `fanout run` and `fanout sandbox`).
@@ -122,7 +125,7 @@ impl SandboxArgs {
             NetArg::Any => NetPolicy::Any,
             NetArg::None if self.allow_port.is_empty() => NetPolicy::None,
             NetArg::None => NetPolicy::ConnectPorts(self.allow_port.clone()),
-            NetArg::Default => {
+            NetArg::Default | NetArg::Isolated => {
                 let mut ports = vec![443];
                 ports.extend(&self.allow_port);
                 ports.sort_unstable();
@@ -140,6 +143,8 @@ impl SandboxArgs {
             run_as,
             overlay: None,
             caches: None,
+            isolate_net: self.net == NetArg::Isolated,
+            egress: None,
         })
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod cli;
 mod idmap;
+mod netns;
 pub mod overlay;
 mod policy;
 pub mod privs;

@@ -52,6 +52,40 @@ pub struct Policy {
     /// namespace (made for them when there is no overlay workspace). `None`: no cache mounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caches: Option<CacheMounts>,
+    /// Run the tree in a network namespace of its own (loopback only); when none can be made,
+    /// `net` (the Landlock port rule) is all that applies, with a warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolate_net: bool,
+    /// With a network namespace: fanout's egress proxy reached from inside at
+    /// 127.0.0.1:`port` (a forwarder relays to its Unix socket); Landlock lets that port pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressLink>,
+}
+
+/// Where the egress proxy listens (outside) and the port its forwarder takes inside the
+/// task's network namespace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressLink {
+    pub socket: PathBuf,
+    pub port: u16,
+}
+
+impl EgressLink {
+    /// The link of another phase of the same task: its socket is the sibling named
+    /// `<stem>.<phase>.sock` (the runner binds one per phase, each with its own allow-list).
+    pub fn for_phase(&self, phase: &str) -> EgressLink {
+        let name = self
+            .socket
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('.'))
+            .map(|(stem, _)| format!("{stem}.{phase}.sock"))
+            .unwrap_or_else(|| format!("{phase}.sock"));
+        EgressLink {
+            socket: self.socket.with_file_name(name),
+            port: self.port,
+        }
+    }
 }
 
 /// The task's view of the shared caches: one overlay per shared part (its `merged` is where
@@ -97,6 +131,8 @@ impl Policy {
             run_as: None,
             overlay: None,
             caches: None,
+            isolate_net: false,
+            egress: None,
         }
     }
 }
@@ -220,6 +256,9 @@ pub struct SandboxReport {
     /// exit code (128 + n) cannot tell that from a program that exited with that status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_signal: Option<i32>,
+    /// What confines the tree's network: its own namespace, Landlock's port rule, or nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfinement>,
 }
 
 impl SandboxReport {
@@ -243,6 +282,9 @@ impl SandboxReport {
                 ", as uid {} gid {} with no capabilities",
                 who.uid, who.gid
             ));
+        }
+        if let Some(n) = self.network {
+            line.push_str(&format!(", network: {}", n.as_str()));
         }
         if let Some(m) = &self.message {
             line.push_str(": ");
@@ -316,4 +358,28 @@ pub fn read_report(status_file: &Path) -> Result<SandboxReport, SandboxError> {
         path: status_file.to_path_buf(),
         source,
     })
+}
+
+/// Whether the child's network is its own, as the report tells.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkConfinement {
+    /// A network namespace with only a loopback interface.
+    Namespace,
+    /// Fanout's network, TCP limited by Landlock's port rule (UDP not limited).
+    LandlockPorts,
+    /// Fanout's network, nothing limited.
+    Any,
+}
+
+impl NetworkConfinement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkConfinement::Namespace => "namespace",
+            NetworkConfinement::LandlockPorts => "landlock-ports",
+            NetworkConfinement::Any => "any",
+        }
+    }
 }

@@ -83,6 +83,7 @@ pub(crate) fn not_enforced(abi: Option<u32>, message: String) -> SandboxReport {
         message: Some(message),
         run_as: None,
         child_signal: None,
+        network: None,
     }
 }
 
@@ -149,6 +150,7 @@ pub(crate) fn apply(policy: &Policy, min_abi: u32) -> SandboxReport {
                 message: None,
                 run_as: None,
                 child_signal: None,
+                network: None,
             }
         }
         Err(e) => not_enforced(kabi, format!("cannot set up the sandbox: {e}")),
@@ -214,6 +216,10 @@ fn build_and_restrict(policy: &Policy) -> Result<(RulesetStatus, Option<u32>), a
         for &port in ports {
             rs = rs.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
         }
+    }
+    // The egress forwarder's port (only set when the tree has a network namespace).
+    if let (Some(link), false) = (&policy.egress, policy.net == NetPolicy::Any) {
+        rs = rs.add_rule(NetPort::new(link.port, AccessNet::ConnectTcp))?;
     }
     let status = rs.restrict_self()?;
     if !status.no_new_privs {

@@ -2,10 +2,10 @@
 //! sure no process of the tree outlives it.
 
 use super::policy::{
-    EnforcementStatus, Policy, SandboxReport, EXIT_EXEC_FAILED, EXIT_NOT_ENFORCED, MIN_ABI_ENV,
-    MIN_SUPPORTED_ABI,
+    EnforcementStatus, NetPolicy, NetworkConfinement, Policy, SandboxReport, EXIT_EXEC_FAILED,
+    EXIT_NOT_ENFORCED, MIN_ABI_ENV, MIN_SUPPORTED_ABI,
 };
-use super::{privs, procs, rules};
+use super::{netns, privs, procs, rules};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -237,6 +237,20 @@ fn child_main(
         reset_signal(s);
     }
     let _ = setsid();
+    // The network namespace first: without root its user namespace must own it.
+    let network = confine_network(&cfg.policy);
+    // The egress forwarder only inside a namespace: outside, its port would be the host's.
+    let mut policy = cfg.policy.clone();
+    match (&policy.egress, network) {
+        (Some(link), NetworkConfinement::Namespace) => {
+            if let Err(why) = netns::start_forwarder(link) {
+                eprintln!("fanout sandbox: warning: no egress proxy inside the namespace: {why}");
+                policy.egress = None;
+            }
+        }
+        _ => policy.egress = None,
+    }
+    let policy = &policy;
     // The overlay is mounted while still privileged (as root, or with the capabilities of a
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
     let mounted = match (&cfg.policy.overlay, &cfg.policy.caches) {
@@ -268,7 +282,7 @@ fn child_main(
         ),
         Ok(run_as) => {
             let mut r = if cfg.policy.enforce {
-                rules::apply(&cfg.policy, min_abi)
+                rules::apply(policy, min_abi)
             } else {
                 SandboxReport {
                     status: EnforcementStatus::Off,
@@ -277,11 +291,16 @@ fn child_main(
                     message: None,
                     run_as: None,
                     child_signal: None,
+                    network: None,
                 }
             };
             r.run_as = run_as;
             r
         }
+    };
+    let report = SandboxReport {
+        network: Some(network),
+        ..report
     };
     let mut pipe = std::fs::File::from(status_wr);
     let mut line = serde_json::to_vec(&report).unwrap_or_default();
@@ -319,6 +338,24 @@ fn child_main(
     EXIT_EXEC_FAILED
 }
 
+/// Enters a network namespace of the tree's own when the policy asks for one; says what then
+/// confines the network (Landlock's port rule, with a warning, when no namespace could be made).
+fn confine_network(policy: &Policy) -> NetworkConfinement {
+    if policy.isolate_net {
+        match netns::enter() {
+            Ok(()) => return NetworkConfinement::Namespace,
+            Err(why) => eprintln!(
+                "fanout sandbox: warning: no network namespace ({why}); only Landlock's TCP port rule limits the network"
+            ),
+        }
+    }
+    if policy.enforce && policy.net != NetPolicy::Any {
+        NetworkConfinement::LandlockPorts
+    } else {
+        NetworkConfinement::Any
+    }
+}
+
 struct Supervisor {
     me: Pid,
     child: Pid,
@@ -344,6 +381,7 @@ impl Supervisor {
                 message: Some("the sandboxed process exited before reporting its status".into()),
                 run_as: None,
                 child_signal: None,
+                network: None,
             });
         if let Some(e) = lines
             .next()

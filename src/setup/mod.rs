@@ -42,6 +42,8 @@ pub async fn run(
     // Its own stderr and enforcement files, so the agent's are not mixed with it.
     spec.stderr_log = spawn.stderr_log.with_extension("setup-stderr.log");
     spec.status_file = spawn.status_file.with_extension("setup.json");
+    // The setup phase's own allow-list (the task file's `network.setup`).
+    spec.policy.egress = spawn.policy.egress.as_ref().map(|l| l.for_phase("setup"));
     let argv = cmd.argv();
     let out = crate::verify::command::run_logged(
         &spec,

@@ -108,6 +108,17 @@ impl Validator {
                 ),
             }
         }
+        if let Some(names) = self.strings(obj, "env_pass", path) {
+            for (i, n) in names.iter().enumerate() {
+                if n.is_empty() || n.contains(['=', '\0']) {
+                    self.problem(
+                        &format!("{path}.env_pass[{i}]"),
+                        "expected a variable name (no `=`)",
+                    );
+                }
+            }
+            profile.env_pass = names;
+        }
         if let Some(servers) = obj.get("mcp_servers") {
             profile.mcp_servers = self.mcp_servers(servers, &format!("{path}.mcp_servers"));
         }

@@ -138,6 +138,8 @@ pub struct AgentProfile {
     pub enabled: bool,
     /// TCP ports the sandbox lets the agent connect to, besides 443.
     pub connect_ports: Vec<u16>,
+    /// Variables of fanout's environment passed to the agent besides the base allow-list.
+    pub env_pass: Vec<String>,
     /// MCP servers written into a Codex agent's private `config.toml` (`[mcp_servers.NAME]`).
     pub mcp_servers: BTreeMap<String, McpServerSpec>,
 }
@@ -177,6 +179,7 @@ impl AgentProfile {
             tool_timeout_sec: DEFAULT_TOOL_TIMEOUT_SEC,
             enabled: true,
             connect_ports: Vec::new(),
+            env_pass: Vec::new(),
             mcp_servers: BTreeMap::new(),
         }
     }
@@ -214,6 +217,8 @@ pub struct Defaults {
     pub setup_inputs: Option<Vec<String>>,
     /// The long form's `once` (default true): one shared layer instead of a run per workspace.
     pub setup_once: Option<bool>,
+    /// What each phase reaches through the egress proxy (`--net isolated`).
+    pub network: Option<super::network::NetworkSpec>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -249,6 +254,7 @@ pub struct TaskSpec {
     /// `group`: tasks of one group land together or not at all.
     pub group: Option<String>,
     pub review: Option<ReviewSpec>,
+    pub network: Option<super::network::NetworkSpec>,
 }
 
 /// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the

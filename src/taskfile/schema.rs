@@ -65,6 +65,8 @@ pub enum Kind {
     Merge,
     /// A task's `group`: a name, or `true` on a template.
     Group,
+    /// `network`: each phase's destinations through the egress proxy.
+    Network,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -227,6 +229,11 @@ macro_rules! with_shared_fields {
                 Kind::Review,
                 "A review gate: Claude Code (`claude -p`, confined) reads the diff and answers APPROVE or REJECT.",
             ),
+            field(
+                "network",
+                Kind::Network,
+                "Under --net isolated, what each phase reaches through fanout's egress proxy: {\"agent\": \"model\"|\"none\"|[\"host:port\"…], \"setup\": …, \"verify\": …}; defaults: agent = model API only, setup and verify = none.",
+            ),
             $($after,)*
         ]
     };
@@ -377,6 +384,11 @@ pub const PROFILE_FIELDS: &[Field] = &[
         "connect_ports",
         Kind::Ports,
         "TCP ports the sandbox lets the agent connect to besides 443.",
+    ),
+    field(
+        "env_pass",
+        Kind::Strings,
+        "Names of fanout's environment variables the agent gets besides PATH, HOME, TMPDIR, LANG, LC_*, TERM, TZ, USER, LOGNAME, SHELL and FANOUT_* (nothing else is inherited).",
     ),
     field(
         "mcp_servers",
@@ -548,6 +560,19 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
         }
         Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
+        Kind::Network => {
+            let hosts =
+                json!({"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}});
+            json!({
+                "type": "object",
+                "properties": {
+                    "agent": {"oneOf": [{"enum": ["model", "none"]}, hosts]},
+                    "setup": {"oneOf": [{"enum": ["none"]}, hosts]},
+                    "verify": {"oneOf": [{"enum": ["none"]}, hosts]}
+                },
+                "additionalProperties": false
+            })
+        }
         Kind::Agents => json!({
             "type": "object",
             "propertyNames": {"pattern": AGENT_NAME_PATTERN},
@@ -658,6 +683,9 @@ mod tests {
             Kind::Group => json!("rename-foo"),
             Kind::Merge => {
                 json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}])
+            }
+            Kind::Network => {
+                json!({"agent": "model", "setup": ["localhost:8080"], "verify": "none"})
             }
         }
     }

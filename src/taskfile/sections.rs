@@ -307,6 +307,30 @@ impl Validator {
             setup_timeout_secs,
             setup_inputs,
             setup_once,
+            network: self.network(obj, path),
+        }
+    }
+
+    /// `network`: each phase's destinations (`taskfile::network`).
+    pub(super) fn network(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+    ) -> Option<super::network::NetworkSpec> {
+        let value = obj.get("network")?;
+        match super::network::NetworkSpec::parse(value) {
+            Ok(spec) => Some(spec),
+            Err(problems) => {
+                for (at, why) in problems {
+                    let loc = if at.is_empty() {
+                        format!("{path}.network")
+                    } else {
+                        format!("{path}.network.{at}")
+                    };
+                    self.problem(&loc, why);
+                }
+                None
+            }
         }
     }
 

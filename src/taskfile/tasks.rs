@@ -99,6 +99,7 @@ impl Validator {
         let review = self.review(obj, path);
         let (setup, setup_timeout_secs, setup_inputs, setup_once) = self.setup(obj, path);
         let group = self.group(obj, path, template);
+        let network = self.network(obj, path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -139,6 +140,7 @@ impl Validator {
             template,
             group,
             review,
+            network,
         })
     }
 

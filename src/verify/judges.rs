@@ -211,6 +211,9 @@ impl Judges {
             run_as: self.run_as,
             overlay: None,
             caches: None,
+            // Judges talk to their model API directly: no namespace until the egress proxy.
+            isolate_net: false,
+            egress: None,
         };
         let (env, env_remove) = self.environment(judge.home, judge.env);
         SpawnSpec {

@@ -313,6 +313,8 @@ fn session_follow_up(version: &str, protocol: &str) {
                 run_as: None,
                 overlay: None,
                 caches: None,
+                isolate_net: false,
+                egress: None,
             },
             program: profile.command.clone(),
             args: Vec::new(),

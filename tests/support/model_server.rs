@@ -50,6 +50,8 @@ pub enum Reply {
 pub struct Request {
     pub path: String,
     pub body: Value,
+    /// The `Authorization` header, when one came.
+    pub authorization: Option<String>,
 }
 
 impl Request {
@@ -275,6 +277,7 @@ fn serve(
         let path = parts.next().unwrap_or("").to_string();
         let mut content_length = 0usize;
         let mut chunked = false;
+        let mut authorization = None;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
@@ -287,7 +290,9 @@ fn serve(
             }
             if let Some((k, v)) = line.split_once(':') {
                 let k = k.trim().to_ascii_lowercase();
-                if k == "content-length" {
+                if k == "authorization" {
+                    authorization = Some(v.trim().to_string());
+                } else if k == "content-length" {
                     content_length = v.trim().parse().unwrap_or(0);
                 } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
                     chunked = true;
@@ -313,7 +318,11 @@ fn serve(
             continue;
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let req = Request { path, body };
+        let req = Request {
+            path,
+            body,
+            authorization,
+        };
         lock(requests).push(req.clone());
         let n = counter.fetch_add(1, Ordering::SeqCst);
         match script(&req) {

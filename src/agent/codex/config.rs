@@ -93,3 +93,115 @@ pub fn provider_ports(config: &toml::Table) -> Vec<u16> {
     }
     ports
 }
+
+/// The placeholder a sandboxed Codex holds instead of an API key (the proxy adds the real one).
+pub const KEY_PLACEHOLDER: &str = "fanout-placeholder";
+
+/// The model API a Codex config talks to: the active `model_provider`'s `base_url` and the
+/// variable holding its key (`env_key`, else `OPENAI_API_KEY`); without a custom provider,
+/// `openai_base_url`, then `OPENAI_BASE_URL` from `env`, then OpenAI's own.
+pub fn model_upstream(
+    config: &toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (String, String) {
+    let provider = config
+        .get("model_provider")
+        .and_then(toml::Value::as_str)
+        .and_then(|name| config.get("model_providers")?.get(name));
+    let key_var = provider
+        .and_then(|p| p.get("env_key"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or("OPENAI_API_KEY")
+        .to_string();
+    let url = provider
+        .and_then(|p| p.get("base_url"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            config
+                .get("openai_base_url")
+                .and_then(toml::Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| env("OPENAI_BASE_URL"))
+        .unwrap_or_else(|| "https://api.openai.com/v1".into());
+    (url, key_var)
+}
+
+/// Points the config's model API at `url` (the egress proxy's model route): the active
+/// provider's `base_url`, else `openai_base_url`.
+pub fn point_model_at(config: &mut toml::Table, url: &str) {
+    let name = config
+        .get("model_provider")
+        .and_then(toml::Value::as_str)
+        .map(str::to_string);
+    if let Some(p) = name.as_deref().and_then(|n| {
+        config
+            .get_mut("model_providers")?
+            .as_table_mut()?
+            .get_mut(n)?
+            .as_table_mut()
+    }) {
+        p.insert("base_url".into(), url.into());
+        return;
+    }
+    config.insert("openai_base_url".into(), url.into());
+}
+
+/// Under fanout's egress proxy: the private home's config sends model requests to the proxy's
+/// model route, the home holds no `auth.json`, and the key variable only a placeholder (the
+/// proxy adds the real credential).
+pub fn behind_proxy(
+    home: &Path,
+    env: &mut std::collections::BTreeMap<String, String>,
+) -> Result<(), CodexError> {
+    let path = home.join("config.toml");
+    let mut config = read_config(&path)?;
+    let lookup = |n: &str| env.get(n).cloned().or_else(|| std::env::var(n).ok());
+    let (_, key_var) = model_upstream(&config, &lookup);
+    let url = crate::egress::model_url();
+    point_model_at(&mut config, &url);
+    let bad = |message: String| CodexError::BadConfig {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = toml::to_string(&config).map_err(|e| bad(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| bad(e.to_string()))?;
+    match std::fs::remove_file(home.join("auth.json")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(format!("cannot remove auth.json: {e}"))),
+    }
+    env.insert(key_var, KEY_PLACEHOLDER.into());
+    env.insert("OPENAI_BASE_URL".into(), url);
+    Ok(())
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    #[test]
+    fn the_active_provider_is_pointed_at_the_proxy() {
+        let mut c: toml::Table = "model_provider = \"s\"\n[model_providers.s]\nbase_url = \"http://127.0.0.1:9/v1\"\nenv_key = \"S_KEY\"\n".parse().unwrap();
+        assert_eq!(
+            model_upstream(&c, &|_| None),
+            ("http://127.0.0.1:9/v1".into(), "S_KEY".into())
+        );
+        point_model_at(&mut c, "http://127.0.0.1:3128/model");
+        assert_eq!(
+            model_upstream(&c, &|_| None).0,
+            "http://127.0.0.1:3128/model"
+        );
+        let mut plain = toml::Table::new();
+        assert_eq!(
+            model_upstream(&plain, &|_| Some("http://x:1".into())).0,
+            "http://x:1"
+        );
+        point_model_at(&mut plain, "http://p");
+        assert_eq!(
+            plain.get("openai_base_url").and_then(|v| v.as_str()),
+            Some("http://p")
+        );
+    }
+}
