@@ -175,6 +175,7 @@ fn set_up(
         policy,
         env,
         "caches-fill",
+        None,
     ))
 }
 

@@ -543,7 +543,7 @@ impl Checker<'_> {
             isolate_net: sb.net.isolates(sb.enabled),
             egress: None,
         };
-        super::launch::checkout_spec(shared, checkout, policy, env, "integration")
+        super::launch::checkout_spec(shared, checkout, policy, env, "integration", Some(&[]))
     }
 
     /// Removes the checkout, its registration, its branch and its scratch folder.

@@ -102,17 +102,34 @@ pub(crate) fn dropped_root_env(
 
 pub(crate) use crate::which::program_dirs;
 
-/// A sandboxed command of the run in a checkout of its own (the integration gate, the caches
-/// fill): `policy` and `env` as given, the program set by the caller, its stderr and status
-/// under `label` in the run folder.
+/// A sandboxed command of the run in a checkout of its own (the integration gate, a shared
+/// setup, the caches fill): `policy` and `env` as given, the program set by the caller, its
+/// stderr and status under `label` in the run folder. `pass`: it gets fanout's environment
+/// only as agents do (the allow-list and these names, `plan::passed_env`) — the gate and a
+/// setup run code the agents wrote; `None`: all of it (the caches fill, the user's own
+/// command on the base, before any agent).
 pub(super) fn checkout_spec(
     shared: &Shared,
     checkout: &Path,
     policy: Policy,
     env: std::collections::BTreeMap<String, String>,
     label: &str,
+    pass: Option<&[String]>,
 ) -> SpawnSpec {
     let layout = crate::run_dir::RunDir::new(&shared.run_dir);
+    let mut env_remove = match pass {
+        Some(names) => {
+            let drops_root = policy.run_as.is_some();
+            let extra = crate::plan::passed_env::extra_names(
+                crate::taskfile::Protocol::Exec,
+                names,
+                drops_root,
+            );
+            crate::plan::passed_env::removed(&extra)
+        }
+        None => Vec::new(),
+    };
+    env_remove.retain(|k| !env.contains_key(k));
     SpawnSpec {
         self_exe: shared.options.self_exe.clone(),
         policy,
@@ -120,7 +137,7 @@ pub(super) fn checkout_spec(
         args: Vec::new(),
         cwd: checkout.to_path_buf(),
         env,
-        env_remove: Vec::new(),
+        env_remove,
         stderr_log: layout.logs().join(format!("{label}.stderr.log")),
         status_file: layout.status().join(format!("{label}.json")),
     }

@@ -276,12 +276,19 @@ fn spawn_spec(shared: &Shared, m: &Making, program: &str) -> Result<SpawnSpec, S
         egress: None,
     };
     let label = format!("setup-{}", m.key);
+    // What the tasks' profiles pass, for the setup that prepares their workspaces.
+    let pass: Vec<String> = shared
+        .tasks
+        .iter()
+        .flat_map(|t| t.profile.env_pass.iter().cloned())
+        .collect();
     Ok(super::launch::checkout_spec(
         shared,
         &m.checkout,
         policy,
         env,
         &label,
+        Some(&pass),
     ))
 }
 

@@ -204,6 +204,8 @@ fn environment_is_an_allow_list(runner: Runner) {
         &[],
     );
     tasks["agents"]["bash"]["env_pass"] = json!(["FANOUT_EGRESS_UNUSED", "PASSED_SETTING"]);
+    // The integration gate runs what the agents wrote: it gets no token either.
+    tasks["integrate"] = json!({"verify": "! env | grep -q fake-token-of-the-ci-job"});
     let file = repo.write_tasks(&tasks);
     let (out, report) =
         crate::support::with_env("GITHUB_TOKEN", "fake-token-of-the-ci-job", || {
@@ -219,6 +221,7 @@ fn environment_is_an_allow_list(runner: Runner) {
         });
     let t = task(&report, "escape");
     assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(report["integration"]["passed"], true, "{report:#}");
     let lines = merged_lines(&repo, &report, "env.txt");
     assert!(
         lines
