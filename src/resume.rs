@@ -319,14 +319,7 @@ fn remove_left_lowers(plan: &Plan) -> Result<(), ResumeError> {
         .worktrees_link()
         .join(".lower");
     let prefix = format!("fanout-{}-lower-", plan.run_id);
-    let names: Vec<String> = std::fs::read_dir(plan.repo.common_dir.join("worktrees"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = worktree::registered_with_prefix(&plan.repo.common_dir, &prefix);
     for name in names {
         let commit = &name[prefix.len()..];
         worktree::remove(&plan.repo.common_dir, &name, &lower_dir.join(commit))

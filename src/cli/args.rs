@@ -302,6 +302,13 @@ pub struct ResumeArgs {
     pub repo: RepoArg,
     /// The run id (see `fanout status`) or `last`.
     pub run: String,
+    #[command(flatten)]
+    pub go_on: ContinueArgs,
+}
+
+/// What `resume` and `retry` take besides the run: how the continued run goes.
+#[derive(clap::Args, Debug)]
+pub struct ContinueArgs {
     /// At most this many agents at once (default: as the run had).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -330,20 +337,8 @@ pub struct RetryArgs {
     /// Also run again a named task that merged.
     #[arg(long)]
     pub force: bool,
-    /// At most this many agents at once (default: as the run had).
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Also write the JSON report here.
-    #[arg(long, value_name = "PATH")]
-    pub report: Option<PathBuf>,
-    /// Print only warnings and the final table.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
     #[command(flatten)]
-    pub output: OutputArgs,
-    /// Refuse to start with less free space than this (MB) on the filesystem of `.git`; 0 turns the check off.
-    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
-    pub min_free_mb: u64,
+    pub go_on: ContinueArgs,
 }
 
 #[derive(clap::Args, Debug)]

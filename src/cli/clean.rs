@@ -94,15 +94,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         }
         let mut removed = 0;
         let prefix = format!("fanout-{run}-");
-        // The admin folders themselves, also half-written ones a kill -9 during creation left.
-        let names: Vec<String> = std::fs::read_dir(repo.common_dir.join("worktrees"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| n.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = crate::git::worktree::registered_with_prefix(&repo.common_dir, &prefix);
         for name in &names {
             let task = &name[prefix.len()..];
             let path = RunDir::new(&dir).worktrees_link().join(task);

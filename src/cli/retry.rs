@@ -3,19 +3,13 @@
 
 use anyhow::Context;
 
-use super::args::{RepoArg, RetryArgs};
+use super::args::{ContinueArgs, RepoArg, RetryArgs};
 use super::common::{resolve_run, usage};
 use crate::resume::{Continue, RetryChoice};
 
 pub fn run(a: RetryArgs) -> anyhow::Result<i32> {
     let run = resolve_run(&a.repo, &a.run)?;
-    let c = continue_of(
-        &a.repo,
-        run.clone(),
-        a.jobs,
-        a.report.clone(),
-        a.min_free_mb,
-    )?;
+    let c = continue_of(&a.repo, run.clone(), &a.go_on)?;
     let choice = RetryChoice {
         ids: crate::plan::split_ids(&a.ids),
         force: a.force,
@@ -34,8 +28,8 @@ pub fn run(a: RetryArgs) -> anyhow::Result<i32> {
     let repo_path = c.repo_path.clone();
     super::run::execute_and_report_then(
         continued.plan,
-        a.quiet,
-        &a.output,
+        a.go_on.quiet,
+        &a.go_on.output,
         "retry",
         move |report| {
             if let Err(e) = crate::resume::drop_stale_integration(&repo_path, &run, report) {
@@ -49,10 +43,9 @@ pub fn run(a: RetryArgs) -> anyhow::Result<i32> {
 pub(super) fn continue_of(
     repo: &RepoArg,
     run: crate::ids::RunId,
-    jobs: Option<usize>,
-    report: Option<std::path::PathBuf>,
-    min_free_mb: u64,
+    go_on: &ContinueArgs,
 ) -> anyhow::Result<Continue> {
+    let (jobs, report, min_free_mb) = (go_on.jobs, go_on.report.clone(), go_on.min_free_mb);
     if jobs == Some(0) {
         return Err(usage("--jobs must be at least 1"));
     }

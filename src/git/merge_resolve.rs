@@ -104,18 +104,10 @@ fn merged_entry(
         (Some(a), _) if a.mode != theirs.mode => theirs.mode,
         _ => ours.mode,
     };
-    Ok(Some(IndexEntry {
-        ctime: git2::IndexTime::new(0, 0),
-        mtime: git2::IndexTime::new(0, 0),
-        dev: 0,
-        ino: 0,
+    Ok(Some(super::index_entry(
+        ours.path.clone(),
         mode,
-        uid: 0,
-        gid: 0,
-        file_size: 0,
         id,
-        flags: ours.flags & !STAGE_MASK,
-        flags_extended: 0,
-        path: ours.path.clone(),
-    }))
+        ours.flags & !STAGE_MASK,
+    )))
 }

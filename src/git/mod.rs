@@ -94,6 +94,24 @@ pub(crate) fn bytes_path(p: &[u8]) -> &std::path::Path {
     std::path::Path::new(std::ffi::OsStr::from_bytes(p))
 }
 
+/// An index entry without stat data: what git would read from a tree.
+pub(crate) fn index_entry(path: Vec<u8>, mode: u32, id: git2::Oid, flags: u16) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags,
+        flags_extended: 0,
+        path,
+    }
+}
+
 /// The tree entry mode of a raw git mode (anything unknown is a plain file).
 pub(crate) fn file_mode(mode: u32) -> git2::FileMode {
     match mode {

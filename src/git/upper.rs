@@ -80,20 +80,8 @@ impl<'r> Start<'r> {
     fn get(&self, p: &[u8]) -> Option<IndexEntry> {
         let e = self.entry(p)?;
         let mode = e.filemode() as u32;
-        (e.kind() != Some(git2::ObjectType::Tree)).then(|| IndexEntry {
-            ctime: git2::IndexTime::new(0, 0),
-            mtime: git2::IndexTime::new(0, 0),
-            dev: 0,
-            ino: 0,
-            mode,
-            uid: 0,
-            gid: 0,
-            file_size: 0,
-            id: e.id(),
-            flags: 0,
-            flags_extended: 0,
-            path: p.to_vec(),
-        })
+        (e.kind() != Some(git2::ObjectType::Tree))
+            .then(|| super::index_entry(p.to_vec(), mode, e.id(), 0))
     }
 
     /// Whether the start commit has a folder (so entries beneath) at `p`.

@@ -171,3 +171,16 @@ pub fn remove(common_dir: &Path, name: &str, path: &Path) -> Result<(), GitError
 }
 
 pub use crate::fs_util::remove_tree;
+
+/// The names of the worktrees registered in `common_dir` that start with `prefix` (admin
+/// folders, also half-written ones a kill -9 during creation left).
+pub fn registered_with_prefix(common_dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(common_dir.join("worktrees"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}

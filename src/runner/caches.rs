@@ -13,7 +13,6 @@ use super::shared::Shared;
 use crate::git::worktree;
 use crate::plan::{CachesFill, PlannedTask, RunOptions};
 use crate::process::SpawnSpec;
-use crate::sandbox::{Policy, ReadAccess};
 
 /// Where the fill step's checkout and scratch folder live: a name no task id can take (`+`).
 const FILL_DIR: &str = "+caches-fill";
@@ -147,28 +146,12 @@ fn set_up(
         super::launch::dropped_root_env(&mut env, scratch);
     }
     // The fill downloads what the caches hold: no namespace of its own (no proxy yet).
-    let net = sb.net.landlock(vec![443]);
-    let read = if sb.read_strict {
-        ReadAccess::Strict {
-            readable: super::launch::repository_readable(shared, name),
-        }
-    } else {
-        ReadAccess::All
-    };
+    let read = super::launch::checkout_read(shared, name, None);
     let mut writable = vec![checkout.to_path_buf(), scratch.to_path_buf()];
     writable.extend(view.writable);
-    let policy = Policy {
-        enforce: sb.enabled,
-        writable,
-        read,
-        net,
-        min_abi: sb.min_abi,
-        run_as: crate::sandbox::user::caches_user(sb.run_as),
-        overlay: None,
-        caches: None,
-        isolate_net: false,
-        egress: None,
-    };
+    // No namespace: it downloads what the caches hold.
+    let run_as = crate::sandbox::user::caches_user(sb.run_as);
+    let policy = super::launch::checkout_policy(shared, writable, read, run_as, false);
     Ok(super::launch::checkout_spec(
         shared,
         checkout,

@@ -28,7 +28,6 @@ use crate::ids::TaskId;
 use crate::plan::IntegrateGate;
 use crate::process::SpawnSpec;
 use crate::report::{GateResult, IntegrationReport, TaskReport, TaskStatus};
-use crate::sandbox::{Policy, ReadAccess};
 
 /// How much of a failing run's output goes into an ejected task's error.
 const ERROR_OUTPUT: usize = 2000;
@@ -504,16 +503,8 @@ impl Checker<'_> {
     ) -> SpawnSpec {
         let shared = self.shared;
         let sb = &shared.options.sandbox;
-        let net = sb.net.landlock(vec![443]);
-        let read = if sb.read_strict {
-            let mut readable = super::launch::repository_readable(shared, name);
-            if let Some(program) = self.gate.verify.argv().first() {
-                readable.extend(super::launch::program_dirs(program));
-            }
-            ReadAccess::Strict { readable }
-        } else {
-            ReadAccess::All
-        };
+        let program = self.gate.verify.argv().first().cloned();
+        let read = super::launch::checkout_read(shared, name, program.as_deref());
         let mut env = std::collections::BTreeMap::new();
         env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
         env.insert("FANOUT_SCRATCH".into(), scratch.display().to_string());
@@ -529,20 +520,12 @@ impl Checker<'_> {
         env.insert("FANOUT_WORKTREE".into(), checkout.display().to_string());
         let mut writable = vec![checkout.to_path_buf(), scratch.to_path_buf()];
         writable.extend(extras.writable);
-        let policy = Policy {
-            enforce: sb.enabled,
-            writable,
-            read,
-            net,
-            min_abi: sb.min_abi,
-            // A uid of its own: it runs every task's merged code.
-            run_as: crate::sandbox::user::gate_user(sb.run_as),
-            // A plain worktree, under an overlay view only to add the setup layer.
-            overlay: extras.overlay,
-            caches: extras.caches,
-            isolate_net: sb.net.isolates(sb.enabled),
-            egress: None,
-        };
+        // A uid of its own: it runs every task's merged code.
+        let run_as = crate::sandbox::user::gate_user(sb.run_as);
+        let mut policy = super::launch::checkout_policy(shared, writable, read, run_as, true);
+        // A plain worktree, under an overlay view only to add the setup layer.
+        policy.overlay = extras.overlay;
+        policy.caches = extras.caches;
         super::launch::checkout_spec(shared, checkout, policy, env, "integration", Some(&[]))
     }
 

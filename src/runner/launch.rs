@@ -102,6 +102,45 @@ pub(crate) fn dropped_root_env(
 
 pub(crate) use crate::which::program_dirs;
 
+/// What a sandboxed command of the run in a checkout of its own (registered as `wt_name`)
+/// may read: everything, or under `--read strict` the repository as [`repository_readable`]
+/// says and the install folders of `program`.
+pub(super) fn checkout_read(shared: &Shared, wt_name: &str, program: Option<&str>) -> ReadAccess {
+    if !shared.options.sandbox.read_strict {
+        return ReadAccess::All;
+    }
+    let mut readable = repository_readable(shared, wt_name);
+    if let Some(program) = program {
+        readable.extend(program_dirs(program));
+    }
+    ReadAccess::Strict { readable }
+}
+
+/// The policy of such a command: the run's sandbox settings, TCP 443 (or what `--net` says),
+/// its own network namespace under `--net isolated` when `isolate`, `writable`, `read`, as
+/// `run_as`; no overlay, cache mounts or proxy link (the caller adds what it has).
+pub(super) fn checkout_policy(
+    shared: &Shared,
+    writable: Vec<PathBuf>,
+    read: ReadAccess,
+    run_as: Option<crate::sandbox::RunAs>,
+    isolate: bool,
+) -> Policy {
+    let sb = &shared.options.sandbox;
+    Policy {
+        enforce: sb.enabled,
+        writable,
+        read,
+        net: sb.net.landlock(vec![443]),
+        min_abi: sb.min_abi,
+        run_as,
+        overlay: None,
+        caches: None,
+        isolate_net: isolate && sb.net.isolates(sb.enabled),
+        egress: None,
+    }
+}
+
 /// A sandboxed command of the run in a checkout of its own (the integration gate, a shared
 /// setup, the caches fill): `policy` and `env` as given, the program set by the caller, its
 /// stderr and status under `label` in the run folder. `pass`: it gets fanout's environment

@@ -18,7 +18,6 @@ use super::shared::Shared;
 use crate::git::worktree;
 use crate::plan::SetupLayerPlan;
 use crate::process::SpawnSpec;
-use crate::sandbox::{Policy, ReadAccess};
 
 /// Blocking work (git, the file system) from async code, here or under the gate's `block_on`.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -255,26 +254,10 @@ fn spawn_spec(shared: &Shared, m: &Making, program: &str) -> Result<SpawnSpec, S
     if sb.run_as.is_some() {
         super::launch::dropped_root_env(&mut env, &m.scratch);
     }
-    let net = sb.net.landlock(vec![443]);
-    let read = if sb.read_strict {
-        let mut readable = super::launch::repository_readable(shared, &m.name);
-        readable.extend(crate::which::program_dirs(program));
-        ReadAccess::Strict { readable }
-    } else {
-        ReadAccess::All
-    };
-    let policy = Policy {
-        enforce: sb.enabled,
-        writable,
-        read,
-        net,
-        min_abi: sb.min_abi,
-        run_as: crate::sandbox::user::caches_user(sb.run_as),
-        overlay: None,
-        caches: mounts,
-        isolate_net: sb.net.isolates(sb.enabled),
-        egress: None,
-    };
+    let read = super::launch::checkout_read(shared, &m.name, Some(program));
+    let run_as = crate::sandbox::user::caches_user(sb.run_as);
+    let mut policy = super::launch::checkout_policy(shared, writable, read, run_as, true);
+    policy.caches = mounts;
     let label = format!("setup-{}", m.key);
     // What the tasks' profiles pass, for the setup that prepares their workspaces.
     let pass: Vec<String> = shared

@@ -35,6 +35,7 @@ mod procs;
 mod rules;
 mod supervisor;
 pub mod user;
+mod userns;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -13,34 +13,12 @@ use super::privs;
 /// namespace (in a new user namespace when not root) with its loopback up. Without root, the
 /// capabilities the user namespace gave are dropped before returning. `Err` says why not; the
 /// caller then falls back to the Landlock port rule.
-#[allow(unsafe_code)]
 pub(crate) fn enter() -> Result<(), String> {
     if let Some(why) = refused_for_tests() {
         return Err(why);
     }
     let root = nix::unistd::geteuid().is_root();
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    let flags = if root {
-        libc::CLONE_NEWNET
-    } else {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
-    };
-    // SAFETY: unshare takes only flags; the child is single-threaded, as CLONE_NEWUSER needs.
-    if unsafe { libc::unshare(flags) } != 0 {
-        return Err(format!(
-            "cannot create a {}network namespace: {}",
-            if root { "" } else { "user and " },
-            std::io::Error::last_os_error()
-        ));
-    }
-    if !root {
-        let write = |file: &str, text: String| {
-            std::fs::write(file, text).map_err(|e| format!("cannot write {file}: {e}"))
-        };
-        write("/proc/self/setgroups", "deny".into())?;
-        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
-    }
+    super::userns::unshare_own_ids(libc::CLONE_NEWNET, "network")?;
     loopback_up().map_err(|e| format!("cannot bring the loopback interface up: {e}"))?;
     if !root {
         privs::drop_all_caps()?;

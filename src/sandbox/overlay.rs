@@ -84,29 +84,8 @@ pub(crate) fn enter(
         .flatten()
         .map(|s| mount_options(s, root).map(|o| (s, o)))
         .collect::<Result<Vec<_>, _>>()?;
-    let flags = if root {
-        libc::CLONE_NEWNS
-    } else {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNS
-    };
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    // SAFETY: unshare takes only flags; the child is single-threaded, as CLONE_NEWUSER needs.
-    if unsafe { libc::unshare(flags) } != 0 {
-        return Err(format!(
-            "cannot create a {}mount namespace: {}",
-            if root { "" } else { "user and " },
-            std::io::Error::last_os_error()
-        ));
-    }
-    if !root {
-        // Only our own ids, mapped to themselves: files in the upper folder keep their owner.
-        let write = |file: &str, text: String| {
-            std::fs::write(file, text).map_err(|e| format!("cannot write {file}: {e}"))
-        };
-        write("/proc/self/setgroups", "deny".into())?;
-        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
-    }
+    // Only our own ids, mapped to themselves: files in the upper folder keep their owner.
+    super::userns::unshare_own_ids(libc::CLONE_NEWNS, "mount")?;
     // Nothing mounted here may reach the namespace fanout runs in.
     let slash = c"/";
     // SAFETY: valid NUL-terminated strings; null source/type/data are allowed for a

@@ -119,26 +119,14 @@ impl Validator {
 
     /// A size in bytes: a whole number of at least 1.
     pub(super) fn bytes(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<u64> {
-        let loc = format!("{path}.{key}");
-        match obj.get(key)? {
-            Value::Number(n) => match n.as_u64() {
-                Some(x) if x >= 1 => Some(x),
-                _ => {
-                    self.problem(
-                        &loc,
-                        format!("must be a whole number of bytes (at least 1), found {n}"),
-                    );
-                    None
-                }
-            },
-            other => {
-                self.problem(
-                    &loc,
-                    format!("expected a whole number of bytes, found {}", kind(other)),
-                );
-                None
-            }
-        }
+        let must = "must be a whole number of bytes (at least 1)";
+        self.whole(
+            obj,
+            (key, path),
+            |x| x >= 1,
+            must,
+            "a whole number of bytes",
+        )
     }
 
     /// How many times a failing command runs again: a whole number from 0 to [`MAX_RETRIES`].
@@ -148,49 +136,46 @@ impl Validator {
         key: &str,
         path: &str,
     ) -> Option<u32> {
-        let loc = format!("{path}.{key}");
-        match obj.get(key)? {
-            Value::Number(n) => match n.as_u64() {
-                Some(x) if x <= u64::from(super::model::MAX_RETRIES) => Some(x as u32),
-                _ => {
-                    self.problem(
-                        &loc,
-                        format!(
-                            "must be a whole number from 0 to {}, found {n}",
-                            super::model::MAX_RETRIES
-                        ),
-                    );
-                    None
-                }
-            },
-            other => {
-                self.problem(
-                    &loc,
-                    format!("expected a whole number, found {}", kind(other)),
-                );
-                None
-            }
-        }
+        let max = super::model::MAX_RETRIES;
+        let must = format!("must be a whole number from 0 to {max}");
+        let accept = |x: u64| x <= u64::from(max);
+        self.whole(obj, (key, path), accept, &must, "a whole number")
+            .map(|x| x as u32)
     }
 
     pub(super) fn count(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<u32> {
+        let must = "must be a whole number from 1 to 100";
+        self.whole(
+            obj,
+            (key, path),
+            |x| (1..=100).contains(&x),
+            must,
+            "a whole number",
+        )
+        .map(|x| x as u32)
+    }
+
+    /// A whole number at `key` of the object at `path` that `accept` takes; otherwise a
+    /// problem: it `must` be …, or `expected` … was.
+    fn whole(
+        &mut self,
+        obj: &Map<String, Value>,
+        (key, path): (&str, &str),
+        accept: impl Fn(u64) -> bool,
+        must: &str,
+        expected: &str,
+    ) -> Option<u64> {
         let loc = format!("{path}.{key}");
         match obj.get(key)? {
-            Value::Number(n) => match n.as_u64() {
-                Some(x) if (1..=100).contains(&x) => Some(x as u32),
-                _ => {
-                    self.problem(
-                        &loc,
-                        format!("must be a whole number from 1 to 100, found {n}"),
-                    );
+            Value::Number(n) => match n.as_u64().filter(|&x| accept(x)) {
+                Some(x) => Some(x),
+                None => {
+                    self.problem(&loc, format!("{must}, found {n}"));
                     None
                 }
             },
             other => {
-                self.problem(
-                    &loc,
-                    format!("expected a whole number, found {}", kind(other)),
-                );
+                self.problem(&loc, format!("expected {expected}, found {}", kind(other)));
                 None
             }
         }
