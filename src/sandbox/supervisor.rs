@@ -250,6 +250,11 @@ fn child_main(
         }
         _ => policy.egress = None,
     }
+    if network == NetworkConfinement::Namespace {
+        // The namespace is the boundary (loopback and the forwarder): inside it a test suite
+        // may serve and reach its own ports, which Landlock's port rule would refuse.
+        policy.net = NetPolicy::Any;
+    }
     let policy = &policy;
     // The overlay is mounted while still privileged (as root, or with the capabilities of a
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.

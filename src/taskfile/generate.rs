@@ -118,7 +118,7 @@ pub fn parse_for_each(value: &Value, loc: &str, problems: &mut Vec<Problem>) -> 
     };
     let contains = match (obj.get("contains"), given[0]) {
         (None, _) => None,
-        (Some(Value::String(re)), "files") => match regex::bytes::Regex::new(re) {
+        (Some(Value::String(re)), "files") => match content_regex(re) {
             Ok(_) if !re.is_empty() => Some(re.clone()),
             Ok(_) => {
                 problem(
@@ -239,7 +239,7 @@ fn bindings(
                 ));
             }
             if let Some(re) = contains {
-                let re = regex::bytes::Regex::new(re).map_err(|e| format!("invalid regex: {e}"))?;
+                let re = content_regex(re).map_err(|e| format!("invalid regex: {e}"))?;
                 files.retain(|f| content_matches(read, f, &re));
                 if files.is_empty() {
                     return Err(format!(
@@ -309,6 +309,11 @@ fn bindings(
 }
 
 /// Whether the text file `path` (not binary: no NUL byte) has a match of `re`.
+/// `contains` as grep reads it: `^` and `$` match at the start and end of every line.
+fn content_regex(re: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(re).multi_line(true).build()
+}
+
 fn content_matches(read: &ReadTracked<'_>, path: &str, re: &regex::bytes::Regex) -> bool {
     read(path, CONTAINS_MAX_BYTES).is_some_and(|bytes| !bytes.contains(&0) && re.is_match(&bytes))
 }
@@ -573,6 +578,14 @@ mod tests {
                 .any(|p| p.starts_with("$[0].for_each.items[3].path")),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn contains_reads_line_by_line_as_grep_does() {
+        let re = content_regex(r"^\s*var ").expect("regex");
+        assert!(re.is_match(b"'use strict';\n\n  var x = 1;\n"));
+        assert!(!re.is_match(b"let x = 'var y';\n"));
+        assert!(content_regex(r"^}$").expect("regex").is_match(b"{\n}\nx\n"));
     }
 
     #[test]

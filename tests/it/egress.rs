@@ -666,3 +666,29 @@ fn net_any_warns() {
         report["warnings"]
     );
 }
+
+/// A test suite that serves on an ephemeral loopback port and connects to it (supertest,
+/// most web frameworks' tests): inside its own namespace it passes, in every phase; under
+/// `--net default` Landlock's port rule refuses the bind, as docs/sandbox.md says.
+fn local_servers_work_inside_the_namespace(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let serve = "node -e \"const net=require('net');const s=net.createServer(c=>c.end('ok'));\
+                 s.listen(0,'127.0.0.1',()=>{net.connect(s.address().port,'127.0.0.1')\
+                 .on('data',d=>{process.exit(String(d)==='ok'?0:1)})\
+                 .on('error',()=>process.exit(1))})\"";
+    let file = repo.write_tasks(&escape_tasks(
+        &format!("{serve} && echo x > x.txt"),
+        serve,
+        &[],
+    ));
+    let (out, report) = repo.run(&file, &["--net", "isolated", "--no-readback"]);
+    let t = task(&report, "escape");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "namespace", "{t:#}");
+    let (_, report) = repo.run(&file, &["--no-readback"]);
+    assert_ne!(task(&report, "escape")["status"], "merged", "{report:#}");
+}
+crate::every_way!(
+    a_test_suite_serves_on_loopback_inside_the_namespace,
+    local_servers_work_inside_the_namespace
+);
