@@ -322,11 +322,13 @@ pub fn describe(who: RunAs) -> String {
     }
 }
 
-/// Creates the run's workspace folders (`worktrees`, `scratch`). Without `who` they are plain
-/// folders of the run. With `who` (fanout is root) they are links to `<temp>/fanout-<run>-*/`,
-/// a root-owned 0711 folder (traversable, not listable) whose subfolders the tasks' folders go
-/// in; an existing link from an earlier attempt of the run (`fanout resume`) is reused when its
-/// target is still a root-owned folder that is not a link.
+/// Creates the run's workspace folders (`worktrees`, `scratch`): links to
+/// `<temp>/fanout-<run>-*/`, a fresh folder of fanout's own uid whose subfolders the tasks'
+/// folders go in — with `who` (fanout is root) 0711 (traversable, not listable by the task
+/// uids), else 0700. Outside the repository's `.git`: a path with a dot-folder in it changes
+/// what tools do (`send`/`serve-static` answer 404 for it, ESLint ignores `.git/`), so a
+/// workspace is where a checkout of the user's would be. An existing link from an earlier
+/// attempt of the run (`fanout resume`) is reused when its target is still such a folder.
 pub fn prepare_run_workspace(
     run_dir: &Path,
     run_id: &str,
@@ -340,14 +342,10 @@ pub fn prepare_run_workspace(
     // Logs, events and status files of the run: fanout's alone.
     std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(err(run_dir))?;
-    let Some(_) = who else {
-        for sub in WORKSPACE_DIRS {
-            let p = run_dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(err(&p))?;
-        }
-        return Ok(());
-    };
-    trust_handed_over_worktrees();
+    if who.is_some() {
+        trust_handed_over_worktrees();
+    }
+    let mode = if who.is_some() { 0o711 } else { 0o700 };
     let link = run_dir.join(WORKSPACE_DIRS[0]);
     let existing = std::fs::read_link(&link)
         .ok()
@@ -362,7 +360,7 @@ pub fn prepare_run_workspace(
                 .tempdir_in(workspaces_parent())
                 .map_err(err(&workspaces_parent()))?
                 .keep();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                 .map_err(err(&dir))?;
             dir
         }
@@ -370,7 +368,7 @@ pub fn prepare_run_workspace(
     for sub in WORKSPACE_DIRS {
         let target = root.join(sub);
         std::fs::create_dir_all(&target).map_err(err(&target))?;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o711))
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
             .map_err(err(&target))?;
         let p = run_dir.join(sub);
         if std::fs::read_link(&p).ok().as_deref() == Some(target.as_path()) {
@@ -387,7 +385,7 @@ pub fn prepare_run_workspace(
     Ok(())
 }
 
-/// Where root's workspace folders go: `$TMPDIR` when it is set, else `/var/tmp` (kept across
+/// Where workspace folders go: `$TMPDIR` when it is set, else `/var/tmp` (kept across
 /// reboots, unlike a `/tmp` that several distributions mount as a tmpfs: a kept workspace holds
 /// work that could not be committed), else the system temp folder. `/var/tmp` is used only
 /// when it is what a shared temp folder must be: a root-owned folder with the sticky bit.
@@ -415,11 +413,12 @@ pub fn trust_handed_over_worktrees() {
     }
 }
 
-/// A workspace root fanout made: a real folder (not a link) owned by root, not writable by
-/// others.
+/// A workspace root fanout made: a real folder (not a link) of fanout's own uid, not writable
+/// by others.
 fn trusted_root(root: &Path) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
     std::fs::symlink_metadata(root)
-        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
+        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
 }
 
 /// Where a run's `worktrees` or `scratch` folder really is (the link's target when fanout runs
