@@ -596,11 +596,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workspace_dir_without_links_is_the_run_folder() {
+    fn without_a_uid_switch_workspaces_move_to_an_owner_only_folder() {
         let d = tempfile::tempdir().expect("tmp");
-        prepare_run_workspace(d.path(), "r1", None).expect("prepare");
-        assert!(d.path().join("worktrees").is_dir());
-        assert_eq!(workspace_dir(d.path(), "scratch"), d.path().join("scratch"));
+        let run = d.path().join("run");
+        prepare_run_workspace(&run, "r1", None).expect("prepare");
+        let wt = workspace_dir(&run, "worktrees");
+        assert!(wt.is_dir() && !wt.starts_with(&run), "{}", wt.display());
+        let root = wt.parent().expect("root");
+        let m = std::fs::metadata(root).expect("meta");
+        assert_eq!(m.mode() & 0o7777, 0o700);
+        assert_eq!(m.uid(), nix::unistd::geteuid().as_raw());
+        // A second attempt of the run (resume) finds the same folders.
+        prepare_run_workspace(&run, "r1", None).expect("again");
+        assert_eq!(workspace_dir(&run, "worktrees"), wt);
+        remove_outside(&run, true);
+        assert!(!root.exists());
     }
 
     #[test]

@@ -797,3 +797,35 @@ both_ways!(
     planted_xattrs_do_not_reach_the_next_task,
     planted_xattrs_do_not_reach_the_next_task
 );
+
+/// A workspace sits where a checkout of the user's would: no dot-folder on its path (a path
+/// through `.git` makes `send`/`serve-static` answer 404 and ESLint skip every file), for the
+/// agent, its verify command and a shared setup alike; `fanout clean` removes it.
+fn no_dot_folder_on_the_path(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let no_dot = r#"case "$PWD" in */.*) echo "dot-folder in $PWD" >&2; exit 1;; esac"#;
+    let file = repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh",
+                          "args": ["-c", format!("{no_dot}; echo x > x.txt")]}},
+        "defaults": {"agent": "sh", "max_attempts": 1, "setup": no_dot},
+        "tasks": [{"id": "plain-path", "prompt": "x", "verify": no_dot}]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--keep-worktrees"]);
+    let t = &report["tasks"][0];
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    let run_dir = std::path::Path::new(report["run_dir"].as_str().expect("run_dir"));
+    let outside = std::fs::read_link(run_dir.join("worktrees")).expect("a link to the workspaces");
+    assert!(!outside.starts_with(&repo.path), "{}", outside.display());
+    assert!(outside.join("plain-path").is_dir(), "the kept workspace");
+    let out = repo.fanout(&["clean"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !outside.exists(),
+        "{} is left after fanout clean",
+        outside.display()
+    );
+}
+both_ways!(
+    workspaces_have_no_dot_folder_on_their_path,
+    no_dot_folder_on_the_path
+);
