@@ -255,8 +255,8 @@ fn commit_subjects_are_short_and_the_body_holds_the_prompt() {
     }
 }
 
-/// As root, workspaces (kept ones too) live below `/var/tmp`, which survives a reboot where
-/// `/tmp` may be a tmpfs (`$TMPDIR` when set); without root, in the run folder.
+/// Workspaces (kept ones too) live below `/var/tmp`, which survives a reboot where `/tmp` may
+/// be a tmpfs (`$TMPDIR` when set), never below the repository's `.git`, for every user.
 fn kept_workspace_location(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
     let file = repo.write_tasks(&json!({
@@ -268,14 +268,11 @@ fn kept_workspace_location(runner: Runner) {
     let run_id = report["run_id"].as_str().expect("run id");
     let run = repo.path.join(".git/fanout/runs").join(run_id);
     let worktrees = std::fs::canonicalize(run.join("worktrees")).expect("worktrees");
-    let expected = if runner == Runner::Invoker && is_root() {
-        std::env::var_os("TMPDIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| "/var/tmp".into())
-    } else {
-        repo.path.join(".git")
-    };
+    let expected = std::env::var_os("TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp".into());
     let expected = std::fs::canonicalize(&expected).expect("expected folder");
+    assert!(!worktrees.starts_with(repo.path.join(".git")));
     assert!(
         worktrees.starts_with(&expected),
         "{} not under {}",
