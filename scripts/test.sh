@@ -10,6 +10,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/install-agents.sh
+# The examples' checkers and, as root, a one-node Slurm for the sharding tests.
+bash scripts/install-engines.sh
 threads="${FANOUT_TEST_THREADS:-4}"
 # `test-hooks` compiles in the test-only delays some interrupt tests need.
 cargo test --all-targets --features test-hooks -- --test-threads="$threads"

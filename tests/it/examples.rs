@@ -34,7 +34,7 @@ fn the_nightly_workflow_is_valid_yaml_and_gates_the_pull_request_on_exit_0() {
     }
     assert_eq!(
         step("Upload the reports")["uses"].as_str(),
-        Some("actions/upload-artifact@v4")
+        Some("actions/upload-artifact@v6")
     );
     let pr = step("Open a pull request");
     assert!(pr["if"].as_str().unwrap().contains("exit_code == '0'"));

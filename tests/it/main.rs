@@ -10,6 +10,7 @@ mod caches;
 mod claude_code;
 mod codex;
 mod doctor;
+mod engines;
 mod egress;
 mod escape;
 mod examples;
