@@ -5,7 +5,7 @@
 # daemons need it. Prints `export SLURM_CONF=...` for the caller; idempotent (a running cluster
 # of this script is reused). `scripts/slurm-up.sh down` stops it.
 set -euo pipefail
-state="${FANOUT_SLURM_DIR:-/var/tmp/fanout-slurm}"
+state="${FANOUT_SLURM_DIR:-/var/tmp/slurm-one-node}"
 conf="$state/slurm.conf"
 
 if [ "$(id -u)" != 0 ]; then
