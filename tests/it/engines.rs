@@ -180,7 +180,7 @@ fn the_indexed_job_runs_as_many_shards_as_it_tells_fanout() {
         .as_str()
         .expect("the combine's script");
     assert!(
-        script.contains("fanout combine") && script.contains("/bundles/\"$RUN_ID\"/*.fanout"),
+        script.contains("fanout combine") && script.contains("/bundles/\"$RUN_ID\"/*.bundle"),
         "{script}"
     );
 }
@@ -314,7 +314,7 @@ fn a_slurm_array_and_its_dependent_combine_end_as_one_unsharded_run() {
         .unwrap_or_default();
     assert!(out.status.success(), "{}\n{logs}", show(&out));
     for k in 1..=4 {
-        let b = bundles.join(format!("shard-{k}.fanout"));
+        let b = bundles.join(format!("shard-{k}.bundle"));
         assert!(b.is_file(), "{} missing\n{logs}", b.display());
     }
 
