@@ -124,6 +124,9 @@ async fn pipeline(
     let mut spawn = task_workspace::environment(shared, task, index, &paths).await?;
     let start = made.start;
     task_workspace::setup(shared, task, &mut paths, &mut spawn, made).await?;
+    if let Some(r) = rerun.as_ref().and_then(|r| r.resolve.clone()) {
+        place_resolution(shared, task, &paths, r).await?;
+    }
     let mut run = TaskRun {
         shared,
         task,
@@ -134,6 +137,7 @@ async fn pipeline(
         report,
         collect_failed: false,
         view: JudgeView::default(),
+        round: rerun.clone(),
     };
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
@@ -141,6 +145,21 @@ async fn pipeline(
     let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
     run.end_session(session).await;
     run.finish(result).await
+}
+
+/// A resolve round's workspace: the task's change merged onto the integration head, conflicts
+/// marked, written before the agent starts (an overlay's upper folder, else the worktree).
+async fn place_resolution(
+    shared: &Shared,
+    task: &PlannedTask,
+    paths: &Paths,
+    resolution: Arc<super::resolve::Resolution>,
+) -> Result<(), Stop> {
+    let root = paths.readable_root().to_path_buf();
+    let owner = super::identity::task_user(shared, task.id().as_str());
+    blocking(move || super::resolve::write(&root, &resolution, owner))
+        .await
+        .map_err(|e| stop(TaskStatus::Failed, e))
 }
 
 /// Waiting for dependencies: all must be verified; their commits are where the task starts.
@@ -254,6 +273,8 @@ struct TaskRun<'a> {
     collect_failed: bool,
     /// The snapshot of the attempt's commit the judges read (removed with the next attempt's).
     view: JudgeView,
+    /// A round after the first (retry, resolve, repair): its own gates come from it.
+    round: Option<Rerun>,
 }
 
 /// How an attempt's gates judged it.
@@ -449,6 +470,8 @@ impl TaskRun<'_> {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during verification"))
             }
         };
+        let mut gates = gates;
+        gates.extend(self.round_gates(collected).await);
         self.events.record(
             "verify",
             json!({"attempt": attempt, "gates": gates, "readback": self.report.readback}),
@@ -501,6 +524,38 @@ impl TaskRun<'_> {
             ));
         }
         Ok(Judged::Failed(text))
+    }
+
+    /// The gates of a resolve round (no conflict marker left) and of a repair round (nothing
+    /// outside the task's paths, nothing protected).
+    async fn round_gates(&self, collected: &Collected) -> Vec<GateResult> {
+        let Some(round) = self.round.clone() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(scope) = &round.repair {
+            out.push(super::repair::scope_gate(scope, &collected.summary.files));
+        }
+        let (Some(resolution), Some(commit)) = (round.resolve, collected.commit) else {
+            return out;
+        };
+        let repo_path = self.shared.repo_path.clone();
+        let marked = blocking(move || {
+            let repo = git2::Repository::open(&repo_path).map_err(|e| e.to_string())?;
+            super::resolve::markers_gate(&repo, commit, &resolution.marked)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        out.push(marked.unwrap_or_else(|e| GateResult {
+            gate: "conflict_markers".into(),
+            passed: false,
+            detail: Some(format!("cannot read the resolution: {e}")),
+            paths: Vec::new(),
+            output: None,
+            stderr: None,
+            flaky: false,
+        }));
+        out
     }
 
     /// Feedback: the gates' report for the agent's next turn, with Claude Code's root-cause
