@@ -33,6 +33,7 @@ mod nightly;
 mod outputs;
 mod progress;
 mod retry;
+mod repair;
 mod run;
 mod sandbox;
 mod sandbox_run;

@@ -1,0 +1,163 @@
+//! Conflicts and integration failures given back to the agent that made the change:
+//! `--on-conflict resolve[=N]` (conflict markers in its workspace) and integration repair
+//! (`integrate: {verify, repair: N}`, bounded by `protect`).
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+use crate::{both_ways, every_way};
+
+fn show(out: &std::process::Output) -> String {
+    format!("stderr: {}\nstdout: {}", stderr(out), stdout(out))
+}
+
+/// `line.txt` ("base") and `notes.txt` in a repository of one more file.
+fn line_repo(runner: Runner) -> TestRepo {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    std::fs::write(repo.path.join("line.txt"), "top\nbase\nend\n").expect("write");
+    std::fs::write(repo.path.join("notes.txt"), "notes\n").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "line"]);
+    repo
+}
+
+/// Two exec tasks appending their id to the same line; `b` also adds a line to `notes.txt`
+/// (a part that merges cleanly). On a resolve round (`FANOUT_FEEDBACK` set) the agent runs
+/// `resolution` instead.
+fn same_line_tasks(repo: &TestRepo, resolution: &str) -> PathBuf {
+    let agent = format!(
+        r#"
+if [ -n "${{FANOUT_FEEDBACK+set}}" ]; then
+{resolution}
+  exit 0
+fi
+sed -i "2s/\$/ $FANOUT_TASK_ID/" line.txt
+if [ "$FANOUT_TASK_ID" = b ]; then echo 'b was here' >> notes.txt; fi
+"#
+    );
+    repo.write_tasks(&json!({
+        "agents": {"e": {"protocol": "exec", "command": "sh", "args": ["-c", agent]}},
+        "defaults": {"agent": "e", "max_attempts": 1},
+        "tasks": [{"id": "a", "prompt": "append a"}, {"id": "b", "prompt": "append b"}]
+    }))
+}
+
+/// What a resolve round's agent checks before it resolves: its prompt names the task it meets
+/// and shows both sides' hunks; the markers are in the file; the clean part is merged already.
+const CHECKED_RESOLUTION: &str = r#"
+  printf '%s' "$FANOUT_FEEDBACK" | grep -q 'task a' || { echo 'feedback names no task a' >&2; exit 3; }
+  printf '%s' "$FANOUT_FEEDBACK" | grep -q '^base a$' || { echo 'no hunk of the integration' >&2; exit 4; }
+  printf '%s' "$FANOUT_FEEDBACK" | grep -q '^base b$' || { echo 'no hunk of the task' >&2; exit 5; }
+  grep -q '^<<<<<<< integration' line.txt || { echo 'no markers' >&2; exit 6; }
+  grep -q '^b was here$' notes.txt || { echo 'the clean part is missing' >&2; exit 7; }
+  printf 'top\nbase a b\nend\n' > line.txt
+"#;
+
+fn rounds(report: &Value, id: &str) -> Vec<(String, String)> {
+    task(report, id)["rounds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn a_conflict_is_resolved_by_the_tasks_own_agent(runner: Runner) {
+    let repo = line_repo(runner);
+    let before = repo.snapshot();
+    let file = same_line_tasks(&repo, CHECKED_RESOLUTION);
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "merged", "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a b\nend\n");
+    assert_eq!(String::from_utf8_lossy(&files["notes.txt"]), "notes\nb was here\n");
+    // b's rounds: the first conflicted, the resolve round merged, saying what caused it.
+    assert_eq!(
+        rounds(&report, "b"),
+        vec![
+            ("agent".to_string(), "conflict".to_string()),
+            ("resolve".to_string(), "merged".to_string())
+        ],
+        "{}",
+        task(&report, "b")
+    );
+    let cause = task(&report, "b")["rounds"][1]["cause"].as_str().unwrap_or("");
+    assert!(cause.contains("line.txt"), "{cause}");
+    // The resolution gate ran and passed.
+    let gates = task(&report, "b")["verify"].to_string();
+    assert!(gates.contains("conflict_markers"), "{gates}");
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    repo.assert_left_as(&before);
+}
+every_way!(
+    a_conflict_is_resolved_by_the_tasks_own_agent,
+    a_conflict_is_resolved_by_the_tasks_own_agent
+);
+
+/// A resolution that leaves the markers in fails its gates: the task is not merged, the
+/// integration keeps only `a`.
+fn a_resolution_that_leaves_markers_fails(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = same_line_tasks(&repo, "  true");
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve=1"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "verify_failed", "{st:?}");
+    let error = task(&report, "b")["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("conflict markers are left in: line.txt"),
+        "{error}"
+    );
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a\nend\n");
+    assert_eq!(String::from_utf8_lossy(&files["notes.txt"]), "notes\n");
+}
+every_way!(
+    a_resolution_that_leaves_markers_fails,
+    a_resolution_that_leaves_markers_fails
+);
+
+/// Without `resolve` a conflict stays a conflict: `fail` is still the default, and a resolve
+/// round's agent that gives up (exits non-zero) leaves the task unmerged.
+fn an_agent_that_cannot_resolve_leaves_the_task_out(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = same_line_tasks(&repo, "  exit 9");
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(statuses(&report)["b"], "conflict");
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve=2"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_ne!(st["b"], "merged", "{st:?}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a\nend\n");
+}
+both_ways!(
+    an_agent_that_cannot_resolve_leaves_the_task_out,
+    an_agent_that_cannot_resolve_leaves_the_task_out
+);
