@@ -29,6 +29,7 @@ mod paths;
 mod pipelines;
 mod pool;
 mod repair;
+mod repair_rounds;
 mod resolve;
 mod retry;
 mod rounds;
@@ -548,13 +549,14 @@ fn integrate_all(
         }
     }
     let gate = match &shared.integrate {
-        Some(g) if !stop.requested() => Some(gate::run(
+        Some(g) if !stop.requested() => Some(repair_rounds::run(
+            runtime,
             shared,
             g,
-            runtime.handle(),
             &mut reports,
+            &mut pendings,
             &mut integration,
-        )),
+        )?),
         _ => None,
     };
     rounds::close(&mut reports);

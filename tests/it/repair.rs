@@ -161,3 +161,152 @@ both_ways!(
     an_agent_that_cannot_resolve_leaves_the_task_out,
     an_agent_that_cannot_resolve_leaves_the_task_out
 );
+
+/// A shell project: `lib.sh` defines `greet`, `main.sh` calls it, and `tests/check.sh` runs
+/// `main.sh` and every script under `extra/` (the verify command of the tasks and of the
+/// integration).
+fn greet_repo(runner: Runner) -> TestRepo {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let w = |p: &str, text: &str| {
+        let path = repo.path.join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    w("lib.sh", "greet() { echo hello; }\n");
+    w("main.sh", ". ./lib.sh\ngreet\n");
+    w(
+        "tests/check.sh",
+        "set -e\nsh main.sh\nfor f in extra/*.sh; do [ -e \"$f\" ] || continue; sh -e \"$f\" || { echo \"FAILED: $f\"; exit 1; }; done\necho OK\n",
+    );
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "greet"]);
+    repo
+}
+
+/// `rename` renames `greet` to `welcome` and its callers; `caller` adds a new script calling
+/// `greet`. Each passes alone; merged, `caller` breaks the integration. On a repair round
+/// (`FANOUT_FEEDBACK` set) `caller`'s agent runs `repair`.
+fn rename_and_caller(repo: &TestRepo, repair: &str, rounds: u32) -> PathBuf {
+    let agent = format!(
+        r#"
+case "$FANOUT_TASK_ID" in
+rename) sed -i 's/greet/welcome/g' lib.sh main.sh ;;
+caller)
+  if [ -n "${{FANOUT_FEEDBACK+set}}" ]; then
+    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'greet' || {{ echo 'the feedback lacks the failure' >&2; exit 3; }}
+    grep -q welcome lib.sh || {{ echo 'not the integrated tree' >&2; exit 4; }}
+{repair}
+  else
+    mkdir -p extra
+    printf '. ./lib.sh\ngreet\n' > extra/wave.sh
+  fi ;;
+esac
+"#
+    );
+    repo.write_tasks(&json!({
+        "agents": {"e": {"protocol": "exec", "command": "sh", "args": ["-c", agent]}},
+        "defaults": {"agent": "e", "max_attempts": 1, "verify": "sh tests/check.sh",
+                     "protect": ["tests/"]},
+        "integrate": {"verify": "sh tests/check.sh", "repair": rounds},
+        "tasks": [
+            {"id": "rename", "prompt": "rename greet to welcome"},
+            {"id": "caller", "prompt": "add extra/wave.sh calling greet"}
+        ]
+    }))
+}
+
+fn a_repair_round_fixes_the_integration(runner: Runner) {
+    let repo = greet_repo(runner);
+    let before = repo.snapshot();
+    let file = rename_and_caller(&repo, "    sed -i 's/greet/welcome/' extra/wave.sh", 1);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["rename"], "merged", "{st:?}");
+    assert_eq!(st["caller"], "merged", "{st:?}");
+    let gate = &report["integration"];
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["ejected"], json!([]), "{gate}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["extra/wave.sh"]), ". ./lib.sh\nwelcome\n");
+    assert_eq!(String::from_utf8_lossy(&files["lib.sh"]), "welcome() { echo hello; }\n");
+    assert_eq!(
+        rounds(&report, "caller"),
+        vec![
+            ("agent".to_string(), "integration_failed".to_string()),
+            ("repair".to_string(), "merged".to_string())
+        ],
+        "{}",
+        task(&report, "caller")
+    );
+    let cause = task(&report, "caller")["rounds"][1]["cause"].as_str().unwrap_or("");
+    assert!(cause.contains("integration gate failed"), "{cause}");
+    // The integration handed over passes the project's check.
+    let clone = repo.tmp.path().join("check");
+    git(&repo.path, &["worktree", "add", "--quiet", "--detach", clone.to_str().unwrap(), branch]);
+    let check = std::process::Command::new("sh")
+        .arg("tests/check.sh")
+        .current_dir(&clone)
+        .output()
+        .expect("sh");
+    assert!(check.status.success(), "{}", show(&check));
+    git(&repo.path, &["worktree", "remove", "--force", clone.to_str().unwrap()]);
+    repo.assert_left_as_except_worktrees(&before);
+}
+every_way!(
+    a_repair_round_fixes_the_integration,
+    a_repair_round_fixes_the_integration
+);
+
+/// A repair that edits a protected test file (it makes the check skip the new script) is
+/// refused as a gate failure naming the path; the task is taken out as without repair.
+fn a_repair_editing_a_protected_test_is_refused(runner: Runner) {
+    let repo = greet_repo(runner);
+    let file = rename_and_caller(
+        &repo,
+        "    sed -i 's|for f in extra/\\*.sh|for f in none|' tests/check.sh",
+        1,
+    );
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["rename"], "merged", "{st:?}");
+    assert_eq!(st["caller"], "integration_failed", "{st:?}");
+    let error = task(&report, "caller")["error"].as_str().unwrap_or("");
+    assert!(error.contains("tests/check.sh is protected"), "{error}");
+    let gate = &report["integration"];
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["ejected"], json!(["caller"]), "{gate}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert!(!files.contains_key("extra/wave.sh"), "{:?}", files.keys());
+    assert!(String::from_utf8_lossy(&files["tests/check.sh"]).contains("extra/*.sh"));
+}
+every_way!(
+    a_repair_editing_a_protected_test_is_refused,
+    a_repair_editing_a_protected_test_is_refused
+);
+
+/// Repairs that do not fix it: after N rounds the task is taken out as without repair, and the
+/// integration handed over passes.
+fn n_repairs_without_success_eject_the_task(runner: Runner) {
+    let repo = greet_repo(runner);
+    let file = rename_and_caller(&repo, "    echo '# still greet' >> extra/wave.sh", 2);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["rename"], "merged", "{st:?}");
+    assert_eq!(st["caller"], "integration_failed", "{st:?}");
+    let kinds: Vec<String> = rounds(&report, "caller").into_iter().map(|r| r.0).collect();
+    assert_eq!(kinds, vec!["agent", "repair", "repair"], "{}", task(&report, "caller"));
+    let gate = &report["integration"];
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["ejected"], json!(["caller"]), "{gate}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    assert!(!repo.tree_files(branch).contains_key("extra/wave.sh"));
+}
+every_way!(
+    n_repairs_without_success_eject_the_task,
+    n_repairs_without_success_eject_the_task
+);
