@@ -41,6 +41,7 @@ mod steps;
 pub mod stop;
 mod task;
 mod task_workspace;
+mod threads;
 mod verify_gates;
 mod workspace;
 
@@ -603,12 +604,16 @@ fn rerun_conflicts(
             resolve: None,
             repair: None,
             cause: format!("conflict in {}", paths.join(", ")),
+            thread: None,
+            earlier: String::new(),
         };
         if shared.on_conflict.resolves() {
             match resolution(shared, integration, &pendings[i], i) {
                 Ok(r) => {
                     rerun.feedback = format!("{}\n(resolve round {round} of {retries})", r.text);
                     rerun.resolve = Some(Arc::new(r));
+                    rerun.thread = threads::thread_of(&reports[i]);
+                    rerun.earlier = threads::earlier_round(&reports[i]);
                 }
                 // Cannot be prepared: the task runs again afresh, as with `retry`.
                 Err(e) => shared.events.warn(

@@ -37,6 +37,11 @@ pub(crate) struct Rerun {
     pub repair: Option<std::sync::Arc<super::repair::RepairScope>>,
     /// What caused the round, in a line (its `rounds` entry).
     pub cause: String,
+    /// The thread of the task's earlier round, continued when its protocol allows it.
+    pub thread: Option<String>,
+    /// What a new session is told of the earlier round (its change, its last message) when
+    /// the thread cannot be continued.
+    pub earlier: String,
 }
 
 impl Rerun {

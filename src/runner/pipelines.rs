@@ -268,7 +268,10 @@ async fn release_workspace(shared: &Arc<Shared>, i: usize, report: &TaskReport) 
         return;
     }
     let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-    if let Err(e) = steps::blocking(move || integrate::remove_workspace_files(&s, &id)).await {
+    let keep_thread = super::threads::may_continue(shared);
+    if let Err(e) =
+        steps::blocking(move || integrate::remove_workspace_files(&s, &id, keep_thread)).await
+    {
         shared.events.warn(Some(&report.id), &e);
     }
 }

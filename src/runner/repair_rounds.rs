@@ -149,6 +149,8 @@ fn repair_reruns(
             resolve: None,
             repair: Some(Arc::new(scope)),
             cause: format!("the integration gate failed: {reason}"),
+            thread: super::threads::thread_of(&reports[i]),
+            earlier: super::threads::earlier_round(&reports[i]),
         };
         out.push((i, rerun, super::rounds::before_rerun(&reports[i])));
     }

@@ -305,6 +305,7 @@ impl TaskRun<'_> {
             codex: self.task.launch.codex.clone(),
             events: self.events.clone(),
             spawn: self.spawn.clone(),
+            resume_thread: self.round.as_ref().and_then(|r| r.thread.clone()),
         };
         let mut cancel = self.shared.cancel.clone();
         let session = tokio::select! {
@@ -327,8 +328,13 @@ impl TaskRun<'_> {
         // A task run again after a conflict starts a fresh session: an exec agent gets the
         // conflict as feedback (`FANOUT_FEEDBACK`), a conversational one in its prompt.
         let is_exec = self.task.launch.protocol == crate::taskfile::Protocol::Exec;
+        // A continued thread already holds the task and its earlier turns; a new session is
+        // told the earlier round (resolve, repair).
         let first_prompt = match rerun {
-            Some(r) if !is_exec => format!("{}\n\n{}", self.task.spec.prompt, r.feedback),
+            Some(r) if !is_exec && session.info().resumed => r.feedback.clone(),
+            Some(r) if !is_exec => {
+                format!("{}\n\n{}{}", self.task.spec.prompt, r.earlier, r.feedback)
+            }
             _ => self.task.spec.prompt.clone(),
         };
         let mut feedback: Option<String> = rerun.filter(|_| is_exec).map(|r| r.feedback.clone());
