@@ -310,3 +310,125 @@ every_way!(
     n_repairs_without_success_eject_the_task,
     n_repairs_without_success_eject_the_task
 );
+
+/// The pinned Codex 0.171.0 launcher (scripts/install-agents.sh).
+fn codex_0171() -> PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents/codex-0.171.0/node_modules/.bin/codex");
+    assert!(
+        p.is_file(),
+        "Codex 0.171.0 is not installed at {}: run scripts/install-agents.sh first",
+        p.display()
+    );
+    p
+}
+
+/// Whether a request holds `needle` anywhere in its input (its earlier turns included).
+fn request_holds(req: &crate::model_server::Request, needle: &str) -> bool {
+    req.input().iter().any(|i| i.to_string().contains(needle))
+}
+
+/// Real Codex (app-server) on the scripted model: `b`'s edit of the line `a` also edits
+/// conflicts; with `resolve` its own thread is resumed — the model's request holds b's earlier
+/// turn (the output of its first command) and the conflict hunks of both sides — and its fix
+/// merges both.
+fn codex_resolves_on_its_own_thread(workspace: &'static str) {
+    use crate::model_server::{ModelServer, Reply};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let server = ModelServer::start(move |req| {
+        if req.after_tool_output() {
+            return Reply::Message("done".into());
+        }
+        if let Some(cmd) = req.command() {
+            return Reply::Command(cmd);
+        }
+        // The resolve turn: no CMD in it, only the conflict.
+        let text = req.last_user_text();
+        let earlier = request_holds(req, "FIRST-ROUND-OF-B");
+        let hunks = text.contains("<<<<<<< integration")
+            && text.contains("base a")
+            && text.contains("base b")
+            && text.contains("task a");
+        log.lock().expect("lock").push(format!("earlier={earlier} hunks={hunks}"));
+        if earlier && hunks {
+            Reply::Command("printf 'top\\nbase a b\\nend\\n' > line.txt".into())
+        } else {
+            Reply::Message("lost the thread".into())
+        }
+    });
+    let home = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        home.path().join("config.toml"),
+        crate::model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    let repo = line_repo(Runner::Invoker);
+    let file = repo.write_tasks(&json!({"version": 1, "tasks": [
+        {"id": "a", "prompt": "CMD: sed -i 's/^base$/base a/' line.txt"},
+        {"id": "b", "prompt": "CMD: sed -i 's/^base$/base b/' line.txt && echo FIRST-ROUND-OF-B"}
+    ]}));
+    let report_file = repo.report_path();
+    let out = repo
+        .fanout_command()
+        .args(["run", "--repo"])
+        .arg(&repo.path)
+        .arg("--tasks")
+        .arg(&file)
+        .args(["--jobs", "2", "--no-readback", "--quiet", "--on-conflict", "resolve"])
+        .args(["--workspace", workspace, "--report"])
+        .arg(&report_file)
+        .env("FANOUT_CODEX_BIN", codex_0171())
+        .env("CODEX_HOME", home.path())
+        .output()
+        .expect("fanout runs");
+    let report: Value = std::fs::read(&report_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let st = statuses(&report);
+    assert_eq!(st.get("a").map(String::as_str), Some("merged"), "{}", show(&out));
+    assert_eq!(
+        st.get("b").map(String::as_str),
+        Some("merged"),
+        "{}\nmodel saw: {:?}",
+        show(&out),
+        seen.lock().expect("lock")
+    );
+    let b = task(&report, "b");
+    assert_eq!(b["agent"]["resumed"], true, "{b}");
+    assert_eq!(
+        b["rounds"][0]["status"], "conflict",
+        "{b}"
+    );
+    // The same thread in both rounds: the one b's first round started was resumed.
+    let events = std::fs::read_to_string(b["event_log"].as_str().expect("event log"))
+        .expect("event log");
+    let thread = b["agent"]["thread_id"].as_str().expect("thread id");
+    let lines_with = |kind: &str| {
+        events
+            .lines()
+            .filter(|l| l.contains(kind) && l.contains(thread))
+            .count()
+    };
+    assert_eq!(lines_with("\"thread_started\""), 1, "{events}");
+    assert_eq!(lines_with("\"thread_resumed\""), 1, "{events}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a b\nend\n");
+    assert_eq!(seen.lock().expect("lock").as_slice(), ["earlier=true hunks=true"]);
+    // The task's CODEX_HOME was kept for the round and is gone with the run.
+    let run_dir = std::path::PathBuf::from(report["run_dir"].as_str().expect("run dir"));
+    assert!(!run_dir.join("scratch/b/codex-home").exists());
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+}
+
+#[test]
+fn codex_0171_resolves_on_its_own_thread_overlay() {
+    codex_resolves_on_its_own_thread("overlay")
+}
+
+#[test]
+fn codex_0171_resolves_on_its_own_thread_worktree() {
+    codex_resolves_on_its_own_thread("worktree")
+}
