@@ -311,13 +311,13 @@ every_way!(
     n_repairs_without_success_eject_the_task
 );
 
-/// The pinned Codex 0.171.0 launcher (scripts/install-agents.sh).
-fn codex_0171() -> PathBuf {
+/// A pinned Codex launcher (scripts/install-agents.sh).
+fn codex_bin(version: &str) -> PathBuf {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".agents/codex-0.171.0/node_modules/.bin/codex");
+        .join(format!(".agents/codex-{version}/node_modules/.bin/codex"));
     assert!(
         p.is_file(),
-        "Codex 0.171.0 is not installed at {}: run scripts/install-agents.sh first",
+        "Codex {version} is not installed at {}: run scripts/install-agents.sh first",
         p.display()
     );
     p
@@ -328,11 +328,143 @@ fn request_holds(req: &crate::model_server::Request, needle: &str) -> bool {
     req.input().iter().any(|i| i.to_string().contains(needle))
 }
 
-/// Real Codex (app-server) on the scripted model: `b`'s edit of the line `a` also edits
-/// conflicts; with `resolve` its own thread is resumed — the model's request holds b's earlier
-/// turn (the output of its first command) and the conflict hunks of both sides — and its fix
-/// merges both.
-fn codex_resolves_on_its_own_thread(workspace: &'static str) {
+/// A user CODEX_HOME pointing Codex at the scripted model.
+fn codex_home(server: &crate::model_server::ModelServer) -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        home.path().join("config.toml"),
+        crate::model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    home
+}
+
+/// `fanout run` of `repo`'s tasks with the built-in `codex` profile resolved to `version`.
+fn run_codex(
+    repo: &TestRepo,
+    file: &std::path::Path,
+    version: &str,
+    home: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Output, Value) {
+    let report_file = repo.report_path();
+    let _ = std::fs::remove_file(&report_file);
+    let out = repo
+        .fanout_command()
+        .args(["run", "--repo"])
+        .arg(&repo.path)
+        .arg("--tasks")
+        .arg(file)
+        .args(["--jobs", "2", "--no-readback", "--quiet", "--report"])
+        .arg(&report_file)
+        .args(extra)
+        .env("FANOUT_CODEX_BIN", codex_bin(version))
+        .env("CODEX_HOME", home)
+        .output()
+        .expect("fanout runs");
+    let report: Value = std::fs::read(&report_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (out, report)
+}
+
+/// Lines of the task's event log of `kind` naming its thread.
+fn thread_events(task_report: &Value, kind: &str) -> usize {
+    let events = std::fs::read_to_string(task_report["event_log"].as_str().unwrap_or(""))
+        .unwrap_or_default();
+    let thread = task_report["agent"]["thread_id"].as_str().unwrap_or("?");
+    events
+        .lines()
+        .filter(|l| l.contains(&format!("\"{kind}\"")) && l.contains(thread))
+        .count()
+}
+
+/// Real Codex on the scripted model: `b`'s edit of the line `a` also edits conflicts; with
+/// `resolve`, app-server (0.171.0) resumes b's own thread — the model's request holds b's
+/// earlier turn (the output of its first command) — and mcp-server (0.153.4), whose
+/// conversation ended with its process, gets a new session told b's earlier change; either way
+/// the prompt shows both sides' hunks, and the fix merges both.
+fn codex_resolves_a_conflict(version: &'static str, workspace: &'static str) {
+    use crate::model_server::{ModelServer, Reply};
+    let resumes = version != "0.153.4";
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let server = ModelServer::start(move |req| {
+        if req.after_tool_output() {
+            return Reply::Message("done".into());
+        }
+        let text = req.last_user_text();
+        if text.contains("<<<<<<< integration") {
+            let earlier = if resumes {
+                request_holds(req, "FIRST-ROUND-OF-B")
+            } else {
+                text.contains("Your earlier change") && text.contains("+base b")
+            };
+            let hunks = text.contains("base a") && text.contains("base b") && text.contains("task a");
+            log.lock().expect("lock").push(format!("earlier={earlier} hunks={hunks}"));
+            return if earlier && hunks {
+                Reply::Command("printf 'top\\nbase a b\\nend\\n' > line.txt".into())
+            } else {
+                Reply::Message("lost the thread".into())
+            };
+        }
+        match req.command() {
+            Some(cmd) => Reply::Command(cmd),
+            None => Reply::Message("nothing to do".into()),
+        }
+    });
+    let home = codex_home(&server);
+    let repo = line_repo(Runner::Invoker);
+    let file = repo.write_tasks(&json!({"version": 1, "tasks": [
+        {"id": "a", "prompt": "CMD: sed -i 's/^base$/base a/' line.txt"},
+        {"id": "b", "prompt": "CMD: sed -i 's/^base$/base b/' line.txt && echo FIRST-ROUND-OF-B"}
+    ]}));
+    let args = ["--on-conflict", "resolve", "--workspace", workspace];
+    let (out, report) = run_codex(&repo, &file, version, home.path(), &args);
+    let st = statuses(&report);
+    assert_eq!(st.get("a").map(String::as_str), Some("merged"), "{}", show(&out));
+    let saw = seen.lock().expect("lock").clone();
+    assert_eq!(st.get("b").map(String::as_str), Some("merged"), "{}\nmodel saw: {saw:?}", show(&out));
+    let b = task(&report, "b");
+    assert_eq!(b["rounds"][0]["status"], "conflict", "{b}");
+    assert_eq!(b["rounds"][1]["kind"], "resolve", "{b}");
+    if resumes {
+        assert_eq!(b["agent"]["resumed"], true, "{b}");
+        // The thread b's first round started is the one resumed.
+        assert_eq!(thread_events(b, "thread_started"), 1, "{b}");
+        assert_eq!(thread_events(b, "thread_resumed"), 1, "{b}");
+    } else {
+        assert!(b["agent"]["resumed"].is_null(), "{b}");
+    }
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a b\nend\n");
+    assert_eq!(saw, ["earlier=true hunks=true"]);
+    // The task's CODEX_HOME was kept for the round and is gone with the run.
+    let run_dir = PathBuf::from(report["run_dir"].as_str().expect("run dir"));
+    assert!(!run_dir.join("scratch/b/codex-home").exists());
+    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+}
+
+#[test]
+fn codex_0171_resolves_on_its_own_thread_overlay() {
+    codex_resolves_a_conflict("0.171.0", "overlay")
+}
+
+#[test]
+fn codex_0171_resolves_on_its_own_thread_worktree() {
+    codex_resolves_a_conflict("0.171.0", "worktree")
+}
+
+#[test]
+fn codex_0153_resolves_in_a_new_session_told_its_earlier_change() {
+    codex_resolves_a_conflict("0.153.4", "worktree")
+}
+
+/// Real Codex (app-server 0.171.0): `rename` and `caller` pass alone and break the merged
+/// tree; bisection names `caller`, whose own thread gets the gate's output and fixes its call.
+fn codex_repairs_the_integration(workspace: &'static str) {
     use crate::model_server::{ModelServer, Reply};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log = seen.clone();
@@ -340,95 +472,53 @@ fn codex_resolves_on_its_own_thread(workspace: &'static str) {
         if req.after_tool_output() {
             return Reply::Message("done".into());
         }
-        if let Some(cmd) = req.command() {
-            return Reply::Command(cmd);
-        }
-        // The resolve turn: no CMD in it, only the conflict.
         let text = req.last_user_text();
-        let earlier = request_holds(req, "FIRST-ROUND-OF-B");
-        let hunks = text.contains("<<<<<<< integration")
-            && text.contains("base a")
-            && text.contains("base b")
-            && text.contains("task a");
-        log.lock().expect("lock").push(format!("earlier={earlier} hunks={hunks}"));
-        if earlier && hunks {
-            Reply::Command("printf 'top\\nbase a b\\nend\\n' > line.txt".into())
-        } else {
-            Reply::Message("lost the thread".into())
+        if text.contains("integration's verify command fails") {
+            let earlier = request_holds(req, "FIRST-ROUND-OF-CALLER");
+            let output = text.contains("FAILED: extra/wave.sh");
+            log.lock().expect("lock").push(format!("earlier={earlier} output={output}"));
+            return if earlier && output {
+                Reply::Command("sed -i 's/greet/welcome/' extra/wave.sh".into())
+            } else {
+                Reply::Message("lost the thread".into())
+            };
+        }
+        match req.command() {
+            Some(cmd) => Reply::Command(cmd),
+            None => Reply::Message("nothing to do".into()),
         }
     });
-    let home = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        home.path().join("config.toml"),
-        crate::model_server::codex_config_for_port(server.port()),
-    )
-    .expect("write");
-    let repo = line_repo(Runner::Invoker);
-    let file = repo.write_tasks(&json!({"version": 1, "tasks": [
-        {"id": "a", "prompt": "CMD: sed -i 's/^base$/base a/' line.txt"},
-        {"id": "b", "prompt": "CMD: sed -i 's/^base$/base b/' line.txt && echo FIRST-ROUND-OF-B"}
-    ]}));
-    let report_file = repo.report_path();
-    let out = repo
-        .fanout_command()
-        .args(["run", "--repo"])
-        .arg(&repo.path)
-        .arg("--tasks")
-        .arg(&file)
-        .args(["--jobs", "2", "--no-readback", "--quiet", "--on-conflict", "resolve"])
-        .args(["--workspace", workspace, "--report"])
-        .arg(&report_file)
-        .env("FANOUT_CODEX_BIN", codex_0171())
-        .env("CODEX_HOME", home.path())
-        .output()
-        .expect("fanout runs");
-    let report: Value = std::fs::read(&report_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let home = codex_home(&server);
+    let repo = greet_repo(Runner::Invoker);
+    let file = repo.write_tasks(&json!({
+        "defaults": {"verify": "sh tests/check.sh", "protect": ["tests/"]},
+        "integrate": {"verify": "sh tests/check.sh", "repair": 1},
+        "tasks": [
+            {"id": "rename", "prompt": "CMD: sed -i 's/greet/welcome/g' lib.sh main.sh"},
+            {"id": "caller", "prompt": "CMD: mkdir -p extra && printf '. ./lib.sh\\ngreet\\n' > extra/wave.sh && echo FIRST-ROUND-OF-CALLER"}
+        ]
+    }));
+    let (out, report) = run_codex(&repo, &file, "0.171.0", home.path(), &["--workspace", workspace]);
     let st = statuses(&report);
-    assert_eq!(st.get("a").map(String::as_str), Some("merged"), "{}", show(&out));
-    assert_eq!(
-        st.get("b").map(String::as_str),
-        Some("merged"),
-        "{}\nmodel saw: {:?}",
-        show(&out),
-        seen.lock().expect("lock")
-    );
-    let b = task(&report, "b");
-    assert_eq!(b["agent"]["resumed"], true, "{b}");
-    assert_eq!(
-        b["rounds"][0]["status"], "conflict",
-        "{b}"
-    );
-    // The same thread in both rounds: the one b's first round started was resumed.
-    let events = std::fs::read_to_string(b["event_log"].as_str().expect("event log"))
-        .expect("event log");
-    let thread = b["agent"]["thread_id"].as_str().expect("thread id");
-    let lines_with = |kind: &str| {
-        events
-            .lines()
-            .filter(|l| l.contains(kind) && l.contains(thread))
-            .count()
-    };
-    assert_eq!(lines_with("\"thread_started\""), 1, "{events}");
-    assert_eq!(lines_with("\"thread_resumed\""), 1, "{events}");
+    let saw = seen.lock().expect("lock").clone();
+    assert_eq!(st.get("rename").map(String::as_str), Some("merged"), "{}", show(&out));
+    assert_eq!(st.get("caller").map(String::as_str), Some("merged"), "{}\nmodel saw: {saw:?}", show(&out));
+    assert_eq!(report["integration"]["passed"], true, "{}", report["integration"]);
+    let caller = task(&report, "caller");
+    assert_eq!(caller["agent"]["resumed"], true, "{caller}");
+    assert_eq!(caller["rounds"][1]["kind"], "repair", "{caller}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a b\nend\n");
-    assert_eq!(seen.lock().expect("lock").as_slice(), ["earlier=true hunks=true"]);
-    // The task's CODEX_HOME was kept for the round and is gone with the run.
-    let run_dir = std::path::PathBuf::from(report["run_dir"].as_str().expect("run dir"));
-    assert!(!run_dir.join("scratch/b/codex-home").exists());
-    assert!(repo.worktrees().is_empty(), "{:?}", repo.worktrees());
+    assert_eq!(String::from_utf8_lossy(&files["extra/wave.sh"]), ". ./lib.sh\nwelcome\n");
+    assert_eq!(saw, ["earlier=true output=true"]);
 }
 
 #[test]
-fn codex_0171_resolves_on_its_own_thread_overlay() {
-    codex_resolves_on_its_own_thread("overlay")
+fn codex_0171_repairs_the_integration_on_its_own_thread_overlay() {
+    codex_repairs_the_integration("overlay")
 }
 
 #[test]
-fn codex_0171_resolves_on_its_own_thread_worktree() {
-    codex_resolves_on_its_own_thread("worktree")
+fn codex_0171_repairs_the_integration_on_its_own_thread_worktree() {
+    codex_repairs_the_integration("worktree")
 }
