@@ -215,7 +215,15 @@ impl AppServerSession {
         let mut params = Map::new();
         params.insert("threadId".into(), json!(thread));
         // The same settings as a new thread; thread/resume knows no other keys.
-        for key in ["cwd", "approvalPolicy", "sandbox", "model", "baseInstructions", "developerInstructions", "config"] {
+        for key in [
+            "cwd",
+            "approvalPolicy",
+            "sandbox",
+            "model",
+            "baseInstructions",
+            "developerInstructions",
+            "config",
+        ] {
             if let Some(v) = start.get(key) {
                 params.insert(key.into(), v.clone());
             }
@@ -234,13 +242,19 @@ impl AppServerSession {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             Err(JsonRpcError::Remote { message, .. }) => {
-                events.record("thread_resume_failed", json!({"threadId": thread, "error": message}));
+                events.record(
+                    "thread_resume_failed",
+                    json!({"threadId": thread, "error": message}),
+                );
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
         };
         let Some(id) = resumed else {
-            events.record("thread_resume_failed", json!({"threadId": thread, "error": "the reply has no thread.id"}));
+            events.record(
+                "thread_resume_failed",
+                json!({"threadId": thread, "error": "the reply has no thread.id"}),
+            );
             return Ok(false);
         };
         self.info.thread_id = Some(id.clone());

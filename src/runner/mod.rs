@@ -618,7 +618,9 @@ fn rerun_conflicts(
                 // Cannot be prepared: the task runs again afresh, as with `retry`.
                 Err(e) => shared.events.warn(
                     Some(&reports[i].id),
-                    &format!("cannot prepare the conflict for its agent, it runs again instead: {e}"),
+                    &format!(
+                        "cannot prepare the conflict for its agent, it runs again instead: {e}"
+                    ),
                 ),
             }
         }

@@ -45,12 +45,8 @@ pub(crate) fn scope_gate(scope: &RepairScope, fixed: &[String]) -> GateResult {
     GateResult {
         gate: "repair_scope".into(),
         passed,
-        detail: (!passed).then(|| {
-            format!(
-                "a repair cannot edit what judged it: {}",
-                why.join("; ")
-            )
-        }),
+        detail: (!passed)
+            .then(|| format!("a repair cannot edit what judged it: {}", why.join("; "))),
         paths: refused,
         output: None,
         stderr: None,

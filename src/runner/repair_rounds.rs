@@ -51,14 +51,26 @@ pub(super) fn run(
                 .filter(|id| !culprits.iter().any(|&i| reports[i].id == **id))
                 .cloned(),
         );
-        let repo = Repository::open(&shared.repo_path).map_err(|source| {
-            crate::git::GitError::Op {
+        let repo =
+            Repository::open(&shared.repo_path).map_err(|source| crate::git::GitError::Op {
                 what: "cannot open the repository for integration repair".into(),
                 source,
-            }
-        })?;
-        let reruns = repair_reruns(shared, &repo, reports, pendings, integration, &culprits, round, gate.repair);
-        let number = reruns.iter().map(|r| r.2.len() as u32 + 1).max().unwrap_or(2);
+            })?;
+        let reruns = repair_reruns(
+            shared,
+            &repo,
+            reports,
+            pendings,
+            integration,
+            &culprits,
+            round,
+            gate.repair,
+        );
+        let number = reruns
+            .iter()
+            .map(|r| r.2.len() as u32 + 1)
+            .max()
+            .unwrap_or(2);
         let results = runtime.block_on(rerun_all(shared.clone(), number, reruns));
         crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
         let mut back = Vec::new();
@@ -81,7 +93,14 @@ pub(super) fn run(
             report.ejected.clear();
             continue;
         }
-        apply_ready(shared, reports, pendings, shared.stop.requested(), &back, integration)?;
+        apply_ready(
+            shared,
+            reports,
+            pendings,
+            shared.stop.requested(),
+            &back,
+            integration,
+        )?;
         report = super::gate::run(shared, gate, runtime.handle(), reports, integration);
     }
     report.verify_runs += runs;
@@ -160,8 +179,7 @@ fn repair_reruns(
 /// The integration `head` with the task's change (`commit` against its parent) on top: the
 /// tree that fails.
 fn with_change(shared: &Shared, repo: &Repository, head: Oid, commit: Oid) -> Result<Oid, String> {
-    let mut integ =
-        crate::git::merge::Integrator::new(repo, head).with_rules(&shared.merge_rules);
+    let mut integ = crate::git::merge::Integrator::new(repo, head).with_rules(&shared.merge_rules);
     match integ
         .apply(commit, "fanout: the integration that fails")
         .map_err(|e| crate::error_chain(&e))?
@@ -224,7 +242,10 @@ fn rejoin(repo: &Repository, pending: &Pending) -> Option<Oid> {
 
 /// A repair that gave no fix: the task stays out, as the gate left it, the round's failure said.
 fn still_out(report: &mut TaskReport, ejected: &TaskReport) {
-    let why = report.error.clone().unwrap_or_else(|| report.status.as_str().to_string());
+    let why = report
+        .error
+        .clone()
+        .unwrap_or_else(|| report.status.as_str().to_string());
     report.status = TaskStatus::IntegrationFailed;
     report.error = Some(format!(
         "{}\nits repair round did not fix it: {why}",

@@ -13,11 +13,14 @@ use crate::report::GateResult;
 /// Longest excerpt of one file's conflicting hunks in the prompt (bytes).
 const HUNKS_PER_FILE: usize = 4000;
 
+/// A path's new content and mode, or `None` for a path deleted.
+pub(crate) type Content = Option<(Vec<u8>, u32)>;
+
 /// What the workspace of a resolve round gets on top of the integration head.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Resolution {
     /// (path, content and mode), or `None` for a path the task deleted.
-    pub files: Vec<(String, Option<(Vec<u8>, u32)>)>,
+    pub files: Vec<(String, Content)>,
     /// The paths written with conflict markers.
     pub marked: Vec<String>,
     /// The prompt's description of the conflict.
@@ -55,12 +58,8 @@ pub(crate) fn prepare(
                 let mut opts = git2::MergeFileOptions::new();
                 opts.our_label("integration").their_label(task_id);
                 let anc = c.ancestor.as_ref();
-                let merged_file = repo.merge_file_from_index(
-                    anc.unwrap_or(o),
-                    o,
-                    t,
-                    Some(&mut opts),
-                )?;
+                let merged_file =
+                    repo.merge_file_from_index(anc.unwrap_or(o), o, t, Some(&mut opts))?;
                 let content = merged_file.content().to_vec();
                 hunks.push_str(&file_hunks(&path, &content));
                 out.files.push((path.clone(), Some((content, t.mode))));
@@ -307,9 +306,13 @@ mod tests {
 
     #[test]
     fn markers_are_found_only_as_a_pair_of_lines() {
-        assert!(has_markers(b"a\n<<<<<<< integration\nx\n=======\ny\n>>>>>>> b\n"));
+        assert!(has_markers(
+            b"a\n<<<<<<< integration\nx\n=======\ny\n>>>>>>> b\n"
+        ));
         assert!(!has_markers(b"a\n<<<<<<< only an opening\n"));
-        assert!(!has_markers(b"text mentioning >>>>>>> and <<<<<<< inline\n"));
+        assert!(!has_markers(
+            b"text mentioning >>>>>>> and <<<<<<< inline\n"
+        ));
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub(super) fn earlier_round(report: &TaskReport) -> String {
             "Your earlier change (this task's first round, as a diff):\n{cut}\n\n"
         ));
     }
-    if let Some(m) = report.agent.last_message.as_deref().filter(|m| !m.trim().is_empty()) {
+    if let Some(m) = report
+        .agent
+        .last_message
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+    {
         text.push_str(&format!("Your last message then: {m}\n\n"));
     }
     text

@@ -109,9 +109,7 @@ impl OnConflict {
             _ => None,
         };
         found.ok_or_else(|| {
-            format!(
-                "expected fail, retry[=N] or resolve[=N] (N from 1 to 100), found {s:?}"
-            )
+            format!("expected fail, retry[=N] or resolve[=N] (N from 1 to 100), found {s:?}")
         })
     }
 

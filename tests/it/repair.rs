@@ -84,8 +84,14 @@ fn a_conflict_is_resolved_by_the_tasks_own_agent(runner: Runner) {
     assert_eq!(st["b"], "merged", "{st:?}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a b\nend\n");
-    assert_eq!(String::from_utf8_lossy(&files["notes.txt"]), "notes\nb was here\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a b\nend\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&files["notes.txt"]),
+        "notes\nb was here\n"
+    );
     // b's rounds: the first conflicted, the resolve round merged, saying what caused it.
     assert_eq!(
         rounds(&report, "b"),
@@ -96,7 +102,9 @@ fn a_conflict_is_resolved_by_the_tasks_own_agent(runner: Runner) {
         "{}",
         task(&report, "b")
     );
-    let cause = task(&report, "b")["rounds"][1]["cause"].as_str().unwrap_or("");
+    let cause = task(&report, "b")["rounds"][1]["cause"]
+        .as_str()
+        .unwrap_or("");
     assert!(cause.contains("line.txt"), "{cause}");
     // The resolution gate ran and passed.
     let gates = task(&report, "b")["verify"].to_string();
@@ -129,7 +137,10 @@ fn a_resolution_that_leaves_markers_fails(runner: Runner) {
     );
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a\nend\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a\nend\n"
+    );
     assert_eq!(String::from_utf8_lossy(&files["notes.txt"]), "notes\n");
 }
 every_way!(
@@ -155,7 +166,10 @@ fn an_agent_that_cannot_resolve_leaves_the_task_out(runner: Runner) {
     assert_ne!(st["b"], "merged", "{st:?}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a\nend\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a\nend\n"
+    );
 }
 both_ways!(
     an_agent_that_cannot_resolve_leaves_the_task_out,
@@ -229,8 +243,14 @@ fn a_repair_round_fixes_the_integration(runner: Runner) {
     assert_eq!(gate["ejected"], json!([]), "{gate}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["extra/wave.sh"]), ". ./lib.sh\nwelcome\n");
-    assert_eq!(String::from_utf8_lossy(&files["lib.sh"]), "welcome() { echo hello; }\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["extra/wave.sh"]),
+        ". ./lib.sh\nwelcome\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&files["lib.sh"]),
+        "welcome() { echo hello; }\n"
+    );
     assert_eq!(
         rounds(&report, "caller"),
         vec![
@@ -240,18 +260,33 @@ fn a_repair_round_fixes_the_integration(runner: Runner) {
         "{}",
         task(&report, "caller")
     );
-    let cause = task(&report, "caller")["rounds"][1]["cause"].as_str().unwrap_or("");
+    let cause = task(&report, "caller")["rounds"][1]["cause"]
+        .as_str()
+        .unwrap_or("");
     assert!(cause.contains("integration gate failed"), "{cause}");
     // The integration handed over passes the project's check.
     let clone = repo.tmp.path().join("check");
-    git(&repo.path, &["worktree", "add", "--quiet", "--detach", clone.to_str().unwrap(), branch]);
+    git(
+        &repo.path,
+        &[
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            clone.to_str().unwrap(),
+            branch,
+        ],
+    );
     let check = std::process::Command::new("sh")
         .arg("tests/check.sh")
         .current_dir(&clone)
         .output()
         .expect("sh");
     assert!(check.status.success(), "{}", show(&check));
-    git(&repo.path, &["worktree", "remove", "--force", clone.to_str().unwrap()]);
+    git(
+        &repo.path,
+        &["worktree", "remove", "--force", clone.to_str().unwrap()],
+    );
     repo.assert_left_as_except_worktrees(&before);
 }
 every_way!(
@@ -299,7 +334,12 @@ fn n_repairs_without_success_eject_the_task(runner: Runner) {
     assert_eq!(st["rename"], "merged", "{st:?}");
     assert_eq!(st["caller"], "integration_failed", "{st:?}");
     let kinds: Vec<String> = rounds(&report, "caller").into_iter().map(|r| r.0).collect();
-    assert_eq!(kinds, vec!["agent", "repair", "repair"], "{}", task(&report, "caller"));
+    assert_eq!(
+        kinds,
+        vec!["agent", "repair", "repair"],
+        "{}",
+        task(&report, "caller")
+    );
     let gate = &report["integration"];
     assert_eq!(gate["passed"], true, "{gate}");
     assert_eq!(gate["ejected"], json!(["caller"]), "{gate}");
@@ -401,8 +441,11 @@ fn codex_resolves_a_conflict(version: &'static str, workspace: &'static str) {
             } else {
                 text.contains("Your earlier change") && text.contains("+base b")
             };
-            let hunks = text.contains("base a") && text.contains("base b") && text.contains("task a");
-            log.lock().expect("lock").push(format!("earlier={earlier} hunks={hunks}"));
+            let hunks =
+                text.contains("base a") && text.contains("base b") && text.contains("task a");
+            log.lock()
+                .expect("lock")
+                .push(format!("earlier={earlier} hunks={hunks}"));
             return if earlier && hunks {
                 Reply::Command("printf 'top\\nbase a b\\nend\\n' > line.txt".into())
             } else {
@@ -423,9 +466,19 @@ fn codex_resolves_a_conflict(version: &'static str, workspace: &'static str) {
     let args = ["--on-conflict", "resolve", "--workspace", workspace];
     let (out, report) = run_codex(&repo, &file, version, home.path(), &args);
     let st = statuses(&report);
-    assert_eq!(st.get("a").map(String::as_str), Some("merged"), "{}", show(&out));
+    assert_eq!(
+        st.get("a").map(String::as_str),
+        Some("merged"),
+        "{}",
+        show(&out)
+    );
     let saw = seen.lock().expect("lock").clone();
-    assert_eq!(st.get("b").map(String::as_str), Some("merged"), "{}\nmodel saw: {saw:?}", show(&out));
+    assert_eq!(
+        st.get("b").map(String::as_str),
+        Some("merged"),
+        "{}\nmodel saw: {saw:?}",
+        show(&out)
+    );
     let b = task(&report, "b");
     assert_eq!(b["rounds"][0]["status"], "conflict", "{b}");
     assert_eq!(b["rounds"][1]["kind"], "resolve", "{b}");
@@ -439,7 +492,10 @@ fn codex_resolves_a_conflict(version: &'static str, workspace: &'static str) {
     }
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["line.txt"]), "top\nbase a b\nend\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a b\nend\n"
+    );
     assert_eq!(saw, ["earlier=true hunks=true"]);
     // The task's CODEX_HOME was kept for the round and is gone with the run.
     let run_dir = PathBuf::from(report["run_dir"].as_str().expect("run dir"));
@@ -476,7 +532,9 @@ fn codex_repairs_the_integration(workspace: &'static str) {
         if text.contains("integration's verify command fails") {
             let earlier = request_holds(req, "FIRST-ROUND-OF-CALLER");
             let output = text.contains("FAILED: extra/wave.sh");
-            log.lock().expect("lock").push(format!("earlier={earlier} output={output}"));
+            log.lock()
+                .expect("lock")
+                .push(format!("earlier={earlier} output={output}"));
             return if earlier && output {
                 Reply::Command("sed -i 's/greet/welcome/' extra/wave.sh".into())
             } else {
@@ -498,18 +556,41 @@ fn codex_repairs_the_integration(workspace: &'static str) {
             {"id": "caller", "prompt": "CMD: mkdir -p extra && printf '. ./lib.sh\\ngreet\\n' > extra/wave.sh && echo FIRST-ROUND-OF-CALLER"}
         ]
     }));
-    let (out, report) = run_codex(&repo, &file, "0.171.0", home.path(), &["--workspace", workspace]);
+    let (out, report) = run_codex(
+        &repo,
+        &file,
+        "0.171.0",
+        home.path(),
+        &["--workspace", workspace],
+    );
     let st = statuses(&report);
     let saw = seen.lock().expect("lock").clone();
-    assert_eq!(st.get("rename").map(String::as_str), Some("merged"), "{}", show(&out));
-    assert_eq!(st.get("caller").map(String::as_str), Some("merged"), "{}\nmodel saw: {saw:?}", show(&out));
-    assert_eq!(report["integration"]["passed"], true, "{}", report["integration"]);
+    assert_eq!(
+        st.get("rename").map(String::as_str),
+        Some("merged"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        st.get("caller").map(String::as_str),
+        Some("merged"),
+        "{}\nmodel saw: {saw:?}",
+        show(&out)
+    );
+    assert_eq!(
+        report["integration"]["passed"], true,
+        "{}",
+        report["integration"]
+    );
     let caller = task(&report, "caller");
     assert_eq!(caller["agent"]["resumed"], true, "{caller}");
     assert_eq!(caller["rounds"][1]["kind"], "repair", "{caller}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["extra/wave.sh"]), ". ./lib.sh\nwelcome\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["extra/wave.sh"]),
+        ". ./lib.sh\nwelcome\n"
+    );
     assert_eq!(saw, ["earlier=true output=true"]);
 }
 
