@@ -56,37 +56,11 @@ pub(super) fn run(
                 what: "cannot open the repository for integration repair".into(),
                 source,
             })?;
-        let reruns = repair_reruns(
-            shared,
-            &repo,
-            reports,
-            pendings,
-            integration,
-            &culprits,
-            round,
-            gate.repair,
-        );
-        let number = reruns
-            .iter()
-            .map(|r| r.2.len() as u32 + 1)
-            .max()
-            .unwrap_or(2);
-        let results = runtime.block_on(rerun_all(shared.clone(), number, reruns));
-        crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
-        let mut back = Vec::new();
-        for (i, task_report, pending) in results {
-            let ejected = std::mem::replace(&mut reports[i], task_report);
-            match rejoin(&repo, &pending) {
-                Some(squashed) => {
-                    pendings[i] = Pending::Ready(squashed);
-                    back.push(i);
-                }
-                None => {
-                    still_out(&mut reports[i], &ejected);
-                    again.push(i);
-                }
-            }
-        }
+        let round = (round, gate.repair);
+        let tasks = (&mut *reports, &mut *pendings);
+        let (back, failed) =
+            give_back(runtime, shared, &repo, tasks, integration, &culprits, round);
+        again = failed;
         if back.is_empty() {
             // Nothing changed: the integration stays as the gate left it (it passed).
             report.verify_runs = 0;
@@ -112,6 +86,51 @@ pub(super) fn run(
     }
     report.ejected = out_for_good;
     Ok(report)
+}
+
+/// One repair round of each culprit: the ones whose fix is ready to integrate again (as one
+/// commit on the integration head) and the ones that gave no fix.
+fn give_back(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    repo: &Repository,
+    (reports, pendings): (&mut [TaskReport], &mut [Pending]),
+    integration: &Integration,
+    culprits: &[usize],
+    (round, rounds): (u32, u32),
+) -> (Vec<usize>, Vec<usize>) {
+    let reruns = repair_reruns(
+        shared,
+        repo,
+        reports,
+        pendings,
+        integration,
+        culprits,
+        round,
+        rounds,
+    );
+    let number = reruns
+        .iter()
+        .map(|r| r.2.len() as u32 + 1)
+        .max()
+        .unwrap_or(2);
+    let results = runtime.block_on(rerun_all(shared.clone(), number, reruns));
+    crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
+    let (mut back, mut failed) = (Vec::new(), Vec::new());
+    for (i, task_report, pending) in results {
+        let ejected = std::mem::replace(&mut reports[i], task_report);
+        match rejoin(repo, &pending) {
+            Some(squashed) => {
+                pendings[i] = Pending::Ready(squashed);
+                back.push(i);
+            }
+            None => {
+                still_out(&mut reports[i], &ejected);
+                failed.push(i);
+            }
+        }
+    }
+    (back, failed)
 }
 
 /// The tasks the gate took out that a repair round may give back: found by bisection (not
