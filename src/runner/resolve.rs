@@ -108,6 +108,19 @@ pub(crate) fn prepare(
     }
     let met = tasks_touching(repo, merged, &conflicted)?;
     out.text = describe(task_id, &met, &conflicted, &hunks);
+    let deleted: Vec<&str> = out
+        .files
+        .iter()
+        .filter(|(_, c)| c.is_none())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    if !deleted.is_empty() {
+        // An overlay workspace cannot be given a deletion from outside the task's namespace.
+        out.text.push_str(&format!(
+            "\nYour change deletes {}: delete any of them the workspace still has.\n",
+            deleted.join(", ")
+        ));
+    }
     Ok(out)
 }
 

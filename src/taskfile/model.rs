@@ -364,3 +364,26 @@ pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
     out.push_str(rest);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OnConflict;
+
+    #[test]
+    fn on_conflict_parses_fail_retry_and_resolve_with_their_rounds() {
+        assert_eq!(OnConflict::parse("fail"), Ok(OnConflict::Fail));
+        assert_eq!(OnConflict::parse("retry"), Ok(OnConflict::Retry(1)));
+        assert_eq!(OnConflict::parse("retry=3"), Ok(OnConflict::Retry(3)));
+        assert_eq!(OnConflict::parse("resolve"), Ok(OnConflict::Resolve(1)));
+        assert_eq!(
+            OnConflict::parse("resolve=100"),
+            Ok(OnConflict::Resolve(100))
+        );
+        for bad in ["resolve=0", "resolve=101", "fail=1", "resolve=", "merge"] {
+            let e = OnConflict::parse(bad).expect_err(bad);
+            assert!(e.contains("resolve[=N]"), "{e}");
+        }
+        assert!(OnConflict::Resolve(2).resolves() && !OnConflict::Retry(2).resolves());
+        assert_eq!(OnConflict::Resolve(2).retries(), 2);
+    }
+}

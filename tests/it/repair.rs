@@ -603,3 +603,34 @@ fn codex_0171_repairs_the_integration_on_its_own_thread_overlay() {
 fn codex_0171_repairs_the_integration_on_its_own_thread_worktree() {
     codex_repairs_the_integration("worktree")
 }
+
+/// `fanout validate` knows `on_conflict: resolve=N`, `protect` (task and defaults) and
+/// `integrate.repair`, and names what is wrong in them.
+#[test]
+fn validate_knows_resolve_repair_and_protect() {
+    let repo = TestRepo::with_files(1);
+    let file = repo.write_tasks(&json!({
+        "agents": {"e": {"protocol": "exec", "command": "true"}},
+        "defaults": {"agent": "e", "on_conflict": "resolve=2", "protect": ["tests/", "*.cfg"]},
+        "integrate": {"verify": "true", "repair": 2},
+        "tasks": [{"id": "a", "prompt": "x", "protect": ["Makefile"]}]
+    }));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let file = repo.write_tasks(&json!({
+        "agents": {"e": {"protocol": "exec", "command": "true"}},
+        "defaults": {"agent": "e", "on_conflict": "resolve=0"},
+        "integrate": {"verify": "true", "repair": 11},
+        "tasks": [{"id": "a", "prompt": "x", "protect": ["[broken"]}]
+    }));
+    let out = repo.fanout(&["validate", "--tasks", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    for needle in [
+        "$.defaults.on_conflict",
+        "$.integrate.repair",
+        "$.tasks[0].protect[0]",
+    ] {
+        assert!(err.contains(needle), "{needle} missing in\n{err}");
+    }
+}
