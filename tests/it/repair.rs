@@ -323,6 +323,36 @@ every_way!(
     a_repair_editing_a_protected_test_is_refused
 );
 
+/// A repair that fixes the integration by editing a file neither its change touched nor its
+/// `paths` cover (it renames the function back in `lib.sh`, `rename`'s file) is refused too,
+/// naming the path.
+fn a_repair_outside_its_own_paths_is_refused(runner: Runner) {
+    let repo = greet_repo(runner);
+    let file = rename_and_caller(
+        &repo,
+        "    printf 'welcome() { echo hello; }\\ngreet() { welcome; }\\n' > lib.sh",
+        1,
+    );
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["rename"], "merged", "{st:?}");
+    assert_eq!(st["caller"], "integration_failed", "{st:?}");
+    let error = task(&report, "caller")["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("lib.sh is neither a path the task changed nor one of its paths"),
+        "{error}"
+    );
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(String::from_utf8_lossy(&files["lib.sh"]), "welcome() { echo hello; }\n");
+    assert!(!files.contains_key("extra/wave.sh"));
+}
+every_way!(
+    a_repair_outside_its_own_paths_is_refused,
+    a_repair_outside_its_own_paths_is_refused
+);
+
 /// Repairs that do not fix it: after N rounds the task is taken out as without repair, and the
 /// integration handed over passes.
 fn n_repairs_without_success_eject_the_task(runner: Runner) {
