@@ -1,20 +1,14 @@
 /*!
 `--on-conflict resolve`: a conflicting task goes back to its own agent. Its workspace starts at
-the integration head with the task's change merged as far as it goes: the paths that merge
-cleanly hold the merged content, the conflicting ones hold conflict markers (`<<<<<<<`,
-`=======`, `>>>>>>>`). Its prompt names the tasks whose changes it meets and shows the hunks of
-both sides. A resolution that leaves markers fails its gates.
+the integration head with the task's change merged as far as it goes, the conflicting hunks
+marked (`git::conflict_markers`). Its prompt names the tasks whose changes it meets and shows
+the hunks of both sides. A resolution that leaves markers fails its gates.
 */
 
 use git2::{Oid, Repository};
 
+use crate::git::conflict_markers::{self, Content};
 use crate::report::GateResult;
-
-/// Longest excerpt of one file's conflicting hunks in the prompt (bytes).
-const HUNKS_PER_FILE: usize = 4000;
-
-/// A path's new content and mode, or `None` for a path deleted.
-pub(crate) type Content = Option<(Vec<u8>, u32)>;
 
 /// What the workspace of a resolve round gets on top of the integration head.
 #[derive(Clone, Debug, Default)]
@@ -37,78 +31,10 @@ pub(crate) fn prepare(
     task_id: &str,
     merged: &[(String, Oid)],
 ) -> Result<Resolution, git2::Error> {
-    let pick = repo.find_commit(commit)?;
-    let ancestor = pick.parent(0)?.tree()?;
-    let theirs = pick.tree()?;
-    let ours = repo.find_commit(head)?.tree()?;
-    let index = repo.merge_trees(&ancestor, &ours, &theirs, None)?;
-    let mut out = Resolution::default();
-    let mut conflicted = std::collections::BTreeSet::new();
-    let mut hunks = String::new();
-    for c in index.conflicts()? {
-        let c = c?;
-        let path = [&c.our, &c.their, &c.ancestor]
-            .iter()
-            .find_map(|e| e.as_ref())
-            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-            .unwrap_or_default();
-        conflicted.insert(path.clone());
-        match (&c.our, &c.their) {
-            (Some(o), Some(t)) => {
-                let mut opts = git2::MergeFileOptions::new();
-                opts.our_label("integration").their_label(task_id);
-                let anc = c.ancestor.as_ref();
-                let merged_file =
-                    repo.merge_file_from_index(anc.unwrap_or(o), o, t, Some(&mut opts))?;
-                let content = merged_file.content().to_vec();
-                hunks.push_str(&file_hunks(&path, &content));
-                out.files.push((path.clone(), Some((content, t.mode))));
-                out.marked.push(path);
-            }
-            (None, Some(t)) => {
-                // The integration deleted what the task changed: the task's version stays.
-                let blob = repo.find_blob(t.id)?;
-                out.files
-                    .push((path.clone(), Some((blob.content().to_vec(), t.mode))));
-                hunks.push_str(&format!(
-                    "\n{path}: the integration deleted this file; your version is in the workspace. Delete it or keep it.\n"
-                ));
-            }
-            (Some(_), None) => {
-                hunks.push_str(&format!(
-                    "\n{path}: you deleted this file, the integration changed it; the integration's version is in the workspace. Delete it or keep it.\n"
-                ));
-            }
-            (None, None) => {}
-        }
-    }
-    // The paths that merged cleanly: what the task changed, as the merge has it.
-    let diff = repo.diff_tree_to_tree(Some(&ancestor), Some(&theirs), None)?;
-    for d in diff.deltas() {
-        for file in [d.old_file(), d.new_file()] {
-            let Some(path) = file.path().and_then(|p| p.to_str()) else {
-                continue;
-            };
-            if conflicted.contains(path) || out.files.iter().any(|(p, _)| p == path) {
-                continue;
-            }
-            let now = index.get_path(std::path::Path::new(path), 0);
-            let before = ours.get_path(std::path::Path::new(path)).ok();
-            match (now, before) {
-                (Some(e), Some(b)) if e.id == b.id() && e.mode == b.filemode() as u32 => {}
-                (Some(e), _) => {
-                    let blob = repo.find_blob(e.id)?;
-                    out.files
-                        .push((path.to_string(), Some((blob.content().to_vec(), e.mode))));
-                }
-                (None, Some(_)) => out.files.push((path.to_string(), None)),
-                (None, None) => {}
-            }
-        }
-    }
-    let met = tasks_touching(repo, merged, &conflicted)?;
-    out.text = describe(task_id, &met, &conflicted, &hunks);
-    let deleted: Vec<&str> = out
+    let m = conflict_markers::merge_marked(repo, head, commit, task_id)?;
+    let met = conflict_markers::touching(repo, merged, &m.conflicted)?;
+    let mut text = describe(task_id, &met, &m.conflicted, &m.hunks);
+    let deleted: Vec<&str> = m
         .files
         .iter()
         .filter(|(_, c)| c.is_none())
@@ -116,59 +42,16 @@ pub(crate) fn prepare(
         .collect();
     if !deleted.is_empty() {
         // An overlay workspace cannot be given a deletion from outside the task's namespace.
-        out.text.push_str(&format!(
+        text.push_str(&format!(
             "\nYour change deletes {}: delete any of them the workspace still has.\n",
             deleted.join(", ")
         ));
     }
-    Ok(out)
-}
-
-/// The merged tasks whose commits changed one of `paths`.
-fn tasks_touching(
-    repo: &Repository,
-    merged: &[(String, Oid)],
-    paths: &std::collections::BTreeSet<String>,
-) -> Result<Vec<String>, git2::Error> {
-    let mut met = Vec::new();
-    for (id, commit) in merged {
-        let c = repo.find_commit(*commit)?;
-        let (tree, parent) = (c.tree()?, c.parent(0)?.tree()?);
-        let touches = paths.iter().any(|p| {
-            let p = std::path::Path::new(p);
-            let a = tree.get_path(p).ok().map(|e| (e.id(), e.filemode()));
-            let b = parent.get_path(p).ok().map(|e| (e.id(), e.filemode()));
-            a != b
-        });
-        if touches {
-            met.push(id.clone());
-        }
-    }
-    Ok(met)
-}
-
-/// The conflicting regions of a file written with markers (both sides), capped.
-fn file_hunks(path: &str, content: &[u8]) -> String {
-    let text = String::from_utf8_lossy(content);
-    let mut out = format!("\n--- {path}\n");
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("<<<<<<< ") {
-            inside = true;
-        }
-        if inside {
-            if out.len() > HUNKS_PER_FILE {
-                out.push_str("(more conflicting lines in the file)\n");
-                break;
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        if line.starts_with(">>>>>>> ") {
-            inside = false;
-        }
-    }
-    out
+    Ok(Resolution {
+        files: m.files,
+        marked: m.marked,
+        text,
+    })
 }
 
 fn describe(
@@ -269,19 +152,7 @@ pub(crate) fn markers_gate(
     commit: Oid,
     marked: &[String],
 ) -> Result<GateResult, git2::Error> {
-    let tree = repo.find_commit(commit)?.tree()?;
-    let mut left = Vec::new();
-    for p in marked {
-        let Ok(entry) = tree.get_path(std::path::Path::new(p)) else {
-            continue;
-        };
-        let Ok(blob) = repo.find_blob(entry.id()) else {
-            continue;
-        };
-        if has_markers(blob.content()) {
-            left.push(p.clone());
-        }
-    }
+    let left = conflict_markers::markers_left(repo, commit, marked)?;
     let passed = left.is_empty();
     Ok(GateResult {
         gate: "conflict_markers".into(),
@@ -297,44 +168,4 @@ pub(crate) fn markers_gate(
         stderr: None,
         flaky: false,
     })
-}
-
-/// Whether a file still holds a conflict: a `<<<<<<< ` line and a `>>>>>>> ` line.
-fn has_markers(content: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(content);
-    let mut open = false;
-    for line in text.lines() {
-        if line.starts_with("<<<<<<< ") || line == "<<<<<<<" {
-            open = true;
-        } else if open && (line.starts_with(">>>>>>> ") || line == ">>>>>>>") {
-            return true;
-        }
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markers_are_found_only_as_a_pair_of_lines() {
-        assert!(has_markers(
-            b"a\n<<<<<<< integration\nx\n=======\ny\n>>>>>>> b\n"
-        ));
-        assert!(!has_markers(b"a\n<<<<<<< only an opening\n"));
-        assert!(!has_markers(
-            b"text mentioning >>>>>>> and <<<<<<< inline\n"
-        ));
-    }
-
-    #[test]
-    fn hunks_show_both_sides() {
-        let h = file_hunks(
-            "line.txt",
-            b"top\n<<<<<<< integration\nbase a\n=======\nbase b\n>>>>>>> b\nend\n",
-        );
-        assert!(h.contains("base a") && h.contains("base b"), "{h}");
-        assert!(!h.contains("top") && !h.contains("end"), "{h}");
-    }
 }
