@@ -41,9 +41,8 @@ pub(crate) fn prepare(
         .map(|(p, _)| p.as_str())
         .collect();
     if !deleted.is_empty() {
-        // An overlay workspace cannot be given a deletion from outside the task's namespace.
         text.push_str(&format!(
-            "\nYour change deletes {}: delete any of them the workspace still has.\n",
+            "\nYour change deletes {} (already deleted in the workspace).\n",
             deleted.join(", ")
         ));
     }
@@ -80,9 +79,10 @@ fn describe(
 }
 
 /// Writes the resolution's files into the workspace folder `root` (the worktree, or an overlay's
-/// upper folder), and gives them to the task's uid.
+/// upper folder when `overlay`: a deletion is then a whiteout), and gives them to the task's uid.
 pub(crate) fn write(
     root: &std::path::Path,
+    overlay: bool,
     resolution: &Resolution,
     owner: Option<crate::sandbox::RunAs>,
 ) -> Result<(), String> {
@@ -109,11 +109,16 @@ pub(crate) fn write(
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(perm))
                     .map_err(|e| format!("cannot set the mode of {}: {e}", to.display()))?;
             }
-            None => match std::fs::remove_file(&to) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("cannot delete {}: {e}", to.display())),
-            },
+            None => {
+                match std::fs::remove_file(&to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("cannot delete {}: {e}", to.display())),
+                }
+                if overlay {
+                    whiteout(&to)?;
+                }
+            }
         }
     }
     if let Some(who) = owner {
@@ -121,6 +126,28 @@ pub(crate) fn write(
             .map_err(|e| format!("cannot give {} to the agent uid: {e}", root.display()))?;
     }
     Ok(())
+}
+
+/// An overlay whiteout (a character device 0:0) at `path`: the lower's file is gone from the
+/// view. Linux lets any user make one (5.8+).
+fn whiteout(path: &std::path::Path) -> Result<(), String> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    mknod(
+        path,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(0, 0),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot delete {} from the overlay view: {e}",
+            path.display()
+        )
+    })
 }
 
 /// `root/rel` when `rel` is a plain relative path whose folders in `root` are no links (fanout

@@ -156,8 +156,9 @@ async fn place_resolution(
     resolution: Arc<super::resolve::Resolution>,
 ) -> Result<(), Stop> {
     let root = paths.readable_root().to_path_buf();
+    let overlay = paths.overlay.is_some();
     let owner = super::identity::task_user(shared, task.id().as_str());
-    blocking(move || super::resolve::write(&root, &resolution, owner))
+    blocking(move || super::resolve::write(&root, overlay, &resolution, owner))
         .await
         .map_err(|e| stop(TaskStatus::Failed, e))
 }

@@ -18,13 +18,14 @@ fn line_repo(runner: Runner) -> TestRepo {
     let repo = TestRepo::with_files(1).run_by(runner);
     std::fs::write(repo.path.join("line.txt"), "top\nbase\nend\n").expect("write");
     std::fs::write(repo.path.join("notes.txt"), "notes\n").expect("write");
+    std::fs::write(repo.path.join("old.txt"), "old\n").expect("write");
     git(&repo.path, &["add", "-A"]);
     git(&repo.path, &["commit", "--quiet", "-m", "line"]);
     repo
 }
 
 /// Two exec tasks appending their id to the same line; `b` also adds a line to `notes.txt`
-/// (a part that merges cleanly). On a resolve round (`FANOUT_FEEDBACK` set) the agent runs
+/// and deletes `old.txt` (parts that merge cleanly). On a resolve round (`FANOUT_FEEDBACK` set) the agent runs
 /// `resolution` instead.
 fn same_line_tasks(repo: &TestRepo, resolution: &str) -> PathBuf {
     let agent = format!(
@@ -34,7 +35,7 @@ if [ -n "${{FANOUT_FEEDBACK+set}}" ]; then
   exit 0
 fi
 sed -i "2s/\$/ $FANOUT_TASK_ID/" line.txt
-if [ "$FANOUT_TASK_ID" = b ]; then echo 'b was here' >> notes.txt; fi
+if [ "$FANOUT_TASK_ID" = b ]; then echo 'b was here' >> notes.txt; rm old.txt; fi
 "#
     );
     repo.write_tasks(&json!({
@@ -52,6 +53,7 @@ const CHECKED_RESOLUTION: &str = r#"
   printf '%s' "$FANOUT_FEEDBACK" | grep -q '^base b$' || { echo 'no hunk of the task' >&2; exit 5; }
   grep -q '^<<<<<<< integration' line.txt || { echo 'no markers' >&2; exit 6; }
   grep -q '^b was here$' notes.txt || { echo 'the clean part is missing' >&2; exit 7; }
+  [ ! -e old.txt ] || { echo 'the clean deletion is missing' >&2; exit 8; }
   printf 'top\nbase a b\nend\n' > line.txt
 "#;
 
@@ -92,6 +94,7 @@ fn a_conflict_is_resolved_by_the_tasks_own_agent(runner: Runner) {
         String::from_utf8_lossy(&files["notes.txt"]),
         "notes\nb was here\n"
     );
+    assert!(!files.contains_key("old.txt"), "b's deletion merged");
     // b's rounds: the first conflicted, the resolve round merged, saying what caused it.
     assert_eq!(
         rounds(&report, "b"),
@@ -345,7 +348,10 @@ fn a_repair_outside_its_own_paths_is_refused(runner: Runner) {
     );
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
-    assert_eq!(String::from_utf8_lossy(&files["lib.sh"]), "welcome() { echo hello; }\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["lib.sh"]),
+        "welcome() { echo hello; }\n"
+    );
     assert!(!files.contains_key("extra/wave.sh"));
 }
 every_way!(
