@@ -121,6 +121,8 @@ pub struct IntegrateGate {
     pub timeout_secs: f64,
     /// How many times a failing run of the command runs again (0: none).
     pub verify_retries: u32,
+    /// Integration repair: rounds a culprit's agent gets to fix the integration (0: none).
+    pub repair: u32,
     /// The shared setup layer the gate's checkout gets (`defaults.setup`).
     pub setup: Option<SetupLayerPlan>,
 }
@@ -276,6 +278,11 @@ impl Plan {
                     .setup_timeout_secs
                     .or(file.defaults.setup_timeout_secs)
                     .unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
+                protect: spec
+                    .protect
+                    .clone()
+                    .or_else(|| file.defaults.protect.clone())
+                    .unwrap_or_default(),
                 spec: spec.clone(),
             });
         }
@@ -300,6 +307,7 @@ impl Plan {
             verify: g.verify.clone(),
             timeout_secs: g.timeout_secs.unwrap_or(DEFAULT_VERIFY_TIMEOUT_SEC),
             verify_retries: g.verify_retries.unwrap_or(0),
+            repair: g.repair.unwrap_or(0),
             // The gate's checkout gets the layer of `defaults.setup` (a shared one only).
             setup: file
                 .defaults

@@ -175,6 +175,11 @@ impl AppServerSession {
         for (k, v) in &self.ctx.profile.arguments {
             params.insert(k.clone(), v.clone());
         }
+        if let Some(thread) = self.ctx.resume_thread.clone() {
+            if self.resume(&thread, &params, deadline).await? {
+                return Ok(());
+            }
+        }
         let req = self
             .conn
             .start_request("thread/start", Value::Object(params))
@@ -194,6 +199,68 @@ impl AppServerSession {
         self.info.thread_id = Some(thread.to_string());
         events.record("thread_started", json!({"threadId": thread}));
         Ok(())
+    }
+
+    /// `thread/resume` of an earlier round's thread, from the rollout in the task's private
+    /// CODEX_HOME (kept for the run): `false` when Codex cannot (the caller starts a new thread
+    /// and the prompt carries what the agent would have remembered).
+    async fn resume(
+        &mut self,
+        thread: &str,
+        start: &Map<String, Value>,
+        deadline: Instant,
+    ) -> Result<bool, HandshakeError> {
+        let events = self.ctx.events.clone();
+        let confined = self.ctx.spawn.policy.enforce;
+        let mut params = Map::new();
+        params.insert("threadId".into(), json!(thread));
+        // The same settings as a new thread; thread/resume knows no other keys.
+        for key in [
+            "cwd",
+            "approvalPolicy",
+            "sandbox",
+            "model",
+            "baseInstructions",
+            "developerInstructions",
+            "config",
+        ] {
+            if let Some(v) = start.get(key) {
+                params.insert(key.into(), v.clone());
+            }
+        }
+        params.insert("excludeTurns".into(), json!(true));
+        let req = self
+            .conn
+            .start_request("thread/resume", Value::Object(params))
+            .await?;
+        let mut handler = Handler::new(events.clone(), &mut self.info, confined);
+        let answer = self.conn.wait(req, deadline, &mut handler).await;
+        let resumed = match answer {
+            Ok(result) => result
+                .get("thread")
+                .and_then(|t| t.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            Err(JsonRpcError::Remote { message, .. }) => {
+                events.record(
+                    "thread_resume_failed",
+                    json!({"threadId": thread, "error": message}),
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(id) = resumed else {
+            events.record(
+                "thread_resume_failed",
+                json!({"threadId": thread, "error": "the reply has no thread.id"}),
+            );
+            return Ok(false);
+        };
+        self.info.thread_id = Some(id.clone());
+        self.info.resumed = true;
+        events.record("thread_resumed", json!({"threadId": id}));
+        Ok(true)
     }
 
     fn sandbox_policy(&self) -> Value {

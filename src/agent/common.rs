@@ -30,6 +30,9 @@ pub struct AgentContext {
     pub events: EventLog,
     /// How to start the process (program/args/env filled from the profile by the caller).
     pub spawn: SpawnSpec,
+    /// Threads that outlive their process (issue 21): the thread of the task's earlier round,
+    /// continued where the protocol allows it (app-server `thread/resume`).
+    pub resume_thread: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,10 @@ pub struct AgentInfo {
     pub first_garbage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxReport>,
+    /// Threads that outlive their process (issue 21): the session continued the thread of an
+    /// earlier round (`thread_id` is that thread).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 #[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]

@@ -155,9 +155,10 @@ pub struct RunArgs {
     /// (default `nobody`).
     #[arg(long, value_name = "USER|UID")]
     pub agent_user: Option<String>,
-    /// A task that conflicts with what was merged before it: `fail`, or `retry[=N]` to run it
-    /// again from the integration head (N times, default 1). Overrides `defaults.on_conflict`.
-    #[arg(long, value_name = "fail|retry[=N]", value_parser = parse_on_conflict)]
+    /// A task that conflicts with what was merged before it: `fail`, `retry[=N]` to run it
+    /// again from the integration head (N times, default 1), or `resolve[=N]` to give the
+    /// conflict to the task's own agent (N rounds, default 1). Overrides `defaults.on_conflict`.
+    #[arg(long, value_name = "fail|retry[=N]|resolve[=N]", value_parser = parse_on_conflict)]
     pub on_conflict: Option<crate::taskfile::OnConflict>,
     /// Make the integration one commit whose message lists the merged tasks.
     #[arg(long)]

@@ -6,6 +6,7 @@ user's configuration, no fsmonitor, and never the user's checkout, index or curr
 pub mod checkout;
 pub mod collect;
 pub mod collect_options;
+pub mod conflict_markers;
 pub mod gc_guard;
 pub mod line_merge;
 pub mod memory_lower;

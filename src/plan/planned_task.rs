@@ -41,6 +41,8 @@ pub struct PlannedTask {
     pub network: taskfile::network::NetworkSpec,
     /// Ignored files of the checkout copied into the workspace (`include`), found once.
     pub include: std::sync::Arc<Vec<crate::include::Entry>>,
+    /// Globs an integration repair may never change (the task's `protect`, else the defaults').
+    pub protect: Vec<String>,
 }
 
 impl PlannedTask {
@@ -85,6 +87,7 @@ impl PlannedTask {
                 group: None,
                 review: None,
                 network: None,
+                protect: None,
             },
             agent_name: "exec".into(),
             profile: profile.clone(),
@@ -106,6 +109,7 @@ impl PlannedTask {
             setup_once: true,
             network: Default::default(),
             include: Default::default(),
+            protect: Vec::new(),
         }
     }
 }

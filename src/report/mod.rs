@@ -203,6 +203,12 @@ pub struct TaskReport {
     /// Empty when it ran once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<RoundReport>,
+    // Visible rounds (issue 21): the kind and cause of the run this report is about, for its
+    // entry in `rounds` once it ends.
+    #[serde(skip)]
+    pub round_kind: RoundKind,
+    #[serde(skip)]
+    pub round_cause: Option<String>,
 }
 
 /// One round of a task: its first run, or a run again from the integration after a conflict.
@@ -224,6 +230,30 @@ pub struct RoundReport {
     /// How many times the agent was prompted in this round.
     #[serde(default)]
     pub attempts: usize,
+    // Visible rounds (issue 21): what kind of round it was and what caused it.
+    #[serde(default)]
+    pub kind: RoundKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+/// Visible rounds (issue 21): what made a round of a task.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RoundKind {
+    /// The task's first run.
+    #[default]
+    Agent,
+    /// A turn after a failed gate.
+    Feedback,
+    /// Run again in a fresh session after a conflict (`--on-conflict retry`).
+    Retry,
+    /// Given back to its agent to resolve a conflict (`--on-conflict resolve`).
+    Resolve,
+    /// Given back to its agent to fix a failing integration gate (`integrate.repair`).
+    Repair,
 }
 
 impl Default for TaskReport {
@@ -280,6 +310,8 @@ impl TaskReport {
             risky: Vec::new(),
             started_ms: 0,
             rounds: Vec::new(),
+            round_kind: RoundKind::Agent,
+            round_cause: None,
         }
     }
 }

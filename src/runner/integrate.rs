@@ -181,12 +181,17 @@ pub(crate) fn remove_workspace(
         secure_kept(shared, id.as_str());
         return Ok(());
     }
-    remove_workspace_files(shared, id)
+    remove_workspace_files(shared, id, false)
 }
 
 /// Removes a task's worktree, registration and scratch folder: O(1), whatever the number of
-/// other worktrees.
-pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(), String> {
+/// other worktrees. With `keep_thread` the scratch folder's CODEX_HOME stays (for a later
+/// round on the same thread; the end of the run removes it).
+pub(crate) fn remove_workspace_files(
+    shared: &Shared,
+    id: &TaskId,
+    keep_thread: bool,
+) -> Result<(), String> {
     let name = worktree::worktree_name(shared.run_id.as_str(), id.as_str());
     let layout = crate::run_dir::RunDir::new(&shared.run_dir);
     let wt = layout.worktrees_link().join(id.as_str());
@@ -197,7 +202,7 @@ pub(crate) fn remove_workspace_files(shared: &Shared, id: &TaskId) -> Result<(),
     shared.workspaces.pool.park(&wt, &index);
     worktree::remove(&shared.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
     super::workspace::remove_layers(&shared.run_dir, id.as_str())?;
-    worktree::remove_tree(&scratch)
+    super::threads::remove_scratch(&scratch, keep_thread)
         .map_err(|e| format!("cannot remove scratch folder {}: {e}", scratch.display()))
 }
 

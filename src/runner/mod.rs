@@ -28,6 +28,9 @@ mod outcome;
 mod paths;
 mod pipelines;
 mod pool;
+mod repair;
+mod repair_rounds;
+mod resolve;
 mod retry;
 mod rounds;
 mod schedule;
@@ -38,6 +41,7 @@ mod steps;
 pub mod stop;
 mod task;
 mod task_workspace;
+mod threads;
 mod verify_gates;
 mod workspace;
 
@@ -546,13 +550,14 @@ fn integrate_all(
         }
     }
     let gate = match &shared.integrate {
-        Some(g) if !stop.requested() => Some(gate::run(
+        Some(g) if !stop.requested() => Some(repair_rounds::run(
+            runtime,
             shared,
             g,
-            runtime.handle(),
             &mut reports,
+            &mut pendings,
             &mut integration,
-        )),
+        )?),
         _ => None,
     };
     rounds::close(&mut reports);
@@ -593,15 +598,33 @@ fn rerun_conflicts(
             round,
             paths: paths.clone(),
         });
-        let feedback = conflict_feedback(&paths, round, retries);
-        reruns.push((
-            i,
-            outcome::Rerun {
-                start: integration.head,
-                feedback,
-            },
-            rounds::before_rerun(&reports[i]),
-        ));
+        let mut rerun = outcome::Rerun {
+            start: integration.head,
+            feedback: conflict_feedback(&paths, round, retries),
+            resolve: None,
+            repair: None,
+            cause: format!("conflict in {}", paths.join(", ")),
+            thread: None,
+            earlier: String::new(),
+        };
+        if shared.on_conflict.resolves() {
+            match resolution(shared, integration, &pendings[i], i) {
+                Ok(r) => {
+                    rerun.feedback = format!("{}\n(resolve round {round} of {retries})", r.text);
+                    rerun.resolve = Some(Arc::new(r));
+                    rerun.thread = threads::thread_of(&reports[i]);
+                    rerun.earlier = threads::earlier_round(&reports[i]);
+                }
+                // Cannot be prepared: the task runs again afresh, as with `retry`.
+                Err(e) => shared.events.warn(
+                    Some(&reports[i].id),
+                    &format!(
+                        "cannot prepare the conflict for its agent, it runs again instead: {e}"
+                    ),
+                ),
+            }
+        }
+        reruns.push((i, rerun, rounds::before_rerun(&reports[i])));
     }
     let results = runtime.block_on(rerun_all(shared.clone(), round + 1, reruns));
     crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
@@ -618,6 +641,27 @@ fn rerun_conflicts(
         integration,
     )?;
     Ok(true)
+}
+
+/// `--on-conflict resolve`: the task's change merged onto the integration head, conflicts
+/// marked, and what the agent is told.
+fn resolution(
+    shared: &Shared,
+    integration: &integrate::Integration,
+    pending: &Pending,
+    i: usize,
+) -> Result<resolve::Resolution, String> {
+    let Pending::Ready(commit) = pending else {
+        return Err("the task has no verified commit".into());
+    };
+    let repo = git2::Repository::open(&shared.repo_path).map_err(|e| e.to_string())?;
+    let merged: Vec<(String, git2::Oid)> = integration
+        .merged
+        .iter()
+        .map(|&(k, c)| (shared.tasks[k].id().to_string(), c))
+        .collect();
+    let id = shared.tasks[i].id().as_str();
+    resolve::prepare(&repo, integration.head, *commit, id, &merged).map_err(|e| e.to_string())
 }
 
 /// Finish: the report, and the last event, from which report.json, state.json and every

@@ -31,4 +31,27 @@ pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
 pub(crate) struct Rerun {
     pub start: git2::Oid,
     pub feedback: String,
+    /// `--on-conflict resolve`: what its workspace gets on top of `start` (conflict markers).
+    pub resolve: Option<std::sync::Arc<super::resolve::Resolution>>,
+    /// Integration repair: what the fix may change.
+    pub repair: Option<std::sync::Arc<super::repair::RepairScope>>,
+    /// What caused the round, in a line (its `rounds` entry).
+    pub cause: String,
+    /// The thread of the task's earlier round, continued when its protocol allows it.
+    pub thread: Option<String>,
+    /// What a new session is told of the earlier round (its change, its last message) when
+    /// the thread cannot be continued.
+    pub earlier: String,
+}
+
+impl Rerun {
+    /// The kind of round this is.
+    pub(crate) fn kind(&self) -> crate::report::RoundKind {
+        use crate::report::RoundKind;
+        match (&self.resolve, &self.repair) {
+            (Some(_), _) => RoundKind::Resolve,
+            (_, Some(_)) => RoundKind::Repair,
+            _ => RoundKind::Retry,
+        }
+    }
 }

@@ -219,10 +219,11 @@ pub(super) async fn rerun_all(
                 round,
             });
             let started_ms = crate::event::now_ms();
+            let (kind, cause) = (rerun.kind(), rerun.cause.clone());
             let (mut report, pending, _) =
                 task::run(shared.clone(), i, Vec::new(), limiter, Some(rerun)).await;
             report.started_ms = started_ms;
-            report.rounds = earlier;
+            super::rounds::start(&mut report, earlier, kind, cause);
             release_workspace(&shared, i, &report).await;
             let mut ended = report.clone();
             if let Some(c) = pending_commit(&pending) {
@@ -267,7 +268,10 @@ async fn release_workspace(shared: &Arc<Shared>, i: usize, report: &TaskReport) 
         return;
     }
     let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-    if let Err(e) = steps::blocking(move || integrate::remove_workspace_files(&s, &id)).await {
+    let keep_thread = super::threads::may_continue(shared);
+    if let Err(e) =
+        steps::blocking(move || integrate::remove_workspace_files(&s, &id, keep_thread)).await
+    {
         shared.events.warn(Some(&report.id), &e);
     }
 }

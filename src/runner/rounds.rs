@@ -1,7 +1,21 @@
-//! A task run again after a conflict (`--on-conflict retry`) is one task with rounds, not a
-//! new task: each earlier run becomes a [`RoundReport`] of the report of the run after it.
+//! A task run again after a conflict (`--on-conflict retry` / `resolve`) or given back to its
+//! agent by the integration gate (`integrate.repair`) is one task with rounds, not a new task:
+//! each earlier run becomes a [`RoundReport`] of the report of the run after it, with its kind
+//! and what caused it.
 
-use crate::report::{RoundReport, TaskReport};
+use crate::report::{RoundKind, RoundReport, TaskReport};
+
+/// The report of a new round: its earlier rounds, its kind and cause.
+pub(super) fn start(
+    report: &mut TaskReport,
+    earlier: Vec<RoundReport>,
+    kind: RoundKind,
+    cause: String,
+) {
+    report.rounds = earlier;
+    report.round_kind = kind;
+    report.round_cause = Some(cause);
+}
 
 /// The rounds a task run again starts with: its earlier ones, and the run that just conflicted.
 pub(super) fn before_rerun(conflicted: &TaskReport) -> Vec<RoundReport> {
@@ -30,6 +44,8 @@ fn round_of(r: &TaskReport, number: u32) -> RoundReport {
         commit: r.commit.clone(),
         conflict_paths: r.conflict_paths.clone(),
         attempts: r.attempts,
+        kind: r.round_kind,
+        cause: r.round_cause.clone(),
     }
 }
 

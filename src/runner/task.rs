@@ -124,6 +124,9 @@ async fn pipeline(
     let mut spawn = task_workspace::environment(shared, task, index, &paths).await?;
     let start = made.start;
     task_workspace::setup(shared, task, &mut paths, &mut spawn, made).await?;
+    if let Some(r) = rerun.as_ref().and_then(|r| r.resolve.clone()) {
+        place_resolution(shared, task, &paths, r).await?;
+    }
     let mut run = TaskRun {
         shared,
         task,
@@ -134,6 +137,7 @@ async fn pipeline(
         report,
         collect_failed: false,
         view: JudgeView::default(),
+        round: rerun.clone(),
     };
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
@@ -141,6 +145,22 @@ async fn pipeline(
     let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
     run.end_session(session).await;
     run.finish(result).await
+}
+
+/// A resolve round's workspace: the task's change merged onto the integration head, conflicts
+/// marked, written before the agent starts (an overlay's upper folder, else the worktree).
+async fn place_resolution(
+    shared: &Shared,
+    task: &PlannedTask,
+    paths: &Paths,
+    resolution: Arc<super::resolve::Resolution>,
+) -> Result<(), Stop> {
+    let root = paths.readable_root().to_path_buf();
+    let overlay = paths.overlay.is_some();
+    let owner = super::identity::task_user(shared, task.id().as_str());
+    blocking(move || super::resolve::write(&root, overlay, &resolution, owner))
+        .await
+        .map_err(|e| stop(TaskStatus::Failed, e))
 }
 
 /// Waiting for dependencies: all must be verified; their commits are where the task starts.
@@ -254,6 +274,8 @@ struct TaskRun<'a> {
     collect_failed: bool,
     /// The snapshot of the attempt's commit the judges read (removed with the next attempt's).
     view: JudgeView,
+    /// A round after the first (retry, resolve, repair): its own gates come from it.
+    round: Option<Rerun>,
 }
 
 /// How an attempt's gates judged it.
@@ -284,6 +306,7 @@ impl TaskRun<'_> {
             codex: self.task.launch.codex.clone(),
             events: self.events.clone(),
             spawn: self.spawn.clone(),
+            resume_thread: self.round.as_ref().and_then(|r| r.thread.clone()),
         };
         let mut cancel = self.shared.cancel.clone();
         let session = tokio::select! {
@@ -306,8 +329,13 @@ impl TaskRun<'_> {
         // A task run again after a conflict starts a fresh session: an exec agent gets the
         // conflict as feedback (`FANOUT_FEEDBACK`), a conversational one in its prompt.
         let is_exec = self.task.launch.protocol == crate::taskfile::Protocol::Exec;
+        // A continued thread already holds the task and its earlier turns; a new session is
+        // told the earlier round (resolve, repair).
         let first_prompt = match rerun {
-            Some(r) if !is_exec => format!("{}\n\n{}", self.task.spec.prompt, r.feedback),
+            Some(r) if !is_exec && session.info().resumed => r.feedback.clone(),
+            Some(r) if !is_exec => {
+                format!("{}\n\n{}{}", self.task.spec.prompt, r.earlier, r.feedback)
+            }
             _ => self.task.spec.prompt.clone(),
         };
         let mut feedback: Option<String> = rerun.filter(|_| is_exec).map(|r| r.feedback.clone());
@@ -449,6 +477,8 @@ impl TaskRun<'_> {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during verification"))
             }
         };
+        let mut gates = gates;
+        gates.extend(self.round_gates(collected).await);
         self.events.record(
             "verify",
             json!({"attempt": attempt, "gates": gates, "readback": self.report.readback}),
@@ -501,6 +531,38 @@ impl TaskRun<'_> {
             ));
         }
         Ok(Judged::Failed(text))
+    }
+
+    /// The gates of a resolve round (no conflict marker left) and of a repair round (nothing
+    /// outside the task's paths, nothing protected).
+    async fn round_gates(&self, collected: &Collected) -> Vec<GateResult> {
+        let Some(round) = self.round.clone() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(scope) = &round.repair {
+            out.push(super::repair::scope_gate(scope, &collected.summary.files));
+        }
+        let (Some(resolution), Some(commit)) = (round.resolve, collected.commit) else {
+            return out;
+        };
+        let repo_path = self.shared.repo_path.clone();
+        let marked = blocking(move || {
+            let repo = git2::Repository::open(&repo_path).map_err(|e| e.to_string())?;
+            super::resolve::markers_gate(&repo, commit, &resolution.marked)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        out.push(marked.unwrap_or_else(|e| GateResult {
+            gate: "conflict_markers".into(),
+            passed: false,
+            detail: Some(format!("cannot read the resolution: {e}")),
+            paths: Vec::new(),
+            output: None,
+            stderr: None,
+            flaky: false,
+        }));
+        out
     }
 
     /// Feedback: the gates' report for the agent's next turn, with Claude Code's root-cause

@@ -50,7 +50,8 @@ pub(super) async fn make(
                 // The first run's workspace (kept with --keep-worktrees) and branch go:
                 // the task starts afresh from the integration head.
                 worktree::remove(&s.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
-                worktree::remove_tree(&scratch)
+                // Its CODEX_HOME stays: the round may continue the task's thread.
+                super::threads::remove_scratch(&scratch, true)
                     .map_err(|e| format!("cannot remove {}: {e}", scratch.display()))?;
                 if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
                     b.delete()

@@ -85,29 +85,46 @@ pub enum OnConflict {
     Fail,
     /// The task runs again from the integration head, up to this many times.
     Retry(u32),
+    /// The task's own agent resolves the conflict (its change merged onto the integration head
+    /// with the conflicting hunks marked), up to this many rounds.
+    Resolve(u32),
 }
 
 impl OnConflict {
-    /// `fail`, `retry` (once) or `retry=N` (N from 1 to 100).
+    /// `fail`, `retry` / `resolve` (once) or `retry=N` / `resolve=N` (N from 1 to 100).
     pub fn parse(s: &str) -> Result<OnConflict, String> {
-        match s {
-            "fail" => Ok(OnConflict::Fail),
-            "retry" => Ok(OnConflict::Retry(1)),
-            _ => match s.strip_prefix("retry=").map(str::parse::<u32>) {
-                Some(Ok(n)) if (1..=100).contains(&n) => Ok(OnConflict::Retry(n)),
-                _ => Err(format!(
-                    "expected fail, retry or retry=N (N from 1 to 100), found {s:?}"
-                )),
-            },
-        }
+        let rounds = |rest: Option<&str>| match rest.map(str::parse::<u32>) {
+            None => Some(1),
+            Some(Ok(n)) if (1..=100).contains(&n) => Some(n),
+            _ => None,
+        };
+        let (word, rest) = match s.split_once('=') {
+            Some((w, n)) => (w, Some(n)),
+            None => (s, None),
+        };
+        let found = match word {
+            "fail" if rest.is_none() => Some(OnConflict::Fail),
+            "retry" => rounds(rest).map(OnConflict::Retry),
+            "resolve" => rounds(rest).map(OnConflict::Resolve),
+            _ => None,
+        };
+        found.ok_or_else(|| {
+            format!("expected fail, retry[=N] or resolve[=N] (N from 1 to 100), found {s:?}")
+        })
     }
 
-    /// How many times a conflicting task runs again.
+    /// How many times a conflicting task runs again (retry) or is given back to its agent
+    /// (resolve).
     pub fn retries(self) -> u32 {
         match self {
             OnConflict::Fail => 0,
-            OnConflict::Retry(n) => n,
+            OnConflict::Retry(n) | OnConflict::Resolve(n) => n,
         }
+    }
+
+    /// Whether a conflict goes back to the task's own agent to resolve.
+    pub fn resolves(self) -> bool {
+        matches!(self, OnConflict::Resolve(_))
     }
 }
 
@@ -117,6 +134,9 @@ pub struct IntegrateSpec {
     pub verify: VerifyCommand,
     pub timeout_secs: Option<f64>,
     pub verify_retries: Option<u32>,
+    /// Integration repair (issue 21): rounds the culprit's agent gets to fix the integration
+    /// before it is taken out (0: none).
+    pub repair: Option<u32>,
 }
 
 /// An agent profile. Field names follow Codex's `mcp_servers` table where they overlap.
@@ -219,6 +239,8 @@ pub struct Defaults {
     pub setup_once: Option<bool>,
     /// What each phase reaches through the egress proxy (`--net isolated`).
     pub network: Option<super::network::NetworkSpec>,
+    /// Integration repair (issue 21): globs a repair round may never change.
+    pub protect: Option<Vec<String>>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -255,6 +277,8 @@ pub struct TaskSpec {
     pub group: Option<String>,
     pub review: Option<ReviewSpec>,
     pub network: Option<super::network::NetworkSpec>,
+    /// Integration repair (issue 21): globs a repair round may never change.
+    pub protect: Option<Vec<String>>,
 }
 
 /// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the
@@ -339,4 +363,27 @@ pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
     }
     out.push_str(rest);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OnConflict;
+
+    #[test]
+    fn on_conflict_parses_fail_retry_and_resolve_with_their_rounds() {
+        assert_eq!(OnConflict::parse("fail"), Ok(OnConflict::Fail));
+        assert_eq!(OnConflict::parse("retry"), Ok(OnConflict::Retry(1)));
+        assert_eq!(OnConflict::parse("retry=3"), Ok(OnConflict::Retry(3)));
+        assert_eq!(OnConflict::parse("resolve"), Ok(OnConflict::Resolve(1)));
+        assert_eq!(
+            OnConflict::parse("resolve=100"),
+            Ok(OnConflict::Resolve(100))
+        );
+        for bad in ["resolve=0", "resolve=101", "fail=1", "resolve=", "merge"] {
+            let e = OnConflict::parse(bad).expect_err(bad);
+            assert!(e.contains("resolve[=N]"), "{e}");
+        }
+        assert!(OnConflict::Resolve(2).resolves() && !OnConflict::Retry(2).resolves());
+        assert_eq!(OnConflict::Resolve(2).retries(), 2);
+    }
 }

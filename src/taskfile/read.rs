@@ -92,6 +92,22 @@ impl Validator {
         }
     }
 
+    /// An array of globs, each checked to compile.
+    pub(super) fn globs(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<Vec<String>> {
+        let globs = self.strings(obj, key, path)?;
+        for (i, g) in globs.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(g) {
+                self.problem(&format!("{path}.{key}[{i}]"), format!("invalid glob: {e}"));
+            }
+        }
+        Some(globs)
+    }
+
     pub(super) fn positive(
         &mut self,
         obj: &Map<String, Value>,

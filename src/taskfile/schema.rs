@@ -182,6 +182,11 @@ pub const INTEGRATE_FIELDS: &[Field] = &[
         Kind::Retries,
         "How many times a failing run of the command runs again, on the integration and on each bisection step (0-10, default 0); a pass after a failure is reported `flaky`.",
     ),
+    field(
+        "repair",
+        Kind::Retries,
+        "Integration repair (0-10, default 0): when the gate fails and bisection names a task, that task's own agent gets the gate's output and a workspace at the failing integration, and makes a fix commit, up to this many rounds, before the task is taken out. A repair may change only the paths the task already changed or its `paths`, never a `protect` glob.",
+    ),
 ];
 
 /// `defaults`.
@@ -234,6 +239,11 @@ macro_rules! with_shared_fields {
                 Kind::Network,
                 "Under --net isolated, what each phase reaches through fanout's egress proxy: {\"agent\": \"model\"|\"none\"|[\"host:port\"…], \"setup\": …, \"verify\": …}; defaults: agent = model API only, setup and verify = none.",
             ),
+            field(
+                "protect",
+                Kind::Strings,
+                "Globs of paths an integration repair round may never change (the tests and the verify configuration that judge it); a repair touching one fails its gates. A task's list replaces the defaults'.",
+            ),
             $($after,)*
         ]
     };
@@ -255,7 +265,7 @@ pub const DEFAULTS_FIELDS: &[Field] = with_shared_fields!(
         field(
             "on_conflict",
             Kind::OnConflict,
-            "A task that conflicts with what was merged before it: `fail` (default), or `retry` / `retry=N` to run it again from the integration head (N times, default 1); --on-conflict overrides.",
+            "A task that conflicts with what was merged before it: `fail` (default), `retry` / `retry=N` to run it again from the integration head in a fresh session (N times, default 1), or `resolve` / `resolve=N` to give it back to its own agent with the conflicting hunks marked in its workspace (N rounds, default 1); --on-conflict overrides.",
         ),
     ]
 );
@@ -557,7 +567,7 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Defaults => json!({"$ref": "#/$defs/defaults"}),
         Kind::Integrate => json!({"$ref": "#/$defs/integrate"}),
         Kind::OnConflict => {
-            json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
+            json!({"type": "string", "pattern": "^(fail|(retry|resolve)(=([1-9][0-9]?|100))?)$"})
         }
         Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
         Kind::Network => {

@@ -308,6 +308,7 @@ impl Validator {
             setup_inputs,
             setup_once,
             network: self.network(obj, path),
+            protect: self.globs(obj, "protect", path),
         }
     }
 
@@ -368,6 +369,7 @@ impl Validator {
         self.known_fields(obj, path, &schema::names(schema::INTEGRATE_FIELDS));
         let timeout_secs = self.positive(obj, "timeout_secs", path);
         let verify_retries = self.retries(obj, "verify_retries", path);
+        let repair = self.retries(obj, "repair", path);
         if !obj.contains_key("verify") {
             self.problem(path, "missing field \"verify\"");
         }
@@ -376,6 +378,7 @@ impl Validator {
             verify,
             timeout_secs,
             verify_retries,
+            repair,
         })
     }
 

@@ -100,6 +100,7 @@ impl Validator {
         let (setup, setup_timeout_secs, setup_inputs, setup_once) = self.setup(obj, path);
         let group = self.group(obj, path, template);
         let network = self.network(obj, path);
+        let protect = self.globs(obj, "protect", path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -141,6 +142,7 @@ impl Validator {
             group,
             review,
             network,
+            protect,
         })
     }
 

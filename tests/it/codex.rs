@@ -297,6 +297,7 @@ fn session_follow_up(version: &str, protocol: &str) {
     env.insert("CODEX_HOME".into(), home.path().display().to_string());
     let events_path = work.path().join("events.jsonl");
     let ctx = AgentContext {
+        resume_thread: None,
         task_id: task.clone(),
         worktree: wt.clone(),
         scratch: scratch.clone(),

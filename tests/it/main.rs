@@ -33,6 +33,7 @@ mod merge_rules;
 mod nightly;
 mod outputs;
 mod progress;
+mod repair;
 mod retry;
 mod run;
 mod sandbox;
