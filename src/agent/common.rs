@@ -121,6 +121,13 @@ pub struct AgentInfo {
     pub first_garbage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxReport>,
+    // Accounting (issue 23):
+    /// Every token the session spent so far, as the agent reported it (thread totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
+    /// The model the agent said it used (for `pricing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]

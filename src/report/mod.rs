@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentInfo;
 use crate::git::collect::FileChange;
+pub use crate::usage::Usage;
 
 /// Final state of a task.
 #[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub enum TaskStatus {
     /// Cut off by a stop request (Ctrl-C, SIGTERM, `fanout_cancel`) before it ended or was
     /// integrated: `fanout resume` continues it (a verified commit is kept for that).
     Interrupted,
+    // Budgets (issue 23):
+    /// Stopped because it spent its task budget (`budget.task`): its work so far is committed
+    /// on its branch, not merged.
+    BudgetExceeded,
 }
 
 impl TaskStatus {
@@ -42,6 +47,7 @@ impl TaskStatus {
             TaskStatus::Skipped => "skipped",
             TaskStatus::IntegrationFailed => "integration_failed",
             TaskStatus::Interrupted => "interrupted",
+            TaskStatus::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -107,6 +113,10 @@ pub struct AttemptReport {
     /// (`defaults.diagnose`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    // Accounting (issue 23):
+    /// What this attempt spent: the agent's turn and the judges (review, diagnosis) of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// Result of reading a task's files back through the verifier.
@@ -203,6 +213,10 @@ pub struct TaskReport {
     /// Empty when it ran once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<RoundReport>,
+    // Accounting (issue 23):
+    /// What the task spent, every attempt and round, its agent and its judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// One round of a task: its first run, or a run again from the integration after a conflict.
@@ -280,6 +294,7 @@ impl TaskReport {
             risky: Vec::new(),
             started_ms: 0,
             rounds: Vec::new(),
+            usage: None,
         }
     }
 }
@@ -363,6 +378,11 @@ pub struct RunReport {
     /// The integration gate (`integrate` in the task file), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<IntegrationReport>,
+    // Accounting (issue 23):
+    /// What the run spent: every task's usage summed, plus the judges that belong to no task
+    /// (selection among candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// What the integration gate did.

@@ -645,6 +645,8 @@ fn finish(
     for t in &integrated.reports {
         *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;
     }
+    // Accounting (issue 23): the run spent what its tasks spent.
+    let usage = crate::usage::Usage::sum(integrated.reports.iter().filter_map(|t| t.usage.as_ref()));
     let report = RunReport {
         schema_version: 1,
         run_id: plan.run_id.to_string(),
@@ -668,6 +670,7 @@ fn finish(
         warnings: run.warnings,
         output_failures: Vec::new(),
         integration: integrated.gate,
+        usage: (!usage.is_empty()).then_some(usage),
     };
     run.events.emit(EventKind::RunEnded {
         report: Box::new(report.clone()),

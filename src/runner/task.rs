@@ -331,6 +331,7 @@ impl TaskRun<'_> {
                 gates: Vec::new(),
                 failure: None,
                 diagnosis: None,
+                usage: None,
             };
             if collected.commit.is_none() {
                 self.report.attempt_history.push(attempt_report);
