@@ -30,6 +30,8 @@ pub struct AgentContext {
     pub events: EventLog,
     /// How to start the process (program/args/env filled from the profile by the caller).
     pub spawn: SpawnSpec,
+    /// Where the session reports what it has spent so far (issue 23: budgets).
+    pub meter: crate::usage::meter::Meter,
 }
 
 #[derive(Debug, thiserror::Error)]

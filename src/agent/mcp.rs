@@ -61,7 +61,7 @@ impl McpSession {
 
     async fn handshake(&mut self, deadline: Instant) -> Result<(), JsonRpcError> {
         let events = self.ctx.events.clone();
-        let mut handler = Handler::new(events.clone(), &mut self.info);
+        let mut handler = Handler::new(events.clone(), self.ctx.meter.clone(), &mut self.info);
         let hello = crate::mcp::handshake(
             &mut self.conn,
             json!({"elicitation": {}}),
@@ -128,7 +128,7 @@ impl McpSession {
                 .start_request("tools/call", json!({"name": tool, "arguments": arguments}))
                 .await?;
             let id = req.id;
-            let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info);
+            let mut handler = Handler::new(self.ctx.events.clone(), self.ctx.meter.clone(), &mut self.info);
             let r = self.conn.wait(req, deadline, &mut handler).await;
             if matches!(r, Err(JsonRpcError::Timeout { .. })) {
                 // codex aborts the turn on cancel but never answers the call: kill it afterwards.
@@ -195,12 +195,18 @@ fn content_text(result: &Value) -> Option<String> {
 /// Logs traffic during a call and answers the server's own requests so nothing blocks.
 struct Handler<'a> {
     events: EventLog,
+    /// The session's running total, for budgets watched while the call runs.
+    meter: crate::usage::meter::Meter,
     info: &'a mut AgentInfo,
 }
 
 impl<'a> Handler<'a> {
-    fn new(events: EventLog, info: &'a mut AgentInfo) -> Self {
-        Handler { events, info }
+    fn new(events: EventLog, meter: crate::usage::meter::Meter, info: &'a mut AgentInfo) -> Self {
+        Handler {
+            events,
+            meter,
+            info,
+        }
     }
 }
 
@@ -211,6 +217,9 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
                 self.info.notifications += 1;
                 if method == "codex/event" {
                     absorb_codex_event(self.info, &params);
+                    if let Some(u) = &self.info.usage {
+                        self.meter.set(u.clone());
+                    }
                 }
                 self.events
                     .record("notification", json!({"method": method, "params": params}));
@@ -250,20 +259,20 @@ pub fn absorb_codex_event(info: &mut AgentInfo, params: &Value) {
             }
         }
         Some("token_count") => {
-            let usage = msg
-                .get("info")
-                .and_then(|i| i.get("total_token_usage"))
-                .unwrap_or(&Value::Null);
-            let get = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-            if usage.is_object() {
+            let usage = msg.get("info").and_then(|i| i.get("total_token_usage"));
+            if let Some(usage) = usage.and_then(crate::usage::read::codex_snake_case) {
                 info.tokens = Some(TokenUsage {
-                    input_tokens: get("input_tokens"),
-                    output_tokens: get("output_tokens"),
-                    total_tokens: get("total_tokens"),
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    total_tokens: usage.total_tokens,
                 });
+                info.usage = Some(usage);
             }
         }
         Some("session_configured") => {
+            if let Some(m) = msg.get("model").and_then(Value::as_str) {
+                info.model = Some(m.to_string());
+            }
             if let Some(t) = msg.get("session_id").and_then(Value::as_str) {
                 info.thread_id.get_or_insert_with(|| t.to_string());
             }

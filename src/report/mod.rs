@@ -263,6 +263,16 @@ impl TaskReport {
         }
     }
 
+    /// Whether a budget stopped it or kept it from starting (issue 23).
+    pub fn stopped_by_budget(&self) -> bool {
+        self.status == TaskStatus::BudgetExceeded
+            || self.status == TaskStatus::Skipped
+                && self
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("run budget spent"))
+    }
+
     pub fn new(id: &str, agent_name: &str) -> TaskReport {
         TaskReport {
             id: id.into(),
@@ -409,10 +419,13 @@ pub struct IntegrationReport {
 }
 
 impl RunReport {
-    /// 0 when every task merged or had nothing to change, 1 otherwise, 130 when interrupted.
+    /// 0 when every task merged or had nothing to change, 3 when a budget stopped a task or
+    /// kept one from starting, 1 otherwise, 130 when interrupted.
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             crate::exit::INTERRUPTED
+        } else if self.tasks.iter().any(TaskReport::stopped_by_budget) {
+            crate::exit::BUDGET_SPENT
         } else if self.output_failures.is_empty()
             && self.integration.as_ref().is_none_or(|i| i.passed)
             && self.tasks.iter().all(|t| t.status.is_success())

@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 mod advance;
 mod apply;
+mod budget;
 mod caches;
 mod carried;
 mod egress;
@@ -232,6 +233,8 @@ fn shared_state(
     (workspaces, caches): (workspace::Workspaces, Option<crate::caches::RunCaches>),
 ) -> Arc<Shared> {
     Arc::new(Shared {
+        // Before the priors and earlier reports are moved out of the plan.
+        spending: carried_spending(plan),
         caches,
         run_started: started,
         run_id: plan.run_id.clone(),
@@ -257,6 +260,18 @@ fn shared_state(
         merge_rules: plan.merge_rules.clone(),
         workspaces,
     })
+}
+
+/// The run's spending, starting from what the outcomes a resumed run keeps spent before
+/// (issue 23).
+fn carried_spending(plan: &Plan) -> budget::Spending {
+    let carried = crate::usage::Usage::sum(
+        plan.earlier_reports
+            .iter()
+            .filter(|(id, _)| plan.priors.contains_key(*id))
+            .filter_map(|(_, r)| r.usage.as_ref()),
+    );
+    budget::Spending::new(plan.pricing.clone(), plan.budget.clone(), carried)
 }
 
 /// The judges' folder, and the read-back verifier (or why read-back is skipped).

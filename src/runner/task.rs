@@ -134,6 +134,9 @@ async fn pipeline(
         report,
         collect_failed: false,
         view: JudgeView::default(),
+        meter: Default::default(),
+        turn_usage: None,
+        session_started: tokio::time::Instant::now(),
     };
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
@@ -189,6 +192,10 @@ async fn take_slot(
     *slot = Some(Instant::now());
     if *shared.cancel.borrow() {
         return Err(stop(TaskStatus::Failed, "interrupted before it started"));
+    }
+    // Issue 23: once the run's budget is spent no new task starts (`fanout resume --budget`).
+    if let Some(why) = shared.spending.run_spent() {
+        return Err(stop(TaskStatus::Skipped, why));
     }
     Ok(permit)
 }
@@ -254,6 +261,13 @@ struct TaskRun<'a> {
     collect_failed: bool,
     /// The snapshot of the attempt's commit the judges read (removed with the next attempt's).
     view: JudgeView,
+    // Accounting and budgets (issue 23):
+    /// The session's running total, as the agent reports it.
+    meter: crate::usage::meter::Meter,
+    /// What the last agent turn spent, until its attempt is recorded.
+    turn_usage: Option<crate::usage::Usage>,
+    /// When the agent's session started (`budget.task.seconds` counts from here).
+    session_started: tokio::time::Instant,
 }
 
 /// How an attempt's gates judged it.
@@ -284,6 +298,7 @@ impl TaskRun<'_> {
             codex: self.task.launch.codex.clone(),
             events: self.events.clone(),
             spawn: self.spawn.clone(),
+            meter: self.meter.clone(),
         };
         let mut cancel = self.shared.cancel.clone();
         let session = tokio::select! {
@@ -331,7 +346,7 @@ impl TaskRun<'_> {
                 gates: Vec::new(),
                 failure: None,
                 diagnosis: None,
-                usage: None,
+                usage: self.turn_usage.take(),
             };
             if collected.commit.is_none() {
                 self.report.attempt_history.push(attempt_report);
@@ -358,6 +373,17 @@ impl TaskRun<'_> {
         deadline: tokio::time::Instant,
     ) -> Result<(), Stop> {
         if attempt > 1 {
+            // No further turn once the task's or the run's budget is spent.
+            if let Some(why) = super::budget::before_turn(
+                self.shared,
+                self.report.usage.as_ref(),
+                self.session_started,
+            ) {
+                return Err(stop(
+                    TaskStatus::BudgetExceeded,
+                    format!("{why} before attempt {attempt} (its work so far is on its branch, not merged)"),
+                ));
+            }
             // Collections leave an overlay task's index alone; the agent's next turn should
             // see `git status` clean but for what it changes next.
             refresh_index(self.shared, &self.paths, self.start, self.task).await;
@@ -373,6 +399,14 @@ impl TaskRun<'_> {
             attempt,
         });
         let mut cancel = self.shared.cancel.clone();
+        let before = session.info();
+        let limit = super::budget::task_limit(
+            self.shared.clone(),
+            self.meter.clone(),
+            before.clone(),
+            self.report.usage.clone().unwrap_or_default(),
+            self.session_started,
+        );
         let turn = tokio::select! {
             t = async {
                 match feedback {
@@ -381,7 +415,12 @@ impl TaskRun<'_> {
                 }
             } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
+            why = limit => {
+                self.account_turn(&before, &session.info());
+                return Err(stop(TaskStatus::BudgetExceeded, format!("{why} (its work so far is on its branch, not merged)")));
+            }
         };
+        self.account_turn(&before, &session.info());
         turn.map(|_| ()).map_err(|e| match feedback {
             // A feedback round that fails leaves the gate failure as the task's outcome.
             Some(_) if attempt > 1 && !*self.shared.cancel.borrow() => {
@@ -389,6 +428,23 @@ impl TaskRun<'_> {
             }
             _ => agent_stop(e),
         })
+    }
+
+    /// What the turn spent (the growth of the session's total), priced, added to the task's
+    /// and the run's totals and kept for the attempt's record.
+    fn account_turn(&mut self, before: &crate::agent::AgentInfo, after: &crate::agent::AgentInfo) {
+        let Some(total) = after.usage.as_ref() else {
+            return;
+        };
+        let turn = crate::usage::read::since(&before.usage.clone().unwrap_or_default(), total);
+        let (turn, warning) = self.shared.spending.price(after.model.as_deref(), turn);
+        if let Some(w) = warning {
+            self.shared.events.warn(Some(self.id().as_str()), &w);
+        }
+        crate::usage::Usage::add_to(&mut self.report.usage, Some(&turn));
+        self.shared.spending.record(&turn);
+        self.events.record("usage", serde_json::to_value(&turn).unwrap_or_default());
+        self.turn_usage = Some(turn);
     }
 
     /// Collect: what the agent left, committed on the task's branch (or the workspace kept).
@@ -409,6 +465,7 @@ impl TaskRun<'_> {
             files: collected.summary.files.len(),
             insertions: collected.summary.insertions,
             deletions: collected.summary.deletions,
+            usage: self.turn_usage.clone(),
         });
         if !collected.summary.risky.is_empty() {
             self.events.record(

@@ -6,6 +6,7 @@ tokens only. `budget.rs` holds the limits a task and a run may spend.
 */
 
 pub mod budget;
+pub mod meter;
 pub mod pricing;
 pub mod read;
 
