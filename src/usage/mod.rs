@@ -68,6 +68,22 @@ impl Usage {
         }
     }
 
+    /// Its figures as `(name, value)` pairs, for JUnit properties and HTML data attributes
+    /// (`usd` only when priced).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("input_tokens", self.input_tokens.to_string()),
+            ("cached_input_tokens", self.cached_input_tokens.to_string()),
+            ("output_tokens", self.output_tokens.to_string()),
+            ("reasoning_tokens", self.reasoning_tokens.to_string()),
+            ("total_tokens", self.total_tokens.to_string()),
+        ];
+        if let Some(usd) = self.usd {
+            f.push(("usd", format!("{usd:.6}")));
+        }
+        f
+    }
+
     /// `1234 tokens ($0.0123)` or `1234 tokens`.
     pub fn brief(&self) -> String {
         match self.usd {
