@@ -349,6 +349,12 @@ impl AppServerSession {
         super::common::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
     }
 
+    /// Stops the agent's tree at once, without the polite close: a budget ran out, and every
+    /// further model call would be spent past it.
+    pub async fn stop_now(mut self) {
+        self.proc.terminate(STOP_GRACE).await;
+    }
+
     /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.
     pub async fn shutdown(mut self) {
         super::common::rpc_shutdown(&self.conn, &mut self.proc).await

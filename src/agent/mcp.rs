@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::common::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
+use super::common::{check_sandbox, STOP_GRACE, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::AgentProcess;
@@ -173,6 +173,12 @@ impl McpSession {
     /// Turns a connection error into an agent error, stopping the process where needed.
     async fn fail(&mut self, e: JsonRpcError, secs: f64, startup: bool) -> AgentError {
         super::common::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
+    }
+
+    /// Stops the agent's tree at once, without the polite close: a budget ran out, and every
+    /// further model call would be spent past it.
+    pub async fn stop_now(mut self) {
+        self.proc.terminate(STOP_GRACE).await;
     }
 
     /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.

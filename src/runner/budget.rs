@@ -141,9 +141,9 @@ fn time_up(limit: Duration) -> String {
     )
 }
 
-/// Why no further turn of a task may start: its budget (tokens, money, time) or the run's is
-/// spent.
-pub(crate) fn before_turn(
+/// Why a task that spent `task_spent` and started its session then is over its budget
+/// (tokens, money or time).
+pub(crate) fn task_over(
     shared: &Shared,
     task_spent: Option<&Usage>,
     session_started: tokio::time::Instant,
@@ -152,10 +152,7 @@ pub(crate) fn before_turn(
     if let Some(limit) = spending.task_time().filter(|l| session_started.elapsed() >= *l) {
         return Some(time_up(limit));
     }
-    if let Some(why) = task_spent.and_then(|s| spending.task_over(s)) {
-        return Some(why);
-    }
-    spending.run_spent()
+    task_spent.and_then(|s| spending.task_over(s))
 }
 
 #[cfg(test)]

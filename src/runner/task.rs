@@ -142,7 +142,8 @@ async fn pipeline(
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
     let mut session = run.start_session().await?;
     let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
-    run.end_session(session).await;
+    let over_budget = matches!(&result, Err(s) if s.status == TaskStatus::BudgetExceeded);
+    run.end_session(session, over_budget).await;
     run.finish(result).await
 }
 
@@ -374,11 +375,11 @@ impl TaskRun<'_> {
     ) -> Result<(), Stop> {
         if attempt > 1 {
             // No further turn once the task's or the run's budget is spent.
-            if let Some(why) = super::budget::before_turn(
-                self.shared,
-                self.report.usage.as_ref(),
-                self.session_started,
-            ) {
+            let shared = self.shared;
+            let spent = self.report.usage.as_ref();
+            if let Some(why) = super::budget::task_over(shared, spent, self.session_started)
+                .or_else(|| shared.spending.run_spent())
+            {
                 return Err(stop(
                     TaskStatus::BudgetExceeded,
                     format!("{why} before attempt {attempt} (its work so far is on its branch, not merged)"),
@@ -415,12 +416,16 @@ impl TaskRun<'_> {
                 }
             } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
-            why = limit => {
-                self.account_turn(&before, &session.info());
-                return Err(stop(TaskStatus::BudgetExceeded, format!("{why} (its work so far is on its branch, not merged)")));
-            }
+            why = limit => Err(AgentError::Reported(why)),
         };
         self.account_turn(&before, &session.info());
+        // A turn that took the task over its budget ends it, however the turn ended.
+        if let Some(why) = super::budget::task_over(self.shared, self.report.usage.as_ref(), self.session_started) {
+            return Err(stop(
+                TaskStatus::BudgetExceeded,
+                format!("{why} (its work so far is on its branch, not merged)"),
+            ));
+        }
         turn.map(|_| ()).map_err(|e| match feedback {
             // A feedback round that fails leaves the gate failure as the task's outcome.
             Some(_) if attempt > 1 && !*self.shared.cancel.borrow() => {
@@ -623,7 +628,7 @@ impl TaskRun<'_> {
     }
 
     /// The agent's session ends: what it reported about itself and its sandbox is kept.
-    async fn end_session(&mut self, session: Session) {
+    async fn end_session(&mut self, session: Session, over_budget: bool) {
         self.report.agent = session.info();
         record_sandbox(
             self.report,
@@ -646,7 +651,10 @@ impl TaskRun<'_> {
                 ),
             );
         }
-        session.shutdown().await;
+        match over_budget {
+            true => session.stop_now().await,
+            false => session.shutdown().await,
+        }
     }
 
     /// Ready (verified, waiting for integration), no changes, or ended early — with whatever
