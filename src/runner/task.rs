@@ -452,6 +452,30 @@ impl TaskRun<'_> {
         self.turn_usage = Some(turn);
     }
 
+    /// What the judges of an attempt (review, diagnosis) spent, priced, added to the task's and
+    /// the run's totals; returned for the attempt's record.
+    fn account_judges(
+        &mut self,
+        judged: Vec<crate::usage::scope::Spent>,
+    ) -> Option<crate::usage::Usage> {
+        let mut sum = None;
+        for (usage, model) in judged {
+            let (usage, warning) = self.shared.spending.price(model.as_deref(), usage);
+            if let Some(w) = warning {
+                self.shared.events.warn(Some(self.id().as_str()), &w);
+            }
+            crate::usage::Usage::add_to(&mut sum, Some(&usage));
+        }
+        let spent = sum?;
+        crate::usage::Usage::add_to(&mut self.report.usage, Some(&spent));
+        self.shared.spending.record(&spent);
+        self.events.record(
+            "judges_usage",
+            serde_json::to_value(&spent).unwrap_or_default(),
+        );
+        Some(spent)
+    }
+
     /// Collect: what the agent left, committed on the task's branch (or the workspace kept).
     async fn collect(&mut self, attempt: u32) -> Result<Collected, Stop> {
         let collected =
@@ -507,7 +531,11 @@ impl TaskRun<'_> {
         let mut cancel = self.shared.cancel.clone();
         // A stop request must not wait for a long verify command.
         let gates = tokio::select! {
-            g = verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report, &mut self.view) => g,
+            (g, judged) = crate::usage::scope::counting(verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report, &mut self.view)) => {
+                let spent = self.account_judges(judged);
+                crate::usage::Usage::add_to(&mut attempt_report.usage, spent.as_ref());
+                g
+            }
             _ = cancel.wait_for(|c| *c) => {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during verification"))
             }
@@ -600,7 +628,13 @@ impl TaskRun<'_> {
         };
         let mut cancel = self.shared.cancel.clone();
         let diagnosis = tokio::select! {
-            d = diagnose => d,
+            (d, judged) = crate::usage::scope::counting(diagnose) => {
+                let spent = self.account_judges(judged);
+                if let Some(a) = self.report.attempt_history.last_mut() {
+                    crate::usage::Usage::add_to(&mut a.usage, spent.as_ref());
+                }
+                d
+            }
             _ = cancel.wait_for(|c| *c) => {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis"))
             }

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod meter;
 pub mod pricing;
 pub mod read;
+pub mod scope;
 
 use serde::{Deserialize, Serialize};
 

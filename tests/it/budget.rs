@@ -435,3 +435,41 @@ fn budgets_and_prices_are_validated() {
         assert!(said.contains(want), "{bad}: {said}");
     }
 }
+
+/// The review gate's Claude Code answer counts toward the attempt, the task and the run.
+#[test]
+fn the_reviewers_tokens_count_toward_the_task() {
+    use crate::anthropic_server::{AnthropicServer, Reply as A};
+    let reviewer = AnthropicServer::start(|_| A::Text("APPROVE\nFine.".into()));
+    let repo = TestRepo::with_files(1);
+    let mut tasks = exec_tasks(&["reviewed"], exec_agent(1000, 0), json!({}));
+    tasks["defaults"]["review"] = json!({"prompt": "Approve it.", "timeout_secs": 120});
+    tasks["defaults"]["max_attempts"] = json!(1);
+    tasks["verifier"] = json!({"command": crate::support::claude_bin().display().to_string(),
+        "args": ["mcp", "serve"]});
+    let file = repo.write_tasks(&tasks);
+    let mut cmd = repo.fanout_command();
+    cmd.args(["run", "--no-readback", "--quiet", "--tasks"])
+        .arg(&file)
+        .arg("--report")
+        .arg(repo.report_path())
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("ANTHROPIC_BASE_URL", reviewer.base_url())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-0123456789");
+    let out = cmd.output().expect("fanout runs");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(repo.report_path()).expect("report")).expect("json");
+    let t = task(&report, "reviewed");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    // Each answer of the scripted reviewer reports 10 tokens in and 5 out.
+    let requests = reviewer.requests().len() as u64;
+    assert!(requests >= 1);
+    let u = &t["usage"];
+    assert!(
+        tokens(u, "total_tokens") > 1000 && tokens(u, "output_tokens") >= 100 + 5,
+        "the agent's 1000 tokens and the reviewer's: {u:#} ({requests} requests)"
+    );
+    assert_eq!(t["attempt_history"][0]["usage"], *u);
+    assert_eq!(report["usage"], *u);
+}
