@@ -138,7 +138,12 @@ impl AppServerSession {
                 json!({"clientInfo": {"name": "fanout", "title": "fanout", "version": env!("CARGO_PKG_VERSION")}}),
             )
             .await?;
-        let mut handler = Handler::new(events.clone(), self.ctx.meter.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         let result = self.conn.wait(init, deadline, &mut handler).await?;
         events.record("initialized", json!({"result": result}));
         // The version that answers is the one that counts (`--version` may be another binary's).
@@ -179,7 +184,12 @@ impl AppServerSession {
             .conn
             .start_request("thread/start", Value::Object(params))
             .await?;
-        let mut handler = Handler::new(events.clone(), self.ctx.meter.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         let result = self.conn.wait(req, deadline, &mut handler).await?;
         let thread = result
             .get("thread")
@@ -238,7 +248,12 @@ impl AppServerSession {
         let mut state = TurnState::default();
         let started = async {
             let req = self.conn.start_request("turn/start", params).await?;
-            let mut handler = Handler::new(self.ctx.events.clone(), self.ctx.meter.clone(), &mut self.info, confined);
+            let mut handler = Handler::new(
+                self.ctx.events.clone(),
+                self.ctx.meter.clone(),
+                &mut self.info,
+                confined,
+            );
             handler.state = Some(&mut state);
             self.conn.wait(req, deadline, &mut handler).await
         }
@@ -273,8 +288,12 @@ impl AppServerSession {
             }
             match self.conn.next_incoming(deadline).await {
                 Ok(msg) => {
-                    let mut handler =
-                        Handler::new(self.ctx.events.clone(), self.ctx.meter.clone(), &mut self.info, confined);
+                    let mut handler = Handler::new(
+                        self.ctx.events.clone(),
+                        self.ctx.meter.clone(),
+                        &mut self.info,
+                        confined,
+                    );
                     handler.state = Some(&mut state);
                     (&mut handler).handle(&self.conn, msg).await;
                 }
@@ -306,14 +325,24 @@ impl AppServerSession {
             return;
         };
         let confined = self.ctx.spawn.policy.enforce;
-        let mut handler = Handler::new(self.ctx.events.clone(), self.ctx.meter.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            self.ctx.events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         handler.state = Some(state);
         let _ = self.conn.wait(req, grace, &mut handler).await;
         while state.completed_for(turn).is_none() {
             let Ok(msg) = self.conn.next_incoming(grace).await else {
                 break;
             };
-            let mut handler = Handler::new(self.ctx.events.clone(), self.ctx.meter.clone(), &mut self.info, confined);
+            let mut handler = Handler::new(
+                self.ctx.events.clone(),
+                self.ctx.meter.clone(),
+                &mut self.info,
+                confined,
+            );
             handler.state = Some(state);
             (&mut handler).handle(&self.conn, msg).await;
         }

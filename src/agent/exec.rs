@@ -192,9 +192,10 @@ impl ExecSession {
         }
         let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let Some(usage) = crate::usage::read::codex_snake_case(&value) else {
-            self.ctx
-                .events
-                .record("usage_ignored", json!({"why": "not a JSON object of token counts"}));
+            self.ctx.events.record(
+                "usage_ignored",
+                json!({"why": "not a JSON object of token counts"}),
+            );
             return;
         };
         if let Some(m) = value.get("model").and_then(serde_json::Value::as_str) {

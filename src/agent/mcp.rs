@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::common::{check_sandbox, STOP_GRACE, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
+use super::common::{
+    check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
+};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::AgentProcess;
@@ -128,7 +130,11 @@ impl McpSession {
                 .start_request("tools/call", json!({"name": tool, "arguments": arguments}))
                 .await?;
             let id = req.id;
-            let mut handler = Handler::new(self.ctx.events.clone(), self.ctx.meter.clone(), &mut self.info);
+            let mut handler = Handler::new(
+                self.ctx.events.clone(),
+                self.ctx.meter.clone(),
+                &mut self.info,
+            );
             let r = self.conn.wait(req, deadline, &mut handler).await;
             if matches!(r, Err(JsonRpcError::Timeout { .. })) {
                 // codex aborts the turn on cancel but never answers the call: kill it afterwards.

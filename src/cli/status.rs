@@ -103,9 +103,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
 
 /// What the run's report says each task (by id) and the run (`""`) spent; empty without a
 /// report.
-fn spent_of(
-    report: &std::path::Path,
-) -> std::collections::BTreeMap<String, crate::usage::Usage> {
+fn spent_of(report: &std::path::Path) -> std::collections::BTreeMap<String, crate::usage::Usage> {
     let mut spent = std::collections::BTreeMap::new();
     let Some(r) = std::fs::read(report)
         .ok()

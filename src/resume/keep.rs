@@ -97,7 +97,9 @@ fn why_redone(t: &TaskState) -> String {
             format!("{} before the interruption", p.describe())
         }
         _ if t.status == "skipped"
-            && t.error.as_deref().is_some_and(|e| e.starts_with("run budget spent")) =>
+            && t.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("run budget spent")) =>
         {
             "skipped: the run's budget was spent".into()
         }

@@ -40,7 +40,10 @@ impl Spending {
         let priced = pricing::priced(&self.pricing, model, usage);
         let warning = pricing::unpriced_warning(&self.pricing, model).filter(|_| {
             let key = model.unwrap_or("").to_string();
-            self.warned.lock().map(|mut w| w.insert(key)).unwrap_or(false)
+            self.warned
+                .lock()
+                .map(|mut w| w.insert(key))
+                .unwrap_or(false)
         });
         (priced, warning)
     }
@@ -149,7 +152,10 @@ pub(crate) fn task_over(
     session_started: tokio::time::Instant,
 ) -> Option<String> {
     let spending = &shared.spending;
-    if let Some(limit) = spending.task_time().filter(|l| session_started.elapsed() >= *l) {
+    if let Some(limit) = spending
+        .task_time()
+        .filter(|l| session_started.elapsed() >= *l)
+    {
         return Some(time_up(limit));
     }
     task_spent.and_then(|s| spending.task_over(s))

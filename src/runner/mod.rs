@@ -621,7 +621,10 @@ fn rerun_conflicts(
     let results = runtime.block_on(rerun_all(shared.clone(), round + 1, reruns));
     crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
     for (i, report, pending) in results {
+        // What its earlier rounds spent stays the task's (issue 23).
+        let earlier = reports[i].usage.take();
         reports[i] = report;
+        crate::usage::Usage::add_to(&mut reports[i].usage, earlier.as_ref());
         pendings[i] = pending;
     }
     integrate::apply_ready(
@@ -661,7 +664,8 @@ fn finish(
         *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;
     }
     // Accounting (issue 23): the run spent what its tasks spent.
-    let usage = crate::usage::Usage::sum(integrated.reports.iter().filter_map(|t| t.usage.as_ref()));
+    let usage =
+        crate::usage::Usage::sum(integrated.reports.iter().filter_map(|t| t.usage.as_ref()));
     let report = RunReport {
         schema_version: 1,
         run_id: plan.run_id.to_string(),

@@ -420,7 +420,11 @@ impl TaskRun<'_> {
         };
         self.account_turn(&before, &session.info());
         // A turn that took the task over its budget ends it, however the turn ended.
-        if let Some(why) = super::budget::task_over(self.shared, self.report.usage.as_ref(), self.session_started) {
+        if let Some(why) = super::budget::task_over(
+            self.shared,
+            self.report.usage.as_ref(),
+            self.session_started,
+        ) {
             return Err(stop(
                 TaskStatus::BudgetExceeded,
                 format!("{why} (its work so far is on its branch, not merged)"),
@@ -448,7 +452,8 @@ impl TaskRun<'_> {
         }
         crate::usage::Usage::add_to(&mut self.report.usage, Some(&turn));
         self.shared.spending.record(&turn);
-        self.events.record("usage", serde_json::to_value(&turn).unwrap_or_default());
+        self.events
+            .record("usage", serde_json::to_value(&turn).unwrap_or_default());
         self.turn_usage = Some(turn);
     }
 

@@ -165,14 +165,23 @@ mod tests {
             seconds: None,
         };
         assert_eq!(task.exceeded(&spent(99, Some(0.5))), None);
-        assert!(task.exceeded(&spent(100, None)).unwrap().contains("100 tokens spent"));
-        assert!(task.exceeded(&spent(5, Some(1.5))).unwrap().contains("$1.5000 spent"));
+        assert!(task
+            .exceeded(&spent(100, None))
+            .unwrap()
+            .contains("100 tokens spent"));
+        assert!(task
+            .exceeded(&spent(5, Some(1.5)))
+            .unwrap()
+            .contains("$1.5000 spent"));
         let run = RunBudget {
             tokens: None,
             usd: Some(2.0),
         };
         assert_eq!(run.spent(&spent(1_000_000, None)), None);
-        assert!(run.spent(&spent(1, Some(2.0))).unwrap().starts_with("run budget spent"));
+        assert!(run
+            .spent(&spent(1, Some(2.0)))
+            .unwrap()
+            .starts_with("run budget spent"));
     }
 
     #[test]
@@ -187,7 +196,9 @@ mod tests {
         std::fs::write(&file, r#"{"task": {"seconds": 30}}"#).unwrap();
         let from_file = parse_override(&format!("@{}", file.display())).unwrap();
         assert_eq!(from_file.task.unwrap().seconds, Some(30.0));
-        assert!(parse_override("run.euros=5").unwrap_err().contains("unknown budget key"));
+        assert!(parse_override("run.euros=5")
+            .unwrap_err()
+            .contains("unknown budget key"));
         assert!(parse_override("run.usd=-1").is_err());
         assert!(parse_override("").is_err());
 

@@ -27,7 +27,9 @@ impl Price {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
         let fresh = usage.input_tokens - cached;
         let cached_price = self.cached_input.unwrap_or(self.input);
-        (fresh as f64 * self.input + cached as f64 * cached_price + usage.output_tokens as f64 * self.output)
+        (fresh as f64 * self.input
+            + cached as f64 * cached_price
+            + usage.output_tokens as f64 * self.output)
             / 1_000_000.0
     }
 }
@@ -51,7 +53,9 @@ pub fn unpriced_warning(pricing: &Pricing, model: Option<&str>) -> Option<String
         Some(m) => Some(format!(
             "pricing names no model \"{m}\": its tokens are counted, not priced"
         )),
-        None => Some("the agent did not say which model it used: its tokens are counted, not priced".into()),
+        None => Some(
+            "the agent did not say which model it used: its tokens are counted, not priced".into(),
+        ),
     }
 }
 
@@ -72,21 +76,38 @@ mod tests {
 
     #[test]
     fn cached_input_has_its_own_price() {
-        let price = Price { input: 1.25, cached_input: Some(0.125), output: 10.0 };
+        let price = Price {
+            input: 1.25,
+            cached_input: Some(0.125),
+            output: 10.0,
+        };
         // 1M fresh × 1.25 + 1M cached × 0.125 + 0.5M × 10
         assert!((price.cost(&usage()) - 6.375).abs() < 1e-9);
-        let no_cache_price = Price { input: 1.0, cached_input: None, output: 2.0 };
+        let no_cache_price = Price {
+            input: 1.0,
+            cached_input: None,
+            output: 2.0,
+        };
         assert!((no_cache_price.cost(&usage()) - 3.0).abs() < 1e-9);
     }
 
     #[test]
     fn unknown_model_stays_in_tokens() {
         let mut pricing = Pricing::new();
-        pricing.insert("m".into(), Price { input: 1.0, cached_input: None, output: 1.0 });
+        pricing.insert(
+            "m".into(),
+            Price {
+                input: 1.0,
+                cached_input: None,
+                output: 1.0,
+            },
+        );
         assert_eq!(priced(&pricing, Some("other"), usage()).usd, None);
         assert_eq!(priced(&pricing, None, usage()).usd, None);
         assert!(priced(&pricing, Some("m"), usage()).usd.is_some());
-        assert!(unpriced_warning(&pricing, Some("other")).unwrap().contains("\"other\""));
+        assert!(unpriced_warning(&pricing, Some("other"))
+            .unwrap()
+            .contains("\"other\""));
         assert_eq!(unpriced_warning(&Pricing::new(), Some("other")), None);
     }
 }

@@ -76,7 +76,9 @@ pub fn since(before: &Usage, after: &Usage) -> Usage {
             .cached_input_tokens
             .saturating_sub(before.cached_input_tokens),
         output_tokens: after.output_tokens.saturating_sub(before.output_tokens),
-        reasoning_tokens: after.reasoning_tokens.saturating_sub(before.reasoning_tokens),
+        reasoning_tokens: after
+            .reasoning_tokens
+            .saturating_sub(before.reasoning_tokens),
         total_tokens: after.total_tokens.saturating_sub(before.total_tokens),
         usd: None,
     }
@@ -108,16 +110,32 @@ mod tests {
             "modelUsage": {"claude-haiku": {"inputTokens": 1, "outputTokens": 1},
                            "claude-sonnet": {"inputTokens": 1100, "outputTokens": 19}}});
         let u = claude_result(&result).unwrap();
-        assert_eq!((u.input_tokens, u.cached_input_tokens, u.total_tokens), (1105, 1000, 1125));
+        assert_eq!(
+            (u.input_tokens, u.cached_input_tokens, u.total_tokens),
+            (1105, 1000, 1125)
+        );
         assert_eq!(claude_model(&result).as_deref(), Some("claude-sonnet"));
         assert_eq!(claude_result(&json!({"result": "x"})), None);
     }
 
     #[test]
     fn a_turn_is_the_growth_of_the_thread_total() {
-        let a = Usage { input_tokens: 10, total_tokens: 12, output_tokens: 2, ..Usage::default() };
-        let b = Usage { input_tokens: 25, total_tokens: 30, output_tokens: 5, ..Usage::default() };
+        let a = Usage {
+            input_tokens: 10,
+            total_tokens: 12,
+            output_tokens: 2,
+            ..Usage::default()
+        };
+        let b = Usage {
+            input_tokens: 25,
+            total_tokens: 30,
+            output_tokens: 5,
+            ..Usage::default()
+        };
         let d = since(&a, &b);
-        assert_eq!((d.input_tokens, d.output_tokens, d.total_tokens), (15, 3, 18));
+        assert_eq!(
+            (d.input_tokens, d.output_tokens, d.total_tokens),
+            (15, 3, 18)
+        );
     }
 }

@@ -156,7 +156,11 @@ fn figures_agree(version: &str, protocol: &str) {
         .sum();
     assert_eq!(sum, reported.total_tokens);
     let usd = usage["usd"].as_f64().expect("priced");
-    assert!((usd - cost(&reported)).abs() < 1e-9, "{usd} vs {}", cost(&reported));
+    assert!(
+        (usd - cost(&reported)).abs() < 1e-9,
+        "{usd} vs {}",
+        cost(&reported)
+    );
 
     // Events: each attempt_ended carries its turn's usage; together, what the server counted.
     let mut from_events = Reported::default();
@@ -170,7 +174,11 @@ fn figures_agree(version: &str, protocol: &str) {
     }
     from_events.responses = reported.responses;
     assert_eq!(from_events, reported, "events:\n{}", stdout(&run.out));
-    let ended = run.events.iter().find(|e| e["event"] == "run_ended").expect("run_ended");
+    let ended = run
+        .events
+        .iter()
+        .find(|e| e["event"] == "run_ended")
+        .expect("run_ended");
     assert_eq!(ended["report"]["usage"], *usage);
 
     // JUnit: the run's properties and each case's.
@@ -187,7 +195,12 @@ fn figures_agree(version: &str, protocol: &str) {
         "{}",
         run.junit
     );
-    assert_eq!(run.junit.matches("usage.total_tokens").count(), 3, "{}", run.junit);
+    assert_eq!(
+        run.junit.matches("usage.total_tokens").count(),
+        3,
+        "{}",
+        run.junit
+    );
     // HTML: the run's figures in the header.
     let data = format!("data-total-tokens=\"{}\"", reported.total_tokens);
     assert!(run.html.contains(&data), "no {data} in the page");
@@ -200,7 +213,11 @@ fn figures_agree(version: &str, protocol: &str) {
     let run_id = run.report["run_id"].as_str().expect("run id");
     let status = repo.fanout(&["status", run_id]);
     assert!(
-        stdout(&status).contains(&format!("spent {} tokens (${:.4})", reported.total_tokens, cost(&reported))),
+        stdout(&status).contains(&format!(
+            "spent {} tokens (${:.4})",
+            reported.total_tokens,
+            cost(&reported)
+        )),
         "{}",
         stdout(&status)
     );
@@ -236,13 +253,18 @@ fn token_budget_stops_codex(version: &str) {
     let t = task(&run.report, "endless");
     assert_eq!(t["status"], "budget_exceeded", "{t:#}\n{}", run.say());
     assert!(
-        t["error"].as_str().is_some_and(|e| e.contains("task budget exceeded")),
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("task budget exceeded")),
         "{t:#}"
     );
     assert_eq!(run.out.status.code(), Some(3), "{}", run.say());
     let reported = server.reported();
     let spent = tokens(&t["usage"], "total_tokens");
-    assert!(spent >= 3000 && spent <= reported.total_tokens, "{spent} {reported:?}");
+    assert!(
+        spent >= 3000 && spent <= reported.total_tokens,
+        "{spent} {reported:?}"
+    );
     // Stopped soon after the limit: a few responses, not the whole timeout.
     assert!(reported.responses <= 8, "{reported:?}");
     assert!(started.elapsed() < Duration::from_secs(120));
@@ -252,7 +274,10 @@ fn token_budget_stops_codex(version: &str) {
 /// The task's branch holds its work; the integration branch does not.
 fn assert_work_kept_not_merged(repo: &TestRepo, report: &Value, t: &Value, file: &str, text: &str) {
     let branch = t["branch"].as_str().expect("branch kept");
-    assert_eq!(git_text(&repo.path, &["show", &format!("{branch}:{file}")]), text.trim_end());
+    assert_eq!(
+        git_text(&repo.path, &["show", &format!("{branch}:{file}")]),
+        text.trim_end()
+    );
     let merged = report["integration_branch"].as_str().expect("integration");
     // No integration branch at all when nothing merged.
     if repo.branches().iter().any(|b| b == merged) {
@@ -305,29 +330,62 @@ fn seconds_budget_stops_a_task_and_keeps_its_work() {
     // `quick` would finish in time, but sleeps as long: both are stopped.
     let started = Instant::now();
     let run = run_all(&repo, &tasks, None);
-    assert!(started.elapsed() < Duration::from_secs(40), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
     for id in ["slow", "quick"] {
         let t = task(&run.report, id);
         assert_eq!(t["status"], "budget_exceeded", "{t:#}\n{}", run.say());
-        assert!(t["error"].as_str().is_some_and(|e| e.contains("the budget is 2 s")), "{t:#}");
-        assert_work_kept_not_merged(&repo, &run.report, t, &format!("{id}.txt"), &format!("by {id}\n"));
+        assert!(
+            t["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("the budget is 2 s")),
+            "{t:#}"
+        );
+        assert_work_kept_not_merged(
+            &repo,
+            &run.report,
+            t,
+            &format!("{id}.txt"),
+            &format!("by {id}\n"),
+        );
     }
     assert_eq!(run.out.status.code(), Some(3));
     // JUnit counts them as failures.
-    assert!(run.junit.contains("type=\"budget_exceeded\""), "{}", run.junit);
+    assert!(
+        run.junit.contains("type=\"budget_exceeded\""),
+        "{}",
+        run.junit
+    );
 }
 
 #[test]
 fn exec_usage_file_counts_and_a_task_over_its_tokens_is_not_merged() {
     let repo = TestRepo::with_files(1);
-    let tasks = exec_tasks(&["big"], exec_agent(1000, 0), json!({"task": {"tokens": 500}}));
+    let tasks = exec_tasks(
+        &["big"],
+        exec_agent(1000, 0),
+        json!({"task": {"tokens": 500}}),
+    );
     let run = run_all(&repo, &tasks, None);
     let t = task(&run.report, "big");
     assert_eq!(t["status"], "budget_exceeded", "{t:#}\n{}", run.say());
     let u = &t["usage"];
-    assert_eq!((tokens(u, "input_tokens"), tokens(u, "output_tokens"), tokens(u, "total_tokens")), (900, 100, 1000));
+    assert_eq!(
+        (
+            tokens(u, "input_tokens"),
+            tokens(u, "output_tokens"),
+            tokens(u, "total_tokens")
+        ),
+        (900, 100, 1000)
+    );
     // (900 − 100 cached) × 1 + 100 cached × 1 (no cached price: the input price) + 100 × 4
-    assert!((u["usd"].as_f64().expect("usd") - 0.0013).abs() < 1e-12, "{u:#}");
+    assert!(
+        (u["usd"].as_f64().expect("usd") - 0.0013).abs() < 1e-12,
+        "{u:#}"
+    );
     assert_work_kept_not_merged(&repo, &run.report, t, "big.txt", "by big\n");
 }
 
@@ -347,7 +405,9 @@ fn run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them() {
         let t = task(&report, id);
         assert_eq!(t["status"], "skipped", "{t:#}");
         assert!(
-            t["error"].as_str().is_some_and(|e| e.starts_with("run budget spent: 2000 tokens spent, the budget is 2000")),
+            t["error"].as_str().is_some_and(
+                |e| e.starts_with("run budget spent: 2000 tokens spent, the budget is 2000")
+            ),
             "{t:#}"
         );
         assert!(t.get("usage").is_none(), "{t:#}");
@@ -360,7 +420,11 @@ fn run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them() {
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     let bad = repo.fanout(&["resume", &run_id, "--budget", "run.euros=3"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("unknown budget key"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("unknown budget key"),
+        "{}",
+        stderr(&bad)
+    );
     let report_path = repo.report_path();
     let resumed = repo.fanout(&[
         "resume",
@@ -374,12 +438,18 @@ fn run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them() {
     ]);
     let say = format!("{}\n{}", stdout(&resumed), stderr(&resumed));
     assert_eq!(resumed.status.code(), Some(0), "{say}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
     for id in ids {
         assert_eq!(task(&report, id)["status"], "merged", "{id}: {say}");
     }
     // The run's total counts what the first pass spent and what the resumed one did.
-    assert_eq!(tokens(&report["usage"], "total_tokens"), 4000, "{:#}", report["usage"]);
+    assert_eq!(
+        tokens(&report["usage"], "total_tokens"),
+        4000,
+        "{:#}",
+        report["usage"]
+    );
     let merged = report["integration_branch"].as_str().expect("branch");
     let files = git_text(&repo.path, &["ls-tree", "-r", "--name-only", merged]);
     for id in ids {
@@ -391,7 +461,11 @@ fn run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them() {
 fn a_run_budget_in_money_needs_prices_and_stops_at_them() {
     let repo = TestRepo::with_files(1);
     // Each task: 900 in (100 cached) and 100 out at $1/$4 per million = $0.0013.
-    let tasks = exec_tasks(&["m1", "m2", "m3"], exec_agent(1000, 0), json!({"run": {"usd": 0.0015}}));
+    let tasks = exec_tasks(
+        &["m1", "m2", "m3"],
+        exec_agent(1000, 0),
+        json!({"run": {"usd": 0.0015}}),
+    );
     let file = repo.write_tasks(&tasks);
     let (out, report) = repo.run(&file, &["--jobs", "1", "--no-readback"]);
     let say = format!("{}\n{}", stdout(&out), stderr(&out));
