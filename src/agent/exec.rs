@@ -183,9 +183,26 @@ impl ExecSession {
     /// that is not such JSON is ignored (and said in the event log).
     fn read_usage(&mut self, file: &std::path::Path) {
         use std::io::Read;
-        let Ok(f) = std::fs::File::open(file) else {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not through a link, and never waiting on a FIFO the agent left there.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(file);
+        let Ok(f) = opened else {
+            if std::fs::symlink_metadata(file).is_ok() {
+                self.ctx
+                    .events
+                    .record("usage_ignored", json!({"why": "not a regular file"}));
+            }
             return;
         };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            self.ctx
+                .events
+                .record("usage_ignored", json!({"why": "not a regular file"}));
+            return;
+        }
         let mut text = String::new();
         if f.take(64 * 1024).read_to_string(&mut text).is_err() {
             return;

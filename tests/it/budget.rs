@@ -547,3 +547,36 @@ fn the_reviewers_tokens_count_toward_the_task() {
     assert_eq!(t["attempt_history"][0]["usage"], *u);
     assert_eq!(report["usage"], *u);
 }
+
+/// `$FANOUT_USAGE` is the agent's file: a FIFO (which would block a reader), a link to a file of
+/// someone else, or garbage is ignored, and the task goes on.
+#[test]
+fn a_hostile_usage_file_is_ignored() {
+    let repo = TestRepo::with_files(1);
+    let outside = repo.tmp.path().join("outside.json");
+    std::fs::write(&outside, r#"{"input_tokens": 777, "output_tokens": 1}"#).expect("write");
+    let agent = |trick: &str| {
+        let script = format!("printf 'by %s\\n' \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"; {trick}");
+        json!({"protocol": "exec", "command": "sh", "args": ["-c", script]})
+    };
+    let mut tasks = exec_tasks(&["fifo", "link", "junk"], agent("true"), json!({}));
+    tasks["agents"] = json!({
+        "fifo": agent("mkfifo \"$FANOUT_USAGE\""),
+        "link": agent(&format!("ln -s {} \"$FANOUT_USAGE\"", outside.display())),
+        "junk": agent("printf 'not json' > \"$FANOUT_USAGE\""),
+        "e": agent("true"),
+    });
+    for (i, id) in ["fifo", "link", "junk"].iter().enumerate() {
+        tasks["tasks"][i]["agent"] = json!(id);
+    }
+    let file = repo.write_tasks(&tasks);
+    let started = Instant::now();
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    for id in ["fifo", "link", "junk"] {
+        let t = task(&report, id);
+        assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+        assert!(t.get("usage").is_none(), "{t:#}");
+    }
+    assert!(report.get("usage").is_none());
+}
