@@ -556,7 +556,8 @@ fn a_hostile_usage_file_is_ignored() {
     let outside = repo.tmp.path().join("outside.json");
     std::fs::write(&outside, r#"{"input_tokens": 777, "output_tokens": 1}"#).expect("write");
     let agent = |trick: &str| {
-        let script = format!("printf 'by %s\\n' \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"; {trick}");
+        let script =
+            format!("printf 'by %s\\n' \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"; {trick}");
         json!({"protocol": "exec", "command": "sh", "args": ["-c", script]})
     };
     let mut tasks = exec_tasks(&["fifo", "link", "junk"], agent("true"), json!({}));
