@@ -26,7 +26,7 @@ main{padding:16px 24px}
 .s-merged,.s-no_changes{background:#d6f5dd!important}
 .s-conflict,.s-verify_failed,.s-integration_failed{background:#fde7c8!important}
 .s-flaky{background:#fff3b0!important}
-.s-failed,.s-timed_out{background:#f9d0d0!important}
+.s-failed,.s-timed_out,.s-budget_exceeded{background:#f9d0d0!important}
 .s-skipped,.s-interrupted{background:#e4e7ec!important}
 .timeline{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px;margin:12px 0;overflow-x:auto}
 .bar-merged,.bar-no_changes{fill:#4caf50}.bar-conflict,.bar-verify_failed,.bar-integration_failed{fill:#f0a030}
