@@ -188,6 +188,10 @@ impl Plan {
             crate::include::find(&repo.repo, &repo.workdir, &include_globs)
                 .map_err(|e| PlanError::Invalid(crate::error_chain(&e)))?;
         warnings.extend(include_warnings);
+        warnings.extend(crate::usage::budget::unpriced_money_warning(
+            &file.budget,
+            &file.pricing,
+        ));
         let include = std::sync::Arc::new(include);
         let mut tasks = Vec::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {

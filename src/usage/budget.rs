@@ -89,6 +89,19 @@ impl Budget {
     }
 }
 
+/// Said when a budget counts money but no model has a price: such limits never stop anything.
+pub fn unpriced_money_warning(
+    budget: &Budget,
+    pricing: &super::pricing::Pricing,
+) -> Option<String> {
+    let money = budget.task.as_ref().is_some_and(|t| t.usd.is_some())
+        || budget.run.as_ref().is_some_and(|r| r.usd.is_some());
+    (money && pricing.is_empty()).then(|| {
+        "budget sets a limit in usd but pricing names no model: money is not counted, so          that limit stops nothing"
+            .to_string()
+    })
+}
+
 /// Reads `fanout resume --budget`: `run.usd=5,task.tokens=200000` (keys `task.tokens`,
 /// `task.usd`, `task.seconds`, `run.tokens`, `run.usd`), or a JSON object shaped like the task
 /// file's `budget`, or `@FILE` holding that JSON.
@@ -182,6 +195,25 @@ mod tests {
             .spent(&spent(1, Some(2.0)))
             .unwrap()
             .starts_with("run budget spent"));
+    }
+
+    #[test]
+    fn a_money_limit_without_prices_is_said() {
+        let budget = parse_override("run.usd=5").unwrap();
+        let mut pricing = crate::usage::pricing::Pricing::new();
+        assert!(unpriced_money_warning(&budget, &pricing).is_some());
+        assert!(
+            unpriced_money_warning(&parse_override("run.tokens=5").unwrap(), &pricing).is_none()
+        );
+        pricing.insert(
+            "m".into(),
+            crate::usage::pricing::Price {
+                input: 1.0,
+                cached_input: None,
+                output: 1.0,
+            },
+        );
+        assert!(unpriced_money_warning(&budget, &pricing).is_none());
     }
 
     #[test]
