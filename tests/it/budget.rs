@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::model_server::{ModelServer, Reply, Reported};
-use crate::support::{git_text, stderr, stdout, task, TestRepo};
+use crate::support::{git_text, stderr, stdout, task, Runner, TestRepo};
 
 /// Prices of the scripted model, US dollars per million tokens.
 const INPUT: f64 = 2.0;
@@ -319,9 +319,13 @@ fn exec_tasks(ids: &[&str], agent: Value, budget: Value) -> Value {
         "budget": budget, "tasks": tasks})
 }
 
-#[test]
-fn seconds_budget_stops_a_task_and_keeps_its_work() {
-    let repo = TestRepo::with_files(1);
+crate::both_ways!(
+    seconds_budget,
+    seconds_budget_stops_a_task_and_keeps_its_work
+);
+
+fn seconds_budget_stops_a_task_and_keeps_its_work(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
     let tasks = exec_tasks(
         &["slow", "quick"],
         exec_agent(1000, 60),
@@ -361,9 +365,13 @@ fn seconds_budget_stops_a_task_and_keeps_its_work() {
     );
 }
 
-#[test]
-fn exec_usage_file_counts_and_a_task_over_its_tokens_is_not_merged() {
-    let repo = TestRepo::with_files(1);
+crate::both_ways!(
+    exec_tokens,
+    exec_usage_file_counts_and_a_task_over_its_tokens_is_not_merged
+);
+
+fn exec_usage_file_counts_and_a_task_over_its_tokens_is_not_merged(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
     let tasks = exec_tasks(
         &["big"],
         exec_agent(1000, 0),
@@ -389,9 +397,13 @@ fn exec_usage_file_counts_and_a_task_over_its_tokens_is_not_merged() {
     assert_work_kept_not_merged(&repo, &run.report, t, "big.txt", "by big\n");
 }
 
-#[test]
-fn run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them() {
-    let repo = TestRepo::with_files(1);
+crate::both_ways!(
+    run_budget,
+    run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them
+);
+
+fn run_budget_skips_the_rest_and_resume_with_a_larger_one_finishes_them(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
     let ids = ["t1", "t2", "t3", "t4"];
     let tasks = exec_tasks(&ids, exec_agent(1000, 0), json!({"run": {"tokens": 2000}}));
     let file = repo.write_tasks(&tasks);
@@ -550,9 +562,10 @@ fn the_reviewers_tokens_count_toward_the_task() {
 
 /// `$FANOUT_USAGE` is the agent's file: a FIFO (which would block a reader), a link to a file of
 /// someone else, or garbage is ignored, and the task goes on.
-#[test]
-fn a_hostile_usage_file_is_ignored() {
-    let repo = TestRepo::with_files(1);
+crate::both_ways!(hostile_usage_file, a_hostile_usage_file_is_ignored);
+
+fn a_hostile_usage_file_is_ignored(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
     let outside = repo.tmp.path().join("outside.json");
     std::fs::write(&outside, r#"{"input_tokens": 777, "output_tokens": 1}"#).expect("write");
     let agent = |trick: &str| {
