@@ -63,7 +63,19 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         state.integration_branch
     )?;
     // Accounting (issue 23): what the run and each task spent, once the run has a report.
-    let spent = spent_of(&crate::run_dir::RunDir::new(runs_dir.join(run.as_str())).report());
+    let mut spent = spent_of(&crate::run_dir::RunDir::new(runs_dir.join(run.as_str())).report());
+    if spent.is_empty() {
+        // No report yet (the run goes on): what its state says the tasks spent so far.
+        let so_far = state
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| t.usage.clone().map(|u| (id.clone(), u)));
+        spent.extend(so_far);
+        let total = crate::usage::Usage::sum(spent.values());
+        if !total.is_empty() {
+            spent.insert(String::new(), total);
+        }
+    }
     if let Some(u) = spent.get("") {
         super::out::outln!("spent {}", u.brief())?;
     }

@@ -121,6 +121,7 @@ mod tests {
             commit: commit.map(str::to_string),
             error: None,
             phase,
+            usage: None,
         }
     }
 

@@ -560,10 +560,10 @@ fn the_reviewers_tokens_count_toward_the_task() {
     assert_eq!(report["usage"], *u);
 }
 
-/// `$FANOUT_USAGE` is the agent's file: a FIFO (which would block a reader), a link to a file of
-/// someone else, or garbage is ignored, and the task goes on.
 crate::both_ways!(hostile_usage_file, a_hostile_usage_file_is_ignored);
 
+/// `$FANOUT_USAGE` is the agent's file: a FIFO (which would block a reader), a link to a file of
+/// someone else, or garbage is ignored, and the task goes on.
 fn a_hostile_usage_file_is_ignored(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
     let outside = repo.tmp.path().join("outside.json");
@@ -593,4 +593,50 @@ fn a_hostile_usage_file_is_ignored(runner: Runner) {
         assert!(t.get("usage").is_none(), "{t:#}");
     }
     assert!(report.get("usage").is_none());
+}
+
+/// While the run goes on, `fanout status` says what the ended attempts spent (from state.json).
+#[test]
+fn status_tells_the_spend_while_the_run_goes_on() {
+    let repo = TestRepo::with_files(1);
+    let mut tasks = exec_tasks(&["first", "second"], exec_agent(1000, 0), json!({}));
+    tasks["agents"]["slow"] = exec_agent(1000, 120);
+    tasks["tasks"][1]["agent"] = json!("slow");
+    let file = repo.write_tasks(&tasks);
+    let mut child = repo
+        .fanout_command()
+        .args(["run", "--quiet", "--no-readback", "--jobs", "1", "--tasks"])
+        .arg(&file)
+        .arg("--repo")
+        .arg(&repo.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("fanout starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut said = String::new();
+    while Instant::now() < deadline {
+        said = stdout(&repo.fanout(&["status", "last"]));
+        if said.contains("spent 1000 tokens") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = nix_kill(child.id());
+    let _ = child.wait();
+    assert!(said.contains("spent 1000 tokens ($0.0013)"), "{said}");
+    let first = said
+        .lines()
+        .find(|l| l.trim_start().starts_with("first"))
+        .unwrap_or("");
+    assert!(first.ends_with("1000 tokens ($0.0013)"), "{said}");
+}
+
+/// Asks a process to stop (SIGTERM), as Ctrl-C would.
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .map(|_| ())
 }
