@@ -640,3 +640,47 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
         .status()
         .map(|_| ())
 }
+
+/// When the run's budget is spent, a running turn finishes (and its task may merge), a task
+/// not started is skipped, and a task whose gates failed gets no further turn.
+#[test]
+fn a_spent_run_budget_lets_running_turns_finish_and_starts_nothing_new() {
+    let repo = TestRepo::with_files(1);
+    let mut tasks = exec_tasks(
+        &["quick", "running", "waiting"],
+        exec_agent(1000, 0),
+        json!({"run": {"tokens": 1000}}),
+    );
+    tasks["agents"]["slow"] = exec_agent(1000, 3);
+    tasks["tasks"][1]["agent"] = json!("slow");
+    let file = repo.write_tasks(&tasks);
+    let (out, report) = repo.run(&file, &["--jobs", "2", "--no-readback"]);
+    let say = format!("{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(task(&report, "quick")["status"], "merged", "{say}");
+    // Its turn ran on after the budget was spent: it finished, passed its gates and merged.
+    assert_eq!(task(&report, "running")["status"], "merged", "{say}");
+    assert_eq!(task(&report, "waiting")["status"], "skipped", "{say}");
+    assert_eq!(tokens(&report["usage"], "total_tokens"), 2000);
+
+    // A task whose first attempt fails its gates gets no second turn once the budget is spent.
+    let repo = TestRepo::with_files(1);
+    let mut tasks = exec_tasks(
+        &["fails"],
+        exec_agent(1000, 0),
+        json!({"run": {"tokens": 500}}),
+    );
+    tasks["defaults"]["verify"] = json!(["sh", "-c", "exit 1"]);
+    tasks["defaults"]["max_attempts"] = json!(3);
+    let file = repo.write_tasks(&tasks);
+    let (out, report) = repo.run(&file, &["--no-readback"]);
+    let t = task(&report, "fails");
+    assert_eq!(t["status"], "budget_exceeded", "{t:#}\n{}", stderr(&out));
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("run budget spent") && e.contains("before attempt 2")),
+        "{t:#}"
+    );
+    assert_eq!(t["attempts"], 1);
+    assert_eq!(out.status.code(), Some(3));
+}
