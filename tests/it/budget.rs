@@ -684,3 +684,51 @@ fn a_spent_run_budget_lets_running_turns_finish_and_starts_nothing_new() {
     assert_eq!(t["attempts"], 1);
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// Claude Code's diagnosis of a failed attempt counts toward that attempt.
+#[test]
+fn the_diagnosis_tokens_count_toward_the_failed_attempt() {
+    use crate::anthropic_server::{AnthropicServer, Reply as A};
+    let diagnoser = AnthropicServer::start(|_| A::Text("ROOT CAUSE: ok.txt is missing.".into()));
+    let repo = TestRepo::with_files(1);
+    let script = "printf 'by %s\\n' \"$FANOUT_TASK_ID\" > \"$FANOUT_TASK_ID.txt\"; \
+        if [ \"$FANOUT_ATTEMPT\" = 2 ]; then echo ok > ok.txt; fi; \
+        printf '{\"input_tokens\": 900, \"output_tokens\": 100}' > \"$FANOUT_USAGE\"";
+    let mut tasks = exec_tasks(
+        &["diag"],
+        json!({"protocol": "exec", "command": "sh", "args": ["-c", script]}),
+        json!({}),
+    );
+    tasks["tasks"][0]["paths"] = json!(["diag.txt", "ok.txt"]);
+    tasks["defaults"]["verify"] = json!(["test", "-f", "ok.txt"]);
+    tasks["defaults"]["max_attempts"] = json!(2);
+    tasks["defaults"]["diagnose"] = json!(true);
+    tasks["verifier"] = json!({"command": crate::support::claude_bin().display().to_string(),
+        "args": ["mcp", "serve"]});
+    let file = repo.write_tasks(&tasks);
+    let out = repo
+        .fanout_command()
+        .args(["run", "--no-readback", "--quiet", "--tasks"])
+        .arg(&file)
+        .arg("--report")
+        .arg(repo.report_path())
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("ANTHROPIC_BASE_URL", diagnoser.base_url())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-0123456789")
+        .output()
+        .expect("fanout runs");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(repo.report_path()).expect("report")).expect("json");
+    let t = task(&report, "diag");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    let history = t["attempt_history"].as_array().expect("attempts");
+    assert_eq!(history.len(), 2, "{t:#}");
+    assert!(history[0]["diagnosis"].as_str().is_some(), "{t:#}");
+    let first = tokens(&history[0]["usage"], "total_tokens");
+    let second = tokens(&history[1]["usage"], "total_tokens");
+    // The first attempt: the agent's 1000 and the diagnosis; the second: the agent's only.
+    assert_eq!(second, 1000, "{t:#}");
+    assert!(first > 1000, "{t:#}");
+    assert_eq!(tokens(&t["usage"], "total_tokens"), first + second);
+}
