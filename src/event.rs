@@ -84,6 +84,10 @@ pub enum EventKind {
         files: usize,
         insertions: usize,
         deletions: usize,
+        // Accounting (issue 23):
+        /// What the agent's turn of this attempt spent, when the agent said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<crate::usage::Usage>,
     },
     /// A gate passed (`flaky`: only when run again after failing, `detail` says how).
     GatePassed {

@@ -4,6 +4,9 @@
 pub const OK: i32 = 0;
 /// Some task did not end `merged` or `no_changes`, or an output (`--junit`, …) failed.
 pub const TASKS_FAILED: i32 = 1;
+/// A budget stopped the run (issue 23): a task ended `budget_exceeded`, or the run's budget was
+/// spent and tasks were skipped; `fanout resume --budget` continues it.
+pub const BUDGET_SPENT: i32 = 3;
 /// Bad input or a broken environment: nothing ran (or nothing more will).
 pub const USAGE: i32 = 2;
 /// Interrupted (SIGINT, SIGTERM, SIGHUP, or a stop request): the run is resumable.

@@ -45,6 +45,7 @@ pub mod setup;
 pub mod state;
 pub mod taskenv;
 pub mod taskfile;
+pub mod usage;
 pub mod verify;
 pub mod which;
 

@@ -105,6 +105,11 @@ pub struct Plan {
     /// Each task's report from the run's last report (a continued run): a carried-over
     /// outcome keeps its details (attempts, gates, durations).
     pub earlier_reports: BTreeMap<String, crate::report::TaskReport>,
+    // Accounting and budgets (issue 23):
+    /// The task file's `pricing`.
+    pub pricing: crate::usage::pricing::Pricing,
+    /// The task file's `budget` (with `fanout resume --budget` over it).
+    pub budget: crate::usage::budget::Budget,
 }
 
 /// The command that fills the shared caches (`caches_fill`), and its time.
@@ -185,6 +190,10 @@ impl Plan {
             crate::include::find(&repo.repo, &repo.workdir, &include_globs)
                 .map_err(|e| PlanError::Invalid(crate::error_chain(&e)))?;
         warnings.extend(include_warnings);
+        warnings.extend(crate::usage::budget::unpriced_money_warning(
+            &file.budget,
+            &file.pricing,
+        ));
         let include = std::sync::Arc::new(include);
         let mut tasks = Vec::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
@@ -368,6 +377,8 @@ impl Plan {
             only: None,
             earlier_integration: None,
             earlier_reports: BTreeMap::new(),
+            pricing: file.pricing.clone(),
+            budget: file.budget.clone(),
         })
     }
 

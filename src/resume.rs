@@ -49,6 +49,10 @@ pub struct SavedInputs {
     /// The tasks `--only` selected (every task of the file when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
+    // Budgets (issue 23):
+    /// The budget the run had (the task file's, with `fanout resume --budget` over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::usage::budget::Budget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,7 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         squash: plan.options.squash,
         workspace: plan.options.workspace,
         only: plan.only.clone(),
+        budget: Some(plan.budget.clone()),
     };
     crate::report::write_json_atomic(
         &crate::run_dir::RunDir::new(&plan.run_dir).input_options(),
@@ -108,6 +113,8 @@ pub struct Continue {
     pub report: Option<std::path::PathBuf>,
     pub self_exe: std::path::PathBuf,
     pub min_free_mb: u64,
+    /// `fanout resume --budget`: limits over the run's (issue 23).
+    pub budget: Option<crate::usage::budget::Budget>,
 }
 
 /// The plan of a continued run, and one line per task that runs again saying why.
@@ -120,16 +127,23 @@ pub struct Continued {
 /// (`jobs` may change); each task kept or redone as [`keep::on_resume`] decides.
 pub fn plan_resume(c: &Continue) -> Result<Continued, ResumeError> {
     let (mut plan, state) = load_run(c)?;
-    if state.status == "finished" {
+    // A finished run continues only with a new budget: what a budget stopped runs again.
+    let finished = state.status == "finished";
+    if finished && c.budget.is_none() {
         return Err(ResumeError::Finished(c.run.to_string()));
     }
+    let decide = if finished {
+        keep::on_budget_resume
+    } else {
+        keep::on_resume
+    };
     let mut notes = Vec::new();
     for task in &plan.tasks {
         let id = task.id().as_str();
         let decision = state
             .tasks
             .get(id)
-            .map_or(Decision::Redo("never started".into()), keep::on_resume);
+            .map_or(Decision::Redo("never started".into()), decide);
         match decision {
             Decision::Keep(prior) => {
                 plan.priors.insert(id.to_string(), prior);
@@ -138,6 +152,9 @@ pub fn plan_resume(c: &Continue) -> Result<Continued, ResumeError> {
         }
     }
     clean_unfinished(&plan)?;
+    if finished {
+        keep_earlier_report(&plan.run_dir);
+    }
     Ok(Continued { plan, notes })
 }
 
@@ -234,6 +251,12 @@ fn load_run(c: &Continue) -> Result<(Plan, RunState), ResumeError> {
     })?;
     let options = saved_options(c, &saved, layout.input_tasks());
     let mut plan = Plan::from_parts(file, repo, options)?;
+    if let Some(budget) = &saved.budget {
+        plan.budget = budget.clone();
+    }
+    if let Some(budget) = &c.budget {
+        plan.budget = plan.budget.clone().overridden_by(budget);
+    }
     if let Some(only) = &saved.only {
         plan.select(only, false)?;
     }

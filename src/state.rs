@@ -43,6 +43,11 @@ pub struct TaskState {
     /// The phase it reached last (a task cut off by kill -9 says where).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<crate::phase::TaskPhase>,
+    // Accounting (issue 23):
+    /// What it spent so far (its attempts as they end; its whole report's figure once it ended),
+    /// for `fanout status` while the run goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
 }
 
 impl RunState {
@@ -81,6 +86,7 @@ impl RunState {
                             commit,
                             error: None,
                             phase: None,
+                            usage: None,
                         },
                     )
                 })
@@ -96,7 +102,10 @@ impl RunState {
         commit: Option<String>,
         error: Option<String>,
     ) {
-        let phase = self.tasks.get(id).and_then(|t| t.phase);
+        let (phase, usage) = match self.tasks.get(id) {
+            Some(t) => (t.phase, t.usage.clone()),
+            None => (None, None),
+        };
         self.tasks.insert(
             id.to_string(),
             TaskState {
@@ -104,8 +113,19 @@ impl RunState {
                 commit,
                 error,
                 phase,
+                usage,
             },
         );
+    }
+
+    /// Records what a task spent: `add` to its figure so far, or (`replace`) its whole figure.
+    pub fn set_usage(&mut self, id: &str, usage: &crate::usage::Usage, replace: bool) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            match replace {
+                true => t.usage = Some(usage.clone()),
+                false => crate::usage::Usage::add_to(&mut t.usage, Some(usage)),
+            }
+        }
     }
 
     /// Records the phase a task entered.
@@ -409,6 +429,7 @@ mod tests {
                             commit: None,
                             error: None,
                             phase: None,
+                            usage: None,
                         },
                     )
                 })

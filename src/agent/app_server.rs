@@ -138,7 +138,12 @@ impl AppServerSession {
                 json!({"clientInfo": {"name": "fanout", "title": "fanout", "version": env!("CARGO_PKG_VERSION")}}),
             )
             .await?;
-        let mut handler = Handler::new(events.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         let result = self.conn.wait(init, deadline, &mut handler).await?;
         events.record("initialized", json!({"result": result}));
         // The version that answers is the one that counts (`--version` may be another binary's).
@@ -184,7 +189,12 @@ impl AppServerSession {
             .conn
             .start_request("thread/start", Value::Object(params))
             .await?;
-        let mut handler = Handler::new(events.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         let result = self.conn.wait(req, deadline, &mut handler).await?;
         let thread = result
             .get("thread")
@@ -197,6 +207,10 @@ impl AppServerSession {
                 data: None,
             })?;
         self.info.thread_id = Some(thread.to_string());
+        self.info.model = result
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         events.record("thread_started", json!({"threadId": thread}));
         Ok(())
     }
@@ -301,7 +315,12 @@ impl AppServerSession {
         let mut state = TurnState::default();
         let started = async {
             let req = self.conn.start_request("turn/start", params).await?;
-            let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info, confined);
+            let mut handler = Handler::new(
+                self.ctx.events.clone(),
+                self.ctx.meter.clone(),
+                &mut self.info,
+                confined,
+            );
             handler.state = Some(&mut state);
             self.conn.wait(req, deadline, &mut handler).await
         }
@@ -336,8 +355,12 @@ impl AppServerSession {
             }
             match self.conn.next_incoming(deadline).await {
                 Ok(msg) => {
-                    let mut handler =
-                        Handler::new(self.ctx.events.clone(), &mut self.info, confined);
+                    let mut handler = Handler::new(
+                        self.ctx.events.clone(),
+                        self.ctx.meter.clone(),
+                        &mut self.info,
+                        confined,
+                    );
                     handler.state = Some(&mut state);
                     (&mut handler).handle(&self.conn, msg).await;
                 }
@@ -369,14 +392,24 @@ impl AppServerSession {
             return;
         };
         let confined = self.ctx.spawn.policy.enforce;
-        let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            self.ctx.events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         handler.state = Some(state);
         let _ = self.conn.wait(req, grace, &mut handler).await;
         while state.completed_for(turn).is_none() {
             let Ok(msg) = self.conn.next_incoming(grace).await else {
                 break;
             };
-            let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info, confined);
+            let mut handler = Handler::new(
+                self.ctx.events.clone(),
+                self.ctx.meter.clone(),
+                &mut self.info,
+                confined,
+            );
             handler.state = Some(state);
             (&mut handler).handle(&self.conn, msg).await;
         }
@@ -410,6 +443,12 @@ impl AppServerSession {
     /// Turns a connection error into an agent error, stopping the process where needed.
     async fn fail(&mut self, e: JsonRpcError, secs: f64, startup: bool) -> AgentError {
         super::common::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
+    }
+
+    /// Stops the agent's tree at once, without the polite close: a budget ran out, and every
+    /// further model call would be spent past it.
+    pub async fn stop_now(mut self) {
+        self.proc.terminate(STOP_GRACE).await;
     }
 
     /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.
@@ -470,6 +509,8 @@ impl TurnState {
 /// Logs traffic, keeps report facts, and answers server requests so nothing blocks.
 struct Handler<'a> {
     events: EventLog,
+    /// The session's running total, for budgets watched while the turn runs.
+    meter: crate::usage::meter::Meter,
     info: &'a mut AgentInfo,
     state: Option<&'a mut TurnState>,
     /// Whether fanout's sandbox confines the agent (then commands and edits may be approved).
@@ -477,9 +518,15 @@ struct Handler<'a> {
 }
 
 impl<'a> Handler<'a> {
-    fn new(events: EventLog, info: &'a mut AgentInfo, confined: bool) -> Self {
+    fn new(
+        events: EventLog,
+        meter: crate::usage::meter::Meter,
+        info: &'a mut AgentInfo,
+        confined: bool,
+    ) -> Self {
         Handler {
             events,
+            meter,
             info,
             state: None,
             confined,
@@ -508,13 +555,14 @@ impl<'a> Handler<'a> {
             }
             "thread/tokenUsage/updated" => {
                 let total = params.get("tokenUsage").and_then(|u| u.get("total"));
-                if let Some(total) = total.filter(|t| t.is_object()) {
-                    let get = |k: &str| total.get(k).and_then(Value::as_u64).unwrap_or(0);
+                if let Some(usage) = total.and_then(crate::usage::read::codex_app_server) {
                     self.info.tokens = Some(TokenUsage {
-                        input_tokens: get("inputTokens"),
-                        output_tokens: get("outputTokens"),
-                        total_tokens: get("totalTokens"),
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                        total_tokens: usage.total_tokens,
                     });
+                    self.info.usage = Some(usage.clone());
+                    self.meter.set(usage);
                 }
             }
             "error" => {

@@ -33,6 +33,8 @@ pub struct AgentContext {
     /// Threads that outlive their process (issue 21): the thread of the task's earlier round,
     /// continued where the protocol allows it (app-server `thread/resume`).
     pub resume_thread: Option<String>,
+    /// Where the session reports what it has spent so far (issue 23: budgets).
+    pub meter: crate::usage::meter::Meter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,13 @@ pub struct AgentInfo {
     /// earlier round (`thread_id` is that thread).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+    // Accounting (issue 23):
+    /// Every token the session spent so far, as the agent reported it (thread totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
+    /// The model the agent said it used (for `pricing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]

@@ -99,6 +99,11 @@ impl ExecSession {
         }
         spec.env
             .insert("FANOUT_ATTEMPT".into(), self.attempt.to_string());
+        // Issue 23: the agent may say what it spent, as JSON in this file (docs/report.md).
+        let usage_file = self.ctx.scratch.join("usage.json");
+        let _ = std::fs::remove_file(&usage_file);
+        spec.env
+            .insert("FANOUT_USAGE".into(), usage_file.display().to_string());
         let mut proc =
             AgentProcess::spawn(&spec).map_err(|e| AgentError::Spawn(crate::error_chain(&e)))?;
         self.info.commands_run += 1;
@@ -156,6 +161,7 @@ impl ExecSession {
             }
         };
         let (last, _lines) = reader.await.unwrap_or((None, 0));
+        self.read_usage(&usage_file);
         check_sandbox(&proc.status_file, &mut self.info)?;
         self.ctx
             .events
@@ -168,6 +174,53 @@ impl ExecSession {
         }
         self.info.last_message = last.clone();
         Ok(TurnResult { message: last })
+    }
+}
+
+impl ExecSession {
+    /// Adds what the run just ended wrote to `$FANOUT_USAGE` (Codex's snake-case token names,
+    /// and `model`) to the session's total. The file is the agent's: read bounded, and a file
+    /// that is not such JSON is ignored (and said in the event log).
+    fn read_usage(&mut self, file: &std::path::Path) {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not through a link, and never waiting on a FIFO the agent left there.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(file);
+        let Ok(f) = opened else {
+            if std::fs::symlink_metadata(file).is_ok() {
+                self.ctx
+                    .events
+                    .record("usage_ignored", json!({"why": "not a regular file"}));
+            }
+            return;
+        };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            self.ctx
+                .events
+                .record("usage_ignored", json!({"why": "not a regular file"}));
+            return;
+        }
+        let mut text = String::new();
+        if f.take(64 * 1024).read_to_string(&mut text).is_err() {
+            return;
+        }
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let Some(usage) = crate::usage::read::codex_snake_case(&value) else {
+            self.ctx.events.record(
+                "usage_ignored",
+                json!({"why": "not a JSON object of token counts"}),
+            );
+            return;
+        };
+        if let Some(m) = value.get("model").and_then(serde_json::Value::as_str) {
+            self.info.model = Some(m.chars().take(200).collect());
+        }
+        let total = self.info.usage.get_or_insert_with(Default::default);
+        total.add(&usage);
+        self.ctx.meter.set(total.clone());
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::common::{check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult};
+use super::common::{
+    check_sandbox, AgentContext, AgentError, AgentInfo, TokenUsage, TurnResult, STOP_GRACE,
+};
 use crate::eventlog::EventLog;
 use crate::jsonrpc::{AsyncIncomingHandler, Connection, Incoming, JsonRpcError};
 use crate::process::AgentProcess;
@@ -61,7 +63,7 @@ impl McpSession {
 
     async fn handshake(&mut self, deadline: Instant) -> Result<(), JsonRpcError> {
         let events = self.ctx.events.clone();
-        let mut handler = Handler::new(events.clone(), &mut self.info);
+        let mut handler = Handler::new(events.clone(), self.ctx.meter.clone(), &mut self.info);
         let hello = crate::mcp::handshake(
             &mut self.conn,
             json!({"elicitation": {}}),
@@ -128,7 +130,11 @@ impl McpSession {
                 .start_request("tools/call", json!({"name": tool, "arguments": arguments}))
                 .await?;
             let id = req.id;
-            let mut handler = Handler::new(self.ctx.events.clone(), &mut self.info);
+            let mut handler = Handler::new(
+                self.ctx.events.clone(),
+                self.ctx.meter.clone(),
+                &mut self.info,
+            );
             let r = self.conn.wait(req, deadline, &mut handler).await;
             if matches!(r, Err(JsonRpcError::Timeout { .. })) {
                 // codex aborts the turn on cancel but never answers the call: kill it afterwards.
@@ -175,6 +181,12 @@ impl McpSession {
         super::common::rpc_failure(&mut self.proc, &mut self.info, e, secs, startup).await
     }
 
+    /// Stops the agent's tree at once, without the polite close: a budget ran out, and every
+    /// further model call would be spent past it.
+    pub async fn stop_now(mut self) {
+        self.proc.terminate(STOP_GRACE).await;
+    }
+
     /// Closes stdin (the stdio shutdown of MCP and app-server), then stops what is left of the tree.
     pub async fn shutdown(mut self) {
         super::common::rpc_shutdown(&self.conn, &mut self.proc).await
@@ -195,12 +207,18 @@ fn content_text(result: &Value) -> Option<String> {
 /// Logs traffic during a call and answers the server's own requests so nothing blocks.
 struct Handler<'a> {
     events: EventLog,
+    /// The session's running total, for budgets watched while the call runs.
+    meter: crate::usage::meter::Meter,
     info: &'a mut AgentInfo,
 }
 
 impl<'a> Handler<'a> {
-    fn new(events: EventLog, info: &'a mut AgentInfo) -> Self {
-        Handler { events, info }
+    fn new(events: EventLog, meter: crate::usage::meter::Meter, info: &'a mut AgentInfo) -> Self {
+        Handler {
+            events,
+            meter,
+            info,
+        }
     }
 }
 
@@ -211,6 +229,9 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
                 self.info.notifications += 1;
                 if method == "codex/event" {
                     absorb_codex_event(self.info, &params);
+                    if let Some(u) = &self.info.usage {
+                        self.meter.set(u.clone());
+                    }
                 }
                 self.events
                     .record("notification", json!({"method": method, "params": params}));
@@ -250,20 +271,20 @@ pub fn absorb_codex_event(info: &mut AgentInfo, params: &Value) {
             }
         }
         Some("token_count") => {
-            let usage = msg
-                .get("info")
-                .and_then(|i| i.get("total_token_usage"))
-                .unwrap_or(&Value::Null);
-            let get = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-            if usage.is_object() {
+            let usage = msg.get("info").and_then(|i| i.get("total_token_usage"));
+            if let Some(usage) = usage.and_then(crate::usage::read::codex_snake_case) {
                 info.tokens = Some(TokenUsage {
-                    input_tokens: get("input_tokens"),
-                    output_tokens: get("output_tokens"),
-                    total_tokens: get("total_tokens"),
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    total_tokens: usage.total_tokens,
                 });
+                info.usage = Some(usage);
             }
         }
         Some("session_configured") => {
+            if let Some(m) = msg.get("model").and_then(Value::as_str) {
+                info.model = Some(m.to_string());
+            }
             if let Some(t) = msg.get("session_id").and_then(Value::as_str) {
                 info.thread_id.get_or_insert_with(|| t.to_string());
             }

@@ -95,6 +95,15 @@ impl Session {
         }
     }
 
+    /// Stops the agent and everything it started at once (a budget ran out).
+    pub async fn stop_now(self) {
+        match self {
+            Session::Mcp(s) => s.stop_now().await,
+            Session::AppServer(s) => s.stop_now().await,
+            Session::Exec(_) => {}
+        }
+    }
+
     /// Stops the agent and everything it started.
     pub async fn shutdown(self) {
         match self {

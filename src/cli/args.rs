@@ -305,6 +305,12 @@ pub struct ResumeArgs {
     pub run: String,
     #[command(flatten)]
     pub go_on: ContinueArgs,
+    /// Continue with this budget over the task file's (issue 23): `run.usd=5,task.tokens=200000`
+    /// (keys task.tokens, task.usd, task.seconds, run.tokens, run.usd), a JSON object shaped
+    /// like the task file's `budget`, or `@FILE` holding one. A finished run continues too: the
+    /// tasks a budget stopped or skipped run again.
+    #[arg(long, value_name = "LIMITS")]
+    pub budget: Option<String>,
 }
 
 /// What `resume` and `retry` take besides the run: how the continued run goes.

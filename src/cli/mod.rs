@@ -89,7 +89,12 @@ fn doctor(a: DoctorArgs) -> anyhow::Result<i32> {
 
 fn resume(a: ResumeArgs) -> anyhow::Result<i32> {
     let run = resolve_run(&a.repo, &a.run)?;
-    let c = retry::continue_of(&a.repo, run, &a.go_on)?;
+    let mut c = retry::continue_of(&a.repo, run, &a.go_on)?;
+    if let Some(text) = &a.budget {
+        let budget = crate::usage::budget::parse_override(text)
+            .map_err(|e| usage(format!("--budget: {e}")))?;
+        c.budget = Some(budget);
+    }
     let continued = crate::resume::plan_resume(&c).map_err(|e| usage(crate::error_chain(&e)))?;
     retry::say_notes("resume", &continued.notes);
     run::execute_and_report(continued.plan, a.go_on.quiet, &a.go_on.output, "resume")

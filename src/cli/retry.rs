@@ -57,6 +57,7 @@ pub(super) fn continue_of(
         report,
         self_exe,
         min_free_mb,
+        budget: None,
     })
 }
 

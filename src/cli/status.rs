@@ -62,6 +62,23 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         state.base,
         state.integration_branch
     )?;
+    // Accounting (issue 23): what the run and each task spent, once the run has a report.
+    let mut spent = spent_of(&crate::run_dir::RunDir::new(runs_dir.join(run.as_str())).report());
+    if spent.is_empty() {
+        // No report yet (the run goes on): what its state says the tasks spent so far.
+        let so_far = state
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| t.usage.clone().map(|u| (id.clone(), u)));
+        spent.extend(so_far);
+        let total = crate::usage::Usage::sum(spent.values());
+        if !total.is_empty() {
+            spent.insert(String::new(), total);
+        }
+    }
+    if let Some(u) = spent.get("") {
+        super::out::outln!("spent {}", u.brief())?;
+    }
     let order = if state.order.is_empty() {
         state.tasks.keys().cloned().collect()
     } else {
@@ -77,15 +94,42 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
                 .filter(|p| cut_off && p.is_running())
                 .map(|p| format!("  ({})", p.describe()))
                 .unwrap_or_default();
-            super::out::outln!(
-                "  {id:<24} {:<13} {}{phase}",
-                t.status,
-                t.commit
-                    .as_deref()
-                    .map(|c| c.get(..12).unwrap_or(c))
-                    .unwrap_or("")
-            )?;
+            let usage = spent
+                .get(&id)
+                .map(|u| format!("  {}", u.brief()))
+                .unwrap_or_default();
+            let commit = t
+                .commit
+                .as_deref()
+                .map(|c| c.get(..12).unwrap_or(c))
+                .unwrap_or("");
+            let commit = match usage.is_empty() {
+                true => commit.to_string(),
+                false => format!("{commit:<12}"),
+            };
+            super::out::outln!("  {id:<24} {:<13} {commit}{phase}{usage}", t.status)?;
         }
     }
     Ok(EXIT_OK)
+}
+
+/// What the run's report says each task (by id) and the run (`""`) spent; empty without a
+/// report.
+fn spent_of(report: &std::path::Path) -> std::collections::BTreeMap<String, crate::usage::Usage> {
+    let mut spent = std::collections::BTreeMap::new();
+    let Some(r) = std::fs::read(report)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::report::RunReport>(&b).ok())
+    else {
+        return spent;
+    };
+    if let Some(u) = r.usage {
+        spent.insert(String::new(), u);
+    }
+    for t in r.tasks {
+        if let Some(u) = t.usage {
+            spent.insert(t.id, u);
+        }
+    }
+    spent
 }

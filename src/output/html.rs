@@ -26,7 +26,7 @@ main{padding:16px 24px}
 .s-merged,.s-no_changes{background:#d6f5dd!important}
 .s-conflict,.s-verify_failed,.s-integration_failed{background:#fde7c8!important}
 .s-flaky{background:#fff3b0!important}
-.s-failed,.s-timed_out{background:#f9d0d0!important}
+.s-failed,.s-timed_out,.s-budget_exceeded{background:#f9d0d0!important}
 .s-skipped,.s-interrupted{background:#e4e7ec!important}
 .timeline{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px;margin:12px 0;overflow-x:auto}
 .bar-merged,.bar-no_changes{fill:#4caf50}.bar-conflict,.bar-verify_failed,.bar-integration_failed{fill:#f0a030}
@@ -98,6 +98,10 @@ pub fn render(view: &RunView, patch: &dyn Fn(&TaskReport) -> Option<String>) -> 
             esc(&r.sandbox.mode),
             if r.interrupted { " · INTERRUPTED" } else { "" }
         );
+        // Accounting (issue 23): what the run spent.
+        if let Some(u) = &r.usage {
+            let _ = write!(out, " · spent {}", usage_span(u));
+        }
     } else {
         out.push_str("the run has not ended");
     }
@@ -134,6 +138,23 @@ pub fn render(view: &RunView, patch: &dyn Fn(&TaskReport) -> Option<String>) -> 
     }
     let _ = writeln!(out, "</main><script>{SCRIPT}</script></body></html>");
     out
+}
+
+/// A usage in words, its figures in `data-` attributes (issue 23: accounting).
+fn usage_span(u: &crate::usage::Usage) -> String {
+    let data: String = u
+        .fields()
+        .into_iter()
+        .map(|(k, v)| format!(" data-{}=\"{v}\"", k.replace('_', "-")))
+        .collect();
+    format!(
+        "<span class=\"usage\"{data}>{} (in {}, of them cached {}; out {}, of them reasoning {})</span>",
+        esc(&u.brief()),
+        u.input_tokens,
+        u.cached_input_tokens,
+        u.output_tokens,
+        u.reasoning_tokens
+    )
 }
 
 fn short(s: &str) -> &str {
@@ -392,10 +413,9 @@ fn task_section(
             .as_ref()
             .map(|b| format!(" · branch <code>{}</code>", esc(b)))
             .unwrap_or_default(),
-        r.agent
-            .tokens
+        r.usage
             .as_ref()
-            .map(|t| format!(" · tokens {} in / {} out", t.input_tokens, t.output_tokens))
+            .map(|u| format!(" · spent {}", usage_span(u)))
             .unwrap_or_default()
     );
     if !r.attempt_history.is_empty() {

@@ -47,6 +47,8 @@ pub fn render(report: &RunReport) -> String {
             esc(v)
         ));
     }
+    // Accounting (issue 23): what the run spent.
+    out.push_str(&usage_properties(report.usage.as_ref(), "      "));
     out.push_str("    </properties>\n");
     for t in &report.tasks {
         out.push_str(&testcase(&report.run_id, t));
@@ -66,6 +68,14 @@ fn testcase(run: &str, t: &TaskReport) -> String {
         t.duration_ms as f64 / 1000.0
     );
     let detail = failure_text(t);
+    // Accounting (issue 23): what the task spent, as the case's properties.
+    let usage = usage_properties(t.usage.as_ref(), "        ");
+    let properties = match usage.is_empty() {
+        true => String::new(),
+        false => format!("      <properties>\n{usage}      </properties>\n"),
+    };
+    // Every arm below opens the case with ">\n" right after its head: the properties go there.
+    let head = out.len() + 2;
     match t.status {
         s if s.is_success() => {
             out.push_str(">\n");
@@ -101,7 +111,20 @@ fn testcase(run: &str, t: &TaskReport) -> String {
             ));
         }
     }
+    out.insert_str(head, &properties);
     out
+}
+
+/// `<property>` lines of a usage, indented by `indent` (nothing when there is none).
+fn usage_properties(usage: Option<&crate::usage::Usage>, indent: &str) -> String {
+    usage
+        .map(|u| {
+            u.fields()
+                .into_iter()
+                .map(|(k, v)| format!("{indent}<property name=\"usage.{k}\" value=\"{v}\"/>\n"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `<flakyFailure>`: the gate passed, but only when run again.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentInfo;
 use crate::git::collect::FileChange;
+pub use crate::usage::Usage;
 
 /// Final state of a task.
 #[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub enum TaskStatus {
     /// Cut off by a stop request (Ctrl-C, SIGTERM, `fanout_cancel`) before it ended or was
     /// integrated: `fanout resume` continues it (a verified commit is kept for that).
     Interrupted,
+    // Budgets (issue 23):
+    /// Stopped because it spent its task budget (`budget.task`): its work so far is committed
+    /// on its branch, not merged.
+    BudgetExceeded,
 }
 
 impl TaskStatus {
@@ -42,6 +47,7 @@ impl TaskStatus {
             TaskStatus::Skipped => "skipped",
             TaskStatus::IntegrationFailed => "integration_failed",
             TaskStatus::Interrupted => "interrupted",
+            TaskStatus::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -107,6 +113,10 @@ pub struct AttemptReport {
     /// (`defaults.diagnose`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    // Accounting (issue 23):
+    /// What this attempt spent: the agent's turn and the judges (review, diagnosis) of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// Result of reading a task's files back through the verifier.
@@ -209,6 +219,10 @@ pub struct TaskReport {
     pub round_kind: RoundKind,
     #[serde(skip)]
     pub round_cause: Option<String>,
+    // Accounting (issue 23):
+    /// What the task spent, every attempt and round, its agent and its judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// One round of a task: its first run, or a run again from the integration after a conflict.
@@ -279,6 +293,16 @@ impl TaskReport {
         }
     }
 
+    /// Whether a budget stopped it or kept it from starting (issue 23).
+    pub fn stopped_by_budget(&self) -> bool {
+        self.status == TaskStatus::BudgetExceeded
+            || self.status == TaskStatus::Skipped
+                && self
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("run budget spent"))
+    }
+
     pub fn new(id: &str, agent_name: &str) -> TaskReport {
         TaskReport {
             id: id.into(),
@@ -312,6 +336,7 @@ impl TaskReport {
             rounds: Vec::new(),
             round_kind: RoundKind::Agent,
             round_cause: None,
+            usage: None,
         }
     }
 }
@@ -395,6 +420,11 @@ pub struct RunReport {
     /// The integration gate (`integrate` in the task file), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<IntegrationReport>,
+    // Accounting (issue 23):
+    /// What the run spent: every task's usage summed, plus the judges that belong to no task
+    /// (selection among candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// What the integration gate did.
@@ -421,10 +451,13 @@ pub struct IntegrationReport {
 }
 
 impl RunReport {
-    /// 0 when every task merged or had nothing to change, 1 otherwise, 130 when interrupted.
+    /// 0 when every task merged or had nothing to change, 3 when a budget stopped a task or
+    /// kept one from starting, 1 otherwise, 130 when interrupted.
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             crate::exit::INTERRUPTED
+        } else if self.tasks.iter().any(TaskReport::stopped_by_budget) {
+            crate::exit::BUDGET_SPENT
         } else if self.output_failures.is_empty()
             && self.integration.as_ref().is_none_or(|i| i.passed)
             && self.tasks.iter().all(|t| t.status.is_success())

@@ -1,7 +1,7 @@
 //! The terminal summary table: task, status (`merged (flaky)` when a gate passed only when run
 //! again), files, +/−, seconds; the problems, flaky gates and the integration gate below it.
 
-use super::{IntegrationReport, RunReport};
+use super::{IntegrationReport, RunReport, TaskReport};
 
 /// The status cell: the status, and `(flaky)` when a gate passed only when run again.
 /// One line on the integration gate: its verdict, runs, flaky runs, tasks taken out, reason.
@@ -106,6 +106,16 @@ pub fn render(report: &RunReport) -> String {
         report.run_id,
         counts.join(", "),
     ));
+    // Accounting and budgets (issue 23).
+    if let Some(u) = &report.usage {
+        out.push_str(&format!("spent {}\n", u.brief()));
+    }
+    if report.tasks.iter().any(TaskReport::stopped_by_budget) {
+        out.push_str(&format!(
+            "a budget stopped tasks: `fanout resume {} --budget …` continues with a larger one\n",
+            report.run_id
+        ));
+    }
     out
 }
 
@@ -175,6 +185,24 @@ auth          verify_failed      0       +0       -0       0.9
 run 20261202-070000-abcd: 1 conflict, 1 merged, 1 verify_failed — integration branch fanout/20261202-070000-abcd/merged at fedcba987654
 ";
         assert_eq!(render(&sample()), expected);
+    }
+
+    #[test]
+    fn what_was_spent_and_a_budget_stop_are_told() {
+        let mut report = sample();
+        report.usage = Some(crate::usage::Usage {
+            total_tokens: 1234,
+            usd: Some(0.5),
+            ..Default::default()
+        });
+        report.tasks[2].status = crate::report::TaskStatus::BudgetExceeded;
+        let text = render(&report);
+        assert!(text.contains("\nspent 1234 tokens ($0.5000)\n"), "{text}");
+        assert!(
+            text.contains("`fanout resume 20261202-070000-abcd --budget …` continues"),
+            "{text}"
+        );
+        assert!(!render(&sample()).contains("spent"));
     }
 
     #[test]

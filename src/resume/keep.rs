@@ -8,6 +8,10 @@
 //! | `workspace` … `feedback` (gates included) | `running`, `interrupted` | redone: nothing of a cut-off turn is trusted |
 //! | `ready` | no commit recorded | redone |
 //! | `waiting_for_dependencies`, `queued`, none | `pending`, `skipped`, … | redone: never started, or a dependency runs again |
+//! | (any) | `budget_exceeded` | redone |
+//!
+//! `fanout resume --budget` also continues a finished run ([`on_budget_resume`]): the tasks a
+//! budget stopped or skipped run again, every other outcome stands.
 //!
 //! A task cut off while its gates judged a commit runs again rather than being judged again:
 //! its workspace (the agent's session, the verify command's environment) is gone, and a
@@ -51,6 +55,17 @@ pub fn on_retry(t: &TaskState) -> Decision {
     }
 }
 
+/// The decision of `fanout resume --budget` for a task of a finished run: what a budget
+/// stopped (`budget_exceeded`) or kept from starting (`skipped`: the run's budget, or a
+/// dependency it stopped) runs again; every other outcome stands, as for `fanout retry`.
+pub fn on_budget_resume(t: &TaskState) -> Decision {
+    match t.status.as_str() {
+        "budget_exceeded" => Decision::Redo("stopped by its budget".into()),
+        "skipped" => Decision::Redo(why_redone(t)),
+        _ => on_retry(t),
+    }
+}
+
 fn keep_commit(t: &TaskState) -> Decision {
     match t
         .commit
@@ -81,6 +96,13 @@ fn why_redone(t: &TaskState) -> String {
         Some(p @ (TaskPhase::Conflicted | TaskPhase::Ejected)) => {
             format!("{} before the interruption", p.describe())
         }
+        _ if t.status == "skipped"
+            && t.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("run budget spent")) =>
+        {
+            "skipped: the run's budget was spent".into()
+        }
         _ if t.status == "skipped" => "skipped: a dependency may succeed now".into(),
         Some(TaskPhase::WaitingForDependencies) | Some(TaskPhase::Queued) | None => {
             "never started".into()
@@ -99,6 +121,7 @@ mod tests {
             commit: commit.map(str::to_string),
             error: None,
             phase,
+            usage: None,
         }
     }
 

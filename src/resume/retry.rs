@@ -135,6 +135,7 @@ mod tests {
                             commit: None,
                             error: None,
                             phase: None,
+                            usage: None,
                         },
                     )
                 })

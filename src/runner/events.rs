@@ -156,6 +156,15 @@ impl Output for StateOutput {
                 self.state.set_phase(task, TaskPhase::Ejected);
                 self.file.note();
             }
+            // Accounting (issue 23): what a task spent, for `fanout status` during the run.
+            EventKind::AttemptEnded {
+                task,
+                usage: Some(usage),
+                ..
+            } => {
+                self.state.set_usage(task, usage, false);
+                self.file.note();
+            }
             EventKind::TaskEnded {
                 task,
                 report,
@@ -164,6 +173,9 @@ impl Output for StateOutput {
                 let commit = report.commit.clone();
                 self.state
                     .set_task(task, resume_state, commit, report.error.clone());
+                if let Some(u) = &report.usage {
+                    self.state.set_usage(task, u, true);
+                }
                 self.file.record(&self.state, task);
             }
             EventKind::RunEnded { report } => {

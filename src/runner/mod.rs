@@ -10,6 +10,7 @@ report; only a broken environment stops the run.
 
 mod advance;
 mod apply;
+mod budget;
 mod caches;
 mod carried;
 mod egress;
@@ -236,6 +237,8 @@ fn shared_state(
     (workspaces, caches): (workspace::Workspaces, Option<crate::caches::RunCaches>),
 ) -> Arc<Shared> {
     Arc::new(Shared {
+        // Before the priors and earlier reports are moved out of the plan.
+        spending: carried_spending(plan),
         caches,
         run_started: started,
         run_id: plan.run_id.clone(),
@@ -261,6 +264,18 @@ fn shared_state(
         merge_rules: plan.merge_rules.clone(),
         workspaces,
     })
+}
+
+/// The run's spending, starting from what the outcomes a resumed run keeps spent before
+/// (issue 23).
+fn carried_spending(plan: &Plan) -> budget::Spending {
+    let carried = crate::usage::Usage::sum(
+        plan.earlier_reports
+            .iter()
+            .filter(|(id, _)| plan.priors.contains_key(*id))
+            .filter_map(|(_, r)| r.usage.as_ref()),
+    );
+    budget::Spending::new(plan.pricing.clone(), plan.budget.clone(), carried)
 }
 
 /// The judges' folder, and the read-back verifier (or why read-back is skipped).
@@ -629,7 +644,10 @@ fn rerun_conflicts(
     let results = runtime.block_on(rerun_all(shared.clone(), round + 1, reruns));
     crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
     for (i, report, pending) in results {
+        // What its earlier rounds spent stays the task's (issue 23).
+        let earlier = reports[i].usage.take();
         reports[i] = report;
+        crate::usage::Usage::add_to(&mut reports[i].usage, earlier.as_ref());
         pendings[i] = pending;
     }
     integrate::apply_ready(
@@ -689,6 +707,9 @@ fn finish(
     for t in &integrated.reports {
         *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;
     }
+    // Accounting (issue 23): the run spent what its tasks spent.
+    let usage =
+        crate::usage::Usage::sum(integrated.reports.iter().filter_map(|t| t.usage.as_ref()));
     let report = RunReport {
         schema_version: 1,
         run_id: plan.run_id.to_string(),
@@ -712,6 +733,7 @@ fn finish(
         warnings: run.warnings,
         output_failures: Vec::new(),
         integration: integrated.gate,
+        usage: (!usage.is_empty()).then_some(usage),
     };
     run.events.emit(EventKind::RunEnded {
         report: Box::new(report.clone()),

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) workspaces: workspace::Workspaces,
     /// The run's shared caches (`None`: the tasks name none).
     pub caches: Option<crate::caches::RunCaches>,
+    /// Prices, budgets and the run's total spent (issue 23).
+    pub(crate) spending: super::budget::Spending,
 }
 
 /// The outcome of a task before integration.

@@ -138,12 +138,16 @@ async fn pipeline(
         collect_failed: false,
         view: JudgeView::default(),
         round: rerun.clone(),
+        meter: Default::default(),
+        turn_usage: None,
+        session_started: tokio::time::Instant::now(),
     };
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
     let mut session = run.start_session().await?;
     let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
-    run.end_session(session).await;
+    let over_budget = matches!(&result, Err(s) if s.status == TaskStatus::BudgetExceeded);
+    run.end_session(session, over_budget).await;
     run.finish(result).await
 }
 
@@ -209,6 +213,10 @@ async fn take_slot(
     *slot = Some(Instant::now());
     if *shared.cancel.borrow() {
         return Err(stop(TaskStatus::Failed, "interrupted before it started"));
+    }
+    // Issue 23: once the run's budget is spent no new task starts (`fanout resume --budget`).
+    if let Some(why) = shared.spending.run_spent() {
+        return Err(stop(TaskStatus::Skipped, why));
     }
     Ok(permit)
 }
@@ -276,6 +284,13 @@ struct TaskRun<'a> {
     view: JudgeView,
     /// A round after the first (retry, resolve, repair): its own gates come from it.
     round: Option<Rerun>,
+    // Accounting and budgets (issue 23):
+    /// The session's running total, as the agent reports it.
+    meter: crate::usage::meter::Meter,
+    /// What the last agent turn spent, until its attempt is recorded.
+    turn_usage: Option<crate::usage::Usage>,
+    /// When the agent's session started (`budget.task.seconds` counts from here).
+    session_started: tokio::time::Instant,
 }
 
 /// How an attempt's gates judged it.
@@ -307,6 +322,7 @@ impl TaskRun<'_> {
             events: self.events.clone(),
             spawn: self.spawn.clone(),
             resume_thread: self.round.as_ref().and_then(|r| r.thread.clone()),
+            meter: self.meter.clone(),
         };
         let mut cancel = self.shared.cancel.clone();
         let session = tokio::select! {
@@ -359,6 +375,7 @@ impl TaskRun<'_> {
                 gates: Vec::new(),
                 failure: None,
                 diagnosis: None,
+                usage: self.turn_usage.take(),
             };
             if collected.commit.is_none() {
                 self.report.attempt_history.push(attempt_report);
@@ -385,6 +402,17 @@ impl TaskRun<'_> {
         deadline: tokio::time::Instant,
     ) -> Result<(), Stop> {
         if attempt > 1 {
+            // No further turn once the task's or the run's budget is spent.
+            let shared = self.shared;
+            let spent = self.report.usage.as_ref();
+            if let Some(why) = super::budget::task_over(shared, spent, self.session_started)
+                .or_else(|| shared.spending.run_spent())
+            {
+                return Err(stop(
+                    TaskStatus::BudgetExceeded,
+                    format!("{why} before attempt {attempt} (its work so far is on its branch, not merged)"),
+                ));
+            }
             // Collections leave an overlay task's index alone; the agent's next turn should
             // see `git status` clean but for what it changes next.
             refresh_index(self.shared, &self.paths, self.start, self.task).await;
@@ -400,6 +428,14 @@ impl TaskRun<'_> {
             attempt,
         });
         let mut cancel = self.shared.cancel.clone();
+        let before = session.info();
+        let limit = super::budget::task_limit(
+            self.shared.clone(),
+            self.meter.clone(),
+            before.clone(),
+            self.report.usage.clone().unwrap_or_default(),
+            self.session_started,
+        );
         let turn = tokio::select! {
             t = async {
                 match feedback {
@@ -408,7 +444,20 @@ impl TaskRun<'_> {
                 }
             } => t,
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
+            why = limit => Err(AgentError::Reported(why)),
         };
+        self.account_turn(&before, &session.info());
+        // A turn that took the task over its budget ends it, however the turn ended.
+        if let Some(why) = super::budget::task_over(
+            self.shared,
+            self.report.usage.as_ref(),
+            self.session_started,
+        ) {
+            return Err(stop(
+                TaskStatus::BudgetExceeded,
+                format!("{why} (its work so far is on its branch, not merged)"),
+            ));
+        }
         turn.map(|_| ()).map_err(|e| match feedback {
             // A feedback round that fails leaves the gate failure as the task's outcome.
             Some(_) if attempt > 1 && !*self.shared.cancel.borrow() => {
@@ -416,6 +465,48 @@ impl TaskRun<'_> {
             }
             _ => agent_stop(e),
         })
+    }
+
+    /// What the turn spent (the growth of the session's total), priced, added to the task's
+    /// and the run's totals and kept for the attempt's record.
+    fn account_turn(&mut self, before: &crate::agent::AgentInfo, after: &crate::agent::AgentInfo) {
+        let Some(total) = after.usage.as_ref() else {
+            return;
+        };
+        let turn = crate::usage::read::since(&before.usage.clone().unwrap_or_default(), total);
+        let (turn, warning) = self.shared.spending.price(after.model.as_deref(), turn);
+        if let Some(w) = warning {
+            self.shared.events.warn(Some(self.id().as_str()), &w);
+        }
+        crate::usage::Usage::add_to(&mut self.report.usage, Some(&turn));
+        self.shared.spending.record(&turn);
+        self.events
+            .record("usage", serde_json::to_value(&turn).unwrap_or_default());
+        self.turn_usage = Some(turn);
+    }
+
+    /// What the judges of an attempt (review, diagnosis) spent, priced, added to the task's and
+    /// the run's totals; returned for the attempt's record.
+    fn account_judges(
+        &mut self,
+        judged: Vec<crate::usage::scope::Spent>,
+    ) -> Option<crate::usage::Usage> {
+        let mut sum = None;
+        for (usage, model) in judged {
+            let (usage, warning) = self.shared.spending.price(model.as_deref(), usage);
+            if let Some(w) = warning {
+                self.shared.events.warn(Some(self.id().as_str()), &w);
+            }
+            crate::usage::Usage::add_to(&mut sum, Some(&usage));
+        }
+        let spent = sum?;
+        crate::usage::Usage::add_to(&mut self.report.usage, Some(&spent));
+        self.shared.spending.record(&spent);
+        self.events.record(
+            "judges_usage",
+            serde_json::to_value(&spent).unwrap_or_default(),
+        );
+        Some(spent)
     }
 
     /// Collect: what the agent left, committed on the task's branch (or the workspace kept).
@@ -436,6 +527,7 @@ impl TaskRun<'_> {
             files: collected.summary.files.len(),
             insertions: collected.summary.insertions,
             deletions: collected.summary.deletions,
+            usage: self.turn_usage.clone(),
         });
         if !collected.summary.risky.is_empty() {
             self.events.record(
@@ -472,7 +564,11 @@ impl TaskRun<'_> {
         let mut cancel = self.shared.cancel.clone();
         // A stop request must not wait for a long verify command.
         let gates = tokio::select! {
-            g = verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report, &mut self.view) => g,
+            (g, judged) = crate::usage::scope::counting(verify_gates(self.shared, self.task, &self.paths, &self.spawn, collected, self.report, &mut self.view)) => {
+                let spent = self.account_judges(judged);
+                crate::usage::Usage::add_to(&mut attempt_report.usage, spent.as_ref());
+                g
+            }
             _ = cancel.wait_for(|c| *c) => {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during verification"))
             }
@@ -599,7 +695,13 @@ impl TaskRun<'_> {
         };
         let mut cancel = self.shared.cancel.clone();
         let diagnosis = tokio::select! {
-            d = diagnose => d,
+            (d, judged) = crate::usage::scope::counting(diagnose) => {
+                let spent = self.account_judges(judged);
+                if let Some(a) = self.report.attempt_history.last_mut() {
+                    crate::usage::Usage::add_to(&mut a.usage, spent.as_ref());
+                }
+                d
+            }
             _ = cancel.wait_for(|c| *c) => {
                 return Err(stop(TaskStatus::Failed, "interrupted by the user during diagnosis"))
             }
@@ -627,7 +729,7 @@ impl TaskRun<'_> {
     }
 
     /// The agent's session ends: what it reported about itself and its sandbox is kept.
-    async fn end_session(&mut self, session: Session) {
+    async fn end_session(&mut self, session: Session, over_budget: bool) {
         self.report.agent = session.info();
         record_sandbox(
             self.report,
@@ -650,7 +752,10 @@ impl TaskRun<'_> {
                 ),
             );
         }
-        session.shutdown().await;
+        match over_budget {
+            true => session.stop_now().await,
+            false => session.shutdown().await,
+        }
     }
 
     /// Ready (verified, waiting for integration), no changes, or ended early — with whatever

@@ -310,6 +310,11 @@ pub struct TaskFile {
     /// `merge`: how conflicts in the files the rules name are resolved, first match wins.
     pub merge: Vec<MergeRule>,
     pub tasks: Vec<TaskSpec>,
+    // Accounting and budgets (issue 23):
+    /// `pricing`: model → US dollars per million tokens.
+    pub pricing: crate::usage::pricing::Pricing,
+    /// `budget`: what a task and the run may spend.
+    pub budget: crate::usage::budget::Budget,
 }
 
 pub use crate::git::merge_rules::MergeStrategy;

@@ -67,6 +67,11 @@ pub enum Kind {
     Group,
     /// `network`: each phase's destinations through the egress proxy.
     Network,
+    // Accounting and budgets (issue 23):
+    /// `pricing`: model → US dollars per million tokens.
+    Pricing,
+    /// `budget`: what a task and the run may spend.
+    Budget,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -151,6 +156,17 @@ pub const FILE_FIELDS: &[Field] = &[
         "merge",
         Kind::Merge,
         "Rules for files many tasks edit (lists, allowlists, lint configurations): `[{\"paths\": [GLOB, …], \"strategy\": \"union\"}]`. On a conflict in a matching file, `union` keeps both sides' lines (ours then theirs, no markers; removals by either side apply, also of neighbouring lines), `ours` keeps what is integrated, `theirs` takes the task's file. First matching rule wins; a glob without `/` matches the name in any folder.",
+    ),
+    // Accounting and budgets (issue 23):
+    field(
+        "pricing",
+        Kind::Pricing,
+        "Prices in US dollars per million tokens, per model as the agent names it: `{\"gpt-5\": {\"input\": 1.25, \"cached_input\": 0.125, \"output\": 10}}` (`cached_input` defaults to `input`). fanout ships no prices; tokens of a model not named here are counted, not priced (the run warns).",
+    ),
+    field(
+        "budget",
+        Kind::Budget,
+        "What may be spent: `{\"task\": {\"tokens\": N, \"usd\": X, \"seconds\": S}, \"run\": {\"tokens\": N, \"usd\": X}}`, each limit optional (`usd` needs `pricing`). A task over its budget is stopped and ends `budget_exceeded`, its work kept on its branch, not merged; once the run's is spent no new task or turn starts and the tasks not started end `skipped`. `fanout resume --budget` continues with a larger one.",
     ),
     required("tasks", Kind::Tasks, "The tasks, at least one."),
 ];
@@ -635,6 +651,34 @@ fn kind_schema(kind: Kind) -> Value {
         }),
         Kind::Review => json!({"$ref": "#/$defs/review"}),
         Kind::Group => json!({"anyOf": [{"$ref": "#/$defs/taskId"}, {"type": "boolean"}]}),
+        Kind::Pricing => json!({
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "input": {"type": "number", "minimum": 0},
+                    "cached_input": {"type": "number", "minimum": 0},
+                    "output": {"type": "number", "minimum": 0}
+                },
+                "required": ["input", "output"],
+                "additionalProperties": false
+            }
+        }),
+        Kind::Budget => json!({
+            "type": "object",
+            "properties": {
+                "task": {"type": "object", "properties": {
+                    "tokens": {"type": "integer", "minimum": 1},
+                    "usd": {"type": "number", "exclusiveMinimum": 0},
+                    "seconds": {"type": "number", "exclusiveMinimum": 0}
+                }, "additionalProperties": false},
+                "run": {"type": "object", "properties": {
+                    "tokens": {"type": "integer", "minimum": 1},
+                    "usd": {"type": "number", "exclusiveMinimum": 0}
+                }, "additionalProperties": false}
+            },
+            "additionalProperties": false
+        }),
         Kind::Merge => json!({
             "type": "array",
             "items": {
@@ -697,6 +741,8 @@ mod tests {
             Kind::Network => {
                 json!({"agent": "model", "setup": ["localhost:8080"], "verify": "none"})
             }
+            Kind::Pricing => json!({"gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10}}),
+            Kind::Budget => json!({"task": {"tokens": 1000, "seconds": 60}, "run": {"usd": 5}}),
         }
     }
 

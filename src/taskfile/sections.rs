@@ -23,6 +23,8 @@ impl Validator {
             integrate: None,
             merge: Vec::new(),
             tasks: Vec::new(),
+            pricing: Default::default(),
+            budget: Default::default(),
         };
         let tasks_value = match value {
             Value::Array(_) => value,
@@ -86,6 +88,13 @@ impl Validator {
                 }
                 if let Some(v) = obj.get("merge") {
                     file.merge = self.merge_rules(v);
+                }
+                // Accounting and budgets (issue 23).
+                if let Some(v) = obj.get("pricing") {
+                    file.pricing = self.typed(v, "$.pricing").unwrap_or_default();
+                }
+                if let Some(v) = obj.get("budget") {
+                    file.budget = self.budget(v).unwrap_or_default();
                 }
                 match obj.get("tasks") {
                     Some(t) => t,
@@ -184,6 +193,39 @@ impl Validator {
             return None;
         }
         Some(author)
+    }
+
+    /// A section read as its Rust type (unknown fields refused), its problem said at `path`.
+    pub(super) fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &str,
+    ) -> Option<T> {
+        match serde_json::from_value(value.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(path, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// `budget`: limits that are numbers above 0.
+    pub(super) fn budget(&mut self, value: &Value) -> Option<crate::usage::budget::Budget> {
+        let budget: crate::usage::budget::Budget = self.typed(value, "$.budget")?;
+        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        let zero_tokens = |t: Option<u64>| t == Some(0);
+        if let Some(t) = &budget.task {
+            if !positive(t.usd) || !positive(t.seconds) || zero_tokens(t.tokens) {
+                self.problem("$.budget.task", "every limit must be above 0");
+            }
+        }
+        if let Some(r) = &budget.run {
+            if !positive(r.usd) || zero_tokens(r.tokens) {
+                self.problem("$.budget.run", "every limit must be above 0");
+            }
+        }
+        Some(budget)
     }
 
     /// `caches`: preset names (`"pip"`) or `{"name": …, "env": ["VAR", …]}`.

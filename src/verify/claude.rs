@@ -169,6 +169,12 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l.trim()).ok());
+    // Accounting (issue 23): what the answer spent, for the runner's count of its judges.
+    if let Some(v) = &parsed {
+        if let Some(usage) = crate::usage::read::claude_result(v) {
+            crate::usage::scope::record(usage, crate::usage::read::claude_model(v));
+        }
+    }
     match parsed {
         Some(v) if v["is_error"] == true => Err(AskError::Reported(crate::jsonrpc::truncate(
             v["result"].as_str().unwrap_or("(no message)"),

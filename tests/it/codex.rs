@@ -303,6 +303,7 @@ fn session_follow_up(version: &str, protocol: &str) {
         scratch: scratch.clone(),
         protocol: profile.protocol,
         codex: None,
+        meter: Default::default(),
         spawn: SpawnSpec {
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_fanout")),
             policy: Policy {

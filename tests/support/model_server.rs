@@ -6,7 +6,9 @@ Codex is pointed at it through `CODEX_HOME/config.toml` ([`ModelServer::codex_co
 model provider with `base_url = "http://127.0.0.1:<port>/v1"` and `wire_api = "responses"`. Every
 `POST /v1/responses` is answered according to a per-test script, as server-sent events:
 `response.created`, one `response.output_item.done` (an `exec_command` function call or an
-assistant message), then `response.completed` with token usage.
+assistant message), then `response.completed` with token usage: each response reports its own
+figures ([`usage_of`]) and the server sums what it reported ([`ModelServer::reported`]), so tests
+compare fanout's accounting with what the model counted.
 
 The default script makes Codex run the shell command that follows `CMD: ` in the latest user
 message, and answers with a final message once the command's output came back. Std only:
@@ -138,12 +140,50 @@ pub fn run_prompt_command(req: &Request) -> Reply {
 
 type Script = dyn Fn(&Request) -> Reply + Send + Sync;
 
+/// Token figures the server reported, summed over its responses (Responses API names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub responses: u64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Reported {
+    fn add(&mut self, u: &Reported) {
+        self.responses += u.responses;
+        self.input_tokens += u.input_tokens;
+        self.cached_tokens += u.cached_tokens;
+        self.output_tokens += u.output_tokens;
+        self.reasoning_tokens += u.reasoning_tokens;
+        self.total_tokens += u.total_tokens;
+    }
+}
+
+/// What response `n` (0, 1, …) reports: different for each response, so a sum that skips or
+/// repeats one shows.
+pub fn usage_of(n: u64) -> Reported {
+    let input = 1000 + 10 * n;
+    let output = 50 + n;
+    Reported {
+        responses: 1,
+        input_tokens: input,
+        cached_tokens: 200,
+        output_tokens: output,
+        reasoning_tokens: 10,
+        total_tokens: input + output,
+    }
+}
+
 pub struct ModelServer {
     port: u16,
     stop: Arc<AtomicBool>,
     requests: Arc<Mutex<Vec<Request>>>,
     accept: Option<JoinHandle<()>>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    reported: Arc<Mutex<Reported>>,
 }
 
 impl ModelServer {
@@ -160,8 +200,10 @@ impl ModelServer {
         let conns = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
         let counter = Arc::new(AtomicU64::new(0));
+        let reported = Arc::new(Mutex::new(Reported::default()));
         let accept = {
             let (stop, requests, conns) = (stop.clone(), requests.clone(), conns.clone());
+            let reported = reported.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -177,7 +219,10 @@ impl ModelServer {
                         script.clone(),
                         counter.clone(),
                     );
-                    std::thread::spawn(move || serve(stream, &stop, &requests, &*script, &counter));
+                    let reported = reported.clone();
+                    std::thread::spawn(move || {
+                        serve(stream, &stop, &requests, &*script, &counter, &reported)
+                    });
                 }
             })
         };
@@ -187,7 +232,13 @@ impl ModelServer {
             requests,
             accept: Some(accept),
             conns,
+            reported,
         }
+    }
+
+    /// The token figures of every response sent so far, summed.
+    pub fn reported(&self) -> Reported {
+        *lock(&self.reported)
     }
 
     pub fn port(&self) -> u16 {
@@ -256,6 +307,7 @@ fn serve(
     requests: &Mutex<Vec<Request>>,
     script: &Script,
     counter: &AtomicU64,
+    reported: &Mutex<Reported>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
     let Ok(write_half) = stream.try_clone() else {
@@ -351,6 +403,7 @@ fn serve(
                 if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
+                lock(reported).add(&usage_of(n));
             }
             Reply::Function {
                 namespace,
@@ -367,6 +420,7 @@ fn serve(
                 if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
+                lock(reported).add(&usage_of(n));
             }
             Reply::Message(text) => {
                 let item = json!({
@@ -376,6 +430,7 @@ fn serve(
                 if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
+                lock(reported).add(&usage_of(n));
             }
         }
     }
@@ -404,13 +459,14 @@ fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
 }
 
 fn sse(n: u64, item: Value) -> Vec<u8> {
+    let u = usage_of(n);
     let events = [
         json!({"type": "response.created", "response": {"id": format!("resp_{n}")}}),
         json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
         json!({"type": "response.completed", "response": {"id": format!("resp_{n}"), "usage": {
-            "input_tokens": 100, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": 120}}}),
+            "input_tokens": u.input_tokens, "input_tokens_details": {"cached_tokens": u.cached_tokens},
+            "output_tokens": u.output_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+            "total_tokens": u.total_tokens}}}),
     ];
     let mut out = Vec::new();
     for e in events {
