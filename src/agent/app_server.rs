@@ -247,7 +247,12 @@ impl AppServerSession {
             .conn
             .start_request("thread/resume", Value::Object(params))
             .await?;
-        let mut handler = Handler::new(events.clone(), &mut self.info, confined);
+        let mut handler = Handler::new(
+            events.clone(),
+            self.ctx.meter.clone(),
+            &mut self.info,
+            confined,
+        );
         let answer = self.conn.wait(req, deadline, &mut handler).await;
         let resumed = match answer {
             Ok(result) => result
