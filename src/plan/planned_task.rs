@@ -41,6 +41,10 @@ pub struct PlannedTask {
     pub network: taskfile::network::NetworkSpec,
     /// Ignored files of the checkout copied into the workspace (`include`), found once.
     pub include: std::sync::Arc<Vec<crate::include::Entry>>,
+    /// Candidates: one entry per candidate (empty: the task runs once, without candidates).
+    pub candidates: Vec<super::candidates::PlannedCandidate>,
+    /// Candidates: how the task's commit is chosen among them.
+    pub select: taskfile::SelectMode,
 }
 
 impl PlannedTask {
@@ -85,6 +89,8 @@ impl PlannedTask {
                 group: None,
                 review: None,
                 network: None,
+                candidates: None,
+                select: None,
             },
             agent_name: "exec".into(),
             profile: profile.clone(),
@@ -106,6 +112,8 @@ impl PlannedTask {
             setup_once: true,
             network: Default::default(),
             include: Default::default(),
+            candidates: Vec::new(),
+            select: Default::default(),
         }
     }
 }

@@ -67,6 +67,10 @@ pub enum Kind {
     Group,
     /// `network`: each phase's destinations through the egress proxy.
     Network,
+    /// `candidates`: a count, or a list of `{agent}` profiles.
+    Candidates,
+    /// `select`: how a candidate is chosen.
+    Select,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -233,6 +237,16 @@ macro_rules! with_shared_fields {
                 "network",
                 Kind::Network,
                 "Under --net isolated, what each phase reaches through fanout's egress proxy: {\"agent\": \"model\"|\"none\"|[\"host:port\"…], \"setup\": …, \"verify\": …}; defaults: agent = model API only, setup and verify = none.",
+            ),
+            field(
+                "candidates",
+                Kind::Candidates,
+                "Best-of-N: N candidates (1-20), or a list of profiles ([{\"agent\": \"codex-high\"}, {\"agent\": \"codex-mini\"}]); each runs in its own workspace on the branch `fanout/<run>/task/<id>/candidate-<k>` (FANOUT_CANDIDATE=k in its environment), every gate runs on each, and `select` picks the task's commit.",
+            ),
+            field(
+                "select",
+                Kind::Select,
+                "How the task's commit is chosen among its passing candidates: `smallest` (default: fewest changed lines), `first` (the first to pass; the others are stopped) or `review` (Claude Code reads the passing diffs and names the best, with a reason).",
             ),
             $($after,)*
         ]
@@ -560,6 +574,15 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
         }
         Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
+        Kind::Candidates => json!({"oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": super::model::MAX_CANDIDATES},
+            {"type": "array", "minItems": 1, "maxItems": super::model::MAX_CANDIDATES, "items": {
+                "type": "object",
+                "properties": {"agent": {"type": "string", "description": "The candidate's agent profile (default: the task's)."}},
+                "additionalProperties": false
+            }}
+        ]}),
+        Kind::Select => json!({"enum": super::model::SelectMode::NAMES}),
         Kind::Network => {
             let hosts =
                 json!({"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}});

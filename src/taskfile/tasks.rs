@@ -100,6 +100,9 @@ impl Validator {
         let (setup, setup_timeout_secs, setup_inputs, setup_once) = self.setup(obj, path);
         let group = self.group(obj, path, template);
         let network = self.network(obj, path);
+        let candidates = self.candidates(obj, path);
+        self.candidate_agents(candidates.as_deref(), path);
+        let select = self.select(obj, path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -141,6 +144,8 @@ impl Validator {
             group,
             review,
             network,
+            candidates,
+            select,
         })
     }
 
