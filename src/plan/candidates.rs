@@ -47,7 +47,9 @@ pub(super) fn resolve(
                 .unwrap_or(cx.task_agent)
                 .to_string();
             let mut profile = cx.agents.get(&agent_name).cloned().ok_or_else(|| {
-                PlanError::Invalid(format!("task {task}: a candidate names unknown agent {agent_name:?}"))
+                PlanError::Invalid(format!(
+                    "task {task}: a candidate names unknown agent {agent_name:?}"
+                ))
             })?;
             if !profile.enabled {
                 return Err(PlanError::Invalid(format!(

@@ -11,6 +11,7 @@ report; only a broken environment stops the run.
 mod advance;
 mod apply;
 mod caches;
+mod candidates;
 mod carried;
 mod egress;
 pub mod events;
@@ -31,6 +32,7 @@ mod pool;
 mod retry;
 mod rounds;
 mod schedule;
+mod select;
 mod setup_layers;
 mod setup_run;
 mod shared;

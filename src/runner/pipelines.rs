@@ -267,7 +267,9 @@ async fn release_workspace(shared: &Arc<Shared>, i: usize, report: &TaskReport) 
         return;
     }
     let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
-    if let Err(e) = steps::blocking(move || integrate::remove_workspace_files(&s, &id)).await {
+    if let Err(e) =
+        steps::blocking(move || integrate::remove_workspace_files(&s, id.as_str())).await
+    {
         shared.events.warn(Some(&report.id), &e);
     }
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::outcome::{stop, DepResult, Rerun, Stop};
-use super::paths::Paths;
+use super::paths::{Paths, Workplace};
 use super::shared::{Pending, Shared};
 use super::steps::*;
 use super::task_workspace;
@@ -92,7 +92,7 @@ pub(crate) async fn run(
 }
 
 /// Tells the event stream (and through it the state journal) that a task entered `phase`.
-fn enter(shared: &Shared, id: &TaskId, phase: TaskPhase) {
+pub(super) fn enter(shared: &Shared, id: &TaskId, phase: TaskPhase) {
     shared.events.emit(EventKind::Phase {
         task: id.to_string(),
         phase,
@@ -114,14 +114,50 @@ async fn pipeline(
     enter(shared, id, TaskPhase::WaitingForDependencies);
     let dep_commits = wait_for_dependencies(shared, deps).await?;
     enter(shared, id, TaskPhase::Queued);
+    if !task.candidates.is_empty() {
+        // Candidates: each takes a job slot of its own.
+        let start = super::candidates::Start {
+            index,
+            dep_commits,
+            rerun,
+            jobs,
+            attempt: |shared, at, deps, rerun, report| {
+                Box::pin(in_workspace(shared, at, deps, rerun, report))
+            },
+        };
+        return super::candidates::run(shared, start, report, slot).await;
+    }
     let _permit = take_slot(shared, jobs, slot).await?;
+    let paths = Paths::new(shared, id);
+    let at = Workplace {
+        task,
+        env_index: index,
+        paths,
+    };
+    in_workspace(shared, at, dep_commits, rerun.as_ref(), report).await
+}
+
+/// The phases from the workspace on: workspace, setup, the agent's turns with their gates,
+/// and the end (ready, no changes, or ended early).
+pub(super) async fn in_workspace(
+    shared: &Arc<Shared>,
+    at: Workplace<'_>,
+    dep_commits: Vec<git2::Oid>,
+    rerun: Option<&Rerun>,
+    report: &mut TaskReport,
+) -> Result<(Pending, Option<git2::Oid>), Stop> {
+    let Workplace {
+        task,
+        env_index,
+        mut paths,
+    } = at;
+    let id = task.id();
     enter(shared, id, TaskPhase::Workspace);
-    let mut paths = Paths::new(shared, id);
     let events = open_records(&paths, task, report)?;
-    let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun.as_ref()).await?;
+    let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun).await?;
     workspace_ready(shared, task, &paths, &events, report, made.start);
     enter(shared, id, TaskPhase::Setup);
-    let mut spawn = task_workspace::environment(shared, task, index, &paths).await?;
+    let mut spawn = task_workspace::environment(shared, task, env_index, &paths).await?;
     let start = made.start;
     task_workspace::setup(shared, task, &mut paths, &mut spawn, made).await?;
     let mut run = TaskRun {
@@ -138,7 +174,7 @@ async fn pipeline(
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
     let mut session = run.start_session().await?;
-    let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
+    let result = run.turns(&mut session, rerun, deadline).await;
     run.end_session(session).await;
     run.finish(result).await
 }
@@ -177,7 +213,7 @@ async fn wait_for_dependencies(
 }
 
 /// Queued: a job slot (`--jobs`), held until the task's pipeline ends.
-async fn take_slot(
+pub(super) async fn take_slot(
     shared: &Shared,
     jobs: Arc<Semaphore>,
     slot: &mut Option<Instant>,
@@ -599,6 +635,13 @@ impl TaskRun<'_> {
     ) -> Result<(Pending, Option<git2::Oid>), Stop> {
         let id = self.id().to_string();
         match result {
+            Ok(Some(commit)) if self.paths.candidate.is_some() => {
+                // Candidates: the task's commit is announced once one is chosen.
+                self.report.commit = Some(commit.to_string());
+                self.events
+                    .record("verified", json!({"commit": commit.to_string()}));
+                Ok((Pending::Ready(commit), Some(commit)))
+            }
             Ok(Some(commit)) => {
                 self.report.commit = Some(commit.to_string());
                 self.events

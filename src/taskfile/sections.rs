@@ -454,7 +454,10 @@ impl Validator {
         let loc = format!("{path}.candidates");
         let must = format!("must be a whole number from 1 to {MAX_CANDIDATES} or a list of 1 to {MAX_CANDIDATES} {{\"agent\": NAME}} objects");
         match value {
-            Value::Number(n) => match n.as_u64().filter(|x| (1..=MAX_CANDIDATES as u64).contains(x)) {
+            Value::Number(n) => match n
+                .as_u64()
+                .filter(|x| (1..=MAX_CANDIDATES as u64).contains(x))
+            {
                 Some(x) => Some(vec![CandidateSpec { agent: None }; x as usize]),
                 None => {
                     self.problem(&loc, must);
