@@ -41,11 +41,11 @@ impl Paths {
         Paths::named(shared, id.as_str(), task_branch(&shared.run_id, id), None)
     }
 
-    /// Candidate `k` of task `id`: its own files (named by [`candidate_key`]) and its own
+    /// Candidate `k` of task `id`: its own files (named by [`crate::ids::candidate_key`]) and its own
     /// branch `fanout/<run>/task/<id>/candidate-<k>`.
     pub(super) fn candidate(shared: &Shared, id: &TaskId, k: u32) -> Paths {
-        let branch = candidate_branch(&task_branch(&shared.run_id, id), k);
-        Paths::named(shared, &candidate_key(id.as_str(), k), branch, Some(k))
+        let branch = crate::ids::candidate_branch(&shared.run_id, id, k);
+        Paths::named(shared, &crate::ids::candidate_key(id.as_str(), k), branch, Some(k))
     }
 
     fn named(shared: &Shared, key: &str, branch: String, candidate: Option<u32>) -> Paths {
@@ -79,13 +79,3 @@ impl Paths {
     }
 }
 
-/// Candidates: what names candidate `k`'s files and folders (`<id>+candidate-<k>`: `+` is in
-/// no task id, so no task's names collide with it).
-pub(crate) fn candidate_key(id: &str, k: u32) -> String {
-    format!("{id}+candidate-{k}")
-}
-
-/// Candidates: candidate `k`'s branch under the task's branch name.
-pub(crate) fn candidate_branch(task_branch: &str, k: u32) -> String {
-    format!("{task_branch}/candidate-{k}")
-}

@@ -6,6 +6,7 @@ pub mod model_server;
 #[path = "../support/anthropic_server.rs"]
 pub mod anthropic_server;
 
+mod candidates;
 mod caches;
 mod claude_code;
 mod codex;

@@ -1,0 +1,245 @@
+//! Candidates (best-of-N): candidates of known quality — an exec agent whose work depends on
+//! `FANOUT_CANDIDATE`: candidate 1 fails its verify, 2 passes with a large change, 3 passes
+//! with a small one — and each `select` mode picks as documented; `first` stops the rest;
+//! candidate branches stay until `fanout clean --branches`; `fanout diff --candidate K`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::anthropic_server::{AnthropicServer, Reply as A};
+use crate::every_way;
+use crate::support::*;
+
+fn show(out: &std::process::Output) -> String {
+    format!("stderr: {}\nstdout: {}", stderr(out), stdout(out))
+}
+
+/// Candidate 1 breaks the file (its verify fails), 2 fixes it with ten more lines, 3 fixes it
+/// alone; `slow` (a candidate number) first sleeps, then leaves a marker in its workspace.
+fn quality_script(slow: Option<u32>, sleep_secs: u32) -> String {
+    let slow = slow.map(|k| k.to_string()).unwrap_or_else(|| "0".into());
+    format!(
+        r#"
+if [ "$FANOUT_CANDIDATE" = "{slow}" ]; then sleep {sleep_secs}; echo late > marker.txt; fi
+case "$FANOUT_CANDIDATE" in
+  1) echo broken > src/file_00.txt ;;
+  2) echo FIXED > src/file_00.txt; for i in 1 2 3 4 5 6 7 8 9 10; do echo "extra $i" >> src/file_00.txt; done ;;
+  3) echo FIXED > src/file_00.txt ;;
+  *) exit 3 ;;
+esac
+"#
+    )
+}
+
+fn tasks(script: &str, select: &str) -> Value {
+    json!({
+        "agents": {"script": {"protocol": "exec", "command": "sh", "args": ["-c", script]}},
+        "defaults": {"agent": "script", "max_attempts": 1},
+        "tasks": [{
+            "id": "fix",
+            "prompt": "fix src/file_00.txt",
+            "verify": ["grep", "-q", "FIXED", "src/file_00.txt"],
+            "candidates": 3,
+            "select": select
+        }]
+    })
+}
+
+fn candidate(t: &Value, k: u64) -> &Value {
+    t["candidates"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["candidate"] == k))
+        .unwrap_or_else(|| panic!("no candidate {k} in {t:#}"))
+}
+
+fn merged_file(repo: &TestRepo, report: &Value) -> String {
+    let files = repo.tree_files(report["integration_branch"].as_str().expect("branch"));
+    String::from_utf8_lossy(&files["src/file_00.txt"]).into_owned()
+}
+
+fn events(out: &std::process::Output, name: &str) -> Vec<Value> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == name)
+        .collect()
+}
+
+/// `smallest`: the passing candidate with the fewest changed lines is the task's; the one
+/// that failed its verify says why; every candidate has its own branch.
+fn smallest_picks_the_fewest_changed_lines(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&tasks(&quality_script(None, 0), "smallest"));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["status"], "merged", "{t:#}");
+    assert_eq!(t["candidate"], 3, "{t:#}");
+    assert_eq!(candidate(t, 1)["status"], "verify_failed", "{t:#}");
+    assert_eq!(candidate(t, 2)["status"], "passed", "{t:#}");
+    assert_eq!(candidate(t, 3)["chosen"], true, "{t:#}");
+    assert_eq!(candidate(t, 2)["chosen"], false, "{t:#}");
+    assert!(candidate(t, 2)["insertions"].as_u64() > candidate(t, 3)["insertions"].as_u64());
+    assert!(
+        candidate(t, 3)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("fewest")),
+        "{t:#}"
+    );
+    assert!(candidate(t, 1)["reason"].as_str().is_some_and(|r| r.contains("did not pass")));
+    assert_eq!(merged_file(&repo, &report), "FIXED\n");
+    let run = report["run_id"].as_str().expect("run id");
+    for k in 1..=3 {
+        let branch = format!("fanout/{run}/task/fix/candidate-{k}");
+        assert_eq!(candidate(t, k)["branch"], branch.as_str());
+        assert!(
+            !git_text(&repo.path, &["branch", "--list", &branch]).is_empty(),
+            "{branch} is missing"
+        );
+    }
+    assert_eq!(
+        git_text(&repo.path, &["rev-parse", &format!("fanout/{run}/task/fix/candidate-3")]),
+        t["commit"].as_str().expect("commit")
+    );
+    // The events: three started, three ended, one selected.
+    assert_eq!(events(&out, "candidate_started").len(), 3, "{}", stdout(&out));
+    assert_eq!(events(&out, "candidate_ended").len(), 3);
+    let selected = events(&out, "candidate_selected");
+    assert_eq!(selected.len(), 1);
+    assert_eq!(selected[0]["candidate"], 3);
+    assert_eq!(selected[0]["task"], "fix");
+}
+every_way!(smallest_mode, smallest_picks_the_fewest_changed_lines);
+
+/// `first`: the first candidate to pass is the task's; a slower one is stopped at once — its
+/// agent never got to write its marker, and the run did not wait for it.
+fn first_stops_the_others(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&tasks(&quality_script(Some(3), 6), "first"));
+    let started = Instant::now();
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "3", "--keep-worktrees"],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["candidate"], 2, "{t:#}");
+    assert_eq!(candidate(t, 3)["status"], "stopped", "{t:#}");
+    assert!(
+        candidate(t, 3)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stopped")),
+        "{t:#}"
+    );
+    assert!(took < Duration::from_secs(6), "the run waited for the stopped candidate: {took:?}");
+    assert_eq!(merged_file(&repo, &report), format!("FIXED\n{}", (1..=10).map(|i| format!("extra {i}\n")).collect::<String>()));
+    // Past the stopped agent's sleep: had it lived on, its (kept) workspace would hold it.
+    std::thread::sleep(Duration::from_secs(8));
+    let run_dir = Path::new(report["run_dir"].as_str().expect("run dir"));
+    assert!(
+        run_dir.join("worktrees").join("fix+candidate-3").exists()
+            || run_dir.join("worktrees/.layers/fix+candidate-3").exists(),
+        "the stopped candidate's workspace was not made"
+    );
+    assert!(
+        !workspace_has(run_dir, "fix+candidate-3", "marker.txt"),
+        "the stopped candidate's agent lived on and wrote its marker"
+    );
+    let run = report["run_id"].as_str().expect("run id");
+    assert!(
+        processes_under(repo.tmp.path()).is_empty(),
+        "processes of the run live on"
+    );
+    let _ = run;
+}
+every_way!(first_mode, first_stops_the_others);
+
+/// No candidate passes: the task fails with each candidate's failure.
+fn no_passing_candidate_fails_with_each_failure(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let script = "echo broken-$FANOUT_CANDIDATE > src/file_00.txt";
+    let file = repo.write_tasks(&tasks(script, "smallest"));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["status"], "verify_failed", "{t:#}");
+    let error = t["error"].as_str().unwrap_or_default();
+    for k in 1..=3 {
+        assert!(error.contains(&format!("candidate {k}")), "{error}");
+        assert_eq!(candidate(t, k)["status"], "verify_failed", "{t:#}");
+    }
+    assert!(t["candidate"].is_null(), "{t:#}");
+}
+every_way!(none_pass, no_passing_candidate_fails_with_each_failure);
+
+/// `review`: Claude Code (real, on a scripted Anthropic server) reads the passing candidates'
+/// diffs and names candidate 2, though 3 is smaller; the reason is the reviewer's.
+fn review_picks_the_reviewers_choice(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let reviewer = AnthropicServer::start(|req| {
+        let asked = req.body["messages"].to_string();
+        if asked.contains("Candidate 2") && asked.contains("Candidate 3") && !asked.contains("Candidate 1 ") {
+            A::Text("CHOOSE 2: it documents the fix with extra lines".into())
+        } else {
+            A::Text("I cannot tell".into())
+        }
+    });
+    let mut t = tasks(&quality_script(None, 0), "review");
+    t["verifier"] = claude_verifier();
+    let file = repo.write_tasks(&t);
+    let (out, report) = with_env("ANTHROPIC_BASE_URL", leak(reviewer.base_url()), || {
+        with_env("ANTHROPIC_API_KEY", "sk-ant-test-judge-0123456789", || {
+            repo.run(&file, &["--no-readback", "--jobs", "3"])
+        })
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["candidate"], 2, "{t:#}");
+    let why = candidate(t, 2)["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("documents the fix"), "{why}");
+    assert!(
+        candidate(t, 3)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("candidate 2 was chosen")),
+        "{t:#}"
+    );
+    assert!(!reviewer.requests().is_empty(), "the reviewer was not asked");
+    assert!(merged_file(&repo, &report).contains("extra 10"));
+}
+every_way!(review_mode, review_picks_the_reviewers_choice);
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// `fanout diff --candidate K` shows candidate K's change; candidate branches stay until
+/// `fanout clean --branches`.
+fn diff_and_clean(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&tasks(&quality_script(None, 0), "smallest"));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let run = report["run_id"].as_str().expect("run id").to_string();
+    let two = repo.fanout(&["diff", &run, "fix", "--candidate", "2", "--color", "never"]);
+    assert_eq!(two.status.code(), Some(0), "{}", show(&two));
+    assert!(stdout(&two).contains("+extra 10"), "{}", stdout(&two));
+    let three = repo.fanout(&["diff", &run, "fix", "--candidate", "3", "--color", "never"]);
+    assert!(!stdout(&three).contains("extra"), "{}", stdout(&three));
+    assert!(stdout(&three).contains("+FIXED"), "{}", stdout(&three));
+    let none = repo.fanout(&["diff", &run, "fix", "--candidate", "9"]);
+    assert_ne!(none.status.code(), Some(0));
+    let prefix = format!("fanout/{run}/task/fix/candidate-");
+    let count = |repo: &TestRepo| {
+        git_text(&repo.path, &["branch", "--list", &format!("{prefix}*")])
+            .lines()
+            .count()
+    };
+    assert_eq!(count(&repo), 3);
+    let clean = repo.fanout(&["clean", &run, "--branches"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", show(&clean));
+    assert_eq!(count(&repo), 0, "{}", show(&clean));
+}
+every_way!(diff_candidate, diff_and_clean);
