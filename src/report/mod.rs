@@ -245,6 +245,8 @@ pub struct CandidateReport {
     pub patch: Option<String>,
     pub event_log: Option<String>,
     pub stderr_log: Option<String>,
+    /// What its agent reported: protocol, thread, tokens (its cost).
+    pub agent: AgentInfo,
 }
 
 impl CandidateReport {

@@ -358,5 +358,6 @@ fn candidate_report(
         patch: r.patch.clone(),
         event_log: r.event_log.clone(),
         stderr_log: r.stderr_log.clone(),
+        agent: r.agent.clone(),
     }
 }

@@ -45,7 +45,12 @@ impl Paths {
     /// branch `fanout/<run>/task/<id>/candidate-<k>`.
     pub(super) fn candidate(shared: &Shared, id: &TaskId, k: u32) -> Paths {
         let branch = crate::ids::candidate_branch(&shared.run_id, id, k);
-        Paths::named(shared, &crate::ids::candidate_key(id.as_str(), k), branch, Some(k))
+        Paths::named(
+            shared,
+            &crate::ids::candidate_key(id.as_str(), k),
+            branch,
+            Some(k),
+        )
     }
 
     fn named(shared: &Shared, key: &str, branch: String, candidate: Option<u32>) -> Paths {
@@ -78,4 +83,3 @@ impl Paths {
         }
     }
 }
-

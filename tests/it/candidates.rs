@@ -88,7 +88,9 @@ fn smallest_picks_the_fewest_changed_lines(runner: Runner) {
             .is_some_and(|r| r.contains("fewest")),
         "{t:#}"
     );
-    assert!(candidate(t, 1)["reason"].as_str().is_some_and(|r| r.contains("did not pass")));
+    assert!(candidate(t, 1)["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("did not pass")));
     assert_eq!(merged_file(&repo, &report), "FIXED\n");
     let run = report["run_id"].as_str().expect("run id");
     for k in 1..=3 {
@@ -100,11 +102,19 @@ fn smallest_picks_the_fewest_changed_lines(runner: Runner) {
         );
     }
     assert_eq!(
-        git_text(&repo.path, &["rev-parse", &format!("fanout/{run}/task/fix/candidate-3")]),
+        git_text(
+            &repo.path,
+            &["rev-parse", &format!("fanout/{run}/task/fix/candidate-3")]
+        ),
         t["commit"].as_str().expect("commit")
     );
     // The events: three started, three ended, one selected.
-    assert_eq!(events(&out, "candidate_started").len(), 3, "{}", stdout(&out));
+    assert_eq!(
+        events(&out, "candidate_started").len(),
+        3,
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(events(&out, "candidate_ended").len(), 3);
     let selected = events(&out, "candidate_selected");
     assert_eq!(selected.len(), 1);
@@ -119,10 +129,7 @@ fn first_stops_the_others(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
     let file = repo.write_tasks(&tasks(&quality_script(Some(3), 6), "first"));
     let started = Instant::now();
-    let (out, report) = repo.run(
-        &file,
-        &["--no-readback", "--jobs", "3", "--keep-worktrees"],
-    );
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3", "--keep-worktrees"]);
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let t = task(&report, "fix");
@@ -134,8 +141,17 @@ fn first_stops_the_others(runner: Runner) {
             .is_some_and(|r| r.contains("stopped")),
         "{t:#}"
     );
-    assert!(took < Duration::from_secs(6), "the run waited for the stopped candidate: {took:?}");
-    assert_eq!(merged_file(&repo, &report), format!("FIXED\n{}", (1..=10).map(|i| format!("extra {i}\n")).collect::<String>()));
+    assert!(
+        took < Duration::from_secs(6),
+        "the run waited for the stopped candidate: {took:?}"
+    );
+    assert_eq!(
+        merged_file(&repo, &report),
+        format!(
+            "FIXED\n{}",
+            (1..=10).map(|i| format!("extra {i}\n")).collect::<String>()
+        )
+    );
     // Past the stopped agent's sleep: had it lived on, its (kept) workspace would hold it.
     std::thread::sleep(Duration::from_secs(8));
     let run_dir = Path::new(report["run_dir"].as_str().expect("run dir"));
@@ -181,7 +197,10 @@ fn review_picks_the_reviewers_choice(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
     let reviewer = AnthropicServer::start(|req| {
         let asked = req.body["messages"].to_string();
-        if asked.contains("Candidate 2") && asked.contains("Candidate 3") && !asked.contains("Candidate 1 ") {
+        if asked.contains("Candidate 2")
+            && asked.contains("Candidate 3")
+            && !asked.contains("Candidate 1 ")
+        {
             A::Text("CHOOSE 2: it documents the fix with extra lines".into())
         } else {
             A::Text("I cannot tell".into())
@@ -206,7 +225,10 @@ fn review_picks_the_reviewers_choice(runner: Runner) {
             .is_some_and(|r| r.contains("candidate 2 was chosen")),
         "{t:#}"
     );
-    assert!(!reviewer.requests().is_empty(), "the reviewer was not asked");
+    assert!(
+        !reviewer.requests().is_empty(),
+        "the reviewer was not asked"
+    );
     assert!(merged_file(&repo, &report).contains("extra 10"));
 }
 every_way!(review_mode, review_picks_the_reviewers_choice);
@@ -243,3 +265,96 @@ fn diff_and_clean(runner: Runner) {
     assert_eq!(count(&repo), 0, "{}", show(&clean));
 }
 every_way!(diff_candidate, diff_and_clean);
+
+/// The pinned Codex launcher of `version`.
+fn codex_bin(version: &str) -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents")
+        .join(format!("codex-{version}"))
+        .join("node_modules/.bin/codex");
+    assert!(
+        p.is_file(),
+        "Codex {version} is not installed at {}",
+        p.display()
+    );
+    p
+}
+
+/// Real Codex 0.171.0 on the scripted Responses server: three candidates, each its own
+/// Codex thread. Codex's commands get only the core environment (no `FANOUT_CANDIDATE`), so
+/// the scripted model tells candidates apart by the working folder Codex reports
+/// (`…/<id>+candidate-<k>`): candidate 1 breaks the file (its verify fails), 2 writes more
+/// lines, so candidate 3 is chosen (`smallest`).
+fn codex_candidates(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let server = crate::model_server::ModelServer::start(|req| {
+        use crate::model_server::Reply as M;
+        if req.after_tool_output() {
+            return M::Message("done".into());
+        }
+        let body = req.body.to_string();
+        let k = body
+            .split("+candidate-")
+            .nth(1)
+            .and_then(|r| r.chars().next())
+            .unwrap_or('?');
+        M::Command(
+            match k {
+                '1' => "echo broken > out.txt",
+                '2' => "printf 'fixed\\nmore\\nlines\\n' > out.txt",
+                '3' => "echo fixed > out.txt",
+                _ => "echo unknown > out.txt",
+            }
+            .into(),
+        )
+    });
+    let home = repo.tmp.path().join("codex-home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::write(
+        home.join("config.toml"),
+        crate::model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    let file = repo.write_tasks(&json!({
+        "version": 1,
+        "defaults": {"max_attempts": 1},
+        "tasks": [{
+            "id": "codex-fix",
+            "prompt": "Write out.txt.",
+            "verify": "grep -q fixed out.txt",
+            "candidates": 3,
+            "select": "smallest"
+        }]
+    }));
+    let bin = leak(codex_bin("0.171.0").display().to_string());
+    let home = leak(home.display().to_string());
+    let (out, report) = with_env("FANOUT_CODEX_BIN", bin, || {
+        with_env("CODEX_HOME", home, || {
+            repo.run(&file, &["--no-readback", "--jobs", "3"])
+        })
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "codex-fix");
+    assert_eq!(t["candidate"], 3, "{t:#}");
+    assert_eq!(candidate(t, 1)["status"], "verify_failed", "{t:#}");
+    assert_eq!(candidate(t, 2)["status"], "passed", "{t:#}");
+    let threads: std::collections::BTreeSet<String> = (1..=3)
+        .map(|k| {
+            let c = candidate(t, k);
+            assert_eq!(c["agent"]["version"], "0.171.0", "{c:#}");
+            c["agent"]["thread_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(threads.len(), 3, "each candidate its own thread: {t:#}");
+    let files = repo.tree_files(report["integration_branch"].as_str().expect("branch"));
+    assert_eq!(String::from_utf8_lossy(&files["out.txt"]), "fixed\n");
+    assert!(
+        server.requests().len() >= 6,
+        "two model calls per candidate"
+    );
+}
+every_way!(codex_0171, codex_candidates);

@@ -6,8 +6,8 @@ pub mod model_server;
 #[path = "../support/anthropic_server.rs"]
 pub mod anthropic_server;
 
-mod candidates;
 mod caches;
+mod candidates;
 mod claude_code;
 mod codex;
 mod doctor;
