@@ -358,3 +358,81 @@ fn codex_candidates(runner: Runner) {
     );
 }
 every_way!(codex_0171, codex_candidates);
+
+/// `fanout resume` of a run cut off while its candidates ran: the task's candidates run again
+/// (each from the start), and one is chosen as in a run that was never cut off.
+fn resume_reruns_the_candidates(mode: &str) {
+    let repo = TestRepo::with_files(1);
+    let script = format!(
+        "echo started > started.txt; if [ \"$FANOUT_TEST_PHASE\" = 1 ]; then sleep 60; fi; rm started.txt; {}",
+        quality_script(None, 0)
+    );
+    let file = repo.write_tasks(&tasks(&script, "smallest"));
+    let mut child = std::process::Command::new(fanout_bin())
+        .args(["run", "--workspace", mode, "--no-readback", "--jobs", "3", "--tasks"])
+        .arg(&file)
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fanout starts");
+    let runs = repo.path.join(".git/fanout/runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run_dir = loop {
+        let run = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        if let Some(run) = run.filter(|r| {
+            (1..=3).all(|k| workspace_has(r, &format!("fix+candidate-{k}"), "started.txt"))
+        }) {
+            break run;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the candidates did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let run_id = run_dir.file_name().expect("name").to_string_lossy().into_owned();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let out = child.wait_with_output().expect("fanout exits");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let report_path = repo.report_path();
+    let out = std::process::Command::new(fanout_bin())
+        .args(["resume", &run_id, "--report"])
+        .arg(&report_path)
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("FANOUT_TEST_PHASE", "2")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("resume runs");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    let t = task(&report, "fix");
+    assert_eq!(t["status"], "merged", "{t:#}");
+    assert_eq!(t["candidate"], 3, "{t:#}");
+    assert_eq!(candidate(t, 2)["status"], "passed", "{t:#}");
+    assert_eq!(merged_file(&repo, &report), "FIXED\n");
+}
+
+#[test]
+fn resume_reruns_the_candidates_overlay() {
+    resume_reruns_the_candidates("overlay");
+}
+
+#[test]
+fn resume_reruns_the_candidates_worktree() {
+    resume_reruns_the_candidates("worktree");
+}
