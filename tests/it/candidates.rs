@@ -72,11 +72,36 @@ fn events(out: &std::process::Output, name: &str) -> Vec<Value> {
 fn smallest_picks_the_fewest_changed_lines(runner: Runner) {
     let repo = TestRepo::with_files(1).run_by(runner);
     let file = repo.write_tasks(&tasks(&quality_script(None, 0), "smallest"));
-    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3", "--json"]);
+    let html = repo.tmp.path().join("page.html");
+    let html_arg = html.to_str().expect("utf-8").to_string();
+    let (out, report) = repo.run(
+        &file,
+        &[
+            "--no-readback",
+            "--jobs",
+            "3",
+            "--json",
+            "--html",
+            &html_arg,
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let t = task(&report, "fix");
     assert_eq!(t["status"], "merged", "{t:#}");
     assert_eq!(t["candidate"], 3, "{t:#}");
+    // The page and the table show every candidate and the choice.
+    let page = std::fs::read_to_string(&html).expect("html page");
+    assert_eq!(page.matches("<tr data-candidate=").count(), 3, "{page}");
+    assert!(
+        page.contains("<tr data-candidate=\"3\" class=\"chosen\">"),
+        "{page}"
+    );
+    assert!(page.contains("verify_failed"), "{page}");
+    assert!(
+        stderr(&out).contains("fix: candidate 3 of 3 chosen: the fewest changed lines"),
+        "{}",
+        show(&out)
+    );
     assert_eq!(candidate(t, 1)["status"], "verify_failed", "{t:#}");
     assert_eq!(candidate(t, 2)["status"], "passed", "{t:#}");
     assert_eq!(candidate(t, 3)["chosen"], true, "{t:#}");
@@ -369,7 +394,15 @@ fn resume_reruns_the_candidates(mode: &str) {
     );
     let file = repo.write_tasks(&tasks(&script, "smallest"));
     let mut child = std::process::Command::new(fanout_bin())
-        .args(["run", "--workspace", mode, "--no-readback", "--jobs", "3", "--tasks"])
+        .args([
+            "run",
+            "--workspace",
+            mode,
+            "--no-readback",
+            "--jobs",
+            "3",
+            "--tasks",
+        ])
         .arg(&file)
         .arg("--repo")
         .arg(&repo.path)
@@ -399,7 +432,11 @@ fn resume_reruns_the_candidates(mode: &str) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let run_id = run_dir.file_name().expect("name").to_string_lossy().into_owned();
+    let run_id = run_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
