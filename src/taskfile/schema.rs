@@ -710,6 +710,8 @@ mod tests {
             Kind::Network => {
                 json!({"agent": "model", "setup": ["localhost:8080"], "verify": "none"})
             }
+            Kind::Candidates => json!([{"agent": "e"}, {}]),
+            Kind::Select => json!("first"),
         }
     }
 
@@ -722,7 +724,8 @@ mod tests {
             | Kind::TaskIdTemplate
             | Kind::Protocol
             | Kind::OnConflict
-            | Kind::Workspace => json!(7),
+            | Kind::Workspace
+            | Kind::Select => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }
