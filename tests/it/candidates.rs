@@ -473,3 +473,22 @@ fn resume_reruns_the_candidates_overlay() {
 fn resume_reruns_the_candidates_worktree() {
     resume_reruns_the_candidates("worktree");
 }
+
+/// `first` without `--keep-worktrees`: the stopped candidate's workspace goes with it, and
+/// nothing of it is left (no registered worktree, no process, no warning).
+fn first_leaves_nothing_of_the_stopped(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&tasks(&quality_script(Some(3), 6), "first"));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["candidate"], 2, "{t:#}");
+    assert_eq!(candidate(t, 3)["status"], "stopped", "{t:#}");
+    assert!(!stderr(&out).contains("warning"), "{}", show(&out));
+    let worktrees = git_text(&repo.path, &["worktree", "list", "--porcelain"]);
+    assert_eq!(worktrees.matches("worktree ").count(), 1, "{worktrees}");
+    let run_dir = Path::new(report["run_dir"].as_str().expect("run dir"));
+    assert!(!run_dir.join("worktrees").join("fix+candidate-3").exists());
+    assert!(processes_under(repo.tmp.path()).is_empty());
+}
+every_way!(first_mode_cleanup, first_leaves_nothing_of_the_stopped);
