@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Launch, PlanError, SandboxOptions};
+use super::error::PlanError;
+use super::launch::Launch;
+use super::sandbox_options::SandboxOptions;
 use crate::taskfile::{AgentProfile, CandidateSpec};
 
 /// One candidate of a task: its agent, resolved.

@@ -14,16 +14,14 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::outcome::{stop, Rerun, Stop};
+use super::candidate_outcome::{Ended, Outcome};
+use super::outcome::{stop, Rerun};
 use super::paths::{Paths, Workplace};
 use super::shared::{Pending, Shared};
 use crate::event::EventKind;
 use crate::phase::TaskPhase;
 use crate::report::{CandidateReport, TaskReport, TaskStatus};
 use crate::taskfile::SelectMode;
-
-/// What an attempt's phases end with: pending integration (or done), and the commit.
-pub(super) type Ended = Result<(Pending, Option<git2::Oid>), Stop>;
 
 /// One attempt at a task in a workspace: `runner::task::in_workspace` (passed in, so this
 /// module does not import the task's).
@@ -42,37 +40,6 @@ pub(super) struct Start {
     pub rerun: Option<Rerun>,
     pub jobs: Arc<Semaphore>,
     pub attempt: Attempt,
-}
-
-/// How one candidate ended.
-pub(super) struct Outcome {
-    pub k: u32,
-    pub report: TaskReport,
-    pub result: Ended,
-    /// When it got its job slot (`None`: never).
-    pub slot: Option<Instant>,
-}
-
-impl Outcome {
-    pub(super) fn commit(&self) -> Option<git2::Oid> {
-        match &self.result {
-            Ok((Pending::Ready(c), _)) => Some(*c),
-            _ => None,
-        }
-    }
-
-    /// `passed`, or how it ended.
-    pub(super) fn status(&self) -> String {
-        match &self.result {
-            Ok((Pending::Ready(_), _)) => "passed".into(),
-            Ok(_) => TaskStatus::NoChanges.as_str().into(),
-            Err(s) => s.status.as_str().into(),
-        }
-    }
-
-    pub(super) fn error(&self) -> Option<String> {
-        self.result.as_ref().err().map(|s| s.error.clone())
-    }
 }
 
 /// Runs the task's candidates side by side and makes the chosen one's commit the task's.
@@ -286,14 +253,17 @@ fn conclude(
         task: task.id().to_string(),
         commit: commit.to_string(),
     });
-    super::task::enter(shared, task.id(), TaskPhase::Ready);
+    shared.events.emit(EventKind::Phase {
+        task: task.id().to_string(),
+        phase: TaskPhase::Ready,
+    });
     Ok((Pending::Ready(commit), Some(commit)))
 }
 
 /// No candidate passed: no changes when none changed anything, else the task fails with
 /// each candidate's failure.
 fn no_candidate_passed(outcomes: &[Outcome], report: &mut TaskReport) -> Ended {
-    if !outcomes.is_empty() && outcomes.iter().all(|o| matches!(o.result, Ok(_))) {
+    if !outcomes.is_empty() && outcomes.iter().all(|o| o.result.is_ok()) {
         report.status = TaskStatus::NoChanges;
         return Ok((Pending::Done, None));
     }

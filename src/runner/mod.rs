@@ -11,6 +11,7 @@ report; only a broken environment stops the run.
 mod advance;
 mod apply;
 mod caches;
+mod candidate_outcome;
 mod candidates;
 mod carried;
 mod egress;

@@ -6,7 +6,7 @@ other one was not chosen (`select`: `smallest`, `first` or `review`; docs/taskfi
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::candidates::Outcome;
+use super::candidate_outcome::Outcome;
 use super::shared::Shared;
 use crate::taskfile::SelectMode;
 use crate::verify::select_review;

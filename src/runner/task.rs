@@ -92,7 +92,7 @@ pub(crate) async fn run(
 }
 
 /// Tells the event stream (and through it the state journal) that a task entered `phase`.
-pub(super) fn enter(shared: &Shared, id: &TaskId, phase: TaskPhase) {
+fn enter(shared: &Shared, id: &TaskId, phase: TaskPhase) {
     shared.events.emit(EventKind::Phase {
         task: id.to_string(),
         phase,
@@ -213,7 +213,7 @@ async fn wait_for_dependencies(
 }
 
 /// Queued: a job slot (`--jobs`), held until the task's pipeline ends.
-pub(super) async fn take_slot(
+async fn take_slot(
     shared: &Shared,
     jobs: Arc<Semaphore>,
     slot: &mut Option<Instant>,
