@@ -228,6 +228,12 @@ impl Plan {
                     sandbox: &options.sandbox,
                 },
             )?;
+            // A task with candidates is reported under its first candidate's agent until one
+            // is chosen.
+            let (agent_name, profile, launch) = match candidates.first() {
+                Some(c) => (c.agent_name.clone(), c.profile.clone(), c.launch.clone()),
+                None => (agent_name, profile, launch),
+            };
             tasks.push(PlannedTask {
                 candidates,
                 select: spec.select.or(file.defaults.select).unwrap_or_default(),
@@ -297,7 +303,11 @@ impl Plan {
                 spec: spec.clone(),
             });
         }
-        check_programs(&tasks)?;
+        if tasks.iter().any(|t| !t.candidates.is_empty()) {
+            check_programs(&PlannedTask::as_run(&tasks))?;
+        } else {
+            check_programs(&tasks)?;
+        }
         let verifier = match &file.verifier {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,

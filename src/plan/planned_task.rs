@@ -52,6 +52,26 @@ impl PlannedTask {
         &self.spec.id
     }
 
+    /// The tasks as they will run, for the checks of their programs: a task with candidates is
+    /// each of its candidates (its own agent may never run).
+    pub(super) fn as_run(tasks: &[PlannedTask]) -> Vec<PlannedTask> {
+        let mut out = Vec::new();
+        for t in tasks {
+            if t.candidates.is_empty() {
+                out.push(t.clone());
+            }
+            for c in &t.candidates {
+                let mut one = t.clone();
+                one.candidates = Vec::new();
+                one.agent_name = c.agent_name.clone();
+                one.profile = c.profile.clone();
+                one.launch = c.launch.clone();
+                out.push(one);
+            }
+        }
+        out
+    }
+
     /// The shared setup layer this task's workspace gets (`None`: no setup, or `"once": false`).
     pub fn setup_layer(&self) -> Option<crate::plan::SetupLayerPlan> {
         let command = self.setup.clone().filter(|_| self.setup_once)?;

@@ -492,3 +492,64 @@ fn first_leaves_nothing_of_the_stopped(runner: Runner) {
     assert!(processes_under(repo.tmp.path()).is_empty());
 }
 every_way!(first_mode_cleanup, first_leaves_nothing_of_the_stopped);
+
+/// `review` without a working reviewer (its Claude Code fails): the smallest is chosen, with a
+/// warning, and the reason says the review failed.
+fn review_that_fails_falls_back_to_the_smallest(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let bin = repo.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let claude = bin.join("claude");
+    std::fs::write(&claude, "#!/bin/sh\necho 'no model here' >&2\nexit 1\n").expect("write");
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut t = tasks(&quality_script(None, 0), "review");
+    t["verifier"] = json!({"command": claude.display().to_string(), "args": ["mcp", "serve"]});
+    let file = repo.write_tasks(&t);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["candidate"], 3, "{t:#}");
+    let why = candidate(t, 3)["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("fewest") && why.contains("review failed"),
+        "{why}"
+    );
+    assert!(
+        stderr(&out).contains("the review of the candidates failed"),
+        "{}",
+        show(&out)
+    );
+}
+every_way!(
+    review_fallback,
+    review_that_fails_falls_back_to_the_smallest
+);
+
+/// A list of profiles: each candidate runs its own agent, named in its report; the task's
+/// `agent_name` is the chosen candidate's.
+fn profiles_each_run_their_own_agent(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {
+            "wordy": {"protocol": "exec", "command": "sh", "args": ["-c", "printf 'FIXED\\nand more\\n' > src/file_00.txt"]},
+            "terse": {"protocol": "exec", "command": "sh", "args": ["-c", "echo \"FIXED $FANOUT_CANDIDATE\" > src/file_00.txt"]}
+        },
+        "defaults": {"max_attempts": 1},
+        "tasks": [{
+            "id": "fix",
+            "prompt": "fix src/file_00.txt",
+            "verify": ["grep", "-q", "FIXED", "src/file_00.txt"],
+            "candidates": [{"agent": "wordy"}, {"agent": "terse"}]
+        }]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(candidate(t, 1)["agent_name"], "wordy", "{t:#}");
+    assert_eq!(candidate(t, 2)["agent_name"], "terse", "{t:#}");
+    assert_eq!(t["candidate"], 2, "{t:#}");
+    assert_eq!(t["agent_name"], "terse", "{t:#}");
+    assert_eq!(merged_file(&repo, &report), "FIXED 2\n");
+}
+every_way!(profiles, profiles_each_run_their_own_agent);
