@@ -140,7 +140,15 @@ fn smallest_picks_the_fewest_changed_lines(runner: Runner) {
         "{}",
         stdout(&out)
     );
-    assert_eq!(events(&out, "candidate_ended").len(), 3);
+    let ended = events(&out, "candidate_ended");
+    assert_eq!(ended.len(), 3);
+    // The events and the report agree on each candidate.
+    for e in &ended {
+        let c = candidate(t, e["candidate"].as_u64().expect("candidate"));
+        assert_eq!(e["status"], c["status"], "{e} {c:#}");
+        assert_eq!(e["insertions"], c["insertions"], "{e} {c:#}");
+        assert_eq!(e["deletions"], c["deletions"], "{e} {c:#}");
+    }
     let selected = events(&out, "candidate_selected");
     assert_eq!(selected.len(), 1);
     assert_eq!(selected[0]["candidate"], 3);
