@@ -561,3 +561,25 @@ fn profiles_each_run_their_own_agent(runner: Runner) {
     assert_eq!(merged_file(&repo, &report), "FIXED 2\n");
 }
 every_way!(profiles, profiles_each_run_their_own_agent);
+
+/// A task that depends on a task with candidates starts from the chosen candidate's commit.
+fn dependents_start_from_the_chosen_commit(runner: Runner) {
+    let repo = TestRepo::with_files(2).run_by(runner);
+    let mut t = tasks(&quality_script(None, 0), "smallest");
+    t["agents"]["copy"] = json!({"protocol": "exec", "command": "sh", "args": ["-c", "cp src/file_00.txt src/file_01.txt"]});
+    t["tasks"]
+        .as_array_mut()
+        .expect("tasks")
+        .push(json!({"id": "next", "prompt": "copy", "agent": "copy", "depends_on": ["fix"]}));
+    let file = repo.write_tasks(&t);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(task(&report, "fix")["candidate"], 3);
+    assert_eq!(task(&report, "next")["status"], "merged");
+    let files = repo.tree_files(report["integration_branch"].as_str().expect("branch"));
+    assert_eq!(
+        String::from_utf8_lossy(&files["src/file_01.txt"]),
+        "FIXED\n"
+    );
+}
+every_way!(dependents, dependents_start_from_the_chosen_commit);
