@@ -583,3 +583,25 @@ fn dependents_start_from_the_chosen_commit(runner: Runner) {
     );
 }
 every_way!(dependents, dependents_start_from_the_chosen_commit);
+
+/// `on_conflict: retry`: a task with candidates that conflicts runs all its candidates again
+/// from the integration head, and lands in round 2.
+fn a_conflicting_task_reruns_its_candidates(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let mut t = tasks(&quality_script(None, 0), "smallest");
+    t["agents"]["first"] = json!({"protocol": "exec", "command": "sh", "args": ["-c", "echo early > src/file_00.txt"]});
+    t["defaults"]["on_conflict"] = json!("retry");
+    t["tasks"]
+        .as_array_mut()
+        .expect("tasks")
+        .insert(0, json!({"id": "early", "prompt": "x", "agent": "first"}));
+    let file = repo.write_tasks(&t);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let fix = task(&report, "fix");
+    assert_eq!(fix["status"], "merged", "{fix:#}");
+    assert_eq!(fix["candidate"], 3, "{fix:#}");
+    assert_eq!(fix["rounds"].as_array().map(Vec::len), Some(2), "{fix:#}");
+    assert_eq!(merged_file(&repo, &report), "FIXED\n");
+}
+every_way!(conflict_retry, a_conflicting_task_reruns_its_candidates);
