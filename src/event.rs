@@ -174,6 +174,32 @@ pub enum EventKind {
     },
     /// The run is over; `report` is report.json.
     RunEnded { report: Box<RunReport> },
+    // Candidates (best-of-N).
+    /// A candidate of a task began: its own workspace on `branch`, its own `agent`.
+    CandidateStarted {
+        task: String,
+        candidate: u32,
+        agent: String,
+        branch: String,
+    },
+    /// A candidate ended: `passed`, `stopped` or how it failed; its commit and size.
+    CandidateEnded {
+        task: String,
+        candidate: u32,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        insertions: usize,
+        deletions: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The task's commit is this candidate's, for `reason`.
+    CandidateSelected {
+        task: String,
+        candidate: u32,
+        reason: String,
+    },
 }
 
 fn first_round() -> u32 {
@@ -271,7 +297,10 @@ impl Event {
             | Conflict { task, .. }
             | ConflictRetry { task, .. }
             | Ejected { task, .. }
-            | TaskEnded { task, .. } => Some(task),
+            | TaskEnded { task, .. }
+            | CandidateStarted { task, .. }
+            | CandidateEnded { task, .. }
+            | CandidateSelected { task, .. } => Some(task),
             Warning { task, .. } => task.as_deref(),
             RunStarted { .. }
             | IntegrationStarted { .. }
@@ -311,6 +340,9 @@ impl Event {
             TaskEnded { .. } => "task_ended",
             Warning { .. } => "warning",
             RunEnded { .. } => "run_ended",
+            CandidateStarted { .. } => "candidate_started",
+            CandidateEnded { .. } => "candidate_ended",
+            CandidateSelected { .. } => "candidate_selected",
         }
     }
 }

@@ -121,6 +121,18 @@ pub fn task_branch(run: &RunId, task: &TaskId) -> String {
     format!("fanout/{run}/task/{task}")
 }
 
+// Candidates (best-of-N).
+/// Candidate `k`'s branch: `fanout/<run>/task/<id>/candidate-<k>`.
+pub fn candidate_branch(run: &RunId, task: &TaskId, k: u32) -> String {
+    format!("{}/candidate-{k}", task_branch(run, task))
+}
+
+/// What names candidate `k`'s files and folders in the run folder (`<id>+candidate-<k>`: `+`
+/// is in no task id, so no task's names collide with it).
+pub fn candidate_key(task: &str, k: u32) -> String {
+    format!("{task}+candidate-{k}")
+}
+
 /// The integration branch of a run.
 pub fn merged_branch(run: &RunId) -> String {
     format!("fanout/{run}/merged")

@@ -85,7 +85,7 @@ pub fn task_diff_text(
     Ok((text, rt.status))
 }
 
-fn is_task_commit(message: &[u8]) -> bool {
+pub fn is_task_commit(message: &[u8]) -> bool {
     message
         .windows(b"Fanout-Task:".len())
         .any(|w| w == b"Fanout-Task:")

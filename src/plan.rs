@@ -4,6 +4,7 @@ line (base commit, agent profiles with their environment expanded, per-task sett
 check that can fail because of the user's input happens here, before anything is created.
 */
 
+mod candidates;
 mod checks;
 mod error;
 mod identity;
@@ -12,6 +13,7 @@ pub mod passed_env;
 mod planned_task;
 mod sandbox_options;
 mod select;
+pub use candidates::PlannedCandidate;
 pub use checks::*;
 pub use identity::*;
 pub use launch::Launch;
@@ -223,7 +225,29 @@ impl Plan {
             let uses_caches = !file.caches.is_empty();
             let launch =
                 Launch::resolve(&profile, codex, tasks.len(), uses_caches, &options.sandbox);
+            let candidates = candidates::resolve(
+                spec.id.as_str(),
+                spec.candidates
+                    .as_deref()
+                    .or(file.defaults.candidates.as_deref()),
+                &candidates::CandidateContext {
+                    agents: &agents,
+                    forced_agent: options.agent.as_deref(),
+                    task_agent: &agent_name,
+                    index: tasks.len(),
+                    uses_caches,
+                    sandbox: &options.sandbox,
+                },
+            )?;
+            // A task with candidates is reported under its first candidate's agent until one
+            // is chosen.
+            let (agent_name, profile, launch) = match candidates.first() {
+                Some(c) => (c.agent_name.clone(), c.profile.clone(), c.launch.clone()),
+                None => (agent_name, profile, launch),
+            };
             tasks.push(PlannedTask {
+                candidates,
+                select: spec.select.or(file.defaults.select).unwrap_or_default(),
                 launch,
                 agent_name,
                 timeout_secs: spec
@@ -295,7 +319,11 @@ impl Plan {
                 spec: spec.clone(),
             });
         }
-        check_programs(&tasks)?;
+        if tasks.iter().any(|t| !t.candidates.is_empty()) {
+            check_programs(&PlannedTask::as_run(&tasks))?;
+        } else {
+            check_programs(&tasks)?;
+        }
         let verifier = match &file.verifier {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,
@@ -304,9 +332,13 @@ impl Plan {
         let claude = claude_command(verifier.as_ref());
         for t in &mut tasks {
             t.claude = claude.clone();
-            if let Some(s) = t.profile.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
-                if s.command.is_none() {
-                    s.command = Some(claude.clone());
+            let profiles = std::iter::once(&mut t.profile)
+                .chain(t.candidates.iter_mut().map(|c| &mut c.profile));
+            for p in profiles {
+                if let Some(s) = p.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
+                    if s.command.is_none() {
+                        s.command = Some(claude.clone());
+                    }
                 }
             }
         }

@@ -330,6 +330,31 @@ fn clean_unfinished(plan: &Plan) -> Result<(), ResumeError> {
         // The run is not running (checked above), so a leftover ref lock is stale.
         crate::git::repo::delete_branch_of_dead_run(repo, &task_branch(&plan.run_id, task.id()))
             .map_err(PlanError::from)?;
+        clean_unfinished_candidates(plan, task)?;
+    }
+    Ok(())
+}
+
+/// Candidates: a task that runs again reruns every candidate, afresh (their workspaces,
+/// scratch folders, overlay layers and branches go).
+fn clean_unfinished_candidates(
+    plan: &Plan,
+    task: &crate::plan::PlannedTask,
+) -> Result<(), ResumeError> {
+    let layout = crate::run_dir::RunDir::new(&plan.run_dir);
+    for k in 1..=task.candidates.len() as u32 {
+        let key = crate::ids::candidate_key(task.id().as_str(), k);
+        let name = worktree::worktree_name(plan.run_id.as_str(), &key);
+        worktree::remove(
+            &plan.repo.common_dir,
+            &name,
+            &layout.worktrees_link().join(&key),
+        )
+        .map_err(PlanError::from)?;
+        let _ = worktree::remove_tree(&layout.scratch_link().join(&key));
+        let branch = crate::ids::candidate_branch(&plan.run_id, task.id(), k);
+        crate::git::repo::delete_branch_of_dead_run(&plan.repo.repo, &branch)
+            .map_err(PlanError::from)?;
     }
     Ok(())
 }

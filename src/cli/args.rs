@@ -232,6 +232,9 @@ pub struct DiffArgs {
     /// Show changed words inside lines: `[-old-]{+new+}`, or coloured spans with colour.
     #[arg(long)]
     pub word_diff: bool,
+    /// Candidates: show candidate K's change (its branch `fanout/<run>/task/<id>/candidate-K`).
+    #[arg(long, value_name = "K")]
+    pub candidate: Option<u32>,
 }
 
 /// The outputs of a run's event stream (run and resume).

@@ -125,7 +125,8 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let plan = branch_plan(&repo.repo, &run, &statuses);
+            let chosen = chosen_candidates(&RunDir::new(&dir).report());
+            let plan = branch_plan(&repo.repo, &run, &statuses, &chosen);
             for (name, keep) in plan {
                 match keep {
                     Some(why) if !a.force => {
@@ -226,6 +227,7 @@ fn branch_plan(
     repo: &Repository,
     run: &str,
     statuses: &BTreeMap<String, String>,
+    chosen: &BTreeMap<String, u32>,
 ) -> Vec<(String, Option<String>)> {
     let prefix = format!("fanout/{run}/");
     let mut own: Vec<(String, Oid)> = Vec::new();
@@ -256,6 +258,13 @@ fn branch_plan(
                 None
             } else if rest == "merged" {
                 Some("the integration branch is merged into no other branch".to_string())
+            } else if let Some((task, k)) = candidate_of(rest) {
+                // Candidates: alternatives the run chose against go; the chosen one stays
+                // while its task's work landed nowhere.
+                let status = statuses.get(task).map(String::as_str).unwrap_or("unknown");
+                (chosen.get(task) == Some(&k) && status != "merged").then(|| {
+                    format!("its commits are on no other branch (the chosen candidate of task {task}, {status})")
+                })
             } else {
                 let task = rest.strip_prefix("task/").unwrap_or(rest);
                 let status = statuses.get(task).map(String::as_str).unwrap_or("unknown");
@@ -269,6 +278,27 @@ fn branch_plan(
             };
             (name, keep)
         })
+        .collect()
+}
+
+// Candidates (best-of-N).
+/// `task/<id>/candidate-<k>` → (id, k).
+fn candidate_of(rest: &str) -> Option<(&str, u32)> {
+    let (task, k) = rest.strip_prefix("task/")?.rsplit_once("/candidate-")?;
+    Some((task, k.parse().ok()?))
+}
+
+/// Each task's chosen candidate, from the run's report (none when it has no report).
+fn chosen_candidates(report: &std::path::Path) -> BTreeMap<String, u32> {
+    let Some(r) = std::fs::read(report)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::report::RunReport>(&b).ok())
+    else {
+        return BTreeMap::new();
+    };
+    r.tasks
+        .iter()
+        .filter_map(|t| Some((t.id.clone(), t.candidate?)))
         .collect()
 }
 

@@ -403,6 +403,7 @@ fn task_section(
         let _ = write!(out, "<p><b>error:</b> {}</p>", esc(e));
     }
     rounds_line(out, r);
+    super::html_candidates::table(out, r);
     let _ = write!(
         out,
         "<p class=\"muted\">agent {} · attempts {} · sandbox {}{}{}</p>",

@@ -3,6 +3,7 @@
 //! `state.json` are written by the runner's own outputs (`runner::events`).
 
 pub mod html;
+pub mod html_candidates;
 pub mod jsonl;
 pub mod junit;
 pub mod progress;

@@ -43,11 +43,35 @@ pub struct PlannedTask {
     pub include: std::sync::Arc<Vec<crate::include::Entry>>,
     /// Globs an integration repair may never change (the task's `protect`, else the defaults').
     pub protect: Vec<String>,
+    /// Candidates: one entry per candidate (empty: the task runs once, without candidates).
+    pub candidates: Vec<super::candidates::PlannedCandidate>,
+    /// Candidates: how the task's commit is chosen among them.
+    pub select: taskfile::SelectMode,
 }
 
 impl PlannedTask {
     pub fn id(&self) -> &TaskId {
         &self.spec.id
+    }
+
+    /// The tasks as they will run, for the checks of their programs: a task with candidates is
+    /// each of its candidates (its own agent may never run).
+    pub(super) fn as_run(tasks: &[PlannedTask]) -> Vec<PlannedTask> {
+        let mut out = Vec::new();
+        for t in tasks {
+            if t.candidates.is_empty() {
+                out.push(t.clone());
+            }
+            for c in &t.candidates {
+                let mut one = t.clone();
+                one.candidates = Vec::new();
+                one.agent_name = c.agent_name.clone();
+                one.profile = c.profile.clone();
+                one.launch = c.launch.clone();
+                out.push(one);
+            }
+        }
+        out
     }
 
     /// The shared setup layer this task's workspace gets (`None`: no setup, or `"once": false`).
@@ -88,6 +112,8 @@ impl PlannedTask {
                 review: None,
                 network: None,
                 protect: None,
+                candidates: None,
+                select: None,
             },
             agent_name: "exec".into(),
             profile: profile.clone(),
@@ -110,6 +136,8 @@ impl PlannedTask {
             network: Default::default(),
             include: Default::default(),
             protect: Vec::new(),
+            candidates: Vec::new(),
+            select: Default::default(),
         }
     }
 }

@@ -223,6 +223,57 @@ pub struct TaskReport {
     /// What the task spent, every attempt and round, its agent and its judges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    // Candidates (best-of-N).
+    /// Every candidate of a task with `candidates`, in order (empty without candidates).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateReport>,
+    /// The candidate whose commit is the task's (1, 2, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<u32>,
+}
+
+// Candidates (best-of-N).
+/// One candidate of a task: its own workspace, branch, agent and gates, and why it was or was
+/// not chosen.
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CandidateReport {
+    /// 1, 2, … (`FANOUT_CANDIDATE` in its agent's environment).
+    pub candidate: u32,
+    pub agent_name: String,
+    /// `fanout/<run>/task/<id>/candidate-<k>`.
+    pub branch: Option<String>,
+    /// `passed`, `stopped` (another candidate passed first), or how it failed (`verify_failed`,
+    /// `failed`, `timed_out`, `no_changes`, `interrupted`).
+    pub status: String,
+    pub commit: Option<String>,
+    pub files: Vec<String>,
+    pub insertions: usize,
+    pub deletions: usize,
+    pub duration_ms: u64,
+    /// How many times its agent was prompted.
+    pub attempts: usize,
+    /// Its last attempt's gates.
+    pub gates: Vec<GateResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its commit is the task's.
+    pub chosen: bool,
+    /// Why it was chosen, or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub patch: Option<String>,
+    pub event_log: Option<String>,
+    pub stderr_log: Option<String>,
+    /// What its agent reported: protocol, thread, tokens (its cost).
+    pub agent: AgentInfo,
+}
+
+impl CandidateReport {
+    /// Changed lines: what `select: "smallest"` compares.
+    pub fn size(&self) -> usize {
+        self.insertions + self.deletions
+    }
 }
 
 /// One round of a task: its first run, or a run again from the integration after a conflict.
@@ -337,6 +388,8 @@ impl TaskReport {
             round_kind: RoundKind::Agent,
             round_cause: None,
             usage: None,
+            candidates: Vec::new(),
+            candidate: None,
         }
     }
 }

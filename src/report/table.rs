@@ -78,7 +78,11 @@ pub fn render(report: &RunReport) -> String {
             )
         })
     });
-    let problems: Vec<String> = problems.into_iter().chain(flaky).collect();
+    let problems: Vec<String> = problems
+        .into_iter()
+        .chain(flaky)
+        .chain(report.tasks.iter().filter_map(chosen_candidate_line))
+        .collect();
     if !problems.is_empty() {
         out.push('\n');
         out.extend(problems);
@@ -117,6 +121,24 @@ pub fn render(report: &RunReport) -> String {
         ));
     }
     out
+}
+
+// Candidates (best-of-N).
+/// `  fix: candidate 3 of 3 chosen: <why>` for a task with candidates that chose one.
+fn chosen_candidate_line(t: &crate::report::TaskReport) -> Option<String> {
+    let k = t.candidate?;
+    let why = t
+        .candidates
+        .iter()
+        .find(|c| c.candidate == k)
+        .and_then(|c| c.reason.as_deref())
+        .unwrap_or("");
+    Some(format!(
+        "  {}: candidate {k} of {} chosen: {}\n",
+        t.id,
+        t.candidates.len(),
+        first_lines(why, 1)
+    ))
 }
 
 fn first_lines(s: &str, n: usize) -> String {

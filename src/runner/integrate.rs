@@ -181,7 +181,7 @@ pub(crate) fn remove_workspace(
         secure_kept(shared, id.as_str());
         return Ok(());
     }
-    remove_workspace_files(shared, id, false)
+    remove_workspace_files(shared, id.as_str(), false)
 }
 
 /// Removes a task's worktree, registration and scratch folder: O(1), whatever the number of
@@ -189,19 +189,19 @@ pub(crate) fn remove_workspace(
 /// round on the same thread; the end of the run removes it).
 pub(crate) fn remove_workspace_files(
     shared: &Shared,
-    id: &TaskId,
+    id: &str,
     keep_thread: bool,
 ) -> Result<(), String> {
-    let name = worktree::worktree_name(shared.run_id.as_str(), id.as_str());
+    let name = worktree::worktree_name(shared.run_id.as_str(), id);
     let layout = crate::run_dir::RunDir::new(&shared.run_dir);
-    let wt = layout.worktrees_link().join(id.as_str());
-    let scratch = layout.scratch_link().join(id.as_str());
+    let wt = layout.worktrees_link().join(id);
+    let scratch = layout.scratch_link().join(id);
     // Parked for the next task when the pool is on (then only the registration goes below),
     // else removed.
     let index = worktree::admin_dir(&shared.common_dir, &name).join("index");
     shared.workspaces.pool.park(&wt, &index);
     worktree::remove(&shared.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
-    super::workspace::remove_layers(&shared.run_dir, id.as_str())?;
+    super::workspace::remove_layers(&shared.run_dir, id)?;
     super::threads::remove_scratch(&scratch, keep_thread)
         .map_err(|e| format!("cannot remove scratch folder {}: {e}", scratch.display()))
 }
@@ -250,7 +250,7 @@ pub(crate) fn cleanup(shared: &Shared, reports: &mut [TaskReport]) {
 /// committed): no uid of the run keeps anything in it (as root it is given back to root), no
 /// setuid or setgid bit and nothing writable by others stays, and only its owner reaches it.
 /// Covers the worktree (or an overlay's upper folder), the scratch folder and the TMPDIR.
-fn secure_kept(shared: &Shared, id: &str) {
+pub(crate) fn secure_kept(shared: &Shared, id: &str) {
     let run_dir = &shared.run_dir;
     let index = shared.tasks.iter().position(|t| t.id().as_str() == id);
     // The task's TMPDIR: `<run>/tmp` links to the run's short temp folder (see taskenv).

@@ -45,6 +45,10 @@ pub(super) fn spawn_spec(
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
+    if let Some(k) = paths.candidate {
+        // Candidates: which candidate of its task the agent is.
+        env.insert("FANOUT_CANDIDATE".into(), k.to_string());
+    }
     env.extend(task_env.env.clone());
     if launch.run_as.is_some() {
         dropped_root_env(&mut env, &paths.scratch);

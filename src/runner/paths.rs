@@ -22,12 +22,40 @@ pub(super) struct Paths {
     /// The overlay's layers when the run uses overlay workspaces (`worktree` is then where
     /// the view is mounted, inside the task's processes only).
     pub(super) overlay: Option<super::workspace::Layers>,
+    /// What names the workspace's files and folders: the task id, or a candidate's key.
+    pub(super) key: String,
+    /// Candidates: which candidate of the task this workspace is (`FANOUT_CANDIDATE`).
+    pub(super) candidate: Option<u32>,
+}
+
+/// Where one attempt at a task runs: the task (or a candidate's version of it), the index its
+/// short TMPDIR and egress sockets are named by, and its workspace's paths.
+pub(super) struct Workplace<'a> {
+    pub task: &'a crate::plan::PlannedTask,
+    pub env_index: usize,
+    pub paths: Paths,
 }
 
 impl Paths {
     pub(super) fn new(shared: &Shared, id: &TaskId) -> Paths {
+        Paths::named(shared, id.as_str(), task_branch(&shared.run_id, id), None)
+    }
+
+    /// Candidate `k` of task `id`: its own files (named by [`crate::ids::candidate_key`]) and its own
+    /// branch `fanout/<run>/task/<id>/candidate-<k>`.
+    pub(super) fn candidate(shared: &Shared, id: &TaskId, k: u32) -> Paths {
+        let branch = crate::ids::candidate_branch(&shared.run_id, id, k);
+        Paths::named(
+            shared,
+            &crate::ids::candidate_key(id.as_str(), k),
+            branch,
+            Some(k),
+        )
+    }
+
+    fn named(shared: &Shared, key: &str, branch: String, candidate: Option<u32>) -> Paths {
         // Real paths: as root workspaces lie outside the run folder, which agents may not reach.
-        let files = crate::run_dir::RunDir::new(&shared.run_dir).task(id.as_str());
+        let files = crate::run_dir::RunDir::new(&shared.run_dir).task(key);
         Paths {
             worktree: files.worktree,
             scratch: files.scratch,
@@ -38,9 +66,11 @@ impl Paths {
             verify_log: files.verify_log,
             setup_log: files.setup_log,
             reset_log: files.reset_log,
-            wt_name: worktree::worktree_name(shared.run_id.as_str(), id.as_str()),
-            branch: task_branch(&shared.run_id, id),
+            wt_name: worktree::worktree_name(shared.run_id.as_str(), key),
+            branch,
             overlay: None,
+            key: key.to_string(),
+            candidate,
         }
     }
 

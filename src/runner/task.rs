@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::outcome::{stop, DepResult, Rerun, Stop};
-use super::paths::Paths;
+use super::paths::{Paths, Workplace};
 use super::shared::{Pending, Shared};
 use super::steps::*;
 use super::task_workspace;
@@ -114,17 +114,53 @@ async fn pipeline(
     enter(shared, id, TaskPhase::WaitingForDependencies);
     let dep_commits = wait_for_dependencies(shared, deps).await?;
     enter(shared, id, TaskPhase::Queued);
+    if !task.candidates.is_empty() {
+        // Candidates: each takes a job slot of its own.
+        let start = super::candidates::Start {
+            index,
+            dep_commits,
+            rerun,
+            jobs,
+            attempt: |shared, at, deps, rerun, report| {
+                Box::pin(in_workspace(shared, at, deps, rerun, report))
+            },
+        };
+        return super::candidates::run(shared, start, report, slot).await;
+    }
     let _permit = take_slot(shared, jobs, slot).await?;
+    let paths = Paths::new(shared, id);
+    let at = Workplace {
+        task,
+        env_index: index,
+        paths,
+    };
+    in_workspace(shared, at, dep_commits, rerun.as_ref(), report).await
+}
+
+/// The phases from the workspace on: workspace, setup, the agent's turns with their gates,
+/// and the end (ready, no changes, or ended early).
+pub(super) async fn in_workspace(
+    shared: &Arc<Shared>,
+    at: Workplace<'_>,
+    dep_commits: Vec<git2::Oid>,
+    rerun: Option<&Rerun>,
+    report: &mut TaskReport,
+) -> Result<(Pending, Option<git2::Oid>), Stop> {
+    let Workplace {
+        task,
+        env_index,
+        mut paths,
+    } = at;
+    let id = task.id();
     enter(shared, id, TaskPhase::Workspace);
-    let mut paths = Paths::new(shared, id);
     let events = open_records(&paths, task, report)?;
-    let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun.as_ref()).await?;
+    let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun).await?;
     workspace_ready(shared, task, &paths, &events, report, made.start);
     enter(shared, id, TaskPhase::Setup);
-    let mut spawn = task_workspace::environment(shared, task, index, &paths).await?;
+    let mut spawn = task_workspace::environment(shared, task, env_index, &paths).await?;
     let start = made.start;
     task_workspace::setup(shared, task, &mut paths, &mut spawn, made).await?;
-    if let Some(r) = rerun.as_ref().and_then(|r| r.resolve.clone()) {
+    if let Some(r) = rerun.and_then(|r| r.resolve.clone()) {
         place_resolution(shared, task, &paths, r).await?;
     }
     let mut run = TaskRun {
@@ -137,7 +173,7 @@ async fn pipeline(
         report,
         collect_failed: false,
         view: JudgeView::default(),
-        round: rerun.clone(),
+        round: rerun.cloned(),
         meter: Default::default(),
         turn_usage: None,
         session_started: tokio::time::Instant::now(),
@@ -145,7 +181,7 @@ async fn pipeline(
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
     let mut session = run.start_session().await?;
-    let result = run.turns(&mut session, rerun.as_ref(), deadline).await;
+    let result = run.turns(&mut session, rerun, deadline).await;
     let over_budget = matches!(&result, Err(s) if s.status == TaskStatus::BudgetExceeded);
     run.end_session(session, over_budget).await;
     run.finish(result).await
@@ -766,6 +802,13 @@ impl TaskRun<'_> {
     ) -> Result<(Pending, Option<git2::Oid>), Stop> {
         let id = self.id().to_string();
         match result {
+            Ok(Some(commit)) if self.paths.candidate.is_some() => {
+                // Candidates: the task's commit is announced once one is chosen.
+                self.report.commit = Some(commit.to_string());
+                self.events
+                    .record("verified", json!({"commit": commit.to_string()}));
+                Ok((Pending::Ready(commit), Some(commit)))
+            }
             Ok(Some(commit)) => {
                 self.report.commit = Some(commit.to_string());
                 self.events

@@ -32,7 +32,7 @@ pub(super) async fn make(
     dep_commits: Vec<git2::Oid>,
     rerun: Option<&Rerun>,
 ) -> Result<Made, Stop> {
-    let (shared2, id) = (shared.clone(), task.id().to_string());
+    let (shared2, id, key) = (shared.clone(), task.id().to_string(), paths.key.clone());
     let (wt, name, branch, scratch) = (
         paths.worktree.clone(),
         paths.wt_name.clone(),
@@ -68,7 +68,7 @@ pub(super) async fn make(
                 &repo,
                 (&branch, start),
                 &wt,
-                &id,
+                &key,
                 super::identity::task_user(s, &id),
             )?)
         } else {

@@ -75,6 +75,52 @@ impl WorkspaceChoice {
     }
 }
 
+// Candidates (best-of-N): `candidates` and `select`.
+
+/// One candidate of a task (`candidates`): a separate attempt in its own workspace, with its
+/// own agent profile (`None`: the task's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CandidateSpec {
+    pub agent: Option<String>,
+}
+
+/// Most candidates a task may run.
+pub const MAX_CANDIDATES: u32 = 20;
+
+/// How the task's commit is chosen among its passing candidates (`select`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMode {
+    /// Claude Code reads the passing candidates' diffs and names the best, with a reason.
+    Review,
+    /// The fewest changed lines (insertions + deletions); ties go to the lower number.
+    #[default]
+    Smallest,
+    /// The first candidate whose gates pass; the others are stopped.
+    First,
+}
+
+impl SelectMode {
+    pub const NAMES: [&'static str; 3] = ["review", "smallest", "first"];
+
+    pub fn parse(s: &str) -> Option<SelectMode> {
+        match s {
+            "review" => Some(SelectMode::Review),
+            "smallest" => Some(SelectMode::Smallest),
+            "first" => Some(SelectMode::First),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelectMode::Review => "review",
+            SelectMode::Smallest => "smallest",
+            SelectMode::First => "first",
+        }
+    }
+}
+
 /// What a task does when it conflicts with what was merged before it (`--on-conflict`,
 /// `defaults.on_conflict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -241,6 +287,10 @@ pub struct Defaults {
     pub network: Option<super::network::NetworkSpec>,
     /// Integration repair (issue 21): globs a repair round may never change.
     pub protect: Option<Vec<String>>,
+    /// Candidates: the attempts every task runs side by side (`None`: one, no candidates).
+    pub candidates: Option<Vec<CandidateSpec>>,
+    /// Candidates: how the task's commit is chosen among them.
+    pub select: Option<SelectMode>,
 }
 
 /// The optional `review` gate: Claude Code reads the task's diff and approves or rejects it.
@@ -279,6 +329,10 @@ pub struct TaskSpec {
     pub network: Option<super::network::NetworkSpec>,
     /// Integration repair (issue 21): globs a repair round may never change.
     pub protect: Option<Vec<String>>,
+    /// Candidates: the attempts the task runs side by side (`None`: `defaults`' or one).
+    pub candidates: Option<Vec<CandidateSpec>>,
+    /// Candidates: how the task's commit is chosen among them.
+    pub select: Option<SelectMode>,
 }
 
 /// A named cache shared by the tasks of every run (`caches`): a fanout-owned folder that the

@@ -72,6 +72,10 @@ pub enum Kind {
     Pricing,
     /// `budget`: what a task and the run may spend.
     Budget,
+    /// `candidates`: a count, or a list of `{agent}` profiles.
+    Candidates,
+    /// `select`: how a candidate is chosen.
+    Select,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -259,6 +263,16 @@ macro_rules! with_shared_fields {
                 "protect",
                 Kind::Strings,
                 "Globs of paths an integration repair round may never change (the tests and the verify configuration that judge it); a repair touching one fails its gates. A task's list replaces the defaults'.",
+            ),
+            field(
+                "candidates",
+                Kind::Candidates,
+                "Best-of-N: N candidates (1-20), or a list of profiles ([{\"agent\": \"codex-high\"}, {\"agent\": \"codex-mini\"}]); each runs in its own workspace on the branch `fanout/<run>/task/<id>/candidate-<k>` (FANOUT_CANDIDATE=k in its environment), every gate runs on each, and `select` picks the task's commit.",
+            ),
+            field(
+                "select",
+                Kind::Select,
+                "How the task's commit is chosen among its passing candidates: `smallest` (default: fewest changed lines), `first` (the first to pass; the others are stopped) or `review` (Claude Code reads the passing diffs and names the best, with a reason).",
             ),
             $($after,)*
         ]
@@ -586,6 +600,15 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "string", "pattern": "^(fail|(retry|resolve)(=([1-9][0-9]?|100))?)$"})
         }
         Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
+        Kind::Candidates => json!({"oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": super::model::MAX_CANDIDATES},
+            {"type": "array", "minItems": 1, "maxItems": super::model::MAX_CANDIDATES, "items": {
+                "type": "object",
+                "properties": {"agent": {"type": "string", "description": "The candidate's agent profile (default: the task's)."}},
+                "additionalProperties": false
+            }}
+        ]}),
+        Kind::Select => json!({"enum": super::model::SelectMode::NAMES}),
         Kind::Network => {
             let hosts =
                 json!({"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}});
@@ -743,6 +766,8 @@ mod tests {
             }
             Kind::Pricing => json!({"gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10}}),
             Kind::Budget => json!({"task": {"tokens": 1000, "seconds": 60}, "run": {"usd": 5}}),
+            Kind::Candidates => json!([{"agent": "e"}, {}]),
+            Kind::Select => json!("first"),
         }
     }
 
@@ -755,7 +780,8 @@ mod tests {
             | Kind::TaskIdTemplate
             | Kind::Protocol
             | Kind::OnConflict
-            | Kind::Workspace => json!(7),
+            | Kind::Workspace
+            | Kind::Select => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }

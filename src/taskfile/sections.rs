@@ -127,6 +127,8 @@ impl Validator {
                 );
             }
         }
+        let defaults_candidates = file.defaults.candidates.clone();
+        self.candidate_agents(defaults_candidates.as_deref(), "$.defaults");
         let tasks_path = if value.is_array() { "$" } else { "$.tasks" };
         let Value::Array(items) = tasks_value else {
             self.problem(
@@ -351,6 +353,8 @@ impl Validator {
             setup_once,
             network: self.network(obj, path),
             protect: self.globs(obj, "protect", path),
+            candidates: self.candidates(obj, path),
+            select: self.select(obj, path),
         }
     }
 
@@ -482,5 +486,75 @@ impl Validator {
             prompt,
             timeout_secs,
         })
+    }
+
+    /// Candidates: `candidates`, a count or a list of `{agent}` objects (agent names are
+    /// checked against the profiles by [`Validator::candidate_agents`]).
+    pub(super) fn candidates(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+    ) -> Option<Vec<CandidateSpec>> {
+        let value = obj.get("candidates")?;
+        let loc = format!("{path}.candidates");
+        let must = format!("must be a whole number from 1 to {MAX_CANDIDATES} or a list of 1 to {MAX_CANDIDATES} {{\"agent\": NAME}} objects");
+        match value {
+            Value::Number(n) => match n
+                .as_u64()
+                .filter(|x| (1..=MAX_CANDIDATES as u64).contains(x))
+            {
+                Some(x) => Some(vec![CandidateSpec { agent: None }; x as usize]),
+                None => {
+                    self.problem(&loc, must);
+                    None
+                }
+            },
+            Value::Array(items) if !items.is_empty() && items.len() <= MAX_CANDIDATES as usize => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{loc}[{i}]");
+                    let Some(o) = self.object(item, &at) else {
+                        continue;
+                    };
+                    self.known_fields(o, &at, &["agent"]);
+                    out.push(CandidateSpec {
+                        agent: self.string(o, "agent", &at),
+                    });
+                }
+                (out.len() == items.len()).then_some(out)
+            }
+            _ => {
+                self.problem(&loc, must);
+                None
+            }
+        }
+    }
+
+    /// Candidates: `select`.
+    pub(super) fn select(&mut self, obj: &Map<String, Value>, path: &str) -> Option<SelectMode> {
+        let s = self.string(obj, "select", path)?;
+        let m = SelectMode::parse(&s);
+        if m.is_none() {
+            self.problem(
+                &format!("{path}.select"),
+                format!("must be one of review, smallest, first (got {s:?})"),
+            );
+        }
+        m
+    }
+
+    /// Candidates: every candidate's agent names a known profile.
+    pub(super) fn candidate_agents(&mut self, candidates: Option<&[CandidateSpec]>, path: &str) {
+        for (i, c) in candidates.unwrap_or_default().iter().enumerate() {
+            if let Some(a) = &c.agent {
+                if !self.known_agents.contains(a) {
+                    let known = self.agent_list();
+                    self.problem(
+                        &format!("{path}.candidates[{i}].agent"),
+                        format!("unknown agent {a:?}; known agents: {known}"),
+                    );
+                }
+            }
+        }
     }
 }

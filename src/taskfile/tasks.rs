@@ -101,6 +101,9 @@ impl Validator {
         let group = self.group(obj, path, template);
         let network = self.network(obj, path);
         let protect = self.globs(obj, "protect", path);
+        let candidates = self.candidates(obj, path);
+        self.candidate_agents(candidates.as_deref(), path);
+        let select = self.select(obj, path);
         let mut depends_on = Vec::new();
         for (i, d) in self
             .strings(obj, "depends_on", path)
@@ -143,6 +146,8 @@ impl Validator {
             review,
             network,
             protect,
+            candidates,
+            select,
         })
     }
 

@@ -150,3 +150,49 @@ fn only_task_shaped_json_is_a_task_file() {
     let err = load(&path).unwrap_err().to_string();
     assert_eq!(err, format!("{} is not a fanout task file", path.display()));
 }
+
+#[test]
+fn candidates_take_a_count_or_profiles_and_select_a_mode() {
+    let f = parse(
+        r#"{"defaults":{"candidates":3,"select":"first"},
+            "agents":{"hi":{"protocol":"exec","command":"true"},"lo":{"protocol":"exec","command":"true"}},
+            "tasks":[{"id":"a","prompt":"x"},
+                     {"id":"b","prompt":"y","candidates":[{"agent":"hi"},{"agent":"lo"},{}],"select":"review"}]}"#,
+    )
+    .expect("valid");
+    assert_eq!(f.defaults.candidates.as_ref().map(Vec::len), Some(3));
+    assert_eq!(f.defaults.select, Some(SelectMode::First));
+    let b = &f.tasks[1];
+    assert_eq!(
+        b.candidates
+            .as_deref()
+            .map(|c| c.iter().map(|c| c.agent.as_deref()).collect::<Vec<_>>()),
+        Some(vec![Some("hi"), Some("lo"), None])
+    );
+    assert_eq!(b.select, Some(SelectMode::Review));
+}
+
+#[test]
+fn bad_candidates_and_select_are_problems_with_their_path() {
+    let p = problems(
+        r#"{"defaults":{"candidates":[{"agent":"ghost"}]},
+            "tasks":[{"id":"a","prompt":"x","candidates":0},
+                     {"id":"b","prompt":"x","candidates":21},
+                     {"id":"c","prompt":"x","candidates":[]},
+                     {"id":"d","prompt":"x","candidates":[{"agnet":"x"}]},
+                     {"id":"e","prompt":"x","candidates":[{"agent":"nope"}]},
+                     {"id":"f","prompt":"x","select":"best"}]}"#,
+    );
+    let joined = p.join("\n");
+    for want in [
+        "$.defaults.candidates[0].agent: unknown agent \"ghost\"",
+        "$.tasks[0].candidates: must be a whole number from 1 to 20",
+        "$.tasks[1].candidates: must be",
+        "$.tasks[2].candidates: must be",
+        "$.tasks[3].candidates[0]",
+        "$.tasks[4].candidates[0].agent: unknown agent \"nope\"",
+        "$.tasks[5].select: must be one of review, smallest, first",
+    ] {
+        assert!(joined.contains(want), "{want} not in:\n{joined}");
+    }
+}

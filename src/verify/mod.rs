@@ -15,4 +15,5 @@ pub mod readback;
 pub mod rerun;
 pub mod review;
 pub mod scope;
+pub mod select_review;
 pub mod summary;

@@ -8,6 +8,7 @@ pub mod anthropic_server;
 
 mod budget;
 mod caches;
+mod candidates;
 mod claude_code;
 mod codex;
 mod doctor;
