@@ -11,6 +11,7 @@ mod claude_code;
 mod codex;
 mod doctor;
 mod egress;
+mod egress_hostile;
 mod escape;
 mod examples;
 mod exhaustion;

@@ -1,0 +1,223 @@
+//! Hostile tasks under `--net isolated` against a "remote" host: a second network namespace the
+//! test makes (`ip netns add`, a veth pair), listening on TCP 443, TCP 53 and UDP 53, which the
+//! test itself reaches from the host. The agent, `setup` and the verify command each try it
+//! directly (TCP, UDP, DNS), the host's end of the veth pair, and `CONNECT` through the egress
+//! proxy: nothing arrives, the proxy answers 403 and reports the refusals — as root and as an
+//! ordinary user, in both kinds of workspace. The namespace and its listener are removed
+//! whatever happens.
+
+use crate::support::{git_text, stderr, task, Runner, TestRepo};
+use serde_json::json;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The listener the remote host runs: one line per arrival in the log (`tcp 443 <from>`).
+const REMOTE_LISTENER: &str = r#"
+import socket, sys, threading
+log = open(sys.argv[1], "a", buffering=1)
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        c, a = s.accept(); log.write("tcp %d %s\n" % (port, a[0])); c.close()
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    while True:
+        d, a = s.recvfrom(2048); log.write("udp %d %s\n" % (port, a[0]))
+for f, p in ((tcp, 443), (tcp, 53), (udp, 53)):
+    threading.Thread(target=f, args=(p,), daemon=True).start()
+threading.Event().wait()
+"#;
+
+/// A second network namespace with a host in it, joined to the host's by a veth pair.
+struct Remote {
+    name: String,
+    /// The host's end of the pair and the remote's address.
+    host_ip: String,
+    ip: String,
+    listener: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Remote {
+    /// Makes the namespace, the pair and the listener, and waits until the host reaches it.
+    fn create() -> Remote {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 60;
+        let pid = std::process::id();
+        let subnet = format!("10.77.{}", pid % 250);
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut remote = Remote {
+            name: format!("fo-remote-{pid}-{n}"),
+            host_ip: format!("{subnet}.{}", n * 4 + 1),
+            ip: format!("{subnet}.{}", n * 4 + 2),
+            listener: None,
+            log: dir.path().join("arrivals.log"),
+            _dir: dir,
+        };
+        let (vh, vr) = (
+            format!("foh{}x{n}", pid % 100000),
+            format!("for{}x{n}", pid % 100000),
+        );
+        let ns = remote.name.clone();
+        let host_cidr = format!("{}/30", remote.host_ip);
+        let remote_cidr = format!("{}/30", remote.ip);
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", &ns],
+            vec!["link", "add", &vh, "type", "veth", "peer", "name", &vr],
+            vec!["link", "set", &vr, "netns", &ns],
+            vec!["addr", "add", &host_cidr, "dev", &vh],
+            vec!["link", "set", &vh, "up"],
+            vec!["-n", &ns, "addr", "add", &remote_cidr, "dev", &vr],
+            vec!["-n", &ns, "link", "set", &vr, "up"],
+            vec!["-n", &ns, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            if let Err(e) = ip(&step) {
+                // Dropping `remote` removes what was made so far.
+                panic!("cannot make the remote host: {e}");
+            }
+        }
+        std::fs::write(&remote.log, "").expect("log");
+        remote.listener = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "python3", "-c", REMOTE_LISTENER])
+                .arg(&remote.log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("the remote listener starts"),
+        );
+        // The control: the test itself reaches the remote on TCP 443 and UDP 53.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr: std::net::SocketAddr = format!("{}:443", remote.ip).parse().expect("addr");
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+            assert!(Instant::now() < deadline, "the remote host never listened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        while !remote.arrivals().iter().any(|l| l.starts_with("udp 53")) {
+            let _ = udp.send_to(b"control", format!("{}:53", remote.ip));
+            assert!(Instant::now() < deadline, "the remote never got UDP");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        remote
+    }
+
+    fn arrivals(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.listener.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Removing the namespace removes the remote's end of the pair, and with it the host's.
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A bash script that tries every way to the remote and to the host's end of the pair, one
+/// line per try: `<what> reached|refused`, `connect <dest> <status line>`.
+fn probe_script(remote: &Remote, host_port: u16) -> String {
+    let (r, h) = (&remote.ip, &remote.host_ip);
+    format!(
+        r#"try_tcp() {{ if timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then echo "tcp $1 $2 reached"; else echo "tcp $1 $2 refused"; fi; }}
+try_udp() {{ if timeout 5 bash -c "echo hostile >/dev/udp/$1/$2" 2>/dev/null; then echo "udp $1 $2 sent"; else echo "udp $1 $2 refused"; fi; }}
+connect() {{
+  exec 3<>/dev/tcp/127.0.0.1/3128 || {{ echo "connect $1 no-proxy"; return; }}
+  printf 'CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' "$1" "$1" >&3
+  IFS= read -r line <&3; exec 3>&-; echo "connect $1 ${{line%$'\r'}}"
+}}
+try_tcp {r} 443; try_tcp {r} 53; try_udp {r} 53; try_tcp {h} {host_port}
+if timeout 5 getent hosts remote.test >/dev/null 2>&1; then echo "dns reached"; else echo "dns refused"; fi
+connect {r}:443; connect {r}:53
+"#
+    )
+}
+
+/// Every phase probes; `setup` and verify fail when anything got through.
+fn hostile_tasks(probe: &str) -> serde_json::Value {
+    let checked = format!("{{ {probe} }} > \"$TMPDIR/probe.txt\"; ! grep -qvE '(refused|403 Forbidden)$' \"$TMPDIR/probe.txt\"");
+    json!({
+        "version": 1,
+        "agents": {"bash": {"protocol": "exec", "command": "bash",
+                            "args": ["-c", "eval \"$FANOUT_PROMPT\""],
+                            "connect_ports": [443, 53]}},
+        "defaults": {"agent": "bash", "timeout_secs": 120, "max_attempts": 1},
+        "tasks": [{"id": "remote", "prompt": format!("{{ {probe} }} > net.txt"),
+                   "setup": ["bash", "-c", checked.clone()],
+                   "verify": ["bash", "-c", checked]}]
+    })
+}
+
+fn nothing_reaches_the_remote(runner: Runner) {
+    if !crate::support::is_root() {
+        eprintln!("skipped: making a second network namespace needs root");
+        return;
+    }
+    let remote = Remote::create();
+    let before = remote.arrivals().len();
+    let host_side = TcpListener::bind((remote.host_ip.as_str(), 0)).expect("bind the host's end");
+    host_side.set_nonblocking(true).expect("nonblocking");
+    let host_port = host_side.local_addr().expect("addr").port();
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&hostile_tasks(&probe_script(&remote, host_port)));
+    let (out, report) = repo.run(&file, &["--net", "isolated", "--no-readback"]);
+    let err = stderr(&out);
+    let t = task(&report, "remote");
+    assert_eq!(t["status"], "merged", "{t:#}\n{err}");
+    assert_eq!(t["network"], "namespace", "{t:#}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let lines: Vec<String> = git_text(&repo.path, &["show", &format!("{branch}:net.txt")])
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    for l in &lines {
+        assert!(
+            l.ends_with("refused") || l.ends_with("403 Forbidden"),
+            "{l}: {lines:?}"
+        );
+    }
+    assert!(
+        lines.contains(&format!("connect {}:443 HTTP/1.1 403 Forbidden", remote.ip)),
+        "{lines:?}"
+    );
+    assert_eq!(remote.arrivals()[before..], [] as [String; 0]);
+    assert!(host_side.accept().is_err(), "the host's end was reached");
+    for phase in ["agent", "setup", "verify"] {
+        let want = format!("egress refused ({phase}): {}:443", remote.ip);
+        assert!(err.contains(&want), "{want} not on the terminal:\n{err}");
+    }
+}
+crate::every_way!(
+    a_hostile_task_reaches_no_remote_host_in_any_phase,
+    nothing_reaches_the_remote
+);
