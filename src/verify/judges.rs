@@ -54,6 +54,9 @@ const KEPT_ENV: &[&str] = &[
     "LANGUAGE",
     "TZ",
     crate::sandbox::MIN_ABI_ENV,
+    // A test hook of the supervisor (builds with `test-hooks` only): plays a kernel without
+    // network namespaces for judges too.
+    "FANOUT_TEST_NO_NETNS",
 ];
 
 /// A run's judges: their folder and how they are started.

@@ -593,7 +593,7 @@ fn codex_consults_claude_code_through_the_proxy() {
     let tasks = json!({
         "version": 1,
         "agents": {"codex": {"protocol": "auto", "command": "codex",
-                             "mcp_servers": {"claude-code": {}}}},
+                             "mcp_servers": {"claude-code": {"command": claude_bin().display().to_string()}}}},
         "defaults": {"timeout_secs": 240, "max_attempts": 1},
         "tasks": [{"id": "ask", "prompt": "Ask Claude Code for the secret word."}],
     });
