@@ -221,3 +221,168 @@ crate::every_way!(
     a_hostile_task_reaches_no_remote_host_in_any_phase,
     nothing_reaches_the_remote
 );
+
+/// The control: without a namespace (`FANOUT_TEST_NO_NETNS=1` plays a kernel without one) the
+/// same agent reaches the remote host on the ports Landlock lets pass — what the test above
+/// proves the namespace stops, so its silence means something.
+fn without_a_namespace_the_remote_is_reached(runner: Runner) {
+    if !crate::support::is_root() {
+        eprintln!("skipped: making a second network namespace needs root");
+        return;
+    }
+    let remote = Remote::create();
+    let before = remote.arrivals().len();
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let mut tasks = hostile_tasks(&probe_script(&remote, 9));
+    tasks["tasks"][0]["setup"] = json!("true");
+    tasks["tasks"][0]["verify"] = json!("true");
+    let file = repo.write_tasks(&tasks);
+    let (out, report) = crate::support::with_env("FANOUT_TEST_NO_NETNS", "1", || {
+        repo.run(&file, &["--net", "isolated", "--no-readback"])
+    });
+    let t = task(&report, "remote");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "landlock-ports", "{t:#}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let lines = git_text(&repo.path, &["show", &format!("{branch}:net.txt")]);
+    assert!(
+        lines.contains(&format!("tcp {} 443 reached", remote.ip)),
+        "{lines}"
+    );
+    let arrived = remote.arrivals()[before..].to_vec();
+    assert!(arrived.iter().any(|l| l.starts_with("tcp 443")), "{arrived:?}");
+}
+crate::both_ways!(
+    without_a_namespace_the_remote_host_is_reached,
+    without_a_namespace_the_remote_is_reached
+);
+
+/// Real keys of the run below: fanout's environment holds them, nothing of a task may.
+const REAL_OPENAI_KEY: &str = "sk-openai-real-key-of-the-run-4242";
+const REAL_ANTHROPIC_KEY: &str = "sk-ant-real-key-of-the-run-4242";
+
+/// A spy task running beside a real Codex task (its `claude-code` MCP server started) in the
+/// same run: it waits until it sees both processes, then reads every `/proc/<pid>/environ` of
+/// theirs it can, and its own environment. It writes `<pid> codex|claude refused|clean|LEAK`.
+const SPY: &str = r#"
+# Which agent a process is, from its argv (readable by anyone): codex, claude or nothing.
+who() {
+  local argv=(); mapfile -d '' -t argv < "$1/cmdline" 2>/dev/null || return
+  case "${argv[0]##*/}" in
+    claude|claude.exe) echo claude ;;
+    codex) echo codex ;;
+    node|node.exe) [[ "${argv[1]##*/}" == codex.js ]] && echo codex ;;
+  esac
+}
+# A process's parent (from its stat, readable by anyone) and whether $2 is among its ancestors.
+parent() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return; s=${s##*) }; set -- $s; echo "$2"; }
+under() { local p=$1; while [ -n "$p" ] && [ "$p" -gt 1 ]; do [ "$p" = "$2" ] && return 0; p=$(parent "$p"); done; return 1; }
+# This run's `fanout run`: the spy's ancestor whose argv[1] is `run` (other runs are not ours).
+run=$$; while [ -n "$run" ] && [ "$run" -gt 1 ]; do
+  mapfile -d '' -t a < "/proc/$run/cmdline"; [ "${a[1]}" = run ] && break; run=$(parent "$run")
+done
+ours() { for d in /proc/[0-9]*; do under "${d#/proc/}" "$run" && echo "$d"; done; }
+# The keys, spelled so that this script (in FANOUT_PROMPT) does not hold them.
+keys=(-e "real-key""-of-the-run" -e "fake-github""-token")
+deadline=$((SECONDS + 90))
+while [ $SECONDS -lt $deadline ]; do
+  seen=$(for d in $(ours); do who "$d"; done | sort -u | tr '\n' ' ')
+  [[ $seen == *claude* && $seen == *codex* ]] && break
+  sleep 0.2
+done
+{
+echo "run $run"
+for d in $(ours); do
+  w=$(who "$d"); [ -n "$w" ] || continue
+  if env=$(tr '\0' '\n' < "$d/environ" 2>/dev/null); then
+    if grep -q "${keys[@]}" <<<"$env"; then echo "${d#/proc/} $w LEAK"; else echo "${d#/proc/} $w clean"; fi
+  else
+    echo "${d#/proc/} $w refused"
+  fi
+done
+if env | grep -q "${keys[@]}"; then echo "self LEAK"; else echo "self clean"; fi
+} > spy.txt
+"#;
+
+fn no_process_of_a_task_holds_a_key(runner: Runner) {
+    use crate::model_server::{self, ModelServer, Reply};
+    let repo = TestRepo::with_files(1).run_by(runner);
+    // Codex keeps its tree alive until the spy is done.
+    let server = ModelServer::start(|req| {
+        if req.after_tool_output() {
+            Reply::Message("done".into())
+        } else {
+            Reply::Command("sleep 12; echo waited > waited.txt".into())
+        }
+    });
+    let anthropic = crate::anthropic_server::AnthropicServer::start(|_| {
+        crate::anthropic_server::Reply::Text("ok".into())
+    });
+    let home = repo.path.parent().expect("tmp").join("codex-home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::write(
+        home.join("config.toml"),
+        model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    let codex = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents/codex-0.169.0/node_modules/.bin/codex");
+    let claude = crate::support::claude_bin();
+    let tasks = json!({
+        "version": 1,
+        "agents": {
+            "codex": {"protocol": "auto", "command": "codex",
+                      "mcp_servers": {"claude-code": {"command": claude.display().to_string()}}},
+            "spy": {"protocol": "exec", "command": "bash", "args": ["-c", "eval \"$FANOUT_PROMPT\""]}
+        },
+        "defaults": {"timeout_secs": 180, "max_attempts": 1},
+        "tasks": [
+            {"id": "codex", "prompt": "Wait.", "agent": "codex"},
+            {"id": "spy", "prompt": SPY, "agent": "spy"}
+        ]
+    });
+    let file = repo.write_tasks(&tasks);
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let env: [(&'static str, &'static str); 6] = [
+        ("FANOUT_CODEX_BIN", leak(codex.display().to_string())),
+        ("CODEX_HOME", leak(home.display().to_string())),
+        ("OPENAI_API_KEY", REAL_OPENAI_KEY),
+        ("ANTHROPIC_API_KEY", REAL_ANTHROPIC_KEY),
+        ("ANTHROPIC_BASE_URL", leak(anthropic.base_url())),
+        ("GITHUB_TOKEN", "fake-github-token-of-the-ci-job"),
+    ];
+    let run = || {
+        repo.run(
+            &file,
+            &["--net", "isolated", "--no-readback", "--jobs", "2"],
+        )
+    };
+    let (out, report) = env.iter().rev().fold(
+        Box::new(run) as Box<dyn FnOnce() -> (std::process::Output, serde_json::Value)>,
+        |inner, (k, v)| Box::new(move || crate::support::with_env(k, v, inner)),
+    )();
+    let err = stderr(&out);
+    for id in ["codex", "spy"] {
+        let t = task(&report, id);
+        assert_eq!(t["status"], "merged", "{t:#}\n{err}");
+        assert_eq!(t["network"], "namespace", "{t:#}");
+    }
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let spy = git_text(&repo.path, &["show", &format!("{branch}:spy.txt")]);
+    eprintln!("the spy saw:\n{spy}");
+    assert!(spy.contains(" codex "), "the spy never saw Codex:\n{spy}");
+    assert!(spy.contains(" claude "), "the spy never saw Claude Code:\n{spy}");
+    assert!(spy.lines().any(|l| l == "self clean"), "{spy}");
+    assert!(!spy.contains("run \n"), "the spy did not find its run:\n{spy}");
+    assert!(!spy.contains("LEAK"), "{spy}");
+    for r in server.requests() {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {REAL_OPENAI_KEY}").as_str())
+        );
+    }
+}
+crate::both_ways!(
+    a_spy_task_finds_no_key_in_codex_or_claude_code,
+    no_process_of_a_task_holds_a_key
+);
