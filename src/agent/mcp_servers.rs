@@ -244,7 +244,10 @@ pub fn behind_proxy(setup: &mut McpSetup) {
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let Some(env) = env.as_table_mut() {
         env.remove("ANTHROPIC_AUTH_TOKEN");
-        env.insert("ANTHROPIC_BASE_URL".into(), crate::egress::anthropic_url().into());
+        env.insert(
+            "ANTHROPIC_BASE_URL".into(),
+            crate::egress::anthropic_url().into(),
+        );
         env.insert(
             "ANTHROPIC_API_KEY".into(),
             crate::egress::ANTHROPIC_KEY_PLACEHOLDER.into(),

@@ -15,7 +15,10 @@ pub const ANTHROPIC_KEY_PLACEHOLDER: &str = "fanout-placeholder";
 
 /// The base URL a sandboxed Claude Code is given.
 pub fn anthropic_url() -> String {
-    format!("http://127.0.0.1:{}{ANTHROPIC_PREFIX}", super::FORWARDER_PORT)
+    format!(
+        "http://127.0.0.1:{}{ANTHROPIC_PREFIX}",
+        super::FORWARDER_PORT
+    )
 }
 
 /// Where the Anthropic route goes, and the credential fanout adds.
@@ -109,7 +112,10 @@ mod tests {
         let r = AnthropicRoute::to("http://h:80/base/", None, Some("tok".into())).expect("route");
         let head = "POST http://127.0.0.1:3128/anthropic/v1/messages HTTP/1.1\r\nAuthorization: Bearer fanout-placeholder\r\nx-api-key: fanout-placeholder";
         let up = r.rewrite(head).expect("under the route");
-        assert!(up.starts_with("POST /base/v1/messages HTTP/1.1\r\n"), "{up}");
+        assert!(
+            up.starts_with("POST /base/v1/messages HTTP/1.1\r\n"),
+            "{up}"
+        );
         assert!(up.contains("Authorization: Bearer tok\r\n"), "{up}");
         assert!(!up.contains("placeholder"), "{up}");
         let env = |n: &str| (n == "ANTHROPIC_API_KEY").then(|| "k".to_string());

@@ -16,7 +16,8 @@ pub use connect::{serve, serve_routes, serve_with, Refusal};
 pub use model::ModelRoute;
 // Claude Code's Messages API route (issue 19).
 pub use anthropic::{
-    anthropic_url, AnthropicRoute, ANTHROPIC_DEFAULT_URL, ANTHROPIC_KEY_PLACEHOLDER, ANTHROPIC_PREFIX,
+    anthropic_url, AnthropicRoute, ANTHROPIC_DEFAULT_URL, ANTHROPIC_KEY_PLACEHOLDER,
+    ANTHROPIC_PREFIX,
 };
 
 /// The port the forwarder takes inside each task's namespace (`HTTPS_PROXY` points there).

@@ -171,7 +171,10 @@ impl Judges {
 
     /// Where the network namespace probe writes its status.
     pub(super) fn probe_files(&self) -> (PathBuf, PathBuf) {
-        (self.root.join("netns-probe.log"), self.root.join("netns-probe.json"))
+        (
+            self.root.join("netns-probe.log"),
+            self.root.join("netns-probe.json"),
+        )
     }
 
     /// A name nobody can guess: the judges' uid may be shared (the agents' `nobody`), and it

@@ -523,7 +523,10 @@ fn review_and_readback_when_isolated(namespaces: bool) {
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     let review = status_files(&run, "review");
     let verifier = status_files(&run, "verifier");
-    assert!(!review.is_empty() && !verifier.is_empty(), "{review:?} {verifier:?}");
+    assert!(
+        !review.is_empty() && !verifier.is_empty(),
+        "{review:?} {verifier:?}"
+    );
     if namespaces {
         assert!(seen.leaks.is_empty(), "{:?}", seen.leaks);
         assert!(
@@ -629,9 +632,7 @@ fn codex_consults_claude_code_through_the_proxy() {
         );
     }
     let branch = run.report["integration_branch"].as_str().expect("branch");
-    let show = |f: &str| {
-        crate::support::git_text(&repo.path, &["show", &format!("{branch}:{f}")])
-    };
+    let show = |f: &str| crate::support::git_text(&repo.path, &["show", &format!("{branch}:{f}")]);
     let environ = show("environ.txt");
     for want in [
         "ANTHROPIC_API_KEY=fanout-placeholder",
@@ -641,7 +642,11 @@ fn codex_consults_claude_code_through_the_proxy() {
         assert!(environ.lines().any(|l| l == want), "{want}:\n{environ}");
     }
     assert!(!environ.contains("real-key"), "{environ}");
-    assert_eq!(show("leaks.txt"), "", "a process of the task holds a real key");
+    assert_eq!(
+        show("leaks.txt"),
+        "",
+        "a process of the task holds a real key"
+    );
     assert!(
         repo.live_processes().is_empty(),
         "{:?}",

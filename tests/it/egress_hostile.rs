@@ -250,7 +250,10 @@ fn without_a_namespace_the_remote_is_reached(runner: Runner) {
         "{lines}"
     );
     let arrived = remote.arrivals()[before..].to_vec();
-    assert!(arrived.iter().any(|l| l.starts_with("tcp 443")), "{arrived:?}");
+    assert!(
+        arrived.iter().any(|l| l.starts_with("tcp 443")),
+        "{arrived:?}"
+    );
 }
 crate::both_ways!(
     without_a_namespace_the_remote_host_is_reached,
@@ -371,9 +374,15 @@ fn no_process_of_a_task_holds_a_key(runner: Runner) {
     let spy = git_text(&repo.path, &["show", &format!("{branch}:spy.txt")]);
     eprintln!("the spy saw:\n{spy}");
     assert!(spy.contains(" codex "), "the spy never saw Codex:\n{spy}");
-    assert!(spy.contains(" claude "), "the spy never saw Claude Code:\n{spy}");
+    assert!(
+        spy.contains(" claude "),
+        "the spy never saw Claude Code:\n{spy}"
+    );
     assert!(spy.lines().any(|l| l == "self clean"), "{spy}");
-    assert!(!spy.contains("run \n"), "the spy did not find its run:\n{spy}");
+    assert!(
+        !spy.contains("run \n"),
+        "the spy did not find its run:\n{spy}"
+    );
     assert!(!spy.contains("LEAK"), "{spy}");
     for r in server.requests() {
         assert_eq!(
