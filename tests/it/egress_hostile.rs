@@ -310,12 +310,15 @@ if env | grep -q "${keys[@]}"; then echo "self LEAK"; else echo "self clean"; fi
 fn no_process_of_a_task_holds_a_key(runner: Runner) {
     use crate::model_server::{self, ModelServer, Reply};
     let repo = TestRepo::with_files(1).run_by(runner);
-    // Codex keeps its tree alive until the spy is done.
-    let server = ModelServer::start(|req| {
+    // The command Codex runs is hostile too: from inside Codex's own sandbox domain it reads
+    // Codex's environment and its private `CODEX_HOME` (`auth.json`), then keeps the tree
+    // alive until the spy is done.
+    let inside = r#"h=$(tr '\0' '\n' < /proc/$PPID/environ | sed -n 's/^CODEX_HOME=//p'); { cat "$h/auth.json" 2>/dev/null || echo no-auth-json; } > auth.txt; tr '\0' '\n' < /proc/$PPID/environ | grep -E '^(OPENAI|ANTHROPIC)_' > codex_env.txt; sleep 12"#;
+    let server = ModelServer::start(move |req| {
         if req.after_tool_output() {
             Reply::Message("done".into())
         } else {
-            Reply::Command("sleep 12; echo waited > waited.txt".into())
+            Reply::Command(inside.into())
         }
     });
     let anthropic = crate::anthropic_server::AnthropicServer::start(|_| {
@@ -326,6 +329,12 @@ fn no_process_of_a_task_holds_a_key(runner: Runner) {
     std::fs::write(
         home.join("config.toml"),
         model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    // The user's login: a key Codex would use, which no task may see.
+    std::fs::write(
+        home.join("auth.json"),
+        format!(r#"{{"OPENAI_API_KEY": "{REAL_OPENAI_KEY}"}}"#),
     )
     .expect("write");
     let codex = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -384,6 +393,14 @@ fn no_process_of_a_task_holds_a_key(runner: Runner) {
         "the spy did not find its run:\n{spy}"
     );
     assert!(!spy.contains("LEAK"), "{spy}");
+    let auth = git_text(&repo.path, &["show", &format!("{branch}:auth.txt")]);
+    assert!(!auth.contains("real-key-of-the-run"), "{auth}");
+    let codex_env = git_text(&repo.path, &["show", &format!("{branch}:codex_env.txt")]);
+    assert!(
+        codex_env.lines().any(|l| l == "OPENAI_API_KEY=fanout-placeholder"),
+        "{codex_env}"
+    );
+    assert!(!codex_env.contains("real-key-of-the-run"), "{codex_env}");
     for r in server.requests() {
         assert_eq!(
             r.authorization.as_deref(),
