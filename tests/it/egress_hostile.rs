@@ -397,7 +397,9 @@ fn no_process_of_a_task_holds_a_key(runner: Runner) {
     assert!(!auth.contains("real-key-of-the-run"), "{auth}");
     let codex_env = git_text(&repo.path, &["show", &format!("{branch}:codex_env.txt")]);
     assert!(
-        codex_env.lines().any(|l| l == "OPENAI_API_KEY=fanout-placeholder"),
+        codex_env
+            .lines()
+            .any(|l| l == "OPENAI_API_KEY=fanout-placeholder"),
         "{codex_env}"
     );
     assert!(!codex_env.contains("real-key-of-the-run"), "{codex_env}");
@@ -412,3 +414,138 @@ crate::both_ways!(
     a_spy_task_finds_no_key_in_codex_or_claude_code,
     no_process_of_a_task_holds_a_key
 );
+
+/// A hostile judge: the program fanout runs as Claude Code for read-back and the review is a
+/// script that first tries every way out — the host's loopback (a listener the test holds, 443
+/// too when it can be bound), the remote host, UDP, DNS, `CONNECT` through the proxy — and
+/// says what it got on its stderr, which fanout keeps in the judges' logs. Read-back has no way
+/// out at all (not even the proxy); the review reaches only the proxy, which refuses the
+/// `CONNECT` (noted in its log), and its environment holds the placeholder key.
+fn judges_reach_nothing(runner: Runner) {
+    if !crate::support::is_root() {
+        eprintln!("skipped: making a second network namespace needs root");
+        return;
+    }
+    let remote = Remote::create();
+    let before = remote.arrivals().len();
+    let mut host = vec![TcpListener::bind("127.0.0.1:0").expect("bind")];
+    host.extend(TcpListener::bind("127.0.0.1:443").ok());
+    for l in &host {
+        l.set_nonblocking(true).expect("nonblocking");
+    }
+    let ports: Vec<String> = host
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port().to_string())
+        .collect();
+    let anthropic = crate::anthropic_server::AnthropicServer::start(|_| {
+        crate::anthropic_server::Reply::Text("APPROVE".into())
+    });
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let bin = tempfile::tempdir().expect("tmp");
+    // Named `claude…`: fanout then runs it for the review too.
+    let judge = bin.path().join("claude-hostile");
+    let r = &remote.ip;
+    std::fs::write(
+        &judge,
+        format!(
+            r#"#!/bin/bash
+try_tcp() {{ if timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then echo "probe: tcp $1 $2 reached"; else echo "probe: tcp $1 $2 refused"; fi; }}
+try_udp() {{ if timeout 5 bash -c "echo hostile >/dev/udp/$1/$2" 2>/dev/null; then echo "probe: udp $1 $2 sent"; else echo "probe: udp $1 $2 refused"; fi; }}
+connect() {{
+  exec 3<>/dev/tcp/127.0.0.1/3128 2>/dev/null || {{ echo "probe: connect $1 refused"; return; }}
+  printf 'CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' "$1" "$1" >&3
+  IFS= read -r line <&3; exec 3>&-; echo "probe: connect $1 ${{line%$'\r'}}"
+}}
+{{
+for p in {ports}; do try_tcp 127.0.0.1 $p; done
+try_tcp {r} 443; try_udp {r} 53
+if timeout 5 getent hosts remote.test >/dev/null 2>&1; then echo "probe: dns reached"; else echo "probe: dns refused"; fi
+connect example.com:443
+echo "probe: key ${{ANTHROPIC_API_KEY:-none}}"
+}} >&2
+exit 1
+"#,
+            ports = ports.join(" ")
+        ),
+    )
+    .expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&judge, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let tasks = json!({
+        "version": 1,
+        "verifier": {"command": judge.display().to_string(), "args": ["mcp", "serve"]},
+        "agents": {"sh": {"protocol": "exec", "command": "sh", "args": ["-c", "echo x > x.txt"]}},
+        "defaults": {"agent": "sh", "max_attempts": 1,
+                     "review": {"prompt": "Approve.", "timeout_secs": 60}},
+        "tasks": [{"id": "judged", "prompt": "write x.txt"}]
+    });
+    let file = repo.write_tasks(&tasks);
+    let base: &'static str = Box::leak(anthropic.base_url().into_boxed_str());
+    let (out, report) = crate::support::with_env("ANTHROPIC_BASE_URL", base, || {
+        crate::support::with_env("ANTHROPIC_API_KEY", "sk-ant-real-key-of-the-run-77", || {
+            repo.run(&file, &["--net", "isolated"])
+        })
+    });
+    let t = task(&report, "judged");
+    // The verifier did not start (it is no MCP server): its stderr is in the report.
+    let readback = t["readback"]["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let review_log =
+        PathBuf::from(t["stderr_log"].as_str().expect("stderr log")).with_extension("review.log");
+    let review = std::fs::read_to_string(&review_log).unwrap_or_default();
+    let ctx = format!(
+        "{t:#}\n{}\nread-back:\n{readback}\nreview:\n{review}",
+        stderr(&out)
+    );
+    for (who, log, proxy) in [
+        (
+            "read-back",
+            &readback,
+            "probe: connect example.com:443 refused",
+        ),
+        (
+            "review",
+            &review,
+            "probe: connect example.com:443 HTTP/1.1 403 Forbidden",
+        ),
+    ] {
+        let probes: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.find("probe: ").map(|i| &l[i..]))
+            .collect();
+        assert!(probes.len() >= 6, "{who} never probed:\n{ctx}");
+        assert!(probes.contains(&proxy), "{who}: {proxy}\n{ctx}");
+        for p in &probes {
+            assert!(
+                p.ends_with("refused")
+                    || p.ends_with("403 Forbidden")
+                    || p.starts_with("probe: key"),
+                "{who}: {p}\n{ctx}"
+            );
+        }
+    }
+    assert!(readback.contains("probe: key none"), "{ctx}");
+    assert!(review.contains("probe: key fanout-placeholder"), "{ctx}");
+    assert!(
+        review.contains("fanout: egress refused (judge): example.com:443"),
+        "{ctx}"
+    );
+    assert_eq!(remote.arrivals()[before..], [] as [String; 0]);
+    for l in &host {
+        assert!(
+            l.accept().is_err(),
+            "the host's loopback was reached:\n{ctx}"
+        );
+    }
+    assert_ne!(
+        t["status"], "merged",
+        "a review that did not happen approved:\n{ctx}"
+    );
+}
+crate::both_ways!(hostile_judges_reach_nothing, judges_reach_nothing);
