@@ -101,7 +101,7 @@ fn claude_env(config_dir: &Path) -> BTreeMap<String, String> {
 }
 
 /// Appends what the question's egress proxy refused to its stderr log.
-fn log_refusals(log: &Path, lines: Vec<String>) {
+fn log_refusals(log: &Path, lines: &[String]) {
     use std::io::Write;
     if lines.is_empty() {
         return;
@@ -117,6 +117,17 @@ fn with_purpose(path: &Path, purpose: &str, ext: &str) -> PathBuf {
 
 /// Asks, and returns the text of Claude Code's result.
 pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
+    ask_noting_refusals(q).await.0
+}
+
+/// [`ask`], and what its egress proxy refused (one line each; also in its stderr log).
+pub async fn ask_noting_refusals(q: Question<'_>) -> (Result<String, AskError>, Vec<String>) {
+    let mut refused = Vec::new();
+    let answer = ask_into(q, &mut refused).await;
+    (answer, refused)
+}
+
+async fn ask_into(q: Question<'_>, refused: &mut Vec<String>) -> Result<String, AskError> {
     let program = crate::which::find_program(q.claude).map_err(|e| AskError::Start {
         program: q.claude.to_string(),
         detail: e.to_string(),
@@ -165,11 +176,14 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
     let status = proc.wait_until(Instant::now() + q.timeout).await;
     let Some(status) = status else {
         proc.terminate(crate::agent::STOP_GRACE).await;
+        refused.extend(net.refusals(q.purpose));
+        log_refusals(&spec.stderr_log, refused);
         return Err(AskError::Timeout(q.timeout.as_secs_f64()));
     };
     // Nothing it started may outlive it.
     proc.terminate(Duration::ZERO).await;
-    log_refusals(&spec.stderr_log, net.refusals());
+    refused.extend(net.refusals(q.purpose));
+    log_refusals(&spec.stderr_log, refused);
     let out = reader.await.unwrap_or_default();
     let text = String::from_utf8_lossy(&out);
     let parsed: Option<serde_json::Value> = text

@@ -46,13 +46,13 @@ impl Drop for Proxy {
 }
 
 impl QuestionNet {
-    /// What the proxy refused so far, one line each.
-    pub fn refusals(&mut self) -> Vec<String> {
+    /// What the proxy refused so far, one line each, `purpose` naming the question.
+    pub fn refusals(&mut self, purpose: &str) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(p) = self.proxy.as_mut() {
             while let Ok(r) = p.refused.try_recv() {
                 out.push(format!(
-                    "fanout: egress refused (judge): {}: {}",
+                    "fanout: egress refused ({purpose}): {}: {}",
                     r.destination, r.reason
                 ));
             }

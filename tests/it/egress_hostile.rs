@@ -533,8 +533,20 @@ exit 1
     assert!(readback.contains("probe: key none"), "{ctx}");
     assert!(review.contains("probe: key fanout-placeholder"), "{ctx}");
     assert!(
-        review.contains("fanout: egress refused (judge): example.com:443"),
+        review.contains("fanout: egress refused (review): example.com:443"),
         "{ctx}"
+    );
+    // And in the report, with the review gate.
+    let gate = t["attempt_history"][0]["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "review"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        gate["stderr"]
+            .as_str()
+            .is_some_and(|s| s.contains("egress refused (review): example.com:443")),
+        "{gate:#}\n{ctx}"
     );
     assert_eq!(remote.arrivals()[before..], [] as [String; 0]);
     for l in &host {
