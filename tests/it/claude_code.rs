@@ -653,3 +653,76 @@ fn codex_consults_claude_code_through_the_proxy() {
         repo.live_processes()
     );
 }
+
+/// The diagnosis under `--net isolated`: `claude -p` in a namespace of its own reaches the
+/// scripted Messages API only through its proxy (the real key added there, the placeholder in
+/// its environment), and Codex, through the task's proxy, gets the diagnosis and fixes the task.
+#[test]
+fn diagnosis_goes_through_the_proxy() {
+    use crate::anthropic_server::Reply as A;
+    let repo = TestRepo::with_files(1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let diagnoser = {
+        let seen = seen.clone();
+        AnthropicServer::start(move |req| {
+            look_at_processes(&seen);
+            if anthropic_text(req).contains("## command gate") {
+                A::Text("ROOT CAUSE: no second.txt.\nFIX: echo two > second.txt".into())
+            } else {
+                A::Text("no verification report in the prompt".into())
+            }
+        })
+    };
+    let server = ModelServer::start(|req| {
+        if req.after_tool_output() {
+            return Reply::Message("done".into());
+        }
+        match req.last_user_text().split("FIX: ").nth(1) {
+            Some(fix) => Reply::Command(fix.lines().next().unwrap_or("").trim().to_string()),
+            None => model_server::run_prompt_command(req),
+        }
+    });
+    let tasks = json!({
+        "version": 1,
+        "verifier": {"command": claude_bin().display().to_string(), "args": ["mcp", "serve"]},
+        "defaults": {"max_attempts": 2, "diagnose": true},
+        "tasks": [{"id": "fix", "prompt": "CMD: echo one > first.txt", "verify": "test -f second.txt"}],
+    });
+    let run = fanout_run_with(
+        &repo,
+        &tasks,
+        server.port(),
+        &[
+            ("ANTHROPIC_BASE_URL", diagnoser.base_url()),
+            ("ANTHROPIC_API_KEY", REAL_ANTHROPIC_KEY.into()),
+            ("OPENAI_API_KEY", REAL_OPENAI_KEY.into()),
+        ],
+        &["--quiet", "--no-readback", "--net", "isolated"],
+    );
+    let t = run.task("fix");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
+    assert_eq!(t["attempts"], 2, "{t:#}");
+    let diagnosis = t["attempt_history"][0]["diagnosis"].as_str().unwrap_or("");
+    assert!(diagnosis.contains("ROOT CAUSE: no second.txt"), "{t:#}");
+    let asked = diagnoser.requests();
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!(r.api_key.as_deref(), Some(REAL_ANTHROPIC_KEY));
+    }
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(seen.leaks.is_empty(), "{:?}", seen.leaks);
+    assert!(
+        seen.claude_env
+            .contains(&"ANTHROPIC_API_KEY=fanout-placeholder".to_string()),
+        "{:?}",
+        seen.claude_env
+    );
+    let statuses = status_files(&run, "diagnose");
+    assert!(
+        !statuses.is_empty()
+            && statuses
+                .iter()
+                .all(|s| s.contains("\"network\": \"namespace\"")),
+        "{statuses:?}"
+    );
+}
