@@ -268,39 +268,56 @@ const REAL_ANTHROPIC_KEY: &str = "sk-ant-real-key-of-the-run-4242";
 /// same run: it waits until it sees both processes, then reads every `/proc/<pid>/environ` of
 /// theirs it can, and its own environment. It writes `<pid> codex|claude refused|clean|LEAK`.
 const SPY: &str = r#"
-# Which agent a process is, from its argv (readable by anyone): codex, claude or nothing.
-who() {
-  local argv=(); mapfile -d '' -t argv < "$1/cmdline" 2>/dev/null || return
-  case "${argv[0]##*/}" in
-    claude|claude.exe) echo claude ;;
-    codex) echo codex ;;
-    node|node.exe) [[ "${argv[1]##*/}" == codex.js ]] && echo codex ;;
-  esac
+# Every process's parent (from its stat) and which are Codex or Claude Code (from its argv):
+# readable by anyone. Builtins only, so a scan is quick on a busy machine.
+snapshot() {
+  par=(); kind=()
+  local d p line rest argv
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    read -r line < "$d/stat" 2>/dev/null || continue
+    rest=${line##*) }; set -- $rest; par[$p]=$2
+    argv=(); mapfile -d '' -t argv < "$d/cmdline" 2>/dev/null
+    case "${argv[0]##*/}" in
+      claude|claude.exe) kind[$p]=claude ;;
+      codex) kind[$p]=codex ;;
+      node|node.exe) [[ "${argv[1]##*/}" == codex.js ]] && kind[$p]=codex ;;
+    esac
+  done
 }
-# A process's parent (from its stat, readable by anyone) and whether $2 is among its ancestors.
-parent() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return; s=${s##*) }; set -- $s; echo "$2"; }
-under() { local p=$1; while [ -n "$p" ] && [ "$p" -gt 1 ]; do [ "$p" = "$2" ] && return 0; p=$(parent "$p"); done; return 1; }
-# This run's `fanout run`: the spy's ancestor whose argv[1] is `run` (other runs are not ours).
-run=$$; while [ -n "$run" ] && [ "$run" -gt 1 ]; do
-  mapfile -d '' -t a < "/proc/$run/cmdline"; [ "${a[1]}" = run ] && break; run=$(parent "$run")
+# The Codex and Claude Code processes of this run (other runs' are not ours).
+ours() {
+  local p q
+  for p in "${!kind[@]}"; do
+    q=$p
+    while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+      [ "$q" = "$run" ] && { echo "$p"; break; }
+      q=${par[$q]}
+    done
+  done
+}
+snapshot
+# This run's `fanout run`: the spy's ancestor whose argv[1] is `run`.
+run=$$
+while [ -n "$run" ] && [ "$run" -gt 1 ]; do
+  mapfile -d '' -t a < "/proc/$run/cmdline"; [ "${a[1]}" = run ] && break; run=${par[$run]}
 done
-ours() { for d in /proc/[0-9]*; do under "${d#/proc/}" "$run" && echo "$d"; done; }
 # The keys, spelled so that this script (in FANOUT_PROMPT) does not hold them.
 keys=(-e "real-key""-of-the-run" -e "fake-github""-token")
 deadline=$((SECONDS + 90))
 while [ $SECONDS -lt $deadline ]; do
-  seen=$(for d in $(ours); do who "$d"; done | sort -u | tr '\n' ' ')
+  snapshot; seen=" "
+  for p in $(ours); do seen+="${kind[$p]} "; done
   [[ $seen == *claude* && $seen == *codex* ]] && break
   sleep 0.2
 done
 {
-echo "run $run"
-for d in $(ours); do
-  w=$(who "$d"); [ -n "$w" ] || continue
-  if env=$(tr '\0' '\n' < "$d/environ" 2>/dev/null); then
-    if grep -q "${keys[@]}" <<<"$env"; then echo "${d#/proc/} $w LEAK"; else echo "${d#/proc/} $w clean"; fi
+echo "run $run after ${SECONDS}s"
+for p in $(ours); do
+  if env=$(tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null); then
+    if grep -q "${keys[@]}" <<<"$env"; then echo "$p ${kind[$p]} LEAK"; else echo "$p ${kind[$p]} clean"; fi
   else
-    echo "${d#/proc/} $w refused"
+    echo "$p ${kind[$p]} refused"
   fi
 done
 if env | grep -q "${keys[@]}"; then echo "self LEAK"; else echo "self clean"; fi
