@@ -88,6 +88,79 @@ fn is_header(line: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+    /// Through `serve_routes`: the upstream gets the real key, and a server-sent event reaches
+    /// the client before the upstream sends the next one (nothing is buffered to the end).
+    #[tokio::test]
+    async fn answers_stream_through_the_proxy() {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = upstream.local_addr().expect("addr").port();
+        let (got_head, head_rx) = tokio::sync::oneshot::channel::<String>();
+        let (release, second) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = upstream.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = got_head.send(String::from_utf8_lossy(&head).into_owned());
+            let first = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: message_start\ndata: {}\n\n";
+            s.write_all(first.as_bytes()).await.expect("write");
+            let _ = second.await;
+            s.write_all(b"event: message_stop\ndata: {}\n\n")
+                .await
+                .expect("write");
+        });
+        let dir = tempfile::tempdir().expect("tmp");
+        let socket = dir.path().join("p.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let route = AnthropicRoute::to(
+            &format!("http://127.0.0.1:{port}"),
+            Some("sk-ant-real".into()),
+            None,
+        )
+        .expect("route");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(super::super::serve_routes(
+            listener,
+            Arc::new(super::super::AllowList::default()),
+            None,
+            Some(Arc::new(route)),
+            tx,
+        ));
+        let mut c = tokio::net::UnixStream::connect(&socket)
+            .await
+            .expect("connect");
+        c.write_all(b"POST /anthropic/v1/messages HTTP/1.1\r\nx-api-key: fanout-placeholder\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .expect("write");
+        let head = head_rx.await.expect("the upstream got a request");
+        assert!(head.contains("x-api-key: sk-ant-real\r\n"), "{head}");
+        assert!(!head.contains("placeholder"), "{head}");
+        let mut r = tokio::io::BufReader::new(c);
+        let mut seen = String::new();
+        while !seen.contains("message_start") {
+            let mut line = String::new();
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), r.read_line(&mut line))
+                    .await
+                    .expect("the first event came before the stream ended")
+                    .expect("read");
+            assert!(n > 0, "{seen}");
+            seen.push_str(&line);
+        }
+        assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+        let _ = release.send(());
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).await.expect("read");
+        assert!(rest.contains("message_stop"), "{rest}");
+    }
 
     const HEAD: &str = "POST /anthropic/v1/messages?beta=true HTTP/1.1\r\nhost: 127.0.0.1:3128\r\nX-Api-Key: fanout-placeholder\r\nanthropic-version: 2023-06-01\r\ncontent-length: 2\r\nconnection: keep-alive";
 
