@@ -100,8 +100,8 @@ fn claude_env(config_dir: &Path) -> BTreeMap<String, String> {
     env
 }
 
-/// Appends what the question's egress proxy refused to its stderr log.
-fn log_refusals(log: &Path, lines: &[String]) {
+/// Appends what the question's egress proxy refused to its stderr log and to `notes`.
+fn log_refusals(log: &Path, lines: Vec<String>, notes: &mut Vec<String>) {
     use std::io::Write;
     if lines.is_empty() {
         return;
@@ -109,6 +109,7 @@ fn log_refusals(log: &Path, lines: &[String]) {
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
         let _ = writeln!(f, "{}", lines.join("\n"));
     }
+    notes.extend(lines);
 }
 
 fn with_purpose(path: &Path, purpose: &str, ext: &str) -> PathBuf {
@@ -120,7 +121,8 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
     ask_noting_refusals(q).await.0
 }
 
-/// [`ask`], and what its egress proxy refused (one line each; also in its stderr log).
+/// [`ask`], and notes on its network: why it was not confined to the proxy although the run
+/// isolates the network, what its egress proxy refused (one line each; also in its stderr log).
 pub async fn ask_noting_refusals(q: Question<'_>) -> (Result<String, AskError>, Vec<String>) {
     let mut refused = Vec::new();
     let answer = ask_into(q, &mut refused).await;
@@ -142,6 +144,7 @@ async fn ask_into(q: Question<'_>, refused: &mut Vec<String>) -> Result<String, 
         .map_err(|e| start_error(crate::error_chain(&e)))?;
     let mut env = claude_env(home.path());
     let mut net = super::judge_net::for_question(q.judges, &mut env).await;
+    refused.extend(net.warning.clone());
     let spec = q.judges.spawn_spec(Judge {
         program: program.display().to_string(),
         args: ARGS.iter().map(|s| s.to_string()).collect(),
@@ -155,7 +158,8 @@ async fn ask_into(q: Question<'_>, refused: &mut Vec<String>) -> Result<String, 
         stderr_log: with_purpose(q.stderr_log, q.purpose, "log"),
         status_file: with_purpose(q.status_file, q.purpose, "json"),
     });
-    let _ = std::fs::write(&spec.stderr_log, net.warning.as_deref().unwrap_or_default());
+    let warning = net.warning.as_ref().map(|w| format!("{w}\n"));
+    let _ = std::fs::write(&spec.stderr_log, warning.unwrap_or_default());
     let mut proc = AgentProcess::spawn(&spec).map_err(|e| start_error(crate::error_chain(&e)))?;
     if let Some(mut stdin) = proc.stdin.take() {
         let prompt = q.prompt.into_bytes();
@@ -176,14 +180,12 @@ async fn ask_into(q: Question<'_>, refused: &mut Vec<String>) -> Result<String, 
     let status = proc.wait_until(Instant::now() + q.timeout).await;
     let Some(status) = status else {
         proc.terminate(crate::agent::STOP_GRACE).await;
-        refused.extend(net.refusals(q.purpose));
-        log_refusals(&spec.stderr_log, refused);
+        log_refusals(&spec.stderr_log, net.refusals(q.purpose), refused);
         return Err(AskError::Timeout(q.timeout.as_secs_f64()));
     };
     // Nothing it started may outlive it.
     proc.terminate(Duration::ZERO).await;
-    refused.extend(net.refusals(q.purpose));
-    log_refusals(&spec.stderr_log, refused);
+    log_refusals(&spec.stderr_log, net.refusals(q.purpose), refused);
     let out = reader.await.unwrap_or_default();
     let text = String::from_utf8_lossy(&out);
     let parsed: Option<serde_json::Value> = text

@@ -116,7 +116,7 @@ pub async fn gate(review: &ReviewSpec, q: ReviewInput<'_>) -> GateResult {
         detail,
         paths: Vec::new(),
         output: (!output.is_empty()).then(|| crate::jsonrpc::truncate(&output, 8 * 1024)),
-        // What the reviewer's egress proxy refused: a line in the report.
+        // Notes on the reviewer's network (what its egress proxy refused): lines in the report.
         stderr: (!refused.is_empty()).then(|| refused.join("\n")),
         flaky: false,
     }
