@@ -156,7 +156,11 @@ async fn probe(judges: &Judges) -> bool {
     let Ok(home) = judges.private_dir("netns-probe") else {
         return false;
     };
-    let (stderr_log, status_file) = judges.probe_files();
+    // In the probe's own folder: two questions may probe at once.
+    let (stderr_log, status_file) = (
+        home.path().join("probe.log"),
+        home.path().join("probe.json"),
+    );
     let spec = judges.spawn_spec(Judge {
         program: program.display().to_string(),
         args: Vec::new(),

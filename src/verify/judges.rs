@@ -169,14 +169,6 @@ impl Judges {
         self.egress_dir().join(format!("{n}.sock"))
     }
 
-    /// Where the network namespace probe writes its status.
-    pub(super) fn probe_files(&self) -> (PathBuf, PathBuf) {
-        (
-            self.root.join("netns-probe.log"),
-            self.root.join("netns-probe.json"),
-        )
-    }
-
     /// A name nobody can guess: the judges' uid may be shared (the agents' `nobody`), and it
     /// can traverse the folders these names are in, but not list them.
     fn fresh_name(&self, label: &str) -> Result<String, JudgeError> {
