@@ -140,13 +140,21 @@ fn codex_consults_claude_code_inside_the_sandbox() {
     let escape = outside.path().join("escaped.txt");
     let anthropic = AnthropicServer::start(|_| crate::anthropic_server::Reply::Text("ok".into()));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    // Commands run while Claude Code's server was not up yet (a loaded machine).
+    let waits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server = {
         let (escape, seen) = (escape.display().to_string(), seen.clone());
+        let waits = waits.clone();
         ModelServer::start(move |req| {
             if let Ok(mut s) = seen.lock() {
                 s.push(req.body["tools"].clone());
             }
+            let waited = waits.load(std::sync::atomic::Ordering::SeqCst);
             let Some(ns) = namespace_of(req, "mcp__claude") else {
+                if waited < 10 {
+                    waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Reply::Command("sleep 2".into());
+                }
                 return Reply::Message(format!("no claude tools in {:?}", req.tool_names()));
             };
             let cwd = cwd_of(req).unwrap_or_default();
@@ -155,7 +163,7 @@ fn codex_consults_claude_code_inside_the_sandbox() {
                 name: name.into(),
                 arguments,
             };
-            match tool_outputs(req).len() {
+            match tool_outputs(req).len().saturating_sub(waited) {
                 0 => call("Read", json!({"file_path": format!("{cwd}/NOTES.md")})),
                 1 => call(
                     "Write",
@@ -200,7 +208,12 @@ fn codex_consults_claude_code_inside_the_sandbox() {
     );
     // The answer reached the model: the request after the Read carries the file's content.
     let reqs = server.requests();
-    let outputs = reqs.last().map(tool_outputs).unwrap_or_default();
+    let mut outputs = reqs.last().map(tool_outputs).unwrap_or_default();
+    outputs.drain(
+        ..waits
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .min(outputs.len()),
+    );
     assert!(
         outputs.first().is_some_and(|o| o.contains("pineapple")),
         "{outputs:#?}"
@@ -248,7 +261,7 @@ fn codex_consults_claude_code_inside_the_sandbox() {
 fn reqs_names(server: &ModelServer) -> Vec<String> {
     server
         .requests()
-        .first()
+        .last()
         .map(|r| r.tool_names())
         .unwrap_or_default()
 }
@@ -580,17 +593,22 @@ fn codex_consults_claude_code_through_the_proxy() {
     let anthropic = AnthropicServer::start(|_| A::Text("the secret word is pineapple".into()));
     let scan = r#"for f in /proc/[0-9]*/environ; do tr '\0' '\n' < "$f" 2>/dev/null | grep -E '^(OPENAI_API_KEY|ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL)='; done | sort -u > environ.txt; grep -l -e real-key-of-the-run /proc/[0-9]*/environ > leaks.txt 2>/dev/null; true"#;
     let server = ModelServer::start(move |req| {
-        let Some(ns) = namespace_of(req, "mcp__claude") else {
-            return Reply::Message(format!("no claude tools in {:?}", req.tool_names()));
-        };
-        match tool_outputs(req).len() {
-            0 => Reply::Command(scan.to_string()),
-            1 => Reply::Function {
+        let outputs = tool_outputs(req);
+        if outputs.is_empty() {
+            return Reply::Command(scan.to_string());
+        }
+        if outputs.iter().any(|o| o.contains("pineapple")) {
+            return Reply::Message("done".into());
+        }
+        match namespace_of(req, "mcp__claude") {
+            Some(ns) => Reply::Function {
                 namespace: Some(ns),
                 name: "Agent".into(),
                 arguments: json!({"description": "secret", "prompt": "What is the secret word?"}),
             },
-            _ => Reply::Message("done".into()),
+            // On a loaded machine Claude Code's server may not be up yet: wait a little.
+            None if outputs.len() < 10 => Reply::Command("sleep 2".into()),
+            None => Reply::Message(format!("no claude tools in {:?}", req.tool_names())),
         }
     });
     let tasks = json!({
@@ -617,7 +635,7 @@ fn codex_consults_claude_code_through_the_proxy() {
     let reqs = server.requests();
     let outputs = reqs.last().map(tool_outputs).unwrap_or_default();
     assert!(
-        outputs.get(1).is_some_and(|o| o.contains("pineapple")),
+        outputs.iter().any(|o| o.contains("pineapple")),
         "{outputs:#?}"
     );
     let asked = anthropic.requests();
