@@ -316,10 +316,14 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
     let user_home = user_codex_home(ctx.spawn.env.get("CODEX_HOME").map(String::as_str));
     // The profile's MCP servers (the built-in `claude-code` among them), run by Codex as its
     // children, inside the same sandbox.
-    let mcp = super::mcp_servers::build(&ctx.profile.mcp_servers, &ctx.scratch, &|n| {
+    let mut mcp = super::mcp_servers::build(&ctx.profile.mcp_servers, &ctx.scratch, &|n| {
         std::env::var(n).ok()
     })
     .map_err(|e| CodexError::McpServers(e.to_string()))?;
+    if ctx.spawn.policy.egress.is_some() {
+        // Claude Code's model traffic through the proxy's Anthropic route (issue 19).
+        super::mcp_servers::behind_proxy(&mut mcp);
+    }
     let (home, config) = prepare_home(&ctx.scratch, user_home.as_deref(), confined, mcp.config)?;
     ctx.spawn.env.extend(mcp.env);
     if ctx.spawn.policy.egress.is_some() {

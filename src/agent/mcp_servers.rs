@@ -13,6 +13,10 @@ Codex gives an MCP server only a small default environment plus what its table n
 Anthropic endpoint and key are passed by *name* (`env_vars`): their values stay in Codex's
 process environment and are never written to the config file. Commands Codex runs do not see
 them (`shell_environment_policy.inherit = "core"`).
+
+Behind fanout's egress proxy ([`behind_proxy`]) the server holds neither: its endpoint is the
+proxy's Anthropic route (inside the task's network namespace) and its key a placeholder, both
+written into its table; the proxy adds the real credential ([`claude_code_route`]).
 */
 
 use std::collections::BTreeMap;
@@ -223,6 +227,51 @@ fn claude_code(
     Ok(t)
 }
 
+/// Under fanout's egress proxy: the `claude-code` server's endpoint is the proxy's Anthropic
+/// route and its key a placeholder; the real ones stay out of Codex's environment.
+pub fn behind_proxy(setup: &mut McpSetup) {
+    let table = setup
+        .config
+        .get_mut("mcp_servers")
+        .and_then(|s| s.get_mut(CLAUDE_CODE_SERVER))
+        .and_then(toml::Value::as_table_mut);
+    let Some(table) = table else {
+        return;
+    };
+    table.remove("env_vars");
+    let env = table
+        .entry("env")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(env) = env.as_table_mut() {
+        env.remove("ANTHROPIC_AUTH_TOKEN");
+        env.insert(
+            "ANTHROPIC_BASE_URL".into(),
+            crate::egress::anthropic_url().into(),
+        );
+        env.insert(
+            "ANTHROPIC_API_KEY".into(),
+            crate::egress::ANTHROPIC_KEY_PLACEHOLDER.into(),
+        );
+    }
+    for var in CLAUDE_PASS_THROUGH {
+        setup.env.remove(*var);
+    }
+}
+
+/// The Anthropic route the proxy needs for the built-in `claude-code` server of `servers`
+/// (`None`: no such server): to the endpoint and with the key its entry's `env` names, else
+/// fanout's environment's (`lookup`).
+pub fn claude_code_route(
+    servers: &BTreeMap<String, McpServerSpec>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<Result<crate::egress::AnthropicRoute, String>> {
+    let spec = servers
+        .get(CLAUDE_CODE_SERVER)
+        .filter(|s| s.enabled != Some(false))?;
+    let env = |n: &str| spec.env.get(n).cloned().or_else(|| lookup(n));
+    Some(crate::egress::AnthropicRoute::from_env(&env))
+}
+
 /// The port of a URL when it is not 443 (443 is always open).
 fn non_https_port(url: &str) -> Option<u16> {
     super::url::url_port(url).filter(|p| *p != 443)
@@ -290,5 +339,29 @@ mod tests {
             setup.config["mcp_servers"]["other"]["command"].as_str(),
             Some("srv")
         );
+        // Behind the proxy: a placeholder in the table, nothing real in Codex's environment,
+        // and the route the proxy serves carries the real key to the real endpoint.
+        let mut setup = setup;
+        behind_proxy(&mut setup);
+        let cc = &setup.config["mcp_servers"]["claude-code"];
+        assert_eq!(
+            cc["env"]["ANTHROPIC_API_KEY"].as_str(),
+            Some(crate::egress::ANTHROPIC_KEY_PLACEHOLDER)
+        );
+        assert_eq!(
+            cc["env"]["ANTHROPIC_BASE_URL"].as_str(),
+            Some(crate::egress::anthropic_url().as_str())
+        );
+        assert!(cc.get("env_vars").is_none());
+        assert!(setup.env.is_empty(), "{:?}", setup.env);
+        let route = claude_code_route(&servers, &lookup)
+            .expect("a claude-code server")
+            .expect("an http upstream");
+        assert_eq!(route.upstream().port, 4567);
+        let up = route
+            .rewrite("POST /anthropic/v1/messages HTTP/1.1\r\nx-api-key: fanout-placeholder")
+            .expect("under the route");
+        assert!(up.contains("x-api-key: sk-ant-secret-value\r\n"), "{up}");
+        assert!(claude_code_route(&BTreeMap::new(), &lookup).is_none());
     }
 }

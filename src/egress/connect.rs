@@ -1,6 +1,7 @@
 //! `CONNECT` handling: one request head per connection, then bytes both ways.
 
 use super::allow::{AllowList, HostPort};
+use super::anthropic::AnthropicRoute;
 use super::model::ModelRoute;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,10 +36,22 @@ pub async fn serve_with(
     model: Option<Arc<ModelRoute>>,
     refused: UnboundedSender<Refusal>,
 ) {
+    serve_routes(listener, allow, model, None, refused).await
+}
+
+/// [`serve_with`], plus Claude Code's Anthropic route when `anthropic` is set.
+pub async fn serve_routes(
+    listener: UnixListener,
+    allow: Arc<AllowList>,
+    model: Option<Arc<ModelRoute>>,
+    anthropic: Option<Arc<AnthropicRoute>>,
+    refused: UnboundedSender<Refusal>,
+) {
     while let Ok((conn, _)) = listener.accept().await {
         let (allow, refused, model) = (allow.clone(), refused.clone(), model.clone());
+        let anthropic = anthropic.clone();
         tokio::spawn(async move {
-            if let Some(r) = handle(conn, &allow, model.as_deref()).await {
+            if let Some(r) = handle(conn, &allow, model.as_deref(), anthropic.as_deref()).await {
                 let _ = refused.send(r);
             }
         });
@@ -50,6 +63,7 @@ async fn handle(
     mut conn: UnixStream,
     allow: &AllowList,
     model: Option<&ModelRoute>,
+    anthropic: Option<&AnthropicRoute>,
 ) -> Option<Refusal> {
     let (head, rest) = match read_head(&mut conn).await {
         Ok(h) => h,
@@ -59,6 +73,10 @@ async fn handle(
         }
     };
     if let Some((route, up)) = model.and_then(|m| m.rewrite(&head).map(|h| (m, h))) {
+        return forward_model(conn, route, &up, &rest).await;
+    }
+    // Claude Code's Messages API (issue 19).
+    if let Some((route, up)) = anthropic.and_then(|a| a.rewrite(&head).map(|h| (a.upstream(), h))) {
         return forward_model(conn, route, &up, &rest).await;
     }
     let first = head.lines().next().unwrap_or_default().to_string();

@@ -7,12 +7,18 @@
 //! with fanout's credential injected; https upstreams (a TLS client) are not built yet.
 
 mod allow;
+mod anthropic;
 mod connect;
 mod model;
 
 pub use allow::{AllowList, HostPort};
-pub use connect::{serve, serve_with, Refusal};
+pub use connect::{serve, serve_routes, serve_with, Refusal};
 pub use model::ModelRoute;
+// Claude Code's Messages API route (issue 19).
+pub use anthropic::{
+    anthropic_url, AnthropicRoute, ANTHROPIC_DEFAULT_URL, ANTHROPIC_KEY_PLACEHOLDER,
+    ANTHROPIC_PREFIX,
+};
 
 /// The port the forwarder takes inside each task's namespace (`HTTPS_PROXY` points there).
 pub const FORWARDER_PORT: u16 = 3128;

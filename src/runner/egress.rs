@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::shared::Shared;
-use crate::egress::{serve_with, AllowList, ModelRoute};
+use crate::egress::{serve_routes, AllowList, ModelRoute};
 use crate::plan::PlannedTask;
 use crate::sandbox::EgressLink;
 
@@ -33,6 +33,11 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
             .map(Arc::new),
         _ => None,
     };
+    // Pattern 2's `claude-code` server reaches its model through the agent's proxy (issue 19).
+    let anthropic = match net.agent {
+        crate::taskfile::network::PhaseNet::Model => claude_code_route(shared, task),
+        _ => None,
+    };
     for (phase, hosts) in [
         ("agent", net.agent.hosts()),
         ("setup", net.setup.hosts()),
@@ -43,7 +48,9 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
             Ok(listener) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let route = (phase == "agent").then(|| model.clone()).flatten();
-                tokio::spawn(serve_with(listener, Arc::new(AllowList(hosts)), route, tx));
+                let claude = (phase == "agent").then(|| anthropic.clone()).flatten();
+                let allow = Arc::new(AllowList(hosts));
+                tokio::spawn(serve_routes(listener, allow, route, claude, tx));
                 let (events, id) = (shared.events.weak(), id.clone());
                 tokio::spawn(async move {
                     while let Some(r) = rx.recv().await {
@@ -103,6 +110,25 @@ fn model_route(task: &PlannedTask) -> Result<Option<ModelRoute>, String> {
         key.map(|k| format!("Bearer {k}")),
     )
     .map(Some)
+}
+
+/// The Anthropic route of the agent's `claude-code` MCP server, if it has one (a warning
+/// when it cannot be made: the server's model calls then fail; its file tools still work).
+fn claude_code_route(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+) -> Option<Arc<crate::egress::AnthropicRoute>> {
+    let env = &task.launch.env;
+    let lookup = |n: &str| env.get(n).cloned().or_else(|| std::env::var(n).ok());
+    match crate::agent::mcp_servers::claude_code_route(&task.profile.mcp_servers, &lookup)? {
+        Ok(route) => Some(Arc::new(route)),
+        Err(why) => {
+            let id = task.id().to_string();
+            let why = format!("no Anthropic route for the claude-code server: {why}");
+            shared.events.warn(Some(&id), &why);
+            None
+        }
+    }
 }
 
 fn listen(dir: &Path, socket: &Path) -> Result<tokio::net::UnixListener, String> {

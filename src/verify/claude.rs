@@ -2,8 +2,9 @@
 One question to Claude Code: `claude -p --output-format json`, run as a judge
 (`verify::judges`): in a read-only snapshot of the task's commit (its working folder), with
 read-only tools, confined (Landlock, reads limited to the system, its install folders, the
-snapshot and its private home; TCP to the model endpoint's port only), never as root. The
-review gate and diagnoses use it.
+snapshot and its private home; TCP to the model endpoint's port only — or, when the run
+isolates the network, a namespace whose only way out is the egress proxy's Anthropic route,
+with a placeholder key: `verify::judge_net`), never as root. The review gate and diagnoses use it.
 
 Nothing the agent wrote is loaded as settings, instructions, hooks or MCP servers: Claude Code
 gets `--setting-sources user` (the committed `.claude/settings*.json` and `CLAUDE.md` are
@@ -24,7 +25,6 @@ use tokio::time::Instant;
 use super::judges::{Judge, Judges};
 use crate::agent::mcp_servers::{CLAUDE_ENV, CLAUDE_PASS_THROUGH};
 use crate::process::{describe_exit, AgentProcess};
-use crate::sandbox::NetPolicy;
 
 /// The most of Claude Code's answer that is kept.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -100,11 +100,16 @@ fn claude_env(config_dir: &Path) -> BTreeMap<String, String> {
     env
 }
 
-/// The one TCP port Claude Code may connect to: the endpoint's (443 without one).
-fn endpoint_port(env: &BTreeMap<String, String>) -> u16 {
-    env.get("ANTHROPIC_BASE_URL")
-        .and_then(|u| crate::agent::url::url_port(u))
-        .unwrap_or(443)
+/// Appends what the question's egress proxy refused to its stderr log and to `notes`.
+fn log_refusals(log: &Path, lines: Vec<String>, notes: &mut Vec<String>) {
+    use std::io::Write;
+    if lines.is_empty() {
+        return;
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(f, "{}", lines.join("\n"));
+    }
+    notes.extend(lines);
 }
 
 fn with_purpose(path: &Path, purpose: &str, ext: &str) -> PathBuf {
@@ -113,6 +118,18 @@ fn with_purpose(path: &Path, purpose: &str, ext: &str) -> PathBuf {
 
 /// Asks, and returns the text of Claude Code's result.
 pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
+    ask_noting_refusals(q).await.0
+}
+
+/// [`ask`], and notes on its network: why it was not confined to the proxy although the run
+/// isolates the network, what its egress proxy refused (one line each; also in its stderr log).
+pub async fn ask_noting_refusals(q: Question<'_>) -> (Result<String, AskError>, Vec<String>) {
+    let mut refused = Vec::new();
+    let answer = ask_into(q, &mut refused).await;
+    (answer, refused)
+}
+
+async fn ask_into(q: Question<'_>, refused: &mut Vec<String>) -> Result<String, AskError> {
     let program = crate::which::find_program(q.claude).map_err(|e| AskError::Start {
         program: q.claude.to_string(),
         detail: e.to_string(),
@@ -125,20 +142,24 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
         .judges
         .private_dir(q.purpose)
         .map_err(|e| start_error(crate::error_chain(&e)))?;
-    let env = claude_env(home.path());
-    let port = endpoint_port(&env);
+    let mut env = claude_env(home.path());
+    let mut net = super::judge_net::for_question(q.judges, &mut env).await;
+    refused.extend(net.warning.clone());
     let spec = q.judges.spawn_spec(Judge {
         program: program.display().to_string(),
         args: ARGS.iter().map(|s| s.to_string()).collect(),
         cwd: q.snapshot.to_path_buf(),
         home: home.path(),
         readable: vec![q.snapshot.to_path_buf()],
-        net: NetPolicy::ConnectPorts(vec![port]),
+        net: net.net.clone(),
+        isolate_net: net.isolate_net,
+        egress: net.egress.clone(),
         env,
         stderr_log: with_purpose(q.stderr_log, q.purpose, "log"),
         status_file: with_purpose(q.status_file, q.purpose, "json"),
     });
-    let _ = std::fs::write(&spec.stderr_log, b"");
+    let warning = net.warning.as_ref().map(|w| format!("{w}\n"));
+    let _ = std::fs::write(&spec.stderr_log, warning.unwrap_or_default());
     let mut proc = AgentProcess::spawn(&spec).map_err(|e| start_error(crate::error_chain(&e)))?;
     if let Some(mut stdin) = proc.stdin.take() {
         let prompt = q.prompt.into_bytes();
@@ -159,10 +180,12 @@ pub async fn ask(q: Question<'_>) -> Result<String, AskError> {
     let status = proc.wait_until(Instant::now() + q.timeout).await;
     let Some(status) = status else {
         proc.terminate(crate::agent::STOP_GRACE).await;
+        log_refusals(&spec.stderr_log, net.refusals(q.purpose), refused);
         return Err(AskError::Timeout(q.timeout.as_secs_f64()));
     };
     // Nothing it started may outlive it.
     proc.terminate(Duration::ZERO).await;
+    log_refusals(&spec.stderr_log, net.refusals(q.purpose), refused);
     let out = reader.await.unwrap_or_default();
     let text = String::from_utf8_lossy(&out);
     let parsed: Option<serde_json::Value> = text

@@ -14,7 +14,8 @@ every task's writable folders, and as root it belongs to root.
 Every judge runs under the sandbox supervisor: Landlock enforced (unless `--sandbox off`),
 reads limited to the system folders, its program's install folders, the snapshots and its
 home (the only writable place); TCP as the caller says (read-back: none; `claude -p`: the
-model endpoint's port). As root it runs as [`judge_user`], never as root. Its environment is
+model endpoint's port). When the run isolates the network, each judge gets a network namespace
+of its own (`verify::judge_net`). As root it runs as [`judge_user`], never as root. Its environment is
 built from nothing: `PATH`, the locale, its home — plus what the caller adds.
 */
 
@@ -53,6 +54,9 @@ const KEPT_ENV: &[&str] = &[
     "LANGUAGE",
     "TZ",
     crate::sandbox::MIN_ABI_ENV,
+    // A test hook of the supervisor (builds with `test-hooks` only): plays a kernel without
+    // network namespaces for judges too.
+    "FANOUT_TEST_NO_NETNS",
 ];
 
 /// A run's judges: their folder and how they are started.
@@ -64,6 +68,10 @@ pub struct Judges {
     self_exe: PathBuf,
     run_id: String,
     next: AtomicU64,
+    /// The run isolates the network: judges get a namespace each (issue 19).
+    isolate_net: bool,
+    /// Whether a network namespace can be made here (probed once, when first needed).
+    pub(super) netns_works: std::sync::OnceLock<bool>,
 }
 
 /// Removes the judge folders a run left behind (it was killed before it could: `fanout
@@ -111,6 +119,8 @@ impl Judges {
             self_exe: self_exe.to_path_buf(),
             run_id: run_id.to_string(),
             next: AtomicU64::new(0),
+            isolate_net: sandbox.net.isolates(sandbox.enabled),
+            netns_works: std::sync::OnceLock::new(),
         };
         // Traversable by the judges' uid only when it is another uid (fanout is root).
         let mode = if run_as.is_some() { 0o711 } else { 0o700 };
@@ -121,6 +131,11 @@ impl Judges {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                 .map_err(io(&dir))?;
         }
+        // The egress proxies' sockets: fanout's (and its forwarders') only.
+        let egress = judges.egress_dir();
+        std::fs::create_dir(&egress).map_err(io(&egress))?;
+        std::fs::set_permissions(&egress, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&egress))?;
         Ok(judges)
     }
 
@@ -136,6 +151,22 @@ impl Judges {
 
     fn homes(&self) -> PathBuf {
         self.root.join("home")
+    }
+
+    /// Whether the run isolates the network (judges then get a namespace each).
+    pub fn isolates_net(&self) -> bool {
+        self.isolate_net
+    }
+
+    /// The folder of the judges' egress proxy sockets (owner-only).
+    pub(super) fn egress_dir(&self) -> PathBuf {
+        self.root.join("egress")
+    }
+
+    /// A fresh socket path for one judge's egress proxy (short: `sun_path` is 108 bytes).
+    pub(super) fn egress_socket(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.egress_dir().join(format!("{n}.sock"))
     }
 
     /// A name nobody can guess: the judges' uid may be shared (the agents' `nobody`), and it
@@ -211,9 +242,8 @@ impl Judges {
             run_as: self.run_as,
             overlay: None,
             caches: None,
-            // Judges talk to their model API directly: no namespace until the egress proxy.
-            isolate_net: false,
-            egress: None,
+            isolate_net: judge.isolate_net,
+            egress: judge.egress,
         };
         let (env, env_remove) = self.environment(judge.home, judge.env);
         SpawnSpec {
@@ -269,6 +299,9 @@ pub struct Judge<'a> {
     pub home: &'a Path,
     pub readable: Vec<PathBuf>,
     pub net: NetPolicy,
+    /// A network namespace of its own (loopback only), and the egress proxy reached in it.
+    pub isolate_net: bool,
+    pub egress: Option<crate::sandbox::EgressLink>,
     pub env: BTreeMap<String, String>,
     pub stderr_log: PathBuf,
     pub status_file: PathBuf,
@@ -338,6 +371,8 @@ mod tests {
             home: home.path(),
             readable: vec![judges.snapshots()],
             net: NetPolicy::None,
+            isolate_net: false,
+            egress: None,
             env: BTreeMap::from([("X".to_string(), "1".to_string())]),
             stderr_log: root.join("e"),
             status_file: root.join("s"),

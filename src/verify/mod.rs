@@ -10,6 +10,7 @@ pub mod claude;
 pub mod command;
 pub mod diagnose;
 pub mod exit;
+pub mod judge_net;
 pub mod judges;
 pub mod readback;
 pub mod rerun;

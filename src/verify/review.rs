@@ -8,7 +8,7 @@ approval.
 
 use std::time::Duration;
 
-use super::claude::{ask, Question};
+use super::claude::{ask_noting_refusals, Question};
 use super::judges::Judges;
 use crate::report::GateResult;
 use crate::taskfile::ReviewSpec;
@@ -79,7 +79,7 @@ fn prompt(review: &ReviewSpec, task_prompt: &str, diff: &str) -> String {
 /// Runs the review gate for one attempt.
 pub async fn gate(review: &ReviewSpec, q: ReviewInput<'_>) -> GateResult {
     let timeout = Duration::from_secs_f64(review.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS));
-    let answer = ask(Question {
+    let (answer, refused) = ask_noting_refusals(Question {
         judges: q.judges,
         claude: q.claude,
         snapshot: q.snapshot,
@@ -116,7 +116,8 @@ pub async fn gate(review: &ReviewSpec, q: ReviewInput<'_>) -> GateResult {
         detail,
         paths: Vec::new(),
         output: (!output.is_empty()).then(|| crate::jsonrpc::truncate(&output, 8 * 1024)),
-        stderr: None,
+        // Notes on the reviewer's network (what its egress proxy refused): lines in the report.
+        stderr: (!refused.is_empty()).then(|| refused.join("\n")),
         flaky: false,
     }
 }

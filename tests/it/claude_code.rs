@@ -54,7 +54,7 @@ impl Run {
 
 /// `fanout run` with the pinned Codex, a user Codex home pointing at `model_port`, and `env`.
 fn fanout_run(repo: &TestRepo, tasks: &Value, model_port: u16, env: &[(&str, String)]) -> Run {
-    fanout_run_with(repo, tasks, model_port, env, &["--quiet"])
+    fanout_run_with(repo, tasks, model_port, env, &["--quiet", "--no-readback"])
 }
 
 /// The same with other output options (`--json` puts the event stream on stdout).
@@ -80,7 +80,7 @@ fn fanout_run_with(
         .arg(&repo.path)
         .arg("--tasks")
         .arg(&tasks_file)
-        .args(["--jobs", "2", "--no-readback", "--report"])
+        .args(["--jobs", "2", "--report"])
         .arg(&report_file)
         .args(output)
         .env("FANOUT_CODEX_BIN", codex_bin())
@@ -140,13 +140,21 @@ fn codex_consults_claude_code_inside_the_sandbox() {
     let escape = outside.path().join("escaped.txt");
     let anthropic = AnthropicServer::start(|_| crate::anthropic_server::Reply::Text("ok".into()));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    // Commands run while Claude Code's server was not up yet (a loaded machine).
+    let waits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server = {
         let (escape, seen) = (escape.display().to_string(), seen.clone());
+        let waits = waits.clone();
         ModelServer::start(move |req| {
             if let Ok(mut s) = seen.lock() {
                 s.push(req.body["tools"].clone());
             }
+            let waited = waits.load(std::sync::atomic::Ordering::SeqCst);
             let Some(ns) = namespace_of(req, "mcp__claude") else {
+                if waited < 10 {
+                    waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Reply::Command("sleep 2".into());
+                }
                 return Reply::Message(format!("no claude tools in {:?}", req.tool_names()));
             };
             let cwd = cwd_of(req).unwrap_or_default();
@@ -155,7 +163,7 @@ fn codex_consults_claude_code_inside_the_sandbox() {
                 name: name.into(),
                 arguments,
             };
-            match tool_outputs(req).len() {
+            match tool_outputs(req).len().saturating_sub(waited) {
                 0 => call("Read", json!({"file_path": format!("{cwd}/NOTES.md")})),
                 1 => call(
                     "Write",
@@ -200,7 +208,12 @@ fn codex_consults_claude_code_inside_the_sandbox() {
     );
     // The answer reached the model: the request after the Read carries the file's content.
     let reqs = server.requests();
-    let outputs = reqs.last().map(tool_outputs).unwrap_or_default();
+    let mut outputs = reqs.last().map(tool_outputs).unwrap_or_default();
+    outputs.drain(
+        ..waits
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .min(outputs.len()),
+    );
     assert!(
         outputs.first().is_some_and(|o| o.contains("pineapple")),
         "{outputs:#?}"
@@ -248,7 +261,7 @@ fn codex_consults_claude_code_inside_the_sandbox() {
 fn reqs_names(server: &ModelServer) -> Vec<String> {
     server
         .requests()
-        .first()
+        .last()
         .map(|r| r.tool_names())
         .unwrap_or_default()
 }
@@ -382,7 +395,7 @@ fn diagnosis_reaches_the_codex_thread_and_the_task_is_fixed() {
         &tasks,
         server.port(),
         &anthropic_env(&diagnoser),
-        &["--json"],
+        &["--json", "--no-readback"],
     );
     let t = run.task("fix");
     assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
@@ -421,5 +434,313 @@ fn diagnosis_reaches_the_codex_thread_and_the_task_is_fixed() {
         repo.live_processes().is_empty(),
         "{:?}",
         repo.live_processes()
+    );
+}
+
+/// The real Anthropic key of the runs below (fanout's environment only).
+const REAL_ANTHROPIC_KEY: &str = "sk-ant-real-key-of-the-run-0123456789";
+/// The real OpenAI key of the runs below.
+const REAL_OPENAI_KEY: &str = "sk-openai-real-key-of-the-run-0123456789";
+
+/// What the test saw of the processes alive while the model was asked: the `ANTHROPIC_*`
+/// settings of every process holding a Claude Code endpoint, and every process but `fanout run`
+/// itself whose environment holds a real key.
+#[derive(Default, Debug)]
+struct Seen {
+    claude_env: Vec<String>,
+    leaks: Vec<String>,
+}
+
+fn look_at_processes(seen: &std::sync::Mutex<Seen>) {
+    let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let env = String::from_utf8_lossy(&env).replace('\0', "\n");
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let is_fanout_run = cmd.split(' ').nth(1) == Some("run");
+        if !is_fanout_run && (env.contains(REAL_ANTHROPIC_KEY) || env.contains(REAL_OPENAI_KEY)) {
+            s.leaks.push(cmd.clone());
+        }
+        if env.contains("CLAUDE_CONFIG_DIR=") {
+            for l in env.lines().filter(|l| l.starts_with("ANTHROPIC_")) {
+                if !s.claude_env.iter().any(|x| x == l) {
+                    s.claude_env.push(l.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The sandbox status files of the run whose names contain `part`.
+fn status_files(run: &Run, part: &str) -> Vec<String> {
+    let dir = Path::new(run.report["run_dir"].as_str().unwrap_or_default()).join("status");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(part))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+/// Under `--net isolated` the reviewer (`claude -p`) and the read-back verifier (`claude mcp
+/// serve`) run in network namespaces of their own: the review reaches the scripted Messages API
+/// only through the egress proxy, which adds the real key — Claude Code's own environment holds
+/// the placeholder and the proxy's address — and read-back has no way out at all. With
+/// `FANOUT_TEST_NO_NETNS=1` (no namespace can be made) the review goes out as before, with the
+/// supervisor's warning in its log.
+fn review_and_readback_when_isolated(namespaces: bool) {
+    use crate::anthropic_server::Reply as A;
+    let repo = TestRepo::with_files(1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let reviewer = {
+        let seen = seen.clone();
+        AnthropicServer::start(move |_| {
+            look_at_processes(&seen);
+            A::Text("APPROVE\nfine".into())
+        })
+    };
+    let tasks = json!({
+        "version": 1,
+        "verifier": {"command": claude_bin().display().to_string(), "args": ["mcp", "serve"]},
+        "agents": {"good": {"protocol": "exec", "command": "sh", "args": ["-c", "echo fine > allowed.txt"]}},
+        "defaults": {"agent": "good", "max_attempts": 1,
+                     "review": {"prompt": "Approve.", "timeout_secs": 120}},
+        "tasks": [{"id": "good", "prompt": "write allowed.txt"}],
+    });
+    let mut env = vec![
+        ("ANTHROPIC_BASE_URL", reviewer.base_url()),
+        ("ANTHROPIC_API_KEY", REAL_ANTHROPIC_KEY.to_string()),
+    ];
+    if !namespaces {
+        env.push(("FANOUT_TEST_NO_NETNS", "1".into()));
+    }
+    let run = fanout_run_with(
+        &repo,
+        &tasks,
+        model_server::dead_port(),
+        &env,
+        &["--quiet", "--net", "isolated"],
+    );
+    let t = run.task("good");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
+    assert_eq!(t["readback"]["result"], "passed", "{t:#}");
+    let reqs = reviewer.requests();
+    assert!(!reqs.is_empty(), "the reviewer was never asked");
+    for r in &reqs {
+        assert_eq!(r.api_key.as_deref(), Some(REAL_ANTHROPIC_KEY));
+    }
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let review = status_files(&run, "review");
+    let verifier = status_files(&run, "verifier");
+    assert!(
+        !review.is_empty() && !verifier.is_empty(),
+        "{review:?} {verifier:?}"
+    );
+    if namespaces {
+        assert!(seen.leaks.is_empty(), "{:?}", seen.leaks);
+        assert!(
+            seen.claude_env
+                .contains(&"ANTHROPIC_API_KEY=fanout-placeholder".to_string())
+                && seen
+                    .claude_env
+                    .contains(&"ANTHROPIC_BASE_URL=http://127.0.0.1:3128/anthropic".to_string()),
+            "{:?}",
+            seen.claude_env
+        );
+        for s in review.iter().chain(&verifier) {
+            assert!(s.contains("\"network\": \"namespace\""), "{s}");
+        }
+    } else {
+        assert!(
+            seen.claude_env
+                .contains(&format!("ANTHROPIC_API_KEY={REAL_ANTHROPIC_KEY}")),
+            "{:?}",
+            seen.claude_env
+        );
+        for s in review.iter().chain(&verifier) {
+            assert!(s.contains("\"network\": \"landlock-ports\""), "{s}");
+        }
+    }
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
+
+#[test]
+fn review_and_readback_run_in_namespaces_behind_the_proxy() {
+    review_and_readback_when_isolated(true)
+}
+
+#[test]
+fn without_namespaces_review_and_readback_go_out_as_before() {
+    review_and_readback_when_isolated(false)
+}
+
+/// Pattern 2 under `--net isolated`: real Codex consults Claude Code's `claude mcp serve`, whose
+/// `Agent` tool asks the model — through the proxy's Anthropic route, which adds the real key.
+/// A command the model has Codex run in the same sandbox reads every `/proc/*/environ` it can:
+/// Codex and Claude Code hold only placeholders, and no process of the task holds a real key.
+#[test]
+fn codex_consults_claude_code_through_the_proxy() {
+    use crate::anthropic_server::Reply as A;
+    let repo = TestRepo::with_files(1);
+    let anthropic = AnthropicServer::start(|_| A::Text("the secret word is pineapple".into()));
+    let scan = r#"for f in /proc/[0-9]*/environ; do tr '\0' '\n' < "$f" 2>/dev/null | grep -E '^(OPENAI_API_KEY|ANTHROPIC_API_KEY|ANTHROPIC_BASE_URL)='; done | sort -u > environ.txt; grep -l -e real-key-of-the-run /proc/[0-9]*/environ > leaks.txt 2>/dev/null; true"#;
+    let server = ModelServer::start(move |req| {
+        let outputs = tool_outputs(req);
+        if outputs.is_empty() {
+            return Reply::Command(scan.to_string());
+        }
+        if outputs.iter().any(|o| o.contains("pineapple")) {
+            return Reply::Message("done".into());
+        }
+        match namespace_of(req, "mcp__claude") {
+            Some(ns) => Reply::Function {
+                namespace: Some(ns),
+                name: "Agent".into(),
+                arguments: json!({"description": "secret", "prompt": "What is the secret word?"}),
+            },
+            // On a loaded machine Claude Code's server may not be up yet: wait a little.
+            None if outputs.len() < 10 => Reply::Command("sleep 2".into()),
+            None => Reply::Message(format!("no claude tools in {:?}", req.tool_names())),
+        }
+    });
+    let tasks = json!({
+        "version": 1,
+        "agents": {"codex": {"protocol": "auto", "command": "codex",
+                             "mcp_servers": {"claude-code": {"command": claude_bin().display().to_string()}}}},
+        "defaults": {"timeout_secs": 240, "max_attempts": 1},
+        "tasks": [{"id": "ask", "prompt": "Ask Claude Code for the secret word."}],
+    });
+    let run = fanout_run_with(
+        &repo,
+        &tasks,
+        server.port(),
+        &[
+            ("ANTHROPIC_BASE_URL", anthropic.base_url()),
+            ("ANTHROPIC_API_KEY", REAL_ANTHROPIC_KEY.into()),
+            ("OPENAI_API_KEY", REAL_OPENAI_KEY.into()),
+        ],
+        &["--quiet", "--no-readback", "--net", "isolated"],
+    );
+    let t = run.task("ask");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
+    assert_eq!(t["network"], "namespace", "{t:#}");
+    let reqs = server.requests();
+    let outputs = reqs.last().map(tool_outputs).unwrap_or_default();
+    assert!(
+        outputs.iter().any(|o| o.contains("pineapple")),
+        "{outputs:#?}"
+    );
+    let asked = anthropic.requests();
+    assert!(!asked.is_empty(), "Claude Code never asked the model");
+    for r in &asked {
+        assert_eq!(r.api_key.as_deref(), Some(REAL_ANTHROPIC_KEY));
+    }
+    for r in &reqs {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {REAL_OPENAI_KEY}").as_str())
+        );
+    }
+    let branch = run.report["integration_branch"].as_str().expect("branch");
+    let show = |f: &str| crate::support::git_text(&repo.path, &["show", &format!("{branch}:{f}")]);
+    let environ = show("environ.txt");
+    for want in [
+        "ANTHROPIC_API_KEY=fanout-placeholder",
+        "ANTHROPIC_BASE_URL=http://127.0.0.1:3128/anthropic",
+        "OPENAI_API_KEY=fanout-placeholder",
+    ] {
+        assert!(environ.lines().any(|l| l == want), "{want}:\n{environ}");
+    }
+    assert!(!environ.contains("real-key"), "{environ}");
+    assert_eq!(
+        show("leaks.txt"),
+        "",
+        "a process of the task holds a real key"
+    );
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}
+
+/// The diagnosis under `--net isolated`: `claude -p` in a namespace of its own reaches the
+/// scripted Messages API only through its proxy (the real key added there, the placeholder in
+/// its environment), and Codex, through the task's proxy, gets the diagnosis and fixes the task.
+#[test]
+fn diagnosis_goes_through_the_proxy() {
+    use crate::anthropic_server::Reply as A;
+    let repo = TestRepo::with_files(1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let diagnoser = {
+        let seen = seen.clone();
+        AnthropicServer::start(move |req| {
+            look_at_processes(&seen);
+            if anthropic_text(req).contains("## command gate") {
+                A::Text("ROOT CAUSE: no second.txt.\nFIX: echo two > second.txt".into())
+            } else {
+                A::Text("no verification report in the prompt".into())
+            }
+        })
+    };
+    let server = ModelServer::start(|req| {
+        if req.after_tool_output() {
+            return Reply::Message("done".into());
+        }
+        match req.last_user_text().split("FIX: ").nth(1) {
+            Some(fix) => Reply::Command(fix.lines().next().unwrap_or("").trim().to_string()),
+            None => model_server::run_prompt_command(req),
+        }
+    });
+    let tasks = json!({
+        "version": 1,
+        "verifier": {"command": claude_bin().display().to_string(), "args": ["mcp", "serve"]},
+        "defaults": {"max_attempts": 2, "diagnose": true},
+        "tasks": [{"id": "fix", "prompt": "CMD: echo one > first.txt", "verify": "test -f second.txt"}],
+    });
+    let run = fanout_run_with(
+        &repo,
+        &tasks,
+        server.port(),
+        &[
+            ("ANTHROPIC_BASE_URL", diagnoser.base_url()),
+            ("ANTHROPIC_API_KEY", REAL_ANTHROPIC_KEY.into()),
+            ("OPENAI_API_KEY", REAL_OPENAI_KEY.into()),
+        ],
+        &["--quiet", "--no-readback", "--net", "isolated"],
+    );
+    let t = run.task("fix");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", run.stderr);
+    assert_eq!(t["attempts"], 2, "{t:#}");
+    let diagnosis = t["attempt_history"][0]["diagnosis"].as_str().unwrap_or("");
+    assert!(diagnosis.contains("ROOT CAUSE: no second.txt"), "{t:#}");
+    let asked = diagnoser.requests();
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!(r.api_key.as_deref(), Some(REAL_ANTHROPIC_KEY));
+    }
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(seen.leaks.is_empty(), "{:?}", seen.leaks);
+    assert!(
+        seen.claude_env
+            .contains(&"ANTHROPIC_API_KEY=fanout-placeholder".to_string()),
+        "{:?}",
+        seen.claude_env
+    );
+    let statuses = status_files(&run, "diagnose");
+    assert!(
+        !statuses.is_empty()
+            && statuses
+                .iter()
+                .all(|s| s.contains("\"network\": \"namespace\"")),
+        "{statuses:?}"
     );
 }

@@ -14,6 +14,7 @@ mod codex;
 mod doctor;
 mod engines;
 mod egress;
+mod egress_hostile;
 mod escape;
 mod examples;
 mod exhaustion;

@@ -30,10 +30,15 @@ pub enum Reply {
     Text(String),
 }
 
-/// One `/v1/messages` request body.
+/// One `/v1/messages` request: its body and the credentials it came with, so tests can check
+/// the real key arrives (added by fanout's egress proxy) and only here.
 #[derive(Clone, Debug)]
 pub struct Request {
     pub body: Value,
+    /// The `x-api-key` header, when one came.
+    pub api_key: Option<String>,
+    /// The `Authorization` header, when one came.
+    pub authorization: Option<String>,
 }
 
 impl Request {
@@ -193,6 +198,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, script: &Script, cou
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let mut len = 0usize;
+        let (mut api_key, mut authorization) = (None, None);
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
@@ -204,8 +210,13 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, script: &Script, cou
                 break;
             }
             if let Some((k, v)) = line.split_once(':') {
-                if k.trim().eq_ignore_ascii_case("content-length") {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
                     len = v.trim().parse().unwrap_or(0);
+                } else if k == "x-api-key" {
+                    api_key = Some(v.trim().to_string());
+                } else if k == "authorization" {
+                    authorization = Some(v.trim().to_string());
                 }
             }
         }
@@ -221,6 +232,8 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, script: &Script, cou
         }
         let req = Request {
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            api_key,
+            authorization,
         };
         lock(requests).push(req.clone());
         let n = counter.fetch_add(1, Ordering::SeqCst);

@@ -303,8 +303,9 @@ async fn start_process(
         let home = judges
             .private_dir("verifier")
             .map_err(|e| VerifierError::Spawn(crate::error_chain(&e)))?;
-        // A judge: confined, reads only the snapshots (and its own folders), no network,
-        // never root, and nothing of the task in its environment or settings.
+        // A judge: confined, reads only the snapshots (and its own folders), no network (in a
+        // namespace of its own with no way out when the run isolates the network), never
+        // root, and nothing of the task in its environment or settings.
         let mut env = profile.env.clone();
         env.insert(
             "CLAUDE_CONFIG_DIR".into(),
@@ -320,6 +321,8 @@ async fn start_process(
             home: home.path(),
             readable: vec![judges.snapshots()],
             net: NetPolicy::None,
+            isolate_net: judges.isolates_net(),
+            egress: None,
             env,
             stderr_log: logs.join("verifier.stderr.log"),
             status_file: status.join("verifier.json"),
