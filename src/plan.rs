@@ -8,6 +8,7 @@ mod checks;
 mod error;
 mod identity;
 mod launch;
+pub mod overlap;
 pub mod passed_env;
 mod planned_task;
 mod sandbox_options;
