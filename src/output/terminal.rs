@@ -375,6 +375,23 @@ impl Output for TerminalOutput {
                 );
                 return self.print(&[line]);
             }
+            // Overlap before dispatch (issue 21).
+            EventKind::Overlap {
+                tasks,
+                paths,
+                serialized,
+            } => {
+                let how = match serialized {
+                    true => "one after another (overlap: serialize)",
+                    false => "at the same time; they may conflict (overlap: parallel)",
+                };
+                let line = format!(
+                    "fanout: tasks {} overlap in {} — {how}",
+                    few(tasks, 8),
+                    few(paths, 4)
+                );
+                return self.print(&[line]);
+            }
             EventKind::IntegrationStarted { ready } => {
                 return self.print(&[format!(
                     "fanout: integrating {ready} verified commit(s) onto the merged branch"
@@ -503,6 +520,15 @@ fn terminal_width() -> usize {
             (rc == 0 && ws.ws_col >= 20).then_some(ws.ws_col as usize)
         })
         .unwrap_or(100)
+}
+
+/// The first `n` of `items`, and how many more (`a, b, c and 5 more`).
+fn few(items: &[String], n: usize) -> String {
+    let shown = items[..items.len().min(n)].join(", ");
+    match items.len().saturating_sub(n) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 #[cfg(test)]

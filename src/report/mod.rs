@@ -224,6 +224,30 @@ pub struct RoundReport {
     /// How many times the agent was prompted in this round.
     #[serde(default)]
     pub attempts: usize,
+    // Visible rounds (issue 21): what kind of round it was and what caused it.
+    #[serde(default)]
+    pub kind: RoundKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+/// Visible rounds (issue 21): what made a round of a task.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RoundKind {
+    /// The task's first run.
+    #[default]
+    Agent,
+    /// A turn after a failed gate.
+    Feedback,
+    /// Run again in a fresh session after a conflict (`--on-conflict retry`).
+    Retry,
+    /// Given back to its agent to resolve a conflict (`--on-conflict resolve`).
+    Resolve,
+    /// Given back to its agent to fix a failing integration gate (`integrate.repair`).
+    Repair,
 }
 
 impl Default for TaskReport {

@@ -21,6 +21,7 @@ mod gate_verdict;
 mod groups;
 mod identity;
 mod integrate;
+mod lanes;
 mod launch;
 mod merge_message;
 mod merge_order;
@@ -191,6 +192,7 @@ fn prepare(
         (&sandbox_summary, &workspaces),
         &early_warnings,
     );
+    let overlap_groups = lanes::announce(&plan.tasks, plan.overlap, &events);
     if let Some(why) = readback_skip
         .as_ref()
         .filter(|_| plan.options.readback != crate::plan::ReadbackMode::Off)
@@ -205,6 +207,7 @@ fn prepare(
         (&events, &stop),
         judged,
         (workspaces, caches),
+        overlap_groups,
     );
     plan.task_file_text = String::new();
     Ok(Prepared {
@@ -230,6 +233,7 @@ fn shared_state(
         Option<String>,
     ),
     (workspaces, caches): (workspace::Workspaces, Option<crate::caches::RunCaches>),
+    overlap_groups: Vec<crate::plan::overlap::OverlapGroup>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         caches,
@@ -254,6 +258,8 @@ fn shared_state(
         earlier_reports: std::mem::take(&mut plan.earlier_reports),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
+        overlap: plan.overlap,
+        overlap_groups,
         merge_rules: plan.merge_rules.clone(),
         workspaces,
     })
@@ -599,6 +605,9 @@ fn rerun_conflicts(
             outcome::Rerun {
                 start: integration.head,
                 feedback,
+                kind: crate::report::RoundKind::Retry,
+                cause: Some(rounds::conflict_cause(&reports[i])),
+                earlier: Vec::new(),
             },
             rounds::before_rerun(&reports[i]),
         ));

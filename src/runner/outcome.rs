@@ -12,6 +12,14 @@ pub struct DepResult {
     pub status: TaskStatus,
 }
 
+/// A task a pipeline waits for before it starts: a dependency, or an earlier task of its lane.
+pub(crate) struct Awaited {
+    pub name: String,
+    pub rx: tokio::sync::watch::Receiver<Option<DepResult>>,
+    /// An earlier task of the lane (`overlap: serialize`): its failure does not stop this one.
+    pub lane: bool,
+}
+
 /// Ends a pipeline early with a status and a message.
 pub(crate) struct Stop {
     pub(crate) status: TaskStatus,
@@ -31,4 +39,8 @@ pub(crate) fn stop(status: TaskStatus, error: impl Into<String>) -> Stop {
 pub(crate) struct Rerun {
     pub start: git2::Oid,
     pub feedback: String,
+    // Visible rounds (issue 21): the round it starts, why, and the task's earlier rounds.
+    pub kind: crate::report::RoundKind,
+    pub cause: Option<String>,
+    pub earlier: Vec<crate::report::RoundReport>,
 }

@@ -67,6 +67,9 @@ pub enum Kind {
     Group,
     /// `network`: each phase's destinations through the egress proxy.
     Network,
+    // Overlap before dispatch (issue 21).
+    /// `serialize` or `parallel`.
+    Overlap,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -256,6 +259,12 @@ pub const DEFAULTS_FIELDS: &[Field] = with_shared_fields!(
             "on_conflict",
             Kind::OnConflict,
             "A task that conflicts with what was merged before it: `fail` (default), or `retry` / `retry=N` to run it again from the integration head (N times, default 1); --on-conflict overrides.",
+        ),
+        // Overlap before dispatch (issue 21).
+        field(
+            "overlap",
+            Kind::Overlap,
+            "Tasks whose `paths` overlap: `serialize` (default: they run one after another in a lane, each from the verified result of the one before) or `parallel` (at the same time; they may conflict); --overlap overrides.",
         ),
     ]
 );
@@ -560,6 +569,7 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "string", "pattern": "^(fail|retry(=([1-9][0-9]?|100))?)$"})
         }
         Kind::Workspace => json!({"enum": super::model::WorkspaceChoice::NAMES}),
+        Kind::Overlap => json!({"enum": super::model::OverlapChoice::NAMES}),
         Kind::Network => {
             let hosts =
                 json!({"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}});
@@ -680,6 +690,7 @@ mod tests {
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
             Kind::Workspace => json!("worktree"),
+            Kind::Overlap => json!("parallel"),
             Kind::Group => json!("rename-foo"),
             Kind::Merge => {
                 json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}])
@@ -699,7 +710,8 @@ mod tests {
             | Kind::TaskIdTemplate
             | Kind::Protocol
             | Kind::OnConflict
-            | Kind::Workspace => json!(7),
+            | Kind::Workspace
+            | Kind::Overlap => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }
