@@ -31,6 +31,7 @@ mod mcp_server;
 mod merge_rules;
 mod nightly;
 mod outputs;
+mod overlap;
 mod progress;
 mod retry;
 mod run;
