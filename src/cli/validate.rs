@@ -106,7 +106,9 @@ fn print_overlaps(file: &taskfile::TaskFile) -> Result<(), super::out::OutputErr
     }
     let choice = file.defaults.overlap.unwrap_or_default();
     let how = match choice {
-        taskfile::OverlapChoice::Serialize => "they run one after another, each from the verified result of the one before",
+        taskfile::OverlapChoice::Serialize => {
+            "they run one after another, each from the verified result of the one before"
+        }
         taskfile::OverlapChoice::Parallel => "they run at the same time and may conflict",
     };
     super::out::outln!(

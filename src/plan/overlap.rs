@@ -350,9 +350,8 @@ fn parse_name(s: &str) -> Option<Vec<Tok>> {
                         ch => body.push(ch),
                     }
                 }
-                let plain = !body.starts_with(['!', '^'])
-                    && !body.contains('-')
-                    && !body.contains('\\');
+                let plain =
+                    !body.starts_with(['!', '^']) && !body.contains('-') && !body.contains('\\');
                 if plain {
                     Tok::Set(body.chars().collect())
                 } else {
@@ -436,9 +435,15 @@ mod tests {
     fn wildcards_overlap_when_some_path_matches_both() {
         assert!(overlap("src/*.rs", "src/lib.rs"));
         assert!(!overlap("src/*.rs", "src/lib.ts"));
-        assert!(!overlap("src/*.rs", "src/a/lib.rs"), "* stays in its folder");
+        assert!(
+            !overlap("src/*.rs", "src/a/lib.rs"),
+            "* stays in its folder"
+        );
         assert!(overlap("src/**/*.rs", "src/a/b/lib.rs"));
-        assert!(overlap("*.md", "docs/guide/intro.md"), "a bare name at any depth");
+        assert!(
+            overlap("*.md", "docs/guide/intro.md"),
+            "a bare name at any depth"
+        );
         assert!(!overlap("*.md", "docs/guide/intro.rs"));
         assert!(overlap("a*", "*b"), "ab");
         assert!(!overlap("/a?", "/abc"));

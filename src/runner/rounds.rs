@@ -49,10 +49,12 @@ pub(super) fn feedback_cause(attempt: Option<&AttemptReport>) -> String {
     let failed: Vec<String> = attempt
         .into_iter()
         .flat_map(|a| a.gates.iter().filter(|g| !g.passed))
-        .map(|g| match g.detail.as_deref().and_then(|d| d.lines().next()) {
-            Some(d) => format!("{} failed: {}", g.gate, crate::jsonrpc::truncate(d, 160)),
-            None => format!("{} failed", g.gate),
-        })
+        .map(
+            |g| match g.detail.as_deref().and_then(|d| d.lines().next()) {
+                Some(d) => format!("{} failed: {}", g.gate, crate::jsonrpc::truncate(d, 160)),
+                None => format!("{} failed", g.gate),
+            },
+        )
         .collect();
     match failed.is_empty() {
         true => "a gate failed".into(),
@@ -149,7 +151,13 @@ mod tests {
     #[test]
     fn feedback_turns_and_conflicts_make_numbered_rounds() {
         let (events, _rx) = Events::channel();
-        let first = pipeline(&events, Vec::new(), RoundKind::Agent, 2, TaskStatus::Conflict);
+        let first = pipeline(
+            &events,
+            Vec::new(),
+            RoundKind::Agent,
+            2,
+            TaskStatus::Conflict,
+        );
         let second = pipeline(
             &events,
             before_rerun(&first),
@@ -164,7 +172,10 @@ mod tests {
             1,
             TaskStatus::Merged,
         );
-        let mut reports = vec![third, pipeline(&events, Vec::new(), RoundKind::Agent, 1, TaskStatus::Merged)];
+        let mut reports = vec![
+            third,
+            pipeline(&events, Vec::new(), RoundKind::Agent, 1, TaskStatus::Merged),
+        ];
         close(&mut reports);
         let rounds: Vec<(u32, RoundKind, TaskStatus)> = reports[0]
             .rounds

@@ -160,12 +160,7 @@ async fn wait_for_dependencies(
     deps: Vec<Awaited>,
 ) -> Result<Vec<git2::Oid>, Stop> {
     let mut dep_commits = Vec::new();
-    for Awaited {
-        name,
-        mut rx,
-        lane,
-    } in deps
-    {
+    for Awaited { name, mut rx, lane } in deps {
         let result = loop {
             if let Some(r) = rx.borrow().clone() {
                 break r;

@@ -60,12 +60,9 @@ pub(super) async fn make(
             }
             None => match super::lanes::descendant_of_all(&repo, s.base, &dep_commits) {
                 Some(c) => c,
-                None => super::integrate::dependency_base(
-                    &repo,
-                    s.base,
-                    &dep_commits,
-                    &s.merge_rules,
-                )?,
+                None => {
+                    super::integrate::dependency_base(&repo, s.base, &dep_commits, &s.merge_rules)?
+                }
             },
         };
         let ws = &s.workspaces;

@@ -40,7 +40,8 @@ fn line_repo(runner: Runner) -> TestRepo {
 /// An exec agent that appends its task id to line 1 of `line.txt` (from the content it
 /// finds), or fails without a change when its prompt says `fail`.
 fn appender() -> Value {
-    let script = r#"[ "$FANOUT_PROMPT" = fail ] && exit 1; sed -i "1s/\$/ $FANOUT_TASK_ID/" line.txt"#;
+    let script =
+        r#"[ "$FANOUT_PROMPT" = fail ] && exit 1; sed -i "1s/\$/ $FANOUT_TASK_ID/" line.txt"#;
     json!({"protocol": "exec", "command": "sh", "args": ["-c", script]})
 }
 
@@ -116,7 +117,10 @@ crate::every_way!(
 
 fn a_failure_is_passed_over(runner: Runner) {
     let repo = line_repo(runner);
-    let file = lane_tasks(&repo, &[("a", "fail"), ("b", "x"), ("c", "fail"), ("d", "x")]);
+    let file = lane_tasks(
+        &repo,
+        &[("a", "fail"), ("b", "x"), ("c", "fail"), ("d", "x")],
+    );
     let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "4"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let st = statuses(&report);
@@ -165,7 +169,10 @@ fn parallel_keeps_the_conflict(runner: Runner) {
     );
 }
 
-crate::every_way!(parallel_overlapping_tasks_conflict, parallel_keeps_the_conflict);
+crate::every_way!(
+    parallel_overlapping_tasks_conflict,
+    parallel_keeps_the_conflict
+);
 
 #[test]
 fn validate_names_the_overlapping_tasks() {
@@ -190,7 +197,10 @@ fn validate_names_the_overlapping_tasks() {
         "{text}"
     );
     assert!(text.contains("  a, c: src/*.rs, src/lib.rs\n"), "{text}");
-    assert!(text.contains("  b, d: docs/, docs/guide/intro.md\n"), "{text}");
+    assert!(
+        text.contains("  b, d: docs/, docs/guide/intro.md\n"),
+        "{text}"
+    );
     assert!(!text.contains("README"), "{text}");
     // Told parallel, it says they may conflict; without overlaps, no section.
     let file = repo.write_tasks(&json!({
@@ -202,7 +212,11 @@ fn validate_names_the_overlapping_tasks() {
         ]
     }));
     let out = repo.fanout(&["validate", "--tasks", file.to_str().expect("utf-8")]);
-    assert!(stdout(&out).contains("they run at the same time and may conflict"), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("they run at the same time and may conflict"),
+        "{}",
+        show(&out)
+    );
     let file = repo.write_tasks(&json!({
         "agents": {"e": appender()},
         "tasks": [{"id": "a", "prompt": "x", "paths": ["x.txt"]}, {"id": "b", "prompt": "x", "paths": ["y.txt"]}]
@@ -217,7 +231,11 @@ fn validate_names_the_overlapping_tasks() {
     }));
     let out = repo.fanout(&["validate", "--tasks", file.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(stderr(&out).contains("$.defaults.overlap"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("$.defaults.overlap"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// Task `b` fails its verify command until its agent was given feedback (then it writes
@@ -278,7 +296,10 @@ fn rounds_are_visible(runner: Runner) {
     let cause = |k: usize| b["rounds"][k]["cause"].as_str().unwrap_or("").to_string();
     assert!(cause(0).is_empty(), "{b}");
     assert!(cause(1).contains("command failed"), "{b}");
-    assert!(cause(2).contains("conflict") && cause(2).contains("line.txt"), "{b}");
+    assert!(
+        cause(2).contains("conflict") && cause(2).contains("line.txt"),
+        "{b}"
+    );
     assert_eq!(b["rounds"][1]["conflict_paths"], json!(["line.txt"]), "{b}");
     // a had one round: its report is that round.
     assert!(task(&report, "a")["rounds"].is_null(), "{report}");
@@ -307,11 +328,18 @@ fn rounds_are_visible(runner: Runner) {
     let log = repo.fanout(&["log", run_id, "b"]);
     let text = stdout(&log);
     assert!(text.contains("round 1 (agent)"), "{}", show(&log));
-    assert!(text.contains("round 2 (feedback): command failed"), "{}", show(&log));
+    assert!(
+        text.contains("round 2 (feedback): command failed"),
+        "{}",
+        show(&log)
+    );
     assert!(text.contains("round 3 (retry): conflict"), "{}", show(&log));
     // The HTML report, per task.
     let page = std::fs::read_to_string(&html).expect("the page");
-    assert!(page.contains("round 2 (feedback): conflict in line.txt"), "{page}");
+    assert!(
+        page.contains("round 2 (feedback): conflict in line.txt"),
+        "{page}"
+    );
     assert!(page.contains("round 3 (retry): merged"), "{page}");
 }
 
