@@ -344,3 +344,131 @@ fn rounds_are_visible(runner: Runner) {
 }
 
 crate::every_way!(rounds_with_kind_and_cause_are_visible, rounds_are_visible);
+
+/// A lane follows merge order: `a` depends on `b`, so `b` runs first and `a` starts from its
+/// commit (no deadlock between the lane and the dependency); `--only` forms lanes among the
+/// tasks it selects.
+fn lanes_follow_dependencies_and_only(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = repo.write_tasks(&json!({
+        "agents": {"e": appender()},
+        "defaults": {"agent": "e"},
+        "tasks": [
+            {"id": "a", "prompt": "x", "paths": ["line.txt"], "depends_on": ["b"]},
+            {"id": "b", "prompt": "x", "paths": ["line.txt"]},
+            {"id": "c", "prompt": "x", "paths": ["line.txt"]}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        field(&report, "a", "started_from"),
+        field(&report, "b", "commit"),
+        "{report}"
+    );
+    assert_eq!(
+        field(&report, "c", "started_from"),
+        field(&report, "a", "commit"),
+        "{report}"
+    );
+    let merged = report["integration_commit"].as_str().expect("integration");
+    assert_eq!(line_at(&repo, merged), "base b a c\n");
+    // Only c: alone, from the base, no overlap to speak of.
+    let (out, report) = repo.run(&file, &["--no-readback", "--only", "c"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        field(&report, "c", "started_from"),
+        report["base"].as_str().unwrap_or("?")
+    );
+    assert!(named(&run_events(&report), "overlap").is_empty());
+    let merged = report["integration_commit"].as_str().expect("integration");
+    assert_eq!(line_at(&repo, merged), "base c\n");
+}
+
+crate::every_way!(
+    lanes_follow_dependencies_and_only_selects,
+    lanes_follow_dependencies_and_only
+);
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+/// kill -9 while the lane's second task runs: `fanout resume` keeps the first (verified, not
+/// run again) and runs the second again from its commit.
+fn resume_keeps_the_lane(runner: Runner) {
+    for kind in ["overlay", "worktree"] {
+        let repo = line_repo(runner);
+        let hang = r#"[ "$FANOUT_TEST_PHASE" = 1 ] && exec sleep 300; sed -i "1s/\$/ $FANOUT_TASK_ID/" line.txt"#;
+        let file = repo.write_tasks(&json!({
+            "agents": {
+                "e": appender(),
+                "hang": {"protocol": "exec", "command": "sh", "args": ["-c", hang]}
+            },
+            "defaults": {"agent": "e"},
+            "tasks": [
+                {"id": "a", "prompt": "x", "paths": ["line.txt"]},
+                {"id": "b", "prompt": "x", "agent": "hang", "paths": ["line.txt"]}
+            ]
+        }));
+        let mut child = repo
+            .fanout_command()
+            .args(["run", "--no-readback", "--workspace", kind, "--tasks"])
+            .arg(&file)
+            .arg("--repo")
+            .arg(&repo.path)
+            .env("FANOUT_TEST_PHASE", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("fanout starts");
+        let runs = repo.path.join(".git/fanout/runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let run_id = loop {
+            let state_of = |id: &str| read_json(&runs.join(id).join("state.json"));
+            let id = std::fs::read_dir(&runs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().to_string());
+            if let Some(id) = id {
+                let s = state_of(&id);
+                if s["tasks"]["a"]["status"] == "verified"
+                    && s["tasks"]["b"]["phase"]["phase"] == "agent_turn"
+                {
+                    break id;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the run did not reach b's agent turn");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let out = with_env("FANOUT_TEST_PHASE", "2", || {
+            repo.fanout(&["resume", &run_id])
+        });
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let report = read_json(&runs.join(&run_id).join("report.json"));
+        assert!(
+            statuses(&report).values().all(|s| s == "merged"),
+            "{report}"
+        );
+        assert_eq!(
+            field(&report, "b", "started_from"),
+            field(&report, "a", "commit"),
+            "{report}"
+        );
+        let log =
+            std::fs::read_to_string(runs.join(&run_id).join("events/a.jsonl")).unwrap_or_default();
+        assert_eq!(log.matches("\"task_started\"").count(), 1, "a ran once");
+        let merged = report["integration_commit"].as_str().expect("integration");
+        assert_eq!(line_at(&repo, merged), "base a b\n");
+    }
+}
+
+crate::both_ways!(a_resumed_run_keeps_its_lane, resume_keeps_the_lane);
