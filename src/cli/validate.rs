@@ -118,7 +118,12 @@ fn print_overlaps(file: &taskfile::TaskFile) -> Result<(), super::out::OutputErr
     )?;
     for g in &groups {
         let ids: Vec<&str> = g.tasks.iter().map(|&i| tasks[i].id.as_str()).collect();
-        super::out::outln!("  {}: {}", ids.join(", "), g.paths.join(", "))?;
+        let shown = &g.paths[..g.paths.len().min(10)];
+        let more = match g.paths.len() - shown.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        super::out::outln!("  {}: {}{more}", ids.join(", "), shown.join(", "))?;
     }
     Ok(())
 }
