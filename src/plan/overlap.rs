@@ -27,12 +27,12 @@ pub struct OverlapGroup {
 
 /// The groups of overlapping tasks (two or more each), ordered by their first task.
 /// `tasks[i]` is task i's `paths`.
+///
+/// Identical patterns are checked once (10 000 tasks under `src/**` are one pattern), and a
+/// pattern is compared only with those at a compatible place, found from the deeper of the two
+/// (at its literal folders or theirs), and only with those whose last name could be its own.
 pub fn overlap_groups(tasks: &[&[String]]) -> Vec<OverlapGroup> {
-    let mut sets = UnionFind::new(tasks.len());
-    // Which (task, pattern) met another task's pattern.
-    let mut met: Vec<Vec<bool>> = tasks.iter().map(|p| vec![false; p.len()]).collect();
-    // Every variant seen so far, by its literal folder prefix ("src/lib/", "" for none).
-    let mut index: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    let mut d = Distincts::default();
     for (t, patterns) in tasks.iter().enumerate() {
         for (k, raw) in patterns.iter().enumerate() {
             let variants = crate::verify::scope::variants(raw);
@@ -41,35 +41,132 @@ pub fn overlap_groups(tasks: &[&[String]]) -> Vec<OverlapGroup> {
                 if beneath && names_files(raw) {
                     continue;
                 }
-                for mut pattern in Pattern::expand(variant) {
-                    pattern.beneath = beneath;
-                    // Met at once, so a task already joined to a pattern's group skips the
-                    // rest of it (many tasks under one folder: one check each, not all pairs).
-                    for (u, l, q) in candidates(&index, &pattern.prefix) {
-                        let (u, l) = (*u, *l);
-                        if u == t
-                            || (q.beneath && pattern.beneath)
-                            || (met[u][l] && met[t][k] && sets.same(u, t))
-                            || !pattern.meets(q)
-                        {
-                            continue;
-                        }
-                        sets.join(u, t);
-                        met[u][l] = true;
-                        met[t][k] = true;
-                    }
-                    index
-                        .entry(pattern.prefix.clone())
-                        .or_default()
-                        .push((t, k, pattern));
+                for pattern in Pattern::expand(variant) {
+                    d.add(pattern, beneath, (t, k));
                 }
             }
+        }
+    }
+    let mut sets = UnionFind::new(tasks.len());
+    // Which (task, pattern) met another task's pattern.
+    let mut met: Vec<Vec<bool>> = tasks.iter().map(|p| vec![false; p.len()]).collect();
+    let mut joined = vec![false; d.all.len()];
+    for i in 0..d.all.len() {
+        if !d.all[i].beneath && d.all[i].many_tasks() {
+            d.join_members(i, &mut joined, &mut sets, &mut met);
+        }
+        for j in d.compatible(i) {
+            let (a, b) = (&d.all[i], &d.all[j]);
+            if (a.beneath && b.beneath) || a.single_task_with(b) || !a.pattern.meets(&b.pattern) {
+                continue;
+            }
+            d.join_members(i, &mut joined, &mut sets, &mut met);
+            d.join_members(j, &mut joined, &mut sets, &mut met);
+            sets.join(a.members[0].0, b.members[0].0);
         }
     }
     groups(tasks, &mut sets, &met)
 }
 
-type Entry = (usize, usize, Pattern);
+/// One distinct pattern and the (task, pattern index) pairs that have it.
+struct Distinct {
+    pattern: Pattern,
+    /// Only what lies beneath the place the task named (`x/**` of a pattern `x`).
+    beneath: bool,
+    members: Vec<(usize, usize)>,
+}
+
+impl Distinct {
+    fn many_tasks(&self) -> bool {
+        self.members.iter().any(|m| m.0 != self.members[0].0)
+    }
+
+    /// Whether all members of both are of one task (a task does not overlap itself).
+    fn single_task_with(&self, other: &Distinct) -> bool {
+        let t = self.members[0].0;
+        !self.many_tasks() && other.members.iter().all(|m| m.0 == t)
+    }
+}
+
+#[derive(Default)]
+struct Distincts {
+    all: Vec<Distinct>,
+    by_text: std::collections::HashMap<(String, bool), usize>,
+    /// By literal folder prefix ("src/lib/", "" for none), then by literal last name (`None`:
+    /// a wildcard or `**` last).
+    index: BTreeMap<String, std::collections::HashMap<Option<String>, Vec<usize>>>,
+}
+
+impl Distincts {
+    fn add(&mut self, pattern: Pattern, beneath: bool, member: (usize, usize)) {
+        let key = (pattern.text.clone(), beneath);
+        if let Some(&i) = self.by_text.get(&key) {
+            self.all[i].members.push(member);
+            return;
+        }
+        let i = self.all.len();
+        self.index
+            .entry(pattern.prefix.clone())
+            .or_default()
+            .entry(pattern.last.clone())
+            .or_default()
+            .push(i);
+        self.by_text.insert(key, i);
+        self.all.push(Distinct {
+            pattern,
+            beneath,
+            members: vec![member],
+        });
+    }
+
+    /// The distinct patterns `i` is compared with: at its own prefix (those before it) or at
+    /// one of its folders, whose last name could be its own.
+    fn compatible(&self, i: usize) -> Vec<usize> {
+        let p = &self.all[i].pattern;
+        let prefix = p.prefix.as_str();
+        let mut out = Vec::new();
+        let ends = std::iter::once(0).chain(prefix.match_indices('/').map(|(e, _)| e + 1));
+        for end in ends {
+            let Some(bucket) = self.index.get(&prefix[..end]) else {
+                continue;
+            };
+            let same_place = end == prefix.len();
+            let mut take = |ids: &Vec<usize>| {
+                out.extend(ids.iter().copied().filter(|&j| !same_place || j < i));
+            };
+            match &p.last {
+                Some(name) => {
+                    bucket
+                        .get(&Some(name.clone()))
+                        .into_iter()
+                        .for_each(&mut take);
+                    bucket.get(&None).into_iter().for_each(&mut take);
+                }
+                None => bucket.values().for_each(&mut take),
+            }
+        }
+        out
+    }
+
+    /// Once per distinct pattern: its tasks join one group, and each of its members met
+    /// another task's pattern.
+    fn join_members(
+        &self,
+        i: usize,
+        joined: &mut [bool],
+        sets: &mut UnionFind,
+        met: &mut [Vec<bool>],
+    ) {
+        if std::mem::replace(&mut joined[i], true) {
+            return;
+        }
+        let members = &self.all[i].members;
+        for &(t, k) in members {
+            sets.join(members[0].0, t);
+            met[t][k] = true;
+        }
+    }
+}
 
 /// Whether `variant` of `raw` is what lies beneath the place `raw` names, not that place
 /// itself. Two such never meet (`src` and `lib` name different places, though both would allow
@@ -90,23 +187,6 @@ fn names_files(raw: &str) -> bool {
             .rsplit('/')
             .next()
             .is_some_and(|last| last.contains('.') && !last.starts_with("**"))
-}
-
-/// The variants seen so far at a prefix compatible with `prefix`: one of its folders (or
-/// itself), or beneath it.
-fn candidates<'a>(
-    index: &'a BTreeMap<String, Vec<Entry>>,
-    prefix: &'a str,
-) -> impl Iterator<Item = &'a Entry> + 'a {
-    let ancestors = std::iter::once(0)
-        .chain(prefix.match_indices('/').map(|(i, _)| i + 1))
-        .filter_map(move |end| index.get(&prefix[..end]));
-    let beneath = index
-        .range(prefix.to_string()..)
-        .take_while(move |(key, _)| key.starts_with(prefix))
-        .filter(move |(key, _)| key.as_str() != prefix)
-        .map(|(_, v)| v);
-    ancestors.chain(beneath).flatten()
 }
 
 fn groups(tasks: &[&[String]], sets: &mut UnionFind, met: &[Vec<bool>]) -> Vec<OverlapGroup> {
@@ -149,9 +229,6 @@ impl UnionFind {
         }
         i
     }
-    fn same(&mut self, a: usize, b: usize) -> bool {
-        self.find(a) == self.find(b)
-    }
     fn join(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         // The smaller index stays the root, so groups keep task-file order cheaply.
@@ -186,8 +263,10 @@ struct Pattern {
     /// The leading segments without wildcards, each followed by `/`: every path it matches
     /// starts with them.
     prefix: String,
-    /// Only what lies beneath the place the task named (`x/**` of a pattern `x`).
-    beneath: bool,
+    /// The last name, when it has no wildcard.
+    last: Option<String>,
+    /// The glob it was read from, alternatives expanded.
+    text: String,
 }
 
 /// More `{…}` alternatives than this and a pattern meets everything (still sound).
@@ -210,7 +289,8 @@ impl Pattern {
         Pattern {
             segs: vec![Seg::Deep],
             prefix: String::new(),
-            beneath: false,
+            last: None,
+            text: "**".into(),
         }
     }
 
@@ -235,10 +315,21 @@ impl Pattern {
                 _ => break,
             }
         }
+        let last = match segs.last() {
+            Some(Seg::Name(toks)) => toks
+                .iter()
+                .map(|t| match t {
+                    Tok::Lit(c) => Some(*c),
+                    _ => None,
+                })
+                .collect::<Option<String>>(),
+            _ => None,
+        };
         Some(Pattern {
             segs,
             prefix,
-            beneath: false,
+            last,
+            text: glob.to_string(),
         })
     }
 
@@ -505,8 +596,12 @@ mod tests {
 
     #[test]
     fn many_distinct_files_are_checked_quickly() {
-        let t: Vec<Vec<String>> = (0..5000)
-            .map(|i| vec![format!("src/m{}/f{i}.rs", i % 50)])
+        // Files in folders, and bare names (at any depth: all compared at the root).
+        let t: Vec<Vec<String>> = (0..10_000)
+            .map(|i| match i % 2 {
+                0 => vec![format!("src/m{}/f{i}.rs", i % 50)],
+                _ => vec![format!("f{i}.txt")],
+            })
             .collect();
         let refs: Vec<&[String]> = t.iter().map(|v| v.as_slice()).collect();
         let started = std::time::Instant::now();
