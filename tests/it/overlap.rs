@@ -472,3 +472,61 @@ fn resume_keeps_the_lane(runner: Runner) {
 }
 
 crate::both_ways!(a_resumed_run_keeps_its_lane, resume_keeps_the_lane);
+
+/// Real Codex (0.171.0, app-server) on the scripted model: two tasks edit the same line of the
+/// same file, declared in `paths`; serialized, the second starts from the first's commit and
+/// both merge, in both kinds of workspace.
+#[test]
+fn codex_app_server_tasks_in_a_lane_both_merge() {
+    use crate::model_server::{self, ModelServer};
+    let codex = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".agents/codex-0.171.0/node_modules/.bin/codex");
+    assert!(
+        codex.is_file(),
+        "Codex 0.171.0 is not installed at {}: run scripts/install-agents.sh first",
+        codex.display()
+    );
+    let server = ModelServer::start_default();
+    for kind in ["overlay", "worktree"] {
+        let home = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            home.path().join("config.toml"),
+            model_server::codex_config_for_port(server.port()),
+        )
+        .expect("write");
+        let repo = line_repo(Runner::Invoker);
+        let edit = |id: &str| {
+            json!({"id": id, "paths": ["line.txt"],
+                   "prompt": format!("Append your name.\nCMD: sed -i '1s/$/ {id}/' line.txt")})
+        };
+        let file = repo.write_tasks(&json!({"version": 1, "tasks": [edit("a"), edit("b")]}));
+        let report_file = repo.report_path();
+        let out = repo
+            .fanout_command()
+            .args(["run", "--no-readback", "--jobs", "2", "--workspace", kind])
+            .arg("--tasks")
+            .arg(&file)
+            .arg("--report")
+            .arg(&report_file)
+            .arg("--repo")
+            .arg(&repo.path)
+            .env("FANOUT_CODEX_BIN", &codex)
+            .env("CODEX_HOME", home.path())
+            .output()
+            .expect("fanout runs");
+        let report = read_json(&report_file);
+        assert_eq!(out.status.code(), Some(0), "{kind}: {}", show(&out));
+        assert!(
+            statuses(&report).values().all(|s| s == "merged"),
+            "{report}"
+        );
+        assert_eq!(task(&report, "b")["agent"]["protocol"], "codex-app-server");
+        assert_eq!(
+            field(&report, "b", "started_from"),
+            field(&report, "a", "commit"),
+            "{report}"
+        );
+        let merged = report["integration_commit"].as_str().expect("integration");
+        assert_eq!(line_at(&repo, merged), "base a b\n", "{kind}");
+    }
+}
