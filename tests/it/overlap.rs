@@ -301,6 +301,13 @@ fn rounds_are_visible(runner: Runner) {
         "{b}"
     );
     assert_eq!(b["rounds"][1]["conflict_paths"], json!(["line.txt"]), "{b}");
+    // The terminal and the table count the same rounds.
+    assert!(
+        stderr(&out).contains("running it again (round 3)"),
+        "{}",
+        show(&out)
+    );
+    assert!(stdout(&out).contains("merged (round 3)"), "{}", show(&out));
     // a had one round: its report is that round.
     assert!(task(&report, "a")["rounds"].is_null(), "{report}");
     // The events: a round_started per round, with kind and cause.
