@@ -126,6 +126,22 @@ pub enum EventKind {
         round: u32,
         paths: Vec<String>,
     },
+    // Overlap before dispatch and visible rounds (issue 21).
+    /// Tasks whose declared `paths` overlap (`paths`: the patterns that meet), said at the
+    /// start of a run; `serialized`: they run one after another in a lane (`overlap: serialize`).
+    Overlap {
+        tasks: Vec<String>,
+        paths: Vec<String>,
+        serialized: bool,
+    },
+    /// A round of a task began: its agent is asked (again), and why (`cause`).
+    RoundStarted {
+        task: String,
+        round: u32,
+        kind: crate::report::RoundKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+    },
     /// The integration gate took a merged task out again: it breaks the integration.
     Ejected { task: String, reason: String },
     /// The integration gate began: its verify command runs on the integration of `tasks`
@@ -296,6 +312,7 @@ impl Event {
             | Merged { task, .. }
             | Conflict { task, .. }
             | ConflictRetry { task, .. }
+            | RoundStarted { task, .. }
             | Ejected { task, .. }
             | TaskEnded { task, .. }
             | CandidateStarted { task, .. }
@@ -303,6 +320,7 @@ impl Event {
             | CandidateSelected { task, .. } => Some(task),
             Warning { task, .. } => task.as_deref(),
             RunStarted { .. }
+            | Overlap { .. }
             | IntegrationStarted { .. }
             | IntegrationGateStarted { .. }
             | GateStepStarted { .. }
@@ -332,6 +350,8 @@ impl Event {
             Merged { .. } => "merged",
             Conflict { .. } => "conflict",
             ConflictRetry { .. } => "conflict_retry",
+            Overlap { .. } => "overlap",
+            RoundStarted { .. } => "round_started",
             Ejected { .. } => "ejected",
             IntegrationGateStarted { .. } => "integration_gate_started",
             GateStepStarted { .. } => "gate_step_started",

@@ -9,6 +9,7 @@ mod checks;
 mod error;
 mod identity;
 mod launch;
+pub mod overlap;
 pub mod passed_env;
 mod planned_task;
 mod sandbox_options;
@@ -51,6 +52,8 @@ pub struct RunOptions {
     pub min_free_mb: u64,
     /// `--on-conflict`: overrides the task file's `defaults.on_conflict`.
     pub on_conflict: Option<taskfile::OnConflict>,
+    /// `--overlap`: overrides the task file's `defaults.overlap`.
+    pub overlap: Option<taskfile::OverlapChoice>,
     /// `--squash`: the integration is one commit listing the tasks.
     pub squash: bool,
     /// How task workspaces are made: `--workspace`, else the task file's
@@ -93,6 +96,9 @@ pub struct Plan {
     pub integrate: Option<IntegrateGate>,
     /// What a conflicting task does (command line over task file, default `fail`).
     pub on_conflict: taskfile::OnConflict,
+    /// Overlap before dispatch (issue 21): what tasks whose `paths` overlap do (command line
+    /// over task file, default `serialize`).
+    pub overlap: taskfile::OverlapChoice,
     /// The task file's `merge` rules, compiled.
     pub merge_rules: crate::git::merge_rules::MergeRules,
     /// Said right after the run's first line (uncommitted changes left out, skipped includes).
@@ -371,6 +377,10 @@ impl Plan {
             .on_conflict
             .or(file.defaults.on_conflict)
             .unwrap_or_default();
+        let overlap = options
+            .overlap
+            .or(file.defaults.overlap)
+            .unwrap_or_default();
         if options.workspace_source.is_none() {
             if let Some(w) = file.defaults.workspace {
                 options.workspace = w;
@@ -394,6 +404,7 @@ impl Plan {
             caches_fill,
             integrate,
             on_conflict,
+            overlap,
             merge_rules,
             run_id,
             repo,

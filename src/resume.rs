@@ -42,6 +42,9 @@ pub struct SavedInputs {
     pub allow_unfiltered: bool,
     #[serde(default)]
     pub on_conflict: Option<crate::taskfile::OnConflict>,
+    /// `--overlap` of the run (issue 21).
+    #[serde(default)]
+    pub overlap: Option<crate::taskfile::OverlapChoice>,
     #[serde(default)]
     pub squash: bool,
     #[serde(default)]
@@ -93,6 +96,7 @@ pub fn save_inputs(plan: &Plan, task_file_text: &str) -> std::io::Result<()> {
         max_change_bytes: plan.options.max_change_bytes,
         allow_unfiltered: plan.options.allow_unfiltered,
         on_conflict: plan.options.on_conflict,
+        overlap: plan.options.overlap,
         squash: plan.options.squash,
         workspace: plan.options.workspace,
         only: plan.only.clone(),
@@ -306,6 +310,7 @@ fn saved_options(c: &Continue, saved: &SavedInputs, tasks_file: std::path::PathB
         allow_unfiltered: saved.allow_unfiltered,
         min_free_mb: c.min_free_mb,
         on_conflict: saved.on_conflict,
+        overlap: saved.overlap,
         squash: saved.squash,
         workspace: saved.workspace,
         // The run's own choice, whatever the task file says now.

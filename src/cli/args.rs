@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// conflict to the task's own agent (N rounds, default 1). Overrides `defaults.on_conflict`.
     #[arg(long, value_name = "fail|retry[=N]|resolve[=N]", value_parser = parse_on_conflict)]
     pub on_conflict: Option<crate::taskfile::OnConflict>,
+    /// Tasks whose `paths` overlap: `serialize` (run them one after another, each from the
+    /// verified result of the one before) or `parallel`. Overrides `defaults.overlap`.
+    #[arg(long, value_name = "serialize|parallel", value_parser = parse_overlap)]
+    pub overlap: Option<crate::taskfile::OverlapChoice>,
     /// Make the integration one commit whose message lists the merged tasks.
     #[arg(long)]
     pub squash: bool,
@@ -170,6 +174,11 @@ pub struct RunArgs {
     /// With --only: also run the tasks the selected ones depend on (transitively).
     #[arg(long, requires = "only")]
     pub with_deps: bool,
+}
+
+fn parse_overlap(s: &str) -> Result<crate::taskfile::OverlapChoice, String> {
+    crate::taskfile::OverlapChoice::parse(s)
+        .ok_or_else(|| format!("expected serialize or parallel, found {s:?}"))
 }
 
 fn parse_on_conflict(s: &str) -> Result<crate::taskfile::OnConflict, String> {

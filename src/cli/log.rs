@@ -155,6 +155,19 @@ fn describe(event: &Value) -> Described {
         "notification" => return notification(event),
         "task_started" => format!("agent {}", field(event, "agent")),
         "turn_started" => format!("attempt {}", field(event, "attempt")),
+        // Visible rounds (issue 21): a line per round, with what caused it.
+        "round_started" => match str_of(event, "cause") {
+            Some(cause) => format!(
+                "round {} ({}): {cause}",
+                field(event, "round"),
+                field(event, "round_kind")
+            ),
+            None => format!(
+                "round {} ({})",
+                field(event, "round"),
+                field(event, "round_kind")
+            ),
+        },
         "exec_start" => format!(
             "attempt {}: {}",
             field(event, "attempt"),
@@ -537,6 +550,9 @@ mod tests {
             {"gate": "scope", "passed": true},
             {"gate": "command", "passed": false, "detail": "exit 1"}]}));
         assert_eq!(d.text, "attempt 1: scope passed, command FAILED (exit 1)");
+        let d = describe(&json!({"t": 1, "kind": "round_started", "round": 2,
+            "round_kind": "feedback", "cause": "command failed: exit 1"}));
+        assert_eq!(d.text, "round 2 (feedback): command failed: exit 1");
         let d = describe(
             &json!({"t": 1, "kind": "notification", "method": "codex/event",
             "params": {"msg": {"type": "exec_command_end", "exit_code": 2, "aggregated_output": "boom\n"}}}),

@@ -65,6 +65,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         allow_unfiltered: a.allow_unfiltered,
         min_free_mb: a.min_free_mb,
         on_conflict: a.on_conflict,
+        overlap: a.overlap,
         squash: a.squash,
         workspace: match a.workspace {
             None | Some(WorkspaceArg::Auto) => WorkspaceChoice::Auto,

@@ -85,6 +85,7 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
             super::out::outln!("{}\t{}{paths}", t.id, crate::jsonrpc::truncate(first, 100))?;
         }
     }
+    print_overlaps(&file)?;
     super::out::outln!(
         "{}: valid — {} task(s), agent(s): {}",
         a.tasks.display(),
@@ -92,6 +93,39 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
         agents.into_iter().collect::<Vec<_>>().join(", ")
     )?;
     Ok(EXIT_OK)
+}
+
+/// Overlap before dispatch (issue 21): the tasks whose `paths` overlap, a line per group, and
+/// what the run will do with them. Templates not expanded (`--expand`) are left out.
+fn print_overlaps(file: &taskfile::TaskFile) -> Result<(), super::out::OutputError> {
+    let tasks: Vec<&taskfile::TaskSpec> = file.tasks.iter().filter(|t| !t.template).collect();
+    let paths: Vec<&[String]> = tasks.iter().map(|t| t.paths.as_slice()).collect();
+    let groups = crate::plan::overlap::overlap_groups(&paths);
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let choice = file.defaults.overlap.unwrap_or_default();
+    let how = match choice {
+        taskfile::OverlapChoice::Serialize => {
+            "they run one after another, each from the verified result of the one before"
+        }
+        taskfile::OverlapChoice::Parallel => "they run at the same time and may conflict",
+    };
+    super::out::outln!(
+        "overlapping paths: {} group(s) (overlap: {}; {how}):",
+        groups.len(),
+        choice.as_str()
+    )?;
+    for g in &groups {
+        let ids: Vec<&str> = g.tasks.iter().map(|&i| tasks[i].id.as_str()).collect();
+        let shown = &g.paths[..g.paths.len().min(10)];
+        let more = match g.paths.len() - shown.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        super::out::outln!("  {}: {}{more}", ids.join(", "), shown.join(", "))?;
+    }
+    Ok(())
 }
 
 /// `--only` as `fanout run` would apply it: only the selected tasks are listed and counted.

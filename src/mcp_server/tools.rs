@@ -312,6 +312,7 @@ fn start(v: &Value, registry: &Registry) -> Result<Value, BadParams> {
         allow_unfiltered: false,
         min_free_mb: crate::preflight::DEFAULT_MIN_FREE_MB,
         on_conflict: None,
+        overlap: None,
         squash: false,
         workspace: workspace.unwrap_or_default(),
         workspace_source: workspace.map(|_| "fanout_start's workspace".into()),

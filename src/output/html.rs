@@ -497,27 +497,40 @@ fn task_section(
     out.push_str("</div></details>");
 }
 
-/// A task that ran again after a conflict: each round and how it ended.
+/// A task asked more than once (visible rounds, issue 21): each round, its kind, what caused
+/// it and how it ended.
 fn rounds_line(out: &mut String, r: &TaskReport) {
     if r.rounds.len() < 2 {
         return;
     }
-    let rounds: Vec<String> = r
-        .rounds
-        .iter()
-        .map(|k| {
-            let mut s = format!("round {}: {}", k.round, k.status.as_str());
-            if !k.conflict_paths.is_empty() {
-                s.push_str(&format!(" in {}", k.conflict_paths.join(", ")));
-            }
-            s
-        })
-        .collect();
-    let _ = write!(
-        out,
-        "<p class=\"rounds muted\">{}</p>",
-        esc(&rounds.join(" · "))
-    );
+    out.push_str("<ol class=\"rounds muted\">");
+    for k in &r.rounds {
+        let mut s = format!(
+            "round {} ({}): {}",
+            k.round,
+            round_kind_name(k.kind),
+            k.status.as_str()
+        );
+        if !k.conflict_paths.is_empty() {
+            s.push_str(&format!(" in {}", k.conflict_paths.join(", ")));
+        }
+        if let Some(cause) = &k.cause {
+            s.push_str(&format!(" — because {cause}"));
+        }
+        let _ = write!(out, "<li>{}</li>", esc(&s));
+    }
+    out.push_str("</ol>");
+}
+
+fn round_kind_name(kind: crate::report::RoundKind) -> &'static str {
+    use crate::report::RoundKind::*;
+    match kind {
+        Agent => "agent",
+        Feedback => "feedback",
+        Retry => "retry",
+        Resolve => "resolve",
+        Repair => "repair",
+    }
 }
 
 /// A unified diff as HTML, with the changed words of paired -/+ lines highlighted.

@@ -70,6 +70,9 @@ pub struct TerminalOutput {
     last_line: Instant,
     heartbeat: Duration,
     run_open: bool,
+    /// Visible rounds (issue 21): each task's last round (`round_started`), so the numbers
+    /// shown are the report's (feedback rounds counted).
+    rounds_seen: BTreeMap<String, u32>,
 }
 
 impl TerminalOutput {
@@ -93,6 +96,7 @@ impl TerminalOutput {
             last_line: Instant::now(),
             heartbeat: heartbeat_every(),
             run_open: false,
+            rounds_seen: BTreeMap::new(),
         }
     }
 
@@ -326,6 +330,11 @@ impl Output for TerminalOutput {
                 ]);
             }
             EventKind::TaskStarted { task, round, .. } => {
+                // A run again is the round after the task's last one.
+                let round = &match self.rounds_seen.get(task) {
+                    Some(n) if *round > 1 => n + 1,
+                    _ => *round,
+                };
                 self.running.insert(
                     task.clone(),
                     Running {
@@ -366,12 +375,35 @@ impl Output for TerminalOutput {
                 let line = self.finished_line(report, resume_state == "verified", round);
                 return self.print(&[line]);
             }
+            EventKind::RoundStarted { task, round, .. } => {
+                self.rounds_seen.insert(task.clone(), *round);
+                if let Some(r) = self.running.get_mut(task) {
+                    r.round = *round;
+                }
+            }
             EventKind::ConflictRetry { task, round, paths } => {
+                let next = self.rounds_seen.get(task).map_or(round + 1, |n| n + 1);
                 let line = format!(
-                    "  {task}: {} in {} — running it again (round {})",
+                    "  {task}: {} in {} — running it again (round {next})",
                     self.paint("conflict", "33"),
                     paths.join(", "),
-                    round + 1
+                );
+                return self.print(&[line]);
+            }
+            // Overlap before dispatch (issue 21).
+            EventKind::Overlap {
+                tasks,
+                paths,
+                serialized,
+            } => {
+                let how = match serialized {
+                    true => "one after another (overlap: serialize)",
+                    false => "at the same time; they may conflict (overlap: parallel)",
+                };
+                let line = format!(
+                    "fanout: tasks {} overlap in {} — {how}",
+                    few(tasks, 8),
+                    few(paths, 4)
                 );
                 return self.print(&[line]);
             }
@@ -503,6 +535,15 @@ fn terminal_width() -> usize {
             (rc == 0 && ws.ws_col >= 20).then_some(ws.ws_col as usize)
         })
         .unwrap_or(100)
+}
+
+/// The first `n` of `items`, and how many more (`a, b, c and 5 more`).
+fn few(items: &[String], n: usize) -> String {
+    let shown = items[..items.len().min(n)].join(", ");
+    match items.len().saturating_sub(n) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 #[cfg(test)]

@@ -213,12 +213,6 @@ pub struct TaskReport {
     /// Empty when it ran once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<RoundReport>,
-    // Visible rounds (issue 21): the kind and cause of the run this report is about, for its
-    // entry in `rounds` once it ends.
-    #[serde(skip)]
-    pub round_kind: RoundKind,
-    #[serde(skip)]
-    pub round_cause: Option<String>,
     // Accounting (issue 23):
     /// What the task spent, every attempt and round, its agent and its judges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -385,8 +379,6 @@ impl TaskReport {
             risky: Vec::new(),
             started_ms: 0,
             rounds: Vec::new(),
-            round_kind: RoundKind::Agent,
-            round_cause: None,
             usage: None,
             candidates: Vec::new(),
             candidate: None,

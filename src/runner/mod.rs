@@ -24,6 +24,7 @@ mod gate_verdict;
 mod groups;
 mod identity;
 mod integrate;
+mod lanes;
 mod launch;
 mod merge_message;
 mod merge_order;
@@ -199,6 +200,7 @@ fn prepare(
         (&sandbox_summary, &workspaces),
         &early_warnings,
     );
+    let overlap_groups = lanes::announce(&plan.tasks, plan.overlap, &events);
     if let Some(why) = readback_skip
         .as_ref()
         .filter(|_| plan.options.readback != crate::plan::ReadbackMode::Off)
@@ -213,6 +215,7 @@ fn prepare(
         (&events, &stop),
         judged,
         (workspaces, caches),
+        overlap_groups,
     );
     plan.task_file_text = String::new();
     Ok(Prepared {
@@ -238,6 +241,7 @@ fn shared_state(
         Option<String>,
     ),
     (workspaces, caches): (workspace::Workspaces, Option<crate::caches::RunCaches>),
+    overlap_groups: Vec<crate::plan::overlap::OverlapGroup>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         // Before the priors and earlier reports are moved out of the plan.
@@ -264,6 +268,8 @@ fn shared_state(
         earlier_reports: std::mem::take(&mut plan.earlier_reports),
         integrate: plan.integrate.clone(),
         on_conflict: plan.on_conflict,
+        overlap: plan.overlap,
+        overlap_groups,
         merge_rules: plan.merge_rules.clone(),
         workspaces,
     })
@@ -621,9 +627,10 @@ fn rerun_conflicts(
             feedback: conflict_feedback(&paths, round, retries),
             resolve: None,
             repair: None,
-            cause: format!("conflict in {}", paths.join(", ")),
+            cause: rounds::conflict_cause(&reports[i]),
             thread: None,
             earlier: String::new(),
+            rounds: Vec::new(),
         };
         if shared.on_conflict.resolves() {
             match resolution(shared, integration, &pendings[i], i) {

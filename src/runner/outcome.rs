@@ -12,6 +12,14 @@ pub struct DepResult {
     pub status: TaskStatus,
 }
 
+/// A task a pipeline waits for before it starts: a dependency, or an earlier task of its lane.
+pub(crate) struct Awaited {
+    pub name: String,
+    pub rx: tokio::sync::watch::Receiver<Option<DepResult>>,
+    /// An earlier task of the lane (`overlap: serialize`): its failure does not stop this one.
+    pub lane: bool,
+}
+
 /// Ends a pipeline early with a status and a message.
 pub(crate) struct Stop {
     pub(crate) status: TaskStatus,
@@ -42,6 +50,8 @@ pub(crate) struct Rerun {
     /// What a new session is told of the earlier round (its change, its last message) when
     /// the thread cannot be continued.
     pub earlier: String,
+    /// Visible rounds (issue 21): the task's earlier rounds, which its report carries on.
+    pub rounds: Vec<crate::report::RoundReport>,
 }
 
 impl Rerun {

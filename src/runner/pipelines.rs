@@ -73,7 +73,7 @@ impl Pipelines {
         let n = shared.tasks.len();
         let jobs = shared.options.jobs.max(1);
         Pipelines {
-            sched: Schedule::new(&shared.tasks),
+            sched: Schedule::new(&shared.tasks, &super::lanes::lanes(&shared)),
             shared,
             jobs,
             limiter: Arc::new(Semaphore::new(jobs)),
@@ -95,7 +95,7 @@ impl Pipelines {
             let Some(slot) = self.free_slots.pop_first() else {
                 break;
             };
-            let deps = self.sched.dep_receivers(&self.shared.tasks[i]);
+            let deps = self.sched.dep_receivers(i, &self.shared.tasks);
             let (shared, limiter) = (self.shared.clone(), self.limiter.clone());
             self.shared.events.emit(EventKind::TaskStarted {
                 task: self.shared.tasks[i].id().to_string(),
@@ -219,11 +219,13 @@ pub(super) async fn rerun_all(
                 round,
             });
             let started_ms = crate::event::now_ms();
-            let (kind, cause) = (rerun.kind(), rerun.cause.clone());
+            let rerun = outcome::Rerun {
+                rounds: earlier,
+                ..rerun
+            };
             let (mut report, pending, _) =
                 task::run(shared.clone(), i, Vec::new(), limiter, Some(rerun)).await;
             report.started_ms = started_ms;
-            super::rounds::start(&mut report, earlier, kind, cause);
             release_workspace(&shared, i, &report).await;
             let mut ended = report.clone();
             if let Some(c) = pending_commit(&pending) {

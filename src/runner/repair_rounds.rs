@@ -189,6 +189,7 @@ fn repair_reruns(
             cause: format!("the integration gate failed: {reason}"),
             thread: super::threads::thread_of(&reports[i]),
             earlier: super::threads::earlier_round(&reports[i]),
+            rounds: Vec::new(),
         };
         out.push((i, rerun, super::rounds::before_rerun(&reports[i])));
     }

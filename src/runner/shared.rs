@@ -63,6 +63,10 @@ pub(crate) struct Shared {
     pub integrate: Option<crate::plan::IntegrateGate>,
     /// What a conflicting task does.
     pub on_conflict: crate::taskfile::OnConflict,
+    // Overlap before dispatch (issue 21).
+    /// What tasks whose `paths` overlap do, and the groups of such tasks (task indices).
+    pub overlap: crate::taskfile::OverlapChoice,
+    pub overlap_groups: Vec<crate::plan::overlap::OverlapGroup>,
     /// The task file's `merge` rules: conflicts in the files they name are resolved.
     pub merge_rules: crate::git::merge_rules::MergeRules,
     /// The kind of task workspace, and the overlay's shared lower checkouts.

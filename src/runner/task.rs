@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::outcome::{stop, DepResult, Rerun, Stop};
+use super::outcome::{stop, Awaited, DepResult, Rerun, Stop};
 use super::paths::{Paths, Workplace};
 use super::shared::{Pending, Shared};
 use super::steps::*;
@@ -33,13 +33,17 @@ use crate::verify;
 pub(crate) async fn run(
     shared: Arc<Shared>,
     index: usize,
-    deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
+    deps: Vec<Awaited>,
     jobs: Arc<Semaphore>,
     rerun: Option<Rerun>,
 ) -> (TaskReport, Pending, DepResult) {
     let task = &shared.tasks[index];
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
     let started = shared.run_started;
+    if let Some(r) = &rerun {
+        report.rounds = r.rounds.clone();
+    }
+    let rounds_before = report.rounds.len();
 
     let mut slot = None;
     let (pending, commit) =
@@ -82,6 +86,11 @@ pub(crate) async fn run(
     report.queued_ms = queued.as_millis() as u64;
     report.duration_ms = ran.as_millis() as u64;
     report.attempts = report.attempt_history.len();
+    if report.rounds.len() > rounds_before {
+        let commit = commit.map(|c| c.to_string()).or(report.commit.clone());
+        let status = report.status;
+        super::rounds::end(&mut report, status, commit);
+    }
     let ok = matches!(pending, Pending::Ready(_)) || report.status == TaskStatus::NoChanges;
     let dep = DepResult {
         commit,
@@ -103,7 +112,7 @@ fn enter(shared: &Shared, id: &TaskId, phase: TaskPhase) {
 async fn pipeline(
     shared: &Arc<Shared>,
     index: usize,
-    deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
+    deps: Vec<Awaited>,
     jobs: Arc<Semaphore>,
     rerun: Option<Rerun>,
     report: &mut TaskReport,
@@ -204,12 +213,14 @@ async fn place_resolution(
 }
 
 /// Waiting for dependencies: all must be verified; their commits are where the task starts.
+/// The earlier tasks of its lane must have ended; those verified add their commits (a failed
+/// one is passed over: the task starts from the last good point).
 async fn wait_for_dependencies(
     shared: &Shared,
-    deps: Vec<(String, watch::Receiver<Option<DepResult>>)>,
+    deps: Vec<Awaited>,
 ) -> Result<Vec<git2::Oid>, Stop> {
     let mut dep_commits = Vec::new();
-    for (name, mut rx) in deps {
+    for Awaited { name, mut rx, lane } in deps {
         let result = loop {
             if let Some(r) = rx.borrow().clone() {
                 break r;
@@ -222,6 +233,9 @@ async fn wait_for_dependencies(
                 };
             }
         };
+        if lane && !result.ok {
+            continue;
+        }
         if !result.ok {
             return Err(stop(
                 TaskStatus::Skipped,
@@ -394,6 +408,7 @@ impl TaskRun<'_> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.begin_round(attempt, rerun);
             self.enter(TaskPhase::AgentTurn { turn: attempt });
             self.agent_turn(
                 session,
@@ -421,11 +436,35 @@ impl TaskRun<'_> {
             match self.gates(attempt, &collected, attempt_report).await? {
                 Judged::Passed(commit) => return Ok(commit),
                 Judged::Failed(text) => {
+                    let commit = collected.commit.map(|c| c.to_string());
+                    super::rounds::end(self.report, TaskStatus::Failed, commit);
                     self.enter(TaskPhase::Feedback { turn: attempt });
                     feedback = Some(self.feedback(attempt, text, &collected).await?);
                 }
             }
         }
+    }
+
+    /// A round begins with each agent turn: the first is the pipeline's (`agent`, or what a
+    /// run again is for), each later one a `feedback` round caused by the gates that failed.
+    fn begin_round(&mut self, attempt: u32, rerun: Option<&Rerun>) {
+        let (kind, cause) = match attempt {
+            1 => (
+                rerun.map_or(crate::report::RoundKind::Agent, |r| r.kind()),
+                rerun.map(|r| r.cause.clone()),
+            ),
+            _ => (
+                crate::report::RoundKind::Feedback,
+                Some(super::rounds::feedback_cause(
+                    self.report.attempt_history.last(),
+                )),
+            ),
+        };
+        self.events.record(
+            "round_started",
+            json!({"round": self.report.rounds.len() + 1, "round_kind": kind, "cause": cause}),
+        );
+        super::rounds::begin(&self.shared.events, self.report, kind, cause);
     }
 
     /// Agent turn n: the prompt (or the feedback), until the agent says it is done.

@@ -59,7 +59,12 @@ pub(super) async fn make(
                 }
                 start
             }
-            None => super::integrate::dependency_base(&repo, s.base, &dep_commits, &s.merge_rules)?,
+            None => match super::lanes::descendant_of_all(&repo, s.base, &dep_commits) {
+                Some(c) => c,
+                None => {
+                    super::integrate::dependency_base(&repo, s.base, &dep_commits, &s.merge_rules)?
+                }
+            },
         };
         let ws = &s.workspaces;
         let mut taken = None;

@@ -121,6 +121,38 @@ impl SelectMode {
     }
 }
 
+// Overlap before dispatch (issue 21).
+/// What tasks whose `paths` overlap do (`--overlap`, `defaults.overlap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapChoice {
+    /// One after another in a lane, each from the verified result of the one before: a
+    /// conflict costs a whole run again, waiting costs parallelism among these tasks only.
+    #[default]
+    Serialize,
+    /// At the same time, as if they did not overlap (they may conflict).
+    Parallel,
+}
+
+impl OverlapChoice {
+    pub const NAMES: &'static [&'static str] = &["serialize", "parallel"];
+
+    pub fn parse(s: &str) -> Option<OverlapChoice> {
+        match s {
+            "serialize" => Some(OverlapChoice::Serialize),
+            "parallel" => Some(OverlapChoice::Parallel),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapChoice::Serialize => "serialize",
+            OverlapChoice::Parallel => "parallel",
+        }
+    }
+}
+
 /// What a task does when it conflicts with what was merged before it (`--on-conflict`,
 /// `defaults.on_conflict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -275,6 +307,8 @@ pub struct Defaults {
     /// Ask Claude Code for a root-cause diagnosis before each feedback turn.
     pub diagnose: Option<bool>,
     pub on_conflict: Option<OnConflict>,
+    /// Overlap before dispatch (issue 21): what tasks whose `paths` overlap do.
+    pub overlap: Option<OverlapChoice>,
     /// How task workspaces are made (`--workspace` overrides).
     pub workspace: Option<WorkspaceChoice>,
     pub setup: Option<VerifyCommand>,

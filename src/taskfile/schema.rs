@@ -76,6 +76,9 @@ pub enum Kind {
     Candidates,
     /// `select`: how a candidate is chosen.
     Select,
+    // Overlap before dispatch (issue 21).
+    /// `serialize` or `parallel`.
+    Overlap,
 }
 
 /// `commit.author`: `Name <email>`, neither part empty nor holding angle brackets.
@@ -296,6 +299,12 @@ pub const DEFAULTS_FIELDS: &[Field] = with_shared_fields!(
             "on_conflict",
             Kind::OnConflict,
             "A task that conflicts with what was merged before it: `fail` (default), `retry` / `retry=N` to run it again from the integration head in a fresh session (N times, default 1), or `resolve` / `resolve=N` to give it back to its own agent with the conflicting hunks marked in its workspace (N rounds, default 1); --on-conflict overrides.",
+        ),
+        // Overlap before dispatch (issue 21).
+        field(
+            "overlap",
+            Kind::Overlap,
+            "Tasks whose `paths` overlap: `serialize` (default: they run one after another in a lane, each from the verified result of the one before) or `parallel` (at the same time; they may conflict); --overlap overrides.",
         ),
     ]
 );
@@ -609,6 +618,7 @@ fn kind_schema(kind: Kind) -> Value {
             }}
         ]}),
         Kind::Select => json!({"enum": super::model::SelectMode::NAMES}),
+        Kind::Overlap => json!({"enum": super::model::OverlapChoice::NAMES}),
         Kind::Network => {
             let hosts =
                 json!({"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}});
@@ -757,6 +767,7 @@ mod tests {
             Kind::Integrate => json!({"verify": ["true"], "timeout_secs": 5}),
             Kind::OnConflict => json!("retry=2"),
             Kind::Workspace => json!("worktree"),
+            Kind::Overlap => json!("parallel"),
             Kind::Group => json!("rename-foo"),
             Kind::Merge => {
                 json!([{"paths": ["allowlist.txt", "lists/*.txt"], "strategy": "union"}])
@@ -781,7 +792,8 @@ mod tests {
             | Kind::Protocol
             | Kind::OnConflict
             | Kind::Workspace
-            | Kind::Select => json!(7),
+            | Kind::Select
+            | Kind::Overlap => json!(7),
             Kind::Object => json!("not an object"),
             _ => json!({"surely": ["not", "this"]}),
         }

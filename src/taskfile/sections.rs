@@ -346,6 +346,7 @@ impl Validator {
             review: self.review(obj, path),
             diagnose: self.boolean(obj, "diagnose", path),
             on_conflict: self.on_conflict(obj, "on_conflict", path),
+            overlap: self.overlap(obj, path),
             workspace: self.workspace(obj, path),
             setup,
             setup_timeout_secs,
@@ -391,6 +392,19 @@ impl Validator {
             );
         }
         w
+    }
+
+    /// Overlap before dispatch (issue 21): `serialize` or `parallel`.
+    fn overlap(&mut self, obj: &Map<String, Value>, path: &str) -> Option<OverlapChoice> {
+        let s = self.string(obj, "overlap", path)?;
+        let o = OverlapChoice::parse(&s);
+        if o.is_none() {
+            self.problem(
+                &format!("{path}.overlap"),
+                format!("must be one of serialize, parallel (got {s:?})"),
+            );
+        }
+        o
     }
 
     pub(super) fn on_conflict(

@@ -46,7 +46,9 @@ impl Scope {
     }
 }
 
-fn variants(raw: &str) -> Vec<String> {
+/// The globs a `paths` pattern stands for, as the scope gate matches them (also read by
+/// `plan::overlap`, so overlap and scope agree on what a pattern covers).
+pub fn variants(raw: &str) -> Vec<String> {
     let anchored = raw.starts_with('/');
     let p = raw.trim_start_matches('/');
     let dir_only = p.ends_with('/');

@@ -35,6 +35,7 @@ mod mcp_server;
 mod merge_rules;
 mod nightly;
 mod outputs;
+mod overlap;
 mod progress;
 mod repair;
 mod retry;

@@ -66,6 +66,8 @@ fn an_exec_agent_cannot_escape_and_leaves_nothing_running() {
             "env": {"MAIN_REPO": repo.path.to_str().unwrap(), "OUTSIDE": outside.to_str().unwrap(),
                     "OTHER_WT": other_wt.to_str().unwrap(),
                     "CLOSED_PORT": closed_port.to_string()}}},
+        // The two run at once (their `paths` overlap), each a neighbour to the other.
+        "defaults": {"overlap": "parallel"},
         // The link to outside is a risky change: the tasks name it explicitly to keep it.
         "tasks": [{"id": "escape", "prompt": "try", "agent": "escape", "paths": ["**", "link"]},
                   {"id": "neighbour", "prompt": "sleep", "agent": "escape", "paths": ["**", "link"]}]
