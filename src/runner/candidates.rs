@@ -246,6 +246,13 @@ fn conclude(
     }
     r.candidates = candidates;
     r.candidate = Some(k);
+    // A run again (after a conflict) keeps the task's earlier rounds before the chosen one's.
+    let mut rounds = std::mem::take(&mut report.rounds);
+    rounds.append(&mut r.rounds);
+    for (n, round) in rounds.iter_mut().enumerate() {
+        round.round = n as u32 + 1;
+    }
+    r.rounds = rounds;
     *report = r;
     shared.events.emit(EventKind::CandidateSelected {
         task: task.id().to_string(),
