@@ -132,11 +132,20 @@ fn a_resolution_that_leaves_markers_fails(runner: Runner) {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let st = statuses(&report);
     assert_eq!(st["a"], "merged", "{st:?}");
-    assert_eq!(st["b"], "verify_failed", "{st:?}");
+    // Its one round spent, it ends as `--on-conflict fail` would: a conflict.
+    assert_eq!(st["b"], "conflict", "{st:?}");
+    assert_eq!(task(&report, "b")["conflict_paths"], json!(["line.txt"]));
     let error = task(&report, "b")["error"].as_str().unwrap_or("");
     assert!(
         error.contains("conflict markers are left in: line.txt"),
         "{error}"
+    );
+    assert_eq!(
+        rounds(&report, "b"),
+        vec![
+            ("agent".to_string(), "conflict".to_string()),
+            ("resolve".to_string(), "verify_failed".to_string())
+        ]
     );
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
@@ -149,6 +158,89 @@ fn a_resolution_that_leaves_markers_fails(runner: Runner) {
 every_way!(
     a_resolution_that_leaves_markers_fails,
     a_resolution_that_leaves_markers_fails
+);
+
+/// A resolve round whose own gate fails does not end the task while rounds remain: the next
+/// round is told why (like a verify feedback turn), starts again with the conflict marked, and
+/// its resolution is merged.
+fn a_failed_resolve_round_gets_the_next_round(runner: Runner) {
+    let repo = line_repo(runner);
+    let resolution = r#"
+  if printf '%s' "$FANOUT_FEEDBACK" | grep -q 'did not pass: .*conflict markers are left in: line.txt'; then
+    grep -q '^<<<<<<< integration' line.txt || { echo 'no markers the second time' >&2; exit 6; }
+    printf 'top\nbase a b\nend\n' > line.txt
+  fi
+"#;
+    let file = same_line_tasks(&repo, resolution);
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve=2"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "merged", "{st:?}");
+    assert_eq!(
+        rounds(&report, "b"),
+        vec![
+            ("agent".to_string(), "conflict".to_string()),
+            ("resolve".to_string(), "verify_failed".to_string()),
+            ("resolve".to_string(), "merged".to_string())
+        ],
+        "{}",
+        task(&report, "b")
+    );
+    let cause = task(&report, "b")["rounds"][2]["cause"]
+        .as_str()
+        .unwrap_or("");
+    assert!(cause.contains("resolve round failed"), "{cause}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a b\nend\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&files["notes.txt"]),
+        "notes\nb was here\n"
+    );
+}
+every_way!(
+    a_failed_resolve_round_gets_the_next_round,
+    a_failed_resolve_round_gets_the_next_round
+);
+
+/// An agent that fails every resolve round uses them all, then the task ends a conflict (as
+/// `--on-conflict fail`), nothing of it merged.
+fn failed_resolve_rounds_end_as_a_conflict(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = same_line_tasks(&repo, "  exit 9");
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve=3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "conflict", "{st:?}");
+    let kinds: Vec<String> = rounds(&report, "b").into_iter().map(|r| r.0).collect();
+    assert_eq!(kinds, vec!["agent", "resolve", "resolve", "resolve"]);
+    let error = task(&report, "b")["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("its resolve rounds did not resolve it"),
+        "{error}"
+    );
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a\nend\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&files["notes.txt"]), "notes\n");
+}
+both_ways!(
+    failed_resolve_rounds_end_as_a_conflict,
+    failed_resolve_rounds_end_as_a_conflict
 );
 
 /// Without `resolve` a conflict stays a conflict: `fail` is still the default, and a resolve
