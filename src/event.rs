@@ -124,6 +124,14 @@ pub enum EventKind {
     },
     /// The integration gate took a merged task out again: it breaks the integration.
     Ejected { task: String, reason: String },
+    // Integration repair (issue 21).
+    /// A task the integration gate took out is merged again: its repair round `round` fixed
+    /// it; `commit`: its change and fix as merged, one commit (its `ejected` was not final).
+    Repaired {
+        task: String,
+        round: u32,
+        commit: String,
+    },
     /// The integration gate began: its verify command runs on the integration of `tasks`
     /// merged tasks (then, when that fails, on prefixes of it: bisection).
     IntegrationGateStarted { tasks: usize },
@@ -267,6 +275,7 @@ impl Event {
             | Conflict { task, .. }
             | ConflictRetry { task, .. }
             | Ejected { task, .. }
+            | Repaired { task, .. }
             | TaskEnded { task, .. } => Some(task),
             Warning { task, .. } => task.as_deref(),
             RunStarted { .. }
@@ -300,6 +309,7 @@ impl Event {
             Conflict { .. } => "conflict",
             ConflictRetry { .. } => "conflict_retry",
             Ejected { .. } => "ejected",
+            Repaired { .. } => "repaired",
             IntegrationGateStarted { .. } => "integration_gate_started",
             GateStepStarted { .. } => "gate_step_started",
             GateStepEnded { .. } => "gate_step_ended",
@@ -558,6 +568,13 @@ impl RunView {
                 t.status = Some(TaskStatus::IntegrationFailed);
                 if let Some(r) = &mut t.report {
                     r.status = TaskStatus::IntegrationFailed;
+                }
+            }
+            EventKind::Repaired { task, .. } => {
+                let t = self.task_mut(task);
+                t.status = Some(TaskStatus::Merged);
+                if let Some(r) = &mut t.report {
+                    r.status = TaskStatus::Merged;
                 }
             }
             EventKind::Warning { task, message } => self.warnings.push(match task {

@@ -209,6 +209,19 @@ pub struct TaskReport {
     pub round_kind: RoundKind,
     #[serde(skip)]
     pub round_cause: Option<String>,
+    // Integration repair (issue 21): the integration gate took the task out, and its repair
+    // round `round` got it merged again (the gate's earlier `ejected` is not its outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repaired>,
+}
+
+/// The repair round that got a task the integration gate took out merged again.
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Repaired {
+    /// The task's round (as in `rounds`) whose fix passed.
+    pub round: u32,
+    /// The commit of its change and fix that was merged (one commit, the fix's tree).
+    pub commit: String,
 }
 
 /// One round of a task: its first run, or a run again from the integration after a conflict.
@@ -267,7 +280,9 @@ impl TaskReport {
     /// whether a gate passed only when run again (`merged (round 2, flaky)`).
     pub fn status_text(&self) -> String {
         let mut notes = Vec::new();
-        if let Some(last) = self.rounds.last().filter(|_| self.rounds.len() > 1) {
+        if let Some(r) = &self.repaired {
+            notes.push(format!("repaired in round {}", r.round));
+        } else if let Some(last) = self.rounds.last().filter(|_| self.rounds.len() > 1) {
             notes.push(format!("round {}", last.round));
         }
         if self.verify.iter().any(|g| g.flaky) {
@@ -312,6 +327,7 @@ impl TaskReport {
             rounds: Vec::new(),
             round_kind: RoundKind::Agent,
             round_cause: None,
+            repaired: None,
         }
     }
 }

@@ -156,6 +156,10 @@ impl Output for StateOutput {
                 self.state.set_phase(task, TaskPhase::Ejected);
                 self.file.note();
             }
+            EventKind::Repaired { task, .. } => {
+                self.state.set_phase(task, TaskPhase::Integrated);
+                self.file.note();
+            }
             EventKind::TaskEnded {
                 task,
                 report,

@@ -324,12 +324,75 @@ esac
     }))
 }
 
+/// The run's own event stream (`run-events.jsonl` in its folder).
+fn run_events(report: &Value) -> Vec<Value> {
+    let dir = report["run_dir"].as_str().expect("run_dir");
+    let text = std::fs::read_to_string(std::path::Path::new(dir).join("run-events.jsonl"))
+        .expect("run-events.jsonl");
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `caller` was taken out by the gate and repaired in its round 2: a `repaired` event after
+/// its `ejected`, report.json, the terminal summary, JUnit and HTML say so, none calls it
+/// taken out.
+fn assert_repaired_in_round_2(
+    report: &Value,
+    out: &std::process::Output,
+    junit: &std::path::Path,
+    html: &std::path::Path,
+) {
+    let caller = task(report, "caller");
+    assert_eq!(caller["repaired"]["round"], 2, "{caller}");
+    let events = run_events(report);
+    let at = |name: &str| {
+        events
+            .iter()
+            .rposition(|e| e["event"] == name && e["task"] == "caller")
+    };
+    let (ejected, repaired) = (at("ejected"), at("repaired"));
+    assert!(ejected.is_some(), "the first gate run took caller out");
+    assert!(repaired > ejected, "{ejected:?} {repaired:?}");
+    let event = &events[repaired.expect("repaired")];
+    assert_eq!(event["round"], 2, "{event}");
+    assert_eq!(event["commit"], caller["repaired"]["commit"], "{event}");
+    let said = format!("{}{}", stdout(out), stderr(out));
+    assert!(said.contains("merged (repaired in round 2)"), "{said}");
+    assert!(!said.contains("took out caller"), "{said}");
+    let junit = std::fs::read_to_string(junit).expect("junit");
+    assert!(junit.contains("merged (repaired in round 2)"), "{junit}");
+    assert!(!junit.contains("integration_failed"), "{junit}");
+    let html = std::fs::read_to_string(html).expect("html");
+    assert!(html.contains("repaired in round 2"), "html");
+    assert!(
+        !html.contains("s-integration_failed\">integration_failed"),
+        "html"
+    );
+}
+
 fn a_repair_round_fixes_the_integration(runner: Runner) {
     let repo = greet_repo(runner);
     let before = repo.snapshot();
     let file = rename_and_caller(&repo, "    sed -i 's/greet/welcome/' extra/wave.sh", 1);
-    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    let (junit, html) = (
+        repo.tmp.path().join("junit.xml"),
+        repo.tmp.path().join("r.html"),
+    );
+    let (out, report) = repo.run(
+        &file,
+        &[
+            "--no-readback",
+            "--jobs",
+            "2",
+            "--junit",
+            junit.to_str().expect("utf-8"),
+            "--html",
+            html.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_repaired_in_round_2(&report, &out, &junit, &html);
     let st = statuses(&report);
     assert_eq!(st["rename"], "merged", "{st:?}");
     assert_eq!(st["caller"], "merged", "{st:?}");
