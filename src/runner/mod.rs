@@ -719,7 +719,15 @@ fn resolution(
         .map(|&(k, c)| (shared.tasks[k].id().to_string(), c))
         .collect();
     let id = shared.tasks[i].id().as_str();
-    resolve::prepare(&repo, integration.head, *commit, id, &merged).map_err(|e| e.to_string())
+    resolve::prepare(
+        &repo,
+        integration.head,
+        *commit,
+        id,
+        &merged,
+        &shared.merge_rules,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Finish: the report, and the last event, from which report.json, state.json and every

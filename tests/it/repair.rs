@@ -243,6 +243,57 @@ both_ways!(
     failed_resolve_rounds_end_as_a_conflict
 );
 
+/// The workspace of a resolve round applies the task file's `merge` rules as the integration
+/// does: a `union` file and an `ours` file get no markers (the union and the integration's
+/// version), only the file no rule covers is marked and named.
+fn merge_rules_hold_in_the_marked_workspace(runner: Runner) {
+    let repo = line_repo(runner);
+    std::fs::write(repo.path.join("allow.txt"), "one\n").expect("write");
+    std::fs::write(repo.path.join("log.txt"), "log\n").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "lists"]);
+    let agent = r#"
+if [ -n "${FANOUT_FEEDBACK+set}" ]; then
+  grep -q '<<<<<<<' allow.txt log.txt && { echo 'a ruled file has markers' >&2; exit 3; }
+  printf 'one\na\nb\n' | cmp -s - allow.txt || { echo 'allow.txt is not the union' >&2; exit 4; }
+  printf 'log\na\n' | cmp -s - log.txt || { echo 'log.txt is not ours' >&2; exit 5; }
+  printf '%s' "$FANOUT_FEEDBACK" | grep -q 'allow.txt\|log.txt' && { echo 'a ruled file is named' >&2; exit 6; }
+  grep -q '^<<<<<<< integration' line.txt || { echo 'no markers' >&2; exit 7; }
+  printf 'top\nbase a b\nend\n' > line.txt
+  exit 0
+fi
+sed -i "2s/\$/ $FANOUT_TASK_ID/" line.txt
+echo "$FANOUT_TASK_ID" >> allow.txt
+echo "$FANOUT_TASK_ID" >> log.txt
+"#;
+    let file = repo.write_tasks(&json!({
+        "agents": {"e": {"protocol": "exec", "command": "sh", "args": ["-c", agent]}},
+        "defaults": {"agent": "e", "max_attempts": 1},
+        "merge": [
+            {"paths": ["allow.txt"], "strategy": "union"},
+            {"paths": ["log.txt"], "strategy": "ours"}
+        ],
+        "tasks": [{"id": "a", "prompt": "append a"}, {"id": "b", "prompt": "append b"}]
+    }));
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["b"], "merged", "{st:?} {}", task(&report, "b"));
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
+    assert_eq!(text("line.txt"), "top\nbase a b\nend\n");
+    assert_eq!(text("allow.txt"), "one\na\nb\n");
+    assert_eq!(text("log.txt"), "log\na\n");
+}
+every_way!(
+    merge_rules_hold_in_the_marked_workspace,
+    merge_rules_hold_in_the_marked_workspace
+);
+
 /// Without `resolve` a conflict stays a conflict: `fail` is still the default, and a resolve
 /// round's agent that gives up (exits non-zero) leaves the task unmerged.
 fn an_agent_that_cannot_resolve_leaves_the_task_out(runner: Runner) {
