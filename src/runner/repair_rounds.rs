@@ -196,6 +196,11 @@ fn repair_reruns(
     rounds: u32,
 ) -> Vec<RerunOf> {
     let mut out = Vec::new();
+    let command = shared
+        .integrate
+        .as_ref()
+        .map(|g| super::repair::command_text(&g.verify))
+        .unwrap_or_default();
     for &i in culprits {
         let Pending::Ready(commit) = pendings[i] else {
             continue;
@@ -220,7 +225,7 @@ fn repair_reruns(
         let reason = output.lines().next().unwrap_or("").to_string();
         let rerun = Rerun {
             start: failing,
-            feedback: feedback(task.id().as_str(), &output, round, rounds),
+            feedback: feedback(task.id().as_str(), &command, &output, (round, rounds)),
             resolve: None,
             repair: Some(Arc::new(scope)),
             cause: format!("the integration gate failed: {reason}"),

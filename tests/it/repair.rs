@@ -353,7 +353,8 @@ case "$FANOUT_TASK_ID" in
 rename) sed -i 's/greet/welcome/g' lib.sh main.sh ;;
 caller)
   if [ -n "${{FANOUT_FEEDBACK+set}}" ]; then
-    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'greet' || {{ echo 'the feedback lacks the failure' >&2; exit 3; }}
+    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'FAILED: extra/wave.sh' || {{ echo 'the feedback lacks the output' >&2; exit 3; }}
+    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'failing command.*: sh tests/check.sh$' || {{ echo 'the feedback lacks the command' >&2; exit 3; }}
     grep -q welcome lib.sh || {{ echo 'not the integrated tree' >&2; exit 4; }}
 {repair}
   else
@@ -762,7 +763,7 @@ fn codex_0153_resolves_in_a_new_session_told_its_earlier_change() {
 
 /// Real Codex (app-server 0.171.0): `rename` and `caller` pass alone and break the merged
 /// tree; bisection names `caller`, whose own thread gets the gate's output and fixes its call.
-fn codex_repairs_the_integration(workspace: &'static str) {
+fn codex_repairs_the_integration(version: &'static str, workspace: &'static str) {
     use crate::model_server::{ModelServer, Reply};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log = seen.clone();
@@ -773,7 +774,9 @@ fn codex_repairs_the_integration(workspace: &'static str) {
         let text = req.last_user_text();
         if text.contains("integration's verify command fails") {
             let earlier = request_holds(req, "FIRST-ROUND-OF-CALLER");
-            let output = text.contains("FAILED: extra/wave.sh");
+            let output = text.contains("FAILED: extra/wave.sh")
+                && text
+                    .contains("failing command (run in the workspace's root): sh tests/check.sh");
             log.lock()
                 .expect("lock")
                 .push(format!("earlier={earlier} output={output}"));
@@ -801,7 +804,7 @@ fn codex_repairs_the_integration(workspace: &'static str) {
     let (out, report) = run_codex(
         &repo,
         &file,
-        "0.171.0",
+        version,
         home.path(),
         &["--workspace", workspace],
     );
@@ -825,7 +828,12 @@ fn codex_repairs_the_integration(workspace: &'static str) {
         report["integration"]
     );
     let caller = task(&report, "caller");
-    assert_eq!(caller["agent"]["resumed"], true, "{caller}");
+    if version == "0.153.4" {
+        // mcp-server: a new session, told its earlier change, the command and its output.
+        assert!(caller["agent"]["resumed"].is_null(), "{caller}");
+    } else {
+        assert_eq!(caller["agent"]["resumed"], true, "{caller}");
+    }
     assert_eq!(caller["rounds"][1]["kind"], "repair", "{caller}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
@@ -838,12 +846,19 @@ fn codex_repairs_the_integration(workspace: &'static str) {
 
 #[test]
 fn codex_0171_repairs_the_integration_on_its_own_thread_overlay() {
-    codex_repairs_the_integration("overlay")
+    codex_repairs_the_integration("0.171.0", "overlay")
 }
 
 #[test]
 fn codex_0171_repairs_the_integration_on_its_own_thread_worktree() {
-    codex_repairs_the_integration("worktree")
+    codex_repairs_the_integration("0.171.0", "worktree")
+}
+
+/// mcp-server (≤ 0.153) cannot continue the conversation: the repair is a new session whose
+/// prompt holds the task, its earlier change, the failing command and its output's tail.
+#[test]
+fn codex_0153_repairs_in_a_new_session_told_the_failing_command() {
+    codex_repairs_the_integration("0.153.4", "worktree")
 }
 
 /// `fanout validate` knows `on_conflict: resolve=N`, `protect` (task and defaults) and
