@@ -598,11 +598,13 @@ fn rerun_conflicts(
     let conflicted: Vec<usize> = (0..reports.len())
         .filter(|&i| reports[i].status == TaskStatus::Conflict)
         .collect();
-    resolving.note(reports, pendings, &conflicted);
-    let failed = if shared.on_conflict.resolves() {
-        resolving.failed(reports, pendings)
-    } else {
-        Vec::new()
+    // Only resolve rounds go again after a failure; a `retry` round that fails ends the task.
+    let failed = match shared.on_conflict.resolves() {
+        true => {
+            resolving.note(reports, pendings, &conflicted);
+            resolving.failed(reports, pendings)
+        }
+        false => Vec::new(),
     };
     let again: Vec<usize> = conflicted.iter().chain(&failed).copied().collect();
     if again.is_empty() {

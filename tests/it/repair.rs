@@ -243,6 +243,27 @@ both_ways!(
     failed_resolve_rounds_end_as_a_conflict
 );
 
+/// `retry` stays as it was: a retry round that fails ends the task with that failure, no
+/// further round, not turned into a conflict.
+fn a_failed_retry_round_ends_the_task(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = same_line_tasks(&repo, "  exit 9");
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "retry=3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "failed", "{st:?}");
+    let kinds: Vec<String> = rounds(&report, "b").into_iter().map(|r| r.0).collect();
+    assert_eq!(kinds, vec!["agent", "retry"]);
+}
+both_ways!(
+    a_failed_retry_round_ends_the_task,
+    a_failed_retry_round_ends_the_task
+);
+
 /// The workspace of a resolve round applies the task file's `merge` rules as the integration
 /// does: a `union` file and an `ours` file get no markers (the union and the integration's
 /// version), only the file no rule covers is marked and named.
