@@ -144,6 +144,14 @@ pub enum EventKind {
     },
     /// The integration gate took a merged task out again: it breaks the integration.
     Ejected { task: String, reason: String },
+    // Integration repair (issue 21).
+    /// A task the integration gate took out is merged again: its repair round `round` fixed
+    /// it; `commit`: its change and fix as merged, one commit (its `ejected` was not final).
+    Repaired {
+        task: String,
+        round: u32,
+        commit: String,
+    },
     /// The integration gate began: its verify command runs on the integration of `tasks`
     /// merged tasks (then, when that fails, on prefixes of it: bisection).
     IntegrationGateStarted { tasks: usize },
@@ -314,6 +322,7 @@ impl Event {
             | ConflictRetry { task, .. }
             | RoundStarted { task, .. }
             | Ejected { task, .. }
+            | Repaired { task, .. }
             | TaskEnded { task, .. }
             | CandidateStarted { task, .. }
             | CandidateEnded { task, .. }
@@ -353,6 +362,7 @@ impl Event {
             Overlap { .. } => "overlap",
             RoundStarted { .. } => "round_started",
             Ejected { .. } => "ejected",
+            Repaired { .. } => "repaired",
             IntegrationGateStarted { .. } => "integration_gate_started",
             GateStepStarted { .. } => "gate_step_started",
             GateStepEnded { .. } => "gate_step_ended",
@@ -614,6 +624,13 @@ impl RunView {
                 t.status = Some(TaskStatus::IntegrationFailed);
                 if let Some(r) = &mut t.report {
                     r.status = TaskStatus::IntegrationFailed;
+                }
+            }
+            EventKind::Repaired { task, .. } => {
+                let t = self.task_mut(task);
+                t.status = Some(TaskStatus::Merged);
+                if let Some(r) = &mut t.report {
+                    r.status = TaskStatus::Merged;
                 }
             }
             EventKind::Warning { task, message } => self.warnings.push(match task {

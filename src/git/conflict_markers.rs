@@ -10,6 +10,8 @@ use std::path::Path;
 
 use git2::{Oid, Repository};
 
+use super::merge_rules::MergeRules;
+
 /// Longest excerpt of one file's conflicting hunks (bytes).
 const HUNKS_PER_FILE: usize = 4000;
 
@@ -30,18 +32,24 @@ pub struct Marked {
 }
 
 /// Merges `commit` (its change against its first parent) onto `head`; `label` names the
-/// change's side in the markers.
+/// change's side in the markers. The task file's `merge` rules resolve what they cover first,
+/// as the integration does: a path with a `union`, `ours` or `theirs` rule gets no markers.
 pub fn merge_marked(
     repo: &Repository,
     head: Oid,
     commit: Oid,
     label: &str,
+    rules: &MergeRules,
 ) -> Result<Marked, git2::Error> {
     let pick = repo.find_commit(commit)?;
     let ancestor = pick.parent(0)?.tree()?;
     let theirs = pick.tree()?;
     let ours = repo.find_commit(head)?.tree()?;
-    let index = repo.merge_trees(&ancestor, &ours, &theirs, None)?;
+    let mut index = repo.merge_trees(&ancestor, &ours, &theirs, None)?;
+    if index.has_conflicts() && !rules.is_empty() {
+        super::merge_resolve::resolve(repo, &mut index, rules)
+            .map_err(|e| git2::Error::from_str(&crate::error_chain(&e)))?;
+    }
     let mut out = Marked::default();
     for c in index.conflicts()? {
         conflict(repo, &c?, label, &mut out)?;

@@ -391,6 +391,14 @@ fn task_section(
         out.push_str("</summary><div class=\"body muted\">no outcome recorded</div></details>");
         return;
     };
+    // Integration repair (issue 21): taken out by the gate, then merged again.
+    if let Some(k) = &r.repaired {
+        let _ = write!(
+            out,
+            "<span class=\"muted\">repaired in round {}</span>",
+            k.round
+        );
+    }
     let _ = write!(
         out,
         "<span>{} file(s) <span style=\"color:#1a7f37\">+{}</span> <span style=\"color:#cf222e\">−{}</span></span><span class=\"muted\">{:.1} s</span></summary><div class=\"body\">",

@@ -224,6 +224,19 @@ pub struct TaskReport {
     /// The candidate whose commit is the task's (1, 2, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate: Option<u32>,
+    // Integration repair (issue 21): the integration gate took the task out, and its repair
+    // round `round` got it merged again (the gate's earlier `ejected` is not its outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repaired>,
+}
+
+/// The repair round that got a task the integration gate took out merged again.
+#[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Repaired {
+    /// The task's round (as in `rounds`) whose fix passed.
+    pub round: u32,
+    /// The commit of its change and fix that was merged (one commit, the fix's tree).
+    pub commit: String,
 }
 
 // Candidates (best-of-N).
@@ -326,7 +339,9 @@ impl TaskReport {
     /// whether a gate passed only when run again (`merged (round 2, flaky)`).
     pub fn status_text(&self) -> String {
         let mut notes = Vec::new();
-        if let Some(last) = self.rounds.last().filter(|_| self.rounds.len() > 1) {
+        if let Some(r) = &self.repaired {
+            notes.push(format!("repaired in round {}", r.round));
+        } else if let Some(last) = self.rounds.last().filter(|_| self.rounds.len() > 1) {
             notes.push(format!("round {}", last.round));
         }
         if self.verify.iter().any(|g| g.flaky) {
@@ -382,6 +397,7 @@ impl TaskReport {
             usage: None,
             candidates: Vec::new(),
             candidate: None,
+            repaired: None,
         }
     }
 }

@@ -165,6 +165,10 @@ impl Output for StateOutput {
                 self.state.set_usage(task, usage, false);
                 self.file.note();
             }
+            EventKind::Repaired { task, .. } => {
+                self.state.set_phase(task, TaskPhase::Integrated);
+                self.file.note();
+            }
             EventKind::TaskEnded {
                 task,
                 report,

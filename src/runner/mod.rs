@@ -35,6 +35,7 @@ mod pool;
 mod repair;
 mod repair_rounds;
 mod resolve;
+mod resolve_again;
 mod retry;
 mod rounds;
 mod schedule;
@@ -559,15 +560,16 @@ fn integrate_all(
     run.events.emit(EventKind::IntegrationStarted { ready });
     let mut integration = integrate::integrate(shared, &mut reports, &pendings, stop.requested())?;
     let retries = shared.on_conflict.retries();
+    let mut resolving = resolve_again::Resolving::default();
     for round in 1..=retries {
         if stop.requested()
             || !rerun_conflicts(
                 runtime,
                 run,
                 round,
-                &mut reports,
-                &mut pendings,
+                (&mut reports, &mut pendings),
                 &mut integration,
+                &mut resolving,
             )?
         {
             break;
@@ -585,6 +587,15 @@ fn integrate_all(
         _ => None,
     };
     rounds::close(&mut reports);
+    if !stop.requested() {
+        // Resolve rounds that all failed: the task ends as with `--on-conflict fail`.
+        for i in resolving.end_as_conflicts(&mut reports) {
+            run.events.emit(EventKind::Conflict {
+                task: reports[i].id.clone(),
+                paths: reports[i].conflict_paths.clone(),
+            });
+        }
+    }
     let head = integrate::hand_over(shared, &integration)?;
     if !stop.now() {
         integrate::cleanup(shared, &mut reports);
@@ -596,59 +607,53 @@ fn integrate_all(
     })
 }
 
-/// One round of `--on-conflict retry`: conflicting tasks run again from the integration head and
-/// are integrated at the end of the queue. `false` when nothing conflicted.
+/// One round of `--on-conflict retry` / `resolve`: conflicting tasks (and, with `resolve`, the
+/// ones whose last resolve round failed) run again from the integration head and are integrated
+/// at the end of the queue. `false` when nothing conflicted.
 fn rerun_conflicts(
     runtime: &tokio::runtime::Runtime,
     run: &Prepared,
     round: u32,
-    reports: &mut [crate::report::TaskReport],
-    pendings: &mut [Pending],
+    (reports, pendings): (&mut [crate::report::TaskReport], &mut [Pending]),
     integration: &mut integrate::Integration,
+    resolving: &mut resolve_again::Resolving,
 ) -> Result<bool, RunError> {
     let shared = &run.shared;
-    let retries = shared.on_conflict.retries();
     let conflicted: Vec<usize> = (0..reports.len())
         .filter(|&i| reports[i].status == TaskStatus::Conflict)
         .collect();
-    if conflicted.is_empty() {
+    // Only resolve rounds go again after a failure; a `retry` round that fails ends the task.
+    let failed = match shared.on_conflict.resolves() {
+        true => {
+            resolving.note(reports, pendings, &conflicted);
+            resolving.failed(reports, pendings)
+        }
+        false => Vec::new(),
+    };
+    let again: Vec<usize> = conflicted.iter().chain(&failed).copied().collect();
+    if again.is_empty() {
         return Ok(false);
     }
     let mut reruns = Vec::new();
-    for &i in &conflicted {
-        let paths = reports[i].conflict_paths.clone();
+    for &i in &again {
+        let paths = match failed.contains(&i) {
+            true => resolving.paths(i),
+            false => reports[i].conflict_paths.clone(),
+        };
         run.events.emit(EventKind::ConflictRetry {
             task: reports[i].id.clone(),
             round,
             paths: paths.clone(),
         });
-        let mut rerun = outcome::Rerun {
-            start: integration.head,
-            feedback: conflict_feedback(&paths, round, retries),
-            resolve: None,
-            repair: None,
-            cause: rounds::conflict_cause(&reports[i]),
-            thread: None,
-            earlier: String::new(),
-            rounds: Vec::new(),
-        };
-        if shared.on_conflict.resolves() {
-            match resolution(shared, integration, &pendings[i], i) {
-                Ok(r) => {
-                    rerun.feedback = format!("{}\n(resolve round {round} of {retries})", r.text);
-                    rerun.resolve = Some(Arc::new(r));
-                    rerun.thread = threads::thread_of(&reports[i]);
-                    rerun.earlier = threads::earlier_round(&reports[i]);
-                }
-                // Cannot be prepared: the task runs again afresh, as with `retry`.
-                Err(e) => shared.events.warn(
-                    Some(&reports[i].id),
-                    &format!(
-                        "cannot prepare the conflict for its agent, it runs again instead: {e}"
-                    ),
-                ),
-            }
-        }
+        let retried = failed.contains(&i).then(|| &reports[i]);
+        let rerun = conflict_rerun(
+            shared,
+            integration,
+            (&reports[i], &pendings[i], i),
+            &paths,
+            round,
+            retried,
+        );
         reruns.push((i, rerun, rounds::before_rerun(&reports[i])));
     }
     let results = runtime.block_on(rerun_all(shared.clone(), round + 1, reruns));
@@ -665,10 +670,65 @@ fn rerun_conflicts(
         reports,
         pendings,
         run.stop.requested(),
-        &conflicted,
+        &again,
         integration,
     )?;
     Ok(true)
+}
+
+/// The round of one conflicting task: from the integration head, told the conflict (with
+/// `resolve`, its change merged with the conflicts marked, on its own thread); `failed`: the
+/// report of its last resolve round when that failed.
+fn conflict_rerun(
+    shared: &Shared,
+    integration: &integrate::Integration,
+    (report, pending, i): (&crate::report::TaskReport, &Pending, usize),
+    paths: &[String],
+    round: u32,
+    failed: Option<&crate::report::TaskReport>,
+) -> outcome::Rerun {
+    let retries = shared.on_conflict.retries();
+    let mut rerun = outcome::Rerun {
+        start: integration.head,
+        feedback: conflict_feedback(paths, round, retries),
+        resolve: None,
+        repair: None,
+        cause: match failed {
+            Some(r) => format!(
+                "its resolve round failed: {}",
+                r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ),
+            None => rounds::conflict_cause(report),
+        },
+        thread: None,
+        earlier: String::new(),
+        rounds: Vec::new(),
+    };
+    if !shared.on_conflict.resolves() {
+        return rerun;
+    }
+    match resolution(shared, integration, pending, i) {
+        Ok(r) => {
+            let before = failed
+                .map(|f| resolve_again::failure_feedback(f, round - 1))
+                .unwrap_or_default();
+            rerun.feedback = format!("{before}{}\n(resolve round {round} of {retries})", r.text);
+            rerun.resolve = Some(Arc::new(r));
+            rerun.thread = threads::thread_of(report);
+            rerun.earlier = threads::earlier_round(report);
+        }
+        // Cannot be prepared: the task runs again afresh, as with `retry`.
+        Err(e) => shared.events.warn(
+            Some(&report.id),
+            &format!("cannot prepare the conflict for its agent, it runs again instead: {e}"),
+        ),
+    }
+    rerun
 }
 
 /// `--on-conflict resolve`: the task's change merged onto the integration head, conflicts
@@ -689,7 +749,15 @@ fn resolution(
         .map(|&(k, c)| (shared.tasks[k].id().to_string(), c))
         .collect();
     let id = shared.tasks[i].id().as_str();
-    resolve::prepare(&repo, integration.head, *commit, id, &merged).map_err(|e| e.to_string())
+    resolve::prepare(
+        &repo,
+        integration.head,
+        *commit,
+        id,
+        &merged,
+        &shared.merge_rules,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Finish: the report, and the last event, from which report.json, state.json and every

@@ -54,15 +54,42 @@ pub(crate) fn scope_gate(scope: &RepairScope, fixed: &[String]) -> GateResult {
     }
 }
 
-/// What the culprit's agent is told in a repair round.
-pub(crate) fn feedback(task_id: &str, output: &str, round: u32, rounds: u32) -> String {
+/// What the culprit's agent is told in a repair round: the gate's `command`, its output's tail.
+pub(crate) fn feedback(
+    task_id: &str,
+    command: &str,
+    output: &str,
+    (round, rounds): (u32, u32),
+) -> String {
     format!(
         "fanout merged your change (task {task_id}) with the other tasks' changes, and the integration's verify command fails because of it (found by bisection; repair round {round} of {rounds}).\n\
+         The failing command (run in the workspace's root): {command}\n\
          Your workspace now holds the integrated tree that fails, your change included. Fix it with a small change: \
          you may edit only the files your change touched or the task's declared paths; the tests and the verify configuration are not yours to change.\n\
          The end of the verify command's output:\n{}",
         super::retry::tail(output, 4000)
     )
+}
+
+/// A verify command as one line: the shell text, or the argv (each word quoted when needed).
+pub(crate) fn command_text(command: &crate::taskfile::VerifyCommand) -> String {
+    use crate::taskfile::VerifyCommand;
+    match command {
+        VerifyCommand::Shell(s) => s.clone(),
+        VerifyCommand::Argv(v) => v
+            .iter()
+            .map(|w| {
+                let plain = !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+                match plain {
+                    true => w.clone(),
+                    false => format!("'{}'", w.replace('\'', "'\\''")),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +111,26 @@ mod tests {
         let g = scope_gate(&scope(), &["src/b.py".into()]);
         assert!(!g.passed);
         assert_eq!(g.paths, vec!["src/b.py"]);
+    }
+
+    #[test]
+    fn the_feedback_names_the_command_and_the_output_tail() {
+        use crate::taskfile::VerifyCommand;
+        let argv = VerifyCommand::Argv(vec!["sh".into(), "-c".into(), "make test".into()]);
+        assert_eq!(command_text(&argv), "sh -c 'make test'");
+        let shell = VerifyCommand::Shell("sh tests/check.sh".into());
+        let text = feedback(
+            "b",
+            &command_text(&shell),
+            "x\nFAILED: extra/wave.sh\n",
+            (1, 2),
+        );
+        assert!(
+            text.contains("The failing command (run in the workspace's root): sh tests/check.sh"),
+            "{text}"
+        );
+        assert!(text.contains("FAILED: extra/wave.sh"), "{text}");
+        assert!(text.contains("repair round 1 of 2"), "{text}");
     }
 
     #[test]

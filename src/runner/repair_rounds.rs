@@ -33,6 +33,8 @@ pub(super) fn run(
     let mut out_for_good: Vec<String> = Vec::new();
     // Repairs that gave no fix: they get the next round (from the same failing tree).
     let mut again: Vec<usize> = Vec::new();
+    // Every task a round gave back to the integration.
+    let mut given_back: Vec<usize> = Vec::new();
     for round in 1..=gate.repair {
         let mut culprits = repairable(shared, reports, &report);
         for i in again.drain(..) {
@@ -61,6 +63,11 @@ pub(super) fn run(
         let (back, failed) =
             give_back(runtime, shared, &repo, tasks, integration, &culprits, round);
         again = failed;
+        for &i in &back {
+            if !given_back.contains(&i) {
+                given_back.push(i);
+            }
+        }
         if back.is_empty() {
             // Nothing changed: the integration stays as the gate left it (it passed).
             report.verify_runs = 0;
@@ -85,7 +92,37 @@ pub(super) fn run(
         }
     }
     report.ejected = out_for_good;
+    mark_repaired(shared, reports, integration, &given_back);
     Ok(report)
+}
+
+/// The tasks given back that stayed merged: repaired in their current round, said in their
+/// report and by a `repaired` event (their earlier `ejected` was not their outcome).
+fn mark_repaired(
+    shared: &Shared,
+    reports: &mut [TaskReport],
+    integration: &Integration,
+    given_back: &[usize],
+) {
+    for &i in given_back {
+        let r = &mut reports[i];
+        if r.status != TaskStatus::Merged {
+            continue;
+        }
+        let Some(&(_, commit)) = integration.merged.iter().rev().find(|(k, _)| *k == i) else {
+            continue;
+        };
+        let round = r.rounds.len() as u32 + 1;
+        r.repaired = Some(crate::report::Repaired {
+            round,
+            commit: commit.to_string(),
+        });
+        shared.events.emit(crate::event::EventKind::Repaired {
+            task: r.id.clone(),
+            round,
+            commit: commit.to_string(),
+        });
+    }
 }
 
 /// One repair round of each culprit: the ones whose fix is ready to integrate again (as one
@@ -159,6 +196,11 @@ fn repair_reruns(
     rounds: u32,
 ) -> Vec<RerunOf> {
     let mut out = Vec::new();
+    let command = shared
+        .integrate
+        .as_ref()
+        .map(|g| super::repair::command_text(&g.verify))
+        .unwrap_or_default();
     for &i in culprits {
         let Pending::Ready(commit) = pendings[i] else {
             continue;
@@ -183,7 +225,7 @@ fn repair_reruns(
         let reason = output.lines().next().unwrap_or("").to_string();
         let rerun = Rerun {
             start: failing,
-            feedback: feedback(task.id().as_str(), &output, round, rounds),
+            feedback: feedback(task.id().as_str(), &command, &output, (round, rounds)),
             resolve: None,
             repair: Some(Arc::new(scope)),
             cause: format!("the integration gate failed: {reason}"),

@@ -30,8 +30,9 @@ pub(crate) fn prepare(
     commit: Oid,
     task_id: &str,
     merged: &[(String, Oid)],
+    rules: &crate::git::merge_rules::MergeRules,
 ) -> Result<Resolution, git2::Error> {
-    let m = conflict_markers::merge_marked(repo, head, commit, task_id)?;
+    let m = conflict_markers::merge_marked(repo, head, commit, task_id, rules)?;
     let met = conflict_markers::touching(repo, merged, &m.conflicted)?;
     let mut text = describe(task_id, &met, &m.conflicted, &m.hunks);
     let deleted: Vec<&str> = m

@@ -132,11 +132,20 @@ fn a_resolution_that_leaves_markers_fails(runner: Runner) {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let st = statuses(&report);
     assert_eq!(st["a"], "merged", "{st:?}");
-    assert_eq!(st["b"], "verify_failed", "{st:?}");
+    // Its one round spent, it ends as `--on-conflict fail` would: a conflict.
+    assert_eq!(st["b"], "conflict", "{st:?}");
+    assert_eq!(task(&report, "b")["conflict_paths"], json!(["line.txt"]));
     let error = task(&report, "b")["error"].as_str().unwrap_or("");
     assert!(
         error.contains("conflict markers are left in: line.txt"),
         "{error}"
+    );
+    assert_eq!(
+        rounds(&report, "b"),
+        vec![
+            ("agent".to_string(), "conflict".to_string()),
+            ("resolve".to_string(), "verify_failed".to_string())
+        ]
     );
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
@@ -149,6 +158,161 @@ fn a_resolution_that_leaves_markers_fails(runner: Runner) {
 every_way!(
     a_resolution_that_leaves_markers_fails,
     a_resolution_that_leaves_markers_fails
+);
+
+/// A resolve round whose own gate fails does not end the task while rounds remain: the next
+/// round is told why (like a verify feedback turn), starts again with the conflict marked, and
+/// its resolution is merged.
+fn a_failed_resolve_round_gets_the_next_round(runner: Runner) {
+    let repo = line_repo(runner);
+    let resolution = r#"
+  if printf '%s' "$FANOUT_FEEDBACK" | grep -q 'did not pass: .*conflict markers are left in: line.txt'; then
+    grep -q '^<<<<<<< integration' line.txt || { echo 'no markers the second time' >&2; exit 6; }
+    printf 'top\nbase a b\nend\n' > line.txt
+  fi
+"#;
+    let file = same_line_tasks(&repo, resolution);
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve=2"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "merged", "{st:?}");
+    assert_eq!(
+        rounds(&report, "b"),
+        vec![
+            ("agent".to_string(), "conflict".to_string()),
+            ("resolve".to_string(), "verify_failed".to_string()),
+            ("resolve".to_string(), "merged".to_string())
+        ],
+        "{}",
+        task(&report, "b")
+    );
+    let cause = task(&report, "b")["rounds"][2]["cause"]
+        .as_str()
+        .unwrap_or("");
+    assert!(cause.contains("resolve round failed"), "{cause}");
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a b\nend\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&files["notes.txt"]),
+        "notes\nb was here\n"
+    );
+}
+every_way!(
+    a_failed_resolve_round_gets_the_next_round,
+    a_failed_resolve_round_gets_the_next_round
+);
+
+/// An agent that fails every resolve round uses them all, then the task ends a conflict (as
+/// `--on-conflict fail`), nothing of it merged.
+fn failed_resolve_rounds_end_as_a_conflict(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = same_line_tasks(&repo, "  exit 9");
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve=3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "conflict", "{st:?}");
+    let kinds: Vec<String> = rounds(&report, "b").into_iter().map(|r| r.0).collect();
+    assert_eq!(kinds, vec!["agent", "resolve", "resolve", "resolve"]);
+    let error = task(&report, "b")["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("its resolve rounds did not resolve it"),
+        "{error}"
+    );
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    assert_eq!(
+        String::from_utf8_lossy(&files["line.txt"]),
+        "top\nbase a\nend\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&files["notes.txt"]), "notes\n");
+}
+both_ways!(
+    failed_resolve_rounds_end_as_a_conflict,
+    failed_resolve_rounds_end_as_a_conflict
+);
+
+/// `retry` stays as it was: a retry round that fails ends the task with that failure, no
+/// further round, not turned into a conflict.
+fn a_failed_retry_round_ends_the_task(runner: Runner) {
+    let repo = line_repo(runner);
+    let file = same_line_tasks(&repo, "  exit 9");
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "retry=3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["a"], "merged", "{st:?}");
+    assert_eq!(st["b"], "failed", "{st:?}");
+    let kinds: Vec<String> = rounds(&report, "b").into_iter().map(|r| r.0).collect();
+    assert_eq!(kinds, vec!["agent", "retry"]);
+}
+both_ways!(
+    a_failed_retry_round_ends_the_task,
+    a_failed_retry_round_ends_the_task
+);
+
+/// The workspace of a resolve round applies the task file's `merge` rules as the integration
+/// does: a `union` file and an `ours` file get no markers (the union and the integration's
+/// version), only the file no rule covers is marked and named.
+fn merge_rules_hold_in_the_marked_workspace(runner: Runner) {
+    let repo = line_repo(runner);
+    std::fs::write(repo.path.join("allow.txt"), "one\n").expect("write");
+    std::fs::write(repo.path.join("log.txt"), "log\n").expect("write");
+    git(&repo.path, &["add", "-A"]);
+    git(&repo.path, &["commit", "--quiet", "-m", "lists"]);
+    let agent = r#"
+if [ -n "${FANOUT_FEEDBACK+set}" ]; then
+  grep -q '<<<<<<<' allow.txt log.txt && { echo 'a ruled file has markers' >&2; exit 3; }
+  printf 'one\na\nb\n' | cmp -s - allow.txt || { echo 'allow.txt is not the union' >&2; exit 4; }
+  printf 'log\na\n' | cmp -s - log.txt || { echo 'log.txt is not ours' >&2; exit 5; }
+  printf '%s' "$FANOUT_FEEDBACK" | grep -q 'allow.txt\|log.txt' && { echo 'a ruled file is named' >&2; exit 6; }
+  grep -q '^<<<<<<< integration' line.txt || { echo 'no markers' >&2; exit 7; }
+  printf 'top\nbase a b\nend\n' > line.txt
+  exit 0
+fi
+sed -i "2s/\$/ $FANOUT_TASK_ID/" line.txt
+echo "$FANOUT_TASK_ID" >> allow.txt
+echo "$FANOUT_TASK_ID" >> log.txt
+"#;
+    let file = repo.write_tasks(&json!({
+        "agents": {"e": {"protocol": "exec", "command": "sh", "args": ["-c", agent]}},
+        "defaults": {"agent": "e", "max_attempts": 1},
+        "merge": [
+            {"paths": ["allow.txt"], "strategy": "union"},
+            {"paths": ["log.txt"], "strategy": "ours"}
+        ],
+        "tasks": [{"id": "a", "prompt": "append a"}, {"id": "b", "prompt": "append b"}]
+    }));
+    let (out, report) = repo.run(
+        &file,
+        &["--no-readback", "--jobs", "2", "--on-conflict", "resolve"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = statuses(&report);
+    assert_eq!(st["b"], "merged", "{st:?} {}", task(&report, "b"));
+    let branch = report["integration_branch"].as_str().expect("branch");
+    let files = repo.tree_files(branch);
+    let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
+    assert_eq!(text("line.txt"), "top\nbase a b\nend\n");
+    assert_eq!(text("allow.txt"), "one\na\nb\n");
+    assert_eq!(text("log.txt"), "log\na\n");
+}
+every_way!(
+    merge_rules_hold_in_the_marked_workspace,
+    merge_rules_hold_in_the_marked_workspace
 );
 
 /// Without `resolve` a conflict stays a conflict: `fail` is still the default, and a resolve
@@ -210,7 +374,8 @@ case "$FANOUT_TASK_ID" in
 rename) sed -i 's/greet/welcome/g' lib.sh main.sh ;;
 caller)
   if [ -n "${{FANOUT_FEEDBACK+set}}" ]; then
-    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'greet' || {{ echo 'the feedback lacks the failure' >&2; exit 3; }}
+    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'FAILED: extra/wave.sh' || {{ echo 'the feedback lacks the output' >&2; exit 3; }}
+    printf '%s' "$FANOUT_FEEDBACK" | grep -q 'failing command.*: sh tests/check.sh$' || {{ echo 'the feedback lacks the command' >&2; exit 3; }}
     grep -q welcome lib.sh || {{ echo 'not the integrated tree' >&2; exit 4; }}
 {repair}
   else
@@ -232,12 +397,75 @@ esac
     }))
 }
 
+/// The run's own event stream (`run-events.jsonl` in its folder).
+fn run_events(report: &Value) -> Vec<Value> {
+    let dir = report["run_dir"].as_str().expect("run_dir");
+    let text = std::fs::read_to_string(std::path::Path::new(dir).join("run-events.jsonl"))
+        .expect("run-events.jsonl");
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `caller` was taken out by the gate and repaired in its round 2: a `repaired` event after
+/// its `ejected`, report.json, the terminal summary, JUnit and HTML say so, none calls it
+/// taken out.
+fn assert_repaired_in_round_2(
+    report: &Value,
+    out: &std::process::Output,
+    junit: &std::path::Path,
+    html: &std::path::Path,
+) {
+    let caller = task(report, "caller");
+    assert_eq!(caller["repaired"]["round"], 2, "{caller}");
+    let events = run_events(report);
+    let at = |name: &str| {
+        events
+            .iter()
+            .rposition(|e| e["event"] == name && e["task"] == "caller")
+    };
+    let (ejected, repaired) = (at("ejected"), at("repaired"));
+    assert!(ejected.is_some(), "the first gate run took caller out");
+    assert!(repaired > ejected, "{ejected:?} {repaired:?}");
+    let event = &events[repaired.expect("repaired")];
+    assert_eq!(event["round"], 2, "{event}");
+    assert_eq!(event["commit"], caller["repaired"]["commit"], "{event}");
+    let said = format!("{}{}", stdout(out), stderr(out));
+    assert!(said.contains("merged (repaired in round 2)"), "{said}");
+    assert!(!said.contains("took out caller"), "{said}");
+    let junit = std::fs::read_to_string(junit).expect("junit");
+    assert!(junit.contains("merged (repaired in round 2)"), "{junit}");
+    assert!(!junit.contains("integration_failed"), "{junit}");
+    let html = std::fs::read_to_string(html).expect("html");
+    assert!(html.contains("repaired in round 2"), "html");
+    assert!(
+        !html.contains("s-integration_failed\">integration_failed"),
+        "html"
+    );
+}
+
 fn a_repair_round_fixes_the_integration(runner: Runner) {
     let repo = greet_repo(runner);
     let before = repo.snapshot();
     let file = rename_and_caller(&repo, "    sed -i 's/greet/welcome/' extra/wave.sh", 1);
-    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    let (junit, html) = (
+        repo.tmp.path().join("junit.xml"),
+        repo.tmp.path().join("r.html"),
+    );
+    let (out, report) = repo.run(
+        &file,
+        &[
+            "--no-readback",
+            "--jobs",
+            "2",
+            "--junit",
+            junit.to_str().expect("utf-8"),
+            "--html",
+            html.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_repaired_in_round_2(&report, &out, &junit, &html);
     let st = statuses(&report);
     assert_eq!(st["rename"], "merged", "{st:?}");
     assert_eq!(st["caller"], "merged", "{st:?}");
@@ -556,7 +784,7 @@ fn codex_0153_resolves_in_a_new_session_told_its_earlier_change() {
 
 /// Real Codex (app-server 0.171.0): `rename` and `caller` pass alone and break the merged
 /// tree; bisection names `caller`, whose own thread gets the gate's output and fixes its call.
-fn codex_repairs_the_integration(workspace: &'static str) {
+fn codex_repairs_the_integration(version: &'static str, workspace: &'static str) {
     use crate::model_server::{ModelServer, Reply};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log = seen.clone();
@@ -567,7 +795,9 @@ fn codex_repairs_the_integration(workspace: &'static str) {
         let text = req.last_user_text();
         if text.contains("integration's verify command fails") {
             let earlier = request_holds(req, "FIRST-ROUND-OF-CALLER");
-            let output = text.contains("FAILED: extra/wave.sh");
+            let output = text.contains("FAILED: extra/wave.sh")
+                && text
+                    .contains("failing command (run in the workspace's root): sh tests/check.sh");
             log.lock()
                 .expect("lock")
                 .push(format!("earlier={earlier} output={output}"));
@@ -595,7 +825,7 @@ fn codex_repairs_the_integration(workspace: &'static str) {
     let (out, report) = run_codex(
         &repo,
         &file,
-        "0.171.0",
+        version,
         home.path(),
         &["--workspace", workspace],
     );
@@ -619,7 +849,12 @@ fn codex_repairs_the_integration(workspace: &'static str) {
         report["integration"]
     );
     let caller = task(&report, "caller");
-    assert_eq!(caller["agent"]["resumed"], true, "{caller}");
+    if version == "0.153.4" {
+        // mcp-server: a new session, told its earlier change, the command and its output.
+        assert!(caller["agent"]["resumed"].is_null(), "{caller}");
+    } else {
+        assert_eq!(caller["agent"]["resumed"], true, "{caller}");
+    }
     assert_eq!(caller["rounds"][1]["kind"], "repair", "{caller}");
     let branch = report["integration_branch"].as_str().expect("branch");
     let files = repo.tree_files(branch);
@@ -632,12 +867,19 @@ fn codex_repairs_the_integration(workspace: &'static str) {
 
 #[test]
 fn codex_0171_repairs_the_integration_on_its_own_thread_overlay() {
-    codex_repairs_the_integration("overlay")
+    codex_repairs_the_integration("0.171.0", "overlay")
 }
 
 #[test]
 fn codex_0171_repairs_the_integration_on_its_own_thread_worktree() {
-    codex_repairs_the_integration("worktree")
+    codex_repairs_the_integration("0.171.0", "worktree")
+}
+
+/// mcp-server (≤ 0.153) cannot continue the conversation: the repair is a new session whose
+/// prompt holds the task, its earlier change, the failing command and its output's tail.
+#[test]
+fn codex_0153_repairs_in_a_new_session_told_the_failing_command() {
+    codex_repairs_the_integration("0.153.4", "worktree")
 }
 
 /// `fanout validate` knows `on_conflict: resolve=N`, `protect` (task and defaults) and
