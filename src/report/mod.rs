@@ -28,6 +28,9 @@ pub enum TaskStatus {
     /// Cut off by a stop request (Ctrl-C, SIGTERM, `fanout_cancel`) before it ended or was
     /// integrated: `fanout resume` continues it (a verified commit is kept for that).
     Interrupted,
+    // Shards (`fanout combine`):
+    /// Its shard handed nothing over (`fanout combine`): it never ran here.
+    Missing,
 }
 
 impl TaskStatus {
@@ -42,6 +45,7 @@ impl TaskStatus {
             TaskStatus::Skipped => "skipped",
             TaskStatus::IntegrationFailed => "integration_failed",
             TaskStatus::Interrupted => "interrupted",
+            TaskStatus::Missing => "missing",
         }
     }
 
@@ -203,6 +207,13 @@ pub struct TaskReport {
     /// Empty when it ran once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<RoundReport>,
+    // Shards (`fanout combine`):
+    /// The shard the task ran in (`K/N`), in a combined run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// The machine its shard ran on, in a combined run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// One round of a task: its first run, or a run again from the integration after a conflict.
@@ -280,6 +291,8 @@ impl TaskReport {
             risky: Vec::new(),
             started_ms: 0,
             rounds: Vec::new(),
+            shard: None,
+            host: None,
         }
     }
 }
