@@ -71,9 +71,20 @@ fn plan_for(a: &CombineArgs, g: Gathered) -> Result<(Plan, Gathered, usize), Str
     for n in g.notes.iter().chain(&carried.notes) {
         eprintln!("fanout: {n}");
     }
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
     for (id, k) in &carried.missing {
-        plan.warnings
-            .push(format!("task {id}: missing (shard {k}/{} handed nothing over)", g.count));
+        by_shard.entry(*k).or_default().push(id);
+    }
+    for (k, ids) in by_shard {
+        let shown: Vec<&str> = ids.iter().take(5).copied().collect();
+        let more = ids.len().saturating_sub(shown.len());
+        plan.warnings.push(format!(
+            "shard {k}/{} handed nothing over: its {} task(s) are missing ({}{})",
+            g.count,
+            ids.len(),
+            shown.join(", "),
+            if more > 0 { format!(", and {more} more") } else { String::new() }
+        ));
     }
     let missing = carried.missing.len();
     plan.priors = carried.priors;

@@ -66,9 +66,11 @@ fn testcase(run: &str, t: &TaskReport) -> String {
         t.duration_ms as f64 / 1000.0
     );
     let detail = failure_text(t);
+    let shard = shard_properties(t);
     match t.status {
         s if s.is_success() => {
             out.push_str(">\n");
+            out.push_str(&shard);
             for g in t.verify.iter().filter(|g| g.flaky) {
                 out.push_str(&flaky_failure(
                     g.detail.as_deref().unwrap_or("flaky"),
@@ -88,13 +90,13 @@ fn testcase(run: &str, t: &TaskReport) -> String {
         }
         TaskStatus::Skipped | TaskStatus::Interrupted => {
             out.push_str(&format!(
-                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                ">\n{shard}      <skipped message=\"{}\"/>\n    </testcase>\n",
                 esc(first_line(&detail))
             ));
         }
         s => {
             out.push_str(&format!(
-                ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                ">\n{shard}      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>\n",
                 s.as_str(),
                 esc(first_line(&detail)),
                 esc(&detail)
@@ -102,6 +104,21 @@ fn testcase(run: &str, t: &TaskReport) -> String {
         }
     }
     out
+}
+
+// Shards (`fanout combine`): the shard and host a task ran on, as the case's properties.
+fn shard_properties(t: &TaskReport) -> String {
+    let props: Vec<String> = [("shard", &t.shard), ("host", &t.host)]
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref()
+                .map(|v| format!("        <property name=\"{k}\" value=\"{}\"/>\n", esc(v)))
+        })
+        .collect();
+    if props.is_empty() {
+        return String::new();
+    }
+    format!("      <properties>\n{}      </properties>\n", props.concat())
 }
 
 /// `<flakyFailure>`: the gate passed, but only when run again.
