@@ -83,7 +83,11 @@ fn plan_for(a: &CombineArgs, g: Gathered) -> Result<(Plan, Gathered, usize), Str
             g.count,
             ids.len(),
             shown.join(", "),
-            if more > 0 { format!(", and {more} more") } else { String::new() }
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            }
         ));
     }
     let missing = carried.missing.len();
@@ -95,7 +99,8 @@ fn plan_for(a: &CombineArgs, g: Gathered) -> Result<(Plan, Gathered, usize), Str
 /// Run options for the combine: the shards' base; agents run only for tasks run again after
 /// a conflict (`--on-conflict retry`), confined as `fanout run` confines them.
 fn options(a: &CombineArgs, g: &Gathered) -> Result<RunOptions, String> {
-    let run_as = crate::sandbox::user::resolve(a.agent_user.as_deref()).map_err(|e| e.to_string())?;
+    let run_as =
+        crate::sandbox::user::resolve(a.agent_user.as_deref()).map_err(|e| e.to_string())?;
     let retries = a.on_conflict.is_some_and(|c| c.retries() > 0);
     let workspace = match std::env::var("FANOUT_WORKSPACE").ok().as_deref() {
         Some("overlay") => Some(WorkspaceChoice::Overlay),
@@ -105,9 +110,14 @@ fn options(a: &CombineArgs, g: &Gathered) -> Result<RunOptions, String> {
     Ok(RunOptions {
         repo: a.repo.repo.clone(),
         tasks_file: a.tasks.clone(),
-        jobs: a.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
-        }).max(1),
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .max(1),
         base: Some(g.base.clone()),
         agent: None,
         keep_worktrees: false,
@@ -116,7 +126,11 @@ fn options(a: &CombineArgs, g: &Gathered) -> Result<RunOptions, String> {
             run_as,
             ..SandboxOptions::default()
         },
-        readback: if retries { ReadbackMode::Auto } else { ReadbackMode::Off },
+        readback: if retries {
+            ReadbackMode::Auto
+        } else {
+            ReadbackMode::Off
+        },
         self_exe: std::env::current_exe().map_err(|e| e.to_string())?,
         max_file_bytes: None,
         max_change_bytes: None,
@@ -140,7 +154,11 @@ fn execute(plan: Plan, a: &CombineArgs, g: &Gathered, missing: usize) -> anyhow:
     if missing > 0 {
         eprintln!(
             "fanout: {missing} task(s) missing: their shard handed nothing over{}",
-            if a.allow_missing { " (--allow-missing: the rest was integrated)" } else { "" }
+            if a.allow_missing {
+                " (--allow-missing: the rest was integrated)"
+            } else {
+                ""
+            }
         );
     }
     Ok(match verdict {
@@ -158,8 +176,7 @@ pub fn exit_code(r: &RunReport, allow_missing: bool) -> i32 {
     }
     let ok = r.output_failures.is_empty()
         && r.integration.as_ref().is_none_or(|i| i.passed)
-        && r
-            .tasks
+        && r.tasks
             .iter()
             .all(|t| t.status.is_success() || t.status == TaskStatus::Missing);
     if ok {
@@ -179,4 +196,3 @@ fn keep_shard_events(run_dir: &std::path::Path, g: &Gathered) {
         let _ = std::fs::write(dir.join(format!("shard-{k}.jsonl")), &f.events);
     }
 }
-

@@ -7,8 +7,8 @@ of a shard that handed nothing over, 130 interrupted.
 
 pub(crate) mod args;
 mod clean;
-mod combine;
 mod collect;
+mod combine;
 pub(crate) mod common;
 pub(crate) mod diff;
 mod log;

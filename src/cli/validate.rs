@@ -145,11 +145,18 @@ fn print_shards(file: &taskfile::TaskFile, n: u32) -> anyhow::Result<()> {
     for (k, c) in per.iter().enumerate() {
         super::out::outln!("shard {}/{n}: {c} task(s)", k + 1)?;
     }
-    let (min, max) = (per.iter().min().copied().unwrap_or(0), per.iter().max().copied().unwrap_or(0));
+    let (min, max) = (
+        per.iter().min().copied().unwrap_or(0),
+        per.iter().max().copied().unwrap_or(0),
+    );
     let mean = file.tasks.len() as f64 / f64::from(n);
     super::out::outln!(
         "balance: {min}..{max} task(s) per shard (mean {mean:.1}; largest {:.0}% of the mean)",
-        if mean > 0.0 { max as f64 / mean * 100.0 } else { 0.0 }
+        if mean > 0.0 {
+            max as f64 / mean * 100.0
+        } else {
+            0.0
+        }
     )?;
     Ok(())
 }

@@ -346,7 +346,11 @@ fn integration_section(out: &mut String, g: &IntegrationReport) {
 // Shards (`fanout combine`): where the task ran.
 fn shard_span(r: &TaskReport) -> String {
     match (&r.shard, &r.host) {
-        (Some(s), Some(h)) => format!("<span class=\"muted\">shard {} on {}</span>", esc(s), esc(h)),
+        (Some(s), Some(h)) => format!(
+            "<span class=\"muted\">shard {} on {}</span>",
+            esc(s),
+            esc(h)
+        ),
         (Some(s), None) => format!("<span class=\"muted\">shard {}</span>", esc(s)),
         _ => String::new(),
     }

@@ -118,7 +118,10 @@ fn shard_properties(t: &TaskReport) -> String {
     if props.is_empty() {
         return String::new();
     }
-    format!("      <properties>\n{}      </properties>\n", props.concat())
+    format!(
+        "      <properties>\n{}      </properties>\n",
+        props.concat()
+    )
 }
 
 /// `<flakyFailure>`: the gate passed, but only when run again.

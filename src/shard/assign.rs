@@ -87,7 +87,10 @@ impl UnionFind {
 }
 
 /// The ids of the tasks of `file`'s planned tasks that shard `shard` runs, in file order.
-pub fn tasks_of_shard(tasks: &[crate::plan::PlannedTask], shard: super::engine::Shard) -> Vec<String> {
+pub fn tasks_of_shard(
+    tasks: &[crate::plan::PlannedTask],
+    shard: super::engine::Shard,
+) -> Vec<String> {
     let shards = shard_of_tasks(tasks, shard.count);
     tasks
         .iter()

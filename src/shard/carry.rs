@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::import::Gathered;
 use super::error::HandOverError;
+use super::import::Gathered;
 use crate::ids::{task_branch, RunId, TaskId};
 use crate::report::{TaskReport, TaskStatus};
 use crate::state::Prior;
@@ -52,8 +52,10 @@ pub fn carry(
     for (id, expected) in ids.iter().zip(shards) {
         let Some((k, t)) = found.remove(id.as_str()) else {
             out.missing.push((id.clone(), *expected));
-            out.reports.insert(id.clone(), missing_report(id, *expected, gathered.count));
-            out.priors.insert(id.clone(), missing_prior(*expected, gathered.count));
+            out.reports
+                .insert(id.clone(), missing_report(id, *expected, gathered.count));
+            out.priors
+                .insert(id.clone(), missing_prior(*expected, gathered.count));
             continue;
         };
         let f = &gathered.shards[&k];
@@ -67,8 +69,12 @@ pub fn carry(
             Some(c) => {
                 let oid = git2::Oid::from_str(c).map_err(HandOverError::git2)?;
                 let task = TaskId::parse(id).map_err(HandOverError::Git2)?;
-                repo.branch(&task_branch(run, &task), &repo.find_commit(oid).map_err(HandOverError::git2)?, true)
-                    .map_err(HandOverError::git2)?;
+                repo.branch(
+                    &task_branch(run, &task),
+                    &repo.find_commit(oid).map_err(HandOverError::git2)?,
+                    true,
+                )
+                .map_err(HandOverError::git2)?;
                 // What the shard's own integration said is no longer true here.
                 report.status = TaskStatus::Merged;
                 report.commit = Some(c.clone());

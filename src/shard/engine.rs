@@ -131,9 +131,17 @@ mod tests {
         let s = |p: &[(&str, &str)], n| Shard::from_env(n, &env(p));
         let gha = [("FANOUT_SHARD_INDEX", "3"), ("FANOUT_SHARD_COUNT", "8")];
         assert_eq!(s(&gha, None), Ok(Shard { index: 3, count: 8 }));
-        let slurm0 = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let slurm0 = [
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
         assert_eq!(s(&slurm0, None), Ok(Shard { index: 1, count: 4 }));
-        let slurm1 = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let slurm1 = [
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
         assert_eq!(s(&slurm1, None), Ok(Shard { index: 4, count: 4 }));
         let k8s = [("JOB_COMPLETION_INDEX", "0")];
         assert_eq!(s(&k8s, Some(3)), Ok(Shard { index: 1, count: 3 }));
@@ -143,9 +151,15 @@ mod tests {
     fn missing_or_contradicting_counts_are_errors() {
         let s = |p: &[(&str, &str)], n| Shard::from_env(n, &env(p));
         assert_eq!(s(&[], None), Err(ShardError::NoIndex));
-        assert!(matches!(s(&[("JOB_COMPLETION_INDEX", "2")], None), Err(ShardError::NoCount { .. })));
+        assert!(matches!(
+            s(&[("JOB_COMPLETION_INDEX", "2")], None),
+            Err(ShardError::NoCount { .. })
+        ));
         assert!(s(&[("JOB_COMPLETION_INDEX", "5")], Some(3)).is_err());
-        let slurm = [("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
         assert!(s(&slurm, Some(5)).is_err());
         assert!(s(&[("FANOUT_SHARD_INDEX", "x")], Some(2)).is_err());
     }

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use super::engine::Shard;
+use super::error::HandOverError;
 use super::git_cli::git;
 use super::manifest::{verified_commit, Manifest, ManifestTask, FORMAT};
 use super::refs;
-use super::error::HandOverError;
 use crate::report::RunReport;
 
 /// Who wrote the hand-over, and when.
@@ -136,12 +136,7 @@ pub fn write_bundle(
 
 /// `--push REMOTE`: the shard's refs pushed (forced: a re-run shard replaces its hand-over;
 /// refs of an earlier attempt the new one no longer has are deleted).
-pub fn push(
-    repo_path: &Path,
-    remote: &str,
-    run: &str,
-    shard: u32,
-) -> Result<(), HandOverError> {
+pub fn push(repo_path: &Path, remote: &str, run: &str, shard: u32) -> Result<(), HandOverError> {
     let prefix = refs::shard_prefix(run, shard);
     let spec = format!("+{prefix}/*:{prefix}/*");
     git(

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::error::HandOverError;
 use super::git_cli::git;
 use super::manifest::Manifest;
 use super::refs;
-use super::error::HandOverError;
 use crate::report::RunReport;
 
 /// Where hand-overs come from.
@@ -70,7 +70,14 @@ pub fn fetch(repo_path: &Path, sources: &Sources) -> Result<Vec<Fetched>, HandOv
                 let spec = format!("+refs/fanout/*:{}/*", refs::import_prefix(n));
                 git(
                     repo_path,
-                    &["fetch", "-q", "--no-tags", "--no-write-fetch-head", &abs.to_string_lossy(), &spec],
+                    &[
+                        "fetch",
+                        "-q",
+                        "--no-tags",
+                        "--no-write-fetch-head",
+                        &abs.to_string_lossy(),
+                        &spec,
+                    ],
                     None,
                 )
                 .map_err(|e| HandOverError::Bundle {
@@ -84,7 +91,14 @@ pub fn fetch(repo_path: &Path, sources: &Sources) -> Result<Vec<Fetched>, HandOv
             let spec = format!("+refs/fanout/{run}/*:{}/{run}/*", refs::import_prefix(0));
             git(
                 repo_path,
-                &["fetch", "-q", "--no-tags", "--no-write-fetch-head", remote, &spec],
+                &[
+                    "fetch",
+                    "-q",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    remote,
+                    &spec,
+                ],
                 None,
             )?;
             out.extend(read_manifests(&repo, 0, remote)?);
@@ -117,8 +131,8 @@ fn read_manifests(
             detail,
         };
         let bytes = file(refs::MANIFEST_FILE).ok_or_else(|| bad("no manifest.json".into()))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| bad(format!("unreadable manifest: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("unreadable manifest: {e}")))?;
         if manifest.format != super::manifest::FORMAT {
             return Err(bad(format!("manifest format {} is not 1", manifest.format)));
         }
@@ -206,7 +220,11 @@ pub fn drop_imports(repo_path: &Path) {
     };
     let names: Vec<String> = repo
         .references_glob("refs/fanout-import/*")
-        .map(|it| it.flatten().filter_map(|r| r.name().map(str::to_string)).collect())
+        .map(|it| {
+            it.flatten()
+                .filter_map(|r| r.name().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     for n in names {
         if let Ok(mut r) = repo.find_reference(&n) {

@@ -64,8 +64,12 @@ pub fn host_name() -> String {
 
 /// The engine's attempt number of this shard (0 when the environment names none).
 pub fn attempt_from_env(env: &dyn Fn(&str) -> Option<String>) -> u64 {
-    ["FANOUT_SHARD_ATTEMPT", "GITHUB_RUN_ATTEMPT", "SLURM_RESTART_COUNT"]
-        .iter()
-        .find_map(|n| env(n).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
+    [
+        "FANOUT_SHARD_ATTEMPT",
+        "GITHUB_RUN_ATTEMPT",
+        "SLURM_RESTART_COUNT",
+    ]
+    .iter()
+    .find_map(|n| env(n).and_then(|v| v.trim().parse().ok()))
+    .unwrap_or(0)
 }
