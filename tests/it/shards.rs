@@ -535,7 +535,8 @@ fn a_shard_on_another_base_refuses(runner: Runner) {
     );
     assert!(matches!(o.status.code(), Some(0 | 1)), "{}", show(&o));
     let dir = clone(&repo, "comb");
-    git(
+    git_as(
+        &repo,
         &dir,
         &["fetch", "-q", moved.to_str().expect("utf-8"), "main"],
     );
@@ -748,4 +749,36 @@ fn the_shard_comes_from_the_engines_environment() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(stderr(&o).contains("no shard count"), "{}", show(&o));
+}
+
+/// `combine --on-conflict retry` runs a conflicting task again here, from the integration
+/// head, with the runner's own rerun: `clash-b` then merges in round 2.
+#[test]
+fn combine_runs_a_conflicting_task_again_when_asked() {
+    let repo = TestRepo::with_files(40);
+    let tasks = task_file(&repo, &[]);
+    let bundles = four_shards(&repo, &tasks);
+    let dir = clone(&repo, "combined");
+    let o = combine(
+        &repo,
+        &dir,
+        &tasks,
+        &[bundles.to_str().expect("utf-8")],
+        &["--on-conflict", "retry"],
+    );
+    let report = run_report(&dir, RUN);
+    assert_eq!(statuses(&report)["clash-b"], "merged", "{}", show(&o));
+    let rounds = task(&report, "clash-b")["rounds"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(rounds, 2, "{}", task(&report, "clash-b"));
+    assert_eq!(
+        git_text(
+            &dir,
+            &["show", &format!("fanout/{RUN}/merged:src/file_00.txt")]
+        ),
+        "clash-b"
+    );
+    // broken still fails and t05 is still ejected by the gate.
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
 }
