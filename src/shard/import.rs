@@ -1,6 +1,6 @@
-//! Reading hand-overs into the combining repository: each bundle (or the remote's refs of a
-//! run) fetched under a ref namespace of its own, its manifest read, and per shard the newest
-//! hand-over chosen.
+//! Reading hand-overs into the combining repository: each bundle's objects unpacked (the
+//! remote's refs of a run fetched under a namespace of their own), the manifests read, and
+//! per shard the newest hand-over chosen.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,32 +59,14 @@ pub fn expand_from(from: &[PathBuf]) -> Result<Vec<PathBuf>, HandOverError> {
     Ok(out)
 }
 
-/// Fetches every hand-over into the repository and reads its manifests.
+/// Brings every hand-over's objects into the repository and reads its manifests.
 pub fn fetch(repo_path: &Path, sources: &Sources) -> Result<Vec<Fetched>, HandOverError> {
     let repo = git2::Repository::open(repo_path).map_err(HandOverError::git2)?;
     let mut out = Vec::new();
     match sources {
         Sources::Bundles(files) => {
-            for (n, file) in files.iter().enumerate() {
-                let abs = std::path::absolute(file).unwrap_or(file.clone());
-                let spec = format!("+refs/fanout/*:{}/*", refs::import_prefix(n));
-                git(
-                    repo_path,
-                    &[
-                        "fetch",
-                        "-q",
-                        "--no-tags",
-                        "--no-write-fetch-head",
-                        &abs.to_string_lossy(),
-                        &spec,
-                    ],
-                    None,
-                )
-                .map_err(|e| HandOverError::Bundle {
-                    path: file.display().to_string(),
-                    detail: e.to_string(),
-                })?;
-                out.extend(read_manifests(&repo, n, &file.display().to_string())?);
+            for file in files {
+                out.extend(unbundle(&repo, repo_path, file)?);
             }
         }
         Sources::Remote { remote, run } => {
@@ -101,26 +83,66 @@ pub fn fetch(repo_path: &Path, sources: &Sources) -> Result<Vec<Fetched>, HandOv
                 ],
                 None,
             )?;
-            out.extend(read_manifests(&repo, 0, remote)?);
+            let glob = format!("{}/*", refs::import_prefix(0));
+            let mut heads = Vec::new();
+            for r in repo.references_glob(&glob).map_err(HandOverError::git2)? {
+                let r = r.map_err(HandOverError::git2)?;
+                if let (Some(name), Some(oid)) = (r.name(), r.target()) {
+                    heads.push((oid, name.to_string()));
+                }
+            }
+            out.extend(read_manifests(&repo, &heads, remote)?);
         }
     }
     Ok(out)
 }
 
-/// The manifests fetched under import namespace `n`.
+/// A bundle's objects unpacked into the repository (no refs: the manifest names the commits,
+/// and the combined run's task branches will hold them), and its manifests read.
+fn unbundle(
+    repo: &git2::Repository,
+    repo_path: &Path,
+    file: &Path,
+) -> Result<Vec<Fetched>, HandOverError> {
+    let origin = file.display().to_string();
+    let abs = std::path::absolute(file).unwrap_or(file.to_path_buf());
+    let listed = git(
+        repo_path,
+        &["bundle", "unbundle", &abs.to_string_lossy()],
+        None,
+    )
+    .map_err(|e| HandOverError::Bundle {
+        path: origin.clone(),
+        detail: e.to_string(),
+    })?;
+    let heads: Vec<(git2::Oid, String)> = listed
+        .lines()
+        .filter_map(|l| {
+            let (oid, name) = l.split_once(' ')?;
+            Some((git2::Oid::from_str(oid).ok()?, name.to_string()))
+        })
+        .collect();
+    read_manifests(repo, &heads, &origin)
+}
+
+/// The manifests among `heads` (object id, ref name).
 fn read_manifests(
     repo: &git2::Repository,
-    n: usize,
+    heads: &[(git2::Oid, String)],
     origin: &str,
 ) -> Result<Vec<Fetched>, HandOverError> {
-    let glob = format!("{}/*", refs::import_prefix(n));
     let mut out = Vec::new();
-    for r in repo.references_glob(&glob).map_err(HandOverError::git2)? {
-        let r = r.map_err(HandOverError::git2)?;
-        if !r.name().is_some_and(|n| n.ends_with("/manifest")) {
+    for (oid, name) in heads {
+        if !name.starts_with("refs/fanout/") && !name.starts_with("refs/fanout-import/") {
             continue;
         }
-        let tree = r.peel_to_tree().map_err(HandOverError::git2)?;
+        if !name.ends_with("/manifest") {
+            continue;
+        }
+        let tree = repo
+            .find_commit(*oid)
+            .and_then(|c| c.tree())
+            .map_err(HandOverError::git2)?;
         let file = |name: &str| -> Option<Vec<u8>> {
             let e = tree.get_name(name)?;
             let blob = repo.find_blob(e.id()).ok()?;
@@ -230,5 +252,76 @@ pub fn drop_imports(repo_path: &Path) {
         if let Ok(mut r) = repo.find_reference(&n) {
             let _ = r.delete();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::engine::Shard;
+
+    fn handed(index: u32, attempt: u64, created_ms: u64, base: &str) -> Fetched {
+        Fetched {
+            manifest: Manifest {
+                format: 1,
+                run_id: "r".into(),
+                shard: Shard { index, count: 2 },
+                base: base.into(),
+                host: "h".into(),
+                created_ms,
+                attempt,
+                tasks: Vec::new(),
+            },
+            report: None,
+            events: Vec::new(),
+            origin: format!("s{index}-a{attempt}-t{created_ms}"),
+        }
+    }
+
+    #[test]
+    fn the_newest_hand_over_of_a_shard_wins_in_any_order() {
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let all = [
+                handed(1, 2, 10, "b"),
+                handed(1, 1, 99, "b"),
+                handed(2, 0, 5, "b"),
+            ];
+            let picked: Vec<Fetched> = order
+                .iter()
+                .map(|&i| {
+                    handed(
+                        all[i].manifest.shard.index,
+                        all[i].manifest.attempt,
+                        all[i].manifest.created_ms,
+                        "b",
+                    )
+                })
+                .collect();
+            let g = gather(picked, None).expect("one run");
+            assert_eq!(g.shards[&1].manifest.attempt, 2, "{order:?}");
+            assert_eq!(g.shards.len(), 2);
+            assert_eq!(g.notes.len(), 1);
+        }
+        let g = gather(vec![handed(1, 0, 10, "b"), handed(1, 0, 20, "b")], None).expect("one run");
+        assert_eq!(g.shards[&1].manifest.created_ms, 20);
+    }
+
+    #[test]
+    fn other_bases_runs_and_counts_are_refused() {
+        assert!(matches!(
+            gather(vec![handed(1, 0, 1, "a"), handed(2, 0, 1, "b")], None),
+            Err(HandOverError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            gather(vec![handed(1, 0, 1, "a")], Some("other")),
+            Err(HandOverError::Mismatch { .. })
+        ));
+        let mut three = handed(2, 0, 1, "a");
+        three.manifest.shard.count = 3;
+        assert!(gather(vec![handed(1, 0, 1, "a"), three], None).is_err());
+        assert!(matches!(
+            gather(Vec::new(), None),
+            Err(HandOverError::Nothing)
+        ));
     }
 }
