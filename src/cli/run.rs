@@ -45,7 +45,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     }
     // A hand-over without a shard is the whole file as one shard.
     let handing_over = a.shards.bundle.is_some() || a.shards.push.is_some();
-    let shard = shard.or_else(|| handing_over.then(|| crate::shard::Shard { index: 1, count: 1 }));
+    let shard = shard.or(handing_over.then_some(crate::shard::Shard { index: 1, count: 1 }));
     let options = RunOptions {
         repo: a.repo.repo.clone(),
         tasks_file: a.tasks.clone(),

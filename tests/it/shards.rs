@@ -33,8 +33,8 @@ fn task_file(repo: &TestRepo, extra: &[&str]) -> PathBuf {
         .map(|i| json!({"id": format!("t{i:02}"), "prompt": "append"}))
         .collect();
     tasks[9]["depends_on"] = json!(["t03"]);
-    for i in 19..=21 {
-        tasks[i]["group"] = json!("trio");
+    for t in &mut tasks[19..=21] {
+        t["group"] = json!("trio");
     }
     for id in ["clash-a", "clash-b", "broken"].iter().chain(extra) {
         tasks.push(json!({"id": id, "prompt": "x"}));
