@@ -36,7 +36,7 @@ fn prepare(a: &CombineArgs) -> Result<(Plan, Gathered, usize), String> {
     let result = gathered
         .map_err(|e| e.to_string())
         .and_then(|g| plan_for(a, g));
-    // The chosen commits now live on the run's task branches; the rest is not needed.
+    // The chosen commits now live on the run's task branches; fetched refs are not needed.
     import::drop_imports(&repo.workdir);
     result
 }

@@ -15,7 +15,8 @@ pub fn manifest_ref(run: &str, shard: u32) -> String {
     format!("{}/manifest", shard_prefix(run, shard))
 }
 
-/// Where `combine` fetches hand-over number `n` to, before it chooses.
+/// Where `combine --from-remote` fetches the remote's hand-overs to (`n` = 0), before it
+/// chooses; bundles are unpacked without refs.
 pub fn import_prefix(n: usize) -> String {
     format!("refs/fanout-import/{n}")
 }
