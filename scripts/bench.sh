@@ -27,6 +27,107 @@
 # Usage: SCENARIO=setup [FANOUT=path] [ONCE=false] scripts/bench.sh [TASKS] [JOBS] [MODE] [PACKAGES] [SRC]
 now() { date +%s%N; }
 
+# The `shards` scenario (docs/shards.md): bundle bytes per task from real shard runs on
+# repositories of two sizes (proportional to the change, not the repository), then `fanout
+# combine` of TASKS tasks from BUNDLES synthetic hand-overs (one one-line change per task,
+# made with git fast-import; the manifests as a shard writes them): ms per task (target ≤ 2).
+# Usage: SCENARIO=shards [FANOUT=path] scripts/bench.sh [TASKS] [BUNDLES] [SMALL_FILES] [LARGE_FILES]
+bench_shards() {
+  local tasks=${1:-10000} bundles=${2:-100} small=${3:-100} large=${4:-5000}
+  work=$(mktemp -d)
+  [ "${KEEP:-0}" = 1 ] && echo "bench: keeping $work" >&2 || trap 'rm -rf "$work"' EXIT
+  chmod 711 "$work"
+  export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null
+  export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid
+  export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
+  local files
+  # Bundle bytes per task: 2 shards of 20 one-line tasks, on a small and on a large repository.
+  for files in "$small" "$large"; do
+    local repo=$work/r$files
+    mkdir -p "$repo/src"
+    awk -v d="$repo/src" -v n="$files" 'BEGIN { for (i = 0; i < n; i++) { f = sprintf("%s/f%05d.txt", d, i); for (l = 1; l <= 20; l++) printf "file %d line %d of some text\n", i, l > f; close(f) } }'
+    git -C "$repo" init -q -b main && git -C "$repo" add -A && git -C "$repo" commit -qm base
+    python3 - "$work/t$files.json" <<'PY'
+import json, sys
+tasks = [{"id": f"t{i:05d}", "prompt": "edit"} for i in range(40)]
+agent = {"protocol": "exec", "command": "sh", "args": ["-c", 'n=${FANOUT_TASK_ID#t}; echo "$FANOUT_TASK_ID" >> "src/f$n.txt"']}
+json.dump({"version": 1, "agents": {"ed": agent}, "defaults": {"agent": "ed"}, "tasks": tasks}, open(sys.argv[1], "w"))
+PY
+    local k total=0
+    for k in 1 2; do
+      git clone -q "$repo" "$work/c$files-$k"
+      "$fanout" run --repo "$work/c$files-$k" --tasks "$work/t$files.json" --shard "$k/2" --run-id bench \
+        --bundle "$work/b$files-$k.bundle" --no-readback -q > /dev/null 2>&1 || true
+      total=$(( total + $(stat -c %s "$work/b$files-$k.bundle") ))
+    done
+    local pack
+    pack=$(du -sk "$repo/.git/objects" | cut -f1)
+    echo "bundle bytes per task: $(( total / 40 )) (repository of $files files, ${pack} KiB of objects; 40 tasks in 2 shards)"
+  done
+  # Combine: TASKS tasks in BUNDLES hand-overs.
+  local repo=$work/big
+  mkdir -p "$repo/src"
+  # One file per task, 100 to a folder (a flat folder of 10 000 entries makes every tree write
+  # of the integration cost O(tasks)).
+  awk -v d="$repo/src" -v n="$tasks" 'BEGIN { for (i = 0; i < n; i++) { if (i % 100 == 0) system(sprintf("mkdir -p %s/d%03d", d, i / 100)); f = sprintf("%s/d%03d/f%05d.txt", d, int(i / 100), i); printf "file %d\n", i > f; close(f) } }'
+  git -C "$repo" init -q -b main && git -C "$repo" add -A && git -C "$repo" commit -qm base
+  local base
+  base=$(git -C "$repo" rev-parse HEAD)
+  python3 - "$repo" "$base" "$tasks" "$bundles" "$work/tasks.json" <<'PY'
+import json, subprocess, sys, time
+repo, base, n, shards, tasks_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+agent = {"protocol": "exec", "command": "true"}
+json.dump({"version": 1, "agents": {"ed": agent}, "defaults": {"agent": "ed"},
+           "tasks": [{"id": f"t{i:05d}", "prompt": "edit"} for i in range(n)]}, open(tasks_file, "w"))
+out, mark = [], 0
+def data(b):
+    global out
+    out.append(b"data %d\n" % len(b)); out.append(b)
+per = {k: [] for k in range(1, shards + 1)}
+for i in range(n):
+    k = i % shards + 1
+    mark += 1
+    ref = f"refs/fanout/bench/shard-{k}/task/t{i:05d}"
+    out.append(f"commit {ref}\nmark :{mark}\ncommitter bench <b@e> 1700000000 +0000\n".encode())
+    data(f"fanout: t{i:05d}\n\nFanout-Task: t{i:05d}\n".encode())
+    out.append(f"from {base}\n".encode())
+    out.append(f"M 100644 inline src/d{i // 100:03d}/f{i:05d}.txt\n".encode())
+    data(f"file {i}\nt{i:05d}\n".encode())
+    per[k].append((f"t{i:05d}", mark))
+now = int(time.time() * 1000)
+subprocess.run(["git", "-C", repo, "fast-import", "--quiet", "--export-marks=" + repo + "/marks"], input=b"".join(out), check=True)
+marks = dict(l.split() for l in open(repo + "/marks"))
+# The manifests, naming the commits' ids.
+out = []
+for k, ts in per.items():
+    manifest = {"format": 1, "run_id": "bench", "shard": {"index": k, "count": shards}, "base": base,
+                "host": f"node{k}", "created_ms": now, "attempt": 0,
+                "tasks": [{"id": t, "status": "merged", "commit": marks[f":{m}"]} for t, m in ts]}
+    out.append(f"commit refs/fanout/bench/shard-{k}/manifest\ncommitter bench <b@e> 1700000000 +0000\n".encode())
+    data(b"manifest\n")
+    out.append(b"M 100644 inline manifest.json\n")
+    data(json.dumps(manifest).encode())
+    out.append(b"\n")
+subprocess.run(["git", "-C", repo, "fast-import", "--quiet"], input=b"".join(out), check=True)
+PY
+  mkdir -p "$work/bundles"
+  local k
+  for k in $(seq 1 "$bundles"); do
+    git -C "$repo" for-each-ref --format='%(refname)' "refs/fanout/bench/shard-$k/" |
+      { cat; echo "^$base"; } | git -C "$repo" bundle create -q "$work/bundles/s$k.bundle" --stdin
+  done
+  git clone -q "$repo" "$work/comb"
+  local t0 t1
+  t0=$(now)
+  "$fanout" combine --repo "$work/comb" --tasks "$work/tasks.json" --from "$work/bundles" -q --min-free-mb 0 > /dev/null 2> "$work/combine.err"
+  local code=$?
+  t1=$(now)
+  local ms=$(( (t1 - t0) / 1000000 ))
+  local merged
+  merged=$(grep -o '"status": "merged"' "$work/comb/.git/fanout/runs/bench/report.json" | wc -l)
+  echo "combine: $tasks tasks from $bundles bundles in $ms ms (exit $code, $merged merged): $(awk -v ms="$ms" -v n="$tasks" 'BEGIN { printf "%.3f", ms / n }') ms per task (target <= 2)"
+}
+
 # The `setup` scenario (see above).
 bench_setup() {
   local tasks=${1:-30} jobs=${2:-2} mode=${3:-auto} packages=${4:-40} src=${5:-150}
@@ -173,6 +274,10 @@ fi
 fanout="${FANOUT:-$root/target/release/fanout}"
 if [ "${SCENARIO:-}" = setup ]; then
   bench_setup "$@"
+  exit $?
+fi
+if [ "${SCENARIO:-}" = shards ]; then
+  bench_shards "$@"
   exit $?
 fi
 files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}

@@ -9,6 +9,9 @@ pub const TASKS_FAILED: i32 = 1;
 pub const BUDGET_SPENT: i32 = 3;
 /// Bad input or a broken environment: nothing ran (or nothing more will).
 pub const USAGE: i32 = 2;
+/// `fanout combine`: a shard handed nothing over, so its tasks are `missing` (without
+/// `--allow-missing`).
+pub const SHARDS_MISSING: i32 = 4;
 /// Interrupted (SIGINT, SIGTERM, SIGHUP, or a stop request): the run is resumable.
 pub const INTERRUPTED: i32 = 130;
 /// stdout was closed by its reader (`fanout diff … | head`): as quiet as SIGPIPE (128 + 13).

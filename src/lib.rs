@@ -42,6 +42,7 @@ pub mod run_dir;
 pub mod runner;
 pub mod sandbox;
 pub mod setup;
+pub mod shard;
 pub mod state;
 pub mod taskenv;
 pub mod taskfile;

@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run every task of a task file and merge the results into fanout/<run>/merged.
     Run(RunArgs),
+    /// Integrate the hand-overs of a sharded run's shards as one run (docs/shards.md).
+    Combine(CombineArgs),
     /// Check a task file and print every problem with its location.
     Validate(ValidateArgs),
     /// Show runs, or one run's tasks.
@@ -174,6 +176,82 @@ pub struct RunArgs {
     /// With --only: also run the tasks the selected ones depend on (transitively).
     #[arg(long, requires = "only")]
     pub with_deps: bool,
+    #[command(flatten)]
+    pub shards: ShardArgs,
+}
+
+/// Shards (docs/shards.md): which part of the task file this run is, and its hand-over.
+#[derive(clap::Args, Debug, Default)]
+pub struct ShardArgs {
+    /// Run only shard K of N (1-based) of the task file.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "shard_from_env")]
+    pub shard: Option<crate::shard::Shard>,
+    /// The shard from the engine's environment (GitHub matrix FANOUT_SHARD_INDEX/COUNT, Slurm
+    /// SLURM_ARRAY_TASK_ID, Kubernetes JOB_COMPLETION_INDEX); N when the engine gives no count.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    pub shard_from_env: Option<u32>,
+    /// The run's id (every shard and the combine share it: e.g. the CI run's id).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Refuse to run unless the base resolves to this commit (the one every shard uses).
+    #[arg(long, value_name = "SHA")]
+    pub base_commit: Option<String>,
+    /// After the run, write the shard's hand-over (verified commits, report, events) to this
+    /// git bundle file.
+    #[arg(long, value_name = "PATH")]
+    pub bundle: Option<PathBuf>,
+    /// After the run, push the shard's hand-over to this remote under refs/fanout/<run>/.
+    #[arg(long, value_name = "REMOTE")]
+    pub push: Option<String>,
+}
+
+fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {
+    crate::shard::Shard::parse(s).map_err(|e| e.to_string())
+}
+
+/// `fanout combine`: the shards' hand-overs integrated as one run.
+#[derive(clap::Args, Debug)]
+pub struct CombineArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The task file the shards ran.
+    #[arg(long, short = 't', value_name = "FILE")]
+    pub tasks: PathBuf,
+    /// Hand-over bundle files, or folders holding `*.bundle` files.
+    #[arg(long, value_name = "BUNDLE|DIR", num_args = 1.., required_unless_present = "from_remote", conflicts_with = "from_remote")]
+    pub from: Vec<PathBuf>,
+    /// Read the hand-overs the shards pushed to this remote (with --run).
+    #[arg(long, value_name = "REMOTE", requires = "run")]
+    pub from_remote: Option<String>,
+    /// The run id the shards shared (required with --from-remote; checked with --from).
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+    /// Integrate what was handed over even when shards are missing (their tasks stay `missing`).
+    #[arg(long)]
+    pub allow_missing: bool,
+    /// Refuse unless the shards' base is this revision.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// A task that conflicts: `fail`, or `retry[=N]` to run it again here from the integration head.
+    #[arg(long, value_name = "fail|retry[=N]", value_parser = parse_on_conflict)]
+    pub on_conflict: Option<crate::taskfile::OnConflict>,
+    /// At most this many agents at once for tasks run again (default: number of CPUs).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Also write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// When fanout runs as root: the user agents of tasks run again run as.
+    #[arg(long, value_name = "USER|UID")]
+    pub agent_user: Option<String>,
+    /// Print only warnings and the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Refuse to start with less free space than this (MB); 0 turns the check off.
+    #[arg(long, value_name = "MB", default_value_t = crate::preflight::DEFAULT_MIN_FREE_MB)]
+    pub min_free_mb: u64,
 }
 
 fn parse_overlap(s: &str) -> Result<crate::taskfile::OverlapChoice, String> {
@@ -211,6 +289,9 @@ pub struct ValidateArgs {
     /// With --only: the selected tasks' dependencies too.
     #[arg(long, requires = "only")]
     pub with_deps: bool,
+    /// Print each task's shard out of N and how many tasks each shard gets.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]

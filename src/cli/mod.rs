@@ -1,12 +1,14 @@
 /*!
 The command line: clap structs holding exactly what the user typed, and one function per
 subcommand that turns them into library calls and prints the result. Exit codes: 0 success,
-1 some task did not end `merged`/`no_changes`, 2 usage or input error, 130 interrupted.
+1 some task did not end `merged`/`no_changes`, 2 usage or input error, 3 (`combine`) tasks
+of a shard that handed nothing over, 130 interrupted.
 */
 
 pub(crate) mod args;
 mod clean;
 mod collect;
+mod combine;
 pub(crate) mod common;
 pub(crate) mod diff;
 mod log;
@@ -18,6 +20,7 @@ mod report;
 mod retry;
 mod run;
 mod schema;
+mod shard_run;
 mod status;
 mod validate;
 
@@ -30,6 +33,7 @@ pub use common::{
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Combine(a) => combine::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Status(a) => status::run(a),
         Command::Diff(a) => diff::run(a),

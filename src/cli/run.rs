@@ -32,6 +32,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
+    let shard = match super::shard_run::resolve(&a.shards) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    if shard.is_some() && !a.only.is_empty() {
+        eprintln!("fanout: --only and --shard do not go together (a shard is its own selection)");
+        return Ok(EXIT_USAGE);
+    }
+    // A hand-over without a shard is the whole file as one shard.
+    let handing_over = a.shards.bundle.is_some() || a.shards.push.is_some();
+    let shard = shard.or(handing_over.then_some(crate::shard::Shard { index: 1, count: 1 }));
     let options = RunOptions {
         repo: a.repo.repo.clone(),
         tasks_file: a.tasks.clone(),
@@ -90,7 +104,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         }
         Ok::<Plan, PlanError>(p)
     };
-    let plan = match Plan::build(options).and_then(selected) {
+    let mut plan = match Plan::build(options).and_then(selected) {
         Ok(p) => p,
         Err(PlanError::TaskFile(crate::taskfile::TaskFileError::Invalid { path, problems })) => {
             eprintln!(
@@ -107,7 +121,41 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    execute_and_report(plan, a.quiet, &a.output, "run")
+    if let Err(e) = super::shard_run::apply(&mut plan, &a.shards, shard) {
+        eprintln!("fanout: {e}");
+        return Ok(EXIT_USAGE);
+    }
+    let Some(shard) = shard else {
+        return execute_and_report(plan, a.quiet, &a.output, "run");
+    };
+    // A conflict inside a shard is an early signal only: the combine integrates (and runs
+    // again) from the verified commits, which must start from the base or their dependencies.
+    plan.on_conflict = crate::taskfile::OnConflict::default();
+    let hand_over = super::shard_run::HandOver {
+        repo: plan.repo.workdir.clone(),
+        run_dir: plan.run_dir.clone(),
+        base: plan.base.to_string(),
+        shard,
+        bundle: a.shards.bundle.clone(),
+        push: a.shards.push.clone(),
+    };
+    let mut failed = None;
+    let code = execute_and_report_then(plan, a.quiet, &a.output, "run", |_| {
+        if !handing_over {
+            return;
+        }
+        match hand_over.write() {
+            Ok(lines) => lines.iter().for_each(|l| eprintln!("fanout: {l}")),
+            Err(e) => failed = Some(e),
+        }
+    })?;
+    match failed {
+        Some(e) => {
+            eprintln!("fanout: the shard's hand-over failed: {e}");
+            Ok(EXIT_USAGE)
+        }
+        None => Ok(code),
+    }
 }
 
 /// The outputs the command line asked for: the terminal (live on a TTY), `--json` lines on

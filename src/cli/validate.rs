@@ -86,6 +86,13 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
         }
     }
     print_overlaps(&file)?;
+    if let Some(n) = a.shards {
+        if n == 0 {
+            eprintln!("fanout: --shards must be at least 1");
+            return Ok(EXIT_USAGE);
+        }
+        print_shards(&file, n)?;
+    }
     super::out::outln!(
         "{}: valid — {} task(s), agent(s): {}",
         a.tasks.display(),
@@ -148,6 +155,43 @@ fn select(
         .collect();
     let keep = crate::plan::selection(&pairs, &ids, with_deps)?;
     file.tasks = crate::plan::keep_selected(std::mem::take(&mut file.tasks), &keep);
+    Ok(())
+}
+
+/// `--shards N`: each task's shard, then the tasks per shard and the balance.
+fn print_shards(file: &taskfile::TaskFile, n: u32) -> anyhow::Result<()> {
+    use crate::shard::assign::{assign, Node};
+    let nodes: Vec<Node<'_>> = file
+        .tasks
+        .iter()
+        .map(|t| Node {
+            id: t.id.as_str(),
+            depends_on: t.depends_on.iter().map(|d| d.as_str()).collect(),
+            group: t.group.as_deref(),
+        })
+        .collect();
+    let shards = assign(&nodes, n);
+    let mut per = vec![0usize; n as usize];
+    for (t, k) in file.tasks.iter().zip(&shards) {
+        per[*k as usize - 1] += 1;
+        super::out::outln!("{}\tshard {k}/{n}", t.id)?;
+    }
+    for (k, c) in per.iter().enumerate() {
+        super::out::outln!("shard {}/{n}: {c} task(s)", k + 1)?;
+    }
+    let (min, max) = (
+        per.iter().min().copied().unwrap_or(0),
+        per.iter().max().copied().unwrap_or(0),
+    );
+    let mean = file.tasks.len() as f64 / f64::from(n);
+    super::out::outln!(
+        "balance: {min}..{max} task(s) per shard (mean {mean:.1}; largest {:.0}% of the mean)",
+        if mean > 0.0 {
+            max as f64 / mean * 100.0
+        } else {
+            0.0
+        }
+    )?;
     Ok(())
 }
 

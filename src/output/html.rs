@@ -364,6 +364,19 @@ fn integration_section(out: &mut String, g: &IntegrationReport) {
     out.push_str("</div></details>");
 }
 
+// Shards (`fanout combine`): where the task ran.
+fn shard_span(r: &TaskReport) -> String {
+    match (&r.shard, &r.host) {
+        (Some(s), Some(h)) => format!(
+            "<span class=\"muted\">shard {} on {}</span>",
+            esc(s),
+            esc(h)
+        ),
+        (Some(s), None) => format!("<span class=\"muted\">shard {}</span>", esc(s)),
+        _ => String::new(),
+    }
+}
+
 fn task_section(
     out: &mut String,
     t: &TaskView,
@@ -401,11 +414,12 @@ fn task_section(
     }
     let _ = write!(
         out,
-        "<span>{} file(s) <span style=\"color:#1a7f37\">+{}</span> <span style=\"color:#cf222e\">−{}</span></span><span class=\"muted\">{:.1} s</span></summary><div class=\"body\">",
+        "<span>{} file(s) <span style=\"color:#1a7f37\">+{}</span> <span style=\"color:#cf222e\">−{}</span></span><span class=\"muted\">{:.1} s</span>{}</summary><div class=\"body\">",
         r.files.len(),
         r.insertions,
         r.deletions,
-        r.duration_ms as f64 / 1000.0
+        r.duration_ms as f64 / 1000.0,
+        shard_span(r)
     );
     if let Some(e) = &r.error {
         let _ = write!(out, "<p><b>error:</b> {}</p>", esc(e));

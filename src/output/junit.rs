@@ -68,11 +68,16 @@ fn testcase(run: &str, t: &TaskReport) -> String {
         t.duration_ms as f64 / 1000.0
     );
     let detail = failure_text(t);
-    // Accounting (issue 23): what the task spent, as the case's properties.
-    let usage = usage_properties(t.usage.as_ref(), "        ");
-    let properties = match usage.is_empty() {
+    // Accounting (issue 23) and shards: what the task spent, the shard and host it ran on, as
+    // the case's properties.
+    let lines = format!(
+        "{}{}",
+        shard_properties(t),
+        usage_properties(t.usage.as_ref(), "        ")
+    );
+    let properties = match lines.is_empty() {
         true => String::new(),
-        false => format!("      <properties>\n{usage}      </properties>\n"),
+        false => format!("      <properties>\n{lines}      </properties>\n"),
     };
     // Every arm below opens the case with ">\n" right after its head: the properties go there.
     let head = out.len() + 2;
@@ -125,6 +130,18 @@ fn usage_properties(usage: Option<&crate::usage::Usage>, indent: &str) -> String
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// Shards (`fanout combine`): the shard and host a task ran on, as `<property>` lines.
+fn shard_properties(t: &TaskReport) -> String {
+    let props: Vec<String> = [("shard", &t.shard), ("host", &t.host)]
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref()
+                .map(|v| format!("        <property name=\"{k}\" value=\"{}\"/>\n", esc(v)))
+        })
+        .collect();
+    props.concat()
 }
 
 /// `<flakyFailure>`: the gate passed, but only when run again.

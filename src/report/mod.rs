@@ -33,6 +33,9 @@ pub enum TaskStatus {
     /// Stopped because it spent its task budget (`budget.task`): its work so far is committed
     /// on its branch, not merged.
     BudgetExceeded,
+    // Shards (`fanout combine`):
+    /// Its shard handed nothing over (`fanout combine`): it never ran here.
+    Missing,
 }
 
 impl TaskStatus {
@@ -48,6 +51,7 @@ impl TaskStatus {
             TaskStatus::IntegrationFailed => "integration_failed",
             TaskStatus::Interrupted => "interrupted",
             TaskStatus::BudgetExceeded => "budget_exceeded",
+            TaskStatus::Missing => "missing",
         }
     }
 
@@ -228,6 +232,13 @@ pub struct TaskReport {
     // round `round` got it merged again (the gate's earlier `ejected` is not its outcome).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
+    // Shards (`fanout combine`):
+    /// The shard the task ran in (`K/N`), in a combined run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// The machine its shard ran on, in a combined run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The repair round that got a task the integration gate took out merged again.
@@ -398,6 +409,8 @@ impl TaskReport {
             candidates: Vec::new(),
             candidate: None,
             repaired: None,
+            shard: None,
+            host: None,
         }
     }
 }

@@ -44,6 +44,7 @@ mod sandbox;
 mod sandbox_run;
 mod schema;
 mod setup_once;
+mod shards;
 mod support;
 mod validate;
 mod verify;
