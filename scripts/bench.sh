@@ -356,6 +356,9 @@ reused=$(grep -o '"reused": *[0-9]*' "$work/report.json" | grep -o '[0-9]*$' || 
 if [ "${PROXY:-1}" != 0 ]; then
   cargo test --quiet --release --features test-hooks --test it egress::proxy_latency -- --ignored --nocapture 2>/dev/null |
     grep '^egress proxy' || echo "egress proxy latency: not measured (the test failed)"
+  # The model route, per request, to a plain and to a TLS upstream (a test CA).
+  cargo test --quiet --release --features test-hooks --test it egress::model_route_latency -- --ignored --nocapture 2>/dev/null |
+    grep '^egress model route' || echo "egress model route latency: not measured (the test failed)"
 fi
 
 # BASELINE=0 measures fanout alone (the plain-git side of a 50 000-file run takes ~50 s a task

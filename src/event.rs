@@ -224,6 +224,16 @@ pub enum EventKind {
         candidate: u32,
         reason: String,
     },
+    // Egress refusals (issue 19).
+    /// The egress proxy refused a destination to a process of `task` in `phase` (`agent`,
+    /// `setup`, `verify`); `port` is 0 when the request named none.
+    EgressRefused {
+        task: String,
+        phase: String,
+        host: String,
+        port: u16,
+        reason: String,
+    },
 }
 
 fn first_round() -> u32 {
@@ -326,7 +336,8 @@ impl Event {
             | TaskEnded { task, .. }
             | CandidateStarted { task, .. }
             | CandidateEnded { task, .. }
-            | CandidateSelected { task, .. } => Some(task),
+            | CandidateSelected { task, .. }
+            | EgressRefused { task, .. } => Some(task),
             Warning { task, .. } => task.as_deref(),
             RunStarted { .. }
             | Overlap { .. }
@@ -373,6 +384,7 @@ impl Event {
             CandidateStarted { .. } => "candidate_started",
             CandidateEnded { .. } => "candidate_ended",
             CandidateSelected { .. } => "candidate_selected",
+            EgressRefused { .. } => "egress_refused",
         }
     }
 }

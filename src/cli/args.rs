@@ -120,8 +120,9 @@ pub struct RunArgs {
     /// `defaults.workspace`, else auto.
     #[arg(long, value_enum, env = "FANOUT_WORKSPACE")]
     pub workspace: Option<WorkspaceArg>,
-    /// Network policy inside the sandbox.
-    #[arg(long, value_enum, default_value = "default")]
+    /// Network policy inside the sandbox: by default each task's own network namespace, whose
+    /// only way out is fanout's egress proxy (docs/sandbox.md).
+    #[arg(long, value_enum, default_value = "isolated")]
     pub net: NetArg,
     /// `strict` limits reads to system folders, the repository, the worktree and scratch.
     #[arg(long, value_enum, default_value = "all")]

@@ -73,11 +73,11 @@ async fn handle(
         }
     };
     if let Some((route, up)) = model.and_then(|m| m.rewrite(&head).map(|h| (m, h))) {
-        return forward_model(conn, route, &up, &rest).await;
+        return forward_model(conn, route, &head, &up, rest).await;
     }
     // Claude Code's Messages API (issue 19).
     if let Some((route, up)) = anthropic.and_then(|a| a.rewrite(&head).map(|h| (a.upstream(), h))) {
-        return forward_model(conn, route, &up, &rest).await;
+        return forward_model(conn, route, &head, &up, rest).await;
     }
     let first = head.lines().next().unwrap_or_default().to_string();
     let mut words = first.split_whitespace();
@@ -118,37 +118,106 @@ async fn handle(
     None
 }
 
-/// Sends the rewritten head and what followed it upstream, then copies both ways.
+/// Bodies up to this size are held, so a request refused for an expired login can be sent
+/// again after the refresh; larger ones stream.
+const MAX_RETRY_BODY: usize = 64 * 1024 * 1024;
+
+/// Sends the rewritten head and what followed it upstream, then copies both ways. Under a
+/// ChatGPT login a request of known length is held whole and sent again once, with refreshed
+/// tokens, when the upstream answers `401`.
 async fn forward_model(
     mut conn: UnixStream,
     route: &ModelRoute,
+    client_head: &str,
     head: &str,
-    rest: &[u8],
+    rest: Vec<u8>,
 ) -> Option<Refusal> {
-    let mut upstream = match TcpStream::connect((route.host.as_str(), route.port)).await {
+    if let Some(login) = &route.login {
+        if let Some(len) = content_length(client_head).filter(|n| *n <= MAX_RETRY_BODY) {
+            let body = read_body(&mut conn, rest, len).await?;
+            let used = login.access_token();
+            let mut answer = exchange(&mut conn, route, head, &body).await?;
+            if answer.status == 401 && login.refresh(&used).await.is_ok() {
+                let again = route.rewrite(client_head)?;
+                answer = exchange(&mut conn, route, &again, &body).await?;
+            }
+            let (mut up, _keep) = tokio::io::split(answer.upstream);
+            relay(&mut conn, &mut up, &answer.head, &answer.body).await;
+            return None;
+        }
+    }
+    let mut upstream = match super::upstream::connect(&route.host, route.port, route.tls).await {
         Ok(s) => s,
         Err(e) => {
-            let why = format!("model upstream {}:{}: {e}", route.host, route.port);
+            let why = format!("model upstream {e}");
             let _ = respond(&mut conn, "502 Bad Gateway", &why).await;
             return None;
         }
     };
-    if upstream.write_all(head.as_bytes()).await.is_err() || upstream.write_all(rest).await.is_err()
+    if upstream.write_all(head.as_bytes()).await.is_err()
+        || upstream.write_all(&rest).await.is_err()
+        || upstream.flush().await.is_err()
     {
         return None;
     }
     // The rest of the request (its body) streams up while the answer comes down.
     let (mut client_rd, mut conn) = conn.into_split();
-    let (mut upstream, mut up_wr) = upstream.into_split();
+    let (mut upstream, mut up_wr) = tokio::io::split(upstream);
     tokio::spawn(async move {
         let _ = tokio::io::copy(&mut client_rd, &mut up_wr).await;
         let _ = up_wr.shutdown().await;
     });
-    // The answer's head says `Connection: close`: the client's next request comes on a new
-    // connection, whose head is rewritten again (never raw bytes with the placeholder).
     let Ok((answer, body)) = read_head(&mut upstream).await else {
         return None;
     };
+    relay(&mut conn, &mut upstream, &answer, &body).await;
+    None
+}
+
+/// An upstream's answer: its head read, the rest still to stream.
+struct Answer {
+    upstream: Box<dyn super::upstream::Io>,
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// One whole request upstream and the head of its answer; a failure to connect answers the
+/// client `502` itself.
+async fn exchange(
+    conn: &mut UnixStream,
+    route: &ModelRoute,
+    head: &str,
+    body: &[u8],
+) -> Option<Answer> {
+    let mut up = match super::upstream::connect(&route.host, route.port, route.tls).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = respond(conn, "502 Bad Gateway", &format!("model upstream {e}")).await;
+            return None;
+        }
+    };
+    up.write_all(head.as_bytes()).await.ok()?;
+    up.write_all(body).await.ok()?;
+    up.flush().await.ok()?;
+    let (head, body) = read_head(&mut up).await.ok()?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Answer {
+        upstream: up,
+        status,
+        head,
+        body,
+    })
+}
+
+/// The answer's head (saying `Connection: close`), what came with it, then the rest as it comes.
+async fn relay<W, R>(conn: &mut W, upstream: &mut R, answer: &str, body: &[u8])
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    // `Connection: close`: the client's next request comes on a new connection, whose head is
+    // rewritten again (never raw bytes with the placeholder).
     let mut out = String::new();
     for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
         let name = line.split(':').next().unwrap_or_default().trim();
@@ -158,12 +227,36 @@ async fn forward_model(
         }
     }
     out.push_str("Connection: close\r\n\r\n");
-    if conn.write_all(out.as_bytes()).await.is_err() || conn.write_all(&body).await.is_err() {
-        return None;
+    if conn.write_all(out.as_bytes()).await.is_err() || conn.write_all(body).await.is_err() {
+        return;
     }
-    let _ = tokio::io::copy(&mut upstream, &mut conn).await;
+    let _ = tokio::io::copy(upstream, conn).await;
     let _ = conn.shutdown().await;
-    None
+}
+
+/// The request's `Content-Length`; `None` without one (chunked, or no body at all).
+fn content_length(head: &str) -> Option<usize> {
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// Reads the request body of `len` bytes, `rest` of it already read.
+async fn read_body(conn: &mut UnixStream, mut body: Vec<u8>, len: usize) -> Option<Vec<u8>> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    while body.len() < len {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Some(body)
 }
 
 async fn refuse(conn: &mut UnixStream, destination: &str, reason: &str) -> Option<Refusal> {

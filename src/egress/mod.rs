@@ -4,12 +4,15 @@
 //! allows by name; everything else gets `403` and is reported as a [`Refusal`].
 //!
 //! The model route ([`ModelRoute`]) forwards the agent's model requests to the real upstream
-//! with fanout's credential injected; https upstreams (a TLS client) are not built yet.
+//! with fanout's credential injected, over TLS to https upstreams ([`upstream`]).
 
 mod allow;
 mod anthropic;
+pub mod chatgpt;
 mod connect;
+mod http1;
 mod model;
+mod upstream;
 
 pub use allow::{AllowList, HostPort};
 pub use connect::{serve, serve_routes, serve_with, Refusal};

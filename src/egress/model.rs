@@ -8,13 +8,17 @@
 pub struct ModelRoute {
     /// The path prefix inside (`/model`).
     pub prefix: String,
-    /// Upstream `host:port` (plain http; an https upstream needs the TLS client, not built).
+    /// Upstream `host:port`.
     pub host: String,
     pub port: u16,
+    /// Whether the upstream speaks TLS (`https://`).
+    pub tls: bool,
     /// The upstream's base path (`/v1`), without a trailing slash.
     pub base_path: String,
     /// The whole `Authorization` value (`Bearer sk-…`), if fanout holds one.
     pub authorization: Option<String>,
+    /// A ChatGPT login: its tokens replace `authorization` (and are refreshed on a `401`).
+    pub login: Option<std::sync::Arc<super::chatgpt::Login>>,
 }
 
 impl ModelRoute {
@@ -24,9 +28,11 @@ impl ModelRoute {
         base_url: &str,
         authorization: Option<String>,
     ) -> Result<ModelRoute, String> {
-        let rest = base_url.strip_prefix("http://").ok_or_else(|| {
-            format!("{base_url}: only http:// model upstreams are carried yet (no TLS client)")
-        })?;
+        let (tls, rest) = match base_url.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            _ => return Err(format!("{base_url}: not an http:// or https:// URL")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -37,15 +43,26 @@ impl ModelRoute {
                 p.parse::<u16>()
                     .map_err(|_| format!("{base_url}: bad port"))?,
             ),
-            None => (authority, 80),
+            None => (authority, if tls { 443 } else { 80 }),
         };
         Ok(ModelRoute {
             prefix: prefix.trim_end_matches('/').to_string(),
             host: host.to_string(),
             port,
+            tls,
             base_path: path.trim_end_matches('/').to_string(),
             authorization,
+            login: None,
         })
+    }
+
+    /// `host:port`, or `host` alone on the scheme's default port (as clients send `Host`).
+    pub fn authority(&self) -> String {
+        if self.port == if self.tls { 443 } else { 80 } {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The upstream request head for `head` (request line and headers), or `None` when its
@@ -81,13 +98,16 @@ impl ModelRoute {
                     | "proxy-connection"
                     | "proxy-authorization"
                     | "keep-alive"
+                    | "chatgpt-account-id"
             ) {
                 out.push_str(h);
                 out.push_str("\r\n");
             }
         }
-        out.push_str(&format!("Host: {}:{}\r\n", self.host, self.port));
-        if let Some(a) = &self.authorization {
+        out.push_str(&format!("Host: {}\r\n", self.authority()));
+        if let Some(login) = &self.login {
+            out.push_str(&login.headers());
+        } else if let Some(a) = &self.authorization {
             out.push_str(&format!("Authorization: {a}\r\n"));
         }
         out.push_str("Connection: close\r\n\r\n");
@@ -122,6 +142,10 @@ mod tests {
         assert!(up.ends_with("Connection: close\r\n\r\n"), "{up}");
         assert!(r.rewrite("GET /other/x HTTP/1.1\r\n").is_none());
         assert!(r.rewrite("GET /modelx HTTP/1.1\r\n").is_none());
-        assert!(ModelRoute::to("/model", "https://api.openai.com/v1", None).is_err());
+        let tls = ModelRoute::to("/model", "https://api.openai.com/v1", None).unwrap();
+        assert!(tls.tls && tls.port == 443, "{tls:?}");
+        let up = tls.rewrite("GET /model/models HTTP/1.1\r\n").unwrap();
+        assert!(up.contains("\r\nHost: api.openai.com\r\n"), "{up}");
+        assert!(ModelRoute::to("/model", "ftp://x/v1", None).is_err());
     }
 }

@@ -424,6 +424,10 @@ fn task_section(
     if let Some(e) = &r.error {
         let _ = write!(out, "<p><b>error:</b> {}</p>", esc(e));
     }
+    // Egress refusals (issue 19).
+    for refused in &r.egress_refused {
+        let _ = write!(out, "<p class=\"refused\">{}</p>", esc(&refused.line()));
+    }
     rounds_line(out, r);
     super::html_candidates::table(out, r);
     let _ = write!(

@@ -290,6 +290,30 @@ impl Output for TerminalOutput {
                 self.quiet = quiet;
                 return r;
             }
+            // Egress refusals (issue 19): shown like warnings, even when quiet.
+            EventKind::EgressRefused {
+                task,
+                phase,
+                host,
+                port,
+                reason,
+            } => {
+                let dest = crate::report::EgressRefusal {
+                    host: host.clone(),
+                    port: *port,
+                    ..Default::default()
+                }
+                .destination();
+                let line = format!(
+                    "fanout: {} {task}: egress refused ({phase}): {dest}: {reason}; allow it in the task file's network.{phase}",
+                    self.paint("warning:", "33")
+                );
+                let quiet = self.quiet;
+                self.quiet = false;
+                let r = self.print(&[line]);
+                self.quiet = quiet;
+                return r;
+            }
             _ if self.quiet => return Ok(()),
             EventKind::RunStarted {
                 mode,

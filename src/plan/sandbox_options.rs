@@ -27,7 +27,8 @@ impl Default for SandboxOptions {
     fn default() -> Self {
         SandboxOptions {
             enabled: true,
-            net: NetChoice::Default,
+            // Each task's own network namespace, the egress proxy its only way out.
+            net: NetChoice::Isolated,
             read_strict: false,
             min_abi: 3,
             run_as: None,

@@ -162,6 +162,48 @@ pub struct VerifierSummary {
     pub restarts: u32,
 }
 
+// Egress refusals (issue 19): what a task's processes asked the egress proxy for and were
+// refused, once per phase and destination.
+/// One destination the egress proxy refused a task, with how often.
+#[derive(schemars::JsonSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressRefusal {
+    /// `agent`, `setup` or `verify`.
+    pub phase: String,
+    /// The host asked for (or the request line, when it named none).
+    pub host: String,
+    /// 0 when the request named no port.
+    pub port: u16,
+    pub reason: String,
+    /// How many times it was refused.
+    pub count: u32,
+}
+
+impl EgressRefusal {
+    /// `host:port` (or what was asked, when it named no port).
+    pub fn destination(&self) -> String {
+        match self.port {
+            0 => self.host.clone(),
+            p if self.host.contains(':') => format!("[{}]:{p}", self.host),
+            p => format!("{}:{p}", self.host),
+        }
+    }
+
+    /// The line the terminal summary and the HTML page show.
+    pub fn line(&self) -> String {
+        let times = if self.count > 1 {
+            format!(" ({} times)", self.count)
+        } else {
+            String::new()
+        };
+        format!(
+            "network refused: {} → {}{times} — allow it with network.{}",
+            self.phase,
+            self.destination(),
+            self.phase
+        )
+    }
+}
+
 #[derive(schemars::JsonSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct TaskReport {
@@ -208,6 +250,10 @@ pub struct TaskReport {
     /// them explicitly they also fail the scope gate.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub risky: Vec<crate::git::risky::RiskyChange>,
+    /// Egress refusals (issue 19): destinations the egress proxy refused the task's
+    /// processes, deduplicated per phase and destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_refused: Vec<EgressRefusal>,
     /// When it got a job slot, in ms since the Unix epoch (its last round's, when it ran again;
     /// 0 when it never got one).
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -411,6 +457,8 @@ impl TaskReport {
             repaired: None,
             shard: None,
             host: None,
+            // Egress refusals (issue 19).
+            egress_refused: Vec::new(),
         }
     }
 }

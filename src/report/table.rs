@@ -78,10 +78,17 @@ pub fn render(report: &RunReport) -> String {
             )
         })
     });
+    // Egress refusals (issue 19): what to allow, in the words of the task file.
+    let refused = report.tasks.iter().flat_map(|t| {
+        t.egress_refused
+            .iter()
+            .map(move |r| format!("  {}: {}\n", t.id, r.line()))
+    });
     let problems: Vec<String> = problems
         .into_iter()
         .chain(flaky)
         .chain(report.tasks.iter().filter_map(chosen_candidate_line))
+        .chain(refused)
         .collect();
     if !problems.is_empty() {
         out.push('\n');

@@ -1,6 +1,7 @@
 //! A task's egress proxy under `--net isolated`: one Unix socket per phase (agent, setup,
 //! verify) in the run's owner-only `egress/` folder, each served with that phase's allow-list
-//! from the task file's `network`; refusals become warnings of the task (report and terminal).
+//! from the task file's `network`; refusals become `egress_refused` events (the first of each
+//! phase and destination) and lines of the task's report.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,15 +53,18 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
                 let allow = Arc::new(AllowList(hosts));
                 tokio::spawn(serve_routes(listener, allow, route, claude, tx));
                 let (events, id) = (shared.events.weak(), id.clone());
+                let refusals = shared.egress_refused.clone();
                 tokio::spawn(async move {
                     while let Some(r) = rx.recv().await {
-                        events.warn(
-                            Some(&id),
-                            &format!(
-                                "egress refused ({phase}): {}: {}; allow it in the task file's network.{phase}",
-                                r.destination, r.reason
-                            ),
-                        );
+                        if let Some(first) = refusals.record(&id, phase, &r) {
+                            events.emit(crate::event::EventKind::EgressRefused {
+                                task: id.clone(),
+                                phase: phase.to_string(),
+                                host: first.host,
+                                port: first.port,
+                                reason: first.reason,
+                            });
+                        }
                     }
                 });
             }
@@ -82,7 +86,9 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
 }
 
 /// The model route of a Codex agent: to the model API its user configuration names, with the
-/// key fanout holds; `None` for other agents (Claude Code agents: not built yet).
+/// key fanout holds (from the environment, else an API key in the user's `auth.json`), or to
+/// the ChatGPT backend with the user's ChatGPT login; `None` for other agents (Claude Code
+/// agents: not built yet).
 fn model_route(task: &PlannedTask) -> Result<Option<ModelRoute>, String> {
     use crate::agent::codex::config;
     use crate::taskfile::Protocol;
@@ -95,12 +101,32 @@ fn model_route(task: &PlannedTask) -> Result<Option<ModelRoute>, String> {
     let env = &task.launch.env;
     let lookup = |n: &str| env.get(n).cloned().or_else(|| std::env::var(n).ok());
     let home = config::user_codex_home(env.get("CODEX_HOME").map(String::as_str));
-    let cfg = match home {
+    let cfg = match &home {
         Some(h) => config::read_config(&h.join("config.toml")).map_err(|e| e.to_string())?,
         None => toml::Table::new(),
     };
     let (url, key_var) = config::model_upstream(&cfg, &lookup);
     let key = lookup(&key_var).filter(|k| !k.is_empty());
+    let auth_path = home.map(|h| h.join("auth.json"));
+    let auth: Option<serde_json::Value> = auth_path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if config::uses_chatgpt_login(&cfg, key.is_some(), auth.as_ref()) {
+        let base = config::chatgpt_base_url(&cfg);
+        let mut route = ModelRoute::to(crate::egress::MODEL_PREFIX, &base, None)?;
+        route.login = auth_path
+            .as_deref()
+            .and_then(crate::egress::chatgpt::Login::shared);
+        return Ok(Some(route));
+    }
+    let key = key.or_else(|| {
+        auth.as_ref()?
+            .get("OPENAI_API_KEY")?
+            .as_str()
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+    });
     if let Some(k) = &key {
         crate::redact::register(k);
     }
@@ -162,7 +188,10 @@ pub(super) fn proxy_env(env: &mut std::collections::BTreeMap<String, String>) {
     ] {
         env.insert(k.into(), url.clone());
     }
+    // The namespace's loopback is the task's own (the proxy's model route among it): clients
+    // reach it directly. Through the proxy, a websocket to the model route would be a
+    // `CONNECT 127.0.0.1:3128`, refused.
     for k in ["NO_PROXY", "no_proxy"] {
-        env.insert(k.into(), String::new());
+        env.insert(k.into(), "127.0.0.1,localhost,::1".into());
     }
 }

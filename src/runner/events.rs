@@ -64,6 +64,12 @@ impl WeakEvents {
             Events { tx }.warn(task, message);
         }
     }
+
+    pub fn emit(&self, kind: EventKind) {
+        if let Some(tx) = self.tx.upgrade() {
+            let _ = tx.send(kind);
+        }
+    }
 }
 
 /// Drains `rx` until every sender is gone, handing each event to every output; an output that

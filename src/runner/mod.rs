@@ -16,6 +16,7 @@ mod candidate_outcome;
 mod candidates;
 mod carried;
 mod egress;
+mod egress_refusals;
 pub mod events;
 mod gate;
 mod gate_checkout;
@@ -248,6 +249,7 @@ fn shared_state(
         // Before the priors and earlier reports are moved out of the plan.
         spending: carried_spending(plan),
         caches,
+        egress_refused: Default::default(),
         run_started: started,
         run_id: plan.run_id.clone(),
         repo_path: plan.repo.workdir.clone(),
@@ -781,6 +783,9 @@ fn finish(
             }
         }
     }
+    run.shared
+        .egress_refused
+        .fill_reports(&mut integrated.reports);
     let mut counts = BTreeMap::new();
     for t in &integrated.reports {
         *counts.entry(t.status.as_str().to_string()).or_insert(0) += 1;

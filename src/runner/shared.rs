@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub caches: Option<crate::caches::RunCaches>,
     /// Prices, budgets and the run's total spent (issue 23).
     pub(crate) spending: super::budget::Spending,
+    /// What the egress proxies refused each task (for its report).
+    pub egress_refused: super::egress_refusals::Refusals,
 }
 
 /// The outcome of a task before integration.

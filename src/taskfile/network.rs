@@ -8,8 +8,8 @@ use crate::egress::HostPort;
 pub enum PhaseNet {
     /// Nothing.
     None,
-    /// The agent's model API only, through the proxy's model route (Codex agents; http
-    /// upstreams until the proxy has a TLS client).
+    /// The agent's model API only, through the proxy's model route (Codex agents; `http://`
+    /// or `https://` upstreams).
     Model,
     /// These `host:port` names.
     Hosts(Vec<HostPort>),

@@ -707,7 +707,9 @@ fn a_codex_agent_calls_an_mcp_server_by_url_with_a_bearer_token() {
         .arg(&repo.path)
         .arg("--tasks")
         .arg(&tasks_file)
-        .args(["--no-readback", "--quiet", "--report"])
+        // The server listens on the host's loopback, which a task's own namespace (the
+        // default `--net isolated`) cannot reach: MCP servers by URL need `--net default`.
+        .args(["--no-readback", "--quiet", "--net", "default", "--report"])
         .arg(&report_file)
         .env(
             "FANOUT_CODEX_BIN",

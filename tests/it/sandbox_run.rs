@@ -72,7 +72,9 @@ fn an_exec_agent_cannot_escape_and_leaves_nothing_running() {
         "tasks": [{"id": "escape", "prompt": "try", "agent": "escape", "paths": ["**", "link"]},
                   {"id": "neighbour", "prompt": "sleep", "agent": "escape", "paths": ["**", "link"]}]
     }));
-    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2"]);
+    // Landlock's TCP rule is what this checks (bind denied): `--net default`; inside the
+    // namespace of `--net isolated` binding its own loopback is allowed (tests/it/egress.rs).
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "2", "--net", "default"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let t = task(&report, "escape");
     assert_eq!(t["sandbox"], "fully_enforced", "{t}");

@@ -11,7 +11,8 @@ figures ([`usage_of`]) and the server sums what it reported ([`ModelServer::repo
 compare fanout's accounting with what the model counted.
 
 The default script makes Codex run the shell command that follows `CMD: ` in the latest user
-message, and answers with a final message once the command's output came back. Std only:
+message, and answers with a final message once the command's output came back. Std only (plus
+rustls for [`ModelServer::start_tls`], an https server whose certificate a test CA signed):
 one accept thread plus one thread per connection; everything stops when the server is dropped.
 */
 #![allow(dead_code)]
@@ -54,6 +55,8 @@ pub struct Request {
     pub body: Value,
     /// The `Authorization` header, when one came.
     pub authorization: Option<String>,
+    /// The `ChatGPT-Account-Id` header (a ChatGPT login's requests), when one came.
+    pub account_id: Option<String>,
 }
 
 impl Request {
@@ -177,8 +180,66 @@ pub fn usage_of(n: u64) -> Reported {
     }
 }
 
+/// A certificate authority made for one test, and the server certificate it signed for
+/// `localhost` and `127.0.0.1`.
+pub struct TestCa {
+    /// The CA certificate (PEM): what `SSL_CERT_FILE` names for the client to trust.
+    pub ca_pem: String,
+    /// The same certificate (DER), for a test's own TLS client.
+    pub ca_der: Vec<u8>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "fanout test CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("server params");
+        let key = KeyPair::generate().expect("server key");
+        let cert = leaf
+            .signed_by(&key, &ca_cert, &ca_key)
+            .expect("server certificate");
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server TLS settings");
+        TestCa {
+            ca_pem: ca_cert.pem(),
+            ca_der: ca_cert.der().to_vec(),
+            server: Arc::new(server),
+        }
+    }
+
+    /// Writes the CA certificate to `dir/ca.pem` and returns that path (for `SSL_CERT_FILE`).
+    pub fn write_pem(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.ca_pem).expect("write the CA certificate");
+        path
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
 pub struct ModelServer {
     port: u16,
+    tls: bool,
     stop: Arc<AtomicBool>,
     requests: Arc<Mutex<Vec<Request>>>,
     accept: Option<JoinHandle<()>>,
@@ -193,6 +254,22 @@ impl ModelServer {
     }
 
     pub fn start(script: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> ModelServer {
+        ModelServer::start_with(None, script)
+    }
+
+    /// The same server behind TLS with `ca`'s certificate: `https://localhost:<port>/v1`.
+    pub fn start_tls(
+        ca: &TestCa,
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> ModelServer {
+        ModelServer::start_with(Some(ca.server.clone()), script)
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> ModelServer {
+        let is_tls = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local addr").port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -213,21 +290,32 @@ impl ModelServer {
                     if let Ok(clone) = stream.try_clone() {
                         lock(&conns).push(clone);
                     }
-                    let (stop, requests, script, counter) = (
+                    let (stop, requests, script, counter, tls) = (
                         stop.clone(),
                         requests.clone(),
                         script.clone(),
                         counter.clone(),
+                        tls.clone(),
                     );
                     let reported = reported.clone();
                     std::thread::spawn(move || {
-                        serve(stream, &stop, &requests, &*script, &counter, &reported)
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+                        let serve_on =
+                            |s: &mut dyn ReadWrite| {
+                                serve(s, &stop, &requests, &*script, &counter, &reported)
+                            };
+                        match tls.map(rustls::ServerConnection::new) {
+                            None => serve_on(&mut { stream }),
+                            Some(Ok(conn)) => serve_on(&mut rustls::StreamOwned::new(conn, stream)),
+                            Some(Err(_)) => {}
+                        }
                     });
                 }
             })
         };
         ModelServer {
             port,
+            tls: is_tls,
             stop,
             requests,
             accept: Some(accept),
@@ -246,7 +334,11 @@ impl ModelServer {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        if self.tls {
+            format!("https://localhost:{}/v1", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/v1", self.port)
+        }
     }
 
     /// Every request received so far.
@@ -256,19 +348,24 @@ impl ModelServer {
 
     /// A `config.toml` pointing Codex at this server, failing fast instead of retrying.
     pub fn codex_config(&self) -> String {
-        codex_config_for_port(self.port)
+        codex_config_for_url(&self.base_url())
     }
 }
 
 /// A `config.toml` for a scripted provider at `port` (also used with a port nobody listens on).
 pub fn codex_config_for_port(port: u16) -> String {
+    codex_config_for_url(&format!("http://127.0.0.1:{port}/v1"))
+}
+
+/// A `config.toml` for a scripted provider at `base_url`.
+pub fn codex_config_for_url(base_url: &str) -> String {
     format!(
         r#"model = "scripted-model"
 model_provider = "scripted"
 
 [model_providers.scripted]
 name = "scripted"
-base_url = "http://127.0.0.1:{port}/v1"
+base_url = "{base_url}"
 wire_api = "responses"
 request_max_retries = 0
 stream_max_retries = 0
@@ -300,20 +397,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
+/// A connection, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Serves keep-alive HTTP/1.1 requests on one connection until it closes. Requests and
+/// answers alternate, so one stream serves both ways.
 fn serve(
-    stream: TcpStream,
+    stream: &mut dyn ReadWrite,
     stop: &AtomicBool,
     requests: &Mutex<Vec<Request>>,
     script: &Script,
     counter: &AtomicU64,
     reported: &Mutex<Reported>,
 ) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let mut out = write_half;
     let mut reader = BufReader::new(stream);
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -330,6 +427,7 @@ fn serve(
         let mut content_length = 0usize;
         let mut chunked = false;
         let mut authorization = None;
+        let mut account_id = None;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
@@ -344,6 +442,8 @@ fn serve(
                 let k = k.trim().to_ascii_lowercase();
                 if k == "authorization" {
                     authorization = Some(v.trim().to_string());
+                } else if k == "chatgpt-account-id" {
+                    account_id = Some(v.trim().to_string());
                 } else if k == "content-length" {
                     content_length = v.trim().parse().unwrap_or(0);
                 } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
@@ -362,7 +462,7 @@ fn serve(
         };
         if method != "POST" || !path.ends_with("/responses") {
             let _ = respond(
-                &mut out,
+                reader.get_mut(),
                 404,
                 "application/json",
                 b"{\"error\":\"not found\"}",
@@ -374,6 +474,7 @@ fn serve(
             path,
             body,
             authorization,
+            account_id,
         };
         lock(requests).push(req.clone());
         let n = counter.fetch_add(1, Ordering::SeqCst);
@@ -388,7 +489,14 @@ fn serve(
             Reply::Close => return,
             Reply::Error(status, text) => {
                 let body = json!({"error": {"message": text, "type": "server_error"}}).to_string();
-                if respond(&mut out, status, "application/json", body.as_bytes()).is_err() {
+                if respond(
+                    reader.get_mut(),
+                    status,
+                    "application/json",
+                    body.as_bytes(),
+                )
+                .is_err()
+                {
                     return;
                 }
             }
@@ -400,7 +508,7 @@ fn serve(
                     "arguments": json!({"cmd": cmd, "login": false, "yield_time_ms": 30000}).to_string(),
                     "status": "completed",
                 });
-                if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
+                if respond(reader.get_mut(), 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
                 lock(reported).add(&usage_of(n));
@@ -417,7 +525,7 @@ fn serve(
                 if let Some(ns) = namespace {
                     item["namespace"] = json!(ns);
                 }
-                if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
+                if respond(reader.get_mut(), 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
                 lock(reported).add(&usage_of(n));
@@ -427,7 +535,7 @@ fn serve(
                     "type": "message", "role": "assistant", "id": format!("msg_{n}"), "status": "completed",
                     "content": [{"type": "output_text", "text": text, "annotations": []}],
                 });
-                if respond(&mut out, 200, "text/event-stream", &sse(n, item)).is_err() {
+                if respond(reader.get_mut(), 200, "text/event-stream", &sse(n, item)).is_err() {
                     return;
                 }
                 lock(reported).add(&usage_of(n));
@@ -477,7 +585,7 @@ fn sse(n: u64, item: Value) -> Vec<u8> {
 }
 
 fn respond(
-    out: &mut TcpStream,
+    out: &mut impl Write,
     status: u16,
     content_type: &str,
     body: &[u8],

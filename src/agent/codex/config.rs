@@ -148,9 +148,38 @@ pub fn point_model_at(config: &mut toml::Table, url: &str) {
     config.insert("openai_base_url".into(), url.into());
 }
 
+/// ChatGPT's backend, where Codex sends a ChatGPT login's requests (`chatgpt_base_url`).
+pub const CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
+
+/// The ChatGPT backend a config names (`chatgpt_base_url`, else ChatGPT's own).
+pub fn chatgpt_base_url(config: &toml::Table) -> String {
+    config
+        .get("chatgpt_base_url")
+        .and_then(toml::Value::as_str)
+        .unwrap_or(CHATGPT_BASE_URL)
+        .to_string()
+}
+
+/// Whether Codex talks to the ChatGPT backend with the login in `auth` (a parsed `auth.json`):
+/// no custom provider is active, no API key is in the environment, and `auth` holds tokens.
+pub fn uses_chatgpt_login(
+    config: &toml::Table,
+    key_in_env: bool,
+    auth: Option<&serde_json::Value>,
+) -> bool {
+    let custom = config
+        .get("model_provider")
+        .and_then(toml::Value::as_str)
+        .is_some_and(|p| p != "openai");
+    !custom && !key_in_env && auth.is_some_and(crate::egress::chatgpt::is_chatgpt_login)
+}
+
 /// Under fanout's egress proxy: the private home's config sends model requests to the proxy's
-/// model route, the home holds no `auth.json`, and the key variable only a placeholder (the
-/// proxy adds the real credential).
+/// model route and the proxy adds the real credential. With an API key the home holds no
+/// `auth.json` and the key variable only a placeholder; with a ChatGPT login the home holds an
+/// `auth.json` of the same shape with placeholder tokens, and both the model API
+/// (`openai_base_url`, `<route>/codex`) and the backend (`chatgpt_base_url`, `<route>/`) go
+/// through the route, which leads to the user's ChatGPT backend.
 pub fn behind_proxy(
     home: &Path,
     env: &mut std::collections::BTreeMap<String, String>,
@@ -159,21 +188,43 @@ pub fn behind_proxy(
     let mut config = read_config(&path)?;
     let lookup = |n: &str| env.get(n).cloned().or_else(|| std::env::var(n).ok());
     let (_, key_var) = model_upstream(&config, &lookup);
-    let url = crate::egress::model_url();
-    point_model_at(&mut config, &url);
+    let key_in_env = lookup(&key_var).is_some_and(|k| !k.is_empty());
+    let auth_path = home.join("auth.json");
+    let auth: Option<serde_json::Value> = std::fs::read(&auth_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let bad = |message: String| CodexError::BadConfig {
         path: path.display().to_string(),
         message,
     };
+    let login = uses_chatgpt_login(&config, key_in_env, auth.as_ref());
+    let url = crate::egress::model_url();
+    let model_url = if login {
+        config.insert("chatgpt_base_url".into(), format!("{url}/").into());
+        format!("{url}/codex")
+    } else {
+        url
+    };
+    point_model_at(&mut config, &model_url);
     let text = toml::to_string(&config).map_err(|e| bad(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| bad(e.to_string()))?;
-    match std::fs::remove_file(home.join("auth.json")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bad(format!("cannot remove auth.json: {e}"))),
+    match (login, auth) {
+        (true, Some(auth)) => {
+            let fake = crate::egress::chatgpt::placeholder_auth(&auth);
+            let text = serde_json::to_vec_pretty(&fake).map_err(|e| bad(e.to_string()))?;
+            std::fs::write(&auth_path, text)
+                .map_err(|e| bad(format!("cannot write auth.json: {e}")))?;
+        }
+        _ => {
+            match std::fs::remove_file(&auth_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(bad(format!("cannot remove auth.json: {e}"))),
+            }
+            env.insert(key_var, KEY_PLACEHOLDER.into());
+        }
     }
-    env.insert(key_var, KEY_PLACEHOLDER.into());
-    env.insert("OPENAI_BASE_URL".into(), url);
+    env.insert("OPENAI_BASE_URL".into(), model_url);
     Ok(())
 }
 
