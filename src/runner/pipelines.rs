@@ -271,10 +271,9 @@ async fn release_workspace(shared: &Arc<Shared>, i: usize, report: &TaskReport) 
     }
     let (s, id) = (shared.clone(), shared.tasks[i].id().clone());
     let keep_thread = super::threads::may_continue(shared);
-    if let Err(e) = steps::blocking(move || {
-        integrate::remove_workspace_files(&s, id.as_str(), keep_thread)
-    })
-    .await
+    if let Err(e) =
+        steps::blocking(move || integrate::remove_workspace_files(&s, id.as_str(), keep_thread))
+            .await
     {
         shared.events.warn(Some(&report.id), &e);
     }

@@ -112,7 +112,14 @@ fn mark_repaired(
         let Some(&(_, commit)) = integration.merged.iter().rev().find(|(k, _)| *k == i) else {
             continue;
         };
-        let round = r.rounds.len() as u32 + 1;
+        // Its rounds hold the current one (the repair) as the last.
+        let round = r
+            .rounds
+            .iter()
+            .rev()
+            .find(|x| x.kind == crate::report::RoundKind::Repair)
+            .or(r.rounds.last())
+            .map_or(1, |x| x.round);
         r.repaired = Some(crate::report::Repaired {
             round,
             commit: commit.to_string(),

@@ -300,10 +300,9 @@ impl ModelServer {
                     let reported = reported.clone();
                     std::thread::spawn(move || {
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
-                        let serve_on =
-                            |s: &mut dyn ReadWrite| {
-                                serve(s, &stop, &requests, &*script, &counter, &reported)
-                            };
+                        let serve_on = |s: &mut dyn ReadWrite| {
+                            serve(s, &stop, &requests, &*script, &counter, &reported)
+                        };
                         match tls.map(rustls::ServerConnection::new) {
                             None => serve_on(&mut { stream }),
                             Some(Ok(conn)) => serve_on(&mut rustls::StreamOwned::new(conn, stream)),
