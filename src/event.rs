@@ -217,12 +217,19 @@ pub enum EventKind {
         deletions: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        // Accounting (issue 23):
+        /// What the candidate spent: its agent's turns and its judges.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<crate::usage::Usage>,
     },
     /// The task's commit is this candidate's, for `reason`.
     CandidateSelected {
         task: String,
         candidate: u32,
         reason: String,
+        /// What the review that chose spent (`select: "review"`), counted as the task's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<crate::usage::Usage>,
     },
     // Egress refusals (issue 19).
     /// The egress proxy refused a destination to a process of `task` in `phase` (`agent`,

@@ -1,6 +1,7 @@
 //! `fanout diff RUN TASK`: the task's change against the commit it started from, coloured on a
 //! terminal; `--stat` sums it up per file, `--word-diff` shows the changed words inside lines
-//! (the rendering: `patch_view`).
+//! (the rendering: `patch_view`). With `--candidate K` a first line says how candidate K ended
+//! and what it spent (from the run's report).
 
 use super::args::DiffArgs;
 use super::common::EXIT_OK;
@@ -38,6 +39,9 @@ pub fn run(a: DiffArgs) -> anyhow::Result<i32> {
     } else {
         render_patch(&patch, color)
     };
+    if let Some(line) = a.candidate.and_then(|k| candidate_header(&rt, k)) {
+        super::out::print(line)?;
+    }
     super::out::print(text)?;
     Ok(EXIT_OK)
 }
@@ -60,4 +64,62 @@ fn candidate_patch(rt: &crate::lookup::RunTask, k: u32) -> anyhow::Result<Option
         .unwrap_or(commit.tree_id());
     let (_, patch) = crate::git::collect::summarize(repo, parent, commit.tree_id())?;
     Ok(Some(patch))
+}
+
+/// `# candidate 2 of fix: passed, spent 1234 tokens ($0.0123) (in 1000, out 234)` from the run's
+/// report (nothing before the run has one). `git apply` skips such a line before the patch.
+fn candidate_header(rt: &crate::lookup::RunTask, k: u32) -> Option<String> {
+    let bytes = std::fs::read(crate::run_dir::RunDir::new(&rt.run_dir).report()).ok()?;
+    let report: crate::report::RunReport = serde_json::from_slice(&bytes).ok()?;
+    let task = report.tasks.iter().find(|t| t.id == rt.task.as_str())?;
+    let c = task.candidates.iter().find(|c| c.candidate == k)?;
+    Some(header_line(&rt.task, c))
+}
+
+fn header_line(task: &crate::ids::TaskId, c: &crate::report::CandidateReport) -> String {
+    let chosen = if c.chosen { " (chosen)" } else { "" };
+    let spent = match &c.usage {
+        Some(u) => format!(
+            "spent {} (in {}, out {})",
+            u.brief(),
+            u.input_tokens,
+            u.output_tokens
+        ),
+        None => "spent nothing reported".to_string(),
+    };
+    format!(
+        "# candidate {} of {task}: {}{chosen}, {spent}\n",
+        c.candidate, c.status
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_says_how_the_candidate_ended_and_what_it_spent() {
+        let task = crate::ids::TaskId::parse("fix").expect("id");
+        let mut c = crate::report::CandidateReport {
+            candidate: 2,
+            status: "passed".into(),
+            chosen: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            header_line(&task, &c),
+            "# candidate 2 of fix: passed (chosen), spent nothing reported\n"
+        );
+        c.usage = Some(crate::usage::Usage {
+            input_tokens: 1000,
+            output_tokens: 234,
+            total_tokens: 1234,
+            usd: Some(0.0123),
+            ..Default::default()
+        });
+        assert_eq!(
+            header_line(&task, &c),
+            "# candidate 2 of fix: passed (chosen), spent 1234 tokens ($0.0123) (in 1000, out 234)\n"
+        );
+    }
 }

@@ -18,6 +18,22 @@ pub fn table(out: &mut String, r: &TaskReport) {
         row(out, c);
     }
     out.push_str("</table>");
+    if let Some(u) = &r.select_usage {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">the review that chose spent <span class=\"usage select-usage\"{}>{}</span></p>",
+            data(u),
+            esc(&u.brief())
+        );
+    }
+}
+
+/// A usage's figures as `data-` attributes (`data-total-tokens`, …; `data-usd` when priced).
+fn data(u: &crate::usage::Usage) -> String {
+    u.fields()
+        .into_iter()
+        .map(|(k, v)| format!(" data-{}=\"{v}\"", k.replace('_', "-")))
+        .collect()
 }
 
 fn row(out: &mut String, c: &CandidateReport) {
@@ -26,15 +42,22 @@ fn row(out: &mut String, c: &CandidateReport) {
         .iter()
         .map(|g| format!("{} {}", g.gate, if g.passed { "✓" } else { "✗" }))
         .collect();
-    let tokens = c
-        .agent
-        .tokens
-        .as_ref()
-        .map(|t| format!("{} in / {} out", t.input_tokens, t.output_tokens))
-        .unwrap_or_default();
+    // Issue 23: what it spent (its turns and its judges), in words and in `data-` attributes.
+    let (tokens, attrs) = match &c.usage {
+        Some(u) => (
+            format!(
+                "{} (in {}, out {})",
+                u.brief(),
+                u.input_tokens,
+                u.output_tokens
+            ),
+            data(u),
+        ),
+        None => (String::new(), String::new()),
+    };
     let _ = write!(
         out,
-        "<tr data-candidate=\"{}\"{}><td>{}{}</td><td>{}</td><td>{}</td><td>+{} −{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr data-candidate=\"{}\"{}><td>{}{}</td><td>{}</td><td>{}</td><td>+{} −{}</td><td>{}</td><td class=\"usage\"{attrs}>{}</td><td>{}</td></tr>",
         c.candidate,
         if c.chosen { " class=\"chosen\"" } else { "" },
         c.candidate,
@@ -69,6 +92,13 @@ mod tests {
                 status: "passed".into(),
                 chosen: true,
                 insertions: 3,
+                usage: Some(crate::usage::Usage {
+                    input_tokens: 90,
+                    output_tokens: 10,
+                    total_tokens: 100,
+                    usd: Some(0.5),
+                    ..Default::default()
+                }),
                 reason: Some("the fewest changed lines".into()),
                 ..Default::default()
             },
@@ -82,5 +112,21 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("+3 −0"), "{out}");
+        assert!(
+            out.contains("<td class=\"usage\" data-input-tokens=\"90\""),
+            "{out}"
+        );
+        assert!(out.contains("data-total-tokens=\"100\" data-usd=\"0.500000\">100 tokens ($0.5000) (in 90, out 10)</td>"), "{out}");
+        assert!(!out.contains("select-usage"), "{out}");
+        r.select_usage = Some(crate::usage::Usage {
+            total_tokens: 15,
+            ..Default::default()
+        });
+        let mut out = String::new();
+        table(&mut out, &r);
+        assert!(
+            out.contains("the review that chose spent <span class=\"usage select-usage\""),
+            "{out}"
+        );
     }
 }

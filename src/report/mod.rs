@@ -274,6 +274,10 @@ pub struct TaskReport {
     /// The candidate whose commit is the task's (1, 2, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate: Option<u32>,
+    /// What the review that chose among the candidates spent (`select: "review"`); the task's
+    /// `usage` counts it with its candidates'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_usage: Option<Usage>,
     // Integration repair (issue 21): the integration gate took the task out, and its repair
     // round `round` got it merged again (the gate's earlier `ejected` is not its outcome).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,6 +335,10 @@ pub struct CandidateReport {
     pub stderr_log: Option<String>,
     /// What its agent reported: protocol, thread, tokens (its cost).
     pub agent: AgentInfo,
+    // Accounting (issue 23):
+    /// What it spent: its agent's turns and its judges (also when it was stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl CandidateReport {
@@ -383,6 +391,19 @@ pub enum RoundKind {
     Resolve,
     /// Given back to its agent to fix a failing integration gate (`integrate.repair`).
     Repair,
+}
+
+impl RoundKind {
+    /// Its name, as in report.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundKind::Agent => "agent",
+            RoundKind::Feedback => "feedback",
+            RoundKind::Retry => "retry",
+            RoundKind::Resolve => "resolve",
+            RoundKind::Repair => "repair",
+        }
+    }
 }
 
 impl Default for TaskReport {
@@ -454,6 +475,7 @@ impl TaskReport {
             usage: None,
             candidates: Vec::new(),
             candidate: None,
+            select_usage: None,
             repaired: None,
             shard: None,
             host: None,

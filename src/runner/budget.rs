@@ -1,9 +1,11 @@
 //! What the run has spent and may still spend (issue 23): prices from the task file's
 //! `pricing`, the run's running total, and the `budget` checks the task pipelines and the
-//! scheduler make. A task's own total lives in its report; the run's total here also counts
-//! the tasks a resumed run carried over.
+//! scheduler make. The run's total also counts the tasks a resumed run carried over; each task's
+//! ledger here counts everything the task spent in this run — every round (feedback, retry,
+//! resolve, repair), every candidate, its judges — and how long its agent sessions ran, which
+//! is what `budget.task` limits and the task's `usage` reports.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +23,27 @@ pub(crate) struct Spending {
     run_total: Mutex<Usage>,
     /// Models already warned about (no price): once per run each.
     warned: Mutex<BTreeSet<String>>,
+    /// Each task's ledger, by task id.
+    tasks: Mutex<HashMap<String, TaskSpent>>,
+}
+
+/// What one task spent in this run, and how long its agent sessions ran.
+#[derive(Default)]
+struct TaskSpent {
+    total: Usage,
+    /// Each candidate's spend in the task's current round of candidates.
+    candidates: BTreeMap<u32, Usage>,
+    /// Sessions open now; since when at least one has been open; the closed spans' time.
+    /// Candidates side by side count their common time once.
+    open: usize,
+    open_since: Option<tokio::time::Instant>,
+    closed: Duration,
+}
+
+impl TaskSpent {
+    fn seconds(&self) -> Duration {
+        self.closed + self.open_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
 }
 
 impl Spending {
@@ -31,6 +54,7 @@ impl Spending {
             budget,
             run_total: Mutex::new(carried),
             warned: Mutex::new(BTreeSet::new()),
+            tasks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -53,11 +77,66 @@ impl Spending {
         pricing::priced(&self.pricing, model, usage)
     }
 
-    /// Adds what a task just spent to the run's total.
-    pub fn record(&self, usage: &Usage) {
+    /// Adds what a task (its candidate `candidate`, when it has candidates) just spent to the
+    /// task's and the run's totals.
+    pub fn record(&self, task: &str, candidate: Option<u32>, usage: &Usage) {
         if let Ok(mut total) = self.run_total.lock() {
             total.add(usage);
         }
+        self.with_task(task, |t| {
+            t.total.add(usage);
+            if let Some(k) = candidate {
+                t.candidates.entry(k).or_default().add(usage);
+            }
+        });
+    }
+
+    fn with_task<R>(&self, task: &str, f: impl FnOnce(&mut TaskSpent) -> R) -> Option<R> {
+        let mut tasks = self.tasks.lock().ok()?;
+        Some(f(tasks.entry(task.to_string()).or_default()))
+    }
+
+    /// Everything the task spent in this run.
+    pub fn task_spent(&self, task: &str) -> Usage {
+        self.with_task(task, |t| t.total.clone())
+            .unwrap_or_default()
+    }
+
+    /// What candidate `k` of the task spent in its current round of candidates.
+    pub fn candidate_spent(&self, task: &str, k: u32) -> Option<Usage> {
+        self.with_task(task, |t| t.candidates.get(&k).cloned())
+            .flatten()
+    }
+
+    /// A new round of the task's candidates: each candidate's figure starts again (the
+    /// task's total goes on).
+    pub fn begin_candidates(&self, task: &str) {
+        self.with_task(task, |t| t.candidates.clear());
+    }
+
+    /// How long the task's agent sessions ran, in every round.
+    pub fn task_seconds(&self, task: &str) -> Duration {
+        self.with_task(task, |t| t.seconds()).unwrap_or_default()
+    }
+
+    fn session_opened(&self, task: &str) {
+        self.with_task(task, |t| {
+            if t.open == 0 {
+                t.open_since = Some(tokio::time::Instant::now());
+            }
+            t.open += 1;
+        });
+    }
+
+    fn session_closed(&self, task: &str) {
+        self.with_task(task, |t| {
+            t.open = t.open.saturating_sub(1);
+            if t.open == 0 {
+                if let Some(since) = t.open_since.take() {
+                    t.closed += since.elapsed();
+                }
+            }
+        });
     }
 
     pub fn run_total(&self) -> Usage {
@@ -69,8 +148,8 @@ impl Spending {
         self.budget.run.as_ref()?.spent(&self.run_total())
     }
 
-    /// Why a task that spent `spent` must stop.
-    pub fn task_over(&self, spent: &Usage) -> Option<String> {
+    /// Why a task that spent `spent` must stop (tokens or money).
+    fn task_over(&self, spent: &Usage) -> Option<String> {
         self.budget.task.as_ref()?.exceeded(spent)
     }
 
@@ -92,22 +171,97 @@ impl Spending {
     }
 }
 
+/// An agent session of a task, open while it lives: its time counts towards
+/// `budget.task.seconds` (closed when dropped, also when a stopped candidate's future is).
+pub(crate) struct SessionClock {
+    shared: Arc<Shared>,
+    task: String,
+}
+
+impl SessionClock {
+    pub fn open(shared: &Arc<Shared>, task: &str) -> SessionClock {
+        shared.spending.session_opened(task);
+        SessionClock {
+            shared: shared.clone(),
+            task: task.to_string(),
+        }
+    }
+}
+
+impl Drop for SessionClock {
+    fn drop(&mut self) {
+        self.shared.spending.session_closed(&self.task);
+    }
+}
+
+/// A turn's spend not yet accounted: when its future is dropped (a candidate stopped because
+/// another passed first) what the session's live meter grew by is recorded then; a turn that
+/// ended is accounted by the runner and [`TurnInFlight::done`] disarms this.
+pub(crate) struct TurnInFlight {
+    shared: Arc<Shared>,
+    task: String,
+    candidate: Option<u32>,
+    meter: Meter,
+    before: AgentInfo,
+    armed: bool,
+}
+
+impl TurnInFlight {
+    pub fn start(
+        shared: &Arc<Shared>,
+        (task, candidate): (&str, Option<u32>),
+        meter: &Meter,
+        before: &AgentInfo,
+    ) -> TurnInFlight {
+        TurnInFlight {
+            shared: shared.clone(),
+            task: task.to_string(),
+            candidate,
+            meter: meter.clone(),
+            before: before.clone(),
+            armed: true,
+        }
+    }
+
+    pub fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TurnInFlight {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let start = self.before.usage.clone().unwrap_or_default();
+        let turn = crate::usage::read::since(&start, &self.meter.get());
+        if turn.is_empty() {
+            return;
+        }
+        let spending = &self.shared.spending;
+        let turn = spending.priced(self.before.model.as_deref(), turn);
+        spending.record(&self.task, self.candidate, &turn);
+    }
+}
+
 /// Resolves, with why, when a running turn must stop for the task's budget: its time is up, or
-/// (read live from the session's meter) its tokens or money are. Never resolves without limits.
-/// `before`: the session at the turn's start; `spent`: what the task spent before the turn.
+/// (read live from the session's meter, with what the task spent elsewhere — its earlier
+/// rounds, its other candidates) its tokens or money are. Never resolves without limits.
+/// `before`: the session at the turn's start.
 pub(crate) async fn task_limit(
     shared: Arc<Shared>,
     meter: Meter,
     before: AgentInfo,
-    spent: Usage,
-    session_started: tokio::time::Instant,
+    task: String,
 ) -> String {
     let spending = &shared.spending;
     let time = async {
         match spending.task_time() {
             Some(limit) => {
-                tokio::time::sleep_until(session_started + limit).await;
-                time_up(limit)
+                // This session is open while it waits: the task's time grows as the clock.
+                let left = limit.saturating_sub(spending.task_seconds(&task));
+                tokio::time::sleep(left).await;
+                time_up(spending.task_seconds(&task), limit)
             }
             None => std::future::pending().await,
         }
@@ -120,7 +274,7 @@ pub(crate) async fn task_limit(
         let mut live = meter.watch();
         loop {
             let turn = crate::usage::read::since(&start, &live.borrow_and_update());
-            let mut total = spent.clone();
+            let mut total = spending.task_spent(&task);
             total.add(&spending.priced(before.model.as_deref(), turn));
             if let Some(why) = spending.task_over(&total) {
                 return why;
@@ -136,29 +290,25 @@ pub(crate) async fn task_limit(
     }
 }
 
-fn time_up(limit: Duration) -> String {
+fn time_up(ran: Duration, limit: Duration) -> String {
     format!(
-        "task budget exceeded: it ran {} s, the budget is {} s",
-        limit.as_secs_f64(),
+        "task budget exceeded: its agent ran {:.1} s, the budget is {} s",
+        ran.as_secs_f64().max(limit.as_secs_f64()),
         limit.as_secs_f64()
     )
 }
 
-/// Why a task that spent `task_spent` and started its session then is over its budget
-/// (tokens, money or time).
-pub(crate) fn task_over(
-    shared: &Shared,
-    task_spent: Option<&Usage>,
-    session_started: tokio::time::Instant,
-) -> Option<String> {
+/// Why the task is over its budget: everything it spent in this run (tokens, money), or the
+/// time its agent sessions ran.
+pub(crate) fn task_over(shared: &Shared, task: &str) -> Option<String> {
     let spending = &shared.spending;
-    if let Some(limit) = spending
-        .task_time()
-        .filter(|l| session_started.elapsed() >= *l)
-    {
-        return Some(time_up(limit));
+    if let Some(limit) = spending.task_time() {
+        let ran = spending.task_seconds(task);
+        if ran >= limit {
+            return Some(time_up(ran, limit));
+        }
     }
-    task_spent.and_then(|s| spending.task_over(s))
+    spending.task_over(&spending.task_spent(task))
 }
 
 #[cfg(test)]
@@ -200,7 +350,35 @@ mod tests {
         );
         assert!(w.is_some());
         assert_eq!(s.price(Some("other"), u.clone()).1, None);
-        s.record(&u);
+        s.record("t", Some(2), &u);
         assert!(s.run_spent().unwrap().contains("110 tokens spent"));
+        // The task's ledger: its total and its candidate's, the candidates' starting again.
+        s.record("t", None, &u);
+        assert_eq!(s.task_spent("t").total_tokens, 100);
+        assert_eq!(s.candidate_spent("t", 2).map(|u| u.total_tokens), Some(50));
+        s.begin_candidates("t");
+        assert_eq!(s.candidate_spent("t", 2), None);
+        assert_eq!(s.task_spent("t").total_tokens, 100);
+        assert_eq!(s.task_spent("other").total_tokens, 0);
+    }
+
+    #[test]
+    fn a_tasks_time_counts_its_open_sessions_once() {
+        let ms = |n| Duration::from_millis(n);
+        let s = Spending::new(Pricing::new(), Budget::default(), Usage::default());
+        s.session_opened("t");
+        std::thread::sleep(ms(60));
+        // A second candidate side by side: their common time counts once.
+        s.session_opened("t");
+        std::thread::sleep(ms(40));
+        s.session_closed("t");
+        s.session_closed("t");
+        std::thread::sleep(ms(200));
+        let ran = s.task_seconds("t");
+        assert!(ran >= ms(100) && ran < ms(200), "{ran:?}");
+        // A later round adds its own.
+        s.session_opened("t");
+        std::thread::sleep(ms(50));
+        assert!(s.task_seconds("t") >= ran + ms(50));
     }
 }

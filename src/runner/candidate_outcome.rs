@@ -36,6 +36,17 @@ impl Outcome {
         }
     }
 
+    /// Stopped by a budget: not started (the run's spent) or over the task's.
+    pub(super) fn by_budget(&self) -> bool {
+        match &self.result {
+            Err(s) => {
+                s.status == TaskStatus::BudgetExceeded
+                    || s.status == TaskStatus::Skipped && s.error.starts_with("run budget spent")
+            }
+            Ok(_) => false,
+        }
+    }
+
     pub(super) fn error(&self) -> Option<String> {
         self.result.as_ref().err().map(|s| s.error.clone())
     }

@@ -5,6 +5,13 @@ its own workspace (named `<id>+candidate-<k>`), job slot, agent and branch
 task's commit among the passing ones. Under `select: "first"` the first to pass stops the
 others at once (their futures are dropped: their agents' process trees get SIGTERM).
 The other candidates' branches stay until `fanout clean --branches`.
+
+Spending (issue 23): each candidate's tokens and money come from the task's ledger
+([`super::budget::Spending`]), so a stopped candidate's count too; the task's are the sum of its
+candidates' and of the review that chose among them. Once the run's budget is spent (or the
+task's) no further candidate starts: those end `skipped` (`budget_exceeded`), and the task is
+stopped by the budget — its candidates' work on their branches, not merged — for `fanout
+resume --budget` to run again.
 */
 
 use std::future::Future;
@@ -51,6 +58,7 @@ pub(super) async fn run(
 ) -> Ended {
     let task = &shared.tasks[start.index];
     let n = task.candidates.len() as u32;
+    shared.spending.begin_candidates(task.id().as_str());
     let start = Arc::new(start);
     let mut set = tokio::task::JoinSet::new();
     for k in 1..=n {
@@ -78,9 +86,65 @@ pub(super) async fn run(
     for &k in &stopped {
         stopped_candidate(shared, start.index, k).await;
     }
-    let choice =
-        super::select::choose(shared, start.index, &outcomes, &stopped, first_passed).await;
-    conclude(shared, start.index, outcomes, choice, report)
+    if let Some(stop) = budget_stop(&outcomes) {
+        let choice = super::select::not_chosen(&outcomes, &stopped, first_passed);
+        report.candidates = (1..=n)
+            .map(|k| candidate_report(shared, task, &outcomes, &choice, k))
+            .collect();
+        return Err(stop);
+    }
+    let (choice, judged) = crate::usage::scope::counting(super::select::choose(
+        shared,
+        start.index,
+        &outcomes,
+        &stopped,
+        first_passed,
+    ))
+    .await;
+    let spent = account_selection(shared, task.id().as_str(), judged);
+    conclude(shared, start.index, outcomes, (choice, spent), report)
+}
+
+/// The task stopped by a budget when one of its candidates was: one not started because the
+/// run's budget was spent (the task is `skipped` when none started), or one over the task's.
+fn budget_stop(outcomes: &[Outcome]) -> Option<super::outcome::Stop> {
+    let stopped: Vec<&Outcome> = outcomes.iter().filter(|o| o.by_budget()).collect();
+    let first = stopped.first()?;
+    let why = first.error().unwrap_or_default();
+    if stopped.len() == outcomes.len() && outcomes.iter().all(|o| o.slot.is_none()) {
+        return Some(stop(TaskStatus::Skipped, why));
+    }
+    let each: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("candidate {} {}", o.k, o.status()))
+        .collect();
+    Some(stop(
+        TaskStatus::BudgetExceeded,
+        format!(
+            "{why}; {} (their work is on their branches, not merged)",
+            each.join(", ")
+        ),
+    ))
+}
+
+/// What the review that chose among the candidates spent, priced, counted as the task's (a
+/// judge of it) and the run's.
+fn account_selection(
+    shared: &Shared,
+    task: &str,
+    judged: Vec<crate::usage::scope::Spent>,
+) -> Option<crate::usage::Usage> {
+    let mut sum = None;
+    for (usage, model) in judged {
+        let (usage, warning) = shared.spending.price(model.as_deref(), usage);
+        if let Some(w) = warning {
+            shared.events.warn(Some(task), &w);
+        }
+        crate::usage::Usage::add_to(&mut sum, Some(&usage));
+    }
+    let spent = sum?;
+    shared.spending.record(task, None, &spent);
+    Some(spent)
 }
 
 /// One candidate: its slot, then the task's phases in its own workspace; its leftovers go as
@@ -106,6 +170,27 @@ async fn one(shared: Arc<Shared>, start: Arc<Start>, k: u32) -> Outcome {
             };
         }
     };
+    // Issue 23: no candidate starts once the run's budget (or the task's) is spent.
+    let over = shared
+        .spending
+        .run_spent()
+        .map(|why| (TaskStatus::Skipped, why));
+    let over = over.or_else(|| {
+        super::budget::task_over(&shared, task.id().as_str()).map(|why| {
+            (
+                TaskStatus::BudgetExceeded,
+                format!("{why} before it started"),
+            )
+        })
+    });
+    if let Some((status, why)) = over {
+        return Outcome {
+            k,
+            report,
+            result: Err(stop(status, why)),
+            slot: None,
+        };
+    }
     let slot = Some(Instant::now());
     shared.events.emit(EventKind::CandidateStarted {
         task: task.id().to_string(),
@@ -178,6 +263,7 @@ async fn stopped_candidate(shared: &Arc<Shared>, index: usize, k: u32) {
         insertions: 0,
         deletions: 0,
         error: None,
+        usage: shared.spending.candidate_spent(task.id().as_str(), k),
     });
     let paths = Paths::candidate(shared, task.id(), k);
     let report = TaskReport::new(task.id().as_str(), "");
@@ -194,6 +280,7 @@ fn ended_event(shared: &Shared, task: &str, o: &Outcome) {
         insertions: o.report.insertions,
         deletions: o.report.deletions,
         error: o.error(),
+        usage: shared.spending.candidate_spent(task, o.k),
     });
 }
 
@@ -202,7 +289,7 @@ fn conclude(
     shared: &Arc<Shared>,
     index: usize,
     outcomes: Vec<Outcome>,
-    choice: super::select::Choice,
+    (choice, select_usage): (super::select::Choice, Option<crate::usage::Usage>),
     report: &mut TaskReport,
 ) -> Ended {
     let task = &shared.tasks[index];
@@ -212,6 +299,7 @@ fn conclude(
         .collect();
     let Some((k, reason)) = choice.chosen.clone() else {
         report.candidates = candidates;
+        report.select_usage = select_usage;
         return no_candidate_passed(&outcomes, report);
     };
     let chosen = outcomes.into_iter().find(|o| o.k == k);
@@ -246,6 +334,7 @@ fn conclude(
     }
     r.candidates = candidates;
     r.candidate = Some(k);
+    r.select_usage = select_usage.clone();
     // A run again (after a conflict) keeps the task's earlier rounds before the chosen one's.
     let mut rounds = std::mem::take(&mut report.rounds);
     rounds.append(&mut r.rounds);
@@ -258,6 +347,7 @@ fn conclude(
         task: task.id().to_string(),
         candidate: k,
         reason,
+        usage: select_usage,
     });
     shared.events.emit(EventKind::Committed {
         task: task.id().to_string(),
@@ -306,6 +396,7 @@ fn candidate_report(
     let chosen = choice.chosen.as_ref().is_some_and(|(c, _)| *c == k);
     let agent_name = task.candidates[(k - 1) as usize].agent_name.clone();
     let branch = Paths::candidate(shared, task.id(), k).branch;
+    let usage = shared.spending.candidate_spent(task.id().as_str(), k);
     let Some(o) = outcomes.iter().find(|o| o.k == k) else {
         return CandidateReport {
             candidate: k,
@@ -313,6 +404,7 @@ fn candidate_report(
             branch: Some(branch),
             status: "stopped".into(),
             reason,
+            usage,
             ..Default::default()
         };
     };
@@ -339,5 +431,6 @@ fn candidate_report(
         event_log: r.event_log.clone(),
         stderr_log: r.stderr_log.clone(),
         agent: r.agent.clone(),
+        usage,
     }
 }

@@ -661,10 +661,8 @@ fn rerun_conflicts(
     let results = runtime.block_on(rerun_all(shared.clone(), round + 1, reruns));
     crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
     for (i, report, pending) in results {
-        // What its earlier rounds spent stays the task's (issue 23).
-        let earlier = reports[i].usage.take();
+        // Its `usage` counts its earlier rounds too (the task's ledger, issue 23).
         reports[i] = report;
-        crate::usage::Usage::add_to(&mut reports[i].usage, earlier.as_ref());
         pendings[i] = pending;
     }
     integrate::apply_ready(

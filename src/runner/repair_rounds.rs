@@ -60,9 +60,11 @@ pub(super) fn run(
             })?;
         let round = (round, gate.repair);
         let tasks = (&mut *reports, &mut *pendings);
-        let (back, failed) =
+        let (back, failed, over) =
             give_back(runtime, shared, &repo, tasks, integration, &culprits, round);
         again = failed;
+        // Over the task's budget: out for good, `budget_exceeded` (issue 23).
+        out_for_good.extend(over.iter().map(|&i| reports[i].id.clone()));
         for &i in &back {
             if !given_back.contains(&i) {
                 given_back.push(i);
@@ -133,7 +135,8 @@ fn mark_repaired(
 }
 
 /// One repair round of each culprit: the ones whose fix is ready to integrate again (as one
-/// commit on the integration head) and the ones that gave no fix.
+/// commit on the integration head), the ones that gave no fix, and the ones a budget stopped
+/// (they keep `budget_exceeded`, their work on their branch, and get no further round).
 fn give_back(
     runtime: &tokio::runtime::Runtime,
     shared: &Arc<Shared>,
@@ -142,7 +145,7 @@ fn give_back(
     integration: &Integration,
     culprits: &[usize],
     (round, rounds): (u32, u32),
-) -> (Vec<usize>, Vec<usize>) {
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
     let reruns = repair_reruns(
         shared,
         repo,
@@ -160,7 +163,7 @@ fn give_back(
         .unwrap_or(2);
     let results = runtime.block_on(rerun_all(shared.clone(), number, reruns));
     crate::process::stop_under(&shared.run_dir, crate::agent::STOP_GRACE);
-    let (mut back, mut failed) = (Vec::new(), Vec::new());
+    let (mut back, mut failed, mut over) = (Vec::new(), Vec::new(), Vec::new());
     for (i, task_report, pending) in results {
         let ejected = std::mem::replace(&mut reports[i], task_report);
         match rejoin(repo, &pending) {
@@ -168,13 +171,14 @@ fn give_back(
                 pendings[i] = Pending::Ready(squashed);
                 back.push(i);
             }
+            None if reports[i].status == TaskStatus::BudgetExceeded => over.push(i),
             None => {
                 still_out(&mut reports[i], &ejected);
                 failed.push(i);
             }
         }
     }
-    (back, failed)
+    (back, failed, over)
 }
 
 /// The tasks the gate took out that a repair round may give back: found by bisection (not

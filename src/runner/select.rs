@@ -27,19 +27,7 @@ pub(super) async fn choose(
     first_passed: Option<u32>,
 ) -> Choice {
     let task = &shared.tasks[index];
-    let mut choice = Choice::default();
-    for o in outcomes.iter().filter(|o| o.commit().is_none()) {
-        let why = o.error().unwrap_or_else(|| "it changed nothing".into());
-        choice
-            .reasons
-            .insert(o.k, format!("did not pass ({}): {why}", o.status()));
-    }
-    for &k in stopped {
-        let by = first_passed.map(|f| format!(" after candidate {f} passed first"));
-        choice
-            .reasons
-            .insert(k, format!("stopped{}", by.unwrap_or_default()));
-    }
+    let mut choice = not_chosen(outcomes, stopped, first_passed);
     let passing: Vec<&Outcome> = outcomes.iter().filter(|o| o.commit().is_some()).collect();
     let (k, why) = match (passing.len(), task.select) {
         (0, _) => return choice,
@@ -77,6 +65,33 @@ pub(super) async fn choose(
     }
     choice.reasons.insert(k, why.clone());
     choice.chosen = Some((k, why));
+    choice
+}
+
+/// Why the candidates that did not pass (or were stopped) were not chosen; a passing one is
+/// not chosen either when a budget stopped the task.
+pub(super) fn not_chosen(
+    outcomes: &[Outcome],
+    stopped: &[u32],
+    first_passed: Option<u32>,
+) -> Choice {
+    let mut choice = Choice::default();
+    for o in outcomes {
+        let why = match o.commit() {
+            Some(_) => "passed, but a budget stopped the task before the choice".to_string(),
+            None => {
+                let why = o.error().unwrap_or_else(|| "it changed nothing".into());
+                format!("did not pass ({}): {why}", o.status())
+            }
+        };
+        choice.reasons.insert(o.k, why);
+    }
+    for &k in stopped {
+        let by = first_passed.map(|f| format!(" after candidate {f} passed first"));
+        choice
+            .reasons
+            .insert(k, format!("stopped{}", by.unwrap_or_default()));
+    }
     choice
 }
 

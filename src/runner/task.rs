@@ -86,6 +86,9 @@ pub(crate) async fn run(
     report.queued_ms = queued.as_millis() as u64;
     report.duration_ms = ran.as_millis() as u64;
     report.attempts = report.attempt_history.len();
+    // Issue 23: what the task spent in this run — every round, every candidate, the judges.
+    let spent = shared.spending.task_spent(task.id().as_str());
+    report.usage = (!spent.is_empty()).then_some(spent);
     if report.rounds.len() > rounds_before {
         let commit = commit.map(|c| c.to_string()).or(report.commit.clone());
         let status = report.status;
@@ -185,7 +188,7 @@ pub(super) async fn in_workspace(
         round: rerun.cloned(),
         meter: Default::default(),
         turn_usage: None,
-        session_started: tokio::time::Instant::now(),
+        clock: Some(super::budget::SessionClock::open(shared, id.as_str())),
     };
     // The task's time counts from the start of its agent's session.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(task.timeout_secs);
@@ -339,8 +342,8 @@ struct TaskRun<'a> {
     meter: crate::usage::meter::Meter,
     /// What the last agent turn spent, until its attempt is recorded.
     turn_usage: Option<crate::usage::Usage>,
-    /// When the agent's session started (`budget.task.seconds` counts from here).
-    session_started: tokio::time::Instant,
+    /// The agent's session counts towards the task's time (`budget.task.seconds`) while open.
+    clock: Option<super::budget::SessionClock>,
 }
 
 /// How an attempt's gates judged it.
@@ -358,6 +361,14 @@ impl TaskRun<'_> {
 
     fn enter(&self, phase: TaskPhase) {
         enter(self.shared, self.task.id(), phase);
+    }
+
+    /// `attempt 2`, or for the first turn of a later round `its retry round`.
+    fn which_turn(&self, attempt: u32) -> String {
+        match (&self.round, attempt) {
+            (Some(r), 1) => format!("its {} round", r.kind().as_str()),
+            _ => format!("attempt {attempt}"),
+        }
     }
 
     /// The agent's session, started in the task's sandbox (a stop request ends the wait).
@@ -476,18 +487,21 @@ impl TaskRun<'_> {
         feedback: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> Result<(), Stop> {
+        // No turn once the task's budget is spent (its earlier rounds and other candidates
+        // count), nor a further one once the run's is.
+        let shared = self.shared;
+        let over = super::budget::task_over(shared, self.id().as_str())
+            .or_else(|| (attempt > 1).then(|| shared.spending.run_spent()).flatten());
+        if let Some(why) = over {
+            return Err(stop(
+                TaskStatus::BudgetExceeded,
+                format!(
+                    "{why} before {} (its work so far is on its branch, not merged)",
+                    self.which_turn(attempt)
+                ),
+            ));
+        }
         if attempt > 1 {
-            // No further turn once the task's or the run's budget is spent.
-            let shared = self.shared;
-            let spent = self.report.usage.as_ref();
-            if let Some(why) = super::budget::task_over(shared, spent, self.session_started)
-                .or_else(|| shared.spending.run_spent())
-            {
-                return Err(stop(
-                    TaskStatus::BudgetExceeded,
-                    format!("{why} before attempt {attempt} (its work so far is on its branch, not merged)"),
-                ));
-            }
             // Collections leave an overlay task's index alone; the agent's next turn should
             // see `git status` clean but for what it changes next.
             refresh_index(self.shared, &self.paths, self.start, self.task).await;
@@ -508,8 +522,13 @@ impl TaskRun<'_> {
             self.shared.clone(),
             self.meter.clone(),
             before.clone(),
-            self.report.usage.clone().unwrap_or_default(),
-            self.session_started,
+            self.id().to_string(),
+        );
+        let in_flight = super::budget::TurnInFlight::start(
+            self.shared,
+            (self.id().as_str(), self.paths.candidate),
+            &self.meter,
+            &before,
         );
         let turn = tokio::select! {
             t = async {
@@ -521,13 +540,10 @@ impl TaskRun<'_> {
             _ = cancel.wait_for(|c| *c) => Err(AgentError::Reported("interrupted by the user".into())),
             why = limit => Err(AgentError::Reported(why)),
         };
+        in_flight.done();
         self.account_turn(&before, &session.info());
         // A turn that took the task over its budget ends it, however the turn ended.
-        if let Some(why) = super::budget::task_over(
-            self.shared,
-            self.report.usage.as_ref(),
-            self.session_started,
-        ) {
+        if let Some(why) = super::budget::task_over(self.shared, self.id().as_str()) {
             return Err(stop(
                 TaskStatus::BudgetExceeded,
                 format!("{why} (its work so far is on its branch, not merged)"),
@@ -554,7 +570,8 @@ impl TaskRun<'_> {
             self.shared.events.warn(Some(self.id().as_str()), &w);
         }
         crate::usage::Usage::add_to(&mut self.report.usage, Some(&turn));
-        self.shared.spending.record(&turn);
+        let (id, candidate) = (self.task.id().as_str(), self.paths.candidate);
+        self.shared.spending.record(id, candidate, &turn);
         self.events
             .record("usage", serde_json::to_value(&turn).unwrap_or_default());
         self.turn_usage = Some(turn);
@@ -576,7 +593,8 @@ impl TaskRun<'_> {
         }
         let spent = sum?;
         crate::usage::Usage::add_to(&mut self.report.usage, Some(&spent));
-        self.shared.spending.record(&spent);
+        let (id, candidate) = (self.task.id().as_str(), self.paths.candidate);
+        self.shared.spending.record(id, candidate, &spent);
         self.events.record(
             "judges_usage",
             serde_json::to_value(&spent).unwrap_or_default(),
@@ -806,6 +824,8 @@ impl TaskRun<'_> {
     /// The agent's session ends: what it reported about itself and its sandbox is kept.
     async fn end_session(&mut self, session: Session, over_budget: bool) {
         self.report.agent = session.info();
+        // Stopping it takes no more of the task's time.
+        self.clock = None;
         record_sandbox(
             self.report,
             self.report.agent.sandbox.clone(),
