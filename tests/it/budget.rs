@@ -732,3 +732,105 @@ fn the_diagnosis_tokens_count_toward_the_failed_attempt() {
     assert!(first > 1000, "{t:#}");
     assert_eq!(tokens(&t["usage"], "total_tokens"), first + second);
 }
+
+/// Two tasks writing the same file, each run of the agent reporting 1000 tokens and then
+/// sleeping `sleep` seconds: `b` conflicts with `a` and runs again (`on_conflict`).
+fn conflicting_tasks(on_conflict: &str, sleep: u32, budget: Value) -> Value {
+    let script = format!(
+        "printf 'by %s\\n' \"$FANOUT_TASK_ID\" > shared.txt; \
+         printf '{{\"input_tokens\": 900, \"output_tokens\": 100, \"model\": \"m\"}}' > \"$FANOUT_USAGE\"; \
+         sleep {sleep}"
+    );
+    let mut t = exec_tasks(
+        &["a", "b"],
+        json!({"protocol": "exec", "command": "sh", "args": ["-c", script]}),
+        budget,
+    );
+    t["defaults"]["on_conflict"] = json!(on_conflict);
+    // Side by side, so that `b` conflicts.
+    t["defaults"]["overlap"] = json!("parallel");
+    for task in t["tasks"].as_array_mut().expect("tasks") {
+        task["paths"] = json!(["shared.txt"]);
+    }
+    t
+}
+
+/// A round after a conflict (`retry`, `resolve`) counts what the task's earlier rounds spent:
+/// `b`'s first round spends 1000 of its 1500 tokens, its second takes it to 2000 and it ends
+/// `budget_exceeded`, its work on its branch, not merged. Its `usage` holds both rounds, and
+/// the run's total is the same in report.json and the events.
+fn a_later_round_counts_the_earlier_ones(runner: Runner) {
+    for mode in ["retry", "resolve"] {
+        let repo = TestRepo::with_files(1).run_by(runner);
+        let tasks = conflicting_tasks(mode, 0, json!({"task": {"tokens": 1500}}));
+        let run = run_all(&repo, &tasks, None);
+        assert_eq!(run.out.status.code(), Some(3), "{mode}: {}", run.say());
+        assert_eq!(task(&run.report, "a")["status"], "merged", "{}", run.say());
+        let b = task(&run.report, "b");
+        assert_eq!(
+            b["status"],
+            "budget_exceeded",
+            "{mode}: {b:#}\n{}",
+            run.say()
+        );
+        let error = b["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("task budget exceeded: 2000 tokens spent, the budget is 1500"),
+            "{mode}: {b:#}"
+        );
+        let kinds: Vec<&str> = b["rounds"]
+            .as_array()
+            .expect("rounds")
+            .iter()
+            .filter_map(|r| r["kind"].as_str())
+            .collect();
+        assert_eq!(kinds, ["agent", mode], "{b:#}");
+        assert_eq!(tokens(&b["usage"], "total_tokens"), 2000, "{b:#}");
+        assert_eq!(tokens(&run.report["usage"], "total_tokens"), 3000);
+        let ended = run
+            .events
+            .iter()
+            .find(|e| e["event"] == "run_ended")
+            .expect("run_ended");
+        assert_eq!(ended["report"]["usage"], run.report["usage"]);
+        assert!(
+            run.junit
+                .contains("<property name=\"usage.total_tokens\" value=\"3000\"/>"),
+            "{}",
+            run.junit
+        );
+        assert!(run.html.contains("data-total-tokens=\"3000\""));
+        // Its second round's work is on its branch; the integration has `a`'s.
+        let branch = b["branch"].as_str().expect("branch kept");
+        assert_eq!(
+            git_text(&repo.path, &["show", &format!("{branch}:shared.txt")]),
+            "by b"
+        );
+        let merged = run.report["integration_branch"].as_str().expect("branch");
+        assert_eq!(
+            git_text(&repo.path, &["show", &format!("{merged}:shared.txt")]),
+            "by a"
+        );
+    }
+}
+crate::both_ways!(rounds_budget, a_later_round_counts_the_earlier_ones);
+
+/// `budget.task.seconds` counts the time of every round's session: each run of the agent takes
+/// 2 s, the budget is 4 s; the first round stays under it, the retry round is stopped during
+/// its turn.
+#[test]
+fn task_seconds_count_every_round() {
+    let repo = TestRepo::with_files(1);
+    let tasks = conflicting_tasks("retry", 2, json!({"task": {"seconds": 4}}));
+    let run = run_all(&repo, &tasks, None);
+    assert_eq!(task(&run.report, "a")["status"], "merged", "{}", run.say());
+    let b = task(&run.report, "b");
+    assert_eq!(b["status"], "budget_exceeded", "{b:#}\n{}", run.say());
+    assert!(
+        b["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the budget is 4 s")),
+        "{b:#}"
+    );
+    assert_eq!(b["rounds"].as_array().map(Vec::len), Some(2), "{b:#}");
+}

@@ -239,12 +239,12 @@ fn review_picks_the_reviewers_choice(runner: Runner) {
             A::Text("I cannot tell".into())
         }
     });
-    let mut t = tasks(&quality_script(None, 0), "review");
+    let mut t = priced(tasks(&with_usage(&quality_script(None, 0)), "review"));
     t["verifier"] = claude_verifier();
     let file = repo.write_tasks(&t);
     let (out, report) = with_env("ANTHROPIC_BASE_URL", leak(reviewer.base_url()), || {
         with_env("ANTHROPIC_API_KEY", "sk-ant-test-judge-0123456789", || {
-            repo.run(&file, &["--no-readback", "--jobs", "3"])
+            repo.run(&file, &["--no-readback", "--jobs", "3", "--json"])
         })
     });
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -263,6 +263,18 @@ fn review_picks_the_reviewers_choice(runner: Runner) {
         "the reviewer was not asked"
     );
     assert!(merged_file(&repo, &report).contains("extra 10"));
+    // Issue 23: the review is the task's judge: the task spent its candidates' 6000 tokens
+    // and what the review did, said in `candidate_selected` too.
+    let review = &t["select_usage"];
+    assert!(total_tokens(review) > 0, "{t:#}");
+    assert_eq!(
+        total_tokens(&t["usage"]),
+        6000 + total_tokens(review),
+        "{t:#}"
+    );
+    assert_eq!(report["usage"], t["usage"]);
+    let selected = events(&out, "candidate_selected");
+    assert_eq!(selected[0]["usage"], *review, "{}", show(&out));
 }
 every_way!(review_mode, review_picks_the_reviewers_choice);
 
@@ -389,6 +401,40 @@ fn codex_candidates(runner: Runner) {
         server.requests().len() >= 6,
         "two model calls per candidate"
     );
+    // Issue 23: each candidate's tokens are its own thread's; together they are the task's
+    // and the run's, and what the model server counted.
+    let reported = server.reported();
+    let mut sum = crate::model_server::Reported {
+        responses: reported.responses,
+        ..Default::default()
+    };
+    for k in 1..=3 {
+        let u = &candidate(t, k)["usage"];
+        assert!(total_tokens(u) > 0, "candidate {k}: {t:#}");
+        sum.input_tokens += u["input_tokens"].as_u64().unwrap_or_default();
+        sum.cached_tokens += u["cached_input_tokens"].as_u64().unwrap_or_default();
+        sum.output_tokens += u["output_tokens"].as_u64().unwrap_or_default();
+        sum.reasoning_tokens += u["reasoning_tokens"].as_u64().unwrap_or_default();
+        sum.total_tokens += total_tokens(u);
+    }
+    assert_eq!(sum, reported, "{t:#}");
+    let u = &t["usage"];
+    assert_eq!(
+        (
+            u["input_tokens"].as_u64(),
+            u["cached_input_tokens"].as_u64(),
+            u["output_tokens"].as_u64(),
+            u["total_tokens"].as_u64()
+        ),
+        (
+            Some(reported.input_tokens),
+            Some(reported.cached_tokens),
+            Some(reported.output_tokens),
+            Some(reported.total_tokens)
+        ),
+        "{u:#}"
+    );
+    assert_eq!(report["usage"], *u);
 }
 every_way!(codex_0171, codex_candidates);
 
@@ -605,3 +651,309 @@ fn a_conflicting_task_reruns_its_candidates(runner: Runner) {
     assert_eq!(merged_file(&repo, &report), "FIXED\n");
 }
 every_way!(conflict_retry, a_conflicting_task_reruns_its_candidates);
+
+// Spending (issue 23): each candidate's tokens and money, the task's as their sum (and the
+// review's), the run's the same everywhere; budgets and candidates.
+
+/// `script` after writing candidate k's usage: 900·k input tokens (100 of them cached) and
+/// 100·k output tokens of model `m` (so 1000·k in all; $0.0013·k at [`priced`]'s prices).
+fn with_usage(script: &str) -> String {
+    usage_then("${FANOUT_CANDIDATE:-1}", script)
+}
+
+/// `script` after writing a usage of 1000·`k` tokens (`k`: a shell word).
+fn usage_then(k: &str, script: &str) -> String {
+    format!(
+        r#"k={k}
+printf '{{"input_tokens": %d, "cached_input_tokens": 100, "output_tokens": %d, "model": "m"}}' $((900 * k)) $((100 * k)) > "$FANOUT_USAGE"
+{script}"#
+    )
+}
+
+fn priced(mut t: Value) -> Value {
+    t["pricing"] = json!({"m": {"input": 1.0, "output": 4.0}});
+    t
+}
+
+fn total_tokens(u: &Value) -> u64 {
+    u["total_tokens"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total_tokens in {u:#}"))
+}
+
+fn usd(u: &Value) -> f64 {
+    u["usd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no usd in {u:#}"))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// Every candidate's spend is in its `candidate_ended` event, its report entry, its row of the
+/// HTML table and the first line of `fanout diff --candidate K`; the task's is their sum; the
+/// run's agrees in report.json, `run_ended`, JUnit and HTML.
+fn every_candidates_spend_is_told(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let file = repo.write_tasks(&priced(tasks(
+        &with_usage(&quality_script(None, 0)),
+        "smallest",
+    )));
+    let dir = repo.tmp.path();
+    let (html, junit) = (dir.join("page.html"), dir.join("junit.xml"));
+    let (html_arg, junit_arg) = (
+        html.to_str().expect("utf-8").to_string(),
+        junit.to_str().expect("utf-8").to_string(),
+    );
+    let (out, report) = repo.run(
+        &file,
+        &[
+            "--no-readback",
+            "--jobs",
+            "3",
+            "--json",
+            "--html",
+            &html_arg,
+            "--junit",
+            &junit_arg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["candidate"], 3, "{t:#}");
+    let ended = events(&out, "candidate_ended");
+    for k in 1..=3u64 {
+        let c = candidate(t, k);
+        assert_eq!(total_tokens(&c["usage"]), 1000 * k, "{c:#}");
+        assert!(close(usd(&c["usage"]), 0.0013 * k as f64), "{c:#}");
+        let e = ended
+            .iter()
+            .find(|e| e["candidate"] == k)
+            .unwrap_or_else(|| panic!("no candidate_ended {k}: {}", show(&out)));
+        assert_eq!(e["usage"], c["usage"], "{e:#}");
+    }
+    // The task spent what its three candidates did, not only the chosen one's.
+    assert_eq!(total_tokens(&t["usage"]), 6000, "{t:#}");
+    assert!(close(usd(&t["usage"]), 0.0078), "{t:#}");
+    assert!(t.get("select_usage").is_none(), "{t:#}");
+    // The run's figures agree everywhere.
+    assert_eq!(report["usage"], t["usage"], "{:#}", report["usage"]);
+    let run_ended = events(&out, "run_ended");
+    assert_eq!(run_ended[0]["report"]["usage"], report["usage"]);
+    let junit = std::fs::read_to_string(&junit).expect("junit");
+    assert_eq!(
+        junit
+            .matches("<property name=\"usage.total_tokens\" value=\"6000\"/>")
+            .count(),
+        2,
+        "the suite's and the task's: {junit}"
+    );
+    assert!(
+        junit.contains("<property name=\"usage.usd\" value=\"0.007800\"/>"),
+        "{junit}"
+    );
+    let page = std::fs::read_to_string(&html).expect("html page");
+    assert!(page.contains("data-total-tokens=\"6000\""), "{page}");
+    for k in 1..=3u64 {
+        let row = page
+            .split(&format!("<tr data-candidate=\"{k}\""))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no row of candidate {k}: {page}"));
+        assert!(
+            row.contains(&format!("data-total-tokens=\"{}\"", 1000 * k)),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!("data-usd=\"{:.6}\"", 0.0013 * k as f64)),
+            "{row}"
+        );
+    }
+    // `fanout diff --candidate K` says what K spent, before its patch and its stat.
+    let run = report["run_id"].as_str().expect("run id");
+    let two = repo.fanout(&["diff", run, "fix", "--candidate", "2", "--color", "never"]);
+    assert_eq!(
+        stdout(&two).lines().next(),
+        Some("# candidate 2 of fix: passed, spent 2000 tokens ($0.0026) (in 1800, out 200)"),
+        "{}",
+        show(&two)
+    );
+    assert!(stdout(&two).contains("+extra 10"), "{}", stdout(&two));
+    let stat = repo.fanout(&["diff", run, "fix", "--candidate", "3", "--stat"]);
+    let text = stdout(&stat);
+    assert_eq!(
+        text.lines().next(),
+        Some(
+            "# candidate 3 of fix: passed (chosen), spent 3000 tokens ($0.0039) (in 2700, out 300)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("src/file_00.txt"), "{text}");
+}
+every_way!(candidate_spend, every_candidates_spend_is_told);
+
+/// Once the run's budget is spent no further candidate starts. A task whose dependency spent
+/// it: none of its candidates starts, each ends `skipped` with the reason, and so does the
+/// task. With one job, the first candidate to run spends it: the others end `skipped`, the task
+/// is stopped by the budget with its work on its branches. `fanout resume --budget` runs them.
+fn run_budget_stops_further_candidates(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let mut t = priced(tasks(
+        &usage_then("1", "echo FIXED > src/file_00.txt"),
+        "smallest",
+    ));
+    t["budget"] = json!({"run": {"tokens": 1000}});
+    let fix = t["tasks"][0].clone();
+    let mut first = t.clone();
+    first["agents"]["one"] = json!({"protocol": "exec", "command": "sh",
+        "args": ["-c", usage_then("1", "echo a > a.txt")]});
+    first["tasks"] = json!([{"id": "a", "prompt": "x", "agent": "one"},
+        {"depends_on": ["a"], "id": "fix", "prompt": fix["prompt"], "verify": fix["verify"],
+         "candidates": 3}]);
+    let file = repo.write_tasks(&first);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(task(&report, "a")["status"], "merged", "{}", show(&out));
+    let none = task(&report, "fix");
+    assert_eq!(none["status"], "skipped", "{none:#}");
+    assert!(
+        none["error"].as_str().is_some_and(
+            |e| e.starts_with("run budget spent: 1000 tokens spent, the budget is 1000")
+        ),
+        "{none:#}"
+    );
+    for k in 1..=3 {
+        let c = candidate(none, k);
+        assert_eq!(c["status"], "skipped", "{c:#}");
+        assert!(
+            c["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("run budget spent")),
+            "{c:#}"
+        );
+        assert!(c.get("usage").is_none(), "{c:#}");
+    }
+    assert!(none.get("usage").is_none(), "{none:#}");
+    assert!(
+        events(&out, "candidate_started").is_empty(),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(events(&out, "candidate_ended").len(), 3, "{}", show(&out));
+
+    // One task: the first candidate to get the job spends the budget.
+    let file = repo.write_tasks(&t);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let fix = task(&report, "fix");
+    assert_eq!(fix["status"], "budget_exceeded", "{fix:#}");
+    let error = fix["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("run budget spent: 1000 tokens spent, the budget is 1000")
+            && error.contains("their work is on their branches, not merged"),
+        "{fix:#}"
+    );
+    assert_eq!(total_tokens(&fix["usage"]), 1000, "{fix:#}");
+    assert!(fix.get("candidate").is_none(), "{fix:#}");
+    let ran: Vec<u64> = (1..=3)
+        .filter(|&k| candidate(fix, k)["status"] != "skipped")
+        .collect();
+    assert_eq!(ran.len(), 1, "{fix:#}");
+    let ran = candidate(fix, ran[0]);
+    assert_eq!(ran["status"], "passed", "{ran:#}");
+    assert_eq!(total_tokens(&ran["usage"]), 1000, "{ran:#}");
+    assert_eq!(events(&out, "candidate_started").len(), 1, "{}", show(&out));
+    // Its work is on its branch; nothing merged.
+    let files = repo.tree_files(ran["branch"].as_str().expect("branch"));
+    assert_eq!(
+        String::from_utf8_lossy(&files["src/file_00.txt"]),
+        "FIXED\n"
+    );
+    let merged = report["integration_branch"].as_str().expect("branch");
+    assert!(
+        !repo.branches().iter().any(|b| b == merged),
+        "{:?}",
+        repo.branches()
+    );
+
+    // A larger budget: the task runs its candidates, afresh, and merges.
+    let run = report["run_id"].as_str().expect("run id").to_string();
+    let report_path = repo.report_path();
+    let resumed = repo.fanout(&[
+        "resume",
+        &run,
+        "--budget",
+        "run.tokens=100000",
+        "--jobs",
+        "3",
+        "--report",
+        report_path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", show(&resumed));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    let fix = task(&report, "fix");
+    assert_eq!(fix["status"], "merged", "{fix:#}");
+    assert_eq!(total_tokens(&fix["usage"]), 3000, "{fix:#}");
+    for k in 1..=3 {
+        assert_eq!(candidate(fix, k)["status"], "passed", "{fix:#}");
+    }
+    assert_eq!(merged_file(&repo, &report), "FIXED\n");
+}
+every_way!(run_budget_candidates, run_budget_stops_further_candidates);
+
+/// The task's budget counts all its candidates. One job, 1000 tokens a candidate, a budget of
+/// 2000: the first passes, the second takes the task to 2000 and ends `budget_exceeded` after
+/// its turn, the third never starts; the task is `budget_exceeded`, nothing merged, though
+/// each candidate alone stayed under the budget.
+fn task_budget_counts_every_candidate(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let mut t = priced(tasks(
+        &usage_then("1", "echo FIXED > src/file_00.txt"),
+        "smallest",
+    ));
+    t["budget"] = json!({"task": {"tokens": 2000}});
+    let file = repo.write_tasks(&t);
+    let (out, report) = repo.run(&file, &["--no-readback", "--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let fix = task(&report, "fix");
+    assert_eq!(fix["status"], "budget_exceeded", "{fix:#}");
+    assert_eq!(total_tokens(&fix["usage"]), 2000, "{fix:#}");
+    assert!(fix.get("candidate").is_none(), "{fix:#}");
+    let all: Vec<&Value> = (1..=3).map(|k| candidate(fix, k)).collect();
+    let with = |status: &str, says: &str| -> Vec<&Value> {
+        all.iter()
+            .copied()
+            .filter(|c| {
+                c["status"] == status && c["error"].as_str().unwrap_or_default().contains(says)
+            })
+            .collect()
+    };
+    assert_eq!(
+        all.iter().filter(|c| c["status"] == "passed").count(),
+        1,
+        "{fix:#}"
+    );
+    let over = with(
+        "budget_exceeded",
+        "task budget exceeded: 2000 tokens spent, the budget is 2000 (",
+    );
+    assert_eq!(over.len(), 1, "{fix:#}");
+    let never = with("budget_exceeded", "before it started");
+    assert_eq!(never.len(), 1, "{fix:#}");
+    assert!(never[0].get("usage").is_none(), "{fix:#}");
+    // The candidate that went over kept its work on its branch; nothing merged.
+    let files = repo.tree_files(over[0]["branch"].as_str().expect("branch"));
+    assert_eq!(
+        String::from_utf8_lossy(&files["src/file_00.txt"]),
+        "FIXED\n"
+    );
+    let merged = report["integration_branch"].as_str().expect("branch");
+    assert!(
+        !repo.branches().iter().any(|b| b == merged),
+        "{:?}",
+        repo.branches()
+    );
+}
+every_way!(task_budget_candidates, task_budget_counts_every_candidate);
