@@ -565,8 +565,8 @@ pub struct RunReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<IntegrationReport>,
     // Accounting (issue 23):
-    /// What the run spent: every task's usage summed, plus the judges that belong to no task
-    /// (selection among candidates).
+    /// What the run spent: every task's usage summed (a task's counts its rounds, its
+    /// candidates and the review that chose among them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
