@@ -834,3 +834,66 @@ fn task_seconds_count_every_round() {
     );
     assert_eq!(b["rounds"].as_array().map(Vec::len), Some(2), "{b:#}");
 }
+
+/// An integration repair round counts what the task's first round spent: `caller` (1000 tokens
+/// a run of its agent, a budget of 1500) passes its own gates, breaks the integration, and its
+/// repair round takes it to 2000: it ends `budget_exceeded` — not `integration_failed`, not
+/// repaired, and no second repair round — its fix on its branch, not merged.
+fn a_repair_round_counts_the_first(runner: Runner) {
+    let repo = crate::repair::greet_repo(runner);
+    let file =
+        crate::repair::rename_and_caller(&repo, "    sed -i 's/greet/welcome/' extra/wave.sh", 2);
+    let mut tasks: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("tasks")).expect("json");
+    let script = tasks["agents"]["e"]["args"][1]
+        .as_str()
+        .expect("script")
+        .to_string();
+    tasks["agents"]["e"]["args"][1] = json!(format!(
+        "printf '{{\"input_tokens\": 900, \"output_tokens\": 100, \"model\": \"m\"}}' > \"$FANOUT_USAGE\"\n{script}"
+    ));
+    tasks["pricing"] = json!({"m": {"input": 1.0, "output": 4.0}});
+    tasks["budget"] = json!({"task": {"tokens": 1500}});
+    let run = run_all(&repo, &tasks, None);
+    assert_eq!(run.out.status.code(), Some(3), "{}", run.say());
+    assert_eq!(
+        task(&run.report, "rename")["status"],
+        "merged",
+        "{}",
+        run.say()
+    );
+    let caller = task(&run.report, "caller");
+    assert_eq!(
+        caller["status"],
+        "budget_exceeded",
+        "{caller:#}\n{}",
+        run.say()
+    );
+    assert!(
+        caller["error"].as_str().is_some_and(
+            |e| e.contains("task budget exceeded: 2000 tokens spent, the budget is 1500")
+        ),
+        "{caller:#}"
+    );
+    assert!(caller.get("repaired").is_none(), "{caller:#}");
+    let kinds: Vec<&str> = caller["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["agent", "repair"], "{caller:#}");
+    assert_eq!(tokens(&caller["usage"], "total_tokens"), 2000, "{caller:#}");
+    assert_eq!(tokens(&run.report["usage"], "total_tokens"), 3000);
+    assert_eq!(run.report["integration"]["ejected"], json!(["caller"]));
+    // Its fix is on its branch; the integration does not have its script.
+    let branch = caller["branch"].as_str().expect("branch");
+    assert_eq!(
+        git_text(&repo.path, &["show", &format!("{branch}:extra/wave.sh")]),
+        ". ./lib.sh\nwelcome"
+    );
+    let merged = run.report["integration_branch"].as_str().expect("branch");
+    let files = git_text(&repo.path, &["ls-tree", "-r", "--name-only", merged]);
+    assert!(!files.lines().any(|l| l == "extra/wave.sh"), "{files}");
+}
+crate::both_ways!(repair_budget, a_repair_round_counts_the_first);

@@ -346,7 +346,7 @@ both_ways!(
 /// A shell project: `lib.sh` defines `greet`, `main.sh` calls it, and `tests/check.sh` runs
 /// `main.sh` and every script under `extra/` (the verify command of the tasks and of the
 /// integration).
-fn greet_repo(runner: Runner) -> TestRepo {
+pub(crate) fn greet_repo(runner: Runner) -> TestRepo {
     let repo = TestRepo::with_files(1).run_by(runner);
     let w = |p: &str, text: &str| {
         let path = repo.path.join(p);
@@ -367,7 +367,7 @@ fn greet_repo(runner: Runner) -> TestRepo {
 /// `rename` renames `greet` to `welcome` and its callers; `caller` adds a new script calling
 /// `greet`. Each passes alone; merged, `caller` breaks the integration. On a repair round
 /// (`FANOUT_FEEDBACK` set) `caller`'s agent runs `repair`.
-fn rename_and_caller(repo: &TestRepo, repair: &str, rounds: u32) -> PathBuf {
+pub(crate) fn rename_and_caller(repo: &TestRepo, repair: &str, rounds: u32) -> PathBuf {
     let agent = format!(
         r#"
 case "$FANOUT_TASK_ID" in
