@@ -298,6 +298,13 @@ fn time_up(ran: Duration, limit: Duration) -> String {
     )
 }
 
+/// Why what the task spent in this run (tokens, money, not time) is over its budget: after its
+/// judges (gates, the review that chose among its candidates), nothing is merged then.
+pub(crate) fn task_spent_over(shared: &Shared, task: &str) -> Option<String> {
+    let spending = &shared.spending;
+    spending.task_over(&spending.task_spent(task))
+}
+
 /// Why the task is over its budget: everything it spent in this run (tokens, money), or the
 /// time its agent sessions ran.
 pub(crate) fn task_over(shared: &Shared, task: &str) -> Option<String> {

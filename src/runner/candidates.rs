@@ -102,6 +102,17 @@ pub(super) async fn run(
     ))
     .await;
     let spent = account_selection(shared, task.id().as_str(), judged);
+    // The review that chose may have taken the task over its budget: nothing is merged then.
+    if let Some(why) = super::budget::task_spent_over(shared, task.id().as_str()) {
+        report.candidates = (1..=n)
+            .map(|k| candidate_report(shared, task, &outcomes, &choice, k))
+            .collect();
+        report.select_usage = spent;
+        return Err(stop(
+            TaskStatus::BudgetExceeded,
+            format!("{why} after the review that chose among its candidates (their work is on their branches, not merged)"),
+        ));
+    }
     conclude(shared, start.index, outcomes, (choice, spent), report)
 }
 

@@ -445,7 +445,18 @@ impl TaskRun<'_> {
             }
             self.enter(TaskPhase::Gates { turn: attempt });
             match self.gates(attempt, &collected, attempt_report).await? {
-                Judged::Passed(commit) => return Ok(commit),
+                Judged::Passed(commit) => {
+                    // Its judges may have taken it over its budget: then it is not merged.
+                    if let Some(why) =
+                        super::budget::task_spent_over(self.shared, self.id().as_str())
+                    {
+                        return Err(stop(
+                            TaskStatus::BudgetExceeded,
+                            format!("{why} after its gates passed (its work is on its branch, not merged)"),
+                        ));
+                    }
+                    return Ok(commit);
+                }
                 Judged::Failed(text) => {
                     let commit = collected.commit.map(|c| c.to_string());
                     super::rounds::end(self.report, TaskStatus::Failed, commit);

@@ -897,3 +897,45 @@ fn a_repair_round_counts_the_first(runner: Runner) {
     assert!(!files.lines().any(|l| l == "extra/wave.sh"), "{files}");
 }
 crate::both_ways!(repair_budget, a_repair_round_counts_the_first);
+
+/// A review gate that takes a task over its budget (the agent spent 1000 of 1001 tokens)
+/// passes, but the task ends `budget_exceeded`: its work on its branch, not merged.
+#[test]
+fn a_review_over_the_task_budget_keeps_the_work_unmerged() {
+    use crate::anthropic_server::{AnthropicServer, Reply as A};
+    let reviewer = AnthropicServer::start(|_| A::Text("APPROVE\nFine.".into()));
+    let repo = TestRepo::with_files(1);
+    let mut tasks = exec_tasks(
+        &["reviewed"],
+        exec_agent(1000, 0),
+        json!({"task": {"tokens": 1001}}),
+    );
+    tasks["defaults"]["review"] = json!({"prompt": "Approve it.", "timeout_secs": 120});
+    tasks["defaults"]["max_attempts"] = json!(1);
+    tasks["verifier"] = json!({"command": crate::support::claude_bin().display().to_string(),
+        "args": ["mcp", "serve"]});
+    let file = repo.write_tasks(&tasks);
+    let mut cmd = repo.fanout_command();
+    cmd.args(["run", "--no-readback", "--quiet", "--tasks"])
+        .arg(&file)
+        .arg("--report")
+        .arg(repo.report_path())
+        .arg("--repo")
+        .arg(&repo.path)
+        .env("ANTHROPIC_BASE_URL", reviewer.base_url())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-0123456789");
+    let out = cmd.output().expect("fanout runs");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(repo.report_path()).expect("report")).expect("json");
+    let t = task(&report, "reviewed");
+    assert_eq!(t["status"], "budget_exceeded", "{t:#}\n{}", stderr(&out));
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("after its gates passed")),
+        "{t:#}"
+    );
+    assert!(tokens(&t["usage"], "total_tokens") > 1000, "{t:#}");
+    assert_work_kept_not_merged(&repo, &report, t, "reviewed.txt", "by reviewed\n");
+}

@@ -957,3 +957,39 @@ fn task_budget_counts_every_candidate(runner: Runner) {
     );
 }
 every_way!(task_budget_candidates, task_budget_counts_every_candidate);
+
+/// The review that chose is the task's judge: when it takes the task over its budget (the
+/// candidates spent 6000 of 6001 tokens), the task ends `budget_exceeded`, nothing merged.
+#[test]
+fn a_review_over_the_task_budget_merges_nothing() {
+    let repo = TestRepo::with_files(1);
+    let reviewer = AnthropicServer::start(|_| A::Text("CHOOSE 2: it documents the fix".into()));
+    let mut t = priced(tasks(&with_usage(&quality_script(None, 0)), "review"));
+    t["verifier"] = claude_verifier();
+    t["budget"] = json!({"task": {"tokens": 6001}});
+    let file = repo.write_tasks(&t);
+    let (out, report) = with_env("ANTHROPIC_BASE_URL", leak(reviewer.base_url()), || {
+        with_env("ANTHROPIC_API_KEY", "sk-ant-test-judge-0123456789", || {
+            repo.run(&file, &["--no-readback", "--jobs", "3"])
+        })
+    });
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let t = task(&report, "fix");
+    assert_eq!(t["status"], "budget_exceeded", "{t:#}");
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("after the review that chose among its candidates")),
+        "{t:#}"
+    );
+    let review = total_tokens(&t["select_usage"]);
+    assert!(review > 0, "{t:#}");
+    assert_eq!(total_tokens(&t["usage"]), 6000 + review, "{t:#}");
+    assert!(t.get("candidate").is_none(), "{t:#}");
+    let merged = report["integration_branch"].as_str().expect("branch");
+    assert!(
+        !repo.branches().iter().any(|b| b == merged),
+        "{:?}",
+        repo.branches()
+    );
+}
