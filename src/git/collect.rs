@@ -207,6 +207,10 @@ pub fn summarize(
     // O(change) instead of O(files).
     let changes = super::tree_diff::changed_paths(repo, &old_tree, &new_tree)
         .ctx(|| "cannot diff the task's change".into())?;
+    // The pruned trees are scratch: written to memory, not as loose files (six a task, in
+    // the user's repository) that nothing refers to.
+    let scratch = scratch_handle(repo).ctx(|| "cannot open the repository again".into())?;
+    let repo = &scratch;
     let (old_small, new_small) = super::tree_diff::pruned_pair(repo, &changes)
         .ctx(|| "cannot diff the task's change".into())?;
     let old_tree = repo
@@ -228,6 +232,14 @@ pub fn summarize(
     summary.risky = risky_of(repo, &diff);
     let patch = patch_of(&diff)?;
     Ok((summary, patch))
+}
+
+/// Another handle on `repo`'s objects whose writes stay in memory (a mempack above the
+/// disk backends) and go when it is dropped.
+fn scratch_handle(repo: &Repository) -> Result<Repository, git2::Error> {
+    let scratch = Repository::open(repo.commondir())?;
+    scratch.odb()?.add_new_mempack_backend(1000)?;
+    Ok(scratch)
 }
 
 fn summary_of(diff: &Diff<'_>) -> Result<ChangeSummary, GitError> {
