@@ -25,6 +25,15 @@
 # fanout's per-phase times from its events.jsonl (setup, agent, gates, integration gate).
 # ONCE=false runs the setup in every workspace instead (the behaviour before setup layers).
 # Usage: SCENARIO=setup [FANOUT=path] [ONCE=false] scripts/bench.sh [TASKS] [JOBS] [MODE] [PACKAGES] [SRC]
+#
+# SCENARIO=codex: one real Codex task (CODEX, default .agents/codex-0.169.0) on the scripted
+# model (scripts/model_server.py: run the prompt's `CMD: …`, then answer) through `fanout run`
+# (sandbox, app-server session, collect, merge) against `codex exec` of the same prompt in a
+# plain checkout with the same model, REPEAT times each, alternating; the medians and
+# `ratio_vs_codex_exec=<x>` (codex exec time / fanout time; above 1: fanout is faster). Then
+# TASKS tasks at --jobs JOBS through fanout: the wall time and, per task, the gap between its
+# agent's last event and `committed` in run-events.jsonl (the agent stopped, collection).
+# Usage: SCENARIO=codex [FANOUT=path] [CODEX=path] [REPEAT=5] scripts/bench.sh [TASKS] [JOBS]
 now() { date +%s%N; }
 
 # The `shards` scenario (docs/shards.md): bundle bytes per task from real shard runs on
@@ -265,6 +274,82 @@ print(f"target 1.5 x loop + gate: {target:.0f} ms; fanout/loop = {f_ms / l_ms:.2
 PY
 }
 
+# The `codex` scenario (see above).
+bench_codex() {
+  local tasks=${1:-6} jobs=${2:-2} repeat=${REPEAT:-5}
+  local codex=${CODEX:-$root/.agents/codex-0.169.0/node_modules/.bin/codex}
+  [ -x "$codex" ] || { echo "bench: no Codex at $codex (scripts/install-agents.sh)" >&2; return 1; }
+  work=$(mktemp -d)
+  chmod 711 "$work"
+  python3 "$root/scripts/model_server.py" "$work/port" &
+  local server=$!
+  [ "${KEEP:-0}" = 1 ] && echo "bench: keeping $work" >&2
+  trap 'kill '"$server"' 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
+  export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_SYSTEM=/dev/null
+  export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid
+  export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
+  while [ ! -s "$work/port" ]; do sleep 0.05; done
+  mkdir -p "$work/home" "$work/repo" "$work/tmp"
+  # The tests' provider (tests/support/model_server.rs, codex_config_for_url).
+  printf 'model = "scripted-model"\nmodel_provider = "scripted"\n\n[model_providers.scripted]\nname = "scripted"\nbase_url = "http://127.0.0.1:%s/v1"\nwire_api = "responses"\nrequest_max_retries = 0\nstream_max_retries = 0\n' \
+    "$(cat "$work/port")" > "$work/home/config.toml"
+  echo hello > "$work/repo/README.md"
+  git -C "$work/repo" init -q -b main && git -C "$work/repo" add -A && git -C "$work/repo" commit -qm base
+  local prompt
+  prompt=$(printf "Write the marker file.\nCMD: printf 'edited by task 1\\\\n' > file1.txt")
+  python3 - "$work/one.json" "$work/many.json" "$tasks" <<'PY'
+import json, sys
+def task(i):
+    return {"id": f"t{i}", "prompt": f"Write the marker file.\nCMD: printf 'edited by task {i}\\n' > file{i}.txt",
+            "paths": [f"file{i}.txt"]}
+json.dump({"version": 1, "tasks": [task(1)]}, open(sys.argv[1], "w"))
+json.dump({"version": 1, "tasks": [task(i) for i in range(1, int(sys.argv[3]) + 1)]}, open(sys.argv[2], "w"))
+PY
+  run_fanout() { # tasks-file jobs report
+    TMPDIR="$work/tmp" FANOUT_CODEX_BIN="$codex" CODEX_HOME="$work/home" "$fanout" run --repo "$work/repo" \
+      --tasks "$1" --jobs "$2" --no-readback --quiet --report "$3" > "$work/fanout.out" 2> "$work/fanout.err" ||
+      { cat "$work/fanout.out" "$work/fanout.err" >&2; echo "bench: fanout failed" >&2; return 1; }
+  }
+  local i t0 t1
+  : > "$work/f.ms"; : > "$work/c.ms"
+  for i in $(seq 1 "$repeat"); do
+    t0=$(now); run_fanout "$work/one.json" 1 "$work/one-report.json"; t1=$(now)
+    echo $(( (t1 - t0) / 1000000 )) >> "$work/f.ms"
+    grep -q '"status": *"merged"' "$work/one-report.json" || { echo "bench: the fanout task did not merge" >&2; return 1; }
+    rm -rf "$work/plain"; git clone -q "$work/repo" "$work/plain"
+    t0=$(now)
+    CODEX_HOME="$work/home" "$codex" exec -s workspace-write -C "$work/plain" "$prompt" > "$work/exec.out" 2>&1 ||
+      { cat "$work/exec.out" >&2; echo "bench: codex exec failed" >&2; return 1; }
+    # What fanout does besides: the change committed.
+    git -C "$work/plain" add -A && git -C "$work/plain" commit -qm t1
+    t1=$(now)
+    echo $(( (t1 - t0) / 1000000 )) >> "$work/c.ms"
+    [ -f "$work/plain/file1.txt" ] || { echo "bench: codex exec did not edit" >&2; return 1; }
+  done
+  local f_ms c_ms
+  f_ms=$(sort -n "$work/f.ms" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  c_ms=$(sort -n "$work/c.ms" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  echo "codex scenario: $("$codex" --version 2>/dev/null | head -1), scripted model, median of $repeat"
+  echo "one task through fanout run (sandbox, app-server, collect, merge): $f_ms ms; codex exec + git commit: $c_ms ms"
+  awk -v f="$f_ms" -v c="$c_ms" 'BEGIN { printf "ratio fanout/codex exec: %.2f\nratio_vs_codex_exec=%.2f\n", f / c, c / f }'
+  t0=$(now); run_fanout "$work/many.json" "$jobs" "$work/many-report.json"; t1=$(now)
+  python3 - "$work/many-report.json" "$tasks" "$jobs" $(( (t1 - t0) / 1000000 )) <<'PY'
+import json, os, sys
+report, tasks, jobs, ms = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], int(sys.argv[4])
+last, gaps = {}, []
+for line in open(os.path.join(report["run_dir"], "run-events.jsonl")):
+    e = json.loads(line)
+    if e.get("event") == "agent_event":
+        last[e["task"]] = e["t_ms"]
+    elif e.get("event") == "committed" and e["task"] in last:
+        gaps.append(e["t_ms"] - last[e["task"]])
+gaps.sort()
+merged = sum(t["status"] == "merged" for t in report["tasks"])
+print(f"{tasks} tasks at --jobs {jobs}: {ms} ms, {merged} merged; agent's last event -> committed per task:"
+      f" median {gaps[len(gaps) // 2] if gaps else 0} ms, max {gaps[-1] if gaps else 0} ms")
+PY
+}
+
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -278,6 +363,10 @@ if [ "${SCENARIO:-}" = setup ]; then
 fi
 if [ "${SCENARIO:-}" = shards ]; then
   bench_shards "$@"
+  exit $?
+fi
+if [ "${SCENARIO:-}" = codex ]; then
+  bench_codex "$@"
   exit $?
 fi
 files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}

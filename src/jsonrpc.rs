@@ -64,7 +64,8 @@ struct Shared {
 
 /// The client end of a JSON-RPC connection.
 pub struct Connection {
-    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// `None` once [`Connection::close_input`] dropped it (the peer saw EOF).
+    writer: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
     incoming: mpsc::Receiver<Incoming>,
@@ -95,7 +96,7 @@ impl Connection {
         let (tx, rx) = mpsc::channel(incoming_capacity.max(1));
         let reader = tokio::spawn(read_loop(BufReader::new(read), shared.clone(), tx));
         Connection {
-            writer: tokio::sync::Mutex::new(Box::new(write)),
+            writer: tokio::sync::Mutex::new(Some(Box::new(write))),
             shared,
             next_id: AtomicU64::new(1),
             incoming: rx,
@@ -112,7 +113,13 @@ impl Connection {
         }
         let mut line = serde_json::to_vec(&msg).map_err(|e| JsonRpcError::Write(e.into()))?;
         line.push(b'\n');
-        let mut w = self.writer.lock().await;
+        let mut guard = self.writer.lock().await;
+        let Some(w) = guard.as_mut() else {
+            return Err(JsonRpcError::Write(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "our side of the connection is closed",
+            )));
+        };
         w.write_all(&line).await.map_err(JsonRpcError::Write)?;
         w.flush().await.map_err(JsonRpcError::Write)
     }
@@ -246,9 +253,11 @@ impl Connection {
     }
 
     /// Closes our side (the peer sees EOF on stdin), as the MCP stdio shutdown asks.
+    /// The writer is dropped: shutting a pipe down does not close it, only dropping it does.
     pub async fn close_input(&self) {
-        let mut w = self.writer.lock().await;
-        let _ = w.shutdown().await;
+        if let Some(mut w) = self.writer.lock().await.take() {
+            let _ = w.shutdown().await;
+        }
     }
 }
 
@@ -460,6 +469,26 @@ mod tests {
         assert!(matches!(seen[0], Incoming::Garbage(_)));
         assert!(matches!(&seen[1], Incoming::Notification { method, .. } if method == "progress"));
         server.await.unwrap();
+    }
+
+    /// A child's stdin pipe is closed for real (its shutdown alone leaves it open): `cat`
+    /// sees EOF and exits, and writing afterwards is an error.
+    #[tokio::test]
+    async fn close_input_gives_the_peer_eof() {
+        let mut child = tokio::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let conn = Connection::new(stdout, stdin, 16);
+        conn.close_input().await;
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        assert!(status.is_ok_and(|s| s.is_ok_and(|s| s.success())));
+        assert!(matches!(
+            conn.write_message(json!({"method": "late"})).await,
+            Err(JsonRpcError::Write(_))
+        ));
     }
 
     #[tokio::test]

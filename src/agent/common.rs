@@ -242,16 +242,14 @@ pub(crate) async fn rpc_failure(
     }
 }
 
-/// Stdio shutdown: close stdin, give the agent a moment to exit, then stop the tree.
+/// Stdio shutdown once the session has no more work: close stdin and stop the tree at once.
+/// No wait for a voluntary exit: Codex's app-server never makes one (each task lost ~1.5 s
+/// in that wait, holding its slot), and collection needs the tree stopped anyway. A tree
+/// that ignores SIGTERM is killed after the supervisor's grace, as before.
 pub(crate) async fn rpc_shutdown(
     conn: &crate::jsonrpc::Connection,
     proc: &mut crate::process::AgentProcess,
 ) {
     conn.close_input().await;
-    let exited = proc
-        .wait_until(Instant::now() + Duration::from_millis(1500))
-        .await
-        .is_some();
-    proc.terminate(if exited { Duration::ZERO } else { STOP_GRACE })
-        .await;
+    proc.terminate(STOP_GRACE).await;
 }

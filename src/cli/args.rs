@@ -133,7 +133,7 @@ pub struct RunArgs {
     /// Turn read-back off.
     #[arg(long, conflicts_with = "readback")]
     pub no_readback: bool,
-    /// Print only warnings and the final table.
+    /// Print only warnings and the final table (of a run of more than 50 tasks: its summary line).
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
@@ -245,7 +245,7 @@ pub struct CombineArgs {
     /// When fanout runs as root: the user agents of tasks run again run as.
     #[arg(long, value_name = "USER|UID")]
     pub agent_user: Option<String>,
-    /// Print only warnings and the final table.
+    /// Print only warnings and the final table (of a run of more than 50 tasks: its summary line).
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
@@ -416,7 +416,7 @@ pub struct ContinueArgs {
     /// Also write the JSON report here.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
-    /// Print only warnings and the final table.
+    /// Print only warnings and the final table (of a run of more than 50 tasks: its summary line).
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]

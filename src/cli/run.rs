@@ -206,7 +206,7 @@ pub(super) fn execute_and_report_then(
         Err(e) => return Err(anyhow::Error::new(e).context("the run could not go on")),
     };
     after(&report);
-    let table = crate::report::table::render(&report);
+    let table = crate::report::table::render_for(&report, quiet);
     if o.json {
         // stdout carries the event lines only.
         eprint!("{}", crate::redact::redact(&table));

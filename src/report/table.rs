@@ -1,9 +1,15 @@
 //! The terminal summary table: task, status (`merged (flaky)` when a gate passed only when run
 //! again), files, +/−, seconds; the problems, flaky gates and the integration gate below it.
+//! A run of more than [`SUMMARY_ABOVE`] tasks gets a summary instead: counts per status, then
+//! the tasks that did not merge (at most [`LISTED`]; report.json has them all).
 
-use super::{IntegrationReport, RunReport, TaskReport};
+use super::{IntegrationReport, RunReport, TaskReport, TaskStatus};
 
-/// The status cell: the status, and `(flaky)` when a gate passed only when run again.
+/// Runs of more tasks than this get the summary, not a line per task.
+pub const SUMMARY_ABOVE: usize = 50;
+/// How many tasks that did not merge the summary names.
+pub const LISTED: usize = 30;
+
 /// One line on the integration gate: its verdict, runs, flaky runs, tasks taken out, reason.
 fn integration_line(g: &IntegrationReport) -> String {
     let mut line = format!(
@@ -21,6 +27,16 @@ fn integration_line(g: &IntegrationReport) -> String {
         line.push_str(&format!(" — {r}"));
     }
     line
+}
+
+/// What `fanout run` prints at the end: the table of a small run (`quiet` or not), the
+/// summary of a large one, or only its one summary line when `quiet`.
+pub fn render_for(report: &RunReport, quiet: bool) -> String {
+    match (report.tasks.len() > SUMMARY_ABOVE, quiet) {
+        (false, _) => render(report),
+        (true, false) => summary(report),
+        (true, true) => run_line(report),
+    }
 }
 
 /// Renders the summary table and the closing lines.
@@ -59,14 +75,7 @@ pub fn render(report: &RunReport) -> String {
     let problems: Vec<_> = report
         .tasks
         .iter()
-        .filter_map(|t| {
-            let detail = match (&t.error, t.conflict_paths.is_empty()) {
-                (Some(e), _) => e.clone(),
-                (None, false) => format!("conflicts in {}", t.conflict_paths.join(", ")),
-                _ => return None,
-            };
-            Some(format!("  {}: {}\n", t.id, first_lines(&detail, 3)))
-        })
+        .filter_map(|t| Some(format!("  {}: {}\n", t.id, first_lines(&detail(t)?, 3))))
         .collect();
     let flaky = report.tasks.iter().flat_map(|t| {
         t.verify.iter().filter(|g| g.flaky).map(move |g| {
@@ -94,9 +103,118 @@ pub fn render(report: &RunReport) -> String {
         out.push('\n');
         out.extend(problems);
     }
+    out.push_str(&closing(report));
+    out
+}
+
+/// A large run: counts per status, then the tasks that did not merge (capped), then the same
+/// closing lines as the table.
+fn summary(report: &RunReport) -> String {
+    let st_w = report
+        .counts
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!("{:<st_w$}  {:>6}\n", "status", "tasks");
+    // Most frequent first: the run's outcome reads from the top.
+    let mut counts: Vec<(&String, &usize)> = report.counts.iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (status, n) in counts {
+        out.push_str(&format!("{status:<st_w$}  {n:>6}\n"));
+    }
+    let unmerged: Vec<&TaskReport> = report
+        .tasks
+        .iter()
+        .filter(|t| t.status != TaskStatus::Merged)
+        .collect();
+    if !unmerged.is_empty() {
+        out.push_str(&format!(
+            "\nnot merged ({} of {}):\n",
+            unmerged.len(),
+            report.tasks.len()
+        ));
+        let id_w = unmerged
+            .iter()
+            .take(LISTED)
+            .map(|t| t.id.len())
+            .max()
+            .unwrap_or(4);
+        for t in unmerged.iter().take(LISTED) {
+            let mut line = format!("  {:<id_w$}  {}", t.id, t.status_text());
+            if let Some(detail) = detail(t) {
+                line.push_str(&format!(": {}", first_lines(&detail, 1)));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if unmerged.len() > LISTED {
+            out.push_str(&format!(
+                "  … and {} more: the full list is in {}\n",
+                unmerged.len() - LISTED,
+                report_json(report)
+            ));
+        }
+    }
+    let flaky = report
+        .tasks
+        .iter()
+        .flat_map(|t| &t.verify)
+        .filter(|g| g.flaky)
+        .count();
+    let refused: usize = report.tasks.iter().map(|t| t.egress_refused.len()).sum();
+    if flaky + refused > 0 {
+        out.push_str(&format!(
+            "\n{flaky} flaky gate(s), {refused} egress refusal(s): see {}\n",
+            report_json(report)
+        ));
+    }
+    out.push_str(&closing(report));
+    out
+}
+
+/// Where the run's report.json is (its run folder), for the lines that point there.
+fn report_json(report: &RunReport) -> String {
+    match report.run_dir.is_empty() {
+        true => "report.json".into(),
+        false => format!("{}/report.json", report.run_dir.trim_end_matches('/')),
+    }
+}
+
+/// Why a task did not merge, when the report says: its error, or its conflicting paths.
+fn detail(t: &TaskReport) -> Option<String> {
+    match (&t.error, t.conflict_paths.is_empty()) {
+        (Some(e), _) => Some(e.clone()),
+        (None, false) => Some(format!("conflicts in {}", t.conflict_paths.join(", "))),
+        _ => None,
+    }
+}
+
+/// The closing lines every table ends with: the integration gate, the run line, what was
+/// spent, a budget's stop.
+fn closing(report: &RunReport) -> String {
+    let mut out = String::new();
     if let Some(g) = &report.integration {
         out.push_str(&format!("\n{}\n", integration_line(g)));
     }
+    out.push('\n');
+    out.push_str(&run_line(report));
+    // Accounting and budgets (issue 23).
+    if let Some(u) = &report.usage {
+        out.push_str(&format!("spent {}\n", u.brief()));
+    }
+    if report.tasks.iter().any(TaskReport::stopped_by_budget) {
+        out.push_str(&format!(
+            "a budget stopped tasks: `fanout resume {} --budget …` continues with a larger one\n",
+            report.run_id
+        ));
+    }
+    out
+}
+
+/// The run's one summary line: its id, counts per status, its integration branch.
+fn run_line(report: &RunReport) -> String {
     let counts: Vec<String> = report
         .counts
         .iter()
@@ -112,22 +230,11 @@ pub fn render(report: &RunReport) -> String {
             short(&report.integration_commit)
         )
     };
-    out.push_str(&format!(
-        "\nrun {}: {} — {integration}\n",
+    format!(
+        "run {}: {} — {integration}\n",
         report.run_id,
-        counts.join(", "),
-    ));
-    // Accounting and budgets (issue 23).
-    if let Some(u) = &report.usage {
-        out.push_str(&format!("spent {}\n", u.brief()));
-    }
-    if report.tasks.iter().any(TaskReport::stopped_by_budget) {
-        out.push_str(&format!(
-            "a budget stopped tasks: `fanout resume {} --budget …` continues with a larger one\n",
-            report.run_id
-        ));
-    }
-    out
+        counts.join(", ")
+    )
 }
 
 // Candidates (best-of-N).
@@ -214,6 +321,85 @@ auth          verify_failed      0       +0       -0       0.9
 run 20261202-070000-abcd: 1 conflict, 1 merged, 1 verify_failed — integration branch fanout/20261202-070000-abcd/merged at fedcba987654
 ";
         assert_eq!(render(&sample()), expected);
+    }
+
+    /// `n` tasks, every `every`-th failed (with a two-line error), the others merged.
+    fn large(n: usize, every: usize) -> RunReport {
+        let mut report = sample();
+        report.run_dir = "/r/.git/fanout/runs/x".into();
+        report.tasks = (0..n)
+            .map(|i| {
+                let mut t = TaskReport::new(&format!("t{i:03}"), "exec");
+                if i % every == 0 {
+                    t.status = TaskStatus::Failed;
+                    t.error = Some(format!("agent exited with code {i}\nsecond line"));
+                } else {
+                    t.status = TaskStatus::Merged;
+                }
+                t
+            })
+            .collect();
+        let failed = n.div_ceil(every);
+        report.counts = [
+            ("failed".to_string(), failed),
+            ("merged".to_string(), n - failed),
+        ]
+        .into_iter()
+        .collect();
+        report
+    }
+
+    #[test]
+    fn a_large_run_is_summarised() {
+        let report = large(120, 12);
+        let text = render_for(&report, false);
+        let expected = "\
+status   tasks
+merged     110
+failed      10
+
+not merged (10 of 120):
+";
+        assert!(text.starts_with(expected), "{text}");
+        assert!(
+            text.contains("  t012  failed: agent exited with code 12 …\n"),
+            "{text}"
+        );
+        for i in (0..120).step_by(12) {
+            assert!(
+                text.contains(&format!("  t{i:03}  failed")),
+                "t{i:03}: {text}"
+            );
+        }
+        assert!(!text.contains("t001"), "a merged task is listed: {text}");
+        assert!(text.lines().count() < 25, "{text}");
+        assert!(text.ends_with(
+            "\nrun 20261202-070000-abcd: 10 failed, 110 merged — integration branch fanout/20261202-070000-abcd/merged at fedcba987654\n"
+        ), "{text}");
+        // Quiet: the one summary line.
+        let quiet = render_for(&report, true);
+        assert_eq!(quiet.lines().count(), 1, "{quiet}");
+        assert!(quiet.starts_with("run 20261202-070000-abcd: 10 failed, 110 merged"));
+    }
+
+    #[test]
+    fn the_list_of_a_large_run_is_capped_and_says_where_the_rest_is() {
+        let text = render_for(&large(100, 1), false);
+        assert_eq!(text.matches("  failed: ").count(), LISTED, "{text}");
+        assert!(
+            text.contains(
+                "  … and 70 more: the full list is in /r/.git/fanout/runs/x/report.json\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn small_runs_keep_the_table_quiet_or_not() {
+        assert_eq!(render_for(&sample(), false), render(&sample()));
+        assert_eq!(render_for(&sample(), true), render(&sample()));
+        let at_threshold = large(SUMMARY_ABOVE, 7);
+        assert_eq!(render_for(&at_threshold, true), render(&at_threshold));
     }
 
     #[test]

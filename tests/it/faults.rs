@@ -227,3 +227,36 @@ fn secrets_stay_out_of_logs_reports_and_the_terminal() {
     let hits = files_containing(&repo.path.join(".git/fanout"), secret.as_bytes());
     assert!(hits.is_empty(), "the secret is in {hits:?}");
 }
+
+/// A task's agent with no more work is stopped at once, not waited for: this one would leave on
+/// its own a second after stdin closed (before, fanout waited up to 1.5 s for that), yet its
+/// log shows it never got to, and nothing of it is left.
+#[test]
+fn an_agent_with_no_more_work_is_stopped_not_waited_for() {
+    let repo = TestRepo::with_files(2);
+    let file = repo.write_tasks(&json!({
+        "agents": {"fake": fake_mcp_profile(&[])},
+        "defaults": {"agent": "fake"},
+        "tasks": [
+            {"id": "lingers", "prompt": "linger-on-eof 1000\nwrite a.txt <<<x"},
+            {"id": "lingers-too", "prompt": "linger-on-eof 1000\nwrite b.txt <<<y"}
+        ]
+    }));
+    let (out, report) = repo.run(&file, &["--jobs", "2", "--no-readback"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run_dir = std::path::PathBuf::from(report["run_dir"].as_str().expect("run_dir"));
+    for id in ["lingers", "lingers-too"] {
+        assert_eq!(statuses(&report)[id], "merged", "{}", task(&report, id));
+        let log_path = run_dir.join(format!("logs/{id}.stderr.log"));
+        let log = std::fs::read_to_string(&log_path).expect("the agent's stderr log");
+        assert!(
+            !log.contains("exiting on its own"),
+            "{id}: fanout waited for the agent to leave:\n{log}"
+        );
+    }
+    assert!(
+        repo.live_processes().is_empty(),
+        "{:?}",
+        repo.live_processes()
+    );
+}

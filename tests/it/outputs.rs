@@ -214,3 +214,50 @@ fn a_failing_output_stops_the_run_and_the_others_keep_reporting() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--junit"), "{}", stderr(&out));
 }
+
+/// A 120-task run: the final table is a summary (counts, then the tasks that did not merge,
+/// each named), `--quiet` prints one line; the full list stays in report.json.
+#[test]
+fn a_large_run_ends_with_a_summary_not_a_line_per_task() {
+    let repo = TestRepo::with_files(1);
+    // Every 10th task fails (its agent exits 3); the others each add a file of their own.
+    let tasks: Vec<Value> = (0..120)
+        .map(|i| {
+            let prompt = match i % 10 {
+                0 => "echo failing on purpose >&2; exit 3".to_string(),
+                _ => format!("echo {i} > out_{i:03}.txt"),
+            };
+            json!({"id": format!("t{i:03}"), "prompt": prompt})
+        })
+        .collect();
+    let file = repo.write_tasks(&json!({
+        "agents": {"sh": {"protocol": "exec", "command": "sh", "args": ["-c", "eval \"$FANOUT_PROMPT\""]}},
+        "defaults": {"agent": "sh"},
+        "tasks": tasks
+    }));
+    let failed: Vec<String> = (0..120).step_by(10).map(|i| format!("t{i:03}")).collect();
+    let (out, report) = repo.run(&file, &["--jobs", "4", "--no-readback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.lines().count() <= 25, "{text}");
+    assert!(text.starts_with("status  "), "{text}");
+    assert!(text.contains("\nnot merged (12 of 120):\n"), "{text}");
+    for id in &failed {
+        assert_eq!(statuses(&report)[id.as_str()], "failed");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("  {id}  failed"))),
+            "{id} is not named:\n{text}"
+        );
+    }
+    assert!(!text.contains("t001"), "a merged task is listed:\n{text}");
+    assert!(text.contains(": 12 failed, 108 merged — "), "{text}");
+    // --quiet: the one summary line, the same counts.
+    let (out, _) = repo.run(&file, &["--jobs", "4", "--no-readback", "--quiet"]);
+    let quiet = stdout(&out);
+    assert_eq!(quiet.lines().count(), 1, "{quiet}");
+    assert!(
+        quiet.starts_with("run ") && quiet.contains("12 failed, 108 merged"),
+        "{quiet}"
+    );
+}

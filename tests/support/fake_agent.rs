@@ -60,6 +60,8 @@ enum Step {
     CloseStdout,
     ExitAfterReply,
     IgnoreSigterm,
+    /// When stdin closes, wait MS before exiting (an agent slow to leave on its own).
+    LingerOnEof(u64),
     SpawnOrphan(u64),
     ErrorReply,
     /// A line that starts with a command word but whose arguments do not parse.
@@ -98,6 +100,7 @@ const COMMANDS: &[&str] = &[
     "close-stdout",
     "exit-after-reply",
     "ignore-sigterm",
+    "linger-on-eof",
     "spawn-orphan",
     "error-reply",
 ];
@@ -258,6 +261,10 @@ fn parse_command(word: &str, rest: &str) -> Result<Step, String> {
         "slow" => {
             want(1, "MS")?;
             Step::Slow(num(&args[0], "MS")?)
+        }
+        "linger-on-eof" => {
+            want(1, "MS")?;
+            Step::LingerOnEof(num(&args[0], "MS")?)
         }
         "spawn-orphan" => {
             want(1, "SECS")?;
@@ -425,6 +432,8 @@ struct Server {
     active: Mutex<usize>,
     idle: Condvar,
     counter: AtomicU64,
+    /// `linger-on-eof`: how long to stay once stdin closed.
+    linger_ms: AtomicU64,
     no_codex_tool: bool,
     hang_at_start: bool,
     prefix: Option<String>,
@@ -1132,6 +1141,10 @@ impl Turn<'_> {
                 eprintln!("fake-agent: ignoring SIGTERM");
                 Ok(())
             }
+            Step::LingerOnEof(ms) => {
+                self.srv.linger_ms.store(*ms, Ordering::Relaxed);
+                Ok(())
+            }
             Step::SpawnOrphan(secs) => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
@@ -1418,6 +1431,12 @@ fn main() {
     while *n > 0 {
         n = srv.idle.wait(n).unwrap_or_else(|e| e.into_inner());
     }
+    let linger = srv.linger_ms.load(Ordering::Relaxed);
+    if linger > 0 {
+        eprintln!("fake-agent: stdin closed, lingering {linger} ms");
+        std::thread::sleep(Duration::from_millis(linger));
+        eprintln!("fake-agent: exiting on its own after stdin closed");
+    }
     std::process::exit(0);
 }
 
@@ -1558,7 +1577,7 @@ mod tests {
         let s = "delete a\nmkdir b/c\nrename a b\nchmod run.sh 755\ncopy a b\nrun echo hi && ls\n\
                  say all \\n done\nsleep 20\ncrash\ncrash 9\nhang\ngarbage 3\nflood 100\n\
                  flood-notify 5\nslow 10\nstderr oops\nclose-stdout\nexit-after-reply\n\
-                 ignore-sigterm\nspawn-orphan 30\nerror-reply";
+                 ignore-sigterm\nspawn-orphan 30\nerror-reply\nlinger-on-eof 5";
         assert_eq!(
             steps(s),
             vec![
@@ -1583,6 +1602,7 @@ mod tests {
                 Step::IgnoreSigterm,
                 Step::SpawnOrphan(30),
                 Step::ErrorReply,
+                Step::LingerOnEof(5),
             ]
         );
     }
