@@ -26,7 +26,10 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod credentials;
+mod hide;
 mod idmap;
+mod mounts;
 mod netns;
 pub mod overlay;
 mod policy;
