@@ -266,6 +266,11 @@ pub struct SandboxReport {
     /// What confines the tree's network: its own namespace, Landlock's port rule, or nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkConfinement>,
+    /// Credential paths of the invoker left visible in the tree's namespace because they hold
+    /// something it needs (its workspace, the run's folders, its program); the others were
+    /// covered (`Policy::hide`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials_visible: Vec<String>,
 }
 
 impl SandboxReport {

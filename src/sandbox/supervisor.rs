@@ -241,9 +241,12 @@ fn child_main(
     let network = confine_network(&cfg.policy);
     // Then, with a namespace, the invoker's credentials covered (before the forwarder, the
     // overlay, the uid switch and the ruleset); without one nothing is hidden.
-    let hidden = match network {
-        NetworkConfinement::Namespace => hide_credentials(cfg),
-        _ => Ok(()),
+    let (hidden, credentials_visible) = match network {
+        NetworkConfinement::Namespace => match hide_credentials(cfg) {
+            Ok(kept) => (Ok(()), kept),
+            Err(why) => (Err(why), Vec::new()),
+        },
+        _ => (Ok(()), Vec::new()),
     };
     // The egress forwarder only inside a namespace: outside, its port would be the host's.
     let mut policy = cfg.policy.clone();
@@ -302,6 +305,7 @@ fn child_main(
                     run_as: None,
                     child_signal: None,
                     network: None,
+                    credentials_visible: Vec::new(),
                 }
             };
             r.run_as = run_as;
@@ -310,6 +314,7 @@ fn child_main(
     };
     let report = SandboxReport {
         network: Some(network),
+        credentials_visible,
         ..report
     };
     let mut pipe = std::fs::File::from(status_wr);
@@ -351,10 +356,11 @@ fn child_main(
 /// Covers the invoker's credential paths the policy lists (in the tree's own network
 /// namespace), except those holding what the tree needs — its folders, the run's, its working
 /// folder and its program —, which stay visible with a warning on stderr (the task's log).
-fn hide_credentials(cfg: &Config) -> Result<(), String> {
+/// Returns the paths kept visible.
+fn hide_credentials(cfg: &Config) -> Result<Vec<String>, String> {
     let p = &cfg.policy;
     if p.hide.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut protected: Vec<PathBuf> = p.writable.clone();
     if let super::policy::ReadAccess::Strict { readable } = &p.read {
@@ -374,14 +380,15 @@ fn hide_credentials(cfg: &Config) -> Result<(), String> {
     protected.extend(std::env::current_dir().ok());
     protected.extend(super::hide::program_path(&cfg.program));
     let (cover, kept) = super::hide::plan(&p.hide, &protected);
-    for k in kept {
+    for k in &kept {
         eprintln!(
             "fanout sandbox: warning: not hiding the credential path {}: it holds {}",
             k.path.display(),
             k.holds.display()
         );
     }
-    super::hide::enter(&cover).map_err(|why| format!("cannot hide the credential files: {why}"))
+    super::hide::enter(&cover).map_err(|why| format!("cannot hide the credential files: {why}"))?;
+    Ok(kept.iter().map(|k| k.path.display().to_string()).collect())
 }
 
 /// Enters a network namespace of the tree's own when the policy asks for one; says what then
@@ -428,6 +435,7 @@ impl Supervisor {
                 run_as: None,
                 child_signal: None,
                 network: None,
+                credentials_visible: Vec::new(),
             });
         if let Some(e) = lines
             .next()

@@ -341,8 +341,77 @@ fn fanout_sandbox_hides_them_under_isolation(runner: Runner) {
     assert!(!o.contains(&h.secret), "read under isolation: {o}");
     let (o, e) = run("default");
     assert!(o.contains(&h.secret), "{o}\n{e}");
+    // A credential folder that holds the writable folder stays visible, with a warning; the
+    // others are still covered.
+    let work = h.home.join(".kube/work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    crate::support::chown_tree(&work, owner());
+    let mut cmd = repo.fanout_command();
+    cmd.env("HOME", &h.home)
+        .arg("sandbox")
+        .args(["--net", "isolated", "-w"])
+        .arg(&work)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "cat ../config; echo made > made.txt; cat '{}'",
+            netrc.display()
+        ))
+        .current_dir(&work);
+    let out = cmd.output().expect("fanout sandbox");
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(
+        e.contains("not hiding the credential path") && e.contains(".kube"),
+        "{e}"
+    );
+    assert_eq!(
+        o.matches(h.secret.as_str()).count(),
+        1,
+        "only .kube/config:\n{o}\n{e}"
+    );
+    assert!(o.starts_with(".kube/config: "), "{o}");
+    assert!(work.join("made.txt").is_file(), "{e}");
+}
+
+/// Who may write a folder the test makes for `fanout sandbox -w`: the uid its command runs as.
+fn owner() -> u32 {
+    if crate::support::is_root() {
+        // As root the command runs as `nobody`; the unprivileged pass is that uid too.
+        crate::support::UNPRIVILEGED_UID
+    } else {
+        nix::unistd::geteuid().as_raw()
+    }
 }
 crate::both_ways!(
     fanout_sandbox_hides_credentials_under_isolation,
     fanout_sandbox_hides_them_under_isolation
+);
+
+/// A credential folder that holds the repository (here: `DOCKER_CONFIG` naming the test's temp
+/// folder) is left visible — the task still runs and merges — and the run says so.
+fn a_credential_folder_holding_the_run_stays_visible(runner: Runner) {
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let h = FakeHome::create(&repo);
+    let mut t = tasks(&h);
+    t["tasks"] = json!([{"id": "reader", "prompt": reader_script(&h)}]);
+    let file = repo.write_tasks(&t);
+    let holder = leak(repo.tmp.path().display().to_string());
+    let (out, report) = crate::support::with_env("DOCKER_CONFIG", holder, || {
+        run_with_home(&repo, &h, &file, &["--net", "isolated", "--no-readback"])
+    });
+    let e = stderr(&out);
+    let r = task(&report, "reader");
+    assert_eq!(r["status"], "merged", "{r:#}\n{e}");
+    assert!(
+        e.contains("credential paths left readable to the agent") && e.contains(holder),
+        "{e}"
+    );
+    let visible = &r["agent"]["sandbox"]["credentials_visible"];
+    assert_eq!(visible, &json!([holder]), "{r:#}");
+    // The rest of the list is still covered.
+    let loot = committed(&report, &repo, "reader", "loot.txt");
+    assert!(!loot.contains(&h.secret), "{loot}");
+}
+crate::both_ways!(
+    a_credential_folder_holding_the_run_stays_visible_with_a_warning,
+    a_credential_folder_holding_the_run_stays_visible
 );
