@@ -362,10 +362,9 @@ fn hide_credentials(cfg: &Config) -> Result<Vec<String>, String> {
     if p.hide.is_empty() {
         return Ok(Vec::new());
     }
+    // Not `--read strict`'s readable list: it allows, it is not needed (a repository that is
+    // the home folder lists `.ssh` there).
     let mut protected: Vec<PathBuf> = p.writable.clone();
-    if let super::policy::ReadAccess::Strict { readable } = &p.read {
-        protected.extend(readable.iter().cloned());
-    }
     let layers = p
         .overlay
         .iter()
