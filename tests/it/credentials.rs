@@ -415,3 +415,79 @@ crate::both_ways!(
     a_credential_folder_holding_the_run_stays_visible_with_a_warning,
     a_credential_folder_holding_the_run_stays_visible
 );
+
+/// A Codex profile whose own `env` names the `CODEX_HOME` fanout copies from: real Codex runs
+/// the command the scripted model gives it, which reads that folder's login. Fanout still uses
+/// the login (the proxy sends the key upstream); the command finds the folder empty.
+fn a_profiles_codex_home_is_hidden(runner: Runner) {
+    use crate::model_server::{self, ModelServer, Reply};
+    let repo = TestRepo::with_files(1).run_by(runner);
+    let h = FakeHome::create(&repo);
+    let key = format!("sk-{}", h.secret.replace(' ', "-"));
+    let source = repo.tmp.path().join("profile-codex-home");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    let read = format!(
+        "{{ cat '{s}/auth.json'; ls -la '{s}'; cat '{home}/.codex/auth.json'; }} > got.txt 2>&1",
+        s = source.display(),
+        home = h.home.display()
+    );
+    let server = ModelServer::start(move |req| {
+        if req.after_tool_output() {
+            Reply::Message("done".into())
+        } else {
+            Reply::Command(read.clone())
+        }
+    });
+    std::fs::write(
+        source.join("config.toml"),
+        model_server::codex_config_for_port(server.port()),
+    )
+    .expect("write");
+    std::fs::write(
+        source.join("auth.json"),
+        format!(r#"{{"OPENAI_API_KEY": "{key}"}}"#),
+    )
+    .expect("write");
+    open_to_all(repo.tmp.path());
+    let codex =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".agents/codex-0.169.0/node_modules/.bin/codex");
+    let file = repo.write_tasks(&json!({
+        "version": 1,
+        "agents": {"codex": {"protocol": "auto", "command": "codex",
+                             "env": {"CODEX_HOME": source.display().to_string()}}},
+        "defaults": {"agent": "codex", "timeout_secs": 180, "max_attempts": 1},
+        "tasks": [{"id": "codex", "prompt": "Read the login."}]
+    }));
+    let (out, report) = crate::support::with_env(
+        "FANOUT_CODEX_BIN",
+        leak(codex.display().to_string()),
+        || {
+            crate::support::with_env("HOME", leak(h.home.display().to_string()), || {
+                repo.run(&file, &["--net", "isolated", "--no-readback"])
+            })
+        },
+    );
+    let t = task(&report, "codex");
+    assert_eq!(t["status"], "merged", "{t:#}\n{}", stderr(&out));
+    assert_eq!(t["network"], "namespace", "{t:#}");
+    let got = committed(&report, &repo, "codex", "got.txt");
+    assert!(got.contains("No such file"), "the command did run:\n{got}");
+    assert!(!got.contains(&h.secret.replace(' ', "-")), "{got}");
+    assert!(
+        !contains(&all_objects(&repo.path), &h.secret.replace(' ', "-")),
+        "the key is in a git object"
+    );
+    // fanout did use the login: the model server saw the key.
+    let auth = format!("Bearer {key}");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some(auth.as_str())),
+        "the proxy never sent the key"
+    );
+}
+crate::both_ways!(
+    a_profiles_own_codex_home_is_hidden_from_its_commands,
+    a_profiles_codex_home_is_hidden
+);
