@@ -314,6 +314,13 @@ pub fn prepare(mut ctx: AgentContext) -> Result<(AgentContext, Option<Prepared>)
         translate_mcp_arguments(&mut ctx.profile.arguments);
     }
     let user_home = user_codex_home(ctx.spawn.env.get("CODEX_HOME").map(String::as_str));
+    // The CODEX_HOME copied from (the profile's `env` may name one of its own) is hidden
+    // from the tree with the invoker's other credentials (`sandbox::credentials`).
+    if let Some(h) = user_home.as_ref().filter(|_| ctx.spawn.policy.isolate_net) {
+        if !ctx.spawn.policy.hide.contains(h) {
+            ctx.spawn.policy.hide.push(h.clone());
+        }
+    }
     // The profile's MCP servers (the built-in `claude-code` among them), run by Codex as its
     // children, inside the same sandbox.
     let mut mcp = super::mcp_servers::build(&ctx.profile.mcp_servers, &ctx.scratch, &|n| {

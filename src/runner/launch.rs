@@ -42,6 +42,7 @@ pub(super) fn spawn_spec(
         caches: task_env.caches.clone(),
         isolate_net: launch.isolate_net,
         egress: egress.clone(),
+        hide: Vec::new(),
     };
     let mut env = agent::base_env(task.id(), &paths.worktree, &paths.scratch);
     env.insert("FANOUT_RUN_ID".into(), shared.run_id.to_string());
@@ -142,6 +143,7 @@ pub(super) fn checkout_policy(
         caches: None,
         isolate_net: isolate && sb.net.isolates(sb.enabled),
         egress: None,
+        hide: Vec::new(),
     }
 }
 

@@ -858,6 +858,21 @@ impl TaskRun<'_> {
                 ),
             );
         }
+        if let Some(sb) = self
+            .report
+            .agent
+            .sandbox
+            .as_ref()
+            .filter(|s| !s.credentials_visible.is_empty())
+        {
+            self.shared.events.warn(
+                Some(self.id().as_str()),
+                &format!(
+                    "credential paths left readable to the agent (they hold its workspace, the run's folders or its program): {}",
+                    sb.credentials_visible.join(", ")
+                ),
+            );
+        }
         match over_budget {
             true => session.stop_now().await,
             false => session.shutdown().await,

@@ -145,6 +145,12 @@ impl SandboxArgs {
             caches: None,
             isolate_net: self.net == NetArg::Isolated,
             egress: None,
+            // The invoker's credentials, under --net isolated (what runs here is its HOME).
+            hide: if self.net == NetArg::Isolated {
+                super::credentials::of_invoker()
+            } else {
+                Vec::new()
+            },
         })
     }
 }

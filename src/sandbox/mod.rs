@@ -26,7 +26,10 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod credentials;
+mod hide;
 mod idmap;
+mod mounts;
 mod netns;
 pub mod overlay;
 mod policy;
@@ -190,6 +193,33 @@ mod tests {
             .map(|p| r.join(p))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_isolated_policy_carries_the_invokers_credentials() {
+        let policy_of = |isolate_net: bool| {
+            let mut p = Policy::workspace_write(vec![]);
+            p.isolate_net = isolate_net;
+            let cmd = supervised_command(
+                Path::new("/bin/fanout"),
+                &p,
+                Path::new("/s.json"),
+                OsStr::new("true"),
+                &[],
+            );
+            let json = cmd
+                .get_envs()
+                .find(|(n, _)| *n == POLICY_ENV)
+                .and_then(|(_, v)| v.map(|v| v.to_owned()))
+                .expect("the policy travels in the environment");
+            serde_json::from_str::<Policy>(json.to_str().expect("utf-8")).expect("policy")
+        };
+        assert!(policy_of(false).hide.is_empty());
+        let hide = policy_of(true).hide;
+        assert_eq!(hide, credentials::of_invoker());
+        if let Some(home) = std::env::var_os("HOME").filter(|h| h != "/") {
+            assert!(hide.contains(&PathBuf::from(home).join(".ssh")), "{hide:?}");
+        }
     }
 
     #[test]

@@ -13,10 +13,10 @@
 //! task's — before mounting the overlay: in the task's view the files are its own (it may
 //! write and chmod them), while on disk nothing changes and no other uid can reach the lower.
 
+use super::mounts::cstring;
 use super::policy::{CacheMounts, OverlaySpec};
 use super::privs;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Where the overlay keeps its markers (opaque folders) on the upper folder.
@@ -144,11 +144,6 @@ pub(crate) fn enter(
     Ok(())
 }
 
-fn cstring(p: &Path) -> Result<CString, std::io::Error> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("the path contains a NUL byte"))
-}
-
 /// Mounts an overlay with `opts` at `merged`.
 #[allow(unsafe_code)]
 fn mount_overlay(merged: &Path, opts: &str) -> Result<(), std::io::Error> {
@@ -171,53 +166,9 @@ fn mount_overlay(merged: &Path, opts: &str) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-/// Bind-mounts `path` over itself, read-only. The flags the mount already has are kept: in a
-/// user namespace the ones inherited from outside are locked and may not be dropped.
-#[allow(unsafe_code)]
+/// Bind-mounts `path` over itself, read-only.
 fn bind_read_only(path: &Path) -> Result<(), std::io::Error> {
-    let p = cstring(path)?;
-    // SAFETY: valid NUL-terminated strings; a bind takes no type or data.
-    let r = unsafe {
-        libc::mount(
-            p.as_ptr(),
-            p.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
-    let have = st.flags();
-    use nix::sys::statvfs::FsFlags;
-    let mut flags =
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-    for (fs, ms) in [
-        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if have.contains(fs) {
-            flags |= ms;
-        }
-    }
-    // SAFETY: as above; a remount takes no source or type.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            p.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    super::mounts::bind_read_only(path, path, false)
 }
 
 /// Whether overlay workspaces work here, tried once with a throwaway overlay in `dir` (which

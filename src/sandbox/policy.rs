@@ -60,6 +60,12 @@ pub struct Policy {
     /// 127.0.0.1:`port` (a forwarder relays to its Unix socket); Landlock lets that port pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLink>,
+    /// With a network namespace: the invoker's credential files and folders (those that
+    /// exist) covered with empty read-only ones in a mount namespace of the tree's own.
+    /// [`supervised_command`] adds the invoker's ([`super::credentials::of_invoker`]) whenever
+    /// `isolate_net` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hide: Vec<PathBuf>,
 }
 
 /// Where the egress proxy listens (outside) and the port its forwarder takes inside the
@@ -133,6 +139,7 @@ impl Policy {
             caches: None,
             isolate_net: false,
             egress: None,
+            hide: Vec::new(),
         }
     }
 }
@@ -259,6 +266,11 @@ pub struct SandboxReport {
     /// What confines the tree's network: its own namespace, Landlock's port rule, or nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkConfinement>,
+    /// Credential paths of the invoker left visible in the tree's namespace because they hold
+    /// something it needs (its workspace, the run's folders, its program); the others were
+    /// covered (`Policy::hide`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials_visible: Vec<String>,
 }
 
 impl SandboxReport {
@@ -336,7 +348,20 @@ pub fn supervised_command(
     program: &OsStr,
     args: &[OsString],
 ) -> std::process::Command {
-    let json = serde_json::to_string(policy).expect("a Policy always serializes");
+    let json = if policy.isolate_net {
+        // Whoever built the policy: a tree with its own network never sees the invoker's
+        // credentials (this process's HOME is the invoker's; the tree's is a private one).
+        let mut policy = policy.clone();
+        for p in super::credentials::of_invoker() {
+            if !policy.hide.contains(&p) {
+                policy.hide.push(p);
+            }
+        }
+        serde_json::to_string(&policy)
+    } else {
+        serde_json::to_string(policy)
+    }
+    .expect("a Policy always serializes");
     let mut cmd = std::process::Command::new(self_exe);
     cmd.env(POLICY_ENV, json)
         .env(STATUS_FILE_ENV, status_file)

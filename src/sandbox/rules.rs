@@ -84,6 +84,7 @@ pub(crate) fn not_enforced(abi: Option<u32>, message: String) -> SandboxReport {
         run_as: None,
         child_signal: None,
         network: None,
+        credentials_visible: Vec::new(),
     }
 }
 
@@ -151,6 +152,7 @@ pub(crate) fn apply(policy: &Policy, min_abi: u32) -> SandboxReport {
                 run_as: None,
                 child_signal: None,
                 network: None,
+                credentials_visible: Vec::new(),
             }
         }
         Err(e) => not_enforced(kabi, format!("cannot set up the sandbox: {e}")),

@@ -239,10 +239,19 @@ fn child_main(
     let _ = setsid();
     // The network namespace first: without root its user namespace must own it.
     let network = confine_network(&cfg.policy);
+    // Then, with a namespace, the invoker's credentials covered (before the forwarder, the
+    // overlay, the uid switch and the ruleset); without one nothing is hidden.
+    let (hidden, credentials_visible) = match network {
+        NetworkConfinement::Namespace => match hide_credentials(cfg) {
+            Ok(kept) => (Ok(()), kept),
+            Err(why) => (Err(why), Vec::new()),
+        },
+        _ => (Ok(()), Vec::new()),
+    };
     // The egress forwarder only inside a namespace: outside, its port would be the host's.
     let mut policy = cfg.policy.clone();
-    match (&policy.egress, network) {
-        (Some(link), NetworkConfinement::Namespace) => {
+    match (&policy.egress, network, &hidden) {
+        (Some(link), NetworkConfinement::Namespace, Ok(())) => {
             if let Err(why) = netns::start_forwarder(link) {
                 eprintln!("fanout sandbox: warning: no egress proxy inside the namespace: {why}");
                 policy.egress = None;
@@ -258,18 +267,24 @@ fn child_main(
     let policy = &policy;
     // The overlay is mounted while still privileged (as root, or with the capabilities of a
     // fresh user namespace), before the uid switch and the ruleset, which opens the mount.
-    let mounted = match (&cfg.policy.overlay, &cfg.policy.caches) {
+    let mounted = hidden.and_then(|()| match (&cfg.policy.overlay, &cfg.policy.caches) {
         (None, None) => Ok(()),
         (workspace, caches) => {
-            super::overlay::enter(workspace.as_ref(), caches.as_ref(), cfg.policy.run_as)
+            super::overlay::enter(workspace.as_ref(), caches.as_ref(), cfg.policy.run_as).map_err(
+                |why| match workspace {
+                    Some(_) => format!("cannot set up the overlay workspace: {why}"),
+                    None => format!("cannot set up the cache layers: {why}"),
+                },
+            )
         }
-    };
+    });
     // Root is dropped first: a change of credentials clears the parent-death signal.
     let switched = match (mounted, cfg.policy.run_as) {
         (Err(e), _) => Err(e),
         (Ok(()), Some(who)) => privs::limit_processes(who)
             .and_then(|()| privs::become_user(who))
-            .map(|()| Some(who)),
+            .map(|()| Some(who))
+            .map_err(|why| format!("cannot drop root privileges for the program: {why}")),
         (Ok(()), None) => Ok(None),
     };
     if prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != supervisor {
@@ -277,14 +292,7 @@ fn child_main(
     }
 
     let report = match switched {
-        Err(why) => rules::not_enforced(
-            rules::kernel_abi(),
-            match (&cfg.policy.overlay, &cfg.policy.caches) {
-                (Some(_), _) => format!("cannot set up the overlay workspace: {why}"),
-                (None, Some(_)) => format!("cannot set up the cache layers: {why}"),
-                (None, None) => format!("cannot drop root privileges for the program: {why}"),
-            },
-        ),
+        Err(why) => rules::not_enforced(rules::kernel_abi(), why),
         Ok(run_as) => {
             let mut r = if cfg.policy.enforce {
                 rules::apply(policy, min_abi)
@@ -297,6 +305,7 @@ fn child_main(
                     run_as: None,
                     child_signal: None,
                     network: None,
+                    credentials_visible: Vec::new(),
                 }
             };
             r.run_as = run_as;
@@ -305,6 +314,7 @@ fn child_main(
     };
     let report = SandboxReport {
         network: Some(network),
+        credentials_visible,
         ..report
     };
     let mut pipe = std::fs::File::from(status_wr);
@@ -341,6 +351,43 @@ fn child_main(
     let _ = pipe.write_all(&line);
     eprintln!("fanout sandbox: {msg}");
     EXIT_EXEC_FAILED
+}
+
+/// Covers the invoker's credential paths the policy lists (in the tree's own network
+/// namespace), except those holding what the tree needs — its folders, the run's, its working
+/// folder and its program —, which stay visible with a warning on stderr (the task's log).
+/// Returns the paths kept visible.
+fn hide_credentials(cfg: &Config) -> Result<Vec<String>, String> {
+    let p = &cfg.policy;
+    if p.hide.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Not `--read strict`'s readable list: it allows, it is not needed (a repository that is
+    // the home folder lists `.ssh` there).
+    let mut protected: Vec<PathBuf> = p.writable.clone();
+    let layers = p
+        .overlay
+        .iter()
+        .chain(p.caches.iter().flat_map(|c| &c.layers));
+    for o in layers {
+        protected.extend([&o.lower, &o.upper, &o.work, &o.merged].map(|x| x.to_path_buf()));
+        protected.extend(o.setup.iter().cloned());
+    }
+    protected.extend(p.caches.iter().flat_map(|c| c.read_only.iter().cloned()));
+    protected.extend(p.egress.as_ref().map(|e| e.socket.clone()));
+    protected.extend(cfg.status_file.iter().cloned());
+    protected.extend(std::env::current_dir().ok());
+    protected.extend(super::hide::program_path(&cfg.program));
+    let (cover, kept) = super::hide::plan(&p.hide, &protected);
+    for k in &kept {
+        eprintln!(
+            "fanout sandbox: warning: not hiding the credential path {}: it holds {}",
+            k.path.display(),
+            k.holds.display()
+        );
+    }
+    super::hide::enter(&cover).map_err(|why| format!("cannot hide the credential files: {why}"))?;
+    Ok(kept.iter().map(|k| k.path.display().to_string()).collect())
 }
 
 /// Enters a network namespace of the tree's own when the policy asks for one; says what then
@@ -387,6 +434,7 @@ impl Supervisor {
                 run_as: None,
                 child_signal: None,
                 network: None,
+                credentials_visible: Vec::new(),
             });
         if let Some(e) = lines
             .next()

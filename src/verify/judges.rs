@@ -244,6 +244,7 @@ impl Judges {
             caches: None,
             isolate_net: judge.isolate_net,
             egress: judge.egress,
+            hide: Vec::new(),
         };
         let (env, env_remove) = self.environment(judge.home, judge.env);
         SpawnSpec {

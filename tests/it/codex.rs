@@ -317,6 +317,7 @@ fn session_follow_up(version: &str, protocol: &str) {
                 caches: None,
                 isolate_net: false,
                 egress: None,
+                hide: Vec::new(),
             },
             program: profile.command.clone(),
             args: Vec::new(),

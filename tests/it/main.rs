@@ -11,6 +11,7 @@ mod caches;
 mod candidates;
 mod claude_code;
 mod codex;
+mod credentials;
 mod doctor;
 mod egress;
 mod egress_hostile;
