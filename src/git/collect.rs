@@ -235,9 +235,12 @@ pub fn summarize(
 }
 
 /// Another handle on `repo`'s objects whose writes stay in memory (a mempack above the
-/// disk backends) and go when it is dropped.
+/// disk backends) and go when it is dropped. Bare, with an empty in-memory index: a diff's
+/// attribute lookups read neither a workspace's files (an agent's) nor the repository's whole
+/// index (O(files) a task).
 fn scratch_handle(repo: &Repository) -> Result<Repository, git2::Error> {
-    let scratch = Repository::open(repo.commondir())?;
+    let scratch = Repository::open_bare(repo.commondir())?;
+    scratch.set_index(&mut git2::Index::new()?)?;
     scratch.odb()?.add_new_mempack_backend(1000)?;
     Ok(scratch)
 }
