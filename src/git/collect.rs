@@ -203,24 +203,21 @@ pub fn summarize(
     let new_tree = repo
         .find_tree(new)
         .ctx(|| format!("tree {new} not found"))?;
-    // The diff of two trees holding only the changed paths: what the full diff says, in
-    // O(change) instead of O(files).
+    // The diff limited to the changed paths: what the full diff says, in O(change) instead
+    // of O(files).
     let changes = super::tree_diff::changed_paths(repo, &old_tree, &new_tree)
         .ctx(|| "cannot diff the task's change".into())?;
-    // The pruned trees are scratch: written to memory, not as loose files (six a task, in
-    // the user's repository) that nothing refers to.
     let scratch = scratch_handle(repo).ctx(|| "cannot open the repository again".into())?;
     let repo = &scratch;
-    let (old_small, new_small) = super::tree_diff::pruned_pair(repo, &changes)
-        .ctx(|| "cannot diff the task's change".into())?;
-    let old_tree = repo
-        .find_tree(old_small)
-        .ctx(|| "cannot read the changed paths' tree".into())?;
-    let new_tree = repo
-        .find_tree(new_small)
-        .ctx(|| "cannot read the changed paths' tree".into())?;
+    let (old_tree, new_tree) = (
+        repo.find_tree(old)
+            .ctx(|| format!("tree {old} not found"))?,
+        repo.find_tree(new)
+            .ctx(|| format!("tree {new} not found"))?,
+    );
     let mut opts = DiffOptions::new();
     opts.show_binary(true).ignore_submodules(true);
+    super::tree_diff::limit_to(&mut opts, &changes);
     let mut diff = repo
         .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), Some(&mut opts))
         .ctx(|| "cannot diff the task's change".into())?;
@@ -234,14 +231,12 @@ pub fn summarize(
     Ok((summary, patch))
 }
 
-/// Another handle on `repo`'s objects whose writes stay in memory (a mempack above the
-/// disk backends) and go when it is dropped. Bare, with an empty in-memory index: a diff's
+/// Another handle on `repo`'s objects, bare, with an empty in-memory index: a diff's
 /// attribute lookups read neither a workspace's files (an agent's) nor the repository's whole
 /// index (O(files) a task).
 fn scratch_handle(repo: &Repository) -> Result<Repository, git2::Error> {
     let scratch = Repository::open_bare(repo.commondir())?;
     scratch.set_index(&mut git2::Index::new()?)?;
-    scratch.odb()?.add_new_mempack_backend(1000)?;
     Ok(scratch)
 }
 

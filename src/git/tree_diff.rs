@@ -2,15 +2,18 @@
 What differs between two trees, in O(what changed): folders whose ids are equal are never
 opened. libgit2's tree-to-tree diff walks every entry of both trees (O(files in the repository)
 per task, which on a big repository is most of a task's cost); this walk gives the changed
-paths, and [`pruned_pair`] two small trees holding just those paths, on which libgit2's diff
-(renames, line counts, patches) then costs what the change costs and says the same.
+paths, and [`limit_to`] limits libgit2's diff to exactly those (a path list, not patterns): its
+tree iterator then opens no folder that holds none of them, so the diff (renames, line counts,
+patches) costs what the change costs and says the same. Nothing is written: an earlier version
+built two pruned trees as objects, a loose file each, and every new object makes libgit2 rescan
+the pack folder.
 */
 
 use std::collections::BTreeMap;
 
 use git2::{ObjectType, Oid, Repository, Tree, TreeEntry};
 
-use super::{bytes_path, file_mode};
+use super::bytes_path;
 
 /// One path whose entry differs: its (id, mode) before and after (`None`: absent).
 #[derive(Clone, Debug, PartialEq)]
@@ -95,25 +98,22 @@ fn walk(
     Ok(())
 }
 
-/// Two trees holding only the `changes`' paths, as they were before and after: a diff of these
-/// is the diff of the full trees.
-pub fn pruned_pair(repo: &Repository, changes: &[Changed]) -> Result<(Oid, Oid), git2::Error> {
-    let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
-    let side = |pick: &dyn Fn(&Changed) -> Option<(Oid, i32)>| -> Result<Oid, git2::Error> {
-        let mut update = git2::build::TreeUpdateBuilder::new();
-        for c in changes {
-            if let Some((id, mode)) = pick(c) {
-                update.upsert(bytes_path(&c.path), id, file_mode(mode as u32));
-            }
-        }
-        update.create_updated(repo, &empty)
-    };
-    Ok((side(&|c| c.old)?, side(&|c| c.new)?))
+/// Limits a diff to the `changes`' paths, matched exactly (no patterns); with no changes, to
+/// a path no tree holds (an empty list would mean every path).
+pub fn limit_to(opts: &mut git2::DiffOptions, changes: &[Changed]) {
+    opts.disable_pathspec_match(true);
+    if changes.is_empty() {
+        opts.pathspec(".git");
+    }
+    for c in changes {
+        opts.pathspec(bytes_path(&c.path));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::git::file_mode;
 
     fn tree(repo: &Repository, files: &[(&str, &[u8], i32)]) -> Oid {
         let empty = repo
@@ -170,9 +170,16 @@ mod tests {
             .map(|c| String::from_utf8_lossy(&c.path).into_owned())
             .collect();
         assert!(!paths.iter().any(|p| p.starts_with("same/")), "{paths:?}");
-        let describe = |a: Oid, b: Oid| {
+        // The deltas (renames found) of the diff of `a` and `b`, limited to the changes or not.
+        let describe = |a: Oid, b: Oid, limit: bool| {
             let (a, b) = (repo.find_tree(a).unwrap(), repo.find_tree(b).unwrap());
-            let mut diff = repo.diff_tree_to_tree(Some(&a), Some(&b), None).unwrap();
+            let mut opts = git2::DiffOptions::new();
+            if limit {
+                limit_to(&mut opts, &changed);
+            }
+            let mut diff = repo
+                .diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))
+                .unwrap();
             let mut find = git2::DiffFindOptions::new();
             find.renames(true);
             diff.find_similar(Some(&mut find)).unwrap();
@@ -190,8 +197,16 @@ mod tests {
             out.sort();
             out
         };
-        let (po, pn) = pruned_pair(&repo, &changed).unwrap();
-        assert_eq!(describe(po, pn), describe(old, new));
-        assert!(describe(old, new).iter().any(|d| d.starts_with("Renamed")));
+        assert_eq!(describe(old, new, true), describe(old, new, false));
+        let mut none = git2::DiffOptions::new();
+        limit_to(&mut none, &[]);
+        let same = repo.find_tree(old).unwrap();
+        let diff = repo
+            .diff_tree_to_tree(Some(&same), Some(&same), Some(&mut none))
+            .unwrap();
+        assert_eq!(diff.deltas().count(), 0);
+        assert!(describe(old, new, false)
+            .iter()
+            .any(|d| d.starts_with("Renamed")));
     }
 }
