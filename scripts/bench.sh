@@ -437,6 +437,31 @@ ws=$(grep -m1 'workspaces:' "$work/fanout.err" | sed 's/^fanout: workspaces: //'
 # Worktree mode: how many tasks ran in a reused worktree (the report's workspace.reused).
 reused=$(grep -o '"reused": *[0-9]*' "$work/report.json" | grep -o '[0-9]*$' || true)
 [ -z "$reused" ] || ws="$ws; reused worktrees: $reused"
+# Worktree mode: each task's setup phase (no setup command here: the reset of a reused worktree,
+# or recording a fresh one) and workspace phase (the checkout or taking a parked one), from the
+# run's events: median and max per task.
+if [ "$mode" = worktree ]; then
+  run_dir=$(grep -o '"run_dir": *"[^"]*"' "$work/report.json" | sed 's/.*: *"//; s/"$//')
+  reset_line=$(python3 - "$run_dir" <<'PY'
+import json, os, sys
+last, took = {}, {}
+for line in open(os.path.join(sys.argv[1], "run-events.jsonl")):
+    e = json.loads(line)
+    if e.get("event") != "phase":
+        continue
+    task, p, t = e["task"], e["phase"]["phase"], e["t_ms"]
+    if task in last:
+        q, since = last[task]
+        took.setdefault(q, []).append(t - since)
+    last[task] = (p, t)
+out = []
+for q in ("workspace", "setup"):
+    v = sorted(took.get(q, [0]))
+    out.append(f"{q} phase median {v[len(v) // 2]} ms, max {v[-1]} ms")
+print("per task: " + "; ".join(out))
+PY
+  ) || reset_line="per task: phases not read"
+fi
 
 [ "${NETNS:-1}" = 0 ] || netns_cost
 # The egress proxy's added latency per new connection (CONNECT through the forwarder in the
@@ -455,6 +480,7 @@ fi
 if [ "${BASELINE:-1}" = 0 ]; then
   f_ms=$(( (t1 - t0) / 1000000 ))
   echo "files=$files tasks=$tasks jobs=$jobs workspace=$mode ($ws)"
+  [ -z "${reset_line:-}" ] || echo "$reset_line"
   awk -v f="$f_ms" -v t="$tasks" -v rss="$(cat "$work/rss")" -v disk="$(cat "$work/disk.peak" 2>/dev/null || echo 0)" \
     -v mem="$(cat "$work/mem.peak" 2>/dev/null || echo 0)" \
     'BEGIN { printf "fanout alone (BASELINE=0): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB, lowers in memory peak %.0f MB\n", f, f / t, rss / 1024, disk / 1024, mem / 1024 }'
@@ -481,6 +507,7 @@ t3=$(now)
 
 f_ms=$(( (t1 - t0) / 1000000 )) b_ms=$(( (t3 - t2) / 1000000 ))
 echo "files=$files tasks=$tasks jobs=$jobs workspace=$mode ($ws)"
+[ -z "${reset_line:-}" ] || echo "$reset_line"
 awk -v f="$f_ms" -v t="$tasks" -v rss="$(cat "$work/rss")" -v disk="$(cat "$work/disk.peak" 2>/dev/null || echo 0)" \
   -v mem="$(cat "$work/mem.peak" 2>/dev/null || echo 0)" \
   'BEGIN { printf "fanout (sandboxed, collect, verify, in-memory merge): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB, lowers in memory peak %.0f MB\n", f, f / t, rss / 1024, disk / 1024, mem / 1024 }'

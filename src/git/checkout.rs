@@ -35,6 +35,15 @@ pub struct Listing {
 
 /// Whether checking out could change a blob's bytes or kind (then libgit2 does it).
 fn needs_filters(repo: &Repository, items: &[Item]) -> bool {
+    converts_content(repo)
+        || items
+            .iter()
+            .any(|i| i.path == b".gitattributes" || i.path.ends_with(b"/.gitattributes"))
+}
+
+/// Whether the repository's configuration makes a checkout write other bytes than the blobs'
+/// (line endings) or links as files.
+pub fn converts_content(repo: &Repository) -> bool {
     let config = repo.config().ok();
     let set = |key: &str| {
         config
@@ -46,12 +55,7 @@ fn needs_filters(repo: &Repository, items: &[Item]) -> bool {
         .as_ref()
         .and_then(|c| c.get_bool("core.symlinks").ok())
         == Some(false);
-    no_symlinks
-        || set("core.autocrlf")
-        || set("core.eol")
-        || items
-            .iter()
-            .any(|i| i.path == b".gitattributes" || i.path.ends_with(b"/.gitattributes"))
+    no_symlinks || set("core.autocrlf") || set("core.eol")
 }
 
 /// A path component git refuses to check out (libgit2's checkout reports it).

@@ -17,7 +17,11 @@ deleted and checked out afresh, as without a pool.
 */
 
 mod check;
+mod fast;
+mod record;
+mod tick;
 
+use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -87,15 +91,21 @@ pub(crate) struct Pool {
     git: Option<PathBuf>,
     enabled: AtomicBool,
     capacity: usize,
-    parked: Mutex<Vec<PathBuf>>,
+    parked: Mutex<Vec<(PathBuf, Option<Recorded>)>>,
+    /// Worktrees in use, as recorded when they were last a fresh checkout (by path).
+    recorded: Mutex<HashMap<PathBuf, Recorded>>,
     next: AtomicUsize,
     reused: AtomicUsize,
 }
 
-/// A parked worktree taken over by a task: the index it had, to reset from.
+/// A parked worktree taken over by a task: the index it had, to reset from, and what it was
+/// when last a fresh checkout (`None`: never recorded; the full reset runs).
 pub(crate) struct Taken {
     pub index: PathBuf,
+    pub recorded: Option<Recorded>,
 }
+
+pub(crate) use record::Recorded;
 
 impl Pool {
     /// `dir` is emptied first: worktrees parked by an interrupted attempt of this run are
@@ -112,6 +122,7 @@ impl Pool {
             git,
             capacity,
             parked: Mutex::new(Vec::new()),
+            recorded: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             reused: AtomicUsize::new(0),
         }
@@ -126,12 +137,28 @@ impl Pool {
         self.reused.load(Ordering::Relaxed)
     }
 
+    /// Keeps the recording of the worktree at `wt` until it is parked.
+    fn remember(&self, wt: &Path, recorded: Recorded) {
+        let mut map = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(wt.to_path_buf(), recorded);
+    }
+
+    /// Drops what was recorded of a worktree at `wt` (it is being replaced).
+    pub fn forget(&self, wt: &Path) {
+        let mut map = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(wt);
+    }
+
     /// Parks the worktree `wt` with its index `index` (moved out of its admin folder): `false`
     /// when the pool is off or full, or a move failed (then the caller removes it).
     pub fn park(&self, wt: &Path, index: &Path) -> bool {
         if !self.enabled() {
             return false;
         }
+        let recorded = {
+            let mut map = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            map.remove(wt)
+        };
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         if parked.len() >= self.capacity || !index.is_file() {
             return false;
@@ -153,7 +180,7 @@ impl Pool {
             let _ = std::fs::rename(&slot, wt);
             return false;
         }
-        parked.push(slot);
+        parked.push((slot, recorded));
         true
     }
 
@@ -162,7 +189,7 @@ impl Pool {
         if !self.enabled() {
             return None;
         }
-        let slot = self
+        let (slot, recorded) = self
             .parked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -173,7 +200,7 @@ impl Pool {
             let _ = std::fs::remove_file(&index);
             return None;
         }
-        Some(Taken { index })
+        Some(Taken { index, recorded })
     }
 
     /// Turns the pool off for the rest of the run and removes what is parked.
@@ -186,6 +213,10 @@ impl Pool {
     pub fn clear(&self) {
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         parked.clear();
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let _ = worktree::remove_tree(&self.dir);
     }
 
@@ -193,12 +224,90 @@ impl Pool {
     /// then installs the index the reset wrote. On `Err` the pool is off for the rest of the
     /// run (what failed once would fail again, and a fresh checkout is always right); the
     /// caller checks this worktree out afresh.
-    pub async fn reset(&self, job: ResetJob<'_>) -> Result<(), ResetError> {
+    /// `recorded`: what the worktree was when last a fresh checkout; with it the fast reset
+    /// ([`fast`]) runs first, and the full one only when it is in doubt.
+    pub async fn reset(
+        &self,
+        job: ResetJob<'_>,
+        recorded: Option<Recorded>,
+    ) -> Result<(), ResetError> {
+        if let Some(recorded) = recorded.filter(|_| fast_reset_allowed()) {
+            match self.fast_reset(&job, recorded).await {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&job.taken.index);
+                    self.reused.fetch_add(1, Ordering::Relaxed);
+                    test_note(job.wt, "fast");
+                    return Ok(());
+                }
+                Err(why) => {
+                    test_note(job.wt, &format!("full: {why}"));
+                    note(
+                        job.log,
+                        &format!("fanout: the fast reset was not used: {why}\n"),
+                    );
+                }
+            }
+        }
         let out = self.run_reset(&job).await;
         if out.is_err() {
             self.disable();
         }
         out
+    }
+
+    /// The fast reset: only what changed since the recording is rewritten (see [`fast`]); the
+    /// result recorded, the clock waited for, the index installed. `Err` says why not.
+    async fn fast_reset(&self, job: &ResetJob<'_>, recorded: Recorded) -> Result<(), String> {
+        let (wt, admin, start) = (job.wt.to_path_buf(), job.admin.to_path_buf(), job.start);
+        let run_as = job.spec.policy.run_as.map(|r| (r.uid, r.gid));
+        let done = tokio::task::spawn_blocking(move || {
+            let repo = open_common(&admin)?;
+            let parent = wt.parent().unwrap_or(&wt).to_path_buf();
+            let git_file = check::git_file_content(&admin);
+            let fast_job = fast::Job {
+                wt: &wt,
+                repo: &repo,
+                fresh: check::Fresh::for_parent(&parent, run_as),
+                chown: run_as.is_some(),
+                git_file: &git_file,
+            };
+            let (recorded, _counts) = fast::reset(&fast_job, recorded, start).map_err(|d| d.0)?;
+            tick::wait_past(&parent, recorded.newest)?;
+            recorded.write_index(&admin.join("index"))?;
+            Ok::<_, String>(recorded)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.remember(job.wt, done);
+        Ok(())
+    }
+
+    /// Records a worktree fanout just checked out afresh at `start` (given to the task's
+    /// uid first when fanout is root), so its next reset can be the fast one. Nothing is
+    /// recorded when that cannot be done (its next reset is then the full one).
+    pub async fn record_fresh(
+        &self,
+        wt: &Path,
+        admin: &Path,
+        start: git2::Oid,
+        run_as: Option<crate::sandbox::RunAs>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let (w, a) = (wt.to_path_buf(), admin.to_path_buf());
+        let recorded = tokio::task::spawn_blocking(move || {
+            if let Some(who) = run_as {
+                crate::sandbox::user::hand_over(&w, who).map_err(|e| e.to_string())?;
+            }
+            let listing = start_listing(&a, start).map_err(|_| "not pooled".to_string())?;
+            record_settled(&w, start, &listing)
+        })
+        .await;
+        match recorded {
+            Ok(Ok(r)) => self.remember(wt, r),
+            _ => self.forget(wt),
+        }
     }
 
     async fn run_reset(&self, job: &ResetJob<'_>) -> Result<(), ResetError> {
@@ -245,7 +354,13 @@ impl Pool {
                 .await;
         let installed = if out.passed {
             Some(match self.check(job, listing).await {
-                Ok(()) => install_index(&work_index, admin),
+                Ok(listing) => {
+                    let installed = install_index(&work_index, admin);
+                    if installed.is_ok() {
+                        self.record_checked(wt, start, listing).await;
+                    }
+                    installed
+                }
                 Err(e) => Err(e),
             })
         } else {
@@ -270,6 +385,63 @@ impl Pool {
         }
     }
 }
+
+/// Records the worktree `wt` (a fresh checkout of `start`) and waits for the file system's
+/// clock to pass the recording (see [`tick`]).
+fn record_settled(
+    wt: &Path,
+    start: git2::Oid,
+    listing: &crate::git::checkout::Listing,
+) -> Result<Recorded, String> {
+    let recorded = record::record(wt, start, listing)?;
+    tick::wait_past(wt.parent().unwrap_or(wt), recorded.newest)?;
+    Ok(recorded)
+}
+
+/// The repository of the worktree registered at `admin`, opened from its common folder.
+fn open_common(admin: &Path) -> Result<git2::Repository, String> {
+    let common = check::common_dir_of(admin).ok_or("no repository")?;
+    git2::Repository::open_ext(
+        &common,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(|e| format!("cannot open the repository: {e}"))
+}
+
+/// Appends `line` to the reset's log.
+fn note(log: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// `FANOUT_WORKTREE_RESET=full` makes every reset the full one (for comparison); with the
+/// `test-hooks` feature, so does `FANOUT_TEST_FAIL_RESET=1` (its failure is the full reset's).
+fn fast_reset_allowed() -> bool {
+    let full = std::env::var("FANOUT_WORKTREE_RESET").is_ok_and(|v| v == "full");
+    #[cfg(feature = "test-hooks")]
+    let full = full || std::env::var("FANOUT_TEST_FAIL_RESET").is_ok_and(|v| v == "1");
+    !full
+}
+
+/// TEST-ONLY (the `test-hooks` feature): `FANOUT_TEST_RESET_NOTES=<file>` gets one line per
+/// reset, `<worktree name> fast` or `<worktree name> full: <why>`, so tests see which ran.
+#[cfg(feature = "test-hooks")]
+fn test_note(wt: &Path, what: &str) {
+    if let Some(path) = std::env::var_os("FANOUT_TEST_RESET_NOTES") {
+        let name = wt.file_name().unwrap_or_default().to_string_lossy();
+        note(Path::new(&path), &format!("{name} {what}\n"));
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_note(_: &Path, _: &str) {}
 
 /// Runs `f` on tokio's blocking threads (file system walks, git object reads).
 async fn blocking<T: Send + 'static>(
@@ -311,17 +483,33 @@ impl Pool {
         &self,
         job: &ResetJob<'_>,
         listing: crate::git::checkout::Listing,
-    ) -> Result<(), String> {
+    ) -> Result<crate::git::checkout::Listing, String> {
         let parent = job.wt.parent().unwrap_or(job.wt);
         let run_as = job.spec.policy.run_as.map(|r| (r.uid, r.gid));
         let fresh = check::Fresh::for_parent(parent, run_as);
         let (wt, git_file) = (job.wt.to_path_buf(), check::git_file_content(job.admin));
-        tokio::task::spawn_blocking(move || check::check_worktree(&wt, &listing, &git_file, fresh))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map(|_| ())
-            .map_err(|e| format!("the reused worktree differs from a fresh checkout: {e}"))
+        tokio::task::spawn_blocking(move || {
+            check::check_worktree(&wt, &listing, &git_file, fresh).map(|_| listing)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| format!("the reused worktree differs from a fresh checkout: {e}"))
+    }
+
+    /// After the full reset and its check: the worktree is a fresh checkout, recorded so the
+    /// next reset can be the fast one.
+    async fn record_checked(
+        &self,
+        wt: &Path,
+        start: git2::Oid,
+        listing: crate::git::checkout::Listing,
+    ) {
+        let w = wt.to_path_buf();
+        match tokio::task::spawn_blocking(move || record_settled(&w, start, &listing)).await {
+            Ok(Ok(r)) => self.remember(wt, r),
+            _ => self.forget(wt),
+        }
     }
 }
 

@@ -77,8 +77,10 @@ pub(super) async fn make(
                 super::identity::task_user(s, &id),
             )?)
         } else {
-            // A parked worktree is only registered here; the sandboxed reset (setup phase,
-            // once the task's sandbox is known) brings it to `start`.
+            // A parked worktree is only registered here; the reset (setup phase, once the
+            // task's sandbox is known) brings it to `start`. Whatever was recorded of an
+            // earlier worktree at this path (a run again) is not this one's.
+            ws.pool.forget(&wt);
             taken = ws.pool.take(&wt);
             match &taken {
                 Some(_) => worktree::adopt(&repo, &name, &branch, start, &wt),
@@ -87,14 +89,11 @@ pub(super) async fn make(
             .map_err(|e| crate::error_chain(&e))?;
             None
         };
-        if taken.is_none() {
+        if let Some(l) = &layers {
             // `include`: ignored files of the checkout, before anything runs in the
             // workspace (an overlay's view is its upper folder until the sandbox mounts it).
-            let target = layers
-                .as_ref()
-                .map(|l| l.spec.upper.clone())
-                .unwrap_or_else(|| wt.clone());
-            copy_include(&s.workdir, &target, &include, &s.events, &id)?;
+            // A worktree gets them in the setup phase, once it is recorded for the pool.
+            copy_include(&s.workdir, &l.spec.upper, &include, &s.events, &id)?;
         }
         for sub in ["tmp", "home"] {
             std::fs::create_dir_all(scratch.join(sub))
@@ -158,6 +157,10 @@ pub(super) async fn setup(
         reset_reused_worktree(shared, task, paths, spawn, taken, made.start)
             .await
             .map_err(|e| stop(TaskStatus::Failed, e))?;
+    } else if paths.overlay.is_none() {
+        fresh_worktree(shared, task, paths, spawn, made.start)
+            .await
+            .map_err(|e| stop(TaskStatus::Failed, e))?;
     }
     if let Some(plan) = task.setup_layer() {
         return super::setup_run::apply(shared, &plan, made.start, paths, spawn)
@@ -193,30 +196,56 @@ fn copy_include(
     Ok(())
 }
 
-/// Brings a worktree taken from the pool to `start` inside the task's sandbox; when that does
+/// A worktree fanout just checked out: recorded for the pool's next reset (before anything
+/// else is written into it), then the `include` files.
+async fn fresh_worktree(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+    paths: &Paths,
+    spawn: &SpawnSpec,
+    start: git2::Oid,
+) -> Result<(), String> {
+    let admin = worktree::admin_dir(&shared.common_dir, &paths.wt_name);
+    let admin = std::path::absolute(&admin).unwrap_or(admin);
+    shared
+        .workspaces
+        .pool
+        .record_fresh(&paths.worktree, &admin, start, spawn.policy.run_as)
+        .await;
+    let (s, wt) = (shared.clone(), paths.worktree.clone());
+    let (include, task_id) = (task.include.clone(), task.id().to_string());
+    blocking(move || copy_include(&s.workdir, &wt, &include, &s.events, &task_id)).await
+}
+
+/// Brings a worktree taken from the pool to `start`: the fast reset in fanout when the pool
+/// recorded it, else (or when in doubt) the full one inside the task's sandbox; when that does
 /// not work, the worktree is removed and checked out afresh. Then the `include` files.
 async fn reset_reused_worktree(
     shared: &Arc<Shared>,
     task: &PlannedTask,
     paths: &Paths,
     spawn: &SpawnSpec,
-    taken: super::pool::Taken,
+    mut taken: super::pool::Taken,
     start: git2::Oid,
 ) -> Result<(), String> {
     let admin = worktree::admin_dir(&shared.common_dir, &paths.wt_name);
     let admin = std::path::absolute(&admin).unwrap_or(admin);
+    let recorded = taken.recorded.take();
     let reset = shared
         .workspaces
         .pool
-        .reset(super::pool::ResetJob {
-            spec: spawn,
-            taken: &taken,
-            wt: &paths.worktree,
-            admin: &admin,
-            scratch: &paths.scratch,
-            start,
-            log: &paths.reset_log,
-        })
+        .reset(
+            super::pool::ResetJob {
+                spec: spawn,
+                taken: &taken,
+                wt: &paths.worktree,
+                admin: &admin,
+                scratch: &paths.scratch,
+                start,
+                log: &paths.reset_log,
+            },
+            recorded,
+        )
         .await;
     if reset.is_err() && *shared.cancel.borrow() {
         // Stopped by the interrupt: no fresh checkout (cleanup removes the worktree).

@@ -70,11 +70,11 @@ impl Fresh {
         }
     }
 
-    fn file_mode(&self, executable: bool) -> u32 {
+    pub(super) fn file_mode(&self, executable: bool) -> u32 {
         (if executable { 0o755 } else { 0o644 }) & !self.umask
     }
 
-    fn dir_mode(&self) -> u32 {
+    pub(super) fn dir_mode(&self) -> u32 {
         (0o777 & !self.umask) | if self.setgid_dirs { libc::S_ISGID } else { 0 }
     }
 }
@@ -330,7 +330,7 @@ fn no_xattrs(fd: &impl AsFd, rel: &[u8]) -> Result<(), String> {
 
 /// The names of a file's extended attributes (`flistxattr`).
 #[allow(unsafe_code)]
-fn xattr_names(fd: &impl AsFd) -> std::io::Result<Vec<Vec<u8>>> {
+pub(super) fn xattr_names(fd: &impl AsFd) -> std::io::Result<Vec<Vec<u8>>> {
     let raw = fd.as_fd().as_raw_fd();
     loop {
         // SAFETY: a null buffer of size 0 only asks for the list's length.
