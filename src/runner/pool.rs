@@ -92,8 +92,9 @@ pub(crate) struct Pool {
     enabled: AtomicBool,
     capacity: usize,
     parked: Mutex<Vec<(PathBuf, Option<Recorded>)>>,
-    /// Worktrees in use, as recorded when they were last a fresh checkout (by path).
-    recorded: Mutex<HashMap<PathBuf, Recorded>>,
+    /// Worktrees in use, as recorded when they were last a fresh checkout, by folder name
+    /// (they all live in the run's worktrees folder, reached through links or not).
+    recorded: Mutex<HashMap<std::ffi::OsString, Recorded>>,
     next: AtomicUsize,
     reused: AtomicUsize,
 }
@@ -140,13 +141,13 @@ impl Pool {
     /// Keeps the recording of the worktree at `wt` until it is parked.
     fn remember(&self, wt: &Path, recorded: Recorded) {
         let mut map = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(wt.to_path_buf(), recorded);
+        map.insert(key(wt), recorded);
     }
 
     /// Drops what was recorded of a worktree at `wt` (it is being replaced).
     pub fn forget(&self, wt: &Path) {
         let mut map = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(wt);
+        map.remove(&key(wt));
     }
 
     /// Parks the worktree `wt` with its index `index` (moved out of its admin folder): `false`
@@ -157,7 +158,7 @@ impl Pool {
         }
         let recorded = {
             let mut map = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-            map.remove(wt)
+            map.remove(&key(wt))
         };
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         if parked.len() >= self.capacity || !index.is_file() {
@@ -231,6 +232,9 @@ impl Pool {
         job: ResetJob<'_>,
         recorded: Option<Recorded>,
     ) -> Result<(), ResetError> {
+        if recorded.is_none() {
+            test_note(job.wt, "full: nothing recorded");
+        }
         if let Some(recorded) = recorded.filter(|_| fast_reset_allowed()) {
             match self.fast_reset(&job, recorded).await {
                 Ok(()) => {
@@ -306,7 +310,11 @@ impl Pool {
         .await;
         match recorded {
             Ok(Ok(r)) => self.remember(wt, r),
-            _ => self.forget(wt),
+            Ok(Err(e)) => {
+                test_note(wt, &format!("not recorded: {e}"));
+                self.forget(wt)
+            }
+            Err(_) => self.forget(wt),
         }
     }
 
@@ -384,6 +392,11 @@ impl Pool {
             ))),
         }
     }
+}
+
+/// The name the pool keeps a worktree's recording under.
+fn key(wt: &Path) -> std::ffi::OsString {
+    wt.file_name().unwrap_or(wt.as_os_str()).to_os_string()
 }
 
 /// Records the worktree `wt` (a fresh checkout of `start`) and waits for the file system's

@@ -782,6 +782,57 @@ both_ways!(
     planted_modes_do_not_reach_the_next_task
 );
 
+/// What the fast reset (O(change), from the stat data recorded when the worktree was last a
+/// fresh checkout) must see through, by the agent and by its verify command after the commit:
+/// content changed in place with its size and modification time kept (only the change time
+/// tells), a rename within a folder, a file swapped for a link, ignored and untracked files, a
+/// changed mode, a hard link to a file outside, a deleted folder. The next task sees a fresh
+/// checkout, and the reset that gave it was the fast one.
+fn the_fast_reset_undoes_what_stat_data_alone_would_hide(runner: Runner) {
+    let hostile = r#"set -e
+m=$(stat -c %y src/file_00.txt)
+printf 'X' | dd of=src/file_00.txt bs=1 count=1 conv=notrunc 2>/dev/null
+touch -d "$m" src/file_00.txt
+mv tree2/x.txt tree2/x2.txt
+rm nested/c.txt && ln -s ../top.txt nested/c.txt
+echo junk > build.log && echo junk > nested/a/untracked.txt && mkdir -p empty/deeper
+chmod 700 tree2/sub && chmod 600 src/file_01.txt
+echo outside > "$TMPDIR/outside" && ln -f "$TMPDIR/outside" top.txt
+rm -rf dir2f"#;
+    let setup = |repo: &TestRepo| {
+        add_twins(repo);
+        std::fs::write(repo.path.join(".gitignore"), "*.log\n").expect("write");
+        git(&repo.path, &["add", "-A"]);
+        git(&repo.path, &["commit", "--quiet", "-m", "ignore logs"]);
+    };
+    for (plant, after) in [(hostile, ""), ("echo x > new.txt", hostile)] {
+        let notes = tempfile::tempdir().expect("tempdir");
+        // fanout may run as another uid (`as_unprivileged`): it writes the notes.
+        std::fs::set_permissions(
+            notes.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod");
+        let file: &'static str = Box::leak(
+            notes
+                .path()
+                .join("notes")
+                .display()
+                .to_string()
+                .into_boxed_str(),
+        );
+        with_env("FANOUT_TEST_RESET_NOTES", file, || {
+            same_as_a_fresh_checkout(runner, setup, (plant, after, "true"), Expect::Reused)
+        });
+        let said = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(said.lines().any(|l| l == "b fast"), "{said}");
+    }
+}
+both_ways!(
+    the_fast_reset_undoes_what_stat_data_alone_would_hide,
+    the_fast_reset_undoes_what_stat_data_alone_would_hide
+);
+
 /// `user.*` extended attributes on tracked files and folders (the worktree's root included),
 /// set by the agent or after the commit, never reach the next task.
 fn planted_xattrs_do_not_reach_the_next_task(runner: Runner) {

@@ -593,9 +593,19 @@ mod tests {
         let rec = recorded(&f, from);
         spoil(&f.wt);
         let (rec, counts) = reset(&job(&f), rec, to).unwrap();
+        // git's own checkout of the same commit, its `.git` file aside.
         let fresh = f.wt.parent().unwrap().join("fresh");
-        std::fs::create_dir(&fresh).unwrap();
-        checkout(&f.repo, to, &fresh, &f.git_file);
+        let git = std::process::Command::new("git")
+            .arg("-C")
+            .arg(f.repo.path())
+            .args(["worktree", "add", "--quiet", "--detach"])
+            .arg(&fresh)
+            .arg(to.to_string())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(git.success());
+        std::fs::write(fresh.join(".git"), &f.git_file).unwrap();
         assert_eq!(listing(&f.wt), listing(&fresh));
         // The new recording is right: a reset with nothing changed keeps everything.
         super::super::tick::wait_past(f.wt.parent().unwrap(), rec.newest).unwrap();
