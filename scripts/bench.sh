@@ -369,6 +369,23 @@ if [ "${SCENARIO:-}" = codex ]; then
   bench_codex "$@"
   exit $?
 fi
+# SCENARIO=reset: the worktree pool's reset (docs/workspaces.md) at each size of FILES_LIST
+# (default 5 000 and 50 000 files): TASKS tasks, --jobs JOBS, in worktree mode, once with every
+# reset the full one (FANOUT_WORKTREE_RESET=full: the sandboxed git reset and the check of
+# every file) and once as fanout does it (the fast reset, O(change)) with the plain-git
+# baseline in the same run and the ratio. Each prints ms per task and the setup phase (the
+# reset) per task.
+# Usage: SCENARIO=reset [FANOUT=path] [FILES_LIST="5000 50000"] scripts/bench.sh [TASKS] [JOBS]
+if [ "${SCENARIO:-}" = reset ]; then
+  for n in ${FILES_LIST:-5000 50000}; do
+    echo "== $n files: every reset the full one"
+    SCENARIO='' FANOUT="$fanout" BASELINE=0 NETNS=0 PROXY=0 FANOUT_WORKTREE_RESET=full \
+      "$0" "$n" "${1:-20}" "${2:-2}" worktree
+    echo "== $n files: the fast reset, and the plain-git baseline"
+    SCENARIO='' FANOUT="$fanout" NETNS=0 PROXY=0 "$0" "$n" "${1:-20}" "${2:-2}" worktree
+  done
+  exit 0
+fi
 files=${1:-5000} tasks=${2:-20} jobs=${3:-4} mode=${4:-auto}
 work=$(mktemp -d)
 trap 'touch "$work/done"; rm -rf "$work"' EXIT

@@ -5,7 +5,15 @@ takes it over instead of checking the whole repository out again. At most `--job
 
 A parked worktree is hostile: its last agent may have left links to outside, files where
 folders were, `chmod 000` entries, FIFOs, or a forged `.git`. fanout opens nothing in it but
-through descriptors that cannot leave it (the check below). The reset back to the next task's start commit runs inside that task's sandbox (the
+through descriptors that cannot leave it (the check below).
+
+Each worktree is recorded ([`record`]) whenever it is a fresh checkout (after fanout's checkout
+or a reset, before the task's processes run), and the recording travels with it into the pool:
+the next reset is then the fast one ([`fast`]), which compares stat data with the recording and
+rewrites only what changed, in O(change). Without a recording, or when the fast reset is in
+doubt, the full reset below runs.
+
+The full reset back to the next task's start commit runs inside that task's sandbox (the
 agent's own Landlock rules and uid: it can write only the worktree and the task's scratch
 folder), with git's one-way merge that rewrites only entries whose stat data or content
 differ (attributes read from the start commit, never from the worktree), after removing

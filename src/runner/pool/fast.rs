@@ -107,10 +107,26 @@ pub fn reset(
     node.rec = None;
     sync_dir(job, &root, b"", &mut node, &mut counts)?;
     recorded.git_file = write_git_file(job, &root)?;
+    // What was written or given to the new owner just now carries new change times: the clock
+    // must pass those too before the task runs.
+    recorded.newest = newest(&node).max(recorded.git_file.ctime);
     node.rec = None;
     recorded.root = node;
     recorded.commit = start;
     Ok((recorded, counts))
+}
+
+/// The latest change time recorded beneath `d` (`d` included).
+fn newest(d: &DirNode) -> (i64, i64) {
+    let mut out = d.rec.map_or((0, 0), |r| r.ctime);
+    for n in d.children.values() {
+        let t = match n {
+            Node::Entry(e) => e.rec.map_or((0, 0), |r| r.ctime),
+            Node::Dir(sub) => newest(sub),
+        };
+        out = out.max(t);
+    }
+    out
 }
 
 /// Marks what differs between the recorded commit and `start` as to be written or removed.
@@ -743,6 +759,17 @@ mod tests {
         }
         let err = reset(&job(&f), rec, f.first).unwrap_err();
         assert!(err.0.contains("user.planted"), "{err:?}");
+    }
+
+    #[test]
+    fn the_new_recording_is_as_new_as_what_was_written() {
+        let f = fixture();
+        let rec = recorded(&f, f.first);
+        let (rec, _) = reset(&job(&f), rec, f.second).unwrap();
+        let m = std::fs::symlink_metadata(f.wt.join("new/deep/n.txt")).unwrap();
+        assert!(rec.newest >= (m.ctime(), m.ctime_nsec()));
+        let m = std::fs::symlink_metadata(f.wt.join(".git")).unwrap();
+        assert!(rec.newest >= (m.ctime(), m.ctime_nsec()));
     }
 
     #[test]
