@@ -705,8 +705,11 @@ mod tests {
             ("a folder made unreadable with things in it", |wt| {
                 std::fs::create_dir(wt.join("d/locked")).unwrap();
                 std::fs::write(wt.join("d/locked/f"), "x").unwrap();
-                std::fs::set_permissions(wt.join("d/locked"), std::fs::Permissions::from_mode(0))
-                    .unwrap();
+                std::fs::set_permissions(
+                    wt.join("d/locked"),
+                    std::fs::Permissions::from_mode(0o000),
+                )
+                .unwrap();
             }),
             ("a FIFO and a folder swapped for a link", |wt| {
                 nix::unistd::mkfifo(&wt.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();

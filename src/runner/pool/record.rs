@@ -177,9 +177,8 @@ fn record_dir(
     node.rec = Some(Rec::of(&st));
     *newest = (*newest).max(node.rec.map_or((0, 0), |r| r.ctime));
     let names = list(fd, path)?;
-    let extra = names
-        .iter()
-        .find(|n| !node.children.contains_key(*n) && !(path.is_empty() && *n == b".git"));
+    let known = |n: &Vec<u8>| node.children.contains_key(n) || (path.is_empty() && n == b".git");
+    let extra = names.iter().find(|n| !known(n));
     if let Some(n) = extra {
         return Err(format!("{}: not in the commit", show(&join(path, n))));
     }
