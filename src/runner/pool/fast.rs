@@ -764,6 +764,72 @@ mod tests {
         assert!(err.0.contains("user.planted"), "{err:?}");
     }
 
+    /// Timing, not run by default: `FILES=50000 cargo test --lib pool::fast::tests::timing --
+    /// --ignored --nocapture` prints the fast reset's time for a tree of FILES files (1 000
+    /// to a folder) with nothing changed and with one file changed, and the index's write.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let n: usize = std::env::var("FILES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000);
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path().join("r")).unwrap();
+        let mut u = git2::build::TreeUpdateBuilder::new();
+        for i in 0..n {
+            let body = format!("export const v{i} = fetchUser({i});\n");
+            let id = repo.blob(body.as_bytes()).unwrap();
+            u.upsert(
+                format!("src/d{}/f{i}.js", i / 1000),
+                id,
+                git2::FileMode::Blob,
+            );
+        }
+        let empty = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let tree = repo
+            .find_tree(u.create_updated(&repo, &empty).unwrap())
+            .unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let c = repo.commit(None, &sig, &sig, "m", &tree, &[]).unwrap();
+        let wt = dir.path().join("worktrees/wt");
+        std::fs::create_dir_all(&wt).unwrap();
+        let git_file = b"gitdir: /nowhere\n".to_vec();
+        checkout(&repo, c, &wt, &git_file);
+        let listing = crate::git::checkout::plain_listing(&repo, c)
+            .unwrap()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let mut rec = record::record(&wt, c, &listing).unwrap();
+        eprintln!("{n} files: record {} ms", t.elapsed().as_millis());
+        let job = Job {
+            wt: &wt,
+            repo: &repo,
+            fresh: Fresh::for_parent(wt.parent().unwrap(), None),
+            chown: false,
+            git_file: &git_file,
+        };
+        for changed in [false, true] {
+            super::super::tick::wait_past(wt.parent().unwrap(), rec.newest).unwrap();
+            if changed {
+                std::fs::write(wt.join("src/d0/f1.js"), "changed\n").unwrap();
+            }
+            let t = std::time::Instant::now();
+            let (r, counts) = reset(&job, rec, c).unwrap();
+            let reset_ms = t.elapsed().as_millis();
+            let t = std::time::Instant::now();
+            r.write_index(&dir.path().join("index")).unwrap();
+            eprintln!(
+                "{n} files, {} changed: fast reset {reset_ms} ms ({counts:?}), index {} ms",
+                usize::from(changed),
+                t.elapsed().as_millis()
+            );
+            rec = r;
+        }
+    }
+
     #[test]
     fn the_new_recording_is_as_new_as_what_was_written() {
         let f = fixture();
