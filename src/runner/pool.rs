@@ -245,10 +245,10 @@ impl Pool {
         }
         if let Some(recorded) = recorded.filter(|_| fast_reset_allowed()) {
             match self.fast_reset(&job, recorded).await {
-                Ok(()) => {
+                Ok(said) => {
                     let _ = std::fs::remove_file(&job.taken.index);
                     self.reused.fetch_add(1, Ordering::Relaxed);
-                    test_note(job.wt, "fast");
+                    test_note(job.wt, &format!("fast: {said}"));
                     return Ok(());
                 }
                 Err(why) => {
@@ -269,7 +269,7 @@ impl Pool {
 
     /// The fast reset: only what changed since the recording is rewritten (see [`fast`]); the
     /// result recorded, the clock waited for, the index installed. `Err` says why not.
-    async fn fast_reset(&self, job: &ResetJob<'_>, recorded: Recorded) -> Result<(), String> {
+    async fn fast_reset(&self, job: &ResetJob<'_>, recorded: Recorded) -> Result<String, String> {
         let (wt, admin, start) = (job.wt.to_path_buf(), job.admin.to_path_buf(), job.start);
         let run_as = job.spec.policy.run_as.map(|r| (r.uid, r.gid));
         let done = tokio::task::spawn_blocking(move || {
@@ -283,15 +283,22 @@ impl Pool {
                 chown: run_as.is_some(),
                 git_file: &git_file,
             };
-            let (recorded, _counts) = fast::reset(&fast_job, recorded, start).map_err(|d| d.0)?;
+            let t = std::time::Instant::now();
+            let (recorded, counts) = fast::reset(&fast_job, recorded, start).map_err(|d| d.0)?;
+            let reset_ms = t.elapsed().as_millis();
             tick::wait_past(&parent, recorded.newest)?;
+            let wait_ms = t.elapsed().as_millis() - reset_ms;
             recorded.write_index(&admin.join("index"))?;
-            Ok::<_, String>(recorded)
+            let said = format!(
+                "{counts:?}; {reset_ms} ms, clock {wait_ms} ms, index {} ms",
+                t.elapsed().as_millis() - reset_ms - wait_ms
+            );
+            Ok::<_, String>((recorded, said))
         })
         .await
         .map_err(|e| e.to_string())??;
-        self.remember(job.wt, done);
-        Ok(())
+        self.remember(job.wt, done.0);
+        Ok(done.1)
     }
 
     /// Records a worktree fanout just checked out afresh at `start` (given to the task's
@@ -452,7 +459,8 @@ fn fast_reset_allowed() -> bool {
 }
 
 /// TEST-ONLY (the `test-hooks` feature): `FANOUT_TEST_RESET_NOTES=<file>` gets one line per
-/// reset, `<worktree name> fast` or `<worktree name> full: <why>`, so tests see which ran.
+/// reset, `<worktree name> fast: <counts and times>` or `<worktree name> full: <why>`, so
+/// tests see which ran.
 #[cfg(feature = "test-hooks")]
 fn test_note(wt: &Path, what: &str) {
     if let Some(path) = std::env::var_os("FANOUT_TEST_RESET_NOTES") {
