@@ -7,7 +7,7 @@ others at once (their futures are dropped: their agents' process trees get SIGTE
 The other candidates' branches stay until `fanout clean --branches`.
 
 Spending (issue 23): each candidate's tokens and money come from the task's ledger
-([`super::budget::Spending`]), so a stopped candidate's count too; the task's are the sum of its
+([`super::spending::Spending`]), so a stopped candidate's count too; the task's are the sum of its
 candidates' and of the review that chose among them. Once the run's budget is spent (or the
 task's) no further candidate starts: those end `skipped` (`budget_exceeded`), and the task is
 stopped by the budget — its candidates' work on their branches, not merged — for `fanout

@@ -361,7 +361,7 @@ fn blame(
         r.status = TaskStatus::IntegrationFailed;
         r.error = Some(format!(
             "{detail}\n{}",
-            super::retry::tail(text, ERROR_OUTPUT)
+            super::tail::tail(text, ERROR_OUTPUT)
         ));
         r.verify.push(GateResult {
             gate: "integration".into(),

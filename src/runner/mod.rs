@@ -44,8 +44,10 @@ mod select;
 mod setup_layers;
 mod setup_run;
 mod shared;
+mod spending;
 mod steps;
 pub mod stop;
+mod tail;
 mod task;
 mod task_workspace;
 mod threads;
@@ -280,14 +282,14 @@ fn shared_state(
 
 /// The run's spending, starting from what the outcomes a resumed run keeps spent before
 /// (issue 23).
-fn carried_spending(plan: &Plan) -> budget::Spending {
+fn carried_spending(plan: &Plan) -> spending::Spending {
     let carried = crate::usage::Usage::sum(
         plan.earlier_reports
             .iter()
             .filter(|(id, _)| plan.priors.contains_key(*id))
             .filter_map(|(_, r)| r.usage.as_ref()),
     );
-    budget::Spending::new(plan.pricing.clone(), plan.budget.clone(), carried)
+    spending::Spending::new(plan.pricing.clone(), plan.budget.clone(), carried)
 }
 
 /// The judges' folder, and the read-back verifier (or why read-back is skipped).

@@ -67,7 +67,7 @@ pub(crate) fn feedback(
          Your workspace now holds the integrated tree that fails, your change included. Fix it with a small change: \
          you may edit only the files your change touched or the task's declared paths; the tests and the verify configuration are not yours to change.\n\
          The end of the verify command's output:\n{}",
-        super::retry::tail(output, 4000)
+        super::tail::tail(output, 4000)
     )
 }
 

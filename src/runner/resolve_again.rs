@@ -106,7 +106,7 @@ pub(super) fn failure_feedback(report: &TaskReport, round: u32) -> String {
     format!(
         "Your resolve round {round} did not pass: {}\n\
          Your workspace starts again from the integration with your change merged as far as it goes.\n\n",
-        super::retry::tail(report.error.as_deref().unwrap_or("it ended without a resolution"), 4000)
+        super::tail::tail(report.error.as_deref().unwrap_or("it ended without a resolution"), 4000)
     )
 }
 

@@ -3,6 +3,7 @@
 //! (a codemod that does not understand the feedback exits non-zero: that is not the news).
 
 use super::outcome::{stop, Stop};
+use super::tail::tail;
 use crate::agent::AgentError;
 use crate::report::{TaskReport, TaskStatus};
 
@@ -52,17 +53,4 @@ pub(crate) fn feedback_round_failed(report: &TaskReport, e: &AgentError) -> Stop
             attempts + 1
         ),
     )
-}
-
-/// The last `max` bytes of `s` (at a character boundary), trailing white space dropped.
-pub(super) fn tail(s: &str, max: usize) -> &str {
-    let s = s.trim_end();
-    if s.len() <= max {
-        return s;
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }

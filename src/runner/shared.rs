@@ -74,7 +74,7 @@ pub(crate) struct Shared {
     /// The run's shared caches (`None`: the tasks name none).
     pub caches: Option<crate::caches::RunCaches>,
     /// Prices, budgets and the run's total spent (issue 23).
-    pub(crate) spending: super::budget::Spending,
+    pub(crate) spending: super::spending::Spending,
     /// What the egress proxies refused each task (for its report).
     pub egress_refused: super::egress_refusals::Refusals,
 }

@@ -38,7 +38,7 @@ pub(super) fn earlier_round(report: &TaskReport) -> String {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     if !diff.trim().is_empty() {
-        let cut = super::retry::tail(&diff, EARLIER_DIFF);
+        let cut = super::tail::tail(&diff, EARLIER_DIFF);
         text.push_str(&format!(
             "Your earlier change (this task's first round, as a diff):\n{cut}\n\n"
         ));

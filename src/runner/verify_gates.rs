@@ -320,7 +320,7 @@ pub(super) fn feedback_prompt(failed: &[&GateResult], attempt: u32, max: u32) ->
 
 /// The last `max` bytes of `s`, marked as cut when they are not all of it.
 fn end_of(s: &str, max: usize) -> String {
-    let end = super::retry::tail(s, max);
+    let end = super::tail::tail(s, max);
     if end.len() < s.trim_end().len() {
         format!("… ({} bytes before)\n{end}", s.trim_end().len() - end.len())
     } else {
