@@ -47,16 +47,7 @@ pub(super) async fn make(
             .map_err(|e| format!("cannot open the repository: {e}"))?;
         let start = match rerun_start {
             Some(start) => {
-                // The first run's workspace (kept with --keep-worktrees) and branch go:
-                // the task starts afresh from the integration head.
-                worktree::remove(&s.common_dir, &name, &wt).map_err(|e| crate::error_chain(&e))?;
-                // Its CODEX_HOME stays: the round may continue the task's thread.
-                super::threads::remove_scratch(&scratch, true)
-                    .map_err(|e| format!("cannot remove {}: {e}", scratch.display()))?;
-                if let Ok(mut b) = repo.find_branch(&branch, git2::BranchType::Local) {
-                    b.delete()
-                        .map_err(|e| format!("cannot replace branch {branch}: {e}"))?;
-                }
+                clear_first_run(s, &repo, (&name, &wt), &scratch, &branch)?;
                 start
             }
             None => match super::lanes::descendant_of_all(&repo, s.base, &dep_commits) {
@@ -105,6 +96,26 @@ pub(super) async fn make(
     .map_err(|e| stop(TaskStatus::Failed, e))?;
     paths.overlay = layers;
     Ok(Made { start, taken })
+}
+
+/// A run again: the first run's workspace (kept with --keep-worktrees) and branch go, the
+/// task starts afresh from the integration head. Its CODEX_HOME stays: the round may continue
+/// the task's thread.
+fn clear_first_run(
+    s: &Shared,
+    repo: &git2::Repository,
+    (name, wt): (&str, &std::path::Path),
+    scratch: &std::path::Path,
+    branch: &str,
+) -> Result<(), String> {
+    worktree::remove(&s.common_dir, name, wt).map_err(|e| crate::error_chain(&e))?;
+    super::threads::remove_scratch(scratch, true)
+        .map_err(|e| format!("cannot remove {}: {e}", scratch.display()))?;
+    if let Ok(mut b) = repo.find_branch(branch, git2::BranchType::Local) {
+        b.delete()
+            .map_err(|e| format!("cannot replace branch {branch}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The task's environment (short TMPDIR, private HOME, caches) and the sandboxed spawn
