@@ -65,9 +65,16 @@ pub fn fetch(repo_path: &Path, sources: &Sources) -> Result<Vec<Fetched>, HandOv
     let mut out = Vec::new();
     match sources {
         Sources::Bundles(files) => {
+            let pack_dir = repo.commondir().join("objects/pack");
+            let before = super::packs::indexes(&pack_dir);
             for file in files {
                 out.extend(unbundle(&repo, repo_path, file)?);
             }
+            let new = super::packs::indexes(&pack_dir)
+                .difference(&before)
+                .cloned()
+                .collect();
+            super::packs::merge_new(repo_path, &pack_dir, &new);
         }
         Sources::Remote { remote, run } => {
             let spec = format!("+refs/fanout/{run}/*:{}/{run}/*", refs::import_prefix(0));
