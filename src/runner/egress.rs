@@ -3,7 +3,7 @@
 //! from the task file's `network`; refusals become `egress_refused` events (the first of each
 //! phase and destination) and lines of the task's report.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::shared::Shared;
@@ -15,13 +15,40 @@ use crate::egress::FORWARDER_PORT as PROXY_PORT;
 /// A Unix socket's path must fit in `sun_path` (108 bytes, with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// A task's proxies: stopped, and their sockets removed, when dropped (with the task's
+/// paths) — else every task's three listeners would stay open until the run ends, and a run
+/// of thousands of tasks runs out of file descriptors.
+pub(crate) struct Proxies {
+    serving: Vec<tokio::task::AbortHandle>,
+    sockets: Vec<PathBuf>,
+}
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        for h in &self.serving {
+            h.abort();
+        }
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
 /// Starts the task's proxies; `None` (with a warning) when they cannot listen: the task then
 /// has no way out of its namespace at all.
-pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> Option<EgressLink> {
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    task: &PlannedTask,
+    index: usize,
+) -> Option<(EgressLink, Proxies)> {
     let dir = crate::run_dir::RunDir::new(&shared.run_dir).egress();
     let id = task.id().to_string();
     let net = &task.network;
     let mut agent = None;
+    let mut proxies = Proxies {
+        serving: Vec::new(),
+        sockets: Vec::new(),
+    };
     let model = match net.agent {
         crate::taskfile::network::PhaseNet::Model => model_route(task)
             .map_err(|why| {
@@ -51,7 +78,9 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
                 let route = (phase == "agent").then(|| model.clone()).flatten();
                 let claude = (phase == "agent").then(|| anthropic.clone()).flatten();
                 let allow = Arc::new(AllowList(hosts));
-                tokio::spawn(serve_routes(listener, allow, route, claude, tx));
+                let serving = tokio::spawn(serve_routes(listener, allow, route, claude, tx));
+                proxies.serving.push(serving.abort_handle());
+                proxies.sockets.push(socket.clone());
                 let (events, id) = (shared.events.weak(), id.clone());
                 let refusals = shared.egress_refused.clone();
                 tokio::spawn(async move {
@@ -82,7 +111,7 @@ pub(super) fn start(shared: &Arc<Shared>, task: &PlannedTask, index: usize) -> O
             });
         }
     }
-    agent
+    agent.map(|a| (a, proxies))
 }
 
 /// The model route of a Codex agent: to the model API its user configuration names, with the

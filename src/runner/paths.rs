@@ -26,6 +26,8 @@ pub(super) struct Paths {
     pub(super) key: String,
     /// Candidates: which candidate of the task this workspace is (`FANOUT_CANDIDATE`).
     pub(super) candidate: Option<u32>,
+    /// The task's egress proxies (`--net isolated`): they serve while these paths live.
+    pub(super) proxies: Option<super::egress::Proxies>,
 }
 
 /// Where one attempt at a task runs: the task (or a candidate's version of it), the index its
@@ -71,6 +73,7 @@ impl Paths {
             overlay: None,
             key: key.to_string(),
             candidate,
+            proxies: None,
         }
     }
 

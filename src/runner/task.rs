@@ -169,7 +169,7 @@ pub(super) async fn in_workspace(
     let made = task_workspace::make(shared, task, &mut paths, dep_commits, rerun).await?;
     workspace_ready(shared, task, &paths, &events, report, made.start);
     enter(shared, id, TaskPhase::Setup);
-    let mut spawn = task_workspace::environment(shared, task, env_index, &paths).await?;
+    let mut spawn = task_workspace::environment(shared, task, env_index, &mut paths).await?;
     let start = made.start;
     task_workspace::setup(shared, task, &mut paths, &mut spawn, made).await?;
     if let Some(r) = rerun.and_then(|r| r.resolve.clone()) {

@@ -124,7 +124,7 @@ pub(super) async fn environment(
     shared: &Arc<Shared>,
     task: &PlannedTask,
     index: usize,
-    paths: &Paths,
+    paths: &mut Paths,
 ) -> Result<SpawnSpec, Stop> {
     let task_env = {
         let (sh, scratch) = (shared.clone(), paths.scratch.clone());
@@ -144,11 +144,15 @@ pub(super) async fn environment(
     for w in &task_env.warnings {
         shared.events.warn(Some(task.id().as_str()), w);
     }
-    let egress = task
+    // The proxies of an earlier attempt at these paths go first: their sockets are reused.
+    paths.proxies = None;
+    let (egress, proxies) = task
         .launch
         .isolate_net
         .then(|| super::egress::start(shared, task, index))
-        .flatten();
+        .flatten()
+        .unzip();
+    paths.proxies = proxies;
     Ok(super::launch::spawn_spec(
         shared, task, paths, &task_env, egress,
     ))

@@ -199,6 +199,49 @@ fn the_default_network_is_a_namespace() {
     }
 }
 
+/// Each task's proxies (three listening sockets under `--net isolated`) close with the task:
+/// 150 tasks run under a limit of 200 open files, and no socket is left in `egress/`.
+#[test]
+fn a_tasks_proxies_close_with_it() {
+    use std::os::unix::process::CommandExt;
+    let repo = TestRepo::with_files(1);
+    let tasks: Vec<Value> = (0..150)
+        .map(|i| json!({"id": format!("t{i:03}"), "prompt": "x"}))
+        .collect();
+    let write = json!({"protocol": "exec", "command": "sh",
+        "args": ["-c", "echo x > f_$FANOUT_TASK_ID.txt"]});
+    let file = repo.write_tasks(&json!({"version": 1, "agents": {"w": write},
+        "defaults": {"agent": "w"}, "tasks": tasks}));
+    let mut cmd = repo.fanout_command();
+    cmd.current_dir(&repo.path)
+        .args(["run", "--no-readback", "--jobs", "4", "-q", "--tasks"])
+        .arg(&file);
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = cmd.output().expect("fanout runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("150 merged"), "{said}");
+    let runs = repo.path.join(".git/fanout/runs");
+    for run in std::fs::read_dir(&runs).expect("runs").flatten() {
+        let left: Vec<_> = std::fs::read_dir(run.path().join("egress"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "sockets left: {left:?}");
+    }
+}
+
 /// The agent's environment is an allow-list: a token in fanout's environment does not reach
 /// it (nor its verify command), a variable the profile names in `env_pass` does, and so do
 /// the base ones (PATH, HOME) and fanout's own.
