@@ -11,7 +11,11 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
             restore_permissions(path);
-            std::fs::remove_dir_all(path)
+            // Gone in between (another cleanup of the same folder finished first) is removed.
+            match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
         }
     }
 }

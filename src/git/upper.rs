@@ -515,7 +515,7 @@ pub fn create_overlay_task(
     let commit = repo
         .find_commit(start)
         .ctx(|| format!("start commit {start} not found"))?;
-    repo.branch(branch, &commit, false)
+    super::worktree::new_branch(repo, branch, &commit)
         .ctx(|| format!("cannot create branch {branch}"))?;
     let merged =
         std::path::absolute(merged).ctx(|| format!("cannot resolve {}", merged.display()))?;

@@ -53,10 +53,30 @@ pub fn adopt(
     let commit = repo
         .find_commit(base)
         .ctx(|| format!("base commit {base} not found"))?;
-    repo.branch(branch, &commit, false)
-        .ctx(|| format!("cannot create branch {branch}"))?;
+    new_branch(repo, branch, &commit).ctx(|| format!("cannot create branch {branch}"))?;
     register(repo, name, &format!("ref: refs/heads/{branch}"), path, None)?;
     Ok(())
+}
+
+/// Creates `branch` at `commit`. A branch deleted at the same moment (a candidate's, a task's
+/// run again) may prune the folder this one's ref or reflog is being written in (empty folders
+/// under `refs/` and `logs/` go with their last ref); libgit2 then fails with an OS error and
+/// writes nothing, so that is tried again, a few times.
+pub(crate) fn new_branch(
+    repo: &Repository,
+    branch: &str,
+    commit: &git2::Commit<'_>,
+) -> Result<(), git2::Error> {
+    let mut tries = 0;
+    loop {
+        match repo.branch(branch, commit, false) {
+            Err(e) if e.class() == git2::ErrorClass::Os && tries < 5 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            r => return r.map(|_| ()),
+        }
+    }
 }
 
 /// Checks a registered worktree's HEAD (`head`) out into its new or emptied folder, with its
