@@ -57,24 +57,7 @@ pub(crate) fn enter(cover: &[PathBuf]) -> Result<(), String> {
     }
     let root = nix::unistd::geteuid().is_root();
     super::userns::unshare_own_ids(libc::CLONE_NEWNS, "mount")?;
-    // Nothing mounted here may reach the namespace fanout runs in.
-    // SAFETY: valid NUL-terminated string; null source/type/data are allowed for a
-    // propagation change.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(format!(
-            "cannot make the mounts private: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    super::mounts::propagate_root(libc::MS_PRIVATE)?;
     for path in cover {
         // Gone when a folder covered before held it.
         let Ok(meta) = std::fs::symlink_metadata(path) else {

@@ -1,4 +1,4 @@
-//! Mount calls the sandboxed child shares: read-only binds.
+//! Mount calls the sandboxed child shares: read-only binds, the propagation of `/`.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -57,6 +57,30 @@ pub(crate) fn bind_read_only(src: &Path, dst: &Path, devices: bool) -> Result<()
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the propagation of every mount under `/` (`MS_PRIVATE` or `MS_SLAVE`, recursively), so
+/// nothing mounted in this namespace reaches the one fanout runs in.
+#[allow(unsafe_code)]
+pub(crate) fn propagate_root(kind: libc::c_ulong) -> Result<(), String> {
+    // SAFETY: valid NUL-terminated string; null source/type/data are allowed for a
+    // propagation change.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | kind,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot make the mounts private: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

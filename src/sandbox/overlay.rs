@@ -86,25 +86,7 @@ pub(crate) fn enter(
         .collect::<Result<Vec<_>, _>>()?;
     // Only our own ids, mapped to themselves: files in the upper folder keep their owner.
     super::userns::unshare_own_ids(libc::CLONE_NEWNS, "mount")?;
-    // Nothing mounted here may reach the namespace fanout runs in.
-    let slash = c"/";
-    // SAFETY: valid NUL-terminated strings; null source/type/data are allowed for a
-    // propagation change.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            slash.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(format!(
-            "cannot make the mounts private: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    super::mounts::propagate_root(libc::MS_SLAVE)?;
     if let Some((spec, opts)) = &workspace {
         if let (true, Some(who)) = (root, run_as) {
             super::idmap::mount_lower_as(&spec.lower, who)?;
