@@ -44,7 +44,7 @@ timer=()
 [ -x /usr/bin/time ] && timer=(/usr/bin/time -v -o "$work/time.txt")
 t0=$(date +%s%N)
 "${timer[@]}" "$fanout" run --repo "$repo" --tasks "$work/tasks.json" --jobs "$jobs" \
-  --no-readback --report "$work/report.json" > "$work/out.txt" 2> "$work/err.txt" &
+  --no-readback ${SCALE_ARGS:-} --report "$work/report.json" > "$work/out.txt" 2> "$work/err.txt" &
 outer=$!
 peak_wt=0 peak_hwm=0 pid=""
 while kill -0 "$outer" 2>/dev/null; do

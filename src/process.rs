@@ -2,7 +2,8 @@
 Starting and stopping agent processes.
 
 Every agent (and verify command) runs under fanout's sandbox supervisor (`fanout sandbox-exec`),
-in its own process group, with `PR_SET_PDEATHSIG` so that it is told to stop if fanout dies.
+in its own process group; it sets `PR_SET_PDEATHSIG` on itself so that it is told to stop if
+fanout dies.
 Stopping is: SIGTERM to the supervisor (which terminates the whole tree, orphans included),
 a grace period, then SIGKILL to the process group.
 
@@ -107,26 +108,13 @@ impl AgentProcess {
             std_cmd.env("USER", &name).env("LOGNAME", &name);
         }
         std_cmd.envs(&spec.env);
+        // The supervisor sets its own `PR_SET_PDEATHSIG` (and checks that this process is still
+        // its parent): no `pre_exec` here, so the standard library starts it with `posix_spawn`
+        // (vfork) instead of forking this whole process, whose page tables grow with the run.
+        std_cmd.env(sandbox::PARENT_PID_ENV, std::process::id().to_string());
         let mut cmd = tokio::process::Command::from(std_cmd);
         // No kill_on_drop: SIGKILL would orphan the agent's tree; `Drop` sends SIGTERM instead.
         cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
             program: spec.program.clone(),
             source,

@@ -133,13 +133,18 @@ pub fn collect_and_commit_as(
     author: Option<(&str, &str)>,
 ) -> Result<Collected, GitError> {
     let tree_id = worktree_tree(task_repo, parent, opts)?;
-    commit_tree(task_repo, parent, branch, message, tree_id, author)
+    commit_tree(
+        task_repo, task_repo, parent, branch, message, tree_id, author,
+    )
 }
 
 /// Commits `tree_id` (a task's collected tree) on `branch` with parent `parent`; `commit: None`
-/// when it equals the parent's tree.
+/// when it equals the parent's tree. The branch moves in `refs_repo`: the repository itself
+/// rather than an overlay task's registration, whose HEAD names the branch (libgit2 would
+/// also append to that registration's HEAD log, two more files per task for nothing).
 pub fn commit_tree(
     task_repo: &Repository,
+    refs_repo: &Repository,
     parent: Oid,
     branch: &str,
     message: &str,
@@ -170,7 +175,7 @@ pub fn commit_tree(
     let oid = task_repo
         .commit(None, &author, &sig, message, &tree, &[&parent_commit])
         .ctx(|| "cannot create the task commit".into())?;
-    super::repo::set_branch(task_repo, branch, oid, "fanout: task result")?;
+    super::repo::set_branch(refs_repo, branch, oid, "fanout: task result")?;
     Ok(Collected {
         commit: Some(oid),
         tree: tree_id,

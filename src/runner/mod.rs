@@ -27,6 +27,7 @@ mod identity;
 mod integrate;
 mod lanes;
 mod launch;
+mod memory;
 mod merge_message;
 mod merge_order;
 mod outcome;
@@ -108,6 +109,7 @@ pub fn execute(mut plan: Plan, io: RunIo) -> Result<RunReport, RunError> {
     // show only after every agent ran.
     crate::preflight::check(&plan.repo.common_dir, plan.options.min_free_mb)?;
     tune_libgit2();
+    memory::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -66,6 +66,8 @@ struct Pipelines {
     pendings: Vec<Pending>,
     /// When each task got its slot (ms since the Unix epoch), for its report.
     started_ms: Vec<u64>,
+    /// How many pipelines ended (for the periodic trim).
+    ended: usize,
 }
 
 impl Pipelines {
@@ -83,6 +85,7 @@ impl Pipelines {
             reports: (0..n).map(|_| None).collect(),
             pendings: (0..n).map(|_| Pending::Done).collect(),
             started_ms: vec![0; n],
+            ended: 0,
         }
     }
 
@@ -126,6 +129,10 @@ impl Pipelines {
                     self.free_slots.insert(slot);
                 }
                 self.sched.finished(i, dep);
+                self.ended += 1;
+                if self.ended % super::memory::TRIM_EVERY == 0 {
+                    super::memory::trim();
+                }
                 let ready = matches!(pending, Pending::Ready(_));
                 let resume_state =
                     crate::state::state_status(report.status, ready, *self.shared.cancel.borrow());

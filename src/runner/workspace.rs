@@ -356,7 +356,7 @@ pub(crate) fn collect_overlay(
         Repository::open(repo_path).map_err(|e| format!("cannot open the repository: {e}"))?;
     let task_repo = worktree::open_task_repo(&repo, wt_name).map_err(|e| crate::error_chain(&e))?;
     let tree = overlay_tree(&task_repo, layers, start, opts, false)?;
-    crate::git::collect::commit_tree(&task_repo, start, branch, message, tree, author)
+    crate::git::collect::commit_tree(&task_repo, &repo, start, branch, message, tree, author)
         .map_err(|e| format!("cannot collect the change: {}", crate::error_chain(&e)))
 }
 

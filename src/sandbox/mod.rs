@@ -65,9 +65,17 @@ pub fn exec_main(args: Vec<OsString>) -> i32 {
         std::env::var_os(POLICY_ENV),
         std::env::var_os(STATUS_FILE_ENV),
     );
+    let parent = std::env::var(PARENT_PID_ENV).ok();
     // Single-threaded here (dispatched before any runtime): removing is safe.
     std::env::remove_var(POLICY_ENV);
     std::env::remove_var(STATUS_FILE_ENV);
+    std::env::remove_var(PARENT_PID_ENV);
+    if let Some(parent) = parent.and_then(|p| p.trim().parse::<i32>().ok()) {
+        if !die_with_parent(parent) {
+            eprintln!("fanout sandbox-exec: the fanout that started this helper is gone");
+            return EXIT_NOT_ENFORCED;
+        }
+    }
     match parse_exec_args(args, from_env) {
         Ok(cfg) => supervisor::supervise(cfg),
         Err(msg) => {
@@ -78,6 +86,14 @@ pub fn exec_main(args: Vec<OsString>) -> i32 {
             EXIT_NOT_ENFORCED
         }
     }
+}
+
+/// Asks for SIGTERM when the parent dies, then checks that `parent` is still the parent: it
+/// may have died between starting this process and the request (the signal would never come).
+fn die_with_parent(parent: i32) -> bool {
+    use nix::sys::prctl;
+    prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).is_ok()
+        && nix::unistd::getppid().as_raw() == parent
 }
 
 /// Parses the helper's arguments; `from_env`: the values of [`POLICY_ENV`] and

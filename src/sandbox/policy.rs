@@ -330,6 +330,9 @@ pub enum SandboxError {
 /// starts.
 pub const POLICY_ENV: &str = "FANOUT_SANDBOX_POLICY";
 pub const STATUS_FILE_ENV: &str = "FANOUT_SANDBOX_STATUS_FILE";
+/// The pid of the process that started the helper: the helper asks for SIGTERM when its
+/// parent dies and ends at once when that parent is already gone.
+pub const PARENT_PID_ENV: &str = "FANOUT_SANDBOX_PARENT";
 
 /// A `std` command that runs `self_exe sandbox-exec -- program args…`, i.e. `program` under
 /// the supervisor with `policy` applied; the policy and the status file travel in the

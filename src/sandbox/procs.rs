@@ -39,6 +39,44 @@ pub(crate) fn all_processes() -> Vec<ProcStat> {
     .collect()
 }
 
+/// The processes descending from `root` (excluding it), read from each process's threads'
+/// `children` lists: O(the tree) rather than O(every process on the machine), which a
+/// supervisor ending after every task would otherwise pay on a busy machine. `None` where
+/// the kernel has no such lists (`CONFIG_PROC_CHILDREN`): then [`descendants`] over
+/// [`all_processes`].
+pub(crate) fn descendants_of(root: i32) -> Option<Vec<i32>> {
+    let mut found: HashSet<i32> = HashSet::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            // It ended since its parent listed it: nothing below it to find any more
+            // (its children went to the subreaper, whose list the next pass reads).
+            if pid == root {
+                return None;
+            }
+            continue;
+        };
+        for t in threads.flatten() {
+            let list = t.path().join("children");
+            let text = match std::fs::read_to_string(&list) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && pid == root => {
+                    return None;
+                }
+                Err(_) => continue,
+            };
+            for k in text.split_ascii_whitespace().filter_map(|k| k.parse().ok()) {
+                if k != root && found.insert(k) {
+                    stack.push(k);
+                }
+            }
+        }
+    }
+    let mut v: Vec<i32> = found.into_iter().collect();
+    v.sort_unstable();
+    Some(v)
+}
+
 /// The processes descending from `root` (excluding it), by ppid chains. Because `root` is a
 /// child subreaper, every orphan of its tree — including processes that double-forked and
 /// called `setsid()` — is reparented to it or to a descendant, so the closure is complete.
@@ -73,6 +111,39 @@ mod tests {
         let s = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 0 0";
         assert_eq!(parse_stat(s), Some(ProcStat { pid: 1234, ppid: 1 }));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn children_lists_find_a_grandchild() {
+        use std::process::{Command, Stdio};
+        // sh starts a sleep and waits: the sleep is this process's grandchild.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let me = std::process::id() as i32;
+        let found = (0..200).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let d = descendants_of(me)?;
+            (d.len() >= 2).then_some(d)
+        });
+        let all = descendants(&all_processes(), me);
+        let none_listed = descendants_of(me).is_none();
+        let _ = Command::new("pkill")
+            .args(["-P", &child.id().to_string()])
+            .status();
+        let _ = child.kill();
+        let _ = child.wait();
+        let Some(found) = found else {
+            // Only where the kernel keeps no children lists: the full scan then serves.
+            assert!(none_listed, "the grandchild was never listed");
+            return;
+        };
+        for pid in &found {
+            assert!(all.contains(pid), "{pid} is not a descendant by ppid");
+        }
+        assert!(found.contains(&(child.id() as i32)));
     }
 
     #[test]

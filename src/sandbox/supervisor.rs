@@ -508,7 +508,8 @@ impl Supervisor {
     }
 
     fn descendants(&self) -> Vec<i32> {
-        procs::descendants(&procs::all_processes(), self.me.as_raw())
+        procs::descendants_of(self.me.as_raw())
+            .unwrap_or_else(|| procs::descendants(&procs::all_processes(), self.me.as_raw()))
     }
 
     fn signal_all(&self, sig: Signal) -> usize {
