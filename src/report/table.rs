@@ -29,13 +29,13 @@ fn integration_line(g: &IntegrationReport) -> String {
     line
 }
 
-/// What `fanout run` prints at the end: the table of a small run (`quiet` or not), the
-/// summary of a large one, or only its one summary line when `quiet`.
+/// What `fanout run` prints at the end: only the one summary line when `quiet` (the report
+/// files hold the rest), else the table of a small run or the summary of a large one.
 pub fn render_for(report: &RunReport, quiet: bool) -> String {
     match (report.tasks.len() > SUMMARY_ABOVE, quiet) {
-        (false, _) => render(report),
+        (_, true) => run_line(report),
+        (false, false) => render(report),
         (true, false) => summary(report),
-        (true, true) => run_line(report),
     }
 }
 
@@ -395,11 +395,14 @@ not merged (10 of 120):
     }
 
     #[test]
-    fn small_runs_keep_the_table_quiet_or_not() {
+    fn small_runs_keep_the_table_unless_quiet() {
         assert_eq!(render_for(&sample(), false), render(&sample()));
-        assert_eq!(render_for(&sample(), true), render(&sample()));
+        let quiet = render_for(&sample(), true);
+        assert_eq!(quiet.lines().count(), 1, "{quiet}");
+        assert_eq!(quiet, run_line(&sample()));
         let at_threshold = large(SUMMARY_ABOVE, 7);
-        assert_eq!(render_for(&at_threshold, true), render(&at_threshold));
+        assert_eq!(render_for(&at_threshold, false), render(&at_threshold));
+        assert_eq!(render_for(&at_threshold, true).lines().count(), 1);
     }
 
     #[test]
