@@ -365,7 +365,7 @@ pub fn supervised_command(
         serde_json::to_string(policy)
     }
     .expect("a Policy always serializes");
-    let mut cmd = std::process::Command::new(self_exe);
+    let mut cmd = std::process::Command::new(supervisor_exe(self_exe));
     cmd.env(POLICY_ENV, json)
         .env(STATUS_FILE_ENV, status_file)
         .arg("sandbox-exec")
@@ -373,6 +373,41 @@ pub fn supervised_command(
         .arg(program)
         .args(args);
     cmd
+}
+
+/// What `fanout-supervisor --version` prints: the crate's version and the version of the
+/// policy it reads (raised whenever [`Policy`] changes shape).
+pub const SUPERVISOR_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+policy.1");
+
+/// The program that supervises a sandboxed command: `fanout-supervisor` beside `self_exe`
+/// when it is there and of the same version (checked once per process), else `self_exe`
+/// itself (`fanout sandbox-exec`). Both take the same arguments.
+pub fn supervisor_exe(self_exe: &Path) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CHOSEN: OnceLock<Mutex<HashMap<PathBuf, PathBuf>>> = OnceLock::new();
+    let chosen = CHOSEN.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut chosen = chosen.lock().unwrap_or_else(|e| e.into_inner());
+    chosen
+        .entry(self_exe.to_path_buf())
+        .or_insert_with(|| {
+            let helper = self_exe.with_file_name("fanout-supervisor");
+            let same_version = std::process::Command::new(&helper)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout).trim() == SUPERVISOR_VERSION
+                });
+            if same_version {
+                helper
+            } else {
+                self_exe.to_path_buf()
+            }
+        })
+        .clone()
 }
 
 /// Reads the report the helper wrote to `status_file`. The file appears once the sandboxed
