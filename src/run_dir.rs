@@ -71,7 +71,7 @@ impl RunDir {
         self.root.join("events")
     }
 
-    /// The egress proxy's Unix sockets (one per task and phase), owner-only.
+    /// The egress proxy's Unix sockets (one per task and phase it has), owner-only.
     pub fn egress(&self) -> PathBuf {
         self.root.join("egress")
     }

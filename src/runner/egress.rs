@@ -1,5 +1,5 @@
-//! A task's egress proxy under `--net isolated`: one Unix socket per phase (agent, setup,
-//! verify) in the run's owner-only `egress/` folder, each served with that phase's allow-list
+//! A task's egress proxy under `--net isolated`: one Unix socket per phase the task has (agent,
+//! setup, verify) in the run's owner-only `egress/` folder, each served with that phase's allow-list
 //! from the task file's `network`; refusals become `egress_refused` events (the first of each
 //! phase and destination) and lines of the task's report.
 
@@ -71,6 +71,16 @@ pub(super) fn start(
         ("setup", net.setup.hosts()),
         ("verify", net.verify.hosts()),
     ] {
+        // A phase the task does not have gets no socket: two inodes and a listener less per
+        // task, which count at thousands of tasks (docs/workspaces.md).
+        let runs = match phase {
+            "setup" => task.setup.is_some(),
+            "verify" => task.verify.is_some(),
+            _ => true,
+        };
+        if !runs {
+            continue;
+        }
         let socket = dir.join(format!("{index}.{phase}.sock"));
         match listen(&dir, &socket) {
             Ok(listener) => {
