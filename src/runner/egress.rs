@@ -66,21 +66,16 @@ pub(super) fn start(
         crate::taskfile::network::PhaseNet::Model => claude_code_route(shared, task),
         _ => None,
     };
-    for (phase, hosts) in [
-        ("agent", net.agent.hosts()),
-        ("setup", net.setup.hosts()),
-        ("verify", net.verify.hosts()),
-    ] {
-        // A phase the task does not have gets no socket: two inodes and a listener less per
-        // task, which count at thousands of tasks (docs/workspaces.md).
-        let runs = match phase {
-            "setup" => task.setup.is_some(),
-            "verify" => task.verify.is_some(),
-            _ => true,
-        };
-        if !runs {
-            continue;
-        }
+    // A phase the task does not have gets no socket: two inodes and a listener less per task,
+    // which count at thousands of tasks (docs/workspaces.md).
+    for (phase, hosts, _) in [
+        ("agent", net.agent.hosts(), true),
+        ("setup", net.setup.hosts(), task.setup.is_some()),
+        ("verify", net.verify.hosts(), task.verify.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, _, runs)| *runs)
+    {
         let socket = dir.join(format!("{index}.{phase}.sock"));
         match listen(&dir, &socket) {
             Ok(listener) => {
