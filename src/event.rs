@@ -197,7 +197,7 @@ pub enum EventKind {
         message: String,
     },
     /// The run is over; `report` is report.json.
-    RunEnded { report: Box<RunReport> },
+    RunEnded { report: std::sync::Arc<RunReport> },
     // Candidates (best-of-N).
     /// A candidate of a task began: its own workspace on `branch`, its own `agent`.
     CandidateStarted {

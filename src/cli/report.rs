@@ -52,7 +52,7 @@ fn load_view(run_dir: &std::path::Path) -> anyhow::Result<RunView> {
                         .unwrap_or_default()
                         .as_str(),
                     crate::event::EventKind::RunEnded {
-                        report: Box::new(report),
+                        report: std::sync::Arc::new(report),
                     },
                 );
                 view.apply(&e);

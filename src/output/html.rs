@@ -820,7 +820,7 @@ mod tests {
             t_ms: 1,
             run: "r".into(),
             kind: EventKind::RunEnded {
-                report: Box::new(report),
+                report: std::sync::Arc::new(report),
             },
         });
         let page = render(&view, &|_| None);

@@ -413,6 +413,26 @@ impl Default for TaskReport {
 }
 
 impl TaskReport {
+    /// Gives back the spare capacity of its lists once the task ended: a list grown by one
+    /// push holds room for four, and a run keeps every report to its end.
+    pub fn shrink_to_fit(&mut self) {
+        self.files.shrink_to_fit();
+        self.changes.shrink_to_fit();
+        self.conflict_paths.shrink_to_fit();
+        self.attempt_history.shrink_to_fit();
+        for a in &mut self.attempt_history {
+            a.gates.shrink_to_fit();
+        }
+        self.verify.shrink_to_fit();
+        self.risky.shrink_to_fit();
+        self.egress_refused.shrink_to_fit();
+        self.rounds.shrink_to_fit();
+        for r in &mut self.rounds {
+            r.conflict_paths.shrink_to_fit();
+        }
+        self.candidates.shrink_to_fit();
+    }
+
     /// Its status for people, with the round it ended in when it ran more than once and
     /// whether a gate passed only when run again (`merged (round 2, flaky)`).
     pub fn status_text(&self) -> String {

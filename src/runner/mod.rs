@@ -820,13 +820,16 @@ fn finish(
         integration: integrated.gate,
         usage: (!usage.is_empty()).then_some(usage),
     };
+    // Shared with the outputs, not copied: a copy of 10 000 task reports is tens of megabytes.
+    let report = std::sync::Arc::new(report);
     run.events.emit(EventKind::RunEnded {
-        report: Box::new(report.clone()),
+        report: report.clone(),
     });
     drop(run.events);
     drop(run.shared);
     let failures = runtime.block_on(run.dispatcher).unwrap_or_default();
-    let mut report = report;
+    // Every output has ended with the dispatcher, so this is the only holder left.
+    let mut report = std::sync::Arc::try_unwrap(report).unwrap_or_else(|r| (*r).clone());
     report.output_failures = failures.iter().map(|f| f.to_string()).collect();
     // Blocking work abandoned by a second signal (a checkout) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

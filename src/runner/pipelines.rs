@@ -145,6 +145,8 @@ impl Pipelines {
                     report: Box::new(ended),
                     resume_state: resume_state.to_string(),
                 });
+                let mut report = report;
+                report.shrink_to_fit();
                 self.reports[i] = Some(report);
                 self.pendings[i] = pending;
             }
