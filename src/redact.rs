@@ -293,6 +293,47 @@ impl StreamRedactor {
     }
 }
 
+/// A writer that masks what goes through it as a [`StreamRedactor`] does: a large value (the
+/// run's last event holds every task's report) is written without being held whole. Give it
+/// large writes (e.g. through a `BufWriter`): each one is searched with the held window.
+pub struct RedactingWriter<W: std::io::Write> {
+    inner: W,
+    stream: StreamRedactor,
+    out: Vec<u8>,
+}
+
+impl<W: std::io::Write> RedactingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        RedactingWriter {
+            inner,
+            stream: StreamRedactor::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Writes what is still held back, masked.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.out.clear();
+        self.stream.finish(&mut self.out);
+        self.inner.write_all(&self.out)?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.clear();
+        self.stream.push(buf, &mut self.out);
+        self.inner.write_all(&self.out)?;
+        Ok(buf.len())
+    }
+
+    /// Held bytes stay held: they may be the start of a secret.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +506,24 @@ mod tests {
         assert!(!out.contains(&token));
         assert_eq!(out.lines().count(), 5000);
         assert!(out.lines().all(|l| l.ends_with(" [redacted]")));
+    }
+
+    #[test]
+    fn a_large_json_value_written_through_the_writer_is_masked_as_a_whole_one() {
+        let tokens = fake_tokens();
+        let items: Vec<serde_json::Value> = (0..3000)
+            .map(|i| serde_json::json!({"id": format!("t{i}"), "error": format!("said {}", tokens[i % tokens.len()])}))
+            .collect();
+        let value = serde_json::json!({"tasks": items});
+        let whole = redact(&serde_json::to_string(&value).unwrap()).into_owned();
+        let mut line =
+            std::io::BufWriter::with_capacity(8 * 1024, RedactingWriter::new(Vec::new()));
+        serde_json::to_writer(&mut line, &value).unwrap();
+        let out = line.into_inner().ok().unwrap().finish().unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, whole);
+        assert!(tokens.iter().all(|t| !out.contains(t.as_str())));
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
     }
 
     #[test]

@@ -248,10 +248,21 @@ impl Output for RunFilesOutput {
     fn event(&mut self, e: &Event) -> Result<(), OutputError> {
         if let Some(f) = &mut self.events {
             // Best effort: the run's report does not depend on this copy of the stream.
-            if let Ok(line) = serde_json::to_string(e) {
-                let _ = f.write_all(crate::redact::redact(&line).as_bytes());
-                let _ = f.write_all(b"\n");
+            // Streamed, not made into one string first: the run's last event holds every
+            // task's report (15 MB of JSON at 10 000 tasks).
+            {
+                let mut line = std::io::BufWriter::with_capacity(
+                    8 * 1024,
+                    crate::redact::RedactingWriter::new(&mut *f),
+                );
+                if serde_json::to_writer(&mut line, e).is_ok() {
+                    if let Ok(w) = line.into_inner() {
+                        let _ = w.finish();
+                    }
+                }
             }
+            // Whatever was written ends its line: one bad line at most, never two joined.
+            let _ = f.write_all(b"\n");
         }
         if let EventKind::RunEnded { report } = &e.kind {
             if let Some(f) = &mut self.events {

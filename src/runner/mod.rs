@@ -140,7 +140,7 @@ fn tune_libgit2() {
     unsafe {
         libgit2_sys::git_libgit2_opts(
             libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as std::ffi::c_int,
-            (4isize << 20) as libc::ssize_t,
+            (1isize << 20) as libc::ssize_t,
         );
         // Pack files are mapped in windows kept up to 8 GB by default, and every pack stays
         // open: the integration writes a pack now and then, so a long run would hold them
