@@ -167,6 +167,8 @@ impl Applier<'_, '_> {
         if self.held >= FLUSH_BYTES || self.merges >= FLUSH_MERGES {
             (self.flush)(self.integ.head())?;
             (self.held, self.merges) = (0, 0);
+            // The pack's and the merges' freed memory goes back, as the tasks' does.
+            super::memory::trim();
         }
         announce(self.shared, self.shared.tasks[i].id(), report, head);
         Ok(())

@@ -564,6 +564,8 @@ fn integrate_all(
         .filter(|p| matches!(p, Pending::Ready(_)))
         .count();
     run.events.emit(EventKind::IntegrationStarted { ready });
+    // What the tasks' pipelines freed goes back before the integration's peak.
+    memory::trim();
     let mut integration = integrate::integrate(shared, &mut reports, &pendings, stop.requested())?;
     let retries = shared.on_conflict.retries();
     let mut resolving = resolve_again::Resolving::default();
