@@ -206,6 +206,12 @@ impl Plan {
         // Sized once: a planned task is over a kilobyte, and a doubling vector of 10 000 of
         // them keeps up to 10 MB unused for the whole run.
         let mut tasks = Vec::with_capacity(file.tasks.len());
+        type SharedProfile = (
+            std::sync::Arc<AgentProfile>,
+            Option<crate::agent::codex::Installed>,
+        );
+        let mut profiles: std::collections::HashMap<String, SharedProfile> =
+            std::collections::HashMap::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
             return Err(PlanError::Invalid(format!(
                 "task {}: a template (for_each) must be expanded against the repository first",
@@ -219,17 +225,30 @@ impl Plan {
                 .or_else(|| spec.agent.clone())
                 .or_else(|| file.defaults.agent.clone())
                 .unwrap_or_else(|| "codex".into());
-            let mut profile = agents.get(&agent_name).cloned().ok_or_else(|| {
-                PlanError::Invalid(format!("task {}: unknown agent {agent_name:?}", spec.id))
-            })?;
+            // One profile per agent, shared by its tasks (and `codex --version` asked once).
+            let (profile, codex) = match profiles.get(&agent_name) {
+                Some(known) => known.clone(),
+                None => {
+                    let mut profile = agents.get(&agent_name).cloned().ok_or_else(|| {
+                        PlanError::Invalid(format!(
+                            "task {}: unknown agent {agent_name:?}",
+                            spec.id
+                        ))
+                    })?;
+                    // The launch of every task decided now: nothing probes a protocol at run
+                    // time.
+                    let codex = crate::agent::codex::resolve_launch(&mut profile);
+                    let known = (std::sync::Arc::new(profile), codex);
+                    profiles.insert(agent_name.clone(), known.clone());
+                    known
+                }
+            };
             if !profile.enabled {
                 return Err(PlanError::Invalid(format!(
                     "task {}: agent {agent_name:?} is disabled (enabled: false)",
                     spec.id
                 )));
             }
-            // The launch of every task decided now: nothing probes a protocol at run time.
-            let codex = crate::agent::codex::resolve_launch(&mut profile);
             let uses_caches = !file.caches.is_empty();
             let launch =
                 Launch::resolve(&profile, codex, tasks.len(), uses_caches, &options.sandbox);
@@ -250,7 +269,11 @@ impl Plan {
             // A task with candidates is reported under its first candidate's agent until one
             // is chosen.
             let (agent_name, profile, launch) = match candidates.first() {
-                Some(c) => (c.agent_name.clone(), c.profile.clone(), c.launch.clone()),
+                Some(c) => (
+                    c.agent_name.clone(),
+                    std::sync::Arc::new(c.profile.clone()),
+                    c.launch.clone(),
+                ),
                 None => (agent_name, profile, launch),
             };
             tasks.push(PlannedTask {
@@ -338,16 +361,30 @@ impl Plan {
         };
         // The built-in `claude-code` MCP server runs the same `claude` as the verifier.
         let claude = claude_command(verifier.as_ref());
+        let with_claude = |p: &mut AgentProfile| {
+            if let Some(s) = p.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
+                if s.command.is_none() {
+                    s.command = Some(claude.clone());
+                }
+            }
+        };
+        // The agents' shared profiles stay shared: each is completed once.
+        let mut completed: std::collections::HashMap<String, std::sync::Arc<AgentProfile>> =
+            std::collections::HashMap::new();
         for t in &mut tasks {
             t.claude = claude.clone();
-            let profiles = std::iter::once(&mut t.profile)
-                .chain(t.candidates.iter_mut().map(|c| &mut c.profile));
-            for p in profiles {
-                if let Some(s) = p.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
-                    if s.command.is_none() {
-                        s.command = Some(claude.clone());
-                    }
-                }
+            if t.candidates.is_empty() {
+                let shared = completed.entry(t.agent_name.clone()).or_insert_with(|| {
+                    let mut p = (*t.profile).clone();
+                    with_claude(&mut p);
+                    std::sync::Arc::new(p)
+                });
+                t.profile = shared.clone();
+            } else {
+                with_claude(std::sync::Arc::make_mut(&mut t.profile));
+            }
+            for c in &mut t.candidates {
+                with_claude(&mut c.profile);
             }
         }
         let run_id = RunId::new();

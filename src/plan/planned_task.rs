@@ -8,7 +8,8 @@ use crate::taskfile::{self, AgentProfile, TaskSpec, VerifyCommand};
 pub struct PlannedTask {
     pub spec: TaskSpec,
     pub agent_name: String,
-    pub profile: AgentProfile,
+    /// Shared by the tasks of one agent (a copy in each is 300 bytes and more a task).
+    pub profile: std::sync::Arc<AgentProfile>,
     /// Program, protocol, environment and sandbox policy of its processes.
     pub launch: super::launch::Launch,
     pub timeout_secs: f64,
@@ -66,7 +67,7 @@ impl PlannedTask {
                 let mut one = t.clone();
                 one.candidates = Vec::new();
                 one.agent_name = c.agent_name.clone();
-                one.profile = c.profile.clone();
+                one.profile = std::sync::Arc::new(c.profile.clone());
                 one.launch = c.launch.clone();
                 out.push(one);
             }
@@ -116,7 +117,7 @@ impl PlannedTask {
                 select: None,
             },
             agent_name: "exec".into(),
-            profile: profile.clone(),
+            profile: std::sync::Arc::new(profile.clone()),
             launch: super::launch::Launch::resolve(&profile, None, 0, false, &Default::default()),
             timeout_secs: 60.0,
             verify: None,

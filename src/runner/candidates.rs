@@ -165,7 +165,7 @@ async fn one(shared: Arc<Shared>, start: Arc<Start>, k: u32) -> Outcome {
     let planned = &base.candidates[(k - 1) as usize];
     let mut task = base.clone();
     task.agent_name = planned.agent_name.clone();
-    task.profile = planned.profile.clone();
+    task.profile = std::sync::Arc::new(planned.profile.clone());
     task.launch = planned.launch.clone();
     let mut report = TaskReport::new(task.id().as_str(), &task.agent_name);
     let paths = Paths::candidate(&shared, task.id(), k);

@@ -377,7 +377,7 @@ impl TaskRun<'_> {
             task_id: self.id().clone(),
             worktree: self.paths.worktree.clone(),
             scratch: self.paths.scratch.clone(),
-            profile: self.task.profile.clone(),
+            profile: (*self.task.profile).clone(),
             protocol: self.task.launch.protocol,
             codex: self.task.launch.codex.clone(),
             events: self.events.clone(),
