@@ -182,7 +182,17 @@ impl Plan {
             .or_else(|| file.base.clone())
             .unwrap_or_else(|| "HEAD".into());
         let base = repo.resolve_base(&base_rev)?;
-        let agents = resolve_agents(&file, &|n| std::env::var(n).ok())?;
+        let mut agents = resolve_agents(&file, &|n| std::env::var(n).ok())?;
+        // The built-in `claude-code` MCP server runs the same `claude` as the verifier (its
+        // command is the verifier's as written: expanding the profile changes only values).
+        let claude = claude_command(file.verifier.as_ref());
+        for p in agents.values_mut() {
+            if let Some(s) = p.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
+                if s.command.is_none() {
+                    s.command = Some(claude.clone());
+                }
+            }
+        }
         if let Some(a) = &options.agent {
             if !agents.contains_key(a) {
                 return Err(PlanError::Invalid(format!(
@@ -320,7 +330,7 @@ impl Plan {
                     .or_else(|| file.defaults.network.clone())
                     .unwrap_or_default(),
                 diagnose: file.defaults.diagnose.unwrap_or(false),
-                claude: "claude".into(),
+                claude: claude.clone(),
                 profile,
                 caches: file.caches.clone(),
                 author: author.clone(),
@@ -359,34 +369,6 @@ impl Plan {
             Some(v) => Some(expand_profile(v, "$.verifier", &|n| std::env::var(n).ok())?),
             None => None,
         };
-        // The built-in `claude-code` MCP server runs the same `claude` as the verifier.
-        let claude = claude_command(verifier.as_ref());
-        let with_claude = |p: &mut AgentProfile| {
-            if let Some(s) = p.mcp_servers.get_mut(taskfile::CLAUDE_CODE_SERVER) {
-                if s.command.is_none() {
-                    s.command = Some(claude.clone());
-                }
-            }
-        };
-        // The agents' shared profiles stay shared: each is completed once.
-        let mut completed: std::collections::HashMap<String, std::sync::Arc<AgentProfile>> =
-            std::collections::HashMap::new();
-        for t in &mut tasks {
-            t.claude = claude.clone();
-            if t.candidates.is_empty() {
-                let shared = completed.entry(t.agent_name.clone()).or_insert_with(|| {
-                    let mut p = (*t.profile).clone();
-                    with_claude(&mut p);
-                    std::sync::Arc::new(p)
-                });
-                t.profile = shared.clone();
-            } else {
-                with_claude(std::sync::Arc::make_mut(&mut t.profile));
-            }
-            for c in &mut t.candidates {
-                with_claude(&mut c.profile);
-            }
-        }
         let run_id = RunId::new();
         let run_dir = repo.runs_dir().join(run_id.as_str());
         let integrate = file.integrate.as_ref().map(|g| IntegrateGate {
