@@ -95,9 +95,22 @@ fn holder(path: &Path, host: &str) -> Holder {
     }
 }
 
-/// Writes `gc.pid` naming this process: through `gc.pid.lock` (created exclusively, as git does),
-/// then renamed into place. `false` when someone else holds the lock file right now.
-fn write(path: &Path, host: &str) -> bool {
+/// What an attempt to take the lock found.
+#[derive(Debug, PartialEq, Eq)]
+enum Take {
+    /// `gc.pid` names this process now.
+    Taken,
+    /// A live process holds it (a gc, or another fanout run).
+    HeldBy(u32),
+    /// Somebody holds `gc.pid.lock` right now (a gc deciding, as we would): try again.
+    Busy,
+}
+
+/// Takes `gc.pid` the way git does: `gc.pid.lock` created exclusively first, and only while
+/// holding it is `gc.pid` read and, when nobody live holds it, replaced by a rename. Deciding
+/// before taking `gc.pid.lock` would let a gc take the lock in between and have its `gc.pid`
+/// overwritten: it would run on unseen, and remove the file when it ends.
+fn take(path: &Path, host: &str) -> Take {
     let lock = path.with_extension("pid.lock");
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -105,14 +118,42 @@ fn write(path: &Path, host: &str) -> bool {
         .mode(0o644)
         .open(&lock);
     let Ok(mut file) = file else {
-        return false;
+        return Take::Busy;
     };
+    if let Holder::Other(pid) = holder(path, host) {
+        let _ = std::fs::remove_file(&lock);
+        return Take::HeldBy(pid);
+    }
     let ok = writeln!(file, "{} {host}", std::process::id()).is_ok()
         && std::fs::rename(&lock, path).is_ok();
-    if !ok {
+    if ok {
+        Take::Taken
+    } else {
         let _ = std::fs::remove_file(&lock);
+        Take::Busy
     }
-    ok
+}
+
+/// Removes `gc.pid` if it still names this process, deciding under `gc.pid.lock` as [`take`]
+/// does. A lock file that stays busy leaves `gc.pid` naming a process that is about to end,
+/// which git treats as nobody's.
+fn release(path: &Path, host: &str) {
+    let lock = path.with_extension("pid.lock");
+    for _ in 0..20 {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&lock);
+        if file.is_ok() {
+            if holder(path, host) == Holder::Us {
+                let _ = std::fs::remove_file(path);
+            }
+            let _ = std::fs::remove_file(&lock);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 impl GcGuard {
@@ -125,27 +166,23 @@ impl GcGuard {
         // Until the lock names fanout: a gc that holds it (or takes it first, as one run in a
         // loop would) is waited for; a lock file being written by git is tried again.
         loop {
-            match holder(&path, &host) {
-                Holder::Us => break,
-                Holder::Other(pid) if is_fanout(pid) => break,
-                Holder::Nobody if write(&path, &host) => continue,
-                Holder::Nobody => {
-                    if Instant::now() >= deadline {
-                        warn(&format!(
-                            "cannot take git's gc lock ({} exists); a concurrent `git gc` may prune objects of this run",
-                            path.with_extension("pid.lock").display()
-                        ));
-                        break;
-                    }
-                }
-                Holder::Other(pid) => {
-                    if Instant::now() >= deadline {
-                        warn(&format!(
-                            "`git gc` (pid {pid}) is still running on this repository; objects of this run may be pruned by it"
-                        ));
-                        break;
-                    }
-                }
+            let waiting_for = match take(&path, &host) {
+                Take::Taken => break,
+                Take::HeldBy(pid) if is_fanout(pid) => break,
+                Take::HeldBy(pid) => Some(pid),
+                Take::Busy => None,
+            };
+            if Instant::now() >= deadline {
+                warn(&match waiting_for {
+                    Some(pid) => format!(
+                        "`git gc` (pid {pid}) is still running on this repository; objects of this run may be pruned by it"
+                    ),
+                    None => format!(
+                        "cannot take git's gc lock ({} exists); a concurrent `git gc` may prune objects of this run",
+                        path.with_extension("pid.lock").display()
+                    ),
+                });
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -165,11 +202,11 @@ impl GcGuard {
     }
 }
 
-/// Writes the lock unless a live process holds it (a gc, or another fanout run that keeps it
-/// for both).
+/// Takes the lock back unless a live process holds it (a gc, or another fanout run that keeps
+/// it for both). Checked first without the lock file: most checks find it ours.
 fn claim(path: &Path, host: &str) {
     if holder(path, host) == Holder::Nobody {
-        let _ = write(path, host);
+        let _ = take(path, host);
     }
 }
 
@@ -180,7 +217,7 @@ fn watch(path: &Path, host: &str, stop: &AtomicBool) {
         claim(path, host);
         if refreshed.elapsed() >= REFRESH_EVERY {
             if holder(path, host) == Holder::Us {
-                let _ = write(path, host);
+                let _ = take(path, host);
             }
             refreshed = Instant::now();
         }
@@ -204,9 +241,7 @@ impl Drop for GcGuard {
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
-        if holder(&self.path, &hostname()) == Holder::Us {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        release(&self.path, &hostname());
     }
 }
 
@@ -258,5 +293,34 @@ mod tests {
             std::fs::read_to_string(&path).expect("read"),
             "7 elsewhere\n"
         );
+    }
+
+    #[test]
+    fn a_live_holder_or_a_busy_lock_file_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gc.pid");
+        let host = hostname();
+        // A live gc of this host (pid 1 always lives): left alone, its pid told.
+        std::fs::write(&path, format!("1 {host}\n")).expect("write");
+        assert_eq!(take(&path, &host), Take::HeldBy(1));
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("1 {host}\n")
+        );
+        assert!(
+            !path.with_extension("pid.lock").exists(),
+            "our lock file is gone"
+        );
+        // A gc deciding right now (it holds gc.pid.lock), gc.pid absent: not taken over.
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::write(path.with_extension("pid.lock"), "").expect("write");
+        assert_eq!(take(&path, &host), Take::Busy);
+        assert!(!path.exists());
+        // Once it gave up the lock file: taken, naming us.
+        std::fs::remove_file(path.with_extension("pid.lock")).expect("rm");
+        assert_eq!(take(&path, &host), Take::Taken);
+        assert_eq!(holder(&path, &host), Holder::Us);
+        release(&path, &host);
+        assert!(!path.exists());
     }
 }
