@@ -15,6 +15,7 @@ pub mod merge_into;
 mod merge_resolve;
 pub mod merge_rules;
 pub mod message;
+pub mod pack_write;
 pub mod repo;
 pub mod risky;
 pub mod scan;
