@@ -128,7 +128,7 @@ fn spent_of(report: &std::path::Path) -> std::collections::BTreeMap<String, crat
     }
     for t in r.tasks {
         if let Some(u) = t.usage {
-            spent.insert(t.id, u);
+            spent.insert(t.id, *u);
         }
     }
     spent

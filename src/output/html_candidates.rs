@@ -118,10 +118,10 @@ mod tests {
         );
         assert!(out.contains("data-total-tokens=\"100\" data-usd=\"0.500000\">100 tokens ($0.5000) (in 90, out 10)</td>"), "{out}");
         assert!(!out.contains("select-usage"), "{out}");
-        r.select_usage = Some(crate::usage::Usage {
+        r.select_usage = Some(Box::new(crate::usage::Usage {
             total_tokens: 15,
             ..Default::default()
-        });
+        }));
         let mut out = String::new();
         table(&mut out, &r);
         assert!(

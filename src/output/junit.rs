@@ -73,7 +73,7 @@ fn testcase(run: &str, t: &TaskReport) -> String {
     let lines = format!(
         "{}{}",
         shard_properties(t),
-        usage_properties(t.usage.as_ref(), "        ")
+        usage_properties(t.usage.as_deref(), "        ")
     );
     let properties = match lines.is_empty() {
         true => String::new(),

@@ -231,7 +231,7 @@ pub struct TaskReport {
     /// Each attempt: its commit, its gate results and why it failed.
     pub attempt_history: Vec<AttemptReport>,
     pub verify: Vec<GateResult>,
-    pub readback: Option<ReadbackReport>,
+    pub readback: Option<Box<ReadbackReport>>,
     /// Landlock status of the agent: fully_enforced, partially_enforced, not_enforced or off.
     pub sandbox: String,
     pub sandbox_abi: Option<u32>,
@@ -266,7 +266,7 @@ pub struct TaskReport {
     // Accounting (issue 23):
     /// What the task spent, every attempt and round, its agent and its judges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub usage: Option<Box<Usage>>,
     // Candidates (best-of-N).
     /// Every candidate of a task with `candidates`, in order (empty without candidates).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -277,7 +277,7 @@ pub struct TaskReport {
     /// What the review that chose among the candidates spent (`select: "review"`); the task's
     /// `usage` counts it with its candidates'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub select_usage: Option<Usage>,
+    pub select_usage: Option<Box<Usage>>,
     // Integration repair (issue 21): the integration gate took the task out, and its repair
     // round `round` got it merged again (the gate's earlier `ejected` is not its outcome).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -107,7 +107,7 @@ pub(super) async fn run(
         report.candidates = (1..=n)
             .map(|k| candidate_report(shared, task, &outcomes, &choice, k))
             .collect();
-        report.select_usage = spent;
+        report.select_usage = spent.map(Box::new);
         return Err(stop(
             TaskStatus::BudgetExceeded,
             format!("{why} after the review that chose among its candidates (their work is on their branches, not merged)"),
@@ -310,7 +310,7 @@ fn conclude(
         .collect();
     let Some((k, reason)) = choice.chosen.clone() else {
         report.candidates = candidates;
-        report.select_usage = select_usage;
+        report.select_usage = select_usage.clone().map(Box::new);
         return no_candidate_passed(&outcomes, report);
     };
     let chosen = outcomes.into_iter().find(|o| o.k == k);
@@ -345,7 +345,7 @@ fn conclude(
     }
     r.candidates = candidates;
     r.candidate = Some(k);
-    r.select_usage = select_usage.clone();
+    r.select_usage = select_usage.clone().map(Box::new);
     // A run again (after a conflict) keeps the task's earlier rounds before the chosen one's.
     let mut rounds = std::mem::take(&mut report.rounds);
     rounds.append(&mut r.rounds);

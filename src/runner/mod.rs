@@ -289,7 +289,7 @@ fn carried_spending(plan: &Plan) -> spending::Spending {
         plan.earlier_reports
             .iter()
             .filter(|(id, _)| plan.priors.contains_key(*id))
-            .filter_map(|(_, r)| r.usage.as_ref()),
+            .filter_map(|(_, r)| r.usage.as_deref()),
     );
     spending::Spending::new(plan.pricing.clone(), plan.budget.clone(), carried)
 }
@@ -796,7 +796,7 @@ fn finish(
     }
     // Accounting (issue 23): the run spent what its tasks spent.
     let usage =
-        crate::usage::Usage::sum(integrated.reports.iter().filter_map(|t| t.usage.as_ref()));
+        crate::usage::Usage::sum(integrated.reports.iter().filter_map(|t| t.usage.as_deref()));
     let report = RunReport {
         schema_version: 1,
         run_id: plan.run_id.to_string(),

@@ -88,7 +88,7 @@ pub(crate) async fn run(
     report.attempts = report.attempt_history.len();
     // Issue 23: what the task spent in this run — every round, every candidate, the judges.
     let spent = shared.spending.task_spent(task.id().as_str());
-    report.usage = (!spent.is_empty()).then_some(spent);
+    report.usage = (!spent.is_empty()).then(|| Box::new(spent));
     if report.rounds.len() > rounds_before {
         let commit = commit.map(|c| c.to_string()).or(report.commit.clone());
         let status = report.status;
@@ -580,7 +580,7 @@ impl TaskRun<'_> {
         if let Some(w) = warning {
             self.shared.events.warn(Some(self.id().as_str()), &w);
         }
-        crate::usage::Usage::add_to(&mut self.report.usage, Some(&turn));
+        self.report.usage.get_or_insert_with(Box::default).add(&turn);
         let (id, candidate) = (self.task.id().as_str(), self.paths.candidate);
         self.shared.spending.record(id, candidate, &turn);
         self.events
@@ -603,7 +603,7 @@ impl TaskRun<'_> {
             crate::usage::Usage::add_to(&mut sum, Some(&usage));
         }
         let spent = sum?;
-        crate::usage::Usage::add_to(&mut self.report.usage, Some(&spent));
+        self.report.usage.get_or_insert_with(Box::default).add(&spent);
         let (id, candidate) = (self.task.id().as_str(), self.paths.candidate);
         self.shared.spending.record(id, candidate, &spent);
         self.events.record(

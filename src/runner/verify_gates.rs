@@ -120,7 +120,7 @@ pub(super) async fn verify_gates(
     // Read-back of the commit's snapshot (a review reads the whole tree: one snapshot for both).
     let readback = readback_gate(shared, task, collected, view).await;
     gates.extend(readback.gate.clone());
-    report.readback = Some(readback.report);
+    report.readback = Some(Box::new(readback.report));
     if let Some(review) = &task.review {
         gates.push(review_gate(shared, task, paths, collected, view, review).await);
     }
