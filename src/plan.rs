@@ -222,6 +222,8 @@ impl Plan {
         );
         let mut profiles: std::collections::HashMap<String, SharedProfile> =
             std::collections::HashMap::new();
+        let mut launches: std::collections::HashMap<String, Launch> =
+            std::collections::HashMap::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
             return Err(PlanError::Invalid(format!(
                 "task {}: a template (for_each) must be expanded against the repository first",
@@ -260,8 +262,21 @@ impl Plan {
                 )));
             }
             let uses_caches = !file.caches.is_empty();
-            let launch =
-                Launch::resolve(&profile, codex, tasks.len(), uses_caches, &options.sandbox);
+            // One launch per agent too, each task with its own uid.
+            let launch = match launches.get(&agent_name) {
+                Some(known) => known.for_task(tasks.len(), uses_caches, &options.sandbox),
+                None => {
+                    let launch = Launch::resolve(
+                        &profile,
+                        codex,
+                        tasks.len(),
+                        uses_caches,
+                        &options.sandbox,
+                    );
+                    launches.insert(agent_name.clone(), launch.clone());
+                    launch
+                }
+            };
             let candidates = candidates::resolve(
                 spec.id.as_str(),
                 spec.candidates

@@ -12,9 +12,26 @@ use super::sandbox_options::SandboxOptions;
 use crate::sandbox::{NetPolicy, RunAs};
 use crate::taskfile::{AgentProfile, Protocol};
 
-/// One task's launch.
+/// One task's launch: what every task of its agent shares, and the task's own uid.
 #[derive(Clone, Debug)]
 pub struct Launch {
+    /// Shared by the tasks of one agent (planned once per agent: 10 000 tasks held 10 000
+    /// copies of the same program, arguments and environment).
+    common: std::sync::Arc<LaunchCommon>,
+    /// Whom the task's processes run as: their own uid per task when fanout runs as root.
+    pub run_as: Option<RunAs>,
+}
+
+impl std::ops::Deref for Launch {
+    type Target = LaunchCommon;
+    fn deref(&self) -> &LaunchCommon {
+        &self.common
+    }
+}
+
+/// The part of a launch decided by the agent and the sandbox options alone.
+#[derive(Debug)]
+pub struct LaunchCommon {
     /// The agent's program (the profile's command, resolved) and its arguments.
     pub program: String,
     pub args: Vec<String>,
@@ -39,9 +56,6 @@ pub struct Launch {
     pub program_dirs: Vec<PathBuf>,
     /// The Codex installation found for a Codex profile (its version picked the protocol).
     pub codex: Option<crate::agent::codex::Installed>,
-    /// The uid the task's processes run as when fanout is root (its own dedicated uid, the
-    /// shared-caches uid when it writes shared caches, or `--agent-user`); `None` otherwise.
-    pub run_as: Option<RunAs>,
 }
 
 impl Launch {
@@ -62,27 +76,40 @@ impl Launch {
             .run_as
             .map(|who| crate::sandbox::user::task_user(who, index, uses_caches));
         Launch {
-            program: profile.command.clone(),
-            args: profile.args.clone(),
-            protocol: profile.protocol,
-            env: profile.env.clone(),
-            enforce: sandbox.enabled,
-            min_abi: sandbox.min_abi,
-            net,
-            isolate_net: sandbox.net.isolates(sandbox.enabled),
-            env_pass: super::passed_env::extra_names(
-                profile.protocol,
-                &profile.env_pass,
-                run_as.is_some(),
-            ),
-            read_strict: sandbox.read_strict,
-            program_dirs: if sandbox.read_strict {
-                crate::which::program_dirs(&profile.command)
-            } else {
-                Vec::new()
-            },
-            codex,
+            common: std::sync::Arc::new(LaunchCommon {
+                program: profile.command.clone(),
+                args: profile.args.clone(),
+                protocol: profile.protocol,
+                env: profile.env.clone(),
+                enforce: sandbox.enabled,
+                min_abi: sandbox.min_abi,
+                net,
+                isolate_net: sandbox.net.isolates(sandbox.enabled),
+                env_pass: super::passed_env::extra_names(
+                    profile.protocol,
+                    &profile.env_pass,
+                    run_as.is_some(),
+                ),
+                read_strict: sandbox.read_strict,
+                program_dirs: if sandbox.read_strict {
+                    crate::which::program_dirs(&profile.command)
+                } else {
+                    Vec::new()
+                },
+                codex,
+            }),
             run_as,
+        }
+    }
+
+    /// The launch of the task at `index` of the plan with this one's agent and sandbox: the
+    /// common part shared, the task's own uid.
+    pub fn for_task(&self, index: usize, uses_caches: bool, sandbox: &SandboxOptions) -> Launch {
+        Launch {
+            common: self.common.clone(),
+            run_as: sandbox
+                .run_as
+                .map(|who| crate::sandbox::user::task_user(who, index, uses_caches)),
         }
     }
 }

@@ -580,7 +580,10 @@ impl TaskRun<'_> {
         if let Some(w) = warning {
             self.shared.events.warn(Some(self.id().as_str()), &w);
         }
-        self.report.usage.get_or_insert_with(Box::default).add(&turn);
+        self.report
+            .usage
+            .get_or_insert_with(Box::default)
+            .add(&turn);
         let (id, candidate) = (self.task.id().as_str(), self.paths.candidate);
         self.shared.spending.record(id, candidate, &turn);
         self.events
@@ -603,7 +606,10 @@ impl TaskRun<'_> {
             crate::usage::Usage::add_to(&mut sum, Some(&usage));
         }
         let spent = sum?;
-        self.report.usage.get_or_insert_with(Box::default).add(&spent);
+        self.report
+            .usage
+            .get_or_insert_with(Box::default)
+            .add(&spent);
         let (id, candidate) = (self.task.id().as_str(), self.paths.candidate);
         self.shared.spending.record(id, candidate, &spent);
         self.events.record(
