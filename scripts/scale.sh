@@ -76,6 +76,22 @@ if [ -f "$work/time.txt" ]; then
     /User time/ { u = $2 } /System time/ { s = $2 }
     END { printf "CPU time, fanout and its agents: %.1f s user + %.1f s system\n", u, s }' "$work/time.txt"
 fi
-grep -h "integrated .* task commit" "$work/err.txt" || true
+# The integration's cost per commit, from the run's events: its start to the last merge.
+for ev in "$repo"/.git/fanout/runs/*/run-events.jsonl; do
+  [ -f "$ev" ] || continue
+  python3 - "$ev" <<'PY'
+import json, sys
+start = last = None
+merged = 0
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("event") == "integration_started":
+        start = e["t_ms"]
+    elif e.get("event") == "merged" and start is not None:
+        last, merged = e["t_ms"], merged + 1
+if start is not None and merged:
+    print(f"integration: {merged} commits in {last - start} ms, {(last - start) / merged:.3f} ms per commit")
+PY
+done
 echo "peak worktrees on disk: $peak_wt"
 echo "worktrees left: $(git -C "$repo" worktree list | tail -n +2 | wc -l)"

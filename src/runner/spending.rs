@@ -75,6 +75,10 @@ impl Spending {
     /// Adds what a task (its candidate `candidate`, when it has candidates) just spent to the
     /// task's and the run's totals.
     pub fn record(&self, task: &str, candidate: Option<u32>, usage: &Usage) {
+        // Nothing to add to a task's total (exec agents report nothing): no ledger entry.
+        if candidate.is_none() && *usage == Usage::default() {
+            return;
+        }
         if let Ok(mut total) = self.run_total.lock() {
             total.add(usage);
         }
@@ -91,30 +95,45 @@ impl Spending {
         Some(f(tasks.entry(task.to_string()).or_default()))
     }
 
+    /// Reads the task's figures without making an entry for a task that has none.
+    fn read_task<R>(&self, task: &str, f: impl FnOnce(&TaskSpent) -> R) -> Option<R> {
+        let tasks = self.tasks.lock().ok()?;
+        tasks.get(task).map(f)
+    }
+
     /// Everything the task spent in this run.
     pub fn task_spent(&self, task: &str) -> Usage {
-        self.with_task(task, |t| t.total.clone())
+        self.read_task(task, |t| t.total.clone())
             .unwrap_or_default()
     }
 
     /// What candidate `k` of the task spent in its current round of candidates.
     pub fn candidate_spent(&self, task: &str, k: u32) -> Option<Usage> {
-        self.with_task(task, |t| t.candidates.get(&k).cloned())
+        self.read_task(task, |t| t.candidates.get(&k).cloned())
             .flatten()
     }
 
     /// A new round of the task's candidates: each candidate's figure starts again (the
     /// task's total goes on).
     pub fn begin_candidates(&self, task: &str) {
-        self.with_task(task, |t| t.candidates.clear());
+        if let Ok(mut tasks) = self.tasks.lock() {
+            if let Some(t) = tasks.get_mut(task) {
+                t.candidates.clear();
+            }
+        }
     }
 
     /// How long the task's agent sessions ran, in every round.
     pub fn task_seconds(&self, task: &str) -> Duration {
-        self.with_task(task, |t| t.seconds()).unwrap_or_default()
+        self.read_task(task, |t| t.seconds()).unwrap_or_default()
     }
 
     pub(super) fn session_opened(&self, task: &str) {
+        // Sessions are timed for `budget.task.seconds` only: without it a run of 10 000 tasks
+        // kept 10 000 clocks nobody reads.
+        if self.task_time().is_none() {
+            return;
+        }
         self.with_task(task, |t| {
             if t.open == 0 {
                 t.open_since = Some(tokio::time::Instant::now());
@@ -124,6 +143,9 @@ impl Spending {
     }
 
     pub(super) fn session_closed(&self, task: &str) {
+        if self.task_time().is_none() {
+            return;
+        }
         self.with_task(task, |t| {
             t.open = t.open.saturating_sub(1);
             if t.open == 0 {
@@ -220,7 +242,14 @@ mod tests {
     #[test]
     fn a_tasks_time_counts_its_open_sessions_once() {
         let ms = |n| Duration::from_millis(n);
-        let s = Spending::new(Pricing::new(), Budget::default(), Usage::default());
+        let budget = Budget {
+            task: Some(crate::usage::budget::TaskBudget {
+                seconds: Some(60.0),
+                ..Default::default()
+            }),
+            run: None,
+        };
+        let s = Spending::new(Pricing::new(), budget, Usage::default());
         s.session_opened("t");
         std::thread::sleep(ms(60));
         // A second candidate side by side: their common time counts once.
@@ -235,5 +264,16 @@ mod tests {
         s.session_opened("t");
         std::thread::sleep(ms(50));
         assert!(s.task_seconds("t") >= ran + ms(50));
+    }
+
+    #[test]
+    fn tasks_that_spend_nothing_and_have_no_time_budget_keep_no_ledger() {
+        let s = Spending::new(Pricing::new(), Budget::default(), Usage::default());
+        s.session_opened("t");
+        s.record("t", None, &Usage::default());
+        s.session_closed("t");
+        assert_eq!(s.task_spent("t"), Usage::default());
+        assert_eq!(s.task_seconds("t"), Duration::ZERO);
+        assert!(s.tasks.lock().expect("lock").is_empty());
     }
 }
