@@ -144,8 +144,9 @@ fn tune_libgit2() {
         );
         // Pack files are mapped in windows kept up to 8 GB by default, and every pack stays
         // open: the integration writes a pack now and then, so a long run would hold them
-        // all. Bounded: 32 MB of mappings, 64 open packs (least recently used are closed).
-        let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
+        // all (each read whole once, when it is indexed, and resident from then on). Bounded:
+        // 4 MB of mappings, 64 open packs (least recently used are closed).
+        let _ = git2::opts::set_mwindow_mapped_limit(4 << 20);
         let _ = git2::opts::set_mwindow_file_limit(64);
     }
 }
