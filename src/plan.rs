@@ -216,13 +216,9 @@ impl Plan {
         // Sized once: a planned task is over a kilobyte, and a doubling vector of 10 000 of
         // them keeps up to 10 MB unused for the whole run.
         let mut tasks = Vec::with_capacity(file.tasks.len());
-        type SharedProfile = (
-            std::sync::Arc<AgentProfile>,
-            Option<crate::agent::codex::Installed>,
-        );
+        // An agent's profile and launch, shared by its tasks.
+        type SharedProfile = (std::sync::Arc<AgentProfile>, Launch);
         let mut profiles: std::collections::HashMap<String, SharedProfile> =
-            std::collections::HashMap::new();
-        let mut launches: std::collections::HashMap<String, Launch> =
             std::collections::HashMap::new();
         if let Some(t) = file.tasks.iter().find(|t| t.template) {
             return Err(PlanError::Invalid(format!(
@@ -237,8 +233,10 @@ impl Plan {
                 .or_else(|| spec.agent.clone())
                 .or_else(|| file.defaults.agent.clone())
                 .unwrap_or_else(|| "codex".into());
-            // One profile per agent, shared by its tasks (and `codex --version` asked once).
-            let (profile, codex) = match profiles.get(&agent_name) {
+            let uses_caches = !file.caches.is_empty();
+            // One profile and one launch per agent, shared by its tasks (and `codex --version`
+            // asked once); each task gets its own uid.
+            let (profile, launch) = match profiles.get(&agent_name) {
                 Some(known) => known.clone(),
                 None => {
                     let mut profile = agents.get(&agent_name).cloned().ok_or_else(|| {
@@ -250,22 +248,6 @@ impl Plan {
                     // The launch of every task decided now: nothing probes a protocol at run
                     // time.
                     let codex = crate::agent::codex::resolve_launch(&mut profile);
-                    let known = (std::sync::Arc::new(profile), codex);
-                    profiles.insert(agent_name.clone(), known.clone());
-                    known
-                }
-            };
-            if !profile.enabled {
-                return Err(PlanError::Invalid(format!(
-                    "task {}: agent {agent_name:?} is disabled (enabled: false)",
-                    spec.id
-                )));
-            }
-            let uses_caches = !file.caches.is_empty();
-            // One launch per agent too, each task with its own uid.
-            let launch = match launches.get(&agent_name) {
-                Some(known) => known.for_task(tasks.len(), uses_caches, &options.sandbox),
-                None => {
                     let launch = Launch::resolve(
                         &profile,
                         codex,
@@ -273,10 +255,18 @@ impl Plan {
                         uses_caches,
                         &options.sandbox,
                     );
-                    launches.insert(agent_name.clone(), launch.clone());
-                    launch
+                    let known = (std::sync::Arc::new(profile), launch);
+                    profiles.insert(agent_name.clone(), known.clone());
+                    known
                 }
             };
+            let launch = launch.for_task(tasks.len(), uses_caches, &options.sandbox);
+            if !profile.enabled {
+                return Err(PlanError::Invalid(format!(
+                    "task {}: agent {agent_name:?} is disabled (enabled: false)",
+                    spec.id
+                )));
+            }
             let candidates = candidates::resolve(
                 spec.id.as_str(),
                 spec.candidates

@@ -112,12 +112,7 @@ enum Take {
 /// overwritten: it would run on unseen, and remove the file when it ends.
 fn take(path: &Path, host: &str) -> Take {
     let lock = path.with_extension("pid.lock");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&lock);
-    let Ok(mut file) = file else {
+    let Ok(mut file) = create_lock_file(&lock) else {
         return Take::Busy;
     };
     if let Holder::Other(pid) = holder(path, host) {
@@ -134,18 +129,22 @@ fn take(path: &Path, host: &str) -> Take {
     }
 }
 
+/// Creates `gc.pid.lock` exclusively, as git does: whoever creates it decides.
+fn create_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(lock)
+}
+
 /// Removes `gc.pid` if it still names this process, deciding under `gc.pid.lock` as [`take`]
 /// does. A lock file that stays busy leaves `gc.pid` naming a process that is about to end,
 /// which git treats as nobody's.
 fn release(path: &Path, host: &str) {
     let lock = path.with_extension("pid.lock");
     for _ in 0..20 {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&lock);
-        if file.is_ok() {
+        if create_lock_file(&lock).is_ok() {
             if holder(path, host) == Holder::Us {
                 let _ = std::fs::remove_file(path);
             }

@@ -149,16 +149,15 @@ fn write_pack(
     let mut pack = super::pack_write::PackBuf::new();
     add_chain(repo, odb, start, head, &mut pack)
         .ctx(|| "cannot list the integration's objects".into())?;
-    let pack_failed = |source| GitError::Io {
-        what: "cannot write the integration's pack".into(),
-        source,
-    };
     let bytes = pack.finish();
     use std::io::Write;
     let mut writer = odb
         .packwriter()
         .ctx(|| "cannot write the integration's objects".into())?;
-    writer.write_all(&bytes).map_err(pack_failed)?;
+    writer.write_all(&bytes).map_err(|source| GitError::Io {
+        what: "cannot write the integration's pack".into(),
+        source,
+    })?;
     writer
         .commit()
         .ctx(|| "cannot store the integration's pack".into())?;
@@ -206,7 +205,12 @@ fn add_whole(
     }
     let object = odb.read(id)?;
     pack.add(id, object.kind(), object.data())
-        .map_err(|e| git2::Error::from_str(&format!("cannot pack {id}: {e}")))
+        .map_err(|e| pack_error(id, e))
+}
+
+/// A pack that could not take an object (only compression can fail, in memory).
+fn pack_error(id: Oid, e: std::io::Error) -> git2::Error {
+    git2::Error::from_str(&format!("cannot pack {id}: {e}"))
 }
 
 /// Adds `new` and what beneath it differs from `old`. A root tree (`root`) is stored as a delta
@@ -236,7 +240,7 @@ fn add_changed(
                 o.id(),
                 base.data(),
             )
-            .map_err(|e| git2::Error::from_str(&format!("cannot pack {}: {e}", new.id())))?;
+            .map_err(|e| pack_error(new.id(), e))?;
         }
         None => add_whole(odb, new.id(), pack)?,
     }

@@ -72,34 +72,33 @@ impl Launch {
         let mut ports = vec![443u16];
         ports.extend(&profile.connect_ports);
         let net = sandbox.net.landlock(ports);
-        let run_as = sandbox
-            .run_as
-            .map(|who| crate::sandbox::user::task_user(who, index, uses_caches));
+        let common = std::sync::Arc::new(LaunchCommon {
+            program: profile.command.clone(),
+            args: profile.args.clone(),
+            protocol: profile.protocol,
+            env: profile.env.clone(),
+            enforce: sandbox.enabled,
+            min_abi: sandbox.min_abi,
+            net,
+            isolate_net: sandbox.net.isolates(sandbox.enabled),
+            env_pass: super::passed_env::extra_names(
+                profile.protocol,
+                &profile.env_pass,
+                sandbox.run_as.is_some(),
+            ),
+            read_strict: sandbox.read_strict,
+            program_dirs: if sandbox.read_strict {
+                crate::which::program_dirs(&profile.command)
+            } else {
+                Vec::new()
+            },
+            codex,
+        });
         Launch {
-            common: std::sync::Arc::new(LaunchCommon {
-                program: profile.command.clone(),
-                args: profile.args.clone(),
-                protocol: profile.protocol,
-                env: profile.env.clone(),
-                enforce: sandbox.enabled,
-                min_abi: sandbox.min_abi,
-                net,
-                isolate_net: sandbox.net.isolates(sandbox.enabled),
-                env_pass: super::passed_env::extra_names(
-                    profile.protocol,
-                    &profile.env_pass,
-                    run_as.is_some(),
-                ),
-                read_strict: sandbox.read_strict,
-                program_dirs: if sandbox.read_strict {
-                    crate::which::program_dirs(&profile.command)
-                } else {
-                    Vec::new()
-                },
-                codex,
-            }),
-            run_as,
+            common,
+            run_as: None,
         }
+        .for_task(index, uses_caches, sandbox)
     }
 
     /// The launch of the task at `index` of the plan with this one's agent and sandbox: the
