@@ -77,7 +77,7 @@ pub enum ReadbackMode {
 }
 
 pub use error::PlanError;
-pub use planned_task::PlannedTask;
+pub use planned_task::{PlannedTask, TaskCore};
 
 pub struct Plan {
     pub run_id: RunId,
@@ -362,7 +362,7 @@ impl Plan {
                     .clone()
                     .or_else(|| file.defaults.protect.clone())
                     .unwrap_or_default(),
-                spec: spec.clone(),
+                spec: spec.into(),
             });
         }
         if tasks.iter().any(|t| !t.candidates.is_empty()) {
