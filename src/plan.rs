@@ -77,7 +77,7 @@ pub enum ReadbackMode {
 }
 
 pub use error::PlanError;
-pub use planned_task::{PlannedTask, TaskCore};
+pub use planned_task::{PlannedTask, TaskCore, TaskOptions};
 
 pub struct Plan {
     pub run_id: RunId,
@@ -215,7 +215,7 @@ impl Plan {
         let include = std::sync::Arc::new(include);
         // Sized once: a planned task is over a kilobyte, and a doubling vector of 10 000 of
         // them keeps up to 10 MB unused for the whole run.
-        let mut tasks = Vec::with_capacity(file.tasks.len());
+        let mut tasks: Vec<PlannedTask> = Vec::with_capacity(file.tasks.len());
         // An agent's profile and launch, shared by its tasks.
         type SharedProfile = (std::sync::Arc<AgentProfile>, Launch);
         let mut profiles: std::collections::HashMap<String, SharedProfile> =
@@ -291,11 +291,8 @@ impl Plan {
                 ),
                 None => (agent_name, profile, launch),
             };
-            tasks.push(PlannedTask {
-                candidates,
+            let resolved = TaskOptions {
                 select: spec.select.or(file.defaults.select).unwrap_or_default(),
-                launch,
-                agent_name,
                 timeout_secs: spec
                     .timeout_secs
                     .or(file.defaults.timeout_secs)
@@ -336,7 +333,6 @@ impl Plan {
                     .unwrap_or_default(),
                 diagnose: file.defaults.diagnose.unwrap_or(false),
                 claude: claude.clone(),
-                profile,
                 caches: file.caches.clone(),
                 author: author.clone(),
                 include: include.clone(),
@@ -362,6 +358,18 @@ impl Plan {
                     .clone()
                     .or_else(|| file.defaults.protect.clone())
                     .unwrap_or_default(),
+            };
+            // Tasks resolved alike (the usual case: options from `defaults`) share one copy.
+            let shared_options = match tasks.last() {
+                Some(prev) if *prev.options == resolved => prev.options.clone(),
+                _ => std::sync::Arc::new(resolved),
+            };
+            tasks.push(PlannedTask {
+                candidates,
+                launch,
+                agent_name,
+                profile,
+                options: shared_options,
                 spec: spec.into(),
             });
         }

@@ -561,12 +561,12 @@ impl<'a> Handler<'a> {
             "thread/tokenUsage/updated" => {
                 let total = params.get("tokenUsage").and_then(|u| u.get("total"));
                 if let Some(usage) = total.and_then(crate::usage::read::codex_app_server) {
-                    self.info.tokens = Some(TokenUsage {
+                    self.info.tokens = Some(Box::new(TokenUsage {
                         input_tokens: usage.input_tokens,
                         output_tokens: usage.output_tokens,
                         total_tokens: usage.total_tokens,
-                    });
-                    self.info.usage = Some(usage.clone());
+                    }));
+                    self.info.usage = Some(Box::new(usage.clone()));
                     self.meter.set(usage);
                 }
             }

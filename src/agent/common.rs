@@ -117,7 +117,9 @@ pub struct AgentInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<TokenUsage>,
+    /// Boxed, as `usage`: only agents that report tokens have them (a report is kept per task
+    /// for the whole run).
+    pub tokens: Option<Box<TokenUsage>>,
     pub commands_run: u32,
     pub notifications: u64,
     pub garbage_lines: u64,
@@ -133,7 +135,7 @@ pub struct AgentInfo {
     // Accounting (issue 23):
     /// Every token the session spent so far, as the agent reported it (thread totals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::usage::Usage>,
+    pub usage: Option<Box<crate::usage::Usage>>,
     /// The model the agent said it used (for `pricing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

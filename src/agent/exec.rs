@@ -220,7 +220,7 @@ impl ExecSession {
         }
         let total = self.info.usage.get_or_insert_with(Default::default);
         total.add(&usage);
-        self.ctx.meter.set(total.clone());
+        self.ctx.meter.set((**total).clone());
     }
 }
 

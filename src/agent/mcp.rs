@@ -230,7 +230,7 @@ impl AsyncIncomingHandler for &mut Handler<'_> {
                 if method == "codex/event" {
                     absorb_codex_event(self.info, &params);
                     if let Some(u) = &self.info.usage {
-                        self.meter.set(u.clone());
+                        self.meter.set((**u).clone());
                     }
                 }
                 self.events
@@ -273,12 +273,12 @@ pub fn absorb_codex_event(info: &mut AgentInfo, params: &Value) {
         Some("token_count") => {
             let usage = msg.get("info").and_then(|i| i.get("total_token_usage"));
             if let Some(usage) = usage.and_then(crate::usage::read::codex_snake_case) {
-                info.tokens = Some(TokenUsage {
+                info.tokens = Some(Box::new(TokenUsage {
                     input_tokens: usage.input_tokens,
                     output_tokens: usage.output_tokens,
                     total_tokens: usage.total_tokens,
-                });
-                info.usage = Some(usage);
+                }));
+                info.usage = Some(Box::new(usage));
             }
         }
         Some("session_configured") => {
