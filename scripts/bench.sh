@@ -434,7 +434,7 @@ make_repo "$work/a"
 # fanout's temp folder (its workspaces as root) in $work, so the disk sampler sees all of it.
 mkdir -p "$work/tmp"
 # Lowers kept in memory (/dev/shm, see docs/workspaces.md) are sampled apart: RAM, not disk.
-( set +eo pipefail; peak=0; mpeak=0; while [ ! -e "$work/done" ]; do
+( set +eo pipefail; peak=0; mpeak=0; while [ -d "$work" ] && [ ! -e "$work/done" ]; do
     kb=$(du -skx "$work/a/.git/fanout" "$work/tmp" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
     [ "$kb" -gt "$peak" ] && peak=$kb && echo "$peak" > "$work/disk.peak"
     mkb=$(du -skx /dev/shm/fanout-lower-* 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
@@ -480,6 +480,31 @@ PY
   ) || reset_line="per task: phases not read"
 fi
 
+# Where fanout's time went, from the run's events: its start and its first workspace (plan,
+# base, the shared lower checkout: once per run, grows with the repository), the tasks after it
+# per task (the per-task overhead at --jobs JOBS, agent included), the integration per commit
+# and the reports.
+split_line=$(python3 - "$work/report.json" <<'PY'
+import json, os, sys
+report = json.load(open(sys.argv[1]))
+t = {}
+for line in open(os.path.join(report["run_dir"], "run-events.jsonl")):
+    e = json.loads(line)
+    k, ms = e.get("event"), e["t_ms"]
+    t.setdefault(k + ":first", ms)
+    t[k + ":last"] = ms
+n = max(1, len(report["tasks"]))
+start = t["task_started:first"] - t["run_started:first"]
+lower = t["workspace_ready:first"] - t["task_started:first"]
+phase = t["task_ended:last"] - t["workspace_ready:first"]
+merged = t.get("merged:last", t["integration_started:first"]) - t["integration_started:first"]
+end = t["run_ended:last"] - t.get("merged:last", t["integration_started:first"])
+print(f"split: run start {start} ms and the first workspace {lower} ms (once per run); "
+      f"then the tasks {phase} ms, {phase / n:.1f} ms per task; integration {merged} ms, "
+      f"{merged / n:.2f} ms per commit; reports {end} ms")
+PY
+) || split_line="split: events not read"
+
 [ "${NETNS:-1}" = 0 ] || netns_cost
 # The egress proxy's added latency per new connection (CONNECT through the forwarder in the
 # namespace and the proxy, one line echoed) against a direct connection: median and p99.
@@ -498,6 +523,7 @@ if [ "${BASELINE:-1}" = 0 ]; then
   f_ms=$(( (t1 - t0) / 1000000 ))
   echo "files=$files tasks=$tasks jobs=$jobs workspace=$mode ($ws)"
   [ -z "${reset_line:-}" ] || echo "$reset_line"
+  echo "$split_line"
   awk -v f="$f_ms" -v t="$tasks" -v rss="$(cat "$work/rss")" -v disk="$(cat "$work/disk.peak" 2>/dev/null || echo 0)" \
     -v mem="$(cat "$work/mem.peak" 2>/dev/null || echo 0)" \
     'BEGIN { printf "fanout alone (BASELINE=0): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB, lowers in memory peak %.0f MB\n", f, f / t, rss / 1024, disk / 1024, mem / 1024 }'
@@ -525,6 +551,7 @@ t3=$(now)
 f_ms=$(( (t1 - t0) / 1000000 )) b_ms=$(( (t3 - t2) / 1000000 ))
 echo "files=$files tasks=$tasks jobs=$jobs workspace=$mode ($ws)"
 [ -z "${reset_line:-}" ] || echo "$reset_line"
+echo "$split_line"
 awk -v f="$f_ms" -v t="$tasks" -v rss="$(cat "$work/rss")" -v disk="$(cat "$work/disk.peak" 2>/dev/null || echo 0)" \
   -v mem="$(cat "$work/mem.peak" 2>/dev/null || echo 0)" \
   'BEGIN { printf "fanout (sandboxed, collect, verify, in-memory merge): %d ms, %.1f ms/task, peak RSS %.0f MB, run folder peak disk %.0f MB, lowers in memory peak %.0f MB\n", f, f / t, rss / 1024, disk / 1024, mem / 1024 }'
