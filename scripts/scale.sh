@@ -93,5 +93,27 @@ if start is not None and merged:
     print(f"integration: {merged} commits in {last - start} ms, {(last - start) / merged:.3f} ms per commit")
 PY
 done
+# Baseline for the integration: git's own fastest way to write the same commits (each adding
+# its task's file to the tip), `git fast-import` into a copy of the base, in the same run.
+base=$(git -C "$repo" rev-parse main)
+git clone --quiet --bare --no-local "$repo" "$work/fi.git" 2>/dev/null
+python3 - "$tasks" "$base" "${SCALE_NESTED:-}" > "$work/fi.stream" <<'PY'
+import sys
+n, base, nested = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+out = sys.stdout
+for i in range(1, n + 1):
+    path = f"d{i % 100}/f_t{i}.txt" if nested else f"f_t{i}.txt"
+    msg = f"t{i}"
+    out.write(f"commit refs/heads/fi\ncommitter scale <scale@example.invalid> 0 +0000\n")
+    out.write(f"data {len(msg)}\n{msg}\n")
+    if i == 1:
+        out.write(f"from {base}\n")
+    out.write(f"M 100644 inline {path}\ndata 2\nx\n\n")
+PY
+f0=$(date +%s%N)
+git -C "$work/fi.git" fast-import --quiet < "$work/fi.stream"
+f1=$(date +%s%N)
+awk -v ms="$(( (f1 - f0) / 1000000 ))" -v n="$tasks" \
+  'BEGIN { printf "git fast-import of the same %d commits: %d ms, %.3f ms per commit\n", n, ms, ms / n }'
 echo "peak worktrees on disk: $peak_wt"
 echo "worktrees left: $(git -C "$repo" worktree list | tail -n +2 | wc -l)"
