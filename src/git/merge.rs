@@ -432,6 +432,72 @@ mod tests {
         commit_paths(repo, parent, &changes)
     }
 
+    /// Each pack's head root is whole (the next merge reads it back; read as the end of a delta
+    /// chain, libgit2 would cache every base of the chain with the pack for the whole run), and
+    /// the roots before it are deltas.
+    #[test]
+    fn a_packs_head_root_is_whole_and_the_roots_before_it_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let files: Vec<(String, String)> = (0..200)
+            .map(|i| (format!("f{i}.txt"), format!("{i}\n")))
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        let base = commit_file(&repo, None, &refs);
+        let tasks: Vec<Oid> = (0..8)
+            .map(|i| commit_file(&repo, Some(base), &[(&format!("new{i}.txt"), "x\n")]))
+            .collect();
+        let mut heads = Vec::new();
+        in_one_pack::<(), GitError>(&repo, base, |flush| {
+            let mut integ = Integrator::new(&repo, base);
+            for (i, t) in tasks.iter().enumerate() {
+                assert!(matches!(integ.apply(*t, "t")?, Applied::Merged(_)));
+                if i % 4 == 3 {
+                    flush(integ.head())?;
+                    heads.push(integ.head());
+                }
+            }
+            Ok(((), integ.head()))
+        })
+        .unwrap();
+        let pack_dir = dir.path().join(".git/objects/pack");
+        let mut listing = String::new();
+        for e in std::fs::read_dir(&pack_dir).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "pack") {
+                let out = std::process::Command::new("git")
+                    .args(["verify-pack", "-v"])
+                    .arg(e.path())
+                    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                    .output()
+                    .expect("git runs");
+                assert!(out.status.success());
+                listing.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        // `<id> tree <size> <packed> <offset>` whole; `… <depth> <base>` a delta.
+        let fields = |id: Oid| -> usize {
+            let line = listing
+                .lines()
+                .find(|l| l.starts_with(&id.to_string()))
+                .unwrap_or_else(|| panic!("{id} in a pack: {listing}"));
+            line.split_whitespace().count()
+        };
+        assert_eq!(heads.len(), 2);
+        for h in &heads {
+            let root = repo.find_commit(*h).unwrap().tree_id();
+            assert_eq!(fields(root), 5, "a pack's head root is whole: {listing}");
+            let before = repo.find_commit(*h).unwrap().parent(0).unwrap().tree_id();
+            assert_eq!(
+                fields(before),
+                7,
+                "the root before it is a delta: {listing}"
+            );
+        }
+    }
+
     #[test]
     fn integrates_disjoint_changes_and_reports_conflicts() {
         let dir = tempfile::tempdir().unwrap();
