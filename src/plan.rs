@@ -213,8 +213,8 @@ impl Plan {
             &file.pricing,
         ));
         let include = std::sync::Arc::new(include);
-        // Sized once: a planned task is over a kilobyte, and a doubling vector of 10 000 of
-        // them keeps up to 10 MB unused for the whole run.
+        // Sized once: a doubling vector of 10 000 planned tasks (about 200 bytes each) keeps up
+        // to 2 MB unused for the whole run.
         let mut tasks: Vec<PlannedTask> = Vec::with_capacity(file.tasks.len());
         // An agent's profile and launch, shared by its tasks.
         type SharedProfile = (std::sync::Arc<AgentProfile>, Launch);
