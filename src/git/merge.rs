@@ -174,22 +174,23 @@ fn add_chain(
     head: Oid,
     pack: &mut super::pack_write::PackBuf,
 ) -> Result<(), git2::Error> {
+    // (commit, its parent's tree), newest first.
     let mut chain = Vec::new();
     let mut commit = repo.find_commit(head)?;
     while commit.id() != start {
         let parent = commit.parent(0)?;
-        chain.push(commit);
+        chain.push((commit, parent.tree()?));
         commit = parent;
     }
     // The head's root is stored whole: the next pack's first merge reads it back, and read as
     // the end of a chain of deltas it would leave every base of the chain in libgit2's cache of
     // this pack for the rest of the run (a flat folder of 10 000 files: 400 KB roots, 1.2 GB).
-    for (k, commit) in chain.iter().rev().enumerate() {
+    for (k, (commit, parent_tree)) in chain.iter().rev().enumerate() {
         let is_head = k + 1 == chain.len();
         add_changed(
             repo,
             odb,
-            Some(&commit.parent(0)?.tree()?),
+            Some(parent_tree),
             &commit.tree()?,
             pack,
             !is_head,
@@ -217,24 +218,25 @@ fn pack_error(id: Oid, e: std::io::Error) -> git2::Error {
     git2::Error::from_str(&format!("cannot pack {id}: {e}"))
 }
 
-/// Adds `new` and what beneath it differs from `old`. A root tree (`root`) is stored as a delta
-/// against the root it replaced when that is in the pack; deeper trees whole. Deeper trees are
-/// what the integration reads back from its packs (the next task in the same folder), and
-/// libgit2 keeps the base of every delta it resolves in a cache of each pack, for as long as the
-/// pack is open: 10 000 tasks grew the run by 10 MB that way. Root trees the integration keeps
-/// in memory.
+/// Adds `new` and what beneath it differs from `old`. `new` is stored as a delta against `old`
+/// when `as_delta` and `old` is in the pack (a root tree other than the pack's head); every
+/// other tree whole. The integration reads trees back from its packs (a deeper tree: the next
+/// task in the same folder; the head's root: the next merge), and libgit2 keeps the base of
+/// every delta it resolves in a cache of each pack for as long as the pack is open: deltified
+/// deeper trees grew 10 000 tasks by 10 MB. The other roots are read only from memory, while
+/// their pack is built.
 fn add_changed(
     repo: &Repository,
     odb: &git2::Odb<'_>,
     old: Option<&Tree<'_>>,
     new: &Tree<'_>,
     pack: &mut super::pack_write::PackBuf,
-    root: bool,
+    as_delta: bool,
 ) -> Result<(), git2::Error> {
     if old.is_some_and(|o| o.id() == new.id()) || pack.has(new.id()) {
         return Ok(());
     }
-    match old.filter(|o| root && pack.has(o.id())) {
+    match old.filter(|o| as_delta && pack.has(o.id())) {
         Some(o) => {
             let (base, target) = (odb.read(o.id())?, odb.read(new.id())?);
             pack.add_against(

@@ -95,37 +95,34 @@ impl Spending {
         Some(f(tasks.entry(task.to_string()).or_default()))
     }
 
-    /// Reads the task's figures without making an entry for a task that has none.
-    fn read_task<R>(&self, task: &str, f: impl FnOnce(&TaskSpent) -> R) -> Option<R> {
-        let tasks = self.tasks.lock().ok()?;
-        tasks.get(task).map(f)
+    /// The task's figures, without making an entry for a task that has none.
+    fn existing_task<R>(&self, task: &str, f: impl FnOnce(&mut TaskSpent) -> R) -> Option<R> {
+        let mut tasks = self.tasks.lock().ok()?;
+        tasks.get_mut(task).map(f)
     }
 
     /// Everything the task spent in this run.
     pub fn task_spent(&self, task: &str) -> Usage {
-        self.read_task(task, |t| t.total.clone())
+        self.existing_task(task, |t| t.total.clone())
             .unwrap_or_default()
     }
 
     /// What candidate `k` of the task spent in its current round of candidates.
     pub fn candidate_spent(&self, task: &str, k: u32) -> Option<Usage> {
-        self.read_task(task, |t| t.candidates.get(&k).cloned())
+        self.existing_task(task, |t| t.candidates.get(&k).cloned())
             .flatten()
     }
 
     /// A new round of the task's candidates: each candidate's figure starts again (the
     /// task's total goes on).
     pub fn begin_candidates(&self, task: &str) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            if let Some(t) = tasks.get_mut(task) {
-                t.candidates.clear();
-            }
-        }
+        self.existing_task(task, |t| t.candidates.clear());
     }
 
     /// How long the task's agent sessions ran, in every round.
     pub fn task_seconds(&self, task: &str) -> Duration {
-        self.read_task(task, |t| t.seconds()).unwrap_or_default()
+        self.existing_task(task, |t| t.seconds())
+            .unwrap_or_default()
     }
 
     pub(super) fn session_opened(&self, task: &str) {
